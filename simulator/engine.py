@@ -1,0 +1,257 @@
+"""The discrete-event engine: layer kernels as SimPy processes over shared hardware resources.
+
+Resources (one :class:`Machine` per simulation, one ``simpy.Environment`` passed explicitly):
+the compute unit, one bandwidth resource per cache level, the DRAM channel and, on discrete
+devices, the host link. The cache model has already said, per access, which level served it;
+here the accesses are grouped into tiles (contiguous chunks of a layer's trace) and timed:
+
+* a tile's *load* holds every memory resource it uses for ``bytes / bandwidth``, all at once
+  (levels work in parallel, as a pipeline), then waits the DRAM latency once before its data
+  is ready. DRAM time obeys Little's law: ``max(bytes / sustained bandwidth,
+  lines x latency / requests in flight)``, with ``requests in flight = outstanding requests
+  per core x cores in use``, so a stream with too little memory-level parallelism is latency
+  bound rather than bandwidth bound;
+* a tile's *compute* holds the compute unit for ``flops / (peak x kernel efficiency x share
+  of cores in use)``;
+* a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
+  (bounded prefetch), so transfer and compute overlap but memory cannot run away;
+* a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
+
+Busy time per resource is recorded explicitly per layer; the resource with the most busy
+time is the layer's *bound*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+import numpy as np
+import simpy
+
+from .cache import AccessOutcome
+from .profile import HardwareProfile
+from .results import LayerResult
+from .traffic import LayerTraffic, StreamKind
+
+PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """Per-tile work of one layer, after the cache model: what the engine times."""
+
+    traffic: LayerTraffic
+    flops: np.ndarray            # [tiles]
+    level_bytes: np.ndarray      # [tiles, levels] bytes each cache level delivers upwards
+    dram_read_bytes: np.ndarray  # [tiles]
+    dram_write_bytes: np.ndarray  # [tiles]
+    dram_lines: np.ndarray       # [tiles] lines moved to or from DRAM
+    hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
+
+    @property
+    def tiles(self) -> int:
+        """Number of tiles."""
+        return int(self.flops.size)
+
+
+def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareProfile) -> LayerWork:
+    """Aggregate the cache model's per-access outcome into per-tile byte counts."""
+    levels = len(profile.caches)
+    bounds = traffic.tile_bounds()
+    tiles = bounds.size - 1
+    tile_of = np.repeat(np.arange(tiles), np.diff(bounds))
+    served = outcome.served_level.astype(np.int64)
+    gather = (traffic.stream == StreamKind.GATHER).astype(np.int64)
+    slots = 2 * (levels + 1)
+    by_kind = np.bincount(tile_of * slots + gather * (levels + 1) + served,
+                          minlength=tiles * slots).reshape(tiles, 2, levels + 1)
+    counts = by_kind.sum(axis=1)
+    writebacks = np.bincount(tile_of, weights=outcome.dram_writebacks, minlength=tiles)
+    share = np.diff(bounds) / max(1, traffic.accesses)
+    # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
+    # gather. A lower level hands the level above one of that level's lines.
+    upper_line = np.array([traffic.line_bytes] + [c.line_bytes for c in profile.caches[:-1]], dtype=float)
+    level_bytes = counts[:, :levels] * upper_line[:levels]
+    if levels:
+        level_bytes[:, 0] = by_kind[:, 0, 0] * float(traffic.line_bytes) + by_kind[:, 1, 0] * float(traffic.gather_bytes)
+    memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
+    return LayerWork(
+        traffic=traffic,
+        flops=traffic.flops * share,
+        level_bytes=level_bytes,
+        dram_read_bytes=counts[:, levels] * float(memory_line),
+        dram_write_bytes=writebacks * float(memory_line),
+        dram_lines=counts[:, levels] + writebacks,
+        hits=counts.sum(axis=0),
+    )
+
+
+class Machine:
+    """The SimPy resources of one profile in one environment."""
+
+    def __init__(self, env: simpy.Environment, profile: HardwareProfile) -> None:
+        self.env = env
+        self.profile = profile
+        self.compute = simpy.Resource(env, capacity=1)
+        self.levels = [simpy.Resource(env, capacity=1) for _ in profile.caches]
+        self.dram = simpy.Resource(env, capacity=1)
+        self.link = simpy.Resource(env, capacity=profile.link.copy_engines) if profile.link else None
+
+
+class _Busy:
+    """Explicit busy-time bookkeeping of one layer."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.seconds = {name: 0.0 for name in names}
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] += seconds
+
+
+def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy: _Busy,
+          name: str) -> Iterator[simpy.Event]:
+    with resource.request() as request:
+        yield request
+        yield env.timeout(seconds)
+    busy.add(name, seconds)
+
+
+def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[simpy.Resource, float, str]]:
+    """(resource, seconds, name) for every memory resource a tile's load uses."""
+    profile = machine.profile
+    cores = work.traffic.cores_used
+    out = []
+    for i, level in enumerate(profile.caches):
+        rate = level.bandwidth_bytes_per_s * (1 if level.shared else cores)
+        seconds = work.level_bytes[tile, i] / rate
+        if seconds > 0:
+            out.append((machine.levels[i], seconds, level.name))
+    dram = profile.dram
+    moved = work.dram_read_bytes[tile] + work.dram_write_bytes[tile]
+    if moved > 0:
+        bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
+        in_flight = dram.outstanding_requests_per_core * cores
+        latency_s = work.dram_lines[tile] * dram.latency_s / in_flight
+        name = "dram-latency" if latency_s > bandwidth_s else "dram-bandwidth"
+        out.append((machine.dram, max(bandwidth_s, latency_s), name))
+    return out
+
+
+def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
+    compute = profile.compute
+    rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
+            * work.traffic.cores_used / compute.cores)
+    return float(work.flops[tile]) / rate
+
+
+def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
+          ready: simpy.Event) -> Iterator[simpy.Event]:
+    holds = [env.process(_hold(env, res, seconds, busy, name))
+             for res, seconds, name in _memory_times(machine, work, tile)]
+    if holds:
+        yield simpy.AllOf(env, holds)
+    if work.dram_lines[tile] > 0:
+        yield env.timeout(machine.profile.dram.latency_s)   # first data of the tile arrives
+    ready.succeed()
+
+
+def _loader(env: simpy.Environment, machine: Machine, work: LayerWork, slots: simpy.Container,
+            ready: list[simpy.Event], busy: _Busy) -> Iterator[simpy.Event]:
+    for tile in range(work.tiles):
+        yield slots.get(1)
+        env.process(_load(env, machine, work, tile, busy, ready[tile]))
+
+
+def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Iterator[simpy.Event]:
+    """One layer: launch, then compute each tile as soon as its load is ready."""
+    launch_s = machine.profile.compute.launch_overhead_s
+    if launch_s > 0:
+        yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
+    slots = simpy.Container(env, capacity=PREFETCH_TILES, init=PREFETCH_TILES)
+    ready = [env.event() for _ in range(work.tiles)]
+    env.process(_loader(env, machine, work, slots, ready, busy))
+    for tile in range(work.tiles):
+        yield ready[tile]
+        seconds = _compute_seconds(machine.profile, work, tile)
+        if seconds > 0:
+            yield env.process(_hold(env, machine.compute, seconds, busy, "compute"))
+        yield slots.put(1)
+
+
+def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _Busy) -> Iterator[simpy.Event]:
+    """A host-link transfer: latency plus bytes over the per-direction bandwidth."""
+    link = machine.profile.link
+    assert link is not None and machine.link is not None
+    yield env.process(_hold(env, machine.link, link.latency_s + size_bytes / link.bandwidth_bytes_per_s,
+                            busy, "link"))
+
+
+def _resource_names(profile: HardwareProfile) -> list[str]:
+    return (["launch", "compute"] + [c.name for c in profile.caches]
+            + ["dram-bandwidth", "dram-latency", "link"])
+
+
+def _bound(busy: dict[str, float]) -> str:
+    """The resource that was busy longest within the layer."""
+    dram = busy.get("dram-bandwidth", 0.0) + busy.get("dram-latency", 0.0)
+    candidates = {k: v for k, v in busy.items() if not k.startswith("dram")}
+    if dram > 0:
+        key = "dram-latency" if busy.get("dram-latency", 0.0) > busy.get("dram-bandwidth", 0.0) else "dram-bandwidth"
+        candidates[key] = dram
+    return max(candidates, key=lambda k: candidates[k]) if candidates else "compute"
+
+
+def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[tuple[int, int]] = None
+             ) -> list[LayerResult]:
+    """Run the layers back to back on one machine; returns one result per layer.
+
+    ``copies`` = (input bytes, output bytes) adds host-to-device and device-to-host copies of
+    the network's input and output over the profile's link (discrete devices only).
+    """
+    env = simpy.Environment()
+    machine = Machine(env, profile)
+    names = _resource_names(profile)
+    records: list[tuple[str, str, Optional[LayerWork], _Busy, float, float, int]] = []
+
+    def network() -> Iterator[simpy.Event]:
+        if copies and machine.link is not None:
+            busy = _Busy(names)
+            start = env.now
+            yield env.process(link_copy(env, machine, copies[0], busy))
+            records.append(("input (h2d)", "copy", None, busy, start, env.now, copies[0]))
+        for work in works:
+            busy = _Busy(names)
+            start = env.now
+            yield env.process(kernel(env, machine, work, busy))
+            records.append((work.traffic.layer.name, work.traffic.layer.kind.value, work, busy, start, env.now, 0))
+        if copies and machine.link is not None:
+            busy = _Busy(names)
+            start = env.now
+            yield env.process(link_copy(env, machine, copies[1], busy))
+            records.append(("output (d2h)", "copy", None, busy, start, env.now, copies[1]))
+
+    env.process(network())
+    env.run()
+    return [_layer_result(profile, *record) for record in records]
+
+
+def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional[LayerWork], busy: _Busy,
+                  start: float, end: float, link_bytes: int) -> LayerResult:
+    busy_s = {k: v for k, v in busy.seconds.items() if v > 0}
+    level_names = [c.name for c in profile.caches]
+    if work is None:
+        return LayerResult(name, kind, None, end - start, start, 0.0, 0, 0, 0, link_bytes, 0,
+                           {n: 0 for n in level_names}, {n: 0.0 for n in level_names}, busy_s, "link", 0)
+    hits = {n: int(work.hits[i]) for i, n in enumerate(level_names)}
+    reaching = work.traffic.accesses
+    hit_rate = {}
+    for i, n in enumerate(level_names):
+        hit_rate[n] = hits[n] / reaching if reaching else 0.0
+        reaching -= hits[n]
+    return LayerResult(
+        name=name, kind=kind, kernel=work.traffic.kernel.value, time_s=end - start, start_s=start,
+        flops=float(work.traffic.flops), weight_bytes=int(work.traffic.weight_bytes),
+        dram_read_bytes=int(work.dram_read_bytes.sum()), dram_write_bytes=int(work.dram_write_bytes.sum()),
+        link_bytes=0, accesses=work.traffic.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
+        bound=_bound(busy_s), cores_used=work.traffic.cores_used)

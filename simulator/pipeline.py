@@ -1,0 +1,82 @@
+"""The whole flow of one run, on one page.
+
+    profile + workload
+      -> compression   (prune to the layer densities, encode: dense / CSR / CSC)
+      -> traffic       (per-layer access traces at real addresses and indices)
+      -> cache         (exact set-associative LRU hierarchy; state kept across layers
+                        and across the ``repeat`` back-to-back inferences)
+      -> engine        (SimPy: tiles through DRAM / cache / compute / link resources)
+      -> results       (dataclasses; the report module prints them)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+from .cache import CacheGeometry, CacheHierarchy
+from .compression import StorageFormat, compress_workload
+from .engine import layer_work, simulate
+from .profile import HardwareProfile
+from .results import RunResult, VariantResult
+from .traffic import CoreView, workload_traffic
+from .workload import Workload
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to run: batch, repeats, which storage formats, pruning overrides."""
+
+    batch: int = 1
+    repeat: int = 1
+    formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR)
+    density: Optional[float] = None      # one density for every weighted layer (None: the workload's)
+    seed: int = 0
+    threads: Optional[int] = None        # cores to use (None: all of the profile's)
+    host_copies: bool = True             # copy input / output over the host link (discrete devices)
+
+
+def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
+    """A cold cache hierarchy built from the profile's cache levels."""
+    levels = [CacheGeometry(c.name, c.size_bytes, c.line_bytes, c.ways, c.shared) for c in profile.caches]
+    return CacheHierarchy(levels, cores=cores)
+
+
+def variant_name(fmt: StorageFormat) -> str:
+    """``dense`` for the unpruned network, ``pruned`` for a sparse format."""
+    return "pruned" if fmt.is_sparse else "dense"
+
+
+def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+                     options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
+    """Compress, trace, run the caches ``repeat`` times, and time the last inference."""
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    progress(f"{variant_name(fmt)}: compressing")
+    encodings = compress_workload(workload, fmt, options.seed)
+    view = CoreView.of(profile, options.threads)
+    progress(f"{variant_name(fmt)}: building traffic")
+    traffic = workload_traffic(workload, encodings, options.batch, view)
+    hierarchy = cache_hierarchy(profile, view.cores)
+    outcomes = []
+    for repetition in range(options.repeat):
+        progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
+        outcomes = [hierarchy.access(t.addresses, t.is_write, t.core) for t in traffic]
+    works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
+    copies = None
+    if options.host_copies and profile.link is not None:
+        first, last = workload.layers[0], workload.layers[-1]
+        copies = (first.in_bytes(options.batch), last.out_bytes(options.batch))
+    progress(f"{variant_name(fmt)}: discrete-event engine")
+    layers = simulate(profile, works, copies)
+    total = max((l.start_s + l.time_s for l in layers), default=0.0)
+    return VariantResult(variant_name(fmt), fmt.value, total, layers)
+
+
+def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
+        progress: Callable[[str], None] = lambda _: None) -> RunResult:
+    """Simulate every requested variant of ``workload`` on ``profile``."""
+    variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in options.formats]
+    return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
+                     workload_path=workload.path, batch=options.batch, repeat=options.repeat,
+                     seed=options.seed, variants=variants)

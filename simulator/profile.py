@@ -1,0 +1,245 @@
+"""Hardware profiles: what a CPU, GPU or accelerator offers the memory model.
+
+A profile is a YAML file with readable units (``hwprofiles/*.yaml``), validated into
+immutable objects whose fields carry their base unit in the name (``size_bytes``,
+``bandwidth_bytes_per_s``). Every datasheet figure is cited in the profile's ``sources``
+map, keyed by the field path it supports (``memory.caches.L2.size``).
+
+The per-level cache block holds exactly what the cache model needs (size, line, ways,
+shared) plus its timing (latency, bandwidth), in the spirit of kerncraft machine files.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from .errors import ConfigError
+from .schema import Bytes, BytesPerS, FlopPerS, Fraction, Hertz, PositiveInt, Seconds, Strict, validate
+from .yamlio import read_yaml_mapping
+
+SCHEMA_VERSION = 1
+
+
+class DeviceKind(str, enum.Enum):
+    """What sort of machine a profile describes."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    FPGA = "fpga"
+    ACCELERATOR = "accelerator"
+
+
+class KernelKind(str, enum.Enum):
+    """The library kernels a layer lowers to; each has its own efficiency in a profile."""
+
+    GEMV = "gemv"      # dense matrix x vector (FC at batch 1)
+    GEMM = "gemm"      # dense matrix x matrix (FC at batch > 1)
+    SPMV = "spmv"      # sparse (CSR/CSC) matrix x vector
+    SPMM = "spmm"      # sparse matrix x dense matrix
+    CONV = "conv"      # dense convolution (implicit GEMM)
+    SPCONV = "spconv"  # convolution with sparse weights
+    POOL = "pool"      # pooling / element-wise, no weights
+
+
+class PeakFlops(Strict):
+    """Peak arithmetic throughput per data type, whole device."""
+
+    fp32: FlopPerS
+    fp16: Optional[FlopPerS] = None
+    int8: Optional[FlopPerS] = None
+
+
+class Efficiency(Strict):
+    """Fraction of peak FLOP/s each kernel kind reaches when it is not memory bound."""
+
+    gemv: Fraction
+    gemm: Fraction
+    spmv: Fraction
+    spmm: Fraction
+    conv: Fraction
+    spconv: Fraction
+    pool: Fraction
+
+    def of(self, kind: KernelKind) -> float:
+        """Efficiency of one kernel kind."""
+        return float(getattr(self, kind.value))
+
+
+class Compute(Strict):
+    """The arithmetic side: clock, cores, peak rates, kernel efficiencies, launch cost."""
+
+    clock_hz: Hertz = Field(alias="clock")
+    cores: PositiveInt
+    lanes_per_core: PositiveInt
+    peak_flops: PeakFlops
+    efficiency: Efficiency
+    launch_overhead_s: Seconds = Field(alias="launch_overhead")
+
+
+class CacheLevel(Strict):
+    """One cache level; the first five fields are the cache model's geometry."""
+
+    name: str
+    size_bytes: Bytes = Field(alias="size")
+    line_bytes: Bytes = Field(alias="line")
+    ways: PositiveInt
+    shared: bool
+    latency_s: Seconds = Field(alias="latency")
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+
+
+class Dram(Strict):
+    """Main (device) memory."""
+
+    peak_bandwidth_bytes_per_s: BytesPerS = Field(alias="peak_bandwidth")
+    sustained_bandwidth_bytes_per_s: BytesPerS = Field(alias="sustained_bandwidth")
+    latency_s: Seconds = Field(alias="latency")
+    outstanding_requests_per_core: PositiveInt = Field(alias="outstanding_requests_per_core")
+    capacity_bytes: Bytes = Field(alias="capacity")
+
+
+class Memory(Strict):
+    """Caches from the core outwards, then DRAM."""
+
+    caches: tuple[CacheLevel, ...] = ()
+    dram: Dram
+
+
+class Link(Strict):
+    """Host link of a discrete device (PCIe), per direction."""
+
+    name: str
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+    latency_s: Seconds = Field(alias="latency")
+    copy_engines: PositiveInt
+
+
+class HardwareProfile(Strict):
+    """A whole validated profile. ``path`` is where it was read from."""
+
+    schema_version: Literal[1]
+    name: str
+    kind: DeviceKind
+    description: str = ""
+    compute: Compute
+    memory: Memory
+    link: Optional[Link] = None
+    sources: dict[str, str]
+    fitted: dict[str, str] = {}
+    path: str = ""
+
+    @property
+    def caches(self) -> tuple[CacheLevel, ...]:
+        """Cache levels from the core outwards."""
+        return self.memory.caches
+
+    @property
+    def dram(self) -> Dram:
+        """Main memory."""
+        return self.memory.dram
+
+    @property
+    def peak_flops_per_s(self) -> float:
+        """fp32 peak of the whole device."""
+        return self.compute.peak_flops.fp32
+
+    @property
+    def ridge_flop_per_byte(self) -> float:
+        """Roofline ridge point: fp32 peak over peak DRAM bandwidth."""
+        return self.peak_flops_per_s / self.dram.peak_bandwidth_bytes_per_s
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """Read, validate and cross-check a profile; errors are :class:`ConfigError` lines."""
+    source = str(path)
+    return profile_from_mapping(read_yaml_mapping(path), source)
+
+
+def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
+    """Validate an already-loaded mapping (sweeps edit the mapping, then call this)."""
+    if "path" in data:
+        raise ConfigError(source, "path", "is set by the loader, not in the file")
+    version = data.get("schema_version")
+    if version is not None and version != SCHEMA_VERSION:
+        raise ConfigError(source, "schema_version",
+                          f"{version!r} is not supported (this simulator reads version {SCHEMA_VERSION})")
+    profile = validate(HardwareProfile, {**data, "path": source}, source)
+    _check_caches(profile, source)
+    _check_dram(profile, source)
+    _check_sources(profile, data, source)
+    return profile
+
+
+def _check_caches(profile: HardwareProfile, source: str) -> None:
+    names = set()
+    previous = None
+    for i, level in enumerate(profile.caches):
+        where = f"memory.caches[{i}]"
+        if level.name in names:
+            raise ConfigError(source, f"{where}.name", f"{level.name!r} is used by an earlier level")
+        names.add(level.name)
+        line = level.line_bytes
+        if line & (line - 1):
+            raise ConfigError(source, f"{where}.line", f"{line} B is not a power of two")
+        if level.size_bytes % (line * level.ways):
+            raise ConfigError(source, f"{where}.size",
+                              f"{level.size_bytes} B is not a whole number of sets of "
+                              f"{level.ways} ways x {line} B lines")
+        if previous is not None:
+            if line < previous.line_bytes:
+                raise ConfigError(source, f"{where}.line",
+                                  f"{line} B is smaller than {previous.name}'s {previous.line_bytes} B "
+                                  "(line size may only grow towards memory)")
+            total_prev = previous.size_bytes * (1 if previous.shared else profile.compute.cores)
+            total = level.size_bytes * (1 if level.shared else profile.compute.cores)
+            if total < total_prev:
+                raise ConfigError(source, f"{where}.size",
+                                  f"{level.name} ({total} B in all) is smaller than {previous.name} "
+                                  f"({total_prev} B in all) above it")
+            if previous.shared and not level.shared:
+                raise ConfigError(source, f"{where}.shared",
+                                  f"a private level cannot sit below the shared level {previous.name}")
+        previous = level
+    if previous is not None and previous.size_bytes > profile.dram.capacity_bytes:
+        raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
+                          "is larger than memory.dram.capacity")
+
+
+def _check_dram(profile: HardwareProfile, source: str) -> None:
+    dram = profile.dram
+    if dram.sustained_bandwidth_bytes_per_s > dram.peak_bandwidth_bytes_per_s:
+        raise ConfigError(source, "memory.dram.sustained_bandwidth", "exceeds memory.dram.peak_bandwidth")
+
+
+def field_paths(profile: HardwareProfile) -> set[str]:
+    """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
+    paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
+    for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency"):
+        paths.add(f"compute.{name}")
+    for name in ("fp32", "fp16", "int8"):
+        paths.add(f"compute.peak_flops.{name}")
+    for kind in KernelKind:
+        paths.add(f"compute.efficiency.{kind.value}")
+    for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
+        paths.add(f"memory.dram.{name}")
+    for level in profile.caches:
+        paths.add(f"memory.caches.{level.name}")
+        for name in ("size", "line", "ways", "shared", "latency", "bandwidth"):
+            paths.add(f"memory.caches.{level.name}.{name}")
+    for name in ("name", "bandwidth", "latency", "copy_engines"):
+        paths.add(f"link.{name}")
+    return paths
+
+
+def _check_sources(profile: HardwareProfile, data: dict[str, Any], source: str) -> None:
+    known = field_paths(profile)
+    for key in list(profile.sources) + list(profile.fitted):
+        section = "sources" if key in profile.sources else "fitted"
+        if key not in known:
+            raise ConfigError(source, f"{section}.{key}", "cites a field that does not exist in this profile")
+        if key.startswith("link") and profile.link is None:
+            raise ConfigError(source, f"{section}.{key}", "cites the link, but the profile has none")

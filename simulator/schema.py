@@ -1,0 +1,103 @@
+"""Validation shared by the input files: strict pydantic models, unit-typed fields,
+and the translation of the first validation error into one :class:`ConfigError` line.
+
+Why pydantic: it gives typed, immutable objects, required/unknown-key checks and
+per-field error locations for free; this module only makes its messages read like
+``file: field.path: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Annotated, Any, TypeVar
+
+import pydantic
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from . import units
+from .errors import ConfigError
+from .yamlio import field_path
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Strict(BaseModel):
+    """Base of every schema model: unknown keys are errors, objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, populate_by_name=False)
+
+
+def _unit(quantity: units.Quantity):
+    def parse(value: Any) -> float:
+        return units.parse(value, quantity)
+
+    return BeforeValidator(parse)
+
+
+# Quantities in readable units, converted to base units on load; all strictly positive.
+Bytes = Annotated[int, BeforeValidator(units.parse_bytes), Field(gt=0)]
+BytesPerS = Annotated[float, _unit(units.Quantity.BYTES_PER_S), Field(gt=0)]
+Hertz = Annotated[float, _unit(units.Quantity.HZ), Field(gt=0)]
+Seconds = Annotated[float, _unit(units.Quantity.SECONDS), Field(ge=0)]
+FlopPerS = Annotated[float, _unit(units.Quantity.FLOP_PER_S), Field(gt=0)]
+PositiveInt = Annotated[int, Field(strict=True, gt=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model class that validates the mapping at ``loc`` (used to list allowed keys)."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
+        if field is None:
+            return None
+        model = _unwrap(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Find the model class inside ``Optional[...]``, ``tuple[...]``, ``list[...]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def allowed_keys(model: type[BaseModel]) -> list[str]:
+    """The YAML keys a model accepts (aliases where set)."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _message(root: type[BaseModel], error: dict[str, Any]) -> str:
+    kind = error["type"]
+    loc = tuple(error["loc"])
+    if kind == "extra_forbidden":
+        parent = _model_at(root, loc[:-1])
+        allowed = ", ".join(allowed_keys(parent)) if parent else "see the documentation"
+        return f"unknown key (allowed: {allowed})"
+    if kind == "missing":
+        return "missing required field"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    if kind not in ("value_error", "assertion_error") and "input" in error:
+        message = f"{error['input']!r}: {message}"
+    return message
+
+
+def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> M:
+    """Validate ``data`` against ``model``; the first problem becomes a :class:`ConfigError`."""
+    try:
+        return model.model_validate(data)
+    except pydantic.ValidationError as err:
+        first = err.errors(include_url=False)[0]
+        loc = prefix + tuple(first["loc"])
+        raise ConfigError(source, field_path(loc) or "(top level)", _message(model, first)) from None

@@ -1,0 +1,474 @@
+"""Traffic: turn each layer and its encoded weights into the memory accesses a kernel makes.
+
+Every layer becomes one trace of byte addresses (one access per cache line a stream touches,
+at the first cache level's line size), with a read/write flag, the core that issues it and
+the stream it belongs to. Buffers get fixed addresses from a bump allocator, so the same
+buffer has the same address in every repetition and cache warmth across inferences is real.
+
+Kernels and their access order (all vectorised, no Python loop per address):
+
+* Dense FC and convolution lower to one blocked GEMM, ``C[M, N] = A[M, K] x B[K, N]`` with
+  A the weights, B the input (im2col done implicitly) and C the output. The output rows M
+  are split into equal contiguous ranges, one per core. Each core walks its rows in blocks
+  of ``mc`` rows and the input in blocks of ``kc`` channels (features for FC): for every
+  (row block, channel block) it reads the input block, then the matching weight block; after
+  the last channel block it writes the outputs of its rows. ``kc`` is the largest channel
+  count whose input block fills half the first cache level; ``mc`` the largest row count
+  whose weight block fills half the last private level. So weights stream once per
+  inference and the input is re-read once per row block, from wherever it still is.
+* CSR FC (SpMV / SpMM): rows are split between cores with equal non-zeros. In non-zero
+  order a core reads the row pointer, the value and the column index (once per line, as a
+  sequential stream), then gathers the input at that real column index: one line per
+  non-zero at batch 1, ``batch`` values (row-major ``K x batch`` operand, as MKL's and
+  cuSPARSE's csrmm read it) at larger batches; at the end of a row it writes the output row.
+* CSC FC: columns are split between cores; per column the input value is read once and
+  every non-zero's output row is read-modified-written (a write access: write-allocate).
+* Sparse convolution (CSR weights): per block of output channels a core reads the block's
+  values, indices and pointers, then the input planes of just the channels the block's
+  non-zeros reference, then writes the block's output planes.
+* Pooling reads its input planes and writes its output planes, channels split among cores.
+
+Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
+order in which concurrently running cores reach shared levels.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
+from .profile import HardwareProfile, KernelKind
+from .workload import Layer, LayerKind, Workload
+
+INTERLEAVE = 16          # accesses a core issues before the next core's turn
+PAGE_BYTES = 4096        # buffer alignment of the bump allocator
+DEFAULT_LINE_BYTES = 64  # access granularity when a profile has no caches
+MAX_TILES = 64           # engine tiles per layer (SimPy sees tiles, not lines)
+MIN_TILE_ACCESSES = 512
+
+
+class StreamKind(enum.IntEnum):
+    """Which data an access belongs to."""
+
+    WEIGHT_VALUES = 0
+    WEIGHT_INDICES = 1
+    WEIGHT_POINTERS = 2
+    INPUT = 3
+    GATHER = 4
+    OUTPUT = 5
+
+
+@dataclass(frozen=True)
+class CoreView:
+    """What the traffic stage needs from a profile: cores and the cache sizes used for blocking."""
+
+    cores: int
+    line_bytes: int
+    first_level_bytes: int
+    last_private_bytes: int
+
+    @staticmethod
+    def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
+        """Blocking view of a profile; ``threads`` limits the cores used."""
+        caches = profile.caches
+        cores = min(threads or profile.compute.cores, profile.compute.cores)
+        line = caches[0].line_bytes if caches else DEFAULT_LINE_BYTES
+        first = caches[0].size_bytes if caches else 32 * 1024
+        private = [c.size_bytes for c in caches if not c.shared]
+        last_private = private[-1] if private else first
+        return CoreView(cores, line, first, last_private)
+
+
+@dataclass(frozen=True)
+class LayerTraffic:
+    """One layer's accesses in issue order, and the work that goes with them."""
+
+    layer: Layer
+    kernel: KernelKind
+    flops: float
+    addresses: np.ndarray     # int64 byte addresses, one per line touched
+    is_write: np.ndarray      # bool
+    core: np.ndarray          # int16
+    stream: np.ndarray        # int8 StreamKind
+    cores_used: int
+    weight_bytes: int         # encoded weight footprint (values + indices + pointers)
+    line_bytes: int           # access granularity: one access per line of this size
+    gather_bytes: int         # bytes a GATHER access actually uses (the rest of its line is over-fetch)
+
+    @property
+    def accesses(self) -> int:
+        """Number of line accesses."""
+        return int(self.addresses.size)
+
+    def tile_bounds(self) -> np.ndarray:
+        """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
+        n = self.accesses
+        tiles = int(min(MAX_TILES, max(1, n // MIN_TILE_ACCESSES)))
+        return np.linspace(0, n, tiles + 1).astype(np.int64)
+
+
+class AddressSpace:
+    """Bump allocator: every buffer gets a page-aligned base address that never moves."""
+
+    def __init__(self) -> None:
+        self._next = PAGE_BYTES
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def base(self, name: str, size_bytes: int) -> int:
+        """Base address of buffer ``name`` (allocated on first use)."""
+        if name not in self.buffers:
+            self.buffers[name] = (self._next, size_bytes)
+            self._next += -(-max(size_bytes, 1) // PAGE_BYTES) * PAGE_BYTES
+        return self.buffers[name][0]
+
+
+# --- vectorised building blocks -------------------------------------------------------
+
+def _expand_ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(first[i], first[i] + count[i])`` for all i, without a loop."""
+    count = count.astype(np.int64)
+    total = int(count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(np.cumsum(count) - count, count)
+    return np.repeat(first.astype(np.int64), count) + (np.arange(total, dtype=np.int64) - starts)
+
+
+class _Trace:
+    """Accumulates (segment) accesses of one core in order."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (line ids, write flags, stream)
+
+    def segments(self, start_bytes: np.ndarray, length_bytes: np.ndarray, stream: StreamKind,
+                 write: bool = False) -> None:
+        """Touch every line of each byte range [start, start + length), in order."""
+        start_bytes = np.asarray(start_bytes, dtype=np.int64)
+        length_bytes = np.asarray(length_bytes, dtype=np.int64)
+        keep = length_bytes > 0
+        first = start_bytes[keep] // self.line
+        last = (start_bytes[keep] + length_bytes[keep] - 1) // self.line
+        lines = _expand_ranges(first, last - first + 1)
+        self.lines(lines, np.full(lines.size, write), stream)
+
+    def lines(self, lines: np.ndarray, write: np.ndarray, stream: StreamKind | np.ndarray) -> None:
+        """Append explicit line ids."""
+        if lines.size:
+            self.parts.append((lines.astype(np.int64), write.astype(bool), stream))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line ids, write flags, stream kinds) of everything appended."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int8)
+        lines = np.concatenate([p[0] for p in self.parts])
+        write = np.concatenate([p[1] for p in self.parts])
+        stream = np.concatenate([np.broadcast_to(np.asarray(p[2], dtype=np.int8), p[0].shape) for p in self.parts])
+        return lines, write, stream
+
+
+def _interleave(per_core: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], line: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge per-core traces round-robin in groups of INTERLEAVE accesses."""
+    lengths = np.array([p[0].size for p in per_core], dtype=np.int64)
+    longest = int(lengths.max()) if lengths.size else 0
+    groups = -(-longest // INTERLEAVE)
+    cores = len(per_core)
+    # position key: (group, core, offset in group) -> order
+    keys = []
+    for c, (lines, _, _) in enumerate(per_core):
+        idx = np.arange(lines.size, dtype=np.int64)
+        keys.append((idx // INTERLEAVE) * (cores * INTERLEAVE) + c * INTERLEAVE + idx % INTERLEAVE)
+    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+    order = np.argsort(key, kind="stable") if cores > 1 else np.arange(key.size)
+    lines = np.concatenate([p[0] for p in per_core])[order]
+    write = np.concatenate([p[1] for p in per_core])[order]
+    stream = np.concatenate([p[2] for p in per_core])[order]
+    core = np.repeat(np.arange(cores, dtype=np.int16), lengths)[order]
+    del groups
+    return lines * line, write, core, stream
+
+
+def _split(total: int, parts: int) -> np.ndarray:
+    """Boundaries of ``parts`` near-equal contiguous ranges of ``total`` items."""
+    return np.linspace(0, total, parts + 1).astype(np.int64)
+
+
+# --- kernels --------------------------------------------------------------------------------
+
+def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_base: int,
+                m_total: int, b_rows: int, kk: int, plane: int, out_plane: int, batch: int,
+                elem: int, view: CoreView) -> None:
+    """Blocked GEMM over output rows [r0, r1) of one core (see module docstring)."""
+    r0, r1 = rows
+    if r1 <= r0:
+        return
+    k_total = b_rows * kk
+    kc = max(1, (view.first_level_bytes // 2) // max(1, batch * plane * elem))
+    kc = min(kc, b_rows)
+    mc = max(1, (view.last_private_bytes // 2) // max(1, kc * kk * elem))
+    k_starts = np.arange(0, b_rows, kc, dtype=np.int64)
+    k_ends = np.minimum(k_starts + kc, b_rows)
+    samples = np.arange(batch, dtype=np.int64)
+    for m0 in range(r0, r1, mc):
+        m1 = min(m0 + mc, r1)
+        block_rows = np.arange(m0, m1, dtype=np.int64)
+        # per channel block: input block (every sample), then the weight block rows
+        b_start = b_base + ((samples[None, :] * b_rows + k_starts[:, None]) * plane) * elem
+        b_len = np.repeat(((k_ends - k_starts) * plane * elem)[:, None], batch, axis=1)
+        a_start = a_base + ((block_rows[None, :] * k_total) + (k_starts * kk)[:, None]) * elem
+        a_len = np.repeat(((k_ends - k_starts) * kk * elem)[:, None], block_rows.size, axis=1)
+        starts = np.concatenate([b_start, a_start], axis=1).ravel()
+        lengths = np.concatenate([b_len, a_len], axis=1).ravel()
+        kinds = np.concatenate([np.full(b_start.shape, StreamKind.INPUT), np.full(a_start.shape,
+                               StreamKind.WEIGHT_VALUES)], axis=1).ravel()
+        first = starts // tr.line
+        last = (starts + lengths - 1) // tr.line
+        lines = _expand_ranges(first, last - first + 1)
+        tr.lines(lines, np.zeros(lines.size, bool), np.repeat(kinds, last - first + 1).astype(np.int8))
+        c_start = c_base + (samples * m_total + m0) * out_plane * elem
+        tr.segments(c_start, np.full(batch, (m1 - m0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+
+
+def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], batch: int,
+            elem: int) -> None:
+    """CSR SpMV / SpMM over rows [r0, r1): pointers, values, indices, gathers, output rows."""
+    r0, r1 = rows
+    ptr = enc.pointers
+    k0, k1 = int(ptr[r0]), int(ptr[r1])
+    if k1 <= k0:
+        return
+    line = tr.line
+    k = np.arange(k0, k1, dtype=np.int64)
+    row_of = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(ptr[r0:r1 + 1]))
+    row_start = np.ones(k.size, bool)
+    row_start[1:] = row_of[1:] != row_of[:-1]
+    row_end = np.ones(k.size, bool)
+    row_end[:-1] = row_start[1:]
+
+    def new_line(lines: np.ndarray) -> np.ndarray:
+        fresh = np.ones(lines.size, bool)
+        fresh[1:] = lines[1:] != lines[:-1]
+        return fresh
+
+    ptr_line = (bases["pointers"] + (row_of + 1) * POINTER_BYTES) // line
+    has_ptr = row_start & new_line(np.where(row_start, ptr_line, -1))
+    val_line = (bases["values"] + k * enc.value_bytes_each) // line
+    has_val = new_line(val_line)
+    idx_line = (bases["indices"] + k * INDEX_BYTES) // line
+    has_idx = new_line(idx_line)
+    col = enc.indices[k0:k1].astype(np.int64)
+    x_first = (bases["input"] + col * batch * elem) // line
+    x_count = (bases["input"] + (col + 1) * batch * elem - 1) // line - x_first + 1
+    y_first = (bases["output"] + row_of * batch * elem) // line
+    y_count = np.where(row_end, (bases["output"] + (row_of + 1) * batch * elem - 1) // line - y_first + 1, 0)
+
+    counts = has_ptr.astype(np.int64) + has_val + has_idx + x_count + y_count
+    off = np.cumsum(counts) - counts
+    n = int(counts.sum())
+    lines = np.empty(n, np.int64)
+    kinds = np.empty(n, np.int8)
+    write = np.zeros(n, bool)
+    pos = off.copy()
+    for has, values, kind in ((has_ptr, ptr_line, StreamKind.WEIGHT_POINTERS),
+                              (has_val, val_line, StreamKind.WEIGHT_VALUES),
+                              (has_idx, idx_line, StreamKind.WEIGHT_INDICES)):
+        lines[pos[has]] = values[has]
+        kinds[pos[has]] = kind
+        pos += has
+    for first, count, kind in ((x_first, x_count, StreamKind.GATHER), (y_first, y_count, StreamKind.OUTPUT)):
+        where = _expand_ranges(pos, count)
+        lines[where] = _expand_ranges(first, count)
+        kinds[where] = kind
+        if kind is StreamKind.OUTPUT:
+            write[where] = True
+        pos += count
+    tr.lines(lines, write, kinds)
+
+
+def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[str, int], batch: int,
+            elem: int) -> None:
+    """CSC SpMV / SpMM over columns [c0, c1): input value once, scatter-add into output rows."""
+    c0, c1 = cols
+    ptr = enc.pointers
+    k0, k1 = int(ptr[c0]), int(ptr[c1])
+    if k1 <= k0:
+        return
+    line = tr.line
+    k = np.arange(k0, k1, dtype=np.int64)
+    col_of = np.repeat(np.arange(c0, c1, dtype=np.int64), np.diff(ptr[c0:c1 + 1]))
+    col_start = np.ones(k.size, bool)
+    col_start[1:] = col_of[1:] != col_of[:-1]
+    ptr_line = (bases["pointers"] + (col_of + 1) * POINTER_BYTES) // line
+    val_line = (bases["values"] + k * enc.value_bytes_each) // line
+    idx_line = (bases["indices"] + k * INDEX_BYTES) // line
+    fresh = lambda a: np.concatenate([[True], a[1:] != a[:-1]])  # noqa: E731
+    has_ptr = col_start & fresh(np.where(col_start, ptr_line, -1))
+    has_val, has_idx = fresh(val_line), fresh(idx_line)
+    x_first = (bases["input"] + col_of * batch * elem) // line
+    x_count = np.where(col_start, (bases["input"] + (col_of + 1) * batch * elem - 1) // line - x_first + 1, 0)
+    row = enc.indices[k0:k1].astype(np.int64)
+    y_first = (bases["output"] + row * batch * elem) // line
+    y_count = (bases["output"] + (row + 1) * batch * elem - 1) // line - y_first + 1
+    counts = has_ptr.astype(np.int64) + x_count + has_val + has_idx + y_count
+    off = np.cumsum(counts) - counts
+    n = int(counts.sum())
+    lines = np.empty(n, np.int64)
+    kinds = np.empty(n, np.int8)
+    write = np.zeros(n, bool)
+    pos = off.copy()
+    lines[pos[has_ptr]] = ptr_line[has_ptr]
+    kinds[pos[has_ptr]] = StreamKind.WEIGHT_POINTERS
+    pos += has_ptr
+    where = _expand_ranges(pos, x_count)
+    lines[where] = _expand_ranges(x_first, x_count)
+    kinds[where] = StreamKind.INPUT
+    pos += x_count
+    for has, values, kind in ((has_val, val_line, StreamKind.WEIGHT_VALUES),
+                              (has_idx, idx_line, StreamKind.WEIGHT_INDICES)):
+        lines[pos[has]] = values[has]
+        kinds[pos[has]] = kind
+        pos += has
+    where = _expand_ranges(pos, y_count)
+    lines[where] = _expand_ranges(y_first, y_count)
+    kinds[where] = StreamKind.GATHER
+    write[where] = True
+    tr.lines(lines, write, kinds)
+
+
+def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], layer: Layer,
+                 batch: int, elem: int, view: CoreView) -> None:
+    """CSR-weight convolution over output channels [r0, r1), in blocks of output channels."""
+    r0, r1 = rows
+    if r1 <= r0:
+        return
+    ptr = enc.pointers
+    kk = layer.kernel * layer.kernel
+    channels, plane = layer.in_shape[0], layer.in_elements // layer.in_shape[0]
+    out_plane, m_total = layer.out_pixels, layer.out_shape[0]
+    per_nnz = enc.value_bytes_each + INDEX_BYTES
+    budget = max(1, view.last_private_bytes // 2)
+    samples = np.arange(batch, dtype=np.int64)
+    m0 = r0
+    while m0 < r1:
+        # the largest block of rows whose non-zeros fit half the last private level
+        limit = int(np.searchsorted(ptr, ptr[m0] + budget // per_nnz, side="right")) - 1
+        m1 = min(r1, max(m0 + 1, limit))
+        k0, k1 = int(ptr[m0]), int(ptr[m1])
+        tr.segments([bases["pointers"] + m0 * POINTER_BYTES], [(m1 - m0 + 1) * POINTER_BYTES],
+                    StreamKind.WEIGHT_POINTERS)
+        tr.segments([bases["values"] + k0 * enc.value_bytes_each], [(k1 - k0) * enc.value_bytes_each],
+                    StreamKind.WEIGHT_VALUES)
+        tr.segments([bases["indices"] + k0 * INDEX_BYTES], [(k1 - k0) * INDEX_BYTES], StreamKind.WEIGHT_INDICES)
+        used = np.unique(enc.indices[k0:k1] // kk).astype(np.int64)
+        if used.size:
+            starts = bases["input"] + ((samples[:, None] * channels + used[None, :]) * plane * elem)
+            tr.segments(starts.ravel(), np.full(starts.size, plane * elem), StreamKind.INPUT)
+        c_start = bases["output"] + (samples * m_total + m0) * out_plane * elem
+        tr.segments(c_start, np.full(batch, (m1 - m0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+        m0 = m1
+
+
+def _pool(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
+          elem: int) -> None:
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    samples = np.arange(batch, dtype=np.int64)
+    in_plane = layer.in_elements // layer.in_shape[0]
+    out_plane = layer.out_pixels
+    c_in = layer.in_shape[0]
+    tr.segments(bases["input"] + (samples * c_in + c0) * in_plane * elem, np.full(batch, (c1 - c0) * in_plane * elem),
+                StreamKind.INPUT)
+    tr.segments(bases["output"] + (samples * c_in + c0) * out_plane * elem,
+                np.full(batch, (c1 - c0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+
+
+# --- layer dispatch -------------------------------------------------------------------------
+
+def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
+    """The library kernel a layer lowers to."""
+    if layer.kind is LayerKind.FC:
+        if fmt.is_sparse:
+            return KernelKind.SPMV if batch == 1 else KernelKind.SPMM
+        return KernelKind.GEMV if batch == 1 else KernelKind.GEMM
+    if layer.kind is LayerKind.CONV:
+        return KernelKind.SPCONV if fmt.is_sparse else KernelKind.CONV
+    return KernelKind.POOL
+
+
+def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
+                  space: AddressSpace, view: CoreView) -> LayerTraffic:
+    """Build the access trace of one layer reading ``input_buffer`` (see module docstring)."""
+    elem = layer.dtype.size_bytes
+    fmt = enc.format if enc is not None else StorageFormat.DENSE
+    bases = {
+        "input": space.base(input_buffer, layer.in_bytes(batch)),
+        "output": space.base(f"act:{layer.name}", layer.out_bytes(batch)),
+    }
+    if enc is not None:
+        bases["values"] = space.base(f"w:{layer.name}:{fmt.value}:values", enc.values_bytes)
+        if fmt.is_sparse:
+            bases["indices"] = space.base(f"w:{layer.name}:{fmt.value}:indices", enc.index_bytes)
+            bases["pointers"] = space.base(f"w:{layer.name}:{fmt.value}:pointers", enc.pointer_bytes)
+    if layer.kind.has_weights:
+        work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
+        cores = max(1, min(view.cores, work_items))
+        if fmt is StorageFormat.CSR and layer.kind is LayerKind.FC:
+            # equal non-zeros per core
+            targets = np.linspace(0, enc.nnz, cores + 1)
+            bounds = np.searchsorted(enc.pointers, targets, side="left")
+            bounds[0], bounds[-1] = 0, enc.rows
+            bounds = np.maximum.accumulate(bounds)
+        else:
+            bounds = _split(work_items, cores)
+    else:
+        cores = max(1, min(view.cores, layer.in_shape[0]))
+        bounds = _split(layer.in_shape[0], cores)
+
+    per_core = []
+    for c in range(cores):
+        tr = _Trace(view.line_bytes)
+        span = (int(bounds[c]), int(bounds[c + 1]))
+        if not layer.kind.has_weights:
+            _pool(tr, span, layer, bases, batch, elem)
+        elif fmt is StorageFormat.DENSE:
+            if layer.kind is LayerKind.FC:
+                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
+                            layer.in_shape[0], 1, 1, 1, batch, elem, view)
+            else:
+                kk = layer.kernel * layer.kernel // 1
+                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
+                            layer.in_shape[0] // layer.groups, kk, layer.in_elements // layer.in_shape[0],
+                            layer.out_pixels, batch, elem, view)
+        elif layer.kind is LayerKind.FC and fmt is StorageFormat.CSR:
+            _csr_fc(tr, enc, span, bases, batch, elem)
+        elif layer.kind is LayerKind.FC:
+            _csc_fc(tr, enc, span, bases, batch, elem)
+        elif fmt is StorageFormat.CSR:
+            _sparse_conv(tr, enc, span, bases, layer, batch, elem, view)
+        else:
+            raise ValueError(f"{layer.name}: {fmt.value} storage is supported for FC layers only; "
+                             "use csr for convolutions")
+        per_core.append(tr.arrays())
+    addresses, is_write, core, stream = _interleave(per_core, view.line_bytes)
+    density = enc.density if enc is not None else 1.0
+    return LayerTraffic(layer, kernel_kind(layer, fmt, batch), layer.flops(batch, density), addresses, is_write,
+                        core, stream, cores, enc.total_bytes if enc is not None else 0, view.line_bytes,
+                        min(view.line_bytes, batch * elem))
+
+
+def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], batch: int,
+                     view: CoreView, space: Optional[AddressSpace] = None) -> list[LayerTraffic]:
+    """Traces of every layer in execution order; each layer reads its predecessor's output."""
+    space = space or AddressSpace()
+    out = []
+    for layer in workload.layers:
+        preds = workload.predecessors(layer.name)
+        input_buffer = f"act:{preds[0]}" if preds else f"input:{layer.name}"
+        out.append(layer_traffic(layer, input_buffer, encodings.get(layer.name), batch, space, view))
+    return out

@@ -1,0 +1,115 @@
+"""Readable quantities: ``128 KiB``, ``14.9 GB/s``, ``852 MHz``, ``300 ns``, ``6.1 TFLOP/s``.
+
+SI prefixes (k, M, G, T) are powers of 1000 and binary prefixes (Ki, Mi, Gi, Ti) powers
+of 1024; they are never mixed up. This module imports nothing from the project.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+
+_SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
+_BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "ps": 1e-12}
+
+_NUMBER = r"(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
+_PATTERN = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>\S*)\s*$")
+
+
+class Quantity(enum.Enum):
+    """The kinds of quantity a profile or workload field can hold, with their base unit."""
+
+    BYTES = "B"
+    BYTES_PER_S = "B/s"
+    HZ = "Hz"
+    SECONDS = "s"
+    FLOP_PER_S = "FLOP/s"
+
+
+class UnitError(ValueError):
+    """A quantity string that cannot be read; the message quotes it."""
+
+
+def _split(text: object, quantity: Quantity) -> tuple[float, str]:
+    if isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UnitError(f"expected a {quantity.value} quantity such as {_EXAMPLES[quantity]!r}, got {text!r}")
+    if isinstance(text, (int, float)):
+        raise UnitError(f"{text!r} has no unit; write it as e.g. {_EXAMPLES[quantity]!r}")
+    match = _PATTERN.match(text)
+    if not match:
+        raise UnitError(f"{text!r} is not a number followed by a unit such as {_EXAMPLES[quantity]!r}")
+    return float(match["number"]), match["unit"]
+
+
+def _prefixed(unit: str, base: str) -> float | None:
+    """Scale of ``unit`` if it is ``base`` with an SI or binary prefix, else None."""
+    if not unit.endswith(base):
+        return None
+    prefix = unit[: len(unit) - len(base)]
+    if prefix in _BINARY:
+        return _BINARY[prefix]
+    if prefix in _SI:
+        return _SI[prefix]
+    return None
+
+
+_EXAMPLES = {
+    Quantity.BYTES: "128 KiB",
+    Quantity.BYTES_PER_S: "14.9 GB/s",
+    Quantity.HZ: "852 MHz",
+    Quantity.SECONDS: "300 ns",
+    Quantity.FLOP_PER_S: "327 GFLOP/s",
+}
+
+
+def parse(text: object, quantity: Quantity) -> float:
+    """Parse ``text`` as ``quantity`` and return it in the base unit (B, B/s, Hz, s, FLOP/s).
+
+    Raises :class:`UnitError` naming the text when the number or the unit is wrong.
+    """
+    number, unit = _split(text, quantity)
+    if quantity is Quantity.SECONDS:
+        scale = _TIME.get(unit)
+    elif quantity is Quantity.BYTES:
+        scale = _prefixed(unit, "B")
+    elif quantity is Quantity.BYTES_PER_S:
+        scale = _prefixed(unit, "B/s")
+    elif quantity is Quantity.HZ:
+        scale = _prefixed(unit, "Hz")
+    else:
+        scale = _prefixed(unit, "FLOP/s")
+        if scale is None:
+            scale = _prefixed(unit, "OP/s")
+    if scale is None:
+        raise UnitError(f"{text!r}: unknown unit {unit!r} for a {quantity.value} quantity "
+                        f"(write e.g. {_EXAMPLES[quantity]!r})")
+    value = number * scale
+    if not math.isfinite(value):
+        raise UnitError(f"{text!r} is not a finite quantity")
+    return value
+
+
+def parse_bytes(text: object) -> int:
+    """``'128 KiB'`` -> 131072. Fractional byte counts are refused."""
+    value = parse(text, Quantity.BYTES)
+    if value != int(value):
+        raise UnitError(f"{text!r} is not a whole number of bytes")
+    return int(value)
+
+
+def format_bytes(n_bytes: float) -> str:
+    """Binary-prefixed byte count for tables: ``1.5 MiB``."""
+    for prefix, scale in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+        if abs(n_bytes) >= scale:
+            return f"{n_bytes / scale:.1f} {prefix}B"
+    return f"{n_bytes:.0f} B"
+
+
+def format_seconds(seconds: float) -> str:
+    """Time with a unit that keeps three significant figures: ``412 us``, ``3.20 ms``."""
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if abs(seconds) >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
