@@ -1,10 +1,7 @@
-"""Compression: magnitude pruning of real weight tensors, and storage formats with exact bytes.
+"""Compression: storage formats with exact bytes, and the pruned encodings of a workload.
 
-Pruning uses ``torch.nn.utils.prune``: :class:`MagnitudePruning` is a pruning method in the
-same shape as torch's ``L1Unstructured`` (one ``compute_mask``), but selects the weights to
-keep with a linear-time partition instead of a full ``topk``, which makes pruning VGG-16's
-100-million-weight FC6 take about a second instead of half a minute. Without a checkpoint the
-weights are drawn deterministically from a seed and the layer's name.
+Pruning itself is in :mod:`simulator.pruning` (torch); it is imported only when an encoding
+is not already in the on-disk cache, so a warm run never pays for importing torch.
 
 Encoding keeps the real index arrays (column indices and row pointers for CSR, row indices
 and column pointers for CSC): the traffic stage turns them into gather addresses.
@@ -20,8 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
-from torch.nn.utils import prune
 
 from .workload import Layer, Workload
 
@@ -91,77 +86,19 @@ class EncodedWeights:
         return self.values_bytes + self.index_bytes + self.pointer_bytes
 
 
-class MagnitudePruning(prune.BasePruningMethod):
-    """Keep the ``density`` share of weights with the largest magnitude (exact count).
-
-    Same result as ``prune.L1Unstructured(amount=1 - density)`` up to the order of ties,
-    found with ``numpy.partition`` (linear time) rather than ``torch.topk``.
-    """
-
-    PRUNING_TYPE = "unstructured"
-
-    def __init__(self, density: float) -> None:
-        if not 0.0 < density <= 1.0:
-            raise ValueError(f"density must be in (0, 1], got {density}")
-        self.density = density
-
-    def compute_mask(self, t: torch.Tensor, default_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        magnitude = t.detach().abs().reshape(-1).numpy()
-        keep = int(round(self.density * magnitude.size))
-        if keep >= magnitude.size:
-            mask = np.ones(magnitude.size, dtype=bool)
-        elif keep == 0:
-            mask = np.zeros(magnitude.size, dtype=bool)
-        else:
-            cut = magnitude.size - keep
-            threshold = np.partition(magnitude, cut)[cut]
-            mask = magnitude > threshold
-            ties = np.flatnonzero(magnitude == threshold)[: keep - int(mask.sum())]
-            mask[ties] = True
-        out = torch.from_numpy(mask.reshape(t.shape))
-        if default_mask is not None:
-            out &= default_mask.to(torch.bool)
-        return out
-
-    @classmethod
-    def apply(cls, module: torch.nn.Module, name: str, density: float):  # type: ignore[override]
-        """Prune ``module.<name>`` in place with torch's re-parametrisation (adds ``<name>_mask``)."""
-        return super().apply(module, name, density=density)
-
-
-def layer_seed(seed: int, layer_name: str) -> int:
-    """A per-layer seed that does not depend on the other layers of the workload."""
-    digest = hashlib.sha256(f"{seed}:{layer_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
-
-
-def synthetic_weights(layer: Layer, seed: int) -> torch.Tensor:
-    """Weights drawn like torch's default init (uniform, bound 1/sqrt(fan_in)), reproducibly."""
-    generator = torch.Generator().manual_seed(layer_seed(seed, layer.name))
-    fan_in = layer.weight_matrix_shape[1]
-    bound = 1.0 / max(fan_in, 1) ** 0.5
-    return torch.empty(layer.weight_shape).uniform_(-bound, bound, generator=generator)
-
-
-def magnitude_mask(weights: torch.Tensor, density: float) -> torch.Tensor:
-    """Boolean mask of the weights magnitude pruning keeps."""
-    return MagnitudePruning(density).compute_mask(weights, None)
-
-
-def encode_mask(layer_name: str, mask: torch.Tensor | np.ndarray, fmt: StorageFormat,
-                value_bytes_each: int) -> EncodedWeights:
+def encode_mask(layer_name: str, mask: np.ndarray, fmt: StorageFormat, value_bytes_each: int) -> EncodedWeights:
     """Encode the non-zero pattern of a weight matrix (any shape; flattened to rows x cols)."""
-    mask_t = torch.as_tensor(mask, dtype=torch.bool)
-    rows = mask_t.shape[0]
-    matrix = mask_t.reshape(rows, -1)
+    mask = np.asarray(mask, dtype=bool)
+    rows = mask.shape[0]
+    matrix = mask.reshape(rows, -1)
     cols = matrix.shape[1]
     if fmt is StorageFormat.DENSE:
         return EncodedWeights(layer_name, fmt, rows, cols, rows * cols, value_bytes_each)
-    major = matrix if fmt is StorageFormat.CSR else matrix.t().contiguous()
-    counts = major.sum(dim=1, dtype=torch.int64).numpy()
+    major = matrix if fmt is StorageFormat.CSR else np.ascontiguousarray(matrix.T)
+    counts = major.sum(axis=1, dtype=np.int64)
     pointers = np.zeros(counts.size + 1, dtype=np.int64)
     np.cumsum(counts, out=pointers[1:])
-    indices = torch.nonzero(major)[:, 1].to(torch.int32).numpy()
+    indices = np.nonzero(major)[1].astype(np.int32)
     return EncodedWeights(layer_name, fmt, rows, cols, int(pointers[-1]), value_bytes_each, indices, pointers)
 
 
@@ -203,7 +140,9 @@ def pruned_encoding(layer: Layer, fmt: StorageFormat, seed: int) -> EncodedWeigh
                                           layer.dtype.size_bytes, data["indices"], data["pointers"])
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
-    mask = magnitude_mask(synthetic_weights(layer, seed), layer.density)
+    from .pruning import magnitude_mask, synthetic_weights
+
+    mask = magnitude_mask(synthetic_weights(layer, seed), layer.density).numpy()
     encoded = encode_mask(layer.name, mask, fmt, layer.dtype.size_bytes)
     if path is not None:
         try:

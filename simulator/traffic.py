@@ -25,7 +25,9 @@ Kernels and their access order (all vectorised, no Python loop per address):
   every non-zero's output row is read-modified-written (a write access: write-allocate).
 * Sparse convolution (CSR weights): per block of output channels a core reads the block's
   values, indices and pointers, then the input planes of just the channels the block's
-  non-zeros reference, then writes the block's output planes.
+  non-zeros reference, then writes the block's output planes. A block holds as many rows as
+  fit half of the largest cache share one core has (a private level, or a shared level
+  divided by the cores), so the input is re-read once per block.
 * Pooling reads its input planes and writes its output planes, channels split among cores.
 
 Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
@@ -70,6 +72,7 @@ class CoreView:
     line_bytes: int
     first_level_bytes: int
     last_private_bytes: int
+    cache_share_bytes: int = 0  # the largest cache capacity one core can count on (shared levels / cores)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -80,7 +83,8 @@ class CoreView:
         first = caches[0].size_bytes if caches else 32 * 1024
         private = [c.size_bytes for c in caches if not c.shared]
         last_private = private[-1] if private else first
-        return CoreView(cores, line, first, last_private)
+        share = max([c.size_bytes // (cores if c.shared else 1) for c in caches], default=first)
+        return CoreView(cores, line, first, last_private, max(share, last_private))
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,8 @@ class AddressSpace:
 def _expand_ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(first[i], first[i] + count[i])`` for all i, without a loop."""
     count = count.astype(np.int64)
+    if count.size and count.min() == 1 and count.max() == 1:
+        return first.astype(np.int64)
     total = int(count.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
@@ -173,24 +179,28 @@ class _Trace:
 
 def _interleave(per_core: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], line: int
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Merge per-core traces round-robin in groups of INTERLEAVE accesses."""
-    lengths = np.array([p[0].size for p in per_core], dtype=np.int64)
-    longest = int(lengths.max()) if lengths.size else 0
-    groups = -(-longest // INTERLEAVE)
+    """Merge per-core traces round-robin in groups of INTERLEAVE accesses (a core that has
+    finished drops out).
+
+    Speed trick: each access is packed into one int64 (line id, core, stream, write flag), the
+    per-core traces are padded into a (cores, groups, INTERLEAVE) block and read out group by
+    group, so the merge is two contiguous copies rather than a sort.
+    """
     cores = len(per_core)
-    # position key: (group, core, offset in group) -> order
-    keys = []
-    for c, (lines, _, _) in enumerate(per_core):
-        idx = np.arange(lines.size, dtype=np.int64)
-        keys.append((idx // INTERLEAVE) * (cores * INTERLEAVE) + c * INTERLEAVE + idx % INTERLEAVE)
-    key = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    order = np.argsort(key, kind="stable") if cores > 1 else np.arange(key.size)
-    lines = np.concatenate([p[0] for p in per_core])[order]
-    write = np.concatenate([p[1] for p in per_core])[order]
-    stream = np.concatenate([p[2] for p in per_core])[order]
-    core = np.repeat(np.arange(cores, dtype=np.int16), lengths)[order]
-    del groups
-    return lines * line, write, core, stream
+    if cores > 0xFFF:
+        raise ValueError(f"at most {0xFFF} cores can be interleaved, got {cores}")
+    lengths = [p[0].size for p in per_core]
+    groups = -(-max(lengths, default=0) // INTERLEAVE)
+    block = np.full((cores, groups * INTERLEAVE), -1, dtype=np.int64)
+    for c, (c_lines, c_write, c_stream) in enumerate(per_core):
+        block[c, : c_lines.size] = (c_lines << 16) | (c << 4) | (c_stream.astype(np.int64) << 1) | c_write
+    merged = block.reshape(cores, groups, INTERLEAVE).transpose(1, 0, 2).ravel()
+    merged = merged[merged >= 0]
+    lines = (merged >> 16) * line
+    core = ((merged >> 4) & 0xFFF).astype(np.int16)
+    stream = ((merged >> 1) & 0x7).astype(np.int8)
+    write = (merged & 1).astype(bool)
+    return lines, write, core, stream
 
 
 def _split(total: int, parts: int) -> np.ndarray:
@@ -203,35 +213,48 @@ def _split(total: int, parts: int) -> np.ndarray:
 def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_base: int,
                 m_total: int, b_rows: int, kk: int, plane: int, out_plane: int, batch: int,
                 elem: int, view: CoreView) -> None:
-    """Blocked GEMM over output rows [r0, r1) of one core (see module docstring)."""
+    """Blocked GEMM over output rows [r0, r1) of one core (see module docstring).
+
+    Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
+    row block holds, per channel block, the input segments of every sample and the weight
+    segments of every row, followed by the block's output writes.
+    """
     r0, r1 = rows
     if r1 <= r0:
         return
     k_total = b_rows * kk
-    kc = max(1, (view.first_level_bytes // 2) // max(1, batch * plane * elem))
-    kc = min(kc, b_rows)
-    mc = max(1, (view.last_private_bytes // 2) // max(1, kc * kk * elem))
+    kc = min(b_rows, max(1, (view.first_level_bytes // 2) // max(1, batch * plane * elem)))
+    mc = min(r1 - r0, max(1, (view.last_private_bytes // 2) // max(1, kc * kk * elem)))
     k_starts = np.arange(0, b_rows, kc, dtype=np.int64)
-    k_ends = np.minimum(k_starts + kc, b_rows)
+    k_len = np.minimum(k_starts + kc, b_rows) - k_starts
+    m_starts = np.arange(r0, r1, mc, dtype=np.int64)
+    m_len = np.minimum(m_starts + mc, r1) - m_starts
     samples = np.arange(batch, dtype=np.int64)
-    for m0 in range(r0, r1, mc):
-        m1 = min(m0 + mc, r1)
-        block_rows = np.arange(m0, m1, dtype=np.int64)
-        # per channel block: input block (every sample), then the weight block rows
-        b_start = b_base + ((samples[None, :] * b_rows + k_starts[:, None]) * plane) * elem
-        b_len = np.repeat(((k_ends - k_starts) * plane * elem)[:, None], batch, axis=1)
-        a_start = a_base + ((block_rows[None, :] * k_total) + (k_starts * kk)[:, None]) * elem
-        a_len = np.repeat(((k_ends - k_starts) * kk * elem)[:, None], block_rows.size, axis=1)
-        starts = np.concatenate([b_start, a_start], axis=1).ravel()
-        lengths = np.concatenate([b_len, a_len], axis=1).ravel()
-        kinds = np.concatenate([np.full(b_start.shape, StreamKind.INPUT), np.full(a_start.shape,
-                               StreamKind.WEIGHT_VALUES)], axis=1).ravel()
-        first = starts // tr.line
-        last = (starts + lengths - 1) // tr.line
-        lines = _expand_ranges(first, last - first + 1)
-        tr.lines(lines, np.zeros(lines.size, bool), np.repeat(kinds, last - first + 1).astype(np.int8))
-        c_start = c_base + (samples * m_total + m0) * out_plane * elem
-        tr.segments(c_start, np.full(batch, (m1 - m0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+    nb, nk = m_starts.size, k_starts.size
+    row = m_starts[:, None] + np.arange(mc, dtype=np.int64)[None, :]          # [nb, mc]
+    row_ok = np.arange(mc)[None, :] < m_len[:, None]
+    b_start = np.broadcast_to(b_base + (samples[None, :] * b_rows + k_starts[:, None]) * plane * elem,
+                              (nb, nk, batch))
+    b_size = np.broadcast_to((k_len * plane * elem)[:, None], (nb, nk, batch))
+    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * elem     # [nb, nk, mc]
+    a_size = np.where(row_ok[:, None, :], (k_len * kk * elem)[None, :, None], 0)
+    c_start = c_base + (samples[None, :] * m_total + m_starts[:, None]) * out_plane * elem     # [nb, batch]
+    c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
+    starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
+    sizes = np.concatenate([np.concatenate([b_size, a_size], axis=2).reshape(nb, -1), c_size], axis=1)
+    kinds = np.empty(starts.shape, np.int8)
+    reads = kinds[:, : nk * (batch + mc)].reshape(nb, nk, batch + mc)
+    reads[:, :, :batch] = StreamKind.INPUT
+    reads[:, :, batch:] = StreamKind.WEIGHT_VALUES
+    kinds[:, nk * (batch + mc):] = StreamKind.OUTPUT
+    starts, sizes, kinds = starts.ravel(), sizes.ravel(), kinds.ravel()
+    keep = sizes > 0
+    starts, sizes, kinds = starts[keep], sizes[keep], kinds[keep]
+    first = starts // tr.line
+    count = (starts + sizes - 1) // tr.line - first + 1
+    lines = _expand_ranges(first, count)
+    stream = np.repeat(kinds, count)
+    tr.lines(lines, stream == StreamKind.OUTPUT, stream)
 
 
 def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], batch: int,
@@ -351,7 +374,7 @@ def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: 
     channels, plane = layer.in_shape[0], layer.in_elements // layer.in_shape[0]
     out_plane, m_total = layer.out_pixels, layer.out_shape[0]
     per_nnz = enc.value_bytes_each + INDEX_BYTES
-    budget = max(1, view.last_private_bytes // 2)
+    budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
     samples = np.arange(batch, dtype=np.int64)
     m0 = r0
     while m0 < r1:

@@ -1,0 +1,85 @@
+"""Time ``run`` for VGG-16 (dense and pruned CSR) on the Tegra K1 profile, and the cache model.
+
+    .venv/bin/python benchmarks/bench_run.py [--repeats N]
+
+Prints the median wall time of the whole pipeline (compression from the on-disk encoding
+cache, traffic, cache model, SimPy engine) and of each stage, plus the cache model's rate in
+line accesses per second. The first, cold call (which prunes 138 M weights and fills the
+encoding cache) is reported separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from simulator.cache import CacheHierarchy  # noqa: E402
+from simulator.compression import StorageFormat, compress_workload  # noqa: E402
+from simulator.engine import layer_work, simulate  # noqa: E402
+from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
+from simulator.profile import load_profile  # noqa: E402
+from simulator.traffic import CoreView, workload_traffic  # noqa: E402
+from simulator.workload import load_workload  # noqa: E402
+
+
+def stage_times(profile, workload, fmt) -> dict[str, float]:
+    """Wall time of each pipeline stage for one variant."""
+    out = {}
+    t = time.perf_counter()
+    enc = compress_workload(workload, fmt)
+    out["compression"] = time.perf_counter() - t
+    view = CoreView.of(profile)
+    t = time.perf_counter()
+    traffic = workload_traffic(workload, enc, 1, view)
+    out["traffic"] = time.perf_counter() - t
+    hierarchy: CacheHierarchy = cache_hierarchy(profile, view.cores)
+    t = time.perf_counter()
+    outcomes = [hierarchy.access(tr.addresses, tr.is_write, tr.core) for tr in traffic]
+    out["cache"] = time.perf_counter() - t
+    out["accesses"] = sum(tr.accesses for tr in traffic)
+    t = time.perf_counter()
+    simulate(profile, [layer_work(tr, o, profile) for tr, o in zip(traffic, outcomes)])
+    out["engine"] = time.perf_counter() - t
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    profile = load_profile(ROOT / "hwprofiles" / "tegra.yaml")
+    workload = load_workload(ROOT / "workloads" / "vgg16.yaml")
+    import os
+
+    with tempfile.TemporaryDirectory() as cache_dir:
+        os.environ["SIMULATOR_CACHE_DIR"] = cache_dir
+        t = time.perf_counter()
+        run(profile, workload, RunOptions())
+        cold = time.perf_counter() - t
+        whole = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            run(profile, workload, RunOptions())
+            whole.append(time.perf_counter() - t)
+        stages = {fmt: [stage_times(profile, workload, fmt) for _ in range(args.repeats)]
+                  for fmt in (StorageFormat.DENSE, StorageFormat.CSR)}
+    print(f"VGG-16 on {profile.name}, batch 1, dense + pruned CSR")
+    print(f"  first run (prunes 138 M weights, fills the encoding cache): {cold:.2f} s")
+    print(f"  run, median of {args.repeats}:                                 {statistics.median(whole):.2f} s")
+    for fmt, samples in stages.items():
+        med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+        rate = med["accesses"] / med["cache"] / 1e6
+        print(f"  {fmt.value:5s}: compression {med['compression']:.2f} s, traffic {med['traffic']:.2f} s, "
+              f"cache {med['cache']:.2f} s ({med['accesses'] / 1e6:.1f} M accesses, {rate:.0f} M/s), "
+              f"engine {med['engine']:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Text and JSON output of a run. Plotting, when it comes, lives beside this module."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import ConfigError
+from .results import LayerResult, RunResult, VariantResult
+from .units import format_bytes, format_seconds
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _speedup(dense_s: float, pruned_s: float) -> str:
+    return f"{dense_s / pruned_s:.2f}x" if pruned_s > 0 else "-"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + ([rule, line(rows[-1])] if rows else []))
+
+
+def _levels(result: RunResult) -> list[str]:
+    for variant in result.variants:
+        for layer in variant.layers:
+            if layer.hit_rate:
+                return list(layer.hit_rate)
+    return []
+
+
+def _title(result: RunResult) -> str:
+    formats = ", ".join(f"{v.name} = {v.format.upper()}" for v in result.variants)
+    return (f"{result.workload} on {result.profile}: batch {result.batch}, "
+            f"{'steady state after ' + str(result.repeat) + ' inferences' if result.repeat > 1 else 'one cold inference'}"
+            f" ({formats})")
+
+
+def comparison_table(result: RunResult) -> str:
+    """Dense and pruned side by side, one row per layer, totals last."""
+    dense, pruned = result.variant("dense"), result.variant("pruned")
+    levels = _levels(result)
+    header = (["layer", "kernel", "dense", "pruned", "speed-up", "DRAM dense", "DRAM pruned"]
+              + [f"{n} hit d/p" for n in levels] + ["bound dense / pruned"])
+    rows = []
+    for d in dense.layers:
+        p = pruned.layer(d.name)
+        kernel = d.kernel if d.kernel == p.kernel else f"{d.kernel}/{p.kernel}"
+        rows.append([d.name, kernel or d.kind, format_seconds(d.time_s), format_seconds(p.time_s),
+                     _speedup(d.time_s, p.time_s), format_bytes(d.dram_bytes), format_bytes(p.dram_bytes)]
+                    + [_hit_pair(d, p, n) for n in levels] + [f"{d.bound} / {p.bound}"])
+    rows.append(["total", "", format_seconds(dense.total_s), format_seconds(pruned.total_s),
+                 _speedup(dense.total_s, pruned.total_s), format_bytes(dense.dram_bytes),
+                 format_bytes(pruned.dram_bytes)] + [""] * len(levels) + [""])
+    right = set(range(2, 7 + len(levels)))
+    weights = (f"weights: dense {format_bytes(dense.weight_bytes)}, pruned {pruned.format.upper()} "
+               f"{format_bytes(pruned.weight_bytes)} (values + indices + pointers)")
+    return "\n".join([_title(result), "", _table(header, rows, right), "", weights])
+
+
+def _hit_pair(d: LayerResult, p: LayerResult, level: str) -> str:
+    if d.kind == "copy":
+        return ""
+    return f"{_pct(d.hit_rate.get(level))}/{_pct(p.hit_rate.get(level))}"
+
+
+def variant_table(result: RunResult, variant: VariantResult) -> str:
+    """One variant alone (``--format``)."""
+    levels = _levels(result)
+    header = ["layer", "kernel", "time", "FLOPs", "DRAM", "weights"] + [f"{n} hit" for n in levels] + ["bound"]
+    rows = []
+    for layer in variant.layers:
+        rows.append([layer.name, layer.kernel or layer.kind, format_seconds(layer.time_s), f"{layer.flops:.3g}",
+                     format_bytes(layer.dram_bytes), format_bytes(layer.weight_bytes)]
+                    + ["" if layer.kind == "copy" else _pct(layer.hit_rate.get(n)) for n in levels] + [layer.bound])
+    rows.append(["total", "", format_seconds(variant.total_s), f"{sum(l.flops for l in variant.layers):.3g}",
+                 format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes)] + [""] * len(levels) + [""])
+    return "\n".join([_title(result), "", _table(header, rows, set(range(2, 6 + len(levels))))])
+
+
+def render(result: RunResult) -> str:
+    """The default text output of ``run``."""
+    names = {v.name for v in result.variants}
+    if names == {"dense", "pruned"}:
+        return comparison_table(result)
+    return "\n\n".join(variant_table(result, v) for v in result.variants)
+
+
+def write_json(result: RunResult, path: str | Path) -> None:
+    """Write the ``--json`` document atomically (a failed write leaves no half file)."""
+    write_json_document(result.to_json(), path, "--json")
+
+
+def write_json_document(document: Any, path: str | Path, flag: str) -> None:
+    """Write any JSON document atomically; errors name the flag and the file."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(document, handle, indent=1)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except OSError as err:
+        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None

@@ -1,0 +1,54 @@
+"""Shared fixtures: the repository root, a YAML writer for tmp_path, and a tiny workload."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+_TINY_WORKLOAD = {
+    "schema_version": 1,
+    "name": "Tiny",
+    "source": "tests",
+    "input_shape": [3, 16, 16],
+    "layers": [
+        # 3x16x16 -> conv k3 p1 -> 8x16x16 -> maxpool k2 -> 8x8x8 = 512 -> 64 -> 10
+        {"name": "conv1", "kind": "conv", "in_channels": 3, "out_channels": 8, "kernel": 3, "padding": 1,
+         "density": 0.5},
+        {"name": "pool1", "kind": "maxpool", "kernel": 2},
+        {"name": "fc1", "kind": "fc", "in_features": 8 * 8 * 8, "out_features": 64, "density": 0.1},
+        {"name": "fc2", "kind": "fc", "in_features": 64, "out_features": 10, "density": 0.25, "relu": False},
+    ],
+}
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """The repository root (the folder holding simulator/, hwprofiles/, workloads/)."""
+    return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def write_yaml(tmp_path):
+    """``write_yaml(name, data)`` dumps ``data`` to ``tmp_path/name`` and returns the path."""
+
+    def write(name: str, data) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), encoding="utf-8")
+        return path
+
+    return write
+
+
+@pytest.fixture
+def tiny_workload_data():
+    """A fresh copy of the tiny four-layer workload mapping (safe to edit)."""
+    return copy.deepcopy(_TINY_WORKLOAD)
+
+
+@pytest.fixture
+def tiny_workload_path(write_yaml, tiny_workload_data) -> Path:
+    """The tiny workload written to tmp_path."""
+    return write_yaml("tiny.yaml", tiny_workload_data)

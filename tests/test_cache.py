@@ -1,0 +1,241 @@
+"""Tests of the cache-hierarchy model against a plain Python reference and by hand."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+
+from simulator.cache import AccessOutcome, CacheGeometry, CacheHierarchy
+
+KIB = 1024
+
+
+class _ReferenceHierarchy:
+    """Same semantics as CacheHierarchy, written plainly: per level and instance a list
+    of OrderedDicts (one per set, line address -> dirty, oldest first)."""
+
+    def __init__(self, levels, cores):
+        self.levels = tuple(levels)
+        self.sets = [
+            [[OrderedDict() for _ in range(lv.sets)] for _ in range(1 if lv.shared else cores)]
+            for lv in self.levels
+        ]
+
+    def _set(self, lv, core, address):
+        geo = self.levels[lv]
+        line = address // geo.line_bytes
+        inst = 0 if geo.shared else core
+        return self.sets[lv][inst][line % geo.sets], line
+
+    def _insert(self, lv, core, address, dirty):
+        """Allocate at level lv; return the DRAM write-backs its eviction chain caused."""
+        s, line = self._set(lv, core, address)
+        victim = None
+        if len(s) == self.levels[lv].ways:
+            victim = s.popitem(last=False)
+        s[line] = dirty
+        if victim is None or not victim[1]:
+            return 0
+        return self._write_back(lv + 1, core, victim[0] * self.levels[lv].line_bytes)
+
+    def _write_back(self, lv, core, address):
+        if lv == len(self.levels):
+            return 1
+        s, line = self._set(lv, core, address)
+        if line in s:
+            s.move_to_end(line)
+            s[line] = True
+            return 0
+        return self._insert(lv, core, address, True)
+
+    def access(self, addresses, is_write, core):
+        served, wbs = [], []
+        for a, w, c in zip(addresses.tolist(), is_write.tolist(), core.tolist()):
+            hit = len(self.levels)
+            for lv in range(len(self.levels)):
+                s, line = self._set(lv, c, a)
+                if line in s:
+                    s.move_to_end(line)
+                    hit = lv
+                    break
+            n = 0
+            for lv in range(hit - 1, -1, -1):
+                n += self._insert(lv, c, a, False)
+            if w and self.levels:
+                s, line = self._set(0, c, a)
+                s[line] = True
+            served.append(hit)
+            wbs.append(n)
+        return np.array(served), np.array(wbs)
+
+
+def _geo(name, size, line, ways, shared=True):
+    return CacheGeometry(name, size, line, ways, shared)
+
+
+def _compare(levels, cores, addresses, is_write, core, chunks=1):
+    """Run both models (optionally over several calls) and require identical outcomes."""
+    model = CacheHierarchy(levels, cores)
+    ref = _ReferenceHierarchy(levels, cores)
+    for idx in np.array_split(np.arange(len(addresses)), chunks):
+        out = model.access(addresses[idx], is_write[idx], core[idx])
+        ref_served, ref_wb = ref.access(addresses[idx], is_write[idx], core[idx])
+        assert out.served_level.dtype == np.int8
+        assert out.dram_writebacks.dtype == np.uint8
+        np.testing.assert_array_equal(out.served_level, ref_served)
+        np.testing.assert_array_equal(out.dram_writebacks, ref_wb)
+    return model
+
+
+TWO_LEVELS = (_geo("L1", 1 * KIB, 64, 2, shared=False), _geo("L2", 4 * KIB, 64, 4))
+
+
+def _random_trace(rng, n, span, cores=1, write_p=0.3):
+    return (
+        rng.integers(0, span, n, dtype=np.int64),
+        rng.random(n) < write_p,
+        rng.integers(0, cores, n),
+    )
+
+
+def test_random_reads_writes_match_reference():
+    rng = np.random.default_rng(1)
+    a, w, c = _random_trace(rng, 4000, 16 * KIB)
+    model = _compare(TWO_LEVELS, 1, a, w, c, chunks=3)
+    # the trace really exercises hits, misses and write-backs
+    out = model.access(a, w, c)
+    assert out.dram_writebacks.sum() > 0
+
+
+@pytest.mark.parametrize("stride_lines", [1, 16], ids=["line", "sets_x_line"])
+def test_strided_traces_match_reference(stride_lines):
+    # L1 has 1 KiB / (64 B * 2) = 8 sets, L2 16 sets: stride 16 lines conflicts in both.
+    n = 600
+    a = (np.arange(n, dtype=np.int64) % 40) * 64 * stride_lines + 8
+    w = np.arange(n) % 3 == 0
+    _compare(TWO_LEVELS, 1, a, w, np.zeros(n, dtype=np.int64))
+
+
+def test_csr_gather_trace_matches_reference():
+    # sequential stream of values/indices interleaved with gathers in a small x vector
+    rng = np.random.default_rng(2)
+    n = 3000
+    stream = 1_000_000 + 4 * np.arange(n // 2, dtype=np.int64)
+    gather = rng.integers(0, 6 * KIB, n // 2, dtype=np.int64)
+    a = np.empty(n, dtype=np.int64)
+    a[0::2], a[1::2] = stream, gather
+    w = np.zeros(n, dtype=bool)
+    w[::17] = True  # occasional output writes
+    _compare(TWO_LEVELS, 1, a, w, np.zeros(n, dtype=np.int64))
+
+
+@pytest.mark.parametrize("cores", [2, 4])
+def test_private_l1_l2_shared_l3_matches_reference(cores):
+    levels = (
+        _geo("L1", 512, 32, 2, shared=False),
+        _geo("L2", 2 * KIB, 64, 4, shared=False),
+        _geo("L3", 8 * KIB, 128, 8, shared=True),
+    )
+    rng = np.random.default_rng(cores)
+    a, w, c = _random_trace(rng, 5000, 32 * KIB, cores=cores, write_p=0.4)
+    model = _compare(levels, cores, a, w, c, chunks=2)
+    assert model.levels == levels
+
+
+def test_single_level_matches_reference():
+    rng = np.random.default_rng(3)
+    a, w, c = _random_trace(rng, 3000, 8 * KIB, cores=2)
+    _compare((_geo("only", 2 * KIB, 64, 4, shared=False),), 2, a, w, c)
+
+
+def test_zero_levels_everything_from_dram():
+    rng = np.random.default_rng(4)
+    a, w, c = _random_trace(rng, 100, 8 * KIB, cores=3)
+    model = _compare((), 3, a, w, c)
+    out = model.access(a, w, c)
+    assert (out.served_level == 0).all() and (out.dram_writebacks == 0).all()
+
+
+def test_empty_trace():
+    model = CacheHierarchy(TWO_LEVELS, 1)
+    empty = np.array([], dtype=np.int64)
+    out = model.access(empty, np.array([], dtype=bool), empty)
+    assert isinstance(out, AccessOutcome)
+    assert out.served_level.shape == (0,) and out.dram_writebacks.shape == (0,)
+
+
+def test_state_persists_across_calls_and_reset_makes_cold():
+    model = CacheHierarchy(TWO_LEVELS, 1)
+    a = np.arange(0, 1 * KIB, 16, dtype=np.int64)  # exactly fills L1
+    w = np.zeros(len(a), dtype=bool)
+    c = np.zeros(len(a), dtype=np.int64)
+    first = model.access(a, w, c).served_level
+    assert (first[::4] == 2).all()  # first touch of each 64 B line goes to DRAM
+    assert (model.access(a, w, c).served_level == 0).all()
+    model.reset()
+    assert (model.access(a, w, c).served_level[::4] == 2).all()
+
+
+def test_lru_order_in_two_way_set():
+    model = CacheHierarchy((_geo("L1", 128, 64, 2),), 1)  # a single set of 2 ways
+    A, B, C = 0, 64, 128
+    a = np.array([A, B, A, C, A, B], dtype=np.int64)
+    out = model.access(a, np.zeros(6, dtype=bool), np.zeros(6, dtype=np.int64))
+    # C evicts B (least recently used, A was touched after it): A then hits, B misses.
+    assert out.served_level.tolist() == [1, 1, 0, 1, 0, 1]
+
+
+def test_dirty_evictions_written_back_to_dram_counted_by_hand():
+    # L1: 1 set x 2 ways; L2: 1 set x 4 ways; lines 64 B.
+    levels = (_geo("L1", 128, 64, 2, shared=False), _geo("L2", 256, 64, 4))
+    model = CacheHierarchy(levels, 1)
+    lines = lambda *ids: np.array(ids, dtype=np.int64) * 64  # noqa: E731
+    zeros = np.zeros(6, dtype=np.int64)
+    # Write lines 0..5 (more than L2's 4 ways). L2 order is oldest first, d = dirty.
+    #   write 0, 1: fills only; L1 {0d,1d}, L2 {0,1}.
+    #   write 2: L1 evicts 0d -> L2 hit, dirty:   L2 {1,2,0d}.           no DRAM
+    #   write 3: L1 evicts 1d -> L2 hit, dirty:   L2 {2,0d,3,1d}.        no DRAM
+    #   write 4: L2 fill evicts clean 2; L1 evicts 2d -> L2 miss evicts 0d -> DRAM.
+    #            L2 {3,1d,4,2d}
+    #   write 5: L2 fill evicts clean 3; L1 evicts 3d -> L2 miss evicts 1d -> DRAM.
+    out = model.access(lines(0, 1, 2, 3, 4, 5), np.ones(6, dtype=bool), zeros)
+    assert out.dram_writebacks.tolist() == [0, 0, 0, 0, 1, 1]
+    # Now L1 {4,5} dirty, L2 {4,2d,5,3d}. Reading 6, 7, 8, 9 pushes 2d, 3d, 4d to DRAM.
+    out = model.access(lines(6, 7, 8, 9), np.zeros(4, dtype=bool), zeros[:4])
+    #   read 6: L2 evicts 4 (clean); L1 evicts dirty 4 -> L2 miss, evicts dirty 2 -> DRAM.
+    #   read 7: L2 evicts 5 (clean); L1 evicts dirty 5 -> L2 miss, evicts dirty 3 -> DRAM.
+    #   read 8: L2 evicts 6 (clean); L1 evicts 6 (clean).
+    #   read 9: L2 evicts 4 (dirty) -> DRAM; L1 evicts 7 (clean).
+    assert out.dram_writebacks.tolist() == [1, 1, 0, 1]
+    assert out.served_level.tolist() == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: _geo("L1", 1024, 48, 2), "'L1'.*power of two"),
+        (lambda: _geo("L2", 1000, 64, 2), "'L2'.*multiple"),
+        (lambda: _geo("L3", 1024, 64, 0), "'L3'.*ways"),
+        (lambda: CacheHierarchy((_geo("L1", 1024, 128, 2), _geo("L2", 4096, 64, 4)), 1),
+         "'L2'.*shrink"),
+        (lambda: CacheHierarchy((_geo("L2", 1024, 64, 2), _geo("L3", 4096, 64, 4, False)), 2),
+         "'L3'.*private"),
+    ],
+    ids=["line_not_pow2", "size_not_multiple", "zero_ways", "line_shrinks", "private_below_shared"],
+)
+def test_geometry_errors_name_the_level(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_bad_inputs_raise_value_error():
+    model = CacheHierarchy(TWO_LEVELS, 2)
+    a = np.zeros(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="equal lengths"):
+        model.access(a, np.zeros(2, dtype=bool), np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="core id 2 out of range"):
+        model.access(a, np.zeros(3, dtype=bool), np.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="core id -1 out of range"):
+        model.access(a, np.zeros(3, dtype=bool), np.array([0, -1, 1]))

@@ -1,0 +1,115 @@
+"""Engine invariants: physical lower bounds, conservation of bytes, determinism, warm caches."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from simulator.compression import StorageFormat
+from simulator.pipeline import RunOptions, run
+from simulator.profile import load_profile
+from simulator.workload import load_workload
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.fixture(scope="module")
+def tegra():
+    return load_profile("hwprofiles/tegra.yaml")
+
+
+@pytest.fixture(scope="module")
+def i7():
+    return load_profile("hwprofiles/i7-5930k.yaml")
+
+
+@pytest.fixture
+def small(tmp_path):
+    path = tmp_path / "small.yaml"
+    path.write_text("""
+schema_version: 1
+name: small
+source: test
+input_shape: [3, 16, 16]
+layers:
+  - {name: conv, kind: conv, in_channels: 3, out_channels: 16, kernel: 3, padding: 1, density: 0.5}
+  - {name: pool, kind: maxpool, kernel: 2}
+  - {name: fc1, kind: fc, in_features: 1024, out_features: 512, density: 0.1}
+  - {name: fc2, kind: fc, in_features: 512, out_features: 10, density: 0.25, relu: false}
+""")
+    return load_workload(path)
+
+
+def test_time_is_never_below_bytes_over_peak_bandwidth_nor_flops_over_peak(tegra, i7, small):
+    for profile in (tegra, i7):
+        result = run(profile, small, RunOptions(batch=4))
+        for variant in result.variants:
+            for layer in variant.layers:
+                assert layer.time_s >= layer.dram_bytes / profile.dram.peak_bandwidth_bytes_per_s
+                assert layer.time_s >= layer.flops / profile.peak_flops_per_s
+
+
+def test_dram_bytes_are_whole_lines_of_what_missed(i7, small):
+    result = run(i7, small, RunOptions())
+    line = i7.caches[-1].line_bytes
+    for layer in result.variant("pruned").layers:
+        assert layer.dram_read_bytes % line == 0
+        reached = layer.accesses - sum(layer.hits.values())
+        assert layer.dram_read_bytes == reached * line
+
+
+def test_hits_never_exceed_accesses(tegra, small):
+    for layer in run(tegra, small, RunOptions()).variant("dense").layers:
+        assert sum(layer.hits.values()) <= layer.accesses
+        assert all(0.0 <= r <= 1.0 for r in layer.hit_rate.values())
+
+
+def test_same_seed_same_result(tegra, small):
+    a = run(tegra, small, RunOptions(seed=3)).to_json()
+    b = run(tegra, small, RunOptions(seed=3)).to_json()
+    assert a == b
+
+
+def test_a_layer_that_fits_runs_from_cache_when_repeated(i7, small):
+    cold = run(i7, small, RunOptions(formats=(StorageFormat.DENSE,), repeat=1)).variant("dense")
+    warm = run(i7, small, RunOptions(formats=(StorageFormat.DENSE,), repeat=3)).variant("dense")
+    assert warm.layer("fc1").dram_read_bytes < 0.1 * cold.layer("fc1").dram_read_bytes
+    assert warm.layer("fc1").time_s < cold.layer("fc1").time_s
+
+
+def test_layers_run_back_to_back(tegra, small):
+    layers = run(tegra, small, RunOptions()).variant("pruned").layers
+    for before, after in zip(layers, layers[1:]):
+        assert after.start_s == pytest.approx(before.start_s + before.time_s)
+
+
+def test_fewer_requests_in_flight_make_dram_latency_bound(i7, small):
+    starved = i7.model_copy(update={"memory": i7.memory.model_copy(update={
+        "dram": i7.dram.model_copy(update={"outstanding_requests_per_core": 1})})})
+    fast = run(i7, small, RunOptions(formats=(StorageFormat.DENSE,))).variant("dense").layer("fc1")
+    slow = run(starved, small, RunOptions(formats=(StorageFormat.DENSE,))).variant("dense").layer("fc1")
+    assert slow.time_s > fast.time_s
+    assert slow.bound == "dram-latency"
+
+
+def test_launch_overhead_is_paid_per_kernel(tegra, small):
+    layers = run(tegra, small, RunOptions()).variant("dense").layers
+    for layer in layers:
+        assert layer.busy_s.get("launch") == pytest.approx(tegra.compute.launch_overhead_s)
+
+
+def test_discrete_gpu_copies_input_and_output_over_the_link(small):
+    titan = load_profile("hwprofiles/titan-x.yaml")
+    layers = run(titan, small, RunOptions()).variant("dense").layers
+    assert layers[0].name == "input (h2d)" and layers[-1].name == "output (d2h)"
+    assert layers[0].link_bytes == 3 * 16 * 16 * 4
+    without = run(titan, small, RunOptions(host_copies=False)).variant("dense").layers
+    assert [l.kind for l in without].count("copy") == 0
+
+
+def test_pruning_cuts_weight_dram_traffic_of_a_memory_bound_fc_layer(tegra, small):
+    result = run(tegra, small, RunOptions())
+    assert result.variant("pruned").layer("fc1").dram_bytes < 0.5 * result.variant("dense").layer("fc1").dram_bytes
