@@ -25,7 +25,8 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        text = "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return text.rstrip()
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + ([rule, line(rows[-1])] if rows else []))
@@ -40,10 +41,10 @@ def _levels(result: RunResult) -> list[str]:
 
 
 def _title(result: RunResult) -> str:
-    formats = ", ".join(f"{v.name} = {v.format.upper()}" for v in result.variants)
+    formats = ", ".join(f"{v.name} = {v.format.upper()}" for v in result.variants if v.name != v.format)
     return (f"{result.workload} on {result.profile}: batch {result.batch}, "
             f"{'steady state after ' + str(result.repeat) + ' inferences' if result.repeat > 1 else 'one cold inference'}"
-            f" ({formats})")
+            + (f" ({formats})" if formats else ""))
 
 
 def comparison_table(result: RunResult) -> str:

@@ -70,9 +70,12 @@ def _unwrap(annotation: Any) -> Any:
     return None
 
 
+INTERNAL = {"path"}  # fields the loader fills in, never written in a file
+
+
 def allowed_keys(model: type[BaseModel]) -> list[str]:
     """The YAML keys a model accepts (aliases where set)."""
-    return [f.alias or name for name, f in model.model_fields.items()]
+    return [f.alias or name for name, f in model.model_fields.items() if name not in INTERNAL]
 
 
 def _message(root: type[BaseModel], error: dict[str, Any]) -> str:

@@ -109,7 +109,8 @@ def format_bytes(n_bytes: float) -> str:
 
 def format_seconds(seconds: float) -> str:
     """Time with a unit that keeps three significant figures: ``412 us``, ``3.20 ms``."""
+    rounded = float(f"{seconds:.3g}")   # round first, so 0.9996 s reads "1 s", not "1e+03 ms"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
-        if abs(seconds) >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+        if abs(rounded) >= scale:
+            return f"{rounded / scale:.3g} {unit}"
+    return f"{rounded / 1e-9:.3g} ns"
