@@ -37,6 +37,9 @@ __all__ = ["AccessOutcome", "CacheGeometry", "CacheHierarchy"]
 #: Largest number of levels: ``served_level`` is int8 and ``len(levels)`` means DRAM.
 MAX_LEVELS = 127
 
+#: Largest associativity (the way number is kept in the low 16 bits of an LRU stamp).
+MAX_WAYS = 1 << 16
+
 
 @dataclass(frozen=True)
 class CacheGeometry:
@@ -61,8 +64,8 @@ class CacheGeometry:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{where}: {field} must be an integer, got {value!r}")
-        if self.ways < 1:
-            raise ValueError(f"{where}: ways must be >= 1, got {self.ways}")
+        if not 1 <= self.ways <= MAX_WAYS:
+            raise ValueError(f"{where}: ways must be in 1..{MAX_WAYS}, got {self.ways}")
         if self.line_bytes < 1 or self.line_bytes & (self.line_bytes - 1):
             raise ValueError(
                 f"{where}: line_bytes must be a power of two, got {self.line_bytes}"
@@ -131,26 +134,32 @@ class CacheHierarchy:
         self._levels = levels
         self._cores = int(cores)
 
-        # Flat state: per level, per instance, per set one block of 2 * ways int64:
-        # ways tags ((line address << 1) | dirty, -1 = invalid) then ways LRU stamps
-        # (-1 = invalid), so one set's whole state is contiguous in memory.
-        sets = [lv.sets for lv in levels]
+        # Flat state: per level, per instance, per set one contiguous block of int64:
+        # ``ways_padded`` tags then ``ways_padded`` LRU stamps, ``ways_padded`` being
+        # ``ways`` rounded up to a multiple of 4 so the kernel scans in fixed chunks.
+        # tag = (line address << 1) | dirty, -1 if invalid or padding;
+        # stamp = (touch time << _WAY_BITS) | way, unique within a set, so the way with
+        # the smallest stamp is the LRU one; invalid ways hold ``way - 2**_WAY_BITS``
+        # (older than any touch), padding ways the largest int64 (never the victim).
+        n = len(levels)
         instances = [1 if lv.shared else self._cores for lv in levels]
-        blocks = [2 * lv.ways for lv in levels]
-        sizes = [i * s * b for i, s, b in zip(instances, sets, blocks)]
-        self._offset = np.array(np.cumsum([0] + sizes[:-1]) if levels else [], dtype=np.int64)
-        self._instances = np.array(instances, dtype=np.int64)
-        self._private = np.array([not lv.shared for lv in levels], dtype=np.bool_)
-        self._sets = np.array(sets, dtype=np.int64)
-        self._set_mask = np.array(
-            [s - 1 if s & (s - 1) == 0 else -1 for s in sets], dtype=np.int64
-        )
-        self._ways = np.array([lv.ways for lv in levels], dtype=np.int64)
-        self._shift = np.array([lv.line_shift for lv in levels], dtype=np.int64)
+        sets = [lv.sets for lv in levels]
+        chunks = [-(-lv.ways // 4) for lv in levels]
+        sizes = [i * s * 8 * c for i, s, c in zip(instances, sets, chunks)]
+        offsets = np.cumsum([0] + sizes)
+        self._params = np.zeros((n, _N_PARAMS), dtype=np.int64)
+        for lv, level in enumerate(levels):
+            self._params[lv, _OFFSET] = offsets[lv]
+            self._params[lv, _PRIVATE] = not level.shared
+            self._params[lv, _SETS] = sets[lv]
+            self._params[lv, _SET_MASK] = sets[lv] - 1 if sets[lv] & (sets[lv] - 1) == 0 else -1
+            self._params[lv, _CHUNKS] = chunks[lv]
+            self._params[lv, _SHIFT] = level.line_shift
+        self._instances = instances
         # 64-byte aligned so that a set block starts on a host cache line.
-        raw = np.empty(sum(sizes) + 8, dtype=np.int64)
+        raw = np.empty(int(offsets[-1]) + 8, dtype=np.int64)
         skip = (-raw.ctypes.data % 64) // 8
-        self._state = raw[skip : skip + sum(sizes)]
+        self._state = raw[skip : skip + int(offsets[-1])]
         self._clock = np.zeros(1, dtype=np.int64)
         self.reset()
 
@@ -166,10 +175,16 @@ class CacheHierarchy:
 
     def reset(self) -> None:
         """Make every cache cold: all lines invalid and clean, LRU history forgotten."""
-        self._state.fill(-1)
-        for offset, sets, ways in zip(self._offset, self._instances * self._sets, self._ways):
-            blocks = self._state[offset : offset + sets * 2 * ways].reshape(sets, 2 * ways)
-            blocks[:, ways:] = np.arange(ways) - ways  # distinct, older than any touch
+        for lv, level in enumerate(self._levels):
+            offset, sets = self._params[lv, _OFFSET], self._params[lv, _SETS]
+            padded = 4 * int(self._params[lv, _CHUNKS])
+            n_blocks = self._instances[lv] * sets
+            blocks = self._state[offset : offset + n_blocks * 2 * padded]
+            blocks = blocks.reshape(n_blocks, 2 * padded)
+            blocks[:, :padded] = -1
+            stamps = np.full(padded, np.iinfo(np.int64).max, dtype=np.int64)
+            stamps[: level.ways] = np.arange(level.ways) - (1 << _WAY_BITS)
+            blocks[:, padded:] = stamps
         self._clock[0] = 0
 
     def access(
@@ -221,17 +236,23 @@ class CacheHierarchy:
             served.fill(0)
             return AccessOutcome(served, writebacks)
         _run_trace(
-            addr, write, cores,
-            self._offset, self._private, self._sets, self._set_mask, self._ways,
-            self._shift, self._state, self._clock, served, writebacks, _PREFETCH_DISTANCE,
+            addr, write, cores, self._params, self._state, self._clock,
+            served, writebacks, _PREFETCH_DISTANCE,
         )
         return AccessOutcome(served, writebacks)
 
 
-#: How many accesses ahead the kernel prefetches the sets an access will look up.
-#: The model's tag state for a big last level does not fit the host's caches, so this
-#: hides host memory latency (about 2-3x faster on random traces); 0 disables it.
+#: How many accesses ahead the kernel prefetches the sets an access will look up:
+#: the model's state for a big last level does not fit the host's caches. 0 disables it.
 _PREFETCH_DISTANCE = 16
+
+#: Low bits of an LRU stamp that hold the way (so the smallest stamp names its way).
+_WAY_BITS = 16
+_WAY_MASK = (1 << _WAY_BITS) - 1
+
+# Columns of the per-level parameter table handed to the kernel.
+_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT = range(6)
+_N_PARAMS = 6
 
 
 @intrinsic
@@ -256,56 +277,54 @@ def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
-def _set_block(line, lv, core, offset, private, n_sets, set_mask, n_ways):  # pragma: no cover
+def _set_block(params, lv, line, core):  # pragma: no cover - compiled
     """Index in the flat state of the set block that ``line`` maps to at level ``lv``."""
-    mask = set_mask[lv]
-    s = line & mask if mask >= 0 else line % n_sets[lv]
-    inst = core if private[lv] else 0
-    return offset[lv] + (inst * n_sets[lv] + s) * (2 * n_ways[lv])
+    mask = params[lv, _SET_MASK]
+    sets = params[lv, _SETS]
+    s = line & mask if mask >= 0 else line % sets
+    inst = core if params[lv, _PRIVATE] else 0
+    return params[lv, _OFFSET] + (inst * sets + s) * (8 * params[lv, _CHUNKS])
 
 
 @numba.njit(cache=True, inline="always")
-def _find(state, block, ways, line):  # pragma: no cover - compiled
+def _find(state, block, chunks, line):  # pragma: no cover - compiled
     """Way holding ``line`` in the set block, or -1.
 
-    Lines in a set are distinct, so a sum finds the way without branches (vectorised).
+    Lines in a set are distinct, so a sum finds the way without branches; fixed chunks of
+    four ways keep the code short (a variable-length loop gets bloated vector code).
     """
     found = 0
-    for w in range(ways):
-        found += (w + 1) * ((state[block + w] >> 1) == line)
+    for k in range(chunks):
+        e = block + 4 * k
+        found += (
+            ((state[e] >> 1) == line) * (4 * k + 1)
+            + ((state[e + 1] >> 1) == line) * (4 * k + 2)
+            + ((state[e + 2] >> 1) == line) * (4 * k + 3)
+            + ((state[e + 3] >> 1) == line) * (4 * k + 4)
+        )
     return found - 1
 
 
 @numba.njit(cache=True, inline="always")
-def _lru_way(state, block, ways):  # pragma: no cover - compiled
-    """Least recently used way of the set block.
-
-    Stamps in a set are distinct (invalid ways hold ``way - ways``, below every real
-    stamp), so a min and a sum find the way without branches (vectorised).
-    """
-    stamps = block + ways
-    oldest = state[stamps]
-    for w in range(1, ways):
-        oldest = min(oldest, state[stamps + w])
-    found = 0
-    for w in range(ways):
-        found += w * (state[stamps + w] == oldest)
-    return found
+def _lru_way(state, block, chunks):  # pragma: no cover - compiled
+    """Least recently used way of the set block: the low bits of its smallest stamp."""
+    e = block + 4 * chunks
+    oldest = min(min(state[e], state[e + 1]), min(state[e + 2], state[e + 3]))
+    for k in range(1, chunks):
+        e += 4
+        oldest = min(oldest, min(min(state[e], state[e + 1]), min(state[e + 2], state[e + 3])))
+    return oldest & _WAY_MASK
 
 
 @numba.njit(cache=True, nogil=True)
 def _run_trace(
-    addr, write, cores,
-    offset, private, n_sets, set_mask, n_ways, shift,
-    state, clock, served, writebacks, prefetch_distance,
+    addr, write, cores, params, state, clock, served, writebacks, prefetch_distance
 ):  # pragma: no cover - compiled
     """Kernel: all accesses through all levels, write-back chains included.
 
-    A set block holds ``ways`` tags ``(line << 1) | dirty`` (-1 = invalid) then ``ways``
-    stamps (-1 = invalid). A touch stores the current ``t``, which grows by one per
-    touch, so stamps are unique and the smallest one in a set is the LRU way.
+    Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``.
     """
-    n_levels = offset.shape[0]
+    n_levels = params.shape[0]
     n = addr.shape[0]
     block = np.empty(n_levels, dtype=np.int64)  # set block looked up at each level
     line = np.empty(n_levels, dtype=np.int64)  # line address at each level
@@ -315,21 +334,21 @@ def _run_trace(
             a = addr[i + prefetch_distance]
             c = cores[i + prefetch_distance]
             for lv in range(n_levels):
-                b = _set_block(a >> shift[lv], lv, c, offset, private, n_sets, set_mask, n_ways)
-                for k in range(0, 2 * n_ways[lv], 8):
+                b = _set_block(params, lv, a >> params[lv, _SHIFT], c)
+                for k in range(0, 8 * params[lv, _CHUNKS], 8):
                     _prefetch(state, b + k)
         a = addr[i]
         c = cores[i]
         # Walk down until the first hit.
         hit_level = n_levels
-        tag0 = -1  # tag index of the line at level 0 after this access
+        tag0 = -1  # index of the line's tag at level 0 after this access
         for lv in range(n_levels):
-            la = a >> shift[lv]
-            ways = n_ways[lv]
-            b = _set_block(la, lv, c, offset, private, n_sets, set_mask, n_ways)
-            w = _find(state, b, ways, la)
+            la = a >> params[lv, _SHIFT]
+            chunks = params[lv, _CHUNKS]
+            b = _set_block(params, lv, la, c)
+            w = _find(state, b, chunks, la)
             if w >= 0:
-                state[b + ways + w] = t
+                state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                 t += 1
                 hit_level = lv
                 tag0 = b + w
@@ -340,37 +359,37 @@ def _run_trace(
         # Fill the missed levels on the way back, deepest first.
         n_wb = 0
         for lv in range(hit_level - 1, -1, -1):
-            ways = n_ways[lv]
+            chunks = params[lv, _CHUNKS]
             b = block[lv]
-            w = _lru_way(state, b, ways)
+            w = _lru_way(state, b, chunks)
             evicted = state[b + w]
             state[b + w] = line[lv] << 1
-            state[b + ways + w] = t
+            state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
             t += 1
             tag0 = b + w
             if evicted < 0 or (evicted & 1) == 0:
                 continue
             # Write-back chain: the dirty victim goes one level down, iteratively.
-            wb_addr = (evicted >> 1) << shift[lv]
+            wb_addr = (evicted >> 1) << params[lv, _SHIFT]
             nxt = lv + 1
             while nxt < n_levels:
-                la = wb_addr >> shift[nxt]
-                ways = n_ways[nxt]
-                b = _set_block(la, nxt, c, offset, private, n_sets, set_mask, n_ways)
-                w = _find(state, b, ways, la)
+                la = wb_addr >> params[nxt, _SHIFT]
+                chunks = params[nxt, _CHUNKS]
+                b = _set_block(params, nxt, la, c)
+                w = _find(state, b, chunks, la)
                 if w >= 0:
                     state[b + w] |= 1
-                    state[b + ways + w] = t
+                    state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                     t += 1
                     break
-                w = _lru_way(state, b, ways)
+                w = _lru_way(state, b, chunks)
                 evicted = state[b + w]
                 state[b + w] = (la << 1) | 1
-                state[b + ways + w] = t
+                state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                 t += 1
                 if evicted < 0 or (evicted & 1) == 0:
                     break
-                wb_addr = (evicted >> 1) << shift[nxt]
+                wb_addr = (evicted >> 1) << params[nxt, _SHIFT]
                 nxt += 1
             else:
                 n_wb += 1  # fell off the last level: a write-back to DRAM

@@ -102,7 +102,8 @@ def parse_bytes(text: object) -> int:
 def format_bytes(n_bytes: float) -> str:
     """Binary-prefixed byte count for tables: ``1.5 MiB``."""
     for prefix, scale in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-        if abs(n_bytes) >= scale:
+        lower = scale / 1024   # use this prefix once the next smaller one would print 1024 or more
+        if round(abs(n_bytes) / lower, 1 if lower > 1 else 0) >= 1024:
             return f"{n_bytes / scale:.1f} {prefix}B"
     return f"{n_bytes:.0f} B"
 

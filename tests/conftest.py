@@ -52,3 +52,11 @@ def tiny_workload_data():
 def tiny_workload_path(write_yaml, tiny_workload_data) -> Path:
     """The tiny workload written to tmp_path."""
     return write_yaml("tiny.yaml", tiny_workload_data)
+
+
+@pytest.fixture(scope="session")
+def tiny_workload_file(tmp_path_factory) -> Path:
+    """The tiny workload written once per session (for module-scoped fixtures); do not edit it."""
+    path = tmp_path_factory.mktemp("tiny-workload") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(_TINY_WORKLOAD, sort_keys=False), encoding="utf-8")
+    return path

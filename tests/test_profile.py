@@ -128,8 +128,6 @@ def test_unknown_top_level_key_lists_allowed_keys(tegra_data, load_error):
         assert key in err.message
 
 
-@pytest.mark.xfail(strict=True, reason="the allowed-key list includes 'path', which the loader refuses "
-                                       "(simulator/schema.py allowed_keys / simulator/profile.py:133)")
 def test_allowed_keys_do_not_offer_path(tegra_data, load_error):
     tegra_data["colour"] = "green"
     allowed = load_error(tegra_data).message.split("allowed: ", 1)[1].rstrip(")").split(", ")
@@ -259,7 +257,7 @@ def test_level_smaller_than_the_level_above(tegra_data, load_error):
     assert "smaller than L1" in err.message
 
 
-def test_private_level_sizes_count_every_core(i7, repo_root, load_error):
+def test_private_level_sizes_count_every_core(repo_root, load_error):
     # i7: 6 private 256 KiB L2s = 1.5 MiB; a 1 MiB shared L3 is smaller than that in all.
     data = yaml.safe_load((repo_root / "hwprofiles" / "i7-5930k.yaml").read_text(encoding="utf-8"))
     data["memory"]["caches"][2]["size"] = "1 MiB"

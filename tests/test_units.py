@@ -165,6 +165,11 @@ def test_format_bytes(n_bytes, text):
     assert format_bytes(n_bytes) == text
 
 
+@pytest.mark.parametrize("n_bytes, text", [(2**20 - 1, "1.0 MiB"), (2**30 - 1, "1.0 GiB")])
+def test_format_bytes_rounds_before_picking_the_unit(n_bytes, text):
+    assert format_bytes(n_bytes) == text
+
+
 @pytest.mark.parametrize("seconds, text", [
     (2.5, "2.5 s"),
     (1.0, "1 s"),
@@ -183,10 +188,9 @@ def test_format_seconds_round_trips_through_parse(seconds):
     assert parse(format_seconds(seconds), Quantity.SECONDS) == pytest.approx(seconds, rel=1e-3)
 
 
-@pytest.mark.xfail(strict=True, reason="format_seconds picks the unit before rounding to 3 significant "
-                                       "figures, so 0.9996 s prints as '1e+03 ms' (simulator/units.py:110)")
 @pytest.mark.parametrize("seconds, text", [(0.9996, "1 s"), (999.6e-6, "1 ms"), (999.6e-9, "1 us")])
-def test_format_seconds_at_a_unit_boundary(seconds, text):
+def test_format_seconds_rounds_before_picking_the_unit(seconds, text):
+    # 0.9996 s once printed as '1e+03 ms'
     assert format_seconds(seconds) == text
 
 
