@@ -257,6 +257,38 @@ def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_b
     tr.lines(lines, stream == StreamKind.OUTPUT, stream)
 
 
+def _fresh(lines: np.ndarray) -> np.ndarray:
+    """True where a sequential stream moves on to a new line (one access per line touched)."""
+    fresh = np.ones(lines.size, bool)
+    fresh[1:] = lines[1:] != lines[:-1]
+    return fresh
+
+
+def _per_element(tr: _Trace, items: list[tuple[np.ndarray, np.ndarray, StreamKind, bool]]) -> None:
+    """Lay out, element by element (non-zero by non-zero), each item's ``count`` lines
+    starting at ``first``, in the order the items are listed."""
+    counts = sum(count.astype(np.int64) for _, count, _, _ in items)
+    pos = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    lines = np.empty(total, np.int64)
+    kinds = np.empty(total, np.int8)
+    write = np.zeros(total, bool)
+    for first, count, kind, is_write in items:
+        count = count.astype(np.int64)
+        where = _expand_ranges(pos, count)
+        lines[where] = _expand_ranges(first, count)
+        kinds[where] = kind
+        write[where] = is_write
+        pos = pos + count
+    tr.lines(lines, write, kinds)
+
+
+def _line_span(base: int, index: np.ndarray, size_bytes: int, line: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first line, line count) of element ``index`` of a buffer of ``size_bytes``-byte elements."""
+    first = (base + index * size_bytes) // line
+    return first, (base + (index + 1) * size_bytes - 1) // line - first + 1
+
+
 def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], batch: int,
             elem: int) -> None:
     """CSR SpMV / SpMM over rows [r0, r1): pointers, values, indices, gathers, output rows."""
@@ -268,49 +300,21 @@ def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[
     line = tr.line
     k = np.arange(k0, k1, dtype=np.int64)
     row_of = np.repeat(np.arange(r0, r1, dtype=np.int64), np.diff(ptr[r0:r1 + 1]))
-    row_start = np.ones(k.size, bool)
-    row_start[1:] = row_of[1:] != row_of[:-1]
+    row_start = _fresh(row_of)
     row_end = np.ones(k.size, bool)
     row_end[:-1] = row_start[1:]
-
-    def new_line(lines: np.ndarray) -> np.ndarray:
-        fresh = np.ones(lines.size, bool)
-        fresh[1:] = lines[1:] != lines[:-1]
-        return fresh
-
     ptr_line = (bases["pointers"] + (row_of + 1) * POINTER_BYTES) // line
-    has_ptr = row_start & new_line(np.where(row_start, ptr_line, -1))
     val_line = (bases["values"] + k * enc.value_bytes_each) // line
-    has_val = new_line(val_line)
     idx_line = (bases["indices"] + k * INDEX_BYTES) // line
-    has_idx = new_line(idx_line)
-    col = enc.indices[k0:k1].astype(np.int64)
-    x_first = (bases["input"] + col * batch * elem) // line
-    x_count = (bases["input"] + (col + 1) * batch * elem - 1) // line - x_first + 1
-    y_first = (bases["output"] + row_of * batch * elem) // line
-    y_count = np.where(row_end, (bases["output"] + (row_of + 1) * batch * elem - 1) // line - y_first + 1, 0)
-
-    counts = has_ptr.astype(np.int64) + has_val + has_idx + x_count + y_count
-    off = np.cumsum(counts) - counts
-    n = int(counts.sum())
-    lines = np.empty(n, np.int64)
-    kinds = np.empty(n, np.int8)
-    write = np.zeros(n, bool)
-    pos = off.copy()
-    for has, values, kind in ((has_ptr, ptr_line, StreamKind.WEIGHT_POINTERS),
-                              (has_val, val_line, StreamKind.WEIGHT_VALUES),
-                              (has_idx, idx_line, StreamKind.WEIGHT_INDICES)):
-        lines[pos[has]] = values[has]
-        kinds[pos[has]] = kind
-        pos += has
-    for first, count, kind in ((x_first, x_count, StreamKind.GATHER), (y_first, y_count, StreamKind.OUTPUT)):
-        where = _expand_ranges(pos, count)
-        lines[where] = _expand_ranges(first, count)
-        kinds[where] = kind
-        if kind is StreamKind.OUTPUT:
-            write[where] = True
-        pos += count
-    tr.lines(lines, write, kinds)
+    x_first, x_count = _line_span(bases["input"], enc.indices[k0:k1].astype(np.int64), batch * elem, line)
+    y_first, y_count = _line_span(bases["output"], row_of, batch * elem, line)
+    _per_element(tr, [
+        (ptr_line, row_start & _fresh(np.where(row_start, ptr_line, -1)), StreamKind.WEIGHT_POINTERS, False),
+        (val_line, _fresh(val_line), StreamKind.WEIGHT_VALUES, False),
+        (idx_line, _fresh(idx_line), StreamKind.WEIGHT_INDICES, False),
+        (x_first, x_count, StreamKind.GATHER, False),
+        (y_first, np.where(row_end, y_count, 0), StreamKind.OUTPUT, True),
+    ])
 
 
 def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[str, int], batch: int,
@@ -324,43 +328,19 @@ def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[
     line = tr.line
     k = np.arange(k0, k1, dtype=np.int64)
     col_of = np.repeat(np.arange(c0, c1, dtype=np.int64), np.diff(ptr[c0:c1 + 1]))
-    col_start = np.ones(k.size, bool)
-    col_start[1:] = col_of[1:] != col_of[:-1]
+    col_start = _fresh(col_of)
     ptr_line = (bases["pointers"] + (col_of + 1) * POINTER_BYTES) // line
     val_line = (bases["values"] + k * enc.value_bytes_each) // line
     idx_line = (bases["indices"] + k * INDEX_BYTES) // line
-    fresh = lambda a: np.concatenate([[True], a[1:] != a[:-1]])  # noqa: E731
-    has_ptr = col_start & fresh(np.where(col_start, ptr_line, -1))
-    has_val, has_idx = fresh(val_line), fresh(idx_line)
-    x_first = (bases["input"] + col_of * batch * elem) // line
-    x_count = np.where(col_start, (bases["input"] + (col_of + 1) * batch * elem - 1) // line - x_first + 1, 0)
-    row = enc.indices[k0:k1].astype(np.int64)
-    y_first = (bases["output"] + row * batch * elem) // line
-    y_count = (bases["output"] + (row + 1) * batch * elem - 1) // line - y_first + 1
-    counts = has_ptr.astype(np.int64) + x_count + has_val + has_idx + y_count
-    off = np.cumsum(counts) - counts
-    n = int(counts.sum())
-    lines = np.empty(n, np.int64)
-    kinds = np.empty(n, np.int8)
-    write = np.zeros(n, bool)
-    pos = off.copy()
-    lines[pos[has_ptr]] = ptr_line[has_ptr]
-    kinds[pos[has_ptr]] = StreamKind.WEIGHT_POINTERS
-    pos += has_ptr
-    where = _expand_ranges(pos, x_count)
-    lines[where] = _expand_ranges(x_first, x_count)
-    kinds[where] = StreamKind.INPUT
-    pos += x_count
-    for has, values, kind in ((has_val, val_line, StreamKind.WEIGHT_VALUES),
-                              (has_idx, idx_line, StreamKind.WEIGHT_INDICES)):
-        lines[pos[has]] = values[has]
-        kinds[pos[has]] = kind
-        pos += has
-    where = _expand_ranges(pos, y_count)
-    lines[where] = _expand_ranges(y_first, y_count)
-    kinds[where] = StreamKind.GATHER
-    write[where] = True
-    tr.lines(lines, write, kinds)
+    x_first, x_count = _line_span(bases["input"], col_of, batch * elem, line)
+    y_first, y_count = _line_span(bases["output"], enc.indices[k0:k1].astype(np.int64), batch * elem, line)
+    _per_element(tr, [
+        (ptr_line, col_start & _fresh(np.where(col_start, ptr_line, -1)), StreamKind.WEIGHT_POINTERS, False),
+        (x_first, np.where(col_start, x_count, 0), StreamKind.INPUT, False),
+        (val_line, _fresh(val_line), StreamKind.WEIGHT_VALUES, False),
+        (idx_line, _fresh(idx_line), StreamKind.WEIGHT_INDICES, False),
+        (y_first, y_count, StreamKind.GATHER, True),   # read-modify-write of the output row
+    ])
 
 
 def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], layer: Layer,
