@@ -1,4 +1,9 @@
-"""The command line: ``python -m simulator run``, its table, its JSON, and its one-line errors."""
+"""The command line: ``python -m simulator run``, its table, its JSON, and its one-line errors.
+
+Every subprocess of this module is started at once by the ``runs`` fixture (they overlap
+instead of queueing: each one spends a second or two importing the package); the tests
+then look at the finished runs by name.
+"""
 
 from __future__ import annotations
 
@@ -15,52 +20,88 @@ from simulator.compression import StorageFormat, compress_workload
 from simulator.workload import load_workload
 
 TINY_LAYERS = ["conv1", "pool1", "fc1", "fc2"]
+TEGRA = "hwprofiles/tegra.yaml"
 
 
 @pytest.fixture(scope="module")
-def cli_env(tmp_path_factory, tiny_workload_file):
-    """Environment of every CLI run: the encoding cache in a tmp dir shared by this module.
+def cache_dir(tmp_path_factory, tiny_workload_file):
+    """The encoding cache of every CLI run, holding the tiny workload's CSR encodings already.
 
-    The tiny workload's CSR encodings are put in that cache here, in-process, so that the
-    subprocesses read them from disk instead of importing torch to prune (seconds per run);
-    pruning itself is tested in test_compression.py.
+    They are pruned here, in-process, so that the subprocesses read them from disk instead
+    of importing torch to prune (seconds per run); pruning itself is tested in
+    test_compression.py.
     """
     cache = tmp_path_factory.mktemp("sim-cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SIMULATOR_CACHE_DIR", str(cache))
         compress_workload(load_workload(tiny_workload_file), StorageFormat.CSR, seed=0)
     assert list(cache.glob("*.npz"))
-    return {**os.environ, "SIMULATOR_CACHE_DIR": str(cache)}
+    return cache
 
 
 @pytest.fixture(scope="module")
-def run_cli(repo_root, cli_env):
-    """``run_cli(*args)`` runs ``python -m simulator *args`` from the repository root."""
-
-    def run(*args) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "simulator", *map(str, args)], cwd=repo_root,
-                              env=cli_env, capture_output=True, text=True, timeout=300)
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def default_run(run_cli, tiny_workload_file, tmp_path_factory):
-    """One run with the default variants (dense and pruned CSR) and ``--json``."""
-    json_path = tmp_path_factory.mktemp("json") / "result.json"
-    proc = run_cli("run", "hwprofiles/tegra.yaml", "--workload", tiny_workload_file, "--json", json_path)
-    return proc, json_path
+def files(tmp_path_factory, repo_root, tiny_workload_file):
+    """Paths the runs use: a JSON target, a profile with a bad field, a workload that does not chain."""
+    folder = tmp_path_factory.mktemp("cli")
+    profile = yaml.safe_load((repo_root / TEGRA).read_text(encoding="utf-8"))
+    profile["compute"]["efficiency"]["gemv"] = 1.5
+    workload = yaml.safe_load(tiny_workload_file.read_text(encoding="utf-8"))
+    workload["layers"][2]["in_features"] = 500
+    paths = {"json": folder / "result.json", "bad_profile": folder / "bad-profile.yaml",
+             "bad_workload": folder / "bad-workload.yaml", "json_in_missing_dir": folder / "absent" / "out.json",
+             "tiny": tiny_workload_file}
+    paths["bad_profile"].write_text(yaml.safe_dump(profile, allow_unicode=True), encoding="utf-8")
+    paths["bad_workload"].write_text(yaml.safe_dump(workload), encoding="utf-8")
+    return paths
 
 
 @pytest.fixture(scope="module")
-def document(default_run):
-    proc, json_path = default_run
+def runs(repo_root, cache_dir, files):
+    """Every CLI invocation of this module, run concurrently: name -> CompletedProcess."""
+    tiny = files["tiny"]
+    invocations = {
+        "default": ["run", TEGRA, "--workload", tiny, "--json", files["json"]],
+        "missing profile": ["run", "hwprofiles/absent.yaml", "--workload", tiny],
+        "bad profile": ["run", files["bad_profile"], "--workload", tiny],
+        "bad workload": ["run", TEGRA, "--workload", files["bad_workload"]],
+        "json in missing dir": ["run", TEGRA, "--workload", tiny, "--json", files["json_in_missing_dir"]],
+        "--batch 0": ["run", TEGRA, "--workload", tiny, "--batch", "0"],
+        "--batch x": ["run", TEGRA, "--workload", tiny, "--batch", "x"],
+        "--density 2": ["run", TEGRA, "--workload", tiny, "--density", "2"],
+        "--format foo": ["run", TEGRA, "--workload", tiny, "--format", "foo"],
+        "--bogus": ["run", TEGRA, "--workload", tiny, "--bogus"],
+    }
+    env = {**os.environ, "SIMULATOR_CACHE_DIR": str(cache_dir)}
+    started = {name: subprocess.Popen([sys.executable, "-m", "simulator", *map(str, args)], cwd=repo_root,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for name, args in invocations.items()}
+    finished = {}
+    for name, proc in started.items():
+        try:
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        finished[name] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return finished
+
+
+@pytest.fixture(scope="module")
+def table(runs):
+    proc = runs["default"]
     assert proc.returncode == 0, proc.stderr
-    return json.loads(json_path.read_text(encoding="utf-8"))
+    return proc.stdout
 
 
-def assert_one_line_error(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2
+@pytest.fixture(scope="module")
+def document(runs, files):
+    assert runs["default"].returncode == 0, runs["default"].stderr
+    return json.loads(files["json"].read_text(encoding="utf-8"))
+
+
+def one_line_error(proc: subprocess.CompletedProcess) -> str:
+    """The single stderr line of a run that failed on user input (exit 2, no traceback)."""
+    assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 1, proc.stderr
@@ -68,38 +109,33 @@ def assert_one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-# --- the default run -----------------------------------------------------------------------------
+# --- the default run: dense and pruned side by side ----------------------------------------------------
 
-def test_run_exits_zero(default_run):
-    proc, _ = default_run
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
+def test_run_exits_zero_without_traceback(runs):
+    assert runs["default"].returncode == 0, runs["default"].stderr
+    assert "Traceback" not in runs["default"].stderr
 
 
-def test_table_has_dense_and_pruned_columns(default_run):
-    proc, _ = default_run
-    header = next(line for line in proc.stdout.splitlines() if line.startswith("layer"))
+def test_table_has_dense_and_pruned_columns(table):
+    header = next(line for line in table.splitlines() if line.startswith("layer"))
     assert header.split()[:4] == ["layer", "kernel", "dense", "pruned"]
 
 
-def test_table_has_a_row_per_layer_and_a_total(default_run):
-    proc, _ = default_run
-    first_words = [line.split()[0] for line in proc.stdout.splitlines() if line.strip()]
+def test_table_has_a_row_per_layer_then_a_total(table):
+    first_words = [line.split()[0] for line in table.splitlines() if line.strip()]
     for name in TINY_LAYERS + ["total"]:
         assert name in first_words
     assert first_words.index("total") > max(first_words.index(name) for name in TINY_LAYERS)
 
 
-def test_table_title_names_workload_and_profile(default_run):
-    proc, _ = default_run
-    title = proc.stdout.splitlines()[0]
-    assert title.startswith("Tiny on NVIDIA Tegra K1 (Jetson TK1): batch 1")
+def test_table_title_names_workload_and_profile(table):
+    assert table.splitlines()[0].startswith("Tiny on NVIDIA Tegra K1 (Jetson TK1): batch 1")
 
 
-# --- the JSON document -------------------------------------------------------------------------
+# --- the JSON document ------------------------------------------------------------------------------------
 
 def test_json_top_level(document):
-    assert isinstance(document["profile"], str) and document["profile"] == "NVIDIA Tegra K1 (Jetson TK1)"
+    assert document["profile"] == "NVIDIA Tegra K1 (Jetson TK1)"
     assert document["workload"] == "Tiny"
     assert type(document["batch"]) is int and document["batch"] == 1
     assert type(document["repeat"]) is int and document["repeat"] == 1
@@ -117,7 +153,6 @@ def test_json_layers(document):
     for variant in document["variants"]:
         assert [layer["name"] for layer in variant["layers"]] == TINY_LAYERS
         for layer in variant["layers"]:
-            assert isinstance(layer["name"], str)
             assert type(layer["time_s"]) is float and layer["time_s"] > 0
             assert type(layer["dram_bytes"]) is int and layer["dram_bytes"] >= 0
             assert type(layer["flops"]) is float and layer["flops"] > 0
@@ -131,96 +166,78 @@ def test_json_total_covers_every_layer(document):
         assert variant["total_s"] == pytest.approx(end)
 
 
-def test_json_pruned_does_fewer_flops(document):
+def test_json_pruned_does_fewer_flops_in_weighted_layers(document):
     dense, pruned = document["variants"]
     for d, p in zip(dense["layers"], pruned["layers"]):
-        if d["name"] in ("conv1", "fc1", "fc2"):
-            assert p["flops"] < d["flops"]
-        else:
+        if d["name"] == "pool1":
             assert p["flops"] == d["flops"]
+        else:
+            assert p["flops"] < d["flops"]
 
 
-# --- one variant -------------------------------------------------------------------------------------
+# --- errors: exit status 2, one line on stderr, no traceback ---------------------------------------------------
 
-def test_format_csr_gives_one_variant(run_cli, tiny_workload_file, tmp_path):
+def test_missing_profile_file(runs):
+    assert "hwprofiles/absent.yaml: no such file" in one_line_error(runs["missing profile"])
+
+
+def test_profile_with_a_bad_field(runs, files):
+    assert f"{files['bad_profile']}: compute.efficiency.gemv:" in one_line_error(runs["bad profile"])
+
+
+def test_bad_workload(runs, files):
+    assert f"{files['bad_workload']}: layers[2].in_features:" in one_line_error(runs["bad workload"])
+
+
+@pytest.mark.parametrize("case", ["--batch 0", "--batch x", "--density 2", "--format foo", "--bogus"])
+def test_bad_flag(runs, case):
+    assert case.split()[0] in one_line_error(runs[case])
+
+
+def test_json_into_a_missing_directory(runs, files):
+    line = one_line_error(runs["json in missing dir"])
+    assert "--json" in line and "does not exist" in line
+    assert not files["json_in_missing_dir"].parent.exists()
+
+
+# --- in-process ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def run_main(repo_root, cache_dir, monkeypatch):
+    """``run_main(*args)`` calls ``simulator.cli.main(['run', tegra, *args])`` in this process."""
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(cache_dir))
+
+    def run(*args) -> int:
+        return cli.main(["run", str(repo_root / TEGRA), *map(str, args)])
+
+    return run
+
+
+def test_format_csr_gives_one_variant(run_main, tiny_workload_file, tmp_path, capsys):
     json_path = tmp_path / "csr.json"
-    proc = run_cli("run", "hwprofiles/tegra.yaml", "--workload", tiny_workload_file, "--format", "csr",
-                   "--json", json_path)
-    assert proc.returncode == 0, proc.stderr
+    assert run_main("--workload", tiny_workload_file, "--format", "csr", "--json", json_path) == 0
     variants = json.loads(json_path.read_text(encoding="utf-8"))["variants"]
     assert [(v["name"], v["format"]) for v in variants] == [("pruned", "csr")]
-    assert "total" in proc.stdout
-
-
-# --- errors: exit status 2, one line on stderr, no traceback ------------------------------------------------
-
-def test_missing_profile_file(run_cli, tiny_workload_file):
-    line = assert_one_line_error(run_cli("run", "hwprofiles/absent.yaml", "--workload", tiny_workload_file))
-    assert "hwprofiles/absent.yaml: no such file" in line
-
-
-def test_profile_with_a_bad_field(run_cli, repo_root, tiny_workload_file, tmp_path):
-    data = yaml.safe_load((repo_root / "hwprofiles" / "tegra.yaml").read_text(encoding="utf-8"))
-    data["compute"]["efficiency"]["gemv"] = 1.5
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    line = assert_one_line_error(run_cli("run", bad, "--workload", tiny_workload_file))
-    assert f"{bad}: compute.efficiency.gemv:" in line
-
-
-def test_bad_workload(run_cli, tiny_workload_file, tmp_path):
-    data = yaml.safe_load(tiny_workload_file.read_text(encoding="utf-8"))
-    data["layers"][2]["in_features"] = 500
-    bad = tmp_path / "bad-workload.yaml"
-    bad.write_text(yaml.safe_dump(data), encoding="utf-8")
-    line = assert_one_line_error(run_cli("run", "hwprofiles/tegra.yaml", "--workload", bad))
-    assert f"{bad}: layers[2].in_features:" in line
-
-
-@pytest.mark.parametrize("flags, mentions", [
-    (["--batch", "0"], "--batch"),
-    (["--batch", "x"], "--batch"),
-    (["--density", "2"], "--density"),
-    (["--format", "foo"], "--format"),
-    (["--bogus"], "--bogus"),
-])
-def test_bad_flag(run_cli, tiny_workload_file, flags, mentions):
-    line = assert_one_line_error(run_cli("run", "hwprofiles/tegra.yaml", "--workload", tiny_workload_file, *flags))
-    assert mentions in line
-
-
-def test_json_into_a_missing_directory(run_cli, tiny_workload_file, tmp_path):
-    target = tmp_path / "absent" / "out.json"
-    line = assert_one_line_error(run_cli("run", "hwprofiles/tegra.yaml", "--workload", tiny_workload_file,
-                                         "--json", target))
-    assert "--json" in line and "does not exist" in line
-    assert not target.parent.exists()
-
-
-# --- in-process -----------------------------------------------------------------------------------------
-
-def test_main_in_process(repo_root, tiny_workload_file, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
-    json_path = tmp_path / "out.json"
-    status = cli.main(["run", str(repo_root / "hwprofiles" / "tegra.yaml"), "--workload", str(tiny_workload_file),
-                       "--format", "dense", "--batch", "2", "--repeat", "2", "--json", str(json_path)])
     out = capsys.readouterr().out
-    assert status == 0
-    assert "steady state after 2 inferences" in out
+    assert "pruned = CSR" in out and "dense" not in out
+
+
+def test_batch_and_repeat_reach_the_json(run_main, tiny_workload_file, tmp_path, capsys):
+    json_path = tmp_path / "out.json"
+    assert run_main("--workload", tiny_workload_file, "--format", "dense", "--batch", "2", "--repeat", "2",
+                    "--json", json_path) == 0
+    assert "batch 2, steady state after 2 inferences" in capsys.readouterr().out
     document = json.loads(json_path.read_text(encoding="utf-8"))
     assert (document["batch"], document["repeat"]) == (2, 2)
-    assert [v["name"] for v in document["variants"]] == ["dense"]
 
 
-def test_main_in_process_error(tmp_path, capsys):
-    status = cli.main(["run", str(tmp_path / "absent.yaml")])
-    err = capsys.readouterr().err
-    assert status == 2
-    assert err.splitlines() == [f"error: {tmp_path / 'absent.yaml'}: no such file"]
+def test_main_returns_2_on_a_config_error(tmp_path, capsys):
+    assert cli.main(["run", str(tmp_path / "absent.yaml")]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: {tmp_path / 'absent.yaml'}: no such file"]
 
 
 def test_main_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as info:
-        cli.main(["run", "hwprofiles/tegra.yaml", "--batch", "0"])
+        cli.main(["run", TEGRA, "--batch", "0"])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.splitlines()) == 1
