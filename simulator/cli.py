@@ -1,4 +1,4 @@
-"""Command line: ``python -m simulator run PROFILE [options]``.
+"""Command line: ``python -m simulator COMMAND [options]`` (commands live in ``simulator.commands``).
 
 Every user error (a bad file, field or flag) is one line on stderr and exit status 2.
 """
@@ -6,13 +6,12 @@ Every user error (a bad file, field or flag) is one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from .errors import ConfigError, SimulatorError
-
-DEFAULT_WORKLOAD = Path(__file__).resolve().parent.parent / "workloads" / "alexnet.yaml"
+from .commands import COMMANDS
+from .errors import SimulatorError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -22,7 +21,8 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _positive_int(flag: str):
+def positive_int(flag: str):
+    """argparse type: an integer of at least 1, the error naming ``flag``."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -34,7 +34,8 @@ def _positive_int(flag: str):
     return parse
 
 
-def _density(text: str) -> float:
+def density(text: str) -> float:
+    """argparse type: a density in (0, 1]."""
     try:
         value = float(text)
     except ValueError:
@@ -45,64 +46,20 @@ def _density(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every subcommand."""
+    """The argument parser of every subcommand (each registered by a module in ``commands``)."""
     parser = _Parser(prog="python -m simulator",
                      description="Simulated memory hierarchy for compressed (pruned) DNN inference.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
-    run = commands.add_parser("run", help="simulate a workload on a hardware profile, dense vs pruned",
-                              description="Simulate a workload on a hardware profile: per layer, dense vs pruned "
-                                          "time, DRAM bytes, cache hit rates and what bounds it.")
-    run.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
-    run.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml)")
-    run.add_argument("--batch", type=_positive_int("--batch"), default=1, help="samples per inference (default 1)")
-    run.add_argument("--format", choices=["dense", "csr", "csc"],
-                     help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
-                          "(default: dense and pruned CSR side by side)")
-    run.add_argument("--density", type=_density,
-                     help="prune every weighted layer to this density instead of the workload's")
-    run.add_argument("--repeat", type=_positive_int("--repeat"), default=1,
-                     help="back-to-back inferences; the last (steady state, warm caches) is reported")
-    run.add_argument("--threads", type=_positive_int("--threads"),
-                     help="cores to use (default: all of the profile's)")
-    run.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")
-    run.add_argument("--no-host-copies", action="store_true",
-                     help="leave out the input / output copies over a discrete device's host link")
-    run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
-    run.set_defaults(handler=_cmd_run)
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).register(subparsers)
     return parser
 
 
-def _progress(message: str) -> None:
+def progress(message: str) -> None:
+    """Show a one-line progress message on a terminal (nothing when stderr is redirected)."""
     if sys.stderr.isatty():
         sys.stderr.write(f"\r\033[K{message}")
         sys.stderr.flush()
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from .compression import StorageFormat
-    from .pipeline import RunOptions, run
-    from .profile import load_profile
-    from .report import render, write_json
-    from .workload import load_workload
-
-    profile = load_profile(args.profile)
-    workload = load_workload(args.workload or DEFAULT_WORKLOAD)
-    if args.json:
-        json_dir = Path(args.json).parent
-        if not json_dir.is_dir():
-            raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
-    if args.format:
-        formats = (StorageFormat(args.format),)
-    else:
-        formats = (StorageFormat.DENSE, StorageFormat.CSR)
-    options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=args.density,
-                         seed=args.seed, threads=args.threads, host_copies=not args.no_host_copies)
-    result = run(profile, workload, options, progress=_progress)
-    _progress("")
-    print(render(result))
-    if args.json:
-        write_json(result, args.json)
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -111,7 +68,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.handler(args)
     except SimulatorError as err:
-        _progress("")
+        progress("")
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

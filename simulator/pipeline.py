@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 from .cache import CacheGeometry, CacheHierarchy
@@ -21,6 +22,14 @@ from .profile import HardwareProfile
 from .results import RunResult, VariantResult
 from .traffic import CoreView, workload_traffic
 from .workload import Workload
+
+
+class RepeatMode(str, enum.Enum):
+    """What ``repeat`` repeats."""
+
+    NETWORK = "network"   # whole inferences back to back; caches carry from layer to layer
+    LAYER = "layer"       # each layer alone, repeated back to back, cold at its start (the EIE
+                          # paper's benchmark mode: the same layer over many frames)
 
 
 @dataclass(frozen=True)
@@ -34,6 +43,7 @@ class RunOptions:
     seed: int = 0
     threads: Optional[int] = None        # cores to use (None: all of the profile's)
     host_copies: bool = True             # copy input / output over the host link (discrete devices)
+    repeat_mode: RepeatMode = RepeatMode.NETWORK
 
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
@@ -57,18 +67,29 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
     view = CoreView.of(profile, options.threads)
     progress(f"{variant_name(fmt)}: building traffic")
     traffic = workload_traffic(workload, encodings, options.batch, view)
-    hierarchy = cache_hierarchy(profile, view.cores)
-    outcomes = []
-    for repetition in range(options.repeat):
-        progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
-        outcomes = [hierarchy.access(t.addresses, t.is_write, t.core) for t in traffic]
-    works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-    copies = None
-    if options.host_copies and profile.link is not None:
-        first, last = workload.layers[0], workload.layers[-1]
-        copies = (first.in_bytes(options.batch), last.out_bytes(options.batch))
-    progress(f"{variant_name(fmt)}: discrete-event engine")
-    layers = simulate(profile, works, copies)
+    if options.repeat_mode is RepeatMode.LAYER:
+        progress(f"{variant_name(fmt)}: cache model and engine, layer by layer")
+        layers = []
+        for t in traffic:
+            hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
+            for _ in range(options.repeat):
+                outcome = hierarchy.access(t.addresses, t.is_write, t.core)
+            (result,) = simulate(profile, [layer_work(t, outcome, profile)])
+            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
+            layers.append(replace(result, start_s=start))
+    else:
+        hierarchy = cache_hierarchy(profile, view.cores)
+        outcomes = []
+        for repetition in range(options.repeat):
+            progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
+            outcomes = [hierarchy.access(t.addresses, t.is_write, t.core) for t in traffic]
+        works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
+        copies = None
+        if options.host_copies and profile.link is not None:
+            first, last = workload.layers[0], workload.layers[-1]
+            copies = (first.in_bytes(options.batch), last.out_bytes(options.batch))
+        progress(f"{variant_name(fmt)}: discrete-event engine")
+        layers = simulate(profile, works, copies)
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
     return VariantResult(variant_name(fmt), fmt.value, total, layers)
 
@@ -79,4 +100,4 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in options.formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
-                     seed=options.seed, variants=variants)
+                     seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)

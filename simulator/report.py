@@ -42,8 +42,13 @@ def _levels(result: RunResult) -> list[str]:
 
 def _title(result: RunResult) -> str:
     formats = ", ".join(f"{v.name} = {v.format.upper()}" for v in result.variants if v.name != v.format)
-    return (f"{result.workload} on {result.profile}: batch {result.batch}, "
-            f"{'steady state after ' + str(result.repeat) + ' inferences' if result.repeat > 1 else 'one cold inference'}"
+    if result.repeat_mode == "layer":
+        mode = f"each layer alone, steady state after {result.repeat} back-to-back runs"
+    elif result.repeat > 1:
+        mode = f"steady state after {result.repeat} inferences"
+    else:
+        mode = "one cold inference"
+    return (f"{result.workload} on {result.profile}: batch {result.batch}, {mode}"
             + (f" ({formats})" if formats else ""))
 
 

@@ -87,6 +87,7 @@ class RunResult:
     repeat: int
     seed: int
     variants: list[VariantResult] = field(default_factory=list)
+    repeat_mode: str = "network"
 
     def variant(self, name: str) -> VariantResult:
         """Look a variant up by name (``dense`` / ``pruned``)."""
@@ -99,4 +100,4 @@ class RunResult:
         """The ``--json`` document."""
         return {"profile": self.profile, "profile_path": self.profile_path, "workload": self.workload,
                 "workload_path": self.workload_path, "batch": self.batch, "repeat": self.repeat,
-                "seed": self.seed, "variants": [v.to_json() for v in self.variants]}
+                "repeat_mode": self.repeat_mode, "seed": self.seed, "variants": [v.to_json() for v in self.variants]}

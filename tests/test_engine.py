@@ -113,3 +113,15 @@ def test_discrete_gpu_copies_input_and_output_over_the_link(small):
 def test_pruning_cuts_weight_dram_traffic_of_a_memory_bound_fc_layer(tegra, small):
     result = run(tegra, small, RunOptions())
     assert result.variant("pruned").layer("fc1").dram_bytes < 0.5 * result.variant("dense").layer("fc1").dram_bytes
+
+
+def test_layer_repeat_mode_runs_each_layer_alone_and_warm(i7, small):
+    from simulator.pipeline import RepeatMode
+
+    opts = dict(formats=(StorageFormat.DENSE,), repeat_mode=RepeatMode.LAYER)
+    cold = run(i7, small, RunOptions(repeat=1, **opts)).variant("dense")
+    warm = run(i7, small, RunOptions(repeat=4, **opts)).variant("dense")
+    assert [l.kind for l in warm.layers].count("copy") == 0
+    # fc1's 2 MiB of weights fit the 15 MiB L3: repeated alone, it runs from cache
+    assert warm.layer("fc1").dram_read_bytes == 0 < cold.layer("fc1").dram_read_bytes
+    assert warm.total_s == pytest.approx(sum(l.time_s for l in warm.layers))

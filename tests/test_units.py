@@ -167,6 +167,7 @@ def test_format_bytes(n_bytes, text):
 
 @pytest.mark.parametrize("n_bytes, text", [(2**20 - 1, "1.0 MiB"), (2**30 - 1, "1.0 GiB")])
 def test_format_bytes_rounds_before_picking_the_unit(n_bytes, text):
+    # 2**20 - 1 B once printed as '1024.0 KiB'
     assert format_bytes(n_bytes) == text
 
 
