@@ -155,6 +155,7 @@ class CacheHierarchy:
             self._params[lv, _SET_MASK] = sets[lv] - 1 if sets[lv] & (sets[lv] - 1) == 0 else -1
             self._params[lv, _CHUNKS] = chunks[lv]
             self._params[lv, _SHIFT] = level.line_shift
+            self._params[lv, _PREFETCH] = 8 * sizes[lv] > _PREFETCH_MIN_STATE_BYTES
         self._instances = instances
         # 64-byte aligned so that a set block starts on a host cache line.
         raw = np.empty(int(offsets[-1]) + 8, dtype=np.int64)
@@ -251,8 +252,12 @@ _WAY_BITS = 16
 _WAY_MASK = (1 << _WAY_BITS) - 1
 
 # Columns of the per-level parameter table handed to the kernel.
-_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT = range(6)
-_N_PARAMS = 6
+_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _PREFETCH = range(7)
+_N_PARAMS = 7
+
+#: Levels whose model state is larger than this get prefetched (smaller ones stay in
+#: the host's own caches anyway, and prefetching them would only cost instructions).
+_PREFETCH_MIN_STATE_BYTES = 1 << 20
 
 
 @intrinsic
@@ -290,29 +295,32 @@ def _set_block(params, lv, line, core):  # pragma: no cover - compiled
 def _find(state, block, chunks, line):  # pragma: no cover - compiled
     """Way holding ``line`` in the set block, or -1.
 
-    Lines in a set are distinct, so a sum finds the way without branches; fixed chunks of
-    four ways keep the code short (a variable-length loop gets bloated vector code).
+    Scans fixed chunks of four ways (straight-line code) and branches once per chunk;
+    tags hold ``line << 1 | dirty``. Indices are unsigned so that numba emits no
+    negative-index wraparound code for each load.
     """
-    found = 0
     for k in range(chunks):
-        e = block + 4 * k
-        found += (
-            ((state[e] >> 1) == line) * (4 * k + 1)
-            + ((state[e + 1] >> 1) == line) * (4 * k + 2)
-            + ((state[e + 2] >> 1) == line) * (4 * k + 3)
-            + ((state[e + 3] >> 1) == line) * (4 * k + 4)
-        )
-    return found - 1
+        e = np.uint64(block + 4 * k)
+        m0 = (state[e] >> 1) == line
+        m1 = (state[e + np.uint64(1)] >> 1) == line
+        m2 = (state[e + np.uint64(2)] >> 1) == line
+        m3 = (state[e + np.uint64(3)] >> 1) == line
+        if m0 | m1 | m2 | m3:
+            return 4 * k + m1 * 1 + m2 * 2 + m3 * 3
+    return -1
 
 
 @numba.njit(cache=True, inline="always")
 def _lru_way(state, block, chunks):  # pragma: no cover - compiled
     """Least recently used way of the set block: the low bits of its smallest stamp."""
-    e = block + 4 * chunks
-    oldest = min(min(state[e], state[e + 1]), min(state[e + 2], state[e + 3]))
-    for k in range(1, chunks):
-        e += 4
-        oldest = min(oldest, min(min(state[e], state[e + 1]), min(state[e + 2], state[e + 3])))
+    oldest = state[np.uint64(block + 4 * chunks)]
+    for k in range(chunks):
+        e = np.uint64(block + 4 * chunks + 4 * k)
+        oldest = min(
+            oldest,
+            min(min(state[e], state[e + np.uint64(1)]),
+                min(state[e + np.uint64(2)], state[e + np.uint64(3)])),
+        )
     return oldest & _WAY_MASK
 
 
@@ -323,26 +331,49 @@ def _run_trace(
     """Kernel: all accesses through all levels, write-back chains included.
 
     Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``.
+    Level 0 has a fast path with its parameters in locals: most accesses hit there.
     """
     n_levels = params.shape[0]
     n = addr.shape[0]
     block = np.empty(n_levels, dtype=np.int64)  # set block looked up at each level
     line = np.empty(n_levels, dtype=np.int64)  # line address at each level
+    shift0 = params[0, _SHIFT]
+    chunks0 = params[0, _CHUNKS]
+    stride0 = 8 * chunks0
+    sets0 = params[0, _SETS]
+    mask0 = params[0, _SET_MASK]
+    offset0 = params[0, _OFFSET]
+    private0 = params[0, _PRIVATE] != 0
     t = clock[0]
     for i in range(n):
         if prefetch_distance > 0 and i + prefetch_distance < n:
             a = addr[i + prefetch_distance]
             c = cores[i + prefetch_distance]
-            for lv in range(n_levels):
-                b = _set_block(params, lv, a >> params[lv, _SHIFT], c)
-                for k in range(0, 8 * params[lv, _CHUNKS], 8):
-                    _prefetch(state, b + k)
+            for lv in range(1, n_levels):
+                if params[lv, _PREFETCH]:
+                    b = _set_block(params, lv, a >> params[lv, _SHIFT], c)
+                    for k in range(0, 8 * params[lv, _CHUNKS], 8):
+                        _prefetch(state, b + k)
         a = addr[i]
         c = cores[i]
+        # Level 0 first, with its parameters in locals.
+        la = a >> shift0
+        s0 = la & mask0 if mask0 >= 0 else la % sets0
+        b = offset0 + ((c if private0 else 0) * sets0 + s0) * stride0
+        w = _find(state, b, chunks0, la)
+        if w >= 0:
+            state[b + 4 * chunks0 + w] = (t << _WAY_BITS) | w
+            t += 1
+            served[i] = 0
+            writebacks[i] = 0
+            if write[i]:
+                state[b + w] |= 1
+            continue
+        block[0] = b
+        line[0] = la
         # Walk down until the first hit.
         hit_level = n_levels
-        tag0 = -1  # index of the line's tag at level 0 after this access
-        for lv in range(n_levels):
+        for lv in range(1, n_levels):
             la = a >> params[lv, _SHIFT]
             chunks = params[lv, _CHUNKS]
             b = _set_block(params, lv, la, c)
@@ -351,13 +382,13 @@ def _run_trace(
                 state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                 t += 1
                 hit_level = lv
-                tag0 = b + w
                 break
             block[lv] = b
             line[lv] = la
         served[i] = hit_level
         # Fill the missed levels on the way back, deepest first.
         n_wb = 0
+        tag0 = 0
         for lv in range(hit_level - 1, -1, -1):
             chunks = params[lv, _CHUNKS]
             b = block[lv]
@@ -366,7 +397,7 @@ def _run_trace(
             state[b + w] = line[lv] << 1
             state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
             t += 1
-            tag0 = b + w
+            tag0 = b + w  # ends as the line's tag at level 0, filled last
             if evicted < 0 or (evicted & 1) == 0:
                 continue
             # Write-back chain: the dirty victim goes one level down, iteratively.

@@ -156,10 +156,19 @@ def pruned_encoding(layer: Layer, fmt: StorageFormat, seed: int) -> EncodedWeigh
 
 
 def compress_workload(workload: Workload, fmt: StorageFormat, seed: int = 0) -> dict[str, EncodedWeights]:
-    """Encode every weighted layer: dense format means unpruned; sparse formats are pruned."""
+    """Encode every weighted layer: dense format means unpruned; sparse formats are pruned.
+
+    A layer with a mask in ``workload.weight_masks`` (a checkpoint's own non-zeros) is encoded
+    from that mask; the others from seeded weights pruned to their density.
+    """
     out: dict[str, EncodedWeights] = {}
     for layer in workload.layers:
         if not layer.kind.has_weights:
             continue
-        out[layer.name] = dense_encoding(layer) if fmt is StorageFormat.DENSE else pruned_encoding(layer, fmt, seed)
+        if fmt is StorageFormat.DENSE:
+            out[layer.name] = dense_encoding(layer)
+        elif layer.name in workload.weight_masks:
+            out[layer.name] = encode_mask(layer.name, workload.weight_masks[layer.name], fmt, layer.dtype.size_bytes)
+        else:
+            out[layer.name] = pruned_encoding(layer, fmt, seed)
     return out

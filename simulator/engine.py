@@ -12,7 +12,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   per core x cores in use``, so a stream with too little memory-level parallelism is latency
   bound rather than bandwidth bound;
 * a tile's *compute* holds the compute unit for ``flops / (peak x kernel efficiency x share
-  of cores in use)``;
+  of cores in use x wave efficiency)``, the last being the share of the cores in use that the
+  layer's tasks keep busy (5 tasks on 4 cores run in 2 waves: 5/8);
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away;
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
@@ -70,11 +71,14 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     writebacks = np.bincount(tile_of, weights=outcome.dram_writebacks, minlength=tiles)
     share = np.diff(bounds) / max(1, traffic.accesses)
     # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
-    # gather. A lower level hands the level above one of that level's lines.
-    upper_line = np.array([traffic.line_bytes] + [c.line_bytes for c in profile.caches[:-1]], dtype=float)
-    level_bytes = counts[:, :levels] * upper_line[:levels]
-    if levels:
-        level_bytes[:, 0] = by_kind[:, 0, 0] * float(traffic.line_bytes) + by_kind[:, 1, 0] * float(traffic.gather_bytes)
+    # gather. A lower level hands the level above one of that level's lines for a stream, but
+    # only the sectors a gather touches (GPUs move 32 B sectors, CPUs whole lines).
+    levels_cfg = profile.caches
+    line_above = np.array([traffic.line_bytes] + [c.line_bytes for c in levels_cfg[:-1]], dtype=float)
+    gather_above = np.array([traffic.gather_bytes] + [
+        min(c.line_bytes, -(-traffic.gather_bytes // c.fill_bytes) * c.fill_bytes) for c in levels_cfg[:-1]],
+        dtype=float)
+    level_bytes = by_kind[:, 0, :levels] * line_above[:levels] + by_kind[:, 1, :levels] * gather_above[:levels]
     memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
     return LayerWork(
         traffic=traffic,
@@ -141,7 +145,7 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
 def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
     compute = profile.compute
     rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
-            * work.traffic.cores_used / compute.cores)
+            * work.traffic.cores_used / compute.cores * work.traffic.wave_efficiency)
     return float(work.flops[tile]) / rate
 
 
@@ -217,17 +221,17 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
     def network() -> Iterator[simpy.Event]:
         if copies and machine.link is not None:
             busy = _Busy(names)
-            start = env.now
+            start = float(env.now)
             yield env.process(link_copy(env, machine, copies[0], busy))
             records.append(("input (h2d)", "copy", None, busy, start, env.now, copies[0]))
         for work in works:
             busy = _Busy(names)
-            start = env.now
+            start = float(env.now)
             yield env.process(kernel(env, machine, work, busy))
             records.append((work.traffic.layer.name, work.traffic.layer.kind.value, work, busy, start, env.now, 0))
         if copies and machine.link is not None:
             busy = _Busy(names)
-            start = env.now
+            start = float(env.now)
             yield env.process(link_copy(env, machine, copies[1], busy))
             records.append(("output (d2h)", "copy", None, busy, start, env.now, copies[1]))
 

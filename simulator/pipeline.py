@@ -17,10 +17,10 @@ from typing import Callable, Optional, Sequence
 
 from .cache import CacheGeometry, CacheHierarchy
 from .compression import StorageFormat, compress_workload
-from .engine import layer_work, simulate
+from .engine import LayerWork, layer_work, simulate
 from .profile import HardwareProfile
 from .results import RunResult, VariantResult
-from .traffic import CoreView, workload_traffic
+from .traffic import CoreView, LayerTraffic, workload_traffic
 from .workload import Workload
 
 
@@ -57,27 +57,46 @@ def variant_name(fmt: StorageFormat) -> str:
     return "pruned" if fmt.is_sparse else "dense"
 
 
-def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
-                     options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
-    """Compress, trace, run the caches ``repeat`` times, and time the last inference."""
+def _traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
+             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
     if options.density is not None:
         workload = workload.with_density(options.density)
     progress(f"{variant_name(fmt)}: compressing")
     encodings = compress_workload(workload, fmt, options.seed)
     view = CoreView.of(profile, options.threads)
     progress(f"{variant_name(fmt)}: building traffic")
-    traffic = workload_traffic(workload, encodings, options.batch, view)
+    return workload_traffic(workload, encodings, options.batch, view), view
+
+
+def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
+                    progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
+    """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
+
+    The result depends on the profile's cache geometry and cores only, not on its rates, so
+    calibration can re-time it under other rates with :func:`simulator.engine.simulate` alone.
+    """
+    traffic, view = _traffic(profile, workload, fmt, options, progress)
+    works = []
+    for t in traffic:
+        progress(f"{variant_name(fmt)}: cache model, {t.layer.name}")
+        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
+        for _ in range(options.repeat):
+            outcome = hierarchy.access(t.addresses, t.is_write, t.core)
+        works.append(layer_work(t, outcome, profile))
+    return works
+
+
+def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+                     options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
+    """Compress, trace, run the caches ``repeat`` times, and time the last run."""
     if options.repeat_mode is RepeatMode.LAYER:
-        progress(f"{variant_name(fmt)}: cache model and engine, layer by layer")
         layers = []
-        for t in traffic:
-            hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
-            for _ in range(options.repeat):
-                outcome = hierarchy.access(t.addresses, t.is_write, t.core)
-            (result,) = simulate(profile, [layer_work(t, outcome, profile)])
+        for work in benchmark_works(profile, workload, fmt, options, progress):
+            (result,) = simulate(profile, [work])
             start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
             layers.append(replace(result, start_s=start))
     else:
+        traffic, view = _traffic(profile, workload, fmt, options, progress)
         hierarchy = cache_hierarchy(profile, view.cores)
         outcomes = []
         for repetition in range(options.repeat):

@@ -69,6 +69,21 @@ class Efficiency(Strict):
         return float(getattr(self, kind.value))
 
 
+class RowsPerTask(Strict):
+    """Output rows one core takes as a unit of work, per FC kernel kind (a GPU library's thread-block
+    tile; 1 for CPU threads, which split rows freely). Few rows then occupy few cores, and tasks that
+    do not divide evenly among cores leave some idle in the last wave."""
+
+    gemv: PositiveInt = 1
+    gemm: PositiveInt = 1
+    spmv: PositiveInt = 1
+    spmm: PositiveInt = 1
+
+    def of(self, kind: KernelKind) -> int:
+        """Rows per task of a kernel kind (1 for kinds that are not FC kernels)."""
+        return int(getattr(self, kind.value, 1))
+
+
 class Compute(Strict):
     """The arithmetic side: clock, cores, peak rates, kernel efficiencies, launch cost."""
 
@@ -78,6 +93,7 @@ class Compute(Strict):
     peak_flops: PeakFlops
     efficiency: Efficiency
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
+    rows_per_task: RowsPerTask = RowsPerTask()
 
 
 class CacheLevel(Strict):
@@ -90,6 +106,12 @@ class CacheLevel(Strict):
     shared: bool
     latency_s: Seconds = Field(alias="latency")
     bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+    sector_bytes: Optional[Bytes] = Field(None, alias="sector")
+
+    @property
+    def fill_bytes(self) -> int:
+        """Smallest unit this level fetches from below: its sector, or else its line."""
+        return self.sector_bytes or self.line_bytes
 
 
 class Dram(Strict):
@@ -185,6 +207,9 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
         line = level.line_bytes
         if line & (line - 1):
             raise ConfigError(source, f"{where}.line", f"{line} B is not a power of two")
+        sector = level.fill_bytes
+        if sector & (sector - 1) or sector > line:
+            raise ConfigError(source, f"{where}.sector", f"{sector} B must be a power of two no larger than the line")
         if level.size_bytes % (line * level.ways):
             raise ConfigError(source, f"{where}.size",
                               f"{level.size_bytes} B is not a whole number of sets of "
@@ -204,7 +229,8 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
                 raise ConfigError(source, f"{where}.shared",
                                   f"a private level cannot sit below the shared level {previous.name}")
         previous = level
-    if previous is not None and previous.size_bytes > profile.dram.capacity_bytes:
+    if previous is not None and previous.size_bytes * (1 if previous.shared else profile.compute.cores) \
+            > profile.dram.capacity_bytes:
         raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
                           "is larger than memory.dram.capacity")
 
@@ -218,17 +244,19 @@ def _check_dram(profile: HardwareProfile, source: str) -> None:
 def field_paths(profile: HardwareProfile) -> set[str]:
     """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
     paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
-    for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency"):
+    for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency",
+                 "rows_per_task"):
         paths.add(f"compute.{name}")
     for name in ("fp32", "fp16", "int8"):
         paths.add(f"compute.peak_flops.{name}")
     for kind in KernelKind:
         paths.add(f"compute.efficiency.{kind.value}")
+        paths.add(f"compute.rows_per_task.{kind.value}")
     for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
         paths.add(f"memory.dram.{name}")
     for level in profile.caches:
         paths.add(f"memory.caches.{level.name}")
-        for name in ("size", "line", "ways", "shared", "latency", "bandwidth"):
+        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector"):
             paths.add(f"memory.caches.{level.name}.{name}")
     for name in ("name", "bandwidth", "latency", "copy_engines"):
         paths.add(f"link.{name}")

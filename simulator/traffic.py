@@ -29,6 +29,9 @@ Kernels and their access order (all vectorised, no Python loop per address):
   fit half of the largest cache share one core has (a private level, or a shared level
   divided by the cores), so the input is re-read once per block.
 * Pooling reads its input planes and writes its output planes, channels split among cores.
+* An add (residual join) streams its two inputs and its output together, line by line: a
+  line of the first input, the same line of the second, then the output line (channels
+  split among cores), as an element-wise kernel does.
 
 Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
 order in which concurrently running cores reach shared levels.
@@ -73,6 +76,7 @@ class CoreView:
     first_level_bytes: int
     last_private_bytes: int
     cache_share_bytes: int = 0  # the largest cache capacity one core can count on (shared levels / cores)
+    rows_per_task: tuple[tuple[KernelKind, int], ...] = ()  # FC kernels' unit of work (see RowsPerTask)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -84,7 +88,14 @@ class CoreView:
         private = [c.size_bytes for c in caches if not c.shared]
         last_private = private[-1] if private else first
         share = max([c.size_bytes // (cores if c.shared else 1) for c in caches], default=first)
-        return CoreView(cores, line, first, last_private, max(share, last_private))
+        tasks = tuple((k, profile.compute.rows_per_task.of(k))
+                      for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks)
+
+    def tasks(self, kind: KernelKind, rows: int) -> int:
+        """Units of work a kernel of ``kind`` splits ``rows`` output rows into."""
+        per_task = dict(self.rows_per_task).get(kind, 1)
+        return -(-rows // per_task)
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,7 @@ class LayerTraffic:
     core: np.ndarray          # int16
     stream: np.ndarray        # int8 StreamKind
     cores_used: int
+    wave_efficiency: float    # share of the cores in use kept busy when tasks do not divide evenly
     weight_bytes: int         # encoded weight footprint (values + indices + pointers)
     line_bytes: int           # access granularity: one access per line of this size
     gather_bytes: int         # bytes a GATHER access actually uses (the rest of its line is over-fetch)
@@ -391,6 +403,26 @@ def _pool(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, 
                 np.full(batch, (c1 - c0) * out_plane * elem), StreamKind.OUTPUT, write=True)
 
 
+def _add(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
+         elem: int) -> None:
+    """Element-wise sum over channels [c0, c1): both inputs and the output, line by line."""
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    samples = np.arange(batch, dtype=np.int64)
+    plane = layer.out_pixels * elem
+    c_all = layer.out_shape[0]
+    offsets = (samples * c_all + c0) * plane
+    length = np.full(batch, (c1 - c0) * plane, dtype=np.int64)
+    first = offsets // tr.line
+    relative = _expand_ranges(first, (offsets + length - 1) // tr.line - first + 1)
+    # buffers are page-aligned, so the same element offsets cover the same lines of each
+    lines = np.stack([bases[key] // tr.line + relative for key in ("input", "input2", "output")], axis=1).ravel()
+    write = np.tile(np.array([False, False, True]), relative.size)
+    kinds = np.tile(np.array([StreamKind.INPUT, StreamKind.INPUT, StreamKind.OUTPUT], np.int8), relative.size)
+    tr.lines(lines, write, kinds)
+
+
 # --- layer dispatch -------------------------------------------------------------------------
 
 def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
@@ -405,22 +437,32 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
 
 
 def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
-                  space: AddressSpace, view: CoreView) -> LayerTraffic:
-    """Build the access trace of one layer reading ``input_buffer`` (see module docstring)."""
+                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None) -> LayerTraffic:
+    """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
+    other operand of an add) (see module docstring)."""
     elem = layer.dtype.size_bytes
     fmt = enc.format if enc is not None else StorageFormat.DENSE
     bases = {
         "input": space.base(input_buffer, layer.in_bytes(batch)),
         "output": space.base(f"act:{layer.name}", layer.out_bytes(batch)),
     }
+    if layer.kind is LayerKind.ADD:
+        if second_input is None:
+            raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
+        bases["input2"] = space.base(second_input, layer.in_bytes(batch))
     if enc is not None:
         bases["values"] = space.base(f"w:{layer.name}:{fmt.value}:values", enc.values_bytes)
         if fmt.is_sparse:
             bases["indices"] = space.base(f"w:{layer.name}:{fmt.value}:indices", enc.index_bytes)
             bases["pointers"] = space.base(f"w:{layer.name}:{fmt.value}:pointers", enc.pointer_bytes)
+    kernel = kernel_kind(layer, fmt, batch)
+    wave_efficiency = 1.0
     if layer.kind.has_weights:
         work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
-        cores = max(1, min(view.cores, work_items))
+        tasks = view.tasks(kernel, work_items)
+        cores = max(1, min(view.cores, tasks))
+        waves = -(-tasks // cores)
+        wave_efficiency = tasks / (waves * cores)
         if fmt is StorageFormat.CSR and layer.kind is LayerKind.FC:
             # equal non-zeros per core
             targets = np.linspace(0, enc.nnz, cores + 1)
@@ -437,7 +479,9 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     for c in range(cores):
         tr = _Trace(view.line_bytes)
         span = (int(bounds[c]), int(bounds[c + 1]))
-        if not layer.kind.has_weights:
+        if layer.kind is LayerKind.ADD:
+            _add(tr, span, layer, bases, batch, elem)
+        elif not layer.kind.has_weights:
             _pool(tr, span, layer, bases, batch, elem)
         elif fmt is StorageFormat.DENSE:
             if layer.kind is LayerKind.FC:
@@ -460,8 +504,8 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
         per_core.append(tr.arrays())
     addresses, is_write, core, stream = _interleave(per_core, view.line_bytes)
     density = enc.density if enc is not None else 1.0
-    return LayerTraffic(layer, kernel_kind(layer, fmt, batch), layer.flops(batch, density), addresses, is_write,
-                        core, stream, cores, enc.total_bytes if enc is not None else 0, view.line_bytes,
+    return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
+                        core, stream, cores, wave_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
                         min(view.line_bytes, batch * elem))
 
 
@@ -473,5 +517,6 @@ def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], b
     for layer in workload.layers:
         preds = workload.predecessors(layer.name)
         input_buffer = f"act:{preds[0]}" if preds else f"input:{layer.name}"
-        out.append(layer_traffic(layer, input_buffer, encodings.get(layer.name), batch, space, view))
+        second = f"act:{preds[1]}" if len(preds) > 1 else None
+        out.append(layer_traffic(layer, input_buffer, encodings.get(layer.name), batch, space, view, second))
     return out

@@ -12,7 +12,7 @@ import re
 
 _SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15}
 _BINARY = {"Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40}
-_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9, "ps": 1e-12}
+_TIME = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ns": 1e-9, "ps": 1e-12}  # micro sign or Greek mu
 
 _NUMBER = r"(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)"
 _PATTERN = re.compile(rf"^\s*{_NUMBER}\s*(?P<unit>\S*)\s*$")
@@ -109,7 +109,7 @@ def format_bytes(n_bytes: float) -> str:
 
 
 def format_seconds(seconds: float) -> str:
-    """Time with a unit that keeps three significant figures: ``412 us``, ``3.20 ms``."""
+    """Time with a unit that keeps three significant figures: ``412 us``, ``3.2 ms``."""
     rounded = float(f"{seconds:.3g}")   # round first, so 0.9996 s reads "1 s", not "1e+03 ms"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
         if abs(rounded) >= scale:

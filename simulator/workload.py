@@ -2,7 +2,8 @@
 
 A workload file (``workloads/*.yaml``) lists layers; each reads the previous layer's output
 unless it names its ``inputs`` (``[]`` makes it read a fresh network input of its own
-``input_shape``, as in a benchmark of independent layers). Loading resolves every shape,
+``input_shape``, as in a benchmark of independent layers; an ``add`` layer names the two
+outputs it sums, the residual join of a ResNet). Loading resolves every shape,
 checks that they chain, and builds a networkx DAG whose nodes carry :class:`Layer` objects
 with FLOPs and byte sizes. :func:`to_torch_module` builds the same network in torch with
 the module names the file gives (``features.0`` ...), so published pruning schedules and
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import networkx as nx
 from pydantic import Field
@@ -34,11 +35,17 @@ class LayerKind(str, enum.Enum):
     FC = "fc"
     MAXPOOL = "maxpool"
     AVGPOOL = "avgpool"
+    ADD = "add"          # element-wise sum of two earlier outputs (a residual join)
 
     @property
     def has_weights(self) -> bool:
-        """Convolutions and fully-connected layers carry weights; pooling does not."""
+        """Convolutions and fully-connected layers carry weights; pooling and adds do not."""
         return self in (LayerKind.CONV, LayerKind.FC)
+
+    @property
+    def inputs_read(self) -> int:
+        """How many earlier outputs the layer reads (2 for an add, else 1)."""
+        return 2 if self is LayerKind.ADD else 1
 
 
 class DType(str, enum.Enum):
@@ -59,12 +66,14 @@ _KIND_FIELDS = {
     LayerKind.FC: {"in_features", "out_features"},
     LayerKind.MAXPOOL: {"kernel", "stride", "padding"},
     LayerKind.AVGPOOL: {"kernel", "stride", "padding"},
+    LayerKind.ADD: set(),
 }
 _REQUIRED = {
     LayerKind.CONV: ("in_channels", "out_channels", "kernel"),
     LayerKind.FC: ("in_features", "out_features"),
     LayerKind.MAXPOOL: ("kernel",),
     LayerKind.AVGPOOL: ("kernel",),
+    LayerKind.ADD: (),
 }
 
 
@@ -159,7 +168,7 @@ class Layer:
 
     @property
     def macs_per_sample(self) -> int:
-        """Dense multiply-accumulates per sample (pooling: one per window element)."""
+        """Dense multiply-accumulates per sample (pooling: one per window element; add: one per element)."""
         if self.kind.has_weights:
             return self.weight_count * self.out_pixels
         return self.out_elements * self.kernel * self.kernel
@@ -184,7 +193,13 @@ class Layer:
 
 @dataclass(frozen=True)
 class Workload:
-    """A validated workload: the layer DAG and its layers in execution order."""
+    """A validated workload: the layer DAG and its layers in execution order.
+
+    ``weight_masks`` holds, per layer name, the boolean non-zero pattern of real weights (a
+    checkpoint's, see :mod:`simulator.checkpoint`), shaped like ``layer.weight_shape``; a
+    layer listed there is encoded from it instead of from seeded weights pruned to its
+    density.
+    """
 
     name: str
     path: str
@@ -192,6 +207,7 @@ class Workload:
     input_shape: tuple[int, ...]
     graph: nx.DiGraph
     layers: tuple[Layer, ...]
+    weight_masks: Mapping[str, Any] = field(default_factory=dict)
 
     def layer(self, name: str) -> Layer:
         """Look a layer up by name."""
@@ -205,6 +221,9 @@ class Workload:
         """The same workload with every weighted layer at one density (``--density``)."""
         from dataclasses import replace
 
+        if self.weight_masks:
+            # the masks are the sparsity; a density would silently be ignored for them
+            raise ConfigError(self.path, "density", "cannot override the density of a checkpoint's own weights")
         layers = tuple(replace(l, density=density) if l.kind.has_weights else l for l in self.layers)
         graph = self.graph.copy()
         for layer in layers:
@@ -236,6 +255,8 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
         if ls.name in outputs:
             raise ConfigError(source, f"{where}.name", f"{ls.name!r} is used by an earlier layer")
         if ls.inputs is None:
+            if ls.kind is LayerKind.ADD:
+                raise ConfigError(source, f"{where}.inputs", "an add layer names the two layers it sums")
             sources = [previous] if previous is not None else []
         else:
             sources = ls.inputs
@@ -243,8 +264,16 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
                 if name not in outputs:
                     raise ConfigError(source, f"{where}.inputs",
                                       f"{name!r} is not an earlier layer (layers run in file order)")
-        if len(sources) > 1:
-            raise ConfigError(source, f"{where}.inputs", "a layer reads one input here; joins are not supported yet")
+        if ls.kind is LayerKind.ADD:
+            if len(sources) != 2 or sources[0] == sources[1]:
+                raise ConfigError(source, f"{where}.inputs", f"an add layer sums two different layers, got {sources}")
+            if outputs[sources[0]] != outputs[sources[1]]:
+                raise ConfigError(source, f"{where}.inputs",
+                                  f"shapes differ: {sources[0]} gives {list(outputs[sources[0]])}, "
+                                  f"{sources[1]} gives {list(outputs[sources[1]])}")
+        elif len(sources) > 1:
+            raise ConfigError(source, f"{where}.inputs", f"a {ls.kind.value} layer reads one input; "
+                              "only an add layer joins two")
         if sources:
             in_shape = outputs[sources[0]]
             if ls.input_shape is not None:
@@ -288,6 +317,8 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
                               f"{ls.in_features} does not match the {features} values arriving "
                               f"(shape {list(in_shape)})")
         return Layer(in_shape=(features,), out_shape=(ls.out_features,), **common)
+    if ls.kind is LayerKind.ADD:
+        return Layer(in_shape=in_shape, out_shape=in_shape, **common)
     if len(in_shape) != 3:
         raise ConfigError(source, f"{where}.kind",
                           f"a {ls.kind.value} layer needs a (channels, height, width) input, got {list(in_shape)}")
@@ -318,8 +349,9 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
 def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
     """Build the workload as a torch ``nn.Module`` whose parameter names follow ``layer.module``.
 
-    ``forward`` runs the layers in order (ReLU after a layer whose ``relu`` is set, flattening
-    before an FC layer) and returns the last layer's output; a layer that reads a network input
+    ``forward`` runs the layers in order (ReLU after a conv, FC or add layer whose ``relu`` is
+    set, flattening before an FC layer) and returns the last layer's output; an add layer sums
+    its two inputs (as Distiller's ``EltwiseAdd`` module); a layer that reads a network input
     of its own takes it from the input tensor reshaped to its ``in_shape``. Weight values come
     from torch's default initialisation; pass ``init_weights=False`` to skip it for large models
     whose weights will be overwritten.
@@ -349,8 +381,11 @@ def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
                 inp = outputs[preds[0]] if preds else x.reshape(x.shape[0], *layer.in_shape)
                 if layer.kind is LayerKind.FC:
                     inp = inp.flatten(1)
-                y = self.get_submodule(path)(inp)
-                if layer.relu and layer.kind.has_weights:
+                if layer.kind is LayerKind.ADD:
+                    y = self.get_submodule(path)(inp, outputs[preds[1]])
+                else:
+                    y = self.get_submodule(path)(inp)
+                if layer.relu and (layer.kind.has_weights or layer.kind is LayerKind.ADD):
                     y = torch.relu(y)
                 outputs[layer.name] = y
             return y
@@ -367,8 +402,20 @@ def _torch_layer(layer: Layer, nn: Any, init_weights: bool) -> Any:
                            padding=layer.padding, groups=layer.groups, device=device)
     elif layer.kind is LayerKind.MAXPOOL:
         return nn.MaxPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
+    elif layer.kind is LayerKind.ADD:
+        return _eltwise_add(nn)()
     else:
         return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
     if not init_weights:
         module = module.to_empty(device="cpu")
     return module
+
+
+def _eltwise_add(nn: Any) -> Any:
+    """A module summing two tensors (Distiller's ``EltwiseAdd``), built when torch is imported."""
+
+    class EltwiseAdd(nn.Module):
+        def forward(self, a: Any, b: Any) -> Any:
+            return a + b
+
+    return EltwiseAdd

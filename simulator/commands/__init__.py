@@ -6,4 +6,5 @@ are imported inside its handler, so ``--help`` and error paths stay fast.
 
 COMMANDS = [
     "run",
+    "validate",
 ]

@@ -40,14 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..compression import StorageFormat
-    from ..pipeline import RepeatMode, RunOptions, run
     from ..profile import load_profile
-    from ..report import render, write_json
     from ..workload import load_workload
 
+    # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(args.profile)
     workload = load_workload(args.workload or DEFAULT_WORKLOAD)
+
+    from ..compression import StorageFormat
+    from ..pipeline import RepeatMode, RunOptions, run
+    from ..report import render, write_json
+
     if args.json:
         json_dir = Path(args.json).parent
         if not json_dir.is_dir():

@@ -1,0 +1,50 @@
+"""``python -m simulator validate eie``: the model against EIE Table IV."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import progress
+from ..errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``validate`` subcommand."""
+    cmd = subparsers.add_parser(
+        "validate", help="compare the simulator with published measurements",
+        description="Simulate every published cell of EIE Table IV (9 layers x dense/CSR x batch 1/64 on the "
+                    "i7-5930K and Titan X profiles) in the paper's benchmark mode and report the error, "
+                    "separately for the cells the profiles were fitted on and the held-out cells.")
+    cmd.add_argument("table", choices=["eie"], help="which published table")
+    cmd.add_argument("--json", metavar="FILE", help="also write every cell and the summaries as JSON")
+    cmd.add_argument("--plot", metavar="FILE", help="write predicted vs published (log-log, PNG/SVG/PDF)")
+    cmd.add_argument("--fit", action="store_true",
+                     help="first fit each profile's efficiencies and DRAM rates on the fitted cells, "
+                          "and print the values (the profiles are not changed)")
+    cmd.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from ..profile import load_profile
+    from ..workload import load_workload
+
+    for flag in ("json", "plot"):
+        target = getattr(args, flag)
+        if target and not Path(target).resolve().parent.is_dir():
+            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+    from ..report import write_json_document
+    from ..validation import PLATFORM_PROFILES, compare, plot, render
+
+    profiles = {platform: load_profile(ROOT / "hwprofiles" / name) for platform, name in PLATFORM_PROFILES.items()}
+    workload = load_workload(ROOT / "workloads" / "eie.yaml")
+    comparison = compare(profiles, workload, do_fit=args.fit, progress=progress)
+    progress("")
+    print(render(comparison))
+    if args.json:
+        write_json_document(comparison.to_json(), args.json, "--json")
+    if args.plot:
+        plot(comparison, args.plot)
+    return 0
