@@ -28,14 +28,21 @@ from typing import Sequence
 
 import numba
 import numpy as np
-from llvmlite import ir as llvm_ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
-__all__ = ["AccessOutcome", "CacheGeometry", "CacheHierarchy"]
+__all__ = [
+    "MAX_ADDRESS",
+    "MAX_LEVELS",
+    "MAX_WAYS",
+    "AccessOutcome",
+    "CacheGeometry",
+    "CacheHierarchy",
+]
 
 #: Largest number of levels: ``served_level`` is int8 and ``len(levels)`` means DRAM.
 MAX_LEVELS = 127
+
+#: Largest byte address (a tag keeps the line address shifted left by one bit).
+MAX_ADDRESS = (1 << 62) - 1
 
 #: Largest associativity (the way number is kept in the low 16 bits of an LRU stamp).
 MAX_WAYS = 1 << 16
@@ -64,6 +71,8 @@ class CacheGeometry:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise ValueError(f"{where}: {field} must be an integer, got {value!r}")
+        if not isinstance(self.shared, (bool, np.bool_)):
+            raise ValueError(f"{where}: shared must be a bool, got {self.shared!r}")
         if not 1 <= self.ways <= MAX_WAYS:
             raise ValueError(f"{where}: ways must be in 1..{MAX_WAYS}, got {self.ways}")
         if self.line_bytes < 1 or self.line_bytes & (self.line_bytes - 1):
@@ -111,6 +120,10 @@ class CacheHierarchy:
     """
 
     def __init__(self, levels: Sequence[CacheGeometry], cores: int) -> None:
+        """Build cold caches for ``levels`` (nearest the core first) and ``cores`` cores.
+
+        Raises ValueError, naming the level, when the levels do not form a hierarchy.
+        """
         levels = tuple(levels)
         if isinstance(cores, bool) or not isinstance(cores, (int, np.integer)) or cores < 1:
             raise ValueError(f"cores must be a positive integer, got {cores!r}")
@@ -155,7 +168,6 @@ class CacheHierarchy:
             self._params[lv, _SET_MASK] = sets[lv] - 1 if sets[lv] & (sets[lv] - 1) == 0 else -1
             self._params[lv, _CHUNKS] = chunks[lv]
             self._params[lv, _SHIFT] = level.line_shift
-            self._params[lv, _PREFETCH] = 8 * sizes[lv] > _PREFETCH_MIN_STATE_BYTES
         self._instances = instances
         # 64-byte aligned so that a set block starts on a host cache line.
         raw = np.empty(int(offsets[-1]) + 8, dtype=np.int64)
@@ -193,7 +205,7 @@ class CacheHierarchy:
     ) -> AccessOutcome:
         """Run a trace through the hierarchy, in order, updating its state.
 
-        ``addresses`` are non-negative integer byte addresses (converted to int64),
+        ``addresses`` are integer byte addresses in ``0..MAX_ADDRESS`` (converted to int64),
         ``is_write`` a bool array, ``core`` an integer array with values in
         ``0..cores-1``; all three 1-D and of equal length. Raises ValueError on
         malformed input (a programming error).
@@ -215,14 +227,15 @@ class CacheHierarchy:
             raise ValueError(f"is_write must be a bool array, got dtype {write.dtype}")
         if len(cores) and not np.issubdtype(cores.dtype, np.integer):
             raise ValueError(f"core must be integers, got dtype {cores.dtype}")
-        if len(addr) and addr.dtype == np.uint64 and int(addr.max()) > np.iinfo(np.int64).max:
-            raise ValueError(f"addresses must fit in int64, got {int(addr.max())}")
+        if len(addr):
+            lo, hi = int(addr.min()), int(addr.max())
+            if lo < 0 or hi > MAX_ADDRESS:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"address {bad} out of range 0..2**62-1")
         addr = np.ascontiguousarray(addr, dtype=np.int64)
         write = np.ascontiguousarray(write, dtype=np.bool_)
         cores = np.ascontiguousarray(cores, dtype=np.int64)
         if len(addr):
-            if addr.min() < 0:
-                raise ValueError(f"addresses must be non-negative, got {addr.min()}")
             lo, hi = int(cores.min()), int(cores.max())
             if lo < 0 or hi >= self._cores:
                 bad = lo if lo < 0 else hi
@@ -237,48 +250,18 @@ class CacheHierarchy:
             served.fill(0)
             return AccessOutcome(served, writebacks)
         _run_trace(
-            addr, write, cores, self._params, self._state, self._clock,
-            served, writebacks, _PREFETCH_DISTANCE,
+            addr, write, cores, self._params, self._state, self._clock, served, writebacks
         )
         return AccessOutcome(served, writebacks)
 
-
-#: How many accesses ahead the kernel prefetches the sets an access will look up:
-#: the model's state for a big last level does not fit the host's caches. 0 disables it.
-_PREFETCH_DISTANCE = 16
 
 #: Low bits of an LRU stamp that hold the way (so the smallest stamp names its way).
 _WAY_BITS = 16
 _WAY_MASK = (1 << _WAY_BITS) - 1
 
 # Columns of the per-level parameter table handed to the kernel.
-_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _PREFETCH = range(7)
-_N_PARAMS = 7
-
-#: Levels whose model state is larger than this get prefetched (smaller ones stay in
-#: the host's own caches anyway, and prefetching them would only cost instructions).
-_PREFETCH_MIN_STATE_BYTES = 1 << 20
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):  # pragma: no cover - compiled
-    """``llvm.prefetch`` (read, high locality) of ``array[index]``; a hint, never faults."""
-    if not isinstance(array, types.Array) or not isinstance(index, types.Integer):
-        return None
-    sig = types.void(array, index)
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        ary = context.make_array(array_type)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, array_type, ary, [args[1]])
-        i8p = llvm_ir.IntType(8).as_pointer()
-        i32 = llvm_ir.IntType(32)
-        fnty = llvm_ir.FunctionType(llvm_ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
+_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT = range(6)
+_N_PARAMS = 6
 
 
 @numba.njit(cache=True, inline="always")
@@ -313,7 +296,7 @@ def _find(state, block, chunks, line):  # pragma: no cover - compiled
 @numba.njit(cache=True, inline="always")
 def _lru_way(state, block, chunks):  # pragma: no cover - compiled
     """Least recently used way of the set block: the low bits of its smallest stamp."""
-    oldest = state[np.uint64(block + 4 * chunks)]
+    oldest = state[np.uint64(block + 4 * chunks)]  # way 0's stamp, to start the min
     for k in range(chunks):
         e = np.uint64(block + 4 * chunks + 4 * k)
         oldest = min(
@@ -325,12 +308,11 @@ def _lru_way(state, block, chunks):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_trace(
-    addr, write, cores, params, state, clock, served, writebacks, prefetch_distance
-):  # pragma: no cover - compiled
+def _run_trace(addr, write, cores, params, state, clock, served, writebacks):  # pragma: no cover
     """Kernel: all accesses through all levels, write-back chains included.
 
-    Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``.
+    Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``
+    (an int64 lasts 2**47 touches, far beyond any trace).
     Level 0 has a fast path with its parameters in locals: most accesses hit there.
     """
     n_levels = params.shape[0]
@@ -346,14 +328,6 @@ def _run_trace(
     private0 = params[0, _PRIVATE] != 0
     t = clock[0]
     for i in range(n):
-        if prefetch_distance > 0 and i + prefetch_distance < n:
-            a = addr[i + prefetch_distance]
-            c = cores[i + prefetch_distance]
-            for lv in range(1, n_levels):
-                if params[lv, _PREFETCH]:
-                    b = _set_block(params, lv, a >> params[lv, _SHIFT], c)
-                    for k in range(0, 8 * params[lv, _CHUNKS], 8):
-                        _prefetch(state, b + k)
         a = addr[i]
         c = cores[i]
         # Level 0 first, with its parameters in locals.

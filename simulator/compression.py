@@ -86,6 +86,12 @@ class EncodedWeights:
         return self.values_bytes + self.index_bytes + self.pointer_bytes
 
 
+def layer_seed(seed: int, layer_name: str) -> int:
+    """A per-layer seed that does not depend on the other layers of the workload."""
+    digest = hashlib.sha256(f"{seed}:{layer_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
 def encode_mask(layer_name: str, mask: np.ndarray, fmt: StorageFormat, value_bytes_each: int) -> EncodedWeights:
     """Encode the non-zero pattern of a weight matrix (any shape; flattened to rows x cols)."""
     mask = np.asarray(mask, dtype=bool)

@@ -24,7 +24,7 @@ time is the layer's *bound*.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 import numpy as np
@@ -49,6 +49,8 @@ class LayerWork:
     dram_write_bytes: np.ndarray  # [tiles]
     dram_lines: np.ndarray       # [tiles] lines moved to or from DRAM
     hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
+    compute_s: Optional[np.ndarray] = None   # [tiles] compute time from a cycle model (accelerators)
+    scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
 
     @property
     def tiles(self) -> int:
@@ -100,6 +102,7 @@ class Machine:
         self.compute = simpy.Resource(env, capacity=1)
         self.levels = [simpy.Resource(env, capacity=1) for _ in profile.caches]
         self.dram = simpy.Resource(env, capacity=1)
+        self.scratchpads = {pad.name: simpy.Resource(env, capacity=1) for pad in profile.memory.scratchpads}
         self.link = simpy.Resource(env, capacity=profile.link.copy_engines) if profile.link else None
 
 
@@ -131,9 +134,14 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
         seconds = work.level_bytes[tile, i] / rate
         if seconds > 0:
             out.append((machine.levels[i], seconds, level.name))
+    for pad in profile.memory.scratchpads:
+        size = work.scratchpad_bytes.get(pad.name)
+        if size is not None and size[tile] > 0:
+            rate = pad.bandwidth_bytes_per_s * (cores if pad.per_core else 1)
+            out.append((machine.scratchpads[pad.name], size[tile] / rate, pad.name))
     dram = profile.dram
     moved = work.dram_read_bytes[tile] + work.dram_write_bytes[tile]
-    if moved > 0:
+    if moved > 0 and dram is not None:
         bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
         in_flight = dram.outstanding_requests_per_core * cores
         latency_s = work.dram_lines[tile] * dram.latency_s / in_flight
@@ -143,6 +151,8 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
 
 
 def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
+    if work.compute_s is not None:
+        return float(work.compute_s[tile])
     compute = profile.compute
     rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
             * work.traffic.cores_used / compute.cores * work.traffic.wave_efficiency)
@@ -155,7 +165,7 @@ def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, 
              for res, seconds, name in _memory_times(machine, work, tile)]
     if holds:
         yield simpy.AllOf(env, holds)
-    if work.dram_lines[tile] > 0:
+    if work.dram_lines[tile] > 0 and machine.profile.dram is not None:
         yield env.timeout(machine.profile.dram.latency_s)   # first data of the tile arrives
     ready.succeed()
 
@@ -192,7 +202,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "compute"] + [c.name for c in profile.caches]
+    return (["launch", "compute"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "link"])
 
 

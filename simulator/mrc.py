@@ -297,29 +297,36 @@ class LruStacks:
         self._since_dirty = np.zeros(groups * self.depth, dtype=np.int32)
         self._filled = np.zeros(groups, dtype=np.int32)
 
-    def run(self, line: np.ndarray, instance: np.ndarray, dirtying: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, line: np.ndarray, instance: Optional[np.ndarray], dirtying: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
         """Push references through; returns (distance per reference, dirty evictions).
 
-        The distances are int32 (``depth`` for "not within depth"); the evictions are a bool
-        array ``[len(writeback_ways), references]``, True where the reference made a ``W``-way
-        cache evict a dirty line.
+        ``instance`` gives each reference's instance (its core, for a private level), None
+        for a single instance. The distances are int32 (``depth`` for "not within depth");
+        the evictions are a bool array ``[len(writeback_ways), references]``, True where the
+        reference made a ``W``-way cache evict a dirty line.
         """
         line = np.ascontiguousarray(line, dtype=np.int64)
-        group = np.asarray(instance, dtype=np.int64) * self.sets + line % self.sets
+        if instance is None:
+            if self.instances != 1:
+                raise ValueError(f"{self.instances} instances need an instance per reference")
+            instance = np.zeros(1, dtype=np.int16)
+        instance = np.ascontiguousarray(instance)
         distance = np.empty(line.size, dtype=np.int32)
         evicted = np.zeros((self.writeback_ways.size, line.size), dtype=np.bool_)
-        _stack_kernel(line, group, np.ascontiguousarray(dirtying, dtype=np.bool_), self.depth,
-                      self.writeback_ways, self._lines, self._since_dirty, self._filled, distance, evicted)
+        _stack_kernel(line, instance, self.instances > 1, self.sets, np.ascontiguousarray(dirtying, dtype=np.bool_),
+                      self.depth, self.writeback_ways, self._lines, self._since_dirty, self._filled, distance, evicted)
         return distance, evicted
 
 
 @numba.njit(cache=True, nogil=True)
-def _stack_kernel(line, group, dirtying, depth, wb_ways, lines, since_dirty, filled, distance,
-                  evicted):  # pragma: no cover - compiled
+def _stack_kernel(line, instance, by_instance, sets, dirtying, depth, wb_ways, lines, since_dirty, filled,
+                  distance, evicted):  # pragma: no cover - compiled
     for t in range(line.shape[0]):
         x = line[t]
-        base = group[t] * depth
-        used = filled[group[t]]
+        g = (instance[t] * sets if by_instance else 0) + x % sets
+        base = g * depth
+        used = filled[g]
         p = depth
         for j in range(used):
             if lines[base + j] == x:
@@ -344,7 +351,7 @@ def _stack_kernel(line, group, dirtying, depth, wb_ways, lines, since_dirty, fil
         lines[base] = x
         since_dirty[base] = m
         if p == depth and used < depth:
-            filled[group[t]] = used + 1
+            filled[g] = used + 1
 
 
 def level_outcome(stream: LevelStream, geometry: CacheGeometry, cores: int,
@@ -358,13 +365,13 @@ def level_outcome(stream: LevelStream, geometry: CacheGeometry, cores: int,
     """
     if stacks is None:
         stacks = LruStacks(geometry.sets, 1 if geometry.shared else cores, geometry.ways, (geometry.ways,))
-    instance = np.zeros(stream.references, dtype=np.int64) if geometry.shared else stream.core
-    distance, evicted = stacks.run(stream.line, instance, stream.dirtying)
+    distance, evicted = stacks.run(stream.line, None if geometry.shared else stream.core, stream.dirtying)
     served = stream.served_above.copy()
     demand = stream.demand
     hit = distance[demand] < geometry.ways
     served[stream.access[demand]] = np.where(hit, stream.level, stream.level + 1).astype(np.int8)
-    writebacks = np.bincount(stream.access, weights=evicted[0], minlength=served.size).astype(np.uint8)
+    writebacks = np.zeros(served.size, dtype=np.uint8)
+    np.add.at(writebacks, stream.access[evicted[0]], 1)   # few evictions are dirty: cheap
     return AccessOutcome(served, writebacks)
 
 
@@ -511,7 +518,7 @@ def miss_ratio_curve(stream: LevelStream, geometry: CacheGeometry, cores: int,
     demand = stream.demand
     references = int(demand.sum())
     instances = 1 if geometry.shared else cores
-    instance = np.zeros(stream.references, dtype=np.int64) if geometry.shared else stream.core.astype(np.int64)
+    instance = None if geometry.shared else stream.core
     points = []
     unit = geometry.line_bytes * geometry.ways
     for size in sizes:
@@ -521,7 +528,7 @@ def miss_ratio_curve(stream: LevelStream, geometry: CacheGeometry, cores: int,
         distance, _ = stacks.run(stream.line, instance, stream.dirtying)
         points.append(MrcPoint(Associativity.SET_ASSOCIATIVE, size, size // unit, geometry.ways, references,
                                int(np.count_nonzero(distance[demand] < geometry.ways))))
-    fa = fully_associative_distances(stream.line, None if geometry.shared else instance)[demand]
+    fa = fully_associative_distances(stream.line, instance)[demand]
     fa = np.sort(fa[fa >= 0])
     for size in sizes:
         capacity = size // geometry.line_bytes

@@ -62,6 +62,13 @@ class NameIndex:
             return None
         return self._by_canonical.get(key)
 
+    def why_not(self, name: str) -> str:
+        """Why ``name`` does not resolve, for an error message."""
+        key = canonical_name(name)
+        if key in self.ambiguous:
+            return f"matches several parameters ({', '.join(self.ambiguous[key])})"
+        return "matches no parameter"
+
     def sample(self, limit: int = 6) -> str:
         """A few of the names, for error messages."""
         shown = ", ".join(self.names[:limit])

@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 from .cache import CacheGeometry, CacheHierarchy
 from .compression import StorageFormat, compress_workload
+from .errors import ConfigError
 from .engine import LayerWork, layer_work, simulate
 from .profile import HardwareProfile
 from .results import RunResult, VariantResult
@@ -89,6 +90,8 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
 def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
                      options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
     """Compress, trace, run the caches ``repeat`` times, and time the last run."""
+    if profile.sparse_engine is not None:
+        return _sparse_engine_variant(profile, workload, options, progress)
     if options.repeat_mode is RepeatMode.LAYER:
         layers = []
         for work in benchmark_works(profile, workload, fmt, options, progress):
@@ -113,10 +116,32 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
     return VariantResult(variant_name(fmt), fmt.value, total, layers)
 
 
+def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
+                           progress: Callable[[str], None]) -> VariantResult:
+    """An EIE-style engine: weights resident in its SRAM, each layer timed by the PE-array model."""
+    from .accelerator import eie_works
+
+    if options.batch != 1:
+        raise ConfigError("command line", "--batch", f"{profile.name} multiplies one activation vector at a "
+                          "time; use --batch 1")
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    progress("sparse engine: encoding and PE-array model")
+    works = [work for work, _ in eie_works(profile, workload, options.seed)]
+    layers = simulate(profile, works)
+    total = max((l.start_s + l.time_s for l in layers), default=0.0)
+    return VariantResult("pruned", "eie", total, layers)
+
+
 def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
         progress: Callable[[str], None] = lambda _: None) -> RunResult:
     """Simulate every requested variant of ``workload`` on ``profile``."""
-    variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in options.formats]
+    formats = options.formats
+    if profile.sparse_engine is not None:
+        if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
+            raise ConfigError("command line", "--format", f"{profile.name} runs compressed weights only")
+        formats = formats[-1:]    # one variant: its own compressed format
+    variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
                      seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)

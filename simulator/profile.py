@@ -48,9 +48,19 @@ class KernelKind(str, enum.Enum):
 class PeakFlops(Strict):
     """Peak arithmetic throughput per data type, whole device."""
 
-    fp32: FlopPerS
+    fp32: Optional[FlopPerS] = None
     fp16: Optional[FlopPerS] = None
+    int16: Optional[FlopPerS] = None   # fixed point, as fixed-function accelerators compute
     int8: Optional[FlopPerS] = None
+
+    @property
+    def best_known(self) -> float:
+        """The fp32 peak, or else the first type the profile gives."""
+        for name in ("fp32", "fp16", "int16", "int8"):
+            value = getattr(self, name)
+            if value is not None:
+                return float(value)
+        raise ValueError("no peak given")
 
 
 class Efficiency(Strict):
@@ -124,12 +134,38 @@ class Dram(Strict):
     capacity_bytes: Bytes = Field(alias="capacity")
 
 
+class Scratchpad(Strict):
+    """An explicitly managed on-chip memory (SRAM buffer): data placed there is read from it at
+    its bandwidth, without tags, misses or DRAM traffic."""
+
+    name: str
+    size_bytes: Bytes = Field(alias="size")
+    per_core: bool
+    latency_s: Seconds = Field(alias="latency")
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")   # per instance
+
+
 class Memory(Strict):
-    """Caches from the core outwards, then DRAM."""
+    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip)."""
 
     caches: tuple[CacheLevel, ...] = ()
-    dram: Dram
+    scratchpads: tuple[Scratchpad, ...] = ()
+    dram: Optional[Dram] = None
 
+
+class SparseEngine(Strict):
+    """An EIE-style array of processing elements (Han et al., ISCA 2016): the compressed matrix
+    lives in per-PE SRAM in interleaved CSC (row i on PE i mod pes), non-zero input activations
+    are broadcast one per cycle, and each PE works through its slice of that column, one stored
+    entry (a codebook index and a relative row index) per cycle, behind a FIFO of activations."""
+
+    pes: PositiveInt
+    fifo_depth: PositiveInt
+    index_bits: PositiveInt          # relative row index; longer zero runs need padding entries
+    codebook_bits: PositiveInt       # weight-sharing index
+    pointer_bits: PositiveInt        # column pointers
+    weights_scratchpad: str          # scratchpad names that hold the entries and the pointers
+    pointers_scratchpad: str
 
 class Link(Strict):
     """Host link of a discrete device (PCIe), per direction."""
@@ -150,6 +186,7 @@ class HardwareProfile(Strict):
     compute: Compute
     memory: Memory
     link: Optional[Link] = None
+    sparse_engine: Optional[SparseEngine] = None
     sources: dict[str, str]
     fitted: dict[str, str] = {}
     path: str = ""
@@ -160,18 +197,20 @@ class HardwareProfile(Strict):
         return self.memory.caches
 
     @property
-    def dram(self) -> Dram:
-        """Main memory."""
+    def dram(self) -> Optional[Dram]:
+        """Main memory (None for a device that keeps everything on chip)."""
         return self.memory.dram
 
     @property
     def peak_flops_per_s(self) -> float:
-        """fp32 peak of the whole device."""
-        return self.compute.peak_flops.fp32
+        """fp32 peak of the whole device (or the peak of the type it computes in)."""
+        return self.compute.peak_flops.best_known
 
     @property
     def ridge_flop_per_byte(self) -> float:
-        """Roofline ridge point: fp32 peak over peak DRAM bandwidth."""
+        """Roofline ridge point: peak arithmetic over peak DRAM bandwidth (inf without DRAM)."""
+        if self.dram is None:
+            return float("inf")
         return self.peak_flops_per_s / self.dram.peak_bandwidth_bytes_per_s
 
 
@@ -192,6 +231,7 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     profile = validate(HardwareProfile, {**data, "path": source}, source)
     _check_caches(profile, source)
     _check_dram(profile, source)
+    _check_sparse_engine(profile, source)
     _check_sources(profile, data, source)
     return profile
 
@@ -229,14 +269,22 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
                 raise ConfigError(source, f"{where}.shared",
                                   f"a private level cannot sit below the shared level {previous.name}")
         previous = level
-    if previous is not None and previous.size_bytes * (1 if previous.shared else profile.compute.cores) \
-            > profile.dram.capacity_bytes:
+    if previous is not None and profile.dram is not None \
+            and previous.size_bytes * (1 if previous.shared else profile.compute.cores) > profile.dram.capacity_bytes:
         raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
                           "is larger than memory.dram.capacity")
 
 
 def _check_dram(profile: HardwareProfile, source: str) -> None:
     dram = profile.dram
+    if profile.compute.peak_flops == PeakFlops():
+        raise ConfigError(source, "compute.peak_flops", "give at least one of fp32, fp16, int16, int8")
+    if dram is None:
+        if profile.caches:
+            raise ConfigError(source, "memory.dram", "missing required field (a profile with caches needs DRAM)")
+        if profile.sparse_engine is None:
+            raise ConfigError(source, "memory.dram", "missing required field")
+        return
     if dram.sustained_bandwidth_bytes_per_s > dram.peak_bandwidth_bytes_per_s:
         raise ConfigError(source, "memory.dram.sustained_bandwidth", "exceeds memory.dram.peak_bandwidth")
 
@@ -260,7 +308,30 @@ def field_paths(profile: HardwareProfile) -> set[str]:
             paths.add(f"memory.caches.{level.name}.{name}")
     for name in ("name", "bandwidth", "latency", "copy_engines"):
         paths.add(f"link.{name}")
+    for pad in profile.memory.scratchpads:
+        paths.add(f"memory.scratchpads.{pad.name}")
+        for name in ("size", "per_core", "latency", "bandwidth"):
+            paths.add(f"memory.scratchpads.{pad.name}.{name}")
+    paths.add("sparse_engine")
+    for name in SparseEngine.model_fields:
+        paths.add(f"sparse_engine.{name}")
+    paths.add("compute.peak_flops.int16")
     return paths
+
+
+def _check_sparse_engine(profile: HardwareProfile, source: str) -> None:
+    engine = profile.sparse_engine
+    if engine is None:
+        return
+    names = {pad.name for pad in profile.memory.scratchpads}
+    for field in ("weights_scratchpad", "pointers_scratchpad"):
+        if getattr(engine, field) not in names:
+            raise ConfigError(source, f"sparse_engine.{field}",
+                              f"{getattr(engine, field)!r} is not a scratchpad of this profile "
+                              f"(it has: {', '.join(sorted(names)) or 'none'})")
+    if engine.pes != profile.compute.cores:
+        raise ConfigError(source, "sparse_engine.pes", f"{engine.pes} differs from compute.cores "
+                          f"({profile.compute.cores}); a PE is a core")
 
 
 def _check_sources(profile: HardwareProfile, data: dict[str, Any], source: str) -> None:

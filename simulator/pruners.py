@@ -63,9 +63,15 @@ def kth_smallest(values: torch.Tensor, k: int) -> torch.Tensor:
     """The k-th smallest (1-based) of ``values``, found with a linear-time partition.
 
     Distiller takes ``torch.topk(..., largest=False, sorted=True)[0][-1]``: the same number.
+    ``values`` are magnitudes (>= 0). Speed trick: the zeros (weights pruned earlier) are the
+    smallest, so only the non-zeros are partitioned, a tenth of a 90%-sparse tensor.
     """
     flat = values.detach().reshape(-1).cpu().numpy()
-    return torch.tensor(np.partition(flat, k - 1)[k - 1], dtype=values.dtype)
+    nonzero = flat[flat != 0]
+    zeros = flat.size - nonzero.size
+    if k <= zeros:
+        return torch.zeros((), dtype=values.dtype)
+    return torch.tensor(np.partition(nonzero, k - zeros - 1)[k - zeros - 1], dtype=values.dtype)
 
 
 def group_dim(group: GroupType, shape: torch.Size) -> int:
@@ -119,8 +125,8 @@ class SparsityLevelPruning(prune.BasePruningMethod):
         count = int(self.sparsity * t.numel())
         if count == 0:
             return default_mask.clone()
-        threshold = kth_smallest(t.abs(), count)
-        return default_mask * (t.abs() > threshold).to(default_mask.dtype)
+        magnitude = t.abs()
+        return default_mask * (magnitude > kth_smallest(magnitude, count)).to(default_mask.dtype)
 
 
 class ThresholdPruning(prune.BasePruningMethod):

@@ -9,13 +9,13 @@ layer's name, like torch's default initialisation.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Optional
 
 import numpy as np
 import torch
 from torch.nn.utils import prune
 
+from .compression import layer_seed  # noqa: F401  (re-exported: seeds belong with the encodings)
 from .workload import Layer
 
 
@@ -55,12 +55,6 @@ class MagnitudePruning(prune.BasePruningMethod):
     def apply(cls, module: torch.nn.Module, name: str, density: float):  # type: ignore[override]
         """Prune ``module.<name>`` in place with torch's re-parametrisation (adds ``<name>_mask``)."""
         return super().apply(module, name, density=density)
-
-
-def layer_seed(seed: int, layer_name: str) -> int:
-    """A per-layer seed that does not depend on the other layers of the workload."""
-    digest = hashlib.sha256(f"{seed}:{layer_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def synthetic_weights(layer: Layer, seed: int) -> torch.Tensor:

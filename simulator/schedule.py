@@ -34,7 +34,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Callable, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Mapping, Optional
 
 import torch
 from pydantic import Field, model_validator
@@ -281,6 +281,9 @@ class Decision:
     reference: Optional[str] = None    # the leader whose structures are imposed, if any
 
 
+Table = tuple[dict[str, float], Optional[float]]   # resolved name -> value, and the '*' value
+
+
 class Pruner:
     """One pruner instance of a schedule, with its parameter names resolved to a model's."""
 
@@ -289,74 +292,69 @@ class Pruner:
         self.kind = kind
         self.spec = spec
         self.source = source
-        self.where = f"pruners.{name}"
-        self._weights: list[str] = []          # resolved names (weights-list pruners)
-        self._by_name: dict[str, float] = {}   # resolved name -> level / threshold / sensitivity
-        self._default: Optional[float] = None  # the '*' entry
-        self._stddev: dict[str, float] = {}    # SensitivityPruner's per-parameter std, fixed once
+        self.weights: list[str] = []                 # resolved names (weights-list pruners)
+        self.table: Table = ({}, None)               # levels / thresholds / sensitivities, resolved
+        self._stddev: dict[str, float] = {}          # SensitivityPruner's per-parameter std, fixed once
 
-    # names --------------------------------------------------------------------------------
-    def _resolve(self, index: NameIndex, name: str, field_name: str, model: str) -> str:
+    def resolve_name(self, index: NameIndex, name: str, where: str, model: str) -> str:
+        """The model's name for ``name``, or a ConfigError at ``where``."""
         actual = index.resolve(name)
         if actual is None:
-            why = "matches several parameters" if canonical_ambiguous(index, name) else "matches no parameter"
-            raise ConfigError(self.source, f"{self.where}.{field_name}",
-                              f"{name!r} {why} of {model} (it has: {index.sample()})")
+            raise ConfigError(self.source, where, f"{name!r} {index.why_not(name)} of {model} "
+                              f"(it has: {index.sample()})")
         return actual
 
-    def _resolve_table(self, index: NameIndex, table: dict[str, float], field_name: str, model: str) -> None:
-        self._by_name = {}
-        self._default = table.get(ALL_PARAMETERS)
-        for key, value in table.items():
-            if key != ALL_PARAMETERS:
-                self._by_name[self._resolve(index, key, f"{field_name}[{key!r}]", model)] = value
+    def resolve_table(self, index: NameIndex, table: dict[str, float], where: str, model: str) -> Table:
+        """A name -> value table with its names resolved; ``*`` is kept apart."""
+        resolved = {self.resolve_name(index, key, f"{where}[{key!r}]", model): value
+                    for key, value in table.items() if key != ALL_PARAMETERS}
+        return resolved, table.get(ALL_PARAMETERS)
 
     def bind(self, index: NameIndex, model: str) -> None:
         """Resolve every parameter name the pruner mentions against ``index``."""
-        spec = self.spec
+        spec, where = self.spec, f"pruners.{self.name}"
         if isinstance(spec, (AgpSpec, RankedSpec, RankedAgpSpec)):
-            self._weights = [self._resolve(index, w, f"weights[{i}]", model) for i, w in enumerate(spec.weights)]
+            self.weights = [self.resolve_name(index, w, f"{where}.weights[{i}]", model)
+                            for i, w in enumerate(spec.weights)]
         elif isinstance(spec, LevelSpec):
-            self._resolve_table(index, spec.levels, "levels", model)
+            self.table = self.resolve_table(index, spec.levels, f"{where}.levels", model)
         elif isinstance(spec, SensitivitySpec):
-            self._resolve_table(index, spec.sensitivities, "sensitivities", model)
+            self.table = self.resolve_table(index, spec.sensitivities, f"{where}.sensitivities", model)
         elif isinstance(spec, MagnitudeSpec):
-            self._resolve_table(index, spec.thresholds, "thresholds", model)
-
-    def set_levels(self, levels: dict[str, float], index: NameIndex, model: str, where: str) -> None:
-        """A policy's ``args.levels`` replace the pruner's levels from then on (as in Distiller)."""
-        saved = self.where
-        self.where = where
-        try:
-            self._resolve_table(index, levels, "levels", model)
-        finally:
-            self.where = saved
+            self.table = self.resolve_table(index, spec.thresholds, f"{where}.thresholds", model)
+        self._stddev = {}
 
     def applies_to(self, name: str) -> bool:
         """Whether Distiller's pruner would act on parameter ``name``."""
-        if self._weights:
-            return name in self._weights
-        return name in self._by_name or self._default is not None
+        if self.weights:
+            return name in self.weights
+        by_name, default = self.table
+        return name in by_name or default is not None
 
-    # masks --------------------------------------------------------------------------------
-    def decide(self, name: str, tree: ParameterTree, window: Window, epoch: int) -> Optional[Decision]:
-        """The pruning method for ``name`` at ``epoch``, or None when it prunes nothing."""
+    def _value(self, name: str) -> Optional[float]:
+        by_name, default = self.table
+        return by_name.get(name, default)
+
+    def decide(self, name: str, weights: Mapping[str, torch.Tensor], window: Window, epoch: int
+               ) -> Optional[Decision]:
+        """The pruning method for ``name`` at ``epoch``, or None when it prunes nothing;
+        ``weights`` are the model's parameters as they stand (masked)."""
         kind, spec = self.kind, self.spec
         if kind is PrunerClass.AGP:
             target = agp_target_sparsity(spec.initial_sparsity, spec.final_sparsity, window, epoch)
             return Decision(SparsityLevelPruning(target), target)
         if kind is PrunerClass.LEVEL:
-            level = self._by_name.get(name, self._default or 0.0)
+            level = self._value(name) or 0.0
             return None if level == 0 else Decision(SparsityLevelPruning(level), level)
         if kind is PrunerClass.SENSITIVITY:
-            sensitivity = self._by_name.get(name, self._default)
+            sensitivity = self._value(name)
             if sensitivity is None:
                 return None
             if name not in self._stddev:   # Distiller stores param.stddev on first use and keeps it
-                self._stddev[name] = torch.std(tree.current(name).float()).item()
+                self._stddev[name] = torch.std(weights[name].float()).item()
             return Decision(ThresholdPruning(self._stddev[name] * sensitivity), None)
         if kind is PrunerClass.MAGNITUDE:
-            return Decision(ThresholdPruning(self._by_name.get(name, self._default)), None)
+            return Decision(ThresholdPruning(self._value(name)), None)
         # ranked structures, fixed or AGP
         if kind in (PrunerClass.L1_RANKED, PrunerClass.L2_RANKED):
             target = spec.desired_sparsity
@@ -364,25 +362,18 @@ class Pruner:
             target = agp_target_sparsity(spec.initial_sparsity, spec.final_sparsity, window, epoch)
         if target == 0:
             return None
-        group = GroupType.parse(spec.group_type)
-        method = RankedStructurePruning(target, group, kind.norm)
+        method = RankedStructurePruning(target, GroupType.parse(spec.group_type), kind.norm)
         leader = None
         if spec.group_dependency == "Leader":
-            leader = self._weights[0]
+            # every weight takes the structures the first one (the leader) keeps
+            leader = self.weights[0]
             try:
-                method.keep_groups = method.ranked_keep(tree.current(leader))
+                method.keep_groups = method.ranked_keep(weights[leader])
             except ValueError as err:
-                raise ConfigError(self.source, f"{self.where}.weights[0]", f"{leader}: {err}") from None
+                raise ConfigError(self.source, f"pruners.{self.name}.weights[0]", f"{leader}: {err}") from None
             if method.keep_groups is None:
                 return None
         return Decision(method, target, leader)
-
-
-def canonical_ambiguous(index: NameIndex, name: str) -> bool:
-    """True when ``name`` is ambiguous in ``index`` (two parameters differ only by ``module.``)."""
-    from .parameters import canonical_name
-
-    return canonical_name(name) in index.ambiguous
 
 
 # --- the schedule -------------------------------------------------------------------------------
@@ -526,46 +517,55 @@ class PruneResult:
 def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: Optional[int] = None,
                    progress: Callable[[str], None] = lambda _: None) -> PruneResult:
     """Run the schedule's pruning policies over epochs ``0 .. epochs - 1`` (default: through its
-    last pruning epoch) on ``tree``, in place; ``model`` names the model in errors."""
+    last pruning epoch) on ``tree``; ``model`` names the model in errors.
+
+    Each epoch's masks come from the pruners' ``compute_mask`` on the weights as they stood at
+    the start of the epoch; the final masks are installed on ``tree`` with
+    ``torch.nn.utils.prune.custom_from_mask`` (so ``tree`` ends pruned the torch way:
+    ``weight_orig``, ``weight_mask``, ``weight``). Speed trick: between epochs the masks and
+    masked weights are kept here rather than re-installed on the module at every step, which
+    for AlexNet's 60 M weights would copy every pruned tensor three times per step.
+    """
     index = NameIndex(tree.names)
     for pruner in schedule.pruners.values():
         pruner.bind(index, model)
-    policy_levels = {}
-    for policy in schedule.policies:
-        if policy.levels is not None:
-            pruner = schedule.pruners[policy.pruner]
-            where = f"policies[{policy.index}].pruner.args"
-            pruner.set_levels(policy.levels, index, model, where)   # checks the names now
-            policy_levels[policy.index] = (pruner._by_name, pruner._default)
-    for pruner in schedule.pruners.values():
-        pruner.bind(index, model)                                    # back to the pruners' own levels
+    # a policy's args.levels replace its pruner's levels when it runs, and stay (as in Distiller)
+    policy_tables = {policy.index: schedule.pruners[policy.pruner].resolve_table(
+                         index, policy.levels, f"policies[{policy.index}].pruner.args.levels", model)
+                     for policy in schedule.policies if policy.levels is not None}
+    weights = {name: tree.current(name).clone() for name in tree.names}
+    masks = {name: m for name in tree.names if (m := tree.mask(name)) is not None}
     last = schedule.last_epoch if epochs is None else epochs - 1
     steps: list[PruneStep] = []
     for epoch in range(last + 1):
         decided: dict[str, tuple[torch.Tensor, str, Optional[float]]] = {}
         for policy in schedule.due(epoch):
             pruner = schedule.pruners[policy.pruner]
-            if policy.index in policy_levels:
-                pruner._by_name, pruner._default = policy_levels[policy.index]
+            if policy.index in policy_tables:
+                pruner.table = policy_tables[policy.index]
             progress(f"epoch {epoch}/{last}: {pruner.name}")
             for name in tree.names:
                 if not pruner.applies_to(name):
                     continue
-                decision = pruner.decide(name, tree, policy.window, epoch)
+                decision = pruner.decide(name, weights, policy.window, epoch)
                 if decision is None:
                     continue
-                current = tree.current(name)
-                mask = tree.mask(name)
-                default = torch.ones_like(current, dtype=torch.bool) if mask is None else mask
+                current = weights[name]
+                default = masks.get(name)
+                if default is None:
+                    default = torch.ones_like(current, dtype=torch.bool)
                 try:
                     new = decision.method.compute_mask(current, default).to(torch.bool)
                 except ValueError as err:
                     raise ConfigError(schedule.path, f"pruners.{pruner.name}", f"{name}: {err}") from None
                 decided[name] = (new, pruner.name, decision.target_sparsity)
         for name, (mask, pruner_name, target) in decided.items():
+            masks[name] = mask
+            weights[name].masked_fill_(~mask, 0)
+            zeros = mask.numel() - int(torch.count_nonzero(mask))
+            steps.append(PruneStep(epoch, pruner_name, name, target, zeros / mask.numel(), zeros))
+    for name, mask in masks.items():
+        if tree.mask(name) is None or not torch.equal(tree.mask(name), mask):
             module, attribute = tree.module_of(name)
             prune.custom_from_mask(module, attribute, mask)
-            zeros = int(torch.count_nonzero(~mask))
-            steps.append(PruneStep(epoch, pruner_name, name, target, zeros / mask.numel(), zeros))
-    masks = {name: m for name in tree.names if (m := tree.mask(name)) is not None}
     return PruneResult(schedule.path, model, last + 1, steps, masks, dict(tree.tensors()))

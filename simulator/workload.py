@@ -233,14 +233,19 @@ class Workload:
 
 def load_workload(path: str | Path) -> Workload:
     """Read and resolve a workload file; errors are :class:`ConfigError` lines."""
+    return resolve(load_workload_spec(path), str(path))
+
+
+def load_workload_spec(path: str | Path) -> WorkloadSpec:
+    """Read and validate a workload file without resolving its shapes (a checkpoint may
+    change them first, see :mod:`simulator.checkpoint`)."""
     source = str(path)
     data = read_yaml_mapping(path)
     version = data.get("schema_version")
     if version is not None and version != SCHEMA_VERSION:
         raise ConfigError(source, "schema_version",
                           f"{version!r} is not supported (this simulator reads version {SCHEMA_VERSION})")
-    spec = validate(WorkloadSpec, data, source)
-    return resolve(spec, source)
+    return validate(WorkloadSpec, data, source)
 
 
 def resolve(spec: WorkloadSpec, source: str) -> Workload:
@@ -294,17 +299,22 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
     return Workload(spec.name, source, spec.dtype, tuple(spec.input_shape), graph, tuple(layers))
 
 
+def _a(kind: LayerKind) -> str:
+    """``a conv``, ``a fc``, ``an add``: the kind with its article, for messages."""
+    return f"{'an' if kind.value[0] in 'aeiou' else 'a'} {kind.value}"
+
+
 def _check_kind_fields(ls: LayerSpec, where: str, source: str) -> None:
     allowed = _KIND_FIELDS[ls.kind]
     for name in set().union(*_KIND_FIELDS.values()) - allowed:
         if getattr(ls, name) is not None:
-            raise ConfigError(source, f"{where}.{name}", f"does not apply to a {ls.kind.value} layer "
-                              f"(it takes: {', '.join(sorted(allowed))})")
+            raise ConfigError(source, f"{where}.{name}", f"does not apply to {_a(ls.kind)} layer "
+                              f"(it takes: {', '.join(sorted(allowed)) or 'no shape fields'})")
     for name in _REQUIRED[ls.kind]:
         if getattr(ls, name) is None:
-            raise ConfigError(source, f"{where}.{name}", f"missing required field for a {ls.kind.value} layer")
+            raise ConfigError(source, f"{where}.{name}", f"missing required field for {_a(ls.kind)} layer")
     if not ls.kind.has_weights and ls.density != 1.0:
-        raise ConfigError(source, f"{where}.density", f"a {ls.kind.value} layer has no weights to prune")
+        raise ConfigError(source, f"{where}.density", f"{_a(ls.kind)} layer has no weights to prune")
 
 
 def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where: str, source: str) -> Layer:

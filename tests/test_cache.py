@@ -144,6 +144,19 @@ def test_private_l1_l2_shared_l3_matches_reference(cores):
     assert model.levels == levels
 
 
+def test_odd_ways_and_non_power_of_two_sets_match_reference():
+    # 3 ways (padded to 4 in the model), 5 sets (modulo instead of a mask), 12 ways.
+    levels = (
+        _geo("L1", 192, 64, 3, shared=False),
+        _geo("L2", 960, 64, 3, shared=False),
+        _geo("L3", 6 * 12 * 128, 128, 12),
+    )
+    assert [lv.sets for lv in levels] == [1, 5, 6]
+    rng = np.random.default_rng(5)
+    a, w, c = _random_trace(rng, 4000, 24 * KIB, cores=2, write_p=0.4)
+    _compare(levels, 2, a, w, c)
+
+
 def test_single_level_matches_reference():
     rng = np.random.default_rng(3)
     a, w, c = _random_trace(rng, 3000, 8 * KIB, cores=2)
@@ -212,18 +225,21 @@ def test_dirty_evictions_written_back_to_dram_counted_by_hand():
     assert out.served_level.tolist() == [2, 2, 2, 2]
 
 
+_SHRINKING = (_geo("L1", 1024, 128, 2), _geo("L2", 4096, 64, 4))
+_PRIVATE_BELOW_SHARED = (_geo("L2", 1024, 64, 2), _geo("L3", 4096, 64, 4, shared=False))
+
+
 @pytest.mark.parametrize(
     "make, match",
     [
-        (lambda: _geo("L1", 1024, 48, 2), "'L1'.*power of two"),
-        (lambda: _geo("L2", 1000, 64, 2), "'L2'.*multiple"),
-        (lambda: _geo("L3", 1024, 64, 0), "'L3'.*ways"),
-        (lambda: CacheHierarchy((_geo("L1", 1024, 128, 2), _geo("L2", 4096, 64, 4)), 1),
-         "'L2'.*shrink"),
-        (lambda: CacheHierarchy((_geo("L2", 1024, 64, 2), _geo("L3", 4096, 64, 4, False)), 2),
-         "'L3'.*private"),
+        pytest.param(lambda: _geo("L1", 1024, 48, 2), "'L1'.*power of two", id="line_not_pow2"),
+        pytest.param(lambda: _geo("L2", 1000, 64, 2), "'L2'.*multiple", id="size_not_multiple"),
+        pytest.param(lambda: _geo("L3", 1024, 64, 0), "'L3'.*ways", id="zero_ways"),
+        pytest.param(lambda: CacheHierarchy(_SHRINKING, 1), "'L2'.*shrink", id="line_shrinks"),
+        pytest.param(
+            lambda: CacheHierarchy(_PRIVATE_BELOW_SHARED, 2), "'L3'.*private", id="private_low"
+        ),
     ],
-    ids=["line_not_pow2", "size_not_multiple", "zero_ways", "line_shrinks", "private_below_shared"],
 )
 def test_geometry_errors_name_the_level(make, match):
     with pytest.raises(ValueError, match=match):
@@ -239,3 +255,5 @@ def test_bad_inputs_raise_value_error():
         model.access(a, np.zeros(3, dtype=bool), np.array([0, 1, 2]))
     with pytest.raises(ValueError, match="core id -1 out of range"):
         model.access(a, np.zeros(3, dtype=bool), np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="address -64 out of range"):
+        model.access(np.array([0, -64, 8]), np.zeros(3, dtype=bool), np.zeros(3, np.int64))

@@ -94,8 +94,8 @@ def test_ridge_point_is_peak_flops_over_peak_bandwidth(tegra, titan):
 
 
 def test_efficiency_of_each_kernel_kind(tegra):
-    assert tegra.compute.efficiency.of(KernelKind.GEMV) == 0.5
-    assert tegra.compute.efficiency.of(KernelKind.SPMV) == 0.05
+    assert tegra.compute.efficiency.of(KernelKind.GEMV) == tegra.compute.efficiency.gemv
+    assert tegra.compute.efficiency.of(KernelKind.SPMV) == tegra.compute.efficiency.spmv
     assert all(0 < tegra.compute.efficiency.of(k) <= 1 for k in KernelKind)
 
 

@@ -6,5 +6,8 @@ are imported inside its handler, so ``--help`` and error paths stay fast.
 
 COMMANDS = [
     "run",
+    "prune",
     "validate",
+    "sweep",
+    "cachesim",
 ]

@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="Simulate a workload on a hardware profile: per layer, dense vs "
                                             "pruned time, DRAM bytes, cache hit rates and what bounds it.")
     run.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
-    run.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml)")
+    run.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml; with --checkpoint, "
+                                        "the shipped workloads/<arch>.yaml of the checkpoint's arch)")
+    run.add_argument("--checkpoint", metavar="FILE",
+                     help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
+                          "zeros and masks as the sparsity; loaded without running code from the file")
     run.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
     run.add_argument("--format", choices=["dense", "csr", "csc"],
                      help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
@@ -45,7 +49,15 @@ def _run(args: argparse.Namespace) -> int:
 
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(args.profile)
-    workload = load_workload(args.workload or DEFAULT_WORKLOAD)
+    if args.checkpoint:
+        if args.density is not None:
+            raise ConfigError("command line", "--density", "does not apply with --checkpoint (the checkpoint's "
+                              "own zeros are the sparsity)")
+        from ..checkpoint import checkpoint_workload, load_checkpoint
+
+        workload = checkpoint_workload(load_checkpoint(args.checkpoint), args.workload)
+    else:
+        workload = load_workload(args.workload or DEFAULT_WORKLOAD)
 
     from ..compression import StorageFormat
     from ..pipeline import RepeatMode, RunOptions, run

@@ -36,11 +36,12 @@ def _validate(args: argparse.Namespace) -> int:
         if target and not Path(target).resolve().parent.is_dir():
             raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
     from ..report import write_json_document
-    from ..validation import PLATFORM_PROFILES, compare, plot, render
+    from ..validation import EIE_PROFILE, PLATFORM_PROFILES, compare, plot, render
 
     profiles = {platform: load_profile(ROOT / "hwprofiles" / name) for platform, name in PLATFORM_PROFILES.items()}
     workload = load_workload(ROOT / "workloads" / "eie.yaml")
-    comparison = compare(profiles, workload, do_fit=args.fit, progress=progress)
+    comparison = compare(profiles, workload, do_fit=args.fit, progress=progress,
+                         eie_profile=load_profile(ROOT / "hwprofiles" / EIE_PROFILE))
     progress("")
     print(render(comparison))
     if args.json:

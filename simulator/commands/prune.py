@@ -1,0 +1,79 @@
+"""``python -m simulator prune --schedule S (--workload W | --checkpoint C) --out F``:
+apply a Distiller compression schedule and write a Distiller-layout checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import positive_int, progress
+from ..errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``prune`` subcommand."""
+    prune = subparsers.add_parser(
+        "prune", help="apply a Distiller compression schedule to a workload's or a checkpoint's weights",
+        description="Apply a Distiller compression schedule (version-1 YAML: pruners and policies, Distiller's "
+                    "epoch rule and AGP formula) with torch.nn.utils.prune, print Distiller's sparsity summary "
+                    "and write the pruned model as a Distiller checkpoint. Nothing is trained: weights change "
+                    "only by masking.")
+    prune.add_argument("--schedule", required=True, metavar="FILE", help="Distiller schedule YAML")
+    source = prune.add_mutually_exclusive_group(required=True)
+    source.add_argument("--workload", metavar="FILE",
+                        help="prune a workload's seeded synthetic weights (no checkpoint)")
+    source.add_argument("--checkpoint", metavar="FILE", help="prune a Distiller / torch checkpoint's weights")
+    prune.add_argument("--epochs", type=positive_int("--epochs"),
+                       help="run epochs 0 .. N-1 (default: through the schedule's last pruning epoch)")
+    prune.add_argument("--out", required=True, metavar="FILE", help="the pruned checkpoint to write (.pth.tar)")
+    prune.add_argument("--seed", type=int, default=0, help="seed of a workload's synthetic weights (default 0)")
+    prune.add_argument("--plot", metavar="DIR", help="also write DIR/density.png: per-layer density bars")
+    prune.set_defaults(handler=_prune)
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from torch.nn.utils import prune as torch_prune
+
+    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..parameters import ParameterTree, workload_parameters
+    from ..schedule import apply_schedule, load_schedule
+    from ..sparsity import render_summary, weights_sparsity_summary
+    from ..workload import load_workload
+
+    out_dir = Path(args.out).parent
+    if not out_dir.is_dir():
+        raise ConfigError("command line", "--out", f"{args.out}: directory {out_dir} does not exist")
+    if args.plot and not Path(args.plot).is_dir():
+        raise ConfigError("command line", "--plot", f"{args.plot}: not an existing directory")
+    schedule = load_schedule(args.schedule)
+    if args.checkpoint:
+        ckpt = load_checkpoint(args.checkpoint)
+        model, arch, state = args.checkpoint, ckpt.arch, dict(ckpt.state_dict)
+        tree = ParameterTree(ckpt.parameters())
+        for name, mask in ckpt.masks.items():   # Distiller resumes with the checkpoint's masks
+            if name in tree.names:
+                module, attribute = tree.module_of(name)
+                torch_prune.custom_from_mask(module, attribute, mask)
+    else:
+        workload = load_workload(args.workload)
+        model, arch = args.workload, Path(args.workload).stem   # file name = Distiller's arch name
+        tree = ParameterTree(workload_parameters(workload, args.seed))
+        state = {}
+    result = apply_schedule(schedule, tree, model, args.epochs, progress=progress)
+    progress("")
+    warning = schedule.warning()   # after the schedule applied, so that an error stays one line
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
+    state.update(result.tensors)
+    save_checkpoint(args.out, state, result.masks, tree.names, arch, result.epochs - 1)
+    summary = weights_sparsity_summary(state)
+    print(render_summary(summary))
+    print(f"\n{model}: epochs 0-{result.epochs - 1} of {args.schedule}, {len(result.steps)} masking steps on "
+          f"{len(result.masks)} parameters; wrote {args.out}")
+    if args.plot:
+        from ..plots import density_bars
+
+        path = density_bars(summary, Path(args.plot) / "density.png", Path(args.out).name)
+        print(f"wrote {path}")
+    return 0

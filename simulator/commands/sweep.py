@@ -1,0 +1,145 @@
+"""``python -m simulator sweep PROFILE --set FIELD=VALUES [...]``: what-if studies over a grid."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..cli import positive_int, progress
+from ..errors import ConfigError
+from .run import DEFAULT_WORKLOAD
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``sweep`` subcommand."""
+    sweep = subparsers.add_parser(
+        "sweep", help="run a grid of what-if points over profile, run and compression fields",
+        description="Run a workload at every point of a grid over profile fields (memory.caches.L2.size, "
+                    "memory.dram.sustained_bandwidth, compute.efficiency.spmv, ...) and run fields (density, "
+                    "batch). Every point's profile is checked by the same rules as a profile file before any "
+                    "point runs. One row per point, variant and layer, written as points finish; an "
+                    "interrupted sweep resumes from --out.")
+    sweep.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
+    sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="FIELD=VALUES",
+                       help="a field and its values: a list (5GB/s,10GB/s), a geometric range (64KiB..8MiB:x2) "
+                            "or an arithmetic range (0.04..0.5:+0.02); repeat for a grid")
+    sweep.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml)")
+    sweep.add_argument("--format", choices=["dense", "csr", "csc"],
+                       help="one variant only: dense, or pruned in csr / csc (default: dense and pruned CSR)")
+    sweep.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
+    sweep.add_argument("--repeat", type=positive_int("--repeat"), default=1,
+                       help="back-to-back inferences per point; the last (warm caches) is reported")
+    sweep.add_argument("--out", metavar="FILE", help="results file, .csv or .parquet; appended as points finish, "
+                                                     "and resumed from if it exists")
+    sweep.add_argument("--plot", metavar="FILE", help="also plot the sweep (.png, .pdf or .svg)")
+    where = sweep.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=positive_int("--workers"),
+                       help="local worker processes (default: one per CPU core; 1 runs in this process)")
+    where.add_argument("--dask", metavar="tcp://HOST:PORT", help="run the points on this Dask scheduler's cluster")
+    sweep.add_argument("--full-runs", action="store_true",
+                       help="run the whole pipeline at every point even for a last-level cache-size sweep "
+                            "(slower; the results are identical)")
+    sweep.set_defaults(handler=_sweep)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ..compression import StorageFormat
+    from ..plots import check_plot_path, sweep_plot
+    from ..sweep import Backend, BackendChoice, ResultStore, plan_sweep, run_sweep
+
+    if args.dask is not None and "://" not in args.dask:
+        raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
+                                                    "tcp://10.0.0.5:8786")
+    plot = check_plot_path(args.plot, "--plot") if args.plot else None
+    formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
+    plan = plan_sweep(args.profile, args.sets, args.workload or DEFAULT_WORKLOAD, formats, args.batch, args.repeat,
+                      use_cache_path=not args.full_runs)
+    store = ResultStore(args.out, plan)
+    if args.dask:
+        backend = BackendChoice(Backend.DASK, address=args.dask)
+    elif args.workers == 1:
+        backend = BackendChoice(Backend.INLINE)
+    else:
+        backend = BackendChoice(Backend.PROCESSES, workers=args.workers or 0)
+    todo = len(plan.points) - len(store.finished() & {p.key for p in plan.points})
+    how = "one cache pass, then one stack pass per point" if plan.cache_level is not None else "full runs"
+    print(f"{len(plan.points)} points ({todo} to run, {how}) on {backend.label()}", file=sys.stderr)
+    report = _Progress(todo)
+    try:
+        summary = run_sweep(plan, store, backend, report)
+    finally:
+        report.close()
+    rows = store.plan_rows()
+    print(_summary_table(plan, rows))
+    failed = f", {summary.failed} failed" if summary.failed else ""
+    resumed = f", {summary.resumed} already in {args.out}" if summary.resumed else ""
+    print(f"\n{summary.points} points: {summary.ran} run{resumed}{failed} in {summary.seconds:.1f} s"
+          + (f"; rows in {args.out}" if args.out else ""))
+    if plot is not None:
+        what = sweep_plot(plan, rows, plot)
+        print(f"plot: {plot} ({what})")
+    return 1 if summary.failed else 0
+
+
+class _Progress:
+    """A tqdm bar on a terminal; a plain line per finished point otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.bar = None
+        if sys.stderr.isatty() and total:
+            from tqdm import tqdm
+
+            tqdm.monitor_interval = 0   # no monitor thread: the sweep may fork worker processes
+            self.bar = tqdm(total=total, file=sys.stderr, unit="point", dynamic_ncols=True)
+
+    def __call__(self, result, done: int, total: int) -> None:
+        status = f"failed: {result.error}" if result.error else f"{result.seconds:.2f} s"
+        if self.bar is not None:
+            self.bar.update(1)
+            if result.error:
+                self.bar.write(f"point {result.index}: {status}")
+        else:
+            print(f"[{done}/{total}] point {result.index}: {status}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        progress("")
+
+
+def _summary_table(plan, rows) -> str:
+    """Whole-network time per point and variant (and the speed-up when dense and pruned ran)."""
+    from ..units import format_seconds
+
+    totals = {}
+    errors = {}
+    for r in rows:
+        key = tuple(r.settings[a.column] for a in plan.axes)
+        if r.error:
+            errors[key] = r.error
+        elif r.layer == "total":
+            totals[(key, r.variant)] = r.time_s
+    variants = [v for v in ("dense", "pruned") if any(k[1] == v for k in totals)]
+    header = [a.field for a in plan.axes] + [f"{v} time" for v in variants]
+    if variants == ["dense", "pruned"]:
+        header.append("speed-up")
+    body = []
+    for point in plan.points:
+        key = tuple(value for _, value in point.settings)
+        cells = [a.readable(v) for a, v in zip(plan.axes, key)]
+        if key in errors:
+            body.append(cells + [f"failed: {errors[key]}"])
+            continue
+        if not any((key, v) in totals for v in variants):
+            body.append(cells + ["(not run)"])
+            continue
+        times = [totals.get((key, v)) for v in variants]
+        cells += [format_seconds(t) if t is not None else "-" for t in times]
+        if len(variants) == 2 and None not in times and times[1] > 0:
+            cells.append(f"{times[0] / times[1]:.2f}x")
+        body.append(cells)
+    widths = [max(len(row[i]) for row in [header] + body if i < len(row)) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
