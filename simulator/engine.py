@@ -24,7 +24,7 @@ time is the layer's *bound*.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
 import numpy as np
@@ -57,20 +57,34 @@ class LayerWork:
         """Number of tiles."""
         return int(self.flops.size)
 
+    @property
+    def accesses(self) -> int:
+        """Line accesses the layer issued (every one is served by some level or DRAM)."""
+        return int(self.hits.sum())
+
+    def without_trace(self) -> "LayerWork":
+        """The same work with the per-access arrays dropped (cheap to keep or send to another
+        process; the engine needs only the per-tile counts)."""
+        empty = np.zeros(0, np.int64)
+        slim = replace(self.traffic, addresses=empty, is_write=empty.astype(bool), core=empty.astype(np.int16),
+                       stream=empty.astype(np.int8))
+        return replace(self, traffic=slim)
+
 
 def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareProfile) -> LayerWork:
     """Aggregate the cache model's per-access outcome into per-tile byte counts."""
     levels = len(profile.caches)
     bounds = traffic.tile_bounds()
     tiles = bounds.size - 1
-    tile_of = np.repeat(np.arange(tiles), np.diff(bounds))
-    served = outcome.served_level.astype(np.int64)
-    gather = (traffic.stream == StreamKind.GATHER).astype(np.int64)
+    # category of each access: (gather or not) x (serving level), counted tile by tile
     slots = 2 * (levels + 1)
-    by_kind = np.bincount(tile_of * slots + gather * (levels + 1) + served,
-                          minlength=tiles * slots).reshape(tiles, 2, levels + 1)
+    category = outcome.served_level.astype(np.int16)
+    category += (traffic.stream == StreamKind.GATHER) * np.int16(levels + 1)
+    by_kind = np.stack([np.bincount(category[a:b], minlength=slots) for a, b in zip(bounds[:-1], bounds[1:])]
+                       ).reshape(tiles, 2, levels + 1)
     counts = by_kind.sum(axis=1)
-    writebacks = np.bincount(tile_of, weights=outcome.dram_writebacks, minlength=tiles)
+    writebacks = np.array([int(outcome.dram_writebacks[a:b].sum(dtype=np.int64))
+                           for a, b in zip(bounds[:-1], bounds[1:])], dtype=float)
     share = np.diff(bounds) / max(1, traffic.accesses)
     # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
     # gather. A lower level hands the level above one of that level's lines for a stream, but
@@ -258,7 +272,7 @@ def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional
         return LayerResult(name, kind, None, end - start, start, 0.0, 0, 0, 0, link_bytes, 0,
                            {n: 0 for n in level_names}, {n: 0.0 for n in level_names}, busy_s, "link", 0)
     hits = {n: int(work.hits[i]) for i, n in enumerate(level_names)}
-    reaching = work.traffic.accesses
+    reaching = work.accesses
     hit_rate = {}
     for i, n in enumerate(level_names):
         hit_rate[n] = hits[n] / reaching if reaching else 0.0
@@ -267,5 +281,5 @@ def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional
         name=name, kind=kind, kernel=work.traffic.kernel.value, time_s=end - start, start_s=start,
         flops=float(work.traffic.flops), weight_bytes=int(work.traffic.weight_bytes),
         dram_read_bytes=int(work.dram_read_bytes.sum()), dram_write_bytes=int(work.dram_write_bytes.sum()),
-        link_bytes=0, accesses=work.traffic.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
+        link_bytes=0, accesses=work.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
         bound=_bound(busy_s), cores_used=work.traffic.cores_used)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -142,10 +142,21 @@ def _bytes_axis(ax, values: np.ndarray) -> None:
 
 
 def _time_axis(ax) -> None:
-    from matplotlib.ticker import FuncFormatter
+    """Log-scale latency, ticks at 1, 2 and 5 per decade labelled with units (``20 us``)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: format_seconds(v)))
+
+
+def _value_axis(ax, readable: Optional[Callable[[float], str]]) -> None:
+    """Label the x ticks of a swept value in its unit."""
+    if readable is not None:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: readable(v)))
 
 
 def latency_vs_cache_size(rows: Sequence["SweepRow"], column: str, level: str, path: str | Path,
@@ -233,21 +244,23 @@ def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     if _variants(rows) != ["dense", "pruned"]:
         plt.close(fig)
-        latency_vs_value(rows, column, path, title)
+        latency_vs_value(rows, column, path, title, "density")
         return
     crossing = _speedup_panel(ax, rows, column, layers, colours, log_x=False)
     if crossing is not None:
         ax.axvline(crossing, color="tab:red", lw=1.5, ls=":")
         ax.annotate(f"break-even at density {crossing:.3g}", (crossing, 1.0), xytext=(8, -18),
-                    textcoords="offset points", color="tab:red", fontsize=9)
+                    textcoords="offset points", color="tab:red", fontsize=9,
+                    bbox={"fc": "white", "ec": "none", "alpha": 0.85})
     ax.set_xlabel("weight density (kept fraction)")
     if title:
         ax.set_title(f"{title}: pruned vs dense (above 1, pruning pays)", fontsize=11)
     _save(fig, path, legend=True)
 
 
-def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "") -> None:
-    """Latency per layer against any swept value, one panel per variant."""
+def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "",
+                     label: str = "", readable: Optional[Callable[[float], str]] = None) -> None:
+    """Latency per layer against any swept value, one panel per variant (``readable`` labels x)."""
     plt = _pyplot()
     variants = _variants(rows) or [""]
     layers = _layers(rows)
@@ -262,7 +275,8 @@ def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, 
         if s.x.size:
             ax.plot(s.x, s.y, "kD--", ms=4, lw=2, label="whole network")
         _time_axis(ax)
-        ax.set_xlabel(column)
+        _value_axis(ax, readable)
+        ax.set_xlabel(label or column)
         ax.set_ylabel("latency")
         ax.set_title(f"{variant}: latency per layer" if variant else "latency per layer", fontsize=11)
         ax.grid(True, alpha=0.3)
@@ -271,22 +285,31 @@ def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, 
     _save(fig, path, legend=True)
 
 
-def totals_vs_first_axis(rows: Sequence["SweepRow"], columns: Sequence[str], path: str | Path, title: str = "") -> None:
-    """Several swept fields: whole-network latency against the first, a line per other combination."""
+def totals_vs_first_axis(rows: Sequence["SweepRow"], columns: Sequence[str], path: str | Path, title: str = "",
+                         labels: Sequence[str] = (),
+                         readables: Sequence[Optional[Callable[[float], str]]] = ()) -> None:
+    """Several swept fields: whole-network latency against the first, a line per other combination.
+
+    ``labels`` name the fields and ``readables`` format their values (default: the columns, ``%g``).
+    """
     plt = _pyplot()
     variants = _variants(rows)
     fig, axes = plt.subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
     first, others = columns[0], list(columns[1:])
+    labels = list(labels) or list(columns)
+    readables = list(readables) or [None] * len(columns)
     for ax, variant in zip(axes[0], variants):
         totals = [r for r in rows if r.variant == variant and r.layer == "total"]
         combos = sorted({tuple(r.settings[c] for c in others) for r in totals})
         for combo in combos:
             pick = sorted((r.settings[first], r.time_s) for r in totals
                           if tuple(r.settings[c] for c in others) == combo)
-            label = ", ".join(f"{c}={v:g}" for c, v in zip(others, combo))
+            label = ", ".join(f"{name}={fmt(v) if fmt else f'{v:g}'}"
+                              for name, fmt, v in zip(labels[1:], readables[1:], combo))
             ax.plot([p[0] for p in pick], [p[1] for p in pick], "o-", ms=3, label=label)
         _time_axis(ax)
-        ax.set_xlabel(first)
+        _value_axis(ax, readables[0])
+        ax.set_xlabel(labels[0])
         ax.set_ylabel("whole-network latency")
         ax.set_title(variant, fontsize=11)
         ax.grid(True, alpha=0.3)
@@ -436,7 +459,8 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
     axes = plan.axes
     title = f"{Path(plan.workload_path).stem} on {Path(plan.profile_path).stem}"
     if len(axes) > 1:
-        totals_vs_first_axis(rows, [a.column for a in axes], path, title)
+        totals_vs_first_axis(rows, [a.column for a in axes], path, title, [a.field for a in axes],
+                             [a.readable for a in axes])
         return "whole-network latency against the first swept field"
     axis = axes[0]
     parts = axis.field.split(".")
@@ -447,18 +471,19 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
         speedup_vs_density(rows, axis.column, path, title)
         return "speed-up of pruned over dense against density"
     if any(axis.field == f or (f.endswith(".") and axis.field.startswith(f)) for f in _ROOFLINE_FIELDS):
-        by_key = {p.key: p for p in plan.points}
+        from .sweep import settings_key
+
         roofs = []
         for point in plan.points:
             pts = [RooflinePoint(r.layer, r.variant, r.flops, r.dram_bytes, r.time_s) for r in rows
-                   if r.point == point.index and r.layer != "total" and r.flops and r.dram_bytes and r.time_s
-                   and point.key in by_key]
+                   if r.layer != "total" and r.flops and r.dram_bytes and r.time_s
+                   and settings_key(r.settings, axes) == point.key]
             if pts:
-                roofs.append(roof_of(point.profile, pts, axis.describe(dict(point.settings)[axis.column])
-                                     if axis.kind.value == "run" else point.label))
-        roofline(roofs, path, f"{title}: roofline per point (solid: peak DRAM bandwidth, dashed: sustained)")
+                roofs.append(roof_of(point.profile, pts, axis.readable(dict(point.settings)[axis.column])))
+        roofline(roofs, path, f"{title}, {axis.field} swept: roofline per point\n"
+                              "(solid: peak DRAM bandwidth, dashed: sustained)")
         return "roofline per point, each layer placed dense and pruned"
-    latency_vs_value(rows, axis.column, path, title)
+    latency_vs_value(rows, axis.column, path, title, axis.field, axis.readable)
     return f"latency per layer against {axis.field}"
 
 

@@ -146,14 +146,14 @@ class AddressSpace:
 
 def _expand_ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
     """Concatenate ``arange(first[i], first[i] + count[i])`` for all i, without a loop."""
-    count = count.astype(np.int64)
+    count = count.astype(np.int64, copy=False)
     if count.size and count.min() == 1 and count.max() == 1:
-        return first.astype(np.int64)
+        return first.astype(np.int64, copy=False)
     total = int(count.sum())
     if total == 0:
         return np.zeros(0, dtype=np.int64)
     starts = np.repeat(np.cumsum(count) - count, count)
-    return np.repeat(first.astype(np.int64), count) + (np.arange(total, dtype=np.int64) - starts)
+    return np.repeat(first.astype(np.int64, copy=False), count) + (np.arange(total, dtype=np.int64) - starts)
 
 
 class _Trace:
@@ -177,7 +177,7 @@ class _Trace:
     def lines(self, lines: np.ndarray, write: np.ndarray, stream: StreamKind | np.ndarray) -> None:
         """Append explicit line ids."""
         if lines.size:
-            self.parts.append((lines.astype(np.int64), write.astype(bool), stream))
+            self.parts.append((lines.astype(np.int64, copy=False), write.astype(bool, copy=False), stream))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(line ids, write flags, stream kinds) of everything appended."""
@@ -205,7 +205,11 @@ def _interleave(per_core: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], l
     groups = -(-max(lengths, default=0) // INTERLEAVE)
     block = np.full((cores, groups * INTERLEAVE), -1, dtype=np.int64)
     for c, (c_lines, c_write, c_stream) in enumerate(per_core):
-        block[c, : c_lines.size] = (c_lines << 16) | (c << 4) | (c_stream.astype(np.int64) << 1) | c_write
+        row = block[c, : c_lines.size]
+        np.left_shift(c_lines, 16, out=row)
+        row |= (c << 4)
+        row |= c_stream.astype(np.int64) << 1
+        row |= c_write
     merged = block.reshape(cores, groups, INTERLEAVE).transpose(1, 0, 2).ravel()
     merged = merged[merged >= 0]
     lines = (merged >> 16) * line
@@ -279,14 +283,14 @@ def _fresh(lines: np.ndarray) -> np.ndarray:
 def _per_element(tr: _Trace, items: list[tuple[np.ndarray, np.ndarray, StreamKind, bool]]) -> None:
     """Lay out, element by element (non-zero by non-zero), each item's ``count`` lines
     starting at ``first``, in the order the items are listed."""
-    counts = sum(count.astype(np.int64) for _, count, _, _ in items)
+    counts = sum(count.astype(np.int64, copy=False) for _, count, _, _ in items)
     pos = np.cumsum(counts) - counts
     total = int(counts.sum())
     lines = np.empty(total, np.int64)
     kinds = np.empty(total, np.int8)
     write = np.zeros(total, bool)
     for first, count, kind, is_write in items:
-        count = count.astype(np.int64)
+        count = count.astype(np.int64, copy=False)
         where = _expand_ranges(pos, count)
         lines[where] = _expand_ranges(first, count)
         kinds[where] = kind

@@ -110,16 +110,37 @@ def load_cells(path: Path = TABLE, platforms: Iterable[str] = tuple(PLATFORM_PRO
     return cells
 
 
+def _group_works(profile: HardwareProfile, workload: Workload, batch: int, fmt: str) -> list[LayerWork]:
+    options = RunOptions(batch=batch, repeat=BENCHMARK_REPEATS, repeat_mode=RepeatMode.LAYER, host_copies=False)
+    return [w.without_trace() for w in benchmark_works(profile, workload, FORMATS[fmt], options)]
+
+
 def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cell],
-               progress: Callable[[str], None] = lambda _: None) -> dict[tuple, LayerWork]:
-    """Run the cache model once per (batch, format) for every layer: tile work per cell key."""
+               progress: Callable[[str], None] = lambda _: None, workers: Optional[int] = None
+               ) -> dict[tuple, LayerWork]:
+    """Run the cache model once per (batch, format) for every layer: tile work per cell key.
+
+    The (batch, format) groups are independent, so they run in a process pool (one process per
+    core by default; ``workers=1`` runs them here)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    groups = sorted({(c.platform, c.batch, c.format) for c in cells})
+    workers = workers or min(len(groups), os.cpu_count() or 1)
     works: dict[tuple, LayerWork] = {}
-    wanted = {(c.platform, c.batch, c.format) for c in cells}
-    for platform, batch, fmt in sorted(wanted):
-        options = RunOptions(batch=batch, repeat=BENCHMARK_REPEATS, repeat_mode=RepeatMode.LAYER, host_copies=False)
-        progress(f"{platform}: {fmt} batch {batch}")
-        for work in benchmark_works(profile, workload, FORMATS[fmt], options):
-            works[(platform, batch, fmt, work.traffic.layer.name)] = work
+    if workers <= 1:
+        results = (_group_works(profile, workload, batch, fmt) for _, batch, fmt in groups)
+    else:
+        pool = ProcessPoolExecutor(max_workers=workers)
+        results = pool.map(_group_works, *zip(*[(profile, workload, batch, fmt) for _, batch, fmt in groups]))
+    try:
+        for (platform, batch, fmt), group in zip(groups, results):
+            progress(f"{platform}: {fmt} batch {batch} done")
+            for work in group:
+                works[(platform, batch, fmt, work.traffic.layer.name)] = work
+    finally:
+        if workers > 1:
+            pool.shutdown()
     return works
 
 

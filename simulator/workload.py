@@ -207,7 +207,7 @@ class Workload:
     input_shape: tuple[int, ...]
     graph: nx.DiGraph
     layers: tuple[Layer, ...]
-    weight_masks: Mapping[str, Any] = field(default_factory=dict)
+    weight_masks: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def layer(self, name: str) -> Layer:
         """Look a layer up by name."""

@@ -12,7 +12,6 @@ import types
 from collections import OrderedDict, namedtuple
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 

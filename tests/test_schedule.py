@@ -146,6 +146,40 @@ def test_epochs_limit_stops_early(dense_parameters):
     assert result.final_sparsity("module.layer3.1.conv1.weight") == pytest.approx(0.05, abs=1e-4)
 
 
+@pytest.fixture
+def mini_alexnet():
+    """AlexNet's parameter names (as workloads/alexnet.yaml spells them) at small shapes."""
+    g = torch.Generator().manual_seed(11)
+    shapes = {"features.0": (16, 3, 5, 5), "features.3": (24, 16, 5, 5), "features.6": (32, 24, 3, 3),
+              "features.8": (32, 32, 3, 3), "features.10": (32, 32, 3, 3), "classifier.1": (96, 288),
+              "classifier.4": (96, 96), "classifier.6": (10, 96)}
+    tensors = {}
+    for module, shape in shapes.items():
+        tensors[f"{module}.weight"] = torch.randn(*shape, generator=g)
+        tensors[f"{module}.bias"] = torch.randn(shape[0], generator=g)
+    return ParameterTree(tensors)
+
+
+def test_alexnet_agp_schedule_applies(mini_alexnet):
+    result = apply_schedule(load_schedule(DATA / "alexnet.schedule_agp.yaml"), mini_alexnet, "mini AlexNet")
+    finals = {"features.3.weight": 0.62, "features.6.weight": 0.65, "features.8.weight": 0.43,
+              "features.10.weight": 0.43, "classifier.1.weight": 0.91, "classifier.4.weight": 0.91,
+              "classifier.6.weight": 0.75}
+    assert set(result.masks) == set(finals)                  # conv1's pruner is commented out
+    for name, final in finals.items():
+        numel = result.tensors[name].numel()
+        assert numel - int(torch.count_nonzero(result.tensors[name])) == int(final * numel), name
+    assert result.epochs == 17
+
+
+def test_alexnet_sensitivity_schedule_applies(mini_alexnet):
+    before = {n: mini_alexnet.current(n).clone() for n in mini_alexnet.names}
+    result = apply_schedule(load_schedule(DATA / "alexnet.schedule_sensitivity.yaml"), mini_alexnet, "mini AlexNet")
+    assert result.epochs == 37 and len(result.steps) == 8 * 19       # 8 weights, epochs 0, 2, ..., 36
+    w = before["classifier.1.weight"]
+    assert torch.equal(result.masks["classifier.1.weight"], w.abs() > torch.std(w).item() * 0.875)
+
+
 # --- names ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["features.module.0.weight", "module.features.0.weight", "features.0.weight"])

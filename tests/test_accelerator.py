@@ -1,0 +1,118 @@
+"""The EIE-style sparse engine: padding entries, the PE-array cycle model, the profile."""
+
+import numpy as np
+import pytest
+import yaml
+
+from simulator.accelerator import entries_per_pe_column, pe_array_cycles
+from simulator.compression import StorageFormat, encode_mask
+from simulator.errors import ConfigError
+from simulator.pipeline import RunOptions, run
+from simulator.profile import SparseEngine, load_profile, profile_from_mapping
+from simulator.workload import load_workload
+
+
+def engine(pes=1, index_bits=4):
+    return SparseEngine(pes=pes, fifo_depth=8, index_bits=index_bits, codebook_bits=4, pointer_bits=16,
+                        weights_scratchpad="spmat", pointers_scratchpad="ptr")
+
+
+def test_padding_follows_the_papers_example():
+    # EIE Fig. 2/3: column [1, 2, 0 x 18, 3, ...] stores v=[1,2,0,3], z=[0,0,15,2] with 4-bit indices
+    mask = np.zeros((22, 1), bool)
+    mask[[0, 1, 20], 0] = True
+    entries, padding = entries_per_pe_column(encode_mask("w", mask, StorageFormat.CSC, 4), engine())
+    assert padding == 1 and entries.tolist() == [[4]]
+
+
+def test_rows_interleave_over_pes_and_gaps_are_local():
+    mask = np.zeros((8, 2), bool)
+    mask[[0, 2, 4, 6], 0] = True       # all on PE 0 of 2, local rows 0..3: no gaps
+    mask[[1, 7], 1] = True             # PE 1, local rows 0 and 3: a gap of 2
+    entries, padding = entries_per_pe_column(encode_mask("w", mask, StorageFormat.CSC, 4), engine(pes=2, index_bits=1))
+    # 1-bit index: a gap g costs g // 2 padding entries
+    assert entries.tolist() == [[4, 0], [0, 3]] and padding == 1
+
+
+def test_balanced_work_takes_its_cycles():
+    work = np.full((10, 4), 3)
+    assert pe_array_cycles(work, fifo_depth=8) == pytest.approx(30)
+
+
+def test_an_empty_slice_still_costs_the_pointer_read():
+    assert pe_array_cycles(np.zeros((5, 2), int), fifo_depth=8) == pytest.approx(5)
+
+
+def test_a_deeper_fifo_absorbs_imbalance():
+    rng = np.random.default_rng(0)
+    work = rng.poisson(2.0, size=(400, 16))
+    shallow, deep = pe_array_cycles(work, 1), pe_array_cycles(work, 8)
+    ideal = work.sum(axis=0).max()
+    assert ideal <= deep <= shallow
+
+
+def test_eie_profile_loads_with_scratchpads():
+    eie = load_profile("hwprofiles/eie.yaml")
+    assert eie.dram is None and eie.sparse_engine.pes == 64
+    assert {p.name for p in eie.memory.scratchpads} == {"spmat", "ptr", "act"}
+    assert eie.peak_flops_per_s == pytest.approx(102.4e9)
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: d["sparse_engine"].update(pes=32), "sparse_engine.pes"),
+    (lambda d: d["sparse_engine"].update(weights_scratchpad="nope"), "sparse_engine.weights_scratchpad"),
+    (lambda d: d["memory"].update(caches=[{"name": "L1", "size": "32 KiB", "line": "64 B", "ways": 8,
+                                           "shared": False, "latency": "1 ns", "bandwidth": "10 GB/s"}]),
+     "memory.dram"),
+])
+def test_sparse_engine_errors_name_the_field(edit, field):
+    data = yaml.safe_load(open("hwprofiles/eie.yaml"))
+    edit(data)
+    with pytest.raises(ConfigError) as err:
+        profile_from_mapping(data, "eie.yaml")
+    assert err.value.field == field
+
+
+@pytest.fixture
+def fc_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "fc.yaml"
+    path.write_text("""
+schema_version: 1
+name: fc
+source: test
+input_shape: [512]
+layers:
+  - {name: fc1, kind: fc, in_features: 512, out_features: 256, density: 0.1, activation_density: 0.5}
+""")
+    return load_workload(path)
+
+
+def test_eie_runs_from_sram_at_or_above_its_theoretical_time(fc_only):
+    from simulator.accelerator import eie_timing
+
+    eie = load_profile("hwprofiles/eie.yaml")
+    result = run(eie, fc_only, RunOptions())
+    (variant,) = result.variants
+    layer = variant.layer("fc1")
+    assert variant.format == "eie" and layer.dram_bytes == 0
+    timing = eie_timing(fc_only.layer("fc1"), eie.sparse_engine, 0)
+    assert layer.time_s >= timing.theoretical_cycles / eie.compute.clock_hz
+    assert timing.active_columns.size == 256
+
+
+def test_eie_refuses_batches_and_convolutions(fc_only, tmp_path):
+    eie = load_profile("hwprofiles/eie.yaml")
+    with pytest.raises(ConfigError, match="--batch"):
+        run(eie, fc_only, RunOptions(batch=4))
+    conv = tmp_path / "conv.yaml"
+    conv.write_text("""
+schema_version: 1
+name: conv
+source: test
+input_shape: [3, 8, 8]
+layers:
+  - {name: c, kind: conv, in_channels: 3, out_channels: 4, kernel: 3, density: 0.5}
+""")
+    with pytest.raises(ConfigError, match="fully-connected"):
+        run(eie, load_workload(conv), RunOptions())

@@ -1,0 +1,78 @@
+"""Validation against EIE Table IV: the published cells, the statistics, and the calibration."""
+
+import math
+
+import pytest
+
+from simulator.validation import (EIE_PLATFORM, Cell, CellResult, Rates, cell_works, fit, load_cells, predict,
+                                  summarize)
+from simulator.profile import load_profile
+from simulator.workload import load_workload
+
+
+def test_the_published_table_is_shipped_whole():
+    cells = load_cells()
+    assert len(cells) == 72                                      # 9 layers x 2 formats x 2 batches x 2 platforms
+    assert sum(c.held_out for c in cells) == 24                  # the NeuralTalk layers
+    assert {c.platform for c in cells} == {"CPU_Core_i7-5930K", "GPU_Titan_X"}
+    eie = load_cells(platforms=[EIE_PLATFORM])
+    assert len(eie) == 18 and all(c.held_out for c in eie)
+    fc6 = next(c for c in cells if c.key == ("GPU_Titan_X", 1, "dense", "AlexNet_FC6"))
+    assert fc6.published_s == pytest.approx(541.5e-6)
+
+
+def cell(layer, fmt, published, platform="P", batch=1):
+    return Cell(platform, batch, fmt, layer, published, "k")
+
+
+def test_summary_statistics_and_winners():
+    results = [CellResult(cell("a", "dense", 10.0), 10.5, "x"),     # +5%
+               CellResult(cell("a", "sparse", 5.0), 4.0, "x"),      # -20%, sparse wins in both
+               CellResult(cell("b", "dense", 10.0), 20.0, "x"),     # +100%
+               CellResult(cell("b", "sparse", 12.0), 12.0, "x")]    # dense wins published, sparse predicted
+    s = summarize("t", results)
+    assert s.cells == 4
+    assert s.median_abs_error == pytest.approx(0.125)
+    assert s.within_10 == pytest.approx(0.5) and s.within_25 == pytest.approx(0.75)
+    assert s.worst.cell.layer == "b" and s.worst.cell.format == "dense"
+    assert (s.winners_right, s.winners_total) == (1, 2)
+    assert math.isnan(summarize("empty", []).median_abs_error)
+
+
+@pytest.fixture
+def tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "fc.yaml"
+    path.write_text("""
+schema_version: 1
+name: fc
+source: test
+input_shape: [1024]
+layers:
+  - {name: big, kind: fc, inputs: [], input_shape: [2048], in_features: 2048, out_features: 2048, density: 0.1}
+  - {name: small, kind: fc, inputs: [], input_shape: [1024], in_features: 1024, out_features: 256, density: 0.1}
+""")
+    return load_workload(path)
+
+
+def test_calibration_recovers_rates_that_made_the_data(tiny):
+    titan = load_profile("hwprofiles/titan-x.yaml")
+    truth = Rates.of(titan)
+    truth.efficiency.update(gemm=0.4, spmm=0.02)
+    made = truth.apply(titan)
+    skeleton = [cell(l, f, 1.0, "GPU_Titan_X", b) for l in ("big", "small") for f in ("dense", "sparse")
+                for b in (1, 64)]
+    works = cell_works(titan, tiny, skeleton, workers=1)
+    data = [cell(c.layer, c.format, r.predicted_s, c.platform, c.batch)
+            for c, r in zip(skeleton, predict(made, skeleton, works))]
+    fitted = fit(titan, data, works)
+    after = predict(fitted.apply(titan), data, works)
+    assert max(abs(r.error) for r in after) < 0.10
+    assert fitted.efficiency["gemm"] == pytest.approx(0.4, rel=0.1)
+
+
+def test_validate_refuses_a_missing_output_directory(capsys):
+    from simulator.cli import main
+
+    assert main(["validate", "eie", "--plot", "/no/such/dir/x.png"]) == 2
+    assert "--plot" in capsys.readouterr().err
