@@ -426,7 +426,7 @@ def miss_ratio_curves(curves: Sequence["MissRatioCurve"], sizes_now: dict[str, i
             all_sizes += [p.size_bytes for p in sa]
         if curve.level in sizes_now:
             ax.axvline(sizes_now[curve.level], color=colour, lw=1, ls=":")
-            ax.annotate(f"{curve.level} now", (sizes_now[curve.level], 1.0), xytext=(3, -12),
+            ax.annotate(f"{curve.level} now", (sizes_now[curve.level], 0.0), xytext=(3, 4),
                         textcoords="offset points", fontsize=8, color=colour)
     if all_sizes:
         _bytes_axis(ax, np.unique(np.array(all_sizes, dtype=float)))
