@@ -28,7 +28,8 @@ from simulator.compression import StorageFormat, compress_workload  # noqa: E402
 from simulator.mrc import LevelFilter, LruStacks, fully_associative_distances  # noqa: E402
 from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
 from simulator.profile import load_profile  # noqa: E402
-from simulator.sweep import Backend, BackendChoice, ResultStore, plan_sweep, run_sweep  # noqa: E402
+from simulator.sweep import Backend, BackendChoice, plan_sweep, run_sweep  # noqa: E402
+from simulator.sweepstore import ResultStore  # noqa: E402
 from simulator.traffic import CoreView, workload_traffic  # noqa: E402
 from simulator.workload import load_workload  # noqa: E402
 

@@ -264,13 +264,33 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
     return [_layer_result(profile, *record) for record in records]
 
 
+def layer_energy(profile: HardwareProfile, work: Optional[LayerWork], seconds: float) -> tuple[float, float]:
+    """(energy, DRAM energy) of a layer: operations, bytes each memory delivered, static power."""
+    energy = profile.energy
+    if energy is None:
+        return 0.0, 0.0
+    total = energy.static_power_w * seconds
+    if work is None:
+        return total, 0.0
+    per_byte = energy.per_byte_j
+    total += energy.flop_j * float(work.traffic.flops)
+    for i, level in enumerate(profile.caches):
+        total += per_byte[level.name] * float(work.level_bytes[:, i].sum())
+    for name, size in work.scratchpad_bytes.items():
+        total += per_byte[name] * float(size.sum())
+    dram = per_byte.get("dram", 0.0) * float(work.dram_read_bytes.sum() + work.dram_write_bytes.sum())
+    return total + dram, dram
+
+
 def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional[LayerWork], busy: _Busy,
                   start: float, end: float, link_bytes: int) -> LayerResult:
     busy_s = {k: v for k, v in busy.seconds.items() if v > 0}
     level_names = [c.name for c in profile.caches]
+    energy_j, dram_energy_j = layer_energy(profile, work, end - start)
     if work is None:
         return LayerResult(name, kind, None, end - start, start, 0.0, 0, 0, 0, link_bytes, 0,
-                           {n: 0 for n in level_names}, {n: 0.0 for n in level_names}, busy_s, "link", 0)
+                           {n: 0 for n in level_names}, {n: 0.0 for n in level_names}, busy_s, "link", 0,
+                           energy_j, dram_energy_j)
     hits = {n: int(work.hits[i]) for i, n in enumerate(level_names)}
     reaching = work.accesses
     hit_rate = {}
@@ -282,4 +302,4 @@ def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional
         flops=float(work.traffic.flops), weight_bytes=int(work.traffic.weight_bytes),
         dram_read_bytes=int(work.dram_read_bytes.sum()), dram_write_bytes=int(work.dram_write_bytes.sum()),
         link_bytes=0, accesses=work.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
-        bound=_bound(busy_s), cores_used=work.traffic.cores_used)
+        bound=_bound(busy_s), cores_used=work.traffic.cores_used, energy_j=energy_j, dram_energy_j=dram_energy_j)

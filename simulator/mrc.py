@@ -45,7 +45,7 @@ import numpy as np
 
 from .cache import AccessOutcome, CacheGeometry
 
-__all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint",
+__all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
            "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve"]
 
 #: Flags of a reference in a :class:`LevelStream`.
@@ -85,21 +85,6 @@ class LevelStream:
     def dirtying(self) -> np.ndarray:
         """True for references that leave the line dirty at this level."""
         return (self.flags & _DIRTYING) != 0
-
-    @staticmethod
-    def concatenate(parts: Sequence["LevelStream"]) -> "LevelStream":
-        """Streams of consecutive traces as one (access indices shifted to run on)."""
-        if not parts:
-            raise ValueError("no streams to concatenate")
-        offsets = np.cumsum([0] + [p.served_above.size for p in parts[:-1]])
-        return LevelStream(
-            parts[0].level,
-            np.concatenate([p.served_above for p in parts]),
-            np.concatenate([p.line for p in parts]),
-            np.concatenate([p.access + o for p, o in zip(parts, offsets)]),
-            np.concatenate([p.core for p in parts]),
-            np.concatenate([p.flags for p in parts]),
-        )
 
 
 # --- the levels above: an exact filter -----------------------------------------------------

@@ -18,7 +18,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from .errors import ConfigError
-from .schema import Bytes, BytesPerS, FlopPerS, Fraction, Hertz, PositiveInt, Seconds, Strict, validate
+from .schema import (Bytes, BytesPerS, FlopPerS, Fraction, Hertz, Joules, PositiveInt, Seconds, Strict, Watts,
+                     validate)
 from .yamlio import read_yaml_mapping
 
 SCHEMA_VERSION = 1
@@ -176,6 +177,16 @@ class Link(Strict):
     copy_engines: PositiveInt
 
 
+class Energy(Strict):
+    """Energy per arithmetic operation and per byte each memory delivers, and the power drawn
+    whatever the work (leakage, clocks, idle cores and DRAM refresh). Keys of ``per_byte`` are the
+    profile's cache levels and scratchpads by name, and ``dram``; each must be present."""
+
+    flop_j: Joules = Field(alias="flop")
+    per_byte_j: dict[str, Joules] = Field(alias="per_byte")
+    static_power_w: Watts = Field(alias="static_power")
+
+
 class HardwareProfile(Strict):
     """A whole validated profile. ``path`` is where it was read from."""
 
@@ -187,6 +198,7 @@ class HardwareProfile(Strict):
     memory: Memory
     link: Optional[Link] = None
     sparse_engine: Optional[SparseEngine] = None
+    energy: Optional[Energy] = None
     sources: dict[str, str]
     fitted: dict[str, str] = {}
     path: str = ""
@@ -232,6 +244,7 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     _check_caches(profile, source)
     _check_dram(profile, source)
     _check_sparse_engine(profile, source)
+    _check_energy(profile, source)
     _check_sources(profile, data, source)
     return profile
 
@@ -316,6 +329,9 @@ def field_paths(profile: HardwareProfile) -> set[str]:
     for name in SparseEngine.model_fields:
         paths.add(f"sparse_engine.{name}")
     paths.add("compute.peak_flops.int16")
+    paths.update({"energy", "energy.flop", "energy.static_power", "energy.per_byte"})
+    if profile.energy is not None:
+        paths.update(f"energy.per_byte.{name}" for name in profile.energy.per_byte_j)
     return paths
 
 
@@ -332,6 +348,23 @@ def _check_sparse_engine(profile: HardwareProfile, source: str) -> None:
     if engine.pes != profile.compute.cores:
         raise ConfigError(source, "sparse_engine.pes", f"{engine.pes} differs from compute.cores "
                           f"({profile.compute.cores}); a PE is a core")
+
+
+def _check_energy(profile: HardwareProfile, source: str) -> None:
+    if profile.energy is None:
+        return
+    memories = [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+    if profile.dram is not None:
+        memories.append("dram")
+    given = profile.energy.per_byte_j
+    for name in given:
+        if name not in memories:
+            raise ConfigError(source, f"energy.per_byte.{name}",
+                              f"is not a memory of this profile (it has: {', '.join(memories)})")
+    for name in memories:
+        if name not in given:
+            raise ConfigError(source, f"energy.per_byte.{name}", "missing: every cache level, scratchpad "
+                              "and DRAM needs an energy per byte")
 
 
 def _check_sources(profile: HardwareProfile, data: dict[str, Any], source: str) -> None:

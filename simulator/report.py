@@ -71,7 +71,23 @@ def comparison_table(result: RunResult) -> str:
     right = set(range(2, 7 + len(levels)))
     weights = (f"weights: dense {format_bytes(dense.weight_bytes)}, pruned {pruned.format.upper()} "
                f"{format_bytes(pruned.weight_bytes)} (values + indices + pointers)")
-    return "\n".join([_title(result), "", _table(header, rows, right), "", weights])
+    lines = [_title(result), "", _table(header, rows, right), "", weights]
+    if dense.energy_j > 0 or pruned.energy_j > 0:
+        lines.append(f"energy per inference: dense {_energy(dense)}, pruned {_energy(pruned)}")
+    return "\n".join(lines)
+
+
+def format_joules(joules: float) -> str:
+    """Energy with a unit that keeps three significant figures: ``4.2 mJ``."""
+    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6)):
+        if joules >= scale:
+            return f"{joules / scale:.3g} {unit}"
+    return f"{joules / 1e-9:.3g} nJ"
+
+
+def _energy(variant: VariantResult) -> str:
+    share = variant.dram_energy_j / variant.energy_j if variant.energy_j else 0.0
+    return f"{format_joules(variant.energy_j)} ({100 * share:.0f}% DRAM)"
 
 
 def _hit_pair(d: LayerResult, p: LayerResult, level: str) -> str:
@@ -91,7 +107,10 @@ def variant_table(result: RunResult, variant: VariantResult) -> str:
                     + ["" if layer.kind == "copy" else _pct(layer.hit_rate.get(n)) for n in levels] + [layer.bound])
     rows.append(["total", "", format_seconds(variant.total_s), f"{sum(l.flops for l in variant.layers):.3g}",
                  format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes)] + [""] * len(levels) + [""])
-    return "\n".join([_title(result), "", _table(header, rows, set(range(2, 6 + len(levels))))])
+    lines = [_title(result), "", _table(header, rows, set(range(2, 6 + len(levels))))]
+    if variant.energy_j > 0:
+        lines.append(f"\nenergy per inference: {_energy(variant)}")
+    return "\n".join(lines)
 
 
 def render(result: RunResult) -> str:

@@ -29,6 +29,8 @@ class LayerResult:
     busy_s: dict[str, float]        # busy time per resource within the layer
     bound: str                      # the resource that decided the time
     cores_used: int = 1
+    energy_j: float = 0.0           # dynamic (operations + bytes moved) + static power x time
+    dram_energy_j: float = 0.0      # the DRAM part of energy_j
 
     @property
     def dram_bytes(self) -> int:
@@ -61,6 +63,16 @@ class VariantResult:
         """Encoded weight footprint of the whole network."""
         return sum(l.weight_bytes for l in self.layers)
 
+    @property
+    def energy_j(self) -> float:
+        """Energy of the whole inference (0 when the profile gives no energies)."""
+        return sum(l.energy_j for l in self.layers)
+
+    @property
+    def dram_energy_j(self) -> float:
+        """The DRAM part of :attr:`energy_j`."""
+        return sum(l.dram_energy_j for l in self.layers)
+
     def layer(self, name: str) -> LayerResult:
         """Look a layer up by name."""
         for layer in self.layers:
@@ -72,6 +84,7 @@ class VariantResult:
         """JSON-ready dict."""
         return {"name": self.name, "format": self.format, "total_s": self.total_s,
                 "dram_bytes": self.dram_bytes, "weight_bytes": self.weight_bytes,
+                "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j,
                 "layers": [l.to_json() for l in self.layers]}
 
 

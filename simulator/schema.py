@@ -40,6 +40,8 @@ BytesPerS = Annotated[float, _unit(units.Quantity.BYTES_PER_S), Field(gt=0)]
 Hertz = Annotated[float, _unit(units.Quantity.HZ), Field(gt=0)]
 Seconds = Annotated[float, _unit(units.Quantity.SECONDS), Field(ge=0)]
 FlopPerS = Annotated[float, _unit(units.Quantity.FLOP_PER_S), Field(gt=0)]
+Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0)]
+Watts = Annotated[float, _unit(units.Quantity.WATTS), Field(ge=0)]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 

@@ -5,7 +5,8 @@
         written in, validated by the same rules as a profile file, before anything runs
     run_sweep(plan, store, backend)
         evaluates points (a local process pool, in-process, or a Dask cluster), appending
-        each finished point's rows to the store; points already in the store are skipped
+        each finished point's rows to the store (simulator.sweepstore: the results file);
+        points already in the store are skipped
 
 One row per point, variant and layer (plus a ``total`` row per variant), with the varied
 values as columns in base units. A point that fails is one row with its error.
@@ -18,13 +19,11 @@ pass per point); every other sweep runs :func:`simulator.pipeline.run` per point
 from __future__ import annotations
 
 import copy
-import csv
 import difflib
 import enum
 import functools
 import hashlib
 import itertools
-import json
 import math
 import multiprocessing
 import os
@@ -34,9 +33,10 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
+import yaml
 
 from . import units
 from .compression import StorageFormat
@@ -46,6 +46,9 @@ from .profile import HardwareProfile, field_paths, profile_from_mapping
 from .results import RunResult
 from .workload import Workload, load_workload
 from .yamlio import read_yaml_mapping
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .sweepstore import ResultStore
 
 CLI = "command line"
 MAX_POINTS = 100_000   # a typo in a range step should not plan a billion points
@@ -93,7 +96,11 @@ class SweepAxis:
 
 def settings_key(settings: dict[str, Any], axes: Sequence[SweepAxis]) -> str:
     """Identity of a point in a results file: its settings as written there."""
-    return "|".join(_cell(settings[a.column]) for a in axes)
+    return _key(settings[a.column] for a in axes)
+
+
+def _key(values: Iterable[Any]) -> str:
+    return "|".join(format_cell(value) for value in values)
 
 
 @dataclass(frozen=True)
@@ -109,7 +116,7 @@ class SweepPoint:
     @property
     def key(self) -> str:
         """Identity of the point in a results file: its settings, as written there."""
-        return "|".join(_cell(value) for _, value in self.settings)   # = settings_key(...)
+        return _key(value for _, value in self.settings)
 
 
 @dataclass(frozen=True)
@@ -133,8 +140,9 @@ class SweepPlan:
 
 
 _RESULT_COLUMNS = ("variant", "format", "layer", "kind", "kernel", "time_s", "flops", "dram_bytes", "weight_bytes")
-_INT_COLUMNS = {"point", "dram_bytes", "weight_bytes"}
-_TEXT_COLUMNS = {"variant", "format", "layer", "kind", "kernel", "bound", "error"}
+#: Result columns that hold integers / text (every other column holds numbers).
+INT_COLUMNS = frozenset({"point", "dram_bytes", "weight_bytes"})
+TEXT_COLUMNS = frozenset({"variant", "format", "layer", "kind", "kernel", "bound", "error"})
 
 
 @dataclass(frozen=True)
@@ -172,7 +180,7 @@ class SweepRow:
         rates = {level: record[f"{level}_hit_rate"] for level in levels
                  if record.get(f"{level}_hit_rate") is not None}
         return SweepRow(point=record["point"], settings={a: record[a] for a in axes},
-                        **{name: record.get(name) if name not in _TEXT_COLUMNS else (record.get(name) or "")
+                        **{name: record.get(name) if name not in TEXT_COLUMNS else (record.get(name) or "")
                            for name in _RESULT_COLUMNS},
                         hit_rate=rates, bound=record.get("bound") or "", error=record.get("error") or "")
 
@@ -262,8 +270,6 @@ def parse_values(text: str) -> list[Any]:
 
 def _scalar(item: str) -> Any:
     """A list item as YAML would read it (``4`` -> 4, ``0.5`` -> 0.5, ``16 KiB`` stays a string)."""
-    import yaml
-
     try:
         value = yaml.safe_load(item)
     except yaml.YAMLError:
@@ -284,7 +290,7 @@ def _readable(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _cell(value: Any) -> str:
+def format_cell(value: Any) -> str:
     """A value as written to a results file (and compared when resuming)."""
     if value is None:
         return ""
@@ -595,199 +601,6 @@ def _dask_unordered(address: str, tasks: list[PointTask], shared: Any) -> Iterat
         client.close()
 
 
-# --- results files ----------------------------------------------------------------------------
-
-class ResultFormat(str, enum.Enum):
-    """Results file formats, by extension."""
-
-    CSV = ".csv"
-    PARQUET = ".parquet"
-
-
-class ResultStore:
-    """The results file: rows appended as points finish, read back to resume.
-
-    CSV is appended to directly (one flush per point). Parquet files cannot be appended to,
-    so a parquet sweep appends to a CSV journal beside it (``NAME.parquet.partial.csv``) and
-    writes the parquet file when the sweep ends; an interrupted sweep resumes from the
-    journal. ``NAME.sweep.json`` beside the file records what the sweep was made from, so
-    that resuming never mixes the rows of two different sweeps.
-    """
-
-    def __init__(self, path: Optional[str | Path], plan: SweepPlan) -> None:
-        self.plan = plan
-        self.columns = plan.columns
-        self.path = Path(path) if path is not None else None
-        self._rows: list[SweepRow] = []
-        self._finished: set[str] = set()
-        self._handle = None
-        if self.path is None:
-            return
-        try:
-            self.format = ResultFormat(self.path.suffix.lower())
-        except ValueError:
-            raise ConfigError(CLI, "--out", f"{self.path}: use a .csv or .parquet file name") from None
-        directory = self.path.parent
-        if not directory.is_dir():
-            raise ConfigError(CLI, "--out", f"{self.path}: directory {directory} does not exist")
-        self.journal = self.path if self.format is ResultFormat.CSV else self.path.with_name(self.path.name + ".partial.csv")
-        self.meta = self.path.with_name(self.path.name + ".sweep.json")
-        self._load_existing()
-
-    # reading back
-
-    def _load_existing(self) -> None:
-        assert self.path is not None
-        existing = [p for p in dict.fromkeys((self.path, self.journal)) if p.exists()]   # CSV: one file
-        if not existing:
-            return
-        if not self.meta.exists():
-            raise ConfigError(CLI, "--out", f"{self.path} exists but was not written by a sweep "
-                                            f"({self.meta.name} is missing); remove it or choose another file")
-        try:
-            recorded = json.loads(self.meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as err:
-            raise ConfigError(CLI, "--out", f"{self.meta}: cannot be read ({err})") from None
-        differs = [k for k, v in self.plan.fingerprint.items() if recorded.get(k) != v]
-        if differs:
-            raise ConfigError(CLI, "--out", f"{self.path} holds a different sweep ({', '.join(differs)} "
-                                            "differ); remove it or choose another file")
-        axes = [a.column for a in self.plan.axes]
-        for path in existing:
-            records = self._read_parquet(path) if path.suffix == ".parquet" else self._read_csv(path)
-            rows = [SweepRow.from_record(record, axes, self.plan.levels) for record in records]
-            complete = self._complete(rows)
-            if len(complete) < len(rows) and path == self.journal:
-                self._rewrite(complete)   # drop a point cut short, so that it runs again
-            for row in complete:
-                self._add(row)
-
-    def _key(self, row: SweepRow) -> str:
-        return settings_key(row.settings, self.plan.axes)
-
-    def _complete(self, rows: list[SweepRow]) -> list[SweepRow]:
-        """Rows of the points written in full: an error row, or a total row per format."""
-        totals: dict[str, int] = {}
-        failed = set()
-        for row in rows:
-            key = self._key(row)
-            if row.error:
-                failed.add(key)
-            elif row.layer == "total":
-                totals[key] = totals.get(key, 0) + 1
-        done = failed | {k for k, n in totals.items() if n == len(self.plan.formats)}
-        return [row for row in rows if self._key(row) in done]
-
-    def _rewrite(self, rows: list[SweepRow]) -> None:
-        tmp = self.journal.with_name(f".{self.journal.name}.tmp")
-        with tmp.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(self.columns)
-            writer.writerows(self._cells(row) for row in rows)
-        os.replace(tmp, self.journal)
-
-    def _cells(self, row: SweepRow) -> list[str]:
-        record = row.record(self.plan.levels)
-        return [_cell(record.get(c)) for c in self.columns]
-
-    def _read_csv(self, path: Path) -> list[dict[str, Any]]:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames != self.columns:
-                raise ConfigError(CLI, "--out", f"{path}: its columns are not this sweep's; remove it or choose "
-                                                "another file")
-            # a line cut short by an interrupted write is dropped: its point runs again
-            return [self._typed(r) for r in reader if None not in r.values() and None not in r]
-
-    def _read_parquet(self, path: Path) -> list[dict[str, Any]]:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(path)
-        if table.column_names != self.columns:
-            raise ConfigError(CLI, "--out", f"{path}: its columns are not this sweep's")
-        return table.to_pylist()
-
-    def _typed(self, record: dict[str, str]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, text in record.items():
-            if name in _TEXT_COLUMNS:
-                out[name] = text
-            elif text == "":
-                out[name] = None
-            elif name in _INT_COLUMNS:
-                out[name] = int(text)
-            else:
-                out[name] = _typed_number(text)
-        return out
-
-    def _add(self, row: SweepRow) -> None:
-        self._rows.append(row)
-        self._finished.add(self._key(row))
-
-    # writing
-
-    def finished(self) -> set[str]:
-        """Keys of the points already in the file."""
-        return set(self._finished)
-
-    def rows(self) -> list[SweepRow]:
-        """Every row, resumed and new (a file resumed with other values may hold points of both)."""
-        return list(self._rows)
-
-    def plan_rows(self) -> list[SweepRow]:
-        """The rows of this plan's points."""
-        keys = {p.key for p in self.plan.points}
-        return [r for r in self._rows if self._key(r) in keys]
-
-    def append(self, result: PointResult) -> None:
-        """Record a finished point (and flush it to disk)."""
-        for row in result.rows:
-            self._add(row)
-        if self.path is None:
-            return
-        try:
-            if self._handle is None:
-                self.meta.write_text(json.dumps(self.plan.fingerprint, indent=1) + "\n", encoding="utf-8")
-                fresh = not self.journal.exists() or self.journal.stat().st_size == 0
-                self._handle = self.journal.open("a", newline="", encoding="utf-8")
-                self._writer = csv.writer(self._handle)
-                if fresh:
-                    self._writer.writerow(self.columns)
-            self._writer.writerows(self._cells(row) for row in result.rows)
-            self._handle.flush()
-            os.fsync(self._handle.fileno())   # a finished point survives a crash
-        except OSError as err:
-            raise ConfigError(CLI, "--out", f"{self.journal}: cannot write ({err.strerror or err})") from None
-
-    def close(self) -> None:
-        """Finish the file: close the CSV, or write the parquet file from everything recorded."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if self.path is None or self.format is not ResultFormat.PARQUET or not self._rows:
-            return
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        records = [row.record(self.plan.levels) for row in sorted(self._rows, key=lambda r: r.point)]
-        table = pa.Table.from_pylist(records).select(self.columns)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, self.path)
-        except OSError as err:
-            raise ConfigError(CLI, "--out", f"{self.path}: cannot write ({err.strerror or err})") from None
-        if self.journal.exists():
-            self.journal.unlink()
-
-
-def _typed_number(text: str) -> Any:
-    try:
-        return int(text)
-    except ValueError:
-        return float(text)
-
-
 # --- running ----------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -801,7 +614,7 @@ class SweepSummary:
     seconds: float       # wall time of this invocation, preparation included
 
 
-def run_sweep(plan: SweepPlan, store: ResultStore, backend: BackendChoice = BackendChoice(),
+def run_sweep(plan: SweepPlan, store: "ResultStore", backend: BackendChoice = BackendChoice(),
               progress: Callable[[PointResult, int, int], None] = lambda *_: None) -> SweepSummary:
     """Evaluate every point not yet in ``store``, appending each one's rows as it finishes.
 
@@ -833,13 +646,3 @@ def _shared_state(plan: SweepPlan, first: SweepPoint) -> Any:
         return CacheSizeSweep(first.profile, _workload(plan.workload_path), first.options, plan.cache_level)
     except Exception:  # noqa: BLE001 - e.g. a format a layer cannot use: every point then runs
         return None    # the full pipeline, which records that error per point
-
-
-def read_rows(path: str | Path, plan: SweepPlan) -> list[SweepRow]:
-    """Rows of a results file written by ``plan``'s sweep."""
-    return ResultStore(path, plan).rows()
-
-
-def rows_by(rows: Iterable[SweepRow], **match: Any) -> list[SweepRow]:
-    """Rows whose fields equal every ``match`` (e.g. ``layer='total', variant='pruned'``)."""
-    return [r for r in rows if all(getattr(r, k) == v for k, v in match.items())]

@@ -26,6 +26,8 @@ class Quantity(enum.Enum):
     HZ = "Hz"
     SECONDS = "s"
     FLOP_PER_S = "FLOP/s"
+    JOULES = "J"
+    WATTS = "W"
 
 
 class UnitError(ValueError):
@@ -61,7 +63,19 @@ _EXAMPLES = {
     Quantity.HZ: "852 MHz",
     Quantity.SECONDS: "300 ns",
     Quantity.FLOP_PER_S: "327 GFLOP/s",
+    Quantity.JOULES: "640 pJ",
+    Quantity.WATTS: "5.1 W",
 }
+
+# small SI prefixes, for energies and powers (pJ, nJ, mW ...)
+_SMALL = {"": 1.0, "m": 1e-3, "u": 1e-6, "\u00b5": 1e-6, "\u03bc": 1e-6, "n": 1e-9, "p": 1e-12, "f": 1e-15,
+          "k": 1e3, "M": 1e6}
+
+
+def _small_prefixed(unit: str, base: str) -> float | None:
+    if not unit.endswith(base):
+        return None
+    return _SMALL.get(unit[: len(unit) - len(base)])
 
 
 def parse(text: object, quantity: Quantity) -> float:
@@ -78,6 +92,10 @@ def parse(text: object, quantity: Quantity) -> float:
         scale = _prefixed(unit, "B/s")
     elif quantity is Quantity.HZ:
         scale = _prefixed(unit, "Hz")
+    elif quantity is Quantity.JOULES:
+        scale = _small_prefixed(unit, "J")
+    elif quantity is Quantity.WATTS:
+        scale = _small_prefixed(unit, "W")
     else:
         scale = _prefixed(unit, "FLOP/s")
         if scale is None:

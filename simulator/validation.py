@@ -77,6 +77,12 @@ class CellResult:
     cell: Cell
     predicted_s: float
     bound: str
+    energy_j: float = 0.0       # per frame, as the profile's energies give it
+
+    @property
+    def power_w(self) -> float:
+        """Average power while the layer runs."""
+        return self.energy_j / self.predicted_s if self.predicted_s > 0 else 0.0
 
     @property
     def error(self) -> float:
@@ -149,7 +155,7 @@ def predict(profile: HardwareProfile, cells: Iterable[Cell], works: dict[tuple, 
     out = []
     for cell in cells:
         (layer,) = simulate(profile, [works[cell.key]])
-        out.append(CellResult(cell, layer.time_s / cell.batch, layer.bound))
+        out.append(CellResult(cell, layer.time_s / cell.batch, layer.bound, layer.energy_j / cell.batch))
     return out
 
 
@@ -291,8 +297,11 @@ class Comparison:
             "source": "EIE arXiv:1602.01528v2 Table IV (CPU i7-5930K, GPU Titan X)",
             "mode": "each layer alone, 2 back-to-back runs, time of the second per frame; no host copies",
             "cells": [{**r.cell.to_json(), "predicted_s": r.predicted_s, "error": r.error, "bound": r.bound,
+                       "energy_j": r.energy_j,
                        "set": "held-out" if r.cell.held_out else "fitted"} for r in self.results],
             "summaries": [summary(s) for s in self.summaries],
+            "power": [{**p.cell.to_json(), "published_w": p.published_w, "predicted_w": p.predicted_w}
+                      for p in power_rows(self.results)],
             "fitted_now": {name: {**rates.efficiency, "sustained_bandwidth_bytes_per_s": rates.sustained_bandwidth_bytes_per_s,
                                   "latency_s": rates.latency_s,
                                   "outstanding_requests_per_core": int(rates.outstanding_requests_per_core)}
@@ -312,7 +321,7 @@ def eie_rows(profile: HardwareProfile, workload: Workload) -> list[CellResult]:
         theoretical = published[(EIE_PLATFORM, 1, "compressed_theoretical", name)]
         actual = published[(EIE_PLATFORM, 1, "compressed_actual", name)]
         out.append(CellResult(theoretical, timing.theoretical_cycles / profile.compute.clock_hz, "even spread"))
-        out.append(CellResult(actual, layer.time_s, layer.bound))
+        out.append(CellResult(actual, layer.time_s, layer.bound, layer.energy_j))
     return out
 
 
@@ -346,6 +355,41 @@ def compare(profiles: dict[str, HardwareProfile], workload: Workload, do_fit: bo
     return Comparison(results, summaries, fitted)
 
 
+POWER_TABLE = DATA / "eie_power_deepcompression.csv"
+
+
+@dataclass(frozen=True)
+class PowerRow:
+    """Deep Compression Table 9: measured power of a layer vs the model's dynamic power."""
+
+    cell: Cell
+    published_w: float
+    predicted_w: float
+
+
+def power_rows(results: list[CellResult]) -> list[PowerRow]:
+    """Join the predictions with the measured per-layer power (CPU: pcm-power, GPU: nvidia-smi)."""
+    by_key = {r.cell.key: r for r in results}
+    out = []
+    with open(POWER_TABLE, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            key = (row["platform"], int(row["batch"]), row["format"], row["layer"])
+            if key in by_key:
+                out.append(PowerRow(by_key[key].cell, float(row["watts"]), by_key[key].power_w))
+    return out
+
+
+def energy_argument(results: list[CellResult], layer: str = "AlexNet_FC7") -> list[tuple[str, float]]:
+    """Energy per frame of one layer at batch 1 on every platform, dense and compressed."""
+    picks = []
+    for r in results:
+        c = r.cell
+        if c.layer == layer and c.batch == 1 and c.format in ("dense", "sparse", "compressed_actual"):
+            picks.append((f"{c.platform} {'CSR' if c.format == 'sparse' else c.format.replace('compressed_actual', 'compressed')}",
+                          r.energy_j))
+    return picks
+
+
 def render(comparison: Comparison) -> str:
     """The per-cell table and the summaries as text."""
     from .units import format_seconds
@@ -366,6 +410,23 @@ def render(comparison: Comparison) -> str:
                                              f"{s.worst.cell.layer} {100 * s.worst.error:+.0f}%")
         lines.append(f"{s.name:18s} {s.cells:3d}  {100 * s.median_abs_error:11.1f}%  {100 * s.within_10:9.0f}%  "
                      f"{100 * s.within_25:9.0f}%  {s.winners_right:>5d} of {s.winners_total:<3d}  {worst}")
+    power = power_rows(comparison.results)
+    if power:
+        ratios = [p.predicted_w / p.published_w for p in power]
+        lines += ["", "Power, Deep Compression Table 9 (measured) vs the model's dynamic power "
+                      "(operations and bytes moved; no static power known for these chips):"]
+        for platform in sorted({p.cell.platform for p in power}):
+            mine = [p for p in power if p.cell.platform == platform]
+            lines.append(f"  {platform:18s} measured {min(p.published_w for p in mine):.0f}-"
+                         f"{max(p.published_w for p in mine):.0f} W, modelled "
+                         f"{min(p.predicted_w for p in mine):.1f}-{max(p.predicted_w for p in mine):.1f} W")
+        lines.append(f"  median modelled / measured: {statistics.median(ratios):.3f}")
+    argument = energy_argument(comparison.results)
+    eie = next((e for name, e in argument if "compressed" in name), 0.0)
+    if argument and eie > 0:
+        lines += ["", "EIE's energy argument, AlexNet_FC7 at batch 1 (energy per frame, dynamic):"]
+        for name, energy in argument:
+            lines.append(f"  {name:40s} {energy * 1e6:10.2f} uJ  {energy / eie:8.0f}x EIE")
     for name, rates in comparison.fitted.items():
         lines += ["", f"fitted now for {name} (paste into its profile, with a `fitted:` note):", rates.as_yaml()]
     return "\n".join(lines)

@@ -7,7 +7,8 @@ import pytest
 
 from simulator.errors import ConfigError
 from simulator.plots import check_plot_path, knee, sweep_plot
-from simulator.sweep import Backend, BackendChoice, ResultStore, SweepRow, plan_sweep, run_sweep
+from simulator.sweep import Backend, BackendChoice, SweepRow, plan_sweep, run_sweep
+from simulator.sweepstore import ResultStore
 
 TEGRA = "hwprofiles/tegra.yaml"
 SIZES = [2.0 ** k for k in range(10, 18)]

@@ -14,7 +14,8 @@ import pytest
 from simulator import cli
 from simulator.compression import StorageFormat
 from simulator.errors import ConfigError
-from simulator.sweep import (Backend, BackendChoice, ResultStore, parse_values, plan_sweep, run_sweep)
+from simulator.sweep import Backend, BackendChoice, parse_values, plan_sweep, run_sweep
+from simulator.sweepstore import ResultStore
 from simulator.units import UnitError
 
 TEGRA = "hwprofiles/tegra.yaml"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
-from pathlib import Path
 
 from ..cli import positive_int, progress
 from ..errors import ConfigError
@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _sweep(args: argparse.Namespace) -> int:
     from ..compression import StorageFormat
     from ..plots import check_plot_path, sweep_plot
-    from ..sweep import Backend, BackendChoice, ResultStore, plan_sweep, run_sweep
+    from ..sweep import Backend, BackendChoice, plan_sweep, run_sweep
+    from ..sweepstore import ResultStore
 
     if args.dask is not None and "://" not in args.dask:
         raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
@@ -91,7 +92,10 @@ class _Progress:
             from tqdm import tqdm
 
             tqdm.monitor_interval = 0   # no monitor thread: the sweep may fork worker processes
-            self.bar = tqdm(total=total, file=sys.stderr, unit="point", dynamic_ncols=True)
+            # a terminal that reports no width (some ptys) would get an empty bar
+            width = shutil.get_terminal_size((0, 0)).columns
+            self.bar = tqdm(total=total, file=sys.stderr, unit="point", dynamic_ncols=width > 0,
+                            ncols=None if width > 0 else 80)
 
     def __call__(self, result, done: int, total: int) -> None:
         status = f"failed: {result.error}" if result.error else f"{result.seconds:.2f} s"
