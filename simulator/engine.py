@@ -15,7 +15,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   of cores in use x wave efficiency)``, the last being the share of the cores in use that the
   layer's tasks keep busy (5 tasks on 4 cores run in 2 waves: 5/8);
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
-  (bounded prefetch), so transfer and compute overlap but memory cannot run away;
+  (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
+  work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
@@ -51,6 +52,8 @@ class LayerWork:
     hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
     compute_s: Optional[np.ndarray] = None   # [tiles] compute time from a cycle model (accelerators)
     scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
+    prefetch_tiles: int = PREFETCH_TILES   # tiles held at once (a double-buffered scratchpad holds 2)
+    tiling: str = ""             # how a scratchpad engine tiled the layer, for the report
 
     @property
     def tiles(self) -> int:
@@ -196,7 +199,7 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
     launch_s = machine.profile.compute.launch_overhead_s
     if launch_s > 0:
         yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
-    slots = simpy.Container(env, capacity=PREFETCH_TILES, init=PREFETCH_TILES)
+    slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)
     ready = [env.event() for _ in range(work.tiles)]
     env.process(_loader(env, machine, work, slots, ready, busy))
     for tile in range(work.tiles):
@@ -302,4 +305,5 @@ def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional
         flops=float(work.traffic.flops), weight_bytes=int(work.traffic.weight_bytes),
         dram_read_bytes=int(work.dram_read_bytes.sum()), dram_write_bytes=int(work.dram_write_bytes.sum()),
         link_bytes=0, accesses=work.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
-        bound=_bound(busy_s), cores_used=work.traffic.cores_used, energy_j=energy_j, dram_energy_j=dram_energy_j)
+        bound=_bound(busy_s), cores_used=work.traffic.cores_used, energy_j=energy_j, dram_energy_j=dram_energy_j,
+        tiling=work.tiling)

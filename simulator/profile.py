@@ -168,6 +168,27 @@ class SparseEngine(Strict):
     weights_scratchpad: str          # scratchpad names that hold the entries and the pointers
     pointers_scratchpad: str
 
+
+class TiledEngine(Strict):
+    """A dense convolver array fed from explicitly managed on-chip buffers by double-buffered DMA
+    (Qiu et al., FPGA 2016): each cycle it computes ``output_lanes`` output channels x
+    ``input_lanes`` input channels, each lane a ``window`` x ``window`` line-buffer convolver
+    (``window``**2 multipliers) whose results an adder tree sums over the input lanes. Layers are
+    tiled onto the three named scratchpads by the rule in :mod:`simulator.tiling`."""
+
+    output_lanes: PositiveInt        # output channels in parallel (Qiu et al.: processing elements)
+    input_lanes: PositiveInt         # input channels in parallel per output (Qiu et al.: convolvers per PE)
+    window: PositiveInt              # a lane computes one window x window product per cycle
+    input_buffer: str                # scratchpad names of the three buffers
+    weight_buffer: str
+    output_buffer: str
+    dma_burst_bytes: Bytes = Field(alias="dma_burst")   # longest DMA burst; a contiguous run moves in these
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Multipliers of the array: output lanes x input lanes x window**2."""
+        return self.output_lanes * self.input_lanes * self.window ** 2
+
 class Link(Strict):
     """Host link of a discrete device (PCIe), per direction."""
 
@@ -198,6 +219,7 @@ class HardwareProfile(Strict):
     memory: Memory
     link: Optional[Link] = None
     sparse_engine: Optional[SparseEngine] = None
+    tiled_engine: Optional[TiledEngine] = None
     energy: Optional[Energy] = None
     sources: dict[str, str]
     fitted: dict[str, str] = {}
@@ -244,6 +266,7 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     _check_caches(profile, source)
     _check_dram(profile, source)
     _check_sparse_engine(profile, source)
+    _check_tiled_engine(profile, source)
     _check_energy(profile, source)
     _check_sources(profile, data, source)
     return profile
@@ -328,6 +351,9 @@ def field_paths(profile: HardwareProfile) -> set[str]:
     paths.add("sparse_engine")
     for name in SparseEngine.model_fields:
         paths.add(f"sparse_engine.{name}")
+    paths.add("tiled_engine")
+    for name, info in TiledEngine.model_fields.items():
+        paths.add(f"tiled_engine.{info.alias or name}")
     paths.add("compute.peak_flops.int16")
     paths.update({"energy", "energy.flop", "energy.static_power", "energy.per_byte"})
     if profile.energy is not None:
@@ -348,6 +374,35 @@ def _check_sparse_engine(profile: HardwareProfile, source: str) -> None:
     if engine.pes != profile.compute.cores:
         raise ConfigError(source, "sparse_engine.pes", f"{engine.pes} differs from compute.cores "
                           f"({profile.compute.cores}); a PE is a core")
+
+
+def _check_tiled_engine(profile: HardwareProfile, source: str) -> None:
+    engine = profile.tiled_engine
+    if engine is None:
+        return
+    if profile.sparse_engine is not None:
+        raise ConfigError(source, "tiled_engine", "a profile has one engine: sparse_engine or tiled_engine, not both")
+    if profile.caches:
+        raise ConfigError(source, "memory.caches", "a tiled engine moves its data by DMA into its scratchpads; "
+                          "it has no caches")
+    names = {pad.name for pad in profile.memory.scratchpads}
+    seen: dict[str, str] = {}
+    for field in ("input_buffer", "weight_buffer", "output_buffer"):
+        name = getattr(engine, field)
+        if name not in names:
+            raise ConfigError(source, f"tiled_engine.{field}", f"{name!r} is not a scratchpad of this profile "
+                              f"(it has: {', '.join(sorted(names)) or 'none'})")
+        if name in seen:
+            raise ConfigError(source, f"tiled_engine.{field}", f"{name!r} is already the {seen[name]}; "
+                              "each buffer needs its own scratchpad")
+        seen[name] = field.replace("_", " ")
+    # the array is the compute: a peak that disagrees with it would print one figure and simulate another
+    array_peak = 2.0 * engine.macs_per_cycle * profile.compute.clock_hz
+    peak = profile.peak_flops_per_s
+    if abs(peak - array_peak) > 0.01 * array_peak:
+        raise ConfigError(source, "compute.peak_flops",
+                          f"{peak / 1e9:.4g} G/s differs from the tiled engine's 2 x {engine.macs_per_cycle} "
+                          f"MACs x {profile.compute.clock_hz / 1e6:.4g} MHz = {array_peak / 1e9:.4g} G/s")
 
 
 def _check_energy(profile: HardwareProfile, source: str) -> None:

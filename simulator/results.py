@@ -31,6 +31,7 @@ class LayerResult:
     cores_used: int = 1
     energy_j: float = 0.0           # dynamic (operations + bytes moved) + static power x time
     dram_energy_j: float = 0.0      # the DRAM part of energy_j
+    tiling: str = ""                # a scratchpad engine's tiling and loop order ("" on the cache path)
 
     @property
     def dram_bytes(self) -> int:

@@ -67,6 +67,11 @@ class PrunerClass(str, enum.Enum):
         """The ranking norm of a ranked-structure class."""
         return Norm.L2 if self.value.startswith("L2") else Norm.L1
 
+    @property
+    def is_agp(self) -> bool:
+        """Whether the class follows the AGP schedule (its target depends on the policy's window)."""
+        return self in (PrunerClass.AGP, PrunerClass.L1_RANKED_AGP, PrunerClass.L2_RANKED_AGP)
+
 
 # --- the file's schema ----------------------------------------------------------------------
 
@@ -444,11 +449,10 @@ def load_schedule(path: str | Path) -> Schedule:
             unused.setdefault(kind.section, []).append(ref.instance_name)
             continue
         pruner = pruners[ref.instance_name]
-        if pruner.kind in (PrunerClass.AGP, PrunerClass.L1_RANKED_AGP, PrunerClass.L2_RANKED_AGP) \
-                and epochs and window.span <= 0:
+        if pruner.kind.is_agp and epochs and window.span <= 0:
+            why = " (an epochs list gives Distiller's defaults 0, 1, 1)" if ps.epochs is not None else ""
             raise ConfigError(source, where, f"the AGP pruner {ref.instance_name!r} needs a span above 0: "
-                              f"((ending_epoch - starting_epoch - 1) // frequency) * frequency = {window.span} "
-                              + ("(an epochs list gives Distiller's defaults 0, 1, 1)" if ps.epochs is not None else ""))
+                              f"((ending_epoch - starting_epoch - 1) // frequency) * frequency = {window.span}{why}")
         args = ref.args
         if args is not None:
             training = [k for k, v in args.model_dump(exclude_none=True).items() if k != "levels"]
@@ -459,6 +463,10 @@ def load_schedule(path: str | Path) -> Schedule:
                                   f"only a {PrunerClass.LEVEL.value} takes levels, {ref.instance_name!r} is a "
                                   f"{pruner.kind.value}")
         policies.append(Policy(i, ref.instance_name, epochs, window, args.levels if args else None))
+    used_pruners = {p.pruner for p in policies}
+    unused_pruners = [f"{name} (no policy uses it)" for name in pruners if name not in used_pruners]
+    if unused_pruners:
+        unused["pruners"] = unused_pruners
     for section in ("regularizers", "quantizers", "lr_schedulers", "extensions"):
         for name in getattr(spec, section):
             if name not in unused.get(section, []):

@@ -286,7 +286,7 @@ def test_cli_sweep_prints_a_table_writes_rows_and_a_plot(at_root, tiny_workload_
     assert lines[2].split()[:2] == ["128.0", "KiB"] and lines[2].endswith("x")
     assert "3 points: 3 run" in captured.out and f"plot: {plot}" in captured.out
     assert plot.stat().st_size > 10_000 and out.exists()
-    assert "[3/3] point" in captured.err        # plain progress lines when stderr is not a terminal
+    assert "[3/3] point " in captured.err and "(memory.caches.L2.size=" in captured.err   # plain lines, no tty
 
 
 @pytest.mark.parametrize("args, message", [

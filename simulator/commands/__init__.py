@@ -8,6 +8,7 @@ COMMANDS = [
     "run",
     "prune",
     "validate",
+    "profiles",
     "sweep",
     "cachesim",
 ]

@@ -66,7 +66,7 @@ def _sweep(args: argparse.Namespace) -> int:
     todo = len(plan.points) - len(store.finished() & {p.key for p in plan.points})
     how = "one cache pass, then one stack pass per point" if plan.cache_level is not None else "full runs"
     print(f"{len(plan.points)} points ({todo} to run, {how}) on {backend.label()}", file=sys.stderr)
-    report = _Progress(todo)
+    report = _Progress(todo, {p.index: p.label for p in plan.points})
     try:
         summary = run_sweep(plan, store, backend, report)
     finally:
@@ -86,7 +86,8 @@ def _sweep(args: argparse.Namespace) -> int:
 class _Progress:
     """A tqdm bar on a terminal; a plain line per finished point otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, labels: dict[int, str]) -> None:
+        self.labels = labels
         self.bar = None
         if sys.stderr.isatty() and total:
             from tqdm import tqdm
@@ -99,12 +100,13 @@ class _Progress:
 
     def __call__(self, result, done: int, total: int) -> None:
         status = f"failed: {result.error}" if result.error else f"{result.seconds:.2f} s"
+        line = f"point {result.index} ({self.labels.get(result.index, '')}): {status}"
         if self.bar is not None:
             self.bar.update(1)
             if result.error:
-                self.bar.write(f"point {result.index}: {status}")
+                self.bar.write(line)
         else:
-            print(f"[{done}/{total}] point {result.index}: {status}", file=sys.stderr, flush=True)
+            print(f"[{done}/{total}] {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -1,0 +1,54 @@
+"""``python -m simulator profiles``: every shipped hardware profile at a glance."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HWPROFILES = Path(__file__).resolve().parent.parent.parent / "hwprofiles"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``profiles`` subcommand."""
+    cmd = subparsers.add_parser("profiles", help="list the shipped hardware profiles",
+                                description="List every profile in hwprofiles/ with its kind, peak compute, "
+                                            "DRAM bandwidth, last-level cache and roofline ridge point.")
+    cmd.add_argument("--dir", default=str(HWPROFILES), help="folder of profiles (default: the shipped ones)")
+    cmd.set_defaults(handler=_profiles)
+
+
+def _peak(value: float) -> str:
+    return f"{value / 1e12:.2f} T" if value >= 1e12 else f"{value / 1e9:.0f} G"
+
+
+def _profiles(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+    from ..profile import load_profile
+    from ..units import format_bytes
+
+    folder = Path(args.dir)
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        raise ConfigError("command line", "--dir", f"{folder}: no *.yaml profiles there")
+    rows = [["file", "kind", "name", "peak", "DRAM peak", "last-level cache", "ridge (FLOP/B)", "fitted"]]
+    for path in files:
+        p = load_profile(path)
+        dtype = next(n for n in ("fp32", "fp16", "int16", "int8") if getattr(p.compute.peak_flops, n) is not None)
+        unit = "FLOP/s" if dtype.startswith("fp") else "OP/s"
+        if p.caches:
+            last = p.caches[-1]
+            llc = f"{last.name} {format_bytes(last.size_bytes)}" + ("" if last.shared else " per core")
+        elif p.memory.scratchpads:
+            llc = "SRAM " + ", ".join(f"{s.name} {format_bytes(s.size_bytes)}" for s in p.memory.scratchpads)
+        else:
+            llc = "-"
+        dram = f"{p.dram.peak_bandwidth_bytes_per_s / 1e9:.1f} GB/s" if p.dram else "none (on chip)"
+        ridge = f"{p.ridge_flop_per_byte:.1f}" if p.dram else "-"
+        rows.append([path.name, p.kind.value, p.name, f"{_peak(p.peak_flops_per_s)}{unit} {dtype}", dram, llc, ridge,
+                     "yes" if p.fitted else "no"])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
