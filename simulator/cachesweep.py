@@ -32,10 +32,10 @@ from .cache import CacheGeometry
 from .compression import EncodedWeights, StorageFormat, compress_workload
 from .engine import layer_work, simulate
 from .mrc import LevelFilter, LevelStream, LruStacks, level_outcome
-from .pipeline import RepeatMode, RunOptions, cache_hierarchy, variant_name
+from .pipeline import RepeatMode, RunOptions, cache_hierarchy, host_copies, variant_name
 from .profile import HardwareProfile
 from .results import RunResult, VariantResult
-from .traffic import AddressSpace, CoreView, LayerTraffic, layer_traffic
+from .traffic import AddressSpace, CoreView, LayerTraffic, input_buffers, layer_traffic
 from .workload import Workload
 
 _VIEW_FIELDS = frozenset(f.name for f in fields(CoreView))
@@ -56,15 +56,6 @@ class _TrackedView(CoreView):
 def applies(profile: HardwareProfile, level_name: str) -> bool:
     """True when sweeping ``level_name``'s size can use this module: it is the last level."""
     return bool(profile.caches) and profile.caches[-1].name == level_name
-
-
-def _input_buffers(workload: Workload) -> list[str]:
-    """The buffer each layer reads, named as :func:`simulator.traffic.workload_traffic` names it."""
-    out = []
-    for layer in workload.layers:
-        preds = workload.predecessors(layer.name)
-        out.append(f"act:{preds[0]}" if preds else f"input:{layer.name}")
-    return out
 
 
 def _geometries(profile: HardwareProfile, cores: int) -> tuple[CacheGeometry, ...]:
@@ -110,9 +101,11 @@ class CacheSizeSweep:
         encodings = compress_workload(self.workload, fmt, self.options.seed)
         space = AddressSpace()
         traffic, depends_on = [], []
-        for layer, buffer in zip(self.workload.layers, _input_buffers(self.workload)):
+        for layer in self.workload.layers:
             tracked = _TrackedView(**asdict(view))
-            traffic.append(layer_traffic(layer, buffer, encodings.get(layer.name), self.options.batch, space, tracked))
+            first, second = input_buffers(self.workload, layer)
+            traffic.append(layer_traffic(layer, first, encodings.get(layer.name), self.options.batch, space, tracked,
+                                         second))
             depends_on.append({name: getattr(view, name) for name in tracked.reads})
         level_filter = LevelFilter(geometries, view.cores, self.level)
         streams, snapshots = [], [level_filter.snapshot()]
@@ -125,13 +118,14 @@ class CacheSizeSweep:
     def _traffic(self, base: _Base, view: CoreView) -> list[LayerTraffic]:
         """The point's traces: the base trace where the fields it read are unchanged."""
         out = []
-        for j, (layer, buffer) in enumerate(zip(self.workload.layers, _input_buffers(self.workload))):
+        for j, layer in enumerate(self.workload.layers):
             if all(getattr(view, name) == value for name, value in base.depends_on[j].items()):
                 out.append(base.traffic[j])
             else:
                 # every buffer is already allocated in the base space: same addresses
-                out.append(layer_traffic(layer, buffer, base.encodings.get(layer.name), self.options.batch,
-                                         base.space, view))
+                first, second = input_buffers(self.workload, layer)
+                out.append(layer_traffic(layer, first, base.encodings.get(layer.name), self.options.batch,
+                                         base.space, view, second))
         return out
 
     def run_point(self, profile: HardwareProfile) -> RunResult:
@@ -160,16 +154,9 @@ class CacheSizeSweep:
                         in_sync = level_filter.same_state(base.snapshots[s + 1])
                     outcomes.append(level_outcome(stream, swept, view.cores, stacks))
             works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-            layers = simulate(profile, works, _host_copies(profile, self.workload, self.options))
+            layers = simulate(profile, works, host_copies(profile, self.workload, self.options))
             total = max((l.start_s + l.time_s for l in layers), default=0.0)
             variants.append(VariantResult(variant_name(fmt), fmt.value, total, layers))
         return RunResult(profile=profile.name, profile_path=profile.path, workload=self.workload.name,
                          workload_path=self.workload.path, batch=self.options.batch, repeat=self.options.repeat,
                          seed=self.options.seed, variants=variants, repeat_mode=self.options.repeat_mode.value)
-
-
-def _host_copies(profile: HardwareProfile, workload: Workload, options: RunOptions) -> Optional[tuple[int, int]]:
-    """Input and output bytes over the host link, as :func:`simulator.pipeline.simulate_variant` copies them."""
-    if not (options.host_copies and profile.link is not None):
-        return None
-    return workload.layers[0].in_bytes(options.batch), workload.layers[-1].out_bytes(options.batch)

@@ -7,6 +7,11 @@
                         and across the ``repeat`` back-to-back inferences)
       -> engine        (SimPy: tiles through DRAM / cache / compute / link resources)
       -> results       (dataclasses; the report module prints them)
+
+A profile with an engine of its own replaces compression, traffic and cache by that engine's
+model of each layer, which feeds the same SimPy engine: an EIE-style sparse engine
+(``accelerator.py``) or a scratchpad accelerator whose layers are tiled onto its buffers
+(``tiling.py``).
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
     return CacheHierarchy(levels, cores=cores)
 
 
+def host_copies(profile: HardwareProfile, workload: Workload, options: RunOptions) -> Optional[tuple[int, int]]:
+    """(input bytes, output bytes) a discrete device copies over its host link, or None."""
+    if not (options.host_copies and profile.link is not None):
+        return None
+    return workload.layers[0].in_bytes(options.batch), workload.layers[-1].out_bytes(options.batch)
+
+
 def variant_name(fmt: StorageFormat) -> str:
     """``dense`` for the unpruned network, ``pruned`` for a sparse format."""
     return "pruned" if fmt.is_sparse else "dense"
@@ -92,6 +104,8 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
     """Compress, trace, run the caches ``repeat`` times, and time the last run."""
     if profile.sparse_engine is not None:
         return _sparse_engine_variant(profile, workload, options, progress)
+    if profile.tiled_engine is not None:
+        return _tiled_engine_variant(profile, workload, options, progress)
     if options.repeat_mode is RepeatMode.LAYER:
         layers = []
         for work in benchmark_works(profile, workload, fmt, options, progress):
@@ -106,12 +120,8 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
             progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
             outcomes = [hierarchy.access(t.addresses, t.is_write, t.core) for t in traffic]
         works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-        copies = None
-        if options.host_copies and profile.link is not None:
-            first, last = workload.layers[0], workload.layers[-1]
-            copies = (first.in_bytes(options.batch), last.out_bytes(options.batch))
         progress(f"{variant_name(fmt)}: discrete-event engine")
-        layers = simulate(profile, works, copies)
+        layers = simulate(profile, works, host_copies(profile, workload, options))
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
     return VariantResult(variant_name(fmt), fmt.value, total, layers)
 
@@ -133,6 +143,33 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     return VariantResult("pruned", "eie", total, layers)
 
 
+def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
+                          progress: Callable[[str], None]) -> VariantResult:
+    """A scratchpad accelerator (an FPGA design): each layer tiled onto its buffers by the rule in
+    :mod:`simulator.tiling` and timed tile by tile, DMA overlapping compute. Its buffers keep
+    nothing from one layer (or inference) to the next, so ``repeat`` changes nothing."""
+    from .tiling import tiled_works
+
+    if options.density is not None:
+        raise ConfigError("command line", "--density", f"{profile.name} computes dense weights (its array does "
+                          "not skip zeros), so pruning would not change its time")
+    progress("tiled engine: tilings and tile work")
+    works = [work for work, _ in tiled_works(profile, workload, options.batch)]
+    if options.repeat_mode is RepeatMode.LAYER:
+        layers = []
+        for work in works:
+            (result,) = simulate(profile, [work])
+            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
+            layers.append(replace(result, start_s=start))
+    else:
+        copies = None
+        if options.host_copies and profile.link is not None:
+            copies = (workload.layers[0].in_bytes(options.batch), workload.layers[-1].out_bytes(options.batch))
+        layers = simulate(profile, works, copies)
+    total = max((l.start_s + l.time_s for l in layers), default=0.0)
+    return VariantResult("dense", StorageFormat.DENSE.value, total, layers)
+
+
 def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
         progress: Callable[[str], None] = lambda _: None) -> RunResult:
     """Simulate every requested variant of ``workload`` on ``profile``."""
@@ -141,6 +178,11 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
         if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
             raise ConfigError("command line", "--format", f"{profile.name} runs compressed weights only")
         formats = formats[-1:]    # one variant: its own compressed format
+    if profile.tiled_engine is not None:
+        if StorageFormat.DENSE not in formats:
+            raise ConfigError("command line", "--format", f"{profile.name} computes dense weights only (its array "
+                              "does not skip zeros); use --format dense")
+        formats = (StorageFormat.DENSE,)
     variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,

@@ -113,12 +113,37 @@ def variant_table(result: RunResult, variant: VariantResult) -> str:
     return "\n".join(lines)
 
 
+def _giga_per_s(flops: float, seconds: float) -> str:
+    return f"{flops / seconds / 1e9:.1f}" if seconds > 0 else "-"
+
+
+def tiled_table(result: RunResult, variant: VariantResult) -> str:
+    """A scratchpad accelerator's run: per layer its time, throughput, DRAM traffic, bound and the
+    tiling the rule chose; then frames per second and the convolutions' throughput."""
+    header = ["layer", "kernel", "time", "GOP/s", "DRAM", "weights", "bound", "tiling (loop order, tile M x N, rows x cols)"]
+    rows = [[l.name, l.kernel or l.kind, format_seconds(l.time_s), _giga_per_s(l.flops, l.time_s),
+             format_bytes(l.dram_bytes), format_bytes(l.weight_bytes), l.bound, l.tiling] for l in variant.layers]
+    flops = sum(l.flops for l in variant.layers)
+    rows.append(["total", "", format_seconds(variant.total_s), _giga_per_s(flops, variant.total_s),
+                 format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes), "", ""])
+    conv = [l for l in variant.layers if l.kind == "conv"]
+    conv_s = sum(l.time_s for l in conv)
+    summary = (f"{result.batch / variant.total_s:.2f} frames/s; " if variant.total_s > 0 else "") + (
+        f"convolutions {_giga_per_s(sum(l.flops for l in conv), conv_s)} GOP/s over {format_seconds(conv_s)}, "
+        if conv else "") + f"whole network {_giga_per_s(flops, variant.total_s)} GOP/s (1 MAC = 2 operations)"
+    lines = [_title(result), "", _table(header, rows, {2, 3, 4, 5}), "", summary]
+    if variant.energy_j > 0:
+        lines.append(f"energy per inference: {_energy(variant)}")
+    return "\n".join(lines)
+
+
 def render(result: RunResult) -> str:
     """The default text output of ``run``."""
     names = {v.name for v in result.variants}
     if names == {"dense", "pruned"}:
         return comparison_table(result)
-    return "\n\n".join(variant_table(result, v) for v in result.variants)
+    return "\n\n".join(tiled_table(result, v) if any(l.tiling for l in v.layers) else variant_table(result, v)
+                       for v in result.variants)
 
 
 def write_json(result: RunResult, path: str | Path) -> None:

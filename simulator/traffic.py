@@ -513,14 +513,20 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
                         min(view.line_bytes, batch * elem))
 
 
+def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]:
+    """The buffers ``layer`` reads: its predecessor's output (or its own network input), and the
+    second operand of a join."""
+    preds = workload.predecessors(layer.name)
+    first = f"act:{preds[0]}" if preds else f"input:{layer.name}"
+    return first, (f"act:{preds[1]}" if len(preds) > 1 else None)
+
+
 def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], batch: int,
                      view: CoreView, space: Optional[AddressSpace] = None) -> list[LayerTraffic]:
     """Traces of every layer in execution order; each layer reads its predecessor's output."""
     space = space or AddressSpace()
     out = []
     for layer in workload.layers:
-        preds = workload.predecessors(layer.name)
-        input_buffer = f"act:{preds[0]}" if preds else f"input:{layer.name}"
-        second = f"act:{preds[1]}" if len(preds) > 1 else None
-        out.append(layer_traffic(layer, input_buffer, encodings.get(layer.name), batch, space, view, second))
+        first, second = input_buffers(workload, layer)
+        out.append(layer_traffic(layer, first, encodings.get(layer.name), batch, space, view, second))
     return out

@@ -60,3 +60,20 @@ def tiny_workload_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("tiny-workload") / "tiny.yaml"
     path.write_text(yaml.safe_dump(_TINY_WORKLOAD, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture
+def workload_from_text(tmp_path, monkeypatch):
+    """``workload_from_text(layers, input_shape)`` writes a workload whose ``layers:`` block is the
+    given YAML text, loads it, and keeps its pruned encodings under tmp_path."""
+    from simulator.workload import load_workload
+
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+
+    def make(layers: str, input_shape) -> "object":
+        path = tmp_path / "workload.yaml"
+        path.write_text(f"schema_version: 1\nname: test\nsource: tests\ninput_shape: {list(input_shape)}\n"
+                        f"layers:\n{layers}")
+        return load_workload(path)
+
+    return make

@@ -74,18 +74,10 @@ def test_sparse_engine_errors_name_the_field(edit, field):
 
 
 @pytest.fixture
-def fc_only(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "fc.yaml"
-    path.write_text("""
-schema_version: 1
-name: fc
-source: test
-input_shape: [512]
-layers:
-  - {name: fc1, kind: fc, in_features: 512, out_features: 256, density: 0.1, activation_density: 0.5}
-""")
-    return load_workload(path)
+def fc_only(workload_from_text):
+    return workload_from_text(
+        "  - {name: fc1, kind: fc, in_features: 512, out_features: 256, density: 0.1, activation_density: 0.5}\n",
+        [512])
 
 
 def test_eie_runs_from_sram_at_or_above_its_theoretical_time(fc_only):

@@ -11,7 +11,6 @@ from simulator.errors import ConfigError
 from simulator.pipeline import RunOptions, run
 from simulator.profile import load_profile, profile_from_mapping
 from simulator.units import Quantity, parse
-from simulator.workload import load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,18 +21,9 @@ def test_energy_units():
 
 
 @pytest.fixture
-def fc(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "fc.yaml"
-    path.write_text("""
-schema_version: 1
-name: fc
-source: test
-input_shape: [4096]
-layers:
-  - {name: fc, kind: fc, in_features: 4096, out_features: 1024, density: 0.1}
-""")
-    return load_workload(path)
+def fc(workload_from_text):
+    return workload_from_text("  - {name: fc, kind: fc, in_features: 4096, out_features: 1024, density: 0.1}\n",
+                              [4096])
 
 
 def test_energy_is_the_sum_of_its_parts(fc):

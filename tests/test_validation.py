@@ -7,7 +7,6 @@ import pytest
 from simulator.validation import (EIE_PLATFORM, Cell, CellResult, Rates, cell_works, fit, load_cells, predict,
                                   summarize)
 from simulator.profile import load_profile
-from simulator.workload import load_workload
 
 
 def test_the_published_table_is_shipped_whole():
@@ -40,19 +39,12 @@ def test_summary_statistics_and_winners():
 
 
 @pytest.fixture
-def tiny(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
-    path = tmp_path / "fc.yaml"
-    path.write_text("""
-schema_version: 1
-name: fc
-source: test
-input_shape: [1024]
-layers:
-  - {name: big, kind: fc, inputs: [], input_shape: [2048], in_features: 2048, out_features: 2048, density: 0.1}
-  - {name: small, kind: fc, inputs: [], input_shape: [1024], in_features: 1024, out_features: 256, density: 0.1}
-""")
-    return load_workload(path)
+def tiny(workload_from_text):
+    return workload_from_text(
+        "  - {name: big, kind: fc, inputs: [], input_shape: [2048], in_features: 2048, out_features: 2048,"
+        " density: 0.1}\n"
+        "  - {name: small, kind: fc, inputs: [], input_shape: [1024], in_features: 1024, out_features: 256,"
+        " density: 0.1}\n", [1024])
 
 
 def test_calibration_recovers_rates_that_made_the_data(tiny):
