@@ -20,11 +20,14 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
-time is the layer's *bound*.
+time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
+(:class:`Interval`), for timelines (``run --trace``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Optional
 
@@ -123,14 +126,29 @@ class Machine:
         self.link = simpy.Resource(env, capacity=profile.link.copy_engines) if profile.link else None
 
 
+@dataclass(frozen=True)
+class Interval:
+    """One busy interval of one resource, for timelines (``run --trace``). The resource
+    ``layer`` marks a whole layer (or host copy) from its start to its end."""
+
+    resource: str
+    start_s: float
+    end_s: float
+    layer: str
+
+
 class _Busy:
-    """Explicit busy-time bookkeeping of one layer."""
+    """Explicit busy-time bookkeeping of one layer (and, when asked, its busy intervals)."""
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], layer: str = "", intervals: Optional[list[Interval]] = None) -> None:
         self.seconds = {name: 0.0 for name in names}
+        self.layer = layer
+        self.intervals = intervals
 
-    def add(self, name: str, seconds: float) -> None:
+    def add(self, name: str, seconds: float, end_s: Optional[float] = None) -> None:
         self.seconds[name] += seconds
+        if self.intervals is not None and end_s is not None:
+            self.intervals.append(Interval(name, end_s - seconds, end_s, self.layer))
 
 
 def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy: _Busy,
@@ -138,7 +156,7 @@ def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy
     with resource.request() as request:
         yield request
         yield env.timeout(seconds)
-    busy.add(name, seconds)
+    busy.add(name, seconds, float(env.now))
 
 
 def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[simpy.Resource, float, str]]:
@@ -233,6 +251,27 @@ def _bound(busy: dict[str, float]) -> str:
     return max(candidates, key=lambda k: candidates[k]) if candidates else "compute"
 
 
+_RECORDING: contextvars.ContextVar[Optional[list[list[Interval]]]] = contextvars.ContextVar("_RECORDING",
+                                                                                           default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[list[Interval]]]:
+    """Record busy intervals of every :func:`simulate` call made inside the ``with`` block.
+
+    Yields a list that receives one list of :class:`Interval` per call, in call order (the
+    pipeline simulates each variant, or each layer in layer mode, in its own call). Opt-in
+    and scoped, so runs that do not ask for a timeline keep no intervals; the pipeline's API
+    stays as it is because the recorder does not travel through it.
+    """
+    calls: list[list[Interval]] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
+
+
 def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[tuple[int, int]] = None
              ) -> list[LayerResult]:
     """Run the layers back to back on one machine; returns one result per layer.
@@ -243,23 +282,35 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
     env = simpy.Environment()
     machine = Machine(env, profile)
     names = _resource_names(profile)
+    calls = _RECORDING.get()
+    intervals: Optional[list[Interval]] = None
+    if calls is not None:
+        intervals = []
+        calls.append(intervals)
+
+    def record(name: str, start: float) -> None:
+        if intervals is not None:
+            intervals.append(Interval("layer", start, float(env.now), name))
     records: list[tuple[str, str, Optional[LayerWork], _Busy, float, float, int]] = []
 
     def network() -> Iterator[simpy.Event]:
         if copies and machine.link is not None:
-            busy = _Busy(names)
+            busy = _Busy(names, "input (h2d)", intervals)
             start = float(env.now)
             yield env.process(link_copy(env, machine, copies[0], busy))
+            record("input (h2d)", start)
             records.append(("input (h2d)", "copy", None, busy, start, env.now, copies[0]))
         for work in works:
-            busy = _Busy(names)
+            busy = _Busy(names, work.traffic.layer.name, intervals)
             start = float(env.now)
             yield env.process(kernel(env, machine, work, busy))
+            record(work.traffic.layer.name, start)
             records.append((work.traffic.layer.name, work.traffic.layer.kind.value, work, busy, start, env.now, 0))
         if copies and machine.link is not None:
-            busy = _Busy(names)
+            busy = _Busy(names, "output (d2h)", intervals)
             start = float(env.now)
             yield env.process(link_copy(env, machine, copies[1], busy))
+            record("output (d2h)", start)
             records.append(("output (d2h)", "copy", None, busy, start, env.now, copies[1]))
 
     env.process(network())

@@ -12,6 +12,12 @@ A profile with an engine of its own replaces compression, traffic and cache by t
 model of each layer, which feeds the same SimPy engine: an EIE-style sparse engine
 (``accelerator.py``) or a scratchpad accelerator whose layers are tiled onto its buffers
 (``tiling.py``).
+
+On the cache path, a device with a memory capacity also gets its memory model
+(``offload.py``): an inference whose weights do not fit streams them over the host link. With
+``mode=train`` a run is one training step per variant (``training.py``): the forward pass is
+timed by this same flow, backward and the update follow from it, and vDNN's offload policies
+move feature maps over the link.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from .cache import CacheGeometry, CacheHierarchy
 from .compression import StorageFormat, compress_workload
 from .errors import ConfigError
 from .engine import LayerWork, layer_work, simulate
-from .profile import HardwareProfile
+from .offload import OffloadPolicy, inference_memory
+from .profile import ConvAlgorithm, HardwareProfile
 from .results import RunResult, VariantResult
 from .traffic import CoreView, LayerTraffic, workload_traffic
+from .training import Mode, Optimizer, train
 from .workload import Workload
 
 
@@ -50,6 +58,10 @@ class RunOptions:
     threads: Optional[int] = None        # cores to use (None: all of the profile's)
     host_copies: bool = True             # copy input / output over the host link (discrete devices)
     repeat_mode: RepeatMode = RepeatMode.NETWORK
+    mode: Mode = Mode.INFER              # train: one training step per variant (dense weights)
+    offload: OffloadPolicy = OffloadPolicy.BASE              # train: vDNN policy
+    conv_algorithm: ConvAlgorithm = ConvAlgorithm.PERFORMANCE_OPTIMAL   # train: for a static policy
+    optimizer: Optimizer = Optimizer.MOMENTUM                # train: the weight update
 
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
@@ -122,6 +134,10 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
         works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
         progress(f"{variant_name(fmt)}: discrete-event engine")
         layers = simulate(profile, works, host_copies(profile, workload, options))
+        total = max((l.start_s + l.time_s for l in layers), default=0.0)
+        variant = VariantResult(variant_name(fmt), fmt.value, total, layers)
+        # device memory; weights that do not fit stream over the link
+        return inference_memory(profile, workload, variant, options.batch, options.host_copies)
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
     return VariantResult(variant_name(fmt), fmt.value, total, layers)
 
@@ -173,6 +189,8 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
 def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
         progress: Callable[[str], None] = lambda _: None) -> RunResult:
     """Simulate every requested variant of ``workload`` on ``profile``."""
+    if options.mode is Mode.TRAIN:
+        return _train(profile, workload, options, progress)
     formats = options.formats
     if profile.sparse_engine is not None:
         if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
@@ -187,3 +205,33 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
                      seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)
+
+
+def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
+           progress: Callable[[str], None]) -> RunResult:
+    """One training step per variant: base(p) and the requested offload policy (dense weights)."""
+    if any(f is not StorageFormat.DENSE for f in options.formats) and len(options.formats) == 1:
+        raise ConfigError("command line", "--format", "training updates dense weights; use --format dense "
+                          "or leave it out")
+    if options.repeat != 1 or options.repeat_mode is not RepeatMode.NETWORK:
+        raise ConfigError("command line", "--repeat", "applies to inference; a training run is one step")
+    if options.density is not None:
+        raise ConfigError("command line", "--density", "training updates dense weights; leave it out")
+
+    def forward_at(batch: int) -> VariantResult:
+        """The forward pass alone at ``batch``: the pipeline's own per-layer simulation."""
+        forward = replace(options, batch=batch, repeat=1, formats=(StorageFormat.DENSE,), host_copies=False,
+                          mode=Mode.INFER)
+        traffic, view = _traffic(profile, workload, StorageFormat.DENSE, forward, progress)
+        hierarchy = cache_hierarchy(profile, view.cores)
+        progress(f"train: forward at batch {batch}, cache model")
+        works = [layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core), profile) for t in traffic]
+        layers = simulate(profile, works)
+        return VariantResult("dense", StorageFormat.DENSE.value, max((l.start_s + l.time_s for l in layers),
+                                                                     default=0.0), layers)
+
+    variants = train(profile, workload, options.batch, options.offload, options.conv_algorithm, forward_at,
+                     options.host_copies, progress, options.optimizer)
+    return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
+                     workload_path=workload.path, batch=options.batch, repeat=1, seed=options.seed,
+                     variants=variants, repeat_mode=options.repeat_mode.value, mode=Mode.TRAIN.value)

@@ -9,6 +9,11 @@
 * :func:`latency_vs_value`: the fallback for any other swept field.
 * :func:`miss_ratio_curves`: miss ratio against cache size, per level.
 * :func:`density_bars`: per-tensor density of a pruned model (``prune --plot``).
+* :func:`weight_matrices`: each layer's weight matrix, zeros white (a spy plot with magnitudes).
+* :func:`sensitivity_curves`: top-1 against sparsity, one weight pruned at a time (Distiller's
+  ``sensitivities_to_png``).
+* :func:`accuracy_sparsity_latency`: accuracy and simulated latency against sparsity along a
+  pruning run, per profile (``digits``).
 
 :func:`sweep_plot` picks the plot that answers a sweep's question. The knee of a curve is the
 point farthest below the chord between its ends (above it, for a rising curve), with size on
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .mrc import MissRatioCurve
     from .profile import HardwareProfile
     from .results import RunResult
+    from .sensitivity import SensitivityRow
     from .sparsity import SparsitySummary
     from .sweep import SweepPlan, SweepRow
 
@@ -505,8 +511,108 @@ def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") 
     total = 100 - summary.total_sparsity_pct
     ax.axhline(total, color="tab:red", ls="--", lw=1)
     ax.annotate(f"whole model {total:.1f}%", (positions[-1] if rows else 0, total), xytext=(0, 4),
-                textcoords="offset points", ha="right", color="tab:red", fontsize=9)
+                textcoords="offset points", ha="right", color="tab:red", fontsize=9,
+                bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1.5))   # readable over a bar
     ax.set_title(title or "density per tensor", fontsize=11)
     ax.grid(True, axis="y", alpha=0.3)
+    _save(fig, path)
+    return path
+
+
+def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title: str = "") -> Path:
+    """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
+    columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
+    white, so the pruning pattern reads as a spy plot; returns the path."""
+    plt = _pyplot()
+    from matplotlib import colormaps
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(weights)
+    cols = min(len(names), 3) or 1
+    rows = -(-len(names) // cols) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
+    cmap = colormaps["viridis"].with_extremes(bad="white")       # masked (zero) weights show white
+    for ax, name in zip(axes.flat, names):
+        w = np.asarray(weights[name], dtype=np.float32)
+        matrix = np.abs(w.reshape(w.shape[0], -1))
+        zero = 100.0 * (1 - np.count_nonzero(matrix) / matrix.size)
+        top = float(matrix.max()) if matrix.size and matrix.max() > 0 else 1.0
+        image = ax.imshow(np.ma.masked_equal(matrix, 0), cmap=cmap, vmin=0, vmax=top, aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(f"{name}: {matrix.shape[0]} x {matrix.shape[1]}, {zero:.0f}% zero", fontsize=10)
+        ax.set_ylabel("output", fontsize=8)
+        ax.set_xlabel("input" + (" x kernel" if w.ndim == 4 else ""), fontsize=8)
+        ax.tick_params(labelsize=7)
+        bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+        bar.ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.suptitle((title + "\n" if title else "") + "colour: |weight|, white: zero", fontsize=11)
+    _save(fig, path)
+    return path
+
+
+def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title: str = "") -> Path:
+    """Top-1 accuracy against sparsity, one line per weight pruned alone; returns the path."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(dict.fromkeys(r.parameter for r in rows))
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    for name in names:
+        mine = [r for r in rows if r.parameter == name]
+        ax.plot([100 * r.sparsity for r in mine], [r.top1_pct for r in mine], marker="o", ms=3.5, lw=1.4,
+                label=name)
+    ax.set_xlabel("sparsity of that weight alone (% of it pruned by magnitude)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_xlim(0, 100)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "pruning sensitivity", fontsize=11)
+    _save(fig, path, legend=True)
+    return path
+
+
+def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[float],
+                              pruned_s: "Mapping[str, Sequence[float]]",
+                              dense_s: "Mapping[str, Optional[float]]", path: str | Path, title: str = "") -> Path:
+    """Two panels along a pruning run, both against the model's sparsity: top-1 accuracy, and
+    each profile's simulated latency with the model's non-zeros stored sparse (solid) against
+    the same model stored dense (dashed line); a profile without one of them (an empty
+    sequence, None) shows the other alone; returns the path."""
+    plt = _pyplot()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = np.asarray(sparsity_pct, dtype=float)
+    fig, (acc, lat) = plt.subplots(1, 2, figsize=(14, 4.6))
+    acc.plot(x, top1_pct, marker="o", ms=4, color="black", lw=1.2)
+    acc.set_xlabel("weight sparsity (% of conv / fc weights zero)")
+    acc.set_ylabel("top-1 accuracy on the test set (%)")
+    low = min(top1_pct) if len(top1_pct) else 0.0
+    acc.set_ylim(max(0.0, low - 2 * max(1.0, 100 - low)), 100.5)
+    acc.grid(True, alpha=0.3)
+    acc.set_title("accuracy", fontsize=10)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, times) in enumerate(pruned_s.items()):
+        colour = colours[i % len(colours)]
+        if len(times):
+            lat.plot(x, np.asarray(times) * 1e6, marker="o", ms=3.5, color=colour, label=name)
+        if dense_s.get(name) is not None:
+            lat.axhline(dense_s[name] * 1e6, color=colour, ls="--", lw=1,
+                        label=None if len(times) else f"{name} (dense only)")
+    lat.set_yscale("log")
+    lat.set_xlabel("weight sparsity (% of conv / fc weights zero)")
+    lat.set_ylabel("simulated latency (us)")
+    lat.grid(True, which="both", alpha=0.3)
+    lat.set_title("latency per profile", fontsize=10)
+    from matplotlib.lines import Line2D
+
+    handles, labels = lat.get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", marker="o", ms=3.5), Line2D([], [], color="grey", ls="--")]
+    labels += ["non-zeros stored CSR", "same model stored dense"]
+    lat.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    for ax in (acc, lat):
+        ax.set_xlim(-2, 100)
+    fig.suptitle(title, fontsize=11)
     _save(fig, path)
     return path

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field
 
@@ -95,6 +95,24 @@ class RowsPerTask(Strict):
         return int(getattr(self, kind.value, 1))
 
 
+class Threads(Strict):
+    """Cores a library kernel actually uses, per kernel kind (default: all of them). Some
+    libraries run a kernel on one thread whatever the machine (Deep Compression's CPU power
+    measurements show MKL's sparse kernels drawing half the power of its threaded dense ones)."""
+
+    gemv: Optional[PositiveInt] = None
+    gemm: Optional[PositiveInt] = None
+    spmv: Optional[PositiveInt] = None
+    spmm: Optional[PositiveInt] = None
+    conv: Optional[PositiveInt] = None
+    spconv: Optional[PositiveInt] = None
+    pool: Optional[PositiveInt] = None
+
+    def of(self, kind: KernelKind) -> Optional[int]:
+        """Cores a kernel of ``kind`` uses, or None for all."""
+        return getattr(self, kind.value)
+
+
 class Compute(Strict):
     """The arithmetic side: clock, cores, peak rates, kernel efficiencies, launch cost."""
 
@@ -105,6 +123,7 @@ class Compute(Strict):
     efficiency: Efficiency
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
     rows_per_task: RowsPerTask = RowsPerTask()
+    threads: Threads = Threads()
 
 
 class CacheLevel(Strict):
@@ -198,6 +217,40 @@ class Link(Strict):
     copy_engines: PositiveInt
 
 
+class ConvAlgorithm(str, enum.Enum):
+    """The two classes of convolution algorithm a cuDNN-style library offers for every convolution
+    (forward, backward data, backward filter), as vDNN runs them: workspace traded for speed."""
+
+    MEMORY_OPTIMAL = "memory"            # implicit GEMM: no workspace (the kernel the traffic model times)
+    PERFORMANCE_OPTIMAL = "performance"  # the fastest with unlimited workspace (FFT, explicit im2col GEMM)
+
+    @property
+    def key(self) -> str:
+        """The profile key of the algorithm's costs (``memory_optimal``, ``performance_optimal``)."""
+        return f"{self.value}_optimal"
+
+
+class ConvAlgorithmCost(Strict):
+    """What one algorithm class costs: workspace per byte of the layer's input feature maps (at the
+    step's batch), and its throughput relative to ``compute.efficiency.conv``, which is the
+    implicit-GEMM rate the traffic model times."""
+
+    workspace_per_input: Annotated[float, Field(ge=0)]
+    speed: Annotated[float, Field(gt=0)]
+
+
+class ConvAlgorithms(Strict):
+    """Convolution algorithms for training (``run --mode train``): vDNN's memory-optimal (m) and
+    performance-optimal (p) choices."""
+
+    memory_optimal: ConvAlgorithmCost
+    performance_optimal: ConvAlgorithmCost
+
+    def of(self, algorithm: ConvAlgorithm) -> ConvAlgorithmCost:
+        """The costs of one algorithm class."""
+        return getattr(self, algorithm.key)
+
+
 class Energy(Strict):
     """Energy per arithmetic operation and per byte each memory delivers, and the power drawn
     whatever the work (leakage, clocks, idle cores and DRAM refresh). Keys of ``per_byte`` are the
@@ -221,6 +274,7 @@ class HardwareProfile(Strict):
     sparse_engine: Optional[SparseEngine] = None
     tiled_engine: Optional[TiledEngine] = None
     energy: Optional[Energy] = None
+    conv_algorithms: Optional[ConvAlgorithms] = None
     sources: dict[str, str]
     fitted: dict[str, str] = {}
     path: str = ""
@@ -268,6 +322,7 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     _check_sparse_engine(profile, source)
     _check_tiled_engine(profile, source)
     _check_energy(profile, source)
+    _check_conv_algorithms(profile, source)
     _check_sources(profile, data, source)
     return profile
 
@@ -329,13 +384,14 @@ def field_paths(profile: HardwareProfile) -> set[str]:
     """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
     paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
     for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency",
-                 "rows_per_task"):
+                 "rows_per_task", "threads"):
         paths.add(f"compute.{name}")
     for name in ("fp32", "fp16", "int8"):
         paths.add(f"compute.peak_flops.{name}")
     for kind in KernelKind:
         paths.add(f"compute.efficiency.{kind.value}")
         paths.add(f"compute.rows_per_task.{kind.value}")
+        paths.add(f"compute.threads.{kind.value}")
     for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
         paths.add(f"memory.dram.{name}")
     for level in profile.caches:
@@ -358,7 +414,26 @@ def field_paths(profile: HardwareProfile) -> set[str]:
     paths.update({"energy", "energy.flop", "energy.static_power", "energy.per_byte"})
     if profile.energy is not None:
         paths.update(f"energy.per_byte.{name}" for name in profile.energy.per_byte_j)
+    paths.add("conv_algorithms")
+    for algorithm in ConvAlgorithm:
+        paths.add(f"conv_algorithms.{algorithm.key}")
+        paths.update(f"conv_algorithms.{algorithm.key}.{name}" for name in ConvAlgorithmCost.model_fields)
     return paths
+
+
+def _check_conv_algorithms(profile: HardwareProfile, source: str) -> None:
+    algorithms = profile.conv_algorithms
+    if algorithms is None:
+        return
+    memory, performance = algorithms.memory_optimal, algorithms.performance_optimal
+    # the two classes are a trade: one may not be both slower and hungrier than the other
+    if performance.speed < memory.speed:
+        raise ConfigError(source, "conv_algorithms.performance_optimal.speed",
+                          f"{performance.speed:g} is slower than memory_optimal's {memory.speed:g}")
+    if memory.workspace_per_input > performance.workspace_per_input:
+        raise ConfigError(source, "conv_algorithms.memory_optimal.workspace_per_input",
+                          f"{memory.workspace_per_input:g} exceeds performance_optimal's "
+                          f"{performance.workspace_per_input:g}")
 
 
 def _check_sparse_engine(profile: HardwareProfile, source: str) -> None:

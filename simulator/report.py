@@ -120,7 +120,8 @@ def _giga_per_s(flops: float, seconds: float) -> str:
 def tiled_table(result: RunResult, variant: VariantResult) -> str:
     """A scratchpad accelerator's run: per layer its time, throughput, DRAM traffic, bound and the
     tiling the rule chose; then frames per second and the convolutions' throughput."""
-    header = ["layer", "kernel", "time", "GOP/s", "DRAM", "weights", "bound", "tiling (loop order, tile M x N, rows x cols)"]
+    header = ["layer", "kernel", "time", "GOP/s", "DRAM", "weights", "bound",
+              "tiling (loop order, tile M x N, rows x cols)"]
     rows = [[l.name, l.kernel or l.kind, format_seconds(l.time_s), _giga_per_s(l.flops, l.time_s),
              format_bytes(l.dram_bytes), format_bytes(l.weight_bytes), l.bound, l.tiling] for l in variant.layers]
     flops = sum(l.flops for l in variant.layers)

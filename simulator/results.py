@@ -46,6 +46,102 @@ class LayerResult:
 
 
 @dataclass(frozen=True)
+class OutOfMemory:
+    """The first allocation the device could not hold: which tensor, and by how much the run is over.
+
+    The run goes on past it (the allocator lends itself the missing memory), so the rest of the
+    result says how much the run would need."""
+
+    tensor: str
+    tensor_kind: str                # feature-map, gradient-map, workspace, weights, ...
+    task: str                       # the kernel or transfer that asked for it
+    time_s: float
+    requested_bytes: int
+    live_bytes: int                 # already allocated at that moment
+    capacity_bytes: int
+    over_bytes: int                 # the run's peak footprint minus the capacity
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Device memory over one run: what the allocator held, at the peak and on average."""
+
+    capacity_bytes: int
+    peak_bytes: int                 # the most bytes allocated at once
+    avg_bytes: float                # allocated bytes averaged over the run's time
+    footprint_bytes: int            # the allocator's high-water mark (fragmentation included)
+    peak_by_kind: dict[str, int] = field(default_factory=dict)     # what was allocated at the peak
+    avg_by_kind: dict[str, float] = field(default_factory=dict)
+    out_of_memory: Optional[OutOfMemory] = None
+
+    @property
+    def fits(self) -> bool:
+        """True when every allocation found room within the capacity."""
+        return self.out_of_memory is None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (adds ``fits``)."""
+        out = asdict(self)
+        out["fits"] = self.fits
+        return out
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One slice of a run's timeline on one stream (for the Chrome / Perfetto trace)."""
+
+    track: str                      # compute, stall, offload (d2h), prefetch (h2d), weights (h2d)
+    name: str
+    start_s: float
+    duration_s: float
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingInfo:
+    """How one training step was run, and what it cost against the base policy."""
+
+    policy: str                     # base, all, conv, dyn
+    conv_algorithm: str             # performance, memory, or mixed (dyn moved some layers)
+    memory_optimal_layers: list[str]
+    offloaded_tensors: list[str]
+    forward_s: float                # compute-stream time of each phase, stalls included
+    backward_s: float
+    update_s: float
+    trainable: bool                 # False: even the leanest configuration does not fit
+    slowdown: Optional[float] = None   # total_s / base total_s - 1 (None for base itself)
+    search: list[str] = field(default_factory=list)   # dyn: the configurations tried, in order
+    timing_batches: list[int] = field(default_factory=list)   # batches the forward was simulated at
+    optimizer: str = "momentum"     # momentum or sgd
+    # what a framework that holds every buffer for the whole step needs (vDNN's baseline, see docs/train.md)
+    network_wide_bytes: Optional[int] = None
+    network_wide_by_kind: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class WeightStreaming:
+    """Inference with weights that do not fit the device: each layer's (encoded) weights cross the
+    host link ahead of its kernel."""
+
+    streamed_bytes: int
+    buffer_bytes: int               # device memory left for weights after the activations
+    effective_bandwidth_bytes_per_s: float   # streamed bytes / total time
+    link_busy_s: float
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class VariantResult:
     """One way of storing the network (dense, or pruned in a sparse format)."""
 
@@ -53,6 +149,25 @@ class VariantResult:
     format: str                     # dense, csr, csc
     total_s: float
     layers: list[LayerResult] = field(default_factory=list)
+    # device memory and the host link (None where the profile has no device memory to model)
+    memory: Optional[DeviceMemory] = None
+    pcie_h2d_bytes: Optional[int] = None
+    pcie_d2h_bytes: Optional[int] = None
+    stall_s: Optional[float] = None      # compute waiting on host-link transfers
+    training: Optional[TrainingInfo] = None
+    streaming: Optional[WeightStreaming] = None
+    timeline: tuple[TimelineEvent, ...] = field(default=(), compare=False, repr=False)
+    memory_trace: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
+
+    @property
+    def peak_device_memory_bytes(self) -> Optional[int]:
+        """The most device memory allocated at once (None when not modelled)."""
+        return self.memory.peak_bytes if self.memory is not None else None
+
+    @property
+    def avg_device_memory_bytes(self) -> Optional[float]:
+        """Device memory allocated, averaged over the run's time (None when not modelled)."""
+        return self.memory.avg_bytes if self.memory is not None else None
 
     @property
     def dram_bytes(self) -> int:
@@ -83,10 +198,18 @@ class VariantResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {"name": self.name, "format": self.format, "total_s": self.total_s,
-                "dram_bytes": self.dram_bytes, "weight_bytes": self.weight_bytes,
-                "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j,
-                "layers": [l.to_json() for l in self.layers]}
+        out = {"name": self.name, "format": self.format, "total_s": self.total_s,
+               "peak_device_memory_bytes": self.peak_device_memory_bytes,
+               "avg_device_memory_bytes": self.avg_device_memory_bytes,
+               "pcie_h2d_bytes": self.pcie_h2d_bytes, "pcie_d2h_bytes": self.pcie_d2h_bytes, "stall_s": self.stall_s,
+               "dram_bytes": self.dram_bytes, "weight_bytes": self.weight_bytes,
+               "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j}
+        for name in ("memory", "training", "streaming"):
+            value = getattr(self, name)
+            if value is not None:
+                out["device_memory" if name == "memory" else name] = value.to_json()
+        out["layers"] = [l.to_json() for l in self.layers]
+        return out
 
 
 @dataclass(frozen=True)
@@ -102,6 +225,7 @@ class RunResult:
     seed: int
     variants: list[VariantResult] = field(default_factory=list)
     repeat_mode: str = "network"
+    mode: str = "infer"             # infer, or train (one training step per variant)
 
     def variant(self, name: str) -> VariantResult:
         """Look a variant up by name (``dense`` / ``pruned``)."""
@@ -114,4 +238,5 @@ class RunResult:
         """The ``--json`` document."""
         return {"profile": self.profile, "profile_path": self.profile_path, "workload": self.workload,
                 "workload_path": self.workload_path, "batch": self.batch, "repeat": self.repeat,
-                "repeat_mode": self.repeat_mode, "seed": self.seed, "variants": [v.to_json() for v in self.variants]}
+                "repeat_mode": self.repeat_mode, "mode": self.mode, "seed": self.seed,
+                "variants": [v.to_json() for v in self.variants]}

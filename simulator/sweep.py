@@ -352,14 +352,14 @@ def _column(profile: HardwareProfile, path: str) -> str:
 
 
 def _assign(data: dict[str, Any], path: str, value: Any) -> None:
-    """Write ``value`` at a field path of a profile mapping (caches addressed by name)."""
+    """Write ``value`` at a field path of a profile mapping (caches and scratchpads addressed by name)."""
     parts = path.split(".")
     node: Any = data
     i = 0
     while i < len(parts) - 1:
         part = parts[i]
-        if part == "caches" and isinstance(node.get("caches"), list):
-            node = next(level for level in node["caches"] if isinstance(level, dict) and level.get("name") == parts[i + 1])
+        if part in ("caches", "scratchpads") and isinstance(node.get(part), list):
+            node = next(level for level in node[part] if isinstance(level, dict) and level.get("name") == parts[i + 1])
             i += 2
             continue
         node = node.setdefault(part, {})

@@ -30,10 +30,14 @@ weights). Convolutions with groups, and every sample of a batch, rerun the nest 
 multiple of its input lanes (or all of N), Tr and Tc any size (one candidate per distinct tile
 count). A candidate counts only if its input tile (with the halo the kernel needs), its weight
 tile and its output tile each fit half of their buffer. For each candidate and loop order the
-model estimates the layer's time as a roofline, ``max(array cycles / clock, DRAM time)`` with
-``DRAM time = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts)``; of the
-tilings within :data:`TIME_TOLERANCE` of the fastest it takes the one with the least DRAM traffic,
-then the fewest tiles (the largest that fits). For a compute-bound layer that compares the orders'
+model estimates the layer's time from its compute time ``C = array cycles / clock`` and its DRAM
+time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts)`` as the
+double-buffered pipeline: a step's load overlaps only the step before's compute, so the time is
+the first load, then per step ``max(compute, next load)``, then the last compute and write
+(:func:`_pipeline_s` sums this in closed form over classes of steps: a balanced layer wants
+more than a few tiles, and an order whose loads come in bursts pays for them). Of the tilings within
+:data:`TIME_TOLERANCE` of the fastest it takes the one with the least DRAM traffic, then the
+fewest tiles (the largest that fits). For a compute-bound layer that compares the orders'
 traffic; for a DRAM-bound one the traffic is the time.
 
 **DMA bursts.** Weights are stored tile by tile (rearranged offline, as Qiu et al. do for long
@@ -55,6 +59,8 @@ tile. Partial sums are kept at the activation width (the design's dynamic fixed 
 from __future__ import annotations
 
 import enum
+import functools
+import operator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -136,7 +142,8 @@ class LoopNest:
 
 @dataclass(frozen=True)
 class Tiling:
-    """The tiling the rule chose for one layer, with the totals it was chosen on."""
+    """A tiling of one layer and its totals: the rule's choice (:func:`choose_tiling`) or any
+    tiling named to :func:`evaluate_tiling`."""
 
     layer: str
     order: LoopOrder
@@ -149,7 +156,7 @@ class Tiling:
     dram_write_bytes: float
     bursts: float              # DMA bursts, both ways
     cycles: float              # array cycles, all passes
-    estimate_s: float          # the rule's roofline estimate
+    estimate_s: float          # the rule's estimate of the layer's time
     fits: bool = True          # every tile fits half of its buffer
 
     def describe(self) -> str:
@@ -174,7 +181,8 @@ class TileSteps:
     write_bursts: np.ndarray
 
 
-def _ceil_div(a, b):
+def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:
+    """Integer ceil(a / b), elementwise."""
     return -(-a // b)
 
 
@@ -332,23 +340,63 @@ def _evaluate(nest: LoopNest, engine: TiledEngine, profile: HardwareProfile, ax:
     tiles = (counts["m"] * counts["n"] * counts["r"] * counts["c"] * nest.passes).astype(float)
 
     deps = nest.depends
-    reads, writes, bursts = [], [], []
-    for order in orders:
-        times_in = _reloads(order.axes, deps["input"], counts)
-        times_w = _reloads(order.axes, deps["weights"], counts)
-        times_out = _reloads(order.axes, deps["output"], counts)
-        reads.append((in_pass * times_in + w_pass * times_w + out_pass * (times_out - 1)) * nest.passes)
-        writes.append(np.broadcast_to(out_pass * times_out * nest.passes, fits.shape))
-        bursts.append((in_bursts * times_in + w_bursts * times_w + out_bursts * (2 * times_out - 1)) * nest.passes)
-    read = np.stack([np.broadcast_to(x, fits.shape) for x in reads]).astype(float)
-    write = np.stack(writes).astype(float)
-    burst_count = np.stack([np.broadcast_to(x, fits.shape) for x in bursts]).astype(float)
     compute_s = cycles / profile.compute.clock_hz
-    dram_s = np.maximum((read + write) / dram.sustained_bandwidth_bytes_per_s,
-                        burst_count * dram.latency_s / dram.outstanding_requests_per_core)
-    return {"fits": np.broadcast_to(fits, read.shape), "read": read, "write": write, "bursts": burst_count,
-            "cycles": np.broadcast_to(cycles, read.shape), "tiles": np.broadcast_to(tiles, read.shape),
-            "estimate": np.maximum(compute_s, dram_s)}
+    pass_bytes = {"input": in_pass, "weights": w_pass, "output": out_pass}
+    totals: dict[str, list[np.ndarray]] = {"read": [], "write": [], "bursts": [], "estimate": []}
+    for order in orders:
+        times = {x: _reloads(order.axes, deps[x], counts) for x in deps}
+        read = (in_pass * times["input"] + w_pass * times["weights"] + out_pass * (times["output"] - 1)) * nest.passes
+        write = out_pass * times["output"] * nest.passes
+        bursts = (in_bursts * times["input"] + w_bursts * times["weights"]
+                  + out_bursts * (2 * times["output"] - 1)) * nest.passes
+        dram_s = np.maximum((read + write) / dram.sustained_bandwidth_bytes_per_s,
+                            bursts * dram.latency_s / dram.outstanding_requests_per_core)
+        # seconds per byte moved: 1 / bandwidth, or more where Little's law over bursts binds
+        per_byte_s = dram_s / np.maximum(read + write, 1)
+        estimate = _pipeline_s(order, deps, counts, nest.passes, pass_bytes, times, compute_s, per_byte_s)
+        for key, value in (("read", read), ("write", write), ("bursts", bursts), ("estimate", estimate)):
+            totals[key].append(np.broadcast_to(value, fits.shape).astype(float))
+    out = {key: np.stack(value) for key, value in totals.items()}
+    shape = out["read"].shape
+    return {**out, "fits": np.broadcast_to(fits, shape), "cycles": np.broadcast_to(cycles, shape),
+            "tiles": np.broadcast_to(tiles, shape)}
+
+
+def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[str, np.ndarray], passes: int,
+                pass_bytes: dict[str, np.ndarray], times: dict[str, np.ndarray], compute_s: np.ndarray,
+                per_byte_s: np.ndarray) -> np.ndarray:
+    """The double-buffered pipeline's time, step class by step class.
+
+    With two buffers a step's load overlaps the previous step's compute only, so a layer takes
+    ``first load + sum over steps of max(compute, next load) + last compute + last write``. The
+    steps fall into classes by the outermost loop that advances at them: there the loops inside
+    wrap too, and an operand reloads iff it depends on one of the loops that change. Every tile of
+    an operand is taken at its mean size and every step at the mean compute. Summed over the
+    classes the input and weight loads are exactly their traffic (partial sums: on average).
+    """
+    axes = order.axes
+    trips = [counts[a] for a in axes]
+    steps = trips[0] * trips[1] * trips[2] * trips[3]
+    step_s = compute_s / (steps * passes)
+    tile = {x: pass_bytes[x] / functools.reduce(operator.mul, [counts[a] for a in deps[x]]) for x in deps}
+    # each step that moves to another output tile writes the old one and, past its first visit, reads partial sums
+    out_move = tile["output"] * (1 + (times["output"] - 1) / times["output"])
+    first = (tile["input"] + tile["weights"]) * per_byte_s
+    body = np.zeros_like(step_s)
+    outer = np.ones((), np.int64)
+    for j, axis in enumerate(axes):
+        count = (trips[j] - 1) * outer
+        outer = outer * trips[j]
+        inner = [(a, trips[i]) for i, a in enumerate(axes) if i > j]
+
+        def moves(x: str) -> np.ndarray:
+            return functools.reduce(operator.or_, [(a in deps[x]) & (n > 1) for a, n in inner], axis in deps[x])
+
+        load = (np.where(moves("input"), tile["input"], 0) + np.where(moves("weights"), tile["weights"], 0)
+                + np.where(moves("output"), out_move, 0)) * per_byte_s
+        body = body + count * np.maximum(step_s, load)
+    boundary = first + tile["output"] * per_byte_s   # a new pass loads afresh while the last one's output drains
+    return first + passes * body + (passes - 1) * np.maximum(step_s, boundary) + step_s + tile["output"] * per_byte_s
 
 
 def choose_tiling(layer: Layer, profile: HardwareProfile, batch: int = 1) -> Tiling:
@@ -407,7 +455,8 @@ def _tiling(layer: Layer, nest: LoopNest, ax: _Axes, orders: tuple[LoopOrder, ..
 def _raise_nothing_fits(layer: Layer, nest: LoopNest, profile: HardwareProfile, engine: TiledEngine) -> None:
     """Name the buffer that cannot hold even the smallest tile of the layer."""
     b, k = nest.element_bytes, nest.kernel
-    tm = min(nest.out_channels, engine.output_lanes)
+    lanes = engine.output_lanes * (engine.input_lanes if nest.depthwise else 1)
+    tm = min(nest.out_channels, lanes)
     tn = tm if nest.depthwise else min(nest.in_channels, engine.input_lanes)
     smallest = {"input": tn * min(k, nest.in_rows) * min(k, nest.in_cols) * b,
                 "weights": 0 if nest.depthwise else tm * tn * k * k * b, "output": tm * b}
@@ -496,7 +545,7 @@ def _kernel_kind(layer: Layer, batch: int) -> KernelKind:
     return KernelKind.POOL
 
 
-def layer_work(layer: Layer, tiling: Tiling, profile: HardwareProfile, batch: int = 1) -> LayerWork:
+def tiled_layer_work(layer: Layer, tiling: Tiling, profile: HardwareProfile, batch: int = 1) -> LayerWork:
     """The engine's tile work of one tiled layer.
 
     A step's load holds DRAM for its input, weight and partial-sum reads and for the output
@@ -524,7 +573,8 @@ def layer_work(layer: Layer, tiling: Tiling, profile: HardwareProfile, batch: in
         traffic=traffic, flops=timed(steps.flops), level_bytes=np.zeros((bursts.size, 0)),
         dram_read_bytes=timed(reads), dram_write_bytes=shifted(steps.write_bytes), dram_lines=bursts,
         hits=np.array([int(round(bursts.sum()))], np.int64), compute_s=timed(steps.cycles) / profile.compute.clock_hz,
-        scratchpad_bytes={engine.input_buffer: timed(steps.input_bytes), engine.weight_buffer: timed(steps.weight_bytes),
+        scratchpad_bytes={engine.input_buffer: timed(steps.input_bytes),
+                          engine.weight_buffer: timed(steps.weight_bytes),
                           engine.output_buffer: timed(steps.partial_read_bytes) + shifted(steps.write_bytes)},
         prefetch_tiles=BUFFERS, tiling=tiling.describe())
 
@@ -534,12 +584,13 @@ def tiled_works(profile: HardwareProfile, workload: Workload, batch: int = 1) ->
     if getattr(profile.compute.peak_flops, workload.dtype.value) is None:
         given = [name for name in ("fp32", "fp16", "int16", "int8") if getattr(profile.compute.peak_flops, name)]
         raise ConfigError(workload.path, "dtype", f"{workload.dtype.value}: {profile.name} computes "
-                          f"{', '.join(given)} (compute.peak_flops in {profile.path})")
+                          f"{', '.join(given)} only (compute.peak_flops in {profile.path}); give the workload "
+                          f"dtype: {given[0]}")
     out = []
     for layer in workload.layers:
         if layer.kind is LayerKind.ADD:
             raise ConfigError(workload.path, f"layers.{layer.name}", f"{profile.name} runs conv, fc and pooling "
                               "layers; this is an add layer")
         tiling = choose_tiling(layer, profile, batch)
-        out.append((layer_work(layer, tiling, profile, batch), tiling))
+        out.append((tiled_layer_work(layer, tiling, profile, batch), tiling))
     return out

@@ -32,6 +32,9 @@ Kernels and their access order (all vectorised, no Python loop per address):
 * An add (residual join) streams its two inputs and its output together, line by line: a
   line of the first input, the same line of the second, then the output line (channels
   split among cores), as an element-wise kernel does.
+* A concat (an inception join) copies, sample by sample, each input's slice of the output
+  channels a core owns: it reads the slice, then writes it into the output at its channel
+  offset (output channels split among cores).
 
 Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
 order in which concurrently running cores reach shared levels.
@@ -77,6 +80,7 @@ class CoreView:
     last_private_bytes: int
     cache_share_bytes: int = 0  # the largest cache capacity one core can count on (shared levels / cores)
     rows_per_task: tuple[tuple[KernelKind, int], ...] = ()  # FC kernels' unit of work (see RowsPerTask)
+    kernel_threads: tuple[tuple[KernelKind, int], ...] = ()  # kernels that use fewer cores (see Threads)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -90,7 +94,12 @@ class CoreView:
         share = max([c.size_bytes // (cores if c.shared else 1) for c in caches], default=first)
         tasks = tuple((k, profile.compute.rows_per_task.of(k))
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
-        return CoreView(cores, line, first, last_private, max(share, last_private), tasks)
+        threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads)
+
+    def cores_for(self, kind: KernelKind) -> int:
+        """Cores a kernel of ``kind`` may use."""
+        return min(self.cores, dict(self.kernel_threads).get(kind, self.cores))
 
     def tasks(self, kind: KernelKind, rows: int) -> int:
         """Units of work a kernel of ``kind`` splits ``rows`` output rows into."""
@@ -427,6 +436,37 @@ def _add(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, i
     tr.lines(lines, write, kinds)
 
 
+def _concat(tr: _Trace, channels: tuple[int, int], layer: Layer, part_bases: Sequence[int], output_base: int,
+            batch: int, elem: int) -> None:
+    """Channel-wise join over output channels [c0, c1): per sample and input, read the input's
+    part of the range, then write it at its offset in the output."""
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    plane = layer.out_pixels * elem
+    offsets = np.cumsum((0,) + tuple(layer.parts))
+    samples = np.arange(batch, dtype=np.int64)
+    reads, writes, sizes = [], [], []
+    for i, base in enumerate(part_bases):
+        lo, hi = max(c0, int(offsets[i])), min(c1, int(offsets[i + 1]))
+        if hi <= lo:
+            continue
+        reads.append(base + (samples * layer.parts[i] + (lo - offsets[i])) * plane)
+        writes.append(output_base + (samples * layer.out_shape[0] + lo) * plane)
+        sizes.append(np.full(batch, (hi - lo) * plane, dtype=np.int64))
+    # sample-major order: every input's slice of sample 0, then of sample 1, ...
+    read = np.stack(reads, axis=1).ravel()
+    write = np.stack(writes, axis=1).ravel()
+    size = np.stack(sizes, axis=1).ravel()
+    starts = np.stack([read, write], axis=1).ravel()         # read a slice, then write it
+    lengths = np.repeat(size, 2)
+    first = starts // tr.line
+    count = (starts + lengths - 1) // tr.line - first + 1
+    lines = _expand_ranges(first, count)
+    is_write = np.repeat(np.tile(np.array([False, True]), size.size), count)
+    tr.lines(lines, is_write, np.where(is_write, np.int8(StreamKind.OUTPUT), np.int8(StreamKind.INPUT)))
+
+
 # --- layer dispatch -------------------------------------------------------------------------
 
 def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
@@ -441,9 +481,11 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
 
 
 def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
-                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None) -> LayerTraffic:
+                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None,
+                  concat_inputs: Sequence[str] = ()) -> LayerTraffic:
     """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
-    other operand of an add) (see module docstring)."""
+    other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
+    :func:`concat_buffers`) (see module docstring)."""
     elem = layer.dtype.size_bytes
     fmt = enc.format if enc is not None else StorageFormat.DENSE
     bases = {
@@ -454,6 +496,13 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
         if second_input is None:
             raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
         bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    part_bases: list[int] = []
+    if layer.kind is LayerKind.CONCAT:
+        if len(concat_inputs) != len(layer.parts):
+            raise ValueError(f"{layer.name}: a concat of {len(layer.parts)} inputs got {len(concat_inputs)} "
+                             "buffers (pass concat_inputs=concat_buffers(workload, layer))")
+        part_bytes = [c * layer.out_pixels * batch * elem for c in layer.parts]
+        part_bases = [space.base(name, size) for name, size in zip(concat_inputs, part_bytes)]
     if enc is not None:
         bases["values"] = space.base(f"w:{layer.name}:{fmt.value}:values", enc.values_bytes)
         if fmt.is_sparse:
@@ -464,7 +513,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     if layer.kind.has_weights:
         work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
         tasks = view.tasks(kernel, work_items)
-        cores = max(1, min(view.cores, tasks))
+        cores = max(1, min(view.cores_for(kernel), tasks))
         waves = -(-tasks // cores)
         wave_efficiency = tasks / (waves * cores)
         if fmt is StorageFormat.CSR and layer.kind is LayerKind.FC:
@@ -485,6 +534,8 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
         span = (int(bounds[c]), int(bounds[c + 1]))
         if layer.kind is LayerKind.ADD:
             _add(tr, span, layer, bases, batch, elem)
+        elif layer.kind is LayerKind.CONCAT:
+            _concat(tr, span, layer, part_bases, bases["output"], batch, elem)
         elif not layer.kind.has_weights:
             _pool(tr, span, layer, bases, batch, elem)
         elif fmt is StorageFormat.DENSE:
@@ -521,6 +572,13 @@ def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]
     return first, (f"act:{preds[1]}" if len(preds) > 1 else None)
 
 
+def concat_buffers(workload: Workload, layer: Layer) -> list[str]:
+    """Every buffer a concat joins, in the order of its inputs (empty for any other layer)."""
+    if layer.kind is not LayerKind.CONCAT:
+        return []
+    return [f"act:{p}" for p in workload.predecessors(layer.name)]
+
+
 def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], batch: int,
                      view: CoreView, space: Optional[AddressSpace] = None) -> list[LayerTraffic]:
     """Traces of every layer in execution order; each layer reads its predecessor's output."""
@@ -528,5 +586,6 @@ def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], b
     out = []
     for layer in workload.layers:
         first, second = input_buffers(workload, layer)
-        out.append(layer_traffic(layer, first, encodings.get(layer.name), batch, space, view, second))
+        out.append(layer_traffic(layer, first, encodings.get(layer.name), batch, space, view, second,
+                                 concat_buffers(workload, layer)))
     return out

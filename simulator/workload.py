@@ -3,7 +3,8 @@
 A workload file (``workloads/*.yaml``) lists layers; each reads the previous layer's output
 unless it names its ``inputs`` (``[]`` makes it read a fresh network input of its own
 ``input_shape``, as in a benchmark of independent layers; an ``add`` layer names the two
-outputs it sums, the residual join of a ResNet). Loading resolves every shape,
+outputs it sums, the residual join of a ResNet; a ``concat`` names two or more outputs of the
+same plane and joins their channels, the join of an inception module). Loading resolves every shape,
 checks that they chain, and builds a networkx DAG whose nodes carry :class:`Layer` objects
 with FLOPs and byte sizes. :func:`to_torch_module` builds the same network in torch with
 the module names the file gives (``features.0`` ...), so published pruning schedules and
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Mapping, Optional
 
@@ -36,6 +37,7 @@ class LayerKind(str, enum.Enum):
     MAXPOOL = "maxpool"
     AVGPOOL = "avgpool"
     ADD = "add"          # element-wise sum of two earlier outputs (a residual join)
+    CONCAT = "concat"    # channel-wise concatenation of two or more earlier outputs (an inception join)
 
     @property
     def has_weights(self) -> bool:
@@ -44,8 +46,8 @@ class LayerKind(str, enum.Enum):
 
     @property
     def inputs_read(self) -> int:
-        """How many earlier outputs the layer reads (2 for an add, else 1)."""
-        return 2 if self is LayerKind.ADD else 1
+        """How many earlier outputs the layer reads at least (2 for an add or a concat, else 1)."""
+        return 2 if self in (LayerKind.ADD, LayerKind.CONCAT) else 1
 
 
 class DType(str, enum.Enum):
@@ -68,6 +70,7 @@ _KIND_FIELDS = {
     LayerKind.MAXPOOL: {"kernel", "stride", "padding"},
     LayerKind.AVGPOOL: {"kernel", "stride", "padding"},
     LayerKind.ADD: set(),
+    LayerKind.CONCAT: set(),
 }
 _REQUIRED = {
     LayerKind.CONV: ("in_channels", "out_channels", "kernel"),
@@ -75,6 +78,7 @@ _REQUIRED = {
     LayerKind.MAXPOOL: ("kernel",),
     LayerKind.AVGPOOL: ("kernel",),
     LayerKind.ADD: (),
+    LayerKind.CONCAT: (),
 }
 
 
@@ -129,6 +133,7 @@ class Layer:
     padding: int = 0
     groups: int = 1
     relu: bool = True
+    parts: tuple[int, ...] = ()   # a concat: channels of each input, in the order of its inputs
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -169,9 +174,12 @@ class Layer:
 
     @property
     def macs_per_sample(self) -> int:
-        """Dense multiply-accumulates per sample (pooling: one per window element; add: one per element)."""
+        """Dense multiply-accumulates per sample (pooling: one per window element; add: one per element;
+        concat: none, it only copies)."""
         if self.kind.has_weights:
             return self.weight_count * self.out_pixels
+        if self.kind is LayerKind.CONCAT:
+            return 0
         return self.out_elements * self.kernel * self.kernel
 
     def flops(self, batch: int, density: float = 1.0) -> float:
@@ -263,6 +271,8 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
         if ls.inputs is None:
             if ls.kind is LayerKind.ADD:
                 raise ConfigError(source, f"{where}.inputs", "an add layer names the two layers it sums")
+            if ls.kind is LayerKind.CONCAT:
+                raise ConfigError(source, f"{where}.inputs", "a concat layer names the layers it joins")
             sources = [previous] if previous is not None else []
         else:
             sources = ls.inputs
@@ -277,16 +287,20 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
                 raise ConfigError(source, f"{where}.inputs",
                                   f"shapes differ: {sources[0]} gives {list(outputs[sources[0]])}, "
                                   f"{sources[1]} gives {list(outputs[sources[1]])}")
-        elif len(sources) > 1:
+        elif len(sources) > 1 and ls.kind is not LayerKind.CONCAT:
             raise ConfigError(source, f"{where}.inputs", f"a {ls.kind.value} layer reads one input; "
-                              "only an add layer joins two")
-        if sources:
-            in_shape = outputs[sources[0]]
+                              "only an add layer joins two (a concat joins two or more)")
+        if sources or ls.kind is LayerKind.CONCAT:
             if ls.input_shape is not None:
                 raise ConfigError(source, f"{where}.input_shape", "only a layer that reads a network input has one")
+            # a concat's input is its inputs joined along the channels
+            in_shape = (_concat_shape(sources, outputs, where, source) if ls.kind is LayerKind.CONCAT
+                        else outputs[sources[0]])
         else:
             in_shape = tuple(ls.input_shape) if ls.input_shape is not None else tuple(spec.input_shape)
         layer = _resolve_layer(ls, in_shape, spec.dtype, where, source)
+        if ls.kind is LayerKind.CONCAT:
+            layer = replace(layer, parts=tuple(outputs[name][0] for name in sources))
         outputs[ls.name] = layer.out_shape
         layers.append(layer)
         graph.add_node(layer.name, layer=layer)
@@ -298,6 +312,23 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
         if modules.index(module) != i:
             raise ConfigError(source, f"layers[{i}].module", f"{module!r} is used by an earlier layer")
     return Workload(spec.name, source, spec.dtype, tuple(spec.input_shape), graph, tuple(layers))
+
+
+def _concat_shape(sources: list[str], outputs: dict[str, tuple[int, ...]], where: str,
+                  source: str) -> tuple[int, ...]:
+    """The joined (channels, height, width) of a concat: the inputs' channels summed, the same plane."""
+    if len(sources) < 2 or len(set(sources)) != len(sources):
+        raise ConfigError(source, f"{where}.inputs", f"a concat layer joins two or more different layers, "
+                          f"got {sources}")
+    shapes = [outputs[name] for name in sources]
+    for name, shape in zip(sources, shapes):
+        if len(shape) != 3:
+            raise ConfigError(source, f"{where}.inputs", f"{name} gives {list(shape)}; a concat joins "
+                              "(channels, height, width) outputs")
+        if shape[1:] != shapes[0][1:]:
+            raise ConfigError(source, f"{where}.inputs",
+                              f"planes differ: {sources[0]} gives {list(shapes[0])}, {name} gives {list(shape)}")
+    return (sum(shape[0] for shape in shapes),) + tuple(shapes[0][1:])
 
 
 def _a(kind: LayerKind) -> str:
@@ -328,7 +359,7 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
                               f"{ls.in_features} does not match the {features} values arriving "
                               f"(shape {list(in_shape)})")
         return Layer(in_shape=(features,), out_shape=(ls.out_features,), **common)
-    if ls.kind is LayerKind.ADD:
+    if ls.kind in (LayerKind.ADD, LayerKind.CONCAT):
         return Layer(in_shape=in_shape, out_shape=in_shape, **common)
     if len(in_shape) != 3:
         raise ConfigError(source, f"{where}.kind",
@@ -362,7 +393,8 @@ def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
 
     ``forward`` runs the layers in order (ReLU after a conv, FC or add layer whose ``relu`` is
     set, flattening before an FC layer) and returns the last layer's output; an add layer sums
-    its two inputs (as Distiller's ``EltwiseAdd`` module); a layer that reads a network input
+    its two inputs (as Distiller's ``EltwiseAdd`` module), a concat joins its inputs along the
+    channels (``torch.cat``, dimension 1); a layer that reads a network input
     of its own takes it from the input tensor reshaped to its ``in_shape``. Weight values come
     from torch's default initialisation; pass ``init_weights=False`` to skip it for large models
     whose weights will be overwritten.
@@ -394,6 +426,8 @@ def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
                     inp = inp.flatten(1)
                 if layer.kind is LayerKind.ADD:
                     y = self.get_submodule(path)(inp, outputs[preds[1]])
+                elif layer.kind is LayerKind.CONCAT:
+                    y = self.get_submodule(path)(*[outputs[p] for p in preds])
                 else:
                     y = self.get_submodule(path)(inp)
                 if layer.relu and (layer.kind.has_weights or layer.kind is LayerKind.ADD):
@@ -415,6 +449,8 @@ def _torch_layer(layer: Layer, nn: Any, init_weights: bool) -> Any:
         return nn.MaxPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
     elif layer.kind is LayerKind.ADD:
         return _eltwise_add(nn)()
+    elif layer.kind is LayerKind.CONCAT:
+        return _concat(nn)()
     else:
         return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
     if not init_weights:
@@ -430,3 +466,15 @@ def _eltwise_add(nn: Any) -> Any:
             return a + b
 
     return EltwiseAdd
+
+
+def _concat(nn: Any) -> Any:
+    """A module joining tensors along the channels (an inception module's output), built when torch
+    is imported."""
+    import torch
+
+    class Concat(nn.Module):
+        def forward(self, *parts: Any) -> Any:
+            return torch.cat(parts, dim=1)
+
+    return Concat

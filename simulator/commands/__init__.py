@@ -11,4 +11,8 @@ COMMANDS = [
     "profiles",
     "sweep",
     "cachesim",
+    "calibrate",
+    "bench",
+    "crosscheck",
+    "digits",
 ]

@@ -22,6 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--checkpoint", metavar="FILE",
                      help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
                           "zeros and masks as the sparsity; loaded without running code from the file")
+    run.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
+                     help="simulate a torch model: import the (installed or PYTHONPATH) module, call FACTORY() for "
+                          "an nn.Module or (module, example input), trace it with torch.fx; its own non-zero "
+                          "weights are the sparsity (with --checkpoint: the checkpoint's weights loaded into it)")
+    run.add_argument("--input-shape", metavar="C,H,W",
+                     help="with --model: the shape of one input sample, when FACTORY returns no example input")
     run.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
     run.add_argument("--format", choices=["dense", "csr", "csc"],
                      help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
@@ -39,7 +45,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")
     run.add_argument("--no-host-copies", action="store_true",
                      help="leave out the input / output copies over a discrete device's host link")
+    run.add_argument("--mode", choices=["infer", "train"], default="infer",
+                     help="infer: inferences (default); train: one training step (forward, backward, SGD update) "
+                          "of the dense network against the device's memory capacity, see docs/train.md")
+    run.add_argument("--offload", choices=["base", "all", "conv", "dyn"], default="base",
+                     help="with --mode train, vDNN's policy: base keeps every feature map on the device; all "
+                          "offloads every layer input backward needs; conv those of convolutions; dyn searches "
+                          "(default base; base(p) is always simulated as the reference)")
+    run.add_argument("--conv-algorithm", choices=["performance", "memory"], default="performance",
+                     help="with --mode train and a static --offload: performance-optimal (workspace, faster) or "
+                          "memory-optimal (no workspace) convolutions, from the profile's conv_algorithms")
+    run.add_argument("--optimizer", choices=["momentum", "sgd"], default="momentum",
+                     help="with --mode train, the weight update: SGD with momentum (a velocity buffer per weight, "
+                          "default) or plain SGD (no state)")
     run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    run.add_argument("--trace", metavar="FILE",
+                     help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
+                          "Chrome / Perfetto trace-event JSON")
     run.set_defaults(handler=_run)
 
 
@@ -49,7 +71,28 @@ def _run(args: argparse.Namespace) -> int:
 
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(args.profile)
-    if args.checkpoint:
+    run_density = args.density
+    if args.input_shape and not args.model:
+        raise ConfigError("command line", "--input-shape", "applies with --model only")
+    if args.model:
+        if args.workload:
+            raise ConfigError("command line", "--workload", "does not apply with --model (the traced model is the "
+                              "layer graph)")
+        from ..torchgraph import load_checkpoint_weights, load_model, parse_input_shape, workload_from_module
+
+        shape = parse_input_shape(args.input_shape) if args.input_shape else None
+        model = load_model(args.model, shape)
+        name = type(model.module).__name__
+        if args.checkpoint:
+            from ..checkpoint import load_checkpoint
+
+            load_checkpoint_weights(model.module, load_checkpoint(args.checkpoint))
+            name = f"{name}, {Path(args.checkpoint).name}"
+        # --density prunes the model's own weights by magnitude (its masks then carry the sparsity)
+        workload = workload_from_module(model.module, model.example_input, name=name, source=args.model,
+                                        density=args.density)
+        run_density = None
+    elif args.checkpoint:
         if args.density is not None:
             raise ConfigError("command line", "--density", "does not apply with --checkpoint (the checkpoint's "
                               "own zeros are the sparsity)")
@@ -68,12 +111,68 @@ def _run(args: argparse.Namespace) -> int:
         if not json_dir.is_dir():
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
     formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
-    options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=args.density,
+    from ..offload import OffloadPolicy
+    from ..profile import ConvAlgorithm
+    from ..training import Mode, Optimizer
+
+    mode = Mode(args.mode)
+    if mode is Mode.INFER:
+        for flag, value, default in (("--offload", args.offload, "base"),
+                                     ("--conv-algorithm", args.conv_algorithm, "performance"),
+                                     ("--optimizer", args.optimizer, "momentum")):
+            if value != default:
+                raise ConfigError("command line", flag, "applies with --mode train only")
+    elif args.format is None:
+        formats = (StorageFormat.DENSE,)      # training updates dense weights
+    options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=run_density,
                          seed=args.seed, threads=args.threads, host_copies=not args.no_host_copies,
-                         repeat_mode=RepeatMode(args.repeat_mode))
-    result = run(profile, workload, options, progress=progress)
+                         repeat_mode=RepeatMode(args.repeat_mode), mode=mode, offload=OffloadPolicy(args.offload),
+                         conv_algorithm=ConvAlgorithm(args.conv_algorithm), optimizer=Optimizer(args.optimizer))
+    if mode is Mode.TRAIN:
+        return _train(profile, workload, options, args)
+    if args.trace and not Path(args.trace).resolve().parent.is_dir():
+        raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    if args.trace:
+        from ..engine import recording
+
+        with recording() as calls:
+            result = run(profile, workload, options, progress=progress)
+    else:
+        result = run(profile, workload, options, progress=progress)
     progress("")
     print(render(result))
+    from ..steptrace import memory_lines, variant_events
+
+    for line in memory_lines(result):    # weights streamed, or a device too small: said under the table
+        print(line)
     if args.json:
         write_json(result, args.json)
+    if args.trace:
+        from ..trace import simulated_trace, write_trace
+
+        doc = simulated_trace(result, calls)
+        for index, variant in enumerate(result.variants):    # the weight stream beside the engine's threads
+            doc["traceEvents"] += variant_events(variant, index + 1, "")[1:]
+        write_trace(doc, args.trace)
+    return 0
+
+
+def _train(profile, workload, options, args: argparse.Namespace) -> int:
+    """``--mode train``: one training step per variant; its own table, JSON and timeline."""
+    from ..pipeline import run
+    from ..report import write_json
+    from ..steptrace import step_trace
+    from ..training import render_training
+
+    if args.trace and not Path(args.trace).resolve().parent.is_dir():
+        raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    result = run(profile, workload, options, progress=progress)
+    progress("")
+    print(render_training(result))
+    if args.json:
+        write_json(result, args.json)
+    if args.trace:
+        from ..trace import write_trace
+
+        write_trace(step_trace(result), args.trace)
     return 0

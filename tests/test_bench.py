@@ -1,0 +1,134 @@
+"""bench and crosscheck plumbing on tiny layers (no assertion on how fast anything runs)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from simulator import cli
+from simulator.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
+from simulator.compression import StorageFormat, pruned_encoding
+from simulator.crosscheck import crosscheck, measured_cells, plot, render
+from simulator.errors import ConfigError
+from simulator.profile import load_profile
+from simulator.pruning import magnitude_mask, synthetic_weights
+from simulator.workload import load_workload
+
+I7 = "hwprofiles/i7-5930k.yaml"
+
+
+@pytest.fixture
+def tiny(tiny_workload_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    return load_workload(tiny_workload_path)
+
+
+@pytest.fixture
+def measured(tiny):
+    return {(fmt, batch): bench(tiny, StorageFormat(fmt), batch, threads=1, repeat=2, profile_operators=False)
+            for fmt in ("dense", "csr") for batch in (1, 4)}
+
+
+@pytest.mark.parametrize("backend", [SparseBackend.TORCH, SparseBackend.SCIPY])
+def test_csr_layer_computes_the_simulators_pruned_weights(tiny, backend):
+    fc1 = tiny.layer("fc1")
+    weights = synthetic_weights(fc1, 0).reshape(fc1.weight_matrix_shape)
+    pruned = weights * magnitude_mask(weights, fc1.density)
+    encoded = pruned_encoding(fc1, StorageFormat.CSR, 0)
+    x = np.random.default_rng(1).random((fc1.weight_matrix_shape[1], 3), dtype=np.float32)
+    rows = np.repeat(np.arange(fc1.weight_matrix_shape[0]), np.diff(encoded.pointers))
+    values = weights.numpy()[rows, encoded.indices]
+    out = sparse_operator(backend, encoded.pointers, encoded.indices, values, fc1.weight_matrix_shape, x)()
+    out = out.numpy() if isinstance(out, torch.Tensor) else out
+    np.testing.assert_allclose(out, pruned.numpy() @ x, rtol=1e-5, atol=1e-6)
+
+
+def test_bench_times_every_layer(measured, tiny):
+    result = measured[("csr", 4)]
+    assert [t.layer for t in result.layers] == [l.name for l in tiny.layers]
+    fc1 = next(t for t in result.layers if t.layer == "fc1")
+    assert fc1.kernel == "spmm" and fc1.backend in ("torch", "scipy") and fc1.calls == 2
+    assert 0 < fc1.p10_s <= fc1.median_s <= fc1.p90_s
+    nnz = pruned_encoding(tiny.layer("fc1"), StorageFormat.CSR, 0).nnz
+    assert fc1.weight_bytes == nnz * 8 + (64 + 1) * 4          # fp32 values, int32 indices and pointers
+    assert next(t for t in measured[("dense", 1)].layers if t.layer == "fc2").kernel == "gemv"
+    assert next(t for t in measured[("dense", 4)].layers if t.layer == "conv1").kernel == "conv"
+
+
+def test_conv_operators_run(tiny):
+    for fmt in (StorageFormat.DENSE, StorageFormat.CSR):
+        op = layer_operator(tiny.layer("conv1"), fmt, 2, 0, 1)
+        assert op.call() is not None
+
+
+def test_json_round_trip_and_errors(measured, tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(measured[("dense", 1)].to_json()))
+    again = load_bench(path)
+    assert again == measured[("dense", 1)]
+    path.write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ConfigError, match="schema"):
+        load_bench(path)
+    doc = measured[("dense", 1)].to_json()
+    doc["layers"][0]["median_s"] = 0
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ConfigError, match=r"layers\[0\].median_s"):
+        load_bench(path)
+
+
+def test_crosscheck_simulates_the_same_cases(measured, tiny, tmp_path):
+    check = crosscheck(load_profile(I7), tiny, list(measured.values()))
+    cells = {(m.cell.layer, m.cell.batch, m.cell.format): m for m in check.cells}
+    assert len(check.cells) == 2 * 2 * 3            # conv1, fc1, fc2 x dense/csr x batch 1/4 (no pool)
+    for m, r in zip(check.cells, check.results):
+        assert r.cell is m.cell and r.predicted_s > 0
+    assert cells[("fc1", 1, "sparse")].threads in (1,)
+    summary = check.summaries[0]
+    assert summary.name == "all" and summary.cells == 12 and summary.winners_total == 6
+    text = render(check)
+    assert "median |err|" in text and "fc1" in text
+    plot(check, tmp_path / "x.png")
+    assert (tmp_path / "x.png").stat().st_size > 0
+    assert len(check.to_json()["cells"]) == 12
+
+
+def test_crosscheck_fit_reports_held_out_cells(measured, tiny):
+    check = crosscheck(load_profile(I7), tiny, [measured[("dense", 1)], measured[("csr", 1)]], do_fit=True)
+    names = [s.name for s in check.summaries]
+    assert "fitted" in names and "held-out" in names and check.fitted is not None
+    held = {m.cell.layer for m in check.cells if m.held_out}
+    assert held == {"fc2"}                          # every third weighted layer
+
+
+def test_crosscheck_rejects_other_repeat_modes(measured, tiny):
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match="repeat_mode"):
+        measured_cells([replace(measured[("dense", 1)], repeat_mode="network")], tiny)
+
+
+def test_cli_bench_then_crosscheck(tiny_workload_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "m.json"
+    assert cli.main(["bench", "--workload", str(tiny_workload_path), "--format", "csr", "--repeat", "2",
+                     "--threads", "1", "--out", str(out)]) == 0
+    assert "fc1" in capsys.readouterr().out
+    assert cli.main(["crosscheck", I7, str(out), "--json", str(tmp_path / "c.json")]) == 0
+    assert json.loads((tmp_path / "c.json").read_text())["summaries"][0]["cells"] == 3
+    assert cli.main(["crosscheck", I7, str(tmp_path / "missing.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.json" in err[0]
+
+
+def test_repeated_runs_take_the_fastest_run(measured, tiny):
+    from dataclasses import replace
+
+    base = measured[("dense", 1)]
+    runs = [replace(base, layers=[replace(t, median_s=t.median_s * k) for t in base.layers]) for k in (1, 3, 2)]
+    cells = measured_cells(runs, tiny)
+    assert len(cells) == 3
+    fc1 = next(t for t in base.layers if t.layer == "fc1")
+    assert next(c for c in cells if c.cell.layer == "fc1").cell.published_s == pytest.approx(fc1.median_s)

@@ -1,0 +1,85 @@
+"""Timelines: the engine's opt-in interval recording and the trace-event JSON of run / bench."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from simulator import cli
+from simulator.compression import StorageFormat
+from simulator.engine import recording, simulate
+from simulator.errors import ConfigError
+from simulator.pipeline import RepeatMode, RunOptions, benchmark_works, run
+from simulator.profile import load_profile
+from simulator.trace import check_trace, simulated_trace
+from simulator.workload import load_workload
+
+I7 = "hwprofiles/i7-5930k.yaml"
+
+
+@pytest.fixture
+def tiny(tiny_workload_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    return load_workload(tiny_workload_path)
+
+
+def test_recording_matches_busy_time_and_changes_nothing(tiny):
+    profile = load_profile(I7)
+    options = RunOptions(repeat=2, repeat_mode=RepeatMode.LAYER)
+    works = benchmark_works(profile, tiny, StorageFormat.CSR, options)
+    plain = simulate(profile, works)
+    with recording() as calls:
+        recorded = simulate(profile, works)
+    assert plain == recorded and len(calls) == 1
+    for layer in recorded:
+        mine = [i for i in calls[0] if i.layer == layer.name and i.resource != "layer"]
+        for resource, seconds in layer.busy_s.items():
+            assert sum(i.end_s - i.start_s for i in mine if i.resource == resource) == pytest.approx(seconds)
+        (mark,) = [i for i in calls[0] if i.layer == layer.name and i.resource == "layer"]
+        assert mark.start_s == pytest.approx(layer.start_s) and mark.end_s == pytest.approx(layer.start_s + layer.time_s)
+    assert simulate(profile, works) == plain          # nothing recorded outside the block
+
+
+@pytest.mark.parametrize("mode", [RepeatMode.NETWORK, RepeatMode.LAYER])
+def test_simulated_trace_places_every_variant(tiny, mode):
+    profile = load_profile(I7)
+    with recording() as calls:
+        result = run(profile, tiny, RunOptions(repeat=2, repeat_mode=mode))
+    doc = simulated_trace(result, calls)
+    check_trace(doc)
+    complete = [e for e in doc["traceEvents"] if e["ph"] == "X"]
+    assert {e["pid"] for e in complete} == {1, 2}
+    for pid, variant in enumerate(result.variants, start=1):
+        layers = {e["name"]: e for e in complete if e["pid"] == pid and e["cat"] == "layer"}
+        assert set(layers) == {l.name for l in variant.layers}
+        for layer in variant.layers:
+            assert layers[layer.name]["ts"] == pytest.approx(layer.start_s * 1e6, abs=1e-6)
+            assert layers[layer.name]["dur"] == pytest.approx(layer.time_s * 1e6)
+    assert {"compute", "L1"} <= {e["cat"] for e in complete}
+
+
+def test_check_trace_rejects_bad_documents():
+    check_trace({"traceEvents": []})
+    for bad, field in [({}, "traceEvents"), ({"traceEvents": [{"ph": "X"}]}, r"traceEvents\[0\]"),
+                       ({"traceEvents": [{"name": "a", "ph": "X", "ts": -1, "dur": 1}]}, "ts"),
+                       ({"traceEvents": [{"name": "a", "ph": "X", "ts": 0}]}, "dur")]:
+        with pytest.raises(ConfigError, match=field):
+            check_trace(bad)
+
+
+def test_run_and_bench_write_trace_files(tiny_workload_path, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    simulated, real = tmp_path / "sim.json", tmp_path / "real.json"
+    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--trace", str(simulated)]) == 0
+    assert cli.main(["bench", "--workload", str(tiny_workload_path), "--repeat", "2", "--threads", "1",
+                     "--trace", str(real)]) == 0
+    for path in (simulated, real):
+        doc = json.loads(path.read_text())
+        check_trace(doc, str(path))
+        assert any(e.get("ph") == "X" for e in doc["traceEvents"])
+    names = {e.get("name") for e in json.loads(real.read_text())["traceEvents"]}
+    assert {"conv1", "fc1"} <= names                 # the per-layer ranges of the profiled pass
+    capsys.readouterr()
+    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--trace", str(tmp_path / "no" / "t.json")]) == 2
+    assert "--trace" in capsys.readouterr().err
