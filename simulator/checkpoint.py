@@ -24,10 +24,8 @@ numbers and dicts, so it loads with ``torch.load(weights_only=True)`` anywhere.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections import OrderedDict, namedtuple
 from dataclasses import dataclass, field, replace
@@ -37,6 +35,7 @@ from typing import Any, ClassVar, Mapping, Optional
 import numpy as np
 import torch
 
+from .atomicfile import write_atomically
 from .errors import ConfigError
 from .parameters import NameIndex, is_parameter_name
 from .workload import DType, LayerKind, Workload, load_workload_spec, resolve
@@ -302,10 +301,6 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], ma
     ``masks_dict`` has an entry per parameter: the mask as a float tensor of 0 / 1 (Distiller's
     type) where the parameter was pruned, None elsewhere.
     """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
     document = {
         "epoch": epoch,
         "arch": arch,
@@ -313,10 +308,4 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], ma
         "compression_sched": {"masks_dict": {n: (masks[n].to(torch.float32) if n in masks else None)
                                              for n in parameters}},
     }
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(document, handle)
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None
+    write_atomically(path, flag, lambda handle: torch.save(document, handle), binary=True)

@@ -47,8 +47,8 @@ class TensorKind(str, enum.Enum):
 class Placement(str, enum.Enum):
     """How the allocator places blocks in device memory."""
 
-    BEST_FIT = "best-fit"   # one contiguous pool, best fit with coalescing (cnmem, vDNN's pool): holes can strand memory
-    PAGED = "paged"         # blocks mapped page by page (CUDA virtual memory): anything fits that the free bytes hold
+    BEST_FIT = "best-fit"   # one contiguous pool, best fit, coalescing (cnmem, vDNN's pool): holes strand memory
+    PAGED = "paged"         # blocks mapped page by page (CUDA virtual memory): whatever the free bytes hold fits
 
 
 class Phase(str, enum.Enum):

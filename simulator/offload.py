@@ -179,10 +179,10 @@ def simulate_step(plan: StepPlan, link: Optional[Link], capacity_bytes: int,
         if allocator.holds(name):
             allocator.release(name, float(env.now))
 
-    def prefetch(name: str, task: str) -> None:
+    def prefetch(name: str, why: str) -> None:
         """Allocate ``name`` now and copy it back h2d."""
         issued.add(name)
-        allocate(name, f"prefetch for {task}")
+        allocate(name, why)
         done = env.event()
         arrival[name] = done
         started_bytes[0] += plan.tensors[name].size_bytes
@@ -245,7 +245,7 @@ def simulate_step(plan: StepPlan, link: Optional[Link], capacity_bytes: int,
             if task.phase is Phase.BACKWARD:
                 for name in task.reads:          # late: needed now, not yet asked for
                     if name in plan.offload and name not in issued and not allocator.holds(name):
-                        prefetch(name, task.name)
+                        prefetch(name, f"prefetch for {task.name}")
             waiting = [arrival[n] for n in task.reads if n in arrival and not arrival[n].triggered]
             if waiting:
                 yield simpy.AllOf(env, waiting)
@@ -258,7 +258,7 @@ def simulate_step(plan: StepPlan, link: Optional[Link], capacity_bytes: int,
             # the kernel's own buffers first, then the copy for the layer ahead, overlapping the kernel
             for name in fetch_groups.get(i, ()):
                 if name not in issued:
-                    prefetch(name, task.name)
+                    prefetch(name, f"prefetch during {task.name}")
             for name in task.reads:
                 if not allocator.holds(name):
                     raise AssertionError(f"{task.name} reads {name}, which is not on the device")

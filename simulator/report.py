@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import ConfigError
+from .atomicfile import write_atomically
 from .results import LayerResult, RunResult, VariantResult
 from .units import format_bytes, format_seconds
 
@@ -154,15 +152,8 @@ def write_json(result: RunResult, path: str | Path) -> None:
 
 def write_json_document(document: Any, path: str | Path, flag: str) -> None:
     """Write any JSON document atomically; errors name the flag and the file."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(document, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except OSError as err:
-        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None
+    def dump(handle) -> None:
+        json.dump(document, handle, indent=1)
+        handle.write("\n")
+
+    write_atomically(path, flag, dump)

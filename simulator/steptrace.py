@@ -1,5 +1,7 @@
-"""Trace events of the link-level timeline: a training step's compute, offload and prefetch
-streams and its stalls, or an inference's weight stream, with device memory as a counter.
+"""Reports of the device-memory model: trace events of the link-level timeline (a training
+step's compute, offload and prefetch streams and its stalls, or an inference's weight stream,
+with allocated device memory as a counter), and the lines an inference report adds when its
+weights had to stream or did not fit.
 
 The events follow :mod:`simulator.trace` (Chrome / Perfetto trace-event JSON, object format,
 times in microseconds), which checks and writes the document: one process per variant, one
@@ -64,7 +66,7 @@ def memory_lines(result: RunResult) -> list[str]:
                          f"{s.effective_bandwidth_bytes_per_s / 1e9:.3g} GB/s, stalling {format_seconds(v.stall_s)}")
         if memory.out_of_memory is not None:
             oom = memory.out_of_memory
-            lines.append(f"{v.name}: out of device memory: {oom.tensor} ({format_bytes(oom.requested_bytes)}) does not "
-                         f"fit beside {format_bytes(oom.live_bytes)}; the run needs {format_bytes(oom.over_bytes)} more "
-                         f"than {format_bytes(memory.capacity_bytes)}")
+            lines.append(f"{v.name}: out of device memory: {oom.tensor} ({format_bytes(oom.requested_bytes)}) does "
+                         f"not fit beside {format_bytes(oom.live_bytes)}; the run needs "
+                         f"{format_bytes(oom.over_bytes)} more than {format_bytes(memory.capacity_bytes)}")
     return ([""] + lines) if lines else []

@@ -23,15 +23,17 @@ resource. A batch no larger than the timing batches is simulated directly.
 * a ReLU after a conv, FC or add layer: its backward is its own element-wise kernel, run in
   place on the output gradient before the layer's backward: launch + 3 x output bytes over
   sustained DRAM bandwidth (reads the output and its gradient, writes the gradient);
-* the loss: launch + 2 x output bytes over DRAM bandwidth; SGD with momentum (as AlexNet and
-  VGG were trained) per weighted layer: launch + 5 x weight bytes (reads W, dW, V, writes V, W).
+* the loss: launch + 2 x output bytes over DRAM bandwidth; the update per weighted layer
+  (:class:`Optimizer`): SGD with momentum, as AlexNet and VGG were trained, launch + 5 x weight
+  bytes (reads W, dW, V, writes V, W); plain SGD launch + 3 x weight bytes.
 
-**Memory** (:mod:`simulator.memory`): weights, weight gradients and momentum live for the whole
-step; a feature map lives from its layer's forward to its last use in backward (its readers'
-weight gradients, its own ReLU and max-pool backward); a gradient map from its first writer to
-its layer's backward; a workspace for one kernel. **Policies** (:class:`~simulator.offload.OffloadPolicy`):
-base keeps everything; all offloads every layer input that backward reads again; conv only
-the inputs of convolutions; dyn searches as vDNN does (:func:`search_dyn`).
+**Memory** (:mod:`simulator.memory`): weights, weight gradients and the momentum velocity live
+for the whole step (as in Torch and Caffe, which keep them between steps); a feature map lives
+from its layer's forward to its last use in backward (its readers' weight gradients, its own
+ReLU and max-pool backward); a gradient map from its first writer to its layer's backward; a
+workspace for one kernel. **Policies** (:class:`~simulator.offload.OffloadPolicy`): base keeps
+everything; all offloads every layer input that backward reads again; conv only the inputs of
+convolutions; dyn searches as vDNN does (:func:`search_dyn`).
 """
 
 from __future__ import annotations
@@ -122,7 +124,7 @@ def _extend(small: LayerResult, large: LayerResult, b_small: int, b_large: int, 
     """The layer at ``batch`` from the straight line through its busy times at two batches."""
     low, high = _busy(small), _busy(large)
     busy = {}
-    for key in high.keys() | low.keys():
+    for key in sorted(high.keys() | low.keys()):          # sorted: a tie for the bound breaks the same way
         a, b = low.get(key, 0.0), high.get(key, 0.0)
         slope = (b - a) / (b_large - b_small)
         busy[key] = max(b, b + slope * (batch - b_large))    # never less than at the larger timing batch
@@ -276,10 +278,10 @@ def training_plan(profile: HardwareProfile, workload: Workload, batch: int, timi
     copied = host_copies and profile.link is not None
     plan = StepPlan(tasks=tuple(ordered), tensors=tensors, persistent=tuple(persistent),
                     copy_in=network_inputs if copied else (), preloaded=() if copied else network_inputs)
-    return replace(plan, offload=offload_set(workload, plan, config.policy))
+    return replace(plan, offload=offload_set(plan, config.policy))
 
 
-def offload_set(workload: Workload, plan: StepPlan, policy: OffloadPolicy) -> frozenset[str]:
+def offload_set(plan: StepPlan, policy: OffloadPolicy) -> frozenset[str]:
     """The feature maps ``policy`` moves to the host: layer inputs that backward reads again
     (all), or those among them that a convolution reads (conv)."""
     if policy is OffloadPolicy.BASE:
@@ -320,7 +322,7 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
     3. all(p): if it fits, 4. conv(p), which moves less over the link, is taken if it fits too,
        else all(p) (the summary lists all(p) then conv(p); conv(p) never fits where all(p) does not);
     5. otherwise from all(p), convolutions move to memory-optimal one at a time, the largest
-       workspace first, until the step fits.
+       workspace (input) first, until the step fits.
     """
     log: list[str] = []
 
@@ -330,9 +332,9 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
         return outcome
 
     lean = uniform(workload, OffloadPolicy.ALL, ConvAlgorithm.MEMORY_OPTIMAL)
-    outcome = attempt(lean)
-    if not outcome.fits:
-        return lean, outcome, log, False
+    lean_outcome = attempt(lean)
+    if not lean_outcome.fits:
+        return lean, lean_outcome, log, False
     base = uniform(workload, OffloadPolicy.BASE, ConvAlgorithm.PERFORMANCE_OPTIMAL)
     outcome = attempt(base)
     if outcome.fits:
@@ -345,6 +347,7 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
         if outcome.fits:
             return convs, outcome, log, True
         return everything, all_outcome, log, True
+    # the largest input first: the workspace is a multiple of it (ties in file order)
     order = sorted((l for l in workload.layers if l.kind is LayerKind.CONV), key=lambda l: -l.in_bytes(1))
     algorithms = dict(everything.algorithms)
     for layer in order:
@@ -353,7 +356,7 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
         outcome = attempt(config)
         if outcome.fits:
             return config, outcome, log, True
-    return lean, run_config(lean), log, True     # every layer memory-optimal is all(m), which fits
+    return lean, lean_outcome, log, True     # every layer memory-optimal is all(m), which fits
 
 
 def check_training(profile: HardwareProfile, workload: Workload, policy: OffloadPolicy) -> None:
@@ -440,7 +443,8 @@ def step_variant(name: str, plan: StepPlan, outcome: StepOutcome, info: Training
 # --- report ----------------------------------------------------------------------------------------
 
 def render_training(result: RunResult) -> str:
-    """The text report of a training run: one row per variant, then what dyn tried."""
+    """The text report of a training run: one row per variant, then each one's phases, what it
+    held at its peak, and what dyn tried."""
     header = ["variant", "conv algorithms", "step", "slowdown", "peak memory", "avg memory", "PCIe h2d",
               "PCIe d2h", "stall", "fits"]
     rows = []
@@ -455,25 +459,26 @@ def render_training(result: RunResult) -> str:
     right = set(range(2, 9))
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
-    capacity = result.variants[0].memory.capacity_bytes
-    lines = [f"{result.workload} on {result.profile}: one training step, batch {result.batch} "
-             f"(device memory {format_bytes(capacity)})", "", line(header), "  ".join("-" * w for w in widths)]
+    first = result.variants[0]
+    lines = [f"{result.workload} on {result.profile}: one training step, batch {result.batch}, "
+             f"{first.training.optimizer} (device memory {format_bytes(first.memory.capacity_bytes)})", "",
+             line(header), "  ".join("-" * w for w in widths)]
     lines += [line(r) for r in rows]
     for v in result.variants:
-        memory = v.memory
-        kinds = ", ".join(f"{k} {format_bytes(b)}" for k, b in sorted(memory.peak_by_kind.items(), key=lambda kv: -kv[1]))
-        lines.append("")
-        lines.append(f"{v.name}: forward {format_seconds(v.training.forward_s)}, backward "
-                     f"{format_seconds(v.training.backward_s)}, update {format_seconds(v.training.update_s)}; "
-                     f"at the peak: {kinds}")
+        memory, info = v.memory, v.training
+        held = sorted(memory.peak_by_kind.items(), key=lambda kv: -kv[1])
+        lines += ["", f"{v.name}: forward {format_seconds(info.forward_s)}, backward "
+                      f"{format_seconds(info.backward_s)}, update {format_seconds(info.update_s)}; at the peak: "
+                      + ", ".join(f"{kind} {format_bytes(size)}" for kind, size in held)]
         if memory.out_of_memory is not None:
             oom = memory.out_of_memory
-            lines.append(f"  out of memory first at {oom.tensor} ({oom.tensor_kind}, {format_bytes(oom.requested_bytes)}) "
-                         f"in {oom.task}, with {format_bytes(oom.live_bytes)} already allocated")
-        if v.training.memory_optimal_layers and v.training.conv_algorithm == "mixed":
-            lines.append(f"  memory-optimal: {', '.join(v.training.memory_optimal_layers)}")
-        for step in v.training.search:
-            lines.append(f"  dyn: {step}")
+            lines.append(f"  out of memory first at {oom.tensor} ({oom.tensor_kind}, "
+                         f"{format_bytes(oom.requested_bytes)}) in {oom.task}, with {format_bytes(oom.live_bytes)} "
+                         "already allocated")
+        if info.conv_algorithm == "mixed":
+            lines.append(f"  memory-optimal: {', '.join(info.memory_optimal_layers)}")
+        lines += [f"  dyn: {step}" for step in info.search]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from .errors import ConfigError, SimulatorError
 from .memory import Placement, network_wide
 from .offload import OffloadPolicy, PrefetchWindow, StepOutcome, simulate_step
 from .profile import ConvAlgorithm, HardwareProfile, load_profile
@@ -181,9 +182,10 @@ def _gb(n_bytes: float) -> str:
 def render(runs: Sequence[NetworkRun], capacity_bytes: int,
            sensitivity: Sequence[tuple[str, NetworkRun]] = ()) -> str:
     """The markdown tables of the vDNN section of ``docs/validation.md``."""
-    lines = ["Average device memory reduction, the best vDNN policy (all, conv or dyn, m or p) against three bases:", "",
-             "| network (batch) | base(p) avg, layer-wise | network-wide base | best vs layer-wise | best vs network-wide "
-             "| activations vs network-wide | published (up to) |",
+    lines = ["Average device memory reduction, the best vDNN policy (all, conv or dyn, m or p) against three "
+             "bases:", "",
+             "| network (batch) | base(p) avg, layer-wise | network-wide base | best vs layer-wise "
+             "| best vs network-wide | activations vs network-wide | published (up to) |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for run in runs:
         published = PUBLISHED_REDUCTION.get(run.network) if run.batch == 128 else None
@@ -218,12 +220,14 @@ def render(runs: Sequence[NetworkRun], capacity_bytes: int,
                   f"| fits 12 GB with vDNN | yes | {'yes' if vgg.trainable else 'no'}: leanest configuration all(m) "
                   f"peaks at {format_bytes(lean.peak_bytes)} ({format_bytes(lean.footprint_bytes)} with the best-fit "
                   f"pool's fragmentation) of {format_bytes(capacity_bytes)} |",
-                  f"| slowdown of vDNN (dyn) | 18% | {_pct(vgg.dyn.slowdown) if vgg.trainable else 'n/a (not trainable)'}"
+                  "| slowdown of vDNN (dyn) | 18% | "
+                  f"{_pct(vgg.dyn.slowdown) if vgg.trainable else 'n/a (not trainable)'}"
                   f"; all(p) {_pct(vgg.config('all(p)').slowdown)}, conv(p) {_pct(vgg.config('conv(p)').slowdown)}, "
                   f"all(m) {_pct(lean.slowdown)} |"]
     if sensitivity:
         lines += ["", "VGG-16 (256) with one unconfirmed choice of the model changed:", "",
-                  "| change | all(m) peak (footprint) | fits | dyn takes | dyn slowdown |", "| --- | --- | --- | --- | --- |"]
+                  "| change | all(m) peak (footprint) | fits | dyn takes | dyn slowdown |",
+                  "| --- | --- | --- | --- | --- |"]
         for label, run in sensitivity:
             lean = run.config("all(m)")
             lines.append(f"| {label} | {format_bytes(lean.peak_bytes)} ({format_bytes(lean.footprint_bytes)}) | "
@@ -241,14 +245,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--optimizer", choices=["momentum", "sgd"], default="momentum")
     parser.add_argument("--json", metavar="FILE", help="also write every configuration as JSON")
     args = parser.parse_args(argv)
-    profile = load_profile(ROOT / "hwprofiles" / PROFILE)
-    runs, sensitivity = compare(profile, optimizer=Optimizer(args.optimizer), progress=progress)
-    progress("")
-    print(render(runs, profile.dram.capacity_bytes, sensitivity))
-    if args.json:
-        write_json_document({"runs": [asdict(r) for r in runs],
-                             "sensitivity": [{"change": label, **asdict(r)} for label, r in sensitivity]},
-                            args.json, "--json")
+    try:
+        if args.json and not Path(args.json).resolve().parent.is_dir():
+            raise ConfigError("command line", "--json", f"{args.json}: its directory does not exist")
+        profile = load_profile(ROOT / "hwprofiles" / PROFILE)
+        runs, sensitivity = compare(profile, optimizer=Optimizer(args.optimizer), progress=progress)
+        progress("")
+        print(render(runs, profile.dram.capacity_bytes, sensitivity))
+        if args.json:
+            write_json_document({"runs": [asdict(r) for r in runs],
+                                 "sensitivity": [{"change": label, **asdict(r)} for label, r in sensitivity]},
+                                args.json, "--json")
+    except SimulatorError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,0 +1,39 @@
+"""Writing output files atomically: a failed or interrupted write leaves no half file behind.
+
+Imports only the project's errors, so every stage that writes a file can use it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Callable
+
+from .errors import ConfigError
+
+
+def write_atomically(path: str | Path, flag: str, write: Callable[[IO], None], binary: bool = False) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place.
+
+    Errors (a missing directory, no permission, a full disk) become one :class:`ConfigError`
+    naming the command-line ``flag`` and the file. The file gets the usual permissions
+    (0666 less the umask), not the private ones of a temporary file.
+    """
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    if not directory.is_dir():
+        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as handle:
+            write(handle)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None
