@@ -35,7 +35,7 @@ from .mrc import LevelFilter, LevelStream, LruStacks, level_outcome
 from .pipeline import RepeatMode, RunOptions, cache_hierarchy, host_copies, variant_name
 from .profile import HardwareProfile
 from .results import RunResult, VariantResult
-from .traffic import AddressSpace, CoreView, LayerTraffic, input_buffers, layer_traffic
+from .traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic
 from .workload import Workload
 
 _VIEW_FIELDS = frozenset(f.name for f in fields(CoreView))
@@ -103,9 +103,8 @@ class CacheSizeSweep:
         traffic, depends_on = [], []
         for layer in self.workload.layers:
             tracked = _TrackedView(**asdict(view))
-            first, second = input_buffers(self.workload, layer)
-            traffic.append(layer_traffic(layer, first, encodings.get(layer.name), self.options.batch, space, tracked,
-                                         second))
+            traffic.append(workload_layer_traffic(self.workload, layer, encodings.get(layer.name), self.options.batch,
+                                                  space, tracked))
             depends_on.append({name: getattr(view, name) for name in tracked.reads})
         level_filter = LevelFilter(geometries, view.cores, self.level)
         streams, snapshots = [], [level_filter.snapshot()]
@@ -123,9 +122,8 @@ class CacheSizeSweep:
                 out.append(base.traffic[j])
             else:
                 # every buffer is already allocated in the base space: same addresses
-                first, second = input_buffers(self.workload, layer)
-                out.append(layer_traffic(layer, first, base.encodings.get(layer.name), self.options.batch,
-                                         base.space, view, second))
+                out.append(workload_layer_traffic(self.workload, layer, base.encodings.get(layer.name),
+                                                  self.options.batch, base.space, view))
         return out
 
     def run_point(self, profile: HardwareProfile) -> RunResult:

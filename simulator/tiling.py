@@ -588,9 +588,9 @@ def tiled_works(profile: HardwareProfile, workload: Workload, batch: int = 1) ->
                           f"dtype: {given[0]}")
     out = []
     for layer in workload.layers:
-        if layer.kind is LayerKind.ADD:
+        if layer.kind in (LayerKind.ADD, LayerKind.CONCAT):
             raise ConfigError(workload.path, f"layers.{layer.name}", f"{profile.name} runs conv, fc and pooling "
-                              "layers; this is an add layer")
+                              f"layers; this is a {layer.kind.value} layer")
         tiling = choose_tiling(layer, profile, batch)
         out.append((tiled_layer_work(layer, tiling, profile, batch), tiling))
     return out

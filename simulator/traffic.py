@@ -583,9 +583,12 @@ def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], b
                      view: CoreView, space: Optional[AddressSpace] = None) -> list[LayerTraffic]:
     """Traces of every layer in execution order; each layer reads its predecessor's output."""
     space = space or AddressSpace()
-    out = []
-    for layer in workload.layers:
-        first, second = input_buffers(workload, layer)
-        out.append(layer_traffic(layer, first, encodings.get(layer.name), batch, space, view, second,
-                                 concat_buffers(workload, layer)))
-    return out
+    return [workload_layer_traffic(workload, layer, encodings.get(layer.name), batch, space, view)
+            for layer in workload.layers]
+
+
+def workload_layer_traffic(workload: Workload, layer: Layer, enc: Optional[EncodedWeights], batch: int,
+                           space: AddressSpace, view: CoreView) -> LayerTraffic:
+    """One layer's trace, reading the buffers the workload's graph gives it."""
+    first, second = input_buffers(workload, layer)
+    return layer_traffic(layer, first, enc, batch, space, view, second, concat_buffers(workload, layer))

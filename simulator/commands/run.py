@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..cli import density, positive_int, progress
 from ..errors import ConfigError
+
+if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
+    from ..pipeline import RunOptions
+    from ..profile import HardwareProfile
+    from ..workload import Workload
 
 DEFAULT_WORKLOAD = Path(__file__).resolve().parent.parent.parent / "workloads" / "alexnet.yaml"
 
@@ -157,7 +163,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(profile, workload, options, args: argparse.Namespace) -> int:
+def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:
     """``--mode train``: one training step per variant; its own table, JSON and timeline."""
     from ..pipeline import run
     from ..report import write_json
