@@ -55,6 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_output_dirs(args: argparse.Namespace, *flags: str) -> None:
+    """Refuse, before any work, an output file (``--json``, ``--plot`` ...) whose folder is missing."""
+    from pathlib import Path
+
+    from .errors import ConfigError
+
+    for flag in flags:
+        target = getattr(args, flag, None)
+        if target and not Path(target).resolve().parent.is_dir():
+            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+
+
 def progress(message: str) -> None:
     """Show a one-line progress message on a terminal (nothing when stderr is redirected)."""
     if sys.stderr.isatty():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import progress
+from ..cli import check_output_dirs, progress
 from ..errors import ConfigError
 
 
@@ -28,10 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _crosscheck(args: argparse.Namespace) -> int:
-    for flag in ("json", "plot"):
-        target = getattr(args, flag)
-        if target and not Path(target).resolve().parent.is_dir():
-            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+    check_output_dirs(args, "json", "plot")
     from ..bench import load_bench
     from ..profile import load_profile
     from ..workload import load_workload

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import progress
-from ..errors import ConfigError
+from ..cli import check_output_dirs, progress
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -31,10 +30,7 @@ def _validate(args: argparse.Namespace) -> int:
     from ..profile import load_profile
     from ..workload import load_workload
 
-    for flag in ("json", "plot"):
-        target = getattr(args, flag)
-        if target and not Path(target).resolve().parent.is_dir():
-            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+    check_output_dirs(args, "json", "plot")
     from ..report import write_json_document
     from ..validation import EIE_PROFILE, PLATFORM_PROFILES, compare, plot, render
 
