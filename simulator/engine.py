@@ -293,25 +293,24 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
             intervals.append(Interval("layer", start, float(env.now), name))
     records: list[tuple[str, str, Optional[LayerWork], _Busy, float, float, int]] = []
 
+    def step(name: str, kind: str, process, work: Optional[LayerWork] = None,
+             link_bytes: int = 0) -> Iterator[simpy.Event]:
+        busy = _Busy(names, name, intervals)
+        start = float(env.now)
+        yield env.process(process(busy))
+        record(name, start)
+        records.append((name, kind, work, busy, start, env.now, link_bytes))
+
     def network() -> Iterator[simpy.Event]:
         if copies and machine.link is not None:
-            busy = _Busy(names, "input (h2d)", intervals)
-            start = float(env.now)
-            yield env.process(link_copy(env, machine, copies[0], busy))
-            record("input (h2d)", start)
-            records.append(("input (h2d)", "copy", None, busy, start, env.now, copies[0]))
+            yield from step("input (h2d)", "copy", lambda busy: link_copy(env, machine, copies[0], busy),
+                            link_bytes=copies[0])
         for work in works:
-            busy = _Busy(names, work.traffic.layer.name, intervals)
-            start = float(env.now)
-            yield env.process(kernel(env, machine, work, busy))
-            record(work.traffic.layer.name, start)
-            records.append((work.traffic.layer.name, work.traffic.layer.kind.value, work, busy, start, env.now, 0))
+            layer = work.traffic.layer
+            yield from step(layer.name, layer.kind.value, lambda busy, w=work: kernel(env, machine, w, busy), work)
         if copies and machine.link is not None:
-            busy = _Busy(names, "output (d2h)", intervals)
-            start = float(env.now)
-            yield env.process(link_copy(env, machine, copies[1], busy))
-            record("output (d2h)", start)
-            records.append(("output (d2h)", "copy", None, busy, start, env.now, copies[1]))
+            yield from step("output (d2h)", "copy", lambda busy: link_copy(env, machine, copies[1], busy),
+                            link_bytes=copies[1])
 
     env.process(network())
     env.run()
