@@ -24,14 +24,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulator.compression import StorageFormat, compress_workload  # noqa: E402
-from simulator.mrc import LevelFilter, LruStacks, fully_associative_distances  # noqa: E402
+from simulator.compress.compression import StorageFormat, compress_workload  # noqa: E402
+from simulator.memory.mrc import LevelFilter, LruStacks, fully_associative_distances  # noqa: E402
 from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
-from simulator.profile import load_profile  # noqa: E402
-from simulator.sweep import Backend, BackendChoice, plan_sweep, run_sweep  # noqa: E402
-from simulator.sweepstore import ResultStore  # noqa: E402
-from simulator.traffic import CoreView, workload_traffic  # noqa: E402
-from simulator.workload import load_workload  # noqa: E402
+from simulator.hardware.profile import load_profile  # noqa: E402
+from simulator.studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep  # noqa: E402
+from simulator.studies.sweepstore import ResultStore  # noqa: E402
+from simulator.memory.traffic import CoreView, workload_traffic  # noqa: E402
+from simulator.model.workload import load_workload  # noqa: E402
 
 PROFILE = ROOT / "hwprofiles" / "tegra.yaml"
 WORKLOAD = ROOT / "workloads" / "alexnet.yaml"
@@ -121,7 +121,7 @@ def main() -> None:
     if args.check:
         full = plan_sweep(PROFILE, sets, WORKLOAD, formats=(StorageFormat.CSR,), use_cache_path=False)
         picks = [full.points[i] for i in np.linspace(0, len(full.points) - 1, args.check).astype(int)]
-        from simulator.sweep import result_rows
+        from simulator.studies.sweep import result_rows
 
         for point in picks:
             expected = result_rows(point.index, dict(point.settings), run(point.profile, workload, point.options))

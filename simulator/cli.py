@@ -10,8 +10,9 @@ import importlib
 import sys
 from typing import NoReturn, Optional, Sequence
 
+from .base.console import progress
+from .base.errors import SimulatorError
 from .commands import COMMANDS
-from .errors import SimulatorError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,30 +20,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(flag: str):
-    """argparse type: an integer of at least 1, the error naming ``flag``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
-        return value
-    return parse
-
-
-def density(text: str) -> float:
-    """argparse type: a density in (0, 1]."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--density must be a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"--density must be in (0, 1], got {text!r}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,25 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(subparsers)
     return parser
-
-
-def check_output_dirs(args: argparse.Namespace, *flags: str) -> None:
-    """Refuse, before any work, an output file (``--json``, ``--plot`` ...) whose folder is missing."""
-    from pathlib import Path
-
-    from .errors import ConfigError
-
-    for flag in flags:
-        target = getattr(args, flag, None)
-        if target and not Path(target).resolve().parent.is_dir():
-            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
-
-
-def progress(message: str) -> None:
-    """Show a one-line progress message on a terminal (nothing when stderr is redirected)."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K{message}")
-        sys.stderr.flush()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -26,16 +26,16 @@ import enum
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
-from .cache import CacheGeometry, CacheHierarchy
-from .compression import StorageFormat, compress_workload
-from .errors import ConfigError
-from .engine import LayerWork, layer_work, simulate
-from .offload import OffloadPolicy, inference_memory
-from .profile import ConvAlgorithm, HardwareProfile
-from .results import RunResult, VariantResult
-from .traffic import CoreView, LayerTraffic, workload_traffic
-from .training import Mode, Optimizer, train
-from .workload import Workload
+from .base.errors import ConfigError
+from .compress.compression import StorageFormat, compress_workload
+from .engine.core import LayerWork, layer_work, simulate
+from .engine.offload import OffloadPolicy, inference_memory
+from .engine.results import RunResult, VariantResult
+from .engine.training import Mode, Optimizer, train
+from .hardware.profile import ConvAlgorithm, HardwareProfile
+from .memory.cache import CacheGeometry, CacheHierarchy
+from .memory.traffic import CoreView, LayerTraffic, workload_traffic
+from .model.workload import Workload
 
 
 class RepeatMode(str, enum.Enum):
@@ -98,7 +98,7 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
 
     The result depends on the profile's cache geometry and cores only, not on its rates, so
-    calibration can re-time it under other rates with :func:`simulator.engine.simulate` alone.
+    calibration can re-time it under other rates with :func:`simulator.engine.core.simulate` alone.
     """
     traffic, view = _traffic(profile, workload, fmt, options, progress)
     works = []
@@ -145,7 +145,7 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
                            progress: Callable[[str], None]) -> VariantResult:
     """An EIE-style engine: weights resident in its SRAM, each layer timed by the PE-array model."""
-    from .accelerator import eie_works
+    from .engine.accelerator import eie_works
 
     if options.batch != 1:
         raise ConfigError("command line", "--batch", f"{profile.name} multiplies one activation vector at a "
@@ -162,9 +162,9 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
 def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
                           progress: Callable[[str], None]) -> VariantResult:
     """A scratchpad accelerator (an FPGA design): each layer tiled onto its buffers by the rule in
-    :mod:`simulator.tiling` and timed tile by tile, DMA overlapping compute. Its buffers keep
+    :mod:`simulator.engine.tiling` and timed tile by tile, DMA overlapping compute. Its buffers keep
     nothing from one layer (or inference) to the next, so ``repeat`` changes nothing."""
-    from .tiling import tiled_works
+    from .engine.tiling import tiled_works
 
     if options.density is not None:
         raise ConfigError("command line", "--density", f"{profile.name} computes dense weights (its array does "

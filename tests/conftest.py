@@ -66,7 +66,7 @@ def tiny_workload_file(tmp_path_factory) -> Path:
 def workload_from_text(tmp_path, monkeypatch):
     """``workload_from_text(layers, input_shape)`` writes a workload whose ``layers:`` block is the
     given YAML text, loads it, and keeps its pruned encodings under tmp_path."""
-    from simulator.workload import load_workload
+    from simulator.model.workload import load_workload
 
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.accelerator import entries_per_pe_column, pe_array_cycles
-from simulator.compression import StorageFormat, encode_mask
-from simulator.errors import ConfigError
+from simulator.engine.accelerator import entries_per_pe_column, pe_array_cycles
+from simulator.compress.compression import StorageFormat, encode_mask
+from simulator.base.errors import ConfigError
 from simulator.pipeline import RunOptions, run
-from simulator.profile import SparseEngine, load_profile, profile_from_mapping
-from simulator.workload import load_workload
+from simulator.hardware.profile import SparseEngine, load_profile, profile_from_mapping
+from simulator.model.workload import load_workload
 
 
 def engine(pes=1, index_bits=4):
@@ -81,7 +81,7 @@ def fc_only(workload_from_text):
 
 
 def test_eie_runs_from_sram_at_or_above_its_theoretical_time(fc_only):
-    from simulator.accelerator import eie_timing
+    from simulator.engine.accelerator import eie_timing
 
     eie = load_profile("hwprofiles/eie.yaml")
     result = run(eie, fc_only, RunOptions())

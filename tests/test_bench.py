@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from simulator import cli
-from simulator.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
-from simulator.compression import StorageFormat, pruned_encoding
-from simulator.crosscheck import crosscheck, measured_cells, plot, render
-from simulator.errors import ConfigError
-from simulator.profile import load_profile
-from simulator.pruning import magnitude_mask, synthetic_weights
-from simulator.workload import load_workload
+from simulator.measure.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
+from simulator.compress.compression import StorageFormat, pruned_encoding
+from simulator.measure.crosscheck import crosscheck, measured_cells, plot, render
+from simulator.base.errors import ConfigError
+from simulator.hardware.profile import load_profile
+from simulator.model.weights import magnitude_mask, synthetic_weights
+from simulator.model.workload import load_workload
 
 I7 = "hwprofiles/i7-5930k.yaml"
 

@@ -7,7 +7,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from simulator.cache import AccessOutcome, CacheGeometry, CacheHierarchy
+from simulator.memory.cache import AccessOutcome, CacheGeometry, CacheHierarchy
 
 KIB = 1024
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from simulator import cli
-from simulator.errors import ConfigError
-from simulator.profile import load_profile
-from simulator.tracesim import load_trace, simulate_trace
+from simulator.base.errors import ConfigError
+from simulator.hardware.profile import load_profile
+from simulator.studies.tracesim import load_trace, simulate_trace
 # The plain reference model of test_cache.py and the CSR-gather trace of test_mrc.py
 # (pytest puts tests/ on the import path).
 from test_cache import _ReferenceHierarchy
@@ -109,7 +109,7 @@ def test_counts_equal_a_plain_reference(repo_root, tmp_path, tiny_workload_path,
 
 
 def _level(profile, index):
-    from simulator.cache import CacheGeometry
+    from simulator.memory.cache import CacheGeometry
 
     c = profile.caches[index]
     return CacheGeometry(c.name, c.size_bytes, c.line_bytes, c.ways, c.shared)

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from simulator import cli
-from simulator.calibrate import (CacheKind, ChasePoint, Measurements, WorkingSetPoint, build_profile,
+from simulator.measure.calibrate import (CacheKind, ChasePoint, Measurements, WorkingSetPoint, build_profile,
                                  cyclic_chain, effective_llc_bytes, parse_cpu_info, parse_cpu_list, parse_size,
                                  read_sysfs_caches, write_profile)
-from simulator.errors import ConfigError
-from simulator.profile import load_profile, profile_from_mapping
+from simulator.base.errors import ConfigError
+from simulator.hardware.profile import load_profile, profile_from_mapping
 
 DATA = Path(__file__).resolve().parent / "data" / "sysfs_epyc_vm"
 MiB = 1 << 20

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.checkpoint import (StandIn, ThinningRecipe, checkpoint_workload, load_checkpoint, save_checkpoint,
+from simulator.model.checkpoint import (StandIn, ThinningRecipe, checkpoint_workload, load_checkpoint, save_checkpoint,
                                   shipped_workload)
 from simulator.cli import main
-from simulator.compression import StorageFormat, compress_workload
-from simulator.errors import ConfigError
+from simulator.compress.compression import StorageFormat, compress_workload
+from simulator.base.errors import ConfigError
 from simulator.pipeline import RunOptions, run
-from simulator.profile import load_profile
+from simulator.hardware.profile import load_profile
 
 DATA = Path(__file__).resolve().parent / "data" / "distiller"
 FIXTURES = ["checkpoint_trained_dense.pth.tar", "checkpoint_trained_4D_regularized_5Lremoved.pth.tar",

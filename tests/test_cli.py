@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from simulator import cli
-from simulator.compression import StorageFormat, compress_workload
-from simulator.workload import load_workload
+from simulator.compress.compression import StorageFormat, compress_workload
+from simulator.model.workload import load_workload
 
 TINY_LAYERS = ["conv1", "pool1", "fc1", "fc2"]
 TEGRA = "hwprofiles/tegra.yaml"

@@ -8,11 +8,11 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from simulator import pruning
-from simulator.compression import (EncodedWeights, StorageFormat, compress_workload, dense_encoding,
+from simulator.model import weights as pruning
+from simulator.compress.compression import (EncodedWeights, StorageFormat, compress_workload, dense_encoding,
                                    encode_mask, pruned_encoding)
-from simulator.pruning import MagnitudePruning, magnitude_mask, synthetic_weights
-from simulator.workload import DType, Layer, LayerKind, load_workload
+from simulator.model.weights import MagnitudePruning, magnitude_mask, synthetic_weights
+from simulator.model.workload import DType, Layer, LayerKind, load_workload
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The seed's loop on real data (``simulator.digits``, ``python -m simulator digits``), small:
+"""The seed's loop on real data (``simulator.studies.digits``, ``python -m simulator digits``), small:
 AGP pruning between fine-tuning epochs, the latency table, the stored-format check, the
 sensitivity CSV and the plots; and the sensitivity analysis on its own."""
 
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from simulator.cli import main
-from simulator.digits import DEFAULT_SCHEDULE, DigitsNet, digits_cnn, load_data, prune_epoch
-from simulator.schedule import Window, agp_target_sparsity, load_schedule
-from simulator.sensitivity import CSV_HEADER, Evaluation, sensitivity_analysis, sparsity_levels
+from simulator.studies.digits import DEFAULT_SCHEDULE, DigitsNet, digits_cnn, load_data, prune_epoch
+from simulator.compress.schedule import Window, agp_target_sparsity, load_schedule
+from simulator.compress.sensitivity import CSV_HEADER, Evaluation, sensitivity_analysis, sparsity_levels
 
 SMALL_SCHEDULE = {
     "version": 1,
@@ -55,7 +55,7 @@ def test_each_pruning_epoch_reaches_distillers_agp_target():
 
 
 def test_the_factory_traces_to_the_digits_layers():
-    from simulator.torchgraph import workload_from_module
+    from simulator.model.torchgraph import workload_from_module
 
     w = workload_from_module(*digits_cnn())
     assert [l.name for l in w.layers] == ["conv1", "conv2", "pool", "conv3", "pool@2", "fc1", "fc2"]
@@ -157,7 +157,7 @@ def test_the_small_run_writes_the_checkpoint_csv_and_plots(small_run, repo_root,
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = torch.load(out / "digits_pruned.pth.tar", weights_only=True)
     assert saved["arch"] == "digits_cnn" and saved["compression_sched"]["masks_dict"]["conv1.weight"] is None
-    assert main(["run", str(repo_root / "hwprofiles/i7-5930k.yaml"), "--model", "simulator.digits:digits_cnn",
+    assert main(["run", str(repo_root / "hwprofiles/i7-5930k.yaml"), "--model", "simulator.studies.digits:digits_cnn",
                  "--checkpoint", str(out / "digits_pruned.pth.tar")]) == 0
     assert "digits" not in capsys.readouterr().err
 

@@ -6,11 +6,11 @@ import pytest
 import yaml
 
 from simulator.cli import main
-from simulator.compression import StorageFormat
-from simulator.errors import ConfigError
+from simulator.compress.compression import StorageFormat
+from simulator.base.errors import ConfigError
 from simulator.pipeline import RunOptions, run
-from simulator.profile import load_profile, profile_from_mapping
-from simulator.units import Quantity, parse
+from simulator.hardware.profile import load_profile, profile_from_mapping
+from simulator.base.units import Quantity, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,10 +5,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from simulator.compression import StorageFormat
+from simulator.compress.compression import StorageFormat
 from simulator.pipeline import RunOptions, run
-from simulator.profile import load_profile
-from simulator.workload import load_workload
+from simulator.hardware.profile import load_profile
+from simulator.model.workload import load_workload
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Miss-ratio curves and the level filter, checked against the cache model itself.
 
-Exactness is the claim of simulator.mrc, so every test compares with
-:class:`simulator.cache.CacheHierarchy` (itself checked against a plain reference in
+Exactness is the claim of simulator.memory.mrc, so every test compares with
+:class:`simulator.memory.cache.CacheHierarchy` (itself checked against a plain reference in
 test_cache.py) on random, strided and real CSR-gather traces: per-access outcomes where the
 swept level is the last, hit counts at every size where it is not.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.cache import CacheGeometry, CacheHierarchy
-from simulator.compression import StorageFormat, encode_mask
-from simulator.mrc import (Associativity, LevelFilter, LruStacks, fully_associative_distances, level_outcome,
+from simulator.memory.cache import CacheGeometry, CacheHierarchy
+from simulator.compress.compression import StorageFormat, encode_mask
+from simulator.memory.mrc import (Associativity, LevelFilter, LruStacks, fully_associative_distances, level_outcome,
                            level_stream, miss_ratio_curve)
-from simulator.traffic import AddressSpace, CoreView, layer_traffic
-from simulator.workload import load_workload
+from simulator.memory.traffic import AddressSpace, CoreView, layer_traffic
+from simulator.model.workload import load_workload
 
 KIB = 1024
 

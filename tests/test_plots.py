@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.plots import check_plot_path, knee, sweep_plot
-from simulator.sweep import Backend, BackendChoice, SweepRow, plan_sweep, run_sweep
-from simulator.sweepstore import ResultStore
+from simulator.base.errors import ConfigError
+from simulator.output.plots import check_plot_path, knee, sweep_plot
+from simulator.studies.sweep import Backend, BackendChoice, SweepRow, plan_sweep, run_sweep
+from simulator.studies.sweepstore import ResultStore
 
 TEGRA = "hwprofiles/tegra.yaml"
 SIZES = [2.0 ** k for k in range(10, 18)]
@@ -65,8 +65,8 @@ def test_nothing_to_plot_when_every_point_failed(repo_root, monkeypatch, tiny_wo
 
 
 def test_density_bars(tmp_path):
-    from simulator.plots import density_bars
-    from simulator.sparsity import SparsityRow, SparsitySummary
+    from simulator.output.plots import density_bars
+    from simulator.compress.sparsity import SparsityRow, SparsitySummary
 
     rows = [SparsityRow(name, (4, 4), 16, nnz, 0, 0, 0, 0, 0, 100 * (1 - nnz / 16), 0, 0, 0)
             for name, nnz in (("fc1.weight", 4), ("fc2.weight", 8))]

@@ -7,8 +7,8 @@ import pydantic
 import pytest
 import yaml
 
-from simulator.errors import ConfigError, SimulatorError
-from simulator.profile import DeviceKind, KernelKind, load_profile
+from simulator.base.errors import ConfigError, SimulatorError
+from simulator.hardware.profile import DeviceKind, KernelKind, load_profile
 
 KIB = 1024
 GIB = 1024**3

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from simulator.errors import ConfigError
-from simulator.profile import KernelKind
-from simulator.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
-from simulator.workload import DType, Layer, LayerKind, load_workload, to_torch_module
+from simulator.base.errors import ConfigError
+from simulator.hardware.profile import KernelKind
+from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
+from simulator.model.workload import DType, Layer, LayerKind, load_workload, to_torch_module
 
 LINE = 64
 

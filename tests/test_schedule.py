@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.errors import ConfigError
-from simulator.parameters import ParameterTree, canonical_name, is_parameter_name
-from simulator.pruners import GroupType, Norm, RankedStructurePruning, SparsityLevelPruning, ThresholdPruning
-from simulator.schedule import PrunerClass, Window, agp_target_sparsity, apply_schedule, load_schedule
+from simulator.base.errors import ConfigError
+from simulator.model.parameters import ParameterTree, canonical_name, is_parameter_name
+from simulator.compress.pruners import GroupType, Norm, RankedStructurePruning, SparsityLevelPruning, ThresholdPruning
+from simulator.compress.schedule import PrunerClass, Window, agp_target_sparsity, apply_schedule, load_schedule
 
 DATA = Path(__file__).resolve().parent / "data" / "distiller"
 RESNET_SCHEDULE = DATA / "resnet20_filters.schedule_agp.yaml"
@@ -26,7 +26,7 @@ def distiller_agp(initial, final, start, end, freq, epoch):
 @pytest.fixture(scope="module")
 def dense_parameters():
     """The trained dense ResNet-20 checkpoint's parameters (module.-prefixed names)."""
-    from simulator.checkpoint import load_checkpoint
+    from simulator.model.checkpoint import load_checkpoint
 
     return load_checkpoint(DATA / "checkpoint_trained_dense.pth.tar").parameters()
 

@@ -12,11 +12,11 @@ import sys
 import pytest
 
 from simulator import cli
-from simulator.compression import StorageFormat
-from simulator.errors import ConfigError
-from simulator.sweep import Backend, BackendChoice, parse_values, plan_sweep, run_sweep
-from simulator.sweepstore import ResultStore
-from simulator.units import UnitError
+from simulator.compress.compression import StorageFormat
+from simulator.base.errors import ConfigError
+from simulator.studies.sweep import Backend, BackendChoice, parse_values, plan_sweep, run_sweep
+from simulator.studies.sweepstore import ResultStore
+from simulator.base.units import UnitError
 
 TEGRA = "hwprofiles/tegra.yaml"
 I7 = "hwprofiles/i7-5930k.yaml"
@@ -167,7 +167,7 @@ def test_rows_per_point_variant_and_layer(at_root, tiny_workload_path):
 # --- failures, results files, resuming ----------------------------------------------------------
 
 def test_a_failing_point_is_recorded_and_the_sweep_goes_on(at_root, tiny_workload_path, monkeypatch):
-    import simulator.sweep as sweep
+    import simulator.studies.sweep as sweep
 
     real_run = sweep.run
 

@@ -9,14 +9,14 @@ import pytest
 import yaml
 
 from simulator.cli import main
-from simulator.engine import simulate
-from simulator.errors import ConfigError
-from simulator.compression import StorageFormat
+from simulator.engine.core import simulate
+from simulator.base.errors import ConfigError
+from simulator.compress.compression import StorageFormat
 from simulator.pipeline import RepeatMode, RunOptions, run
-from simulator.profile import load_profile, profile_from_mapping
-from simulator.tiling import (BUFFERS, MAX_ENGINE_TILES, TIME_TOLERANCE, LoopNest, LoopOrder, choose_tiling,
+from simulator.hardware.profile import load_profile, profile_from_mapping
+from simulator.engine.tiling import (BUFFERS, MAX_ENGINE_TILES, TIME_TOLERANCE, LoopNest, LoopOrder, choose_tiling,
                               evaluate_tiling, tiled_layer_work, tile_steps)
-from simulator.workload import DType, Layer, LayerKind, load_workload
+from simulator.model.workload import DType, Layer, LayerKind, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 ZYNQ = ROOT / "hwprofiles" / "zynq-7045.yaml"

@@ -1,4 +1,4 @@
-"""Any torch model as a workload (``simulator.torchgraph``): the traced layer graph, its folds,
+"""Any torch model as a workload (``simulator.model.torchgraph``): the traced layer graph, its folds,
 its errors, the module's own weights as the sparsity, and ``run --model``."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from torch import nn
 from torch.nn.utils import prune
 
 from simulator.cli import main
-from simulator.compression import StorageFormat
-from simulator.errors import ConfigError
+from simulator.compress.compression import StorageFormat
+from simulator.base.errors import ConfigError
 from simulator.pipeline import RunOptions, run
-from simulator.profile import load_profile
-from simulator.torchgraph import load_model, workload_from_module
-from simulator.workload import DType, LayerKind, to_torch_module
+from simulator.hardware.profile import load_profile
+from simulator.model.torchgraph import load_model, workload_from_module
+from simulator.model.workload import DType, LayerKind, to_torch_module
 
 I7 = "hwprofiles/i7-5930k.yaml"
 
@@ -304,7 +304,7 @@ def test_run_model_errors_are_one_line(repo_root, user_models, capsys, args, mes
 
 
 def test_run_model_with_a_checkpoint_takes_the_checkpoints_weights(repo_root, user_models, tmp_path, capsys):
-    from simulator.checkpoint import save_checkpoint
+    from simulator.model.checkpoint import save_checkpoint
 
     model = load_model(f"{user_models}:with_input").module
     state = {n: t.clone() for n, t in model.state_dict().items()}

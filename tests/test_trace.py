@@ -7,13 +7,13 @@ import json
 import pytest
 
 from simulator import cli
-from simulator.compression import StorageFormat
-from simulator.engine import recording, simulate
-from simulator.errors import ConfigError
+from simulator.compress.compression import StorageFormat
+from simulator.engine.core import recording, simulate
+from simulator.base.errors import ConfigError
 from simulator.pipeline import RepeatMode, RunOptions, benchmark_works, run
-from simulator.profile import load_profile
-from simulator.trace import check_trace, simulated_trace
-from simulator.workload import load_workload
+from simulator.hardware.profile import load_profile
+from simulator.output.trace import check_trace, simulated_trace
+from simulator.model.workload import load_workload
 
 I7 = "hwprofiles/i7-5930k.yaml"
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from simulator.compression import EncodedWeights, StorageFormat, encode_mask, INDEX_BYTES
-from simulator.profile import KernelKind
-from simulator.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
-from simulator.workload import DType, Layer, LayerKind
+from simulator.compress.compression import EncodedWeights, StorageFormat, encode_mask, INDEX_BYTES
+from simulator.hardware.profile import KernelKind
+from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
+from simulator.model.workload import DType, Layer, LayerKind
 
 LINE = 64
 VIEW = CoreView(cores=1, line_bytes=LINE, first_level_bytes=32 * 1024, last_private_bytes=256 * 1024)

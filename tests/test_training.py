@@ -12,17 +12,17 @@ import torch
 import yaml
 
 from simulator import cli
-from simulator.errors import ConfigError
-from simulator.memory import Phase, TensorKind
-from simulator.offload import OffloadPolicy, simulate_step
+from simulator.base.errors import ConfigError
+from simulator.engine.device_memory import Phase, TensorKind
+from simulator.engine.offload import OffloadPolicy, simulate_step
 from simulator.pipeline import RunOptions, run
-from simulator.profile import ConvAlgorithm, load_profile, profile_from_mapping
-from simulator.results import DeviceMemory, LayerResult, OutOfMemory, VariantResult
-from simulator.trace import check_trace
-from simulator.traffic import AddressSpace, CoreView, StreamKind, concat_buffers, layer_traffic
-from simulator.training import (LayerTiming, Mode, Optimizer, TrainConfig, forward_timing, render_training,
+from simulator.hardware.profile import ConvAlgorithm, load_profile, profile_from_mapping
+from simulator.engine.results import DeviceMemory, LayerResult, OutOfMemory, VariantResult
+from simulator.output.trace import check_trace
+from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, concat_buffers, layer_traffic
+from simulator.engine.training import (LayerTiming, Mode, Optimizer, TrainConfig, forward_timing, render_training,
                                 search_dyn, training_plan, uniform)
-from simulator.workload import LayerKind, load_workload, to_torch_module
+from simulator.model.workload import LayerKind, load_workload, to_torch_module
 
 INCEPTION = """\
   - {name: a, kind: conv, in_channels: 3, out_channels: 4, kernel: 3, padding: 1}
@@ -373,7 +373,7 @@ def test_cli_train_needs_conv_algorithms_in_the_profile(repo_root, tiny_workload
 
 
 def test_vdnn_comparison_covers_every_configuration(titan, tiny_workload_file, tmp_path, monkeypatch):
-    from simulator.vdnn import compare, render
+    from simulator.studies.vdnn import compare, render
 
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "workloads").mkdir()

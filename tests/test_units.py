@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from simulator import units
-from simulator.units import Quantity, UnitError, format_bytes, format_seconds, parse, parse_bytes
+from simulator.base import units
+from simulator.base.units import Quantity, UnitError, format_bytes, format_seconds, parse, parse_bytes
 
 
 # --- sizes -------------------------------------------------------------------------------

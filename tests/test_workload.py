@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from simulator.errors import ConfigError
-from simulator.workload import DType, LayerKind, load_workload, to_torch_module
+from simulator.base.errors import ConfigError
+from simulator.model.workload import DType, LayerKind, load_workload, to_torch_module
 
 
 @pytest.fixture

@@ -6,10 +6,12 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cli import positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from ..base.paths import WORKLOADS_DIR
+from .options import positive_int
 
-DEFAULT_WORKLOAD = Path(__file__).resolve().parent.parent.parent / "workloads" / "eie.yaml"
+DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,17 +43,17 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads and args.threads > (os.cpu_count() or 1):
         raise ConfigError("command line", "--threads", f"{args.threads} is more than this machine's "
                           f"{os.cpu_count()} CPUs")
-    from ..workload import load_workload
+    from ..model.workload import load_workload
 
     workload = load_workload(args.workload)
-    from ..bench import bench, render
-    from ..compression import StorageFormat
+    from ..compress.compression import StorageFormat
+    from ..measure.bench import bench, render
 
     result = bench(workload, StorageFormat(args.format), args.batch, args.threads, args.repeat, args.seed,
                    progress, trace_path=args.trace)
     print(render(result))
     if args.trace:
-        from ..trace import check_trace
+        from ..output.trace import check_trace
 
         check_trace(json.loads(Path(args.trace).read_text(encoding="utf-8")), args.trace)
     if args.out:

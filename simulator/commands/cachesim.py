@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..base.errors import ConfigError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,10 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cachesim(args: argparse.Namespace) -> int:
-    from ..plots import miss_ratio_curves
-    from ..profile import load_profile
-    from ..report import write_json_document
-    from ..tracesim import check_curves_path, load_trace, simulate_trace, write_curves_csv
+    from ..hardware.profile import load_profile
+    from ..output.plots import miss_ratio_curves
+    from ..output.report import write_json_document
+    from ..studies.tracesim import check_curves_path, load_trace, simulate_trace, write_curves_csv
 
     if args.json and not (Path(args.json).parent if str(Path(args.json).parent) else Path(".")).is_dir():
         raise ConfigError("command line", "--json", f"{args.json}: directory {Path(args.json).parent} does not exist")
@@ -52,7 +52,7 @@ def _cachesim(args: argparse.Namespace) -> int:
 
 def render(result) -> str:
     """The text output: per-level counts, DRAM traffic, the model's speed."""
-    from ..units import format_bytes
+    from ..base.units import format_bytes
 
     cores = f"{result.cores} core{'s' * (result.cores != 1)}"
     lines = [f"{result.trace}: {result.accesses:,} accesses ({result.writes:,} writes) through {result.profile} "

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from .options import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.resolve().parent.is_dir():
         raise ConfigError("command line", "--out", f"{args.out}: its directory does not exist")
-    from ..calibrate import build_profile, measure, read_cpu_info, read_sysfs_caches, write_profile
+    from ..measure.calibrate import build_profile, measure, read_cpu_info, read_sysfs_caches, write_profile
 
     caches = read_sysfs_caches()
     cpu = read_cpu_info()

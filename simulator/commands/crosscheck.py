@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import check_output_dirs, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from .options import check_output_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _crosscheck(args: argparse.Namespace) -> int:
     check_output_dirs(args, "json", "plot")
-    from ..bench import load_bench
-    from ..profile import load_profile
-    from ..workload import load_workload
+    from ..hardware.profile import load_profile
+    from ..measure.bench import load_bench
+    from ..model.workload import load_workload
 
     profile = load_profile(args.profile)
     benches = [load_bench(path) for path in args.measured]
@@ -43,8 +44,8 @@ def _crosscheck(args: argparse.Namespace) -> int:
     if not Path(workload_path).is_file():
         raise ConfigError(args.measured[0], "workload_path", f"{workload_path} does not exist; pass --workload")
     workload = load_workload(workload_path)
-    from ..crosscheck import crosscheck, plot, render
-    from ..report import write_json_document
+    from ..measure.crosscheck import crosscheck, plot, render
+    from ..output.report import write_json_document
 
     check = crosscheck(profile, workload, benches, do_fit=args.fit, progress=progress, source=args.measured[0])
     progress("")

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from .options import positive_int
 
 
 def _fraction(text: str) -> float:
@@ -63,9 +64,9 @@ def _digits(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError("command line", "--out", f"{out}: cannot create it ({err.strerror or err})") from None
     # inputs first: a bad schedule or profile is reported before minutes of training
-    from ..digits import DEFAULT_SCHEDULE, DigitsOptions, render_report, run_digits, write_outputs
-    from ..profile import load_profile
-    from ..schedule import load_schedule
+    from ..compress.schedule import load_schedule
+    from ..hardware.profile import load_profile
+    from ..studies.digits import DEFAULT_SCHEDULE, DigitsOptions, render_report, run_digits, write_outputs
 
     schedule = Path(args.schedule) if args.schedule else DEFAULT_SCHEDULE
     load_schedule(schedule)

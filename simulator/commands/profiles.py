@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HWPROFILES = Path(__file__).resolve().parent.parent.parent / "hwprofiles"
+from ..base.paths import HWPROFILES_DIR as HWPROFILES
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,9 +22,9 @@ def _peak(value: float) -> str:
 
 
 def _profiles(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..profile import load_profile
-    from ..units import format_bytes
+    from ..base.errors import ConfigError
+    from ..base.units import format_bytes
+    from ..hardware.profile import load_profile
 
     folder = Path(args.dir)
     files = sorted(folder.glob("*.yaml"))

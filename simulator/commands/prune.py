@@ -7,8 +7,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..cli import positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from .options import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,11 +36,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _prune(args: argparse.Namespace) -> int:
     from torch.nn.utils import prune as torch_prune
 
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..parameters import ParameterTree, workload_parameters
-    from ..schedule import apply_schedule, load_schedule
-    from ..sparsity import render_summary, weights_sparsity_summary
-    from ..workload import load_workload
+    from ..compress.schedule import apply_schedule, load_schedule
+    from ..compress.sparsity import render_summary, weights_sparsity_summary
+    from ..model.checkpoint import load_checkpoint, save_checkpoint
+    from ..model.parameters import ParameterTree, workload_parameters
+    from ..model.workload import load_workload
 
     out_dir = Path(args.out).parent
     if not out_dir.is_dir():
@@ -72,7 +73,7 @@ def _prune(args: argparse.Namespace) -> int:
     print(f"\n{model}: epochs 0-{result.epochs - 1} of {args.schedule}, {len(result.steps)} masking steps on "
           f"{len(result.masks)} parameters; wrote {args.out}")
     if args.plot:
-        from ..plots import density_bars
+        from ..output.plots import density_bars
 
         path = density_bars(summary, Path(args.plot) / "density.png", Path(args.out).name)
         print(f"wrote {path}")

@@ -6,15 +6,17 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..cli import density, positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from ..base.paths import WORKLOADS_DIR
+from .options import density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
+    from ..hardware.profile import HardwareProfile
+    from ..model.workload import Workload
     from ..pipeline import RunOptions
-    from ..profile import HardwareProfile
-    from ..workload import Workload
 
-DEFAULT_WORKLOAD = Path(__file__).resolve().parent.parent.parent / "workloads" / "alexnet.yaml"
+DEFAULT_WORKLOAD = WORKLOADS_DIR / "alexnet.yaml"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -72,8 +74,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..profile import load_profile
-    from ..workload import load_workload
+    from ..hardware.profile import load_profile
+    from ..model.workload import load_workload
 
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(args.profile)
@@ -84,13 +86,13 @@ def _run(args: argparse.Namespace) -> int:
         if args.workload:
             raise ConfigError("command line", "--workload", "does not apply with --model (the traced model is the "
                               "layer graph)")
-        from ..torchgraph import load_checkpoint_weights, load_model, parse_input_shape, workload_from_module
+        from ..model.torchgraph import load_checkpoint_weights, load_model, parse_input_shape, workload_from_module
 
         shape = parse_input_shape(args.input_shape) if args.input_shape else None
         model = load_model(args.model, shape)
         name = type(model.module).__name__
         if args.checkpoint:
-            from ..checkpoint import load_checkpoint
+            from ..model.checkpoint import load_checkpoint
 
             load_checkpoint_weights(model.module, load_checkpoint(args.checkpoint))
             name = f"{name}, {Path(args.checkpoint).name}"
@@ -102,24 +104,24 @@ def _run(args: argparse.Namespace) -> int:
         if args.density is not None:
             raise ConfigError("command line", "--density", "does not apply with --checkpoint (the checkpoint's "
                               "own zeros are the sparsity)")
-        from ..checkpoint import checkpoint_workload, load_checkpoint
+        from ..model.checkpoint import checkpoint_workload, load_checkpoint
 
         workload = checkpoint_workload(load_checkpoint(args.checkpoint), args.workload)
     else:
         workload = load_workload(args.workload or DEFAULT_WORKLOAD)
 
-    from ..compression import StorageFormat
+    from ..compress.compression import StorageFormat
+    from ..output.report import render, write_json
     from ..pipeline import RepeatMode, RunOptions, run
-    from ..report import render, write_json
 
     if args.json:
         json_dir = Path(args.json).parent
         if not json_dir.is_dir():
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
     formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
-    from ..offload import OffloadPolicy
-    from ..profile import ConvAlgorithm
-    from ..training import Mode, Optimizer
+    from ..engine.offload import OffloadPolicy
+    from ..engine.training import Mode, Optimizer
+    from ..hardware.profile import ConvAlgorithm
 
     mode = Mode(args.mode)
     if mode is Mode.INFER:
@@ -139,7 +141,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
     if args.trace:
-        from ..engine import recording
+        from ..engine.core import recording
 
         with recording() as calls:
             result = run(profile, workload, options, progress=progress)
@@ -147,14 +149,14 @@ def _run(args: argparse.Namespace) -> int:
         result = run(profile, workload, options, progress=progress)
     progress("")
     print(render(result))
-    from ..steptrace import memory_lines, variant_events
+    from ..output.steptrace import memory_lines, variant_events
 
     for line in memory_lines(result):    # weights streamed, or a device too small: said under the table
         print(line)
     if args.json:
         write_json(result, args.json)
     if args.trace:
-        from ..trace import simulated_trace, write_trace
+        from ..output.trace import simulated_trace, write_trace
 
         doc = simulated_trace(result, calls)
         for index, variant in enumerate(result.variants):    # the weight stream beside the engine's threads
@@ -165,10 +167,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:
     """``--mode train``: one training step per variant; its own table, JSON and timeline."""
+    from ..engine.training import render_training
+    from ..output.report import write_json
+    from ..output.steptrace import step_trace
     from ..pipeline import run
-    from ..report import write_json
-    from ..steptrace import step_trace
-    from ..training import render_training
 
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
@@ -178,7 +180,7 @@ def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOption
     if args.json:
         write_json(result, args.json)
     if args.trace:
-        from ..trace import write_trace
+        from ..output.trace import write_trace
 
         write_trace(step_trace(result), args.trace)
     return 0

@@ -6,8 +6,9 @@ import argparse
 import shutil
 import sys
 
-from ..cli import positive_int, progress
-from ..errors import ConfigError
+from ..base.console import progress
+from ..base.errors import ConfigError
+from .options import positive_int
 from .run import DEFAULT_WORKLOAD
 
 
@@ -44,10 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..compression import StorageFormat
-    from ..plots import check_plot_path, sweep_plot
-    from ..sweep import Backend, BackendChoice, plan_sweep, run_sweep
-    from ..sweepstore import ResultStore
+    from ..compress.compression import StorageFormat
+    from ..output.plots import check_plot_path, sweep_plot
+    from ..studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep
+    from ..studies.sweepstore import ResultStore
 
     if args.dask is not None and "://" not in args.dask:
         raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
@@ -116,7 +117,7 @@ class _Progress:
 
 def _summary_table(plan, rows) -> str:
     """Whole-network time per point and variant (and the speed-up when dense and pruned ran)."""
-    from ..units import format_seconds
+    from ..base.units import format_seconds
 
     totals = {}
     errors = {}

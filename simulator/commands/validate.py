@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from ..cli import check_output_dirs, progress
+from ..base.console import progress
+from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
+from .options import check_output_dirs
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,17 +27,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from ..profile import load_profile
-    from ..workload import load_workload
+    from ..hardware.profile import load_profile
+    from ..model.workload import load_workload
 
     check_output_dirs(args, "json", "plot")
-    from ..report import write_json_document
-    from ..validation import EIE_PROFILE, PLATFORM_PROFILES, compare, plot, render
+    from ..output.report import write_json_document
+    from ..studies.validation import EIE_PROFILE, PLATFORM_PROFILES, compare, plot, render
 
-    profiles = {platform: load_profile(ROOT / "hwprofiles" / name) for platform, name in PLATFORM_PROFILES.items()}
-    workload = load_workload(ROOT / "workloads" / "eie.yaml")
+    profiles = {platform: load_profile(HWPROFILES_DIR / name) for platform, name in PLATFORM_PROFILES.items()}
+    workload = load_workload(WORKLOADS_DIR / "eie.yaml")
     comparison = compare(profiles, workload, do_fit=args.fit, progress=progress,
-                         eie_profile=load_profile(ROOT / "hwprofiles" / EIE_PROFILE))
+                         eie_profile=load_profile(HWPROFILES_DIR / EIE_PROFILE))
     progress("")
     print(render(comparison))
     if args.json:

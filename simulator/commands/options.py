@@ -1,0 +1,40 @@
+"""What the commands share: argparse types whose errors name the flag, and output-folder checks."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..base.errors import ConfigError
+
+
+def positive_int(flag: str):
+    """argparse type: an integer of at least 1, the error naming ``flag``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+        return value
+    return parse
+
+
+def density(text: str) -> float:
+    """argparse type: a density in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--density must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"--density must be in (0, 1], got {text!r}")
+    return value
+
+
+def check_output_dirs(args: argparse.Namespace, *flags: str) -> None:
+    """Refuse, before any work, an output file (``--json``, ``--plot`` ...) whose folder is missing."""
+    for flag in flags:
+        target = getattr(args, flag, None)
+        if target and not Path(target).resolve().parent.is_dir():
+            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")

@@ -1,0 +1,359 @@
+"""The discrete-event engine: layer kernels as SimPy processes over shared hardware resources.
+
+Resources (one :class:`Machine` per simulation, one ``simpy.Environment`` passed explicitly):
+the compute unit, one bandwidth resource per cache level, the DRAM channel and, on discrete
+devices, the host link. The cache model has already said, per access, which level served it;
+here the accesses are grouped into tiles (contiguous chunks of a layer's trace) and timed:
+
+* a tile's *load* holds every memory resource it uses for ``bytes / bandwidth``, all at once
+  (levels work in parallel, as a pipeline), then waits the DRAM latency once before its data
+  is ready. DRAM time obeys Little's law: ``max(bytes / sustained bandwidth,
+  lines x latency / requests in flight)``, with ``requests in flight = outstanding requests
+  per core x cores in use``, so a stream with too little memory-level parallelism is latency
+  bound rather than bandwidth bound;
+* a tile's *compute* holds the compute unit for ``flops / (peak x kernel efficiency x share
+  of cores in use x wave efficiency)``, the last being the share of the cores in use that the
+  layer's tasks keep busy (5 tasks on 4 cores run in 2 waves: 5/8);
+* a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
+  (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
+  work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad);
+* a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
+
+Busy time per resource is recorded explicitly per layer; the resource with the most busy
+time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
+(:class:`Interval`), for timelines (``run --trace``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Optional
+
+import numpy as np
+import simpy
+
+from ..hardware.profile import HardwareProfile
+from ..memory.cache import AccessOutcome
+from ..memory.traffic import LayerTraffic, StreamKind
+from .results import LayerResult
+
+PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """Per-tile work of one layer, after the cache model: what the engine times."""
+
+    traffic: LayerTraffic
+    flops: np.ndarray            # [tiles]
+    level_bytes: np.ndarray      # [tiles, levels] bytes each cache level delivers upwards
+    dram_read_bytes: np.ndarray  # [tiles]
+    dram_write_bytes: np.ndarray  # [tiles]
+    dram_lines: np.ndarray       # [tiles] lines moved to or from DRAM
+    hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
+    compute_s: Optional[np.ndarray] = None   # [tiles] compute time from a cycle model (accelerators)
+    scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
+    prefetch_tiles: int = PREFETCH_TILES   # tiles held at once (a double-buffered scratchpad holds 2)
+    tiling: str = ""             # how a scratchpad engine tiled the layer, for the report
+
+    @property
+    def tiles(self) -> int:
+        """Number of tiles."""
+        return int(self.flops.size)
+
+    @property
+    def accesses(self) -> int:
+        """Line accesses the layer issued (every one is served by some level or DRAM)."""
+        return int(self.hits.sum())
+
+    def without_trace(self) -> "LayerWork":
+        """The same work with the per-access arrays dropped (cheap to keep or send to another
+        process; the engine needs only the per-tile counts)."""
+        empty = np.zeros(0, np.int64)
+        slim = replace(self.traffic, addresses=empty, is_write=empty.astype(bool), core=empty.astype(np.int16),
+                       stream=empty.astype(np.int8))
+        return replace(self, traffic=slim)
+
+
+def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareProfile) -> LayerWork:
+    """Aggregate the cache model's per-access outcome into per-tile byte counts."""
+    levels = len(profile.caches)
+    bounds = traffic.tile_bounds()
+    tiles = bounds.size - 1
+    # category of each access: (gather or not) x (serving level), counted tile by tile
+    slots = 2 * (levels + 1)
+    category = outcome.served_level.astype(np.int16)
+    category += (traffic.stream == StreamKind.GATHER) * np.int16(levels + 1)
+    by_kind = np.stack([np.bincount(category[a:b], minlength=slots) for a, b in zip(bounds[:-1], bounds[1:])]
+                       ).reshape(tiles, 2, levels + 1)
+    counts = by_kind.sum(axis=1)
+    writebacks = np.array([int(outcome.dram_writebacks[a:b].sum(dtype=np.int64))
+                           for a, b in zip(bounds[:-1], bounds[1:])], dtype=float)
+    share = np.diff(bounds) / max(1, traffic.accesses)
+    # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
+    # gather. A lower level hands the level above one of that level's lines for a stream, but
+    # only the sectors a gather touches (GPUs move 32 B sectors, CPUs whole lines).
+    levels_cfg = profile.caches
+    line_above = np.array([traffic.line_bytes] + [c.line_bytes for c in levels_cfg[:-1]], dtype=float)
+    gather_above = np.array([traffic.gather_bytes] + [
+        min(c.line_bytes, -(-traffic.gather_bytes // c.fill_bytes) * c.fill_bytes) for c in levels_cfg[:-1]],
+        dtype=float)
+    level_bytes = by_kind[:, 0, :levels] * line_above[:levels] + by_kind[:, 1, :levels] * gather_above[:levels]
+    memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
+    return LayerWork(
+        traffic=traffic,
+        flops=traffic.flops * share,
+        level_bytes=level_bytes,
+        dram_read_bytes=counts[:, levels] * float(memory_line),
+        dram_write_bytes=writebacks * float(memory_line),
+        dram_lines=counts[:, levels] + writebacks,
+        hits=counts.sum(axis=0),
+    )
+
+
+class Machine:
+    """The SimPy resources of one profile in one environment."""
+
+    def __init__(self, env: simpy.Environment, profile: HardwareProfile) -> None:
+        self.env = env
+        self.profile = profile
+        self.compute = simpy.Resource(env, capacity=1)
+        self.levels = [simpy.Resource(env, capacity=1) for _ in profile.caches]
+        self.dram = simpy.Resource(env, capacity=1)
+        self.scratchpads = {pad.name: simpy.Resource(env, capacity=1) for pad in profile.memory.scratchpads}
+        self.link = simpy.Resource(env, capacity=profile.link.copy_engines) if profile.link else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One busy interval of one resource, for timelines (``run --trace``). The resource
+    ``layer`` marks a whole layer (or host copy) from its start to its end."""
+
+    resource: str
+    start_s: float
+    end_s: float
+    layer: str
+
+
+class _Busy:
+    """Explicit busy-time bookkeeping of one layer (and, when asked, its busy intervals)."""
+
+    def __init__(self, names: list[str], layer: str = "", intervals: Optional[list[Interval]] = None) -> None:
+        self.seconds = {name: 0.0 for name in names}
+        self.layer = layer
+        self.intervals = intervals
+
+    def add(self, name: str, seconds: float, end_s: Optional[float] = None) -> None:
+        self.seconds[name] += seconds
+        if self.intervals is not None and end_s is not None:
+            self.intervals.append(Interval(name, end_s - seconds, end_s, self.layer))
+
+
+def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy: _Busy,
+          name: str) -> Iterator[simpy.Event]:
+    with resource.request() as request:
+        yield request
+        yield env.timeout(seconds)
+    busy.add(name, seconds, float(env.now))
+
+
+def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[simpy.Resource, float, str]]:
+    """(resource, seconds, name) for every memory resource a tile's load uses."""
+    profile = machine.profile
+    cores = work.traffic.cores_used
+    out = []
+    for i, level in enumerate(profile.caches):
+        rate = level.bandwidth_bytes_per_s * (1 if level.shared else cores)
+        seconds = work.level_bytes[tile, i] / rate
+        if seconds > 0:
+            out.append((machine.levels[i], seconds, level.name))
+    for pad in profile.memory.scratchpads:
+        size = work.scratchpad_bytes.get(pad.name)
+        if size is not None and size[tile] > 0:
+            rate = pad.bandwidth_bytes_per_s * (cores if pad.per_core else 1)
+            out.append((machine.scratchpads[pad.name], size[tile] / rate, pad.name))
+    dram = profile.dram
+    moved = work.dram_read_bytes[tile] + work.dram_write_bytes[tile]
+    if moved > 0 and dram is not None:
+        bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
+        in_flight = dram.outstanding_requests_per_core * cores
+        latency_s = work.dram_lines[tile] * dram.latency_s / in_flight
+        name = "dram-latency" if latency_s > bandwidth_s else "dram-bandwidth"
+        out.append((machine.dram, max(bandwidth_s, latency_s), name))
+    return out
+
+
+def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
+    if work.compute_s is not None:
+        return float(work.compute_s[tile])
+    compute = profile.compute
+    rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
+            * work.traffic.cores_used / compute.cores * work.traffic.wave_efficiency)
+    return float(work.flops[tile]) / rate
+
+
+def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
+          ready: simpy.Event) -> Iterator[simpy.Event]:
+    holds = [env.process(_hold(env, res, seconds, busy, name))
+             for res, seconds, name in _memory_times(machine, work, tile)]
+    if holds:
+        yield simpy.AllOf(env, holds)
+    if work.dram_lines[tile] > 0 and machine.profile.dram is not None:
+        yield env.timeout(machine.profile.dram.latency_s)   # first data of the tile arrives
+    ready.succeed()
+
+
+def _loader(env: simpy.Environment, machine: Machine, work: LayerWork, slots: simpy.Container,
+            ready: list[simpy.Event], busy: _Busy) -> Iterator[simpy.Event]:
+    for tile in range(work.tiles):
+        yield slots.get(1)
+        env.process(_load(env, machine, work, tile, busy, ready[tile]))
+
+
+def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Iterator[simpy.Event]:
+    """One layer: launch, then compute each tile as soon as its load is ready."""
+    launch_s = machine.profile.compute.launch_overhead_s
+    if launch_s > 0:
+        yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
+    slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)
+    ready = [env.event() for _ in range(work.tiles)]
+    env.process(_loader(env, machine, work, slots, ready, busy))
+    for tile in range(work.tiles):
+        yield ready[tile]
+        seconds = _compute_seconds(machine.profile, work, tile)
+        if seconds > 0:
+            yield env.process(_hold(env, machine.compute, seconds, busy, "compute"))
+        yield slots.put(1)
+
+
+def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _Busy) -> Iterator[simpy.Event]:
+    """A host-link transfer: latency plus bytes over the per-direction bandwidth."""
+    link = machine.profile.link
+    assert link is not None and machine.link is not None
+    yield env.process(_hold(env, machine.link, link.latency_s + size_bytes / link.bandwidth_bytes_per_s,
+                            busy, "link"))
+
+
+def _resource_names(profile: HardwareProfile) -> list[str]:
+    return (["launch", "compute"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+            + ["dram-bandwidth", "dram-latency", "link"])
+
+
+def _bound(busy: dict[str, float]) -> str:
+    """The resource that was busy longest within the layer."""
+    dram = busy.get("dram-bandwidth", 0.0) + busy.get("dram-latency", 0.0)
+    candidates = {k: v for k, v in busy.items() if not k.startswith("dram")}
+    if dram > 0:
+        key = "dram-latency" if busy.get("dram-latency", 0.0) > busy.get("dram-bandwidth", 0.0) else "dram-bandwidth"
+        candidates[key] = dram
+    return max(candidates, key=lambda k: candidates[k]) if candidates else "compute"
+
+
+_RECORDING: contextvars.ContextVar[Optional[list[list[Interval]]]] = contextvars.ContextVar("_RECORDING",
+                                                                                           default=None)
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[list[Interval]]]:
+    """Record busy intervals of every :func:`simulate` call made inside the ``with`` block.
+
+    Yields a list that receives one list of :class:`Interval` per call, in call order (the
+    pipeline simulates each variant, or each layer in layer mode, in its own call). Opt-in
+    and scoped, so runs that do not ask for a timeline keep no intervals; the pipeline's API
+    stays as it is because the recorder does not travel through it.
+    """
+    calls: list[list[Interval]] = []
+    token = _RECORDING.set(calls)
+    try:
+        yield calls
+    finally:
+        _RECORDING.reset(token)
+
+
+def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[tuple[int, int]] = None
+             ) -> list[LayerResult]:
+    """Run the layers back to back on one machine; returns one result per layer.
+
+    ``copies`` = (input bytes, output bytes) adds host-to-device and device-to-host copies of
+    the network's input and output over the profile's link (discrete devices only).
+    """
+    env = simpy.Environment()
+    machine = Machine(env, profile)
+    names = _resource_names(profile)
+    calls = _RECORDING.get()
+    intervals: Optional[list[Interval]] = None
+    if calls is not None:
+        intervals = []
+        calls.append(intervals)
+
+    def record(name: str, start: float) -> None:
+        if intervals is not None:
+            intervals.append(Interval("layer", start, float(env.now), name))
+    records: list[tuple[str, str, Optional[LayerWork], _Busy, float, float, int]] = []
+
+    def step(name: str, kind: str, process, work: Optional[LayerWork] = None,
+             link_bytes: int = 0) -> Iterator[simpy.Event]:
+        busy = _Busy(names, name, intervals)
+        start = float(env.now)
+        yield env.process(process(busy))
+        record(name, start)
+        records.append((name, kind, work, busy, start, env.now, link_bytes))
+
+    def network() -> Iterator[simpy.Event]:
+        if copies and machine.link is not None:
+            yield from step("input (h2d)", "copy", lambda busy: link_copy(env, machine, copies[0], busy),
+                            link_bytes=copies[0])
+        for work in works:
+            layer = work.traffic.layer
+            yield from step(layer.name, layer.kind.value, lambda busy, w=work: kernel(env, machine, w, busy), work)
+        if copies and machine.link is not None:
+            yield from step("output (d2h)", "copy", lambda busy: link_copy(env, machine, copies[1], busy),
+                            link_bytes=copies[1])
+
+    env.process(network())
+    env.run()
+    return [_layer_result(profile, *record) for record in records]
+
+
+def layer_energy(profile: HardwareProfile, work: Optional[LayerWork], seconds: float) -> tuple[float, float]:
+    """(energy, DRAM energy) of a layer: operations, bytes each memory delivered, static power."""
+    energy = profile.energy
+    if energy is None:
+        return 0.0, 0.0
+    total = energy.static_power_w * seconds
+    if work is None:
+        return total, 0.0
+    per_byte = energy.per_byte_j
+    total += energy.flop_j * float(work.traffic.flops)
+    for i, level in enumerate(profile.caches):
+        total += per_byte[level.name] * float(work.level_bytes[:, i].sum())
+    for name, size in work.scratchpad_bytes.items():
+        total += per_byte[name] * float(size.sum())
+    dram = per_byte.get("dram", 0.0) * float(work.dram_read_bytes.sum() + work.dram_write_bytes.sum())
+    return total + dram, dram
+
+
+def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional[LayerWork], busy: _Busy,
+                  start: float, end: float, link_bytes: int) -> LayerResult:
+    busy_s = {k: v for k, v in busy.seconds.items() if v > 0}
+    level_names = [c.name for c in profile.caches]
+    energy_j, dram_energy_j = layer_energy(profile, work, end - start)
+    if work is None:
+        return LayerResult(name, kind, None, end - start, start, 0.0, 0, 0, 0, link_bytes, 0,
+                           {n: 0 for n in level_names}, {n: 0.0 for n in level_names}, busy_s, "link", 0,
+                           energy_j, dram_energy_j)
+    hits = {n: int(work.hits[i]) for i, n in enumerate(level_names)}
+    reaching = work.accesses
+    hit_rate = {}
+    for i, n in enumerate(level_names):
+        hit_rate[n] = hits[n] / reaching if reaching else 0.0
+        reaching -= hits[n]
+    return LayerResult(
+        name=name, kind=kind, kernel=work.traffic.kernel.value, time_s=end - start, start_s=start,
+        flops=float(work.traffic.flops), weight_bytes=int(work.traffic.weight_bytes),
+        dram_read_bytes=int(work.dram_read_bytes.sum()), dram_write_bytes=int(work.dram_write_bytes.sum()),
+        link_bytes=0, accesses=work.accesses, hits=hits, hit_rate=hit_rate, busy_s=busy_s,
+        bound=_bound(busy_s), cores_used=work.traffic.cores_used, energy_j=energy_j, dram_energy_j=dram_energy_j,
+        tiling=work.tiling)

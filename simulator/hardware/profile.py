@@ -1,0 +1,507 @@
+"""Hardware profiles: what a CPU, GPU or accelerator offers the memory model.
+
+A profile is a YAML file with readable units (``hwprofiles/*.yaml``), validated into
+immutable objects whose fields carry their base unit in the name (``size_bytes``,
+``bandwidth_bytes_per_s``). Every datasheet figure is cited in the profile's ``sources``
+map, keyed by the field path it supports (``memory.caches.L2.size``).
+
+The per-level cache block holds exactly what the cache model needs (size, line, ways,
+shared) plus its timing (latency, bandwidth), in the spirit of kerncraft machine files.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import Field
+
+from ..base.errors import ConfigError
+from ..base.schema import (Bytes, BytesPerS, FlopPerS, Fraction, Hertz, Joules, PositiveInt, Seconds, Strict, Watts,
+                     validate)
+from ..base.yamlio import read_yaml_mapping
+
+SCHEMA_VERSION = 1
+
+
+class DeviceKind(str, enum.Enum):
+    """What sort of machine a profile describes."""
+
+    CPU = "cpu"
+    GPU = "gpu"
+    FPGA = "fpga"
+    ACCELERATOR = "accelerator"
+
+
+class KernelKind(str, enum.Enum):
+    """The library kernels a layer lowers to; each has its own efficiency in a profile."""
+
+    GEMV = "gemv"      # dense matrix x vector (FC at batch 1)
+    GEMM = "gemm"      # dense matrix x matrix (FC at batch > 1)
+    SPMV = "spmv"      # sparse (CSR/CSC) matrix x vector
+    SPMM = "spmm"      # sparse matrix x dense matrix
+    CONV = "conv"      # dense convolution (implicit GEMM)
+    SPCONV = "spconv"  # convolution with sparse weights
+    POOL = "pool"      # pooling / element-wise, no weights
+
+
+class PeakFlops(Strict):
+    """Peak arithmetic throughput per data type, whole device."""
+
+    fp32: Optional[FlopPerS] = None
+    fp16: Optional[FlopPerS] = None
+    int16: Optional[FlopPerS] = None   # fixed point, as fixed-function accelerators compute
+    int8: Optional[FlopPerS] = None
+
+    @property
+    def best_known(self) -> float:
+        """The fp32 peak, or else the first type the profile gives."""
+        for name in ("fp32", "fp16", "int16", "int8"):
+            value = getattr(self, name)
+            if value is not None:
+                return float(value)
+        raise ValueError("no peak given")
+
+
+class Efficiency(Strict):
+    """Fraction of peak FLOP/s each kernel kind reaches when it is not memory bound."""
+
+    gemv: Fraction
+    gemm: Fraction
+    spmv: Fraction
+    spmm: Fraction
+    conv: Fraction
+    spconv: Fraction
+    pool: Fraction
+
+    def of(self, kind: KernelKind) -> float:
+        """Efficiency of one kernel kind."""
+        return float(getattr(self, kind.value))
+
+
+class RowsPerTask(Strict):
+    """Output rows one core takes as a unit of work, per FC kernel kind (a GPU library's thread-block
+    tile; 1 for CPU threads, which split rows freely). Few rows then occupy few cores, and tasks that
+    do not divide evenly among cores leave some idle in the last wave."""
+
+    gemv: PositiveInt = 1
+    gemm: PositiveInt = 1
+    spmv: PositiveInt = 1
+    spmm: PositiveInt = 1
+
+    def of(self, kind: KernelKind) -> int:
+        """Rows per task of a kernel kind (1 for kinds that are not FC kernels)."""
+        return int(getattr(self, kind.value, 1))
+
+
+class Threads(Strict):
+    """Cores a library kernel actually uses, per kernel kind (default: all of them). Some
+    libraries run a kernel on one thread whatever the machine (Deep Compression's CPU power
+    measurements show MKL's sparse kernels drawing half the power of its threaded dense ones)."""
+
+    gemv: Optional[PositiveInt] = None
+    gemm: Optional[PositiveInt] = None
+    spmv: Optional[PositiveInt] = None
+    spmm: Optional[PositiveInt] = None
+    conv: Optional[PositiveInt] = None
+    spconv: Optional[PositiveInt] = None
+    pool: Optional[PositiveInt] = None
+
+    def of(self, kind: KernelKind) -> Optional[int]:
+        """Cores a kernel of ``kind`` uses, or None for all."""
+        return getattr(self, kind.value)
+
+
+class Compute(Strict):
+    """The arithmetic side: clock, cores, peak rates, kernel efficiencies, launch cost."""
+
+    clock_hz: Hertz = Field(alias="clock")
+    cores: PositiveInt
+    lanes_per_core: PositiveInt
+    peak_flops: PeakFlops
+    efficiency: Efficiency
+    launch_overhead_s: Seconds = Field(alias="launch_overhead")
+    rows_per_task: RowsPerTask = RowsPerTask()
+    threads: Threads = Threads()
+
+
+class CacheLevel(Strict):
+    """One cache level; the first five fields are the cache model's geometry."""
+
+    name: str
+    size_bytes: Bytes = Field(alias="size")
+    line_bytes: Bytes = Field(alias="line")
+    ways: PositiveInt
+    shared: bool
+    latency_s: Seconds = Field(alias="latency")
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+    sector_bytes: Optional[Bytes] = Field(None, alias="sector")
+
+    @property
+    def fill_bytes(self) -> int:
+        """Smallest unit this level fetches from below: its sector, or else its line."""
+        return self.sector_bytes or self.line_bytes
+
+
+class Dram(Strict):
+    """Main (device) memory."""
+
+    peak_bandwidth_bytes_per_s: BytesPerS = Field(alias="peak_bandwidth")
+    sustained_bandwidth_bytes_per_s: BytesPerS = Field(alias="sustained_bandwidth")
+    latency_s: Seconds = Field(alias="latency")
+    outstanding_requests_per_core: PositiveInt = Field(alias="outstanding_requests_per_core")
+    capacity_bytes: Bytes = Field(alias="capacity")
+
+
+class Scratchpad(Strict):
+    """An explicitly managed on-chip memory (SRAM buffer): data placed there is read from it at
+    its bandwidth, without tags, misses or DRAM traffic."""
+
+    name: str
+    size_bytes: Bytes = Field(alias="size")
+    per_core: bool
+    latency_s: Seconds = Field(alias="latency")
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")   # per instance
+
+
+class Memory(Strict):
+    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip)."""
+
+    caches: tuple[CacheLevel, ...] = ()
+    scratchpads: tuple[Scratchpad, ...] = ()
+    dram: Optional[Dram] = None
+
+
+class SparseEngine(Strict):
+    """An EIE-style array of processing elements (Han et al., ISCA 2016): the compressed matrix
+    lives in per-PE SRAM in interleaved CSC (row i on PE i mod pes), non-zero input activations
+    are broadcast one per cycle, and each PE works through its slice of that column, one stored
+    entry (a codebook index and a relative row index) per cycle, behind a FIFO of activations."""
+
+    pes: PositiveInt
+    fifo_depth: PositiveInt
+    index_bits: PositiveInt          # relative row index; longer zero runs need padding entries
+    codebook_bits: PositiveInt       # weight-sharing index
+    pointer_bits: PositiveInt        # column pointers
+    weights_scratchpad: str          # scratchpad names that hold the entries and the pointers
+    pointers_scratchpad: str
+
+
+class TiledEngine(Strict):
+    """A dense convolver array fed from explicitly managed on-chip buffers by double-buffered DMA
+    (Qiu et al., FPGA 2016): each cycle it computes ``output_lanes`` output channels x
+    ``input_lanes`` input channels, each lane a ``window`` x ``window`` line-buffer convolver
+    (``window``**2 multipliers) whose results an adder tree sums over the input lanes. Layers are
+    tiled onto the three named scratchpads by the rule in :mod:`simulator.engine.tiling`."""
+
+    output_lanes: PositiveInt        # output channels in parallel (Qiu et al.: processing elements)
+    input_lanes: PositiveInt         # input channels in parallel per output (Qiu et al.: convolvers per PE)
+    window: PositiveInt              # a lane computes one window x window product per cycle
+    input_buffer: str                # scratchpad names of the three buffers
+    weight_buffer: str
+    output_buffer: str
+    dma_burst_bytes: Bytes = Field(alias="dma_burst")   # longest DMA burst; a contiguous run moves in these
+
+    @property
+    def macs_per_cycle(self) -> int:
+        """Multipliers of the array: output lanes x input lanes x window**2."""
+        return self.output_lanes * self.input_lanes * self.window ** 2
+
+class Link(Strict):
+    """Host link of a discrete device (PCIe), per direction."""
+
+    name: str
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+    latency_s: Seconds = Field(alias="latency")
+    copy_engines: PositiveInt
+
+
+class ConvAlgorithm(str, enum.Enum):
+    """The two classes of convolution algorithm a cuDNN-style library offers for every convolution
+    (forward, backward data, backward filter), as vDNN runs them: workspace traded for speed."""
+
+    MEMORY_OPTIMAL = "memory"            # implicit GEMM: no workspace (the kernel the traffic model times)
+    PERFORMANCE_OPTIMAL = "performance"  # the fastest with unlimited workspace (FFT, explicit im2col GEMM)
+
+    @property
+    def key(self) -> str:
+        """The profile key of the algorithm's costs (``memory_optimal``, ``performance_optimal``)."""
+        return f"{self.value}_optimal"
+
+
+class ConvAlgorithmCost(Strict):
+    """What one algorithm class costs: workspace per byte of the layer's input feature maps (at the
+    step's batch), and its throughput relative to ``compute.efficiency.conv``, which is the
+    implicit-GEMM rate the traffic model times."""
+
+    workspace_per_input: Annotated[float, Field(ge=0)]
+    speed: Annotated[float, Field(gt=0)]
+
+
+class ConvAlgorithms(Strict):
+    """Convolution algorithms for training (``run --mode train``): vDNN's memory-optimal (m) and
+    performance-optimal (p) choices."""
+
+    memory_optimal: ConvAlgorithmCost
+    performance_optimal: ConvAlgorithmCost
+
+    def of(self, algorithm: ConvAlgorithm) -> ConvAlgorithmCost:
+        """The costs of one algorithm class."""
+        return getattr(self, algorithm.key)
+
+
+class Energy(Strict):
+    """Energy per arithmetic operation and per byte each memory delivers, and the power drawn
+    whatever the work (leakage, clocks, idle cores and DRAM refresh). Keys of ``per_byte`` are the
+    profile's cache levels and scratchpads by name, and ``dram``; each must be present."""
+
+    flop_j: Joules = Field(alias="flop")
+    per_byte_j: dict[str, Joules] = Field(alias="per_byte")
+    static_power_w: Watts = Field(alias="static_power")
+
+
+class HardwareProfile(Strict):
+    """A whole validated profile. ``path`` is where it was read from."""
+
+    schema_version: Literal[1]
+    name: str
+    kind: DeviceKind
+    description: str = ""
+    compute: Compute
+    memory: Memory
+    link: Optional[Link] = None
+    sparse_engine: Optional[SparseEngine] = None
+    tiled_engine: Optional[TiledEngine] = None
+    energy: Optional[Energy] = None
+    conv_algorithms: Optional[ConvAlgorithms] = None
+    sources: dict[str, str]
+    fitted: dict[str, str] = {}
+    path: str = ""
+
+    @property
+    def caches(self) -> tuple[CacheLevel, ...]:
+        """Cache levels from the core outwards."""
+        return self.memory.caches
+
+    @property
+    def dram(self) -> Optional[Dram]:
+        """Main memory (None for a device that keeps everything on chip)."""
+        return self.memory.dram
+
+    @property
+    def peak_flops_per_s(self) -> float:
+        """fp32 peak of the whole device (or the peak of the type it computes in)."""
+        return self.compute.peak_flops.best_known
+
+    @property
+    def ridge_flop_per_byte(self) -> float:
+        """Roofline ridge point: peak arithmetic over peak DRAM bandwidth (inf without DRAM)."""
+        if self.dram is None:
+            return float("inf")
+        return self.peak_flops_per_s / self.dram.peak_bandwidth_bytes_per_s
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """Read, validate and cross-check a profile; errors are :class:`ConfigError` lines."""
+    source = str(path)
+    return profile_from_mapping(read_yaml_mapping(path), source)
+
+
+def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
+    """Validate an already-loaded mapping (sweeps edit the mapping, then call this)."""
+    if "path" in data:
+        raise ConfigError(source, "path", "is set by the loader, not in the file")
+    version = data.get("schema_version")
+    if version is not None and version != SCHEMA_VERSION:
+        raise ConfigError(source, "schema_version",
+                          f"{version!r} is not supported (this simulator reads version {SCHEMA_VERSION})")
+    profile = validate(HardwareProfile, {**data, "path": source}, source)
+    _check_caches(profile, source)
+    _check_dram(profile, source)
+    _check_sparse_engine(profile, source)
+    _check_tiled_engine(profile, source)
+    _check_energy(profile, source)
+    _check_conv_algorithms(profile, source)
+    _check_sources(profile, data, source)
+    return profile
+
+
+def _check_caches(profile: HardwareProfile, source: str) -> None:
+    names = set()
+    previous = None
+    for i, level in enumerate(profile.caches):
+        where = f"memory.caches[{i}]"
+        if level.name in names:
+            raise ConfigError(source, f"{where}.name", f"{level.name!r} is used by an earlier level")
+        names.add(level.name)
+        line = level.line_bytes
+        if line & (line - 1):
+            raise ConfigError(source, f"{where}.line", f"{line} B is not a power of two")
+        sector = level.fill_bytes
+        if sector & (sector - 1) or sector > line:
+            raise ConfigError(source, f"{where}.sector", f"{sector} B must be a power of two no larger than the line")
+        if level.size_bytes % (line * level.ways):
+            raise ConfigError(source, f"{where}.size",
+                              f"{level.size_bytes} B is not a whole number of sets of "
+                              f"{level.ways} ways x {line} B lines")
+        if previous is not None:
+            if line < previous.line_bytes:
+                raise ConfigError(source, f"{where}.line",
+                                  f"{line} B is smaller than {previous.name}'s {previous.line_bytes} B "
+                                  "(line size may only grow towards memory)")
+            total_prev = previous.size_bytes * (1 if previous.shared else profile.compute.cores)
+            total = level.size_bytes * (1 if level.shared else profile.compute.cores)
+            if total < total_prev:
+                raise ConfigError(source, f"{where}.size",
+                                  f"{level.name} ({total} B in all) is smaller than {previous.name} "
+                                  f"({total_prev} B in all) above it")
+            if previous.shared and not level.shared:
+                raise ConfigError(source, f"{where}.shared",
+                                  f"a private level cannot sit below the shared level {previous.name}")
+        previous = level
+    if previous is not None and profile.dram is not None \
+            and previous.size_bytes * (1 if previous.shared else profile.compute.cores) > profile.dram.capacity_bytes:
+        raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
+                          "is larger than memory.dram.capacity")
+
+
+def _check_dram(profile: HardwareProfile, source: str) -> None:
+    dram = profile.dram
+    if profile.compute.peak_flops == PeakFlops():
+        raise ConfigError(source, "compute.peak_flops", "give at least one of fp32, fp16, int16, int8")
+    if dram is None:
+        if profile.caches:
+            raise ConfigError(source, "memory.dram", "missing required field (a profile with caches needs DRAM)")
+        if profile.sparse_engine is None:
+            raise ConfigError(source, "memory.dram", "missing required field")
+        return
+    if dram.sustained_bandwidth_bytes_per_s > dram.peak_bandwidth_bytes_per_s:
+        raise ConfigError(source, "memory.dram.sustained_bandwidth", "exceeds memory.dram.peak_bandwidth")
+
+
+def field_paths(profile: HardwareProfile) -> set[str]:
+    """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
+    paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
+    for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency",
+                 "rows_per_task", "threads"):
+        paths.add(f"compute.{name}")
+    for name in ("fp32", "fp16", "int8"):
+        paths.add(f"compute.peak_flops.{name}")
+    for kind in KernelKind:
+        paths.add(f"compute.efficiency.{kind.value}")
+        paths.add(f"compute.rows_per_task.{kind.value}")
+        paths.add(f"compute.threads.{kind.value}")
+    for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
+        paths.add(f"memory.dram.{name}")
+    for level in profile.caches:
+        paths.add(f"memory.caches.{level.name}")
+        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector"):
+            paths.add(f"memory.caches.{level.name}.{name}")
+    for name in ("name", "bandwidth", "latency", "copy_engines"):
+        paths.add(f"link.{name}")
+    for pad in profile.memory.scratchpads:
+        paths.add(f"memory.scratchpads.{pad.name}")
+        for name in ("size", "per_core", "latency", "bandwidth"):
+            paths.add(f"memory.scratchpads.{pad.name}.{name}")
+    paths.add("sparse_engine")
+    for name in SparseEngine.model_fields:
+        paths.add(f"sparse_engine.{name}")
+    paths.add("tiled_engine")
+    for name, info in TiledEngine.model_fields.items():
+        paths.add(f"tiled_engine.{info.alias or name}")
+    paths.add("compute.peak_flops.int16")
+    paths.update({"energy", "energy.flop", "energy.static_power", "energy.per_byte"})
+    if profile.energy is not None:
+        paths.update(f"energy.per_byte.{name}" for name in profile.energy.per_byte_j)
+    paths.add("conv_algorithms")
+    for algorithm in ConvAlgorithm:
+        paths.add(f"conv_algorithms.{algorithm.key}")
+        paths.update(f"conv_algorithms.{algorithm.key}.{name}" for name in ConvAlgorithmCost.model_fields)
+    return paths
+
+
+def _check_conv_algorithms(profile: HardwareProfile, source: str) -> None:
+    algorithms = profile.conv_algorithms
+    if algorithms is None:
+        return
+    memory, performance = algorithms.memory_optimal, algorithms.performance_optimal
+    # the two classes are a trade: one may not be both slower and hungrier than the other
+    if performance.speed < memory.speed:
+        raise ConfigError(source, "conv_algorithms.performance_optimal.speed",
+                          f"{performance.speed:g} is slower than memory_optimal's {memory.speed:g}")
+    if memory.workspace_per_input > performance.workspace_per_input:
+        raise ConfigError(source, "conv_algorithms.memory_optimal.workspace_per_input",
+                          f"{memory.workspace_per_input:g} exceeds performance_optimal's "
+                          f"{performance.workspace_per_input:g}")
+
+
+def _check_sparse_engine(profile: HardwareProfile, source: str) -> None:
+    engine = profile.sparse_engine
+    if engine is None:
+        return
+    names = {pad.name for pad in profile.memory.scratchpads}
+    for field in ("weights_scratchpad", "pointers_scratchpad"):
+        if getattr(engine, field) not in names:
+            raise ConfigError(source, f"sparse_engine.{field}",
+                              f"{getattr(engine, field)!r} is not a scratchpad of this profile "
+                              f"(it has: {', '.join(sorted(names)) or 'none'})")
+    if engine.pes != profile.compute.cores:
+        raise ConfigError(source, "sparse_engine.pes", f"{engine.pes} differs from compute.cores "
+                          f"({profile.compute.cores}); a PE is a core")
+
+
+def _check_tiled_engine(profile: HardwareProfile, source: str) -> None:
+    engine = profile.tiled_engine
+    if engine is None:
+        return
+    if profile.sparse_engine is not None:
+        raise ConfigError(source, "tiled_engine", "a profile has one engine: sparse_engine or tiled_engine, not both")
+    if profile.caches:
+        raise ConfigError(source, "memory.caches", "a tiled engine moves its data by DMA into its scratchpads; "
+                          "it has no caches")
+    names = {pad.name for pad in profile.memory.scratchpads}
+    seen: dict[str, str] = {}
+    for field in ("input_buffer", "weight_buffer", "output_buffer"):
+        name = getattr(engine, field)
+        if name not in names:
+            raise ConfigError(source, f"tiled_engine.{field}", f"{name!r} is not a scratchpad of this profile "
+                              f"(it has: {', '.join(sorted(names)) or 'none'})")
+        if name in seen:
+            raise ConfigError(source, f"tiled_engine.{field}", f"{name!r} is already the {seen[name]}; "
+                              "each buffer needs its own scratchpad")
+        seen[name] = field.replace("_", " ")
+    # the array is the compute: a peak that disagrees with it would print one figure and simulate another
+    array_peak = 2.0 * engine.macs_per_cycle * profile.compute.clock_hz
+    peak = profile.peak_flops_per_s
+    if abs(peak - array_peak) > 0.01 * array_peak:
+        raise ConfigError(source, "compute.peak_flops",
+                          f"{peak / 1e9:.4g} G/s differs from the tiled engine's 2 x {engine.macs_per_cycle} "
+                          f"MACs x {profile.compute.clock_hz / 1e6:.4g} MHz = {array_peak / 1e9:.4g} G/s")
+
+
+def _check_energy(profile: HardwareProfile, source: str) -> None:
+    if profile.energy is None:
+        return
+    memories = [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+    if profile.dram is not None:
+        memories.append("dram")
+    given = profile.energy.per_byte_j
+    for name in given:
+        if name not in memories:
+            raise ConfigError(source, f"energy.per_byte.{name}",
+                              f"is not a memory of this profile (it has: {', '.join(memories)})")
+    for name in memories:
+        if name not in given:
+            raise ConfigError(source, f"energy.per_byte.{name}", "missing: every cache level, scratchpad "
+                              "and DRAM needs an energy per byte")
+
+
+def _check_sources(profile: HardwareProfile, data: dict[str, Any], source: str) -> None:
+    known = field_paths(profile)
+    for key in list(profile.sources) + list(profile.fitted):
+        section = "sources" if key in profile.sources else "fitted"
+        if key not in known:
+            raise ConfigError(source, f"{section}.{key}", "cites a field that does not exist in this profile")
+        if key.startswith("link") and profile.link is None:
+            raise ConfigError(source, f"{section}.{key}", "cites the link, but the profile has none")

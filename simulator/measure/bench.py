@@ -1,0 +1,349 @@
+"""Real timings of a workload's layers on this CPU with torch (``python -m simulator bench``).
+
+The benchmark mode is the simulator's layer mode (and the EIE paper's): each layer alone, the
+same layer called back to back with the same weights, time per frame = time per call / batch.
+A few warm-up calls first (they also warm the caches, as the simulator's first repetition
+does), then ``repeat`` timed calls; the median is the figure, the 10th and 90th percentiles
+the spread (other processes share the cores, so single calls are noisy).
+
+The weights are the simulator's: dense layers use the unpruned seeded weights
+(:func:`simulator.model.weights.synthetic_weights`); CSR layers keep exactly the non-zeros of
+:func:`simulator.compress.compression.pruned_encoding` (its row pointers and column indices, the values
+of the seeded weights there). Dense layers run torch (``F.linear`` / ``F.conv2d``); CSR layers
+run whichever of ``torch.sparse_csr_tensor`` and ``scipy.sparse.csr_matrix`` is faster on the
+layer's first calls, and the result says which (scipy runs on one thread).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..base.errors import ConfigError
+from ..compress.compression import StorageFormat, pruned_encoding
+from ..model.workload import Layer, LayerKind, Workload
+
+BENCH_SCHEMA = "simulator-bench/1"
+WARMUP_CALLS = 3
+
+
+class SparseBackend(str, enum.Enum):
+    """Which library runs a CSR layer."""
+
+    TORCH = "torch"       # torch.sparse_csr_tensor @ dense, on the torch threads
+    SCIPY = "scipy"       # scipy.sparse.csr_matrix @ ndarray, one thread
+    DENSE = "torch-dense"  # not sparse: torch dense kernels
+
+
+@dataclass(frozen=True)
+class LayerTiming:
+    """Measured time per frame of one layer run alone, repeatedly."""
+
+    layer: str
+    kind: str                 # conv, fc, maxpool, ...
+    kernel: str               # gemv, gemm, spmv, spmm, conv, spconv, pool
+    format: str               # dense, csr
+    batch: int
+    backend: str              # SparseBackend value
+    threads: int              # threads the backend ran on
+    median_s: float           # per frame
+    p10_s: float
+    p90_s: float
+    calls: int                # timed calls
+    weight_bytes: int         # values + indices + pointers as stored
+
+    @property
+    def spread(self) -> float:
+        """(p90 - p10) / median: how noisy the timing was."""
+        return (self.p90_s - self.p10_s) / self.median_s if self.median_s > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class OperatorTime:
+    """One torch operator in the profiled pass over the whole workload."""
+
+    name: str
+    calls: int
+    cpu_total_s: float       # including children
+    self_cpu_s: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    """Everything one ``bench`` run measured; ``to_json`` is the file ``crosscheck`` reads."""
+
+    workload: str
+    workload_path: str
+    format: str
+    batch: int
+    threads: int
+    repeat: int
+    seed: int
+    when: str
+    machine: str
+    versions: dict[str, str]
+    load_before: str              # os.getloadavg() when the run started: others share the cores
+    layers: list[LayerTiming] = field(default_factory=list)
+    operators: list[OperatorTime] = field(default_factory=list)
+    repeat_mode: str = "layer"
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--out`` document."""
+        out = asdict(self)
+        out["schema"] = BENCH_SCHEMA
+        return out
+
+
+def load_bench(path: str | Path) -> BenchResult:
+    """Read a ``bench --out`` file; a bad file is a :class:`ConfigError` naming the field."""
+    source = str(path)
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(source, "", "no such file") from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(source, "", f"not a readable JSON file ({err.__class__.__name__})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != BENCH_SCHEMA:
+        raise ConfigError(source, "schema", f"expected {BENCH_SCHEMA!r} (a file written by `simulator bench --out`)")
+    try:
+        layers = [LayerTiming(**entry) for entry in doc["layers"]]
+        operators = [OperatorTime(**entry) for entry in doc.get("operators", [])]
+        fields = {k: doc[k] for k in ("workload", "workload_path", "format", "batch", "threads", "repeat", "seed",
+                                      "when", "machine", "versions", "load_before")}
+    except KeyError as err:
+        raise ConfigError(source, str(err.args[0]), "missing") from None
+    except TypeError as err:
+        raise ConfigError(source, "layers", f"malformed entry ({err})") from None
+    for i, timing in enumerate(layers):
+        if not (isinstance(timing.median_s, (int, float)) and timing.median_s > 0):
+            raise ConfigError(source, f"layers[{i}].median_s", f"{timing.median_s!r} is not a positive time")
+    return BenchResult(**fields, layers=layers, operators=operators, repeat_mode=doc.get("repeat_mode", "layer"))
+
+
+# --- operators ----------------------------------------------------------------------------------
+
+def sparse_operator(backend: SparseBackend, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
+                    shape: tuple[int, int], x: np.ndarray) -> Callable[[], Any]:
+    """A call computing CSR(indptr, indices, values) @ x with ``backend``."""
+    if backend is SparseBackend.SCIPY:
+        import scipy.sparse as sp
+
+        matrix = sp.csr_matrix((values, indices, indptr), shape=shape)
+        return lambda: matrix @ x
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "sparse CSR support is in beta"
+        matrix = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(indptr, dtype=np.int64)),
+                                         torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+                                         torch.from_numpy(np.asarray(values, dtype=np.float32)), size=shape)
+    xt = torch.from_numpy(x)
+    if x.ndim == 1:
+        return lambda: torch.mv(matrix, xt)
+    return lambda: torch.mm(matrix, xt)
+
+
+def pick_sparse_backend(indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, shape: tuple[int, int],
+                        x: np.ndarray, calls: int = 5) -> SparseBackend:
+    """The faster of torch and scipy on this matrix: mean of a few calls after one warm-up (the
+    mean, not the median, because torch's CSR kernels are sometimes bimodal, fast on most calls
+    and very slow on some)."""
+    best = None
+    for backend in (SparseBackend.TORCH, SparseBackend.SCIPY):
+        op = sparse_operator(backend, indptr, indices, values, shape, x)
+        op()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t0)
+        t = statistics.fmean(times)
+        if best is None or t < best[0]:
+            best = (t, backend)
+    return best[1]
+
+
+def _csr_of(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pointers, indices, values) of the simulator's pruned layer: its encoding's non-zeros, with
+    the seeded weights' values at those positions."""
+    from ..model.weights import synthetic_weights
+
+    encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
+    rows, cols = layer.weight_matrix_shape
+    weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
+    row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
+    values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
+    return encoded.pointers.astype(np.int32), encoded.indices.astype(np.int32), values
+
+
+def kernel_name(layer: Layer, fmt: StorageFormat, batch: int) -> str:
+    """The simulator's kernel kind of the layer (``simulator.memory.traffic.kernel_kind``)."""
+    from ..memory.traffic import kernel_kind
+
+    return kernel_kind(layer, fmt, batch).value
+
+
+@dataclass
+class _Operator:
+    call: Callable[[], Any]
+    backend: SparseBackend
+    threads: int
+    weight_bytes: int
+
+
+def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, threads: int,
+                   source: str = "workload") -> _Operator:
+    """A callable running ``layer`` once on ``batch`` samples, as stored in ``fmt``."""
+    import torch
+    import torch.nn.functional as F
+
+    from ..model.weights import synthetic_weights
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand((batch, *layer.in_shape), generator=gen)
+    if layer.kind is LayerKind.FC:
+        rows, cols = layer.weight_matrix_shape
+        xin = x.reshape(batch, cols)
+        if fmt is StorageFormat.DENSE:
+            w = synthetic_weights(layer, seed).reshape(rows, cols).contiguous()
+            call = (lambda: torch.mv(w, xin[0])) if batch == 1 else (lambda: F.linear(xin, w))
+            return _Operator(call, SparseBackend.DENSE, threads, rows * cols * 4)
+        ptr, idx, val = _csr_of(layer, seed)
+        # CSR x (inputs x batch): the weight-stationary product; a vector at batch 1
+        xs = np.ascontiguousarray(xin.numpy().T) if batch > 1 else np.ascontiguousarray(xin.numpy()[0])
+        backend = pick_sparse_backend(ptr, idx, val, (rows, cols), xs)
+        return _Operator(sparse_operator(backend, ptr, idx, val, (rows, cols), xs), backend,
+                         1 if backend is SparseBackend.SCIPY else threads, val.nbytes + idx.nbytes + ptr.nbytes)
+    if layer.kind is LayerKind.CONV:
+        stride, padding, groups = layer.stride, layer.padding, layer.groups
+        if fmt is StorageFormat.DENSE:
+            w = synthetic_weights(layer, seed).contiguous()
+            return _Operator(lambda: F.conv2d(x, w, stride=stride, padding=padding, groups=groups),
+                             SparseBackend.DENSE, threads, w.numel() * 4)
+        if groups != 1:
+            raise ConfigError(source, f"layers.{layer.name}.groups", "CSR convolution is benched for groups = 1 only")
+        rows, cols = layer.weight_matrix_shape
+        ptr, idx, val = _csr_of(layer, seed)
+        k = layer.kernel
+
+        # sparse convolution as the simulator lowers it: im2col, then CSR x columns
+        patches = F.unfold(x, k, padding=padding, stride=stride)            # [batch, cols, pixels]
+        xs = np.ascontiguousarray(patches.permute(1, 0, 2).reshape(cols, -1).numpy())
+        backend = pick_sparse_backend(ptr, idx, val, (rows, cols), xs)
+        product = sparse_operator(backend, ptr, idx, val, (rows, cols), xs)
+
+        def call() -> Any:
+            F.unfold(x, k, padding=padding, stride=stride)
+            return product()
+        return _Operator(call, backend, 1 if backend is SparseBackend.SCIPY else threads,
+                         val.nbytes + idx.nbytes + ptr.nbytes)
+    if layer.kind in (LayerKind.MAXPOOL, LayerKind.AVGPOOL):
+        pool = F.max_pool2d if layer.kind is LayerKind.MAXPOOL else F.avg_pool2d
+        k, stride, padding = layer.kernel, layer.stride, layer.padding
+        return _Operator(lambda: pool(x, k, stride=stride, padding=padding), SparseBackend.DENSE, threads, 0)
+    if layer.kind is LayerKind.ADD:
+        y = torch.rand_like(x)
+        return _Operator(lambda: x + y, SparseBackend.DENSE, threads, 0)
+    # a concat only copies its inputs
+    y = torch.rand_like(x)
+    return _Operator(lambda: torch.cat([x, y], dim=1), SparseBackend.DENSE, threads, 0)
+
+
+def time_calls(call: Callable[[], Any], repeat: int, warmup: int = WARMUP_CALLS) -> list[float]:
+    """Seconds of ``repeat`` back-to-back calls after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optional[int] = None,
+          repeat: int = 20, seed: int = 0, progress: Callable[[str], None] = lambda _: None,
+          profile_operators: bool = True, trace_path: Optional[str | Path] = None) -> BenchResult:
+    """Time every layer alone, repeated; then (optionally) profile one pass over all layers."""
+    import scipy
+    import torch
+
+    threads = threads or os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    timings = []
+    operators: list[tuple[str, _Operator]] = []
+    for n, layer in enumerate(workload.layers):
+        progress(f"bench {fmt.value} batch {batch}: {layer.name} ({n + 1}/{len(workload.layers)})")
+        layer_fmt = fmt if layer.kind.has_weights else StorageFormat.DENSE
+        op = layer_operator(layer, layer_fmt, batch, seed, threads, workload.path or "workload")
+        times = [t / batch for t in time_calls(op.call, repeat)]
+        timings.append(LayerTiming(layer.name, layer.kind.value, kernel_name(layer, layer_fmt, batch), fmt.value,
+                                   batch, op.backend.value, op.threads, float(statistics.median(times)),
+                                   _percentile(times, 10), _percentile(times, 90), repeat, op.weight_bytes))
+        if profile_operators or trace_path:
+            operators.append((layer.name, op))
+    breakdown: list[OperatorTime] = []
+    if operators:
+        progress("bench: torch.profiler pass over the whole workload")
+        breakdown = _profile_pass(operators, trace_path)
+    progress("")
+    return BenchResult(workload.name, workload.path, fmt.value, batch, threads, repeat, seed,
+                       _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+                       f"{platform.node()} {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+                       {"torch": torch.__version__, "scipy": scipy.__version__, "numpy": np.__version__},
+                       load, timings, breakdown)
+
+
+def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[str | Path]) -> list[OperatorTime]:
+    """One pass over every layer under torch.profiler, each layer in a named range: the
+    per-operator breakdown, and the real timeline when ``trace_path`` is given."""
+    from torch.profiler import ProfilerActivity, profile, record_function
+
+    for _, op in operators:     # warm: the profiled pass is steady state, like the timings
+        op.call()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for name, op in operators:
+            with record_function(name):
+                op.call()
+    if trace_path:
+        prof.export_chrome_trace(str(trace_path))
+    out = [OperatorTime(e.key, int(e.count), e.cpu_time_total * 1e-6, e.self_cpu_time_total * 1e-6)
+           for e in prof.key_averages()]
+    return sorted(out, key=lambda o: o.self_cpu_s, reverse=True)
+
+
+def render(result: BenchResult) -> str:
+    """Per-layer table and the top operators, as text."""
+    from ..base.units import format_seconds
+
+    lines = [f"{result.workload}: measured on this CPU, {result.format}, batch {result.batch}, "
+             f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} warm-up; "
+             f"time per frame (load average at start {result.load_before})", "",
+             f"{'layer':14s} {'kernel':7s} {'backend':11s} {'thr':>3s} {'median':>9s} {'p10':>9s} {'p90':>9s} "
+             f"{'weights':>10s}"]
+    for t in result.layers:
+        lines.append(f"{t.layer:14s} {t.kernel:7s} {t.backend:11s} {t.threads:3d} {format_seconds(t.median_s):>9s} "
+                     f"{format_seconds(t.p10_s):>9s} {format_seconds(t.p90_s):>9s} {t.weight_bytes / 2**20:8.2f} MiB")
+    if result.operators:
+        lines += ["", "torch.profiler, one pass over all layers (top operators by self CPU time):"]
+        for o in result.operators[:10]:
+            lines.append(f"  {o.name:36s} {o.calls:5d} calls  self {format_seconds(o.self_cpu_s):>9s}  "
+                         f"total {format_seconds(o.cpu_total_s):>9s}")
+    return "\n".join(lines)

@@ -1,0 +1,637 @@
+"""Traffic: turn each layer and its encoded weights into the memory accesses a kernel makes.
+
+Every layer becomes one trace of byte addresses (one access per cache line a stream touches,
+at the first cache level's line size), with a read/write flag, the core that issues it and
+the stream it belongs to. Buffers get fixed addresses from a bump allocator, so the same
+buffer has the same address in every repetition and cache warmth across inferences is real.
+
+Kernels and their access order (all vectorised, no Python loop per address):
+
+* Dense FC and convolution lower to one blocked GEMM, ``C[M, N] = A[M, K] x B[K, N]`` with
+  A the weights, B the input (im2col done implicitly) and C the output. The output rows M
+  are split into equal contiguous ranges, one per core. Each core walks its rows in blocks
+  of ``mc`` rows and the input in blocks of ``kc`` channels (features for FC): for every
+  (row block, channel block) it reads the input block, then the matching weight block; after
+  the last channel block it writes the outputs of its rows. ``kc`` is the largest channel
+  count whose input block fills half the first cache level; ``mc`` the largest row count
+  whose weight block fills half the last private level. So weights stream once per
+  inference and the input is re-read once per row block, from wherever it still is.
+* CSR FC (SpMV / SpMM): rows are split between cores with equal non-zeros. In non-zero
+  order a core reads the row pointer, the value and the column index (once per line, as a
+  sequential stream), then gathers the input at that real column index: one line per
+  non-zero at batch 1, ``batch`` values (row-major ``K x batch`` operand, as MKL's and
+  cuSPARSE's csrmm read it) at larger batches; at the end of a row it writes the output row.
+* CSC FC: columns are split between cores; per column the input value is read once and
+  every non-zero's output row is read-modified-written (a write access: write-allocate).
+* Sparse convolution (CSR weights): per block of output channels a core reads the block's
+  values, indices and pointers, then the input planes of just the channels the block's
+  non-zeros reference, then writes the block's output planes. A block holds as many rows as
+  fit half of the largest cache share one core has (a private level, or a shared level
+  divided by the cores), so the input is re-read once per block.
+* Pooling reads its input planes and writes its output planes, channels split among cores.
+* An add (residual join) streams its two inputs and its output together, line by line: a
+  line of the first input, the same line of the second, then the output line (channels
+  split among cores), as an element-wise kernel does.
+* A concat (an inception join) copies, sample by sample, each input's slice of the output
+  channels a core owns: it reads the slice, then writes it into the output at its channel
+  offset (output channels split among cores).
+
+Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
+order in which concurrently running cores reach shared levels.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numba
+import numpy as np
+
+from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
+from ..hardware.profile import HardwareProfile, KernelKind
+from ..model.workload import Layer, LayerKind, Workload
+
+INTERLEAVE = 16          # accesses a core issues before the next core's turn
+PAGE_BYTES = 4096        # buffer alignment of the bump allocator
+DEFAULT_LINE_BYTES = 64  # access granularity when a profile has no caches
+MAX_TILES = 64           # engine tiles per layer (SimPy sees tiles, not lines)
+MIN_TILE_ACCESSES = 512
+
+
+class StreamKind(enum.IntEnum):
+    """Which data an access belongs to."""
+
+    WEIGHT_VALUES = 0
+    WEIGHT_INDICES = 1
+    WEIGHT_POINTERS = 2
+    INPUT = 3
+    GATHER = 4
+    OUTPUT = 5
+
+
+@dataclass(frozen=True)
+class CoreView:
+    """What the traffic stage needs from a profile: cores and the cache sizes used for blocking."""
+
+    cores: int
+    line_bytes: int
+    first_level_bytes: int
+    last_private_bytes: int
+    cache_share_bytes: int = 0  # the largest cache capacity one core can count on (shared levels / cores)
+    rows_per_task: tuple[tuple[KernelKind, int], ...] = ()  # FC kernels' unit of work (see RowsPerTask)
+    kernel_threads: tuple[tuple[KernelKind, int], ...] = ()  # kernels that use fewer cores (see Threads)
+
+    @staticmethod
+    def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
+        """Blocking view of a profile; ``threads`` limits the cores used."""
+        caches = profile.caches
+        cores = min(threads or profile.compute.cores, profile.compute.cores)
+        line = caches[0].line_bytes if caches else DEFAULT_LINE_BYTES
+        first = caches[0].size_bytes if caches else 32 * 1024
+        private = [c.size_bytes for c in caches if not c.shared]
+        last_private = private[-1] if private else first
+        share = max([c.size_bytes // (cores if c.shared else 1) for c in caches], default=first)
+        tasks = tuple((k, profile.compute.rows_per_task.of(k))
+                      for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
+        threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads)
+
+    def cores_for(self, kind: KernelKind) -> int:
+        """Cores a kernel of ``kind`` may use."""
+        return min(self.cores, dict(self.kernel_threads).get(kind, self.cores))
+
+    def tasks(self, kind: KernelKind, rows: int) -> int:
+        """Units of work a kernel of ``kind`` splits ``rows`` output rows into."""
+        per_task = dict(self.rows_per_task).get(kind, 1)
+        return -(-rows // per_task)
+
+
+@dataclass(frozen=True)
+class LayerTraffic:
+    """One layer's accesses in issue order, and the work that goes with them."""
+
+    layer: Layer
+    kernel: KernelKind
+    flops: float
+    addresses: np.ndarray     # int64 byte addresses, one per line touched
+    is_write: np.ndarray      # bool
+    core: np.ndarray          # int16
+    stream: np.ndarray        # int8 StreamKind
+    cores_used: int
+    wave_efficiency: float    # share of the cores in use kept busy when tasks do not divide evenly
+    weight_bytes: int         # encoded weight footprint (values + indices + pointers)
+    line_bytes: int           # access granularity: one access per line of this size
+    gather_bytes: int         # bytes a GATHER access actually uses (the rest of its line is over-fetch)
+
+    @property
+    def accesses(self) -> int:
+        """Number of line accesses."""
+        return int(self.addresses.size)
+
+    def tile_bounds(self) -> np.ndarray:
+        """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
+        n = self.accesses
+        tiles = int(min(MAX_TILES, max(1, n // MIN_TILE_ACCESSES)))
+        return np.linspace(0, n, tiles + 1).astype(np.int64)
+
+
+class AddressSpace:
+    """Bump allocator: every buffer gets a page-aligned base address that never moves."""
+
+    def __init__(self) -> None:
+        self._next = PAGE_BYTES
+        self.buffers: dict[str, tuple[int, int]] = {}
+
+    def base(self, name: str, size_bytes: int) -> int:
+        """Base address of buffer ``name`` (allocated on first use)."""
+        if name not in self.buffers:
+            self.buffers[name] = (self._next, size_bytes)
+            self._next += -(-max(size_bytes, 1) // PAGE_BYTES) * PAGE_BYTES
+        return self.buffers[name][0]
+
+
+# --- vectorised building blocks -------------------------------------------------------
+
+def _expand_ranges(first: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Concatenate ``arange(first[i], first[i] + count[i])`` for all i, without a loop."""
+    count = count.astype(np.int64, copy=False)
+    if count.size and count.min() == 1 and count.max() == 1:
+        return first.astype(np.int64, copy=False)
+    total = int(count.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.repeat(np.cumsum(count) - count, count)
+    return np.repeat(first.astype(np.int64, copy=False), count) + (np.arange(total, dtype=np.int64) - starts)
+
+
+class _Trace:
+    """Accumulates (segment) accesses of one core in order."""
+
+    def __init__(self, line: int) -> None:
+        self.line = line
+        self.parts: list[tuple[np.ndarray, np.ndarray, int]] = []  # (line ids, write flags, stream)
+
+    def segments(self, start_bytes: np.ndarray, length_bytes: np.ndarray, stream: StreamKind,
+                 write: bool = False) -> None:
+        """Touch every line of each byte range [start, start + length), in order."""
+        start_bytes = np.asarray(start_bytes, dtype=np.int64)
+        length_bytes = np.asarray(length_bytes, dtype=np.int64)
+        keep = length_bytes > 0
+        first = start_bytes[keep] // self.line
+        last = (start_bytes[keep] + length_bytes[keep] - 1) // self.line
+        lines = _expand_ranges(first, last - first + 1)
+        self.lines(lines, np.full(lines.size, write), stream)
+
+    def lines(self, lines: np.ndarray, write: np.ndarray, stream: StreamKind | np.ndarray) -> None:
+        """Append explicit line ids."""
+        if lines.size:
+            self.parts.append((lines.astype(np.int64, copy=False), write.astype(bool, copy=False), stream))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(line ids, write flags, stream kinds) of everything appended."""
+        if not self.parts:
+            return np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int8)
+        lines = np.concatenate([p[0] for p in self.parts])
+        write = np.concatenate([p[1] for p in self.parts])
+        stream = np.concatenate([np.broadcast_to(np.asarray(p[2], dtype=np.int8), p[0].shape) for p in self.parts])
+        return lines, write, stream
+
+
+def _interleave(per_core: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], line: int
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Merge per-core traces round-robin in groups of INTERLEAVE accesses (a core that has
+    finished drops out).
+
+    Speed trick: each access is packed into one int64 (line id, core, stream, write flag), the
+    per-core traces are padded into a (cores, groups, INTERLEAVE) block and read out group by
+    group, so the merge is two contiguous copies rather than a sort.
+    """
+    cores = len(per_core)
+    if cores > 0xFFF:
+        raise ValueError(f"at most {0xFFF} cores can be interleaved, got {cores}")
+    lengths = [p[0].size for p in per_core]
+    groups = -(-max(lengths, default=0) // INTERLEAVE)
+    block = np.full((cores, groups * INTERLEAVE), -1, dtype=np.int64)
+    for c, (c_lines, c_write, c_stream) in enumerate(per_core):
+        row = block[c, : c_lines.size]
+        np.left_shift(c_lines, 16, out=row)
+        row |= (c << 4)
+        row |= c_stream.astype(np.int64) << 1
+        row |= c_write
+    merged = block.reshape(cores, groups, INTERLEAVE).transpose(1, 0, 2).ravel()
+    merged = merged[merged >= 0]
+    lines = (merged >> 16) * line
+    core = ((merged >> 4) & 0xFFF).astype(np.int16)
+    stream = ((merged >> 1) & 0x7).astype(np.int8)
+    write = (merged & 1).astype(bool)
+    return lines, write, core, stream
+
+
+def _split(total: int, parts: int) -> np.ndarray:
+    """Boundaries of ``parts`` near-equal contiguous ranges of ``total`` items."""
+    return np.linspace(0, total, parts + 1).astype(np.int64)
+
+
+# --- kernels --------------------------------------------------------------------------------
+
+def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_base: int,
+                m_total: int, b_rows: int, kk: int, plane: int, out_plane: int, batch: int,
+                elem: int, view: CoreView) -> None:
+    """Blocked GEMM over output rows [r0, r1) of one core (see module docstring).
+
+    Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
+    row block holds, per channel block, the input segments of every sample and the weight
+    segments of every row, followed by the block's output writes.
+    """
+    r0, r1 = rows
+    if r1 <= r0:
+        return
+    k_total = b_rows * kk
+    kc = min(b_rows, max(1, (view.first_level_bytes // 2) // max(1, batch * plane * elem)))
+    mc = min(r1 - r0, max(1, (view.last_private_bytes // 2) // max(1, kc * kk * elem)))
+    k_starts = np.arange(0, b_rows, kc, dtype=np.int64)
+    k_len = np.minimum(k_starts + kc, b_rows) - k_starts
+    m_starts = np.arange(r0, r1, mc, dtype=np.int64)
+    m_len = np.minimum(m_starts + mc, r1) - m_starts
+    samples = np.arange(batch, dtype=np.int64)
+    nb, nk = m_starts.size, k_starts.size
+    row = m_starts[:, None] + np.arange(mc, dtype=np.int64)[None, :]          # [nb, mc]
+    row_ok = np.arange(mc)[None, :] < m_len[:, None]
+    b_start = np.broadcast_to(b_base + (samples[None, :] * b_rows + k_starts[:, None]) * plane * elem,
+                              (nb, nk, batch))
+    b_size = np.broadcast_to((k_len * plane * elem)[:, None], (nb, nk, batch))
+    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * elem     # [nb, nk, mc]
+    a_size = np.where(row_ok[:, None, :], (k_len * kk * elem)[None, :, None], 0)
+    c_start = c_base + (samples[None, :] * m_total + m_starts[:, None]) * out_plane * elem     # [nb, batch]
+    c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
+    starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
+    sizes = np.concatenate([np.concatenate([b_size, a_size], axis=2).reshape(nb, -1), c_size], axis=1)
+    kinds = np.empty(starts.shape, np.int8)
+    reads = kinds[:, : nk * (batch + mc)].reshape(nb, nk, batch + mc)
+    reads[:, :, :batch] = StreamKind.INPUT
+    reads[:, :, batch:] = StreamKind.WEIGHT_VALUES
+    kinds[:, nk * (batch + mc):] = StreamKind.OUTPUT
+    starts, sizes, kinds = starts.ravel(), sizes.ravel(), kinds.ravel()
+    keep = sizes > 0
+    starts, sizes, kinds = starts[keep], sizes[keep], kinds[keep]
+    first = starts // tr.line
+    count = (starts + sizes - 1) // tr.line - first + 1
+    lines = _expand_ranges(first, count)
+    stream = np.repeat(kinds, count)
+    tr.lines(lines, stream == StreamKind.OUTPUT, stream)
+
+
+def _fresh(lines: np.ndarray) -> np.ndarray:
+    """True where a sequential stream moves on to a new line (one access per line touched)."""
+    fresh = np.ones(lines.size, bool)
+    fresh[1:] = lines[1:] != lines[:-1]
+    return fresh
+
+
+def _per_element(tr: _Trace, items: list[tuple[np.ndarray, np.ndarray, StreamKind, bool]]) -> None:
+    """Lay out, element by element (non-zero by non-zero), each item's ``count`` lines
+    starting at ``first``, in the order the items are listed."""
+    counts = sum(count.astype(np.int64, copy=False) for _, count, _, _ in items)
+    pos = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    lines = np.empty(total, np.int64)
+    kinds = np.empty(total, np.int8)
+    write = np.zeros(total, bool)
+    for first, count, kind, is_write in items:
+        count = count.astype(np.int64, copy=False)
+        where = _expand_ranges(pos, count)
+        lines[where] = _expand_ranges(first, count)
+        kinds[where] = kind
+        write[where] = is_write
+        pos = pos + count
+    tr.lines(lines, write, kinds)
+
+
+def _line_span(base: int, index: np.ndarray, size_bytes: int, line: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first line, line count) of element ``index`` of a buffer of ``size_bytes``-byte elements."""
+    first = (base + index * size_bytes) // line
+    return first, (base + (index + 1) * size_bytes - 1) // line - first + 1
+
+
+@numba.njit(cache=True)
+def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bytes, operand_bytes,
+               line):  # pragma: no cover - compiled
+    """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), as (line, kind, write)."""
+    k0, k1 = ptr[r0], ptr[r1]
+    x_span = (operand_bytes + line - 1) // line + 1          # most lines one operand row can touch
+    bound = (k1 - k0) * (3 + x_span) + (r1 - r0) * x_span
+    lines = np.empty(bound, np.int64)
+    kinds = np.empty(bound, np.int8)
+    writes = np.zeros(bound, np.bool_)
+    n = 0
+    last_val = -1
+    last_idx = -1
+    previous_ptr = -1      # the pointer line of the previous non-zero if it started a row, else -1
+    for r in range(r0, r1):
+        start, stop = ptr[r], ptr[r + 1]
+        for k in range(start, stop):
+            if k == start:
+                p_line = (ptr_base + (r + 1) * 4) // line
+                if p_line != previous_ptr:
+                    lines[n] = p_line
+                    kinds[n] = 2          # StreamKind.WEIGHT_POINTERS
+                    n += 1
+                previous_ptr = p_line
+            else:
+                previous_ptr = -1
+            v_line = (val_base + k * value_bytes) // line
+            if v_line != last_val:
+                lines[n] = v_line
+                kinds[n] = 0              # StreamKind.WEIGHT_VALUES
+                n += 1
+                last_val = v_line
+            i_line = (idx_base + k * 4) // line
+            if i_line != last_idx:
+                lines[n] = i_line
+                kinds[n] = 1              # StreamKind.WEIGHT_INDICES
+                n += 1
+                last_idx = i_line
+            first = (x_base + indices[k] * operand_bytes) // line
+            last = (x_base + (indices[k] + 1) * operand_bytes - 1) // line
+            for x in range(first, last + 1):
+                lines[n] = x
+                kinds[n] = 4              # StreamKind.GATHER
+                n += 1
+            if k == stop - 1:
+                first = (y_base + r * operand_bytes) // line
+                last = (y_base + (r + 1) * operand_bytes - 1) // line
+                for y in range(first, last + 1):
+                    lines[n] = y
+                    kinds[n] = 5          # StreamKind.OUTPUT
+                    writes[n] = True
+                    n += 1
+    return lines[:n], kinds[:n], writes[:n]
+
+
+def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], batch: int,
+            elem: int) -> None:
+    """CSR SpMV / SpMM over rows [r0, r1), in non-zero order: the row pointer when a row starts,
+    the value and the column index (once per line: sequential streams), the gather of the operand
+    at the real column index, and the output row when the row ends. Compiled: FC6 of VGG-16 has
+    4 M non-zeros, and laying them out with numpy took over a second on a single-core device."""
+    r0, r1 = rows
+    if enc.pointers[r1] <= enc.pointers[r0]:
+        return
+    lines, kinds, writes = _csr_lines(enc.pointers, enc.indices, r0, r1, bases["pointers"], bases["values"],
+                                      bases["indices"], bases["input"], bases["output"], enc.value_bytes_each,
+                                      batch * elem, tr.line)
+    tr.lines(lines, writes, kinds)
+
+
+def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[str, int], batch: int,
+            elem: int) -> None:
+    """CSC SpMV / SpMM over columns [c0, c1): input value once, scatter-add into output rows."""
+    c0, c1 = cols
+    ptr = enc.pointers
+    k0, k1 = int(ptr[c0]), int(ptr[c1])
+    if k1 <= k0:
+        return
+    line = tr.line
+    k = np.arange(k0, k1, dtype=np.int64)
+    col_of = np.repeat(np.arange(c0, c1, dtype=np.int64), np.diff(ptr[c0:c1 + 1]))
+    col_start = _fresh(col_of)
+    ptr_line = (bases["pointers"] + (col_of + 1) * POINTER_BYTES) // line
+    val_line = (bases["values"] + k * enc.value_bytes_each) // line
+    idx_line = (bases["indices"] + k * INDEX_BYTES) // line
+    x_first, x_count = _line_span(bases["input"], col_of, batch * elem, line)
+    y_first, y_count = _line_span(bases["output"], enc.indices[k0:k1].astype(np.int64), batch * elem, line)
+    _per_element(tr, [
+        (ptr_line, col_start & _fresh(np.where(col_start, ptr_line, -1)), StreamKind.WEIGHT_POINTERS, False),
+        (x_first, np.where(col_start, x_count, 0), StreamKind.INPUT, False),
+        (val_line, _fresh(val_line), StreamKind.WEIGHT_VALUES, False),
+        (idx_line, _fresh(idx_line), StreamKind.WEIGHT_INDICES, False),
+        (y_first, y_count, StreamKind.GATHER, True),   # read-modify-write of the output row
+    ])
+
+
+def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], layer: Layer,
+                 batch: int, elem: int, view: CoreView) -> None:
+    """CSR-weight convolution over output channels [r0, r1), in blocks of output channels."""
+    r0, r1 = rows
+    if r1 <= r0:
+        return
+    ptr = enc.pointers
+    kk = layer.kernel * layer.kernel
+    channels, plane = layer.in_shape[0], layer.in_elements // layer.in_shape[0]
+    out_plane, m_total = layer.out_pixels, layer.out_shape[0]
+    per_nnz = enc.value_bytes_each + INDEX_BYTES
+    budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
+    samples = np.arange(batch, dtype=np.int64)
+    m0 = r0
+    while m0 < r1:
+        # the largest block of rows whose non-zeros fit half the last private level
+        limit = int(np.searchsorted(ptr, ptr[m0] + budget // per_nnz, side="right")) - 1
+        m1 = min(r1, max(m0 + 1, limit))
+        k0, k1 = int(ptr[m0]), int(ptr[m1])
+        tr.segments([bases["pointers"] + m0 * POINTER_BYTES], [(m1 - m0 + 1) * POINTER_BYTES],
+                    StreamKind.WEIGHT_POINTERS)
+        tr.segments([bases["values"] + k0 * enc.value_bytes_each], [(k1 - k0) * enc.value_bytes_each],
+                    StreamKind.WEIGHT_VALUES)
+        tr.segments([bases["indices"] + k0 * INDEX_BYTES], [(k1 - k0) * INDEX_BYTES], StreamKind.WEIGHT_INDICES)
+        used = np.unique(enc.indices[k0:k1] // kk).astype(np.int64)
+        if used.size:
+            starts = bases["input"] + ((samples[:, None] * channels + used[None, :]) * plane * elem)
+            tr.segments(starts.ravel(), np.full(starts.size, plane * elem), StreamKind.INPUT)
+        c_start = bases["output"] + (samples * m_total + m0) * out_plane * elem
+        tr.segments(c_start, np.full(batch, (m1 - m0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+        m0 = m1
+
+
+def _pool(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
+          elem: int) -> None:
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    samples = np.arange(batch, dtype=np.int64)
+    in_plane = layer.in_elements // layer.in_shape[0]
+    out_plane = layer.out_pixels
+    c_in = layer.in_shape[0]
+    tr.segments(bases["input"] + (samples * c_in + c0) * in_plane * elem, np.full(batch, (c1 - c0) * in_plane * elem),
+                StreamKind.INPUT)
+    tr.segments(bases["output"] + (samples * c_in + c0) * out_plane * elem,
+                np.full(batch, (c1 - c0) * out_plane * elem), StreamKind.OUTPUT, write=True)
+
+
+def _add(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
+         elem: int) -> None:
+    """Element-wise sum over channels [c0, c1): both inputs and the output, line by line."""
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    samples = np.arange(batch, dtype=np.int64)
+    plane = layer.out_pixels * elem
+    c_all = layer.out_shape[0]
+    offsets = (samples * c_all + c0) * plane
+    length = np.full(batch, (c1 - c0) * plane, dtype=np.int64)
+    first = offsets // tr.line
+    relative = _expand_ranges(first, (offsets + length - 1) // tr.line - first + 1)
+    # buffers are page-aligned, so the same element offsets cover the same lines of each
+    lines = np.stack([bases[key] // tr.line + relative for key in ("input", "input2", "output")], axis=1).ravel()
+    write = np.tile(np.array([False, False, True]), relative.size)
+    kinds = np.tile(np.array([StreamKind.INPUT, StreamKind.INPUT, StreamKind.OUTPUT], np.int8), relative.size)
+    tr.lines(lines, write, kinds)
+
+
+def _concat(tr: _Trace, channels: tuple[int, int], layer: Layer, part_bases: Sequence[int], output_base: int,
+            batch: int, elem: int) -> None:
+    """Channel-wise join over output channels [c0, c1): per sample and input, read the input's
+    part of the range, then write it at its offset in the output."""
+    c0, c1 = channels
+    if c1 <= c0:
+        return
+    plane = layer.out_pixels * elem
+    offsets = np.cumsum((0,) + tuple(layer.parts))
+    samples = np.arange(batch, dtype=np.int64)
+    reads, writes, sizes = [], [], []
+    for i, base in enumerate(part_bases):
+        lo, hi = max(c0, int(offsets[i])), min(c1, int(offsets[i + 1]))
+        if hi <= lo:
+            continue
+        reads.append(base + (samples * layer.parts[i] + (lo - offsets[i])) * plane)
+        writes.append(output_base + (samples * layer.out_shape[0] + lo) * plane)
+        sizes.append(np.full(batch, (hi - lo) * plane, dtype=np.int64))
+    # sample-major order: every input's slice of sample 0, then of sample 1, ...
+    read = np.stack(reads, axis=1).ravel()
+    write = np.stack(writes, axis=1).ravel()
+    size = np.stack(sizes, axis=1).ravel()
+    starts = np.stack([read, write], axis=1).ravel()         # read a slice, then write it
+    lengths = np.repeat(size, 2)
+    first = starts // tr.line
+    count = (starts + lengths - 1) // tr.line - first + 1
+    lines = _expand_ranges(first, count)
+    is_write = np.repeat(np.tile(np.array([False, True]), size.size), count)
+    tr.lines(lines, is_write, np.where(is_write, np.int8(StreamKind.OUTPUT), np.int8(StreamKind.INPUT)))
+
+
+# --- layer dispatch -------------------------------------------------------------------------
+
+def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
+    """The library kernel a layer lowers to."""
+    if layer.kind is LayerKind.FC:
+        if fmt.is_sparse:
+            return KernelKind.SPMV if batch == 1 else KernelKind.SPMM
+        return KernelKind.GEMV if batch == 1 else KernelKind.GEMM
+    if layer.kind is LayerKind.CONV:
+        return KernelKind.SPCONV if fmt.is_sparse else KernelKind.CONV
+    return KernelKind.POOL
+
+
+def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
+                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None,
+                  concat_inputs: Sequence[str] = ()) -> LayerTraffic:
+    """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
+    other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
+    :func:`concat_buffers`) (see module docstring)."""
+    elem = layer.dtype.size_bytes
+    fmt = enc.format if enc is not None else StorageFormat.DENSE
+    bases = {
+        "input": space.base(input_buffer, layer.in_bytes(batch)),
+        "output": space.base(f"act:{layer.name}", layer.out_bytes(batch)),
+    }
+    if layer.kind is LayerKind.ADD:
+        if second_input is None:
+            raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
+        bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    part_bases: list[int] = []
+    if layer.kind is LayerKind.CONCAT:
+        if len(concat_inputs) != len(layer.parts):
+            raise ValueError(f"{layer.name}: a concat of {len(layer.parts)} inputs got {len(concat_inputs)} "
+                             "buffers (pass concat_inputs=concat_buffers(workload, layer))")
+        part_bytes = [c * layer.out_pixels * batch * elem for c in layer.parts]
+        part_bases = [space.base(name, size) for name, size in zip(concat_inputs, part_bytes)]
+    if enc is not None:
+        bases["values"] = space.base(f"w:{layer.name}:{fmt.value}:values", enc.values_bytes)
+        if fmt.is_sparse:
+            bases["indices"] = space.base(f"w:{layer.name}:{fmt.value}:indices", enc.index_bytes)
+            bases["pointers"] = space.base(f"w:{layer.name}:{fmt.value}:pointers", enc.pointer_bytes)
+    kernel = kernel_kind(layer, fmt, batch)
+    wave_efficiency = 1.0
+    if layer.kind.has_weights:
+        work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
+        tasks = view.tasks(kernel, work_items)
+        cores = max(1, min(view.cores_for(kernel), tasks))
+        waves = -(-tasks // cores)
+        wave_efficiency = tasks / (waves * cores)
+        if fmt is StorageFormat.CSR and layer.kind is LayerKind.FC:
+            # equal non-zeros per core
+            targets = np.linspace(0, enc.nnz, cores + 1)
+            bounds = np.searchsorted(enc.pointers, targets, side="left")
+            bounds[0], bounds[-1] = 0, enc.rows
+            bounds = np.maximum.accumulate(bounds)
+        else:
+            bounds = _split(work_items, cores)
+    else:
+        cores = max(1, min(view.cores, layer.in_shape[0]))
+        bounds = _split(layer.in_shape[0], cores)
+
+    per_core = []
+    for c in range(cores):
+        tr = _Trace(view.line_bytes)
+        span = (int(bounds[c]), int(bounds[c + 1]))
+        if layer.kind is LayerKind.ADD:
+            _add(tr, span, layer, bases, batch, elem)
+        elif layer.kind is LayerKind.CONCAT:
+            _concat(tr, span, layer, part_bases, bases["output"], batch, elem)
+        elif not layer.kind.has_weights:
+            _pool(tr, span, layer, bases, batch, elem)
+        elif fmt is StorageFormat.DENSE:
+            if layer.kind is LayerKind.FC:
+                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
+                            layer.in_shape[0], 1, 1, 1, batch, elem, view)
+            else:
+                kk = layer.kernel * layer.kernel // 1
+                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
+                            layer.in_shape[0] // layer.groups, kk, layer.in_elements // layer.in_shape[0],
+                            layer.out_pixels, batch, elem, view)
+        elif layer.kind is LayerKind.FC and fmt is StorageFormat.CSR:
+            _csr_fc(tr, enc, span, bases, batch, elem)
+        elif layer.kind is LayerKind.FC:
+            _csc_fc(tr, enc, span, bases, batch, elem)
+        elif fmt is StorageFormat.CSR:
+            _sparse_conv(tr, enc, span, bases, layer, batch, elem, view)
+        else:
+            raise ValueError(f"{layer.name}: {fmt.value} storage is supported for FC layers only; "
+                             "use csr for convolutions")
+        per_core.append(tr.arrays())
+    addresses, is_write, core, stream = _interleave(per_core, view.line_bytes)
+    density = enc.density if enc is not None else 1.0
+    return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
+                        core, stream, cores, wave_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
+                        min(view.line_bytes, batch * elem))
+
+
+def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]:
+    """The buffers ``layer`` reads: its predecessor's output (or its own network input), and the
+    second operand of a join."""
+    preds = workload.predecessors(layer.name)
+    first = f"act:{preds[0]}" if preds else f"input:{layer.name}"
+    return first, (f"act:{preds[1]}" if len(preds) > 1 else None)
+
+
+def concat_buffers(workload: Workload, layer: Layer) -> list[str]:
+    """Every buffer a concat joins, in the order of its inputs (empty for any other layer)."""
+    if layer.kind is not LayerKind.CONCAT:
+        return []
+    return [f"act:{p}" for p in workload.predecessors(layer.name)]
+
+
+def workload_traffic(workload: Workload, encodings: dict[str, EncodedWeights], batch: int,
+                     view: CoreView, space: Optional[AddressSpace] = None) -> list[LayerTraffic]:
+    """Traces of every layer in execution order; each layer reads its predecessor's output."""
+    space = space or AddressSpace()
+    return [workload_layer_traffic(workload, layer, encodings.get(layer.name), batch, space, view)
+            for layer in workload.layers]
+
+
+def workload_layer_traffic(workload: Workload, layer: Layer, enc: Optional[EncodedWeights], batch: int,
+                           space: AddressSpace, view: CoreView) -> LayerTraffic:
+    """One layer's trace, reading the buffers the workload's graph gives it."""
+    first, second = input_buffers(workload, layer)
+    return layer_traffic(layer, first, enc, batch, space, view, second, concat_buffers(workload, layer))

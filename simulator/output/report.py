@@ -1,0 +1,159 @@
+"""Text and JSON output of a run. Plotting, when it comes, lives beside this module."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from ..base.atomicfile import write_atomically
+from ..base.units import format_bytes, format_seconds
+from ..engine.results import LayerResult, RunResult, VariantResult
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _speedup(dense_s: float, pruned_s: float) -> str:
+    return f"{dense_s / pruned_s:.2f}x" if pruned_s > 0 else "-"
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        text = "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return text.rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + ([rule, line(rows[-1])] if rows else []))
+
+
+def _levels(result: RunResult) -> list[str]:
+    for variant in result.variants:
+        for layer in variant.layers:
+            if layer.hit_rate:
+                return list(layer.hit_rate)
+    return []
+
+
+def _title(result: RunResult) -> str:
+    formats = ", ".join(f"{v.name} = {v.format.upper()}" for v in result.variants if v.name != v.format)
+    if result.repeat_mode == "layer":
+        mode = f"each layer alone, steady state after {result.repeat} back-to-back runs"
+    elif result.repeat > 1:
+        mode = f"steady state after {result.repeat} inferences"
+    else:
+        mode = "one cold inference"
+    return (f"{result.workload} on {result.profile}: batch {result.batch}, {mode}"
+            + (f" ({formats})" if formats else ""))
+
+
+def comparison_table(result: RunResult) -> str:
+    """Dense and pruned side by side, one row per layer, totals last."""
+    dense, pruned = result.variant("dense"), result.variant("pruned")
+    levels = _levels(result)
+    header = (["layer", "kernel", "dense", "pruned", "speed-up", "DRAM dense", "DRAM pruned"]
+              + [f"{n} hit d/p" for n in levels] + ["bound dense / pruned"])
+    rows = []
+    for d in dense.layers:
+        p = pruned.layer(d.name)
+        kernel = d.kernel if d.kernel == p.kernel else f"{d.kernel}/{p.kernel}"
+        rows.append([d.name, kernel or d.kind, format_seconds(d.time_s), format_seconds(p.time_s),
+                     _speedup(d.time_s, p.time_s), format_bytes(d.dram_bytes), format_bytes(p.dram_bytes)]
+                    + [_hit_pair(d, p, n) for n in levels] + [f"{d.bound} / {p.bound}"])
+    rows.append(["total", "", format_seconds(dense.total_s), format_seconds(pruned.total_s),
+                 _speedup(dense.total_s, pruned.total_s), format_bytes(dense.dram_bytes),
+                 format_bytes(pruned.dram_bytes)] + [""] * len(levels) + [""])
+    right = set(range(2, 7 + len(levels)))
+    weights = (f"weights: dense {format_bytes(dense.weight_bytes)}, pruned {pruned.format.upper()} "
+               f"{format_bytes(pruned.weight_bytes)} (values + indices + pointers)")
+    lines = [_title(result), "", _table(header, rows, right), "", weights]
+    if dense.energy_j > 0 or pruned.energy_j > 0:
+        lines.append(f"energy per inference: dense {_energy(dense)}, pruned {_energy(pruned)}")
+    return "\n".join(lines)
+
+
+def format_joules(joules: float) -> str:
+    """Energy with a unit that keeps three significant figures: ``4.2 mJ``."""
+    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("uJ", 1e-6)):
+        if joules >= scale:
+            return f"{joules / scale:.3g} {unit}"
+    return f"{joules / 1e-9:.3g} nJ"
+
+
+def _energy(variant: VariantResult) -> str:
+    share = variant.dram_energy_j / variant.energy_j if variant.energy_j else 0.0
+    return f"{format_joules(variant.energy_j)} ({100 * share:.0f}% DRAM)"
+
+
+def _hit_pair(d: LayerResult, p: LayerResult, level: str) -> str:
+    if d.kind == "copy":
+        return ""
+    return f"{_pct(d.hit_rate.get(level))}/{_pct(p.hit_rate.get(level))}"
+
+
+def variant_table(result: RunResult, variant: VariantResult) -> str:
+    """One variant alone (``--format``)."""
+    levels = _levels(result)
+    header = ["layer", "kernel", "time", "FLOPs", "DRAM", "weights"] + [f"{n} hit" for n in levels] + ["bound"]
+    rows = []
+    for layer in variant.layers:
+        rows.append([layer.name, layer.kernel or layer.kind, format_seconds(layer.time_s), f"{layer.flops:.3g}",
+                     format_bytes(layer.dram_bytes), format_bytes(layer.weight_bytes)]
+                    + ["" if layer.kind == "copy" else _pct(layer.hit_rate.get(n)) for n in levels] + [layer.bound])
+    rows.append(["total", "", format_seconds(variant.total_s), f"{sum(l.flops for l in variant.layers):.3g}",
+                 format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes)] + [""] * len(levels) + [""])
+    lines = [_title(result), "", _table(header, rows, set(range(2, 6 + len(levels))))]
+    if variant.energy_j > 0:
+        lines.append(f"\nenergy per inference: {_energy(variant)}")
+    return "\n".join(lines)
+
+
+def _giga_per_s(flops: float, seconds: float) -> str:
+    return f"{flops / seconds / 1e9:.1f}" if seconds > 0 else "-"
+
+
+def tiled_table(result: RunResult, variant: VariantResult) -> str:
+    """A scratchpad accelerator's run: per layer its time, throughput, DRAM traffic, bound and the
+    tiling the rule chose; then frames per second and the convolutions' throughput."""
+    header = ["layer", "kernel", "time", "GOP/s", "DRAM", "weights", "bound",
+              "tiling (loop order, tile M x N, rows x cols)"]
+    rows = [[l.name, l.kernel or l.kind, format_seconds(l.time_s), _giga_per_s(l.flops, l.time_s),
+             format_bytes(l.dram_bytes), format_bytes(l.weight_bytes), l.bound, l.tiling] for l in variant.layers]
+    flops = sum(l.flops for l in variant.layers)
+    rows.append(["total", "", format_seconds(variant.total_s), _giga_per_s(flops, variant.total_s),
+                 format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes), "", ""])
+    conv = [l for l in variant.layers if l.kind == "conv"]
+    conv_s = sum(l.time_s for l in conv)
+    summary = (f"{result.batch / variant.total_s:.2f} frames/s; " if variant.total_s > 0 else "") + (
+        f"convolutions {_giga_per_s(sum(l.flops for l in conv), conv_s)} GOP/s over {format_seconds(conv_s)}, "
+        if conv else "") + f"whole network {_giga_per_s(flops, variant.total_s)} GOP/s (1 MAC = 2 operations)"
+    lines = [_title(result), "", _table(header, rows, {2, 3, 4, 5}), "", summary]
+    if variant.energy_j > 0:
+        lines.append(f"energy per inference: {_energy(variant)}")
+    return "\n".join(lines)
+
+
+def render(result: RunResult) -> str:
+    """The default text output of ``run``."""
+    names = {v.name for v in result.variants}
+    if names == {"dense", "pruned"}:
+        return comparison_table(result)
+    return "\n\n".join(tiled_table(result, v) if any(l.tiling for l in v.layers) else variant_table(result, v)
+                       for v in result.variants)
+
+
+def write_json(result: RunResult, path: str | Path) -> None:
+    """Write the ``--json`` document atomically (a failed write leaves no half file)."""
+    write_json_document(result.to_json(), path, "--json")
+
+
+def write_json_document(document: Any, path: str | Path, flag: str) -> None:
+    """Write any JSON document atomically; errors name the flag and the file."""
+    def dump(handle) -> None:
+        json.dump(document, handle, indent=1)
+        handle.write("\n")
+
+    write_atomically(path, flag, dump)
