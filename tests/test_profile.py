@@ -226,6 +226,13 @@ def test_unknown_device_kind(tegra_data, load_error):
     assert load_error(tegra_data).field == "kind"
 
 
+
+def test_lanes_per_row_only_for_sparse_kernels(tegra_data, load_error):
+    tegra_data["compute"]["lanes_per_row"] = {"gemv": 32}   # a dense kernel has no rows of its own length
+    assert load_error(tegra_data).field == "compute.lanes_per_row.gemv"
+    tegra_data["compute"]["lanes_per_row"] = {"spmv": 0}
+    assert load_error(tegra_data).field == "compute.lanes_per_row.spmv"
+
 # --- cache geometry and hierarchy ----------------------------------------------------------------
 
 def test_line_must_be_a_power_of_two(tegra_data, load_error):

@@ -105,3 +105,17 @@ def test_csc_convolution_is_refused():
     enc = encode_mask("conv", np.ones((2, 18), bool), StorageFormat.CSC, 4)
     with pytest.raises(ValueError, match="csr"):
         layer_traffic(layer, "input", enc, 1, AddressSpace(), VIEW)
+
+
+def test_short_csr_rows_idle_the_lanes_of_a_warp_per_row():
+    # rows of 1, 32 and 33 non-zeros and an empty row on 32 lanes per row: 1 + 1 + 2 + 1 warp steps
+    mask = np.zeros((4, 64), bool)
+    mask[0, :1] = mask[1, :32] = mask[2, :33] = True
+    layer = fc(4, 64, density=float(mask.mean()))
+    enc = encode_mask("fc", mask, StorageFormat.CSR, 4)
+    warp = CoreView(1, LINE, 32 * 1024, 256 * 1024, lanes_per_row=((KernelKind.SPMV, 32),))
+    t = layer_traffic(layer, "input", enc, 1, AddressSpace(), warp)
+    assert t.occupancy == pytest.approx(66 / (5 * 32))
+    # the batch kernel (csrmm) and a view without lanes per row keep every lane busy
+    assert layer_traffic(layer, "input", enc, 4, AddressSpace(), warp).occupancy == 1.0
+    assert layer_traffic(layer, "input", enc, 1, AddressSpace(), VIEW).occupancy == 1.0

@@ -55,6 +55,7 @@ class LayerWork:
     hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
     compute_s: Optional[np.ndarray] = None   # [tiles] compute time from a cycle model (accelerators)
     scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
+    dma_channel_bytes: Optional[np.ndarray] = None   # [tiles] bytes of the busiest DMA channel (tiled engines)
     prefetch_tiles: int = PREFETCH_TILES   # tiles held at once (a double-buffered scratchpad holds 2)
     tiling: str = ""             # how a scratchpad engine tiled the layer, for the report
 
@@ -159,6 +160,14 @@ def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy
     busy.add(name, seconds, float(env.now))
 
 
+def _dma_channel_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
+    """Time the busiest DMA channel of a tiled engine needs for a tile's transfers (0 if unlimited)."""
+    engine = profile.tiled_engine
+    if work.dma_channel_bytes is None or engine is None or engine.dma_channel_bandwidth_bytes_per_s is None:
+        return 0.0
+    return float(work.dma_channel_bytes[tile]) / engine.dma_channel_bandwidth_bytes_per_s
+
+
 def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[simpy.Resource, float, str]]:
     """(resource, seconds, name) for every memory resource a tile's load uses."""
     profile = machine.profile
@@ -181,7 +190,10 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
         in_flight = dram.outstanding_requests_per_core * cores
         latency_s = work.dram_lines[tile] * dram.latency_s / in_flight
         name = "dram-latency" if latency_s > bandwidth_s else "dram-bandwidth"
-        out.append((machine.dram, max(bandwidth_s, latency_s), name))
+        channel_s = _dma_channel_seconds(profile, work, tile)
+        if channel_s > max(bandwidth_s, latency_s):
+            name = "dram-channel"
+        out.append((machine.dram, max(bandwidth_s, latency_s, channel_s), name))
     return out
 
 
@@ -190,7 +202,7 @@ def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> fl
         return float(work.compute_s[tile])
     compute = profile.compute
     rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
-            * work.traffic.cores_used / compute.cores * work.traffic.wave_efficiency)
+            * work.traffic.cores_used / compute.cores * work.traffic.occupancy)
     return float(work.flops[tile]) / rate
 
 
@@ -238,16 +250,16 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
     return (["launch", "compute"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
-            + ["dram-bandwidth", "dram-latency", "link"])
+            + ["dram-bandwidth", "dram-latency", "dram-channel", "link"])
 
 
 def _bound(busy: dict[str, float]) -> str:
-    """The resource that was busy longest within the layer."""
-    dram = busy.get("dram-bandwidth", 0.0) + busy.get("dram-latency", 0.0)
+    """The resource that was busy longest within the layer. DRAM holds count together, named by
+    what limited most of them (bandwidth, Little's law, or a DMA channel)."""
+    holds = {k: v for k, v in busy.items() if k.startswith("dram")}
     candidates = {k: v for k, v in busy.items() if not k.startswith("dram")}
-    if dram > 0:
-        key = "dram-latency" if busy.get("dram-latency", 0.0) > busy.get("dram-bandwidth", 0.0) else "dram-bandwidth"
-        candidates[key] = dram
+    if sum(holds.values()) > 0:
+        candidates[max(holds, key=lambda k: holds[k])] = sum(holds.values())
     return max(candidates, key=lambda k: candidates[k]) if candidates else "compute"
 
 

@@ -341,6 +341,8 @@ def _evaluate(nest: LoopNest, engine: TiledEngine, profile: HardwareProfile, ax:
 
     deps = nest.depends
     compute_s = cycles / profile.compute.clock_hz
+    channel_bandwidth = engine.dma_channel_bandwidth_bytes_per_s
+    channel_s_per_byte = 0.0 if channel_bandwidth is None else 1.0 / channel_bandwidth
     pass_bytes = {"input": in_pass, "weights": w_pass, "output": out_pass}
     totals: dict[str, list[np.ndarray]] = {"read": [], "write": [], "bursts": [], "estimate": []}
     for order in orders:
@@ -353,7 +355,8 @@ def _evaluate(nest: LoopNest, engine: TiledEngine, profile: HardwareProfile, ax:
                             bursts * dram.latency_s / dram.outstanding_requests_per_core)
         # seconds per byte moved: 1 / bandwidth, or more where Little's law over bursts binds
         per_byte_s = dram_s / np.maximum(read + write, 1)
-        estimate = _pipeline_s(order, deps, counts, nest.passes, pass_bytes, times, compute_s, per_byte_s)
+        estimate = _pipeline_s(order, deps, counts, nest.passes, pass_bytes, times, compute_s, per_byte_s,
+                               channel_s_per_byte)
         for key, value in (("read", read), ("write", write), ("bursts", bursts), ("estimate", estimate)):
             totals[key].append(np.broadcast_to(value, fits.shape).astype(float))
     out = {key: np.stack(value) for key, value in totals.items()}
@@ -364,7 +367,7 @@ def _evaluate(nest: LoopNest, engine: TiledEngine, profile: HardwareProfile, ax:
 
 def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[str, np.ndarray], passes: int,
                 pass_bytes: dict[str, np.ndarray], times: dict[str, np.ndarray], compute_s: np.ndarray,
-                per_byte_s: np.ndarray) -> np.ndarray:
+                per_byte_s: np.ndarray, channel_s_per_byte: float = 0.0) -> np.ndarray:
     """The double-buffered pipeline's time, step class by step class.
 
     With two buffers a step's load overlaps the previous step's compute only, so a layer takes
@@ -373,6 +376,8 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
     wrap too, and an operand reloads iff it depends on one of the loops that change. Every tile of
     an operand is taken at its mean size and every step at the mean compute. Summed over the
     classes the input and weight loads are exactly their traffic (partial sums: on average).
+    A load takes its bytes at ``per_byte_s`` (the shared DRAM), or longer where one buffer's DMA
+    channel (``channel_s_per_byte``, 0 when unlimited) cannot keep up with its own share.
     """
     axes = order.axes
     trips = [counts[a] for a in axes]
@@ -380,8 +385,14 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
     step_s = compute_s / (steps * passes)
     tile = {x: pass_bytes[x] / functools.reduce(operator.mul, [counts[a] for a in deps[x]]) for x in deps}
     # each step that moves to another output tile writes the old one and, past its first visit, reads partial sums
-    out_move = tile["output"] * (1 + (times["output"] - 1) / times["output"])
-    first = (tile["input"] + tile["weights"]) * per_byte_s
+    partial = tile["output"] * (times["output"] - 1) / times["output"]   # partial sums read, on average
+
+    def load_s(input_bytes, weight_bytes, read_bytes, write_bytes):
+        shared = (input_bytes + weight_bytes + read_bytes + write_bytes) * per_byte_s
+        busiest = np.maximum(np.maximum(input_bytes, weight_bytes), np.maximum(read_bytes, write_bytes))
+        return np.maximum(shared, busiest * channel_s_per_byte)
+
+    first = load_s(tile["input"], tile["weights"], 0, 0)
     body = np.zeros_like(step_s)
     outer = np.ones((), np.int64)
     for j, axis in enumerate(axes):
@@ -392,11 +403,14 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
         def moves(x: str) -> np.ndarray:
             return functools.reduce(operator.or_, [(a in deps[x]) & (n > 1) for a, n in inner], axis in deps[x])
 
-        load = (np.where(moves("input"), tile["input"], 0) + np.where(moves("weights"), tile["weights"], 0)
-                + np.where(moves("output"), out_move, 0)) * per_byte_s
+        out_moves = moves("output")
+        load = load_s(np.where(moves("input"), tile["input"], 0), np.where(moves("weights"), tile["weights"], 0),
+                      np.where(out_moves, partial, 0), np.where(out_moves, tile["output"], 0))
         body = body + count * np.maximum(step_s, load)
-    boundary = first + tile["output"] * per_byte_s   # a new pass loads afresh while the last one's output drains
-    return first + passes * body + (passes - 1) * np.maximum(step_s, boundary) + step_s + tile["output"] * per_byte_s
+    # a new pass loads afresh while the last one's output drains
+    boundary = load_s(tile["input"], tile["weights"], 0, tile["output"])
+    last_write = load_s(0, 0, 0, tile["output"])
+    return first + passes * body + (passes - 1) * np.maximum(step_s, boundary) + step_s + last_write
 
 
 def choose_tiling(layer: Layer, profile: HardwareProfile, batch: int = 1) -> Tiling:
@@ -566,6 +580,10 @@ def tiled_layer_work(layer: Layer, tiling: Tiling, profile: HardwareProfile, bat
 
     reads = steps.input_bytes + steps.weight_bytes + steps.partial_read_bytes
     bursts = timed(steps.read_bursts) + shifted(steps.write_bursts)
+    # one DMA channel per buffer, each direction its own (the output buffer reads partial sums
+    # and writes results at once): a step's load waits for the busiest of the four
+    channels = np.max([timed(steps.input_bytes), timed(steps.weight_bytes), timed(steps.partial_read_bytes),
+                       shifted(steps.write_bytes)], axis=0)
     traffic = LayerTraffic(layer, _kernel_kind(layer, batch), layer.flops(batch), np.zeros(0, np.int64),
                            np.zeros(0, bool), np.zeros(0, np.int16), np.zeros(0, np.int8), 1, 1.0,
                            layer.weight_bytes(), int(engine.dma_burst_bytes), int(engine.dma_burst_bytes))
@@ -573,6 +591,7 @@ def tiled_layer_work(layer: Layer, tiling: Tiling, profile: HardwareProfile, bat
         traffic=traffic, flops=timed(steps.flops), level_bytes=np.zeros((bursts.size, 0)),
         dram_read_bytes=timed(reads), dram_write_bytes=shifted(steps.write_bytes), dram_lines=bursts,
         hits=np.array([int(round(bursts.sum()))], np.int64), compute_s=timed(steps.cycles) / profile.compute.clock_hz,
+        dma_channel_bytes=channels,
         scratchpad_bytes={engine.input_buffer: timed(steps.input_bytes),
                           engine.weight_buffer: timed(steps.weight_bytes),
                           engine.output_buffer: timed(steps.partial_read_bytes) + shifted(steps.write_bytes)},

@@ -95,6 +95,21 @@ class RowsPerTask(Strict):
         return int(getattr(self, kind.value, 1))
 
 
+class LanesPerRow(Strict):
+    """SIMD lanes a sparse kernel puts on one row together, per sparse FC kernel kind (default 1).
+
+    cuSPARSE's CSR-vector SpMV gives each row a 32-thread warp: a row of ``n`` non-zeros takes
+    ``ceil(n / 32)`` warp steps whoever is idle in the last one, so short rows waste lanes. A CPU
+    library that finishes a row's tail in a scalar loop wastes none (1)."""
+
+    spmv: PositiveInt = 1
+    spmm: PositiveInt = 1
+
+    def of(self, kind: KernelKind) -> int:
+        """Lanes per row of a kernel kind (1 for kinds other than spmv and spmm)."""
+        return int(getattr(self, kind.value, 1))
+
+
 class Threads(Strict):
     """Cores a library kernel actually uses, per kernel kind (default: all of them). Some
     libraries run a kernel on one thread whatever the machine (Deep Compression's CPU power
@@ -123,6 +138,7 @@ class Compute(Strict):
     efficiency: Efficiency
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
     rows_per_task: RowsPerTask = RowsPerTask()
+    lanes_per_row: LanesPerRow = LanesPerRow()
     threads: Threads = Threads()
 
 
@@ -202,6 +218,10 @@ class TiledEngine(Strict):
     weight_buffer: str
     output_buffer: str
     dma_burst_bytes: Bytes = Field(alias="dma_burst")   # longest DMA burst; a contiguous run moves in these
+    # Each buffer has its own DMA channel (an AXI port), which moves at most this many bytes per
+    # second each way however fast the DRAM is: one stream (an FC layer's weights) cannot use the
+    # whole DRAM bandwidth. None: the channels are as fast as the DRAM.
+    dma_channel_bandwidth_bytes_per_s: Optional[BytesPerS] = Field(default=None, alias="dma_channel_bandwidth")
 
     @property
     def macs_per_cycle(self) -> int:
@@ -384,7 +404,7 @@ def field_paths(profile: HardwareProfile) -> set[str]:
     """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
     paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
     for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency",
-                 "rows_per_task", "threads"):
+                 "rows_per_task", "lanes_per_row", "threads"):
         paths.add(f"compute.{name}")
     for name in ("fp32", "fp16", "int8"):
         paths.add(f"compute.peak_flops.{name}")
@@ -392,6 +412,8 @@ def field_paths(profile: HardwareProfile) -> set[str]:
         paths.add(f"compute.efficiency.{kind.value}")
         paths.add(f"compute.rows_per_task.{kind.value}")
         paths.add(f"compute.threads.{kind.value}")
+    for kind in (KernelKind.SPMV, KernelKind.SPMM):
+        paths.add(f"compute.lanes_per_row.{kind.value}")
     for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
         paths.add(f"memory.dram.{name}")
     for level in profile.caches:

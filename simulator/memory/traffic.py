@@ -82,6 +82,7 @@ class CoreView:
     cache_share_bytes: int = 0  # the largest cache capacity one core can count on (shared levels / cores)
     rows_per_task: tuple[tuple[KernelKind, int], ...] = ()  # FC kernels' unit of work (see RowsPerTask)
     kernel_threads: tuple[tuple[KernelKind, int], ...] = ()  # kernels that use fewer cores (see Threads)
+    lanes_per_row: tuple[tuple[KernelKind, int], ...] = ()  # SIMD lanes on one sparse row (see LanesPerRow)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -96,7 +97,8 @@ class CoreView:
         tasks = tuple((k, profile.compute.rows_per_task.of(k))
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
         threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
-        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads)
+        lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM) if (n := profile.compute.lanes_per_row.of(k)) > 1)
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes)
 
     def cores_for(self, kind: KernelKind) -> int:
         """Cores a kernel of ``kind`` may use."""
@@ -120,7 +122,7 @@ class LayerTraffic:
     core: np.ndarray          # int16
     stream: np.ndarray        # int8 StreamKind
     cores_used: int
-    wave_efficiency: float    # share of the cores in use kept busy when tasks do not divide evenly
+    occupancy: float          # share of the lanes in use kept busy: tasks not dividing into whole waves, short rows
     weight_bytes: int         # encoded weight footprint (values + indices + pointers)
     line_bytes: int           # access granularity: one access per line of this size
     gather_bytes: int         # bytes a GATHER access actually uses (the rest of its line is over-fetch)
@@ -227,6 +229,17 @@ def _interleave(per_core: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]], l
     stream = ((merged >> 1) & 0x7).astype(np.int8)
     write = (merged & 1).astype(bool)
     return lines, write, core, stream
+
+
+def _lane_efficiency(enc: EncodedWeights, lanes: int) -> float:
+    """Share of SIMD lane steps doing a multiply when ``lanes`` lanes work on one CSR row together:
+    a row of ``n`` non-zeros takes ``max(1, ceil(n / lanes))`` steps (an empty row still reads its
+    pointers and writes its zero)."""
+    if lanes == 1 or enc.nnz == 0:
+        return 1.0
+    per_row = np.diff(enc.pointers)
+    steps = np.maximum(1, -(-per_row // lanes))
+    return float(enc.nnz) / float(steps.sum() * lanes)
 
 
 def _split(total: int, parts: int) -> np.ndarray:
@@ -553,6 +566,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
             bases["pointers"] = space.base(f"w:{layer.name}:{fmt.value}:pointers", enc.pointer_bytes)
     kernel = kernel_kind(layer, fmt, batch)
     wave_efficiency = 1.0
+    lane_efficiency = 1.0
     if layer.kind.has_weights:
         work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
         tasks = view.tasks(kernel, work_items)
@@ -565,6 +579,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
             bounds = np.searchsorted(enc.pointers, targets, side="left")
             bounds[0], bounds[-1] = 0, enc.rows
             bounds = np.maximum.accumulate(bounds)
+            lane_efficiency = _lane_efficiency(enc, dict(view.lanes_per_row).get(kernel, 1))
         else:
             bounds = _split(work_items, cores)
     else:
@@ -603,7 +618,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     addresses, is_write, core, stream = _interleave(per_core, view.line_bytes)
     density = enc.density if enc is not None else 1.0
     return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
-                        core, stream, cores, wave_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
+                        core, stream, cores, wave_efficiency * lane_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
                         min(view.line_bytes, batch * elem))
 
 
