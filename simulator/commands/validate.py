@@ -9,7 +9,6 @@ from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
 from .options import check_output_dirs
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand."""
     cmd = subparsers.add_parser(
