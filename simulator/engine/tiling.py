@@ -31,8 +31,9 @@ multiple of its input lanes (or all of N), Tr and Tc any size (one candidate per
 count). A candidate counts only if its input tile (with the halo the kernel needs), its weight
 tile and its output tile each fit half of their buffer. For each candidate and loop order the
 model estimates the layer's time from its compute time ``C = array cycles / clock`` and its DRAM
-time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts)`` as the
-double-buffered pipeline: a step's load overlaps only the step before's compute, so the time is
+time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts, busiest
+channel's bytes / dma_channel_bandwidth)`` (each buffer has its own DMA channel; the output
+buffer's reads and writes are two) as the double-buffered pipeline: a step's load overlaps only the step before's compute, so the time is
 the first load, then per step ``max(compute, next load)``, then the last compute and write
 (:func:`_pipeline_s` sums this in closed form over classes of steps: a balanced layer wants
 more than a few tiles, and an order whose loads come in bursts pays for them). Of the tilings within
