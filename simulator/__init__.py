@@ -1,7 +1,10 @@
 """A simulated memory hierarchy for compressed (pruned) neural-network inference.
 
-The flow of one run is in :mod:`simulator.pipeline`; the stages, in order, are
-profile / workload -> compression -> traffic -> cache -> engine -> results -> report.
+The flow of one run is in :mod:`simulator.pipeline`. The subpackages are the stages, in order,
+each importing only the ones before it: ``base`` (helpers) -> ``hardware`` (profiles) -> ``model``
+(layer graphs, weights) -> ``compress`` (schedules, encodings) -> ``memory`` (traffic, cache model)
+-> ``engine`` (SimPy timing) -> ``pipeline`` -> ``output`` (report, traces, plots) -> ``studies``
+-> ``measure`` -> ``commands`` (the CLI).
 """
 
 __version__ = "0.1.0"

@@ -1,1 +1,1 @@
-"""base"""
+"""Helpers every stage uses (errors, units, safe YAML, schema plumbing, atomic files, paths, progress); they import nothing else of the project."""

@@ -1,1 +1,1 @@
-"""hardware"""
+"""Stage 1: hardware profiles, loaded from YAML and validated (units, cross-field checks, sources)."""
