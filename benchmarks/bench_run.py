@@ -51,6 +51,24 @@ def stage_times(profile, workload, fmt) -> dict[str, float]:
     return out
 
 
+EIE_PROFILES = ("tegra", "i7-5930k", "titan-x")
+
+
+def eie_set_times(repeats: int) -> list[float]:
+    """Wall time of the EIE benchmark layers, dense and CSR, on three profiles (the design's
+    second budget: a few seconds), after one untimed pass that fills the encoding cache."""
+    profiles = [load_profile(ROOT / "hwprofiles" / f"{name}.yaml") for name in EIE_PROFILES]
+    workload = load_workload(ROOT / "workloads" / "eie.yaml")
+    times = []
+    for attempt in range(repeats + 1):
+        t = time.perf_counter()
+        for profile in profiles:
+            run(profile, workload, RunOptions())
+        if attempt:
+            times.append(time.perf_counter() - t)
+    return times
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -74,10 +92,13 @@ def main() -> None:
             pruned.append(time.perf_counter() - t)
         stages = {fmt: [stage_times(profile, workload, fmt) for _ in range(args.repeats)]
                   for fmt in (StorageFormat.DENSE, StorageFormat.CSR)}
+        eie = eie_set_times(args.repeats)
     print(f"VGG-16 on {profile.name}, batch 1, dense + pruned CSR")
     print(f"  first run (prunes 138 M weights, fills the encoding cache): {cold:.2f} s")
     print(f"  run, median of {args.repeats}:                                 {statistics.median(whole):.2f} s")
     print(f"  pruned CSR alone, median of {args.repeats}:                    {statistics.median(pruned):.2f} s")
+    print(f"  EIE benchmark set (9 layers, dense + CSR) on {', '.join(EIE_PROFILES)}, median of {args.repeats}: "
+          f"{statistics.median(eie):.2f} s")
     for fmt, samples in stages.items():
         med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
         rate = med["accesses"] / med["cache"] / 1e6
