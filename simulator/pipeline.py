@@ -66,7 +66,8 @@ class RunOptions:
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
     """A cold cache hierarchy built from the profile's cache levels."""
-    levels = [CacheGeometry(c.name, c.size_bytes, c.line_bytes, c.ways, c.shared) for c in profile.caches]
+    levels = [CacheGeometry(c.name, c.size_bytes, c.line_bytes, c.ways, c.shared, c.replacement)
+              for c in profile.caches]
     return CacheHierarchy(levels, cores=cores)
 
 

@@ -7,21 +7,33 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from simulator.memory.cache import AccessOutcome, CacheGeometry, CacheHierarchy
+from simulator.memory.cache import AccessOutcome, CacheGeometry, CacheHierarchy, Replacement
 
 KIB = 1024
 
 
+class _ReferenceSet:
+    """One set, plainly: the line in each way, dirty bits, and recency order (oldest first)."""
+
+    def __init__(self, ways):
+        self.slots = [None] * ways
+        self.dirty = {}
+        self.order = OrderedDict()
+
+
 class _ReferenceHierarchy:
-    """Same semantics as CacheHierarchy, written plainly: per level and instance a list
-    of OrderedDicts (one per set, line address -> dirty, oldest first)."""
+    """Same semantics as CacheHierarchy (module docstring), written plainly: per level and
+    instance a list of sets; replacement policies with their generator and dueling counter."""
 
     def __init__(self, levels, cores):
         self.levels = tuple(levels)
         self.sets = [
-            [[OrderedDict() for _ in range(lv.sets)] for _ in range(1 if lv.shared else cores)]
+            [[_ReferenceSet(lv.ways) for _ in range(lv.sets)] for _ in range(1 if lv.shared else cores)]
             for lv in self.levels
         ]
+        self.rng = [i + 1 for i in range(len(self.levels))]
+        self.psel = [511] * len(self.levels)
+        self.bip_fills = [0] * len(self.levels)
 
     def _set(self, lv, core, address):
         geo = self.levels[lv]
@@ -29,26 +41,58 @@ class _ReferenceHierarchy:
         inst = 0 if geo.shared else core
         return self.sets[lv][inst][line % geo.sets], line
 
-    def _insert(self, lv, core, address, dirty):
+    def _victim_slot(self, lv, s):
+        if None in s.slots:
+            return s.slots.index(None)
+        if self.levels[lv].replacement is Replacement.RANDOM:
+            self.rng[lv] = (self.rng[lv] * 1103515245 + 12345) % 2**31
+            return (self.rng[lv] >> 16) % self.levels[lv].ways
+        return s.slots.index(next(iter(s.order)))
+
+    def _at_lru_position(self, lv, line):
+        """Whether a demand fill of ``line`` at ``lv`` goes to the LRU position."""
+        geo = self.levels[lv]
+        if geo.replacement in (Replacement.LRU, Replacement.RANDOM):
+            return False
+        if geo.replacement is Replacement.DIP:
+            period = min(64, geo.sets)
+            s = (line % geo.sets) % period
+            if s == 0:
+                self.psel[lv] = min(self.psel[lv] + 1, 1023)
+                return False
+            if period > 1 and s == period // 2:
+                self.psel[lv] = max(self.psel[lv] - 1, 0)
+            elif self.psel[lv] <= 511:
+                return False
+        self.bip_fills[lv] += 1
+        return self.bip_fills[lv] % 32 != 0
+
+    def _insert(self, lv, core, address, dirty, demand):
         """Allocate at level lv; return the DRAM write-backs its eviction chain caused."""
         s, line = self._set(lv, core, address)
-        victim = None
-        if len(s) == self.levels[lv].ways:
-            victim = s.popitem(last=False)
-        s[line] = dirty
-        if victim is None or not victim[1]:
+        slot = self._victim_slot(lv, s)
+        victim = s.slots[slot]
+        victim_dirty = victim is not None and s.dirty.pop(victim)
+        if victim is not None:
+            del s.order[victim]
+        s.slots[slot] = line
+        s.dirty[line] = dirty
+        s.order[line] = None
+        if demand and self._at_lru_position(lv, line):
+            s.order.move_to_end(line, last=False)
+        if not victim_dirty:
             return 0
-        return self._write_back(lv + 1, core, victim[0] * self.levels[lv].line_bytes)
+        return self._write_back(lv + 1, core, victim * self.levels[lv].line_bytes)
 
     def _write_back(self, lv, core, address):
         if lv == len(self.levels):
             return 1
         s, line = self._set(lv, core, address)
-        if line in s:
-            s.move_to_end(line)
-            s[line] = True
+        if line in s.dirty:
+            s.order.move_to_end(line)
+            s.dirty[line] = True
             return 0
-        return self._insert(lv, core, address, True)
+        return self._insert(lv, core, address, True, demand=False)
 
     def access(self, addresses, is_write, core):
         served, wbs = [], []
@@ -56,23 +100,23 @@ class _ReferenceHierarchy:
             hit = len(self.levels)
             for lv in range(len(self.levels)):
                 s, line = self._set(lv, c, a)
-                if line in s:
-                    s.move_to_end(line)
+                if line in s.dirty:
+                    s.order.move_to_end(line)
                     hit = lv
                     break
             n = 0
             for lv in range(hit - 1, -1, -1):
-                n += self._insert(lv, c, a, False)
+                n += self._insert(lv, c, a, False, demand=True)
             if w and self.levels:
                 s, line = self._set(0, c, a)
-                s[line] = True
+                s.dirty[line] = True
             served.append(hit)
             wbs.append(n)
         return np.array(served), np.array(wbs)
 
 
-def _geo(name, size, line, ways, shared=True):
-    return CacheGeometry(name, size, line, ways, shared)
+def _geo(name, size, line, ways, shared=True, replacement=Replacement.LRU):
+    return CacheGeometry(name, size, line, ways, shared, replacement)
 
 
 def _compare(levels, cores, addresses, is_write, core, chunks=1):
@@ -257,3 +301,73 @@ def test_bad_inputs_raise_value_error():
         model.access(a, np.zeros(3, dtype=bool), np.array([0, -1, 1]))
     with pytest.raises(ValueError, match="address -64 out of range"):
         model.access(np.array([0, -64, 8]), np.zeros(3, dtype=bool), np.zeros(3, np.int64))
+
+
+_POLICIES = [Replacement.RANDOM, Replacement.BIP, Replacement.DIP]
+
+
+@pytest.mark.parametrize("policy", _POLICIES, ids=lambda p: p.value)
+def test_policies_match_reference_in_a_hierarchy(policy):
+    # Private L1/L2 stay LRU-free too: every level uses the policy (3 ways: padding; 5 sets: modulo).
+    levels = (
+        _geo("L1", 192, 64, 3, shared=False, replacement=policy),
+        _geo("L2", 960, 64, 3, shared=False, replacement=policy),
+        _geo("L3", 8 * KIB, 128, 8, replacement=policy),
+    )
+    rng = np.random.default_rng(11)
+    a, w, c = _random_trace(rng, 6000, 24 * KIB, cores=2, write_p=0.4)
+    model = _compare(levels, 2, a, w, c, chunks=3)
+    assert model.access(a, w, c).dram_writebacks.sum() > 0
+
+
+def _loop(lines, repeats, line_bytes=64):
+    a = np.tile(np.arange(lines, dtype=np.int64) * line_bytes, repeats)
+    return a, np.zeros(len(a), dtype=bool), np.zeros(len(a), dtype=np.int64)
+
+
+@pytest.mark.parametrize("policy", _POLICIES, ids=lambda p: p.value)
+def test_policies_match_reference_through_phase_changes(policy):
+    # 128 sets x 4 ways: two leader pairs. A loop 1.5x the cache thrashes LRU, so the LRU leaders
+    # miss more and the followers switch to BIP; then a loop that fits must switch them back.
+    geo = _geo("LLC", 128 * 4 * 64, 64, 4, replacement=policy)
+    big = _loop(128 * 6, 6)
+    small = _loop(128 * 3, 6, line_bytes=64)
+    small = (small[0] + (1 << 20),) + small[1:]
+    a, w, c = (np.concatenate(parts) for parts in zip(big, small, big))
+    _compare((geo,), 1, a, w, c, chunks=4)
+
+
+def _hit_share(policy, lines, ways=16, sets=64, repeats=20):
+    model = CacheHierarchy((_geo("LLC", sets * ways * 64, 64, ways, replacement=policy),), 1)
+    a, w, c = _loop(lines, repeats)
+    served = model.access(a, w, c).served_level
+    return float((served[lines * 2:] == 0).mean())
+
+
+def test_thrashing_loop_lru_misses_all_bip_and_dip_keep_most():
+    capacity = 64 * 16
+    lines = capacity * 5 // 4          # a loop 25% larger than the cache
+    assert _hit_share(Replacement.LRU, lines) == 0.0
+    assert _hit_share(Replacement.BIP, lines) > 0.6
+    assert _hit_share(Replacement.DIP, lines) > 0.6
+    # random keeps a share too, less than BIP's (which keeps a fixed part of the loop resident)
+    assert 0.3 < _hit_share(Replacement.RANDOM, lines) < _hit_share(Replacement.BIP, lines)
+
+
+def test_every_policy_keeps_a_loop_that_fits():
+    for policy in Replacement:
+        assert _hit_share(policy, 64 * 16) == 1.0, policy
+
+
+def test_dip_follows_lru_when_the_working_set_moves():
+    # Working sets that fit, each looped a few times then abandoned: BIP is slow to take in a
+    # new set (one fill in 32 goes to MRU); DIP's duel keeps the followers on LRU.
+    geo = lambda p: _geo("LLC", 64 * 8 * 64, 64, 8, replacement=p)  # noqa: E731
+    phases = [np.tile((np.arange(400, dtype=np.int64) + 1000 * k) * 64, 4) for k in range(6)]
+    a = np.concatenate(phases)
+    w, c = np.zeros(len(a), dtype=bool), np.zeros(len(a), dtype=np.int64)
+    hits = {p: (CacheHierarchy((geo(p),), 1).access(a, w, c).served_level == 0).mean()
+            for p in (Replacement.LRU, Replacement.BIP, Replacement.DIP)}
+    assert hits[Replacement.LRU] > hits[Replacement.BIP] + 0.3
+    assert hits[Replacement.DIP] > hits[Replacement.LRU] - 0.1   # the leader sets' price
+    assert hits[Replacement.DIP] > hits[Replacement.BIP] + 0.3

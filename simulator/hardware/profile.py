@@ -46,6 +46,24 @@ class KernelKind(str, enum.Enum):
     POOL = "pool"      # pooling / element-wise, no weights
 
 
+class Replacement(str, enum.Enum):
+    """How a cache level picks the line to evict, and where it inserts a new line.
+
+    ``lru`` evicts the least recently used line and inserts at the most recently used position.
+    ``random`` evicts a pseudo-random valid line (invalid ways first). ``bip`` (bimodal insertion,
+    Qureshi et al., ISCA 2007) evicts the LRU line but inserts most new lines at the LRU position,
+    one in 32 at MRU, so a working set larger than the cache keeps part of itself resident instead
+    of thrashing. ``dip`` duels the two: a few leader sets always use LRU, a few always BIP, and a
+    saturating counter of their misses decides what the other sets do (the adaptive policy of
+    Intel's L3 caches since Ivy Bridge, as reverse-engineered from timing).
+    """
+
+    LRU = "lru"
+    RANDOM = "random"
+    BIP = "bip"
+    DIP = "dip"
+
+
 class PeakFlops(Strict):
     """Peak arithmetic throughput per data type, whole device."""
 
@@ -143,7 +161,7 @@ class Compute(Strict):
 
 
 class CacheLevel(Strict):
-    """One cache level; the first five fields are the cache model's geometry."""
+    """One cache level; the first five fields and ``replacement`` are what the cache model needs."""
 
     name: str
     size_bytes: Bytes = Field(alias="size")
@@ -153,6 +171,7 @@ class CacheLevel(Strict):
     latency_s: Seconds = Field(alias="latency")
     bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
     sector_bytes: Optional[Bytes] = Field(None, alias="sector")
+    replacement: Replacement = Replacement.LRU
 
     @property
     def fill_bytes(self) -> int:
@@ -418,7 +437,7 @@ def field_paths(profile: HardwareProfile) -> set[str]:
         paths.add(f"memory.dram.{name}")
     for level in profile.caches:
         paths.add(f"memory.caches.{level.name}")
-        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector"):
+        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector", "replacement"):
             paths.add(f"memory.caches.{level.name}.{name}")
     for name in ("name", "bandwidth", "latency", "copy_engines"):
         paths.add(f"link.{name}")

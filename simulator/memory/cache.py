@@ -1,8 +1,8 @@
-"""Exact set-associative LRU model of a cache hierarchy on byte addresses.
+"""Exact set-associative model of a cache hierarchy on byte addresses (LRU and its relatives).
 
 Semantics, in a few sentences. The hierarchy is *non-inclusive non-exclusive* (NINE):
 an access walks the levels from level 0 and stops at the first level where its line is
-present (that level's LRU order is updated); every level it missed in before that
+present (that level's recency order is updated); every level it missed in before that
 allocates the line on the way back, deepest first (*write-allocate*; nothing is ever
 invalidated to keep levels inclusive or exclusive). Caches are *write-back*: a write marks
 the line dirty in level 0 only, copies further down stay clean. When a level evicts a
@@ -14,6 +14,18 @@ access's core selects the instance (write-backs from a private instance go to th
 core's instance below, or to the shared one); a *shared* level has one instance. Each
 level has its own line size; a set is ``line_address % sets`` with
 ``line_address = address >> log2(line_bytes)``, and tags are whole line addresses.
+
+Each level has a replacement policy (:class:`~simulator.hardware.profile.Replacement`). Every
+policy fills an invalid way before it evicts. ``lru`` evicts the least recently used line and
+inserts the new one as most recently used. ``random`` evicts a valid way drawn from the level's
+own generator (``x <- (1103515245 x + 12345) mod 2**31``, way ``(x >> 16) mod ways``, seeded
+with ``level index + 1``; deterministic, so runs repeat exactly). ``bip`` evicts the LRU line but
+inserts the new one at the LRU position, except every 32nd fill of the level, which goes to MRU.
+``dip`` keeps a 10-bit saturating counter per level (starting at 511): a miss fill in a set with
+``set % 64 == 0`` (an LRU leader) counts up, one with ``set % 64 == 32`` (a BIP leader) counts
+down, and every other set inserts as BIP while the counter is at 512 or more, else as LRU (with
+fewer than 64 sets the period is the number of sets, and with one set the only set is an LRU
+leader). Write-backs from above always insert as most recently used, and do not count in the duel.
 
 The state persists across :meth:`CacheHierarchy.access` calls (warm caches are real)
 until :meth:`CacheHierarchy.reset`. The whole trace goes through all levels in one
@@ -29,6 +41,8 @@ from typing import Sequence
 import numba
 import numpy as np
 
+from ..hardware.profile import Replacement
+
 __all__ = [
     "MAX_ADDRESS",
     "MAX_LEVELS",
@@ -36,6 +50,7 @@ __all__ = [
     "AccessOutcome",
     "CacheGeometry",
     "CacheHierarchy",
+    "Replacement",
 ]
 
 #: Largest number of levels: ``served_level`` is int8 and ``len(levels)`` means DRAM.
@@ -55,8 +70,8 @@ class CacheGeometry:
     ``size_bytes`` is the capacity of one instance, ``line_bytes`` a power of two,
     ``ways`` the associativity (``size_bytes`` must be a multiple of
     ``line_bytes * ways``); ``shared`` is True for one instance shared by all cores,
-    False for one private instance per core. Construction raises ValueError, naming
-    the level, on an impossible geometry.
+    False for one private instance per core; ``replacement`` is the level's policy.
+    Construction raises ValueError, naming the level, on an impossible geometry.
     """
 
     name: str
@@ -64,6 +79,7 @@ class CacheGeometry:
     line_bytes: int
     ways: int
     shared: bool
+    replacement: Replacement = Replacement.LRU
 
     def __post_init__(self) -> None:
         where = f"cache level {self.name!r}"
@@ -73,6 +89,8 @@ class CacheGeometry:
                 raise ValueError(f"{where}: {field} must be an integer, got {value!r}")
         if not isinstance(self.shared, (bool, np.bool_)):
             raise ValueError(f"{where}: shared must be a bool, got {self.shared!r}")
+        if not isinstance(self.replacement, Replacement):
+            raise ValueError(f"{where}: replacement must be a Replacement, got {self.replacement!r}")
         if not 1 <= self.ways <= MAX_WAYS:
             raise ValueError(f"{where}: ways must be in 1..{MAX_WAYS}, got {self.ways}")
         if self.line_bytes < 1 or self.line_bytes & (self.line_bytes - 1):
@@ -152,8 +170,10 @@ class CacheHierarchy:
         # ``ways`` rounded up to a multiple of 4 so the kernel scans in fixed chunks.
         # tag = (line address << 1) | dirty, -1 if invalid or padding;
         # stamp = (touch time << _WAY_BITS) | way, unique within a set, so the way with
-        # the smallest stamp is the LRU one; invalid ways hold ``way - 2**_WAY_BITS``
-        # (older than any touch), padding ways the largest int64 (never the victim).
+        # the smallest stamp is the LRU one. Touches count up from 0; an insertion at the
+        # LRU position (bip, dip) takes a time counting down from -1, below every touch;
+        # invalid ways hold time _INVALID_TIME (below both), padding ways the largest
+        # int64 (never the victim).
         n = len(levels)
         instances = [1 if lv.shared else self._cores for lv in levels]
         sets = [lv.sets for lv in levels]
@@ -168,7 +188,13 @@ class CacheHierarchy:
             self._params[lv, _SET_MASK] = sets[lv] - 1 if sets[lv] & (sets[lv] - 1) == 0 else -1
             self._params[lv, _CHUNKS] = chunks[lv]
             self._params[lv, _SHIFT] = level.line_shift
+            self._params[lv, _POLICY] = _POLICY_CODES[level.replacement]
+            self._params[lv, _WAYS] = level.ways
+            self._params[lv, _DUEL_PERIOD] = min(_DUEL_PERIOD_SETS, sets[lv])
         self._instances = instances
+        # Per level: the random generator, the dueling counter, the next LRU-position time and
+        # the count of BIP fills (see the module docstring).
+        self._policy_state = np.zeros((max(1, n), _N_POLICY_STATE), dtype=np.int64)
         # 64-byte aligned so that a set block starts on a host cache line.
         raw = np.empty(int(offsets[-1]) + 8, dtype=np.int64)
         skip = (-raw.ctypes.data % 64) // 8
@@ -196,8 +222,9 @@ class CacheHierarchy:
             blocks = blocks.reshape(n_blocks, 2 * padded)
             blocks[:, :padded] = -1
             stamps = np.full(padded, np.iinfo(np.int64).max, dtype=np.int64)
-            stamps[: level.ways] = np.arange(level.ways) - (1 << _WAY_BITS)
+            stamps[: level.ways] = (_INVALID_TIME << _WAY_BITS) | np.arange(level.ways)
             blocks[:, padded:] = stamps
+            self._policy_state[lv] = (lv + 1, _PSEL_START, -1, 0)
         self._clock[0] = 0
 
     def access(
@@ -250,7 +277,8 @@ class CacheHierarchy:
             served.fill(0)
             return AccessOutcome(served, writebacks)
         _run_trace(
-            addr, write, cores, self._params, self._state, self._clock, served, writebacks
+            addr, write, cores, self._params, self._state, self._clock, self._policy_state,
+            served, writebacks,
         )
         return AccessOutcome(served, writebacks)
 
@@ -259,9 +287,23 @@ class CacheHierarchy:
 _WAY_BITS = 16
 _WAY_MASK = (1 << _WAY_BITS) - 1
 
+#: Time of an invalid way's stamp: older than any touch and any LRU-position insertion.
+_INVALID_TIME = -(1 << 46)
+
 # Columns of the per-level parameter table handed to the kernel.
-_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT = range(6)
-_N_PARAMS = 6
+_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _POLICY, _WAYS, _DUEL_PERIOD = range(9)
+_N_PARAMS = 9
+
+_LRU, _RANDOM, _BIP, _DIP = range(4)
+_POLICY_CODES = {Replacement.LRU: _LRU, Replacement.RANDOM: _RANDOM, Replacement.BIP: _BIP, Replacement.DIP: _DIP}
+
+# Columns of the per-level policy state.
+_RNG, _PSEL, _LOW_TIME, _BIP_FILLS = range(4)
+_N_POLICY_STATE = 4
+_PSEL_MAX = 1023         # a 10-bit saturating counter (Qureshi et al. 2007)
+_PSEL_START = 511        # just below the midpoint: followers start as LRU
+_BIP_PERIOD = 32         # one BIP fill in 32 goes to MRU (epsilon = 1/32)
+_DUEL_PERIOD_SETS = 64   # one LRU leader and one BIP leader in every 64 sets
 
 
 @numba.njit(cache=True, inline="always")
@@ -307,12 +349,57 @@ def _lru_way(state, block, chunks):  # pragma: no cover - compiled
     return oldest & _WAY_MASK
 
 
+@numba.njit(cache=True, inline="always")
+def _victim(state, block, chunks, params, pstate, lv):  # pragma: no cover - compiled
+    """Way to fill at level ``lv``: an invalid way if any, else the policy's victim."""
+    w = _lru_way(state, block, chunks)
+    if params[lv, _POLICY] != _RANDOM or state[np.uint64(block + 4 * chunks + w)] >> _WAY_BITS == _INVALID_TIME:
+        return w
+    x = (pstate[lv, _RNG] * 1103515245 + 12345) & 0x7FFFFFFF
+    pstate[lv, _RNG] = x
+    return (x >> 16) % params[lv, _WAYS]
+
+
+@numba.njit(cache=True, inline="always")
+def _fill_time(params, pstate, lv, line, t):  # pragma: no cover - compiled
+    """Time stamp of a demand fill at level ``lv``: ``t`` (MRU) or an LRU-position time.
+
+    Updates the level's dueling counter (dip) and BIP fill count on the way.
+    """
+    policy = params[lv, _POLICY]
+    if policy == _LRU or policy == _RANDOM:
+        return t
+    bimodal = True
+    if policy == _DIP:
+        period = params[lv, _DUEL_PERIOD]
+        mask = params[lv, _SET_MASK]
+        s = (line & mask if mask >= 0 else line % params[lv, _SETS]) % period
+        psel = pstate[lv, _PSEL]
+        if s == 0:
+            pstate[lv, _PSEL] = min(psel + 1, _PSEL_MAX)
+            bimodal = False
+        elif s == period // 2 and period > 1:
+            pstate[lv, _PSEL] = max(psel - 1, 0)
+        else:
+            bimodal = psel > _PSEL_MAX // 2
+    if not bimodal:
+        return t
+    fills = pstate[lv, _BIP_FILLS] + 1
+    pstate[lv, _BIP_FILLS] = fills
+    if fills % _BIP_PERIOD == 0:
+        return t
+    low = pstate[lv, _LOW_TIME]
+    pstate[lv, _LOW_TIME] = low - 1
+    return low
+
+
 @numba.njit(cache=True, nogil=True)
-def _run_trace(addr, write, cores, params, state, clock, served, writebacks):  # pragma: no cover
+def _run_trace(addr, write, cores, params, state, clock, pstate, served, writebacks):  # pragma: no cover
     """Kernel: all accesses through all levels, write-back chains included.
 
     Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``
-    (an int64 lasts 2**47 touches, far beyond any trace).
+    (an int64 lasts 2**46 touches, far beyond any trace); a fill at the LRU position takes the
+    level's next time counting down from -1 instead (:func:`_fill_time`).
     Level 0 has a fast path with its parameters in locals: most accesses hit there.
     """
     n_levels = params.shape[0]
@@ -366,10 +453,10 @@ def _run_trace(addr, write, cores, params, state, clock, served, writebacks):  #
         for lv in range(hit_level - 1, -1, -1):
             chunks = params[lv, _CHUNKS]
             b = block[lv]
-            w = _lru_way(state, b, chunks)
+            w = _victim(state, b, chunks, params, pstate, lv)
             evicted = state[b + w]
             state[b + w] = line[lv] << 1
-            state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
+            state[b + 4 * chunks + w] = (_fill_time(params, pstate, lv, line[lv], t) << _WAY_BITS) | w
             t += 1
             tag0 = b + w  # ends as the line's tag at level 0, filled last
             if evicted < 0 or (evicted & 1) == 0:
@@ -387,7 +474,7 @@ def _run_trace(addr, write, cores, params, state, clock, served, writebacks):  #
                     state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                     t += 1
                     break
-                w = _lru_way(state, b, chunks)
+                w = _victim(state, b, chunks, params, pstate, nxt)
                 evicted = state[b + w]
                 state[b + w] = (la << 1) | 1
                 state[b + 4 * chunks + w] = (t << _WAY_BITS) | w

@@ -17,7 +17,7 @@ sweep tests compare them row for row); it is only computed with less work:
   per-access outcome goes through the same engine as a run.
 
 It applies when the swept level is the last cache level (its misses and write-backs go to
-DRAM); :func:`applies` says so. Levels below a swept middle level would need their own
+DRAM) and every level replaces LRU (stack distances are an LRU property); :func:`applies` says so. Levels below a swept middle level would need their own
 simulation per point, and the sweep then runs the full pipeline instead.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 from ..compress.compression import EncodedWeights, StorageFormat, compress_workload
 from ..engine.core import layer_work, simulate
 from ..engine.results import RunResult, VariantResult
-from ..hardware.profile import HardwareProfile
+from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.cache import CacheGeometry
 from ..memory.mrc import LevelFilter, LevelStream, LruStacks, level_outcome
 from ..memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic
@@ -54,8 +54,10 @@ class _TrackedView(CoreView):
 
 
 def applies(profile: HardwareProfile, level_name: str) -> bool:
-    """True when sweeping ``level_name``'s size can use this module: it is the last level."""
-    return bool(profile.caches) and profile.caches[-1].name == level_name
+    """True when sweeping ``level_name``'s size can use this module: it is the last level, and
+    every level is LRU (the filter of the levels above and the stack pass are LRU models)."""
+    return (bool(profile.caches) and profile.caches[-1].name == level_name
+            and all(level.replacement is Replacement.LRU for level in profile.caches))
 
 
 def _geometries(profile: HardwareProfile, cores: int) -> tuple[CacheGeometry, ...]:

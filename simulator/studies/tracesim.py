@@ -25,7 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..base.errors import ConfigError
-from ..hardware.profile import HardwareProfile
+from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.mrc import MissRatioCurve, level_stream, miss_ratio_curve
 from ..pipeline import cache_hierarchy
 
@@ -188,6 +188,12 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
         first = int(np.flatnonzero(trace.core >= cores)[0])
         raise ConfigError(trace.path, "core", f"core {int(trace.core[first])} at index {first}, but "
                                               f"{profile.name} has {cores} core{'s' * (cores != 1)} (0..{cores - 1})")
+    if curves:
+        for i, level in enumerate(profile.caches):
+            if level.replacement is not Replacement.LRU:
+                raise ConfigError(profile.path, f"memory.caches[{i}].replacement",
+                                  f"{level.name} uses {level.replacement.value}; miss-ratio curves come from LRU "
+                                  "stack distances (use lru, or drop --mrc)")
     # One access through a throw-away hierarchy first, so that loading the compiled kernel is
     # not timed: the rate printed is the model's.
     cache_hierarchy(profile, cores).access(trace.addresses[:1], trace.is_write[:1], trace.core[:1])
