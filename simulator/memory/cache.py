@@ -453,10 +453,15 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
         for lv in range(hit_level - 1, -1, -1):
             chunks = params[lv, _CHUNKS]
             b = block[lv]
-            w = _victim(state, b, chunks, params, pstate, lv)
+            if params[lv, _POLICY] == _LRU:
+                w = _lru_way(state, b, chunks)
+                stamp = t
+            else:
+                w = _victim(state, b, chunks, params, pstate, lv)
+                stamp = _fill_time(params, pstate, lv, line[lv], t)
             evicted = state[b + w]
             state[b + w] = line[lv] << 1
-            state[b + 4 * chunks + w] = (_fill_time(params, pstate, lv, line[lv], t) << _WAY_BITS) | w
+            state[b + 4 * chunks + w] = (stamp << _WAY_BITS) | w
             t += 1
             tag0 = b + w  # ends as the line's tag at level 0, filled last
             if evicted < 0 or (evicted & 1) == 0:
@@ -474,7 +479,10 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                     state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                     t += 1
                     break
-                w = _victim(state, b, chunks, params, pstate, nxt)
+                if params[nxt, _POLICY] == _LRU:
+                    w = _lru_way(state, b, chunks)
+                else:
+                    w = _victim(state, b, chunks, params, pstate, nxt)
                 evicted = state[b + w]
                 state[b + w] = (la << 1) | 1
                 state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
