@@ -164,3 +164,18 @@ def test_cli_errors(repo_root, monkeypatch, tmp_path, fc_trace, capsys, args, me
     assert cli.main(["cachesim", TEGRA] + args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
+
+
+def test_curves_need_lru_levels(repo_root, monkeypatch, tmp_path, fc_trace, capsys):
+    # The same profile with a DIP L2: the counts run, the curves (an LRU property) are refused.
+    monkeypatch.chdir(repo_root)
+    text = (repo_root / TEGRA).read_text(encoding="utf-8")
+    profile = tmp_path / "tegra-dip.yaml"
+    profile.write_text(text.replace("      ways: 16\n", "      ways: 16\n      replacement: dip\n", 1), encoding="utf-8")
+    assert "replacement: dip" in profile.read_text(encoding="utf-8")
+    assert cli.main(["cachesim", str(profile), str(fc_trace)]) == 0
+    capsys.readouterr()
+    assert cli.main(["cachesim", str(profile), str(fc_trace), "--mrc", str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: {profile}: memory.caches[1].replacement: L2 uses dip; miss-ratio curves come from "
+                   "LRU stack distances (use lru, or drop --mrc)\n")

@@ -317,3 +317,24 @@ def test_cli_process_pool_matches_in_process(repo_root, tiny_workload_path, tmp_
         with out.open(newline="", encoding="utf-8") as handle:
             outs.append(sorted(tuple(r.values()) for r in csv.DictReader(handle)))
     assert outs[0] == outs[1]
+
+
+def test_replacement_is_an_axis_and_runs_in_full(at_root, tiny_workload_path):
+    plan = plan_sweep(I7, ["memory.caches.L3.replacement=lru,dip,random"], tiny_workload_path, repeat=2)
+    assert plan.cache_level is None
+    assert [p.profile.caches[2].replacement.value for p in plan.points] == ["lru", "dip", "random"]
+    assert all(not r.error for r in _run(plan)[0].rows())
+    with pytest.raises(ConfigError, match="replacement: 'plru': Input should be 'lru', 'random', 'bip' or 'dip'"):
+        plan_sweep(I7, ["memory.caches.L3.replacement=plru"], tiny_workload_path)
+
+
+def test_a_size_sweep_of_a_non_lru_level_runs_in_full(at_root):
+    from simulator.hardware.profile import Replacement, load_profile
+    from simulator.studies.cachesweep import applies
+
+    profile = load_profile(I7)
+    assert applies(profile, "L3")
+    caches = list(profile.memory.caches)
+    caches[2] = caches[2].model_copy(update={"replacement": Replacement.DIP})
+    dip = profile.model_copy(update={"memory": profile.memory.model_copy(update={"caches": tuple(caches)})})
+    assert not applies(dip, "L3")
