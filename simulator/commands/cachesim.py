@@ -57,9 +57,9 @@ def render(result) -> str:
     cores = f"{result.cores} core{'s' * (result.cores != 1)}"
     lines = [f"{result.trace}: {result.accesses:,} accesses ({result.writes:,} writes) through {result.profile} "
              f"({cores}), cold caches", ""]
-    header = ["level", "size", "line", "ways", "shared", "accesses", "hits", "misses", "hit rate"]
+    header = ["level", "size", "line", "ways", "shared", "policy", "accesses", "hits", "misses", "hit rate"]
     body = [[l.name, format_bytes(l.size_bytes), f"{l.line_bytes} B", str(l.ways), "yes" if l.shared else "no",
-             f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"] for l in result.levels]
+             l.replacement.value, f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"] for l in result.levels]
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     for row in [header, ["-" * w for w in widths]] + body:
         lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))

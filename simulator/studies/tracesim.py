@@ -131,6 +131,7 @@ class LevelCount:
     line_bytes: int
     ways: int
     shared: bool
+    replacement: Replacement
     accesses: int     # accesses reaching the level (missed every level above)
     hits: int
 
@@ -172,7 +173,7 @@ class TraceResult:
         return {"profile": self.profile, "trace": self.trace, "accesses": self.accesses, "writes": self.writes,
                 "cores": self.cores,
                 "levels": [{"name": l.name, "size_bytes": l.size_bytes, "line_bytes": l.line_bytes, "ways": l.ways,
-                            "shared": l.shared, "accesses": l.accesses, "hits": l.hits, "misses": l.misses,
+                            "shared": l.shared, "replacement": l.replacement.value, "accesses": l.accesses, "hits": l.hits, "misses": l.misses,
                             "hit_rate": l.hit_rate} for l in self.levels],
                 "dram": {"line_reads": self.dram_line_reads, "writebacks": self.dram_writebacks,
                          "read_bytes": self.dram_line_reads * self.dram_line_bytes,
@@ -206,7 +207,7 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
     counts = []
     for i, level in enumerate(hierarchy.levels):
         counts.append(LevelCount(level.name, level.size_bytes, level.line_bytes, level.ways, level.shared,
-                                 reaching, int(served[i])))
+                                 level.replacement, reaching, int(served[i])))
         reaching -= int(served[i])
     found: list[MissRatioCurve] = []
     curve_seconds = 0.0
