@@ -68,3 +68,10 @@ def test_validate_refuses_a_missing_output_directory(capsys):
 
     assert main(["validate", "eie", "--plot", "/no/such/dir/x.png"]) == 2
     assert "--plot" in capsys.readouterr().err
+
+
+def test_fit_on_all_needs_fit(capsys):
+    from simulator.cli import main
+
+    assert main(["validate", "eie", "--fit-on", "all"]) == 2
+    assert capsys.readouterr().err == "error: command line: --fit-on: all needs --fit\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..base.console import progress
+from ..base.errors import ConfigError
 from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
 from .options import check_output_dirs
 
@@ -22,6 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--fit", action="store_true",
                      help="first fit each profile's efficiencies and DRAM rates on the fitted cells, "
                           "and print the values (the profiles are not changed)")
+    cmd.add_argument("--fit-on", choices=["fitted", "all"], default="fitted",
+                     help="with --fit: the cells to fit on; 'all' is a diagnostic (is a held-out miss overfitting, "
+                          "or beyond what the allowed rates can do?), not a validation (default: fitted)")
     cmd.set_defaults(handler=_validate)
 
 
@@ -29,6 +33,8 @@ def _validate(args: argparse.Namespace) -> int:
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
+    if args.fit_on == "all" and not args.fit:
+        raise ConfigError("command line", "--fit-on", "all needs --fit")
     check_output_dirs(args, "json", "plot")
     from ..output.report import write_json_document
     from ..studies.validation import EIE_PROFILE, PLATFORM_PROFILES, compare, plot, render
@@ -36,7 +42,7 @@ def _validate(args: argparse.Namespace) -> int:
     profiles = {platform: load_profile(HWPROFILES_DIR / name) for platform, name in PLATFORM_PROFILES.items()}
     workload = load_workload(WORKLOADS_DIR / "eie.yaml")
     comparison = compare(profiles, workload, do_fit=args.fit, progress=progress,
-                         eie_profile=load_profile(HWPROFILES_DIR / EIE_PROFILE))
+                         eie_profile=load_profile(HWPROFILES_DIR / EIE_PROFILE), fit_on_all=args.fit_on == "all")
     progress("")
     print(render(comparison))
     if args.json:
