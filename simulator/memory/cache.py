@@ -289,6 +289,7 @@ _WAY_MASK = (1 << _WAY_BITS) - 1
 
 #: Time of an invalid way's stamp: older than any touch and any LRU-position insertion.
 _INVALID_TIME = -(1 << 46)
+_FIRST_VALID_STAMP = (_INVALID_TIME + 1) << _WAY_BITS   # every valid way's stamp is at least this
 
 # Columns of the per-level parameter table handed to the kernel.
 _OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _POLICY, _WAYS, _DUEL_PERIOD = range(9)
@@ -350,11 +351,11 @@ def _lru_way(state, block, chunks):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
-def _victim(state, block, chunks, params, pstate, lv):  # pragma: no cover - compiled
-    """Way to fill at level ``lv``: an invalid way if any, else the policy's victim."""
-    w = _lru_way(state, block, chunks)
-    if params[lv, _POLICY] != _RANDOM or state[np.uint64(block + 4 * chunks + w)] >> _WAY_BITS == _INVALID_TIME:
-        return w
+def _random_victim(state, block, chunks, lru, params, pstate, lv):  # pragma: no cover - compiled
+    """Way a random level fills: ``lru`` if that way is invalid (invalid ways are the oldest),
+    else a way drawn from the level's generator."""
+    if state[block + 4 * chunks + lru] < _FIRST_VALID_STAMP:
+        return lru
     x = (pstate[lv, _RNG] * 1103515245 + 12345) & 0x7FFFFFFF
     pstate[lv, _RNG] = x
     return (x >> 16) % params[lv, _WAYS]
@@ -453,12 +454,14 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
         for lv in range(hit_level - 1, -1, -1):
             chunks = params[lv, _CHUNKS]
             b = block[lv]
-            if params[lv, _POLICY] == _LRU:
-                w = _lru_way(state, b, chunks)
-                stamp = t
-            else:
-                w = _victim(state, b, chunks, params, pstate, lv)
-                stamp = _fill_time(params, pstate, lv, line[lv], t)
+            w = _lru_way(state, b, chunks)
+            stamp = t
+            policy = params[lv, _POLICY]
+            if policy != _LRU:
+                if policy == _RANDOM:
+                    w = _random_victim(state, b, chunks, w, params, pstate, lv)
+                else:
+                    stamp = _fill_time(params, pstate, lv, line[lv], t)
             evicted = state[b + w]
             state[b + w] = line[lv] << 1
             state[b + 4 * chunks + w] = (stamp << _WAY_BITS) | w
@@ -479,10 +482,9 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                     state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                     t += 1
                     break
-                if params[nxt, _POLICY] == _LRU:
-                    w = _lru_way(state, b, chunks)
-                else:
-                    w = _victim(state, b, chunks, params, pstate, nxt)
+                w = _lru_way(state, b, chunks)
+                if params[nxt, _POLICY] == _RANDOM:
+                    w = _random_victim(state, b, chunks, w, params, pstate, nxt)
                 evicted = state[b + w]
                 state[b + w] = (la << 1) | 1
                 state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
