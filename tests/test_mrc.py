@@ -163,3 +163,17 @@ def test_bad_arguments_are_value_errors():
         LruStacks(4, 1, 2, (3,))
     with pytest.raises(ValueError, match="instances"):
         LruStacks(4, 2, 2).run(np.array([1]), None, np.array([False]))
+
+
+def test_non_lru_levels_are_refused():
+    from simulator.memory.cache import Replacement
+    from simulator.memory.mrc import LevelFilter, miss_ratio_curve
+
+    dip = CacheGeometry("L1", 1024, 64, 2, False, Replacement.DIP)
+    lru = CacheGeometry("L2", 4096, 64, 4, True)
+    with pytest.raises(ValueError, match="'L1' uses dip; stack distances model LRU levels only"):
+        LevelFilter((dip, lru), 1, 1)
+    stream = LevelFilter((lru, lru), 1, 1).run(np.arange(8, dtype=np.int64) * 64, np.zeros(8, bool),
+                                               np.zeros(8, np.int64))
+    with pytest.raises(ValueError, match="'L1' uses dip"):
+        miss_ratio_curve(stream, dip, 1)

@@ -43,9 +43,9 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from .cache import AccessOutcome, CacheGeometry
+from .cache import AccessOutcome, CacheGeometry, Replacement
 
-__all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
+__all__ = ["Associativity", "require_lru", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
            "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve"]
 
 #: Flags of a reference in a :class:`LevelStream`.
@@ -87,6 +87,15 @@ class LevelStream:
         return (self.flags & _DIRTYING) != 0
 
 
+def require_lru(levels: Sequence[CacheGeometry]) -> None:
+    """Raise ValueError, naming the level, unless every level replaces LRU: stack distances and
+    this module's filter are LRU models."""
+    for level in levels:
+        if level.replacement is not Replacement.LRU:
+            raise ValueError(f"cache level {level.name!r} uses {level.replacement.value}; "
+                             "stack distances model LRU levels only")
+
+
 # --- the levels above: an exact filter -----------------------------------------------------
 
 # Columns of the per-level parameter table of the filter kernel.
@@ -110,6 +119,7 @@ class LevelFilter:
             raise ValueError(f"level must be in 0..{len(levels) - 1}, got {level}")
         if cores < 1:
             raise ValueError(f"cores must be positive, got {cores}")
+        require_lru(levels[:level])
         self.levels = levels
         self.level = level
         self.cores = int(cores)
@@ -348,6 +358,7 @@ def level_outcome(stream: LevelStream, geometry: CacheGeometry, cores: int,
     are the dirty lines this level evicted. Pass ``stacks`` to carry the level's state over
     from earlier traces (built with ``writeback_ways=(geometry.ways,)``).
     """
+    require_lru([geometry])
     if stacks is None:
         stacks = LruStacks(geometry.sets, 1 if geometry.shared else cores, geometry.ways, (geometry.ways,))
     distance, evicted = stacks.run(stream.line, None if geometry.shared else stream.core, stream.dirtying)
@@ -499,6 +510,7 @@ def miss_ratio_curve(stream: LevelStream, geometry: CacheGeometry, cores: int,
     A size that is not a whole number of ``ways x line`` sets is skipped for the
     set-associative curve.
     """
+    require_lru([geometry])
     sizes = sorted(set(int(s) for s in (sizes if sizes is not None else default_sizes(stream, geometry))))
     demand = stream.demand
     references = int(demand.sum())
