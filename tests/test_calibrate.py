@@ -14,7 +14,7 @@ import pytest
 
 from simulator import cli
 from simulator.measure.calibrate import (CacheKind, ChasePoint, Measurements, WorkingSetPoint, build_profile,
-                                 cyclic_chain, effective_llc_bytes, parse_cpu_info, parse_cpu_list, parse_size,
+                                 cyclic_chain, effective_llc_bytes, fit_llc, parse_cpu_info, parse_cpu_list, parse_size,
                                  read_sysfs_caches, write_profile)
 from simulator.base.errors import ConfigError
 from simulator.hardware.profile import load_profile, profile_from_mapping
@@ -85,6 +85,23 @@ def test_effective_llc_is_where_the_curve_crosses_the_middle():
     assert effective_llc_bytes(flat, 32 * MiB, 2 * MiB, 1024)[0] == 32 * MiB   # no fall-off: nominal
 
 
+def test_llc_policy_fit_follows_the_shape_of_the_fall_off():
+    from simulator.hardware.profile import Replacement
+
+    # The design notes' curve falls off gradually from 8 to 32 MiB: random replacement (part of a
+    # too-large loop stays) reproduces it far better than an LRU step anywhere.
+    gradual = fit_llc(_curve(), 32 * MiB, 2 * MiB, 1024, 16)
+    assert gradual.replacement is Replacement.RANDOM
+    assert gradual.losses[Replacement.RANDOM][1] < gradual.losses[Replacement.LRU][1] / 2
+    assert 8 * MiB < gradual.size_bytes < 24 * MiB and gradual.size_bytes % 1024 == 0
+    # A sharp step at 16-20 MiB is an LRU cache, at the crossing rule's size.
+    step = [WorkingSetPoint(p.size_bytes, (50e9 if p.size_bytes <= 16 * MiB else 20e9)) for p in _curve()]
+    step += [WorkingSetPoint(12 * MiB, 50e9), WorkingSetPoint(20 * MiB, 20e9)]
+    sharp = fit_llc(step, 32 * MiB, 2 * MiB, 1024, 16)
+    assert sharp.replacement is Replacement.LRU
+    assert sharp.size_bytes == effective_llc_bytes(step, 32 * MiB, 2 * MiB, 1024)[0]
+
+
 def test_cyclic_chain_visits_every_line_once():
     chain = cyclic_chain(64 * 100, 64, seed=3)
     stride = 8
@@ -104,8 +121,11 @@ def test_profile_is_valid_and_says_it_was_measured(caches, cpu, measurements, tm
     assert "Measured" in profile.description and "2026-01-02 03:04 UTC" in profile.description
     assert "2 thread(s)" in profile.description and "torch 9.9" in profile.description
     l3 = profile.caches[-1]
-    assert 16 * MiB < l3.size_bytes < 24 * MiB and l3.shared and l3.bandwidth_bytes_per_s == pytest.approx(50e9)
+    # the gradual fall-off of the design notes' curve: random replacement at its best size
+    assert l3.replacement.value == "random" and all(c.replacement.value == "lru" for c in profile.caches[:-1])
+    assert 8 * MiB < l3.size_bytes < 24 * MiB and l3.shared and l3.bandwidth_bytes_per_s == pytest.approx(50e9)
     assert "memory.caches.L3.size" in profile.fitted and "sysfs says 32768 KiB" in profile.fitted["memory.caches.L3.size"]
+    assert "lru " in profile.fitted["memory.caches.L3.size"] and "memory.caches.L3.replacement" in profile.fitted
     dram = profile.dram
     assert dram.sustained_bandwidth_bytes_per_s == pytest.approx(20e9, rel=1e-3)
     assert dram.latency_s == pytest.approx(110e-9, rel=1e-3)

@@ -8,8 +8,10 @@ What is read, and what is measured (each figure lands in the profile with a ``so
   ``/proc/cpuinfo``;
 * the last level's *effective* size: a VM's share of the LLC can be well below what sysfs says,
   so torch GEMV bandwidth is measured against the working-set size (the same matrix repeated)
-  and the LLC size is fitted to that curve as the cache model sees it (an LRU cache serves a
-  repeated working set entirely while it fits and not at all once it does not);
+  and the LLC size and replacement policy are fitted to that curve as the cache model sees it
+  (an LRU cache serves a repeated working set entirely while it fits and not at all once it
+  does not; random and adaptive (DIP) replacement keep part of a larger loop, so their curve
+  falls off gradually): :func:`fit_llc`;
 * sustained DRAM bandwidth: the GEMV bandwidth at a working set far beyond the LLC, and a
   STREAM-like read and triad kernel (peak);
 * DRAM latency: a dependent pointer chase over a random cyclic permutation of cache lines
@@ -36,9 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+import functools
+
 import numpy as np
 
 from ..base.errors import ConfigError
+from ..hardware.profile import Replacement
 
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 LINE_BYTES_DEFAULT = 64
@@ -477,6 +482,87 @@ def effective_llc_bytes(points: Sequence[WorkingSetPoint], nominal_bytes: int, f
     return size_bytes, level, dram
 
 
+#: Policies :func:`fit_llc` tries (BIP behaves as DIP on a loop too large for the cache).
+LLC_POLICIES = (Replacement.LRU, Replacement.RANDOM, Replacement.DIP)
+#: Loop sizes, as multiples of the cache, at which each policy's hit share is simulated.
+_LOOP_RATIOS = np.geomspace(1 / 8, 8, 49)
+
+
+@functools.lru_cache(maxsize=None)
+def loop_hit_shares(policy: Replacement, ways: int, sets: int = 128) -> tuple[float, ...]:
+    """Steady-state hit share of a cache under ``policy`` for a loop over ``r`` times its size,
+    at each ``r`` of ``_LOOP_RATIOS``: the working-set sweep's access pattern (one matrix read
+    sequentially, over and over), run through the cache model itself on a cache of ``sets`` sets
+    (the share depends on the ratio and the ways, not on the absolute size)."""
+    from ..memory.cache import CacheGeometry, CacheHierarchy
+
+    line = 64
+    geometry = CacheGeometry("LLC", sets * ways * line, line, ways, True, policy)
+    shares = []
+    for ratio in _LOOP_RATIOS:
+        lines = max(1, int(round(ratio * sets * ways)))
+        addresses = np.tile(np.arange(lines, dtype=np.int64) * line, 4)
+        served = CacheHierarchy([geometry], 1).access(addresses, np.zeros(addresses.size, dtype=bool),
+                                                      np.zeros(addresses.size, dtype=np.int64)).served_level
+        shares.append(float(np.mean(served[-lines:] == 0)))    # the last pass: steady state
+    return tuple(shares)
+
+
+@dataclass(frozen=True)
+class LlcFit:
+    """The last level as the working-set curve shows it: size, policy, and the two bandwidths.
+
+    ``losses`` holds, per policy tried, its best size and the mean |log error| of the curve it
+    predicts there (the chosen policy has the smallest; LRU's size is the crossing rule of
+    :func:`effective_llc_bytes`, which keeps a layer in a fall-off within the square root of the
+    in-cache / DRAM ratio)."""
+
+    size_bytes: int
+    replacement: Replacement
+    in_cache_bytes_per_s: float
+    dram_bytes_per_s: float
+    losses: dict[Replacement, tuple[int, float]]
+
+
+def _curve_loss(points: Sequence[WorkingSetPoint], size: float, shares: np.ndarray, level: float,
+                dram: float) -> float:
+    """Mean |log error| of the bandwidths a cache of ``size`` with these loop hit shares predicts:
+    a share ``h`` of the bytes at the in-cache rate, the rest at the DRAM rate."""
+    ratios = np.array([p.size_bytes for p in points], dtype=float) / size
+    h = np.interp(np.log(ratios), np.log(_LOOP_RATIOS), shares, left=shares[0], right=shares[-1])
+    predicted = 1.0 / (h / level + (1.0 - h) / dram)
+    measured = np.array([p.bandwidth_bytes_per_s for p in points])
+    return float(np.mean(np.abs(np.log(predicted / measured))))
+
+
+def fit_llc(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: int, granule_bytes: int,
+            ways: int) -> LlcFit:
+    """The last level's size and policy that best reproduce the working-set curve.
+
+    For each policy of :data:`LLC_POLICIES`, the cache model's hit share of a repeated loop
+    (:func:`loop_hit_shares`) turns a candidate size into a predicted curve; the size with the
+    smallest mean |log error| over the points beyond the private levels is the policy's, and the
+    policy with the smallest error wins (LRU on a tie). LRU keeps the crossing rule's size.
+    """
+    lru_size, level, dram = effective_llc_bytes(points, nominal_bytes, floor_bytes, granule_bytes)
+    pts = [p for p in points if p.size_bytes > floor_bytes] or list(points)
+    if level <= dram or len(pts) < 2:
+        return LlcFit(lru_size, Replacement.LRU, level, dram, {Replacement.LRU: (lru_size, 0.0)})
+    candidates = np.geomspace(max(granule_bytes, floor_bytes), 2 * nominal_bytes, 241)
+    losses: dict[Replacement, tuple[int, float]] = {}
+    for policy in LLC_POLICIES:
+        shares = np.array(loop_hit_shares(policy, ways))
+        if policy is Replacement.LRU:
+            losses[policy] = (lru_size, _curve_loss(pts, lru_size, shares, level, dram))
+            continue
+        errors = [_curve_loss(pts, size, shares, level, dram) for size in candidates]
+        best = int(np.argmin(errors))
+        size = max(granule_bytes, int(candidates[best]) // granule_bytes * granule_bytes)
+        losses[policy] = (size, float(errors[best]))
+    winner = min(LLC_POLICIES, key=lambda p: (losses[p][1], p is not Replacement.LRU))
+    return LlcFit(losses[winner][0], winner, level, dram, losses)
+
+
 def _units(value: float, unit: str) -> str:
     return f"{value:.4g} {unit}"
 
@@ -511,14 +597,19 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
         size = c.size_bytes
         last = i == len(caches) - 1
         latency = m.cache_latency_s.get(c.level, 1e-9)
+        replacement = Replacement.LRU
         if last and m.working_set:
-            size, llc_bw, dram_bw = effective_llc_bytes(m.working_set, c.size_bytes, private_bytes(caches, cores),
-                                                        c.line_bytes * c.ways)
+            llc = fit_llc(m.working_set, c.size_bytes, private_bytes(caches, cores), c.line_bytes * c.ways, c.ways)
+            size, replacement, llc_bw, dram_bw = (llc.size_bytes, llc.replacement, llc.in_cache_bytes_per_s,
+                                                  llc.dram_bytes_per_s)
             bandwidth = llc_bw
+            tried = "; ".join(f"{p.value} {s_ >> 10} KiB: {e:.3f}" for p, (s_, e) in llc.losses.items())
             fitted[f"memory.caches.{name_c}.size"] = (
-                f"{how}: where torch GEMV bandwidth vs working set crosses the geometric mean of its "
-                f"in-cache and DRAM levels; sysfs says "
-                f"{c.size_bytes >> 10} KiB, a VM's share can be smaller")
+                f"{how}: the size (with the replacement policy) whose repeated-loop curve in the cache model "
+                f"best reproduces torch GEMV bandwidth vs working set (mean |log error| per policy at its best "
+                f"size: {tried}; LRU's size is where the curve crosses the geometric mean of its in-cache and "
+                f"DRAM levels); sysfs says {c.size_bytes >> 10} KiB, a VM's share can be smaller")
+            fitted[f"memory.caches.{name_c}.replacement"] = f"{how}: the policy of that fit with the smallest error"
             fitted[f"memory.caches.{name_c}.bandwidth"] = f"{how}: median GEMV bandwidth up to a quarter of the nominal size"
         else:
             # private levels: the first level's width per cycle (two vector loads), the second's half
@@ -529,7 +620,7 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
                 f"[D] {per_cycle:g} B/cycle x clock ({'two' if i == 0 else 'one'} vector load(s) per cycle)")
         levels.append({"name": name_c, "size": f"{size} B", "line": f"{c.line_bytes} B", "ways": c.ways,
                        "shared": shared, "latency": _units(latency * 1e9, "ns"),
-                       "bandwidth": _units(bandwidth / 1e9, "GB/s")})
+                       "bandwidth": _units(bandwidth / 1e9, "GB/s"), "replacement": replacement.value})
         sources[f"memory.caches.{name_c}.ways"] = f"sysfs {SYSFS_CACHE}/index*/ (level {c.level})"
         sources[f"memory.caches.{name_c}.latency"] = f"{how}: dependent pointer chase over half the level (its effective size)"
     peak_bw = max(m.stream_read_bytes_per_s, m.stream_triad_bytes_per_s, dram_bw)
