@@ -114,7 +114,7 @@ def test_cyclic_chain_visits_every_line_once():
 
 def test_profile_is_valid_and_says_it_was_measured(caches, cpu, measurements, tmp_path):
     when = dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone.utc)
-    mapping = build_profile(caches, cpu, measurements, when=when)
+    mapping = build_profile(caches, cpu, measurements, when=when, fit_llc_policy=True)
     path = tmp_path / "host.yaml"
     write_profile(mapping, path)
     profile = load_profile(path)
@@ -138,6 +138,16 @@ def test_profile_is_valid_and_says_it_was_measured(caches, cpu, measurements, tm
     assert profile.compute.efficiency.spmv == pytest.approx(2e9 / (peak / 2), rel=1e-3)
     assert all("calibrate" in profile.fitted[k] for k in ("compute.efficiency.gemv", "memory.dram.sustained_bandwidth"))
     assert path.read_text().startswith("# Measured on this machine")
+
+
+def test_default_llc_is_an_lru_step_with_the_other_fits_recorded(caches, cpu, measurements):
+    mapping = build_profile(caches, cpu, measurements)
+    l3 = mapping["memory"]["caches"][-1]
+    assert l3["replacement"] == "lru"
+    assert 16 * MiB < int(l3["size"].split()[0]) < 24 * MiB      # the crossing, as in the test above
+    note = mapping["fitted"]["memory.caches.L3.size"]
+    assert "--llc-policy lru" in note and "random " in note and "dip " in note
+    assert "memory.caches.L3.replacement" not in mapping["fitted"]
 
 
 def test_write_profile_refuses_an_invalid_mapping(caches, cpu, measurements, tmp_path):

@@ -24,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--threads", type=positive_int("--threads"),
                      help="torch threads to measure with (default: every CPU)")
     cmd.add_argument("--name", help="profile name (default: the CPU model and thread count)")
+    cmd.add_argument("--llc-policy", choices=["lru", "fit"], default="lru",
+                     help="the last level: an LRU step at the measured size (default), or the replacement policy "
+                          "(lru, random, dip) and size whose curve in the cache model best matches the working-set "
+                          "sweep")
     cmd.set_defaults(handler=_calibrate)
 
 
@@ -41,7 +45,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if threads > cpu.cores:
         raise ConfigError("command line", "--threads", f"{threads} is more than this machine's {cpu.cores} CPUs")
     measured = measure(threads, caches, progress)
-    mapping = build_profile(caches, cpu, measured, name=args.name or "")
+    mapping = build_profile(caches, cpu, measured, name=args.name or "", fit_llc_policy=args.llc_policy == "fit")
     write_profile(mapping, out)
     progress("")
     memory = mapping["memory"]
@@ -49,7 +53,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {mapping['name']}")
     print(f"  peak {mapping['compute']['peak_flops']['fp32']}, efficiency "
           + ", ".join(f"{k} {v:.3g}" for k, v in mapping["compute"]["efficiency"].items()))
-    print(f"  {llc['name']} effective {int(llc['size'].split()[0]) / 2**20:.3g} MiB at {llc['bandwidth']}; "
+    print(f"  {llc['name']} effective {int(llc['size'].split()[0]) / 2**20:.3g} MiB ({llc['replacement']}) at "
+          f"{llc['bandwidth']}; "
           f"DRAM sustained {memory['dram']['sustained_bandwidth']}, peak {memory['dram']['peak_bandwidth']}, "
           f"latency {memory['dram']['latency']}, {memory['dram']['outstanding_requests_per_core']} requests in "
           f"flight per core; per-call overhead {mapping['compute']['launch_overhead']}")

@@ -536,13 +536,14 @@ def _curve_loss(points: Sequence[WorkingSetPoint], size: float, shares: np.ndarr
 
 
 def fit_llc(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: int, granule_bytes: int,
-            ways: int) -> LlcFit:
+            ways: int, choose_policy: bool = True) -> LlcFit:
     """The last level's size and policy that best reproduce the working-set curve.
 
     For each policy of :data:`LLC_POLICIES`, the cache model's hit share of a repeated loop
     (:func:`loop_hit_shares`) turns a candidate size into a predicted curve; the size with the
     smallest mean |log error| over the points beyond the private levels is the policy's, and the
-    policy with the smallest error wins (LRU on a tie). LRU keeps the crossing rule's size.
+    policy with the smallest error wins (LRU on a tie). LRU keeps the crossing rule's size. With
+    ``choose_policy`` False the result is LRU whatever the errors (still all in ``losses``).
     """
     lru_size, level, dram = effective_llc_bytes(points, nominal_bytes, floor_bytes, granule_bytes)
     pts = [p for p in points if p.size_bytes > floor_bytes] or list(points)
@@ -559,7 +560,8 @@ def fit_llc(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: 
         best = int(np.argmin(errors))
         size = max(granule_bytes, int(candidates[best]) // granule_bytes * granule_bytes)
         losses[policy] = (size, float(errors[best]))
-    winner = min(LLC_POLICIES, key=lambda p: (losses[p][1], p is not Replacement.LRU))
+    winner = min(LLC_POLICIES, key=lambda p: (losses[p][1], p is not Replacement.LRU)) if choose_policy \
+        else Replacement.LRU
     return LlcFit(losses[winner][0], winner, level, dram, losses)
 
 
@@ -568,8 +570,13 @@ def _units(value: float, unit: str) -> str:
 
 
 def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
-                  when: Optional[_dt.datetime] = None, name: str = "") -> dict[str, Any]:
-    """The profile mapping (valid under :func:`simulator.hardware.profile.profile_from_mapping`)."""
+                  when: Optional[_dt.datetime] = None, name: str = "", fit_llc_policy: bool = False
+                  ) -> dict[str, Any]:
+    """The profile mapping (valid under :func:`simulator.hardware.profile.profile_from_mapping`).
+
+    The last level is an LRU step at the crossing size unless ``fit_llc_policy``: then it takes
+    the policy (and its size) whose loop curve best matches the working-set sweep (:func:`fit_llc`).
+    """
     when = when or _dt.datetime.now(_dt.timezone.utc)
     stamp = when.strftime("%Y-%m-%d %H:%M UTC")
     versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
@@ -599,17 +606,21 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
         latency = m.cache_latency_s.get(c.level, 1e-9)
         replacement = Replacement.LRU
         if last and m.working_set:
-            llc = fit_llc(m.working_set, c.size_bytes, private_bytes(caches, cores), c.line_bytes * c.ways, c.ways)
+            llc = fit_llc(m.working_set, c.size_bytes, private_bytes(caches, cores), c.line_bytes * c.ways, c.ways,
+                          choose_policy=fit_llc_policy)
             size, replacement, llc_bw, dram_bw = (llc.size_bytes, llc.replacement, llc.in_cache_bytes_per_s,
                                                   llc.dram_bytes_per_s)
             bandwidth = llc_bw
             tried = "; ".join(f"{p.value} {s_ >> 10} KiB: {e:.3f}" for p, (s_, e) in llc.losses.items())
+            rule = ("the size and replacement policy whose repeated-loop curve in the cache model best reproduces "
+                    "torch GEMV bandwidth vs working set (--llc-policy fit)" if fit_llc_policy else
+                    "an LRU step where torch GEMV bandwidth vs working set crosses the geometric mean of its "
+                    "in-cache and DRAM levels (--llc-policy lru)")
             fitted[f"memory.caches.{name_c}.size"] = (
-                f"{how}: the size (with the replacement policy) whose repeated-loop curve in the cache model "
-                f"best reproduces torch GEMV bandwidth vs working set (mean |log error| per policy at its best "
-                f"size: {tried}; LRU's size is where the curve crosses the geometric mean of its in-cache and "
-                f"DRAM levels); sysfs says {c.size_bytes >> 10} KiB, a VM's share can be smaller")
-            fitted[f"memory.caches.{name_c}.replacement"] = f"{how}: the policy of that fit with the smallest error"
+                f"{how}: {rule}; mean |log error| of the curve per policy at its best size: {tried} (LRU's "
+                f"size is the crossing); sysfs says {c.size_bytes >> 10} KiB, a VM's share can be smaller")
+            if fit_llc_policy:
+                fitted[f"memory.caches.{name_c}.replacement"] = f"{how}: the policy of that fit with the smallest error"
             fitted[f"memory.caches.{name_c}.bandwidth"] = f"{how}: median GEMV bandwidth up to a quarter of the nominal size"
         else:
             # private levels: the first level's width per cycle (two vector loads), the second's half
