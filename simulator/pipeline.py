@@ -23,6 +23,8 @@ move feature maps over the link.
 from __future__ import annotations
 
 import enum
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
@@ -202,7 +204,14 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
             raise ConfigError("command line", "--format", f"{profile.name} computes dense weights only (its array "
                               "does not skip zeros); use --format dense")
         formats = (StorageFormat.DENSE,)
-    variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
+    if len(formats) > 1 and (os.cpu_count() or 1) > 1:
+        # The variants are independent and their heavy stages (traffic kernels, cache model)
+        # release the GIL, so threads run them side by side.
+        with ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1)) as pool:
+            variants = list(pool.map(lambda fmt: simulate_variant(profile, workload, fmt, options, progress),
+                                     formats))
+    else:
+        variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
                      seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)

@@ -67,6 +67,19 @@ def test_hits_never_exceed_accesses(tegra, small):
         assert all(0.0 <= r <= 1.0 for r in layer.hit_rate.values())
 
 
+def test_variants_side_by_side_equal_each_alone(tegra, small, monkeypatch):
+    # run() simulates the variants in threads when the machine has more than one CPU; each must
+    # come out exactly as when it runs alone, and as with one CPU.
+    import simulator.pipeline as pipeline
+
+    both = run(tegra, small, RunOptions(repeat=2)).variants
+    alone = [run(tegra, small, RunOptions(repeat=2, formats=(fmt,))).variants[0]
+             for fmt in (StorageFormat.DENSE, StorageFormat.CSR)]
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 1)
+    serial = run(tegra, small, RunOptions(repeat=2)).variants
+    assert both == alone == serial
+
+
 def test_same_seed_same_result(tegra, small):
     a = run(tegra, small, RunOptions(seed=3)).to_json()
     b = run(tegra, small, RunOptions(seed=3)).to_json()

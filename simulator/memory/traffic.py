@@ -257,7 +257,7 @@ def _group_starts(lengths: np.ndarray) -> np.ndarray:
 # Speed trick: the merge is compiled. In numpy it packed every access into an int64, padded the
 # cores into one block, transposed it and filtered the padding out: ~0.15 s of VGG-16's 0.5 s.
 # Indexing with an unsigned position skips numba's negative-index wraparound (~1.5x faster).
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _place_runs(first, count, write, stream, done, group_start, core, line, addresses, is_write, cores,
                 streams):  # pragma: no cover - compiled
     """Write runs of lines (run i: ``count[i]`` lines from ``first[i]``), which follow a core's
@@ -273,7 +273,7 @@ def _place_runs(first, count, write, stream, done, group_start, core, line, addr
             n += 1
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _place_lines(lines, write, stream, done, group_start, core, line, addresses, is_write, cores,
                  streams):  # pragma: no cover - compiled
     """:func:`_place_runs` for explicit line ids (runs of one line each)."""
@@ -384,7 +384,7 @@ def _line_of(address, line, shift):  # pragma: no cover - compiled
     return address >> shift if shift >= 0 else address // line
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bytes, operand_bytes,
                line, shift):  # pragma: no cover - compiled
     """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), as (line, kind); the
@@ -524,7 +524,7 @@ def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: 
 
 # Speed trick: compiled, because each block's end depends on where the previous one ended; with
 # np.unique per block, VGG-16's ~650 blocks cost ~0.3 s in small numpy calls.
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _conv_blocks(ptr, indices, r0, r1, block_nnz, kk, channels):  # pragma: no cover - compiled
     """Blocks of rows [r0, r1) of a CSR convolution, each the longest run of rows whose non-zeros
     fit ``block_nnz`` (at least one row), as (bounds: block b is rows [bounds[b], bounds[b + 1])),
