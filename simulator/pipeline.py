@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 
 from .base.errors import ConfigError
 from .compress.compression import StorageFormat, compress_workload
-from .engine.core import LayerWork, layer_work, simulate
+from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
 from .engine.training import Mode, Optimizer, train
@@ -189,6 +189,27 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     return VariantResult("dense", StorageFormat.DENSE.value, total, layers)
 
 
+def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat],
+                           options: RunOptions, progress: Callable[[str], None]) -> list[VariantResult]:
+    """Every variant in its own thread: they are independent, and their heavy stages (traffic
+    kernels, cache model) release the GIL. A timeline being recorded gets each variant's engine
+    calls in variant order, as if they had run one after the other."""
+    outer = current_recording()
+
+    def one(fmt: StorageFormat) -> tuple[VariantResult, list]:
+        if outer is None:
+            return simulate_variant(profile, workload, fmt, options, progress), []
+        with recording() as calls:
+            return simulate_variant(profile, workload, fmt, options, progress), calls
+
+    with ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1)) as pool:
+        done = list(pool.map(one, formats))
+    if outer is not None:
+        for _, calls in done:
+            outer.extend(calls)
+    return [variant for variant, _ in done]
+
+
 def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
         progress: Callable[[str], None] = lambda _: None) -> RunResult:
     """Simulate every requested variant of ``workload`` on ``profile``."""
@@ -205,11 +226,7 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
                               "does not skip zeros); use --format dense")
         formats = (StorageFormat.DENSE,)
     if len(formats) > 1 and (os.cpu_count() or 1) > 1:
-        # The variants are independent and their heavy stages (traffic kernels, cache model)
-        # release the GIL, so threads run them side by side.
-        with ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1)) as pool:
-            variants = list(pool.map(lambda fmt: simulate_variant(profile, workload, fmt, options, progress),
-                                     formats))
+        variants = _variants_side_by_side(profile, workload, formats, options, progress)
     else:
         variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,

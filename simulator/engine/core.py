@@ -284,6 +284,15 @@ def recording() -> Iterator[list[list[Interval]]]:
         _RECORDING.reset(token)
 
 
+def current_recording() -> Optional[list[list[Interval]]]:
+    """The list a :func:`recording` block around this call is filling, or None.
+
+    Threads do not inherit it: code that simulates in worker threads records there under its
+    own :func:`recording` and appends the calls here in a fixed order (see ``pipeline.run``).
+    """
+    return _RECORDING.get()
+
+
 def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[tuple[int, int]] = None
              ) -> list[LayerResult]:
     """Run the layers back to back on one machine; returns one result per layer.
