@@ -165,15 +165,34 @@ def test_bad_arguments_are_value_errors():
         LruStacks(4, 2, 2).run(np.array([1]), None, np.array([False]))
 
 
-def test_non_lru_levels_are_refused():
+@pytest.mark.parametrize("policy", ["random", "bip", "dip"])
+def test_levels_above_may_use_any_policy_the_level_itself_must_be_lru(policy, tiny_workload_path):
     from simulator.memory.cache import Replacement
-    from simulator.memory.mrc import LevelFilter, miss_ratio_curve
 
-    dip = CacheGeometry("L1", 1024, 64, 2, False, Replacement.DIP)
-    lru = CacheGeometry("L2", 4096, 64, 4, True)
-    with pytest.raises(ValueError, match="'L1' uses dip; stack distances model LRU levels only"):
-        LevelFilter((dip, lru), 1, 1)
-    stream = LevelFilter((lru, lru), 1, 1).run(np.arange(8, dtype=np.int64) * 64, np.zeros(8, bool),
-                                               np.zeros(8, np.int64))
-    with pytest.raises(ValueError, match="'L1' uses dip"):
-        miss_ratio_curve(stream, dip, 1)
+    above = CacheGeometry("L1", 1024, 64, 2, False, Replacement(policy))
+    lru = _geo("L2", 4 * KIB, 64, 4)
+    for name, (a, w, c) in _traces(tiny_workload_path).items():
+        expected = CacheHierarchy((above, lru), 2).access(a, w, c)
+        got = level_outcome(level_stream((above, lru), 2, 1, a, w, c), lru, 2)
+        np.testing.assert_array_equal(got.served_level, expected.served_level, err_msg=name)
+        np.testing.assert_array_equal(got.dram_writebacks, expected.dram_writebacks, err_msg=name)
+    stream = level_stream((above, lru), 2, 1, a, w, c)
+    with pytest.raises(ValueError, match=f"'L1' uses {policy}; stack distances model LRU levels only"):
+        miss_ratio_curve(level_stream((lru, above), 2, 1, a, w, c), above, 2)
+    with pytest.raises(ValueError, match=f"'L1' uses {policy}"):
+        level_outcome(stream, above, 2)
+
+
+def test_equivalent_states_compare_equal_whatever_the_clock():
+    # Two histories that leave the same lines in the same recency order (LRU) are the same state,
+    # though their stamps differ; a different order is not.
+    levels = HIERARCHIES["two levels"]
+    a = np.array([0, 512, 1024, 0, 512], dtype=np.int64)     # one set of L1 (8 sets, 2 ways)
+    zeros = np.zeros(a.size, np.int64)
+    first = LevelFilter(levels, 1, 1)
+    first.run(a, np.zeros(a.size, bool), zeros)
+    second = LevelFilter(levels, 1, 1)
+    second.run(np.concatenate([a, a[3:]]), np.zeros(a.size + 2, bool), np.zeros(a.size + 2, np.int64))
+    assert second.same_state(first.snapshot())
+    second.run(np.array([0], dtype=np.int64), np.zeros(1, bool), np.zeros(1, np.int64))
+    assert not second.same_state(first.snapshot())

@@ -338,3 +338,18 @@ def test_a_size_sweep_of_a_non_lru_level_runs_in_full(at_root):
     caches[2] = caches[2].model_copy(update={"replacement": Replacement.DIP})
     dip = profile.model_copy(update={"memory": profile.memory.model_copy(update={"caches": tuple(caches)})})
     assert not applies(dip, "L3")
+
+
+def test_cache_path_with_other_policies_above_equals_full_runs(at_root, tiny_workload_path, tmp_path):
+    text = open(I7, encoding="utf-8").read()
+    # L1 random, L2 DIP, L3 (swept) LRU: the one-pass path applies and still equals full runs
+    text = text.replace("      latency: 1.14 ns", "      replacement: random\n      latency: 1.14 ns", 1)
+    text = text.replace("      latency: 3.4 ns", "      replacement: dip\n      latency: 3.4 ns", 1)
+    profile = tmp_path / "i7-policies.yaml"
+    profile.write_text(text, encoding="utf-8")
+    sets = ["memory.caches.L3.size=2560KiB,5MiB"]
+    fast = plan_sweep(str(profile), sets, tiny_workload_path, repeat=2)
+    full = plan_sweep(str(profile), sets, tiny_workload_path, repeat=2, use_cache_path=False)
+    assert fast.cache_level == 2 and full.cache_level is None
+    assert [c.replacement.value for c in fast.points[0].profile.caches] == ["random", "dip", "lru"]
+    assert _sorted(_run(fast)[0].rows()) == _sorted(_run(full)[0].rows())

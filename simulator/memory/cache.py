@@ -36,7 +36,7 @@ that cannot be vectorised, and a Python loop per address would be ~100x slower.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numba
 import numpy as np
@@ -120,11 +120,16 @@ class AccessOutcome:
 
     ``served_level`` (int8) is the index of the level that hit, or ``len(levels)`` when
     the access went to DRAM. ``dram_writebacks`` (uint8) is the number of dirty lines
-    this access caused to be written back to DRAM (through eviction chains).
+    this access caused to be written back to DRAM (through eviction chains). Within one access,
+    its own look-up below the last level comes before its write-backs.
     """
 
     served_level: np.ndarray
     dram_writebacks: np.ndarray
+    #: With ``record_writebacks``: the byte address of every line written back to DRAM, in the
+    #: order they leave, and the index of the access that caused each (else None).
+    writeback_addresses: Optional[np.ndarray] = None
+    writeback_access: Optional[np.ndarray] = None
 
 
 class CacheHierarchy:
@@ -227,15 +232,51 @@ class CacheHierarchy:
             self._policy_state[lv] = (lv + 1, _PSEL_START, -1, 0)
         self._clock[0] = 0
 
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A copy of the whole state (lines, recency, policy state, clock)."""
+        return self._state.copy(), self._policy_state.copy(), self._clock.copy()
+
+    def restore(self, snapshot: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        """Go back to a state from :meth:`snapshot`."""
+        state, policy_state, clock = snapshot
+        self._state[:] = state
+        self._policy_state[:] = policy_state
+        self._clock[:] = clock
+
+    def same_state(self, snapshot: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bool:
+        """True when the caches would behave from now on exactly as from ``snapshot``: the same
+        lines, equally dirty, in the same recency order in every set (the stamps' absolute times
+        do not matter), and, for a random level, in the same ways with the same generator, for
+        BIP and DIP with the same counters."""
+        now = self._canonical(self._state, self._policy_state)
+        then = self._canonical(*snapshot[:2])
+        return all(np.array_equal(a, b) for a, b in zip(now, then))
+
+    def _canonical(self, state: np.ndarray, policy_state: np.ndarray) -> list[np.ndarray]:
+        parts = []
+        for lv, level in enumerate(self._levels):
+            offset, sets = int(self._params[lv, _OFFSET]), int(self._params[lv, _SETS])
+            padded = 4 * int(self._params[lv, _CHUNKS])
+            n_blocks = self._instances[lv] * sets
+            blocks = state[offset : offset + n_blocks * 2 * padded].reshape(n_blocks, 2 * padded)
+            tags, stamps = blocks[:, :padded], blocks[:, padded:]
+            parts.append(np.take_along_axis(tags, np.argsort(stamps, axis=1, kind="stable"), axis=1))
+            if level.replacement is Replacement.RANDOM:
+                parts += [tags, policy_state[lv, _RNG : _RNG + 1]]
+            elif level.replacement is not Replacement.LRU:
+                parts.append(np.array([policy_state[lv, _PSEL], policy_state[lv, _BIP_FILLS] % _BIP_PERIOD]))
+        return parts
+
     def access(
-        self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray
+        self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray, record_writebacks: bool = False
     ) -> AccessOutcome:
         """Run a trace through the hierarchy, in order, updating its state.
 
         ``addresses`` are integer byte addresses in ``0..MAX_ADDRESS`` (converted to int64),
         ``is_write`` a bool array, ``core`` an integer array with values in
-        ``0..cores-1``; all three 1-D and of equal length. Raises ValueError on
-        malformed input (a programming error).
+        ``0..cores-1``; all three 1-D and of equal length. With ``record_writebacks`` the
+        outcome also lists every DRAM write-back's address and access (what a level below this
+        hierarchy would receive). Raises ValueError on malformed input (a programming error).
         """
         addr = np.asarray(addresses)
         write = np.asarray(is_write)
@@ -273,14 +314,21 @@ class CacheHierarchy:
 
         served = np.empty(len(addr), dtype=np.int8)
         writebacks = np.zeros(len(addr), dtype=np.uint8)
+        # a DRAM write-back leaves the last level at most once per level filled by an access
+        capacity = len(addr) * len(self._levels) if record_writebacks else 0
+        wb_addresses = np.empty(capacity, dtype=np.int64)
+        wb_access = np.empty(capacity, dtype=np.int64)
         if not self._levels:
             served.fill(0)
+        else:
+            recorded = _run_trace(
+                addr, write, cores, self._params, self._state, self._clock, self._policy_state,
+                served, writebacks, record_writebacks, wb_addresses, wb_access,
+            )
+            wb_addresses, wb_access = wb_addresses[:recorded].copy(), wb_access[:recorded].copy()
+        if not record_writebacks:
             return AccessOutcome(served, writebacks)
-        _run_trace(
-            addr, write, cores, self._params, self._state, self._clock, self._policy_state,
-            served, writebacks,
-        )
-        return AccessOutcome(served, writebacks)
+        return AccessOutcome(served, writebacks, wb_addresses, wb_access)
 
 
 #: Low bits of an LRU stamp that hold the way (so the smallest stamp names its way).
@@ -395,8 +443,10 @@ def _fill_time(params, pstate, lv, line, t):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_trace(addr, write, cores, params, state, clock, pstate, served, writebacks):  # pragma: no cover
-    """Kernel: all accesses through all levels, write-back chains included.
+def _run_trace(addr, write, cores, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
+               wb_access_out):  # pragma: no cover
+    """Kernel: all accesses through all levels, write-back chains included; returns the number of
+    DRAM write-backs recorded in ``wb_addr_out`` / ``wb_access_out`` (0 unless ``record``).
 
     Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``
     (an int64 lasts 2**46 touches, far beyond any trace); a fill at the LRU position takes the
@@ -415,6 +465,7 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
     offset0 = params[0, _OFFSET]
     private0 = params[0, _PRIVATE] != 0
     t = clock[0]
+    recorded = 0
     for i in range(n):
         a = addr[i]
         c = cores[i]
@@ -495,7 +546,12 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                 nxt += 1
             else:
                 n_wb += 1  # fell off the last level: a write-back to DRAM
+                if record:
+                    wb_addr_out[recorded] = wb_addr
+                    wb_access_out[recorded] = i
+                    recorded += 1
         if write[i]:
             state[tag0] |= 1
         writebacks[i] = n_wb
     clock[0] = t
+    return recorded

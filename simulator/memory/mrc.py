@@ -10,9 +10,9 @@ every cache size at once. This module applies that to one level of a hierarchy, 
   :mod:`simulator.memory.cache`, what happens in the levels above level ``k`` never depends on level
   ``k`` or anything below it. So the references that reach level ``k`` (the look-ups of
   accesses that missed above, and the write-backs of dirty lines evicted above) are fixed
-  once the levels above are: :class:`LevelFilter` computes them in one pass, with the levels
-  above simulated exactly (same semantics as the cache model: write-allocate, write-back,
-  deepest level filled first, write-back chains).
+  once the levels above are: :class:`LevelFilter` computes them in one pass of the cache model
+  itself over the levels above (any replacement policy there), which records what falls out of
+  the last of them.
 * **Set-associative, any number of ways.** A set-associative LRU cache is one LRU stack per
   set (``set = line % sets``; one set of stacks per core for a private level). For a fixed
   number of sets, the distance of a reference within its set gives hit or miss for every
@@ -43,10 +43,10 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from .cache import AccessOutcome, CacheGeometry, Replacement
+from .cache import AccessOutcome, CacheGeometry, CacheHierarchy, Replacement
 
-__all__ = ["Associativity", "require_lru", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
-           "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve"]
+__all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
+           "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve", "require_lru"]
 
 #: Flags of a reference in a :class:`LevelStream`.
 _DIRTYING = 1   # makes the line dirty at this level (a write-back from above; a write at level 0)
@@ -88,29 +88,26 @@ class LevelStream:
 
 
 def require_lru(levels: Sequence[CacheGeometry]) -> None:
-    """Raise ValueError, naming the level, unless every level replaces LRU: stack distances and
-    this module's filter are LRU models."""
+    """Raise ValueError, naming the level, unless every level replaces LRU: stack distances are
+    an LRU property."""
     for level in levels:
         if level.replacement is not Replacement.LRU:
             raise ValueError(f"cache level {level.name!r} uses {level.replacement.value}; "
                              "stack distances model LRU levels only")
 
 
-# --- the levels above: an exact filter -----------------------------------------------------
-
-# Columns of the per-level parameter table of the filter kernel.
-_OFFSET, _PRIVATE, _SETS, _WAYS, _SHIFT = range(5)
-
+# --- the levels above: the cache model itself -------------------------------------------------
 
 class LevelFilter:
-    """Exact LRU model of the levels above level ``level``; emits the references reaching it.
+    """The levels above level ``level``, as the cache model runs them; emits the references
+    reaching ``level``.
 
-    ``levels`` is the whole hierarchy (only the geometry of the levels above ``level`` and
-    the line size of ``level`` itself are used); ``cores`` the number of instances of each
-    private level. State persists across :meth:`run` calls like the cache model's, and can
-    be saved, restored and compared (:meth:`snapshot`, :meth:`restore`, :meth:`same_state`):
-    each set is kept most recently used first, so two states are equal iff the caches hold
-    the same lines, equally dirty, in the same LRU order.
+    ``levels`` is the whole hierarchy (the levels above ``level`` are simulated by
+    :class:`~simulator.memory.cache.CacheHierarchy`, with their own replacement policies; of
+    ``level`` itself only the line size is used); ``cores`` the number of instances of each
+    private level. State persists across :meth:`run` calls, and can be saved, restored and
+    compared (:meth:`snapshot`, :meth:`restore`, :meth:`same_state`: equal when the levels above
+    would behave alike from there on).
     """
 
     def __init__(self, levels: Sequence[CacheGeometry], cores: int, level: int) -> None:
@@ -119,150 +116,58 @@ class LevelFilter:
             raise ValueError(f"level must be in 0..{len(levels) - 1}, got {level}")
         if cores < 1:
             raise ValueError(f"cores must be positive, got {cores}")
-        require_lru(levels[:level])
         self.levels = levels
         self.level = level
         self.cores = int(cores)
-        above = levels[:level]
-        sizes = [(1 if lv.shared else self.cores) * lv.sets * lv.ways for lv in above]
-        offsets = np.cumsum([0] + sizes)
-        self._params = np.zeros((max(1, len(above)), 5), dtype=np.int64)
-        for i, lv in enumerate(above):
-            self._params[i] = (offsets[i], not lv.shared, lv.sets, lv.ways, lv.line_shift)
+        self._above = CacheHierarchy(levels[:level], self.cores)
         self._shift = levels[level].line_shift
-        # Per set, ``ways`` tags most recently used first: (line << 1) | dirty, -1 if empty.
-        self._state = np.full(int(offsets[-1]), -1, dtype=np.int64)
 
     def reset(self) -> None:
         """All levels above cold."""
-        self._state.fill(-1)
+        self._above.reset()
 
-    def snapshot(self) -> np.ndarray:
+    def snapshot(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """A copy of the state."""
-        return self._state.copy()
+        return self._above.snapshot()
 
-    def restore(self, snapshot: np.ndarray) -> None:
+    def restore(self, snapshot: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
         """Go back to a state from :meth:`snapshot`."""
-        self._state[:] = snapshot
+        self._above.restore(snapshot)
 
-    def same_state(self, snapshot: np.ndarray) -> bool:
-        """True when the levels above hold exactly what they held at ``snapshot``."""
-        return bool(np.array_equal(self._state, snapshot))
+    def same_state(self, snapshot: tuple[np.ndarray, np.ndarray, np.ndarray]) -> bool:
+        """True when the levels above would behave from here exactly as from ``snapshot``."""
+        return self._above.same_state(snapshot)
 
     def run(self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray) -> LevelStream:
-        """Run a trace through the levels above; returns the stream reaching the level."""
+        """Run a trace through the levels above; returns the stream reaching the level.
+
+        Per access, in the cache model's order: its own look-up (when every level above missed),
+        then the dirty lines its fills pushed out of the level just above.
+        """
         addr = np.ascontiguousarray(addresses, dtype=np.int64)
         write = np.ascontiguousarray(is_write, dtype=np.bool_)
         cores = np.ascontiguousarray(core, dtype=np.int64)
-        n = addr.size
-        # Each access makes at most one demand reference and, per level above, one write-back.
-        capacity = n * (1 + self.level)
-        served = np.empty(n, dtype=np.int8)
-        line = np.empty(capacity, dtype=np.int64)
-        access = np.empty(capacity, dtype=np.int64)
-        flags = np.empty(capacity, dtype=np.int8)
-        count = _filter_kernel(addr, write, cores, self._params, self.level, self._state, self._shift,
-                               served, line, access, flags)
-        access = access[:count].copy()
-        return LevelStream(self.level, served, line[:count].copy(), access,
-                           cores[access].astype(np.int16), flags[:count].copy())
+        outcome = self._above.access(addr, write, cores, record_writebacks=True)
+        demand = np.flatnonzero(outcome.served_level == self.level)
+        wb_access = outcome.writeback_access
+        access = np.concatenate([demand, wb_access])
+        # stable: within an access the look-up first, then the write-backs in the order they left
+        order = np.lexsort((np.concatenate([np.zeros(demand.size, np.int8), np.ones(wb_access.size, np.int8)]),
+                            access))
+        demand_flags = np.full(demand.size, _DEMAND, dtype=np.int8)
+        if self.level == 0:
+            demand_flags |= np.where(write[demand], _DIRTYING, 0).astype(np.int8)
+        line = np.concatenate([addr[demand], outcome.writeback_addresses]) >> self._shift
+        flags = np.concatenate([demand_flags, np.full(wb_access.size, _DIRTYING, dtype=np.int8)])
+        access = access[order]
+        return LevelStream(self.level, outcome.served_level, line[order], access, cores[access].astype(np.int16),
+                           flags[order])
 
 
 def level_stream(levels: Sequence[CacheGeometry], cores: int, level: int, addresses: np.ndarray,
                  is_write: np.ndarray, core: np.ndarray) -> LevelStream:
     """The references reaching ``level`` for a trace run from cold caches."""
     return LevelFilter(levels, cores, level).run(addresses, is_write, core)
-
-
-@numba.njit(cache=True, inline="always")
-def _front(state, block, position, value):  # pragma: no cover - compiled
-    """Move the entry at ``position`` of a set to the front (most recently used) as ``value``."""
-    for j in range(position, 0, -1):
-        state[block + j] = state[block + j - 1]
-    state[block] = value
-
-
-@numba.njit(cache=True, inline="always")
-def _lookup(state, block, ways, line):  # pragma: no cover - compiled
-    for j in range(ways):
-        tag = state[block + j]
-        if tag < 0:
-            return -1
-        if (tag >> 1) == line:
-            return j
-    return -1
-
-
-@numba.njit(cache=True, inline="always")
-def _block(params, lv, line, core):  # pragma: no cover - compiled
-    inst = core if params[lv, _PRIVATE] else 0
-    return params[lv, _OFFSET] + (inst * params[lv, _SETS] + line % params[lv, _SETS]) * params[lv, _WAYS]
-
-
-@numba.njit(cache=True, nogil=True)
-def _filter_kernel(addr, write, cores, params, n_above, state, shift, served, out_line, out_access,
-                   out_flags):  # pragma: no cover - compiled
-    """Levels ``0..n_above-1`` exactly as in the cache model; emit the references to the next.
-
-    Order within one access, as in the cache model: the walk down (a look-up at this level
-    if every level above missed), then the fills of the missed levels above, deepest first,
-    each fill's dirty victim going down as a write-back that stops at the first level
-    holding the line, or allocates there and may push a dirty victim further down.
-    """
-    blocks = np.empty(max(1, n_above), dtype=np.int64)
-    lines = np.empty(max(1, n_above), dtype=np.int64)
-    count = 0
-    for i in range(addr.shape[0]):
-        a = addr[i]
-        c = cores[i]
-        hit = n_above
-        for lv in range(n_above):
-            la = a >> params[lv, _SHIFT]
-            b = _block(params, lv, la, c)
-            blocks[lv] = b   # kept on a hit too: the write mark below needs level 0's set
-            lines[lv] = la
-            p = _lookup(state, b, params[lv, _WAYS], la)
-            if p >= 0:
-                _front(state, b, p, state[b + p])
-                hit = lv
-                break
-        served[i] = hit
-        if hit == n_above:
-            out_line[count] = a >> shift
-            out_access[count] = i
-            out_flags[count] = _DEMAND | (_DIRTYING if (n_above == 0 and write[i]) else 0)
-            count += 1
-        for lv in range(hit - 1, -1, -1):
-            ways = params[lv, _WAYS]
-            b = blocks[lv]
-            victim = state[b + ways - 1]
-            _front(state, b, ways - 1, lines[lv] << 1)
-            if victim < 0 or (victim & 1) == 0:
-                continue
-            wb = (victim >> 1) << params[lv, _SHIFT]   # byte address of the dirty victim
-            nxt = lv + 1
-            while nxt < n_above:
-                la = wb >> params[nxt, _SHIFT]
-                ways = params[nxt, _WAYS]
-                b2 = _block(params, nxt, la, c)
-                p = _lookup(state, b2, ways, la)
-                if p >= 0:
-                    _front(state, b2, p, state[b2 + p] | 1)
-                    break
-                victim = state[b2 + ways - 1]
-                _front(state, b2, ways - 1, (la << 1) | 1)
-                if victim < 0 or (victim & 1) == 0:
-                    break
-                wb = (victim >> 1) << params[nxt, _SHIFT]
-                nxt += 1
-            else:
-                out_line[count] = wb >> shift
-                out_access[count] = i
-                out_flags[count] = _DIRTYING
-                count += 1
-        if n_above > 0 and write[i]:
-            state[blocks[0]] |= 1   # the line is at the front of its level-0 set now
-    return count
 
 
 # --- the level itself: LRU stacks per set ----------------------------------------------------

@@ -17,7 +17,7 @@ sweep tests compare them row for row); it is only computed with less work:
   per-access outcome goes through the same engine as a run.
 
 It applies when the swept level is the last cache level (its misses and write-backs go to
-DRAM) and every level replaces LRU (stack distances are an LRU property); :func:`applies` says so. Levels below a swept middle level would need their own
+DRAM) and replaces LRU (stack distances are an LRU property); :func:`applies` says so. Levels below a swept middle level would need their own
 simulation per point, and the sweep then runs the full pipeline instead.
 """
 
@@ -54,10 +54,10 @@ class _TrackedView(CoreView):
 
 
 def applies(profile: HardwareProfile, level_name: str) -> bool:
-    """True when sweeping ``level_name``'s size can use this module: it is the last level, and
-    every level is LRU (the filter of the levels above and the stack pass are LRU models)."""
+    """True when sweeping ``level_name``'s size can use this module: it is the last level, and an
+    LRU one (the stack pass is an LRU model; the levels above may replace as they like)."""
     return (bool(profile.caches) and profile.caches[-1].name == level_name
-            and all(level.replacement is Replacement.LRU for level in profile.caches))
+            and profile.caches[-1].replacement is Replacement.LRU)
 
 
 def _geometries(profile: HardwareProfile, cores: int) -> tuple[CacheGeometry, ...]:
