@@ -166,16 +166,21 @@ def test_cli_errors(repo_root, monkeypatch, tmp_path, fc_trace, capsys, args, me
     assert err.startswith(message.format(tmp=tmp_path)) and err.count("\n") == 1
 
 
-def test_curves_need_lru_levels(repo_root, monkeypatch, tmp_path, fc_trace, capsys):
-    # The same profile with a DIP L2: the counts run, the curves (an LRU property) are refused.
+def test_curves_of_the_lru_levels_only(repo_root, monkeypatch, tmp_path, fc_trace, capsys):
+    # The same profile with a DIP L2: the L1 curve is drawn (levels above or below may use any
+    # policy), the L2 one is not; with every level non-LRU there is nothing to draw.
     monkeypatch.chdir(repo_root)
     text = (repo_root / TEGRA).read_text(encoding="utf-8")
     profile = tmp_path / "tegra-dip.yaml"
     profile.write_text(text.replace("      ways: 16\n", "      ways: 16\n      replacement: dip\n", 1), encoding="utf-8")
-    assert "replacement: dip" in profile.read_text(encoding="utf-8")
-    assert cli.main(["cachesim", str(profile), str(fc_trace)]) == 0
-    capsys.readouterr()
-    assert cli.main(["cachesim", str(profile), str(fc_trace), "--mrc", str(tmp_path / "c.csv")]) == 2
-    err = capsys.readouterr().err
-    assert err == (f"error: {profile}: memory.caches[1].replacement: L2 uses dip; miss-ratio curves come from "
-                   "LRU stack distances (use lru, or drop --mrc)\n")
+    out_csv = tmp_path / "c.csv"
+    assert cli.main(["cachesim", str(profile), str(fc_trace), "--mrc", str(out_csv)]) == 0
+    assert "no curve for L2 (dip): stack distances model LRU levels only" in capsys.readouterr().out
+    with open(out_csv, newline="", encoding="utf-8") as handle:
+        assert {row["level"] for row in csv.DictReader(handle)} == {"L1"}
+    both = tmp_path / "tegra-all-dip.yaml"
+    both.write_text(profile.read_text(encoding="utf-8").replace("      ways: 4\n", "      ways: 4\n      replacement: dip\n", 1),
+                    encoding="utf-8")
+    assert cli.main(["cachesim", str(both), str(fc_trace), "--mrc", str(out_csv)]) == 2
+    assert capsys.readouterr().err == (f"error: {both}: memory.caches[0].replacement: L1 uses dip and no level is "
+                                       "LRU; miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)\n")

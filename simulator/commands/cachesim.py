@@ -45,6 +45,9 @@ def _cachesim(args: argparse.Namespace) -> int:
                               f"{Path(trace.path).name} on {profile.name}: miss-ratio curves")
         print(f"miss-ratio curves: {curves_path} ({result.curve_seconds:.2f} s for "
               f"{sum(len(c.points) for c in result.curves)} sizes)")
+        for level in result.levels:
+            if level.replacement.value != "lru":
+                print(f"no curve for {level.name} ({level.replacement.value}): stack distances model LRU levels only")
     if args.json:
         write_json_document(result.to_json(), args.json, "--json")
     return 0

@@ -183,18 +183,17 @@ class TraceResult:
 
 
 def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False) -> TraceResult:
-    """Run ``trace`` through the profile's hierarchy from cold; with ``curves``, every level's MRC."""
+    """Run ``trace`` through the profile's hierarchy from cold; with ``curves``, the MRC of every
+    LRU level (other policies have no stack distances)."""
     cores = profile.compute.cores
     if trace.core.size and int(trace.core.max()) >= cores:
         first = int(np.flatnonzero(trace.core >= cores)[0])
         raise ConfigError(trace.path, "core", f"core {int(trace.core[first])} at index {first}, but "
                                               f"{profile.name} has {cores} core{'s' * (cores != 1)} (0..{cores - 1})")
-    if curves:
-        for i, level in enumerate(profile.caches):
-            if level.replacement is not Replacement.LRU:
-                raise ConfigError(profile.path, f"memory.caches[{i}].replacement",
-                                  f"{level.name} uses {level.replacement.value}; miss-ratio curves come from LRU "
-                                  "stack distances (use lru, or drop --mrc)")
+    if curves and profile.caches and all(level.replacement is not Replacement.LRU for level in profile.caches):
+        raise ConfigError(profile.path, "memory.caches[0].replacement",
+                          f"{profile.caches[0].name} uses {profile.caches[0].replacement.value} and no level is LRU; "
+                          "miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)")
     # One access through a throw-away hierarchy first, so that loading the compiled kernel is
     # not timed: the rate printed is the model's.
     cache_hierarchy(profile, cores).access(trace.addresses[:1], trace.is_write[:1], trace.core[:1])
@@ -214,6 +213,8 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
     if curves:
         start = time.perf_counter()
         for i, level in enumerate(hierarchy.levels):
+            if level.replacement is not Replacement.LRU:
+                continue    # stack distances are an LRU property; the levels above may be anything
             stream = level_stream(hierarchy.levels, cores, i, trace.addresses, trace.is_write, trace.core)
             found.append(miss_ratio_curve(stream, level, cores))
         curve_seconds = time.perf_counter() - start
