@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import math
 import os
 import platform
@@ -38,12 +39,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-import functools
-
 import numpy as np
 
 from ..base.errors import ConfigError
 from ..hardware.profile import Replacement
+from ..memory.cache import CacheGeometry, CacheHierarchy
 
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 LINE_BYTES_DEFAULT = 64
@@ -494,8 +494,6 @@ def loop_hit_shares(policy: Replacement, ways: int, sets: int = 128) -> tuple[fl
     at each ``r`` of ``_LOOP_RATIOS``: the working-set sweep's access pattern (one matrix read
     sequentially, over and over), run through the cache model itself on a cache of ``sets`` sets
     (the share depends on the ratio and the ways, not on the absolute size)."""
-    from ..memory.cache import CacheGeometry, CacheHierarchy
-
     line = 64
     geometry = CacheGeometry("LLC", sets * ways * line, line, ways, True, policy)
     shares = []
@@ -611,7 +609,8 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
             size, replacement, llc_bw, dram_bw = (llc.size_bytes, llc.replacement, llc.in_cache_bytes_per_s,
                                                   llc.dram_bytes_per_s)
             bandwidth = llc_bw
-            tried = "; ".join(f"{p.value} {s_ >> 10} KiB: {e:.3f}" for p, (s_, e) in llc.losses.items())
+            tried = "; ".join(f"{policy.value} {best >> 10} KiB: {error:.3f}"
+                              for policy, (best, error) in llc.losses.items())
             rule = ("the size and replacement policy whose repeated-loop curve in the cache model best reproduces "
                     "torch GEMV bandwidth vs working set (--llc-policy fit)" if fit_llc_policy else
                     "an LRU step where torch GEMV bandwidth vs working set crosses the geometric mean of its "
