@@ -138,3 +138,16 @@ def test_layer_repeat_mode_runs_each_layer_alone_and_warm(i7, small):
     # fc1's 2 MiB of weights fit the 15 MiB L3: repeated alone, it runs from cache
     assert warm.layer("fc1").dram_read_bytes == 0 < cold.layer("fc1").dram_read_bytes
     assert warm.total_s == pytest.approx(sum(l.time_s for l in warm.layers))
+
+
+def test_dataframe_has_a_row_per_variant_and_layer(tegra, small):
+    result = run(tegra, small, RunOptions())
+    frame = result.to_dataframe()
+    assert len(frame) == sum(len(v.layers) for v in result.variants)
+    assert {"profile", "variant", "format", "layer", "time_s", "dram_bytes", "L1_hit_rate", "L2_hits",
+            "compute_busy_s", "bound"} <= set(frame.columns)
+    totals = frame.groupby("variant")["time_s"].sum()
+    for variant in result.variants:
+        assert totals[variant.name] == pytest.approx(sum(l.time_s for l in variant.layers))
+    fc1 = frame[(frame.variant == "pruned") & (frame.layer == "fc1")].iloc[0]
+    assert fc1.L1_hit_rate == result.variant("pruned").layer("fc1").hit_rate["L1"]

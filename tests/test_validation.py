@@ -75,3 +75,14 @@ def test_fit_on_all_needs_fit(capsys):
 
     assert main(["validate", "eie", "--fit-on", "all"]) == 2
     assert capsys.readouterr().err == "error: command line: --fit-on: all needs --fit\n"
+
+
+def test_comparison_as_a_dataframe():
+    from simulator.studies.validation import Comparison
+
+    cells = [cell("big", "dense", 1e-3, "GPU_Titan_X", 1), cell("small", "sparse", 2e-3, "GPU_Titan_X", 64)]
+    results = [CellResult(cells[0], 1.1e-3, "compute"), CellResult(cells[1], 1.8e-3, "dram-bandwidth")]
+    frame = Comparison(results, [], {}).to_dataframe()
+    assert frame["layer"].tolist() == ["big", "small"]
+    assert frame["error"].round(3).tolist() == [0.1, -0.1]
+    assert {"platform", "batch", "format", "published_s", "predicted_s", "set", "bound"} <= set(frame.columns)

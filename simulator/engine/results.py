@@ -6,7 +6,10 @@ This module imports nothing from the project, so every stage and every report ca
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    import pandas
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,19 @@ class LayerResult:
         out = asdict(self)
         out["dram_bytes"] = self.dram_bytes
         return out
+
+    def to_row(self) -> dict[str, Any]:
+        """One flat row (a table's columns): ``layer`` (the name), the other scalar fields,
+        ``dram_bytes``, and one column per cache level or resource: ``<level>_hits``,
+        ``<level>_hit_rate``, ``<resource>_busy_s``."""
+        fields = asdict(self)
+        row = {"layer": fields.pop("name")}
+        row.update({name: value for name, value in fields.items() if not isinstance(value, dict)})
+        row["dram_bytes"] = self.dram_bytes
+        row.update({f"{level}_hits": n for level, n in self.hits.items()})
+        row.update({f"{level}_hit_rate": r for level, r in self.hit_rate.items()})
+        row.update({f"{resource}_busy_s": t for resource, t in self.busy_s.items()})
+        return row
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,17 @@ class RunResult:
             if variant.name == name:
                 return variant
         raise KeyError(name)
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """One row per variant and layer, for notebooks: ``profile``, ``workload``, ``batch``,
+        ``variant``, ``format`` and every column of :meth:`LayerResult.to_row` (a level a layer
+        did not reach, such as a copy's caches, is NaN)."""
+        import pandas
+
+        rows = [{"profile": self.profile, "workload": self.workload, "batch": self.batch, "variant": variant.name,
+                 "format": variant.format, **layer.to_row()}
+                for variant in self.variants for layer in variant.layers]
+        return pandas.DataFrame(rows)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document."""

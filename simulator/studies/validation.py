@@ -21,7 +21,7 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ..engine.core import LayerWork, simulate
 from ..hardware.profile import HardwareProfile, KernelKind
 from ..model.workload import Workload
 from ..pipeline import RepeatMode, RunOptions, benchmark_works
+
+if TYPE_CHECKING:
+    import pandas
 
 DATA = DATA_DIR
 TABLE = DATA / "eie_table4.csv"
@@ -286,6 +289,12 @@ class Comparison:
     summaries: list[Summary]
     fitted: dict[str, Rates]          # profile name -> rates fitted now (empty unless --fit)
     fit_on_all: bool = False          # the rates were fitted on every cell (a diagnostic)
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """Every cell (published, predicted, error, set, bound) as a table, for notebooks."""
+        import pandas
+
+        return pandas.DataFrame(self.to_json()["cells"])
 
     def to_json(self) -> dict:
         """The ``--json`` document."""
