@@ -54,8 +54,8 @@ class Replacement(str, enum.Enum):
     Qureshi et al., ISCA 2007) evicts the LRU line but inserts most new lines at the LRU position,
     one in 32 at MRU, so a working set larger than the cache keeps part of itself resident instead
     of thrashing. ``dip`` duels the two: a few leader sets always use LRU, a few always BIP, and a
-    saturating counter of their misses decides what the other sets do (the adaptive policy of
-    Intel's L3 caches since Ivy Bridge, as reverse-engineered from timing).
+    saturating counter of their misses decides what the other sets do (timing studies report
+    adaptive insertion of this kind in Intel's L3 caches since Ivy Bridge).
     """
 
     LRU = "lru"
