@@ -353,3 +353,21 @@ def test_cache_path_with_other_policies_above_equals_full_runs(at_root, tiny_wor
     assert fast.cache_level == 2 and full.cache_level is None
     assert [c.replacement.value for c in fast.points[0].profile.caches] == ["random", "dip", "lru"]
     assert _sorted(_run(fast)[0].rows()) == _sorted(_run(full)[0].rows())
+
+
+def test_results_as_a_dataframe(at_root, tiny_workload_path, tmp_path):
+    import pandas
+
+    out = tmp_path / "sweep.csv"
+    plan = plan_sweep(TEGRA, ["memory.dram.sustained_bandwidth=4GB/s,8GB/s"], tiny_workload_path)
+    store, _ = _run(plan, out)
+    frame = store.to_dataframe()
+    assert list(frame.columns) == plan.columns and len(frame) == len(store.rows())
+    # the same table as the file, read back by pandas itself
+    on_disk = pandas.read_csv(out)
+    key = ["point", "variant", "layer"]
+    pandas.testing.assert_frame_equal(frame.sort_values(key).reset_index(drop=True)[["time_s", "dram_bytes"]],
+                                      on_disk.sort_values(key).reset_index(drop=True)[["time_s", "dram_bytes"]],
+                                      check_dtype=False)
+    totals = frame[frame.layer == "total"].set_index(["memory.dram.sustained_bandwidth_bytes_per_s", "variant"]).time_s
+    assert totals[(4e9, "dense")] > totals[(8e9, "dense")]

@@ -13,10 +13,13 @@ import enum
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..base.errors import ConfigError
 from .sweep import CLI, INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
+
+if TYPE_CHECKING:
+    import pandas
 
 
 class ResultFormat(str, enum.Enum):
@@ -157,6 +160,13 @@ class ResultStore:
         """The rows of this plan's points."""
         keys = {p.key for p in self.plan.points}
         return [r for r in self._rows if self._key(r) in keys]
+
+    def to_dataframe(self) -> "pandas.DataFrame":
+        """This plan's rows as a pandas table with the results file's columns (one row per point,
+        variant and layer; empty cells are None / NaN)."""
+        import pandas
+
+        return pandas.DataFrame([row.record(self.plan.levels) for row in self.plan_rows()], columns=self.columns)
 
     def append(self, result: PointResult) -> None:
         """Record a finished point (and flush it to disk)."""
