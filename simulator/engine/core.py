@@ -7,13 +7,19 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
 
 * a tile's *load* holds every memory resource it uses for ``bytes / bandwidth``, all at once
   (levels work in parallel, as a pipeline), then waits the DRAM latency once before its data
-  is ready. DRAM time obeys Little's law: ``max(bytes / sustained bandwidth,
-  lines x latency / requests in flight)``, with ``requests in flight = outstanding requests
-  per core x cores in use``, so a stream with too little memory-level parallelism is latency
-  bound rather than bandwidth bound;
-* a tile's *compute* holds the compute unit for ``flops / (peak x kernel efficiency x share
-  of cores in use x wave efficiency)``, the last being the share of the cores in use that the
-  layer's tasks keep busy (5 tasks on 4 cores run in 2 waves: 5/8);
+  is ready. An engine without caches (a scratchpad accelerator) takes its DRAM time as
+  ``max(bytes / sustained bandwidth, bursts x latency / requests in flight)``;
+* every access that misses the first level waits the latency of the level that serves it (L2, L3
+  or DRAM) while holding one of a core's request slots (Little's law): prefetched *streams*
+  (weights, inputs, outputs) keep ``memory.dram.outstanding_requests_per_core`` lines in flight
+  per core, *gathers* (loads at data-dependent addresses: a sparse kernel's input reads) are
+  demand misses, at most ``compute.outstanding_gathers_per_core`` per core (a warp-per-row GPU
+  kernel issues one request for its lanes' gathers). A tile's latency hold is
+  ``sum(requests x latency of their level) / (slots x cores)``, named ``stream-latency`` or
+  ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``;
+* a tile's *compute* holds the compute unit for its share of the kernel's issue time, from the
+  kernel cost model (:mod:`simulator.engine.kernelcost`: FMA tiles in waves for dense kernels,
+  steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model;
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad);
@@ -37,6 +43,7 @@ import simpy
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome
 from ..memory.traffic import LayerTraffic, StreamKind
+from .kernelcost import issue_time
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -53,6 +60,8 @@ class LayerWork:
     dram_write_bytes: np.ndarray  # [tiles]
     dram_lines: np.ndarray       # [tiles] lines moved to or from DRAM
     hits: np.ndarray             # [levels + 1] accesses served per level, DRAM last
+    gather_requests: Optional[np.ndarray] = None   # [tiles, levels + 1] gather requests served per level
+    stream_lines: Optional[np.ndarray] = None      # [tiles, levels + 1] other accesses served per level, DRAM last
     compute_s: Optional[np.ndarray] = None   # [tiles] compute time from a cycle model (accelerators)
     scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
     dma_channel_bytes: Optional[np.ndarray] = None   # [tiles] bytes of the busiest DMA channel (tiled engines)
@@ -103,6 +112,7 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         dtype=float)
     level_bytes = by_kind[:, 0, :levels] * line_above[:levels] + by_kind[:, 1, :levels] * gather_above[:levels]
     memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
+    per_request = traffic.shape.gathers_per_request if traffic.shape is not None else 1
     return LayerWork(
         traffic=traffic,
         flops=traffic.flops * share,
@@ -111,6 +121,8 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         dram_write_bytes=writebacks * float(memory_line),
         dram_lines=counts[:, levels] + writebacks,
         hits=counts.sum(axis=0),
+        gather_requests=by_kind[:, 1, :] / float(per_request),
+        stream_lines=np.column_stack([by_kind[:, 0, :levels], by_kind[:, 0, levels] + writebacks]),
     )
 
 
@@ -123,6 +135,7 @@ class Machine:
         self.compute = simpy.Resource(env, capacity=1)
         self.levels = [simpy.Resource(env, capacity=1) for _ in profile.caches]
         self.dram = simpy.Resource(env, capacity=1)
+        self.latency = simpy.Resource(env, capacity=1)
         self.scratchpads = {pad.name: simpy.Resource(env, capacity=1) for pad in profile.memory.scratchpads}
         self.link = simpy.Resource(env, capacity=profile.link.copy_engines) if profile.link else None
 
@@ -187,23 +200,52 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
     moved = work.dram_read_bytes[tile] + work.dram_write_bytes[tile]
     if moved > 0 and dram is not None:
         bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
-        in_flight = dram.outstanding_requests_per_core * cores
-        latency_s = work.dram_lines[tile] * dram.latency_s / in_flight
+        latency_s = 0.0
+        if work.stream_lines is None:   # engines without caches: Little's law over their DRAM bursts
+            latency_s = work.dram_lines[tile] * dram.latency_s / (dram.outstanding_requests_per_core * cores)
         name = "dram-latency" if latency_s > bandwidth_s else "dram-bandwidth"
         channel_s = _dma_channel_seconds(profile, work, tile)
         if channel_s > max(bandwidth_s, latency_s):
             name = "dram-channel"
         out.append((machine.dram, max(bandwidth_s, latency_s, channel_s), name))
+    if work.stream_lines is not None:
+        stream_s = _latency_seconds(profile, work.stream_lines[tile], dram.outstanding_requests_per_core * cores
+                                    if dram is not None else 1)
+        gather_s = _latency_seconds(profile, work.gather_requests[tile],
+                                    profile.compute.outstanding_gathers_per_core * cores)
+        if stream_s + gather_s > 0:
+            name = "gather-latency" if gather_s > stream_s else "stream-latency"
+            out.append((machine.latency, stream_s + gather_s, name))
     return out
 
 
-def _compute_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
+def _latency_seconds(profile: HardwareProfile, served: np.ndarray, in_flight: int) -> float:
+    """Little's law below the first level: each request served by a lower level (L2, L3, DRAM)
+    occupies one of the ``in_flight`` slots for that level's latency."""
+    latencies = [level.latency_s for level in profile.caches[1:]]
+    latencies.append(profile.dram.latency_s if profile.dram is not None else 0.0)
+    waited = float(np.dot(served[1:], latencies)) if served.size > 1 else 0.0
+    return waited / max(1, in_flight)
+
+
+def layer_issue_seconds(profile: HardwareProfile, work: LayerWork) -> float:
+    """The whole layer's compute time: an accelerator's cycle model, or the kernel cost model."""
     if work.compute_s is not None:
-        return float(work.compute_s[tile])
-    compute = profile.compute
-    rate = (profile.peak_flops_per_s * compute.efficiency.of(work.traffic.kernel)
-            * work.traffic.cores_used / compute.cores * work.traffic.occupancy)
-    return float(work.flops[tile]) / rate
+        return float(work.compute_s.sum())
+    if work.traffic.shape is None:
+        raise ValueError(f"{work.traffic.layer.name}: no kernel shape to time")
+    return issue_time(profile, work.traffic.shape, work.traffic.cores_used).seconds
+
+
+def _tile_compute_seconds(profile: HardwareProfile, work: LayerWork) -> np.ndarray:
+    """Each tile's compute time: its share of the layer's flops (accesses, for kernels without
+    flops) of the layer's issue time."""
+    if work.compute_s is not None:
+        return np.asarray(work.compute_s, dtype=float)
+    total = layer_issue_seconds(profile, work)
+    flops = np.asarray(work.flops, dtype=float)
+    weights = flops if flops.sum() > 0 else np.full(work.tiles, 1.0)
+    return total * weights / weights.sum()
 
 
 def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
@@ -231,10 +273,11 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
     slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)
     ready = [env.event() for _ in range(work.tiles)]
+    compute_s = _tile_compute_seconds(machine.profile, work)
     env.process(_loader(env, machine, work, slots, ready, busy))
     for tile in range(work.tiles):
         yield ready[tile]
-        seconds = _compute_seconds(machine.profile, work, tile)
+        seconds = float(compute_s[tile])
         if seconds > 0:
             yield env.process(_hold(env, machine.compute, seconds, busy, "compute"))
         yield slots.put(1)
@@ -250,7 +293,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
     return (["launch", "compute"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
-            + ["dram-bandwidth", "dram-latency", "dram-channel", "link"])
+            + ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"])
 
 
 def _bound(busy: dict[str, float]) -> str:

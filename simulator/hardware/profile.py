@@ -35,7 +35,7 @@ class DeviceKind(str, enum.Enum):
 
 
 class KernelKind(str, enum.Enum):
-    """The library kernels a layer lowers to; each has its own efficiency in a profile."""
+    """The library kernels a layer lowers to; each has its own issue costs in a profile (compute.kernels)."""
 
     GEMV = "gemv"      # dense matrix x vector (FC at batch 1)
     GEMM = "gemm"      # dense matrix x matrix (FC at batch > 1)
@@ -82,20 +82,76 @@ class PeakFlops(Strict):
         raise ValueError("no peak given")
 
 
-class Efficiency(Strict):
-    """Fraction of peak FLOP/s each kernel kind reaches when it is not memory bound."""
+class SparseConvAlgorithm(str, enum.Enum):
+    """How a library convolves with sparse weights.
 
-    gemv: Fraction
-    gemm: Fraction
-    spmv: Fraction
-    spmm: Fraction
-    conv: Fraction
-    spconv: Fraction
-    pool: Fraction
+    ``direct``: each non-zero weight multiplies a whole output plane's worth of input in place,
+    vectorised along the output row (Park et al., ICLR 2017, "Faster CNNs with direct sparse
+    convolutions"): no lowered copy of the input. ``im2col``: the input is first lowered into a
+    (channels x kernel**2) x (batch x pixels) matrix, written and read back, then multiplied by the
+    CSR weights as a sparse x dense product (what GPU libraries and torch's CSR matmul do).
+    """
 
-    def of(self, kind: KernelKind) -> float:
-        """Efficiency of one kernel kind."""
-        return float(getattr(self, kind.value))
+    DIRECT = "direct"
+    IM2COL = "im2col"
+
+
+class DenseKernel(Strict):
+    """How a dense kernel (GEMV, GEMM, convolution) issues its multiply-adds on one core.
+
+    Its time is its output tiles' FMAs at the core's vector FMA rate for the data type, in waves
+    over the cores (tile and wave geometry: a tile of ``rows_per_task`` rows x ``tile_columns``
+    columns is a task; partial tiles still cost a whole tile; tasks that do not fill the last wave
+    leave cores idle). ``library_efficiency`` is the share of that FMA rate the library's inner
+    loop reaches where no modelled mechanism explains the gap; every value below 1 is a named,
+    measured property of the library on that profile, with its source.
+    """
+
+    library_efficiency: Fraction = 1.0
+    tile_columns: PositiveInt = 1
+
+
+class SparseKernel(Strict):
+    """How a sparse kernel (CSR / CSC product, sparse convolution) issues, on one core (CPU) or one
+    SM (GPU), in cycles of the core clock.
+
+    A *step* handles one non-zero for ``columns_per_step`` dense columns (batch x output pixels)
+    at once (the vector width the kernel uses on them: 1 for a scalar loop). With ``lanes_per_row``
+    lanes on one row, a row of ``n`` non-zeros takes ``ceil(n / lanes)`` steps. Each step costs
+    ``cycles_per_nonzero`` (index load, gather, FMA), each row and column group
+    ``cycles_per_row`` (pointer loads, reduction, store)."""
+
+    cycles_per_nonzero: Annotated[float, Field(gt=0, le=1e4)]
+    cycles_per_row: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    columns_per_step: PositiveInt = 1
+    algorithm: SparseConvAlgorithm = SparseConvAlgorithm.DIRECT   # sparse convolution only
+
+
+class ElementKernel(Strict):
+    """An element-wise kernel (pooling, residual add, concat): ``cycles_per_element`` per vector of
+    ``compute.vector_lanes`` elements on one core."""
+
+    cycles_per_element: Annotated[float, Field(gt=0, le=1e4)] = 1.0
+
+
+class Kernels(Strict):
+    """Issue costs of every kernel kind (see :mod:`simulator.engine.kernelcost`)."""
+
+    gemv: DenseKernel = DenseKernel()
+    gemm: DenseKernel = DenseKernel()
+    conv: DenseKernel = DenseKernel()
+    spmv: SparseKernel
+    spmm: SparseKernel
+    spconv: SparseKernel
+    pool: ElementKernel = ElementKernel()
+
+    def dense(self, kind: KernelKind) -> DenseKernel:
+        """The dense kernel of ``kind`` (gemv, gemm, conv)."""
+        return getattr(self, kind.value)
+
+    def sparse(self, kind: KernelKind) -> SparseKernel:
+        """The sparse kernel of ``kind`` (spmv, spmm, spconv)."""
+        return getattr(self, kind.value)
 
 
 class RowsPerTask(Strict):
@@ -147,13 +203,21 @@ class Threads(Strict):
 
 
 class Compute(Strict):
-    """The arithmetic side: clock, cores, peak rates, kernel efficiencies, launch cost."""
+    """The arithmetic side: clock, cores, vector width, peak rates, kernel issue costs, launch cost.
+
+    ``lanes_per_core`` counts the fp32 FMA lanes a core issues per cycle (FMA ports x vector lanes);
+    ``vector_lanes`` the fp32 lanes of one vector instruction (AVX2: 8, NEON: 4, a GPU warp: 32).
+    ``outstanding_gathers_per_core`` is the demand misses one core (SM) keeps in flight: what a
+    gather that misses the first level is limited by (line fill buffers, MSHRs), apart from the
+    prefetched streams' parallelism (``memory.dram.outstanding_requests_per_core``)."""
 
     clock_hz: Hertz = Field(alias="clock")
     cores: PositiveInt
     lanes_per_core: PositiveInt
+    vector_lanes: PositiveInt = 1
     peak_flops: PeakFlops
-    efficiency: Efficiency
+    kernels: Optional[Kernels] = None
+    outstanding_gathers_per_core: PositiveInt = 1
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
     rows_per_task: RowsPerTask = RowsPerTask()
     lanes_per_row: LanesPerRow = LanesPerRow()
@@ -271,7 +335,7 @@ class ConvAlgorithm(str, enum.Enum):
 
 class ConvAlgorithmCost(Strict):
     """What one algorithm class costs: workspace per byte of the layer's input feature maps (at the
-    step's batch), and its throughput relative to ``compute.efficiency.conv``, which is the
+    step's batch), and its throughput relative to the conv kernel's modelled rate (``compute.kernels.conv``), which is the
     implicit-GEMM rate the traffic model times."""
 
     workspace_per_input: Annotated[float, Field(ge=0)]
@@ -355,7 +419,12 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     if version is not None and version != SCHEMA_VERSION:
         raise ConfigError(source, "schema_version",
                           f"{version!r} is not supported (this simulator reads version {SCHEMA_VERSION})")
+    compute = data.get("compute")
+    if isinstance(compute, dict) and "efficiency" in compute:
+        raise ConfigError(source, "compute.efficiency", "was replaced by compute.kernels (issue costs per kernel "
+                          "kind: see docs/profiles.md)")
     profile = validate(HardwareProfile, {**data, "path": source}, source)
+    _check_kernels(profile, source)
     _check_caches(profile, source)
     _check_dram(profile, source)
     _check_sparse_engine(profile, source)
@@ -364,6 +433,18 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     _check_conv_algorithms(profile, source)
     _check_sources(profile, data, source)
     return profile
+
+
+def _check_kernels(profile: HardwareProfile, source: str) -> None:
+    """CPUs and GPUs are timed by the kernel cost model, so they must say what their kernels cost;
+    an accelerator with an engine of its own times layers by that engine's cycle model instead."""
+    engine = profile.sparse_engine is not None or profile.tiled_engine is not None
+    if profile.compute.kernels is None and not engine:
+        raise ConfigError(source, "compute.kernels", "missing required field (a CPU or GPU profile needs the issue "
+                          "costs of its kernels)")
+    if profile.compute.vector_lanes > profile.compute.lanes_per_core:
+        raise ConfigError(source, "compute.vector_lanes", f"{profile.compute.vector_lanes} exceeds "
+                          f"compute.lanes_per_core ({profile.compute.lanes_per_core})")
 
 
 def _check_caches(profile: HardwareProfile, source: str) -> None:
@@ -422,13 +503,15 @@ def _check_dram(profile: HardwareProfile, source: str) -> None:
 def field_paths(profile: HardwareProfile) -> set[str]:
     """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
     paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
-    for name in ("clock", "cores", "lanes_per_core", "launch_overhead", "peak_flops", "efficiency",
-                 "rows_per_task", "lanes_per_row", "threads"):
+    for name in ("clock", "cores", "lanes_per_core", "vector_lanes", "launch_overhead", "peak_flops", "kernels",
+                 "outstanding_gathers_per_core", "rows_per_task", "lanes_per_row", "threads"):
         paths.add(f"compute.{name}")
+    for kind, model in ((k, Kernels.model_fields[k.value].annotation) for k in KernelKind):
+        paths.add(f"compute.kernels.{kind.value}")
+        paths.update(f"compute.kernels.{kind.value}.{name}" for name in model.model_fields)
     for name in ("fp32", "fp16", "int8"):
         paths.add(f"compute.peak_flops.{name}")
     for kind in KernelKind:
-        paths.add(f"compute.efficiency.{kind.value}")
         paths.add(f"compute.rows_per_task.{kind.value}")
         paths.add(f"compute.threads.{kind.value}")
     for kind in (KernelKind.SPMV, KernelKind.SPMM):

@@ -72,9 +72,7 @@ class CrossCheck:
                        "set": "held-out" if m.held_out else "fitted"}
                       for m, r in zip(self.cells, self.results)],
             "summaries": [summary(s) for s in self.summaries],
-            "fitted": None if self.fitted is None else {
-                **self.fitted.efficiency, "sustained_bandwidth_bytes_per_s": self.fitted.sustained_bandwidth_bytes_per_s,
-                "latency_s": self.fitted.latency_s, "outstanding_requests_per_core": self.fitted.outstanding_requests_per_core},
+            "fitted": None if self.fitted is None else self.fitted.to_json(),
         }
 
 

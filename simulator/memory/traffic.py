@@ -52,6 +52,7 @@ import numpy as np
 from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
 from ..hardware.profile import HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload
+from .kernelshape import KernelShape, kernel_shape
 
 INTERLEAVE = 16          # accesses a core issues before the next core's turn
 PAGE_BYTES = 4096        # buffer alignment of the bump allocator
@@ -126,6 +127,7 @@ class LayerTraffic:
     weight_bytes: int         # encoded weight footprint (values + indices + pointers)
     line_bytes: int           # access granularity: one access per line of this size
     gather_bytes: int         # bytes a GATHER access actually uses (the rest of its line is over-fetch)
+    shape: Optional[KernelShape] = None   # the kernel's work, for the kernel cost model
 
     @property
     def accesses(self) -> int:
@@ -703,7 +705,8 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     density = enc.density if enc is not None else 1.0
     return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
                         core, stream, cores, wave_efficiency * lane_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
-                        min(view.line_bytes, batch * elem))
+                        min(view.line_bytes, batch * elem),
+                        kernel_shape(layer, enc, batch, kernel, dict(view.lanes_per_row).get(kernel, 1)))
 
 
 def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]:

@@ -22,7 +22,7 @@ from ..engine.results import RunResult
 
 # Thread order in the viewer: the layer row first, then from the core outwards to memory.
 _FIXED_ORDER = ["layer", "launch", "compute"]
-_TAIL_ORDER = ["dram-bandwidth", "dram-latency", "dram-channel", "link"]
+_TAIL_ORDER = ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"]
 
 
 def _thread_ids(resources: Sequence[str]) -> dict[str, int]:

@@ -6,9 +6,11 @@ in microseconds per frame. The benchmark mode is reproduced: each layer alone, r
 (two back-to-back runs: the first warms the caches, the second is timed),
 time per frame = the last run's time over the batch, no host-device copies.
 
-Calibration may change, per profile, only the kernel efficiencies (gemv, gemm, spmv, spmm),
-the sustained DRAM bandwidth (50-100% of peak), the DRAM latency (within 2x of the datasheet
-value) and the requests in flight per core (within 4x). It fits them
+Calibration may change, per profile, only named mechanism parameters within physical bounds
+(:func:`fit_parameters`): the sustained DRAM bandwidth (50-100% of peak), the DRAM latency
+(within 2x of the datasheet value), the requests in flight per core of prefetched streams and
+of gathers (within 4x), the sparse kernels' cycles per non-zero and per row, and the dense
+GEMM's library efficiency. It fits them
 on the AlexNet and VGG-16 layers (24 of 36 cells per platform, two thirds) and reports the
 NeuralTalk layers as held out. Because those rates do not change what the caches do, the cache
 model runs once per cell; each trial of the optimiser only re-times the tiles in the engine.
@@ -28,7 +30,7 @@ import numpy as np
 from ..base.paths import DATA_DIR
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork, simulate
-from ..hardware.profile import HardwareProfile, KernelKind
+from ..hardware.profile import HardwareProfile
 from ..model.workload import Workload
 from ..pipeline import RepeatMode, RunOptions, benchmark_works
 
@@ -185,42 +187,97 @@ def summarize(name: str, results: list[CellResult]) -> Summary:
 
 # --- calibration -------------------------------------------------------------------------------
 
-FIT_KERNELS = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM)
+@dataclass(frozen=True)
+class FitParameter:
+    """A profile field calibration may move, within physical bounds (``path``: attribute names
+    from the profile down, as :func:`with_values` takes them)."""
+
+    path: str
+    lower: float
+    upper: float
+    integer: bool = False
+    yaml: str = ""        # how the profile file writes it (``memory.dram.latency``)
+    unit: float = 1.0     # divide by this to write it in the profile's unit
+    suffix: str = ""      # the unit written after the value
+
+
+def fit_parameters(profile: HardwareProfile) -> list[FitParameter]:
+    """What calibration may change on ``profile``, each within a range around the profile's own
+    (datasheet-based) value or a physical range: the DRAM's sustained bandwidth (50-100% of peak),
+    its latency (within 2x), the prefetched streams' and the gathers' requests in flight (within
+    4x), the sparse kernels' cycles per non-zero and per row (within 8x), and the dense GEMM's
+    library efficiency. A fit that wants to leave these ranges is pointing at a missing
+    mechanism, not at a better number."""
+    dram = profile.dram
+    kernels = profile.compute.kernels
+    out = [FitParameter("memory.dram.sustained_bandwidth_bytes_per_s", 0.5 * dram.peak_bandwidth_bytes_per_s,
+                        dram.peak_bandwidth_bytes_per_s, yaml="memory.dram.sustained_bandwidth", unit=1e9,
+                        suffix=" GB/s"),
+           FitParameter("memory.dram.latency_s", dram.latency_s / 2, dram.latency_s * 2, yaml="memory.dram.latency",
+                        unit=1e-9, suffix=" ns"),
+           _around("memory.dram.outstanding_requests_per_core", dram.outstanding_requests_per_core, 4, True),
+           _around("compute.outstanding_gathers_per_core", profile.compute.outstanding_gathers_per_core, 4, True),
+           FitParameter("compute.kernels.gemm.library_efficiency", 0.05, 1.0)]
+    for kind in ("spmv", "spmm"):
+        kernel = getattr(kernels, kind)
+        out.append(_around(f"compute.kernels.{kind}.cycles_per_nonzero", kernel.cycles_per_nonzero, 8))
+        out.append(_around(f"compute.kernels.{kind}.cycles_per_row", max(kernel.cycles_per_row, 1.0), 8))
+    return out
+
+
+def _around(path: str, value: float, factor: float, integer: bool = False) -> FitParameter:
+    return FitParameter(path, max(1.0, value / factor) if integer else value / factor, value * factor, integer)
+
+
+def value_at(model, path: str):
+    """The value at a dotted attribute path of a (nested) pydantic model."""
+    for part in path.split("."):
+        model = getattr(model, part)
+    return model
+
+
+def with_values(profile: HardwareProfile, values: dict[str, float]) -> HardwareProfile:
+    """A copy of ``profile`` with the fields at the given dotted attribute paths replaced."""
+    def put(model, parts: list[str], value):
+        if len(parts) == 1:
+            return model.model_copy(update={parts[0]: value})
+        return model.model_copy(update={parts[0]: put(getattr(model, parts[0]), parts[1:], value)})
+
+    for path, value in values.items():
+        profile = put(profile, path.split("."), value)
+    return profile
 
 
 @dataclass
 class Rates:
-    """The rates calibration may change (see the module docstring)."""
+    """Values of the fit parameters (see :func:`fit_parameters`), by attribute path."""
 
-    efficiency: dict[str, float]
-    sustained_bandwidth_bytes_per_s: float
-    latency_s: float
-    outstanding_requests_per_core: int
+    values: dict[str, float]
+    parameters: list[FitParameter] = field(default_factory=list)
     history: list[float] = field(default_factory=list)
 
     @staticmethod
     def of(profile: HardwareProfile) -> "Rates":
-        """The profile's current rates."""
-        return Rates({k.value: profile.compute.efficiency.of(k) for k in FIT_KERNELS},
-                     profile.dram.sustained_bandwidth_bytes_per_s, profile.dram.latency_s,
-                     profile.dram.outstanding_requests_per_core)
+        """The profile's current values of its fit parameters."""
+        parameters = fit_parameters(profile)
+        return Rates({p.path: float(value_at(profile, p.path)) for p in parameters}, parameters)
 
     def apply(self, profile: HardwareProfile) -> HardwareProfile:
-        """A copy of ``profile`` with these rates."""
-        compute = profile.compute.model_copy(update={
-            "efficiency": profile.compute.efficiency.model_copy(update=self.efficiency)})
-        dram = profile.dram.model_copy(update={
-            "sustained_bandwidth_bytes_per_s": self.sustained_bandwidth_bytes_per_s,
-            "latency_s": self.latency_s, "outstanding_requests_per_core": self.outstanding_requests_per_core})
-        memory = profile.memory.model_copy(update={"dram": dram})
-        return profile.model_copy(update={"compute": compute, "memory": memory})
+        """A copy of ``profile`` with these values."""
+        kinds = {p.path: p.integer for p in self.parameters}
+        return with_values(profile, {k: int(round(v)) if kinds.get(k) else v for k, v in self.values.items()})
+
+    def to_json(self) -> dict:
+        """The values by attribute path (base units)."""
+        return dict(self.values)
 
     def as_yaml(self) -> str:
-        """The fitted values as profile YAML lines."""
-        lines = ["compute.efficiency:"] + [f"  {k}: {v:.4g}" for k, v in self.efficiency.items()]
-        lines += [f"memory.dram.sustained_bandwidth: {self.sustained_bandwidth_bytes_per_s / 1e9:.3g} GB/s",
-                  f"memory.dram.latency: {self.latency_s * 1e9:.3g} ns",
-                  f"memory.dram.outstanding_requests_per_core: {self.outstanding_requests_per_core}"]
+        """The fitted values as the profile file writes them, one ``field: value`` line each."""
+        lines = []
+        for p in self.parameters or [FitParameter(k, 0, 0) for k in self.values]:
+            value = self.values[p.path]
+            shown = f"{int(round(value))}" if p.integer else f"{value / p.unit:.4g}"
+            lines.append(f"{p.yaml or p.path}: {shown}{p.suffix}")
         return "\n".join(lines)
 
 
@@ -231,36 +288,20 @@ def _loss(results: list[CellResult]) -> float:
 
 def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWork],
         progress: Callable[[str], None] = lambda _: None) -> Rates:
-    """Fit the rates on ``cells`` (Nelder-Mead on log-parameters, from the profile's values)."""
+    """Fit the parameters on ``cells`` (Nelder-Mead on log-parameters, clipped to their bounds),
+    from the profile's values and from the middle of the bounds; the better end wins."""
     from scipy.optimize import minimize
 
     start = Rates.of(profile)
-    peak = profile.dram.peak_bandwidth_bytes_per_s
-    # Second starting point: each kernel kind's efficiency as if its cells were compute bound.
-    # A time is the max of compute and memory terms, so the loss is flat in an efficiency while
-    # its cells are memory bound; starting from both sides keeps the search out of that plateau.
-    implied = {}
-    for kind in FIT_KERNELS:
-        rates_seen = [works[c.key].traffic.flops / (c.published_s * c.batch) / profile.peak_flops_per_s
-                      for c in cells if works[c.key].traffic.kernel is kind]
-        implied[kind.value] = float(np.median(rates_seen)) if rates_seen else start.efficiency[kind.value]
-    starts = [np.log([*start.efficiency.values(), start.sustained_bandwidth_bytes_per_s / peak,
-                      start.latency_s, start.outstanding_requests_per_core]),
-              np.log([*implied.values(), start.sustained_bandwidth_bytes_per_s / peak,
-                      start.latency_s, start.outstanding_requests_per_core])]
-    # Physical ranges: sustained bandwidth 50-100% of peak; latency and requests in flight within
-    # a factor of two (four for requests) of the profile's datasheet-based values. A fit that
-    # wants to leave these ranges is pointing at a missing mechanism, not at a better number.
-    lower = np.log([1e-4] * len(FIT_KERNELS) + [0.5, start.latency_s / 2,
-                                                max(1, start.outstanding_requests_per_core / 4)])
-    upper = np.log([1.0] * len(FIT_KERNELS) + [1.0, start.latency_s * 2, start.outstanding_requests_per_core * 4])
+    parameters = start.parameters
+    lower = np.log([p.lower for p in parameters])
+    upper = np.log([p.upper for p in parameters])
+    here = np.clip(np.log([start.values[p.path] for p in parameters]), lower, upper)
+    starts = [here, (lower + upper) / 2]
 
     def rates(x: np.ndarray) -> Rates:
-        x = np.clip(x, lower, upper)
-        v = np.exp(x)
-        n = len(FIT_KERNELS)
-        return Rates({k.value: float(v[i]) for i, k in enumerate(FIT_KERNELS)}, float(v[n] * peak),
-                     float(v[n + 1]), int(round(v[n + 2])))
+        v = np.exp(np.clip(x, lower, upper))
+        return Rates({p.path: float(round(val) if p.integer else val) for p, val in zip(parameters, v)}, parameters)
 
     history: list[float] = []
 
@@ -272,7 +313,7 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
         return loss
 
     best = min((minimize(objective, x0, method="Nelder-Mead",
-                         options={"maxfev": 400, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
+                         options={"maxfev": 600, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
                 for x0 in starts), key=lambda r: r.fun)
     fitted = rates(best.x)
     fitted.history = history
@@ -314,10 +355,7 @@ class Comparison:
             "power": [{**p.cell.to_json(), "published_w": p.published_w, "predicted_w": p.predicted_w}
                       for p in power_rows(self.results)],
             "fitted_on": ("all cells" if self.fit_on_all else "fitted cells") if self.fitted else None,
-            "fitted_now": {name: {**rates.efficiency, "sustained_bandwidth_bytes_per_s": rates.sustained_bandwidth_bytes_per_s,
-                                  "latency_s": rates.latency_s,
-                                  "outstanding_requests_per_core": int(rates.outstanding_requests_per_core)}
-                           for name, rates in self.fitted.items()},
+            "fitted_now": {name: rates.to_json() for name, rates in self.fitted.items()},
         }
 
 

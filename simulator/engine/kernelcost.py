@@ -1,0 +1,118 @@
+"""The kernel cost model: how long a layer's kernel needs its arithmetic units, from what they execute.
+
+Memory time comes from the traced traffic through the cache model (:mod:`simulator.engine.core`);
+this module gives the other side, the time the cores spend *issuing* the kernel, from named
+mechanisms whose parameters are datasheet figures or calibrated once per platform
+(``compute.kernels`` in a profile):
+
+* **dense** GEMV, GEMM and convolution (implicit GEMM): the output is cut into tiles of
+  ``rows_per_task`` rows x ``tile_columns`` columns, one task each; a core computes a tile's
+  multiply-adds at its vector FMA rate for the data type (``peak_flops`` / cores, i.e. FMA lanes
+  x 2 x clock) times the library's measured inner-loop efficiency; tasks run in waves over the
+  cores the kernel uses. Partial tiles and a last wave that leaves cores idle cost real time, so
+  the efficiency of a layer follows its shape (tile and wave geometry), not one number per kind.
+* **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
+  non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
+  ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
+  the output pixels) and a warp-per-row kernel takes ``ceil(n / lanes)`` steps for a row of ``n``
+  non-zeros; plus a cost per row and column group (``cycles_per_row``: pointer loads, reduction,
+  store). Convolution by ``im2col`` also writes and reads back the lowered input, at the
+  bandwidth of the level it fits in.
+* **element-wise** kernels (pooling, adds, concats): ``cycles_per_element`` per vector.
+
+Library behaviour no mechanism explains yet stays as a named property of the library on the
+profile (``library_efficiency``; ``compute.threads`` for libraries that use fewer cores), each
+with its source; nothing here is a fraction of peak per kernel kind for the sparse kernels.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..hardware.profile import HardwareProfile, KernelKind, SparseConvAlgorithm
+from ..memory.kernelshape import KernelShape
+from ..model.workload import DType
+
+DENSE_KINDS = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
+SPARSE_KINDS = (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV)
+
+
+@dataclass(frozen=True)
+class IssueTime:
+    """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
+
+    seconds: float
+    mechanism: str      # "fma", "nonzeros", "rows", "lowering", "elements"
+
+
+def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
+    """One core's peak FLOP/s in ``dtype``: the profile's peak for that type (or its fp32 peak when
+    it gives none) over its cores: FMA lanes x 2 x clock."""
+    peaks = profile.compute.peak_flops
+    peak = getattr(peaks, dtype.value, None) or peaks.best_known
+    return float(peak) / profile.compute.cores
+
+
+def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
+    """Tiles of ``rows_per_task`` x ``tile_columns`` in waves over ``cores`` at the FMA rate."""
+    compute = profile.compute
+    kernel = compute.kernels.dense(shape.kind)
+    tile_rows = compute.rows_per_task.of(shape.kind)
+    tile_columns = kernel.tile_columns
+    tasks = math.ceil(shape.rows / tile_rows) * math.ceil(shape.columns / tile_columns)
+    cores = max(1, min(cores, tasks))
+    waves = math.ceil(tasks / cores)
+    tile_flops = 2.0 * min(tile_rows, shape.rows) * min(tile_columns, shape.columns) * shape.depth
+    return waves * tile_flops / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
+
+
+def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """Steps over the non-zeros and per-row work, per column group, spread over ``cores``."""
+    compute = profile.compute
+    kernel = compute.kernels.sparse(shape.kind)
+    groups = math.ceil(max(1, shape.columns) / kernel.columns_per_step)
+    nonzero_cycles = shape.row_steps * kernel.cycles_per_nonzero * groups
+    row_cycles = shape.rows * kernel.cycles_per_row * groups
+    seconds = (nonzero_cycles + row_cycles) / (compute.clock_hz * max(1, cores))
+    mechanism = "nonzeros" if nonzero_cycles >= row_cycles else "rows"
+    lowering = 0.0
+    if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
+        lowering = lowering_seconds(profile, shape.lowered_bytes, cores)
+    if lowering > seconds:
+        mechanism = "lowering"
+    return IssueTime(seconds + lowering, mechanism)
+
+
+def lowering_seconds(profile: HardwareProfile, lowered_bytes: int, cores: int) -> float:
+    """im2col's lowered input, written once and read back once, at the bandwidth of the first cache
+    level that holds it (DRAM's sustained bandwidth when none does)."""
+    if lowered_bytes <= 0:
+        return 0.0
+    for level in profile.caches:
+        capacity = level.size_bytes * (1 if level.shared else cores)
+        if lowered_bytes <= capacity:
+            rate = level.bandwidth_bytes_per_s * (1 if level.shared else cores)
+            return 2.0 * lowered_bytes / rate
+    if profile.dram is None:
+        return 0.0
+    return 2.0 * lowered_bytes / profile.dram.sustained_bandwidth_bytes_per_s
+
+
+def element_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
+    """Element-wise work: ``cycles_per_element`` per vector of ``vector_lanes`` elements."""
+    compute = profile.compute
+    kernel = compute.kernels.pool
+    vectors = math.ceil(shape.elements / compute.vector_lanes)
+    return vectors * kernel.cycles_per_element / (compute.clock_hz * max(1, cores))
+
+
+def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """The time ``cores`` cores (SMs) of ``profile`` spend issuing the kernel ``shape``."""
+    if profile.compute.kernels is None:
+        raise ValueError(f"{profile.name}: compute.kernels is needed to time {shape.kind.value} kernels")
+    if shape.kind in DENSE_KINDS:
+        return IssueTime(dense_seconds(profile, shape, cores), "fma")
+    if shape.kind in SPARSE_KINDS:
+        return sparse_seconds(profile, shape, cores)
+    return IssueTime(element_seconds(profile, shape, cores), "elements")

@@ -1,0 +1,76 @@
+"""The geometry of the work a layer's kernel does: what the kernel cost model needs to know.
+
+The traffic stage says which bytes a kernel touches; this says how much arithmetic and how many
+issue steps it takes, from the layer's shape and the real encoded weights (row lengths decide
+how many steps a warp-per-row SpMV needs). The engine's cost model
+(:mod:`simulator.engine.kernelcost`) turns it into time on a profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..compress.compression import EncodedWeights, StorageFormat
+from ..hardware.profile import KernelKind
+from ..model.workload import DType, Layer, LayerKind
+
+
+@dataclass(frozen=True)
+class KernelShape:
+    """One layer's kernel as the cost model sees it.
+
+    A weighted layer is a product ``C[rows, columns] = A[rows, depth] x B[depth, columns]``: A the
+    weights (out features / channels x reduction length), B the input (FC: the batch's vectors;
+    convolution: the implicitly lowered input, batch x output pixels columns).
+    """
+
+    kind: KernelKind
+    dtype: DType
+    rows: int = 0               # output rows M (sparse CSC: the columns it walks)
+    columns: int = 0            # dense columns N each row produces: batch x output pixels
+    depth: int = 0              # reduction length K of one output (dense)
+    nonzeros: int = 0           # stored weights a sparse kernel multiplies
+    row_steps: int = 0          # issue steps over the non-zeros: sum over rows of ceil(n / lanes per row)
+    elements: int = 0           # element-wise kernels: elements processed
+    gathers_per_request: int = 1   # gather line accesses one demand request covers (a warp's lanes)
+    lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
+
+    @property
+    def dense_macs(self) -> int:
+        """Multiply-adds of the dense product (rows x columns x depth)."""
+        return self.rows * self.columns * self.depth
+
+
+def _row_steps(enc: EncodedWeights, lanes: int) -> int:
+    """Issue steps of a CSR product with ``lanes`` lanes per row: a row of ``n`` non-zeros takes
+    ``max(1, ceil(n / lanes))`` (an empty row still reads its pointers and writes its zero)."""
+    per_row = np.diff(enc.pointers.astype(np.int64, copy=False))
+    if lanes == 1:
+        return int(np.maximum(per_row, 1).sum())
+    return int(np.maximum(1, -(-per_row // lanes)).sum())
+
+
+def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: KernelKind,
+                 lanes_per_row: int = 1) -> KernelShape:
+    """The work of ``layer`` at ``batch`` with its encoded weights ``enc`` (None: no weights)."""
+    dtype = layer.dtype
+    if not layer.kind.has_weights or enc is None:
+        elements = layer.macs_per_sample * batch if layer.kind is not LayerKind.CONCAT else layer.out_elements * batch
+        return KernelShape(kind, dtype, elements=int(elements))
+    rows = layer.out_shape[0]
+    columns = batch * layer.out_pixels
+    depth = layer.weight_count // rows
+    if enc.format is StorageFormat.DENSE:
+        return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
+    if enc.format is StorageFormat.CSC:
+        return KernelShape(kind, dtype, rows=enc.cols, columns=columns, depth=depth, nonzeros=enc.nnz,
+                           row_steps=enc.nnz)
+    lanes = lanes_per_row if kind is KernelKind.SPMV else 1
+    lowered = 0
+    if layer.kind is LayerKind.CONV:
+        lowered = columns * depth * dtype.size_bytes
+    return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
+                       row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered)
