@@ -448,7 +448,7 @@ def miss_ratio_curves(curves: Sequence["MissRatioCurve"], sizes_now: dict[str, i
 # --- choosing the plot of a sweep ---------------------------------------------------------------
 
 _ROOFLINE_FIELDS = ("memory.dram.peak_bandwidth", "memory.dram.sustained_bandwidth", "compute.peak_flops.",
-                    "compute.clock", "compute.efficiency.")
+                    "compute.clock", "compute.kernels.")
 
 
 def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) -> str:

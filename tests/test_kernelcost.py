@@ -1,0 +1,176 @@
+"""The kernel cost model's mechanisms, asserted as a researcher would probe them: which parameter
+moves which answer, and only that one (sensitivity as tests)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from simulator.compress.compression import StorageFormat
+from simulator.engine.kernelcost import dense_seconds, issue_time, sparse_seconds
+from simulator.hardware.profile import KernelKind, load_profile
+from simulator.memory.kernelshape import KernelShape
+from simulator.model.workload import DType, load_workload
+from simulator.pipeline import RunOptions, run
+from simulator.studies.validation import with_values
+
+CPU_GPU = ("i7-5930k", "raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano")
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _profile(name: str):
+    return load_profile(f"hwprofiles/{name}.yaml")
+
+
+def _fc(write_yaml, in_features: int, out_features: int, density: float = 0.1):
+    return load_workload(write_yaml("fc.yaml", {
+        "schema_version": 1, "name": "fc", "source": "tests", "input_shape": [in_features],
+        "layers": [{"name": "fc", "kind": "fc", "in_features": in_features, "out_features": out_features,
+                    "density": density}]}))
+
+
+def _layer(profile, workload, fmt=StorageFormat.DENSE, batch=1, density=None):
+    result = run(profile, workload, RunOptions(batch=batch, formats=(fmt,), density=density, host_copies=False))
+    return result.variants[0].layers[0]
+
+
+def _scaled_bandwidth(profile, factor: float):
+    dram = profile.dram
+    return with_values(profile, {"memory.dram.sustained_bandwidth_bytes_per_s": dram.sustained_bandwidth_bytes_per_s * factor,
+                                 "memory.dram.peak_bandwidth_bytes_per_s": dram.peak_bandwidth_bytes_per_s * factor})
+
+
+@pytest.mark.parametrize("name", ["raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano"])
+def test_doubling_dram_bandwidth_speeds_up_a_gemv_that_misses_the_caches(name, write_yaml):
+    profile = _profile(name)
+    llc = max(c.size_bytes for c in profile.caches)
+    # weights four times the largest cache, and two tasks for every core (all of them stream)
+    tasks = 2 * profile.compute.cores * profile.compute.rows_per_task.of(KernelKind.GEMV)
+    rows = max(tasks, 4 * llc // (4 * 4096))
+    workload = _fc(write_yaml, 4096, rows)
+    before = _layer(profile, workload)
+    after = _layer(_scaled_bandwidth(profile, 2.0), workload)
+    assert before.bound == "dram-bandwidth"
+    assert before.time_s / after.time_s >= 1.6
+
+
+def test_doubling_dram_bandwidth_does_not_speed_up_a_compute_bound_gemm(write_yaml):
+    profile = _profile("titan-x")
+    workload = _fc(write_yaml, 4096, 4096)
+    before = _layer(profile, workload, batch=64)
+    after = _layer(_scaled_bandwidth(profile, 2.0), workload, batch=64)
+    assert before.bound == "compute"
+    assert before.time_s / after.time_s < 1.05
+
+
+@pytest.mark.parametrize("name", CPU_GPU)
+def test_no_profile_reports_a_batch_1_dense_fc_layer_as_compute_bound(name):
+    profile = _profile(name)
+    workload = load_workload("workloads/eie.yaml")
+    result = run(profile, workload, RunOptions(formats=(StorageFormat.DENSE,), host_copies=False))
+    for layer in result.variants[0].layers:
+        assert layer.bound != "compute", (name, layer.name, layer.bound)
+
+
+@pytest.mark.parametrize("name, in_features", [("i7-5930k", 1 << 17), ("tegra", 512)])
+def test_csr_speed_up_is_not_a_constant_over_density(name, in_features, write_yaml):
+    """With one efficiency per kernel kind the speed-up was ``constant / density`` to the digit;
+    here its product with the density must vary. What makes it vary differs by device: on the
+    i7 an input vector in the L3 turns sparse gathers into demand misses once non-zeros stop
+    sharing lines; on the Tegra a warp per row idles most lanes on short rows."""
+    profile = _profile(name)
+    workload = _fc(write_yaml, in_features, 128 if in_features > 4096 else 2048)
+    dense = _layer(profile, workload).time_s
+    products = []
+    for density in (0.02, 0.05, 0.1, 0.2, 0.5):
+        sparse = _layer(profile, workload, StorageFormat.CSR, density=density).time_s
+        products.append(dense / sparse * density)
+    assert max(products) / min(products) > 1.2, products
+
+
+def test_dram_latency_moves_a_layer_only_when_its_gathers_miss(write_yaml):
+    # dense GEMV on the Tegra: prefetched streams, bandwidth bound: latency does not matter
+    tegra = _profile("tegra")
+    gemv = _fc(write_yaml, 4096, 1024)
+    slower = with_values(tegra, {"memory.dram.latency_s": tegra.dram.latency_s * 2})
+    assert _layer(slower, gemv).time_s == pytest.approx(_layer(tegra, gemv).time_s, rel=0.02)
+    # CSR on the i7 (one core): an input vector in the first level, no change...
+    i7 = _profile("i7-5930k")
+    slower = with_values(i7, {"memory.dram.latency_s": i7.dram.latency_s * 2})
+    hits = _fc(write_yaml, 4096, 1024, density=0.05)
+    assert _layer(slower, hits, StorageFormat.CSR).time_s == pytest.approx(
+        _layer(i7, hits, StorageFormat.CSR).time_s, rel=0.05)
+    # ...an input vector twice the L3: its gathers miss to DRAM and wait for it
+    misses = _fc(write_yaml, 1 << 23, 16, density=0.002)
+    base, slow = _layer(i7, misses, StorageFormat.CSR), _layer(slower, misses, StorageFormat.CSR)
+    assert base.bound == "gather-latency"
+    assert slow.time_s / base.time_s > 1.5
+
+
+def test_dense_tiles_pay_for_partial_tiles_and_idle_cores_in_the_last_wave():
+    profile = _profile("titan-x")           # 24 SMs, 128-row tasks
+    full = KernelShape(KernelKind.GEMM, DType.FP32, rows=24 * 128, columns=64, depth=1024)
+    one_more = KernelShape(KernelKind.GEMM, DType.FP32, rows=24 * 128 + 1, columns=64, depth=1024)
+    # one extra row is one extra task: a second wave of one tile
+    assert dense_seconds(profile, one_more, 24) == pytest.approx(2 * dense_seconds(profile, full, 24))
+    # a layer of 8 tasks leaves 16 SMs idle: a third of the rate of a full wave
+    eight = KernelShape(KernelKind.GEMM, DType.FP32, rows=8 * 128, columns=64, depth=1024)
+    rate = lambda s: s.dense_macs / dense_seconds(profile, s, 24)   # noqa: E731
+    assert rate(eight) == pytest.approx(rate(full) / 3)
+
+
+def test_sparse_issue_counts_steps_per_row_and_column_groups():
+    profile = _profile("i7-5930k")
+    kernel = profile.compute.kernels.spmv
+    shape = KernelShape(KernelKind.SPMV, DType.FP32, rows=100, columns=1, depth=1000, nonzeros=5000, row_steps=5000)
+    expected = (5000 * kernel.cycles_per_nonzero + 100 * kernel.cycles_per_row) / profile.compute.clock_hz
+    assert sparse_seconds(profile, shape, 1).seconds == pytest.approx(expected)
+    # spmm: one step per non-zero and group of columns_per_step dense columns
+    spmm = profile.compute.kernels.spmm
+    wide = KernelShape(KernelKind.SPMM, DType.FP32, rows=100, columns=64, depth=1000, nonzeros=5000, row_steps=5000)
+    groups = math.ceil(64 / spmm.columns_per_step)
+    assert sparse_seconds(profile, wide, 1).seconds == pytest.approx(
+        groups * (5000 * spmm.cycles_per_nonzero + 100 * spmm.cycles_per_row) / profile.compute.clock_hz)
+
+
+def test_warp_per_row_steps_come_from_the_real_row_lengths(write_yaml):
+    """On a GPU with 32 lanes per row, short rows cost a whole warp step each."""
+    from simulator.compress.compression import compress_workload
+    from simulator.memory.kernelshape import kernel_shape
+
+    workload = _fc(write_yaml, 256, 512, density=0.05)      # ~13 non-zeros per row: one step each
+    enc = compress_workload(workload, StorageFormat.CSR, 0)["fc"]
+    shape = kernel_shape(workload.layers[0], enc, 1, KernelKind.SPMV, lanes_per_row=32)
+    assert shape.row_steps == 512
+    scalar = kernel_shape(workload.layers[0], enc, 1, KernelKind.SPMV, lanes_per_row=1)
+    assert scalar.row_steps == enc.nnz
+
+
+def test_sparse_convolution_break_even_differs_by_device(write_yaml):
+    """The density at which a pruned convolution matches the dense one comes out of each device's
+    mechanisms (direct sparse convolution on the CPU, im2col + sparse product on the GPU)."""
+    workload = load_workload(write_yaml("conv.yaml", {
+        "schema_version": 1, "name": "conv", "source": "tests", "input_shape": [64, 28, 28],
+        "layers": [{"name": "conv", "kind": "conv", "in_channels": 64, "out_channels": 64, "kernel": 3,
+                    "padding": 1, "density": 0.5}]}))
+    break_even = {}
+    for name in ("i7-5930k", "titan-x"):
+        profile = _profile(name)
+        dense = _layer(profile, workload).time_s
+        ratios = [(d, _layer(profile, workload, StorageFormat.CSR, density=d).time_s / dense)
+                  for d in (0.02, 0.05, 0.1, 0.2, 0.4, 0.8)]
+        assert ratios[0][1] < ratios[-1][1]
+        below = [d for d, r in ratios if r <= 1.0]
+        break_even[name] = max(below) if below else 0.0
+    assert break_even["i7-5930k"] != break_even["titan-x"], break_even
+
+
+def test_issue_time_refuses_a_profile_without_kernel_costs():
+    profile = _profile("eie")
+    with pytest.raises(ValueError, match="compute.kernels"):
+        issue_time(profile, KernelShape(KernelKind.GEMV, DType.FP32, rows=1, columns=1, depth=1), 1)
