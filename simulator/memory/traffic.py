@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numba
@@ -52,6 +53,7 @@ import numpy as np
 from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload
+from .cache import HINT_OVERWRITE, HINT_STREAM
 
 INTERLEAVE = 16          # accesses a core issues before the next core's turn
 PAGE_BYTES = 4096        # buffer alignment of the bump allocator
@@ -141,6 +143,17 @@ class LayerTraffic:
     def accesses(self) -> int:
         """Number of line accesses."""
         return int(self.addresses.size)
+
+    @cached_property
+    def hints(self) -> np.ndarray:
+        """The cache model's hint bits per access (uint8, see :mod:`simulator.memory.cache`): every
+        access but a gather load belongs to a stream; an output store overwrites whole sectors (a
+        layer writes every byte of its output, and where two cores' ranges share a line each writes
+        its part), while a scatter-add into the output (a GATHER store) must read the line first."""
+        gather_load = (self.stream == StreamKind.GATHER) & ~self.is_write
+        overwrite = self.is_write & (self.stream == StreamKind.OUTPUT)
+        return np.where(gather_load, 0, HINT_STREAM).astype(np.uint8) | np.where(overwrite, HINT_OVERWRITE, 0
+                                                                                ).astype(np.uint8)
 
     def tile_bounds(self) -> np.ndarray:
         """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
