@@ -291,6 +291,31 @@ def test_private_level_below_shared_level(tegra_data, load_error):
     assert load_error(tegra_data).field == "memory.caches[1].shared"
 
 
+def test_gpu_levels_allocate_stores_without_fetching_and_kepler_l1_keeps_only_gathers(tegra, i7):
+    assert [(c.write_allocate.value, c.caches_streams) for c in tegra.caches] == [("no-fetch", False),
+                                                                                 ("no-fetch", True)]
+    assert all(c.write_allocate.value == "fetch" and c.caches_streams for c in i7.caches)
+
+
+def test_unknown_write_allocate_policy(tegra_data, load_error):
+    tegra_data["memory"]["caches"][1]["write_allocate"] = "write-around"
+    err = load_error(tegra_data)
+    assert err.field == "memory.caches[1].write_allocate"
+    assert "fetch" in err.message and "no-fetch" in err.message
+
+
+def test_caches_streams_must_be_a_bool(tegra_data, load_error):
+    tegra_data["memory"]["caches"][0]["caches_streams"] = "sometimes"
+    assert load_error(tegra_data).field == "memory.caches[0].caches_streams"
+
+
+def test_last_level_must_cache_streams(tegra_data, load_error):
+    tegra_data["memory"]["caches"][1]["caches_streams"] = False
+    err = load_error(tegra_data)
+    assert err.field == "memory.caches[1].caches_streams"
+    assert "last level" in err.message
+
+
 def test_sustained_bandwidth_above_peak(tegra_data, load_error):
     tegra_data["memory"]["dram"]["sustained_bandwidth"] = "20 GB/s"
     err = load_error(tegra_data)
