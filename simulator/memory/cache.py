@@ -9,7 +9,16 @@ the line dirty in level 0 only, copies further down stay clean. When a level evi
 dirty line, the line is written to the next level down as a write (it hits there or is
 allocated there without fetching from below, and is marked dirty and most recently used
 there); that may evict a dirty line further down, and a dirty line evicted from the last
-level is a write-back to DRAM. A *private* level has one instance per core and the
+level is a write-back to DRAM.
+
+Two per-level policies act on per-access hints (:meth:`CacheHierarchy.access`). A level with
+``write_allocate`` ``no-fetch`` takes a store hinted :data:`HINT_OVERWRITE` that misses it without
+looking further down: the walk stops there, that level is the serving level, and the missed
+levels fill as usual (``fetch``, the default, walks on: read-for-ownership). A level with
+``caches_streams`` False is passed by (neither looked up nor filled nor touched) by every access
+hinted :data:`HINT_STREAM` and by every write-back; a write then marks dirty the nearest level
+that holds the line after the access (the topmost filled one, else the one that hit).
+A *private* level has one instance per core and the
 access's core selects the instance (write-backs from a private instance go to the same
 core's instance below, or to the shared one); a *shared* level has one instance. Each
 level has its own line size; a set is ``line_address % sets`` with

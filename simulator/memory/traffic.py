@@ -16,6 +16,15 @@ Kernels and their access order (all vectorised, no Python loop per address):
   count whose input block fills half the first cache level; ``mc`` the largest row count
   whose weight block fills half the last private level. So weights stream once per
   inference and the input is re-read once per row block, from wherever it still is.
+* On a GPU (``CoreView.gpu``) the same GEMM follows the thread-block grid instead: block ``t``
+  takes ``rows_per_task`` output rows (a convolution the GEMM's: an implicit GEMM tiles output
+  channels like an SGEMM) and runs on SM ``t mod SMs``, the SMs being as many as the occupancy
+  counts. An SM keeps up to :data:`RESIDENT_BLOCKS` blocks resident: block ``t`` sits in lane
+  ``(t // SMs) mod resident`` and a lane runs its blocks one after another, each reading per
+  k-chunk (``kc`` as above: the chunk a block stages) its input chunk, then its rows' weights,
+  and at the end writing its outputs. The lanes of all SMs are interleaved like cores, so the
+  resident blocks read an input chunk close together in time and it hits on chip for all but
+  the first; weights stream once.
 * CSR FC (SpMV / SpMM): rows are split between cores with equal non-zeros. In non-zero
   order a core reads the row pointer, the value and the column index (once per line, as a
   sequential stream), then gathers the input at that real column index: one line per
@@ -38,6 +47,11 @@ Kernels and their access order (all vectorised, no Python loop per address):
 
 Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
 order in which concurrently running cores reach shared levels.
+
+Which function traces which layer is the table :data:`TRACES`, from (layer kind, storage format)
+to a :class:`TraceRow`; a trace function gets a :class:`TraceContext`. Every access also carries
+the cache model's hints (:attr:`LayerTraffic.hints`): whether it belongs to a stream (all but
+gather loads) and whether it is a store that overwrites whole sectors (output stores).
 """
 
 from __future__ import annotations
