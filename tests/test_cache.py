@@ -454,11 +454,18 @@ def test_streams_pass_a_level_that_keeps_only_gathers():
     assert gathered.tolist() == [1] * 4 + [0] * 4        # gathers are kept in L1
 
 
-def test_last_level_must_keep_streams():
-    with pytest.raises(ValueError, match="'L2'.*last level must cache streams"):
-        CacheHierarchy((_geo("L1", 256, 64, 4), _policy_geo("L2", 1024, 64, 4, streams=False)), 1)
+def test_streams_passing_every_level_are_served_below():
+    model = CacheHierarchy((_policy_geo("L1", 256, 64, 4, streams=False),), 1)
+    lines = np.tile(np.arange(4, dtype=np.int64) * 64, 2)
+    out = model.access(lines, np.arange(8) % 2 == 0, np.zeros(8, np.int64), hints=np.full(8, HINT_STREAM, np.uint8))
+    assert out.served_level.tolist() == [1] * 8 and out.dram_writebacks.sum() == 0
+
+
+def test_policy_types_are_checked():
     with pytest.raises(ValueError, match="write_allocate"):
         CacheGeometry("L1", 256, 64, 4, True, Replacement.LRU, "no-fetch")
+    with pytest.raises(ValueError, match="caches_streams"):
+        CacheGeometry("L1", 256, 64, 4, True, Replacement.LRU, WriteAllocate.FETCH, "no")
 
 
 def test_bad_hints_raise_value_error():

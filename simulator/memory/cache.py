@@ -17,7 +17,9 @@ looking further down: the walk stops there, that level is the serving level, and
 levels fill as usual (``fetch``, the default, walks on: read-for-ownership). A level with
 ``caches_streams`` False is passed by (neither looked up nor filled nor touched) by every access
 hinted :data:`HINT_STREAM` and by every write-back; a write then marks dirty the nearest level
-that holds the line after the access (the topmost filled one, else the one that hit).
+that holds the line after the access (the topmost filled one, else the one that hit). An access
+that passes every level by is served below them (``len(levels)``; a profile's last level always
+keeps streams, but the levels above one level, as :mod:`~simulator.memory.mrc` runs them, may not).
 A *private* level has one instance per core and the
 access's core selects the instance (write-backs from a private instance go to the same
 core's instance below, or to the shared one); a *shared* level has one instance. Each
@@ -198,9 +200,6 @@ class CacheHierarchy:
                     f"cache level {lower.name!r}: a private level cannot lie below the "
                     f"shared level {upper.name!r}"
                 )
-        if levels and not levels[-1].caches_streams:
-            raise ValueError(f"cache level {levels[-1].name!r}: the last level must cache streams "
-                             "(streams that pass every level by would have nowhere to go)")
         self._levels = levels
         self._cores = int(cores)
 
