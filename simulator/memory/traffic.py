@@ -793,13 +793,20 @@ TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
 }
 
 
+_KIND_NAMES = {LayerKind.FC: "FC", LayerKind.CONV: "convolution"}
+
+
 def trace_row(layer: Layer, fmt: Optional[StorageFormat]) -> TraceRow:
     """The row of :data:`TRACES` for a layer stored in ``fmt`` (None: no weights)."""
     key = (layer.kind, fmt if layer.kind.has_weights else None)
     if key not in TRACES:
-        supported = sorted(f.value for kind, f in TRACES if kind is layer.kind and f is not None)
-        raise ValueError(f"{layer.name}: {fmt.value if fmt else 'no'} storage is not supported for "
-                         f"{layer.kind.value} layers; use {' or '.join(supported)}")
+        if fmt is None:
+            raise ValueError(f"{layer.name}: a {layer.kind.value} layer needs its encoded weights")
+        kinds = [_KIND_NAMES.get(kind, kind.value) for kind, f in TRACES if f is fmt]
+        others = sorted(f.value for kind, f in TRACES if kind is layer.kind and f is not None and f.is_sparse)
+        name = _KIND_NAMES.get(layer.kind, layer.kind.value)
+        raise ValueError(f"{layer.name}: {fmt.value} storage is supported for {' and '.join(kinds) or 'no'} layers "
+                         f"only; use {' or '.join(others) or 'dense'} for {name}s")
     return TRACES[key]
 
 
