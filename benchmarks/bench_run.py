@@ -44,7 +44,7 @@ def stage_times(profile, workload, fmt) -> dict[str, float]:
     out["traffic"] = time.perf_counter() - t
     hierarchy: CacheHierarchy = cache_hierarchy(profile, view.cores)
     t = time.perf_counter()
-    outcomes = [hierarchy.access(tr.addresses, tr.is_write, tr.core) for tr in traffic]
+    outcomes = [hierarchy.access(tr.addresses, tr.is_write, tr.core, hints=tr.hints) for tr in traffic]
     out["cache"] = time.perf_counter() - t
     out["accesses"] = sum(tr.accesses for tr in traffic)
     t = time.perf_counter()
@@ -67,7 +67,7 @@ def policy_rates(profile, workload, repeats: int) -> dict[Replacement, float]:
             hierarchy = CacheHierarchy(levels, view.cores)
             t = time.perf_counter()
             for tr in traffic:
-                hierarchy.access(tr.addresses, tr.is_write, tr.core)
+                hierarchy.access(tr.addresses, tr.is_write, tr.core, hints=tr.hints)
             best = min(best, time.perf_counter() - t)
         rates[policy] = accesses / best / 1e6
     return rates

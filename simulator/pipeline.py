@@ -68,8 +68,7 @@ class RunOptions:
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
     """A cold cache hierarchy built from the profile's cache levels."""
-    levels = [CacheGeometry(c.name, c.size_bytes, c.line_bytes, c.ways, c.shared, c.replacement)
-              for c in profile.caches]
+    levels = [CacheGeometry.of(c) for c in profile.caches]
     return CacheHierarchy(levels, cores=cores)
 
 
@@ -109,7 +108,7 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
         progress(f"{variant_name(fmt)}: cache model, {t.layer.name}")
         hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
         for _ in range(options.repeat):
-            outcome = hierarchy.access(t.addresses, t.is_write, t.core)
+            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
         works.append(layer_work(t, outcome, profile))
     return works
 
@@ -133,7 +132,7 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
         outcomes = []
         for repetition in range(options.repeat):
             progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
-            outcomes = [hierarchy.access(t.addresses, t.is_write, t.core) for t in traffic]
+            outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
         works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
         progress(f"{variant_name(fmt)}: discrete-event engine")
         layers = simulate(profile, works, host_copies(profile, workload, options))
@@ -252,7 +251,8 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
         traffic, view = _traffic(profile, workload, StorageFormat.DENSE, forward, progress)
         hierarchy = cache_hierarchy(profile, view.cores)
         progress(f"train: forward at batch {batch}, cache model")
-        works = [layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core), profile) for t in traffic]
+        works = [layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints), profile)
+                 for t in traffic]
         layers = simulate(profile, works)
         return VariantResult("dense", StorageFormat.DENSE.value, max((l.start_s + l.time_s for l in layers),
                                                                      default=0.0), layers)

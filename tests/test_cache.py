@@ -7,7 +7,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from simulator.memory.cache import AccessOutcome, CacheGeometry, CacheHierarchy, Replacement
+from simulator.memory.cache import (HINT_OVERWRITE, HINT_STREAM, AccessOutcome, CacheGeometry, CacheHierarchy,
+                                    Replacement, WriteAllocate)
 
 KIB = 1024
 
@@ -84,7 +85,12 @@ class _ReferenceHierarchy:
             return 0
         return self._write_back(lv + 1, core, victim * self.levels[lv].line_bytes)
 
+    def _passes(self, lv, hint):
+        return bool(hint & HINT_STREAM) and not self.levels[lv].caches_streams
+
     def _write_back(self, lv, core, address):
+        while lv < len(self.levels) and self._passes(lv, HINT_STREAM):
+            lv += 1
         if lv == len(self.levels):
             return 1
         s, line = self._set(lv, core, address)
@@ -94,21 +100,29 @@ class _ReferenceHierarchy:
             return 0
         return self._insert(lv, core, address, True, demand=False)
 
-    def access(self, addresses, is_write, core):
+    def access(self, addresses, is_write, core, hints=None):
+        hints = np.zeros(len(addresses), np.uint8) if hints is None else hints
         served, wbs = [], []
-        for a, w, c in zip(addresses.tolist(), is_write.tolist(), core.tolist()):
-            hit = len(self.levels)
+        for a, w, c, h in zip(addresses.tolist(), is_write.tolist(), core.tolist(), hints.tolist()):
+            hit, missed = len(self.levels), []
             for lv in range(len(self.levels)):
+                if self._passes(lv, h):
+                    continue
                 s, line = self._set(lv, c, a)
                 if line in s.dirty:
                     s.order.move_to_end(line)
                     hit = lv
                     break
+                missed.append(lv)
+                if w and h & HINT_OVERWRITE and self.levels[lv].write_allocate is WriteAllocate.NO_FETCH:
+                    hit = lv        # a whole-sector store allocated without a fetch
+                    break
             n = 0
-            for lv in range(hit - 1, -1, -1):
+            for lv in reversed(missed):
                 n += self._insert(lv, c, a, False, demand=True)
-            if w and self.levels:
-                s, line = self._set(0, c, a)
+            nearest = missed[0] if missed else hit
+            if w and nearest < len(self.levels):
+                s, line = self._set(nearest, c, a)
                 s.dirty[line] = True
             served.append(hit)
             wbs.append(n)
@@ -119,13 +133,14 @@ def _geo(name, size, line, ways, shared=True, replacement=Replacement.LRU):
     return CacheGeometry(name, size, line, ways, shared, replacement)
 
 
-def _compare(levels, cores, addresses, is_write, core, chunks=1):
+def _compare(levels, cores, addresses, is_write, core, chunks=1, hints=None):
     """Run both models (optionally over several calls) and require identical outcomes."""
     model = CacheHierarchy(levels, cores)
     ref = _ReferenceHierarchy(levels, cores)
     for idx in np.array_split(np.arange(len(addresses)), chunks):
-        out = model.access(addresses[idx], is_write[idx], core[idx])
-        ref_served, ref_wb = ref.access(addresses[idx], is_write[idx], core[idx])
+        part = None if hints is None else hints[idx]
+        out = model.access(addresses[idx], is_write[idx], core[idx], hints=part)
+        ref_served, ref_wb = ref.access(addresses[idx], is_write[idx], core[idx], part)
         assert out.served_level.dtype == np.int8
         assert out.dram_writebacks.dtype == np.uint8
         np.testing.assert_array_equal(out.served_level, ref_served)
@@ -371,3 +386,90 @@ def test_dip_follows_lru_when_the_working_set_moves():
     assert hits[Replacement.LRU] > hits[Replacement.BIP] + 0.3
     assert hits[Replacement.DIP] > hits[Replacement.LRU] - 0.1   # the leader sets' price
     assert hits[Replacement.DIP] > hits[Replacement.BIP] + 0.3
+
+
+# --- write allocation without a fetch, and levels that pass streams by ------------------------------
+
+def _policy_geo(name, size, line, ways, shared=True, fetch=True, streams=True, replacement=Replacement.LRU):
+    allocate = WriteAllocate.FETCH if fetch else WriteAllocate.NO_FETCH
+    return CacheGeometry(name, size, line, ways, shared, replacement, allocate, streams)
+
+
+def _random_hints(rng, is_write):
+    """Streams and gathers at random; a third of the stores (only stores) overwrite whole sectors."""
+    hints = np.where(rng.random(is_write.size) < 0.6, HINT_STREAM, 0).astype(np.uint8)
+    return hints | np.where(is_write & (rng.random(is_write.size) < 0.7), HINT_OVERWRITE, 0).astype(np.uint8)
+
+
+_POLICY_MIXES = {
+    "gpu": (dict(fetch=False, streams=False), dict(fetch=False)),       # Kepler-like L1, sectored L2
+    "l2-no-fetch": (dict(), dict(fetch=False)),
+    "l1-no-fetch": (dict(fetch=False), dict()),
+    "middle-passes": (dict(), dict(streams=False), dict(fetch=False)),
+    "top-two-pass": (dict(streams=False), dict(streams=False, fetch=False), dict()),
+}
+
+
+@pytest.mark.parametrize("mix", list(_POLICY_MIXES), ids=list(_POLICY_MIXES))
+@pytest.mark.parametrize("replacement", [Replacement.LRU, Replacement.RANDOM, Replacement.DIP], ids=lambda p: p.value)
+def test_write_allocation_and_stream_bypass_match_reference(mix, replacement):
+    shapes = [("L1", 512, 64, 2, False), ("L2", 2 * KIB, 64, 4, False), ("L3", 8 * KIB, 128, 8, True)]
+    flags = _POLICY_MIXES[mix]
+    shapes = shapes[-len(flags):] if len(flags) == 2 else shapes
+    levels = tuple(_policy_geo(n, size, line, ways, shared, replacement=replacement, **f)
+                   for (n, size, line, ways, shared), f in zip(shapes, flags))
+    rng = np.random.default_rng(len(mix))
+    a, w, c = _random_trace(rng, 6000, 32 * KIB, cores=2, write_p=0.4)
+    hints = _random_hints(rng, w)
+    model = _compare(levels, 2, a, w, c, chunks=3, hints=hints)
+    out = model.access(a, w, c, hints=hints)
+    assert out.dram_writebacks.sum() > 0
+
+
+def test_no_fetch_store_reads_nothing_from_below():
+    # one level, no-fetch: a whole-sector store that misses is served by the level itself
+    levels = (_policy_geo("L2", 256, 64, 4, fetch=False),)
+    lines = np.arange(8, dtype=np.int64) * 64
+    stores, zeros = np.ones(8, bool), np.zeros(8, np.int64)
+    model = CacheHierarchy(levels, 1)
+    out = model.access(lines, stores, zeros, hints=np.full(8, HINT_STREAM | HINT_OVERWRITE, np.uint8))
+    assert out.served_level.tolist() == [0] * 8          # no DRAM reads
+    assert out.dram_writebacks.tolist() == [0] * 4 + [1] * 4   # the first four leave dirty
+    # a store that must merge with the old data (no overwrite hint) still reads the line
+    fetching = CacheHierarchy(levels, 1).access(lines, stores, zeros, hints=np.full(8, HINT_STREAM, np.uint8))
+    assert fetching.served_level.tolist() == [1] * 8
+    # and a fetch level reads the line for a whole-sector store too (read for ownership)
+    cpu = CacheHierarchy((_policy_geo("L2", 256, 64, 4),), 1)
+    assert cpu.access(lines, stores, zeros, hints=np.full(8, HINT_OVERWRITE, np.uint8)).served_level.tolist() == [1] * 8
+
+
+def test_streams_pass_a_level_that_keeps_only_gathers():
+    levels = (_policy_geo("L1", 256, 64, 4, shared=False, streams=False), _policy_geo("L2", 1024, 64, 4))
+    model = CacheHierarchy(levels, 1)
+    lines = np.tile(np.arange(4, dtype=np.int64) * 64, 2)
+    reads, zeros = np.zeros(8, bool), np.zeros(8, np.int64)
+    streamed = model.access(lines, reads, zeros, hints=np.full(8, HINT_STREAM, np.uint8)).served_level
+    assert streamed.tolist() == [2] * 4 + [1] * 4        # the second pass hits L2, never L1
+    gathered = model.access(lines, reads, zeros).served_level
+    assert gathered.tolist() == [1] * 4 + [0] * 4        # gathers are kept in L1
+
+
+def test_streams_passing_every_level_are_served_below():
+    model = CacheHierarchy((_policy_geo("L1", 256, 64, 4, streams=False),), 1)
+    lines = np.tile(np.arange(4, dtype=np.int64) * 64, 2)
+    out = model.access(lines, np.arange(8) % 2 == 0, np.zeros(8, np.int64), hints=np.full(8, HINT_STREAM, np.uint8))
+    assert out.served_level.tolist() == [1] * 8 and out.dram_writebacks.sum() == 0
+
+
+def test_policy_types_are_checked():
+    with pytest.raises(ValueError, match="write_allocate"):
+        CacheGeometry("L1", 256, 64, 4, True, Replacement.LRU, "no-fetch")
+    with pytest.raises(ValueError, match="caches_streams"):
+        CacheGeometry("L1", 256, 64, 4, True, Replacement.LRU, WriteAllocate.FETCH, "no")
+
+
+def test_bad_hints_raise_value_error():
+    model = CacheHierarchy(TWO_LEVELS, 1)
+    a = np.zeros(3, dtype=np.int64)
+    with pytest.raises(ValueError, match="hints"):
+        model.access(a, np.zeros(3, bool), np.zeros(3, np.int64), hints=np.zeros(2, np.uint8))

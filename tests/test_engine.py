@@ -99,13 +99,13 @@ def test_layers_run_back_to_back(tegra, small):
         assert after.start_s == pytest.approx(before.start_s + before.time_s)
 
 
-def test_fewer_requests_in_flight_make_dram_latency_bound(i7, small):
+def test_fewer_requests_in_flight_make_streams_latency_bound(i7, small):
     starved = i7.model_copy(update={"memory": i7.memory.model_copy(update={
         "dram": i7.dram.model_copy(update={"outstanding_requests_per_core": 1})})})
     fast = run(i7, small, RunOptions(formats=(StorageFormat.DENSE,))).variant("dense").layer("fc1")
     slow = run(starved, small, RunOptions(formats=(StorageFormat.DENSE,))).variant("dense").layer("fc1")
     assert slow.time_s > fast.time_s
-    assert slow.bound == "dram-latency"
+    assert slow.bound == "stream-latency"
 
 
 def test_launch_overhead_is_paid_per_kernel(tegra, small):

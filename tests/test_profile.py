@@ -93,10 +93,12 @@ def test_ridge_point_is_peak_flops_over_peak_bandwidth(tegra, titan):
     assert titan.ridge_flop_per_byte == pytest.approx(6.6e12 / 336.5e9)
 
 
-def test_efficiency_of_each_kernel_kind(tegra):
-    assert tegra.compute.efficiency.of(KernelKind.GEMV) == tegra.compute.efficiency.gemv
-    assert tegra.compute.efficiency.of(KernelKind.SPMV) == tegra.compute.efficiency.spmv
-    assert all(0 < tegra.compute.efficiency.of(k) <= 1 for k in KernelKind)
+def test_issue_costs_of_each_kernel_kind(tegra):
+    kernels = tegra.compute.kernels
+    assert kernels.dense(KernelKind.GEMM) is kernels.gemm
+    assert kernels.sparse(KernelKind.SPMV) is kernels.spmv
+    assert all(0 < kernels.dense(k).library_efficiency <= 1 for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV))
+    assert all(kernels.sparse(k).cycles_per_nonzero > 0 for k in (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV))
 
 
 def test_loader_records_the_path(repo_root):
@@ -209,16 +211,38 @@ def test_zero_cores(tegra_data, load_error):
 
 
 @pytest.mark.parametrize("value", [1.5, 0, -0.1])
-def test_efficiency_must_be_in_zero_one(tegra_data, load_error, value):
-    tegra_data["compute"]["efficiency"]["gemv"] = value
+def test_library_efficiency_must_be_in_zero_one(tegra_data, load_error, value):
+    tegra_data["compute"]["kernels"]["gemm"]["library_efficiency"] = value
     err = load_error(tegra_data)
-    assert err.field == "compute.efficiency.gemv"
+    assert err.field == "compute.kernels.gemm.library_efficiency"
     assert repr(value) in err.message
 
 
-def test_efficiency_of_one_is_allowed(tegra_data, write_yaml):
-    tegra_data["compute"]["efficiency"]["gemv"] = 1
-    assert load_profile(write_yaml("profile.yaml", tegra_data)).compute.efficiency.gemv == 1.0
+def test_library_efficiency_of_one_is_allowed(tegra_data, write_yaml):
+    tegra_data["compute"]["kernels"]["gemm"]["library_efficiency"] = 1
+    assert load_profile(write_yaml("profile.yaml", tegra_data)).compute.kernels.gemm.library_efficiency == 1.0
+
+
+@pytest.mark.parametrize("value", [0, -1, 1e9])
+def test_cycles_per_nonzero_out_of_range(tegra_data, load_error, value):
+    tegra_data["compute"]["kernels"]["spmv"]["cycles_per_nonzero"] = value
+    assert load_error(tegra_data).field == "compute.kernels.spmv.cycles_per_nonzero"
+
+
+def test_the_old_efficiency_block_is_refused_by_name(tegra_data, load_error):
+    tegra_data["compute"]["efficiency"] = {"gemv": 0.5}
+    err = load_error(tegra_data)
+    assert err.field == "compute.efficiency" and "compute.kernels" in err.message
+
+
+def test_a_cpu_or_gpu_profile_needs_kernel_costs(tegra_data, load_error):
+    del tegra_data["compute"]["kernels"]
+    assert load_error(tegra_data).field == "compute.kernels"
+
+
+def test_unknown_sparse_convolution_algorithm(tegra_data, load_error):
+    tegra_data["compute"]["kernels"]["spconv"]["algorithm"] = "winograd"
+    assert load_error(tegra_data).field == "compute.kernels.spconv.algorithm"
 
 
 def test_unknown_device_kind(tegra_data, load_error):
@@ -289,6 +313,31 @@ def test_private_level_below_shared_level(tegra_data, load_error):
     tegra_data["memory"]["caches"][0]["shared"] = True
     tegra_data["memory"]["caches"][1]["shared"] = False
     assert load_error(tegra_data).field == "memory.caches[1].shared"
+
+
+def test_gpu_levels_allocate_stores_without_fetching_and_kepler_l1_keeps_only_gathers(tegra, i7):
+    assert [(c.write_allocate.value, c.caches_streams) for c in tegra.caches] == [("no-fetch", False),
+                                                                                 ("no-fetch", True)]
+    assert all(c.write_allocate.value == "fetch" and c.caches_streams for c in i7.caches)
+
+
+def test_unknown_write_allocate_policy(tegra_data, load_error):
+    tegra_data["memory"]["caches"][1]["write_allocate"] = "write-around"
+    err = load_error(tegra_data)
+    assert err.field == "memory.caches[1].write_allocate"
+    assert "fetch" in err.message and "no-fetch" in err.message
+
+
+def test_caches_streams_must_be_a_bool(tegra_data, load_error):
+    tegra_data["memory"]["caches"][0]["caches_streams"] = "sometimes"
+    assert load_error(tegra_data).field == "memory.caches[0].caches_streams"
+
+
+def test_last_level_must_cache_streams(tegra_data, load_error):
+    tegra_data["memory"]["caches"][1]["caches_streams"] = False
+    err = load_error(tegra_data)
+    assert err.field == "memory.caches[1].caches_streams"
+    assert "last level" in err.message
 
 
 def test_sustained_bandwidth_above_peak(tegra_data, load_error):

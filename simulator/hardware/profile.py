@@ -64,6 +64,19 @@ class Replacement(str, enum.Enum):
     DIP = "dip"
 
 
+class WriteAllocate(str, enum.Enum):
+    """What a cache level does on a store that misses it.
+
+    ``fetch`` reads the line from below first (a CPU's read-for-ownership), then merges the store.
+    ``no-fetch`` allocates the line without reading it when the store overwrites whole sectors
+    (NVIDIA's L2 keeps a valid mask per 32 B sector): the line is dirty and written back later,
+    and nothing is read from below. A read-modify-write (a scatter-add) always fetches.
+    """
+
+    FETCH = "fetch"
+    NO_FETCH = "no-fetch"
+
+
 class PeakFlops(Strict):
     """Peak arithmetic throughput per data type, whole device."""
 
@@ -225,7 +238,14 @@ class Compute(Strict):
 
 
 class CacheLevel(Strict):
-    """One cache level; the first five fields and ``replacement`` are what the cache model needs."""
+    """One cache level; the first five fields, ``replacement``, ``write_allocate`` and
+    ``caches_streams`` are what the cache model needs.
+
+    ``caches_streams: false`` marks a level that keeps only gather loads (irregular read-only
+    loads, which GPU libraries issue through the texture / read-only data path): every other access
+    of a layer's trace (weight and input streams, stores) passes it by to the level below, as global
+    memory does past Kepler's and Maxwell's L1 by default.
+    """
 
     name: str
     size_bytes: Bytes = Field(alias="size")
@@ -236,6 +256,8 @@ class CacheLevel(Strict):
     bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
     sector_bytes: Optional[Bytes] = Field(None, alias="sector")
     replacement: Replacement = Replacement.LRU
+    write_allocate: WriteAllocate = WriteAllocate.FETCH
+    caches_streams: bool = True
 
     @property
     def fill_bytes(self) -> int:
@@ -480,6 +502,9 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
                 raise ConfigError(source, f"{where}.shared",
                                   f"a private level cannot sit below the shared level {previous.name}")
         previous = level
+    if previous is not None and not previous.caches_streams:
+        raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].caches_streams",
+                          "must be true for the last level (streams that pass every level by have nowhere to go)")
     if previous is not None and profile.dram is not None \
             and previous.size_bytes * (1 if previous.shared else profile.compute.cores) > profile.dram.capacity_bytes:
         raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
@@ -520,7 +545,8 @@ def field_paths(profile: HardwareProfile) -> set[str]:
         paths.add(f"memory.dram.{name}")
     for level in profile.caches:
         paths.add(f"memory.caches.{level.name}")
-        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector", "replacement"):
+        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector", "replacement",
+                     "write_allocate", "caches_streams"):
             paths.add(f"memory.caches.{level.name}.{name}")
     for name in ("name", "bandwidth", "latency", "copy_engines"):
         paths.add(f"link.{name}")

@@ -9,7 +9,18 @@ the line dirty in level 0 only, copies further down stay clean. When a level evi
 dirty line, the line is written to the next level down as a write (it hits there or is
 allocated there without fetching from below, and is marked dirty and most recently used
 there); that may evict a dirty line further down, and a dirty line evicted from the last
-level is a write-back to DRAM. A *private* level has one instance per core and the
+level is a write-back to DRAM.
+
+Two per-level policies act on per-access hints (:meth:`CacheHierarchy.access`). A level with
+``write_allocate`` ``no-fetch`` takes a store hinted :data:`HINT_OVERWRITE` that misses it without
+looking further down: the walk stops there, that level is the serving level, and the missed
+levels fill as usual (``fetch``, the default, walks on: read-for-ownership). A level with
+``caches_streams`` False is passed by (neither looked up nor filled nor touched) by every access
+hinted :data:`HINT_STREAM` and by every write-back; a write then marks dirty the nearest level
+that holds the line after the access (the topmost filled one, else the one that hit). An access
+that passes every level by is served below them (``len(levels)``; a profile's last level always
+keeps streams, but the levels above one level, as :mod:`~simulator.memory.mrc` runs them, may not).
+A *private* level has one instance per core and the
 access's core selects the instance (write-backs from a private instance go to the same
 core's instance below, or to the shared one); a *shared* level has one instance. Each
 level has its own line size; a set is ``line_address % sets`` with
@@ -41,9 +52,11 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from ..hardware.profile import Replacement
+from ..hardware.profile import CacheLevel, Replacement, WriteAllocate
 
 __all__ = [
+    "HINT_OVERWRITE",
+    "HINT_STREAM",
     "MAX_ADDRESS",
     "MAX_LEVELS",
     "MAX_WAYS",
@@ -51,7 +64,15 @@ __all__ = [
     "CacheGeometry",
     "CacheHierarchy",
     "Replacement",
+    "WriteAllocate",
 ]
+
+#: Access hint bits (one uint8 per access, see :meth:`CacheHierarchy.access`): the access belongs to a
+#: stream (anything but a gather load), which a level with ``caches_streams=False`` passes by.
+HINT_STREAM = 1
+#: The access is a store that overwrites whole sectors of its line: a ``no-fetch`` level that misses
+#: allocates the line without reading it from below.
+HINT_OVERWRITE = 2
 
 #: Largest number of levels: ``served_level`` is int8 and ``len(levels)`` means DRAM.
 MAX_LEVELS = 127
@@ -80,6 +101,14 @@ class CacheGeometry:
     ways: int
     shared: bool
     replacement: Replacement = Replacement.LRU
+    write_allocate: WriteAllocate = WriteAllocate.FETCH
+    caches_streams: bool = True
+
+    @staticmethod
+    def of(level: CacheLevel) -> "CacheGeometry":
+        """The geometry and policies of a profile's cache level."""
+        return CacheGeometry(level.name, level.size_bytes, level.line_bytes, level.ways, level.shared,
+                             level.replacement, level.write_allocate, level.caches_streams)
 
     def __post_init__(self) -> None:
         where = f"cache level {self.name!r}"
@@ -91,6 +120,10 @@ class CacheGeometry:
             raise ValueError(f"{where}: shared must be a bool, got {self.shared!r}")
         if not isinstance(self.replacement, Replacement):
             raise ValueError(f"{where}: replacement must be a Replacement, got {self.replacement!r}")
+        if not isinstance(self.write_allocate, WriteAllocate):
+            raise ValueError(f"{where}: write_allocate must be a WriteAllocate, got {self.write_allocate!r}")
+        if not isinstance(self.caches_streams, (bool, np.bool_)):
+            raise ValueError(f"{where}: caches_streams must be a bool, got {self.caches_streams!r}")
         if not 1 <= self.ways <= MAX_WAYS:
             raise ValueError(f"{where}: ways must be in 1..{MAX_WAYS}, got {self.ways}")
         if self.line_bytes < 1 or self.line_bytes & (self.line_bytes - 1):
@@ -196,6 +229,8 @@ class CacheHierarchy:
             self._params[lv, _POLICY] = _POLICY_CODES[level.replacement]
             self._params[lv, _WAYS] = level.ways
             self._params[lv, _DUEL_PERIOD] = min(_DUEL_PERIOD_SETS, sets[lv])
+            self._params[lv, _NO_FETCH] = level.write_allocate is WriteAllocate.NO_FETCH
+            self._params[lv, _PASSES_STREAMS] = not level.caches_streams
         self._instances = instances
         # Per level: the random generator, the dueling counter, the next LRU-position time and
         # the count of BIP fills (see the module docstring).
@@ -268,7 +303,8 @@ class CacheHierarchy:
         return parts
 
     def access(
-        self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray, record_writebacks: bool = False
+        self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray, record_writebacks: bool = False,
+        hints: Optional[np.ndarray] = None,
     ) -> AccessOutcome:
         """Run a trace through the hierarchy, in order, updating its state.
 
@@ -276,7 +312,10 @@ class CacheHierarchy:
         ``is_write`` a bool array, ``core`` an integer array with values in
         ``0..cores-1``; all three 1-D and of equal length. With ``record_writebacks`` the
         outcome also lists every DRAM write-back's address and access (what a level below this
-        hierarchy would receive). Raises ValueError on malformed input (a programming error).
+        hierarchy would receive). ``hints`` (uint8, one per access, bits :data:`HINT_STREAM` and
+        :data:`HINT_OVERWRITE`) says which accesses belong to streams and which stores overwrite
+        whole sectors; without it no access is either (every level caches every access, and every
+        store fetches). Raises ValueError on malformed input (a programming error).
         """
         addr = np.asarray(addresses)
         write = np.asarray(is_write)
@@ -295,6 +334,11 @@ class CacheHierarchy:
             raise ValueError(f"is_write must be a bool array, got dtype {write.dtype}")
         if len(cores) and not np.issubdtype(cores.dtype, np.integer):
             raise ValueError(f"core must be integers, got dtype {cores.dtype}")
+        hints = np.zeros(len(addr), dtype=np.uint8) if hints is None else np.asarray(hints)
+        if hints.shape != addr.shape or (len(hints) and not np.issubdtype(hints.dtype, np.integer)):
+            raise ValueError(f"hints must be integers shaped like addresses {addr.shape}, got "
+                             f"{hints.dtype} {hints.shape}")
+        hints = np.ascontiguousarray(hints, dtype=np.uint8)
         if len(addr):
             lo, hi = int(addr.min()), int(addr.max())
             if lo < 0 or hi > MAX_ADDRESS:
@@ -322,7 +366,7 @@ class CacheHierarchy:
             served.fill(0)
         else:
             recorded = _run_trace(
-                addr, write, cores, self._params, self._state, self._clock, self._policy_state,
+                addr, write, cores, hints, self._params, self._state, self._clock, self._policy_state,
                 served, writebacks, record_writebacks, wb_addresses, wb_access,
             )
             wb_addresses, wb_access = wb_addresses[:recorded].copy(), wb_access[:recorded].copy()
@@ -340,8 +384,9 @@ _INVALID_TIME = -(1 << 46)
 _FIRST_VALID_STAMP = (_INVALID_TIME + 1) << _WAY_BITS   # every valid way's stamp is at least this
 
 # Columns of the per-level parameter table handed to the kernel.
-_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _POLICY, _WAYS, _DUEL_PERIOD = range(9)
-_N_PARAMS = 9
+_OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _POLICY, _WAYS, _DUEL_PERIOD, _NO_FETCH, _PASSES_STREAMS = \
+    range(11)
+_N_PARAMS = 11
 
 _LRU, _RANDOM, _BIP, _DIP = range(4)
 _POLICY_CODES = {Replacement.LRU: _LRU, Replacement.RANDOM: _RANDOM, Replacement.BIP: _BIP, Replacement.DIP: _DIP}
@@ -442,8 +487,19 @@ def _fill_time(params, pstate, lv, line, t):  # pragma: no cover - compiled
     return low
 
 
+@numba.njit(cache=True, inline="always")
+def _keeper(params, lv, hint):  # pragma: no cover - compiled
+    """The first level from ``lv`` down that an access with ``hint`` does not pass by
+    (``params.shape[0]``: none, DRAM)."""
+    n_levels = params.shape[0]
+    if hint & HINT_STREAM:
+        while lv < n_levels and params[lv, _PASSES_STREAMS] != 0:
+            lv += 1
+    return lv
+
+
 @numba.njit(cache=True, nogil=True)
-def _run_trace(addr, write, cores, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
+def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
                wb_access_out):  # pragma: no cover
     """Kernel: all accesses through all levels, write-back chains included; returns the number of
     DRAM write-backs recorded in ``wb_addr_out`` / ``wb_access_out`` (0 unless ``record``).
@@ -452,11 +508,14 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
     (an int64 lasts 2**46 touches, far beyond any trace); a fill at the LRU position takes the
     level's next time counting down from -1 instead (:func:`_fill_time`).
     Level 0 has a fast path with its parameters in locals: most accesses hit there.
+    The levels an access missed are kept in ``missed`` (top down) with their set blocks and line
+    addresses, since the levels it passes by are neither looked up nor filled.
     """
     n_levels = params.shape[0]
     n = addr.shape[0]
-    block = np.empty(n_levels, dtype=np.int64)  # set block looked up at each level
-    line = np.empty(n_levels, dtype=np.int64)  # line address at each level
+    block = np.empty(n_levels, dtype=np.int64)  # set block of each missed level
+    line = np.empty(n_levels, dtype=np.int64)  # line address at each missed level
+    missed = np.empty(n_levels, dtype=np.int64)  # the levels missed, nearest the core first
     shift0 = params[0, _SHIFT]
     chunks0 = params[0, _CHUNKS]
     stride0 = 8 * chunks0
@@ -469,24 +528,35 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
     for i in range(n):
         a = addr[i]
         c = cores[i]
-        # Level 0 first, with its parameters in locals.
-        la = a >> shift0
-        s0 = la & mask0 if mask0 >= 0 else la % sets0
-        b = offset0 + ((c if private0 else 0) * sets0 + s0) * stride0
-        w = _find(state, b, chunks0, la)
-        if w >= 0:
-            state[b + 4 * chunks0 + w] = (t << _WAY_BITS) | w
-            t += 1
-            served[i] = 0
-            writebacks[i] = 0
-            if write[i]:
-                state[b + w] |= 1
-            continue
-        block[0] = b
-        line[0] = la
-        # Walk down until the first hit.
+        hint = hints[i]
+        overwrite = write[i] and (hint & HINT_OVERWRITE) != 0
+        n_missed = 0
         hit_level = n_levels
-        for lv in range(1, n_levels):
+        hit_tag = -1
+        lv = _keeper(params, 0, hint)
+        if lv == 0:
+            # Level 0 first, with its parameters in locals.
+            la = a >> shift0
+            s0 = la & mask0 if mask0 >= 0 else la % sets0
+            b = offset0 + ((c if private0 else 0) * sets0 + s0) * stride0
+            w = _find(state, b, chunks0, la)
+            if w >= 0:
+                state[b + 4 * chunks0 + w] = (t << _WAY_BITS) | w
+                t += 1
+                served[i] = 0
+                writebacks[i] = 0
+                if write[i]:
+                    state[b + w] |= 1
+                continue
+            block[0] = b
+            line[0] = la
+            missed[0] = 0
+            n_missed = 1
+            if overwrite and params[0, _NO_FETCH] != 0:
+                hit_level = 0           # allocated without fetching: served here
+            lv = _keeper(params, 1, hint)
+        # Walk down until the first hit, or a no-fetch level that takes a whole-sector store.
+        while hit_level == n_levels and lv < n_levels:
             la = a >> params[lv, _SHIFT]
             chunks = params[lv, _CHUNKS]
             b = _set_block(params, lv, la, c)
@@ -495,16 +565,24 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                 state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
                 t += 1
                 hit_level = lv
+                hit_tag = b + w
                 break
-            block[lv] = b
-            line[lv] = la
+            block[n_missed] = b
+            line[n_missed] = la
+            missed[n_missed] = lv
+            n_missed += 1
+            if overwrite and params[lv, _NO_FETCH] != 0:
+                hit_level = lv
+                break
+            lv = _keeper(params, lv + 1, hint)
         served[i] = hit_level
         # Fill the missed levels on the way back, deepest first.
         n_wb = 0
-        tag0 = 0
-        for lv in range(hit_level - 1, -1, -1):
+        tag0 = hit_tag   # ends as the line's tag at the nearest level that holds it
+        for k in range(n_missed - 1, -1, -1):
+            lv = missed[k]
             chunks = params[lv, _CHUNKS]
-            b = block[lv]
+            b = block[k]
             w = _lru_way(state, b, chunks)
             stamp = t
             policy = params[lv, _POLICY]
@@ -512,17 +590,17 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                 if policy == _RANDOM:
                     w = _random_victim(state, b, chunks, w, params, pstate, lv)
                 else:
-                    stamp = _fill_time(params, pstate, lv, line[lv], t)
+                    stamp = _fill_time(params, pstate, lv, line[k], t)
             evicted = state[b + w]
-            state[b + w] = line[lv] << 1
+            state[b + w] = line[k] << 1
             state[b + 4 * chunks + w] = (stamp << _WAY_BITS) | w
             t += 1
-            tag0 = b + w  # ends as the line's tag at level 0, filled last
+            tag0 = b + w
             if evicted < 0 or (evicted & 1) == 0:
                 continue
-            # Write-back chain: the dirty victim goes one level down, iteratively.
+            # Write-back chain: the dirty victim goes down to the next level that keeps streams.
             wb_addr = (evicted >> 1) << params[lv, _SHIFT]
-            nxt = lv + 1
+            nxt = _keeper(params, lv + 1, HINT_STREAM)
             while nxt < n_levels:
                 la = wb_addr >> params[nxt, _SHIFT]
                 chunks = params[nxt, _CHUNKS]
@@ -543,14 +621,14 @@ def _run_trace(addr, write, cores, params, state, clock, pstate, served, writeba
                 if evicted < 0 or (evicted & 1) == 0:
                     break
                 wb_addr = (evicted >> 1) << params[nxt, _SHIFT]
-                nxt += 1
+                nxt = _keeper(params, nxt + 1, HINT_STREAM)
             else:
                 n_wb += 1  # fell off the last level: a write-back to DRAM
                 if record:
                     wb_addr_out[recorded] = wb_addr
                     wb_access_out[recorded] = i
                     recorded += 1
-        if write[i]:
+        if write[i] and tag0 >= 0:
             state[tag0] |= 1
         writebacks[i] = n_wb
     clock[0] = t

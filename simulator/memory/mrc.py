@@ -43,7 +43,7 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from .cache import AccessOutcome, CacheGeometry, CacheHierarchy, Replacement
+from .cache import HINT_OVERWRITE, HINT_STREAM, AccessOutcome, CacheGeometry, CacheHierarchy, Replacement, WriteAllocate
 
 __all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
            "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve", "require_lru"]
@@ -51,6 +51,7 @@ __all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRati
 #: Flags of a reference in a :class:`LevelStream`.
 _DIRTYING = 1   # makes the line dirty at this level (a write-back from above; a write at level 0)
 _DEMAND = 2     # the access's own look-up (served here or below), not a write-back
+_OVERWRITE = 4  # a demand store that overwrites whole sectors: a no-fetch level that misses takes it
 
 
 @dataclass(frozen=True)
@@ -138,16 +139,19 @@ class LevelFilter:
         """True when the levels above would behave from here exactly as from ``snapshot``."""
         return self._above.same_state(snapshot)
 
-    def run(self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray) -> LevelStream:
+    def run(self, addresses: np.ndarray, is_write: np.ndarray, core: np.ndarray,
+            hints: Optional[np.ndarray] = None) -> LevelStream:
         """Run a trace through the levels above; returns the stream reaching the level.
 
-        Per access, in the cache model's order: its own look-up (when every level above missed),
-        then the dirty lines its fills pushed out of the level just above.
+        Per access, in the cache model's order: its own look-up (when every level above missed
+        or passed it by), then the dirty lines its fills pushed out of the level just above.
+        ``hints`` as for :meth:`~simulator.memory.cache.CacheHierarchy.access`.
         """
         addr = np.ascontiguousarray(addresses, dtype=np.int64)
         write = np.ascontiguousarray(is_write, dtype=np.bool_)
         cores = np.ascontiguousarray(core, dtype=np.int64)
-        outcome = self._above.access(addr, write, cores, record_writebacks=True)
+        hints = np.zeros(addr.size, np.uint8) if hints is None else np.ascontiguousarray(hints, dtype=np.uint8)
+        outcome = self._above.access(addr, write, cores, record_writebacks=True, hints=hints)
         demand = np.flatnonzero(outcome.served_level == self.level)
         wb_access = outcome.writeback_access
         access = np.concatenate([demand, wb_access])
@@ -155,8 +159,12 @@ class LevelFilter:
         order = np.lexsort((np.concatenate([np.zeros(demand.size, np.int8), np.ones(wb_access.size, np.int8)]),
                             access))
         demand_flags = np.full(demand.size, _DEMAND, dtype=np.int8)
-        if self.level == 0:
-            demand_flags |= np.where(write[demand], _DIRTYING, 0).astype(np.int8)
+        # a store dirties the nearest level holding the line: this one when every level above
+        # passed it by (none above, or all of them pass streams and it is one)
+        passes_above = all(not g.caches_streams for g in self.levels[:self.level])
+        nearest = ((hints[demand] & HINT_STREAM) != 0) if passes_above and self.level else self.level == 0
+        demand_flags |= np.where(write[demand] & nearest, _DIRTYING, 0).astype(np.int8)
+        demand_flags |= np.where(write[demand] & ((hints[demand] & HINT_OVERWRITE) != 0), _OVERWRITE, 0).astype(np.int8)
         line = np.concatenate([addr[demand], outcome.writeback_addresses]) >> self._shift
         flags = np.concatenate([demand_flags, np.full(wb_access.size, _DIRTYING, dtype=np.int8)])
         access = access[order]
@@ -165,9 +173,9 @@ class LevelFilter:
 
 
 def level_stream(levels: Sequence[CacheGeometry], cores: int, level: int, addresses: np.ndarray,
-                 is_write: np.ndarray, core: np.ndarray) -> LevelStream:
+                 is_write: np.ndarray, core: np.ndarray, hints: Optional[np.ndarray] = None) -> LevelStream:
     """The references reaching ``level`` for a trace run from cold caches."""
-    return LevelFilter(levels, cores, level).run(addresses, is_write, core)
+    return LevelFilter(levels, cores, level).run(addresses, is_write, core, hints)
 
 
 # --- the level itself: LRU stacks per set ----------------------------------------------------
@@ -270,6 +278,8 @@ def level_outcome(stream: LevelStream, geometry: CacheGeometry, cores: int,
     served = stream.served_above.copy()
     demand = stream.demand
     hit = distance[demand] < geometry.ways
+    if geometry.write_allocate is WriteAllocate.NO_FETCH:     # a whole-sector store is taken without a fetch
+        hit |= (stream.flags[demand] & _OVERWRITE) != 0
     served[stream.access[demand]] = np.where(hit, stream.level, stream.level + 1).astype(np.int8)
     writebacks = np.zeros(served.size, dtype=np.uint8)
     np.add.at(writebacks, stream.access[evicted[0]], 1)   # few evictions are dirty: cheap

@@ -16,6 +16,15 @@ Kernels and their access order (all vectorised, no Python loop per address):
   count whose input block fills half the first cache level; ``mc`` the largest row count
   whose weight block fills half the last private level. So weights stream once per
   inference and the input is re-read once per row block, from wherever it still is.
+* On a GPU (``CoreView.gpu``) the same GEMM follows the thread-block grid instead: block ``t``
+  takes ``rows_per_task`` output rows (a convolution the GEMM's: an implicit GEMM tiles output
+  channels like an SGEMM) and runs on SM ``t mod SMs``, the SMs being as many as the occupancy
+  counts. An SM keeps up to :data:`RESIDENT_BLOCKS` blocks resident: block ``t`` sits in lane
+  ``(t // SMs) mod resident`` and a lane runs its blocks one after another, each reading per
+  k-chunk (``kc`` as above: the chunk a block stages) its input chunk, then its rows' weights,
+  and at the end writing its outputs. The lanes of all SMs are interleaved like cores, so the
+  resident blocks read an input chunk close together in time and it hits on chip for all but
+  the first; weights stream once.
 * CSR FC (SpMV / SpMM): rows are split between cores with equal non-zeros. In non-zero
   order a core reads the row pointer, the value and the column index (once per line, as a
   sequential stream), then gathers the input at that real column index: one line per
@@ -38,27 +47,37 @@ Kernels and their access order (all vectorised, no Python loop per address):
 
 Streams from different cores are interleaved in groups of :data:`INTERLEAVE` accesses, the
 order in which concurrently running cores reach shared levels.
+
+Which function traces which layer is the table :data:`TRACES`, from (layer kind, storage format)
+to a :class:`TraceRow`; a trace function gets a :class:`TraceContext`. Every access also carries
+the cache model's hints (:attr:`LayerTraffic.hints`): whether it belongs to a stream (all but
+gather loads) and whether it is a store that overwrites whole sectors (output stores).
 """
 
 from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple, Optional, Sequence
+from functools import cached_property
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import numba
 import numpy as np
 
 from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
-from ..hardware.profile import HardwareProfile, KernelKind
+from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload
 from .kernelshape import KernelShape, kernel_shape
+from .cache import HINT_OVERWRITE, HINT_STREAM
 
 INTERLEAVE = 16          # accesses a core issues before the next core's turn
 PAGE_BYTES = 4096        # buffer alignment of the bump allocator
 DEFAULT_LINE_BYTES = 64  # access granularity when a profile has no caches
 MAX_TILES = 64           # engine tiles per layer (SimPy sees tiles, not lines)
 MIN_TILE_ACCESSES = 512
+# Thread blocks one SM keeps resident at once in a GPU trace: 2048 threads per SM (Kepler to Ampere)
+# over 128-thread blocks, the cuBLAS GEMV / SGEMM block size the profiles' rows_per_task reads.
+RESIDENT_BLOCKS = 16
 
 
 class StreamKind(enum.IntEnum):
@@ -84,6 +103,7 @@ class CoreView:
     rows_per_task: tuple[tuple[KernelKind, int], ...] = ()  # FC kernels' unit of work (see RowsPerTask)
     kernel_threads: tuple[tuple[KernelKind, int], ...] = ()  # kernels that use fewer cores (see Threads)
     lanes_per_row: tuple[tuple[KernelKind, int], ...] = ()  # SIMD lanes on one sparse row (see LanesPerRow)
+    gpu: bool = False   # traces follow the thread-block grid (dense GEMMs) instead of per-core cache blocking
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -99,7 +119,8 @@ class CoreView:
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
         threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
         lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM) if (n := profile.compute.lanes_per_row.of(k)) > 1)
-        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes)
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes,
+                        profile.kind is DeviceKind.GPU)
 
     def cores_for(self, kind: KernelKind) -> int:
         """Cores a kernel of ``kind`` may use."""
@@ -109,6 +130,11 @@ class CoreView:
         """Units of work a kernel of ``kind`` splits ``rows`` output rows into."""
         per_task = dict(self.rows_per_task).get(kind, 1)
         return -(-rows // per_task)
+
+    def block_rows(self, kind: KernelKind) -> int:
+        """Output rows of one GPU thread block of a dense kernel: its rows per task, a convolution
+        taking the GEMM's (cuDNN's implicit GEMM tiles output channels like an SGEMM tile)."""
+        return dict(self.rows_per_task).get(KernelKind.GEMM if kind is KernelKind.CONV else kind, 1)
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,17 @@ class LayerTraffic:
     def accesses(self) -> int:
         """Number of line accesses."""
         return int(self.addresses.size)
+
+    @cached_property
+    def hints(self) -> np.ndarray:
+        """The cache model's hint bits per access (uint8, see :mod:`simulator.memory.cache`): every
+        access but a gather load belongs to a stream; an output store overwrites whole sectors (a
+        layer writes every byte of its output, and where two cores' ranges share a line each writes
+        its part), while a scatter-add into the output (a GATHER store) must read the line first."""
+        gather_load = (self.stream == StreamKind.GATHER) & ~self.is_write
+        overwrite = self.is_write & (self.stream == StreamKind.OUTPUT)
+        return np.where(gather_load, 0, HINT_STREAM).astype(np.uint8) | np.where(overwrite, HINT_OVERWRITE, 0
+                                                                                ).astype(np.uint8)
 
     def tile_bounds(self) -> np.ndarray:
         """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
@@ -222,15 +259,18 @@ def _kept(value: bool | int | np.ndarray, keep: np.ndarray, dtype: type) -> np.n
     return np.asarray(value, dtype=dtype)[keep]
 
 
-def _interleave(traces: Sequence[_Trace]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _interleave(traces: Sequence[_Trace], core_of: Optional[Sequence[int]] = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Merge per-core traces round-robin in groups of INTERLEAVE accesses (a core that has
-    finished drops out), as (byte addresses, write flags, cores, stream kinds).
+    finished drops out), as (byte addresses, write flags, cores, stream kinds). Trace i is issued
+    by core ``core_of[i]`` (default i): several traces (a GPU's resident thread blocks) may share one.
 
     Each core's accesses are written straight to their merged positions by a compiled kernel
     (see :func:`_place_runs`), one call per part.
     """
-    if len(traces) > np.iinfo(np.int16).max:
-        raise ValueError(f"at most {np.iinfo(np.int16).max} cores can be interleaved, got {len(traces)}")
+    core_of = list(range(len(traces))) if core_of is None else list(core_of)
+    if max(core_of, default=0) > np.iinfo(np.int16).max:
+        raise ValueError(f"at most {np.iinfo(np.int16).max} cores can be interleaved, got {max(core_of) + 1}")
     lengths = np.array([tr.accesses for tr in traces], dtype=np.int64)
     total = int(lengths.sum())
     merged = (np.empty(total, np.int64), np.empty(total, bool), np.empty(total, np.int16), np.empty(total, np.int8))
@@ -239,10 +279,11 @@ def _interleave(traces: Sequence[_Trace]) -> tuple[np.ndarray, np.ndarray, np.nd
         done = 0   # accesses of this core already placed
         for part in tr.parts:
             if part.count is None:
-                _place_lines(part.first, part.write, part.stream, done, group_start[c], c, tr.line, *merged)
+                _place_lines(part.first, part.write, part.stream, done, group_start[c], core_of[c], tr.line,
+                             *merged)
             else:
-                _place_runs(part.first, part.count, part.write, part.stream, done, group_start[c], c, tr.line,
-                            *merged)
+                _place_runs(part.first, part.count, part.write, part.stream, done, group_start[c], core_of[c],
+                            tr.line, *merged)
             done += part.accesses
     return merged
 
@@ -306,25 +347,60 @@ def _split(total: int, parts: int) -> np.ndarray:
 
 # --- kernels --------------------------------------------------------------------------------
 
-def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_base: int,
-                m_total: int, b_rows: int, kk: int, plane: int, out_plane: int, batch: int,
-                elem: int, view: CoreView) -> None:
-    """Blocked GEMM over output rows [r0, r1) of one core (see module docstring).
+class _Gemm(NamedTuple):
+    """A dense layer lowered to ``C[M, N] = A[M, K] x B[K, N]``: buffer bases and shape."""
 
-    Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
-    row block holds, per channel block, the input segments of every sample and the weight
-    segments of every row, followed by the block's output writes.
-    """
+    a_base: int       # weights, row-major [M, K] with K = b_rows * kk
+    b_base: int       # input, sample-major [batch, b_rows, plane]
+    c_base: int       # output, sample-major [batch, M, out_plane]
+    m_total: int      # output rows (features, output channels)
+    b_rows: int       # input rows (features, channels per group)
+    kk: int           # weights per input row and output row (kernel area; 1 for FC)
+    plane: int        # input elements per input row and sample (pixels; 1 for FC)
+    out_plane: int    # output elements per output row and sample
+
+
+def _gemm_of(ctx: "TraceContext") -> _Gemm:
+    """The GEMM a dense FC or convolution lowers to (im2col left implicit)."""
+    layer, bases = ctx.layer, ctx.bases
+    if layer.kind is LayerKind.FC:
+        return _Gemm(bases["values"], bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0], 1, 1, 1)
+    return _Gemm(bases["values"], bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0] // layer.groups,
+                 layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
+
+
+def _k_chunk(g: _Gemm, ctx: "TraceContext") -> int:
+    """Input rows per k-chunk: the most whose input block (every sample) fills half the first
+    cache level (a CPU core's cache block; a GPU thread block's staged chunk), at least one."""
+    return min(g.b_rows, max(1, (ctx.view.first_level_bytes // 2) // max(1, ctx.batch * g.plane * ctx.elem)))
+
+
+def _dense_rows(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
+    """Blocked GEMM over output rows [r0, r1) of one CPU core (see module docstring): row blocks of
+    ``mc`` rows, the largest whose weight block fills half the last private level."""
     r0, r1 = rows
     if r1 <= r0:
         return
+    g = _gemm_of(ctx)
+    kc = _k_chunk(g, ctx)
+    mc = min(r1 - r0, max(1, (ctx.view.last_private_bytes // 2) // max(1, kc * g.kk * ctx.elem)))
+    m_starts = np.arange(r0, r1, mc, dtype=np.int64)
+    _gemm_blocks(tr, g, m_starts, np.minimum(m_starts + mc, r1) - m_starts, kc, ctx.batch, ctx.elem)
+
+
+def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, kc: int, batch: int,
+                 elem: int) -> None:
+    """Row blocks one after another, block b being rows [m_starts[b], m_starts[b] + m_len[b]).
+
+    Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
+    row block holds, per k-chunk of ``kc`` input rows, the input segments of every sample and the
+    weight segments of every row, followed by the block's output writes.
+    """
+    a_base, b_base, c_base, m_total, b_rows, kk, plane, out_plane = g
     k_total = b_rows * kk
-    kc = min(b_rows, max(1, (view.first_level_bytes // 2) // max(1, batch * plane * elem)))
-    mc = min(r1 - r0, max(1, (view.last_private_bytes // 2) // max(1, kc * kk * elem)))
+    mc = int(m_len.max())
     k_starts = np.arange(0, b_rows, kc, dtype=np.int64)
     k_len = np.minimum(k_starts + kc, b_rows) - k_starts
-    m_starts = np.arange(r0, r1, mc, dtype=np.int64)
-    m_len = np.minimum(m_starts + mc, r1) - m_starts
     samples = np.arange(batch, dtype=np.int64)
     nb, nk = m_starts.size, k_starts.size
     row = m_starts[:, None] + np.arange(mc, dtype=np.int64)[None, :]          # [nb, mc]
@@ -345,6 +421,35 @@ def _dense_gemm(tr: _Trace, rows: tuple[int, int], a_base: int, b_base: int, c_b
     kinds[:, nk * (batch + mc):] = StreamKind.OUTPUT
     kinds = kinds.ravel()
     tr.segments(starts.ravel(), sizes.ravel(), kinds, kinds == StreamKind.OUTPUT)
+
+
+def _gpu_dense_blocks(ctx: "TraceContext") -> list[tuple[int, _Trace]]:
+    """Dense GEMM as a GPU grid of thread blocks (see module docstring), as (SM, lane trace) pairs.
+
+    Block t takes output rows [t * rows, (t + 1) * rows) (``rows`` the profile's rows per task:
+    the GEMM tile's for a convolution, an implicit GEMM) and runs on SM ``t % sms``; an SM keeps
+    up to :data:`RESIDENT_BLOCKS` blocks at once, so block t sits in lane ``(t // sms) % resident``
+    of its SM and each lane runs its blocks one after another. Every lane of every SM is then
+    interleaved with the others, so the resident blocks read each input chunk close together.
+    """
+    g = _gemm_of(ctx)
+    kernel = ctx.kernel
+    rows = ctx.view.block_rows(kernel)
+    tasks = -(-g.m_total // rows)
+    sms = max(1, min(ctx.view.cores_for(kernel), tasks))
+    resident = min(RESIDENT_BLOCKS, -(-tasks // sms))
+    kc = _k_chunk(g, ctx)
+    lanes = []
+    for slot in range(resident):
+        for sm in range(sms):
+            blocks = np.arange(sm + sms * slot, tasks, sms * resident, dtype=np.int64)
+            if blocks.size == 0:
+                continue
+            tr = _Trace(ctx.view.line_bytes)
+            m_starts = blocks * rows
+            _gemm_blocks(tr, g, m_starts, np.minimum(rows, g.m_total - m_starts), kc, ctx.batch, ctx.elem)
+            lanes.append((sm, tr))
+    return lanes
 
 
 def _fresh(lines: np.ndarray) -> np.ndarray:
@@ -440,12 +545,12 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
     return lines[:n], kinds[:n]
 
 
-def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], batch: int,
-            elem: int) -> None:
+def _csr_fc(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
     """CSR SpMV / SpMM over rows [r0, r1), in non-zero order: the row pointer when a row starts,
     the value and the column index (once per line: sequential streams), the gather of the operand
     at the real column index, and the output row when the row ends. Compiled: FC6 of VGG-16 has
     4 M non-zeros, and laying them out with numpy took over a second on a single-core device."""
+    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
     r0, r1 = rows
     if enc.pointers[r1] <= enc.pointers[r0]:
         return
@@ -457,9 +562,9 @@ def _csr_fc(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[
     tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
 
 
-def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[str, int], batch: int,
-            elem: int) -> None:
+def _csc_fc(ctx: "TraceContext", tr: _Trace, cols: tuple[int, int]) -> None:
     """CSC SpMV / SpMM over columns [c0, c1): input value once, scatter-add into output rows."""
+    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = cols
     ptr = enc.pointers
     k0, k1 = int(ptr[c0]), int(ptr[c1])
@@ -483,8 +588,7 @@ def _csc_fc(tr: _Trace, enc: EncodedWeights, cols: tuple[int, int], bases: dict[
     ])
 
 
-def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: dict[str, int], layer: Layer,
-                 batch: int, elem: int, view: CoreView) -> None:
+def _sparse_conv(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
     """CSR-weight convolution over output channels [r0, r1), in blocks of output channels.
 
     Per block: its row pointers, values and column indices, then (sample by sample, channels
@@ -492,6 +596,7 @@ def _sparse_conv(tr: _Trace, enc: EncodedWeights, rows: tuple[int, int], bases: 
     Built for all blocks at once, as a (block, segment) table of byte ranges in which the
     channels a block does not use are empty ranges.
     """
+    enc, bases, layer, batch, elem, view = ctx.enc, ctx.bases, ctx.layer, ctx.batch, ctx.elem, ctx.view
     r0, r1 = rows
     if r1 <= r0:
         return
@@ -547,8 +652,9 @@ def _conv_blocks(ptr, indices, r0, r1, block_nnz, kk, channels):  # pragma: no c
     return bounds[:blocks + 1], used[:blocks]
 
 
-def _pool(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
-          elem: int) -> None:
+def _pool(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
+    """Pooling over channels [c0, c1): the input planes, then the output planes."""
+    layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = channels
     if c1 <= c0:
         return
@@ -562,9 +668,9 @@ def _pool(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, 
                 np.full(batch, (c1 - c0) * out_plane * elem), StreamKind.OUTPUT, write=True)
 
 
-def _add(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, int], batch: int,
-         elem: int) -> None:
+def _add(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
     """Element-wise sum over channels [c0, c1): both inputs and the output, line by line."""
+    layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = channels
     if c1 <= c0:
         return
@@ -582,10 +688,10 @@ def _add(tr: _Trace, channels: tuple[int, int], layer: Layer, bases: dict[str, i
     tr.lines(lines, write, kinds)
 
 
-def _concat(tr: _Trace, channels: tuple[int, int], layer: Layer, part_bases: Sequence[int], output_base: int,
-            batch: int, elem: int) -> None:
+def _concat(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
     """Channel-wise join over output channels [c0, c1): per sample and input, read the input's
     part of the range, then write it at its offset in the output."""
+    layer, part_bases, output_base, batch, elem = ctx.layer, ctx.part_bases, ctx.bases["output"], ctx.batch, ctx.elem
     c0, c1 = channels
     if c1 <= c0:
         return
@@ -622,14 +728,93 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
     return KernelKind.POOL
 
 
-def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
-                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None,
-                  concat_inputs: Sequence[str] = ()) -> LayerTraffic:
-    """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
-    other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
-    :func:`concat_buffers`) (see module docstring)."""
-    elem = layer.dtype.size_bytes
-    fmt = enc.format if enc is not None else StorageFormat.DENSE
+@dataclass(frozen=True)
+class TraceContext:
+    """What a trace function gets: the layer, its encoded weights, the base address of every buffer
+    it touches (``input``, ``output``, ``input2``, ``values``, ``indices``, ``pointers``), the batch,
+    the element size, the profile's view and the kernel the layer lowers to."""
+
+    layer: Layer
+    enc: Optional[EncodedWeights]
+    bases: dict[str, int]
+    batch: int
+    elem: int
+    view: CoreView
+    kernel: KernelKind
+    part_bases: tuple[int, ...] = ()     # a concat's inputs, in order
+
+
+class TraceRow(NamedTuple):
+    """How one (layer kind, storage format) pair becomes a trace.
+
+    ``trace`` lays out one core's share ``[start, stop)`` of the work items; ``work_items`` counts
+    them (output rows, columns, channels); ``split`` gives the per-core bounds (default: near-equal
+    ranges); ``lane_efficiency`` is the share of SIMD lanes a row keeps busy. ``gpu_blocks``, when
+    given, replaces the per-core split on a GPU profile: it returns (SM, trace) lanes of thread
+    blocks (see :func:`_gpu_dense_blocks`).
+    """
+
+    trace: Callable[[TraceContext, "_Trace", tuple[int, int]], None]
+    work_items: Callable[[TraceContext], int]
+    split: Optional[Callable[[TraceContext, int], np.ndarray]] = None
+    lane_efficiency: Callable[[TraceContext], float] = lambda ctx: 1.0
+    gpu_blocks: Optional[Callable[[TraceContext], list[tuple[int, "_Trace"]]]] = None
+
+
+def _equal_nonzeros(ctx: TraceContext, cores: int) -> np.ndarray:
+    """Row bounds giving each core the same number of non-zeros (CSR)."""
+    enc = ctx.enc
+    targets = np.linspace(0, enc.nnz, cores + 1)
+    bounds = np.searchsorted(enc.pointers, targets, side="left")
+    bounds[0], bounds[-1] = 0, enc.rows
+    return np.maximum.accumulate(bounds)
+
+
+def _rows(ctx: TraceContext) -> int:
+    return ctx.enc.rows
+
+
+def _channels(ctx: TraceContext) -> int:
+    return ctx.layer.in_shape[0]
+
+
+_CSR_LANES = lambda ctx: _lane_efficiency(ctx.enc, dict(ctx.view.lanes_per_row).get(ctx.kernel, 1))  # noqa: E731
+
+#: The trace of every (layer kind, storage format) pair; layers without weights have format None.
+#: A new storage format adds its rows here (and its arrays in ``compress``).
+TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
+    (LayerKind.FC, StorageFormat.DENSE): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
+    (LayerKind.CONV, StorageFormat.DENSE): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
+    (LayerKind.FC, StorageFormat.CSR): TraceRow(_csr_fc, _rows, _equal_nonzeros, _CSR_LANES),
+    (LayerKind.FC, StorageFormat.CSC): TraceRow(_csc_fc, lambda ctx: ctx.enc.cols),
+    (LayerKind.CONV, StorageFormat.CSR): TraceRow(_sparse_conv, _rows),
+    (LayerKind.MAXPOOL, None): TraceRow(_pool, _channels),
+    (LayerKind.AVGPOOL, None): TraceRow(_pool, _channels),
+    (LayerKind.ADD, None): TraceRow(_add, _channels),
+    (LayerKind.CONCAT, None): TraceRow(_concat, _channels),
+}
+
+
+_KIND_NAMES = {LayerKind.FC: "FC", LayerKind.CONV: "convolution"}
+
+
+def trace_row(layer: Layer, fmt: Optional[StorageFormat]) -> TraceRow:
+    """The row of :data:`TRACES` for a layer stored in ``fmt`` (None: no weights)."""
+    key = (layer.kind, fmt if layer.kind.has_weights else None)
+    if key not in TRACES:
+        if fmt is None:
+            raise ValueError(f"{layer.name}: a {layer.kind.value} layer needs its encoded weights")
+        kinds = [_KIND_NAMES.get(kind, kind.value) for kind, f in TRACES if f is fmt]
+        others = sorted(f.value for kind, f in TRACES if kind is layer.kind and f is not None and f.is_sparse)
+        name = _KIND_NAMES.get(layer.kind, layer.kind.value)
+        raise ValueError(f"{layer.name}: {fmt.value} storage is supported for {' and '.join(kinds) or 'no'} layers "
+                         f"only; use {' or '.join(others) or 'dense'} for {name}s")
+    return TRACES[key]
+
+
+def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: AddressSpace, input_buffer: str,
+           second_input: Optional[str], concat_inputs: Sequence[str]) -> tuple[dict[str, int], tuple[int, ...]]:
+    """Base addresses of the buffers a layer touches, and of a concat's inputs."""
     bases = {
         "input": space.base(input_buffer, layer.in_bytes(batch)),
         "output": space.base(f"act:{layer.name}", layer.out_bytes(batch)),
@@ -638,75 +823,59 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
         if second_input is None:
             raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
         bases["input2"] = space.base(second_input, layer.in_bytes(batch))
-    part_bases: list[int] = []
+    part_bases: tuple[int, ...] = ()
     if layer.kind is LayerKind.CONCAT:
         if len(concat_inputs) != len(layer.parts):
             raise ValueError(f"{layer.name}: a concat of {len(layer.parts)} inputs got {len(concat_inputs)} "
                              "buffers (pass concat_inputs=concat_buffers(workload, layer))")
-        part_bytes = [c * layer.out_pixels * batch * elem for c in layer.parts]
-        part_bases = [space.base(name, size) for name, size in zip(concat_inputs, part_bytes)]
+        elem = layer.dtype.size_bytes
+        part_bases = tuple(space.base(name, c * layer.out_pixels * batch * elem)
+                           for name, c in zip(concat_inputs, layer.parts))
     if enc is not None:
+        fmt = enc.format
         bases["values"] = space.base(f"w:{layer.name}:{fmt.value}:values", enc.values_bytes)
         if fmt.is_sparse:
             bases["indices"] = space.base(f"w:{layer.name}:{fmt.value}:indices", enc.index_bytes)
             bases["pointers"] = space.base(f"w:{layer.name}:{fmt.value}:pointers", enc.pointer_bytes)
+    return bases, part_bases
+
+
+def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
+                  space: AddressSpace, view: CoreView, second_input: Optional[str] = None,
+                  concat_inputs: Sequence[str] = ()) -> LayerTraffic:
+    """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
+    other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
+    :func:`concat_buffers`) (see module docstring)."""
+    fmt = enc.format if enc is not None else StorageFormat.DENSE
+    row = trace_row(layer, fmt if enc is not None else None)
+    bases, part_bases = _bases(layer, enc, batch, space, input_buffer, second_input, concat_inputs)
     kernel = kernel_kind(layer, fmt, batch)
-    wave_efficiency = 1.0
-    lane_efficiency = 1.0
+    ctx = TraceContext(layer, enc, bases, batch, layer.dtype.size_bytes, view, kernel, part_bases)
+    work_items = row.work_items(ctx)
+    occupancy = 1.0
     if layer.kind.has_weights:
-        work_items = enc.cols if fmt is StorageFormat.CSC else enc.rows
         tasks = view.tasks(kernel, work_items)
         cores = max(1, min(view.cores_for(kernel), tasks))
         waves = -(-tasks // cores)
-        wave_efficiency = tasks / (waves * cores)
-        if fmt is StorageFormat.CSR and layer.kind is LayerKind.FC:
-            # equal non-zeros per core
-            targets = np.linspace(0, enc.nnz, cores + 1)
-            bounds = np.searchsorted(enc.pointers, targets, side="left")
-            bounds[0], bounds[-1] = 0, enc.rows
-            bounds = np.maximum.accumulate(bounds)
-            lane_efficiency = _lane_efficiency(enc, dict(view.lanes_per_row).get(kernel, 1))
-        else:
-            bounds = _split(work_items, cores)
+        occupancy = tasks / (waves * cores) * row.lane_efficiency(ctx)
     else:
-        cores = max(1, min(view.cores, layer.in_shape[0]))
-        bounds = _split(layer.in_shape[0], cores)
-
-    per_core = []
-    for c in range(cores):
-        tr = _Trace(view.line_bytes)
-        span = (int(bounds[c]), int(bounds[c + 1]))
-        if layer.kind is LayerKind.ADD:
-            _add(tr, span, layer, bases, batch, elem)
-        elif layer.kind is LayerKind.CONCAT:
-            _concat(tr, span, layer, part_bases, bases["output"], batch, elem)
-        elif not layer.kind.has_weights:
-            _pool(tr, span, layer, bases, batch, elem)
-        elif fmt is StorageFormat.DENSE:
-            if layer.kind is LayerKind.FC:
-                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
-                            layer.in_shape[0], 1, 1, 1, batch, elem, view)
-            else:
-                kk = layer.kernel * layer.kernel // 1
-                _dense_gemm(tr, span, bases["values"], bases["input"], bases["output"], enc.rows,
-                            layer.in_shape[0] // layer.groups, kk, layer.in_elements // layer.in_shape[0],
-                            layer.out_pixels, batch, elem, view)
-        elif layer.kind is LayerKind.FC and fmt is StorageFormat.CSR:
-            _csr_fc(tr, enc, span, bases, batch, elem)
-        elif layer.kind is LayerKind.FC:
-            _csc_fc(tr, enc, span, bases, batch, elem)
-        elif fmt is StorageFormat.CSR:
-            _sparse_conv(tr, enc, span, bases, layer, batch, elem, view)
-        else:
-            raise ValueError(f"{layer.name}: {fmt.value} storage is supported for FC layers only; "
-                             "use csr for convolutions")
-        per_core.append(tr)
-    addresses, is_write, core, stream = _interleave(per_core)
+        cores = max(1, min(view.cores, work_items))
+    if view.gpu and row.gpu_blocks is not None:
+        lanes = row.gpu_blocks(ctx)
+        per_core, core_of = [tr for _, tr in lanes], [sm for sm, _ in lanes]
+    else:
+        bounds = row.split(ctx, cores) if row.split is not None else _split(work_items, cores)
+        per_core, core_of = [], list(range(cores))
+        for c in range(cores):
+            tr = _Trace(view.line_bytes)
+            row.trace(ctx, tr, (int(bounds[c]), int(bounds[c + 1])))
+            per_core.append(tr)
+    addresses, is_write, core, stream = _interleave(per_core, core_of)
     density = enc.density if enc is not None else 1.0
     return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
-                        core, stream, cores, wave_efficiency * lane_efficiency, enc.total_bytes if enc is not None else 0, view.line_bytes,
-                        min(view.line_bytes, batch * elem),
-                        kernel_shape(layer, enc, batch, kernel, dict(view.lanes_per_row).get(kernel, 1)))
+                        core, stream, cores, occupancy, enc.total_bytes if enc is not None else 0, view.line_bytes,
+                        min(view.line_bytes, batch * ctx.elem),
+                        shape=kernel_shape(layer, enc, batch, kernel, dict(view.lanes_per_row).get(kernel, 1)))
 
 
 def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]:

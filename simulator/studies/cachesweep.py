@@ -112,7 +112,7 @@ class CacheSizeSweep:
         streams, snapshots = [], [level_filter.snapshot()]
         for _ in range(self.options.repeat):
             for t in traffic:
-                streams.append(level_filter.run(t.addresses, t.is_write, t.core))
+                streams.append(level_filter.run(t.addresses, t.is_write, t.core, t.hints))
                 snapshots.append(level_filter.snapshot())
         return _Base(fmt, encodings, space, traffic, depends_on, streams, snapshots)
 
@@ -150,7 +150,7 @@ class CacheSizeSweep:
                     else:
                         if in_sync:
                             level_filter.restore(base.snapshots[s])
-                        stream = level_filter.run(t.addresses, t.is_write, t.core)
+                        stream = level_filter.run(t.addresses, t.is_write, t.core, t.hints)
                         in_sync = level_filter.same_state(base.snapshots[s + 1])
                     outcomes.append(level_outcome(stream, swept, view.cores, stacks))
             works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
