@@ -12,6 +12,10 @@ The weights are the simulator's: dense layers use the unpruned seeded weights
 of the seeded weights there). Dense layers run torch (``F.linear`` / ``F.conv2d``); CSR layers
 run whichever of ``torch.sparse_csr_tensor`` and ``scipy.sparse.csr_matrix`` is faster on the
 layer's first calls, and the result says which (scipy runs on one thread).
+
+``bench --sparse-conv`` (:func:`bench_sparse_conv`) times dense against sparse convolution at
+several densities instead (:mod:`simulator.measure.sparseconv`); its timings are the result's
+``sparse_conv``, in the same file.
 """
 
 from __future__ import annotations

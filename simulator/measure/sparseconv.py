@@ -391,14 +391,19 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
     """Every shape, on ``threads`` torch and numba threads."""
     import torch
 
+    before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(threads)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    out = []
-    for n, shape in enumerate(shapes):
-        progress(f"bench sparse convolution: {shape.name} ({n + 1}/{len(shapes)}), {len(densities)} densities, "
-                 f"{rounds} rounds")
-        out.append(measure_layer(shape, densities, algorithms, batch, threads, rounds, seed))
-    return out
+    try:
+        out = []
+        for n, shape in enumerate(shapes):
+            progress(f"bench sparse convolution: {shape.name} ({n + 1}/{len(shapes)}), {len(densities)} "
+                     f"densities, {rounds} rounds")
+            out.append(measure_layer(shape, densities, algorithms, batch, threads, rounds, seed))
+        return out
+    finally:       # the caller's thread counts back (the cache model's numba kernels share them)
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])
 
 
 def render_table(layers: Sequence[SparseConvLayer]) -> list[str]:
