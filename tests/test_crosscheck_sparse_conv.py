@@ -143,6 +143,15 @@ def test_error_and_tolerance_against_a_known_prediction():
     assert SparseConvPrediction(measured, 1.0, [0.1, 0.1, 0.2], ["c"] * 3).within("direct-numba") is False
 
 
+def test_a_ratio_falling_with_density_is_flagged():
+    assert not _synthetic({"direct-numba": [0.5, 0.8, 2.0]}).disturbed("direct-numba")
+    noisy = _synthetic({"direct-numba": [0.5, 3.0, 2.0]})
+    assert noisy.disturbed("direct-numba")
+    prediction = SparseConvPrediction(noisy, 1.0, [0.6, 0.9, 1.8], ["c"] * 3)
+    assert "(*)" in render([prediction], "p") and to_json([prediction])["layers"][0]["measured"]["direct-numba"][
+        "disturbed"] is True
+
+
 def test_merge_runs_keeps_each_kernels_fastest_time():
     a = _synthetic({"direct-numba": [0.5, 0.8, 2.0]})
     slow = replace(a, dense_best_s=2e-3, points=[replace(p, best_s=p.best_s / 2) for p in a.points])

@@ -188,6 +188,13 @@ class SparseConvLayer:
         """The measured break-even density of ``algorithm``."""
         return break_even(self.densities, self.ratios(algorithm))
 
+    def disturbed(self, algorithm: str, drop: float = 0.8) -> bool:
+        """True when the ratio falls by more than ``1 - drop`` from one density to the next: more
+        non-zeros never make a sparse kernel faster, so some of these calls (or every dense call)
+        were slowed down by other processes, and a re-run on a quieter machine is needed."""
+        ratios = self.ratios(algorithm)
+        return any(b < drop * a for a, b in zip(ratios, ratios[1:]))
+
 
 def sparse_conv_from_json(doc: dict[str, Any], source: str, where: str) -> SparseConvLayer:
     """One ``sparse_conv`` entry of a bench file; a bad entry is a :class:`ConfigError`."""
@@ -420,6 +427,10 @@ def render_table(layers: Sequence[SparseConvLayer]) -> list[str]:
         for i, algorithm in enumerate(layer.algorithms):
             first = f"{layer.shape.name:24s} {format_seconds(layer.dense_best_s):>9s}" if i == 0 else " " * 34
             ratios = " ".join(f"{r:6.2f}" for r in layer.ratios(algorithm))
-            lines.append(f"{first}  {algorithm:17s} {ratios}  {layer.break_even(algorithm).describe(densities)}")
+            mark = "  (*)" if layer.disturbed(algorithm) else ""
+            lines.append(f"{first}  {algorithm:17s} {ratios}  {layer.break_even(algorithm).describe(densities)}{mark}")
+    if any(layer.disturbed(a) for layer in layers for a in layer.algorithms):
+        lines += ["", "(*) the ratio falls as the density grows: other processes slowed some calls down; re-run "
+                  "when the machine is quiet"]
     return lines
 

@@ -141,6 +141,7 @@ def to_json(predictions: Sequence[SparseConvPrediction], tolerance: float = TOLE
             "predicted_break_even": p.predicted.to_json(),
             "measured": {a: {"sparse_s": [r * m.dense_best_s for r in m.ratios(a)], "ratios": m.ratios(a),
                              "break_even": m.break_even(a).to_json(), "error": p.error(a),
+                             "disturbed": m.disturbed(a),
                              "within_tolerance": p.within(a, tolerance)}
                          for a in m.algorithms}})
     return {"tolerance": tolerance, "mode": "each kernel's best call; simulated: the layer alone, 2 back-to-back "
@@ -162,8 +163,12 @@ def render(predictions: Sequence[SparseConvPrediction], profile: str, tolerance:
         rows = [(a, m.ratios(a), m.break_even(a)) for a in m.algorithms] + [(SIMULATED, p.predicted_ratios,
                                                                                p.predicted)]
         for i, (name, ratios, even) in enumerate(rows):
+            mark = "  (*)" if name != SIMULATED and m.disturbed(name) else ""
             lines.append(f"{m.shape.name if i == 0 else '':24s} {name:17s} " + " ".join(f"{r:6.2f}" for r in ratios)
-                         + f"  {even.describe(densities)}")
+                         + f"  {even.describe(densities)}{mark}")
+    if any(p.measured.disturbed(a) for p in predictions for a in p.measured.algorithms):
+        lines += ["", "(*) the measured ratio falls as the density grows: other processes slowed some calls down; "
+                  "re-run bench when the machine is quiet"]
     lines += ["", f"break-even density (sparse time = dense time), predicted against measured; within: |error| <= "
               f"{tolerance:g}", "",
               f"{'layer':24s} {'algorithm':17s} {'thr':>3s} {'dense meas.':>11s} {'dense sim.':>10s} "
