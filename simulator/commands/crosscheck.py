@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "each layer alone and repeated) on PROFILE, and print predicted vs measured per layer, "
                     "the median |error|, the share within 25%% and whether dense vs CSR picks the right winner.")
     cmd.add_argument("profile", help="hardware profile YAML (e.g. the one `calibrate` wrote)")
-    cmd.add_argument("measured", nargs="+", help="`bench --out` JSON file(s)")
+    cmd.add_argument("measured", nargs="+", help="`bench --out` JSON file(s); those of `bench --sparse-conv` are "
+                     "checked for the break-even density of sparse convolution")
     cmd.add_argument("--workload", help="workload YAML (default: the one each measured file names)")
     cmd.add_argument("--fit", action="store_true",
                      help="first fit the profile's kernel efficiencies and DRAM rates on part of the cells and "
@@ -32,26 +33,59 @@ def _crosscheck(args: argparse.Namespace) -> int:
     check_output_dirs(args, "json", "plot")
     from ..hardware.profile import load_profile
     from ..measure.bench import load_bench
-    from ..model.workload import load_workload
 
     profile = load_profile(args.profile)
-    benches = [load_bench(path) for path in args.measured]
+    loaded = [(path, load_bench(path)) for path in args.measured]
+    convs = [(layer, b.seed) for _, b in loaded for layer in b.sparse_conv]
+    benches = [b for _, b in loaded if b.layers or not b.sparse_conv]
+    if not benches:
+        for flag in ("fit", "workload"):
+            if getattr(args, flag):
+                raise ConfigError("command line", f"--{flag}", "applies to measured workload layers; these files "
+                                  "hold only `bench --sparse-conv` timings")
+    doc = _crosscheck_layers(args, profile, benches, [p for p, b in loaded if b.layers or not b.sparse_conv]) \
+        if benches else {"profile": profile.name}
+    if convs:
+        doc["sparse_conv"] = _crosscheck_sparse_conv(args, profile, convs, plot_alone=not benches)
+    if args.json:
+        from ..output.report import write_json_document
+
+        write_json_document(doc, args.json, "--json")
+    return 0
+
+
+def _crosscheck_sparse_conv(args: argparse.Namespace, profile, convs: list, plot_alone: bool) -> dict:
+    """Break-even density of sparse convolution, predicted vs measured; its plot in ``--plot``, or beside
+    it (``NAME-sparse-conv.png``) when the workload check draws there. Returns the JSON part."""
+    from ..measure.sparseconv_check import plot, predict_all, render, to_json
+
+    predictions = predict_all(profile, convs, progress)
+    progress("")
+    print(render(predictions, profile.name))
+    if args.plot:
+        target = Path(args.plot)
+        plot(predictions, target if plot_alone else target.with_name(f"{target.stem}-sparse-conv{target.suffix}"),
+             profile.name)
+    return to_json(predictions)
+
+
+def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources: list[str]) -> dict:
+    """The workload's layers, predicted vs measured; returns the JSON document."""
+    from ..model.workload import load_workload
+
     paths = {args.workload} if args.workload else {b.workload_path for b in benches}
     if len(paths) != 1:
-        raise ConfigError(args.measured[0], "workload_path", f"the measured files name different workloads "
+        raise ConfigError(sources[0], "workload_path", f"the measured files name different workloads "
                           f"({', '.join(sorted(paths))}); cross-check one workload at a time")
     workload_path = paths.pop()
     if not Path(workload_path).is_file():
-        raise ConfigError(args.measured[0], "workload_path", f"{workload_path} does not exist; pass --workload")
+        raise ConfigError(sources[0], "workload_path", f"{workload_path} does not exist; pass --workload")
     workload = load_workload(workload_path)
     from ..measure.crosscheck import crosscheck, plot, render
-    from ..output.report import write_json_document
 
-    check = crosscheck(profile, workload, benches, do_fit=args.fit, progress=progress, source=args.measured[0])
+    check = crosscheck(profile, workload, benches, do_fit=args.fit, progress=progress, source=sources[0])
     progress("")
     print(render(check))
-    if args.json:
-        write_json_document(check.to_json(), args.json, "--json")
     if args.plot:
         plot(check, args.plot)
-    return 0
+    return check.to_json()

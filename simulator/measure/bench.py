@@ -12,6 +12,10 @@ The weights are the simulator's: dense layers use the unpruned seeded weights
 of the seeded weights there). Dense layers run torch (``F.linear`` / ``F.conv2d``); CSR layers
 run whichever of ``torch.sparse_csr_tensor`` and ``scipy.sparse.csr_matrix`` is faster on the
 layer's first calls, and the result says which (scipy runs on one thread).
+
+``bench --sparse-conv`` (:func:`bench_sparse_conv`) times dense against sparse convolution at
+several densities instead (:mod:`simulator.measure.sparseconv`); its timings are the result's
+``sparse_conv``, in the same file.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import numpy as np
 from ..base.errors import ConfigError
 from ..compress.compression import StorageFormat, pruned_encoding
 from ..model.workload import Layer, LayerKind, Workload
+from .sparseconv import (DEFAULT_DENSITIES, DEFAULT_ROUNDS, ConvShape, SparseConvAlgorithm, SparseConvLayer,
+                         render_table, sparse_conv_from_json)
 
 BENCH_SCHEMA = "simulator-bench/1"
 WARMUP_CALLS = 3
@@ -96,6 +102,7 @@ class BenchResult:
     layers: list[LayerTiming] = field(default_factory=list)
     operators: list[OperatorTime] = field(default_factory=list)
     repeat_mode: str = "layer"
+    sparse_conv: list[SparseConvLayer] = field(default_factory=list)   # ``bench --sparse-conv``
 
     def to_json(self) -> dict[str, Any]:
         """The ``--out`` document."""
@@ -127,7 +134,13 @@ def load_bench(path: str | Path) -> BenchResult:
     for i, timing in enumerate(layers):
         if not (isinstance(timing.median_s, (int, float)) and timing.median_s > 0):
             raise ConfigError(source, f"layers[{i}].median_s", f"{timing.median_s!r} is not a positive time")
-    return BenchResult(**fields, layers=layers, operators=operators, repeat_mode=doc.get("repeat_mode", "layer"))
+    # files written before `--sparse-conv` existed have no such key
+    entries = doc.get("sparse_conv", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(source, "sparse_conv", "expected a list of measured convolutions")
+    sparse_conv = [sparse_conv_from_json(e, source, f"sparse_conv[{i}]") for i, e in enumerate(entries)]
+    return BenchResult(**fields, layers=layers, operators=operators, repeat_mode=doc.get("repeat_mode", "layer"),
+                       sparse_conv=sparse_conv)
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -281,12 +294,11 @@ def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optio
           repeat: int = 20, seed: int = 0, progress: Callable[[str], None] = lambda _: None,
           profile_operators: bool = True, trace_path: Optional[str | Path] = None) -> BenchResult:
     """Time every layer alone, repeated; then (optionally) profile one pass over all layers."""
-    import scipy
     import torch
 
     threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
-    load = " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+    load = _load_average()
     timings = []
     operators: list[tuple[str, _Operator]] = []
     for n, layer in enumerate(workload.layers):
@@ -304,11 +316,42 @@ def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optio
         progress("bench: torch.profiler pass over the whole workload")
         breakdown = _profile_pass(operators, trace_path)
     progress("")
-    return BenchResult(workload.name, workload.path, fmt.value, batch, threads, repeat, seed,
-                       _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
-                       f"{platform.node()} {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
-                       {"torch": torch.__version__, "scipy": scipy.__version__, "numpy": np.__version__},
-                       load, timings, breakdown)
+    return BenchResult(workload.name, workload.path, fmt.value, batch, threads, repeat, seed, *_run_facts(load),
+                       timings, breakdown)
+
+
+def _load_average() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
+
+
+def _run_facts(load: str) -> tuple[str, str, dict[str, str], str]:
+    """(when, machine, library versions, load average at the start) of a bench run."""
+    import numba
+    import scipy
+    import torch
+
+    return (_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            f"{platform.node()} {platform.processor() or platform.machine()} ({os.cpu_count()} CPUs)",
+            {"torch": torch.__version__, "scipy": scipy.__version__, "numpy": np.__version__,
+             "numba": numba.__version__}, load)
+
+
+SPARSE_CONV_FORMAT = "sparse-conv"     # the ``format`` of a ``bench --sparse-conv`` result
+
+
+def bench_sparse_conv(shapes: list[ConvShape], densities: tuple[float, ...] = DEFAULT_DENSITIES,
+                      batch: int = 1, threads: Optional[int] = None, rounds: int = DEFAULT_ROUNDS, seed: int = 0,
+                      progress: Callable[[str], None] = lambda _: None, workload_path: str = "") -> BenchResult:
+    """Dense against sparse convolution at each density (:mod:`simulator.measure.sparseconv`), as a
+    bench result whose ``sparse_conv`` holds the timings (``layers`` is empty)."""
+    from .sparseconv import measure
+
+    threads = threads or os.cpu_count() or 1
+    load = _load_average()
+    measured = measure(shapes, densities, tuple(SparseConvAlgorithm), batch, threads, rounds, seed, progress)
+    progress("")
+    return BenchResult("sparse convolution", workload_path, SPARSE_CONV_FORMAT, batch, threads, rounds, seed,
+                       *_run_facts(load), sparse_conv=measured)
 
 
 def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[str | Path]) -> list[OperatorTime]:
@@ -330,9 +373,11 @@ def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[s
 
 
 def render(result: BenchResult) -> str:
-    """Per-layer table and the top operators, as text."""
+    """Per-layer table and the top operators (or the sparse-convolution table), as text."""
     from ..base.units import format_seconds
 
+    if result.sparse_conv:
+        return render_sparse_conv(result)
     lines = [f"{result.workload}: measured on this CPU, {result.format}, batch {result.batch}, "
              f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} warm-up; "
              f"time per frame (load average at start {result.load_before})", "",
@@ -347,3 +392,13 @@ def render(result: BenchResult) -> str:
             lines.append(f"  {o.name:36s} {o.calls:5d} calls  self {format_seconds(o.self_cpu_s):>9s}  "
                          f"total {format_seconds(o.cpu_total_s):>9s}")
     return "\n".join(lines)
+
+
+def render_sparse_conv(result: BenchResult) -> str:
+    """The ``bench --sparse-conv`` table: per layer and algorithm, sparse / dense time at each density."""
+    lines = [f"sparse vs dense convolution measured on this CPU, batch {result.batch}, {result.threads} thread(s); "
+             f"each kernel's best of {result.repeat} round-robin rounds (load average at start {result.load_before})",
+             "dense: torch F.conv2d; im2col+torch-csr: F.unfold, then torch CSR weights @ columns; "
+             "direct-numba: direct sparse convolution (Park et al. 2017)", ""]
+    lines += [f"  {l.shape.name:24s} {l.shape.describe():30s} {l.shape.source}" for l in result.sparse_conv]
+    return "\n".join(lines + [""] + render_table(result.sparse_conv))
