@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
-from ..base.paths import WORKLOADS_DIR
+from ..base.paths import WORKLOADS_DIR, find_workload
+from ..base.version import with_header
 from .options import positive_int
 
 DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
@@ -45,7 +46,7 @@ def _bench(args: argparse.Namespace) -> int:
                           f"{os.cpu_count()} CPUs")
     from ..model.workload import load_workload
 
-    workload = load_workload(args.workload)
+    workload = load_workload(find_workload(args.workload))
     from ..compress.compression import StorageFormat
     from ..measure.bench import bench, render
 
@@ -57,5 +58,5 @@ def _bench(args: argparse.Namespace) -> int:
 
         check_trace(json.loads(Path(args.trace).read_text(encoding="utf-8")), args.trace)
     if args.out:
-        Path(args.out).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        Path(args.out).write_text(json.dumps(with_header(result.to_json()), indent=1), encoding="utf-8")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
+from ..base.paths import find_profile
 from .options import check_output_dirs
 
 
@@ -34,7 +35,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     from ..measure.bench import load_bench
     from ..model.workload import load_workload
 
-    profile = load_profile(args.profile)
+    profile = load_profile(find_profile(args.profile))
     benches = [load_bench(path) for path in args.measured]
     paths = {args.workload} if args.workload else {b.workload_path for b in benches}
     if len(paths) != 1:

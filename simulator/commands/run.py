@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..base.console import progress
 from ..base.errors import ConfigError
-from ..base.paths import WORKLOADS_DIR
+from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
 from .options import density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
@@ -24,8 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="simulate a workload on a hardware profile, dense vs pruned",
                                 description="Simulate a workload on a hardware profile: per layer, dense vs "
                                             "pruned time, DRAM bytes, cache hit rates and what bounds it.")
-    run.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
-    run.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml; with --checkpoint, "
+    run.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
+    run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with --checkpoint, "
                                         "the shipped workloads/<arch>.yaml of the checkpoint's arch)")
     run.add_argument("--checkpoint", metavar="FILE",
                      help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..model.workload import load_workload
 
     # inputs first: a bad file is reported before the heavier stages are even imported
-    profile = load_profile(args.profile)
+    profile = load_profile(find_profile(args.profile))
     run_density = args.density
     if args.input_shape and not args.model:
         raise ConfigError("command line", "--input-shape", "applies with --model only")
@@ -106,9 +106,10 @@ def _run(args: argparse.Namespace) -> int:
                               "own zeros are the sparsity)")
         from ..model.checkpoint import checkpoint_workload, load_checkpoint
 
-        workload = checkpoint_workload(load_checkpoint(args.checkpoint), args.workload)
+        workload = checkpoint_workload(load_checkpoint(args.checkpoint),
+                                       find_workload(args.workload) if args.workload else None)
     else:
-        workload = load_workload(args.workload or DEFAULT_WORKLOAD)
+        workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
 
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from ..base.atomicfile import write_atomically
 from ..base.units import format_bytes, format_seconds
+from ..base.version import with_header
 from ..engine.results import LayerResult, RunResult, VariantResult
 
 
@@ -151,9 +152,10 @@ def write_json(result: RunResult, path: str | Path) -> None:
 
 
 def write_json_document(document: Any, path: str | Path, flag: str) -> None:
-    """Write any JSON document atomically; errors name the flag and the file."""
+    """Write any JSON document atomically, the tool's version and the document schema's first
+    (:func:`simulator.base.version.with_header`); errors name the flag and the file."""
     def dump(handle) -> None:
-        json.dump(document, handle, indent=1)
+        json.dump(with_header(document), handle, indent=1)
         handle.write("\n")
 
     write_atomically(path, flag, dump)
