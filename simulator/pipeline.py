@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 from .base.errors import ConfigError
-from .compress.compression import StorageFormat, compress_workload
+from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
@@ -138,11 +138,36 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
         progress(f"{variant_name(fmt)}: discrete-event engine")
         layers = simulate(profile, works, host_copies(profile, workload, options))
         total = max((l.start_s + l.time_s for l in layers), default=0.0)
-        variant = VariantResult(variant_name(fmt), fmt.value, total, layers)
+        variant = VariantResult(variant_name(fmt), fmt.value, total, layers,
+                                dense_layers=_dense_layers(workload, fmt, options))
         # device memory; weights that do not fit stream over the link
         return inference_memory(profile, workload, variant, options.batch, options.host_copies)
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult(variant_name(fmt), fmt.value, total, layers)
+    return VariantResult(variant_name(fmt), fmt.value, total, layers, dense_layers=_dense_layers(workload, fmt, options))
+
+
+def _dense_layers(workload: Workload, fmt: StorageFormat, options: RunOptions) -> list[str]:
+    """The weighted layers a sparse variant stores dense, nothing of them being pruned."""
+    if not fmt.is_sparse:
+        return []
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    return [l.name for l in workload.layers if l.kind.has_weights and not is_pruned(workload, l)]
+
+
+def check_formats(profile: HardwareProfile, workload: Workload, options: RunOptions) -> None:
+    """Refuse, before any simulation, a storage format the cache path cannot run on this
+    workload (``--format csc`` with a pruned convolution)."""
+    if profile.sparse_engine is not None or profile.tiled_engine is not None or options.mode is Mode.TRAIN:
+        return      # these run their own formats
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    for fmt in options.formats:
+        layer = unsupported_sparse_layer(workload, fmt)
+        if layer is not None:
+            raise ConfigError("command line", "--format", f"{fmt.value} is modelled for FC layers only, and "
+                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use --format "
+                              "csr (CSR covers convolutions)")
 
 
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -215,6 +240,7 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     """Simulate every requested variant of ``workload`` on ``profile``."""
     if options.mode is Mode.TRAIN:
         return _train(profile, workload, options, progress)
+    check_formats(profile, workload, options)
     formats = options.formats
     if profile.sparse_engine is not None:
         if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
@@ -231,7 +257,12 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
         variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
-                     seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)
+                     seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value,
+                     static_power_w=_static_power_w(profile))
+
+
+def _static_power_w(profile: HardwareProfile) -> Optional[float]:
+    return profile.energy.static_power_w if profile.energy is not None else None
 
 
 def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -261,4 +292,5 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
                      options.host_copies, progress, options.optimizer)
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=1, seed=options.seed,
-                     variants=variants, repeat_mode=options.repeat_mode.value, mode=Mode.TRAIN.value)
+                     variants=variants, repeat_mode=options.repeat_mode.value, mode=Mode.TRAIN.value,
+                     static_power_w=_static_power_w(profile))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -133,6 +134,16 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError("command line", flag, "applies with --mode train only")
     elif args.format is None:
         formats = (StorageFormat.DENSE,)      # training updates dense weights
+    notes = []
+    if mode is Mode.INFER and profile.sparse_engine is None and run_density is None:
+        from ..compress.compression import prunes_anything
+
+        if not prunes_anything(workload):
+            notes.append(f"{workload.name} gives no layer densities, so nothing is pruned: "
+                         + ("dense only" if args.format is None else f"every layer runs dense in the {args.format} "
+                            "variant") + " (--density D, or a pruned --checkpoint from `prune`, says what to prune)")
+            if args.format is None:
+                formats = (StorageFormat.DENSE,)
     options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=run_density,
                          seed=args.seed, threads=args.threads, host_copies=not args.no_host_copies,
                          repeat_mode=RepeatMode(args.repeat_mode), mode=mode, offload=OffloadPolicy(args.offload),
@@ -148,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
             result = run(profile, workload, options, progress=progress)
     else:
         result = run(profile, workload, options, progress=progress)
+    result = replace(result, notes=result.notes + notes)
     progress("")
     print(render(result))
     from ..output.steptrace import memory_lines, variant_events
