@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 from .base.errors import ConfigError
+from .base.units import format_bytes
 from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
@@ -173,7 +174,7 @@ def check_formats(profile: HardwareProfile, workload: Workload, options: RunOpti
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
                            progress: Callable[[str], None]) -> VariantResult:
     """An EIE-style engine: weights resident in its SRAM, each layer timed by the PE-array model."""
-    from .engine.accelerator import eie_works
+    from .engine.accelerator import column_batches, eie_works
 
     if options.batch != 1:
         raise ConfigError("command line", "--batch", f"{profile.name} multiplies one activation vector at a "
@@ -181,10 +182,18 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     if options.density is not None:
         workload = workload.with_density(options.density)
     progress("sparse engine: encoding and PE-array model")
-    works = [work for work, _ in eie_works(profile, workload, options.seed)]
-    layers = simulate(profile, works)
+    pairs = eie_works(profile, workload, options.seed)
+    layers = simulate(profile, [work for work, _ in pairs])
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult("pruned", "eie", total, layers)
+    notes = []
+    for _, timing in pairs:     # layers too big for the PEs' SRAM: say how they were split
+        streams = column_batches(profile, profile.sparse_engine, timing, workload.path)
+        if streams.batches > 1:
+            what = " and ".join(w for w, b in (("stored entries", streams.streamed_entry_bytes),
+                                               ("column pointers", streams.streamed_pointer_bytes)) if b > 0)
+            notes.append(f"{timing.layer}: its {what} do not fit the PEs' SRAM: {streams.batches} column batches, "
+                         f"{format_bytes(streams.dram_bytes)} reloaded from DRAM per inference")
+    return VariantResult("pruned", "eie", total, layers, notes=notes)
 
 
 def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -258,6 +267,7 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
                      seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value,
+                     notes=[note for v in variants for note in v.notes],
                      static_power_w=_static_power_w(profile))
 
 

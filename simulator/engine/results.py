@@ -175,6 +175,7 @@ class VariantResult:
     timeline: tuple[TimelineEvent, ...] = field(default=(), compare=False, repr=False)
     # layers of a sparse variant that ran dense: nothing of them was pruned (density 1.0)
     dense_layers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # what the variant's engine had to do, one line each
     memory_trace: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
 
     @property
