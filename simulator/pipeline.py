@@ -97,6 +97,15 @@ def _traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, o
     return workload_traffic(workload, encodings, options.batch, view), view
 
 
+def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+                    options: RunOptions) -> list[LayerTraffic]:
+    """The access traces one variant's inference sends through the caches (``run --dump-trace``)."""
+    if profile.sparse_engine is not None or profile.tiled_engine is not None:
+        raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
+                          "whole buffers, so there is no address trace to dump")
+    return _traffic(profile, workload, fmt, options, lambda _: None)[0]
+
+
 def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
                     progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.

@@ -68,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --mode train, the weight update: SGD with momentum (a velocity buffer per weight, "
                           "default) or plain SGD (no state)")
     run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    run.add_argument("--dump-trace", metavar="DIR",
+                     help="also write the address traces the caches saw, per variant (DIR/dense.npy, "
+                          "DIR/pruned.npy) and per layer, as the .npy files `cachesim` reads")
     run.add_argument("--trace", metavar="FILE",
                      help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
                           "Chrome / Perfetto trace-event JSON")
@@ -152,6 +155,14 @@ def _run(args: argparse.Namespace) -> int:
         return _train(profile, workload, options, args)
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    dump_dir = None
+    if args.dump_trace:
+        from ..output.tracedump import check_trace_dir
+
+        if profile.sparse_engine is not None or profile.tiled_engine is not None:
+            raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
+                              "whole buffers, so there is no address trace to dump")
+        dump_dir = check_trace_dir(args.dump_trace)
     if args.trace:
         from ..engine.core import recording
 
@@ -168,6 +179,8 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         write_json(result, args.json)
+    if dump_dir is not None:
+        _dump_traces(profile, workload, options, result, dump_dir)
     if args.trace:
         from ..output.trace import simulated_trace, write_trace
 
@@ -176,6 +189,24 @@ def _run(args: argparse.Namespace) -> int:
             doc["traceEvents"] += variant_events(variant, index + 1, "")[1:]
         write_trace(doc, args.trace)
     return 0
+
+
+def _dump_traces(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", result, folder: Path) -> None:
+    """``--dump-trace``: rebuild each variant's traces (the same seeded encodings, so the same
+    addresses the run used) and write them for ``cachesim``."""
+    from ..compress.compression import StorageFormat
+    from ..output.tracedump import write_traces
+    from ..pipeline import variant_traffic
+
+    written = []
+    for variant in result.variants:
+        progress(f"{variant.name}: writing traces")
+        traffic = variant_traffic(profile, workload, StorageFormat(variant.format), options)
+        written += write_traces(folder, variant.name, traffic)
+    progress("")
+    whole = ", ".join(str(folder / f"{v.name}.npy") for v in result.variants)
+    print(f"traces for cachesim: {whole} (whole inference) and {len(written) - len(result.variants)} "
+          f"per-layer files in {folder}")
 
 
 def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:
