@@ -137,16 +137,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError("command line", flag, "applies with --mode train only")
     elif args.format is None:
         formats = (StorageFormat.DENSE,)      # training updates dense weights
-    notes = []
-    if mode is Mode.INFER and profile.sparse_engine is None and run_density is None:
-        from ..compress.compression import prunes_anything
-
-        if not prunes_anything(workload):
-            notes.append(f"{workload.name} gives no layer densities, so nothing is pruned: "
-                         + ("dense only" if args.format is None else f"every layer runs dense in the {args.format} "
-                            "variant") + " (--density D, or a pruned --checkpoint from `prune`, says what to prune)")
-            if args.format is None:
-                formats = (StorageFormat.DENSE,)
+    notes = _nothing_to_prune(profile, workload, run_density, args.format) if mode is Mode.INFER else []
+    if notes and args.format is None:
+        formats = (StorageFormat.DENSE,)
     options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=run_density,
                          seed=args.seed, threads=args.threads, host_copies=not args.no_host_copies,
                          repeat_mode=RepeatMode(args.repeat_mode), mode=mode, offload=OffloadPolicy(args.offload),
@@ -155,14 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         return _train(profile, workload, options, args)
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
-    dump_dir = None
-    if args.dump_trace:
-        from ..output.tracedump import check_trace_dir
-
-        if profile.sparse_engine is not None or profile.tiled_engine is not None:
-            raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
-                              "whole buffers, so there is no address trace to dump")
-        dump_dir = check_trace_dir(args.dump_trace)
+    dump_dir = _trace_dir(profile, args.dump_trace) if args.dump_trace else None
     if args.trace:
         from ..engine.core import recording
 
@@ -189,6 +175,27 @@ def _run(args: argparse.Namespace) -> int:
             doc["traceEvents"] += variant_events(variant, index + 1, "")[1:]
         write_trace(doc, args.trace)
     return 0
+
+
+def _nothing_to_prune(profile: "HardwareProfile", workload: "Workload", density, fmt) -> list[str]:
+    """The line that says a workload gives nothing to prune (no densities, no masks), or none."""
+    from ..compress.compression import prunes_anything
+
+    if profile.sparse_engine is not None or density is not None or prunes_anything(workload):
+        return []
+    variant = "dense only" if fmt is None else f"every layer runs dense in the {fmt} variant"
+    return [f"{workload.name} gives no layer densities, so nothing is pruned: {variant} "
+            "(--density D, or a pruned --checkpoint from `prune`, says what to prune)"]
+
+
+def _trace_dir(profile: "HardwareProfile", folder: str) -> Path:
+    """``--dump-trace``'s folder, checked (and created) before any work."""
+    from ..output.tracedump import check_trace_dir
+
+    if profile.sparse_engine is not None or profile.tiled_engine is not None:
+        raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
+                          "whole buffers, so there is no address trace to dump")
+    return check_trace_dir(folder)
 
 
 def _dump_traces(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", result, folder: Path) -> None:

@@ -160,10 +160,11 @@ SENSITIVITY = (Change("plain SGD (no momentum buffer)", optimizer=Optimizer.SGD)
                Change("performance-optimal workspace 1x the input (not 2x)", workspace_per_input=1.0))
 
 
-def compare(profile: HardwareProfile, workloads_dir: Path = WORKLOADS_DIR, networks: Sequence[tuple[str, str, int]] = NETWORKS,
+def compare(profile: HardwareProfile, root: Optional[Path] = None, networks: Sequence[tuple[str, str, int]] = NETWORKS,
             optimizer: Optimizer = Optimizer.MOMENTUM, progress: Callable[[str], None] = lambda _: None
             ) -> tuple[list[NetworkRun], list[tuple[str, NetworkRun]]]:
-    """Simulate every network of ``networks`` (name, workload file, batch) on ``profile``; then
+    """Simulate every network of ``networks`` (name, workload file in ``root/workloads``, default the
+    shipped ones, batch) on ``profile``; then
     VGG-16 (256) again with each :data:`SENSITIVITY` change (unconfirmed choices of the model)."""
     from ..compress.compression import StorageFormat
     from ..pipeline import RunOptions, simulate_variant
@@ -172,7 +173,7 @@ def compare(profile: HardwareProfile, workloads_dir: Path = WORKLOADS_DIR, netwo
     sensitivity = []
     cache: dict[tuple[str, int], VariantResult] = {}    # the forward timing batches, shared across batches
     for name, filename, batch in networks:
-        workload = load_workload(workloads_dir / filename)
+        workload = load_workload((root / "workloads" if root is not None else WORKLOADS_DIR) / filename)
 
         def simulate_at(b: int, workload: Workload = workload, filename: str = filename) -> VariantResult:
             if (filename, b) not in cache:
