@@ -7,4 +7,4 @@ each importing only the ones before it: ``base`` (helpers) -> ``hardware`` (prof
 -> ``measure`` -> ``commands`` (the CLI).
 """
 
-__version__ = "0.1.0"
+from .base.version import __version__  # noqa: F401  (one place: base/version.py)

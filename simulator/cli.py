@@ -12,6 +12,7 @@ from typing import NoReturn, Optional, Sequence
 
 from .base.console import progress
 from .base.errors import SimulatorError
+from .base.version import TOOL_NAME, __version__
 from .commands import COMMANDS
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (each registered by a module in ``commands``)."""
     parser = _Parser(prog="python -m simulator",
                      description="Simulated memory hierarchy for compressed (pruned) DNN inference.")
+    parser.add_argument("--version", action="version", version=f"{TOOL_NAME} {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(subparsers)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
 from .base.errors import ConfigError
-from .compress.compression import StorageFormat, compress_workload
+from .base.units import format_bytes
+from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
@@ -95,6 +96,15 @@ def _traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, o
     return workload_traffic(workload, encodings, options.batch, view), view
 
 
+def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+                    options: RunOptions) -> list[LayerTraffic]:
+    """The access traces one variant's inference sends through the caches (``run --dump-trace``)."""
+    if profile.sparse_engine is not None or profile.tiled_engine is not None:
+        raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
+                          "whole buffers, so there is no address trace to dump")
+    return _traffic(profile, workload, fmt, options, lambda _: None)[0]
+
+
 def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
                     progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
@@ -137,17 +147,42 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
         progress(f"{variant_name(fmt)}: discrete-event engine")
         layers = simulate(profile, works, host_copies(profile, workload, options))
         total = max((l.start_s + l.time_s for l in layers), default=0.0)
-        variant = VariantResult(variant_name(fmt), fmt.value, total, layers)
+        variant = VariantResult(variant_name(fmt), fmt.value, total, layers,
+                                dense_layers=_dense_layers(workload, fmt, options))
         # device memory; weights that do not fit stream over the link
         return inference_memory(profile, workload, variant, options.batch, options.host_copies)
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult(variant_name(fmt), fmt.value, total, layers)
+    return VariantResult(variant_name(fmt), fmt.value, total, layers, dense_layers=_dense_layers(workload, fmt, options))
+
+
+def _dense_layers(workload: Workload, fmt: StorageFormat, options: RunOptions) -> list[str]:
+    """The weighted layers a sparse variant stores dense, nothing of them being pruned."""
+    if not fmt.is_sparse:
+        return []
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    return [l.name for l in workload.layers if l.kind.has_weights and not is_pruned(workload, l)]
+
+
+def check_formats(profile: HardwareProfile, workload: Workload, options: RunOptions) -> None:
+    """Refuse, before any simulation, a storage format the cache path cannot run on this
+    workload (``--format csc`` with a pruned convolution)."""
+    if profile.sparse_engine is not None or profile.tiled_engine is not None or options.mode is Mode.TRAIN:
+        return      # these run their own formats
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    for fmt in options.formats:
+        layer = unsupported_sparse_layer(workload, fmt)
+        if layer is not None:
+            raise ConfigError("command line", "--format", f"{fmt.value} is modelled for FC layers only, and "
+                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use --format "
+                              "csr (CSR covers convolutions)")
 
 
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
                            progress: Callable[[str], None]) -> VariantResult:
     """An EIE-style engine: weights resident in its SRAM, each layer timed by the PE-array model."""
-    from .engine.accelerator import eie_works
+    from .engine.accelerator import column_batches, eie_works
 
     if options.batch != 1:
         raise ConfigError("command line", "--batch", f"{profile.name} multiplies one activation vector at a "
@@ -155,10 +190,18 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     if options.density is not None:
         workload = workload.with_density(options.density)
     progress("sparse engine: encoding and PE-array model")
-    works = [work for work, _ in eie_works(profile, workload, options.seed)]
-    layers = simulate(profile, works)
+    pairs = eie_works(profile, workload, options.seed)
+    layers = simulate(profile, [work for work, _ in pairs])
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult("pruned", "eie", total, layers)
+    notes = []
+    for _, timing in pairs:     # layers too big for the PEs' SRAM: say how they were split
+        streams = column_batches(profile, profile.sparse_engine, timing, workload.path)
+        if streams.batches > 1:
+            what = " and ".join(w for w, b in (("stored entries", streams.streamed_entry_bytes),
+                                               ("column pointers", streams.streamed_pointer_bytes)) if b > 0)
+            notes.append(f"{timing.layer}: its {what} do not fit the PEs' SRAM: {streams.batches} column batches, "
+                         f"{format_bytes(streams.dram_bytes)} reloaded from DRAM per inference")
+    return VariantResult("pruned", "eie", total, layers, notes=notes)
 
 
 def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -214,6 +257,7 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     """Simulate every requested variant of ``workload`` on ``profile``."""
     if options.mode is Mode.TRAIN:
         return _train(profile, workload, options, progress)
+    check_formats(profile, workload, options)
     formats = options.formats
     if profile.sparse_engine is not None:
         if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
@@ -230,7 +274,13 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
         variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=options.repeat,
-                     seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value)
+                     seed=options.seed, variants=variants, repeat_mode=options.repeat_mode.value,
+                     notes=[note for v in variants for note in v.notes],
+                     static_power_w=_static_power_w(profile))
+
+
+def _static_power_w(profile: HardwareProfile) -> Optional[float]:
+    return profile.energy.static_power_w if profile.energy is not None else None
 
 
 def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -261,4 +311,5 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
                      options.host_copies, progress, options.optimizer)
     return RunResult(profile=profile.name, profile_path=profile.path, workload=workload.name,
                      workload_path=workload.path, batch=options.batch, repeat=1, seed=options.seed,
-                     variants=variants, repeat_mode=options.repeat_mode.value, mode=Mode.TRAIN.value)
+                     variants=variants, repeat_mode=options.repeat_mode.value, mode=Mode.TRAIN.value,
+                     static_power_w=_static_power_w(profile))

@@ -53,7 +53,8 @@ def test_a_deeper_fifo_absorbs_imbalance():
 
 def test_eie_profile_loads_with_scratchpads():
     eie = load_profile("hwprofiles/eie.yaml")
-    assert eie.dram is None and eie.sparse_engine.pes == 64
+    # the DRAM is only where layers that overflow the SRAM reload from (an assumption, cited as such)
+    assert eie.dram is not None and eie.sources["memory.dram"].startswith("[U]") and eie.sparse_engine.pes == 64
     assert {p.name for p in eie.memory.scratchpads} == {"spmat", "ptr", "act"}
     assert eie.peak_flops_per_s == pytest.approx(102.4e9)
 
@@ -61,7 +62,7 @@ def test_eie_profile_loads_with_scratchpads():
 @pytest.mark.parametrize("edit, field", [
     (lambda d: d["sparse_engine"].update(pes=32), "sparse_engine.pes"),
     (lambda d: d["sparse_engine"].update(weights_scratchpad="nope"), "sparse_engine.weights_scratchpad"),
-    (lambda d: d["memory"].update(caches=[{"name": "L1", "size": "32 KiB", "line": "64 B", "ways": 8,
+    (lambda d: d["memory"].pop("dram") and d["memory"].update(caches=[{"name": "L1", "size": "32 KiB", "line": "64 B", "ways": 8,
                                            "shared": False, "latency": "1 ns", "bandwidth": "10 GB/s"}]),
      "memory.dram"),
 ])
@@ -108,3 +109,41 @@ layers:
 """)
     with pytest.raises(ConfigError, match="fully-connected"):
         run(eie, load_workload(conv), RunOptions())
+
+
+def test_a_layer_whose_pointers_overflow_the_sram_streams_column_batches_from_dram(repo_root, monkeypatch):
+    from simulator.engine.accelerator import column_batches, eie_timing
+
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    profile = load_profile(repo_root / "hwprofiles/eie.yaml")
+    engine = profile.sparse_engine
+    layers = {l.name: l for l in load_workload(repo_root / "workloads/eie.yaml").layers}
+    # AlexNet_FC6: 9,217 pointers x 2 B = 18 KiB per PE fit the 32 KiB pointer SRAM
+    fits = column_batches(profile, engine, eie_timing(layers["AlexNet_FC6"], engine, 0), "w.yaml")
+    assert (fits.batches, fits.dram_bytes) == (1, 0.0)
+    # VGG16_FC6: 25,089 x 2 B = 49 KiB per PE: batches of at most half the SRAM, all pointers reloaded
+    vgg = column_batches(profile, engine, eie_timing(layers["VGG16_FC6"], engine, 0), "w.yaml")
+    assert vgg.batches == -(-25089 * 2 // (32 * 1024 // 2)) == 4
+    assert vgg.streamed_entry_bytes == 0 and vgg.streamed_pointer_bytes == 64 * (25088 + 4) * 2
+    # the run charges them to DRAM and says so under the table
+    result = run(profile, load_workload(repo_root / "workloads/eie.yaml"), RunOptions())
+    (variant,) = result.variants
+    assert variant.layer("VGG16_FC6").dram_read_bytes == pytest.approx(vgg.dram_bytes, abs=16)
+    assert variant.layer("AlexNet_FC6").dram_read_bytes == 0
+    assert any(n.startswith("VGG16_FC6: its column pointers do not fit") for n in result.notes)
+
+
+def test_without_a_dram_to_reload_from_an_overflowing_layer_is_one_line(repo_root, monkeypatch):
+    from simulator.engine.accelerator import eie_works
+    from simulator.model.workload import Workload
+
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    data = yaml.safe_load((repo_root / "hwprofiles/eie.yaml").read_text())
+    del data["memory"]["dram"], data["energy"]["per_byte"]["dram"]
+    data["sources"] = {k: v for k, v in data["sources"].items() if "dram" not in k}
+    profile = profile_from_mapping(data, "eie-no-dram.yaml")
+    workload = load_workload(repo_root / "workloads/eie.yaml")
+    vgg = Workload(**{**workload.__dict__, "layers": tuple(l for l in workload.layers if l.name == "VGG16_FC6")})
+    with pytest.raises(ConfigError, match=r"layers.VGG16_FC6: its column pointers need 49.0 KiB per PE, more than "
+                                          r".*32.0 KiB of SRAM.*no memory.dram"):
+        eie_works(profile, vgg, 0)

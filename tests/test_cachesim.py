@@ -184,3 +184,40 @@ def test_curves_of_the_lru_levels_only(repo_root, monkeypatch, tmp_path, fc_trac
     assert cli.main(["cachesim", str(both), str(fc_trace), "--mrc", str(out_csv)]) == 2
     assert capsys.readouterr().err == (f"error: {both}: memory.caches[0].replacement: L1 uses dip and no level is "
                                        "LRU; miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)\n")
+
+
+def test_run_dump_trace_writes_what_cachesim_reads(repo_root, tiny_workload_file, tmp_path, monkeypatch, capsys):
+    """``run --dump-trace DIR`` then ``cachesim PROFILE DIR/dense.npy``: the same accesses, and
+    through the same cold hierarchy the same DRAM traffic as the run itself."""
+    from simulator import cli
+    from simulator.hardware.profile import load_profile
+    from simulator.studies.tracesim import load_trace, simulate_trace
+
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    folder = tmp_path / "traces"
+    out_json = tmp_path / "run.json"
+    assert cli.main(["run", str(repo_root / "hwprofiles/tegra.yaml"), "--workload", str(tiny_workload_file),
+                     "--dump-trace", str(folder), "--json", str(out_json)]) == 0
+    assert "traces for cachesim:" in capsys.readouterr().out
+    names = sorted(p.name for p in folder.iterdir())
+    assert "dense.npy" in names and "pruned.npy" in names and "pruned-2-fc1.npy" in names
+    document = json.loads(out_json.read_text())
+    profile = load_profile(repo_root / "hwprofiles/tegra.yaml")
+    for variant in document["variants"]:
+        layers = [l for l in variant["layers"] if l["kind"] != "copy"]
+        trace = load_trace(folder / f"{variant['name']}.npy")
+        assert trace.addresses.size == sum(l["accesses"] for l in layers)
+        result = simulate_trace(profile, trace)
+        assert result.dram_line_reads * result.dram_line_bytes == sum(l["dram_read_bytes"] for l in layers)
+    assert cli.main(["cachesim", str(repo_root / "hwprofiles/tegra.yaml"), str(folder / "dense.npy")]) == 0
+
+
+def test_dump_trace_is_refused_where_there_are_no_caches(repo_root, tmp_path, capsys):
+    from simulator import cli
+
+    assert cli.main(["run", str(repo_root / "hwprofiles/eie.yaml"), "--workload", str(repo_root / "workloads/eie.yaml"),
+                     "--dump-trace", str(tmp_path / "t")]) == 2
+    assert "--dump-trace: EIE (64 PEs, 800 MHz) has no caches" in capsys.readouterr().err
+    assert cli.main(["run", str(repo_root / "hwprofiles/tegra.yaml"), "--dump-trace",
+                     str(tmp_path / "absent" / "t")]) == 2
+    assert "its parent directory does not exist" in capsys.readouterr().err

@@ -8,6 +8,7 @@ then look at the finished runs by name.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -241,3 +242,79 @@ def test_main_usage_error_exits_2(capsys):
         cli.main(["run", TEGRA, "--batch", "0"])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+# --- honest labels: formats a layer cannot use, nothing to prune, energy -------------------------------------
+
+def test_format_csc_on_a_pruned_convolution_is_one_line_before_any_simulation(run_main, tiny_workload_file,
+                                                                               monkeypatch, capsys):
+    from simulator import pipeline
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("simulated before the format was checked")
+
+    monkeypatch.setattr(pipeline, "simulate_variant", never)
+    assert run_main("--workload", tiny_workload_file, "--format", "csc") == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.splitlines()
+    assert "--format" in line and "conv1" in line and "use --format csr" in line
+
+
+@pytest.fixture
+def unpruned_workload(write_yaml, tiny_workload_file):
+    """The tiny workload with no densities at all (as googlenet.yaml or overfeat.yaml)."""
+    data = yaml.safe_load(tiny_workload_file.read_text(encoding="utf-8"))
+    for layer in data["layers"]:
+        layer.pop("density", None)
+    return write_yaml("unpruned.yaml", data)
+
+
+def test_a_workload_without_densities_runs_dense_only_and_says_why(run_main, unpruned_workload, tmp_path, capsys):
+    json_path = tmp_path / "out.json"
+    assert run_main("--workload", unpruned_workload, "--json", json_path) == 0
+    out = capsys.readouterr().out
+    assert "pruned" not in out.split("\n\n")[1]      # no pruned column in the table
+    (note,) = [line for line in out.splitlines() if "nothing is pruned" in line]
+    assert note.startswith("Tiny gives no layer densities") and "--density" in note
+    document = json.loads(json_path.read_text(encoding="utf-8"))
+    assert [v["name"] for v in document["variants"]] == ["dense"] and document["notes"] == [note]
+    # --density says what to prune: both variants again, no note
+    assert run_main("--workload", unpruned_workload, "--density", "0.2") == 0
+    out = capsys.readouterr().out
+    assert "nothing is pruned" not in out and "speed-up" in out
+
+
+def test_layers_at_density_one_run_dense_in_the_pruned_variant_and_are_marked(run_main, write_yaml,
+                                                                            tiny_workload_file, tmp_path, capsys):
+    data = yaml.safe_load(tiny_workload_file.read_text(encoding="utf-8"))
+    data["layers"][3]["density"] = 1.0               # fc2: nothing pruned
+    path = write_yaml("fc2-dense.yaml", data)
+    json_path = tmp_path / "out.json"
+    assert run_main("--workload", path, "--json", json_path) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines() if line[:1].isalpha()}
+    assert rows["fc2"].split()[1] == "*" and rows["fc1"].split()[1] != "*"
+    assert "* density 1.0 (nothing pruned): run dense in the CSR variant too" in out
+    pruned = next(v for v in json.loads(json_path.read_text(encoding="utf-8"))["variants"] if v["name"] == "pruned")
+    assert pruned["dense_layers"] == ["fc2"]
+    fc2 = next(l for l in pruned["layers"] if l["name"] == "fc2")
+    assert fc2["kernel"] == "gemv" and fc2["weight_bytes"] == 64 * 10 * 4    # dense values, no indices
+
+
+def test_energy_is_labelled_dynamic_when_static_power_is_unknown(run_main, tiny_workload_file, capsys):
+    assert run_main("--workload", tiny_workload_file) == 0     # tegra.yaml: static_power 0 W (unknown)
+    (line,) = [l for l in capsys.readouterr().out.splitlines() if "energy" in l]
+    assert line.startswith("dynamic energy per inference") and "static power unknown" in line
+
+
+def test_energy_with_a_static_power_gives_dynamic_static_and_total(repo_root, monkeypatch, capsys):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    assert cli.main(["run", str(repo_root / "hwprofiles/eie.yaml"), "--workload",
+                     str(repo_root / "workloads/eie.yaml")]) == 0
+    (line,) = [l for l in capsys.readouterr().out.splitlines() if "energy" in l]
+    assert line.startswith("energy per inference, dynamic + static (0.12 W) = total:")
+    numbers = re.findall(r"([\d.]+) (uJ|mJ|nJ)", line)
+    scale = {"nJ": 1e-9, "uJ": 1e-6, "mJ": 1e-3}
+    dynamic, static, total = (float(v) * scale[u] for v, u in numbers[:3])
+    assert static > 0 and total == pytest.approx(dynamic + static, rel=0.02)

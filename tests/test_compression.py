@@ -295,3 +295,26 @@ def test_compress_workload_dense_is_unpruned(cache_dir, tiny_workload_path):
     encoded = compress_workload(load_workload(tiny_workload_path), StorageFormat.DENSE)
     assert all(enc.density == 1.0 and enc.index_bytes == 0 for enc in encoded.values())
     assert not cache_dir.exists()
+
+
+def test_a_layer_with_nothing_pruned_is_stored_dense_in_a_sparse_format(tiny_workload_file, monkeypatch):
+    from dataclasses import replace
+
+    from simulator.compress.compression import is_pruned, prunes_anything, unsupported_sparse_layer
+
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    workload = load_workload(tiny_workload_file)
+    layers = tuple(replace(l, density=1.0) if l.name == "fc2" else l for l in workload.layers)
+    workload = replace(workload, layers=layers)
+    encodings = compress_workload(workload, StorageFormat.CSR)
+    assert encodings["fc2"].format is StorageFormat.DENSE and encodings["fc1"].format is StorageFormat.CSR
+    assert encodings["fc2"].total_bytes == dense_encoding(workload.layers[3]).total_bytes
+    # a mask decides for a checkpoint's layer: all ones is nothing pruned, one zero is pruned
+    full = np.ones((10, 64), bool)
+    assert not is_pruned(replace(workload, weight_masks={"fc2": full}), workload.layers[3])
+    full[0, 0] = False
+    assert is_pruned(replace(workload, weight_masks={"fc2": full}), workload.layers[3])
+    assert prunes_anything(workload) and not prunes_anything(workload.with_density(1.0))
+    # CSC cannot store a pruned convolution; at density 1.0 the convolution is not pruned
+    assert unsupported_sparse_layer(workload, StorageFormat.CSC).name == "conv1"
+    assert unsupported_sparse_layer(workload, StorageFormat.CSR) is None

@@ -185,13 +185,14 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(at_root, tiny_workloa
     assert errors[0].settings == {"memory.dram.sustained_bandwidth_bytes_per_s": 7e9}
 
 
-def test_a_format_a_layer_cannot_use_fails_every_point(at_root, tiny_workload_path):
-    # CSC storage is for FC layers only: the cache path cannot be built, every point records why
-    plan = plan_sweep(TEGRA, ["memory.caches.L2.size=128KiB,256KiB"], tiny_workload_path,
-                      formats=(StorageFormat.CSC,))
+def test_a_format_a_layer_cannot_use_is_refused_before_any_point(at_root, tiny_workload_path):
+    # CSC storage is modelled for FC layers only: the plan is refused, naming the flag and the layer
+    with pytest.raises(ConfigError, match=r"--format: csc is modelled for FC layers only.*conv1"):
+        plan_sweep(TEGRA, ["memory.caches.L2.size=128KiB,256KiB"], tiny_workload_path, formats=(StorageFormat.CSC,))
+    # at density 1.0 the convolution is not pruned, so it runs dense and CSC applies to the FC layers
+    plan = plan_sweep(TEGRA, ["density=1.0"], tiny_workload_path, formats=(StorageFormat.CSC,))
     store, summary = _run(plan)
-    assert summary.failed == 2
-    assert all("csc storage is supported for FC layers only" in r.error for r in store.rows())
+    assert summary.failed == 0 and summary.ran == 1
 
 
 def test_results_are_appended_per_point_and_a_sweep_resumes(at_root, tiny_workload_path, tmp_path):

@@ -12,7 +12,7 @@ import typing
 from typing import Annotated, Any, TypeVar
 
 import pydantic
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from . import units
 from .errors import ConfigError
@@ -34,14 +34,31 @@ def _unit(quantity: units.Quantity):
     return BeforeValidator(parse)
 
 
+_NOUNS = {units.Quantity.BYTES: "size", units.Quantity.BYTES_PER_S: "bandwidth", units.Quantity.HZ: "frequency",
+          units.Quantity.SECONDS: "time", units.Quantity.FLOP_PER_S: "rate", units.Quantity.JOULES: "energy",
+          units.Quantity.WATTS: "power"}
+
+
+def _as_written(quantity: units.Quantity, sign: str) -> WithJsonSchema:
+    """The JSON Schema of a unit field as the files write it: a string such as ``'128 KiB'``
+    (pydantic alone would describe the parsed number, which no file contains)."""
+    return WithJsonSchema({"type": "string", "pattern": units.unit_pattern(quantity),
+                           "description": f"{sign} {_NOUNS[quantity]} ({quantity.value}): "
+                                          f"{units.unit_description(quantity)}",
+                           "examples": [units.example(quantity)]})
+
+
 # Quantities in readable units, converted to base units on load; all strictly positive.
-Bytes = Annotated[int, BeforeValidator(units.parse_bytes), Field(gt=0)]
-BytesPerS = Annotated[float, _unit(units.Quantity.BYTES_PER_S), Field(gt=0)]
-Hertz = Annotated[float, _unit(units.Quantity.HZ), Field(gt=0)]
-Seconds = Annotated[float, _unit(units.Quantity.SECONDS), Field(ge=0)]
-FlopPerS = Annotated[float, _unit(units.Quantity.FLOP_PER_S), Field(gt=0)]
-Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0)]
-Watts = Annotated[float, _unit(units.Quantity.WATTS), Field(ge=0)]
+Bytes = Annotated[int, BeforeValidator(units.parse_bytes), Field(gt=0), _as_written(units.Quantity.BYTES, "a positive")]
+BytesPerS = Annotated[float, _unit(units.Quantity.BYTES_PER_S), Field(gt=0),
+                      _as_written(units.Quantity.BYTES_PER_S, "a positive")]
+Hertz = Annotated[float, _unit(units.Quantity.HZ), Field(gt=0), _as_written(units.Quantity.HZ, "a positive")]
+Seconds = Annotated[float, _unit(units.Quantity.SECONDS), Field(ge=0),
+                    _as_written(units.Quantity.SECONDS, "a non-negative")]
+FlopPerS = Annotated[float, _unit(units.Quantity.FLOP_PER_S), Field(gt=0),
+                     _as_written(units.Quantity.FLOP_PER_S, "a positive")]
+Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0), _as_written(units.Quantity.JOULES, "a non-negative")]
+Watts = Annotated[float, _unit(units.Quantity.WATTS), Field(ge=0), _as_written(units.Quantity.WATTS, "a non-negative")]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
 
@@ -106,3 +123,14 @@ def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = (
         first = err.errors(include_url=False)[0]
         loc = prefix + tuple(first["loc"])
         raise ConfigError(source, field_path(loc) or "(top level)", _message(model, first)) from None
+
+
+def json_schema(model: type[BaseModel], title: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the files ``model`` reads, keys as the files write them
+    (aliases), unit fields as strings with their pattern; fields the loader fills in are left out."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    for name in INTERNAL:
+        schema.get("properties", {}).pop(name, None)
+        if name in schema.get("required", []):
+            schema["required"].remove(name)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": title}

@@ -133,3 +133,37 @@ def format_seconds(seconds: float) -> str:
         if abs(rounded) >= scale:
             return f"{rounded / scale:.3g} {unit}"
     return f"{rounded / 1e-9:.3g} ns"
+
+
+def _alternatives(scales: dict[str, float], bases: tuple[str, ...]) -> str:
+    """A regex group matching any of ``scales``' prefixes followed by any of ``bases``."""
+    prefixes = "|".join(re.escape(p) for p in sorted(scales, key=len, reverse=True) if p)
+    units = "|".join(re.escape(b) for b in bases)
+    return f"(?:{prefixes})?(?:{units})"
+
+
+def unit_pattern(quantity: Quantity) -> str:
+    """A regular expression (JSON Schema / ECMA-262 dialect too) of the strings :func:`parse`
+    reads as ``quantity``, built from the same prefix tables, so an editor's check and the
+    loader's agree on the units (the sign and range are left to the loader's message)."""
+    if quantity is Quantity.SECONDS:
+        unit = "(?:" + "|".join(re.escape(u) for u in sorted(_TIME, key=len, reverse=True)) + ")"
+    elif quantity in (Quantity.JOULES, Quantity.WATTS):
+        unit = _alternatives(_SMALL, (quantity.value,))
+    else:
+        bases = ("FLOP/s", "OP/s") if quantity is Quantity.FLOP_PER_S else (quantity.value,)
+        unit = _alternatives({**_SI, **_BINARY}, bases)
+    return rf"^\s*[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\s*{unit}\s*$"
+
+
+def unit_description(quantity: Quantity) -> str:
+    """How a ``quantity`` is written, for a schema's description."""
+    prefixes = {Quantity.SECONDS: "units s, ms, us, ns, ps",
+                Quantity.JOULES: "prefixes f, p, n, u, m, k, M", Quantity.WATTS: "prefixes f, p, n, u, m, k, M"}
+    how = prefixes.get(quantity, "SI prefixes k, M, G, T, P are powers of 1000; Ki, Mi, Gi, Ti powers of 1024")
+    return f"a number and a unit, e.g. {_EXAMPLES[quantity]!r} ({how})"
+
+
+def example(quantity: Quantity) -> str:
+    """A readable value of ``quantity`` (``'128 KiB'``)."""
+    return _EXAMPLES[quantity]

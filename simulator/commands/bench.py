@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
-from ..base.paths import WORKLOADS_DIR
+from ..base.paths import WORKLOADS_DIR, find_workload
+from ..base.version import with_header
 from .options import positive_int
 
 DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
@@ -82,7 +83,7 @@ def _bench(args: argparse.Namespace) -> int:
         for flag in ("layers", "densities"):
             if getattr(args, flag) is not None:
                 raise ConfigError("command line", f"--{flag}", "only applies with --sparse-conv")
-        workload = load_workload(args.workload or DEFAULT_WORKLOAD)
+        workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
         from ..compress.compression import StorageFormat
         from ..measure.bench import bench
 
@@ -96,7 +97,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         check_trace(json.loads(Path(args.trace).read_text(encoding="utf-8")), args.trace)
     if args.out:
-        Path(args.out).write_text(json.dumps(result.to_json(), indent=1), encoding="utf-8")
+        Path(args.out).write_text(json.dumps(with_header(result.to_json()), indent=1), encoding="utf-8")
     return 0
 
 
@@ -111,6 +112,6 @@ def _sparse_conv(args: argparse.Namespace):
             raise ConfigError("command line", f"--{flag}", "does not apply with --sparse-conv")
     if args.layers is not None and args.workload is None:
         raise ConfigError("command line", "--layers", "names layers of --workload; give the workload too")
-    shapes = workload_shapes(load_workload(args.workload), args.layers) if args.workload else default_shapes()
+    shapes = workload_shapes(load_workload(find_workload(args.workload)), args.layers) if args.workload else default_shapes()
     return bench_sparse_conv(shapes, args.densities or DEFAULT_DENSITIES, args.batch, args.threads,
                              args.repeat or DEFAULT_ROUNDS, args.seed, progress, args.workload or "")

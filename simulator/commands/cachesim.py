@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..base.errors import ConfigError
+from ..base.paths import find_profile
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "core]; or a structured array with fields address[, is_write, core]) through the profile's "
                     "cache hierarchy, cold, with the same exact LRU model as run. Prints exact hits and misses "
                     "per level and DRAM line reads and write-backs; --mrc adds every level's miss-ratio curve.")
-    cachesim.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
+    cachesim.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra)")
     cachesim.add_argument("trace", help="the trace, a NumPy .npy file")
     cachesim.add_argument("--json", metavar="FILE", help="also write the counts (and curves) as JSON")
     cachesim.add_argument("--mrc", metavar="FILE",
@@ -33,7 +34,7 @@ def _cachesim(args: argparse.Namespace) -> int:
     if args.json and not (Path(args.json).parent if str(Path(args.json).parent) else Path(".")).is_dir():
         raise ConfigError("command line", "--json", f"{args.json}: directory {Path(args.json).parent} does not exist")
     curves_path = check_curves_path(args.mrc)
-    profile = load_profile(args.profile)
+    profile = load_profile(find_profile(args.profile))
     trace = load_trace(args.trace)
     result = simulate_trace(profile, trace, curves=curves_path is not None)
     print(render(result))

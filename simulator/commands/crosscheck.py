@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
+from ..base.paths import find_profile
 from .options import check_output_dirs
 
 
@@ -34,7 +35,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     from ..hardware.profile import load_profile
     from ..measure.bench import load_bench
 
-    profile = load_profile(args.profile)
+    profile = load_profile(find_profile(args.profile))
     loaded = [(path, load_bench(path)) for path in args.measured]
     convs = [(layer, b.seed) for _, b in loaded for layer in b.sparse_conv]
     benches = [b for _, b in loaded if b.layers or not b.sparse_conv]

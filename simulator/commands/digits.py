@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
+from ..base.paths import find_profile
 from .options import positive_int
 
 
@@ -38,14 +39,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     digits.add_argument("--out", default="out/digits", metavar="DIR",
                         help="directory for the results (created if missing; default out/digits)")
     digits.add_argument("--schedule", metavar="FILE",
-                        help="Distiller compression schedule (default examples/digits.schedule_agp.yaml)")
+                        help="Distiller compression schedule (default: the shipped examples/digits.schedule_agp.yaml)")
     digits.add_argument("--pretrain-epochs", type=positive_int("--pretrain-epochs"), default=15, metavar="N",
                         help="dense training epochs before pruning (default 15)")
     digits.add_argument("--epochs", type=positive_int("--epochs"), metavar="N",
                         help="epochs of the pruning run: the schedule acts at the start of each, fine-tuning "
                              "follows (default: the last pruning epoch + 5)")
     digits.add_argument("--profile", action="append", metavar="FILE",
-                        help="hardware profile to simulate on (repeatable; default every hwprofiles/*.yaml)")
+                        help="hardware profile to simulate on, a file or a shipped name (repeatable; default every shipped one)")
     digits.add_argument("--batch", type=positive_int("--batch"), default=1, metavar="N",
                         help="samples per simulated inference (default 1)")
     digits.add_argument("--sensitivity-step", type=_fraction, default=0.05, metavar="S",
@@ -70,7 +71,7 @@ def _digits(args: argparse.Namespace) -> int:
 
     schedule = Path(args.schedule) if args.schedule else DEFAULT_SCHEDULE
     load_schedule(schedule)
-    profiles = [Path(p) for p in args.profile or []]
+    profiles = [find_profile(p) for p in args.profile or []]
     for path in profiles:
         load_profile(path)
     options = DigitsOptions(schedule=schedule, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,

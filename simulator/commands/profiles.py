@@ -14,6 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="List every profile in hwprofiles/ with its kind, peak compute, "
                                             "DRAM bandwidth, last-level cache and roofline ridge point.")
     cmd.add_argument("--dir", default=str(HWPROFILES), help="folder of profiles (default: the shipped ones)")
+    cmd.add_argument("--schema", action="store_true",
+                     help="print the JSON Schema of a profile file instead (units as the files write them, "
+                          "e.g. '128 KiB'), for editors that validate YAML against a schema")
     cmd.set_defaults(handler=_profiles)
 
 
@@ -26,6 +29,14 @@ def _profiles(args: argparse.Namespace) -> int:
     from ..base.units import format_bytes
     from ..hardware.profile import load_profile
 
+    if args.schema:
+        import json
+
+        from ..base.schema import json_schema
+        from ..hardware.profile import HardwareProfile
+
+        print(json.dumps(json_schema(HardwareProfile, "Hardware profile (simulator)"), indent=1))
+        return 0
     folder = Path(args.dir)
     files = sorted(folder.glob("*.yaml"))
     if not files:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..base.console import progress
 from ..base.errors import ConfigError
+from ..base.paths import find_workload
 from .options import positive_int
 
 
@@ -57,8 +58,9 @@ def _prune(args: argparse.Namespace) -> int:
                 module, attribute = tree.module_of(name)
                 torch_prune.custom_from_mask(module, attribute, mask)
     else:
-        workload = load_workload(args.workload)
-        model, arch = args.workload, Path(args.workload).stem   # file name = Distiller's arch name
+        workload_path = find_workload(args.workload)
+        workload = load_workload(workload_path)
+        model, arch = args.workload, workload_path.stem   # file name = Distiller's arch name
         tree = ParameterTree(workload_parameters(workload, args.seed))
         state = {}
     result = apply_schedule(schedule, tree, model, args.epochs, progress=progress)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..base.console import progress
 from ..base.errors import ConfigError
-from ..base.paths import WORKLOADS_DIR
+from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
 from .options import density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
@@ -24,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="simulate a workload on a hardware profile, dense vs pruned",
                                 description="Simulate a workload on a hardware profile: per layer, dense vs "
                                             "pruned time, DRAM bytes, cache hit rates and what bounds it.")
-    run.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
-    run.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml; with --checkpoint, "
+    run.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
+    run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with --checkpoint, "
                                         "the shipped workloads/<arch>.yaml of the checkpoint's arch)")
     run.add_argument("--checkpoint", metavar="FILE",
                      help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
@@ -67,6 +68,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --mode train, the weight update: SGD with momentum (a velocity buffer per weight, "
                           "default) or plain SGD (no state)")
     run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    run.add_argument("--dump-trace", metavar="DIR",
+                     help="also write the address traces the caches saw, per variant (DIR/dense.npy, "
+                          "DIR/pruned.npy) and per layer, as the .npy files `cachesim` reads")
     run.add_argument("--trace", metavar="FILE",
                      help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
                           "Chrome / Perfetto trace-event JSON")
@@ -78,7 +82,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..model.workload import load_workload
 
     # inputs first: a bad file is reported before the heavier stages are even imported
-    profile = load_profile(args.profile)
+    profile = load_profile(find_profile(args.profile))
     run_density = args.density
     if args.input_shape and not args.model:
         raise ConfigError("command line", "--input-shape", "applies with --model only")
@@ -106,9 +110,10 @@ def _run(args: argparse.Namespace) -> int:
                               "own zeros are the sparsity)")
         from ..model.checkpoint import checkpoint_workload, load_checkpoint
 
-        workload = checkpoint_workload(load_checkpoint(args.checkpoint), args.workload)
+        workload = checkpoint_workload(load_checkpoint(args.checkpoint),
+                                       find_workload(args.workload) if args.workload else None)
     else:
-        workload = load_workload(args.workload or DEFAULT_WORKLOAD)
+        workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
 
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
@@ -132,6 +137,9 @@ def _run(args: argparse.Namespace) -> int:
                 raise ConfigError("command line", flag, "applies with --mode train only")
     elif args.format is None:
         formats = (StorageFormat.DENSE,)      # training updates dense weights
+    notes = _nothing_to_prune(profile, workload, run_density, args.format) if mode is Mode.INFER else []
+    if notes and args.format is None:
+        formats = (StorageFormat.DENSE,)
     options = RunOptions(batch=args.batch, repeat=args.repeat, formats=formats, density=run_density,
                          seed=args.seed, threads=args.threads, host_copies=not args.no_host_copies,
                          repeat_mode=RepeatMode(args.repeat_mode), mode=mode, offload=OffloadPolicy(args.offload),
@@ -140,6 +148,7 @@ def _run(args: argparse.Namespace) -> int:
         return _train(profile, workload, options, args)
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    dump_dir = _trace_dir(profile, args.dump_trace) if args.dump_trace else None
     if args.trace:
         from ..engine.core import recording
 
@@ -147,6 +156,7 @@ def _run(args: argparse.Namespace) -> int:
             result = run(profile, workload, options, progress=progress)
     else:
         result = run(profile, workload, options, progress=progress)
+    result = replace(result, notes=result.notes + notes)
     progress("")
     print(render(result))
     from ..output.steptrace import memory_lines, variant_events
@@ -155,6 +165,8 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         write_json(result, args.json)
+    if dump_dir is not None:
+        _dump_traces(profile, workload, options, result, dump_dir)
     if args.trace:
         from ..output.trace import simulated_trace, write_trace
 
@@ -163,6 +175,45 @@ def _run(args: argparse.Namespace) -> int:
             doc["traceEvents"] += variant_events(variant, index + 1, "")[1:]
         write_trace(doc, args.trace)
     return 0
+
+
+def _nothing_to_prune(profile: "HardwareProfile", workload: "Workload", density, fmt) -> list[str]:
+    """The line that says a workload gives nothing to prune (no densities, no masks), or none."""
+    from ..compress.compression import prunes_anything
+
+    if profile.sparse_engine is not None or density is not None or prunes_anything(workload):
+        return []
+    variant = "dense only" if fmt is None else f"every layer runs dense in the {fmt} variant"
+    return [f"{workload.name} gives no layer densities, so nothing is pruned: {variant} "
+            "(--density D, or a pruned --checkpoint from `prune`, says what to prune)"]
+
+
+def _trace_dir(profile: "HardwareProfile", folder: str) -> Path:
+    """``--dump-trace``'s folder, checked (and created) before any work."""
+    from ..output.tracedump import check_trace_dir
+
+    if profile.sparse_engine is not None or profile.tiled_engine is not None:
+        raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
+                          "whole buffers, so there is no address trace to dump")
+    return check_trace_dir(folder)
+
+
+def _dump_traces(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", result, folder: Path) -> None:
+    """``--dump-trace``: rebuild each variant's traces (the same seeded encodings, so the same
+    addresses the run used) and write them for ``cachesim``."""
+    from ..compress.compression import StorageFormat
+    from ..output.tracedump import write_traces
+    from ..pipeline import variant_traffic
+
+    written = []
+    for variant in result.variants:
+        progress(f"{variant.name}: writing traces")
+        traffic = variant_traffic(profile, workload, StorageFormat(variant.format), options)
+        written += write_traces(folder, variant.name, traffic)
+    progress("")
+    whole = ", ".join(str(folder / f"{v.name}.npy") for v in result.variants)
+    print(f"traces for cachesim: {whole} (whole inference) and {len(written) - len(result.variants)} "
+          f"per-layer files in {folder}")
 
 
 def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ import sys
 
 from ..base.console import progress
 from ..base.errors import ConfigError
+from ..base.paths import find_profile, find_workload
 from .options import positive_int
 from .run import DEFAULT_WORKLOAD
 
@@ -21,11 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "batch). Every point's profile is checked by the same rules as a profile file before any "
                     "point runs. One row per point, variant and layer, written as points finish; an "
                     "interrupted sweep resumes from --out.")
-    sweep.add_argument("profile", help="hardware profile YAML (hwprofiles/*.yaml)")
+    sweep.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra)")
     sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="FIELD=VALUES",
                        help="a field and its values: a list (5GB/s,10GB/s), a geometric range (64KiB..8MiB:x2) "
                             "or an arithmetic range (0.04..0.5:+0.02); repeat for a grid")
-    sweep.add_argument("--workload", help="workload YAML (default: workloads/alexnet.yaml)")
+    sweep.add_argument("--workload", help="workload YAML, or a shipped workload's name (default: alexnet)")
     sweep.add_argument("--format", choices=["dense", "csr", "csc"],
                        help="one variant only: dense, or pruned in csr / csc (default: dense and pruned CSR)")
     sweep.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
@@ -55,7 +56,8 @@ def _sweep(args: argparse.Namespace) -> int:
                                                     "tcp://10.0.0.5:8786")
     plot = check_plot_path(args.plot, "--plot") if args.plot else None
     formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
-    plan = plan_sweep(args.profile, args.sets, args.workload or DEFAULT_WORKLOAD, formats, args.batch, args.repeat,
+    workload = find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD
+    plan = plan_sweep(find_profile(args.profile), args.sets, workload, formats, args.batch, args.repeat,
                       use_cache_path=not args.full_runs)
     store = ResultStore(args.out, plan)
     if args.dask:

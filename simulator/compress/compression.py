@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..model.workload import Layer, Workload
+from ..model.workload import Layer, LayerKind, Workload
 
 INDEX_BYTES = 4      # int32 column / row indices, as MKL and cuSPARSE use
 POINTER_BYTES = 4    # int32 row / column pointers
@@ -155,17 +155,42 @@ def pruned_encoding(layer: Layer, fmt: StorageFormat, seed: int) -> EncodedWeigh
     return encoded
 
 
+def is_pruned(workload: Workload, layer: Layer) -> bool:
+    """True if ``layer`` has weights and some are pruned: a mask with a zero (a checkpoint's or a
+    torch model's own weights), else a density below 1. A layer at density 1.0 runs dense even in
+    a sparse variant: its indices would only add bytes and work."""
+    if not layer.kind.has_weights:
+        return False
+    if layer.name in workload.weight_masks:
+        return not bool(np.asarray(workload.weight_masks[layer.name]).all())
+    return layer.density < 1.0
+
+
+def prunes_anything(workload: Workload) -> bool:
+    """True if any layer of ``workload`` is pruned (a workload file without densities is not)."""
+    return any(is_pruned(workload, layer) for layer in workload.layers)
+
+
+def unsupported_sparse_layer(workload: Workload, fmt: StorageFormat) -> Optional[Layer]:
+    """The first layer that ``fmt`` cannot store (CSC is modelled for FC layers only: a pruned
+    convolution would need a CSC convolution kernel), or None."""
+    if fmt is not StorageFormat.CSC:
+        return None
+    return next((l for l in workload.layers if l.kind is LayerKind.CONV and is_pruned(workload, l)), None)
+
+
 def compress_workload(workload: Workload, fmt: StorageFormat, seed: int = 0) -> dict[str, EncodedWeights]:
     """Encode every weighted layer: dense format means unpruned; sparse formats are pruned.
 
     A layer with a mask in ``workload.weight_masks`` (a checkpoint's own non-zeros) is encoded
-    from that mask; the others from seeded weights pruned to their density.
+    from that mask; the others from seeded weights pruned to their density. A layer with
+    nothing pruned (:func:`is_pruned`) is stored dense in every format.
     """
     out: dict[str, EncodedWeights] = {}
     for layer in workload.layers:
         if not layer.kind.has_weights:
             continue
-        if fmt is StorageFormat.DENSE:
+        if fmt is StorageFormat.DENSE or not is_pruned(workload, layer):
             out[layer.name] = dense_encoding(layer)
         elif layer.name in workload.weight_masks:
             out[layer.name] = encode_mask(layer.name, workload.weight_masks[layer.name], fmt, layer.dtype.size_bytes)

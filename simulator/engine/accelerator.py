@@ -15,10 +15,18 @@ one cycle per activation, for the pointer read). The layer ends when the slowest
 
 Which activations are non-zero is not published; they are drawn (without replacement,
 seeded by the layer name) at the layer's ``activation_density``.
+
+Capacities are checked per PE: a layer whose stored entries or column pointers do not fit the
+PE's SRAM (VGG16_FC6: 25,089 16-bit pointers per PE, 49 KiB, against a 32 KiB pointer SRAM) is
+processed in column batches, as EIE processes long input vectors (section V): what does not fit
+streams through half of the SRAM while the other half is in use (double buffering), so all of it
+is read from DRAM on every inference, overlapping the PE array's work. A profile with no DRAM to
+reload from refuses such a layer in one line.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +39,7 @@ from ..model.workload import Layer, LayerKind, Workload, layer_seed
 from .core import LayerWork
 
 TILES = 16   # engine tiles per layer: the cycle model has already done the fine work
+DRAM_BURST_BYTES = 64   # a reload moves whole arrays: count its DRAM requests in 64-byte bursts
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,53 @@ def eie_timing(layer: Layer, engine: SparseEngine, seed: int) -> EieTiming:
                      float(work.sum()) / engine.pes, padding, enc.nnz)
 
 
+@dataclass(frozen=True)
+class ColumnBatches:
+    """How a layer that does not fit its PEs' SRAM streams: column batches and the DRAM bytes
+    they reload per inference (0 batches streamed when everything fits)."""
+
+    batches: int                    # column batches the layer is processed in (1: it fits)
+    streamed_entry_bytes: float     # stored entries read from DRAM per inference (all PEs)
+    streamed_pointer_bytes: float   # column pointers read from DRAM per inference (all PEs)
+
+    @property
+    def dram_bytes(self) -> float:
+        """Everything reloaded from DRAM per inference."""
+        return self.streamed_entry_bytes + self.streamed_pointer_bytes
+
+
+def _per_pe_bytes(profile: HardwareProfile, name: str, pes: int) -> float:
+    pad = next(s for s in profile.memory.scratchpads if s.name == name)
+    return float(pad.size_bytes if pad.per_core else pad.size_bytes / pes)
+
+
+def column_batches(profile: HardwareProfile, engine: SparseEngine, timing: EieTiming,
+                   source: str) -> ColumnBatches:
+    """Check the layer against each PE's weight and pointer SRAM; split it into column batches
+    (each fitting half of the SRAM, the other half loading the next) where it does not fit."""
+    cols, pes = timing.entries_per_pe_column.shape
+    entry_bytes = (engine.index_bits + engine.codebook_bits) / 8
+    entries_per_pe = float(timing.entries_per_pe_column.sum(axis=0).max()) * entry_bytes
+    pointers_per_pe = (cols + 1) * engine.pointer_bits / 8
+    spmat = _per_pe_bytes(profile, engine.weights_scratchpad, pes)
+    ptr = _per_pe_bytes(profile, engine.pointers_scratchpad, pes)
+    entries_fit, pointers_fit = entries_per_pe <= spmat, pointers_per_pe <= ptr
+    if entries_fit and pointers_fit:
+        return ColumnBatches(1, 0.0, 0.0)
+    what = ("column pointers" if entries_fit else "stored entries" if pointers_fit
+            else "stored entries and column pointers")
+    if profile.dram is None:
+        need, have = (pointers_per_pe, ptr) if not pointers_fit else (entries_per_pe, spmat)
+        raise ConfigError(source, f"layers.{timing.layer}", f"its {what} need {need / 1024:.1f} KiB per PE, more "
+                          f"than {profile.name}'s {have / 1024:.1f} KiB of SRAM, and the profile has no "
+                          "memory.dram to reload column batches from")
+    batches = max(1 if entries_fit else math.ceil(entries_per_pe / (spmat / 2)),
+                  1 if pointers_fit else math.ceil(pointers_per_pe / (ptr / 2)))
+    total_entries = timing.entries * entry_bytes
+    total_pointers = pes * (cols + batches) * engine.pointer_bits / 8    # each batch has its own end pointer
+    return ColumnBatches(batches, 0.0 if entries_fit else total_entries, 0.0 if pointers_fit else total_pointers)
+
+
 def eie_works(profile: HardwareProfile, workload: Workload, seed: int) -> list[tuple[LayerWork, EieTiming]]:
     """Tile work of every layer on a sparse-engine profile (FC layers only, batch 1)."""
     engine = profile.sparse_engine
@@ -132,6 +188,7 @@ def eie_works(profile: HardwareProfile, workload: Workload, seed: int) -> list[t
             raise ConfigError(workload.path, f"layers.{layer.name}",
                               f"{profile.name} runs fully-connected layers only; this is a {layer.kind.value} layer")
         timing = eie_timing(layer, engine, seed)
+        streams = column_batches(profile, engine, timing, workload.path)
         share = np.full(TILES, 1.0 / TILES)
         weight_bytes = timing.entries * (engine.index_bits + engine.codebook_bits) / 8
         pointer_bytes = timing.active_columns.size * engine.pes * 2 * engine.pointer_bits / 8
@@ -140,7 +197,9 @@ def eie_works(profile: HardwareProfile, workload: Workload, seed: int) -> list[t
                                engine.pes, 1.0, timing.encoded_bytes(engine), 8, 1)
         out.append((LayerWork(
             traffic=traffic, flops=traffic.flops * share, level_bytes=np.zeros((TILES, 0)),
-            dram_read_bytes=np.zeros(TILES), dram_write_bytes=np.zeros(TILES), dram_lines=np.zeros(TILES),
+            # reloaded batches spread over the tiles, so the engine overlaps them with the PE array
+            dram_read_bytes=share * streams.dram_bytes, dram_write_bytes=np.zeros(TILES),
+            dram_lines=share * streams.dram_bytes / DRAM_BURST_BYTES,
             hits=np.zeros(1, np.int64), compute_s=share * timing.cycles / clock,
             scratchpad_bytes={engine.weights_scratchpad: share * weight_bytes,
                               engine.pointers_scratchpad: share * pointer_bytes}), timing))

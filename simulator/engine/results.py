@@ -173,6 +173,9 @@ class VariantResult:
     training: Optional[TrainingInfo] = None
     streaming: Optional[WeightStreaming] = None
     timeline: tuple[TimelineEvent, ...] = field(default=(), compare=False, repr=False)
+    # layers of a sparse variant that ran dense: nothing of them was pruned (density 1.0)
+    dense_layers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)      # what the variant's engine had to do, one line each
     memory_trace: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
 
     @property
@@ -219,7 +222,7 @@ class VariantResult:
                "avg_device_memory_bytes": self.avg_device_memory_bytes,
                "pcie_h2d_bytes": self.pcie_h2d_bytes, "pcie_d2h_bytes": self.pcie_d2h_bytes, "stall_s": self.stall_s,
                "dram_bytes": self.dram_bytes, "weight_bytes": self.weight_bytes,
-               "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j}
+               "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j, "dense_layers": self.dense_layers}
         for name in ("memory", "training", "streaming"):
             value = getattr(self, name)
             if value is not None:
@@ -242,6 +245,13 @@ class RunResult:
     variants: list[VariantResult] = field(default_factory=list)
     repeat_mode: str = "network"
     mode: str = "infer"             # infer, or train (one training step per variant)
+    notes: list[str] = field(default_factory=list)     # one line each, printed under the table
+    # the profile's static power (0: unknown, energies are dynamic only; None: no energy model)
+    static_power_w: Optional[float] = None
+
+    def static_energy_j(self, variant: VariantResult) -> float:
+        """The static part of ``variant.energy_j``: static power over each layer's time."""
+        return (self.static_power_w or 0.0) * sum(l.time_s for l in variant.layers)
 
     def variant(self, name: str) -> VariantResult:
         """Look a variant up by name (``dense`` / ``pruned``)."""
@@ -266,4 +276,6 @@ class RunResult:
         return {"profile": self.profile, "profile_path": self.profile_path, "workload": self.workload,
                 "workload_path": self.workload_path, "batch": self.batch, "repeat": self.repeat,
                 "repeat_mode": self.repeat_mode, "mode": self.mode, "seed": self.seed,
-                "variants": [v.to_json() for v in self.variants]}
+                "static_power_w": self.static_power_w, "notes": self.notes,
+                # energy_j of a variant is dynamic + static_energy_j
+                "variants": [{**v.to_json(), "static_energy_j": self.static_energy_j(v)} for v in self.variants]}

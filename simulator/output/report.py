@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from ..base.atomicfile import write_atomically
 from ..base.units import format_bytes, format_seconds
+from ..base.version import with_header
 from ..engine.results import LayerResult, RunResult, VariantResult
 
 
@@ -60,7 +61,7 @@ def comparison_table(result: RunResult) -> str:
     for d in dense.layers:
         p = pruned.layer(d.name)
         kernel = d.kernel if d.kernel == p.kernel else f"{d.kernel}/{p.kernel}"
-        rows.append([d.name, kernel or d.kind, format_seconds(d.time_s), format_seconds(p.time_s),
+        rows.append([_marked(d.name, pruned), kernel or d.kind, format_seconds(d.time_s), format_seconds(p.time_s),
                      _speedup(d.time_s, p.time_s), format_bytes(d.dram_bytes), format_bytes(p.dram_bytes)]
                     + [_hit_pair(d, p, n) for n in levels] + [f"{d.bound} / {p.bound}"])
     rows.append(["total", "", format_seconds(dense.total_s), format_seconds(pruned.total_s),
@@ -70,9 +71,19 @@ def comparison_table(result: RunResult) -> str:
     weights = (f"weights: dense {format_bytes(dense.weight_bytes)}, pruned {pruned.format.upper()} "
                f"{format_bytes(pruned.weight_bytes)} (values + indices + pointers)")
     lines = [_title(result), "", _table(header, rows, right), "", weights]
-    if dense.energy_j > 0 or pruned.energy_j > 0:
-        lines.append(f"energy per inference: dense {_energy(dense)}, pruned {_energy(pruned)}")
-    return "\n".join(lines)
+    lines += _energy_lines(result, [dense, pruned])
+    return "\n".join(lines + _dense_note(pruned))
+
+
+def _marked(name: str, variant: VariantResult) -> str:
+    """A layer's name, with ``*`` where a sparse variant ran it dense (see :func:`_dense_note`)."""
+    return f"{name} *" if name in variant.dense_layers else name
+
+
+def _dense_note(variant: VariantResult) -> list[str]:
+    if not variant.dense_layers:
+        return []
+    return [f"* density 1.0 (nothing pruned): run dense in the {variant.format.upper()} variant too"]
 
 
 def format_joules(joules: float) -> str:
@@ -83,9 +94,24 @@ def format_joules(joules: float) -> str:
     return f"{joules / 1e-9:.3g} nJ"
 
 
-def _energy(variant: VariantResult) -> str:
-    share = variant.dram_energy_j / variant.energy_j if variant.energy_j else 0.0
-    return f"{format_joules(variant.energy_j)} ({100 * share:.0f}% DRAM)"
+def _energy_lines(result: RunResult, variants: list[VariantResult]) -> list[str]:
+    """Energy per inference, labelled by what it holds: dynamic only (operations and bytes moved)
+    where the profile's static power is unknown (0), else dynamic + static = total."""
+    if result.static_power_w is None or not any(v.energy_j > 0 for v in variants):
+        return []
+    parts = []
+    for v in variants:
+        static_j = result.static_energy_j(v)
+        dynamic_j = v.energy_j - static_j
+        share = v.dram_energy_j / dynamic_j if dynamic_j > 0 else 0.0
+        text = f"{format_joules(dynamic_j)} ({100 * share:.0f}% DRAM)"
+        if result.static_power_w > 0:
+            text += f" + static {format_joules(static_j)} = {format_joules(v.energy_j)}"
+        parts.append(text if len(variants) == 1 else f"{v.name} {text}")
+    if result.static_power_w > 0:
+        return [f"energy per inference, dynamic + static ({result.static_power_w:g} W) = total: " + ", ".join(parts)]
+    return ["dynamic energy per inference (operations and bytes moved; static power unknown, not included): "
+            + ", ".join(parts)]
 
 
 def _hit_pair(d: LayerResult, p: LayerResult, level: str) -> str:
@@ -100,15 +126,17 @@ def variant_table(result: RunResult, variant: VariantResult) -> str:
     header = ["layer", "kernel", "time", "FLOPs", "DRAM", "weights"] + [f"{n} hit" for n in levels] + ["bound"]
     rows = []
     for layer in variant.layers:
-        rows.append([layer.name, layer.kernel or layer.kind, format_seconds(layer.time_s), f"{layer.flops:.3g}",
+        rows.append([_marked(layer.name, variant), layer.kernel or layer.kind, format_seconds(layer.time_s),
+                     f"{layer.flops:.3g}",
                      format_bytes(layer.dram_bytes), format_bytes(layer.weight_bytes)]
                     + ["" if layer.kind == "copy" else _pct(layer.hit_rate.get(n)) for n in levels] + [layer.bound])
     rows.append(["total", "", format_seconds(variant.total_s), f"{sum(l.flops for l in variant.layers):.3g}",
                  format_bytes(variant.dram_bytes), format_bytes(variant.weight_bytes)] + [""] * len(levels) + [""])
     lines = [_title(result), "", _table(header, rows, set(range(2, 6 + len(levels))))]
-    if variant.energy_j > 0:
-        lines.append(f"\nenergy per inference: {_energy(variant)}")
-    return "\n".join(lines)
+    energy = _energy_lines(result, [variant])
+    if energy:
+        lines += [""] + energy
+    return "\n".join(lines + _dense_note(variant))
 
 
 def _giga_per_s(flops: float, seconds: float) -> str:
@@ -131,8 +159,7 @@ def tiled_table(result: RunResult, variant: VariantResult) -> str:
         f"convolutions {_giga_per_s(sum(l.flops for l in conv), conv_s)} GOP/s over {format_seconds(conv_s)}, "
         if conv else "") + f"whole network {_giga_per_s(flops, variant.total_s)} GOP/s (1 MAC = 2 operations)"
     lines = [_title(result), "", _table(header, rows, {2, 3, 4, 5}), "", summary]
-    if variant.energy_j > 0:
-        lines.append(f"energy per inference: {_energy(variant)}")
+    lines += _energy_lines(result, [variant])
     return "\n".join(lines)
 
 
@@ -140,9 +167,11 @@ def render(result: RunResult) -> str:
     """The default text output of ``run``."""
     names = {v.name for v in result.variants}
     if names == {"dense", "pruned"}:
-        return comparison_table(result)
-    return "\n\n".join(tiled_table(result, v) if any(l.tiling for l in v.layers) else variant_table(result, v)
-                       for v in result.variants)
+        text = comparison_table(result)
+    else:
+        text = "\n\n".join(tiled_table(result, v) if any(l.tiling for l in v.layers) else variant_table(result, v)
+                           for v in result.variants)
+    return "\n".join([text] + result.notes)
 
 
 def write_json(result: RunResult, path: str | Path) -> None:
@@ -151,9 +180,10 @@ def write_json(result: RunResult, path: str | Path) -> None:
 
 
 def write_json_document(document: Any, path: str | Path, flag: str) -> None:
-    """Write any JSON document atomically; errors name the flag and the file."""
+    """Write any JSON document atomically, the tool's version and the document schema's first
+    (:func:`simulator.base.version.with_header`); errors name the flag and the file."""
     def dump(handle) -> None:
-        json.dump(document, handle, indent=1)
+        json.dump(with_header(document), handle, indent=1)
         handle.write("\n")
 
     write_atomically(path, flag, dump)

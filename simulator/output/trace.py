@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..base.errors import ConfigError
+from ..base.version import document_header
 from ..engine.core import Interval
 from ..engine.results import RunResult
 
@@ -117,4 +118,6 @@ def write_trace(doc: dict[str, Any], path: str | Path, flag: str = "--trace") ->
     if not target.resolve().parent.is_dir():
         raise ConfigError("command line", flag, f"{path}: its directory does not exist")
     check_trace(doc, str(path))
+    # otherData: the trace-event format's place for metadata (Perfetto shows it)
+    doc = {**doc, "otherData": {**document_header(), **doc.get("otherData", {})}}
     target.write_text(json.dumps(doc), encoding="utf-8")

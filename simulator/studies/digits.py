@@ -32,7 +32,8 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from ..base.errors import ConfigError
-from ..base.paths import HWPROFILES_DIR, REPO_DIR
+from ..base.paths import EXAMPLES_DIR, HWPROFILES_DIR
+from ..base.version import with_header
 from ..compress.sensitivity import Evaluation, SensitivityRow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..compress.schedule import PruneStep, Schedule
     from ..hardware.profile import HardwareProfile
 
-DEFAULT_SCHEDULE = REPO_DIR / "examples" / "digits.schedule_agp.yaml"
+DEFAULT_SCHEDULE = EXAMPLES_DIR / "digits.schedule_agp.yaml"
 PROFILES_DIR = HWPROFILES_DIR
 ARCH = "digits_cnn"      # the checkpoint's arch
 MODEL_SPEC = "simulator.studies.digits:digits_cnn"   # run --model MODEL_SPEC --checkpoint <the pruned checkpoint>
@@ -545,7 +546,7 @@ def write_outputs(report: DigitsReport, out: Path) -> list[Path]:
 def _write_json(document: dict, path: Path) -> Path:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")    # then renamed: never a half-written file
     with open(tmp, "w") as handle:
-        json.dump(document, handle, indent=1)
+        json.dump(with_header(document), handle, indent=1)
     os.replace(tmp, path)
     return path
 

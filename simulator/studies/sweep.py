@@ -45,7 +45,7 @@ from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
 from ..hardware.profile import HardwareProfile, field_paths, profile_from_mapping
 from ..model.workload import Workload, load_workload
-from ..pipeline import RunOptions, run
+from ..pipeline import RunOptions, check_formats, run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sweepstore import ResultStore
@@ -401,7 +401,7 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         raise ConfigError(CLI, "--set", "give at least one --set FIELD=VALUES")
     mapping = read_yaml_mapping(profile_path)
     base = profile_from_mapping(copy.deepcopy(mapping), source)
-    _workload(str(workload_path))   # read now: a bad workload fails before any point runs
+    workload = _workload(str(workload_path))   # read now: a bad workload fails before any point runs
     axes = tuple(_axis(text, base) for text in sets)
     seen: set[str] = set()
     for axis in axes:
@@ -433,6 +433,7 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
                           else _navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
         options = RunOptions(batch=run_fields.get("batch", batch), repeat=repeat, formats=tuple(formats),
                              density=run_fields.get("density"), seed=seed)
+        check_formats(profile, workload, options)    # --format csc on a pruned convolution: refused now
         points.append(SweepPoint(index, settings, profile, options, label))
     cache_level = None
     if use_cache_path and len(axes) == 1 and axes[0].kind is AxisKind.PROFILE:

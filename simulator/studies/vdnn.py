@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..base.errors import ConfigError, SimulatorError
-from ..base.paths import REPO_DIR as ROOT
+from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
 from ..base.units import format_bytes
 from ..engine.device_memory import Placement, network_wide
 from ..engine.offload import OffloadPolicy, PrefetchWindow, StepOutcome, simulate_step
@@ -160,10 +160,11 @@ SENSITIVITY = (Change("plain SGD (no momentum buffer)", optimizer=Optimizer.SGD)
                Change("performance-optimal workspace 1x the input (not 2x)", workspace_per_input=1.0))
 
 
-def compare(profile: HardwareProfile, root: Path = ROOT, networks: Sequence[tuple[str, str, int]] = NETWORKS,
+def compare(profile: HardwareProfile, root: Optional[Path] = None, networks: Sequence[tuple[str, str, int]] = NETWORKS,
             optimizer: Optimizer = Optimizer.MOMENTUM, progress: Callable[[str], None] = lambda _: None
             ) -> tuple[list[NetworkRun], list[tuple[str, NetworkRun]]]:
-    """Simulate every network of ``networks`` (name, workload file, batch) on ``profile``; then
+    """Simulate every network of ``networks`` (name, workload file in ``root/workloads``, default the
+    shipped ones, batch) on ``profile``; then
     VGG-16 (256) again with each :data:`SENSITIVITY` change (unconfirmed choices of the model)."""
     from ..compress.compression import StorageFormat
     from ..pipeline import RunOptions, simulate_variant
@@ -172,7 +173,7 @@ def compare(profile: HardwareProfile, root: Path = ROOT, networks: Sequence[tupl
     sensitivity = []
     cache: dict[tuple[str, int], VariantResult] = {}    # the forward timing batches, shared across batches
     for name, filename, batch in networks:
-        workload = load_workload(root / "workloads" / filename)
+        workload = load_workload((root / "workloads" if root is not None else WORKLOADS_DIR) / filename)
 
         def simulate_at(b: int, workload: Workload = workload, filename: str = filename) -> VariantResult:
             if (filename, b) not in cache:
@@ -268,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if args.json and not Path(args.json).resolve().parent.is_dir():
             raise ConfigError("command line", "--json", f"{args.json}: its directory does not exist")
-        profile = load_profile(ROOT / "hwprofiles" / PROFILE)
+        profile = load_profile(HWPROFILES_DIR / PROFILE)
         runs, sensitivity = compare(profile, optimizer=Optimizer(args.optimizer), progress=progress)
         progress("")
         print(render(runs, profile.dram.capacity_bytes, sensitivity))
