@@ -182,5 +182,5 @@ def test_curves_of_the_lru_levels_only(repo_root, monkeypatch, tmp_path, fc_trac
     both.write_text(profile.read_text(encoding="utf-8").replace("      ways: 4\n", "      ways: 4\n      replacement: dip\n", 1),
                     encoding="utf-8")
     assert cli.main(["cachesim", str(both), str(fc_trace), "--mrc", str(out_csv)]) == 2
-    assert capsys.readouterr().err == (f"error: {both}: memory.caches[0].replacement: L1 uses dip and no level is "
+    assert capsys.readouterr().err == (f"error: {both}: memory.caches.L1.replacement: L1 uses dip and no level is "
                                        "LRU; miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)\n")

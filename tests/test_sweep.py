@@ -109,9 +109,9 @@ def test_cache_path_applies_to_the_last_level_only(at_root, tiny_workload_path):
     (["memory.caches.L3.size=1MiB"], "'memory.caches.L3.size' is not a field of hwprofiles/tegra.yaml; did you mean"),
     (["memory.dram.bandwidth=5GB/s"], "did you mean memory.dram.peak_bandwidth, memory.dram.sustained_bandwidth"),
     (["memory.caches.L2=1MiB"], "is not a field"),
-    (["memory.caches.L1.size=64B"], "--set memory.caches.L1.size=64 B: memory.caches[0].size: 64 B is not a whole "
+    (["memory.caches.L1.size=64B"], "--set memory.caches.L1.size=64 B: memory.caches.L1.size: 64 B is not a whole "
                                     "number of sets"),
-    (["memory.caches.L2.size=128KiB,8KiB"], "--set memory.caches.L2.size=8.0 KiB: memory.caches[1].size: L2"),
+    (["memory.caches.L2.size=128KiB,8KiB"], "--set memory.caches.L2.size=8.0 KiB: memory.caches.L2.size: L2"),
     (["memory.dram.sustained_bandwidth=10GB/s,20GB/s"], "memory.dram.sustained_bandwidth: exceeds"),
     (["compute.efficiency.spmv=0.5,2"], "compute.efficiency.spmv"),
     (["density=0.1,1.5"], "density 1.5 is not a number in (0, 1]"),

@@ -15,7 +15,7 @@ class SimulatorError(Exception):
 class ConfigError(SimulatorError):
     """A bad input file or option, located by the file and the field path.
 
-    ``str(err)`` reads ``hwprofiles/x.yaml: memory.caches[1].line: 48 B is not a power of two``.
+    ``str(err)`` reads ``hwprofiles/x.yaml: memory.caches.L2.line: 48 B is not a power of two``.
     """
 
     def __init__(self, source: str, field: str, message: str) -> None:

@@ -9,7 +9,7 @@ per-field error locations for free; this module only makes its messages read lik
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -98,11 +98,13 @@ def _message(root: type[BaseModel], error: dict[str, Any]) -> str:
     return message
 
 
-def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> M:
-    """Validate ``data`` against ``model``; the first problem becomes a :class:`ConfigError`."""
+def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = (),
+             where: Callable[[tuple[Any, ...]], str] = field_path) -> M:
+    """Validate ``data`` against ``model``; the first problem becomes a :class:`ConfigError` located
+    by ``where`` (a profile names its cache levels: :func:`simulator.hardware.fieldpaths.spell`)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as err:
         first = err.errors(include_url=False)[0]
         loc = prefix + tuple(first["loc"])
-        raise ConfigError(source, field_path(loc) or "(top level)", _message(model, first)) from None
+        raise ConfigError(source, where(loc) or "(top level)", _message(model, first)) from None

@@ -43,7 +43,8 @@ from ..base.errors import ConfigError, SimulatorError
 from ..base.yamlio import read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
-from ..hardware.profile import HardwareProfile, field_paths, profile_from_mapping
+from ..hardware.fieldpaths import assign, leaf_paths, navigate
+from ..hardware.profile import HardwareProfile, profile_from_mapping
 from ..model.workload import Workload, load_workload
 from ..pipeline import RunOptions, run
 
@@ -309,11 +310,6 @@ def format_cell(value: Any) -> str:
 
 # --- planning ---------------------------------------------------------------------------------
 
-def _leaf_paths(profile: HardwareProfile) -> list[str]:
-    paths = field_paths(profile)
-    return sorted(p for p in paths if not any(q.startswith(p + ".") for q in paths))
-
-
 def _axis(text: str, profile: HardwareProfile) -> SweepAxis:
     flag = f"--set {text}"
     if "=" not in text:
@@ -326,7 +322,7 @@ def _axis(text: str, profile: HardwareProfile) -> SweepAxis:
         raise ConfigError(CLI, flag, str(err)) from None
     if name in RUN_FIELDS:
         return SweepAxis(name, AxisKind.RUN, tuple(values), name, flag)
-    leaves = _leaf_paths(profile)
+    leaves = leaf_paths(profile)
     if name not in leaves:
         close = difflib.get_close_matches(name, leaves + list(RUN_FIELDS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; run fields: {', '.join(RUN_FIELDS)}"
@@ -336,39 +332,10 @@ def _axis(text: str, profile: HardwareProfile) -> SweepAxis:
     return SweepAxis(name, AxisKind.PROFILE, tuple(values), _column(profile, name), flag)
 
 
-def _navigate(profile: HardwareProfile, path: str) -> tuple[str, Any]:
-    """(model field name, validated value) of a profile field path: size -> size_bytes."""
-    obj: Any = profile
-    name = ""
-    for part in path.split("."):
-        if isinstance(obj, tuple):          # cache levels, addressed by name
-            obj = next(level for level in obj if level.name == part)
-            continue
-        name = next(n for n, f in type(obj).model_fields.items() if (f.alias or n) == part)
-        obj = getattr(obj, name)
-    return name, obj.value if isinstance(obj, enum.Enum) else obj
-
-
 def _column(profile: HardwareProfile, path: str) -> str:
     head, _, _ = path.rpartition(".")
-    name, _ = _navigate(profile, path)
+    name, _ = navigate(profile, path)
     return f"{head}.{name}" if head else name
-
-
-def _assign(data: dict[str, Any], path: str, value: Any) -> None:
-    """Write ``value`` at a field path of a profile mapping (caches and scratchpads addressed by name)."""
-    parts = path.split(".")
-    node: Any = data
-    i = 0
-    while i < len(parts) - 1:
-        part = parts[i]
-        if part in ("caches", "scratchpads") and isinstance(node.get(part), list):
-            node = next(level for level in node[part] if isinstance(level, dict) and level.get("name") == parts[i + 1])
-            i += 2
-            continue
-        node = node.setdefault(part, {})
-        i += 1
-    node[parts[-1]] = value
 
 
 def _run_value(axis: SweepAxis, value: Any) -> Any:
@@ -421,7 +388,7 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
             if axis.kind is AxisKind.RUN:
                 run_fields[axis.field] = _run_value(axis, value)
             else:
-                _assign(data, axis.field, value)
+                assign(data, axis.field, value)
         label = ", ".join(axis.describe(value) for axis, value in zip(axes, combo))
         try:
             profile = profile_from_mapping(data, source)
@@ -430,7 +397,7 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
                              if axis.kind is AxisKind.PROFILE)
             raise ConfigError(CLI, flags, f"{err.field}: {err.message}") from None
         settings = tuple((axis.column, run_fields[axis.field] if axis.kind is AxisKind.RUN
-                          else _navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
+                          else navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
         options = RunOptions(batch=run_fields.get("batch", batch), repeat=repeat, formats=tuple(formats),
                              density=run_fields.get("density"), seed=seed)
         points.append(SweepPoint(index, settings, profile, options, label))

@@ -25,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..base.errors import ConfigError
+from ..hardware.fieldpaths import level_path
 from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.mrc import MissRatioCurve, level_stream, miss_ratio_curve
 from ..pipeline import cache_hierarchy
@@ -191,7 +192,7 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
         raise ConfigError(trace.path, "core", f"core {int(trace.core[first])} at index {first}, but "
                                               f"{profile.name} has {cores} core{'s' * (cores != 1)} (0..{cores - 1})")
     if curves and profile.caches and all(level.replacement is not Replacement.LRU for level in profile.caches):
-        raise ConfigError(profile.path, "memory.caches[0].replacement",
+        raise ConfigError(profile.path, level_path("caches", profile.caches[0].name, "replacement"),
                           f"{profile.caches[0].name} uses {profile.caches[0].replacement.value} and no level is LRU; "
                           "miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)")
     # One access through a throw-away hierarchy first, so that loading the compiled kernel is
