@@ -11,8 +11,9 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from .base.console import progress
-from .base.errors import SimulatorError
+from .base.errors import OptionError, SimulatorError
 from .commands import COMMANDS
+from .commands.options import flag_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.handler(args)
     except SimulatorError as err:
         progress("")
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.spelled(flag_of) if isinstance(err, OptionError) else err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

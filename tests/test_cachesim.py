@@ -183,4 +183,4 @@ def test_curves_of_the_lru_levels_only(repo_root, monkeypatch, tmp_path, fc_trac
                     encoding="utf-8")
     assert cli.main(["cachesim", str(both), str(fc_trace), "--mrc", str(out_csv)]) == 2
     assert capsys.readouterr().err == (f"error: {both}: memory.caches.L1.replacement: L1 uses dip and no level is "
-                                       "LRU; miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)\n")
+                                       "LRU; miss-ratio curves come from LRU stack distances (use lru, or run without miss-ratio curves)\n")

@@ -220,7 +220,7 @@ def test_arch_without_a_shipped_workload(arch):
     ckpt = load_checkpoint(DATA / FIXTURES[0])
     with pytest.raises(ConfigError) as err:
         shipped_workload(type(ckpt)(ckpt.path, arch, None, ckpt.state_dict, {}))
-    assert err.value.field == "arch" and "--workload" in err.value.message
+    assert err.value.field == "arch" and "give the workload" in err.value.message
 
 
 def test_checkpoint_density_cannot_be_overridden():
@@ -245,7 +245,7 @@ def test_saved_layout_loads_with_plain_weights_only(tmp_path):
 def test_save_into_a_missing_directory(tmp_path):
     with pytest.raises(ConfigError) as err:
         save_checkpoint(tmp_path / "absent" / "x.pth.tar", {}, {}, [], None, 0)
-    assert err.value.field == "--out"
+    assert err.value.field == "out"
 
 
 # --- the command line ---------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def _cachesim(args: argparse.Namespace) -> int:
             if level.replacement.value != "lru":
                 print(f"no curve for {level.name} ({level.replacement.value}): stack distances model LRU levels only")
     if args.json:
-        write_json_document(result.to_json(), args.json, "--json")
+        write_json_document(result.to_json(), args.json, "json")
     return 0
 
 

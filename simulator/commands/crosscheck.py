@@ -51,7 +51,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     progress("")
     print(render(check))
     if args.json:
-        write_json_document(check.to_json(), args.json, "--json")
+        write_json_document(check.to_json(), args.json, "json")
     if args.plot:
         plot(check, args.plot)
     return 0

@@ -53,7 +53,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dask is not None and "://" not in args.dask:
         raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
                                                     "tcp://10.0.0.5:8786")
-    plot = check_plot_path(args.plot, "--plot") if args.plot else None
+    plot = check_plot_path(args.plot, "plot") if args.plot else None
     formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
     plan = plan_sweep(args.profile, args.sets, args.workload or DEFAULT_WORKLOAD, formats, args.batch, args.repeat,
                       use_cache_path=not args.full_runs)

@@ -42,7 +42,7 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from .device_memory import (Phase, Task, Tensor, TensorKind, feature_map, is_relu_layer, layer_inputs, network_wide,
                      sinks, weights)
 from ..base.units import format_bytes, format_seconds
@@ -360,17 +360,17 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
 
 
 def check_training(profile: HardwareProfile, workload: Workload, policy: OffloadPolicy) -> None:
-    """User errors of a training run, as one line naming the flag or the profile field."""
+    """User errors of a training run, as one line naming the option or the profile field."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
-        raise ConfigError("command line", "--mode", f"{profile.name} is an inference engine; train runs on the "
+        raise OptionError("mode", f"{profile.name} is an inference engine; train runs on the "
                           "cache path (CPU / GPU profiles)")
     if profile.dram is None:
-        raise ConfigError(profile.path, "memory.dram", "missing: --mode train needs a device memory capacity")
+        raise ConfigError(profile.path, "memory.dram", "missing: a training run needs a device memory capacity")
     if policy is not OffloadPolicy.BASE and profile.link is None:
-        raise ConfigError("command line", "--offload", f"{policy.value} moves feature maps over a host link; "
+        raise OptionError("offload", f"{policy.value} moves feature maps over a host link; "
                           f"{profile.name} has none ({profile.path}: link)")
     if profile.conv_algorithms is None and any(l.kind is LayerKind.CONV for l in workload.layers):
-        raise ConfigError(profile.path, "conv_algorithms", "missing: --mode train needs the convolution "
+        raise ConfigError(profile.path, "conv_algorithms", "missing: a training run needs the convolution "
                           "algorithms' workspace and speed (see docs/train.md)")
 
 

@@ -114,7 +114,7 @@ def load_bench(path: str | Path) -> BenchResult:
     except (OSError, ValueError) as err:
         raise ConfigError(source, "", f"not a readable JSON file ({err.__class__.__name__})") from None
     if not isinstance(doc, dict) or doc.get("schema") != BENCH_SCHEMA:
-        raise ConfigError(source, "schema", f"expected {BENCH_SCHEMA!r} (a file written by `simulator bench --out`)")
+        raise ConfigError(source, "schema", f"expected {BENCH_SCHEMA!r} (a file written by `simulator bench`)")
     try:
         layers = [LayerTiming(**entry) for entry in doc["layers"]]
         operators = [OperatorTime(**entry) for entry in doc.get("operators", [])]

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from ..base.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,14 +49,14 @@ FLAT = 0.02
 _DPI = 120
 
 
-def check_plot_path(path: str | Path, flag: str) -> Path:
-    """The plot file a flag names, checked before any work (suffix and directory)."""
+def check_plot_path(path: str | Path, option: str) -> Path:
+    """The plot file an option names, checked before any work (suffix and directory)."""
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise ConfigError("command line", flag, f"{path}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
+        raise OptionError(option, f"{path}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+        raise OptionError(option, f"{path}: directory {directory} does not exist")
     return path
 
 
@@ -461,7 +461,7 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
     """
     rows = [r for r in rows if not r.error]
     if not rows:
-        raise ConfigError("command line", "--plot", "no point of the sweep succeeded: nothing to plot")
+        raise OptionError("plot", "no point of the sweep succeeded: nothing to plot")
     axes = plan.axes
     title = f"{Path(plan.workload_path).stem} on {Path(plan.profile_path).stem}"
     if len(axes) > 1:

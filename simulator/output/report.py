@@ -147,13 +147,13 @@ def render(result: RunResult) -> str:
 
 def write_json(result: RunResult, path: str | Path) -> None:
     """Write the ``--json`` document atomically (a failed write leaves no half file)."""
-    write_json_document(result.to_json(), path, "--json")
+    write_json_document(result.to_json(), path, "json")
 
 
-def write_json_document(document: Any, path: str | Path, flag: str) -> None:
-    """Write any JSON document atomically; errors name the flag and the file."""
+def write_json_document(document: Any, path: str | Path, option: str) -> None:
+    """Write any JSON document atomically; errors name the option and the file."""
     def dump(handle) -> None:
         json.dump(document, handle, indent=1)
         handle.write("\n")
 
-    write_atomically(path, flag, dump)
+    write_atomically(path, option, dump)

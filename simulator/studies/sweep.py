@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from ..base import units
-from ..base.errors import ConfigError, SimulatorError
+from ..base.errors import ConfigError, SimulatorError, OptionError
 from ..base.yamlio import read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
@@ -68,13 +68,13 @@ RUN_FIELDS = ("density", "batch")
 
 @dataclass(frozen=True)
 class SweepAxis:
-    """One ``--set FIELD=VALUES``: the field, its values as written into the mapping, its column."""
+    """One ``set`` option, ``FIELD=VALUES``: the field, its values as written into the mapping, its column."""
 
     field: str
     kind: AxisKind
     values: tuple[Any, ...]     # YAML-ready: numbers, or strings with units ("131072 B")
     column: str                 # result column, base unit in the name: memory.caches.L2.size_bytes
-    flag: str                   # the flag as given, for error messages
+    text: str                   # the setting as given (FIELD=VALUES), for error messages
 
     def describe(self, value: Any) -> str:
         """``memory.caches.L2.size=128.0 KiB``: a value as written into the mapping, readable."""
@@ -311,25 +311,24 @@ def format_cell(value: Any) -> str:
 # --- planning ---------------------------------------------------------------------------------
 
 def _axis(text: str, profile: HardwareProfile) -> SweepAxis:
-    flag = f"--set {text}"
     if "=" not in text:
-        raise ConfigError(CLI, flag, "expected FIELD=VALUES, e.g. memory.caches.L2.size=64KiB..8MiB:x2")
+        raise OptionError("set", "expected FIELD=VALUES, e.g. memory.caches.L2.size=64KiB..8MiB:x2", text)
     name, _, values_text = text.partition("=")
     name = name.strip()
     try:
         values = parse_values(values_text)
     except units.UnitError as err:
-        raise ConfigError(CLI, flag, str(err)) from None
+        raise OptionError("set", str(err), text) from None
     if name in RUN_FIELDS:
-        return SweepAxis(name, AxisKind.RUN, tuple(values), name, flag)
+        return SweepAxis(name, AxisKind.RUN, tuple(values), name, text)
     leaves = leaf_paths(profile)
     if name not in leaves:
         close = difflib.get_close_matches(name, leaves + list(RUN_FIELDS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; run fields: {', '.join(RUN_FIELDS)}"
-        raise ConfigError(CLI, flag, f"{name!r} is not a field of {profile.path or 'the profile'}{hint}")
+        raise OptionError("set", f"{name!r} is not a field of {profile.path or 'the profile'}{hint}", text)
     if name.startswith("link.") and profile.link is None:
-        raise ConfigError(CLI, flag, f"{profile.path} has no link")
-    return SweepAxis(name, AxisKind.PROFILE, tuple(values), _column(profile, name), flag)
+        raise OptionError("set", f"{profile.path} has no link", text)
+    return SweepAxis(name, AxisKind.PROFILE, tuple(values), _column(profile, name), text)
 
 
 def _column(profile: HardwareProfile, path: str) -> str:
@@ -341,10 +340,10 @@ def _column(profile: HardwareProfile, path: str) -> str:
 def _run_value(axis: SweepAxis, value: Any) -> Any:
     if axis.field == "density":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ConfigError(CLI, axis.flag, f"density {value!r} is not a number in (0, 1]")
+            raise OptionError("set", f"density {value!r} is not a number in (0, 1]", axis.text)
         return float(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(CLI, axis.flag, f"batch {value!r} is not a positive integer")
+        raise OptionError("set", f"batch {value!r} is not a positive integer", axis.text)
     return value
 
 
@@ -358,14 +357,14 @@ def _file_digest(path: str) -> str:
 def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str | Path,
                formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR), batch: int = 1,
                repeat: int = 1, seed: int = 0, use_cache_path: bool = True) -> SweepPlan:
-    """Parse every ``--set``, build and validate every point; raise one :class:`ConfigError` if any is bad.
+    """Parse every ``set`` option, build and validate every point; raise one :class:`ConfigError` if any is bad.
 
     ``use_cache_path=False`` runs the full pipeline at every point even where the single-pass
     cache-size path applies (to cross-check it; the results are identical).
     """
     source = str(profile_path)
     if not sets:
-        raise ConfigError(CLI, "--set", "give at least one --set FIELD=VALUES")
+        raise OptionError("set", "give at least one {set} FIELD=VALUES")
     mapping = read_yaml_mapping(profile_path)
     base = profile_from_mapping(copy.deepcopy(mapping), source)
     _workload(str(workload_path))   # read now: a bad workload fails before any point runs
@@ -373,13 +372,13 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
     seen: set[str] = set()
     for axis in axes:
         if axis.field in seen:
-            raise ConfigError(CLI, axis.flag, f"{axis.field} is set twice")
+            raise OptionError("set", f"{axis.field} is set twice", axis.text)
         seen.add(axis.field)
     if "batch" in seen and batch != 1:
-        raise ConfigError(CLI, "--batch", "conflicts with --set batch=...")
+        raise OptionError("batch", "conflicts with {set} batch=...")
     combos = list(itertools.product(*(axis.values for axis in axes)))
     if len(combos) > MAX_POINTS:
-        raise ConfigError(CLI, "--set", f"the grid has {len(combos)} points, more than {MAX_POINTS}")
+        raise OptionError("set", f"the grid has {len(combos)} points, more than {MAX_POINTS}")
     points = []
     for index, combo in enumerate(combos):
         data = copy.deepcopy(mapping)
@@ -393,9 +392,9 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         try:
             profile = profile_from_mapping(data, source)
         except ConfigError as err:
-            flags = " ".join(f"--set {axis.describe(value)}" for axis, value in zip(axes, combo)
-                             if axis.kind is AxisKind.PROFILE)
-            raise ConfigError(CLI, flags, f"{err.field}: {err.message}") from None
+            settings = " {set} ".join(axis.describe(value) for axis, value in zip(axes, combo)
+                                      if axis.kind is AxisKind.PROFILE)
+            raise OptionError("set", f"{err.field}: {err.message}", settings) from None
         settings = tuple((axis.column, run_fields[axis.field] if axis.kind is AxisKind.RUN
                           else navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
         options = RunOptions(batch=run_fields.get("batch", batch), repeat=repeat, formats=tuple(formats),
@@ -557,11 +556,11 @@ def _dask_unordered(address: str, tasks: list[PointTask], shared: Any) -> Iterat
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise ConfigError(CLI, "--dask", "needs dask.distributed (pip install 'dask[distributed]')") from None
+        raise OptionError("dask", "needs dask.distributed (pip install 'dask[distributed]')") from None
     try:
         client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
-        raise ConfigError(CLI, "--dask", f"{address}: cannot connect to a Dask scheduler ({err})") from None
+        raise OptionError("dask", f"{address}: cannot connect to a Dask scheduler ({err})") from None
     try:
         # the cache-path state goes to every worker once, not once per point
         shared_future = client.scatter(shared, broadcast=True) if shared is not None else None
