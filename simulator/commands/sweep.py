@@ -117,6 +117,7 @@ class _Progress:
 
 def _summary_table(plan, rows) -> str:
     """Whole-network time per point and variant (and the speed-up when dense and pruned ran)."""
+    from ..base.texttable import format_table
     from ..base.units import format_seconds
 
     totals = {}
@@ -146,7 +147,4 @@ def _summary_table(plan, rows) -> str:
         if len(variants) == 2 and None not in times and times[1] > 0:
             cells.append(f"{times[0] / times[1]:.2f}x")
         body.append(cells)
-    widths = [max(len(row[i]) for row in [header] + body if i < len(row)) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, body, right=True)

@@ -45,6 +45,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from ..base.errors import ConfigError, OptionError
 from .device_memory import (Phase, Task, Tensor, TensorKind, feature_map, is_relu_layer, layer_inputs, network_wide,
                      sinks, weights)
+from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
 from ..hardware.profile import ConvAlgorithm, HardwareProfile
 from ..model.workload import Layer, LayerKind, Workload
@@ -455,18 +456,10 @@ def render_training(result: RunResult) -> str:
         rows.append([v.name, info.conv_algorithm, format_seconds(v.total_s), slowdown, format_bytes(memory.peak_bytes),
                      format_bytes(memory.avg_bytes), format_bytes(v.pcie_h2d_bytes), format_bytes(v.pcie_d2h_bytes),
                      format_seconds(v.stall_s), fits])
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    right = set(range(2, 9))
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(padded).rstrip()
-
     first = result.variants[0]
     lines = [f"{result.workload} on {result.profile}: one training step, batch {result.batch}, "
              f"{first.training.optimizer} (device memory {format_bytes(first.memory.capacity_bytes)})", "",
-             line(header), "  ".join("-" * w for w in widths)]
-    lines += [line(r) for r in rows]
+             format_table(header, rows, right=range(2, 9))]
     for v in result.variants:
         memory, info = v.memory, v.training
         held = sorted(memory.peak_by_kind.items(), key=lambda kv: -kv[1])

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..base.atomicfile import write_atomically
+from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
 from ..engine.results import LayerResult, RunResult, VariantResult
 
@@ -20,14 +21,8 @@ def _speedup(dense_s: float, pruned_s: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        text = "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return text.rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + ([rule, line(rows[-1])] if rows else []))
+    """The rows, the last one (the total) under a second rule."""
+    return format_table(header, rows[:-1], right, footer=rows[-1:])
 
 
 def _levels(result: RunResult) -> list[str]:
