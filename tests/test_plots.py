@@ -73,3 +73,17 @@ def test_density_bars(tmp_path):
     path = density_bars(SparsitySummary(rows, 32, 12), tmp_path / "out" / "density.png", "tiny")
     assert path == tmp_path / "out" / "density.png" and path.stat().st_size > 5_000
     assert np.isclose(rows[0].density, 0.25)
+
+
+def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    """A notebook's backend and open figures survive a plot: no matplotlib.use, no pyplot."""
+    import subprocess
+    import sys
+
+    code = ("import sys, matplotlib, numpy as np; matplotlib.use('pdf');"
+            "from simulator.output.plots import weight_matrices;"
+            f"weight_matrices({{'fc': np.eye(8)}}, r'{tmp_path / 'd.png'}');"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pdf", "False"]
+    assert (tmp_path / "d.png").stat().st_size > 1000

@@ -191,14 +191,12 @@ def render(check: CrossCheck) -> str:
 def plot(check: CrossCheck, path: str | Path) -> None:
     """Per layer, measured and predicted time side by side (log scale), one panel per
     (batch, format); measured bars carry their p10-p90 spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from ..output.plots import subplots
+
     groups = sorted({(m.cell.batch, m.cell.format) for m in check.cells})
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
+    fig, axes = subplots(len(groups), 1, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
     for ax, (batch, fmt) in zip(axes[:, 0], groups):
         pairs = [(m, r) for m, r in zip(check.cells, check.results) if (m.cell.batch, m.cell.format) == (batch, fmt)]
         x = np.arange(len(pairs))
@@ -215,5 +213,4 @@ def plot(check: CrossCheck, path: str | Path) -> None:
     fig.suptitle(f"{check.profile}: simulated vs measured", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 

@@ -1,4 +1,6 @@
-"""Every plot of the project, in one place (matplotlib, the non-interactive Agg backend).
+"""Every plot of the project, in one place (matplotlib's object API: each plot builds its own
+``matplotlib.figure.Figure`` and saves it; no pyplot state, no backend switch, so calling these
+from a notebook leaves its backend and its open figures alone).
 
 * :func:`latency_vs_cache_size`: per layer, latency against the swept cache size, each
   curve's knee marked; with dense and pruned, a panel of the speed-up too.
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -60,13 +62,19 @@ def check_plot_path(path: str | Path, option: str) -> Path:
     return path
 
 
-def _pyplot():
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8), **kwargs: Any):
+    """``(Figure, axes)`` like ``pyplot.subplots``, but a free-standing Figure that pyplot never
+    sees: it is garbage-collected when dropped and never shown."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
-    return plt
+
+def _cmap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name]
 
 
 def _save(fig, path: str | Path, legend: bool = False) -> None:
@@ -81,7 +89,6 @@ def _save(fig, path: str | Path, legend: bool = False) -> None:
     else:
         fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
-    _pyplot().close(fig)
 
 
 def knee(x: Sequence[float], y: Sequence[float], log_x: bool = True) -> Optional[int]:
@@ -168,12 +175,11 @@ def _value_axis(ax, readable: Optional[Callable[[float], str]]) -> None:
 def latency_vs_cache_size(rows: Sequence["SweepRow"], column: str, level: str, path: str | Path,
                           title: str = "") -> None:
     """Latency per layer against cache size, one panel per variant, knees marked; plus speed-up."""
-    plt = _pyplot()
     variants = _variants(rows)
     layers = _layers(rows)
     panels = len(variants) + (1 if len(variants) == 2 else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, axes = subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     for ax, variant in zip(axes[0], variants):
         for colour, layer in zip(colours, layers):
             s = _series(rows, column, variant, layer)
@@ -244,12 +250,10 @@ def _crossing(x: np.ndarray, y: np.ndarray, log_x: bool) -> Optional[float]:
 
 def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "") -> None:
     """Speed-up of pruned over dense against density; marks where pruning starts to pay."""
-    plt = _pyplot()
     layers = _layers(rows)
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, ax = subplots(figsize=(7.5, 5.2))
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     if _variants(rows) != ["dense", "pruned"]:
-        plt.close(fig)
         latency_vs_value(rows, column, path, title, "density")
         return
     crossing = _speedup_panel(ax, rows, column, layers, colours, log_x=False)
@@ -267,11 +271,10 @@ def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path
 def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "",
                      label: str = "", readable: Optional[Callable[[float], str]] = None) -> None:
     """Latency per layer against any swept value, one panel per variant (``readable`` labels x)."""
-    plt = _pyplot()
     variants = _variants(rows) or [""]
     layers = _layers(rows)
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, axes = subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     for ax, variant in zip(axes[0], variants):
         for colour, layer in zip(colours, layers):
             s = _series(rows, column, variant, layer)
@@ -298,9 +301,8 @@ def totals_vs_first_axis(rows: Sequence["SweepRow"], columns: Sequence[str], pat
 
     ``labels`` name the fields and ``readables`` format their values (default: the columns, ``%g``).
     """
-    plt = _pyplot()
     variants = _variants(rows)
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
+    fig, axes = subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
     first, others = columns[0], list(columns[1:])
     labels = list(labels) or list(columns)
     readables = list(readables) or [None] * len(columns)
@@ -374,9 +376,8 @@ def run_points(result: "RunResult") -> list[RooflinePoint]:
 
 def roofline(roofs: Sequence[Roof], path: str | Path, title: str = "") -> None:
     """Roofs (peak DRAM bandwidth solid, sustained dashed) with each layer placed, dense and pruned."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 6))
-    colours = plt.get_cmap("tab10")(np.arange(max(len(roofs), 1)) % 10)
+    fig, ax = subplots(figsize=(8.5, 6))
+    colours = _cmap("tab10")(np.arange(max(len(roofs), 1)) % 10)
     intensities = [p.intensity_flop_per_byte for r in roofs for p in r.points] or [1.0]
     lo, hi = min(intensities) / 4, max(max(intensities) * 4, max(r.peak_flops_per_s / r.peak_bandwidth_bytes_per_s
                                                                     for r in roofs) * 4)
@@ -416,9 +417,8 @@ def miss_ratio_curves(curves: Sequence["MissRatioCurve"], sizes_now: dict[str, i
     """Miss ratio against size per level: set-associative (markers) and fully associative (line)."""
     from ..memory.mrc import Associativity
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.2))
-    colours = plt.get_cmap("tab10")(np.arange(max(len(curves), 1)) % 10)
+    fig, ax = subplots(figsize=(8, 5.2))
+    colours = _cmap("tab10")(np.arange(max(len(curves), 1)) % 10)
     all_sizes = []
     for colour, curve in zip(colours, curves):
         sa = curve.of(Associativity.SET_ASSOCIATIVE)
@@ -495,11 +495,10 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
 
 def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") -> Path:
     """Bars of each summarised tensor's density (non-zeros over elements); returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = summary.rows
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
+    fig, ax = subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
     positions = np.arange(len(rows))
     ax.bar(positions, [100 * r.density for r in rows], color="tab:blue")
     ax.set_xticks(positions)
@@ -521,7 +520,6 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
     """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
     columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
     white, so the pruning pattern reads as a spy plot; returns the path."""
-    plt = _pyplot()
     from matplotlib import colormaps
 
     path = Path(path)
@@ -529,7 +527,7 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
     names = list(weights)
     cols = min(len(names), 3) or 1
     rows = -(-len(names) // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
     cmap = colormaps["viridis"].with_extremes(bad="white")       # masked (zero) weights show white
     for ax, name in zip(axes.flat, names):
         w = np.asarray(weights[name], dtype=np.float32)
@@ -553,11 +551,10 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
 
 def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title: str = "") -> Path:
     """Top-1 accuracy against sparsity, one line per weight pruned alone; returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(r.parameter for r in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = subplots(figsize=(7.5, 4.6))
     for name in names:
         mine = [r for r in rows if r.parameter == name]
         ax.plot([100 * r.sparsity for r in mine], [r.top1_pct for r in mine], marker="o", ms=3.5, lw=1.4,
@@ -578,11 +575,10 @@ def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[
     each profile's simulated latency with the model's non-zeros stored sparse (solid) against
     the same model stored dense (dashed line); a profile without one of them (an empty
     sequence, None) shows the other alone; returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.asarray(sparsity_pct, dtype=float)
-    fig, (acc, lat) = plt.subplots(1, 2, figsize=(14, 4.6))
+    fig, (acc, lat) = subplots(1, 2, figsize=(14, 4.6))
     acc.plot(x, top1_pct, marker="o", ms=4, color="black", lw=1.2)
     acc.set_xlabel("weight sparsity (% of conv / fc weights zero)")
     acc.set_ylabel("top-1 accuracy on the test set (%)")
@@ -590,7 +586,9 @@ def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[
     acc.set_ylim(max(0.0, low - 2 * max(1.0, 100 - low)), 100.5)
     acc.grid(True, alpha=0.3)
     acc.set_title("accuracy", fontsize=10)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from matplotlib import rcParams
+
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, times) in enumerate(pruned_s.items()):
         colour = colours[i % len(colours)]
         if len(times):

@@ -453,12 +453,9 @@ def render(comparison: Comparison) -> str:
 def plot(comparison: Comparison, path: str | Path) -> None:
     """Predicted vs published, log-log, with the +-25% band; one marker per platform,
     filled for fitted cells and open for held-out ones."""
-    import matplotlib
+    from ..output.plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 6.0))
+    fig, ax = subplots(figsize=(6.4, 6.0))
     values = [v for r in comparison.results for v in (r.cell.published_s, r.predicted_s)]
     lo, hi = min(values) * 1e6 / 1.5, max(values) * 1e6 * 1.5
     line = np.geomspace(lo, hi, 50)
@@ -480,4 +477,3 @@ def plot(comparison: Comparison, path: str | Path) -> None:
     ax.grid(True, which="both", lw=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
