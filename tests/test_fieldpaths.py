@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 
@@ -13,14 +14,17 @@ from simulator.hardware.profile import load_profile, profile_from_mapping
 from simulator.base.yamlio import read_yaml_mapping
 
 
-@pytest.fixture
-def tegra(repo_root):
-    return load_profile(repo_root / "hwprofiles" / "tegra.yaml")
+TEGRA = Path(__file__).resolve().parent.parent / "hwprofiles" / "tegra.yaml"
 
 
 @pytest.fixture
-def tegra_data(repo_root):
-    return read_yaml_mapping(repo_root / "hwprofiles" / "tegra.yaml")
+def tegra():
+    return load_profile(TEGRA)
+
+
+@pytest.fixture
+def tegra_data():
+    return read_yaml_mapping(TEGRA)
 
 
 def test_spell_names_levels_and_keeps_the_position_of_a_nameless_one():

@@ -57,16 +57,16 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
         if field is None:
             return None
-        model = _unwrap(field.annotation)
+        model = model_in(field.annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _unwrap(annotation: Any) -> Any:
+def model_in(annotation: Any) -> Any:
     """Find the model class inside ``Optional[...]``, ``tuple[...]``, ``list[...]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _unwrap(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 import typing
-from typing import Any, Optional
+from typing import Any
 
 from pydantic import BaseModel
 
+from ..base.schema import model_in
 from ..base.yamlio import field_path
 
 NAMED_LISTS = ("caches", "scratchpads")       # lists of items addressed by their name
@@ -49,23 +50,12 @@ def level_path(collection: str, name: str, field: str = "") -> str:
     return f"memory.{collection}.{name}" + (f".{field}" if field else "")
 
 
-def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
-    """The model class inside ``Optional[...]`` / ``tuple[...]``, if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _walk(model: type[BaseModel], value: Any, prefix: str, out: set[str], named: bool = False) -> None:
     for name, info in model.model_fields.items():
         if name in _META or (named and name == "name"):   # an item's name is its address, not a field
             continue
         path = prefix + (info.alias or name)
-        sub = _model_in(info.annotation)
+        sub = model_in(info.annotation)
         child = getattr(value, name) if value is not None else None
         if sub is not None and typing.get_origin(info.annotation) is tuple:
             for item in child or ():
