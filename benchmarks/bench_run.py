@@ -26,13 +26,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from simulator.memory.cache import CacheHierarchy, Replacement  # noqa: E402
 from simulator.compress.compression import StorageFormat, compress_workload  # noqa: E402
 from simulator.engine.core import layer_work, simulate  # noqa: E402
-from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
 from simulator.hardware.profile import load_profile  # noqa: E402
+from simulator.memory.cache import CacheHierarchy, Replacement  # noqa: E402
 from simulator.memory.traffic import CoreView, workload_traffic  # noqa: E402
 from simulator.model.workload import load_workload  # noqa: E402
+from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
 
 
 def stage_times(profile, workload, fmt) -> dict[str, float]:

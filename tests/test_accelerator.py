@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.engine.accelerator import entries_per_pe_column, pe_array_cycles
-from simulator.compress.compression import StorageFormat, encode_mask
 from simulator.base.errors import ConfigError, OptionError
-from simulator.pipeline import RunOptions, run
+from simulator.compress.compression import StorageFormat, encode_mask
+from simulator.engine.accelerator import entries_per_pe_column, pe_array_cycles
 from simulator.hardware.profile import SparseEngine, load_profile, profile_from_mapping
 from simulator.model.workload import load_workload
+from simulator.pipeline import RunOptions, run
 
 
 def engine(pes=1, index_bits=4):

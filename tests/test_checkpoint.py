@@ -15,13 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.model.checkpoint import (StandIn, ThinningRecipe, checkpoint_workload, load_checkpoint, save_checkpoint,
-                                  shipped_workload)
+from simulator.base.errors import ConfigError
 from simulator.cli import main
 from simulator.compress.compression import StorageFormat, compress_workload
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import load_profile
+from simulator.model.checkpoint import (
+    StandIn,
+    ThinningRecipe,
+    checkpoint_workload,
+    load_checkpoint,
+    save_checkpoint,
+    shipped_workload,
+)
+from simulator.pipeline import RunOptions, run
 
 DATA = Path(__file__).resolve().parent / "data" / "distiller"
 FIXTURES = ["checkpoint_trained_dense.pth.tar", "checkpoint_trained_4D_regularized_5Lremoved.pth.tar",

@@ -8,9 +8,15 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
+from simulator.compress.compression import (
+    EncodedWeights,
+    StorageFormat,
+    compress_workload,
+    dense_encoding,
+    encode_mask,
+    pruned_encoding,
+)
 from simulator.model import seeded
-from simulator.compress.compression import (EncodedWeights, StorageFormat, compress_workload, dense_encoding,
-                                   encode_mask, pruned_encoding)
 from simulator.model.weights import MagnitudePruning, magnitude_mask, synthetic_weights
 from simulator.model.workload import DType, Layer, LayerKind, load_workload
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import pytest
 
 from simulator.base.errors import ConfigError
+from simulator.base.yamlio import read_yaml_mapping
 from simulator.hardware.fieldpaths import assign, field_paths, leaf_paths, navigate, spell
 from simulator.hardware.profile import load_profile, profile_from_mapping
-from simulator.base.yamlio import read_yaml_mapping
-
 
 TEGRA = Path(__file__).resolve().parent.parent / "hwprofiles" / "tegra.yaml"
 

@@ -65,8 +65,8 @@ def test_nothing_to_plot_when_every_point_failed(repo_root, monkeypatch, tiny_wo
 
 
 def test_density_bars(tmp_path):
-    from simulator.output.plots import density_bars
     from simulator.compress.sparsity import SparsityRow, SparsitySummary
+    from simulator.output.plots import density_bars
 
     rows = [SparsityRow(name, (4, 4), 16, nnz, 0, 0, 0, 0, 0, 100 * (1 - nnz / 16), 0, 0, 0)
             for name, nnz in (("fc1.weight", 4), ("fc2.weight", 8))]

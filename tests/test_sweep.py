@@ -12,12 +12,12 @@ import sys
 import pytest
 
 from simulator import cli
-from simulator.compress.compression import StorageFormat
 from simulator.base.errors import ConfigError
+from simulator.base.units import UnitError
 from simulator.commands.options import flag_of
+from simulator.compress.compression import StorageFormat
 from simulator.studies.sweep import Backend, BackendChoice, parse_values, plan_sweep, run_sweep
 from simulator.studies.sweepstore import ResultStore
-from simulator.base.units import UnitError
 
 TEGRA = "hwprofiles/tegra.yaml"
 I7 = "hwprofiles/i7-5930k.yaml"

@@ -17,8 +17,9 @@ def write_atomically(path: str | Path, option: str, write: Callable[[IO], None],
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place.
 
     Errors (a missing directory, no permission, a full disk) become one :class:`OptionError`
-    naming the ``option`` that gave the file (``json``; the command line shows its flag) and the file. The file gets the usual permissions
-    (0666 less the umask), not the private ones of a temporary file.
+    naming the ``option`` that gave the file (``json``; the command line shows its flag) and the
+    file. The file gets the usual permissions (0666 less the umask), not the private ones of a
+    temporary file.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")

@@ -63,7 +63,8 @@ def render(result) -> str:
              f"({cores}), cold caches", ""]
     header = ["level", "size", "line", "ways", "shared", "policy", "accesses", "hits", "misses", "hit rate"]
     body = [[l.name, format_bytes(l.size_bytes), f"{l.line_bytes} B", str(l.ways), "yes" if l.shared else "no",
-             l.replacement.value, f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"] for l in result.levels]
+             l.replacement.value, f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"]
+            for l in result.levels]
     lines.append(format_table(header, body, right=range(2, len(header))))
     line = result.dram_line_bytes
     lines += ["", f"DRAM: {result.dram_line_reads:,} line reads ({format_bytes(result.dram_line_reads * line)}), "

@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:
+def _train(profile: HardwareProfile, workload: Workload, options: RunOptions, args: argparse.Namespace) -> int:
     """``--mode train``: one training step per variant; its own table, JSON and timeline."""
     from ..engine.training import render_training
     from ..output.report import write_json

@@ -118,7 +118,8 @@ def pruned_encoding(layer: Layer, fmt: StorageFormat, seed: int) -> EncodedWeigh
     """
     if fmt is StorageFormat.DENSE:
         return dense_encoding(layer)
-    key = f"v{_CACHE_VERSION}-{layer.name}-{'x'.join(map(str, layer.weight_shape))}-d{layer.density!r}-s{seed}-{fmt.value}"
+    shape = "x".join(map(str, layer.weight_shape))
+    key = f"v{_CACHE_VERSION}-{layer.name}-{shape}-d{layer.density!r}-s{seed}-{fmt.value}"
     name = hashlib.sha256(key.encode()).hexdigest()[:24]
     rows, cols = layer.weight_matrix_shape
     cached = encodingcache.load(name, key)

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..base.errors import ConfigError, OptionError
+from ..base.errors import OptionError
 from .pruners import SparsityLevelPruning
 
 #: Distiller's CSV header.

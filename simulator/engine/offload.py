@@ -34,10 +34,20 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import simpy
 
-from .device_memory import (DeviceAllocator, Lifetime, Phase, Placement, Task, Tensor, TensorKind, inference_tasks,
-                     lifetimes, sinks)
 from ..hardware.profile import HardwareProfile, Link
 from ..model.workload import Workload
+from .device_memory import (
+    DeviceAllocator,
+    Lifetime,
+    Phase,
+    Placement,
+    Task,
+    Tensor,
+    TensorKind,
+    inference_tasks,
+    lifetimes,
+    sinks,
+)
 from .results import DeviceMemory, TimelineEvent, VariantResult, WeightStreaming
 
 

@@ -43,12 +43,22 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
 from ..base.errors import ConfigError, OptionError
-from .device_memory import (Phase, Task, Tensor, TensorKind, feature_map, is_relu_layer, layer_inputs, network_wide,
-                     sinks, weights)
 from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
 from ..hardware.profile import ConvAlgorithm, HardwareProfile
 from ..model.workload import Layer, LayerKind, Workload
+from .device_memory import (
+    Phase,
+    Task,
+    Tensor,
+    TensorKind,
+    feature_map,
+    is_relu_layer,
+    layer_inputs,
+    network_wide,
+    sinks,
+    weights,
+)
 from .offload import OffloadPolicy, StepOutcome, StepPlan, simulate_step
 from .results import LayerResult, RunResult, TrainingInfo, VariantResult
 

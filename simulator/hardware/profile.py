@@ -18,8 +18,19 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field
 
 from ..base.errors import ConfigError
-from ..base.schema import (Bytes, BytesPerS, FlopPerS, Fraction, Hertz, Joules, PositiveInt, Seconds, Strict, Watts,
-                     validate)
+from ..base.schema import (
+    Bytes,
+    BytesPerS,
+    FlopPerS,
+    Fraction,
+    Hertz,
+    Joules,
+    PositiveInt,
+    Seconds,
+    Strict,
+    Watts,
+    validate,
+)
 from ..base.yamlio import read_yaml_mapping
 from .fieldpaths import field_paths, level_path, spell
 

@@ -25,11 +25,20 @@ from ..base.errors import ConfigError
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork
 from ..hardware.profile import HardwareProfile
-from ..pipeline import RepeatMode, RunOptions, benchmark_works
-from .bench import BenchResult
-from ..studies.validation import (BENCHMARK_REPEATS, HELD_OUT_PREFIX, Cell, CellResult, Rates, Summary, fit, predict,
-                         summarize)
 from ..model.workload import Workload
+from ..pipeline import RepeatMode, RunOptions, benchmark_works
+from ..studies.validation import (
+    BENCHMARK_REPEATS,
+    HELD_OUT_PREFIX,
+    Cell,
+    CellResult,
+    Rates,
+    Summary,
+    fit,
+    predict,
+    summarize,
+)
+from .bench import BenchResult
 
 PLATFORM = "this machine"
 _FORMAT_NAMES = {"dense": "dense", "csr": "sparse"}   # bench format -> validation cell format
@@ -73,8 +82,10 @@ class CrossCheck:
                       for m, r in zip(self.cells, self.results)],
             "summaries": [summary(s) for s in self.summaries],
             "fitted": None if self.fitted is None else {
-                **self.fitted.efficiency, "sustained_bandwidth_bytes_per_s": self.fitted.sustained_bandwidth_bytes_per_s,
-                "latency_s": self.fitted.latency_s, "outstanding_requests_per_core": self.fitted.outstanding_requests_per_core},
+                **self.fitted.efficiency,
+                "sustained_bandwidth_bytes_per_s": self.fitted.sustained_bandwidth_bytes_per_s,
+                "latency_s": self.fitted.latency_s,
+                "outstanding_requests_per_core": self.fitted.outstanding_requests_per_core},
         }
 
 

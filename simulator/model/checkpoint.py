@@ -108,12 +108,12 @@ class Checkpoint:
     path: str
     arch: Optional[str]
     epoch: Optional[int]
-    state_dict: "OrderedDict[str, torch.Tensor]"
+    state_dict: OrderedDict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]            # parameter -> bool mask (masks_dict entries that are set)
     thinning_recipes: tuple[Any, ...] = ()
     other: Mapping[str, Any] = field(default_factory=dict)   # the remaining top-level entries, as loaded
 
-    def parameters(self) -> "OrderedDict[str, torch.Tensor]":
+    def parameters(self) -> OrderedDict[str, torch.Tensor]:
         """The floating-point parameters (batch-norm running statistics left out)."""
         return OrderedDict((n, t) for n, t in self.state_dict.items()
                            if is_parameter_name(n) and t.is_floating_point())

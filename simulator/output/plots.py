@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..base.errors import ConfigError, OptionError
+from ..base.errors import OptionError
 from ..base.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -118,13 +118,13 @@ class _Series:
     y: np.ndarray
 
 
-def _series(rows: Sequence["SweepRow"], column: str, variant: str, layer: str, value: str = "time_s") -> _Series:
+def _series(rows: Sequence[SweepRow], column: str, variant: str, layer: str, value: str = "time_s") -> _Series:
     pairs = sorted((r.settings[column], getattr(r, value)) for r in rows
                    if r.variant == variant and r.layer == layer and getattr(r, value) is not None)
     return _Series(np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float))
 
 
-def _layers(rows: Sequence["SweepRow"]) -> list[str]:
+def _layers(rows: Sequence[SweepRow]) -> list[str]:
     """Layer names in network order (the order of first appearance), copies left out."""
     seen: dict[str, None] = {}
     for r in rows:
@@ -133,7 +133,7 @@ def _layers(rows: Sequence["SweepRow"]) -> list[str]:
     return list(seen)
 
 
-def _weighted(rows: Sequence["SweepRow"]) -> list[str]:
+def _weighted(rows: Sequence[SweepRow]) -> list[str]:
     """Layers whose kernel changes with pruning (the ones a speed-up is about)."""
     kernels: dict[str, set[str]] = {}
     for r in rows:
@@ -142,7 +142,7 @@ def _weighted(rows: Sequence["SweepRow"]) -> list[str]:
     return [layer for layer in _layers(rows) if len(kernels.get(layer, ())) > 1]
 
 
-def _variants(rows: Sequence["SweepRow"]) -> list[str]:
+def _variants(rows: Sequence[SweepRow]) -> list[str]:
     return [v for v in ("dense", "pruned") if any(r.variant == v for r in rows)]
 
 
@@ -172,7 +172,7 @@ def _value_axis(ax, readable: Optional[Callable[[float], str]]) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: readable(v)))
 
 
-def latency_vs_cache_size(rows: Sequence["SweepRow"], column: str, level: str, path: str | Path,
+def latency_vs_cache_size(rows: Sequence[SweepRow], column: str, level: str, path: str | Path,
                           title: str = "") -> None:
     """Latency per layer against cache size, one panel per variant, knees marked; plus speed-up."""
     variants = _variants(rows)
@@ -248,7 +248,7 @@ def _crossing(x: np.ndarray, y: np.ndarray, log_x: bool) -> Optional[float]:
     return None
 
 
-def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "") -> None:
+def speedup_vs_density(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "") -> None:
     """Speed-up of pruned over dense against density; marks where pruning starts to pay."""
     layers = _layers(rows)
     fig, ax = subplots(figsize=(7.5, 5.2))
@@ -268,7 +268,7 @@ def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path
     _save(fig, path, legend=True)
 
 
-def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "",
+def latency_vs_value(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "",
                      label: str = "", readable: Optional[Callable[[float], str]] = None) -> None:
     """Latency per layer against any swept value, one panel per variant (``readable`` labels x)."""
     variants = _variants(rows) or [""]
@@ -294,7 +294,7 @@ def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, 
     _save(fig, path, legend=True)
 
 
-def totals_vs_first_axis(rows: Sequence["SweepRow"], columns: Sequence[str], path: str | Path, title: str = "",
+def totals_vs_first_axis(rows: Sequence[SweepRow], columns: Sequence[str], path: str | Path, title: str = "",
                          labels: Sequence[str] = (),
                          readables: Sequence[Optional[Callable[[float], str]]] = ()) -> None:
     """Several swept fields: whole-network latency against the first, a line per other combination.
@@ -361,14 +361,14 @@ class Roof:
     points: tuple[RooflinePoint, ...]
 
 
-def roof_of(profile: "HardwareProfile", points: Sequence[RooflinePoint], label: str = "") -> Roof:
+def roof_of(profile: HardwareProfile, points: Sequence[RooflinePoint], label: str = "") -> Roof:
     """A profile's roof with the given layers."""
     dram = profile.dram
     return Roof(label or profile.name, profile.peak_flops_per_s, dram.peak_bandwidth_bytes_per_s,
                 dram.sustained_bandwidth_bytes_per_s, tuple(points))
 
 
-def run_points(result: "RunResult") -> list[RooflinePoint]:
+def run_points(result: RunResult) -> list[RooflinePoint]:
     """Roofline points of a run: every layer with FLOPs and DRAM traffic, dense and pruned."""
     return [RooflinePoint(l.name, v.name, l.flops, l.dram_bytes, l.time_s) for v in result.variants
             for l in v.layers if l.flops > 0 and l.dram_bytes > 0 and l.time_s > 0]
@@ -412,7 +412,7 @@ def roofline(roofs: Sequence[Roof], path: str | Path, title: str = "") -> None:
 
 # --- miss-ratio curves --------------------------------------------------------------------------
 
-def miss_ratio_curves(curves: Sequence["MissRatioCurve"], sizes_now: dict[str, int], path: str | Path,
+def miss_ratio_curves(curves: Sequence[MissRatioCurve], sizes_now: dict[str, int], path: str | Path,
                       title: str = "") -> None:
     """Miss ratio against size per level: set-associative (markers) and fully associative (line)."""
     from ..memory.mrc import Associativity
@@ -451,7 +451,7 @@ _ROOFLINE_FIELDS = ("memory.dram.peak_bandwidth", "memory.dram.sustained_bandwid
                     "compute.clock", "compute.efficiency.")
 
 
-def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) -> str:
+def sweep_plot(plan: SweepPlan, rows: Sequence[SweepRow], path: str | Path) -> str:
     """Write the plot that answers the sweep's question; returns what it shows.
 
     One cache-size field: latency against size with knees (and the speed-up). ``density``:
@@ -493,7 +493,7 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
 
 # --- pruning ------------------------------------------------------------------------------------
 
-def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") -> Path:
+def density_bars(summary: SparsitySummary, path: str | Path, title: str = "") -> Path:
     """Bars of each summarised tensor's density (non-zeros over elements); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -516,7 +516,7 @@ def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") 
     return path
 
 
-def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title: str = "") -> Path:
+def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
     columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
     white, so the pruning pattern reads as a spy plot; returns the path."""
@@ -549,7 +549,7 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
     return path
 
 
-def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title: str = "") -> Path:
+def sensitivity_curves(rows: Sequence[SensitivityRow], path: str | Path, title: str = "") -> Path:
     """Top-1 accuracy against sparsity, one line per weight pruned alone; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -569,8 +569,8 @@ def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title
 
 
 def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[float],
-                              pruned_s: "Mapping[str, Sequence[float]]",
-                              dense_s: "Mapping[str, Optional[float]]", path: str | Path, title: str = "") -> Path:
+                              pruned_s: Mapping[str, Sequence[float]],
+                              dense_s: Mapping[str, Optional[float]], path: str | Path, title: str = "") -> Path:
     """Two panels along a pruning run, both against the model's sparsity: top-1 accuracy, and
     each profile's simulated latency with the model's non-zeros stored sparse (solid) against
     the same model stored dense (dashed line); a profile without one of them (an empty

@@ -39,7 +39,7 @@ import numpy as np
 import yaml
 
 from ..base import units
-from ..base.errors import ConfigError, SimulatorError, OptionError
+from ..base.errors import ConfigError, OptionError, SimulatorError
 from ..base.yamlio import read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
@@ -139,7 +139,7 @@ class SweepPlan:
         return (["point"] + [a.column for a in self.axes] + list(_RESULT_COLUMNS)
                 + [f"{level}_hit_rate" for level in self.levels] + ["bound", "error"])
 
-    def key_of(self, row: "SweepRow") -> str:
+    def key_of(self, row: SweepRow) -> str:
         """The key of the point a result row belongs to (compare with ``SweepPoint.key``)."""
         return settings_key(row.settings, self.axes)
 
@@ -180,7 +180,7 @@ class SweepRow:
         return out
 
     @staticmethod
-    def from_record(record: dict[str, Any], axes: Sequence[str], levels: Sequence[str]) -> "SweepRow":
+    def from_record(record: dict[str, Any], axes: Sequence[str], levels: Sequence[str]) -> SweepRow:
         """Inverse of :meth:`record` (values already typed)."""
         rates = {level: record[f"{level}_hit_rate"] for level in levels
                  if record.get(f"{level}_hit_rate") is not None}
@@ -248,12 +248,14 @@ def parse_values(text: str) -> list[Any]:
     if q_start is not q_stop:
         raise units.UnitError(f"{text!r}: start and stop are different kinds of quantity")
     if q_step is not None and (geometric or q_step is not q_start):
-        raise units.UnitError(f"{text!r}: the step must be {'a plain factor' if geometric else 'the same kind of quantity'}")
+        step = "a plain factor" if geometric else "the same kind of quantity"
+        raise units.UnitError(f"{text!r}: the step must be {step}")
     if geometric:
         if start <= 0 or stop <= 0 or step <= 0 or step == 1:
             raise units.UnitError(f"{text!r}: a geometric range needs positive ends and a factor other than 1")
         if (stop - start) * (step - 1) < 0:
-            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} to {match['stop']}")
+            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} "
+                                  f"to {match['stop']}")
         count = int(math.floor(math.log(stop / start) / math.log(step) + 1e-9)) + 1
         raw = [start * step ** i for i in range(min(count, MAX_POINTS + 1))]
     else:
@@ -584,7 +586,7 @@ class SweepSummary:
     seconds: float       # wall time of this invocation, preparation included
 
 
-def run_sweep(plan: SweepPlan, store: "ResultStore", backend: BackendChoice = BackendChoice(),
+def run_sweep(plan: SweepPlan, store: ResultStore, backend: BackendChoice = BackendChoice(),
               progress: Callable[[PointResult, int, int], None] = lambda *_: None) -> SweepSummary:
     """Evaluate every point not yet in ``store``, appending each one's rows as it finishes.
 

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..base.errors import ConfigError, OptionError
-from .sweep import CLI, INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
+from ..base.errors import OptionError
+from .sweep import INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
 
 if TYPE_CHECKING:
     import pandas
@@ -52,7 +52,8 @@ class ResultStore:
         directory = self.path.parent
         if not directory.is_dir():
             raise OptionError("out", f"{self.path}: directory {directory} does not exist")
-        self.journal = self.path if self.format is ResultFormat.CSV else self.path.with_name(self.path.name + ".partial.csv")
+        partial = self.path.with_name(self.path.name + ".partial.csv")
+        self.journal = self.path if self.format is ResultFormat.CSV else partial
         self.meta = self.path.with_name(self.path.name + ".sweep.json")
         self._load_existing()
 
@@ -161,7 +162,7 @@ class ResultStore:
         keys = {p.key for p in self.plan.points}
         return [r for r in self._rows if self._key(r) in keys]
 
-    def to_dataframe(self) -> "pandas.DataFrame":
+    def to_dataframe(self) -> pandas.DataFrame:
         """This plan's rows as a pandas table with the results file's columns (one row per point,
         variant and layer; empty cells are None / NaN)."""
         import pandas

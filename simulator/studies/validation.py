@@ -199,7 +199,7 @@ class Rates:
     history: list[float] = field(default_factory=list)
 
     @staticmethod
-    def of(profile: HardwareProfile) -> "Rates":
+    def of(profile: HardwareProfile) -> Rates:
         """The profile's current rates."""
         return Rates({k.value: profile.compute.efficiency.of(k) for k in FIT_KERNELS},
                      profile.dram.sustained_bandwidth_bytes_per_s, profile.dram.latency_s,
@@ -290,7 +290,7 @@ class Comparison:
     fitted: dict[str, Rates]          # profile name -> rates fitted now (empty unless --fit)
     fit_on_all: bool = False          # the rates were fitted on every cell (a diagnostic)
 
-    def to_dataframe(self) -> "pandas.DataFrame":
+    def to_dataframe(self) -> pandas.DataFrame:
         """Every cell (published, predicted, error, set, bound) as a table, for notebooks."""
         import pandas
 
@@ -314,7 +314,8 @@ class Comparison:
             "power": [{**p.cell.to_json(), "published_w": p.published_w, "predicted_w": p.predicted_w}
                       for p in power_rows(self.results)],
             "fitted_on": ("all cells" if self.fit_on_all else "fitted cells") if self.fitted else None,
-            "fitted_now": {name: {**rates.efficiency, "sustained_bandwidth_bytes_per_s": rates.sustained_bandwidth_bytes_per_s,
+            "fitted_now": {name: {**rates.efficiency,
+                                  "sustained_bandwidth_bytes_per_s": rates.sustained_bandwidth_bytes_per_s,
                                   "latency_s": rates.latency_s,
                                   "outstanding_requests_per_core": int(rates.outstanding_requests_per_core)}
                            for name, rates in self.fitted.items()},
@@ -399,8 +400,8 @@ def energy_argument(results: list[CellResult], layer: str = "AlexNet_FC7") -> li
     for r in results:
         c = r.cell
         if c.layer == layer and c.batch == 1 and c.format in ("dense", "sparse", "compressed_actual"):
-            picks.append((f"{c.platform} {'CSR' if c.format == 'sparse' else c.format.replace('compressed_actual', 'compressed')}",
-                          r.energy_j))
+            name = "CSR" if c.format == "sparse" else c.format.replace("compressed_actual", "compressed")
+            picks.append((f"{c.platform} {name}", r.energy_j))
     return picks
 
 
@@ -417,7 +418,8 @@ def render(comparison: Comparison) -> str:
         c = r.cell
         fmt = {"sparse": "csr", "compressed_theoretical": "theory", "compressed_actual": "eie"}.get(c.format, c.format)
         lines.append(f"{c.platform:18s} {c.batch:5d}  {fmt:6s} {c.layer:12s} "
-                     f"{format_seconds(c.published_s):>10s} {format_seconds(r.predicted_s):>10s} {100 * r.error:+6.0f}%  "
+                     f"{format_seconds(c.published_s):>10s} {format_seconds(r.predicted_s):>10s} "
+                     f"{100 * r.error:+6.0f}%  "
                      f"{'held-out' if c.held_out else 'fitted':8s}  {r.bound}")
     lines += ["", f"{'cells':18s} {'n':>3s}  {'median |err|':>12s}  {'within 10%':>10s}  {'within 25%':>10s}  "
                   f"{'winner right':>12s}  worst cell"]

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..base.errors import ConfigError, SimulatorError, OptionError
+from ..base.errors import OptionError, SimulatorError
 from ..base.paths import REPO_DIR as ROOT
 from ..base.units import format_bytes
 from ..engine.device_memory import Placement, network_wide
@@ -151,7 +151,8 @@ class Change:
             return profile
         algorithms = profile.conv_algorithms
         fast = algorithms.performance_optimal.model_copy(update={"workspace_per_input": self.workspace_per_input})
-        return profile.model_copy(update={"conv_algorithms": algorithms.model_copy(update={"performance_optimal": fast})})
+        faster = algorithms.model_copy(update={"performance_optimal": fast})
+        return profile.model_copy(update={"conv_algorithms": faster})
 
 
 SENSITIVITY = (Change("plain SGD (no momentum buffer)", optimizer=Optimizer.SGD),
