@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    creates .venv/, installs the project, simulates AlexNet on the Tegra K1 profile
-#   make test   the same set-up, then the test suite
+#   make test   the same set-up, then ruff (lint) and the test suite
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(PY) -m simulator run hwprofiles/tegra.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 bench: $(STAMP)

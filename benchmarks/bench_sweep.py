@@ -25,13 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from simulator.compress.compression import StorageFormat, compress_workload  # noqa: E402
-from simulator.memory.mrc import LevelFilter, LruStacks, fully_associative_distances  # noqa: E402
-from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
 from simulator.hardware.profile import load_profile  # noqa: E402
-from simulator.studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep  # noqa: E402
-from simulator.studies.sweepstore import ResultStore  # noqa: E402
+from simulator.memory.mrc import LevelFilter, LruStacks, fully_associative_distances  # noqa: E402
 from simulator.memory.traffic import CoreView, workload_traffic  # noqa: E402
 from simulator.model.workload import load_workload  # noqa: E402
+from simulator.pipeline import RunOptions, cache_hierarchy, run  # noqa: E402
+from simulator.studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep  # noqa: E402
+from simulator.studies.sweepstore import ResultStore  # noqa: E402
 
 PROFILE = ROOT / "hwprofiles" / "tegra.yaml"
 WORKLOAD = ROOT / "workloads" / "alexnet.yaml"

@@ -11,9 +11,10 @@ import sys
 from typing import NoReturn, Optional, Sequence
 
 from .base.console import progress
-from .base.errors import SimulatorError
+from .base.errors import OptionError, SimulatorError
 from .base.version import TOOL_NAME, __version__
 from .commands import COMMANDS
+from .commands.options import flag_of
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.handler(args)
     except SimulatorError as err:
         progress("")
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err.spelled(flag_of) if isinstance(err, OptionError) else err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
-from .base.errors import ConfigError
+from .base.errors import OptionError
 from .base.units import format_bytes
 from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
@@ -100,8 +100,8 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFo
                     options: RunOptions) -> list[LayerTraffic]:
     """The access traces one variant's inference sends through the caches (``run --dump-trace``)."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
-        raise ConfigError("command line", "--dump-trace", f"{profile.name} has no caches: its engine moves "
-                          "whole buffers, so there is no address trace to dump")
+        raise OptionError("dump_trace", f"{profile.name} has no caches: its engine moves whole buffers, so there "
+                          "is no address trace to dump")
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
@@ -174,8 +174,8 @@ def check_formats(profile: HardwareProfile, workload: Workload, options: RunOpti
     for fmt in options.formats:
         layer = unsupported_sparse_layer(workload, fmt)
         if layer is not None:
-            raise ConfigError("command line", "--format", f"{fmt.value} is modelled for FC layers only, and "
-                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use --format "
+            raise OptionError("format", f"{fmt.value} is modelled for FC layers only, and "
+                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
                               "csr (CSR covers convolutions)")
 
 
@@ -185,8 +185,8 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     from .engine.accelerator import column_batches, eie_works
 
     if options.batch != 1:
-        raise ConfigError("command line", "--batch", f"{profile.name} multiplies one activation vector at a "
-                          "time; use --batch 1")
+        raise OptionError("batch", f"{profile.name} multiplies one activation vector at a "
+                          "time; use {batch} 1")
     if options.density is not None:
         workload = workload.with_density(options.density)
     progress("sparse engine: encoding and PE-array model")
@@ -212,7 +212,7 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     from .engine.tiling import tiled_works
 
     if options.density is not None:
-        raise ConfigError("command line", "--density", f"{profile.name} computes dense weights (its array does "
+        raise OptionError("density", f"{profile.name} computes dense weights (its array does "
                           "not skip zeros), so pruning would not change its time")
     progress("tiled engine: tilings and tile work")
     works = [work for work, _ in tiled_works(profile, workload, options.batch)]
@@ -261,12 +261,12 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     formats = options.formats
     if profile.sparse_engine is not None:
         if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
-            raise ConfigError("command line", "--format", f"{profile.name} runs compressed weights only")
+            raise OptionError("format", f"{profile.name} runs compressed weights only")
         formats = formats[-1:]    # one variant: its own compressed format
     if profile.tiled_engine is not None:
         if StorageFormat.DENSE not in formats:
-            raise ConfigError("command line", "--format", f"{profile.name} computes dense weights only (its array "
-                              "does not skip zeros); use --format dense")
+            raise OptionError("format", f"{profile.name} computes dense weights only (its array "
+                              "does not skip zeros); use {format} dense")
         formats = (StorageFormat.DENSE,)
     if len(formats) > 1 and (os.cpu_count() or 1) > 1:
         variants = _variants_side_by_side(profile, workload, formats, options, progress)
@@ -287,12 +287,12 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
            progress: Callable[[str], None]) -> RunResult:
     """One training step per variant: base(p) and the requested offload policy (dense weights)."""
     if any(f is not StorageFormat.DENSE for f in options.formats) and len(options.formats) == 1:
-        raise ConfigError("command line", "--format", "training updates dense weights; use --format dense "
+        raise OptionError("format", "training updates dense weights; use {format} dense "
                           "or leave it out")
     if options.repeat != 1 or options.repeat_mode is not RepeatMode.NETWORK:
-        raise ConfigError("command line", "--repeat", "applies to inference; a training run is one step")
+        raise OptionError("repeat", "applies to inference; a training run is one step")
     if options.density is not None:
-        raise ConfigError("command line", "--density", "training updates dense weights; leave it out")
+        raise OptionError("density", "training updates dense weights; leave it out")
 
     def forward_at(batch: int) -> VariantResult:
         """The forward pass alone at ``batch``: the pipeline's own per-layer simulation."""

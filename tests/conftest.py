@@ -70,7 +70,7 @@ def workload_from_text(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
 
-    def make(layers: str, input_shape) -> "object":
+    def make(layers: str, input_shape) -> object:
         path = tmp_path / "workload.yaml"
         path.write_text(f"schema_version: 1\nname: test\nsource: tests\ninput_shape: {list(input_shape)}\n"
                         f"layers:\n{layers}")

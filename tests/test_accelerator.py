@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.engine.accelerator import entries_per_pe_column, pe_array_cycles
+from simulator.base.errors import ConfigError, OptionError
 from simulator.compress.compression import StorageFormat, encode_mask
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RunOptions, run
+from simulator.engine.accelerator import entries_per_pe_column, pe_array_cycles
 from simulator.hardware.profile import SparseEngine, load_profile, profile_from_mapping
 from simulator.model.workload import load_workload
+from simulator.pipeline import RunOptions, run
 
 
 def engine(pes=1, index_bits=4):
@@ -96,8 +96,9 @@ def test_eie_runs_from_sram_at_or_above_its_theoretical_time(fc_only):
 
 def test_eie_refuses_batches_and_convolutions(fc_only, tmp_path):
     eie = load_profile("hwprofiles/eie.yaml")
-    with pytest.raises(ConfigError, match="--batch"):
+    with pytest.raises(OptionError, match="use batch 1") as err:
         run(eie, fc_only, RunOptions(batch=4))
+    assert err.value.option == "batch"
     conv = tmp_path / "conv.yaml"
     conv.write_text("""
 schema_version: 1

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from simulator import cli
-from simulator.measure.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
-from simulator.compress.compression import StorageFormat, pruned_encoding
-from simulator.measure.crosscheck import crosscheck, measured_cells, plot, render
 from simulator.base.errors import ConfigError
+from simulator.compress.compression import StorageFormat, pruned_encoding
 from simulator.hardware.profile import load_profile
+from simulator.measure.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
+from simulator.measure.crosscheck import crosscheck, measured_cells, plot, render
 from simulator.model.weights import magnitude_mask, synthetic_weights
 from simulator.model.workload import load_workload
 

@@ -7,8 +7,15 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-from simulator.memory.cache import (HINT_OVERWRITE, HINT_STREAM, AccessOutcome, CacheGeometry, CacheHierarchy,
-                                    Replacement, WriteAllocate)
+from simulator.memory.cache import (
+    HINT_OVERWRITE,
+    HINT_STREAM,
+    AccessOutcome,
+    CacheGeometry,
+    CacheHierarchy,
+    Replacement,
+    WriteAllocate,
+)
 
 KIB = 1024
 

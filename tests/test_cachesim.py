@@ -8,14 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from simulator import cli
-from simulator.base.errors import ConfigError
-from simulator.hardware.profile import load_profile
-from simulator.studies.tracesim import load_trace, simulate_trace
 # The plain reference model of test_cache.py and the CSR-gather trace of test_mrc.py
 # (pytest puts tests/ on the import path).
 from test_cache import _ReferenceHierarchy
 from test_mrc import _csr_gather
+
+from simulator import cli
+from simulator.base.errors import ConfigError
+from simulator.hardware.profile import load_profile
+from simulator.studies.tracesim import load_trace, simulate_trace
 
 TEGRA = "hwprofiles/tegra.yaml"
 I7 = "hwprofiles/i7-5930k.yaml"
@@ -172,20 +173,21 @@ def test_curves_of_the_lru_levels_only(repo_root, monkeypatch, tmp_path, fc_trac
     monkeypatch.chdir(repo_root)
     text = (repo_root / TEGRA).read_text(encoding="utf-8")
     profile = tmp_path / "tegra-dip.yaml"
-    profile.write_text(text.replace("      ways: 16\n", "      ways: 16\n      replacement: dip\n", 1), encoding="utf-8")
+    profile.write_text(text.replace("      ways: 16\n", "      ways: 16\n      replacement: dip\n", 1),
+                       encoding="utf-8")
     out_csv = tmp_path / "c.csv"
     assert cli.main(["cachesim", str(profile), str(fc_trace), "--mrc", str(out_csv)]) == 0
     assert "no curve for L2 (dip): stack distances model LRU levels only" in capsys.readouterr().out
     with open(out_csv, newline="", encoding="utf-8") as handle:
         assert {row["level"] for row in csv.DictReader(handle)} == {"L1"}
     both = tmp_path / "tegra-all-dip.yaml"
-    both.write_text(profile.read_text(encoding="utf-8").replace("      ways: 4\n", "      ways: 4\n      replacement: dip\n", 1),
-                    encoding="utf-8")
+    dip_l1 = profile.read_text(encoding="utf-8").replace("      ways: 4\n", "      ways: 4\n      replacement: dip\n",
+                                                          1)
+    both.write_text(dip_l1, encoding="utf-8")
     assert cli.main(["cachesim", str(both), str(fc_trace), "--mrc", str(out_csv)]) == 2
-    assert capsys.readouterr().err == (f"error: {both}: memory.caches[0].replacement: L1 uses dip and no level is "
-                                       "LRU; miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)\n")
-
-
+    assert capsys.readouterr().err == (f"error: {both}: memory.caches.L1.replacement: L1 uses dip and no level is "
+                                       "LRU; miss-ratio curves come from LRU stack distances (use lru, or run "
+                                       "without miss-ratio curves)\n")
 def test_run_dump_trace_writes_what_cachesim_reads(repo_root, tiny_workload_file, tmp_path, monkeypatch, capsys):
     """``run --dump-trace DIR`` then ``cachesim PROFILE DIR/dense.npy``: the same accesses, and
     through the same cold hierarchy the same DRAM traffic as the run itself."""

@@ -15,13 +15,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from simulator.model.checkpoint import (StandIn, ThinningRecipe, checkpoint_workload, load_checkpoint, save_checkpoint,
-                                  shipped_workload)
+from simulator.base.errors import ConfigError
 from simulator.cli import main
 from simulator.compress.compression import StorageFormat, compress_workload
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import load_profile
+from simulator.model.checkpoint import (
+    StandIn,
+    ThinningRecipe,
+    checkpoint_workload,
+    load_checkpoint,
+    save_checkpoint,
+    shipped_workload,
+)
+from simulator.pipeline import RunOptions, run
 
 DATA = Path(__file__).resolve().parent / "data" / "distiller"
 FIXTURES = ["checkpoint_trained_dense.pth.tar", "checkpoint_trained_4D_regularized_5Lremoved.pth.tar",
@@ -220,7 +226,7 @@ def test_arch_without_a_shipped_workload(arch):
     ckpt = load_checkpoint(DATA / FIXTURES[0])
     with pytest.raises(ConfigError) as err:
         shipped_workload(type(ckpt)(ckpt.path, arch, None, ckpt.state_dict, {}))
-    assert err.value.field == "arch" and "--workload" in err.value.message
+    assert err.value.field == "arch" and "give the workload" in err.value.message
 
 
 def test_checkpoint_density_cannot_be_overridden():
@@ -245,7 +251,7 @@ def test_saved_layout_loads_with_plain_weights_only(tmp_path):
 def test_save_into_a_missing_directory(tmp_path):
     with pytest.raises(ConfigError) as err:
         save_checkpoint(tmp_path / "absent" / "x.pth.tar", {}, {}, [], None, 0)
-    assert err.value.field == "--out"
+    assert err.value.field == "out"
 
 
 # --- the command line ---------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ then look at the finished runs by name.
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 

@@ -8,9 +8,15 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from simulator.model import weights as pruning
-from simulator.compress.compression import (EncodedWeights, StorageFormat, compress_workload, dense_encoding,
-                                   encode_mask, pruned_encoding)
+from simulator.compress.compression import (
+    EncodedWeights,
+    StorageFormat,
+    compress_workload,
+    dense_encoding,
+    encode_mask,
+    pruned_encoding,
+)
+from simulator.model import seeded
 from simulator.model.weights import MagnitudePruning, magnitude_mask, synthetic_weights
 from simulator.model.workload import DType, Layer, LayerKind, load_workload
 
@@ -39,15 +45,15 @@ def mask():
 
 @pytest.fixture
 def count_masks(monkeypatch):
-    """Counts the calls of pruning.magnitude_mask (i.e. encodings not served from the cache)."""
+    """Counts the calls of seeded.pruned_mask (i.e. encodings not served from the cache)."""
     calls = []
-    original = pruning.magnitude_mask
+    original = seeded.pruned_mask
 
-    def counting(weights, density):
-        calls.append(density)
-        return original(weights, density)
+    def counting(layer, seed):
+        calls.append(layer.density)
+        return original(layer, seed)
 
-    monkeypatch.setattr(pruning, "magnitude_mask", counting)
+    monkeypatch.setattr(seeded, "pruned_mask", counting)
     return calls
 
 

@@ -14,13 +14,27 @@ import torch.nn.functional as F
 
 from simulator import cli
 from simulator.base.errors import ConfigError
-from simulator.compress.compression import StorageFormat
 from simulator.hardware.profile import load_profile
 from simulator.measure.bench import bench_sparse_conv, load_bench
-from simulator.measure.sparseconv import (BreakEven, ConvShape, Crossing, SparseConvAlgorithm, SparseConvLayer,
-                                          SparseConvPoint, break_even, csr_weights, sparse_conv_call)
-from simulator.measure.sparseconv_check import (SparseConvPrediction, merge_runs, predict_all, predict_layer, render,
-                                                to_json)
+from simulator.measure.sparseconv import (
+    BreakEven,
+    ConvShape,
+    Crossing,
+    SparseConvAlgorithm,
+    SparseConvLayer,
+    SparseConvPoint,
+    break_even,
+    csr_weights,
+    sparse_conv_call,
+)
+from simulator.measure.sparseconv_check import (
+    SparseConvPrediction,
+    merge_runs,
+    predict_all,
+    predict_layer,
+    render,
+    to_json,
+)
 from simulator.model.weights import magnitude_mask, synthetic_weights
 from simulator.pipeline import RepeatMode, RunOptions, run
 

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from simulator.cli import main
-from simulator.studies.digits import DEFAULT_SCHEDULE, DigitsNet, digits_cnn, load_data, prune_epoch
 from simulator.compress.schedule import Window, agp_target_sparsity, load_schedule
 from simulator.compress.sensitivity import CSV_HEADER, Evaluation, sensitivity_analysis, sparsity_levels
+from simulator.studies.digits import DEFAULT_SCHEDULE, DigitsNet, digits_cnn, load_data, prune_epoch
 
 SMALL_SCHEDULE = {
     "version": 1,

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from simulator.base.errors import ConfigError
+from simulator.base.units import Quantity, parse
 from simulator.cli import main
 from simulator.compress.compression import StorageFormat
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import load_profile, profile_from_mapping
-from simulator.base.units import Quantity, parse
+from simulator.pipeline import RunOptions, run
 
 ROOT = Path(__file__).resolve().parent.parent
 

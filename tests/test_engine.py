@@ -1,14 +1,12 @@
 """Engine invariants: physical lower bounds, conservation of bytes, determinism, warm caches."""
 
-import dataclasses
 
-import numpy as np
 import pytest
 
 from simulator.compress.compression import StorageFormat
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import load_profile
 from simulator.model.workload import load_workload
+from simulator.pipeline import RunOptions, run
 
 
 @pytest.fixture(autouse=True)

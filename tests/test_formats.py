@@ -6,8 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.compress.formats import (ByteCounts, ValueBits, encode_bitmask, encode_bsr, encode_eie, encode_nm,
-                               kmeans_codebook, nm_mask, quantise)
+from simulator.compress.formats import (
+    ByteCounts,
+    ValueBits,
+    encode_bitmask,
+    encode_bsr,
+    encode_eie,
+    encode_nm,
+    kmeans_codebook,
+    nm_mask,
+    quantise,
+)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from simulator.memory.cache import CacheGeometry, CacheHierarchy
 from simulator.compress.compression import StorageFormat, encode_mask
-from simulator.memory.mrc import (Associativity, LevelFilter, LruStacks, fully_associative_distances, level_outcome,
-                           level_stream, miss_ratio_curve)
+from simulator.memory.cache import CacheGeometry, CacheHierarchy
+from simulator.memory.mrc import (
+    Associativity,
+    LevelFilter,
+    LruStacks,
+    fully_associative_distances,
+    level_outcome,
+    level_stream,
+    miss_ratio_curve,
+)
 from simulator.memory.traffic import AddressSpace, CoreView, layer_traffic
 from simulator.model.workload import load_workload
 

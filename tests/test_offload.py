@@ -6,12 +6,21 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from simulator.engine.device_memory import (ALIGNMENT_BYTES, DeviceAllocator, Phase, Placement, Task, Tensor, TensorKind,
-                              lifetimes, network_wide)
+from simulator.engine.device_memory import (
+    ALIGNMENT_BYTES,
+    DeviceAllocator,
+    Phase,
+    Placement,
+    Task,
+    Tensor,
+    TensorKind,
+    lifetimes,
+    network_wide,
+)
 from simulator.engine.offload import PrefetchWindow, StepPlan, simulate_step
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import Link, load_profile, profile_from_mapping
 from simulator.model.workload import load_workload
+from simulator.pipeline import RunOptions, run
 
 MiB = 2**20
 

@@ -65,11 +65,25 @@ def test_nothing_to_plot_when_every_point_failed(repo_root, monkeypatch, tiny_wo
 
 
 def test_density_bars(tmp_path):
-    from simulator.output.plots import density_bars
     from simulator.compress.sparsity import SparsityRow, SparsitySummary
+    from simulator.output.plots import density_bars
 
     rows = [SparsityRow(name, (4, 4), 16, nnz, 0, 0, 0, 0, 0, 100 * (1 - nnz / 16), 0, 0, 0)
             for name, nnz in (("fc1.weight", 4), ("fc2.weight", 8))]
     path = density_bars(SparsitySummary(rows, 32, 12), tmp_path / "out" / "density.png", "tiny")
     assert path == tmp_path / "out" / "density.png" and path.stat().st_size > 5_000
     assert np.isclose(rows[0].density, 0.25)
+
+
+def test_plots_leave_the_backend_and_pyplot_alone(tmp_path):
+    """A notebook's backend and open figures survive a plot: no matplotlib.use, no pyplot."""
+    import subprocess
+    import sys
+
+    code = ("import sys, matplotlib, numpy as np; matplotlib.use('pdf');"
+            "from simulator.output.plots import weight_matrices;"
+            f"weight_matrices({{'fc': np.eye(8)}}, r'{tmp_path / 'd.png'}');"
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["pdf", "False"]
+    assert (tmp_path / "d.png").stat().st_size > 1000

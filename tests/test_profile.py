@@ -139,7 +139,7 @@ def test_allowed_keys_do_not_offer_path(tegra_data, load_error):
 def test_unknown_key_in_a_cache_level(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["foo"] = 1
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].foo"
+    assert err.field == "memory.caches.L2.foo"
     assert "allowed: name, size, line, ways, shared, latency, bandwidth" in err.message
 
 
@@ -162,7 +162,7 @@ def test_path_key_in_the_file(tegra_data, load_error):
 def test_malformed_unit(tegra_data, load_error, size):
     tegra_data["memory"]["caches"][0]["size"] = size
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[0].size"
+    assert err.field == "memory.caches.L1.size"
     assert repr(size) in err.message
 
 
@@ -177,7 +177,7 @@ def test_wrong_kind_of_unit(tegra_data, load_error):
 def test_size_must_be_positive(tegra_data, load_error, size):
     tegra_data["memory"]["caches"][0]["size"] = size
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[0].size"
+    assert err.field == "memory.caches.L1.size"
     assert "greater than 0" in err.message
 
 
@@ -195,7 +195,7 @@ def test_dram_rates_and_capacity_must_be_positive(tegra_data, load_error, sectio
 
 def test_cache_bandwidth_must_be_positive(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["bandwidth"] = "-5 GB/s"
-    assert load_error(tegra_data).field == "memory.caches[1].bandwidth"
+    assert load_error(tegra_data).field == "memory.caches.L2.bandwidth"
 
 
 def test_negative_latency(tegra_data, load_error):
@@ -264,27 +264,27 @@ def test_line_must_be_a_power_of_two(tegra_data, load_error):
     level["line"] = "48 B"
     level["size"] = "96 KiB"    # 98304 B = 128 sets of 16 ways x 48 B: only the power-of-two rule fails
     err = load_error(tegra_data)
-    assert str(err).endswith("memory.caches[1].line: 48 B is not a power of two")
+    assert str(err).endswith("memory.caches.L2.line: 48 B is not a power of two")
 
 
 def test_size_must_be_whole_sets(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["size"] = "129 KiB"   # not a multiple of 16 ways x 128 B
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].size"
+    assert err.field == "memory.caches.L2.size"
     assert "whole number of sets" in err.message
 
 
 def test_line_may_not_shrink_towards_memory(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["line"] = "64 B"
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].line"
+    assert err.field == "memory.caches.L2.line"
     assert "smaller than L1's 128 B" in err.message
 
 
 def test_level_smaller_than_the_level_above(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["size"] = "8 KiB"
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].size"
+    assert err.field == "memory.caches.L2.size"
     assert "smaller than L1" in err.message
 
 
@@ -294,25 +294,25 @@ def test_private_level_sizes_count_every_core(repo_root, load_error):
     data["memory"]["caches"][2]["size"] = "1 MiB"
     data["memory"]["caches"][2]["ways"] = 16
     err = load_error(data)
-    assert err.field == "memory.caches[2].size"
+    assert err.field == "memory.caches.L3.size"
     assert "smaller than L2" in err.message
 
 
 def test_last_level_larger_than_dram(tegra_data, load_error):
     tegra_data["memory"]["dram"]["capacity"] = "64 KiB"
     err = load_error(tegra_data)
-    assert (err.field, err.message) == ("memory.caches[1].size", "is larger than memory.dram.capacity")
+    assert (err.field, err.message) == ("memory.caches.L2.size", "is larger than memory.dram.capacity")
 
 
 def test_duplicate_level_name(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["name"] = "L1"
-    assert load_error(tegra_data).field == "memory.caches[1].name"
+    assert load_error(tegra_data).field == "memory.caches.L1.name"
 
 
 def test_private_level_below_shared_level(tegra_data, load_error):
     tegra_data["memory"]["caches"][0]["shared"] = True
     tegra_data["memory"]["caches"][1]["shared"] = False
-    assert load_error(tegra_data).field == "memory.caches[1].shared"
+    assert load_error(tegra_data).field == "memory.caches.L2.shared"
 
 
 def test_gpu_levels_allocate_stores_without_fetching_and_kepler_l1_keeps_only_gathers(tegra, i7):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from simulator.base.errors import ConfigError
-from simulator.model.parameters import ParameterTree, canonical_name, is_parameter_name
 from simulator.compress.pruners import GroupType, Norm, RankedStructurePruning, SparsityLevelPruning, ThresholdPruning
 from simulator.compress.schedule import PrunerClass, Window, agp_target_sparsity, apply_schedule, load_schedule
+from simulator.model.parameters import ParameterTree, canonical_name, is_parameter_name
 
 DATA = Path(__file__).resolve().parent / "data" / "distiller"
 RESNET_SCHEDULE = DATA / "resnet20_filters.schedule_agp.yaml"
@@ -247,7 +247,8 @@ def test_magnitude_pruner_acts_on_every_parameter(tiny_tree, schedule_file):
     assert torch.equal(result.masks["classifier.1.weight"], before["classifier.1.weight"].abs() > 1.0)
 
 
-@pytest.mark.parametrize("cls, norm", [("L1RankedStructureParameterPruner", 1), ("L2RankedStructureParameterPruner", 2)])
+@pytest.mark.parametrize("cls, norm", [("L1RankedStructureParameterPruner", 1),
+                                       ("L2RankedStructureParameterPruner", 2)])
 def test_ranked_channels_by_norm(tiny_tree, schedule_file, cls, norm):
     w = tiny_tree.current("features.0.weight").clone()
     path = schedule_file({"p": {"class": cls, "group_type": "Channels", "desired_sparsity": 0.5,

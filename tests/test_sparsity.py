@@ -7,8 +7,8 @@ from collections import OrderedDict
 import pytest
 import torch
 
-from simulator.output.plots import density_bars
 from simulator.compress.sparsity import render_summary, sparsity_row, weights_sparsity_summary
+from simulator.output.plots import density_bars
 
 
 def test_matrix_columns_by_hand():

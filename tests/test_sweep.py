@@ -12,11 +12,12 @@ import sys
 import pytest
 
 from simulator import cli
-from simulator.compress.compression import StorageFormat
 from simulator.base.errors import ConfigError
+from simulator.base.units import UnitError
+from simulator.commands.options import flag_of
+from simulator.compress.compression import StorageFormat
 from simulator.studies.sweep import Backend, BackendChoice, parse_values, plan_sweep, run_sweep
 from simulator.studies.sweepstore import ResultStore
-from simulator.base.units import UnitError
 
 TEGRA = "hwprofiles/tegra.yaml"
 I7 = "hwprofiles/i7-5930k.yaml"
@@ -109,9 +110,9 @@ def test_cache_path_applies_to_the_last_level_only(at_root, tiny_workload_path):
     (["memory.caches.L3.size=1MiB"], "'memory.caches.L3.size' is not a field of hwprofiles/tegra.yaml; did you mean"),
     (["memory.dram.bandwidth=5GB/s"], "did you mean memory.dram.peak_bandwidth, memory.dram.sustained_bandwidth"),
     (["memory.caches.L2=1MiB"], "is not a field"),
-    (["memory.caches.L1.size=64B"], "--set memory.caches.L1.size=64 B: memory.caches[0].size: 64 B is not a whole "
+    (["memory.caches.L1.size=64B"], "set memory.caches.L1.size=64 B: memory.caches.L1.size: 64 B is not a whole "
                                     "number of sets"),
-    (["memory.caches.L2.size=128KiB,8KiB"], "--set memory.caches.L2.size=8.0 KiB: memory.caches[1].size: L2"),
+    (["memory.caches.L2.size=128KiB,8KiB"], "set memory.caches.L2.size=8.0 KiB: memory.caches.L2.size: L2"),
     (["memory.dram.sustained_bandwidth=10GB/s,20GB/s"], "memory.dram.sustained_bandwidth: exceeds"),
     (["compute.efficiency.spmv=0.5,2"], "compute.efficiency.spmv"),
     (["density=0.1,1.5"], "density 1.5 is not a number in (0, 1]"),
@@ -124,13 +125,15 @@ def test_cache_path_applies_to_the_last_level_only(at_root, tiny_workload_path):
 def test_invalid_points_are_rejected_before_running(at_root, tiny_workload_path, sets, message):
     with pytest.raises(ConfigError) as err:
         plan_sweep(TEGRA, sets, tiny_workload_path)
-    assert str(err.value).startswith("command line: --set ")
+    assert str(err.value).startswith("options: set ")      # the library names the option ...
     assert message in str(err.value)
+    assert err.value.spelled(flag_of).startswith("command line: --set ")   # ... the command line its flag
 
 
 def test_batch_flag_and_axis_conflict(at_root, tiny_workload_path):
-    with pytest.raises(ConfigError, match="--batch: conflicts"):
+    with pytest.raises(ConfigError, match="batch: conflicts with set batch=") as err:
         plan_sweep(TEGRA, ["batch=1,2"], tiny_workload_path, batch=4)
+    assert err.value.spelled(flag_of) == "command line: --batch: conflicts with --set batch=..."
 
 
 # --- the cache-size path is the full pipeline, computed with less work -------------------------

@@ -8,15 +8,24 @@ import numpy as np
 import pytest
 import yaml
 
-from simulator.cli import main
-from simulator.engine.core import simulate
 from simulator.base.errors import ConfigError
+from simulator.cli import main
 from simulator.compress.compression import StorageFormat
-from simulator.pipeline import RepeatMode, RunOptions, run
+from simulator.engine.core import simulate
+from simulator.engine.tiling import (
+    BUFFERS,
+    MAX_ENGINE_TILES,
+    TIME_TOLERANCE,
+    LoopNest,
+    LoopOrder,
+    choose_tiling,
+    evaluate_tiling,
+    tile_steps,
+    tiled_layer_work,
+)
 from simulator.hardware.profile import load_profile, profile_from_mapping
-from simulator.engine.tiling import (BUFFERS, MAX_ENGINE_TILES, TIME_TOLERANCE, LoopNest, LoopOrder, choose_tiling,
-                              evaluate_tiling, tiled_layer_work, tile_steps)
 from simulator.model.workload import DType, Layer, LayerKind, load_workload
+from simulator.pipeline import RepeatMode, RunOptions, run
 
 ROOT = Path(__file__).resolve().parent.parent
 ZYNQ = ROOT / "hwprofiles" / "zynq-7045.yaml"

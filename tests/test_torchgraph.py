@@ -12,13 +12,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
+from simulator.base.errors import ConfigError
 from simulator.cli import main
 from simulator.compress.compression import StorageFormat
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RunOptions, run
 from simulator.hardware.profile import load_profile
 from simulator.model.torchgraph import load_model, workload_from_module
 from simulator.model.workload import DType, LayerKind, to_torch_module
+from simulator.pipeline import RunOptions, run
 
 I7 = "hwprofiles/i7-5930k.yaml"
 
@@ -169,7 +169,8 @@ class Lambda(nn.Module):
      r"node mul \(operator\.mul\): is not supported \(supported: Conv2d, Linear"),
     (Lambda(lambda s, x: torch.cat([s.layers[0](x), s.layers[1](x)], 2), nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 1)),
      r"node cat \(torch\.cat\): joins along dimension 2"),
-    (Lambda(lambda s, x: s.layers[0](x.flatten(2)), nn.Conv1d(1, 2, 3)), r"module layers\.0 \(nn\.Conv1d\): is not supp"),
+    (Lambda(lambda s, x: s.layers[0](x.flatten(2)), nn.Conv1d(1, 2, 3)),
+     r"module layers\.0 \(nn\.Conv1d\): is not supp"),
     (Lambda(lambda s, x: torch.sigmoid(s.layers[0](x)), nn.Conv2d(1, 2, 1)), r"node sigmoid \(torch\.sigmoid\)"),
     (Lambda(lambda s, x: s.layers[0](x).permute(0, 2, 3, 1), nn.Conv2d(1, 2, 1)), r"\(Tensor\.permute\)"),
     (Branchy(), r"torch\.fx cannot trace its forward \(TraceError"),
@@ -293,7 +294,8 @@ def test_run_model_density_prunes_its_weights(repo_root, user_models, capsys):
     (["--model", "my_models:NUMBER"], "NUMBER is a int, not a callable or an nn.Module"),
     (["--model", "my_models:bare"], "--input-shape: needed: my_models:bare returns a module without an example"),
     (["--model", "my_models:bare", "--input-shape", "3,x"], "--input-shape: '3,x': expected the sample's shape"),
-    (["--model", "my_models:bare", "--input-shape", "8"], "example input: running it through the model failed at module 0 (nn.Linear) (RuntimeError: mat1 and mat2"),
+    (["--model", "my_models:bare", "--input-shape", "8"],
+     "example input: running it through the model failed at module 0 (nn.Linear) (RuntimeError: mat1 and mat2"),
     (["--model", "my_models:bare", "--workload", "workloads/alexnet.yaml"], "--workload: does not apply with --model"),
     (["--input-shape", "3,8,8"], "--input-shape: applies with --model only"),
 ])

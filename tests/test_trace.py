@@ -7,13 +7,13 @@ import json
 import pytest
 
 from simulator import cli
+from simulator.base.errors import ConfigError
 from simulator.compress.compression import StorageFormat
 from simulator.engine.core import recording, simulate
-from simulator.base.errors import ConfigError
-from simulator.pipeline import RepeatMode, RunOptions, benchmark_works, run
 from simulator.hardware.profile import load_profile
-from simulator.output.trace import check_trace, simulated_trace
 from simulator.model.workload import load_workload
+from simulator.output.trace import check_trace, simulated_trace
+from simulator.pipeline import RepeatMode, RunOptions, benchmark_works, run
 
 I7 = "hwprofiles/i7-5930k.yaml"
 
@@ -37,7 +37,8 @@ def test_recording_matches_busy_time_and_changes_nothing(tiny):
         for resource, seconds in layer.busy_s.items():
             assert sum(i.end_s - i.start_s for i in mine if i.resource == resource) == pytest.approx(seconds)
         (mark,) = [i for i in calls[0] if i.layer == layer.name and i.resource == "layer"]
-        assert mark.start_s == pytest.approx(layer.start_s) and mark.end_s == pytest.approx(layer.start_s + layer.time_s)
+        assert mark.start_s == pytest.approx(layer.start_s)
+        assert mark.end_s == pytest.approx(layer.start_s + layer.time_s)
     assert simulate(profile, works) == plain          # nothing recorded outside the block
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulator.compress.compression import EncodedWeights, StorageFormat, encode_mask, INDEX_BYTES
+from simulator.compress.compression import INDEX_BYTES, StorageFormat, encode_mask
 from simulator.hardware.profile import KernelKind
 from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
 from simulator.model.workload import DType, Layer, LayerKind

@@ -15,14 +15,23 @@ from simulator import cli
 from simulator.base.errors import ConfigError
 from simulator.engine.device_memory import Phase, TensorKind
 from simulator.engine.offload import OffloadPolicy, simulate_step
-from simulator.pipeline import RunOptions, run
-from simulator.hardware.profile import ConvAlgorithm, load_profile, profile_from_mapping
 from simulator.engine.results import DeviceMemory, LayerResult, OutOfMemory, VariantResult
-from simulator.output.trace import check_trace
+from simulator.engine.training import (
+    LayerTiming,
+    Mode,
+    Optimizer,
+    TrainConfig,
+    forward_timing,
+    render_training,
+    search_dyn,
+    training_plan,
+    uniform,
+)
+from simulator.hardware.profile import ConvAlgorithm, load_profile, profile_from_mapping
 from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, concat_buffers, layer_traffic
-from simulator.engine.training import (LayerTiming, Mode, Optimizer, TrainConfig, forward_timing, render_training,
-                                search_dyn, training_plan, uniform)
 from simulator.model.workload import LayerKind, load_workload, to_torch_module
+from simulator.output.trace import check_trace
+from simulator.pipeline import RunOptions, run
 
 INCEPTION = """\
   - {name: a, kind: conv, in_channels: 3, out_channels: 4, kernel: 3, padding: 1}

@@ -7,7 +7,6 @@ import pytest
 from simulator.base import units
 from simulator.base.units import Quantity, UnitError, format_bytes, format_seconds, parse, parse_bytes
 
-
 # --- sizes -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("text, expected", [

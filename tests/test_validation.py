@@ -4,9 +4,18 @@ import math
 
 import pytest
 
-from simulator.studies.validation import (EIE_PLATFORM, Cell, CellResult, Rates, cell_works, fit, load_cells, predict,
-                                  summarize)
 from simulator.hardware.profile import load_profile
+from simulator.studies.validation import (
+    EIE_PLATFORM,
+    Cell,
+    CellResult,
+    Rates,
+    cell_works,
+    fit,
+    load_cells,
+    predict,
+    summarize,
+)
 
 
 def test_the_published_table_is_shipped_whole():

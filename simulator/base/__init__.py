@@ -1,1 +1,2 @@
-"""Helpers every stage uses (errors, units, safe YAML, schema plumbing, atomic files, paths, progress); they import nothing else of the project."""
+"""Helpers every stage uses (errors, units, safe YAML, schema plumbing, atomic files, paths, progress,
+tables); they import nothing else of the project."""

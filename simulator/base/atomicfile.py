@@ -10,20 +10,21 @@ import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
-from .errors import ConfigError
+from .errors import OptionError
 
 
-def write_atomically(path: str | Path, flag: str, write: Callable[[IO], None], binary: bool = False) -> None:
+def write_atomically(path: str | Path, option: str, write: Callable[[IO], None], binary: bool = False) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it into place.
 
-    Errors (a missing directory, no permission, a full disk) become one :class:`ConfigError`
-    naming the command-line ``flag`` and the file. The file gets the usual permissions
-    (0666 less the umask), not the private ones of a temporary file.
+    Errors (a missing directory, no permission, a full disk) become one :class:`OptionError`
+    naming the ``option`` that gave the file (``json``; the command line shows its flag) and the
+    file. The file gets the usual permissions (0666 less the umask), not the private ones of a
+    temporary file.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+        raise OptionError(option, f"{path}: directory {directory} does not exist")
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
@@ -36,4 +37,4 @@ def write_atomically(path: str | Path, flag: str, write: Callable[[IO], None], b
     except OSError as err:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
-        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None
+        raise OptionError(option, f"{path}: cannot write ({err.strerror or err})") from None

@@ -9,7 +9,7 @@ per-field error locations for free; this module only makes its messages read lik
 from __future__ import annotations
 
 import typing
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Callable, TypeVar
 
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
@@ -74,16 +74,16 @@ def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | 
         field = next((f for name, f in model.model_fields.items() if (f.alias or name) == part), None)
         if field is None:
             return None
-        model = _unwrap(field.annotation)
+        model = model_in(field.annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
-def _unwrap(annotation: Any) -> Any:
+def model_in(annotation: Any) -> Any:
     """Find the model class inside ``Optional[...]``, ``tuple[...]``, ``list[...]``."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in typing.get_args(annotation):
-        found = _unwrap(arg)
+        found = model_in(arg)
         if found is not None:
             return found
     return None
@@ -115,14 +115,16 @@ def _message(root: type[BaseModel], error: dict[str, Any]) -> str:
     return message
 
 
-def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = ()) -> M:
-    """Validate ``data`` against ``model``; the first problem becomes a :class:`ConfigError`."""
+def validate(model: type[M], data: Any, source: str, prefix: tuple[Any, ...] = (),
+             where: Callable[[tuple[Any, ...]], str] = field_path) -> M:
+    """Validate ``data`` against ``model``; the first problem becomes a :class:`ConfigError` located
+    by ``where`` (a profile names its cache levels: :func:`simulator.hardware.fieldpaths.spell`)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as err:
         first = err.errors(include_url=False)[0]
         loc = prefix + tuple(first["loc"])
-        raise ConfigError(source, field_path(loc) or "(top level)", _message(model, first)) from None
+        raise ConfigError(source, where(loc) or "(top level)", _message(model, first)) from None
 
 
 def json_schema(model: type[BaseModel], title: str) -> dict[str, Any]:

@@ -15,4 +15,5 @@ COMMANDS = [
     "bench",
     "crosscheck",
     "digits",
+    "cache",
 ]

@@ -50,12 +50,13 @@ def _cachesim(args: argparse.Namespace) -> int:
             if level.replacement.value != "lru":
                 print(f"no curve for {level.name} ({level.replacement.value}): stack distances model LRU levels only")
     if args.json:
-        write_json_document(result.to_json(), args.json, "--json")
+        write_json_document(result.to_json(), args.json, "json")
     return 0
 
 
 def render(result) -> str:
     """The text output: per-level counts, DRAM traffic, the model's speed."""
+    from ..base.texttable import format_table
     from ..base.units import format_bytes
 
     cores = f"{result.cores} core{'s' * (result.cores != 1)}"
@@ -63,10 +64,9 @@ def render(result) -> str:
              f"({cores}), cold caches", ""]
     header = ["level", "size", "line", "ways", "shared", "policy", "accesses", "hits", "misses", "hit rate"]
     body = [[l.name, format_bytes(l.size_bytes), f"{l.line_bytes} B", str(l.ways), "yes" if l.shared else "no",
-             l.replacement.value, f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"] for l in result.levels]
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths]] + body:
-        lines.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+             l.replacement.value, f"{l.accesses:,}", f"{l.hits:,}", f"{l.misses:,}", f"{100 * l.hit_rate:.1f}%"]
+            for l in result.levels]
+    lines.append(format_table(header, body, right=range(2, len(header))))
     line = result.dram_line_bytes
     lines += ["", f"DRAM: {result.dram_line_reads:,} line reads ({format_bytes(result.dram_line_reads * line)}), "
                   f"{result.dram_writebacks:,} write-backs ({format_bytes(result.dram_writebacks * line)})",

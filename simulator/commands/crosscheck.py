@@ -51,7 +51,7 @@ def _crosscheck(args: argparse.Namespace) -> int:
     if args.json:
         from ..output.report import write_json_document
 
-        write_json_document(doc, args.json, "--json")
+        write_json_document(doc, args.json, "json")
     return 0
 
 

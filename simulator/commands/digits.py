@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="samples per simulated inference (default 1)")
     digits.add_argument("--sensitivity-step", type=_fraction, default=0.05, metavar="S",
                         help="sparsity step of the sensitivity analysis (default 0.05: 0, 5, ... 90%%)")
-    digits.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the split, the initial weights and the "
-                                                            "minibatch order (default 0)")
+    digits.add_argument("--seed", type=int, default=0, metavar="N",
+                        help="seed of the split, the initial weights and the minibatch order (default 0)")
     digits.set_defaults(handler=_digits)
 
 

@@ -38,3 +38,12 @@ def check_output_dirs(args: argparse.Namespace, *flags: str) -> None:
         target = getattr(args, flag, None)
         if target and not Path(target).resolve().parent.is_dir():
             raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+
+
+def flag_of(option: str) -> str:
+    """The command-line flag of a library option name: ``input_shape`` -> ``--input-shape``.
+
+    The one place where the library's option names (:class:`~simulator.base.errors.OptionError`)
+    meet the flags; every command's flag is ``--`` and the option name with dashes.
+    """
+    return "--" + option.replace("_", "-")

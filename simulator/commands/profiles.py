@@ -26,6 +26,7 @@ def _peak(value: float) -> str:
 
 def _profiles(args: argparse.Namespace) -> int:
     from ..base.errors import ConfigError
+    from ..base.texttable import format_table
     from ..base.units import format_bytes
     from ..hardware.profile import load_profile
 
@@ -57,9 +58,5 @@ def _profiles(args: argparse.Namespace) -> int:
         ridge = f"{p.ridge_flop_per_byte:.1f}" if p.dram else "-"
         rows.append([path.name, p.kind.value, p.name, f"{_peak(p.peak_flops_per_s)}{unit} {dtype}", dram, llc, ridge,
                      "yes" if p.fitted else "no"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print(format_table(rows[0], rows[1:]))
     return 0

@@ -177,7 +177,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nothing_to_prune(profile: "HardwareProfile", workload: "Workload", density, fmt) -> list[str]:
+def _nothing_to_prune(profile: HardwareProfile, workload: Workload, density, fmt) -> list[str]:
     """The line that says a workload gives nothing to prune (no densities, no masks), or none."""
     from ..compress.compression import prunes_anything
 
@@ -188,7 +188,7 @@ def _nothing_to_prune(profile: "HardwareProfile", workload: "Workload", density,
             "(--density D, or a pruned --checkpoint from `prune`, says what to prune)"]
 
 
-def _trace_dir(profile: "HardwareProfile", folder: str) -> Path:
+def _trace_dir(profile: HardwareProfile, folder: str) -> Path:
     """``--dump-trace``'s folder, checked (and created) before any work."""
     from ..output.tracedump import check_trace_dir
 
@@ -198,7 +198,7 @@ def _trace_dir(profile: "HardwareProfile", folder: str) -> Path:
     return check_trace_dir(folder)
 
 
-def _dump_traces(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", result, folder: Path) -> None:
+def _dump_traces(profile: HardwareProfile, workload: Workload, options: RunOptions, result, folder: Path) -> None:
     """``--dump-trace``: rebuild each variant's traces (the same seeded encodings, so the same
     addresses the run used) and write them for ``cachesim``."""
     from ..compress.compression import StorageFormat
@@ -216,7 +216,7 @@ def _dump_traces(profile: "HardwareProfile", workload: "Workload", options: "Run
           f"per-layer files in {folder}")
 
 
-def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOptions", args: argparse.Namespace) -> int:
+def _train(profile: HardwareProfile, workload: Workload, options: RunOptions, args: argparse.Namespace) -> int:
     """``--mode train``: one training step per variant; its own table, JSON and timeline."""
     from ..engine.training import render_training
     from ..output.report import write_json

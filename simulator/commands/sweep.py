@@ -54,7 +54,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.dask is not None and "://" not in args.dask:
         raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
                                                     "tcp://10.0.0.5:8786")
-    plot = check_plot_path(args.plot, "--plot") if args.plot else None
+    plot = check_plot_path(args.plot, "plot") if args.plot else None
     formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
     workload = find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD
     plan = plan_sweep(find_profile(args.profile), args.sets, workload, formats, args.batch, args.repeat,
@@ -119,6 +119,7 @@ class _Progress:
 
 def _summary_table(plan, rows) -> str:
     """Whole-network time per point and variant (and the speed-up when dense and pruned ran)."""
+    from ..base.texttable import format_table
     from ..base.units import format_seconds
 
     totals = {}
@@ -148,7 +149,4 @@ def _summary_table(plan, rows) -> str:
         if len(variants) == 2 and None not in times and times[1] > 0:
             cells.append(f"{times[0] / times[1]:.2f}x")
         body.append(cells)
-    widths = [max(len(row[i]) for row in [header] + body if i < len(row)) for i in range(len(header))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)).rstrip() for row in [header] + body]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return format_table(header, body, right=True)

@@ -46,7 +46,7 @@ def _validate(args: argparse.Namespace) -> int:
     progress("")
     print(render(comparison))
     if args.json:
-        write_json_document(comparison.to_json(), args.json, "--json")
+        write_json_document(comparison.to_json(), args.json, "json")
     if args.plot:
         plot(comparison, args.plot)
     return 0

@@ -1,7 +1,7 @@
 """Compression: storage formats with exact bytes, and the pruned encodings of a workload.
 
-Pruning itself is in :mod:`simulator.model.weights` (torch); it is imported only when an encoding
-is not already in the on-disk cache, so a warm run never pays for importing torch.
+Pruning itself is in :mod:`simulator.model.seeded` (numpy only: neither a cold nor a warm run
+imports torch); encodings are kept in the on-disk :mod:`~simulator.compress.encodingcache`.
 
 Encoding keeps the real index arrays (column indices and row pointers for CSR, row indices
 and column pointers for CSC): the traffic stage turns them into gather addresses.
@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
+from ..model import seeded
 from ..model.workload import Layer, LayerKind, Workload
+from . import encodingcache
 
 INDEX_BYTES = 4      # int32 column / row indices, as MKL and cuSPARSE use
 POINTER_BYTES = 4    # int32 row / column pointers
-_CACHE_VERSION = 1   # bump when pruning or encoding changes, to invalidate cached encodings
+_CACHE_VERSION = 2   # bump when pruning or encoding changes, to invalidate cached encodings
 
 
 class StorageFormat(str, enum.Enum):
@@ -94,11 +94,12 @@ def encode_mask(layer_name: str, mask: np.ndarray, fmt: StorageFormat, value_byt
     cols = matrix.shape[1]
     if fmt is StorageFormat.DENSE:
         return EncodedWeights(layer_name, fmt, rows, cols, rows * cols, value_bytes_each)
-    major = matrix if fmt is StorageFormat.CSR else np.ascontiguousarray(matrix.T)
-    counts = major.sum(axis=1, dtype=np.int64)
-    pointers = np.zeros(counts.size + 1, dtype=np.int64)
-    np.cumsum(counts, out=pointers[1:])
-    indices = np.nonzero(major)[1].astype(np.int32)
+    major = matrix if fmt is StorageFormat.CSR else matrix.T
+    major = np.ascontiguousarray(major)
+    width = major.shape[1]
+    flat = np.flatnonzero(major)   # one pass; row and column follow from the flat position
+    indices = (flat % width).astype(np.int32)
+    pointers = np.searchsorted(flat, np.arange(major.shape[0] + 1, dtype=np.int64) * width)
     return EncodedWeights(layer_name, fmt, rows, cols, int(pointers[-1]), value_bytes_each, indices, pointers)
 
 
@@ -108,50 +109,26 @@ def dense_encoding(layer: Layer) -> EncodedWeights:
     return EncodedWeights(layer.name, StorageFormat.DENSE, rows, cols, rows * cols, layer.dtype.size_bytes)
 
 
-def _cache_dir() -> Optional[Path]:
-    setting = os.environ.get("SIMULATOR_CACHE_DIR")
-    if setting == "":
-        return None
-    if setting:
-        return Path(setting)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "compressed-inference-simulator"
-
-
 def pruned_encoding(layer: Layer, fmt: StorageFormat, seed: int) -> EncodedWeights:
     """Magnitude-prune the layer's seeded weights to ``layer.density`` and encode them.
 
-    Encodings are cached on disk (``$SIMULATOR_CACHE_DIR``, default ``~/.cache/...``; set it
-    to an empty string to disable) because drawing and pruning 100 M weights costs seconds
+    Encodings are cached on disk (:mod:`simulator.compress.encodingcache`: size-bounded, least
+    recently used first) because drawing and pruning 100 M weights costs a good part of a second
     while the result depends only on the shape, density, seed and layer name.
     """
     if fmt is StorageFormat.DENSE:
         return dense_encoding(layer)
-    key = f"v{_CACHE_VERSION}-{layer.name}-{'x'.join(map(str, layer.weight_shape))}-d{layer.density!r}-s{seed}-{fmt.value}"
-    digest = hashlib.sha256(key.encode()).hexdigest()[:24]
-    directory = _cache_dir()
-    path = directory / f"{digest}.npz" if directory else None
-    if path is not None and path.exists():
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                if str(data["key"]) == key:
-                    rows, cols = layer.weight_matrix_shape
-                    return EncodedWeights(layer.name, fmt, rows, cols, int(data["pointers"][-1]),
-                                          layer.dtype.size_bytes, data["indices"], data["pointers"])
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
-    from ..model.weights import magnitude_mask, synthetic_weights
-
-    mask = magnitude_mask(synthetic_weights(layer, seed), layer.density).numpy()
+    shape = "x".join(map(str, layer.weight_shape))
+    key = f"v{_CACHE_VERSION}-{layer.name}-{shape}-d{layer.density!r}-s{seed}-{fmt.value}"
+    name = hashlib.sha256(key.encode()).hexdigest()[:24]
+    rows, cols = layer.weight_matrix_shape
+    cached = encodingcache.load(name, key)
+    if cached is not None and "indices" in cached and "pointers" in cached:
+        return EncodedWeights(layer.name, fmt, rows, cols, int(cached["pointers"][-1]),
+                              layer.dtype.size_bytes, cached["indices"], cached["pointers"])
+    mask = seeded.pruned_mask(layer, seed)
     encoded = encode_mask(layer.name, mask, fmt, layer.dtype.size_bytes)
-    if path is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp.npz")
-            np.savez(tmp, key=np.array(key), indices=encoded.indices, pointers=encoded.pointers)
-            os.replace(tmp, path)
-        except OSError:
-            pass  # caching is an optimisation only
+    encodingcache.store(name, key, {"indices": encoded.indices, "pointers": encoded.pointers})
     return encoded
 
 

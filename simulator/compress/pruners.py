@@ -42,7 +42,7 @@ class GroupType(str, enum.Enum):
     # 32 zero columns and no zero row.
 
     @classmethod
-    def parse(cls, text: str) -> "GroupType":
+    def parse(cls, text: str) -> GroupType:
         """Distiller's spelling; ``3D`` is its other name for filters."""
         return cls.FILTERS if text == "3D" else cls(text)
 

@@ -90,7 +90,7 @@ class _AgpFields(_PrunerSpec):
     final_sparsity: Sparsity
 
     @model_validator(mode="after")
-    def _grows(self) -> "_AgpFields":
+    def _grows(self) -> _AgpFields:
         if not self.final_sparsity > self.initial_sparsity:
             raise ValueError(f"final_sparsity ({self.final_sparsity}) must be above initial_sparsity "
                              f"({self.initial_sparsity}), as Distiller asserts")
@@ -104,7 +104,7 @@ class _RankedFields(Strict):
     noise: Optional[float] = None
 
     @model_validator(mode="after")
-    def _no_noise(self) -> "_RankedFields":
+    def _no_noise(self) -> _RankedFields:
         if self.noise:
             raise ValueError(f"noise {self.noise} is not supported: random ranking noise would make the masks "
                              "differ from run to run (remove it or set 0)")
@@ -135,7 +135,7 @@ class MagnitudeSpec(_PrunerSpec):
     thresholds: dict[str, NonNegative] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _default(self) -> "MagnitudeSpec":
+    def _default(self) -> MagnitudeSpec:
         if ALL_PARAMETERS not in self.thresholds:
             raise ValueError("thresholds needs a default '*' entry (Distiller requires one)")
         return self
@@ -221,7 +221,7 @@ class PolicySpec(Strict):
     frequency: Optional[PositiveInt] = None
 
     @model_validator(mode="after")
-    def _one_kind_and_when(self) -> "PolicySpec":
+    def _one_kind_and_when(self) -> PolicySpec:
         kinds = [k.value for k in PolicyKind if getattr(self, k.value) is not None]
         if len(kinds) != 1:
             raise ValueError(f"a policy names exactly one of {', '.join(k.value for k in PolicyKind)}; "

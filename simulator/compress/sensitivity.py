@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..base.errors import ConfigError
+from ..base.errors import OptionError
 from .pruners import SparsityLevelPruning
 
 #: Distiller's CSV header.
@@ -90,12 +90,12 @@ def sensitivity_analysis(model: nn.Module, parameters: Sequence[str], sparsities
     return rows
 
 
-def write_sensitivity_csv(rows: Sequence[SensitivityRow], path: str | Path, flag: str = "--out") -> Path:
+def write_sensitivity_csv(rows: Sequence[SensitivityRow], path: str | Path, option: str = "out") -> Path:
     """Write Distiller's sensitivity CSV atomically; returns the path."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+        raise OptionError(option, f"{path}: directory {directory} does not exist")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")    # then renamed: never a half-written file
     with open(tmp, "w", newline="") as handle:
         writer = csv.writer(handle)

@@ -25,6 +25,8 @@ from typing import Iterable, Mapping
 
 import torch
 
+from ..base.texttable import format_table
+
 SUMMARY_DIMS = (2, 4)
 
 
@@ -115,14 +117,5 @@ def render_summary(summary: SparsitySummary) -> str:
     body.append([str(len(summary.rows)), "Total sparsity:", "-", str(summary.total_elements),
                  str(summary.total_nonzeros)] + [f"{0:.5f}"] * 5 + [f"{summary.total_sparsity_pct:.5f}"]
                 + [f"{0:.5f}"] * 3)
-    widths = [max(len(row[i]) for row in [HEADER] + body) for i in range(len(HEADER))]
-    left = {1, 2}
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if i in left else c.rjust(w)
-                                 for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-
-    rule = "+-" + "-+-".join("-" * w for w in widths) + "-+"
-    head_rule = "|-" + "-+-".join("-" * w for w in widths) + "-|"
-    return "\n".join([rule, line(HEADER), head_rule] + [line(r) for r in body] + [rule,
-                     f"Total sparsity: {summary.total_sparsity_pct:.2f}"])
+    right = [i for i in range(len(HEADER)) if i not in (1, 2)]
+    return format_table(HEADER, body, right, style="psql") + f"\nTotal sparsity: {summary.total_sparsity_pct:.2f}"

@@ -1,1 +1,2 @@
-"""Stage 5: the SimPy engine that times the work of every layer (caches, scratchpads, DRAM, link), the accelerator cycle models feeding it, device memory and training steps."""
+"""Stage 5: the SimPy engine that times the work of every layer (caches, scratchpads, DRAM, link),
+the accelerator cycle models feeding it, device memory and training steps."""

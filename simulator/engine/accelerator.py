@@ -192,7 +192,8 @@ def eie_works(profile: HardwareProfile, workload: Workload, seed: int) -> list[t
         share = np.full(TILES, 1.0 / TILES)
         weight_bytes = timing.entries * (engine.index_bits + engine.codebook_bits) / 8
         pointer_bytes = timing.active_columns.size * engine.pes * 2 * engine.pointer_bits / 8
-        traffic = LayerTraffic(layer, KernelKind.SPMV, 2.0 * float(timing.entries_per_pe_column[timing.active_columns].sum()),
+        flops = 2.0 * float(timing.entries_per_pe_column[timing.active_columns].sum())
+        traffic = LayerTraffic(layer, KernelKind.SPMV, flops,
                                np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, np.int16), np.zeros(0, np.int8),
                                engine.pes, 1.0, timing.encoded_bytes(engine), 8, 1)
         out.append((LayerWork(

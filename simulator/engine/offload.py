@@ -34,10 +34,20 @@ from typing import Iterator, Mapping, Optional, Sequence
 
 import simpy
 
-from .device_memory import (DeviceAllocator, Lifetime, Phase, Placement, Task, Tensor, TensorKind, inference_tasks,
-                     lifetimes, sinks)
 from ..hardware.profile import HardwareProfile, Link
 from ..model.workload import Workload
+from .device_memory import (
+    DeviceAllocator,
+    Lifetime,
+    Phase,
+    Placement,
+    Task,
+    Tensor,
+    TensorKind,
+    inference_tasks,
+    lifetimes,
+    sinks,
+)
 from .results import DeviceMemory, TimelineEvent, VariantResult, WeightStreaming
 
 
@@ -153,157 +163,185 @@ def simulate_step(plan: StepPlan, link: Optional[Link], capacity_bytes: int,
     """
     if link is None and (plan.offload or plan.copy_in or plan.copy_out or plan.streamed):
         raise ValueError("offload, copies and streaming need a host link")
-    env = simpy.Environment()
-    allocator = DeviceAllocator(capacity_bytes, placement)
-    streams = LinkStreams(env, link) if link is not None else None
-    tasks = plan.tasks
-    life = lifetimes(tasks, plan.persistent)
+    life = lifetimes(plan.tasks, plan.persistent)
     for name in plan.offload:
         if not life[name].backward_reads or life[name].forward_last is None:
             raise ValueError(f"{name}: only a feature map read in forward and again in backward is offloaded")
-    events: list[TimelineEvent] = []
-    arrival: dict[str, simpy.Event] = {}          # tensors on their way to the device
-    offloaded: dict[str, simpy.Event] = {}        # d2h copies in flight or done
-    timings: list[TaskTiming] = []
-    stall = [0.0]
-    copies = [0.0, 0.0]
-    first_forward = _first_forward_reads(tasks)
-    fetch_groups = _prefetch_groups(tasks, plan.offload, life, window)
-    issued: set[str] = set()
-    started_bytes = [0]
+    return _Step(plan, link, capacity_bytes, stream_buffer_bytes, window, placement, life).run()
 
-    def allocate(name: str, task: str) -> None:
-        allocator.allocate(plan.tensors[name], float(env.now), task)
 
-    def release(name: str) -> None:
-        if allocator.holds(name):
-            allocator.release(name, float(env.now))
+class _Step:
+    """One run of :func:`simulate_step`: the shared state, and the SimPy processes as methods
+    (:meth:`compute`, :meth:`streamer`, the copies started by :meth:`prefetch` and :meth:`offload`)."""
 
-    def prefetch(name: str, why: str) -> None:
+    def __init__(self, plan: StepPlan, link: Optional[Link], capacity_bytes: int,
+                 stream_buffer_bytes: Optional[int], window: PrefetchWindow, placement: Placement,
+                 life: Mapping[str, Lifetime]) -> None:
+        self.plan = plan
+        self.env = simpy.Environment()
+        self.allocator = DeviceAllocator(capacity_bytes, placement)
+        self.streams = LinkStreams(self.env, link) if link is not None else None
+        self.life = life
+        self.events: list[TimelineEvent] = []
+        self.arrival: dict[str, simpy.Event] = {}      # tensors on their way to the device
+        self.offloaded: dict[str, simpy.Event] = {}    # d2h copies in flight or done
+        self.timings: list[TaskTiming] = []
+        self.stall_s = 0.0
+        self.copies_s = [0.0, 0.0]                     # copy_in before, copy_out after the tasks
+        self.first_forward = _first_forward_reads(plan.tasks)
+        self.fetch_groups = _prefetch_groups(plan.tasks, plan.offload, life, window)
+        self.issued: set[str] = set()                  # offloaded tensors whose copy back was started
+        self.started_bytes = 0                         # link bytes started during the current task
+        self.budget: Optional[simpy.Container] = None  # the weight-stream buffer
+        if plan.streamed:
+            largest = max(plan.tensors[n].size_bytes for n in plan.streamed)
+            # a buffer smaller than one layer's weights still streams that layer alone (the allocator
+            # then records the out-of-memory)
+            size = max(stream_buffer_bytes or 0, largest)
+            self.budget = simpy.Container(self.env, capacity=size, init=size)
+            for name in plan.streamed:
+                self.arrival[name] = self.env.event()
+
+    def run(self) -> StepOutcome:
+        """Simulate to the end and collect the outcome."""
+        self.env.process(self.compute())
+        self.env.run()
+        total = float(self.env.now)
+        streams = self.streams
+        return StepOutcome(
+            total_s=total, memory=self.allocator.result(total),
+            h2d_bytes=streams.bytes[Direction.H2D] if streams else 0,
+            d2h_bytes=streams.bytes[Direction.D2H] if streams else 0,
+            stall_s=self.stall_s, link_busy_s=streams.busy_s if streams else 0.0, tasks=tuple(self.timings),
+            copies_s=(self.copies_s[0], self.copies_s[1]),
+            timeline=tuple(sorted(self.events, key=lambda e: (e.start_s, e.track))),
+            memory_trace=tuple(self.allocator.trace))
+
+    def allocate(self, name: str, task: str) -> None:
+        """Place ``name`` on the device now, on behalf of ``task``."""
+        self.allocator.allocate(self.plan.tensors[name], float(self.env.now), task)
+
+    def release(self, name: str) -> None:
+        """Free ``name`` if the device holds it."""
+        if self.allocator.holds(name):
+            self.allocator.release(name, float(self.env.now))
+
+    def _copy(self, direction: Direction, size_bytes: int, track: str, name: str) -> simpy.Process:
+        assert self.streams is not None
+        return self.env.process(self.streams.copy(direction, size_bytes, self.events, track, name))
+
+    def _copy_then(self, done: simpy.Event, direction: Direction, size_bytes: int, track: str,
+                   name: str) -> Iterator[simpy.Event]:
+        yield self._copy(direction, size_bytes, track, name)
+        done.succeed()
+
+    def prefetch(self, name: str, why: str) -> None:
         """Allocate ``name`` now and copy it back h2d."""
-        issued.add(name)
-        allocate(name, why)
-        done = env.event()
-        arrival[name] = done
-        started_bytes[0] += plan.tensors[name].size_bytes
+        self.issued.add(name)
+        self.allocate(name, why)
+        done = self.env.event()
+        self.arrival[name] = done
+        size = self.plan.tensors[name].size_bytes
+        self.started_bytes += size
+        self.env.process(self._copy_then(done, Direction.H2D, size, "prefetch (h2d)", name))
 
-        def run() -> Iterator[simpy.Event]:
-            yield env.process(streams.copy(Direction.H2D, plan.tensors[name].size_bytes, events,
-                                           "prefetch (h2d)", name))
-            done.succeed()
-
-        env.process(run())
-
-    def offload(name: str) -> None:
+    def offload(self, name: str) -> None:
         """Start moving ``name`` to the host (nothing to move if the host already has it)."""
-        done = env.event()
-        offloaded[name] = done
-        tensor = plan.tensors[name]
+        done = self.env.event()
+        self.offloaded[name] = done
+        tensor = self.plan.tensors[name]
         if tensor.on_host:
             done.succeed()
             return
-        started_bytes[0] += tensor.size_bytes
+        self.started_bytes += tensor.size_bytes
+        self.env.process(self._copy_then(done, Direction.D2H, tensor.size_bytes, "offload (d2h)", name))
 
-        def run() -> Iterator[simpy.Event]:
-            yield env.process(streams.copy(Direction.D2H, tensor.size_bytes, events, "offload (d2h)", name))
-            done.succeed()
+    def streamer(self) -> Iterator[simpy.Event]:
+        """Copy the streamed weights h2d in the order of their first reader, as the buffer allows."""
+        assert self.budget is not None
+        for name in self.plan.streamed:
+            size = self.plan.tensors[name].size_bytes
+            yield self.budget.get(size)
+            self.allocate(name, "weight stream")
+            yield self._copy(Direction.H2D, size, "weights (h2d)", name)
+            self.arrival[name].succeed()
 
-        env.process(run())
-
-    budget = None
-    if plan.streamed:
-        largest = max(plan.tensors[n].size_bytes for n in plan.streamed)
-        # a buffer smaller than one layer's weights still streams that layer alone (the allocator
-        # then records the out-of-memory)
-        budget = simpy.Container(env, capacity=max(stream_buffer_bytes or 0, largest),
-                                 init=max(stream_buffer_bytes or 0, largest))
-        for name in plan.streamed:
-            arrival[name] = env.event()
-
-    def streamer() -> Iterator[simpy.Event]:
-        for name in plan.streamed:      # in the order of their first reader
-            size = plan.tensors[name].size_bytes
-            yield budget.get(size)
-            allocate(name, "weight stream")
-            yield env.process(streams.copy(Direction.H2D, size, events, "weights (h2d)", name))
-            arrival[name].succeed()
-
-    def compute() -> Iterator[simpy.Event]:
+    def compute(self) -> Iterator[simpy.Event]:
+        """The compute stream: set-up and input copies, every task in order, the output copies."""
+        plan = self.plan
         for name in plan.persistent + plan.preloaded:
-            allocate(name, "set-up")
-        begin = float(env.now)
+            self.allocate(name, "set-up")
+        begin = float(self.env.now)
         for name in plan.copy_in:
-            allocate(name, "input copy")
-            yield env.process(streams.copy(Direction.H2D, plan.tensors[name].size_bytes, events, "prefetch (h2d)",
-                                           f"input {name}"))
-        copies[0] = float(env.now) - begin
+            self.allocate(name, "input copy")
+            yield self._copy(Direction.H2D, plan.tensors[name].size_bytes, "prefetch (h2d)", f"input {name}")
+        self.copies_s[0] = float(self.env.now) - begin
         if plan.streamed:
-            env.process(streamer())
-        for i, task in enumerate(tasks):
-            due = float(env.now)
-            started_bytes[0] = 0
-            if task.phase is Phase.BACKWARD:
-                for name in task.reads:          # late: needed now, not yet asked for
-                    if name in plan.offload and name not in issued and not allocator.holds(name):
-                        prefetch(name, f"prefetch for {task.name}")
-            waiting = [arrival[n] for n in task.reads if n in arrival and not arrival[n].triggered]
-            if waiting:
-                yield simpy.AllOf(env, waiting)
-            for name in first_forward.get(i, ()):
-                if name in plan.offload:
-                    offload(name)
-            for name in task.writes + task.scratch:
-                if not allocator.holds(name):
-                    allocate(name, task.name)
-            # the kernel's own buffers first, then the copy for the layer ahead, overlapping the kernel
-            for name in fetch_groups.get(i, ()):
-                if name not in issued:
-                    prefetch(name, f"prefetch during {task.name}")
-            for name in task.reads:
-                if not allocator.holds(name):
-                    raise AssertionError(f"{task.name} reads {name}, which is not on the device")
-            waited = float(env.now) - due
-            start = float(env.now)
-            yield env.timeout(task.duration_s)
-            events.append(TimelineEvent("compute", task.name, start, task.duration_s,
-                                        {"phase": task.phase.value, "flops": task.flops}))
-            for name in task.scratch:
-                release(name)
-            sync_from = float(env.now)
-            for name in task.reads:
-                if name in plan.offload and life[name].forward_last == i:
-                    yield offloaded[name]        # vDNN waits for the offload before freeing
-                    release(name)
-            synced = float(env.now) - sync_from
-            for name in dict.fromkeys(task.reads + task.writes):   # ordered: placement must not vary
-                if life[name].last == i and name not in plan.persistent and name not in plan.copy_out:
-                    release(name)
-                    if budget is not None and name in plan.streamed:
-                        yield budget.put(plan.tensors[name].size_bytes)
-            if waited > 0:
-                events.append(TimelineEvent("stall", f"wait: {task.name}", due, waited, {}))
-            if synced > 0:
-                events.append(TimelineEvent("stall", f"offload sync: {task.name}", sync_from, synced, {}))
-            stall[0] += waited + synced
-            timings.append(TaskTiming(task, due, float(env.now), waited + synced, started_bytes[0]))
-        begin = float(env.now)
+            self.env.process(self.streamer())
+        for i, task in enumerate(plan.tasks):
+            yield from self.task(i, task)
+        begin = float(self.env.now)
         for name in plan.copy_out:
-            yield env.process(streams.copy(Direction.D2H, plan.tensors[name].size_bytes, events, "offload (d2h)",
-                                           f"output {name}"))
-            release(name)
-        copies[1] = float(env.now) - begin
+            yield self._copy(Direction.D2H, plan.tensors[name].size_bytes, "offload (d2h)", f"output {name}")
+            self.release(name)
+        self.copies_s[1] = float(self.env.now) - begin
 
-    env.process(compute())
-    env.run()
-    total = float(env.now)
-    memory = allocator.result(total)
-    return StepOutcome(
-        total_s=total, memory=memory,
-        h2d_bytes=streams.bytes[Direction.H2D] if streams else 0,
-        d2h_bytes=streams.bytes[Direction.D2H] if streams else 0,
-        stall_s=stall[0], link_busy_s=streams.busy_s if streams else 0.0, tasks=tuple(timings),
-        copies_s=(copies[0], copies[1]), timeline=tuple(sorted(events, key=lambda e: (e.start_s, e.track))),
-        memory_trace=tuple(allocator.trace))
+    def task(self, i: int, task: Task) -> Iterator[simpy.Event]:
+        """Task ``i``: wait for its inputs, start offloads and prefetches, run it, free what it ends."""
+        due = float(self.env.now)
+        self.started_bytes = 0
+        yield from self._wait_for_inputs(i, task)
+        waited = float(self.env.now) - due
+        start = float(self.env.now)
+        yield self.env.timeout(task.duration_s)
+        self.events.append(TimelineEvent("compute", task.name, start, task.duration_s,
+                                         {"phase": task.phase.value, "flops": task.flops}))
+        for name in task.scratch:
+            self.release(name)
+        sync_from = float(self.env.now)
+        yield from self._release_after(i, task)
+        synced = float(self.env.now) - sync_from
+        if waited > 0:
+            self.events.append(TimelineEvent("stall", f"wait: {task.name}", due, waited, {}))
+        if synced > 0:
+            self.events.append(TimelineEvent("stall", f"offload sync: {task.name}", sync_from, synced, {}))
+        self.stall_s += waited + synced
+        self.timings.append(TaskTiming(task, due, float(self.env.now), waited + synced, self.started_bytes))
+
+    def _wait_for_inputs(self, i: int, task: Task) -> Iterator[simpy.Event]:
+        plan, allocator = self.plan, self.allocator
+        if task.phase is Phase.BACKWARD:
+            for name in task.reads:          # late: needed now, not yet asked for
+                if name in plan.offload and name not in self.issued and not allocator.holds(name):
+                    self.prefetch(name, f"prefetch for {task.name}")
+        waiting = [self.arrival[n] for n in task.reads if n in self.arrival and not self.arrival[n].triggered]
+        if waiting:
+            yield simpy.AllOf(self.env, waiting)
+        for name in self.first_forward.get(i, ()):
+            if name in plan.offload:
+                self.offload(name)
+        for name in task.writes + task.scratch:
+            if not allocator.holds(name):
+                self.allocate(name, task.name)
+        # the kernel's own buffers first, then the copy for the layer ahead, overlapping the kernel
+        for name in self.fetch_groups.get(i, ()):
+            if name not in self.issued:
+                self.prefetch(name, f"prefetch during {task.name}")
+        for name in task.reads:
+            if not allocator.holds(name):
+                raise AssertionError(f"{task.name} reads {name}, which is not on the device")
+
+    def _release_after(self, i: int, task: Task) -> Iterator[simpy.Event]:
+        plan, life = self.plan, self.life
+        for name in task.reads:
+            if name in plan.offload and life[name].forward_last == i:
+                yield self.offloaded[name]        # vDNN waits for the offload before freeing
+                self.release(name)
+        for name in dict.fromkeys(task.reads + task.writes):   # ordered: placement must not vary
+            if life[name].last == i and name not in plan.persistent and name not in plan.copy_out:
+                self.release(name)
+                if self.budget is not None and name in plan.streamed:
+                    yield self.budget.put(plan.tensors[name].size_bytes)
 
 
 def _first_forward_reads(tasks: Sequence[Task]) -> dict[int, list[str]]:

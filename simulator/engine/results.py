@@ -260,7 +260,7 @@ class RunResult:
                 return variant
         raise KeyError(name)
 
-    def to_dataframe(self) -> "pandas.DataFrame":
+    def to_dataframe(self) -> pandas.DataFrame:
         """One row per variant and layer, for notebooks: ``profile``, ``workload``, ``batch``,
         ``variant``, ``format`` and every column of :meth:`LayerResult.to_row` (a level a layer
         did not reach, such as a copy's caches, is NaN)."""

@@ -33,10 +33,11 @@ tile and its output tile each fit half of their buffer. For each candidate and l
 model estimates the layer's time from its compute time ``C = array cycles / clock`` and its DRAM
 time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts, busiest
 channel's bytes / dma_channel_bandwidth)`` (each buffer has its own DMA channel; the output
-buffer's reads and writes are two) as the double-buffered pipeline: a step's load overlaps only the step before's compute, so the time is
-the first load, then per step ``max(compute, next load)``, then the last compute and write
-(:func:`_pipeline_s` sums this in closed form over classes of steps: a balanced layer wants
-more than a few tiles, and an order whose loads come in bursts pays for them). Of the tilings within
+buffer's reads and writes are two) as the double-buffered pipeline: a step's load overlaps only
+the step before's compute, so the time is the first load, then per step ``max(compute, next
+load)``, then the last compute and write (:func:`_pipeline_s` sums this in closed form over
+classes of steps: a balanced layer wants more than a few tiles, and an order whose loads come in
+bursts pays for them). Of the tilings within
 :data:`TIME_TOLERANCE` of the fastest it takes the one with the least DRAM traffic, then the
 fewest tiles (the largest that fits). For a compute-bound layer that compares the orders'
 traffic; for a DRAM-bound one the traffic is the time.
@@ -115,7 +116,7 @@ class LoopNest:
     passes: int            # groups x samples, each a fresh run of the nest
 
     @staticmethod
-    def of(layer: Layer, batch: int) -> "LoopNest":
+    def of(layer: Layer, batch: int) -> LoopNest:
         """The nest of a conv, FC or pooling layer at ``batch``."""
         size = layer.dtype.size_bytes
         if layer.kind is LayerKind.FC:
@@ -401,7 +402,7 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
         outer = outer * trips[j]
         inner = [(a, trips[i]) for i, a in enumerate(axes) if i > j]
 
-        def moves(x: str) -> np.ndarray:
+        def moves(x: str, inner: list = inner, axis: str = axis) -> np.ndarray:   # called in this iteration only
             return functools.reduce(operator.or_, [(a in deps[x]) & (n > 1) for a, n in inner], axis in deps[x])
 
         out_moves = moves("output")

@@ -42,12 +42,23 @@ import enum
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Optional, Sequence
 
-from ..base.errors import ConfigError
-from .device_memory import (Phase, Task, Tensor, TensorKind, feature_map, is_relu_layer, layer_inputs, network_wide,
-                     sinks, weights)
+from ..base.errors import ConfigError, OptionError
+from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
 from ..hardware.profile import ConvAlgorithm, HardwareProfile
 from ..model.workload import Layer, LayerKind, Workload
+from .device_memory import (
+    Phase,
+    Task,
+    Tensor,
+    TensorKind,
+    feature_map,
+    is_relu_layer,
+    layer_inputs,
+    network_wide,
+    sinks,
+    weights,
+)
 from .offload import OffloadPolicy, StepOutcome, StepPlan, simulate_step
 from .results import LayerResult, RunResult, TrainingInfo, VariantResult
 
@@ -360,17 +371,17 @@ def search_dyn(workload: Workload, run_config: Callable[[TrainConfig], StepOutco
 
 
 def check_training(profile: HardwareProfile, workload: Workload, policy: OffloadPolicy) -> None:
-    """User errors of a training run, as one line naming the flag or the profile field."""
+    """User errors of a training run, as one line naming the option or the profile field."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
-        raise ConfigError("command line", "--mode", f"{profile.name} is an inference engine; train runs on the "
+        raise OptionError("mode", f"{profile.name} is an inference engine; train runs on the "
                           "cache path (CPU / GPU profiles)")
     if profile.dram is None:
-        raise ConfigError(profile.path, "memory.dram", "missing: --mode train needs a device memory capacity")
+        raise ConfigError(profile.path, "memory.dram", "missing: a training run needs a device memory capacity")
     if policy is not OffloadPolicy.BASE and profile.link is None:
-        raise ConfigError("command line", "--offload", f"{policy.value} moves feature maps over a host link; "
+        raise OptionError("offload", f"{policy.value} moves feature maps over a host link; "
                           f"{profile.name} has none ({profile.path}: link)")
     if profile.conv_algorithms is None and any(l.kind is LayerKind.CONV for l in workload.layers):
-        raise ConfigError(profile.path, "conv_algorithms", "missing: --mode train needs the convolution "
+        raise ConfigError(profile.path, "conv_algorithms", "missing: a training run needs the convolution "
                           "algorithms' workspace and speed (see docs/train.md)")
 
 
@@ -455,18 +466,10 @@ def render_training(result: RunResult) -> str:
         rows.append([v.name, info.conv_algorithm, format_seconds(v.total_s), slowdown, format_bytes(memory.peak_bytes),
                      format_bytes(memory.avg_bytes), format_bytes(v.pcie_h2d_bytes), format_bytes(v.pcie_d2h_bytes),
                      format_seconds(v.stall_s), fits])
-    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
-    right = set(range(2, 9))
-
-    def line(cells: Sequence[str]) -> str:
-        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return "  ".join(padded).rstrip()
-
     first = result.variants[0]
     lines = [f"{result.workload} on {result.profile}: one training step, batch {result.batch}, "
              f"{first.training.optimizer} (device memory {format_bytes(first.memory.capacity_bytes)})", "",
-             line(header), "  ".join("-" * w for w in widths)]
-    lines += [line(r) for r in rows]
+             format_table(header, rows, right=range(2, 9))]
     for v in result.variants:
         memory, info = v.memory, v.training
         held = sorted(memory.peak_by_kind.items(), key=lambda kv: -kv[1])

@@ -18,9 +18,21 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import Field
 
 from ..base.errors import ConfigError
-from ..base.schema import (Bytes, BytesPerS, FlopPerS, Fraction, Hertz, Joules, PositiveInt, Seconds, Strict, Watts,
-                     validate)
+from ..base.schema import (
+    Bytes,
+    BytesPerS,
+    FlopPerS,
+    Fraction,
+    Hertz,
+    Joules,
+    PositiveInt,
+    Seconds,
+    Strict,
+    Watts,
+    validate,
+)
 from ..base.yamlio import read_yaml_mapping
+from .fieldpaths import field_paths, level_path, spell
 
 SCHEMA_VERSION = 1
 
@@ -445,7 +457,7 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     if isinstance(compute, dict) and "efficiency" in compute:
         raise ConfigError(source, "compute.efficiency", "was replaced by compute.kernels (issue costs per kernel "
                           "kind: see docs/profiles.md)")
-    profile = validate(HardwareProfile, {**data, "path": source}, source)
+    profile = validate(HardwareProfile, {**data, "path": source}, source, where=lambda loc: spell(loc, data))
     _check_kernels(profile, source)
     _check_caches(profile, source)
     _check_dram(profile, source)
@@ -472,8 +484,8 @@ def _check_kernels(profile: HardwareProfile, source: str) -> None:
 def _check_caches(profile: HardwareProfile, source: str) -> None:
     names = set()
     previous = None
-    for i, level in enumerate(profile.caches):
-        where = f"memory.caches[{i}]"
+    for level in profile.caches:
+        where = level_path("caches", level.name)
         if level.name in names:
             raise ConfigError(source, f"{where}.name", f"{level.name!r} is used by an earlier level")
         names.add(level.name)
@@ -507,7 +519,7 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
                           "must be true for the last level (streams that pass every level by have nowhere to go)")
     if previous is not None and profile.dram is not None \
             and previous.size_bytes * (1 if previous.shared else profile.compute.cores) > profile.dram.capacity_bytes:
-        raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].size",
+        raise ConfigError(source, level_path("caches", previous.name, "size"),
                           "is larger than memory.dram.capacity")
 
 
@@ -523,52 +535,6 @@ def _check_dram(profile: HardwareProfile, source: str) -> None:
         return
     if dram.sustained_bandwidth_bytes_per_s > dram.peak_bandwidth_bytes_per_s:
         raise ConfigError(source, "memory.dram.sustained_bandwidth", "exceeds memory.dram.peak_bandwidth")
-
-
-def field_paths(profile: HardwareProfile) -> set[str]:
-    """Every field path a ``sources`` entry may cite (caches by name: ``memory.caches.L2.size``)."""
-    paths = {"name", "kind", "compute", "memory", "memory.dram", "link"}
-    for name in ("clock", "cores", "lanes_per_core", "vector_lanes", "launch_overhead", "peak_flops", "kernels",
-                 "outstanding_gathers_per_core", "rows_per_task", "lanes_per_row", "threads"):
-        paths.add(f"compute.{name}")
-    for kind, model in ((k, Kernels.model_fields[k.value].annotation) for k in KernelKind):
-        paths.add(f"compute.kernels.{kind.value}")
-        paths.update(f"compute.kernels.{kind.value}.{name}" for name in model.model_fields)
-    for name in ("fp32", "fp16", "int8"):
-        paths.add(f"compute.peak_flops.{name}")
-    for kind in KernelKind:
-        paths.add(f"compute.rows_per_task.{kind.value}")
-        paths.add(f"compute.threads.{kind.value}")
-    for kind in (KernelKind.SPMV, KernelKind.SPMM):
-        paths.add(f"compute.lanes_per_row.{kind.value}")
-    for name in ("peak_bandwidth", "sustained_bandwidth", "latency", "outstanding_requests_per_core", "capacity"):
-        paths.add(f"memory.dram.{name}")
-    for level in profile.caches:
-        paths.add(f"memory.caches.{level.name}")
-        for name in ("size", "line", "ways", "shared", "latency", "bandwidth", "sector", "replacement",
-                     "write_allocate", "caches_streams"):
-            paths.add(f"memory.caches.{level.name}.{name}")
-    for name in ("name", "bandwidth", "latency", "copy_engines"):
-        paths.add(f"link.{name}")
-    for pad in profile.memory.scratchpads:
-        paths.add(f"memory.scratchpads.{pad.name}")
-        for name in ("size", "per_core", "latency", "bandwidth"):
-            paths.add(f"memory.scratchpads.{pad.name}.{name}")
-    paths.add("sparse_engine")
-    for name in SparseEngine.model_fields:
-        paths.add(f"sparse_engine.{name}")
-    paths.add("tiled_engine")
-    for name, info in TiledEngine.model_fields.items():
-        paths.add(f"tiled_engine.{info.alias or name}")
-    paths.add("compute.peak_flops.int16")
-    paths.update({"energy", "energy.flop", "energy.static_power", "energy.per_byte"})
-    if profile.energy is not None:
-        paths.update(f"energy.per_byte.{name}" for name in profile.energy.per_byte_j)
-    paths.add("conv_algorithms")
-    for algorithm in ConvAlgorithm:
-        paths.add(f"conv_algorithms.{algorithm.key}")
-        paths.update(f"conv_algorithms.{algorithm.key}.{name}" for name in ConvAlgorithmCost.model_fields)
-    return paths
 
 
 def _check_conv_algorithms(profile: HardwareProfile, source: str) -> None:

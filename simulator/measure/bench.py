@@ -36,8 +36,15 @@ import numpy as np
 from ..base.errors import ConfigError
 from ..compress.compression import StorageFormat, pruned_encoding
 from ..model.workload import Layer, LayerKind, Workload
-from .sparseconv import (DEFAULT_DENSITIES, DEFAULT_ROUNDS, ConvShape, SparseConvAlgorithm, SparseConvLayer,
-                         render_table, sparse_conv_from_json)
+from .sparseconv import (
+    DEFAULT_DENSITIES,
+    DEFAULT_ROUNDS,
+    ConvShape,
+    SparseConvAlgorithm,
+    SparseConvLayer,
+    render_table,
+    sparse_conv_from_json,
+)
 
 BENCH_SCHEMA = "simulator-bench/1"
 WARMUP_CALLS = 3
@@ -121,7 +128,7 @@ def load_bench(path: str | Path) -> BenchResult:
     except (OSError, ValueError) as err:
         raise ConfigError(source, "", f"not a readable JSON file ({err.__class__.__name__})") from None
     if not isinstance(doc, dict) or doc.get("schema") != BENCH_SCHEMA:
-        raise ConfigError(source, "schema", f"expected {BENCH_SCHEMA!r} (a file written by `simulator bench --out`)")
+        raise ConfigError(source, "schema", f"expected {BENCH_SCHEMA!r} (a file written by `simulator bench`)")
     try:
         layers = [LayerTiming(**entry) for entry in doc["layers"]]
         operators = [OperatorTime(**entry) for entry in doc.get("operators", [])]

@@ -25,11 +25,20 @@ from ..base.errors import ConfigError
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork
 from ..hardware.profile import HardwareProfile
-from ..pipeline import RepeatMode, RunOptions, benchmark_works
-from .bench import BenchResult
-from ..studies.validation import (BENCHMARK_REPEATS, HELD_OUT_PREFIX, Cell, CellResult, Rates, Summary, fit, predict,
-                         summarize)
 from ..model.workload import Workload
+from ..pipeline import RepeatMode, RunOptions, benchmark_works
+from ..studies.validation import (
+    BENCHMARK_REPEATS,
+    HELD_OUT_PREFIX,
+    Cell,
+    CellResult,
+    Rates,
+    Summary,
+    fit,
+    predict,
+    summarize,
+)
+from .bench import BenchResult
 
 PLATFORM = "this machine"
 _FORMAT_NAMES = {"dense": "dense", "csr": "sparse"}   # bench format -> validation cell format
@@ -189,14 +198,12 @@ def render(check: CrossCheck) -> str:
 def plot(check: CrossCheck, path: str | Path) -> None:
     """Per layer, measured and predicted time side by side (log scale), one panel per
     (batch, format); measured bars carry their p10-p90 spread."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
+    from ..output.plots import subplots
+
     groups = sorted({(m.cell.batch, m.cell.format) for m in check.cells})
-    fig, axes = plt.subplots(len(groups), 1, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
+    fig, axes = subplots(len(groups), 1, figsize=(8.0, 2.6 * len(groups)), squeeze=False)
     for ax, (batch, fmt) in zip(axes[:, 0], groups):
         pairs = [(m, r) for m, r in zip(check.cells, check.results) if (m.cell.batch, m.cell.format) == (batch, fmt)]
         x = np.arange(len(pairs))
@@ -213,5 +220,4 @@ def plot(check: CrossCheck, path: str | Path) -> None:
     fig.suptitle(f"{check.profile}: simulated vs measured", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional, Sequence
 import numba
 import numpy as np
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from ..model.workload import Layer, LayerKind, Workload
 
 DEFAULT_DENSITIES = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7)
@@ -116,7 +116,7 @@ class ConvShape:
     padding: int = 0
 
     @staticmethod
-    def of(layer: Layer, source: str) -> "ConvShape":
+    def of(layer: Layer, source: str) -> ConvShape:
         """The shape of a workload's convolution layer."""
         channels, height, width = layer.in_shape
         return ConvShape(layer.name, source, channels, height, width, layer.out_shape[0], layer.kernel,
@@ -383,11 +383,11 @@ def workload_shapes(workload: Workload, names: Optional[Sequence[str]] = None) -
         known = {l.name for l in workload.layers}
         for name in names:
             if name not in known:
-                raise ConfigError("command line", "--layers", f"{name!r} is not a layer of {workload.path}")
+                raise OptionError("layers", f"{name!r} is not a layer of {workload.path}")
         layers = [workload.layer(n) for n in names]
         for layer in layers:
             if layer.kind is not LayerKind.CONV or layer.groups != 1:
-                raise ConfigError("command line", "--layers", f"{layer.name} is not a convolution with groups = 1")
+                raise OptionError("layers", f"{layer.name} is not a convolution with groups = 1")
     return [ConvShape.of(l, f"{workload.path}:{l.name}") for l in layers]
 
 

@@ -105,7 +105,7 @@ class CacheGeometry:
     caches_streams: bool = True
 
     @staticmethod
-    def of(level: CacheLevel) -> "CacheGeometry":
+    def of(level: CacheLevel) -> CacheGeometry:
         """The geometry and policies of a profile's cache level."""
         return CacheGeometry(level.name, level.size_bytes, level.line_bytes, level.ways, level.shared,
                              level.replacement, level.write_allocate, level.caches_streams)

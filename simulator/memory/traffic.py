@@ -67,8 +67,8 @@ import numpy as np
 from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload
-from .kernelshape import KernelShape, kernel_shape
 from .cache import HINT_OVERWRITE, HINT_STREAM
+from .kernelshape import KernelShape, kernel_shape
 
 INTERLEAVE = 16          # accesses a core issues before the next core's turn
 PAGE_BYTES = 4096        # buffer alignment of the bump allocator

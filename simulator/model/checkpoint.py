@@ -108,12 +108,12 @@ class Checkpoint:
     path: str
     arch: Optional[str]
     epoch: Optional[int]
-    state_dict: "OrderedDict[str, torch.Tensor]"
+    state_dict: OrderedDict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]            # parameter -> bool mask (masks_dict entries that are set)
     thinning_recipes: tuple[Any, ...] = ()
     other: Mapping[str, Any] = field(default_factory=dict)   # the remaining top-level entries, as loaded
 
-    def parameters(self) -> "OrderedDict[str, torch.Tensor]":
+    def parameters(self) -> OrderedDict[str, torch.Tensor]:
         """The floating-point parameters (batch-norm running statistics left out)."""
         return OrderedDict((n, t) for n, t in self.state_dict.items()
                            if is_parameter_name(n) and t.is_floating_point())
@@ -221,12 +221,12 @@ def shipped_workload(ckpt: Checkpoint) -> Path:
     """The shipped workload named by the checkpoint's ``arch`` (``workloads/<arch>.yaml``)."""
     shipped = sorted(p.stem for p in WORKLOADS_DIR.glob("*.yaml"))
     if ckpt.arch is None:
-        raise ConfigError(ckpt.path, "arch", f"missing, so the architecture is unknown; pass --workload "
+        raise ConfigError(ckpt.path, "arch", f"missing, so the architecture is unknown; give the workload "
                           f"(shipped: {', '.join(shipped)})")
     path = WORKLOADS_DIR / f"{ckpt.arch}.yaml"
     if not _ARCH.match(ckpt.arch) or not path.is_file():
         raise ConfigError(ckpt.path, "arch", f"{ckpt.arch!r} has no shipped workload "
-                          f"(shipped: {', '.join(shipped)}); pass --workload")
+                          f"(shipped: {', '.join(shipped)}); give the workload")
     return path
 
 
@@ -295,7 +295,7 @@ def checkpoint_workload(ckpt: Checkpoint, workload_path: Optional[str | Path] = 
 # --- writing --------------------------------------------------------------------------------------
 
 def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor],
-                    parameters: list[str], arch: Optional[str], epoch: int, flag: str = "--out") -> None:
+                    parameters: list[str], arch: Optional[str], epoch: int, option: str = "out") -> None:
     """Write Distiller's checkpoint layout atomically (a failed write leaves no half file).
 
     ``masks_dict`` has an entry per parameter: the mask as a float tensor of 0 / 1 (Distiller's
@@ -308,4 +308,4 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, torch.Tensor], ma
         "compression_sched": {"masks_dict": {n: (masks[n].to(torch.float32) if n in masks else None)
                                              for n in parameters}},
     }
-    write_atomically(path, flag, lambda handle: torch.save(document, handle), binary=True)
+    write_atomically(path, option, lambda handle: torch.save(document, handle), binary=True)

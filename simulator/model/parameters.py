@@ -126,7 +126,7 @@ class ParameterTree(nn.Module):
         buffer = getattr(module, attribute + "_mask", None)
         return None if buffer is None else buffer.detach().to(torch.bool)
 
-    def tensors(self) -> "OrderedDict[str, torch.Tensor]":
+    def tensors(self) -> OrderedDict[str, torch.Tensor]:
         """Every parameter as it stands now, in order."""
         return OrderedDict((name, self.current(name)) for name in self._order)
 
@@ -134,10 +134,10 @@ class ParameterTree(nn.Module):
         return iter(self._order)
 
 
-def workload_parameters(workload: Workload, seed: int = 0) -> "OrderedDict[str, torch.Tensor]":
+def workload_parameters(workload: Workload, seed: int = 0) -> OrderedDict[str, torch.Tensor]:
     """A workload's weights (``<module>.weight``, seeded like torch's default initialisation) and
     zero biases (``<module>.bias``), in layer order: what a schedule prunes without a checkpoint."""
-    out: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
     for layer in workload.layers:
         if not layer.kind.has_weights:
             continue

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from .checkpoint import Checkpoint
 from .parameters import NameIndex
 from .weights import MagnitudePruning
@@ -594,14 +594,14 @@ def parse_input_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
     except ValueError:
-        raise ConfigError("command line", "--input-shape", f"{text!r}: expected the sample's shape as integers, "
+        raise OptionError("input_shape", f"{text!r}: expected the sample's shape as integers, "
                           "e.g. 3,224,224") from None
     if not shape or any(s < 1 for s in shape):
-        raise ConfigError("command line", "--input-shape", f"{text!r}: every size must be at least 1")
+        raise OptionError("input_shape", f"{text!r}: every size must be at least 1")
     return shape
 
 
-def load_model(spec: str, input_shape: Optional[Sequence[int]] = None, flag: str = "--model") -> LoadedModel:
+def load_model(spec: str, input_shape: Optional[Sequence[int]] = None, option: str = "model") -> LoadedModel:
     """Import ``package.module:factory`` and call the factory (no arguments).
 
     The factory returns an ``nn.Module`` or ``(module, example_input)``; an attribute that is
@@ -613,21 +613,21 @@ def load_model(spec: str, input_shape: Optional[Sequence[int]] = None, flag: str
     if not MODEL_SPEC.match(spec):
         hint = " (a file path is never run; make the model importable and name it as package.module:factory)" \
             if "/" in spec or spec.endswith(".py") else ""
-        raise ConfigError("command line", flag, f"{spec!r} is not package.module:factory{hint}")
+        raise OptionError(option, f"{spec!r} is not package.module:factory{hint}")
     module_name, attribute = spec.split(":")
     try:
         target: Any = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name and module_name.startswith(err.name):
-            raise ConfigError("command line", flag, f"{spec}: no module named {err.name!r} (it must be importable: "
+            raise OptionError(option, f"{spec}: no module named {err.name!r} (it must be importable: "
                               "installed, or on PYTHONPATH)") from None
-        raise ConfigError("command line", flag, f"{spec}: importing {module_name} failed: {err}") from None
+        raise OptionError(option, f"{spec}: importing {module_name} failed: {err}") from None
     except Exception as err:   # the user's module raised while importing: report it in one line
-        raise ConfigError("command line", flag, f"{spec}: importing {module_name} raised "
+        raise OptionError(option, f"{spec}: importing {module_name} raised "
                           f"{type(err).__name__}: {err}") from None
     for part in attribute.split("."):
         if not hasattr(target, part):
-            raise ConfigError("command line", flag, f"{spec}: {module_name} has no attribute {attribute!r}")
+            raise OptionError(option, f"{spec}: {module_name} has no attribute {attribute!r}")
         target = getattr(target, part)
     if isinstance(target, nn.Module):
         result: Any = target
@@ -635,22 +635,22 @@ def load_model(spec: str, input_shape: Optional[Sequence[int]] = None, flag: str
         try:
             result = target()
         except Exception as err:
-            raise ConfigError("command line", flag, f"{spec}: calling {attribute}() raised "
+            raise OptionError(option, f"{spec}: calling {attribute}() raised "
                               f"{type(err).__name__}: {err}") from None
     else:
-        raise ConfigError("command line", flag, f"{spec}: {attribute} is a {type(target).__name__}, not a "
+        raise OptionError(option, f"{spec}: {attribute} is a {type(target).__name__}, not a "
                           "callable or an nn.Module")
     example = None
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module):
         result, example = result
     if not isinstance(result, nn.Module):
-        raise ConfigError("command line", flag, f"{spec}: {attribute}() returned a {type(result).__name__}; "
+        raise OptionError(option, f"{spec}: {attribute}() returned a {type(result).__name__}; "
                           "expected an nn.Module or (nn.Module, example input)")
     if input_shape is not None:
         example = torch.zeros((1, *input_shape))
     if example is None:
-        raise ConfigError("command line", "--input-shape", f"needed: {spec} returns a module without an example "
-                          "input, so give the shape of one sample (e.g. --input-shape 3,224,224)")
+        raise OptionError("input_shape", f"needed: {spec} returns a module without an example "
+                          "input, so give the shape of one sample (e.g. {input_shape} 3,224,224)")
     return LoadedModel(spec, result, _example(example, spec))
 
 

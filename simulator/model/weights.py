@@ -1,28 +1,29 @@
 """The weights a layer is simulated with, and the magnitude rule that prunes them (``torch.nn.utils.prune``).
 
 :class:`MagnitudePruning` is a pruning method in the same shape as torch's ``L1Unstructured``
-(one ``compute_mask``), but selects the weights to keep with a linear-time partition instead
-of a full ``topk``: pruning VGG-16's 100-million-weight FC6 takes about a second instead of
-half a minute. Without a checkpoint, weights are drawn deterministically from a seed and the
-layer's name, like torch's default initialisation.
+(one ``compute_mask``), but selects the weights to keep with a sampled, linear-time selection
+(:func:`simulator.model.seeded.keep_mask`) instead of a full ``topk``. Without a checkpoint,
+weights are drawn deterministically from a seed and the layer's name, like torch's default
+initialisation (:func:`simulator.model.seeded.synthetic_weight_array`; the numpy-only module is
+what the encoding cache's first run uses, so it never imports torch).
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.nn.utils import prune
 
-from .workload import Layer, layer_seed
+from .seeded import keep_mask, synthetic_weight_array
+from .workload import Layer
 
 
 class MagnitudePruning(prune.BasePruningMethod):
     """Keep the ``density`` share of weights with the largest magnitude (exact count).
 
     Same result as ``prune.L1Unstructured(amount=1 - density)`` up to the order of ties,
-    found with ``numpy.partition`` (linear time) rather than ``torch.topk``.
+    found with a sampled ``numpy.partition`` (linear time) rather than ``torch.topk``.
     """
 
     PRUNING_TYPE = "unstructured"
@@ -33,19 +34,7 @@ class MagnitudePruning(prune.BasePruningMethod):
         self.density = density
 
     def compute_mask(self, t: torch.Tensor, default_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        magnitude = t.detach().abs().reshape(-1).numpy()
-        keep = int(round(self.density * magnitude.size))
-        if keep >= magnitude.size:
-            mask = np.ones(magnitude.size, dtype=bool)
-        elif keep == 0:
-            mask = np.zeros(magnitude.size, dtype=bool)
-        else:
-            cut = magnitude.size - keep
-            threshold = np.partition(magnitude, cut)[cut]
-            mask = magnitude > threshold
-            ties = np.flatnonzero(magnitude == threshold)[: keep - int(mask.sum())]
-            mask[ties] = True
-        out = torch.from_numpy(mask.reshape(t.shape))
+        out = torch.from_numpy(keep_mask(t.detach().reshape(-1).numpy(), self.density).reshape(t.shape))
         if default_mask is not None:
             out &= default_mask.to(torch.bool)
         return out
@@ -58,10 +47,7 @@ class MagnitudePruning(prune.BasePruningMethod):
 
 def synthetic_weights(layer: Layer, seed: int) -> torch.Tensor:
     """Weights drawn like torch's default init (uniform, bound 1/sqrt(fan_in)), reproducibly."""
-    generator = torch.Generator().manual_seed(layer_seed(seed, layer.name))
-    fan_in = layer.weight_matrix_shape[1]
-    bound = 1.0 / max(fan_in, 1) ** 0.5
-    return torch.empty(layer.weight_shape).uniform_(-bound, bound, generator=generator)
+    return torch.from_numpy(synthetic_weight_array(layer, seed))
 
 
 def magnitude_mask(weights: torch.Tensor, density: float) -> torch.Tensor:

@@ -227,7 +227,7 @@ class Workload:
         """Names of the layers whose outputs ``name`` reads (empty: reads a network input)."""
         return list(self.graph.predecessors(name))
 
-    def with_density(self, density: float) -> "Workload":
+    def with_density(self, density: float) -> Workload:
         """The same workload with every weighted layer at one density (``--density``)."""
         from dataclasses import replace
 
@@ -418,7 +418,7 @@ def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
                 parent.add_module(leaf, module)
                 self._order.append((layer, layer.module, workload.predecessors(layer.name)))
 
-        def forward(self, x: "torch.Tensor") -> "torch.Tensor":
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             outputs: dict[str, torch.Tensor] = {}
             y = x
             for layer, path, preds in self._order:

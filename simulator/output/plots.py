@@ -1,4 +1,6 @@
-"""Every plot of the project, in one place (matplotlib, the non-interactive Agg backend).
+"""Every plot of the project, in one place (matplotlib's object API: each plot builds its own
+``matplotlib.figure.Figure`` and saves it; no pyplot state, no backend switch, so calling these
+from a notebook leaves its backend and its open figures alone).
 
 * :func:`latency_vs_cache_size`: per layer, latency against the swept cache size, each
   curve's knee marked; with dense and pruned, a panel of the speed-up too.
@@ -26,11 +28,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..base.errors import ConfigError
+from ..base.errors import OptionError
 from ..base.units import format_bytes, format_seconds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -49,24 +51,30 @@ FLAT = 0.02
 _DPI = 120
 
 
-def check_plot_path(path: str | Path, flag: str) -> Path:
-    """The plot file a flag names, checked before any work (suffix and directory)."""
+def check_plot_path(path: str | Path, option: str) -> Path:
+    """The plot file an option names, checked before any work (suffix and directory)."""
     path = Path(path)
     if path.suffix.lower() not in PLOT_SUFFIXES:
-        raise ConfigError("command line", flag, f"{path}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
+        raise OptionError(option, f"{path}: a plot is written as {', '.join(PLOT_SUFFIXES)}")
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
-        raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+        raise OptionError(option, f"{path}: directory {directory} does not exist")
     return path
 
 
-def _pyplot():
-    import matplotlib
+def subplots(nrows: int = 1, ncols: int = 1, figsize: tuple[float, float] = (6.4, 4.8), **kwargs: Any):
+    """``(Figure, axes)`` like ``pyplot.subplots``, but a free-standing Figure that pyplot never
+    sees: it is garbage-collected when dropped and never shown."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
-    return plt
+
+def _cmap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name]
 
 
 def _save(fig, path: str | Path, legend: bool = False) -> None:
@@ -81,7 +89,6 @@ def _save(fig, path: str | Path, legend: bool = False) -> None:
     else:
         fig.tight_layout()
     fig.savefig(path, dpi=_DPI)
-    _pyplot().close(fig)
 
 
 def knee(x: Sequence[float], y: Sequence[float], log_x: bool = True) -> Optional[int]:
@@ -111,13 +118,13 @@ class _Series:
     y: np.ndarray
 
 
-def _series(rows: Sequence["SweepRow"], column: str, variant: str, layer: str, value: str = "time_s") -> _Series:
+def _series(rows: Sequence[SweepRow], column: str, variant: str, layer: str, value: str = "time_s") -> _Series:
     pairs = sorted((r.settings[column], getattr(r, value)) for r in rows
                    if r.variant == variant and r.layer == layer and getattr(r, value) is not None)
     return _Series(np.array([p[0] for p in pairs], dtype=float), np.array([p[1] for p in pairs], dtype=float))
 
 
-def _layers(rows: Sequence["SweepRow"]) -> list[str]:
+def _layers(rows: Sequence[SweepRow]) -> list[str]:
     """Layer names in network order (the order of first appearance), copies left out."""
     seen: dict[str, None] = {}
     for r in rows:
@@ -126,7 +133,7 @@ def _layers(rows: Sequence["SweepRow"]) -> list[str]:
     return list(seen)
 
 
-def _weighted(rows: Sequence["SweepRow"]) -> list[str]:
+def _weighted(rows: Sequence[SweepRow]) -> list[str]:
     """Layers whose kernel changes with pruning (the ones a speed-up is about)."""
     kernels: dict[str, set[str]] = {}
     for r in rows:
@@ -135,7 +142,7 @@ def _weighted(rows: Sequence["SweepRow"]) -> list[str]:
     return [layer for layer in _layers(rows) if len(kernels.get(layer, ())) > 1]
 
 
-def _variants(rows: Sequence["SweepRow"]) -> list[str]:
+def _variants(rows: Sequence[SweepRow]) -> list[str]:
     return [v for v in ("dense", "pruned") if any(r.variant == v for r in rows)]
 
 
@@ -165,15 +172,14 @@ def _value_axis(ax, readable: Optional[Callable[[float], str]]) -> None:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: readable(v)))
 
 
-def latency_vs_cache_size(rows: Sequence["SweepRow"], column: str, level: str, path: str | Path,
+def latency_vs_cache_size(rows: Sequence[SweepRow], column: str, level: str, path: str | Path,
                           title: str = "") -> None:
     """Latency per layer against cache size, one panel per variant, knees marked; plus speed-up."""
-    plt = _pyplot()
     variants = _variants(rows)
     layers = _layers(rows)
     panels = len(variants) + (1 if len(variants) == 2 else 0)
-    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, axes = subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     for ax, variant in zip(axes[0], variants):
         for colour, layer in zip(colours, layers):
             s = _series(rows, column, variant, layer)
@@ -242,14 +248,12 @@ def _crossing(x: np.ndarray, y: np.ndarray, log_x: bool) -> Optional[float]:
     return None
 
 
-def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "") -> None:
+def speedup_vs_density(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "") -> None:
     """Speed-up of pruned over dense against density; marks where pruning starts to pay."""
-    plt = _pyplot()
     layers = _layers(rows)
-    fig, ax = plt.subplots(figsize=(7.5, 5.2))
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, ax = subplots(figsize=(7.5, 5.2))
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     if _variants(rows) != ["dense", "pruned"]:
-        plt.close(fig)
         latency_vs_value(rows, column, path, title, "density")
         return
     crossing = _speedup_panel(ax, rows, column, layers, colours, log_x=False)
@@ -264,14 +268,13 @@ def speedup_vs_density(rows: Sequence["SweepRow"], column: str, path: str | Path
     _save(fig, path, legend=True)
 
 
-def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, title: str = "",
+def latency_vs_value(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "",
                      label: str = "", readable: Optional[Callable[[float], str]] = None) -> None:
     """Latency per layer against any swept value, one panel per variant (``readable`` labels x)."""
-    plt = _pyplot()
     variants = _variants(rows) or [""]
     layers = _layers(rows)
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
-    colours = plt.get_cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
+    fig, axes = subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
+    colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     for ax, variant in zip(axes[0], variants):
         for colour, layer in zip(colours, layers):
             s = _series(rows, column, variant, layer)
@@ -291,16 +294,15 @@ def latency_vs_value(rows: Sequence["SweepRow"], column: str, path: str | Path, 
     _save(fig, path, legend=True)
 
 
-def totals_vs_first_axis(rows: Sequence["SweepRow"], columns: Sequence[str], path: str | Path, title: str = "",
+def totals_vs_first_axis(rows: Sequence[SweepRow], columns: Sequence[str], path: str | Path, title: str = "",
                          labels: Sequence[str] = (),
                          readables: Sequence[Optional[Callable[[float], str]]] = ()) -> None:
     """Several swept fields: whole-network latency against the first, a line per other combination.
 
     ``labels`` name the fields and ``readables`` format their values (default: the columns, ``%g``).
     """
-    plt = _pyplot()
     variants = _variants(rows)
-    fig, axes = plt.subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
+    fig, axes = subplots(1, len(variants), figsize=(6.2 * len(variants), 5.2), squeeze=False)
     first, others = columns[0], list(columns[1:])
     labels = list(labels) or list(columns)
     readables = list(readables) or [None] * len(columns)
@@ -359,14 +361,14 @@ class Roof:
     points: tuple[RooflinePoint, ...]
 
 
-def roof_of(profile: "HardwareProfile", points: Sequence[RooflinePoint], label: str = "") -> Roof:
+def roof_of(profile: HardwareProfile, points: Sequence[RooflinePoint], label: str = "") -> Roof:
     """A profile's roof with the given layers."""
     dram = profile.dram
     return Roof(label or profile.name, profile.peak_flops_per_s, dram.peak_bandwidth_bytes_per_s,
                 dram.sustained_bandwidth_bytes_per_s, tuple(points))
 
 
-def run_points(result: "RunResult") -> list[RooflinePoint]:
+def run_points(result: RunResult) -> list[RooflinePoint]:
     """Roofline points of a run: every layer with FLOPs and DRAM traffic, dense and pruned."""
     return [RooflinePoint(l.name, v.name, l.flops, l.dram_bytes, l.time_s) for v in result.variants
             for l in v.layers if l.flops > 0 and l.dram_bytes > 0 and l.time_s > 0]
@@ -374,9 +376,8 @@ def run_points(result: "RunResult") -> list[RooflinePoint]:
 
 def roofline(roofs: Sequence[Roof], path: str | Path, title: str = "") -> None:
     """Roofs (peak DRAM bandwidth solid, sustained dashed) with each layer placed, dense and pruned."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8.5, 6))
-    colours = plt.get_cmap("tab10")(np.arange(max(len(roofs), 1)) % 10)
+    fig, ax = subplots(figsize=(8.5, 6))
+    colours = _cmap("tab10")(np.arange(max(len(roofs), 1)) % 10)
     intensities = [p.intensity_flop_per_byte for r in roofs for p in r.points] or [1.0]
     lo, hi = min(intensities) / 4, max(max(intensities) * 4, max(r.peak_flops_per_s / r.peak_bandwidth_bytes_per_s
                                                                     for r in roofs) * 4)
@@ -411,14 +412,13 @@ def roofline(roofs: Sequence[Roof], path: str | Path, title: str = "") -> None:
 
 # --- miss-ratio curves --------------------------------------------------------------------------
 
-def miss_ratio_curves(curves: Sequence["MissRatioCurve"], sizes_now: dict[str, int], path: str | Path,
+def miss_ratio_curves(curves: Sequence[MissRatioCurve], sizes_now: dict[str, int], path: str | Path,
                       title: str = "") -> None:
     """Miss ratio against size per level: set-associative (markers) and fully associative (line)."""
     from ..memory.mrc import Associativity
 
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5.2))
-    colours = plt.get_cmap("tab10")(np.arange(max(len(curves), 1)) % 10)
+    fig, ax = subplots(figsize=(8, 5.2))
+    colours = _cmap("tab10")(np.arange(max(len(curves), 1)) % 10)
     all_sizes = []
     for colour, curve in zip(colours, curves):
         sa = curve.of(Associativity.SET_ASSOCIATIVE)
@@ -451,7 +451,7 @@ _ROOFLINE_FIELDS = ("memory.dram.peak_bandwidth", "memory.dram.sustained_bandwid
                     "compute.clock", "compute.kernels.")
 
 
-def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) -> str:
+def sweep_plot(plan: SweepPlan, rows: Sequence[SweepRow], path: str | Path) -> str:
     """Write the plot that answers the sweep's question; returns what it shows.
 
     One cache-size field: latency against size with knees (and the speed-up). ``density``:
@@ -461,7 +461,7 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
     """
     rows = [r for r in rows if not r.error]
     if not rows:
-        raise ConfigError("command line", "--plot", "no point of the sweep succeeded: nothing to plot")
+        raise OptionError("plot", "no point of the sweep succeeded: nothing to plot")
     axes = plan.axes
     title = f"{Path(plan.workload_path).stem} on {Path(plan.profile_path).stem}"
     if len(axes) > 1:
@@ -493,13 +493,12 @@ def sweep_plot(plan: "SweepPlan", rows: Sequence["SweepRow"], path: str | Path) 
 
 # --- pruning ------------------------------------------------------------------------------------
 
-def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") -> Path:
+def density_bars(summary: SparsitySummary, path: str | Path, title: str = "") -> Path:
     """Bars of each summarised tensor's density (non-zeros over elements); returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = summary.rows
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
+    fig, ax = subplots(figsize=(max(6.0, 0.45 * len(rows) + 2), 4.8))
     positions = np.arange(len(rows))
     ax.bar(positions, [100 * r.density for r in rows], color="tab:blue")
     ax.set_xticks(positions)
@@ -517,11 +516,10 @@ def density_bars(summary: "SparsitySummary", path: str | Path, title: str = "") 
     return path
 
 
-def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title: str = "") -> Path:
+def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
     columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
     white, so the pruning pattern reads as a spy plot; returns the path."""
-    plt = _pyplot()
     from matplotlib import colormaps
 
     path = Path(path)
@@ -529,7 +527,7 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
     names = list(weights)
     cols = min(len(names), 3) or 1
     rows = -(-len(names) // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows + 0.6), squeeze=False)
     cmap = colormaps["viridis"].with_extremes(bad="white")       # masked (zero) weights show white
     for ax, name in zip(axes.flat, names):
         w = np.asarray(weights[name], dtype=np.float32)
@@ -551,13 +549,12 @@ def weight_matrices(weights: "Mapping[str, np.ndarray]", path: str | Path, title
     return path
 
 
-def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title: str = "") -> Path:
+def sensitivity_curves(rows: Sequence[SensitivityRow], path: str | Path, title: str = "") -> Path:
     """Top-1 accuracy against sparsity, one line per weight pruned alone; returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = list(dict.fromkeys(r.parameter for r in rows))
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = subplots(figsize=(7.5, 4.6))
     for name in names:
         mine = [r for r in rows if r.parameter == name]
         ax.plot([100 * r.sparsity for r in mine], [r.top1_pct for r in mine], marker="o", ms=3.5, lw=1.4,
@@ -572,17 +569,16 @@ def sensitivity_curves(rows: Sequence["SensitivityRow"], path: str | Path, title
 
 
 def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[float],
-                              pruned_s: "Mapping[str, Sequence[float]]",
-                              dense_s: "Mapping[str, Optional[float]]", path: str | Path, title: str = "") -> Path:
+                              pruned_s: Mapping[str, Sequence[float]],
+                              dense_s: Mapping[str, Optional[float]], path: str | Path, title: str = "") -> Path:
     """Two panels along a pruning run, both against the model's sparsity: top-1 accuracy, and
     each profile's simulated latency with the model's non-zeros stored sparse (solid) against
     the same model stored dense (dashed line); a profile without one of them (an empty
     sequence, None) shows the other alone; returns the path."""
-    plt = _pyplot()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = np.asarray(sparsity_pct, dtype=float)
-    fig, (acc, lat) = plt.subplots(1, 2, figsize=(14, 4.6))
+    fig, (acc, lat) = subplots(1, 2, figsize=(14, 4.6))
     acc.plot(x, top1_pct, marker="o", ms=4, color="black", lw=1.2)
     acc.set_xlabel("weight sparsity (% of conv / fc weights zero)")
     acc.set_ylabel("top-1 accuracy on the test set (%)")
@@ -590,7 +586,9 @@ def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[
     acc.set_ylim(max(0.0, low - 2 * max(1.0, 100 - low)), 100.5)
     acc.grid(True, alpha=0.3)
     acc.set_title("accuracy", fontsize=10)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    from matplotlib import rcParams
+
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, times) in enumerate(pruned_s.items()):
         colour = colours[i % len(colours)]
         if len(times):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..base.atomicfile import write_atomically
+from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
 from ..base.version import with_header
 from ..engine.results import LayerResult, RunResult, VariantResult
@@ -21,14 +22,8 @@ def _speedup(dense_s: float, pruned_s: float) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
-    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        text = "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-        return text.rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(header), rule] + [line(r) for r in rows[:-1]] + ([rule, line(rows[-1])] if rows else []))
+    """The rows, the last one (the total) under a second rule."""
+    return format_table(header, rows[:-1], right, footer=rows[-1:])
 
 
 def _levels(result: RunResult) -> list[str]:
@@ -176,14 +171,14 @@ def render(result: RunResult) -> str:
 
 def write_json(result: RunResult, path: str | Path) -> None:
     """Write the ``--json`` document atomically (a failed write leaves no half file)."""
-    write_json_document(result.to_json(), path, "--json")
+    write_json_document(result.to_json(), path, "json")
 
 
-def write_json_document(document: Any, path: str | Path, flag: str) -> None:
+def write_json_document(document: Any, path: str | Path, option: str) -> None:
     """Write any JSON document atomically, the tool's version and the document schema's first
-    (:func:`simulator.base.version.with_header`); errors name the flag and the file."""
+    (:func:`simulator.base.version.with_header`); errors name the option and the file."""
     def dump(handle) -> None:
         json.dump(with_header(document), handle, indent=1)
         handle.write("\n")
 
-    write_atomically(path, flag, dump)
+    write_atomically(path, option, dump)

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from ..base.version import document_header
 from ..engine.core import Interval
 from ..engine.results import RunResult
@@ -112,11 +112,11 @@ def check_trace(doc: Any, source: str = "trace") -> None:
                 raise ConfigError(source, f"{where}.dur", f"{dur!r} is not a non-negative duration")
 
 
-def write_trace(doc: dict[str, Any], path: str | Path, flag: str = "--trace") -> None:
+def write_trace(doc: dict[str, Any], path: str | Path, option: str = "trace") -> None:
     """Check and write a trace-event document."""
     target = Path(path)
     if not target.resolve().parent.is_dir():
-        raise ConfigError("command line", flag, f"{path}: its directory does not exist")
+        raise OptionError(option, f"{path}: its directory does not exist")
     check_trace(doc, str(path))
     # otherData: the trace-event format's place for metadata (Perfetto shows it)
     doc = {**doc, "otherData": {**document_header(), **doc.get("otherData", {})}}

@@ -17,8 +17,8 @@ sweep tests compare them row for row); it is only computed with less work:
   per-access outcome goes through the same engine as a run.
 
 It applies when the swept level is the last cache level (its misses and write-backs go to
-DRAM) and replaces LRU (stack distances are an LRU property); :func:`applies` says so. Levels below a swept middle level would need their own
-simulation per point, and the sweep then runs the full pipeline instead.
+DRAM) and replaces LRU (stack distances are an LRU property); :func:`applies` says so. Levels
+below a swept middle level would need their own simulation per point, and the sweep then runs the full pipeline instead.
 """
 
 from __future__ import annotations

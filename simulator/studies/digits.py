@@ -156,8 +156,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
     return total / x.shape[0]
 
 
-def prune_epoch(schedule: "Schedule", model: nn.Module, masks: Mapping[str, torch.Tensor], epoch: int,
-                model_name: str) -> tuple[dict[str, torch.Tensor], list["PruneStep"]]:
+def prune_epoch(schedule: Schedule, model: nn.Module, masks: Mapping[str, torch.Tensor], epoch: int,
+                model_name: str) -> tuple[dict[str, torch.Tensor], list[PruneStep]]:
     """The masks after the schedule's pruning policies due at ``epoch`` act on ``model``'s weights.
 
     This is :func:`simulator.compress.schedule.apply_schedule` on a one-epoch view of the schedule (its
@@ -303,7 +303,7 @@ def run_digits(options: DigitsOptions = DigitsOptions(), progress: Callable[[str
                         latencies, formats, sensitivity, options.sim_batch, model, masks)
 
 
-def _train_and_prune(schedule: "Schedule", epochs: int, data: DigitsData, options: DigitsOptions,
+def _train_and_prune(schedule: Schedule, epochs: int, data: DigitsData, options: DigitsOptions,
                      progress: Callable[[str], None]
                      ) -> tuple[DigitsNet, list[PruningPoint], list[SensitivityRow], dict[str, torch.Tensor]]:
     """Dense training, the sensitivity analysis, then the pruning run (the caller forks the RNG)."""
@@ -333,7 +333,7 @@ def _train_and_prune(schedule: "Schedule", epochs: int, data: DigitsData, option
     return model, points, sensitivity, masks
 
 
-def check_schedule_names(schedule: "Schedule", model: nn.Module) -> None:
+def check_schedule_names(schedule: Schedule, model: nn.Module) -> None:
     """Resolve the schedule's parameter names against the model before any training (a typo in
     the schedule is an error now, not after minutes of training)."""
     from ..model.parameters import NameIndex
@@ -349,14 +349,14 @@ def _point(model: nn.Module, data: DigitsData, epoch: Optional[int], pruned: boo
     return PruningPoint(epoch, pruned, sparsity_pct(model), result.top1_pct, result.top5_pct, result.loss, state)
 
 
-def _load_profiles(paths: Sequence[Path]) -> list["HardwareProfile"]:
+def _load_profiles(paths: Sequence[Path]) -> list[HardwareProfile]:
     from ..hardware.profile import load_profile
 
     paths = list(paths) or sorted(PROFILES_DIR.glob("*.yaml"))
     return [load_profile(p) for p in paths]
 
 
-def _latencies(profile: "HardwareProfile", points: Sequence[PruningPoint], batch: int,
+def _latencies(profile: HardwareProfile, points: Sequence[PruningPoint], batch: int,
                progress: Callable[[str], None]) -> ProfileLatency:
     """Simulate every point's non-zeros (CSR) and the final model stored dense on one profile.
 
@@ -365,9 +365,8 @@ def _latencies(profile: "HardwareProfile", points: Sequence[PruningPoint], batch
     the message kept as the note."""
     from ..compress.compression import StorageFormat
     from ..model.torchgraph import workload_from_module
-    from ..pipeline import RunOptions, run
-
     from ..model.workload import DType
+    from ..pipeline import RunOptions, run
 
     model, example = digits_cnn()
     notes = []
@@ -402,7 +401,7 @@ def _latencies(profile: "HardwareProfile", points: Sequence[PruningPoint], batch
 
 # --- stored formats -----------------------------------------------------------------------------
 
-def _indexed_roundtrip(matrix: np.ndarray, fmt: "StorageFormat") -> tuple[np.ndarray, int]:
+def _indexed_roundtrip(matrix: np.ndarray, fmt: StorageFormat) -> tuple[np.ndarray, int]:
     """CSR / CSC as the simulator stores them (compression.encode_mask): values gathered in the
     encoding's order, then scattered back through its index and pointer arrays."""
     from ..compress.compression import StorageFormat, encode_mask

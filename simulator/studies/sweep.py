@@ -39,11 +39,12 @@ import numpy as np
 import yaml
 
 from ..base import units
-from ..base.errors import ConfigError, SimulatorError
+from ..base.errors import ConfigError, OptionError, SimulatorError
 from ..base.yamlio import read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
-from ..hardware.profile import HardwareProfile, field_paths, profile_from_mapping
+from ..hardware.fieldpaths import assign, leaf_paths, navigate
+from ..hardware.profile import HardwareProfile, profile_from_mapping
 from ..model.workload import Workload, load_workload
 from ..pipeline import RunOptions, check_formats, run
 
@@ -67,13 +68,13 @@ RUN_FIELDS = ("density", "batch")
 
 @dataclass(frozen=True)
 class SweepAxis:
-    """One ``--set FIELD=VALUES``: the field, its values as written into the mapping, its column."""
+    """One ``set`` option, ``FIELD=VALUES``: the field, its values as written into the mapping, its column."""
 
     field: str
     kind: AxisKind
     values: tuple[Any, ...]     # YAML-ready: numbers, or strings with units ("131072 B")
     column: str                 # result column, base unit in the name: memory.caches.L2.size_bytes
-    flag: str                   # the flag as given, for error messages
+    text: str                   # the setting as given (FIELD=VALUES), for error messages
 
     def describe(self, value: Any) -> str:
         """``memory.caches.L2.size=128.0 KiB``: a value as written into the mapping, readable."""
@@ -138,7 +139,7 @@ class SweepPlan:
         return (["point"] + [a.column for a in self.axes] + list(_RESULT_COLUMNS)
                 + [f"{level}_hit_rate" for level in self.levels] + ["bound", "error"])
 
-    def key_of(self, row: "SweepRow") -> str:
+    def key_of(self, row: SweepRow) -> str:
         """The key of the point a result row belongs to (compare with ``SweepPoint.key``)."""
         return settings_key(row.settings, self.axes)
 
@@ -179,7 +180,7 @@ class SweepRow:
         return out
 
     @staticmethod
-    def from_record(record: dict[str, Any], axes: Sequence[str], levels: Sequence[str]) -> "SweepRow":
+    def from_record(record: dict[str, Any], axes: Sequence[str], levels: Sequence[str]) -> SweepRow:
         """Inverse of :meth:`record` (values already typed)."""
         rates = {level: record[f"{level}_hit_rate"] for level in levels
                  if record.get(f"{level}_hit_rate") is not None}
@@ -247,12 +248,14 @@ def parse_values(text: str) -> list[Any]:
     if q_start is not q_stop:
         raise units.UnitError(f"{text!r}: start and stop are different kinds of quantity")
     if q_step is not None and (geometric or q_step is not q_start):
-        raise units.UnitError(f"{text!r}: the step must be {'a plain factor' if geometric else 'the same kind of quantity'}")
+        step = "a plain factor" if geometric else "the same kind of quantity"
+        raise units.UnitError(f"{text!r}: the step must be {step}")
     if geometric:
         if start <= 0 or stop <= 0 or step <= 0 or step == 1:
             raise units.UnitError(f"{text!r}: a geometric range needs positive ends and a factor other than 1")
         if (stop - start) * (step - 1) < 0:
-            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} to {match['stop']}")
+            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} "
+                                  f"to {match['stop']}")
         count = int(math.floor(math.log(stop / start) / math.log(step) + 1e-9)) + 1
         raw = [start * step ** i for i in range(min(count, MAX_POINTS + 1))]
     else:
@@ -309,75 +312,40 @@ def format_cell(value: Any) -> str:
 
 # --- planning ---------------------------------------------------------------------------------
 
-def _leaf_paths(profile: HardwareProfile) -> list[str]:
-    paths = field_paths(profile)
-    return sorted(p for p in paths if not any(q.startswith(p + ".") for q in paths))
-
-
 def _axis(text: str, profile: HardwareProfile) -> SweepAxis:
-    flag = f"--set {text}"
     if "=" not in text:
-        raise ConfigError(CLI, flag, "expected FIELD=VALUES, e.g. memory.caches.L2.size=64KiB..8MiB:x2")
+        raise OptionError("set", "expected FIELD=VALUES, e.g. memory.caches.L2.size=64KiB..8MiB:x2", text)
     name, _, values_text = text.partition("=")
     name = name.strip()
     try:
         values = parse_values(values_text)
     except units.UnitError as err:
-        raise ConfigError(CLI, flag, str(err)) from None
+        raise OptionError("set", str(err), text) from None
     if name in RUN_FIELDS:
-        return SweepAxis(name, AxisKind.RUN, tuple(values), name, flag)
-    leaves = _leaf_paths(profile)
+        return SweepAxis(name, AxisKind.RUN, tuple(values), name, text)
+    leaves = leaf_paths(profile)
     if name not in leaves:
         close = difflib.get_close_matches(name, leaves + list(RUN_FIELDS), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; run fields: {', '.join(RUN_FIELDS)}"
-        raise ConfigError(CLI, flag, f"{name!r} is not a field of {profile.path or 'the profile'}{hint}")
+        raise OptionError("set", f"{name!r} is not a field of {profile.path or 'the profile'}{hint}", text)
     if name.startswith("link.") and profile.link is None:
-        raise ConfigError(CLI, flag, f"{profile.path} has no link")
-    return SweepAxis(name, AxisKind.PROFILE, tuple(values), _column(profile, name), flag)
-
-
-def _navigate(profile: HardwareProfile, path: str) -> tuple[str, Any]:
-    """(model field name, validated value) of a profile field path: size -> size_bytes."""
-    obj: Any = profile
-    name = ""
-    for part in path.split("."):
-        if isinstance(obj, tuple):          # cache levels, addressed by name
-            obj = next(level for level in obj if level.name == part)
-            continue
-        name = next(n for n, f in type(obj).model_fields.items() if (f.alias or n) == part)
-        obj = getattr(obj, name)
-    return name, obj.value if isinstance(obj, enum.Enum) else obj
+        raise OptionError("set", f"{profile.path} has no link", text)
+    return SweepAxis(name, AxisKind.PROFILE, tuple(values), _column(profile, name), text)
 
 
 def _column(profile: HardwareProfile, path: str) -> str:
     head, _, _ = path.rpartition(".")
-    name, _ = _navigate(profile, path)
+    name, _ = navigate(profile, path)
     return f"{head}.{name}" if head else name
-
-
-def _assign(data: dict[str, Any], path: str, value: Any) -> None:
-    """Write ``value`` at a field path of a profile mapping (caches and scratchpads addressed by name)."""
-    parts = path.split(".")
-    node: Any = data
-    i = 0
-    while i < len(parts) - 1:
-        part = parts[i]
-        if part in ("caches", "scratchpads") and isinstance(node.get(part), list):
-            node = next(level for level in node[part] if isinstance(level, dict) and level.get("name") == parts[i + 1])
-            i += 2
-            continue
-        node = node.setdefault(part, {})
-        i += 1
-    node[parts[-1]] = value
 
 
 def _run_value(axis: SweepAxis, value: Any) -> Any:
     if axis.field == "density":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ConfigError(CLI, axis.flag, f"density {value!r} is not a number in (0, 1]")
+            raise OptionError("set", f"density {value!r} is not a number in (0, 1]", axis.text)
         return float(value)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(CLI, axis.flag, f"batch {value!r} is not a positive integer")
+        raise OptionError("set", f"batch {value!r} is not a positive integer", axis.text)
     return value
 
 
@@ -391,14 +359,14 @@ def _file_digest(path: str) -> str:
 def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str | Path,
                formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR), batch: int = 1,
                repeat: int = 1, seed: int = 0, use_cache_path: bool = True) -> SweepPlan:
-    """Parse every ``--set``, build and validate every point; raise one :class:`ConfigError` if any is bad.
+    """Parse every ``set`` option, build and validate every point; raise one :class:`ConfigError` if any is bad.
 
     ``use_cache_path=False`` runs the full pipeline at every point even where the single-pass
     cache-size path applies (to cross-check it; the results are identical).
     """
     source = str(profile_path)
     if not sets:
-        raise ConfigError(CLI, "--set", "give at least one --set FIELD=VALUES")
+        raise OptionError("set", "give at least one {set} FIELD=VALUES")
     mapping = read_yaml_mapping(profile_path)
     base = profile_from_mapping(copy.deepcopy(mapping), source)
     workload = _workload(str(workload_path))   # read now: a bad workload fails before any point runs
@@ -406,13 +374,13 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
     seen: set[str] = set()
     for axis in axes:
         if axis.field in seen:
-            raise ConfigError(CLI, axis.flag, f"{axis.field} is set twice")
+            raise OptionError("set", f"{axis.field} is set twice", axis.text)
         seen.add(axis.field)
     if "batch" in seen and batch != 1:
-        raise ConfigError(CLI, "--batch", "conflicts with --set batch=...")
+        raise OptionError("batch", "conflicts with {set} batch=...")
     combos = list(itertools.product(*(axis.values for axis in axes)))
     if len(combos) > MAX_POINTS:
-        raise ConfigError(CLI, "--set", f"the grid has {len(combos)} points, more than {MAX_POINTS}")
+        raise OptionError("set", f"the grid has {len(combos)} points, more than {MAX_POINTS}")
     points = []
     for index, combo in enumerate(combos):
         data = copy.deepcopy(mapping)
@@ -421,16 +389,16 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
             if axis.kind is AxisKind.RUN:
                 run_fields[axis.field] = _run_value(axis, value)
             else:
-                _assign(data, axis.field, value)
+                assign(data, axis.field, value)
         label = ", ".join(axis.describe(value) for axis, value in zip(axes, combo))
         try:
             profile = profile_from_mapping(data, source)
         except ConfigError as err:
-            flags = " ".join(f"--set {axis.describe(value)}" for axis, value in zip(axes, combo)
-                             if axis.kind is AxisKind.PROFILE)
-            raise ConfigError(CLI, flags, f"{err.field}: {err.message}") from None
+            settings = " {set} ".join(axis.describe(value) for axis, value in zip(axes, combo)
+                                      if axis.kind is AxisKind.PROFILE)
+            raise OptionError("set", f"{err.field}: {err.message}", settings) from None
         settings = tuple((axis.column, run_fields[axis.field] if axis.kind is AxisKind.RUN
-                          else _navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
+                          else navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
         options = RunOptions(batch=run_fields.get("batch", batch), repeat=repeat, formats=tuple(formats),
                              density=run_fields.get("density"), seed=seed)
         check_formats(profile, workload, options)    # --format csc on a pruned convolution: refused now
@@ -591,11 +559,11 @@ def _dask_unordered(address: str, tasks: list[PointTask], shared: Any) -> Iterat
     try:
         from dask.distributed import Client, as_completed
     except ImportError:
-        raise ConfigError(CLI, "--dask", "needs dask.distributed (pip install 'dask[distributed]')") from None
+        raise OptionError("dask", "needs dask.distributed (pip install 'dask[distributed]')") from None
     try:
         client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
-        raise ConfigError(CLI, "--dask", f"{address}: cannot connect to a Dask scheduler ({err})") from None
+        raise OptionError("dask", f"{address}: cannot connect to a Dask scheduler ({err})") from None
     try:
         # the cache-path state goes to every worker once, not once per point
         shared_future = client.scatter(shared, broadcast=True) if shared is not None else None
@@ -619,7 +587,7 @@ class SweepSummary:
     seconds: float       # wall time of this invocation, preparation included
 
 
-def run_sweep(plan: SweepPlan, store: "ResultStore", backend: BackendChoice = BackendChoice(),
+def run_sweep(plan: SweepPlan, store: ResultStore, backend: BackendChoice = BackendChoice(),
               progress: Callable[[PointResult, int, int], None] = lambda *_: None) -> SweepSummary:
     """Evaluate every point not yet in ``store``, appending each one's rows as it finishes.
 

@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..base.errors import ConfigError
-from .sweep import CLI, INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
+from ..base.errors import OptionError
+from .sweep import INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
 
 if TYPE_CHECKING:
     import pandas
@@ -48,11 +48,12 @@ class ResultStore:
         try:
             self.format = ResultFormat(self.path.suffix.lower())
         except ValueError:
-            raise ConfigError(CLI, "--out", f"{self.path}: use a .csv or .parquet file name") from None
+            raise OptionError("out", f"{self.path}: use a .csv or .parquet file name") from None
         directory = self.path.parent
         if not directory.is_dir():
-            raise ConfigError(CLI, "--out", f"{self.path}: directory {directory} does not exist")
-        self.journal = self.path if self.format is ResultFormat.CSV else self.path.with_name(self.path.name + ".partial.csv")
+            raise OptionError("out", f"{self.path}: directory {directory} does not exist")
+        partial = self.path.with_name(self.path.name + ".partial.csv")
+        self.journal = self.path if self.format is ResultFormat.CSV else partial
         self.meta = self.path.with_name(self.path.name + ".sweep.json")
         self._load_existing()
 
@@ -64,15 +65,15 @@ class ResultStore:
         if not existing:
             return
         if not self.meta.exists():
-            raise ConfigError(CLI, "--out", f"{self.path} exists but was not written by a sweep "
+            raise OptionError("out", f"{self.path} exists but was not written by a sweep "
                                             f"({self.meta.name} is missing); remove it or choose another file")
         try:
             recorded = json.loads(self.meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise ConfigError(CLI, "--out", f"{self.meta}: cannot be read ({err})") from None
+            raise OptionError("out", f"{self.meta}: cannot be read ({err})") from None
         differs = [k for k, v in self.plan.fingerprint.items() if recorded.get(k) != v]
         if differs:
-            raise ConfigError(CLI, "--out", f"{self.path} holds a different sweep ({', '.join(differs)} "
+            raise OptionError("out", f"{self.path} holds a different sweep ({', '.join(differs)} "
                                             "differ); remove it or choose another file")
         axes = [a.column for a in self.plan.axes]
         for path in existing:
@@ -116,7 +117,7 @@ class ResultStore:
         with path.open(newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if reader.fieldnames != self.columns:
-                raise ConfigError(CLI, "--out", f"{path}: its columns are not this sweep's; remove it or choose "
+                raise OptionError("out", f"{path}: its columns are not this sweep's; remove it or choose "
                                                 "another file")
             # a line cut short by an interrupted write is dropped: its point runs again
             return [self._typed(r) for r in reader if None not in r.values() and None not in r]
@@ -126,7 +127,7 @@ class ResultStore:
 
         table = pq.read_table(path)
         if table.column_names != self.columns:
-            raise ConfigError(CLI, "--out", f"{path}: its columns are not this sweep's")
+            raise OptionError("out", f"{path}: its columns are not this sweep's")
         return table.to_pylist()
 
     def _typed(self, record: dict[str, str]) -> dict[str, Any]:
@@ -161,7 +162,7 @@ class ResultStore:
         keys = {p.key for p in self.plan.points}
         return [r for r in self._rows if self._key(r) in keys]
 
-    def to_dataframe(self) -> "pandas.DataFrame":
+    def to_dataframe(self) -> pandas.DataFrame:
         """This plan's rows as a pandas table with the results file's columns (one row per point,
         variant and layer; empty cells are None / NaN)."""
         import pandas
@@ -186,7 +187,7 @@ class ResultStore:
             self._handle.flush()
             os.fsync(self._handle.fileno())   # a finished point survives a crash
         except OSError as err:
-            raise ConfigError(CLI, "--out", f"{self.journal}: cannot write ({err.strerror or err})") from None
+            raise OptionError("out", f"{self.journal}: cannot write ({err.strerror or err})") from None
 
     def close(self) -> None:
         """Finish the file: close the CSV, or write the parquet file from everything recorded."""
@@ -205,7 +206,7 @@ class ResultStore:
             pq.write_table(table, tmp)
             os.replace(tmp, self.path)
         except OSError as err:
-            raise ConfigError(CLI, "--out", f"{self.path}: cannot write ({err.strerror or err})") from None
+            raise OptionError("out", f"{self.path}: cannot write ({err.strerror or err})") from None
         if self.journal.exists():
             self.journal.unlink()
 

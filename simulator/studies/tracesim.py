@@ -24,7 +24,8 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
+from ..hardware.fieldpaths import level_path
 from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.mrc import MissRatioCurve, level_stream, miss_ratio_curve
 from ..pipeline import cache_hierarchy
@@ -173,7 +174,8 @@ class TraceResult:
         return {"profile": self.profile, "trace": self.trace, "accesses": self.accesses, "writes": self.writes,
                 "cores": self.cores,
                 "levels": [{"name": l.name, "size_bytes": l.size_bytes, "line_bytes": l.line_bytes, "ways": l.ways,
-                            "shared": l.shared, "replacement": l.replacement.value, "accesses": l.accesses, "hits": l.hits, "misses": l.misses,
+                            "shared": l.shared, "replacement": l.replacement.value, "accesses": l.accesses,
+                            "hits": l.hits, "misses": l.misses,
                             "hit_rate": l.hit_rate} for l in self.levels],
                 "dram": {"line_reads": self.dram_line_reads, "writebacks": self.dram_writebacks,
                          "read_bytes": self.dram_line_reads * self.dram_line_bytes,
@@ -191,9 +193,9 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
         raise ConfigError(trace.path, "core", f"core {int(trace.core[first])} at index {first}, but "
                                               f"{profile.name} has {cores} core{'s' * (cores != 1)} (0..{cores - 1})")
     if curves and profile.caches and all(level.replacement is not Replacement.LRU for level in profile.caches):
-        raise ConfigError(profile.path, "memory.caches[0].replacement",
+        raise ConfigError(profile.path, level_path("caches", profile.caches[0].name, "replacement"),
                           f"{profile.caches[0].name} uses {profile.caches[0].replacement.value} and no level is LRU; "
-                          "miss-ratio curves come from LRU stack distances (use lru, or drop --mrc)")
+                          "miss-ratio curves come from LRU stack distances (use lru, or run without miss-ratio curves)")
     # One access through a throw-away hierarchy first, so that loading the compiled kernel is
     # not timed: the rate printed is the model's.
     cache_hierarchy(profile, cores).access(trace.addresses[:1], trace.is_write[:1], trace.core[:1])
@@ -224,7 +226,7 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
                        curve_seconds)
 
 
-def write_curves_csv(curves: list[MissRatioCurve], path: str | Path, flag: str = "--mrc") -> None:
+def write_curves_csv(curves: list[MissRatioCurve], path: str | Path, option: str = "mrc") -> None:
     """The miss-ratio curves as CSV: one row per level, associativity and size."""
     try:
         with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -236,10 +238,10 @@ def write_curves_csv(curves: list[MissRatioCurve], path: str | Path, flag: str =
                     writer.writerow([curve.level, p.associativity.value, p.size_bytes, p.sets, p.ways, p.references,
                                      p.hits, p.misses, repr(p.miss_ratio)])
     except OSError as err:
-        raise ConfigError("command line", flag, f"{path}: cannot write ({err.strerror or err})") from None
+        raise OptionError(option, f"{path}: cannot write ({err.strerror or err})") from None
 
 
-def check_curves_path(path: Optional[str], flag: str = "--mrc") -> Optional[Path]:
+def check_curves_path(path: Optional[str], option: str = "mrc") -> Optional[Path]:
     """The ``--mrc`` target, checked before any work: .csv, or a plot file."""
     if path is None:
         return None
@@ -249,9 +251,9 @@ def check_curves_path(path: Optional[str], flag: str = "--mrc") -> Optional[Path
     if target.suffix.lower() == ".csv":
         directory = target.parent if str(target.parent) else Path(".")
         if not directory.is_dir():
-            raise ConfigError("command line", flag, f"{path}: directory {directory} does not exist")
+            raise OptionError(option, f"{path}: directory {directory} does not exist")
         return target
     if target.suffix.lower() not in PLOT_SUFFIXES:
-        raise ConfigError("command line", flag, f"{path}: write the curves as .csv or a plot "
+        raise OptionError(option, f"{path}: write the curves as .csv or a plot "
                                                 f"({', '.join(PLOT_SUFFIXES)})")
-    return check_plot_path(target, flag)
+    return check_plot_path(target, option)

@@ -257,7 +257,7 @@ class Rates:
     history: list[float] = field(default_factory=list)
 
     @staticmethod
-    def of(profile: HardwareProfile) -> "Rates":
+    def of(profile: HardwareProfile) -> Rates:
         """The profile's current values of its fit parameters."""
         parameters = fit_parameters(profile)
         return Rates({p.path: float(value_at(profile, p.path)) for p in parameters}, parameters)
@@ -331,7 +331,7 @@ class Comparison:
     fitted: dict[str, Rates]          # profile name -> rates fitted now (empty unless --fit)
     fit_on_all: bool = False          # the rates were fitted on every cell (a diagnostic)
 
-    def to_dataframe(self) -> "pandas.DataFrame":
+    def to_dataframe(self) -> pandas.DataFrame:
         """Every cell (published, predicted, error, set, bound) as a table, for notebooks."""
         import pandas
 
@@ -437,8 +437,8 @@ def energy_argument(results: list[CellResult], layer: str = "AlexNet_FC7") -> li
     for r in results:
         c = r.cell
         if c.layer == layer and c.batch == 1 and c.format in ("dense", "sparse", "compressed_actual"):
-            picks.append((f"{c.platform} {'CSR' if c.format == 'sparse' else c.format.replace('compressed_actual', 'compressed')}",
-                          r.energy_j))
+            name = "CSR" if c.format == "sparse" else c.format.replace("compressed_actual", "compressed")
+            picks.append((f"{c.platform} {name}", r.energy_j))
     return picks
 
 
@@ -455,7 +455,8 @@ def render(comparison: Comparison) -> str:
         c = r.cell
         fmt = {"sparse": "csr", "compressed_theoretical": "theory", "compressed_actual": "eie"}.get(c.format, c.format)
         lines.append(f"{c.platform:18s} {c.batch:5d}  {fmt:6s} {c.layer:12s} "
-                     f"{format_seconds(c.published_s):>10s} {format_seconds(r.predicted_s):>10s} {100 * r.error:+6.0f}%  "
+                     f"{format_seconds(c.published_s):>10s} {format_seconds(r.predicted_s):>10s} "
+                     f"{100 * r.error:+6.0f}%  "
                      f"{'held-out' if c.held_out else 'fitted':8s}  {r.bound}")
     lines += ["", f"{'cells':18s} {'n':>3s}  {'median |err|':>12s}  {'within 10%':>10s}  {'within 25%':>10s}  "
                   f"{'winner right':>12s}  worst cell"]
@@ -491,12 +492,9 @@ def render(comparison: Comparison) -> str:
 def plot(comparison: Comparison, path: str | Path) -> None:
     """Predicted vs published, log-log, with the +-25% band; one marker per platform,
     filled for fitted cells and open for held-out ones."""
-    import matplotlib
+    from ..output.plots import subplots
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 6.0))
+    fig, ax = subplots(figsize=(6.4, 6.0))
     values = [v for r in comparison.results for v in (r.cell.published_s, r.predicted_s)]
     lo, hi = min(values) * 1e6 / 1.5, max(values) * 1e6 * 1.5
     line = np.geomspace(lo, hi, 50)
@@ -518,4 +516,3 @@ def plot(comparison: Comparison, path: str | Path) -> None:
     ax.grid(True, which="both", lw=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)

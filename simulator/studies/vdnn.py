@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..base.errors import ConfigError, SimulatorError
+from ..base.errors import OptionError, SimulatorError
 from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
 from ..base.units import format_bytes
 from ..engine.device_memory import Placement, network_wide
@@ -151,7 +151,8 @@ class Change:
             return profile
         algorithms = profile.conv_algorithms
         fast = algorithms.performance_optimal.model_copy(update={"workspace_per_input": self.workspace_per_input})
-        return profile.model_copy(update={"conv_algorithms": algorithms.model_copy(update={"performance_optimal": fast})})
+        faster = algorithms.model_copy(update={"performance_optimal": fast})
+        return profile.model_copy(update={"conv_algorithms": faster})
 
 
 SENSITIVITY = (Change("plain SGD (no momentum buffer)", optimizer=Optimizer.SGD),
@@ -268,7 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.json and not Path(args.json).resolve().parent.is_dir():
-            raise ConfigError("command line", "--json", f"{args.json}: its directory does not exist")
+            raise OptionError("json", f"{args.json}: its directory does not exist")
         profile = load_profile(HWPROFILES_DIR / PROFILE)
         runs, sensitivity = compare(profile, optimizer=Optimizer(args.optimizer), progress=progress)
         progress("")
@@ -276,9 +277,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.json:
             write_json_document({"runs": [asdict(r) for r in runs],
                                  "sensitivity": [{"change": label, **asdict(r)} for label, r in sensitivity]},
-                                args.json, "--json")
+                                args.json, "json")
     except SimulatorError as err:
-        print(f"error: {err}", file=sys.stderr)
+        # this module's own command line: its one option, json, is the flag --json
+        print(f"error: {err.spelled(lambda option: '--' + option) if isinstance(err, OptionError) else err}",
+              file=sys.stderr)
         return 2
     return 0
 

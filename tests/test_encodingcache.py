@@ -1,0 +1,70 @@
+"""The on-disk encoding cache: entries round-trip, the size bound evicts the least recently used
+file first, a bad bound is one line, and `simulator cache info|clear` report and empty it."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from simulator.base.errors import ConfigError
+from simulator.cli import main
+from simulator.compress import encodingcache
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(path))
+    monkeypatch.delenv("SIMULATOR_CACHE_MAX", raising=False)
+    return path
+
+
+def _arrays(n: int) -> dict[str, np.ndarray]:
+    return {"indices": np.arange(n, dtype=np.int32)}
+
+
+def test_an_entry_round_trips_and_a_different_key_misses(folder):
+    encodingcache.store("a", "key-a", _arrays(10))
+    assert np.array_equal(encodingcache.load("a", "key-a")["indices"], np.arange(10))
+    assert encodingcache.load("a", "other key") is None
+    assert encodingcache.load("b", "key-b") is None
+
+
+def test_the_bound_evicts_the_least_recently_used_entry_first(folder, monkeypatch):
+    for age, name in enumerate(["old1", "used", "new1"]):
+        encodingcache.store(name, name, _arrays(1000))
+        os.utime(folder / f"{name}.npz", (1000 + age, 1000 + age))
+    assert encodingcache.load("old1", "old1") is not None     # reading refreshes: "used" is now the oldest
+    entry = (folder / "new1.npz").stat().st_size
+    monkeypatch.setenv("SIMULATOR_CACHE_MAX", f"{3 * entry + entry // 2} B")
+    encodingcache.store("new2", "new2", _arrays(1000))
+    assert sorted(p.stem for p in folder.glob("*.npz")) == ["new1", "new2", "old1"]
+
+
+def test_a_zero_bound_keeps_nothing_and_the_empty_dir_setting_disables(folder, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_MAX", "0")
+    encodingcache.store("a", "a", _arrays(10))
+    assert list(folder.glob("*.npz")) == []
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
+    assert encodingcache.cache_dir() is None and encodingcache.info().directory is None
+
+
+def test_a_bad_bound_names_the_variable(folder, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_MAX", "lots")
+    with pytest.raises(ConfigError, match="SIMULATOR_CACHE_MAX"):
+        encodingcache.max_bytes()
+    assert main(["cache", "info"]) == 2
+
+
+def test_cache_info_and_clear_commands(folder, monkeypatch, capsys):
+    monkeypatch.setenv("SIMULATOR_CACHE_MAX", "500 MiB")
+    encodingcache.store("a", "a", _arrays(10))
+    encodingcache.store("b", "b", _arrays(10))
+    assert main(["cache", "info"]) == 0
+    out = capsys.readouterr().out
+    assert str(folder) in out and "entries: 2" in out and "500.0 MiB" in out
+    assert main(["cache", "clear"]) == 0
+    assert "removed 2" in capsys.readouterr().out
+    assert encodingcache.info().entries == 0
