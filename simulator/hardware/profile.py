@@ -94,8 +94,14 @@ class PeakFlops(Strict):
 
     fp32: Optional[FlopPerS] = None
     fp16: Optional[FlopPerS] = None
+    bf16: Optional[FlopPerS] = None
     int16: Optional[FlopPerS] = None   # fixed point, as fixed-function accelerators compute
     int8: Optional[FlopPerS] = None
+
+    def of(self, dtype: str) -> Optional[float]:
+        """The dense peak for ``dtype`` (``fp16``, ``int8``, ...), or None when the profile gives none."""
+        value = getattr(self, dtype, None)
+        return None if value is None else float(value)
 
     @property
     def best_known(self) -> float:
@@ -241,6 +247,9 @@ class Compute(Strict):
     lanes_per_core: PositiveInt
     vector_lanes: PositiveInt = 1
     peak_flops: PeakFlops
+    # N:M (2:4) structured-sparse tensor-core rates, counted as dense-equivalent FLOP/s (the
+    # datasheets' "sparse" figures, twice the dense rate on Ampere); absent: no sparse tensor cores
+    structured_sparse_peak_flops: Optional[PeakFlops] = None
     kernels: Optional[Kernels] = None
     outstanding_gathers_per_core: PositiveInt = 1
     launch_overhead_s: Seconds = Field(alias="launch_overhead")

@@ -56,13 +56,14 @@ class DType(str, enum.Enum):
 
     FP32 = "fp32"
     FP16 = "fp16"
+    BF16 = "bf16"
     INT16 = "int16"      # fixed point, as FPGA designs compute (Qiu et al., FPGA 2016)
     INT8 = "int8"
 
     @property
     def size_bytes(self) -> int:
         """Bytes per element."""
-        return {"fp32": 4, "fp16": 2, "int16": 2, "int8": 1}[self.value]
+        return {"fp32": 4, "fp16": 2, "bf16": 2, "int16": 2, "int8": 1}[self.value]
 
 
 _KIND_FIELDS = {
