@@ -139,6 +139,19 @@ def test_steps_run_and_record_how_they_settled(caches, cpu):
                                                   "GEMV bandwidth vs working set"]
 
 
+def test_a_step_that_measures_implausible_figures_stops_the_run(caches, cpu):
+    ran = []
+
+    def busy(s):
+        s.m.launch_overhead_s = 5e-3
+    steps = (cal.Step("busy", busy, ("per-call overhead",)), cal.Step("next", lambda s: ran.append(1)))
+    with pytest.raises(Implausible, match="per-call overhead check failed: a 16 x 16 torch.mv takes 5 ms"):
+        cal.measure(1, caches, cpu, steps=steps)
+    assert not ran
+    named = {name for step in STEPS for name in step.checks}
+    assert named <= {name for name, _ in CHECKS} and "threads" in named
+
+
 # --- the last level -----------------------------------------------------------------------------
 
 def test_working_set_sweep_measures_beyond_what_sysfs_claims():

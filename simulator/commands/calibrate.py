@@ -49,13 +49,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     if threads > cpu.cores:
         raise ConfigError("command line", "--threads", f"{threads} is more than this machine's {cpu.cores} CPUs")
     measured = measure(threads, caches, cpu, progress)
-    if measured.unsettled:
-        print(f"calibrate: warning: {len(measured.unsettled)} measurement(s) did not settle within "
-              f"{100 * SETTLE_TOLERANCE:g}% in {MAX_ROUNDS} rounds (the profile says which): "
-              + ", ".join(measured.unsettled), file=sys.stderr)
     mapping = build_profile(caches, cpu, measured, name=args.name or "", fit_llc_policy=args.llc_policy == "fit")
     write_profile(mapping, out)
     progress("")
+    if measured.unsettled:      # after the checks: a refusal stays the one line it prints
+        print(f"calibrate: warning: {len(measured.unsettled)} measurement(s) did not settle within "
+              f"{100 * SETTLE_TOLERANCE:g}% in {MAX_ROUNDS} rounds (the profile says which): "
+              + ", ".join(measured.unsettled), file=sys.stderr)
     print(summary(mapping, out))
     return 0
 

@@ -479,10 +479,13 @@ class Session:
 
 @dataclass(frozen=True)
 class Step:
-    """One measurement of ``calibrate``: the progress label and the function that runs it."""
+    """One measurement of ``calibrate``: the progress label, the function that runs it, and the
+    plausibility checks (names in :data:`CHECKS`) its figures allow at once, so that a machine
+    too busy to measure is refused early instead of after the whole minute."""
 
     label: str
     run: Callable[[Session], None]
+    checks: tuple[str, ...] = ()
 
 
 def _measure_overhead(s: Session) -> None:
@@ -556,7 +559,7 @@ def _measure_working_set(s: Session) -> None:
     sizes = working_set_sizes(claimed, s.cpu.memory_bytes)
     rows = {size: max(1, size // 4096) * 4096 for size in sizes}      # the bytes the matrix really has
     got = s.record(settle({size: _gemv_round(size, s.m.launch_overhead_s) for size in sizes}),
-                   name=lambda size: f"GEMV over {size / MiB:.3g} MiB")
+                   name=lambda size: f"GEMV over {size / MiB:.4g} MiB")
     s.m.working_set = [WorkingSetPoint(rows[size], rows[size] / busy) for size, busy in got.items()]
 
 
@@ -664,12 +667,12 @@ def _measure_parallelism(s: Session) -> None:
 #: What ``calibrate`` measures, in order. The pointer chases come last: after numba has compiled
 #: and run, torch's GEMM was seen to slow down on the development VM.
 STEPS = (
-    Step("per-call overhead", _measure_overhead),
-    Step("STREAM-like read and triad", _measure_stream),
-    Step("GEMV bandwidth vs working set", _measure_working_set),
+    Step("per-call overhead", _measure_overhead, ("per-call overhead", "threads")),
+    Step("STREAM-like read and triad", _measure_stream, ("threads",)),
+    Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
     Step("GEMM", _measure_gemm),
     Step("CSR SpMV / SpMM", _measure_sparse),
-    Step("latency per level (pointer chase)", _measure_latencies),
+    Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
 )
 
@@ -693,7 +696,8 @@ def measure(threads: int, caches: Sequence[SysfsCache], cpu: CpuInfo,
     for step in steps:
         progress(f"calibrate: {step.label}")
         step.run(session)
-    m.load_average = (before, _load_average())
+        m.load_average = (before, _load_average())
+        check_plausible(Calibration(caches, cpu, m, None), step.checks)
     progress("")
     return m
 
@@ -928,12 +932,13 @@ class Implausible(SimulatorError):
 
 @dataclass(frozen=True)
 class Calibration:
-    """What the checks look at: the machine as read, the measurements, and the fits."""
+    """What the checks look at: the machine as read, the measurements, and the fits (None while
+    measuring: the checks a step names use its measurements only)."""
 
     caches: Sequence[SysfsCache]
     cpu: CpuInfo
     m: Measurements
-    fits: Fits
+    fits: Optional[Fits]
 
 
 def _us(seconds: float) -> str:
@@ -963,7 +968,8 @@ def check_threads(c: Calibration) -> Optional[str]:
         return (f"a 256 x 256 torch.mv takes {_us(m.small_gemv_s)} on {m.threads} threads against "
                 f"{_us(m.small_gemv_one_thread_s)} on one: the threads do not get cores of their own "
                 "(other processes busy, or more --threads than free cores)")
-    if m.stream_read_bytes_per_s < MIN_THREAD_SCALING * m.stream_read_one_thread_bytes_per_s:
+    if m.stream_read_one_thread_bytes_per_s and \
+            m.stream_read_bytes_per_s < MIN_THREAD_SCALING * m.stream_read_one_thread_bytes_per_s:
         return (f"a streaming read reaches {_gbs(m.stream_read_bytes_per_s)} on {m.threads} threads against "
                 f"{_gbs(m.stream_read_one_thread_bytes_per_s)} on one: too few threads get a core "
                 "(other processes busy)")
@@ -1070,9 +1076,12 @@ CHECKS: tuple[tuple[str, Callable[[Calibration], Optional[str]]], ...] = (
 )
 
 
-def check_plausible(c: Calibration) -> None:
-    """Raise :class:`Implausible` naming the first check of :data:`CHECKS` that fails."""
+def check_plausible(c: Calibration, names: Optional[Sequence[str]] = None) -> None:
+    """Raise :class:`Implausible` naming the first check of :data:`CHECKS` that fails (of those
+    in ``names``, when given)."""
     for name, check in CHECKS:
+        if names is not None and name not in names:
+            continue
         why = check(c)
         if why is not None:
             raise Implausible(name, why, c.m.load_average)
