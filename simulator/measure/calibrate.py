@@ -308,6 +308,7 @@ class Measurements:
     threads: int
     versions: dict[str, str]
     load_average: tuple[float, float] = (0.0, 0.0)   # 1-minute load average before and after
+    clock_hz: float = 0.0                     # one core's clock as measured (0: not measured, lscpu's holds)
     launch_overhead_s: float = 0.0
     small_gemv_s: float = 0.0                 # a 256 x 256 torch.mv on ``threads`` threads
     small_gemv_one_thread_s: float = 0.0      # the same on one thread
@@ -418,6 +419,30 @@ def _chase_kernels():
     return chase, chase_many
 
 
+def _clock_kernel():
+    """A dependent chain of ALU operations (numba): ``x ^= x >> 1`` is a shift and an xor, two
+    one-cycle operations on every x86 core since the P6, each waiting for the one before (the
+    loop's own counter runs beside them), so the chain takes :data:`CYCLES_PER_CLOCK_STEP`
+    cycles a step whatever the clock."""
+    from numba import njit
+
+    @njit(cache=False, nogil=True)
+    def chain(x, steps):
+        for _ in range(steps):
+            x ^= x >> 1
+        return x
+
+    return chain
+
+
+#: Cycles one step of :func:`_clock_kernel`'s chain takes on x86.
+CYCLES_PER_CLOCK_STEP = 2
+CLOCK_STEPS = 20_000_000
+#: Machines (``platform.machine()``) whose clock is measured; elsewhere lscpu's holds (an ARM core
+#: may fuse the shift into the xor, which would halve the cycles a step).
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+
 def cyclic_chain(size_bytes: int, line_bytes: int, seed: int = 0) -> np.ndarray:
     """A random cyclic permutation over the lines of a ``size_bytes`` array, one int64 per line
     used: following ``next[p]`` from any line visits every line once, in random order
@@ -486,6 +511,22 @@ class Step:
     label: str
     run: Callable[[Session], None]
     checks: tuple[str, ...] = ()
+
+
+def _measure_clock(s: Session) -> None:
+    """One core's clock, from the time a dependent ALU chain takes (:func:`_clock_kernel`): a VM
+    reports its host's base clock, and a core in turbo runs well above it (a GEMM would then
+    seem to beat the peak). x86 only."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return
+    chain = _clock_kernel()
+    chain(0x5555, 10)                                                  # compile
+
+    def run() -> float:
+        t0 = time.perf_counter()
+        chain(0x5555555555555, CLOCK_STEPS)
+        return (time.perf_counter() - t0) / (CYCLES_PER_CLOCK_STEP * CLOCK_STEPS)     # seconds a cycle
+    s.m.clock_hz = 1.0 / s.record(settle({"clock": run}))["clock"]
 
 
 def _measure_overhead(s: Session) -> None:
@@ -667,6 +708,7 @@ def _measure_parallelism(s: Session) -> None:
 #: What ``calibrate`` measures, in order. The pointer chases come last: after numba has compiled
 #: and run, torch's GEMM was seen to slow down on the development VM.
 STEPS = (
+    Step("clock (dependent ALU chain)", _measure_clock),
     Step("per-call overhead", _measure_overhead, ("per-call overhead", "threads")),
     Step("STREAM-like read and triad", _measure_stream, ("threads",)),
     Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
@@ -1036,7 +1078,8 @@ def check_kernel_rates(c: Calibration) -> Optional[str]:
     if c.m.gemm_flops_per_s > peak:
         return (f"GEMM at {format_quantity(c.m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)} beats the peak of "
                 f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}: the clock "
-                f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}, from lscpu) is below the real one")
+                f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
+                "width the CPU flags give is")
     for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm)):
         floor = fit.columns_per_step / c.cpu.lanes_per_core
         if fit.cycles_per_nonzero < floor:
@@ -1167,14 +1210,20 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     return block
 
 
-def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes: Notes) -> dict[str, Any]:
+def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, listed_hz: float,
+                  notes: Notes) -> dict[str, Any]:
     """``compute``: clock, cores, vector widths, peak, demand misses in flight, kernel costs,
     per-call overhead, and the threads of a single-threaded sparse backend."""
     line = line_bytes
     best_chase = max((p.bandwidth_bytes_per_s for p in m.chases), default=0.0)
     gathers = best_chase * m.dram_latency_s / line
     curve = ", ".join(f"{p.chains}: {p.bandwidth_bytes_per_s / 1e9:.2g}" for p in m.chases)
-    notes.source("clock", "lscpu CPU max MHz, else /proc/cpuinfo cpu MHz")
+    if m.clock_hz:
+        notes.measured("clock", f"one core, a dependent chain of {CYCLES_PER_CLOCK_STEP} one-cycle ALU operations a "
+                       f"step (x ^= x >> 1 in numba); lscpu / cpuinfo say {format_quantity(listed_hz, Quantity.HZ)}"
+                       + _settled(m, "clock"))
+    else:
+        notes.source("clock", "lscpu CPU max MHz, else /proc/cpuinfo cpu MHz")
     notes.source("cores", "lscpu CPU(s)")
     notes.source("lanes_per_core", f"[D] cpu flags: {cpu.lanes_per_core // 2} fp32 lanes x 2 FMA ports")
     notes.source("vector_lanes", "[D] cpu flags: AVX-512 16, AVX2 / AVX 8, SSE / NEON 4 fp32 lanes")
@@ -1285,8 +1334,13 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
     The last level is an LRU step at the crossing size unless ``fit_llc_policy``: then it takes
     the policy (and its size) whose loop curve best matches the working-set sweep (:func:`fit_llc`).
     """
+    from dataclasses import replace
+
     from ..hardware.profile import profile_from_mapping
 
+    listed_hz = cpu.clock_hz
+    if m.clock_hz:
+        cpu = replace(cpu, clock_hz=m.clock_hz)     # the clock the cores really ran at
     fits = fit_measurements(caches, cpu, m, fit_llc_policy)
     check_plausible(Calibration(caches, cpu, m, fits))
     stamp = (when or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
@@ -1305,7 +1359,7 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
         "description": (f"Measured, not a datasheet: {notes.how} on {platform.node() or 'this host'}, load average "
                         f"{m.load_average[0]:.2f} before and {m.load_average[1]:.2f} after. GEMV GB/s vs working "
                         f"set: {curve}.{unsettled}"),
-        "compute": compute_block(cpu, m, fits, line, notes.under("compute")),
+        "compute": compute_block(cpu, m, fits, line, listed_hz, notes.under("compute")),
         "memory": {"caches": cache_blocks(caches, cpu, m, fits, notes, fit_llc_policy),
                    "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram"))},
         "sources": notes.sources,
