@@ -437,7 +437,7 @@ def _clock_kernel():
 
 #: Cycles one step of :func:`_clock_kernel`'s chain takes on x86.
 CYCLES_PER_CLOCK_STEP = 2
-CLOCK_STEPS = 20_000_000
+CLOCK_STEPS = 2_000_000        # about a millisecond: shorter than a scheduler time slice
 #: Machines (``platform.machine()``) whose clock is measured; elsewhere lscpu's holds (an ARM core
 #: may fuse the shift into the xor, which would halve the cycles a step).
 X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
@@ -455,11 +455,19 @@ def cyclic_chain(size_bytes: int, line_bytes: int, seed: int = 0) -> np.ndarray:
     return chain
 
 
+def thread_seconds(call: Callable[[], Any]) -> float:
+    """CPU seconds the calling thread spends in ``call``: for the single-threaded numba loops (the
+    clock chain, the pointer chases). While the scheduler gives the core to another process this
+    clock stops and the wall clock does not: on a busy 2-core machine a 0.2 s walk got half a core
+    and looked twice as slow by the wall clock."""
+    t0 = time.thread_time()
+    call()
+    return time.thread_time() - t0
+
+
 def chase_latency_s(chase, chain: np.ndarray, steps: int) -> float:
-    """Seconds per dependent load of one timed walk of ``steps`` over ``chain``."""
-    t0 = time.perf_counter()
-    chase(chain, 0, steps)
-    return (time.perf_counter() - t0) / steps
+    """Seconds per dependent load of one walk of ``steps`` over ``chain`` (thread CPU time)."""
+    return thread_seconds(lambda: chase(chain, 0, steps)) / steps
 
 
 def csr_with_rows(rows: int, depth: int, nonzeros: int, seed: int = 0
@@ -522,10 +530,9 @@ def _measure_clock(s: Session) -> None:
     chain = _clock_kernel()
     chain(0x5555, 10)                                                  # compile
 
-    def run() -> float:
-        t0 = time.perf_counter()
-        chain(0x5555555555555, CLOCK_STEPS)
-        return (time.perf_counter() - t0) / (CYCLES_PER_CLOCK_STEP * CLOCK_STEPS)     # seconds a cycle
+    def run() -> float:      # seconds a cycle: the best of short walks, each on the thread's CPU time
+        return min(thread_seconds(lambda: chain(0x5555555555555, CLOCK_STEPS)) for _ in range(10)) \
+            / (CYCLES_PER_CLOCK_STEP * CLOCK_STEPS)
     s.m.clock_hz = 1.0 / s.record(settle({"clock": run}))["clock"]
 
 
@@ -694,10 +701,8 @@ def _measure_parallelism(s: Session) -> None:
         starts = np.array([i * (lines // chains) * (line // 8) for i in range(chains)], dtype=np.int64)
         steps = max(20_000, 1_000_000 // chains)
 
-        def run() -> float:
-            t0 = time.perf_counter()
-            chase_many(chain, starts, steps)
-            return (time.perf_counter() - t0) / (chains * steps)      # seconds per line
+        def run() -> float:          # seconds per line, on the thread's CPU time
+            return thread_seconds(lambda: chase_many(chain, starts, steps)) / (chains * steps)
         chase_many(chain, starts, 100)
         return run
     got = s.record(settle({chains: chase_round(chains) for chains in CHAINS}),
