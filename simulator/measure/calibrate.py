@@ -1043,8 +1043,8 @@ def check_working_set_curve(c: Calibration) -> Optional[str]:
     slowest: Optional[WorkingSetPoint] = None
     for p in _beyond(c.m.working_set, private_bytes(c.caches, c.cpu.cores)):
         if slowest is not None and p.bandwidth_bytes_per_s > (1 + MONOTONE_TOLERANCE) * slowest.bandwidth_bytes_per_s:
-            return (f"GEMV over {p.size_bytes / MiB:.3g} MiB ({_gbs(p.bandwidth_bytes_per_s)}) is faster than over "
-                    f"{slowest.size_bytes / MiB:.3g} MiB ({_gbs(slowest.bandwidth_bytes_per_s)}): a bigger working "
+            return (f"GEMV over {p.size_bytes / MiB:.4g} MiB ({_gbs(p.bandwidth_bytes_per_s)}) is faster than over "
+                    f"{slowest.size_bytes / MiB:.4g} MiB ({_gbs(slowest.bandwidth_bytes_per_s)}): a bigger working "
                     "set cannot be served faster (other processes busy during the sweep)")
         if slowest is None or p.bandwidth_bytes_per_s < slowest.bandwidth_bytes_per_s:
             slowest = p
