@@ -168,3 +168,33 @@ def unit_description(quantity: Quantity) -> str:
 def example(quantity: Quantity) -> str:
     """A readable value of ``quantity`` (``'128 KiB'``)."""
     return _EXAMPLES[quantity]
+_FORMAT_UNITS = {
+    Quantity.BYTES_PER_S: "B/s",
+    Quantity.HZ: "Hz",
+    Quantity.FLOP_PER_S: "FLOP/s",
+}
+
+
+def format_quantity(value: float, quantity: Quantity, digits: int = 4) -> str:
+    """``value`` (base unit) as a profile field writes it, to ``digits`` significant figures, in a
+    form :func:`parse` reads back: ``52.6 GB/s``, ``2.445 GHz``, ``1.733 us``, ``156.5 GFLOP/s``.
+    Bytes stay exact (``18418 KiB``, ``48 B``): a cache size must be a whole number of sets."""
+    if quantity is Quantity.BYTES:
+        count = int(round(value))
+        for prefix, scale in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+            if count and count % scale == 0:
+                return f"{count // scale} {prefix}B"
+        return f"{count} B"
+    if quantity is Quantity.SECONDS:
+        steps = (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9), ("ps", 1e-12))
+    elif quantity in _FORMAT_UNITS:
+        base = _FORMAT_UNITS[quantity]
+        steps = tuple((f"{p}{base}", _SI[p]) for p in ("T", "G", "M", "k", ""))
+    else:
+        raise ValueError(f"no formatting for {quantity.value} quantities")
+    rounded = float(f"{value:.{digits}g}")
+    for unit, scale in steps:
+        if abs(rounded) >= scale:
+            return f"{rounded / scale:.{digits}g} {unit}"
+    unit, scale = steps[-1]
+    return f"{rounded / scale:.{digits}g} {unit}"

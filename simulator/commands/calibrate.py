@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import Any
 
 from ..base.console import progress
 from ..base.errors import ConfigError
@@ -15,10 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd = subparsers.add_parser(
         "calibrate", help="measure this machine and write a hardware profile for it",
         description="Read the cache geometry (sysfs, lscpu), measure DRAM bandwidth (STREAM-like), latency "
-                    "(pointer chase) and memory-level parallelism, bandwidth vs working-set size (the LLC "
-                    "share a VM really gets), and GEMM / GEMV / CSR SpMV throughput with torch; write a "
-                    "profile that says it was measured, when, on how many threads, with which libraries. "
-                    "About a minute.")
+                    "(pointer chase), the lines in flight of a stream and of gathers, bandwidth vs working-set "
+                    "size (the LLC share a VM really gets), and the kernel cost model's parameters with torch "
+                    "(GEMM library efficiency, CSR SpMV / SpMM cycles per non-zero and per row); each measurement "
+                    "is repeated until it settles, and a machine too busy to give plausible figures gets no "
+                    "profile (one line saying which check failed, exit status 2). About a minute.")
     cmd.add_argument("--out", default="hwprofiles/host.yaml", metavar="FILE",
                      help="profile to write (default hwprofiles/host.yaml; machine-specific, do not commit)")
     cmd.add_argument("--threads", type=positive_int("--threads"),
@@ -37,25 +40,42 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.resolve().parent.is_dir():
         raise ConfigError("command line", "--out", f"{args.out}: its directory does not exist")
-    from ..measure.calibrate import build_profile, measure, read_cpu_info, read_sysfs_caches, write_profile
+    from ..measure.calibrate import (MAX_ROUNDS, SETTLE_TOLERANCE, build_profile, measure, read_cpu_info,
+                                     read_sysfs_caches, write_profile)
 
     caches = read_sysfs_caches()
     cpu = read_cpu_info()
     threads = args.threads or os.cpu_count() or 1
     if threads > cpu.cores:
         raise ConfigError("command line", "--threads", f"{threads} is more than this machine's {cpu.cores} CPUs")
-    measured = measure(threads, caches, progress)
+    measured = measure(threads, caches, cpu, progress)
     mapping = build_profile(caches, cpu, measured, name=args.name or "", fit_llc_policy=args.llc_policy == "fit")
     write_profile(mapping, out)
     progress("")
-    memory = mapping["memory"]
-    llc = memory["caches"][-1]
-    print(f"wrote {out}: {mapping['name']}")
-    print(f"  peak {mapping['compute']['peak_flops']['fp32']}, efficiency "
-          + ", ".join(f"{k} {v:.3g}" for k, v in mapping["compute"]["efficiency"].items()))
-    print(f"  {llc['name']} effective {int(llc['size'].split()[0]) / 2**20:.3g} MiB ({llc['replacement']}) at "
-          f"{llc['bandwidth']}; "
-          f"DRAM sustained {memory['dram']['sustained_bandwidth']}, peak {memory['dram']['peak_bandwidth']}, "
-          f"latency {memory['dram']['latency']}, {memory['dram']['outstanding_requests_per_core']} requests in "
-          f"flight per core; per-call overhead {mapping['compute']['launch_overhead']}")
+    if measured.unsettled:      # after the checks: a refusal stays the one line it prints
+        print(f"calibrate: warning: {len(measured.unsettled)} measurement(s) did not settle within "
+              f"{100 * SETTLE_TOLERANCE:g}% in {MAX_ROUNDS} rounds (the profile says which): "
+              + ", ".join(measured.unsettled), file=sys.stderr)
+    print(summary(mapping, out))
     return 0
+
+
+def summary(mapping: dict[str, Any], out: Path) -> str:
+    """What ``calibrate`` prints after writing a profile: its main figures."""
+    compute, memory = mapping["compute"], mapping["memory"]
+    kernels, dram, llc = compute["kernels"], memory["dram"], memory["caches"][-1]
+    threads = compute.get("threads", {})
+
+    def sparse(kind: str) -> str:
+        k = kernels[kind]
+        return (f"{kind} {k['cycles_per_nonzero']:.3g} cycles per non-zero, {k['cycles_per_row']:.3g} per row, "
+                f"{k['columns_per_step']} column(s) a step ({threads.get(kind, compute['cores'])} thread(s))")
+    return "\n".join([
+        f"wrote {out}: {mapping['name']}",
+        f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector); GEMM library "
+        f"efficiency {kernels['gemm']['library_efficiency']:.3g}; {sparse('spmv')}; {sparse('spmm')}",
+        f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
+        f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "
+        f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
+        f"gathers; per-call overhead {compute['launch_overhead']}",
+    ])

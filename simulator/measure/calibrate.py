@@ -3,29 +3,40 @@
 What is read, and what is measured (each figure lands in the profile with a ``sources`` or
 ``fitted`` entry saying how it was obtained, when, on how many threads, with which libraries):
 
-* cache geometry: size, ways, line, sharing per level from sysfs
+* cache geometry: ways, line, sharing per level from sysfs
   (``/sys/devices/system/cpu/cpu0/cache/index*/``), clock, cores and vector flags from lscpu /
-  ``/proc/cpuinfo``;
-* the last level's *effective* size: a VM's share of the LLC can be well below what sysfs says,
-  so torch GEMV bandwidth is measured against the working-set size (the same matrix repeated)
-  and the LLC size and replacement policy are fitted to that curve as the cache model sees it
-  (an LRU cache serves a repeated working set entirely while it fits and not at all once it
-  does not; random and adaptive (DIP) replacement keep part of a larger loop, so their curve
-  falls off gradually): :func:`fit_llc`;
-* sustained DRAM bandwidth: the GEMV bandwidth at a working set far beyond the LLC, and a
-  STREAM-like read and triad kernel (peak);
-* DRAM latency: a dependent pointer chase over a random cyclic permutation of cache lines
-  (compiled with numba, so no interpreter sits between the loads); memory-level parallelism:
-  several independent chases interleaved, whose bandwidth grows until the core runs out of
-  outstanding misses (Little's law: requests in flight = bandwidth x latency / line);
-* kernel throughput with torch on the given threads: GEMM (compute bound), GEMV, and CSR
-  SpMV / SpMM on in-cache matrices with the backend ``bench`` uses; each becomes the kernel
-  kind's efficiency (achieved / peak FLOP/s), calibrated once for the machine, never per layer;
+  ``/proc/cpuinfo``. No sysfs *size* is trusted unmeasured: a private level's size is confirmed
+  by a pointer chase over half of it and over twice it (the latency must step up in between),
+  and the last level's size is read off the working-set curve (a VM's sysfs may claim the
+  host's whole LLC, or more);
+* the last level's *effective* size: torch GEMV bandwidth against the working-set size (the same
+  matrix repeated, the sweep extended beyond twice what sysfs claims), split into an in-cache and
+  a DRAM plateau, and the LLC size and replacement policy fitted to the fall-off between them as
+  the cache model sees it: :func:`fit_llc`;
+* sustained DRAM bandwidth: the GEMV bandwidth at the DRAM plateau, and a STREAM-like read and
+  triad kernel (peak);
+* latency per level and of DRAM: a dependent pointer chase over a random cyclic permutation of
+  cache lines (numba, so no interpreter sits between the loads); memory-level parallelism by
+  Little's law (lines in flight = bandwidth x latency / line), twice: a one-thread sequential
+  read (what the prefetchers keep in flight for a stream) and interleaved independent chases
+  (the demand misses a core keeps in flight for gathers);
+* kernel issue costs with torch on the given threads (the kernel cost model's parameters,
+  :mod:`simulator.engine.kernelcost`): GEMM's library efficiency (FLOP/s over the FMA peak), and
+  the CSR SpMV / SpMM costs per non-zero and per row, solved by least squares from in-cache
+  matrices with the same non-zeros spread over different numbers of rows, with the backend
+  ``bench`` would pick (at two batches for SpMM, which also fixes the columns one step covers);
 * the per-call overhead (a tiny GEMV), which dominates layers below about 1 MB.
+
+Every measurement is repeated in rounds until its best round is reproduced within
+:data:`SETTLE_TOLERANCE` (or :data:`MAX_ROUNDS` pass; the profile and the command say so), and
+the measurements must pass physical plausibility checks (:data:`CHECKS`) before a profile is
+built: a machine busy with other work gives figures no hardware could have, and ``calibrate``
+refuses those (:class:`Implausible`, one line, exit status 2) instead of writing them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import enum
 import functools
@@ -37,25 +48,52 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..base.errors import ConfigError
-from ..hardware.profile import Replacement
+from ..base.errors import ConfigError, SimulatorError
+from ..base.units import Quantity, format_quantity, parse_bytes
+from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.cache import CacheGeometry, CacheHierarchy
 
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
 LINE_BYTES_DEFAULT = 64
-# Working-set sizes of the GEMV sweep (MiB): dense around typical LLC shares, up to far beyond.
+MiB = 1 << 20
+# Working-set sizes of the GEMV sweep (MiB): dense around typical LLC shares, up to far beyond;
+# extended by :func:`working_set_sizes` when sysfs claims a last level this sweep cannot see past.
 WORKING_SET_MIB = (0.25, 0.5, 1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64, 128)
 DRAM_CHASE_BYTES = 256 << 20
+CHASE_STEPS = 2_000_000
 CHAINS = (1, 2, 4, 8, 16, 32)
-WORKING_SET_ROUNDS = 3
-# (rows, cols, batch): FC layers' GEMMs at batch 64, power-of-two and not
-# FC-like shapes at batch 64, none of them a layer of the EIE benchmark (crosscheck compares on
-# those: calibrating on the very shapes it checks would fit the check), powers of two and not
+# (rows, cols, batch): FC layers' GEMMs at batch 64, power-of-two and not, none of them a layer of
+# the EIE benchmark (crosscheck compares on those: calibrating on the very shapes it checks would
+# fit the check)
 GEMM_SHAPES = ((3072, 3072, 64), (2048, 8192, 64), (1536, 1000, 64), (1024, 3000, 64), (2048, 2048, 64))
+# CSR matrices of the sparse-kernel fit: the same non-zeros (512 KiB of values and indices, in
+# cache) on 256, 1024 and 8192 rows (256, 64 and 8 a row), so per-row and per-non-zero costs
+# separate; SpMM at batch 64 and at half a vector, which tells a kernel that vectorises over the
+# dense columns from one that does not (a batch that is a multiple of the vector width cannot).
+SPARSE_NONZEROS = 1 << 16
+SPARSE_COLUMNS = 2048
+SPARSE_ROWS = (256, 1024, 8192)
+SPMM_BATCH = 64
+
+#: Rounds agree when their figures are within this share of each other.
+SETTLE_TOLERANCE = 0.05
+#: Rounds a measurement may take to settle before it is reported unsettled.
+MAX_ROUNDS = 6
+#: The smallest issue cost a sparse fit may return, in cycles.
+MIN_CYCLES = 0.01
+
+# Plausibility limits (see CHECKS): generous enough for any quiet machine, far from what a busy one gives.
+MAX_CALL_OVERHEAD_S = 100e-6       # a 16 x 16 torch.mv: a few us on any CPU
+ORDER_TOLERANCE = 1.10             # a level may look up to 10% slower than the one below it (noise)
+MONOTONE_TOLERANCE = 0.25          # a bigger working set may look up to 25% faster than a smaller one
+FALL_OFF_RATIO = 1.2               # in-cache plateau over DRAM plateau needed to see the last level
+SIZE_STEP_RATIO = 1.3              # latency over twice a private level / over half of it
+THREAD_SLOWDOWN = 4.0              # a small GEMV on all threads vs one thread
+MIN_THREAD_SCALING = 0.8           # streaming read on all threads vs one thread
 
 
 class CacheKind(str, enum.Enum):
@@ -100,14 +138,29 @@ class CpuInfo:
             return 8
         return 4
 
+    @property
+    def peak_flops_per_s(self) -> float:
+        """fp32 FMA peak of all cores: cores x lanes x 2 FLOP x clock."""
+        return self.cores * self.lanes_per_core * 2 * self.clock_hz
+
+    @property
+    def vector_lanes(self) -> int:
+        """fp32 lanes of one vector instruction: AVX-512 16, AVX2 / AVX 8, SSE / NEON 4."""
+        if "avx512f" in self.flags:
+            return 16
+        if "avx2" in self.flags or "avx" in self.flags:
+            return 8
+        return 4
+
 
 def parse_size(text: str) -> int:
-    """sysfs / lscpu sizes: ``32K``, ``512K``, ``32768K``, ``1 MiB``, ``32 MiB`` -> bytes."""
+    """sysfs / lscpu sizes: ``32K``, ``512K``, ``32768K``, ``1 MiB``, ``32 MiB`` -> bytes. sysfs's
+    ``K`` is KiB; the units themselves are :mod:`simulator.base.units`'."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?\s*", text, re.IGNORECASE)
     if not match:
         raise ValueError(f"not a cache size: {text!r}")
-    scale = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[match.group(2).upper()]
-    return int(float(match.group(1)) * scale)
+    prefix = match.group(2).upper()
+    return parse_bytes(f"{match.group(1)} {prefix + 'i' if prefix else ''}B")
 
 
 def parse_cpu_list(text: str) -> int:
@@ -214,33 +267,99 @@ class ChasePoint:
     bandwidth_bytes_per_s: float
 
 
+@dataclass(frozen=True)
+class SparseTiming:
+    """One CSR product timed: ``rows`` x ``depth`` with ``nonzeros`` stored, times ``columns``
+    dense columns (1: SpMV), on ``backend`` with ``threads`` threads; ``seconds`` per call."""
+
+    kind: str                 # "spmv" or "spmm"
+    rows: int
+    depth: int
+    columns: int
+    nonzeros: int
+    row_steps: int            # issue steps over the non-zeros: sum over rows of max(1, n)
+    seconds: float
+    backend: str
+    threads: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    """A figure measured in rounds until two rounds agree: the smallest round's figure (other
+    processes can only slow a round down), the rounds it took, and how far apart its two best
+    rounds were (``stable``: within the tolerance)."""
+
+    value: float
+    rounds: int
+    spread: float
+    stable: bool
+
+    def describe(self) -> str:
+        """``best of 3 rounds (2.1% apart)``, or says it did not settle."""
+        spread = f"{100 * self.spread:.2g}%" if math.isfinite(self.spread) else "n/a"
+        state = "" if self.stable else f", NOT settled within {100 * SETTLE_TOLERANCE:g}%"
+        return f"best of {self.rounds} rounds ({spread} apart{state})"
+
+
 @dataclass
 class Measurements:
     """Everything ``calibrate`` measured, in base units."""
 
     threads: int
     versions: dict[str, str]
+    load_average: tuple[float, float] = (0.0, 0.0)   # 1-minute load average before and after
+    clock_hz: float = 0.0                     # one core's clock as measured (0: not measured, lscpu's holds)
     launch_overhead_s: float = 0.0
+    small_gemv_s: float = 0.0                 # a 256 x 256 torch.mv on ``threads`` threads
+    small_gemv_one_thread_s: float = 0.0      # the same on one thread
     stream_read_bytes_per_s: float = 0.0
     stream_triad_bytes_per_s: float = 0.0
     stream_read_one_thread_bytes_per_s: float = 0.0
     working_set: list[WorkingSetPoint] = field(default_factory=list)
-    cache_latency_s: dict[int, float] = field(default_factory=dict)   # level -> latency
+    cache_latency_s: dict[int, float] = field(default_factory=dict)    # level -> chase over half of it
+    beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
     gemm_flops_per_s: float = 0.0
-    gemv_flops_per_s: float = 0.0
-    spmv_flops_per_s: float = 0.0
-    spmm_flops_per_s: float = 0.0
-    sparse_backend: str = ""          # the SpMV backend bench would pick, and its threads
-    sparse_threads: int = 1
-    spmm_backend: str = ""            # the same for SpMM (batch 64)
-    spmm_threads: int = 1
+    sparse: list[SparseTiming] = field(default_factory=list)
+    settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
+
+    def sparse_of(self, kind: str) -> list[SparseTiming]:
+        """The timings of one sparse kernel kind (``spmv``, ``spmm``)."""
+        return [t for t in self.sparse if t.kind == kind]
+
+    @property
+    def unsettled(self) -> list[str]:
+        """Names of the measurements whose rounds never agreed."""
+        return [name for name, s in self.settled.items() if not s.stable]
+
+
+def settled(figures: Sequence[float], tolerance: float = SETTLE_TOLERANCE) -> Settled:
+    """The figure of a measurement's rounds (seconds, or any cost where smaller is less
+    disturbed): the smallest, stable once a second round comes within ``tolerance`` of it."""
+    ordered = sorted(figures)
+    spread = (ordered[1] - ordered[0]) / ordered[0] if len(ordered) > 1 and ordered[0] > 0 else math.inf
+    return Settled(ordered[0], len(ordered), spread, spread <= tolerance)
+
+
+def settle(rounds: dict[Hashable, Callable[[], float]], tolerance: float = SETTLE_TOLERANCE,
+           max_rounds: int = MAX_ROUNDS) -> dict[Hashable, Settled]:
+    """Run every measurement's round, round-robin, until each has settled (:func:`settled`) or
+    ``max_rounds`` have passed. Round-robin spreads other processes' bursts over the measurements
+    instead of one measurement taking them all."""
+    figures: dict[Hashable, list[float]] = {key: [] for key in rounds}
+    pending = list(rounds)
+    for _ in range(max_rounds):
+        for key in pending:
+            figures[key].append(rounds[key]())
+        pending = [key for key in pending if not settled(figures[key], tolerance).stable]
+        if not pending:
+            break
+    return {key: settled(values, tolerance) for key, values in figures.items()}
 
 
 def _median_time(call: Callable[[], Any], min_calls: int = 5, budget_s: float = 0.15) -> float:
-    """Median seconds per call: one warm-up call, then calls until both ``min_calls`` and
-    ``budget_s`` are reached. For costs every call pays (the per-call overhead)."""
+    """Median seconds per call: for costs every call pays (the per-call overhead)."""
     return statistics.median(_call_times(call, min_calls, budget_s))
 
 
@@ -262,6 +381,19 @@ def _call_times(call: Callable[[], Any], min_calls: int, budget_s: float) -> lis
         if len(times) >= 2000:
             break
     return times
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """Run the block on ``threads`` torch threads, then restore the previous count."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _chase_kernels():
@@ -287,6 +419,30 @@ def _chase_kernels():
     return chase, chase_many
 
 
+def _clock_kernel():
+    """A dependent chain of ALU operations (numba): ``x ^= x >> 1`` is a shift and an xor, two
+    one-cycle operations on every x86 core since the P6, each waiting for the one before (the
+    loop's own counter runs beside them), so the chain takes :data:`CYCLES_PER_CLOCK_STEP`
+    cycles a step whatever the clock."""
+    from numba import njit
+
+    @njit(cache=False, nogil=True)
+    def chain(x, steps):
+        for _ in range(steps):
+            x ^= x >> 1
+        return x
+
+    return chain
+
+
+#: Cycles one step of :func:`_clock_kernel`'s chain takes on x86.
+CYCLES_PER_CLOCK_STEP = 2
+CLOCK_STEPS = 2_000_000        # about a millisecond: shorter than a scheduler time slice
+#: Machines (``platform.machine()``) whose clock is measured; elsewhere lscpu's holds (an ARM core
+#: may fuse the shift into the xor, which would halve the cycles a step).
+X86_MACHINES = ("x86_64", "amd64", "i386", "i686")
+
+
 def cyclic_chain(size_bytes: int, line_bytes: int, seed: int = 0) -> np.ndarray:
     """A random cyclic permutation over the lines of a ``size_bytes`` array, one int64 per line
     used: following ``next[p]`` from any line visits every line once, in random order
@@ -299,33 +455,282 @@ def cyclic_chain(size_bytes: int, line_bytes: int, seed: int = 0) -> np.ndarray:
     return chain
 
 
+def thread_seconds(call: Callable[[], Any]) -> float:
+    """CPU seconds the calling thread spends in ``call``: for the single-threaded numba loops (the
+    clock chain, the pointer chases). While the scheduler gives the core to another process this
+    clock stops and the wall clock does not: on a busy 2-core machine a 0.2 s walk got half a core
+    and looked twice as slow by the wall clock."""
+    t0 = time.thread_time()
+    call()
+    return time.thread_time() - t0
+
+
 def chase_latency_s(chase, chain: np.ndarray, steps: int) -> float:
-    """Seconds per dependent load over ``chain`` (median of three timed walks)."""
-    chase(chain, 0, min(steps, 1000))
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        chase(chain, 0, steps)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) / steps
+    """Seconds per dependent load of one walk of ``steps`` over ``chain`` (thread CPU time)."""
+    return thread_seconds(lambda: chase(chain, 0, steps)) / steps
 
 
-def _gemm_round(rates: dict[tuple[int, int, int], list[float]], round_: int,
-                progress: Callable[[str], None]) -> None:
-    """One turn of every GEMM shape (FLOP/s of its best call), appended per shape to ``rates``."""
+def csr_with_rows(rows: int, depth: int, nonzeros: int, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pointers, indices, values) of a ``rows`` x ``depth`` CSR matrix with ``nonzeros // rows``
+    non-zeros in every row, at distinct sorted random columns (one in each of that many equal
+    bands, so no row repeats a column)."""
+    per_row = max(1, min(depth, nonzeros // rows))
+    band = depth // per_row
+    rng = np.random.default_rng(seed)
+    columns = rng.integers(0, band, size=(rows, per_row)) + np.arange(per_row) * band
+    pointers = np.arange(rows + 1, dtype=np.int32) * per_row
+    values = rng.random(rows * per_row, dtype=np.float32)
+    return pointers, columns.reshape(-1).astype(np.int32), values
+
+
+# --- the measurement steps ----------------------------------------------------------------------
+
+@dataclass
+class Session:
+    """What the measurement steps share: the machine, the threads, and the measurements so far."""
+
+    threads: int
+    caches: Sequence[SysfsCache]
+    cpu: CpuInfo
+    m: Measurements
+    progress: Callable[[str], None]
+    scratch: dict[str, Any] = field(default_factory=dict)   # data one step hands the next (the DRAM chain)
+
+    @property
+    def line_bytes(self) -> int:
+        """The last level's line: what DRAM moves."""
+        return self.caches[-1].line_bytes if self.caches else LINE_BYTES_DEFAULT
+
+    def record(self, results: dict[Hashable, Settled], name: Callable[[Hashable], str] = str
+               ) -> dict[Hashable, float]:
+        """Keep each settled measurement under its name; return the figures by key."""
+        for key, result in results.items():
+            self.m.settled[name(key)] = result
+        return {key: result.value for key, result in results.items()}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One measurement of ``calibrate``: the progress label, the function that runs it, and the
+    plausibility checks (names in :data:`CHECKS`) its figures allow at once, so that a machine
+    too busy to measure is refused early instead of after the whole minute."""
+
+    label: str
+    run: Callable[[Session], None]
+    checks: tuple[str, ...] = ()
+
+
+def _measure_clock(s: Session) -> None:
+    """One core's clock, from the time a dependent ALU chain takes (:func:`_clock_kernel`): a VM
+    reports its host's base clock, and a core in turbo runs well above it (a GEMM would then
+    seem to beat the peak). x86 only."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return
+    chain = _clock_kernel()
+    chain(0x5555, 10)                                                  # compile
+
+    def run() -> float:      # seconds a cycle: the best of short walks, each on the thread's CPU time
+        return min(thread_seconds(lambda: chain(0x5555555555555, CLOCK_STEPS)) for _ in range(10)) \
+            / (CYCLES_PER_CLOCK_STEP * CLOCK_STEPS)
+    s.m.clock_hz = 1.0 / s.record(settle({"clock": run}))["clock"]
+
+
+def _measure_overhead(s: Session) -> None:
+    """The per-call overhead (median of a 16 x 16 torch.mv), and a 256 x 256 torch.mv on all
+    threads and on one: a machine whose threads do not get cores of their own makes the
+    threaded call far slower than the one-thread call (the plausibility check ``threads``)."""
     import torch
 
-    for rows, cols, batch in GEMM_SHAPES:
-        progress(f"calibrate: GEMM, a {rows} x {cols} layer at batch {batch} (round {round_ + 1})")
-        g, xb = torch.rand(rows, cols), torch.rand(batch, cols)
-        best = _best_time(lambda: torch.nn.functional.linear(xb, g), min_calls=6, budget_s=0.3)
-        rates.setdefault((rows, cols, batch), []).append(2.0 * rows * cols * batch / best)
-        del g, xb
+    tiny_w, tiny_x = torch.rand(16, 16), torch.rand(16)
+    small_w, small_x = torch.rand(256, 256), torch.rand(256)
+    got = s.record(settle({
+        "per-call overhead": lambda: _median_time(lambda: torch.mv(tiny_w, tiny_x), min_calls=200, budget_s=0.1),
+        "256 x 256 GEMV": lambda: _best_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
+    with _torch_threads(1):
+        one = s.record(settle({"256 x 256 GEMV, one thread":
+                               lambda: _best_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
+    s.m.launch_overhead_s = got["per-call overhead"]
+    s.m.small_gemv_s = got["256 x 256 GEMV"]
+    s.m.small_gemv_one_thread_s = one["256 x 256 GEMV, one thread"]
 
 
-def measure(threads: int, caches: Sequence[SysfsCache], progress: Callable[[str], None] = lambda _: None
-            ) -> Measurements:
-    """Run every measurement on ``threads`` torch threads (about a minute on a small VM)."""
+def _measure_stream(s: Session) -> None:
+    """STREAM-like read (``torch.sum``) and triad over 256 MiB arrays, and one thread's read:
+    with the hardware prefetchers, the lines a core keeps in flight on a sequential stream
+    (Little's law with the DRAM latency)."""
+    import torch
+
+    n = (256 << 20) // 4
+    a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
+    got = s.record(settle({
+        "STREAM read": lambda: _best_time(lambda: torch.sum(a), min_calls=5, budget_s=0.3),
+        "STREAM triad": lambda: _best_time(lambda: torch.add(b, c, alpha=3.0, out=a), min_calls=5, budget_s=0.3)}))
+    with _torch_threads(1):
+        one = s.record(settle({"STREAM read, one thread":
+                               lambda: _best_time(lambda: torch.sum(a), min_calls=3, budget_s=0.2)}))
+    s.m.stream_read_bytes_per_s = 4 * n / got["STREAM read"]
+    s.m.stream_triad_bytes_per_s = 3 * 4 * n / got["STREAM triad"]
+    s.m.stream_read_one_thread_bytes_per_s = 4 * n / one["STREAM read, one thread"]
+
+
+def working_set_sizes(claimed_llc_bytes: int, memory_bytes: int) -> list[int]:
+    """The sweep's sizes (bytes): :data:`WORKING_SET_MIB`, plus twice and four times the size
+    sysfs claims for the last level when that lies beyond them (so the claim is measured, never
+    taken on trust), within a quarter of the memory."""
+    sizes = [int(mib * MiB) for mib in WORKING_SET_MIB]
+    cap = memory_bytes // 4 if memory_bytes else sizes[-1]
+    for factor in (2, 4):
+        size = min(factor * claimed_llc_bytes, cap)
+        if size > sizes[-1]:
+            sizes.append(size)
+    return sizes
+
+
+def _gemv_round(size: int, overhead_s: float) -> Callable[[], float]:
+    """One round of the working-set sweep at ``size`` bytes: the best torch.mv over one matrix,
+    its per-call overhead removed (but never below a tenth of the call)."""
+    def run() -> float:
+        import torch
+
+        cols = 1024
+        rows = max(1, size // (4 * cols))
+        w, x = torch.full((rows, cols), 0.5), torch.rand(cols)
+        t = _best_time(lambda: torch.mv(w, x), min_calls=10, budget_s=0.05 if size < 64 * MiB else 0.15)
+        return max(t - overhead_s, 0.1 * t)
+    return run
+
+
+def _measure_working_set(s: Session) -> None:
+    """GEMV bandwidth against the working-set size, round-robin over the sizes."""
+    claimed = s.caches[-1].size_bytes if s.caches else 0
+    sizes = working_set_sizes(claimed, s.cpu.memory_bytes)
+    rows = {size: max(1, size // 4096) * 4096 for size in sizes}      # the bytes the matrix really has
+    got = s.record(settle({size: _gemv_round(size, s.m.launch_overhead_s) for size in sizes}),
+                   name=lambda size: f"GEMV over {size / MiB:.4g} MiB")
+    s.m.working_set = [WorkingSetPoint(rows[size], rows[size] / busy) for size, busy in got.items()]
+
+
+def _measure_gemm(s: Session) -> None:
+    """F.linear at batch 64 on :data:`GEMM_SHAPES`: the median over the shapes of each one's rate
+    (a power-of-two leading dimension makes the packed panels alias in the caches)."""
+    import torch
+
+    def gemm_round(rows: int, cols: int, batch: int) -> Callable[[], float]:
+        def run() -> float:
+            g, xb = torch.rand(rows, cols), torch.rand(batch, cols)
+            return _best_time(lambda: torch.nn.functional.linear(xb, g), min_calls=6, budget_s=0.2)
+        return run
+    got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
+                   name=lambda shape: "GEMM {} x {} at batch {}".format(*shape))
+    s.m.gemm_flops_per_s = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
+
+
+def _measure_sparse(s: Session) -> None:
+    """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros, with
+    the backend ``bench`` picks on the middle one (scipy runs on one thread)."""
+    from .bench import SparseBackend, pick_sparse_backend, sparse_operator
+
+    matrices = {rows: csr_with_rows(rows, SPARSE_COLUMNS, SPARSE_NONZEROS, seed=rows) for rows in SPARSE_ROWS}
+    rng = np.random.default_rng(0)
+    for kind, batches in (("spmv", (1,)), ("spmm", (max(1, s.cpu.vector_lanes // 2), SPMM_BATCH))):
+        xs = {batch: rng.random((SPARSE_COLUMNS, batch), dtype=np.float32) if batch > 1
+              else rng.random(SPARSE_COLUMNS, dtype=np.float32) for batch in batches}
+        middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
+        backend = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
+        threads = 1 if backend is SparseBackend.SCIPY else s.threads
+        rounds = {}
+        for rows, (ptr, idx, val) in matrices.items():
+            for batch in batches:
+                op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
+                rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
+        got = s.record(settle(rounds), name=lambda key, k=kind: f"{k} {key[0]} rows at batch {key[1]}")
+        for (rows, batch), seconds in got.items():
+            ptr = matrices[rows][0]
+            steps = int(np.maximum(np.diff(ptr), 1).sum())
+            s.m.sparse.append(SparseTiming(kind, rows, SPARSE_COLUMNS, batch, int(ptr[-1]), steps, seconds,
+                                           backend.value, threads))
+
+
+def _chase_round(chase, chain: np.ndarray, line_bytes: int) -> Callable[[], float]:
+    """One round of a latency chase: a warm-up walk over the chain (up to 500 000 lines, so a
+    cache-sized chain is resident again after the other chases of the round), then a timed walk."""
+    lines = chain.size // (line_bytes // 8)
+
+    def run() -> float:
+        chase(chain, 0, min(lines, 500_000))
+        return chase_latency_s(chase, chain, CHASE_STEPS)
+    return run
+
+
+def _measure_latencies(s: Session) -> None:
+    """Pointer chases: over half of each level (its latency), over twice each private level (its
+    size confirmed by the step up), over half the last level's measured share, and over DRAM."""
+    chase, _ = _chase_kernels()
+    chase(np.zeros(8, dtype=np.int64), 0, 10)                        # compile
+    llc = effective_llc_bytes(s.m.working_set, private_bytes(s.caches, s.cpu.cores),
+                              s.line_bytes * (s.caches[-1].ways if s.caches else 1))[0]
+    walks: dict[Hashable, np.ndarray] = {}
+    for level in s.caches:
+        last = level is s.caches[-1]
+        half = (llc if last and llc else level.size_bytes) // 2
+        walks[("half", level.level)] = cyclic_chain(half, level.line_bytes, seed=level.level)
+        if not last:
+            walks[("twice", level.level)] = cyclic_chain(2 * level.size_bytes, level.line_bytes, seed=level.level)
+    dram_chain = cyclic_chain(max(DRAM_CHASE_BYTES, 4 * llc), s.line_bytes)
+    walks[("dram", 0)] = dram_chain
+    got = s.record(settle({key: _chase_round(chase, chain, s.line_bytes) for key, chain in walks.items()}),
+                   name=lambda key: "DRAM latency" if key[0] == "dram" else f"L{key[1]} latency ({key[0]})")
+    s.m.cache_latency_s = {level: t for (where, level), t in got.items() if where == "half"}
+    s.m.beyond_latency_s = {level: t for (where, level), t in got.items() if where == "twice"}
+    s.m.dram_latency_s = got[("dram", 0)]
+    s.scratch["dram chain"] = dram_chain
+
+
+def _measure_parallelism(s: Session) -> None:
+    """1 ... 32 independent chases interleaved over the DRAM chain: the line fetches' bandwidth."""
+    _, chase_many = _chase_kernels()
+    line = s.line_bytes
+    chain = s.scratch.pop("dram chain", None)
+    if chain is None:
+        chain = cyclic_chain(DRAM_CHASE_BYTES, line)
+    lines = chain.size // (line // 8)
+
+    def chase_round(chains: int) -> Callable[[], float]:
+        # starts spread around the cycle so the chains do not meet within the walk
+        starts = np.array([i * (lines // chains) * (line // 8) for i in range(chains)], dtype=np.int64)
+        steps = max(20_000, 1_000_000 // chains)
+
+        def run() -> float:          # seconds per line, on the thread's CPU time
+            return thread_seconds(lambda: chase_many(chain, starts, steps)) / (chains * steps)
+        chase_many(chain, starts, 100)
+        return run
+    got = s.record(settle({chains: chase_round(chains) for chains in CHAINS}),
+                   name=lambda chains: f"{chains} chases interleaved")
+    s.m.chases = [ChasePoint(chains, line / t) for chains, t in got.items()]
+
+
+#: What ``calibrate`` measures, in order. The pointer chases come last: after numba has compiled
+#: and run, torch's GEMM was seen to slow down on the development VM.
+STEPS = (
+    Step("clock (dependent ALU chain)", _measure_clock),
+    Step("per-call overhead", _measure_overhead, ("per-call overhead", "threads")),
+    Step("STREAM-like read and triad", _measure_stream, ("threads",)),
+    Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
+    Step("GEMM", _measure_gemm),
+    Step("CSR SpMV / SpMM", _measure_sparse),
+    Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
+    Step("memory-level parallelism", _measure_parallelism),
+)
+
+
+def _load_average() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def measure(threads: int, caches: Sequence[SysfsCache], cpu: CpuInfo,
+            progress: Callable[[str], None] = lambda _: None, steps: Sequence[Step] = STEPS) -> Measurements:
+    """Run every step of ``steps`` on ``threads`` torch threads (about a minute on a small VM)."""
     import numba
     import scipy
     import torch
@@ -333,153 +738,76 @@ def measure(threads: int, caches: Sequence[SysfsCache], progress: Callable[[str]
     torch.set_num_threads(threads)
     m = Measurements(threads, {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                                "numba": numba.__version__, "python": platform.python_version()})
-    line = caches[-1].line_bytes if caches else LINE_BYTES_DEFAULT
-
-    progress("calibrate: per-call overhead")
-    tiny_w, tiny_x = torch.rand(16, 16), torch.rand(16)
-    m.launch_overhead_s = _median_time(lambda: torch.mv(tiny_w, tiny_x), min_calls=200, budget_s=0.2)
-
-    progress("calibrate: STREAM-like read and triad")
-    n = (256 << 20) // 4
-    a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
-    m.stream_read_bytes_per_s = 4 * n / _best_time(lambda: torch.sum(a), min_calls=5, budget_s=0.5)
-    m.stream_triad_bytes_per_s = 3 * 4 * n / _best_time(lambda: torch.add(b, c, alpha=3.0, out=a),
-                                                         min_calls=5, budget_s=0.5)
-    # one thread's streaming read: with the hardware prefetchers, the lines a core keeps in
-    # flight on a sequential stream (Little's law with the DRAM latency measured below)
-    torch.set_num_threads(1)
-    m.stream_read_one_thread_bytes_per_s = 4 * n / _best_time(lambda: torch.sum(a), min_calls=3, budget_s=0.3)
-    torch.set_num_threads(threads)
-    del a, b, c
-
-    # Three rounds over the sizes, the best per size: other processes come and go, and a
-    # round-robin order spreads their effect over the sizes instead of one size taking it all.
-    # The GEMM shapes take a turn after each round, for the same reason.
-    samples: dict[int, list[float]] = {}
-    gemm_rates: dict[tuple[int, int, int], list[float]] = {}
-    for round_ in range(WORKING_SET_ROUNDS):
-        for size_mib in WORKING_SET_MIB:
-            progress(f"calibrate: GEMV bandwidth vs working set, {size_mib:g} MiB (round {round_ + 1})")
-            size = int(size_mib * (1 << 20))
-            cols = 1024
-            rows = max(1, size // (4 * cols))
-            w, x = torch.rand(rows, cols), torch.rand(cols)
-            t = _best_time(lambda: torch.mv(w, x), min_calls=10, budget_s=0.05 if size_mib < 64 else 0.15)
-            # the per-call overhead is not bandwidth; remove it (but never below a tenth of the call)
-            busy = max(t - m.launch_overhead_s, 0.1 * t)
-            samples.setdefault(rows * cols * 4, []).append(busy)
-            del w, x
-        _gemm_round(gemm_rates, round_, progress)
-    for size, times in samples.items():
-        busy = min(times)
-        m.working_set.append(WorkingSetPoint(size, size / busy))
-        m.gemv_flops_per_s = max(m.gemv_flops_per_s, 2.0 * (size / 4) / busy)
-
-    # GEMM rates depend on the shape (a power-of-two leading dimension makes the packed panels
-    # alias in the caches), so the efficiency is the median over the shapes of each one's best
-    m.gemm_flops_per_s = statistics.median(max(rates) for rates in gemm_rates.values())
-
-    progress("calibrate: CSR SpMV / SpMM")
-    from .bench import SparseBackend, pick_sparse_backend, sparse_operator
-
-    import scipy.sparse as sp
-
-    rows = cols = 2048
-    matrix = sp.random(rows, cols, density=0.1, format="csr", dtype=np.float32, random_state=0)
-    for batch in (1, 64):
-        x = np.random.default_rng(0).random((cols, batch), dtype=np.float32)
-        if batch == 1:
-            x = x[:, 0].copy()
-        backend = pick_sparse_backend(matrix.indptr, matrix.indices, matrix.data, (rows, cols), x)
-        op = sparse_operator(backend, matrix.indptr, matrix.indices, matrix.data, (rows, cols), x)
-        rate = 2.0 * matrix.nnz * batch / max(_best_time(op, min_calls=10, budget_s=0.6)
-                                             - m.launch_overhead_s, 1e-9)
-        if batch == 1:
-            m.spmv_flops_per_s = rate
-            m.sparse_backend = backend.value
-            m.sparse_threads = 1 if backend is SparseBackend.SCIPY else threads
-        else:
-            m.spmm_flops_per_s = rate
-            m.spmm_backend = backend.value
-            m.spmm_threads = 1 if backend is SparseBackend.SCIPY else threads
-    # the pointer chases last: after numba has compiled and run, torch's GEMM was seen to slow
-    # down on the development VM, so the kernel rates are measured before it
-    progress("calibrate: compiling the pointer chase")
-    chase, chase_many = _chase_kernels()
-    private = private_bytes(caches, os.cpu_count() or 1)
-    for level in caches:
-        progress(f"calibrate: L{level.level} latency (pointer chase)")
-        size = level.size_bytes
-        if level is caches[-1] and m.working_set:
-            # chase within the share of the LLC this machine really gets, not the nominal size
-            size = effective_llc_bytes(m.working_set, level.size_bytes, private, level.line_bytes * level.ways)[0]
-        chain = cyclic_chain(size // 2, level.line_bytes, seed=level.level)
-        m.cache_latency_s[level.level] = chase_latency_s(chase, chain, 2_000_000)
-    progress("calibrate: DRAM latency (pointer chase over 256 MiB)")
-    chain = cyclic_chain(DRAM_CHASE_BYTES, line)
-    m.dram_latency_s = chase_latency_s(chase, chain, 2_000_000)
-    lines = chain.size // (line // 8)
-    for chains in CHAINS:
-        progress(f"calibrate: memory-level parallelism, {chains} chases interleaved")
-        # starts spread around the cycle so the chains do not meet within the walk
-        starts = np.array([i * (lines // chains) * (line // 8) for i in range(chains)], dtype=np.int64)
-        steps = max(20_000, 1_000_000 // chains)
-        chase_many(chain, starts, 100)
-        t0 = time.perf_counter()
-        chase_many(chain, starts, steps)
-        m.chases.append(ChasePoint(chains, chains * steps * line / (time.perf_counter() - t0)))
-    del chain
-
+    before = _load_average()
+    session = Session(threads, caches, cpu, m, progress)
+    for step in steps:
+        progress(f"calibrate: {step.label}")
+        step.run(session)
+        m.load_average = (before, _load_average())
+        check_plausible(Calibration(caches, cpu, m, None), step.checks)
     progress("")
     return m
 
 
-# --- from measurements to a profile -------------------------------------------------------------
+# --- fits: from measurements to model parameters ------------------------------------------------
 
 def private_bytes(caches: Sequence[SysfsCache], cores: int) -> int:
     """Bytes of all private levels on all cores: working sets below this do not test the LLC."""
     return sum(c.size_bytes * cores for c in caches[:-1] if c.sharing_cpus <= 1)
 
 
-def effective_llc_bytes(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: int,
-                        granule_bytes: int) -> tuple[int, float, float]:
-    """(LLC size, in-cache bandwidth, DRAM bandwidth) read off the working-set curve.
+def _beyond(points: Sequence[WorkingSetPoint], floor_bytes: int) -> list[WorkingSetPoint]:
+    """The sweep's points beyond the private levels, by size."""
+    return sorted((p for p in points if p.size_bytes > floor_bytes), key=lambda p: p.size_bytes)
 
-    In-cache: the median bandwidth between the private levels and a quarter of the nominal size.
-    DRAM: the median from twice the nominal size on (or the last two points). The size: where the
-    curve, interpolated log-log, crosses the geometric mean of the two, i.e. where a repeated
-    working set has lost half (in log) of the LLC's advantage. The cache model is LRU, so a
-    layer is served from the LLC entirely below this size and not at all above it; a real LLC
-    shared in a VM falls off gradually, and this crossing keeps a layer in that fall-off within
-    the square root of the in-cache / DRAM ratio of the model (see docs/validation.md).
-    """
-    pts = sorted((p for p in points if p.size_bytes > floor_bytes), key=lambda p: p.size_bytes) or \
-        sorted(points, key=lambda p: p.size_bytes)
-    beyond = [p.bandwidth_bytes_per_s for p in pts if p.size_bytes >= 2 * nominal_bytes] or \
-        [p.bandwidth_bytes_per_s for p in pts[-2:]]
-    dram = statistics.median(beyond)
-    inside = [p.bandwidth_bytes_per_s for p in pts if p.size_bytes <= nominal_bytes // 4] or \
-        [max(p.bandwidth_bytes_per_s for p in pts)]
-    level = statistics.median(inside)
-    size = float(nominal_bytes)
-    if level > dram:
-        middle = math.sqrt(level * dram)
-        previous = None
-        for p in pts:
-            if p.size_bytes > nominal_bytes:
-                break
-            if p.bandwidth_bytes_per_s < middle:
-                if previous is None:
-                    size = float(p.size_bytes)
-                else:
-                    # log-log interpolation between the last point above and the first below
-                    share = (math.log(previous.bandwidth_bytes_per_s / middle)
-                             / math.log(previous.bandwidth_bytes_per_s / p.bandwidth_bytes_per_s))
-                    size = previous.size_bytes * (p.size_bytes / previous.size_bytes) ** share
-                break
-            previous = p
-    size_bytes = max(granule_bytes, int(size) // granule_bytes * granule_bytes)
-    return size_bytes, level, dram
+
+def curve_plateaus(points: Sequence[WorkingSetPoint], floor_bytes: int) -> tuple[float, float]:
+    """(in-cache, DRAM) bandwidth of the working-set curve beyond the private levels: the medians
+    of the two parts of the best split of the curve into a higher part and a lower part of at
+    least two points (least squares in log bandwidth). Nothing here depends on a claimed size."""
+    pts = _beyond(points, floor_bytes)
+    logs = np.log([p.bandwidth_bytes_per_s for p in pts])
+    if len(pts) < 3:
+        value = float(np.exp(np.median(logs))) if len(pts) else 0.0
+        return value, value
+    best = None
+    for k in range(1, len(pts) - 1):
+        left, right = np.median(logs[:k]), np.median(logs[k:])
+        cost = float(np.sum((logs[:k] - left) ** 2) + np.sum((logs[k:] - right) ** 2))
+        if best is None or cost < best[0]:
+            best = (cost, left, right)
+    return float(np.exp(best[1])), float(np.exp(best[2]))
+
+
+def effective_llc_bytes(points: Sequence[WorkingSetPoint], floor_bytes: int, granule_bytes: int
+                        ) -> tuple[int, float, float]:
+    """(LLC size, in-cache bandwidth, DRAM bandwidth) read off the working-set curve; the size is
+    0 when the curve shows no last level (its plateaus within :data:`FALL_OFF_RATIO`).
+
+    The plateaus are :func:`curve_plateaus`. The size: where the curve, interpolated log-log,
+    crosses the geometric mean of the two, i.e. where a repeated working set has lost half (in
+    log) of the LLC's advantage. Under LRU a layer is served from the LLC entirely below this
+    size and not at all above it; a real LLC shared in a VM falls off gradually, and this crossing
+    keeps a layer in that fall-off within the square root of the in-cache / DRAM ratio of the
+    model (see docs/validation.md)."""
+    level, dram = curve_plateaus(points, floor_bytes)
+    if level < FALL_OFF_RATIO * dram:
+        return 0, level, dram
+    middle = math.sqrt(level * dram)
+    previous = None
+    size = 0.0
+    for p in _beyond(points, floor_bytes):
+        if p.bandwidth_bytes_per_s < middle:
+            if previous is None:
+                size = float(p.size_bytes)
+            else:
+                # log-log interpolation between the last point above and the first below
+                share = (math.log(previous.bandwidth_bytes_per_s / middle)
+                         / math.log(previous.bandwidth_bytes_per_s / p.bandwidth_bytes_per_s))
+                size = previous.size_bytes * (p.size_bytes / previous.size_bytes) ** share
+            break
+        previous = p
+    return max(granule_bytes, int(size) // granule_bytes * granule_bytes), level, dram
 
 
 #: Policies :func:`fit_llc` tries (BIP behaves as DIP on a loop too large for the cache).
@@ -508,12 +836,12 @@ def loop_hit_shares(policy: Replacement, ways: int, sets: int = 128) -> tuple[fl
 
 @dataclass(frozen=True)
 class LlcFit:
-    """The last level as the working-set curve shows it: size, policy, and the two bandwidths.
+    """The last level as the working-set curve shows it: size (0: no fall-off seen), policy, and
+    the two bandwidths.
 
     ``losses`` holds, per policy tried, its best size and the mean |log error| of the curve it
     predicts there (the chosen policy has the smallest; LRU's size is the crossing rule of
-    :func:`effective_llc_bytes`, which keeps a layer in a fall-off within the square root of the
-    in-cache / DRAM ratio)."""
+    :func:`effective_llc_bytes`)."""
 
     size_bytes: int
     replacement: Replacement
@@ -533,21 +861,22 @@ def _curve_loss(points: Sequence[WorkingSetPoint], size: float, shares: np.ndarr
     return float(np.mean(np.abs(np.log(predicted / measured))))
 
 
-def fit_llc(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: int, granule_bytes: int,
-            ways: int, choose_policy: bool = True) -> LlcFit:
+def fit_llc(points: Sequence[WorkingSetPoint], floor_bytes: int, granule_bytes: int, ways: int,
+            choose_policy: bool = True) -> LlcFit:
     """The last level's size and policy that best reproduce the working-set curve.
 
     For each policy of :data:`LLC_POLICIES`, the cache model's hit share of a repeated loop
-    (:func:`loop_hit_shares`) turns a candidate size into a predicted curve; the size with the
-    smallest mean |log error| over the points beyond the private levels is the policy's, and the
-    policy with the smallest error wins (LRU on a tie). LRU keeps the crossing rule's size. With
-    ``choose_policy`` False the result is LRU whatever the errors (still all in ``losses``).
+    (:func:`loop_hit_shares`) turns a candidate size (up to the largest size swept) into a
+    predicted curve; the size with the smallest mean |log error| over the points beyond the
+    private levels is the policy's, and the policy with the smallest error wins (LRU on a tie).
+    LRU keeps the crossing rule's size. With ``choose_policy`` False the result is LRU whatever
+    the errors (still all in ``losses``).
     """
-    lru_size, level, dram = effective_llc_bytes(points, nominal_bytes, floor_bytes, granule_bytes)
-    pts = [p for p in points if p.size_bytes > floor_bytes] or list(points)
-    if level <= dram or len(pts) < 2:
+    lru_size, level, dram = effective_llc_bytes(points, floor_bytes, granule_bytes)
+    pts = _beyond(points, floor_bytes)
+    if not lru_size or len(pts) < 2:
         return LlcFit(lru_size, Replacement.LRU, level, dram, {Replacement.LRU: (lru_size, 0.0)})
-    candidates = np.geomspace(max(granule_bytes, floor_bytes), 2 * nominal_bytes, 241)
+    candidates = np.geomspace(max(granule_bytes, floor_bytes), pts[-1].size_bytes, 241)
     losses: dict[Replacement, tuple[int, float]] = {}
     for policy in LLC_POLICIES:
         shares = np.array(loop_hit_shares(policy, ways))
@@ -563,145 +892,488 @@ def fit_llc(points: Sequence[WorkingSetPoint], nominal_bytes: int, floor_bytes: 
     return LlcFit(losses[winner][0], winner, level, dram, losses)
 
 
-def _units(value: float, unit: str) -> str:
-    return f"{value:.4g} {unit}"
+@dataclass(frozen=True)
+class SparseFit:
+    """A sparse kernel's issue costs as :mod:`simulator.engine.kernelcost` reads them, fitted to
+    its timings: ``errors`` holds the largest |relative error| of the fitted times for each
+    ``columns_per_step`` tried (the chosen one has the smallest)."""
+
+    cycles_per_nonzero: float
+    cycles_per_row: float
+    columns_per_step: int
+    errors: dict[int, float]
+
+    @property
+    def error(self) -> float:
+        """Largest |relative error| of the chosen fit over the timings."""
+        return self.errors[self.columns_per_step]
+
+
+def busy_cycles(timing: SparseTiming, overhead_s: float, clock_hz: float) -> float:
+    """Core cycles a timed call spent issuing: its time less the per-call overhead (never below a
+    tenth of the call), times the clock, times the threads it ran on (the cost model divides by
+    the cores the kernel uses)."""
+    busy = max(timing.seconds - overhead_s, 0.1 * timing.seconds)
+    return busy * clock_hz * timing.threads
+
+
+def fit_sparse(timings: Sequence[SparseTiming], overhead_s: float, clock_hz: float,
+               widths: Sequence[int] = (1,)) -> SparseFit:
+    """``cycles_per_nonzero`` and ``cycles_per_row`` by non-negative least squares in relative
+    error, for each ``columns_per_step`` of ``widths``: the cost model's cycles of a call are
+    ``ceil(columns / width) x (row_steps x per_nonzero + rows x per_row)``. Both costs are kept
+    at least :data:`MIN_CYCLES`; the width with the smallest largest error wins (the narrower on
+    a tie)."""
+    from scipy.optimize import nnls
+
+    if not timings:
+        raise ValueError("no sparse timings to fit")
+    cycles = np.array([busy_cycles(t, overhead_s, clock_hz) for t in timings])
+    best: Optional[tuple[float, int, np.ndarray]] = None
+    errors: dict[int, float] = {}
+    for width in sorted(set(widths)):
+        groups = np.array([math.ceil(t.columns / width) for t in timings], dtype=float)
+        design = np.column_stack([[t.row_steps for t in timings], [t.rows for t in timings]]) * groups[:, None]
+        design = design / cycles[:, None]          # relative error: every timing counts alike
+        costs, _ = nnls(design, np.ones(len(timings)))
+        costs = np.maximum(costs, MIN_CYCLES)
+        errors[width] = float(np.max(np.abs(design @ costs - 1.0)))
+        if best is None or errors[width] < best[0]:
+            best = (errors[width], width, costs)
+    _, width, costs = best
+    return SparseFit(float(costs[0]), float(costs[1]), width, errors)
+
+
+@dataclass(frozen=True)
+class Fits:
+    """What the measurements say about the model's parameters."""
+
+    llc: LlcFit
+    spmv: SparseFit
+    spmm: SparseFit
+
+
+def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
+                     fit_llc_policy: bool = False) -> Fits:
+    """The last level's fit and the sparse kernels' costs."""
+    last = caches[-1]
+    llc = fit_llc(m.working_set, private_bytes(caches, cpu.cores), last.line_bytes * last.ways, last.ways,
+                  choose_policy=fit_llc_policy)
+    spmv = fit_sparse(m.sparse_of("spmv"), m.launch_overhead_s, cpu.clock_hz)
+    spmm = fit_sparse(m.sparse_of("spmm"), m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes))
+    return Fits(llc, spmv, spmm)
+
+
+# --- plausibility -------------------------------------------------------------------------------
+
+class Implausible(SimulatorError):
+    """Measurements no hardware could give: ``calibrate`` writes no profile (exit status 2)."""
+
+    def __init__(self, check: str, why: str, load_average: tuple[float, float] = (0.0, 0.0)) -> None:
+        self.check = check
+        self.why = why
+        before, after = load_average
+        super().__init__(f"calibrate: the {check} check failed: {why} (load average {before:.2f} before, "
+                         f"{after:.2f} after); no profile written")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What the checks look at: the machine as read, the measurements, and the fits (None while
+    measuring: the checks a step names use its measurements only)."""
+
+    caches: Sequence[SysfsCache]
+    cpu: CpuInfo
+    m: Measurements
+    fits: Optional[Fits]
+
+
+def _us(seconds: float) -> str:
+    return format_quantity(seconds, Quantity.SECONDS, 3)
+
+
+def _gbs(rate: float) -> str:
+    return format_quantity(rate, Quantity.BYTES_PER_S, 3)
+
+
+def check_overhead(c: Calibration) -> Optional[str]:
+    """The per-call overhead is a few microseconds on any CPU."""
+    overhead = c.m.launch_overhead_s
+    if not 0 < overhead <= MAX_CALL_OVERHEAD_S:
+        return (f"a 16 x 16 torch.mv takes {_us(overhead)} per call (at most {_us(MAX_CALL_OVERHEAD_S)} on an "
+                "idle CPU): other processes are busy on these cores")
+    return None
+
+
+def check_threads(c: Calibration) -> Optional[str]:
+    """The threads get cores of their own: a small GEMV on all of them is not far slower than on
+    one, and a streaming read on all of them is not slower than on one."""
+    m = c.m
+    if m.threads <= 1:
+        return None
+    if m.small_gemv_s > THREAD_SLOWDOWN * m.small_gemv_one_thread_s + 20e-6:
+        return (f"a 256 x 256 torch.mv takes {_us(m.small_gemv_s)} on {m.threads} threads against "
+                f"{_us(m.small_gemv_one_thread_s)} on one: the threads do not get cores of their own "
+                "(other processes busy, or more --threads than free cores)")
+    if m.stream_read_one_thread_bytes_per_s and \
+            m.stream_read_bytes_per_s < MIN_THREAD_SCALING * m.stream_read_one_thread_bytes_per_s:
+        return (f"a streaming read reaches {_gbs(m.stream_read_bytes_per_s)} on {m.threads} threads against "
+                f"{_gbs(m.stream_read_one_thread_bytes_per_s)} on one: too few threads get a core "
+                "(other processes busy)")
+    return None
+
+
+def check_private_sizes(c: Calibration) -> Optional[str]:
+    """Every private level's sysfs size is confirmed: a chase over twice it is clearly slower
+    than over half of it (the data left the level in between)."""
+    for level in c.caches[:-1]:
+        inside, outside = c.m.cache_latency_s.get(level.level), c.m.beyond_latency_s.get(level.level)
+        if inside is None or outside is None:
+            return f"L{level.level}'s size was not measured (no pointer chase over it)"
+        if outside < SIZE_STEP_RATIO * inside:
+            return (f"sysfs says L{level.level} holds {format_quantity(level.size_bytes, Quantity.BYTES)}, but a "
+                    f"chase over twice that ({_us(outside)}) is not slower than over half of it ({_us(inside)}): "
+                    "the size is not confirmed")
+    return None
+
+
+def check_working_set_curve(c: Calibration) -> Optional[str]:
+    """Beyond the private levels, a bigger repeated working set is never served faster (up to
+    :data:`MONOTONE_TOLERANCE`): a cache keeps less of it, never more."""
+    slowest: Optional[WorkingSetPoint] = None
+    for p in _beyond(c.m.working_set, private_bytes(c.caches, c.cpu.cores)):
+        if slowest is not None and p.bandwidth_bytes_per_s > (1 + MONOTONE_TOLERANCE) * slowest.bandwidth_bytes_per_s:
+            return (f"GEMV over {p.size_bytes / MiB:.4g} MiB ({_gbs(p.bandwidth_bytes_per_s)}) is faster than over "
+                    f"{slowest.size_bytes / MiB:.4g} MiB ({_gbs(slowest.bandwidth_bytes_per_s)}): a bigger working "
+                    "set cannot be served faster (other processes busy during the sweep)")
+        if slowest is None or p.bandwidth_bytes_per_s < slowest.bandwidth_bytes_per_s:
+            slowest = p
+    return None
+
+
+def check_last_level(c: Calibration) -> Optional[str]:
+    """The sweep sees the last level: an in-cache plateau above the DRAM plateau, and a fall-off
+    between them within the sizes swept (so its size is measured, whatever sysfs says)."""
+    llc = c.fits.llc
+    swept = max((p.size_bytes for p in c.m.working_set), default=0)
+    if not llc.size_bytes:
+        claimed = format_quantity(c.caches[-1].size_bytes, Quantity.BYTES)
+        return (f"GEMV bandwidth falls from no in-cache plateau to DRAM up to {swept / MiB:.3g} MiB (plateaus "
+                f"{_gbs(llc.in_cache_bytes_per_s)} and {_gbs(llc.dram_bytes_per_s)}): the last level's size "
+                f"cannot be measured (sysfs claims {claimed}, not trusted unmeasured)")
+    return None
+
+
+def check_latency_order(c: Calibration) -> Optional[str]:
+    """Each level answers no slower than the level below it (DRAM last), within :data:`ORDER_TOLERANCE`."""
+    names = [f"L{level.level}" for level in c.caches] + ["DRAM"]
+    latencies = [c.m.cache_latency_s.get(level.level, 0.0) for level in c.caches] + [c.m.dram_latency_s]
+    for upper, lower, t_upper, t_lower in zip(names, names[1:], latencies, latencies[1:]):
+        if t_upper > ORDER_TOLERANCE * t_lower:
+            return (f"{upper} answers a pointer chase in {_us(t_upper)}, slower than {lower} below it "
+                    f"({_us(t_lower)}): other processes disturbed the chases")
+    return None
+
+
+def check_kernel_rates(c: Calibration) -> Optional[str]:
+    """No kernel beats the FMA peak of the threads it ran on: GEMM's FLOP/s, and each sparse fit's
+    cost per non-zero (one step covers ``columns_per_step`` FMAs; a core does at most
+    ``lanes_per_core`` a cycle)."""
+    peak = c.cpu.peak_flops_per_s * c.m.threads / c.cpu.cores
+    if c.m.gemm_flops_per_s > peak:
+        return (f"GEMM at {format_quantity(c.m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)} beats the peak of "
+                f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}: the clock "
+                f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
+                "width the CPU flags give is")
+    for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm)):
+        floor = fit.columns_per_step / c.cpu.lanes_per_core
+        if fit.cycles_per_nonzero < floor:
+            return (f"{kind}'s fit costs {fit.cycles_per_nonzero:.3g} cycles per non-zero for "
+                    f"{fit.columns_per_step} column(s), below the FMA peak's {floor:.3g}: its timings are too "
+                    "fast for this clock and core count")
+    return None
+
+
+def check_profile_order(profile: HardwareProfile) -> Optional[str]:
+    """In the profile built: every level at least as fast as the one below it, in bandwidth (all
+    of a private level's instances together) and in latency, DRAM last."""
+    cores = profile.compute.cores
+    rows = [(level.name, level.bandwidth_bytes_per_s * (1 if level.shared else cores), level.latency_s)
+            for level in profile.caches]
+    if profile.dram is not None:
+        rows.append(("DRAM", profile.dram.sustained_bandwidth_bytes_per_s, profile.dram.latency_s))
+    for (upper, bw_upper, t_upper), (lower, bw_lower, t_lower) in zip(rows, rows[1:]):
+        if bw_upper * ORDER_TOLERANCE < bw_lower:
+            return (f"{upper} ({_gbs(bw_upper)}) is slower than {lower} below it ({_gbs(bw_lower)}): other "
+                    "processes busy during the working-set sweep")
+        if t_upper > ORDER_TOLERANCE * t_lower:
+            return f"{upper}'s latency ({_us(t_upper)}) exceeds {lower}'s below it ({_us(t_lower)})"
+    return None
+
+
+#: The checks measurements must pass before a profile is built, in order: the first that fails
+#: is the one line ``calibrate`` prints (the earlier ones explain the later ones' failures).
+CHECKS: tuple[tuple[str, Callable[[Calibration], Optional[str]]], ...] = (
+    ("per-call overhead", check_overhead),
+    ("threads", check_threads),
+    ("private cache sizes", check_private_sizes),
+    ("working-set curve", check_working_set_curve),
+    ("last-level size", check_last_level),
+    ("latency order", check_latency_order),
+    ("kernel rates", check_kernel_rates),
+)
+
+
+def check_plausible(c: Calibration, names: Optional[Sequence[str]] = None) -> None:
+    """Raise :class:`Implausible` naming the first check of :data:`CHECKS` that fails (of those
+    in ``names``, when given)."""
+    for name, check in CHECKS:
+        if names is not None and name not in names:
+            continue
+        why = check(c)
+        if why is not None:
+            raise Implausible(name, why, c.m.load_average)
+
+
+# --- the profile, one block at a time -----------------------------------------------------------
+
+class Notes:
+    """The ``sources`` and ``fitted`` entries of the profile being built. ``how`` says when, on how
+    many threads and with which libraries the measurements were made; ``under(prefix)`` gives a
+    view whose paths are relative to a block (``compute.kernels.spmv``)."""
+
+    def __init__(self, how: str, prefix: str = "", sources: Optional[dict[str, str]] = None,
+                 fitted: Optional[dict[str, str]] = None) -> None:
+        self.how = how
+        self.prefix = prefix
+        self.sources: dict[str, str] = {} if sources is None else sources
+        self.fitted: dict[str, str] = {} if fitted is None else fitted
+
+    def under(self, prefix: str) -> "Notes":
+        """The same notes, with paths under ``prefix``."""
+        return Notes(self.how, self._path(prefix), self.sources, self.fitted)
+
+    def _path(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def source(self, name: str, text: str) -> None:
+        """A figure read or derived, not measured."""
+        self.sources[self._path(name)] = text
+
+    def measured(self, name: str, text: str) -> None:
+        """A figure measured directly."""
+        self.sources[self._path(name)] = f"{self.how}: {text}"
+
+    def fit(self, name: str, text: str) -> None:
+        """A figure fitted to measurements."""
+        self.fitted[self._path(name)] = f"{self.how}: {text}"
+
+
+def _q(value: float, quantity: Quantity) -> str:
+    return format_quantity(value, quantity)
+
+
+def _settled(m: Measurements, *names: str) -> str:
+    """How the named measurements settled, for a note."""
+    parts = [f"{name} {m.settled[name].describe()}" for name in names if name in m.settled]
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
+def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> str:
+    shapes = ", ".join(f"{t.rows} x {t.depth}" for t in timings if t.columns == timings[0].columns)
+    batches = sorted({t.columns for t in timings})
+    tried = "; ".join(f"{w} column(s) a step: {100 * e:.3g}%" for w, e in fit.errors.items())
+    return (f"{kind} of CSR {shapes} ({timings[0].nonzeros} non-zeros each) x {batches} column(s) with "
+            f"{timings[0].backend} on {timings[0].threads} thread(s), best call per shape less the per-call "
+            f"overhead, x clock x threads = cycles; non-negative least squares in relative error on "
+            f"ceil(columns / columns_per_step) x (non-zeros x per non-zero + rows x per row); largest error "
+            f"{tried}")
+
+
+def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
+    """``compute.kernels``: GEMM's library efficiency (conv the same), the sparse costs (spconv as
+    spmm, lowered by im2col as bench runs it); gemv is left to the traffic (no efficiency)."""
+    efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
+    gemm_names = ["GEMM {} x {} at batch {}".format(*shape) for shape in GEMM_SHAPES]
+    notes.fit("gemm.library_efficiency", "median over F.linear of " + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
+              + f" at batch 64 (each its best call): FLOP/s over the FMA peak of {m.threads} thread(s)"
+              + _settled(m, *gemm_names))
+    notes.source("conv.library_efficiency", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
+    notes.source("gemv", "[D] no library efficiency: a GEMV is timed by its traffic (memory-bound)")
+    block: dict[str, Any] = {"gemm": {"library_efficiency": efficiency}, "conv": {"library_efficiency": efficiency}}
+    for kind, fit in (("spmv", fits.spmv), ("spmm", fits.spmm)):
+        block[kind] = {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
+                       "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"),
+                       "columns_per_step": fit.columns_per_step}
+        note = _sparse_note(kind, fit, m.sparse_of(kind))
+        notes.fit(f"{kind}.cycles_per_nonzero", note)
+        notes.fit(f"{kind}.cycles_per_row", "the same fit")
+        notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
+    block["spconv"] = {"algorithm": "im2col", **block["spmm"]}
+    notes.source("spconv", "[D] as spmm, by im2col: bench lowers the input with F.unfold and multiplies it by the "
+                 "same CSR product")
+    return block
+
+
+def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, listed_hz: float,
+                  notes: Notes) -> dict[str, Any]:
+    """``compute``: clock, cores, vector widths, peak, demand misses in flight, kernel costs,
+    per-call overhead, and the threads of a single-threaded sparse backend."""
+    line = line_bytes
+    best_chase = max((p.bandwidth_bytes_per_s for p in m.chases), default=0.0)
+    gathers = best_chase * m.dram_latency_s / line
+    curve = ", ".join(f"{p.chains}: {p.bandwidth_bytes_per_s / 1e9:.2g}" for p in m.chases)
+    if m.clock_hz:
+        notes.measured("clock", f"one core, a dependent chain of {CYCLES_PER_CLOCK_STEP} one-cycle ALU operations a "
+                       f"step (x ^= x >> 1 in numba); lscpu / cpuinfo say {format_quantity(listed_hz, Quantity.HZ)}"
+                       + _settled(m, "clock"))
+    else:
+        notes.source("clock", "lscpu CPU max MHz, else /proc/cpuinfo cpu MHz")
+    notes.source("cores", "lscpu CPU(s)")
+    notes.source("lanes_per_core", f"[D] cpu flags: {cpu.lanes_per_core // 2} fp32 lanes x 2 FMA ports")
+    notes.source("vector_lanes", "[D] cpu flags: AVX-512 16, AVX2 / AVX 8, SSE / NEON 4 fp32 lanes")
+    notes.source("peak_flops.fp32", "[D] cores x lanes x 2 FLOP x clock")
+    notes.measured("outstanding_gathers_per_core", "Little's law on interleaved dependent pointer chases over "
+                   f"DRAM (demand misses): best bandwidth x DRAM latency / {line} B = {gathers:.1f} lines "
+                   f"(chains: GB/s {curve})" + _settled(m, *(f"{p.chains} chases interleaved" for p in m.chases)))
+    notes.measured("launch_overhead", "median time of a 16 x 16 torch.mv" + _settled(m, "per-call overhead"))
+    block: dict[str, Any] = {
+        "clock": _q(cpu.clock_hz, Quantity.HZ),
+        "cores": cpu.cores,
+        "lanes_per_core": cpu.lanes_per_core,
+        "vector_lanes": cpu.vector_lanes,
+        "peak_flops": {"fp32": _q(cpu.peak_flops_per_s, Quantity.FLOP_PER_S)},
+        "outstanding_gathers_per_core": max(1, round(gathers)),
+        "kernels": kernels_block(cpu, m, fits, notes.under("kernels")),
+        "launch_overhead": _q(m.launch_overhead_s, Quantity.SECONDS),
+    }
+    threads = {kind: t[0].threads for kind in ("spmv", "spmm") if (t := m.sparse_of(kind)) and t[0].threads < cpu.cores}
+    if "spmm" in threads:
+        threads["spconv"] = threads["spmm"]
+    if threads:
+        block["threads"] = threads
+        notes.measured("threads", "the sparse backend bench picks (" + ", ".join(
+            f"{k}: {m.sparse_of(k)[0].backend}" for k in ("spmv", "spmm") if m.sparse_of(k)) + ") runs on one thread")
+    return block
+
+
+def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes,
+                 fit_llc_policy: bool) -> list[dict[str, Any]]:
+    """``memory.caches``: geometry from sysfs, private sizes confirmed by the chases, the last
+    level's size, policy and bandwidth from the working-set fit, latencies from the chases."""
+    levels = []
+    for i, c in enumerate(caches):
+        name = f"L{c.level}"
+        at = notes.under(f"memory.caches.{name}")
+        last = i == len(caches) - 1
+        latency = m.cache_latency_s.get(c.level, 0.0)
+        at.source("ways", f"sysfs {SYSFS_CACHE}/index*/ (level {c.level})")
+        at.measured("latency", f"dependent pointer chase over half the level (its measured size)"
+                    + _settled(m, f"{name} latency (half)"))
+        if last:
+            size, replacement, bandwidth = fits.llc.size_bytes, fits.llc.replacement, fits.llc.in_cache_bytes_per_s
+            _llc_notes(at, c, fits.llc, fit_llc_policy)
+        else:
+            size, replacement = c.size_bytes, Replacement.LRU
+            # private levels: the first level's width per cycle (two vector loads), the second's
+            # half of it; an in-cache GEMV is a lower bound, not the level's own width
+            per_cycle = cpu.lanes_per_core * 4 / (1 if i == 0 else 2)
+            bandwidth = per_cycle * cpu.clock_hz
+            at.source("bandwidth", f"[D] {per_cycle:g} B/cycle x clock ({'two' if i == 0 else 'one'} vector "
+                      "load(s) per cycle)")
+            at.measured("size", f"sysfs, confirmed: a pointer chase over half of it takes "
+                        f"{_us(latency)}, over twice it {_us(m.beyond_latency_s.get(c.level, 0.0))}"
+                        + _settled(m, f"{name} latency (twice)"))
+        levels.append({"name": name, "size": _q(size, Quantity.BYTES), "line": _q(c.line_bytes, Quantity.BYTES),
+                       "ways": c.ways, "shared": c.sharing_cpus > 1, "latency": _q(latency, Quantity.SECONDS),
+                       "bandwidth": _q(bandwidth, Quantity.BYTES_PER_S), "replacement": replacement.value})
+    return levels
+
+
+def _llc_notes(at: Notes, c: SysfsCache, llc: LlcFit, fit_llc_policy: bool) -> None:
+    tried = "; ".join(f"{policy.value} {best >> 10} KiB: {error:.3f}" for policy, (best, error) in llc.losses.items())
+    rule = ("the size and replacement policy whose repeated-loop curve in the cache model best reproduces torch "
+            "GEMV bandwidth vs working set (--llc-policy fit)" if fit_llc_policy else
+            "an LRU step where torch GEMV bandwidth vs working set crosses the geometric mean of its in-cache and "
+            "DRAM plateaus (--llc-policy lru)")
+    at.fit("size", f"{rule}; mean |log error| of the curve per policy at its best size: {tried} (LRU's size is the "
+           f"crossing); sysfs says {c.size_bytes >> 10} KiB, not used (a VM's share can be smaller, its claim larger)")
+    if fit_llc_policy:
+        at.fit("replacement", "the policy of that fit with the smallest error")
+    at.fit("bandwidth", "the in-cache plateau of the working-set curve (median of the higher part of its best "
+           "two-level split)")
+
+
+def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes: Notes) -> dict[str, Any]:
+    """``memory.dram``: peak (STREAM-like), sustained (the curve's DRAM plateau), latency (chase),
+    the prefetched lines in flight per core (one thread's sequential read), capacity."""
+    sustained = fits.llc.dram_bytes_per_s
+    peak = max(m.stream_read_bytes_per_s, m.stream_triad_bytes_per_s, sustained)
+    streams = m.stream_read_one_thread_bytes_per_s * m.dram_latency_s / line_bytes
+    notes.measured("peak_bandwidth", f"best of STREAM-like read {_gbs(m.stream_read_bytes_per_s)} and triad "
+                   f"{_gbs(m.stream_triad_bytes_per_s)} (256 MiB arrays)" + _settled(m, "STREAM read", "STREAM triad"))
+    notes.fit("sustained_bandwidth", "the DRAM plateau of the torch GEMV working-set curve (median of the lower "
+              "part of its best two-level split)")
+    notes.measured("latency", f"dependent pointer chase over a random cyclic permutation of at least "
+                   f"{DRAM_CHASE_BYTES >> 20} MiB" + _settled(m, "DRAM latency"))
+    notes.measured("outstanding_requests_per_core", "Little's law on one thread's sequential read (the lines the "
+                   f"prefetchers keep in flight on a stream): {_gbs(m.stream_read_one_thread_bytes_per_s)} x DRAM "
+                   f"latency / {line_bytes} B = {streams:.1f} lines" + _settled(m, "STREAM read, one thread"))
+    notes.source("capacity", "/proc/meminfo MemTotal")
+    return {
+        "peak_bandwidth": _q(peak, Quantity.BYTES_PER_S),
+        "sustained_bandwidth": _q(min(sustained, peak), Quantity.BYTES_PER_S),
+        "latency": _q(m.dram_latency_s, Quantity.SECONDS),
+        "outstanding_requests_per_core": max(1, round(streams)),
+        "capacity": _q(max(cpu.memory_bytes, 1 << 20), Quantity.BYTES),
+    }
 
 
 def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
                   when: Optional[_dt.datetime] = None, name: str = "", fit_llc_policy: bool = False
                   ) -> dict[str, Any]:
-    """The profile mapping (valid under :func:`simulator.hardware.profile.profile_from_mapping`).
+    """The profile mapping (valid under :func:`simulator.hardware.profile.profile_from_mapping`),
+    after the measurements pass :data:`CHECKS` and the profile built passes
+    :func:`check_profile_order` (else :class:`Implausible`).
 
     The last level is an LRU step at the crossing size unless ``fit_llc_policy``: then it takes
     the policy (and its size) whose loop curve best matches the working-set sweep (:func:`fit_llc`).
     """
-    when = when or _dt.datetime.now(_dt.timezone.utc)
-    stamp = when.strftime("%Y-%m-%d %H:%M UTC")
-    versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
-    how = f"measured by `simulator calibrate` on {stamp}, {m.threads} thread(s), {versions}"
-    cores = cpu.cores
-    peak = cores * cpu.lanes_per_core * 2 * cpu.clock_hz
-    share = m.threads / cores            # measured on m.threads of the cores
-    sparse_share = m.sparse_threads / cores
-    eff = {
-        "gemm": m.gemm_flops_per_s / (peak * share),
-        "gemv": m.gemv_flops_per_s / (peak * share),
-        "spmv": m.spmv_flops_per_s / (peak * sparse_share),
-        "spmm": m.spmm_flops_per_s / (peak * m.spmm_threads / cores),
-    }
-    eff = {k: float(min(1.0, max(1e-5, v))) for k, v in eff.items()}
-    eff.update(conv=eff["gemm"], spconv=eff["spmm"], pool=eff["gemv"])
+    from dataclasses import replace
 
-    sources: dict[str, str] = {"name": f"lscpu: {cpu.model}"}
-    fitted: dict[str, str] = {}
-    levels = []
-    llc_bw = dram_bw = m.stream_read_bytes_per_s
-    for i, c in enumerate(caches):
-        name_c = f"L{c.level}"
-        shared = c.sharing_cpus > 1
-        size = c.size_bytes
-        last = i == len(caches) - 1
-        latency = m.cache_latency_s.get(c.level, 1e-9)
-        replacement = Replacement.LRU
-        if last and m.working_set:
-            llc = fit_llc(m.working_set, c.size_bytes, private_bytes(caches, cores), c.line_bytes * c.ways, c.ways,
-                          choose_policy=fit_llc_policy)
-            size, replacement, llc_bw, dram_bw = (llc.size_bytes, llc.replacement, llc.in_cache_bytes_per_s,
-                                                  llc.dram_bytes_per_s)
-            bandwidth = llc_bw
-            tried = "; ".join(f"{policy.value} {best >> 10} KiB: {error:.3f}"
-                              for policy, (best, error) in llc.losses.items())
-            rule = ("the size and replacement policy whose repeated-loop curve in the cache model best reproduces "
-                    "torch GEMV bandwidth vs working set (--llc-policy fit)" if fit_llc_policy else
-                    "an LRU step where torch GEMV bandwidth vs working set crosses the geometric mean of its "
-                    "in-cache and DRAM levels (--llc-policy lru)")
-            fitted[f"memory.caches.{name_c}.size"] = (
-                f"{how}: {rule}; mean |log error| of the curve per policy at its best size: {tried} (LRU's "
-                f"size is the crossing); sysfs says {c.size_bytes >> 10} KiB, a VM's share can be smaller")
-            if fit_llc_policy:
-                fitted[f"memory.caches.{name_c}.replacement"] = f"{how}: the policy of that fit with the smallest error"
-            fitted[f"memory.caches.{name_c}.bandwidth"] = f"{how}: median GEMV bandwidth up to a quarter of the nominal size"
-        else:
-            # private levels: the first level's width per cycle (two vector loads), the second's half
-            # of it; the measured in-cache GEMV rate is a lower bound, not the level's own width
-            per_cycle = 2 * (cpu.lanes_per_core // 2) * 4 / (1 if i == 0 else 2)
-            bandwidth = per_cycle * cpu.clock_hz
-            sources[f"memory.caches.{name_c}.bandwidth"] = (
-                f"[D] {per_cycle:g} B/cycle x clock ({'two' if i == 0 else 'one'} vector load(s) per cycle)")
-        levels.append({"name": name_c, "size": f"{size} B", "line": f"{c.line_bytes} B", "ways": c.ways,
-                       "shared": shared, "latency": _units(latency * 1e9, "ns"),
-                       "bandwidth": _units(bandwidth / 1e9, "GB/s"), "replacement": replacement.value})
-        sources[f"memory.caches.{name_c}.ways"] = f"sysfs {SYSFS_CACHE}/index*/ (level {c.level})"
-        sources[f"memory.caches.{name_c}.latency"] = f"{how}: dependent pointer chase over half the level (its effective size)"
-    peak_bw = max(m.stream_read_bytes_per_s, m.stream_triad_bytes_per_s, dram_bw)
+    from ..hardware.profile import profile_from_mapping
+
+    listed_hz = cpu.clock_hz
+    if m.clock_hz:
+        cpu = replace(cpu, clock_hz=m.clock_hz)     # the clock the cores really ran at
+    fits = fit_measurements(caches, cpu, m, fit_llc_policy)
+    check_plausible(Calibration(caches, cpu, m, fits))
+    stamp = (when or _dt.datetime.now(_dt.timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{k} {v}" for k, v in m.versions.items())
+    notes = Notes(f"measured by `simulator calibrate` on {stamp}, {m.threads} thread(s), {versions}")
+    notes.source("name", f"lscpu: {cpu.model}")
     line = caches[-1].line_bytes if caches else LINE_BYTES_DEFAULT
-    best_chase = max((p.bandwidth_bytes_per_s for p in m.chases), default=line / max(m.dram_latency_s, 1e-9))
-    # Little's law: lines in flight = bandwidth x latency / line, on one thread. Random dependent
-    # chases give the demand-miss parallelism; a sequential stream adds what the prefetchers keep
-    # in flight. The engine has one figure for both, and the layers' DRAM traffic is streams
-    # (weights, indices, pointers), so the larger is used; both are recorded in sources.
-    chase_outstanding = best_chase * m.dram_latency_s / line
-    stream_outstanding = m.stream_read_one_thread_bytes_per_s * m.dram_latency_s / line
-    outstanding = max(1, round(max(chase_outstanding, stream_outstanding)))
-    chase_curve = ", ".join(f"{p.chains}: {p.bandwidth_bytes_per_s / 1e9:.2g}" for p in m.chases)
-    sources.update({
-        "compute.clock": "lscpu CPU max MHz, else /proc/cpuinfo cpu MHz",
-        "compute.cores": "lscpu CPU(s)",
-        "compute.lanes_per_core": f"[D] cpu flags: {cpu.lanes_per_core // 2} fp32 lanes x 2 FMA ports",
-        "compute.peak_flops.fp32": "[D] cores x lanes x 2 FLOP x clock",
-        "compute.efficiency.conv": "[D] as gemm (implicit-GEMM convolution)",
-        "compute.efficiency.spconv": "[D] as spmm",
-        "compute.efficiency.pool": "[D] as gemv",
-        "compute.launch_overhead": f"{how}: median time of a 16 x 16 torch.mv",
-        "memory.dram.peak_bandwidth": (f"{how}: best of STREAM-like read {m.stream_read_bytes_per_s / 1e9:.3g} GB/s "
-                                       f"and triad {m.stream_triad_bytes_per_s / 1e9:.3g} GB/s (256 MiB arrays)"),
-        "memory.dram.latency": f"{how}: dependent pointer chase over a random cyclic permutation of 256 MiB",
-        "memory.dram.outstanding_requests_per_core": (
-            f"{how}: Little's law, the larger of interleaved chases ({chase_outstanding:.1f} lines; chains: "
-            f"GB/s {chase_curve}) and a one-thread sequential read "
-            f"({m.stream_read_one_thread_bytes_per_s / 1e9:.3g} GB/s: {stream_outstanding:.1f} lines)"),
-        "memory.dram.capacity": "/proc/meminfo MemTotal",
-    })
-    fitted.update({
-        "compute.efficiency.gemm": (f"{how}: median over F.linear of "
-                                    + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
-                                    + " at batch 64 (best call of three rounds each), FLOP/s over peak"),
-        "compute.efficiency.gemv": f"{how}: best torch.mv FLOP/s of the working-set sweep over peak",
-        "compute.efficiency.spmv": (f"{how}: CSR 2048 x 2048 at 10% x vector with {m.sparse_backend} "
-                                    f"({m.sparse_threads} thread(s)) over the peak of those threads"),
-        "compute.efficiency.spmm": (f"{how}: the same matrix x 64 columns with {m.spmm_backend or m.sparse_backend} "
-                                    f"({m.spmm_threads} thread(s))"),
-        "memory.dram.sustained_bandwidth": f"{how}: torch GEMV bandwidth at working sets of 2x the LLC and beyond",
-    })
-    curve = ", ".join(f"{p.size_bytes / (1 << 20):.3g} MiB: {p.bandwidth_bytes_per_s / 1e9:.3g}"
-                      for p in m.working_set)
-    return {
+    curve = ", ".join(f"{p.size_bytes / MiB:.3g} MiB: {p.bandwidth_bytes_per_s / 1e9:.3g}" for p in m.working_set)
+    unsettled = (f" Did not settle within {100 * SETTLE_TOLERANCE:g}% in {MAX_ROUNDS} rounds: "
+                 + ", ".join(m.unsettled) + "." if m.unsettled else
+                 f" Every measurement settled (two rounds within {100 * SETTLE_TOLERANCE:g}%).")
+    mapping = {
         "schema_version": 1,
         "name": name or f"{cpu.model} (this machine, {m.threads} thread(s))",
         "kind": "cpu",
-        "description": (f"Measured, not a datasheet: {how} on {platform.node() or 'this host'}. "
-                        f"GEMV GB/s vs working set: {curve}."),
-        "compute": {
-            "clock": _units(cpu.clock_hz / 1e6, "MHz"),
-            "cores": cores,
-            "lanes_per_core": cpu.lanes_per_core,
-            "peak_flops": {"fp32": _units(peak / 1e9, "GFLOP/s")},
-            "efficiency": {k: float(f"{v:.4g}") for k, v in eff.items()},
-            "launch_overhead": _units(m.launch_overhead_s * 1e6, "us"),
-        },
-        "memory": {
-            "caches": levels,
-            "dram": {
-                "peak_bandwidth": _units(peak_bw / 1e9, "GB/s"),
-                "sustained_bandwidth": _units(min(dram_bw, peak_bw) / 1e9, "GB/s"),
-                "latency": _units(m.dram_latency_s * 1e9, "ns"),
-                "outstanding_requests_per_core": int(outstanding),
-                "capacity": f"{max(cpu.memory_bytes, 1 << 20)} B",
-            },
-        },
-        "sources": sources,
-        "fitted": fitted,
+        "description": (f"Measured, not a datasheet: {notes.how} on {platform.node() or 'this host'}, load average "
+                        f"{m.load_average[0]:.2f} before and {m.load_average[1]:.2f} after. GEMV GB/s vs working "
+                        f"set: {curve}.{unsettled}"),
+        "compute": compute_block(cpu, m, fits, line, listed_hz, notes.under("compute")),
+        "memory": {"caches": cache_blocks(caches, cpu, m, fits, notes, fit_llc_policy),
+                   "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram"))},
+        "sources": notes.sources,
+        "fitted": notes.fitted,
     }
+    why = check_profile_order(profile_from_mapping(mapping, "calibrate"))
+    if why is not None:
+        raise Implausible("cache order", why, m.load_average)
+    return mapping
 
 
 def write_profile(mapping: dict[str, Any], path: str | Path) -> None:
