@@ -39,6 +39,7 @@ import numpy as np
 
 from ..base import units
 from ..base.errors import ConfigError, SimulatorError, quote
+from ..base.workers import init_worker, stop_pool, worker_initargs
 from ..base.yamlio import load_yaml_text, read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
@@ -573,15 +574,17 @@ def _unordered(backend: BackendChoice, tasks: list[PointTask], shared: Any) -> I
     single_threaded = threading.active_count() == 1
     method = "fork" if single_threaded and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_install_shared, initargs=(shared,))
+                               initializer=init_worker, initargs=worker_initargs(_install_shared, shared))
+    interrupted = True
     try:
         from concurrent.futures import as_completed
 
         futures = {pool.submit(_evaluate_in_worker, task): task for task in tasks}
         for future in as_completed(futures):
             yield _result_of(future, futures[future])
+        interrupted = False
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop_pool(pool, interrupted)
 
 
 def _result_of(future: Any, task: PointTask) -> PointResult:
