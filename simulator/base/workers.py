@@ -58,10 +58,19 @@ def stop_pool(pool: Any, interrupted: bool) -> None:
     if not interrupted:
         pool.shutdown(wait=True, cancel_futures=True)
         return
-    processes = list(getattr(pool, "_processes", {}).values())   # private, but the only handle on them
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=5)
+    processes = list((getattr(pool, "_processes", None) or {}).values())   # private, but the only handle on them
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None   # a second Ctrl-C
+    try:                                                                                   # must not cut this short
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.console import progress
+from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR
 from .options import density, positive_int
@@ -143,11 +143,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.trace:
         from ..engine.core import recording
 
-        with recording() as calls:
-            result = run(profile, workload, options, progress=progress)
+        with recording() as calls, Bar() as bar:
+            result = run(profile, workload, options, progress=bar)
     else:
-        result = run(profile, workload, options, progress=progress)
-    progress("")
+        with Bar() as bar:
+            result = run(profile, workload, options, progress=bar)
     print(render(result))
     from ..output.steptrace import memory_lines, variant_events
 
@@ -174,8 +174,8 @@ def _train(profile: "HardwareProfile", workload: "Workload", options: "RunOption
 
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
-    result = run(profile, workload, options, progress=progress)
-    progress("")
+    with Bar() as bar:
+        result = run(profile, workload, options, progress=bar)
     print(render_training(result))
     if args.json:
         write_json(result, args.json)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
+from ..base.console import expect
 from ..base.paths import DATA_DIR
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork, simulate
@@ -140,6 +141,7 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
     groups = sorted({(c.platform, c.batch, c.format) for c in cells})
     workers = workers or min(len(groups), os.cpu_count() or 1)
     works: dict[tuple, LayerWork] = {}
+    expect(progress, len(groups))
     if workers <= 1:
         results = (_group_works(profile, workload, batch, fmt) for _, batch, fmt in groups)
     else:
@@ -233,6 +235,9 @@ def _loss(results: list[CellResult]) -> float:
     return float(np.mean([abs(math.log(r.predicted_s / r.cell.published_s)) for r in results]))
 
 
+FIT_EVALUATIONS = 400   # per starting point of the Nelder-Mead search
+
+
 def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWork],
         progress: Callable[[str], None] = lambda _: None) -> Rates:
     """Fit the rates on ``cells`` (Nelder-Mead on log-parameters, from the profile's values)."""
@@ -267,6 +272,7 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
                      float(v[n + 1]), int(round(v[n + 2])))
 
     history: list[float] = []
+    expect(progress, len(starts) * FIT_EVALUATIONS // 25)    # at most: a search may converge sooner
 
     def objective(x: np.ndarray) -> float:
         loss = _loss(predict(rates(x).apply(profile), cells, works))
@@ -276,7 +282,7 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
         return loss
 
     best = min((minimize(objective, x0, method="Nelder-Mead",
-                         options={"maxfev": 400, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
+                         options={"maxfev": FIT_EVALUATIONS, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
                 for x0 in starts), key=lambda r: r.fun)
     fitted = rates(best.x)
     fitted.history = history
@@ -365,6 +371,7 @@ def compare(profiles: dict[str, HardwareProfile], workload: Workload, do_fit: bo
     for platform in profiles:
         summaries.append(summarize(platform, [r for r in results if r.cell.platform == platform]))
     if eie_profile is not None:
+        expect(progress, 1)
         progress("EIE: PE-array model")
         rows = eie_rows(eie_profile, workload)
         results.extend(rows)
