@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR
-from .options import density, positive_int
+from .options import check_output_dirs, density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
     from ..hardware.profile import HardwareProfile
@@ -77,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
+    check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(args.profile)
     run_density = args.density
