@@ -21,6 +21,11 @@ def set_quiet(quiet: bool) -> None:
     _quiet = bool(quiet)
 
 
+def is_quiet() -> bool:
+    """Whether ``--quiet`` was given."""
+    return _quiet
+
+
 def showing() -> bool:
     """Whether progress is shown: stderr is a terminal and ``--quiet`` was not given."""
     return not _quiet and sys.stderr.isatty()
