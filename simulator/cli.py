@@ -10,7 +10,8 @@ import importlib
 import sys
 from typing import NoReturn, Optional, Sequence
 
-from .base.console import progress
+from .base.budget import set_max_memory
+from .base.console import end_progress, set_quiet
 from .base.errors import OptionError, SimulatorError
 from .base.version import TOOL_NAME, __version__
 from .commands import COMMANDS
@@ -32,22 +33,54 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).register(subparsers)
+    # the global flags, accepted before the command and after it
+    _global_flags(parser, argparse.SUPPRESS)
+    for command in subparsers.choices.values():
+        _global_flags(command, argparse.SUPPRESS)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point; returns the exit status."""
-    args = build_parser().parse_args(argv)
+def _max_memory(text: str) -> int:
+    from .base.units import UnitError, parse_bytes
+
     try:
+        value = parse_bytes(text)
+    except UnitError as err:
+        raise argparse.ArgumentTypeError(f"--max-memory: {err}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"--max-memory must be a positive size such as '4 GiB', got {text!r}")
+    return value
+
+
+def _global_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--quiet", "-q", action="store_true", default=default,
+                        help="no progress bars or messages on stderr (they are off anyway when stderr is not a "
+                             "terminal); errors are still printed")
+    parser.add_argument("--max-memory", metavar="SIZE", type=_max_memory, default=default,
+                        help="refuse work estimated to need more memory than SIZE (e.g. '4 GiB'); default: the "
+                             "memory available now")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Entry point; returns the exit status (2: bad input, 130: interrupted by Ctrl-C)."""
+    try:
+        args = build_parser().parse_args(argv)
+        set_quiet(getattr(args, "quiet", False))
+        set_max_memory(getattr(args, "max_memory", None))
         return args.handler(args)
     except SimulatorError as err:
-        progress("")
+        end_progress()
         print(f"error: {err.spelled(flag_of) if isinstance(err, OptionError) else err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        # worker processes ignore SIGINT; the pools were shut down on the way here
+        end_progress()
         print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # the reader (head, less) went away: not an error of ours
         sys.stderr.close()
         return 0
+    finally:
+        set_quiet(False)
+        set_max_memory(None)

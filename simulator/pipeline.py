@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence
 
+from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
 from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
@@ -37,6 +39,7 @@ from .engine.results import RunResult, VariantResult
 from .engine.training import Mode, Optimizer, train
 from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
+from .memory.estimate import check_run_memory
 from .memory.traffic import CoreView, LayerTraffic, workload_traffic
 from .model.workload import Workload
 
@@ -112,6 +115,7 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     The result depends on the profile's cache geometry and cores only, not on its rates, so
     calibration can re-time it under other rates with :func:`simulator.engine.core.simulate` alone.
     """
+    expect(progress, 2 + len(workload.layers))
     traffic, view = _traffic(profile, workload, fmt, options, progress)
     works = []
     for t in traffic:
@@ -137,6 +141,7 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
             start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
             layers.append(replace(result, start_s=start))
     else:
+        expect(progress, 2 + options.repeat + 1)
         traffic, view = _traffic(profile, workload, fmt, options, progress)
         hierarchy = cache_hierarchy(profile, view.cores)
         outcomes = []
@@ -189,6 +194,7 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
                           "time; use {batch} 1")
     if options.density is not None:
         workload = workload.with_density(options.density)
+    expect(progress, 1)
     progress("sparse engine: encoding and PE-array model")
     pairs = eie_works(profile, workload, options.seed)
     layers = simulate(profile, [work for work, _ in pairs])
@@ -214,6 +220,7 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     if options.density is not None:
         raise OptionError("density", f"{profile.name} computes dense weights (its array does "
                           "not skip zeros), so pruning would not change its time")
+    expect(progress, 1)
     progress("tiled engine: tilings and tile work")
     works = [work for work, _ in tiled_works(profile, workload, options.batch)]
     if options.repeat_mode is RepeatMode.LAYER:
@@ -237,24 +244,45 @@ def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats
     kernels, cache model) release the GIL. A timeline being recorded gets each variant's engine
     calls in variant order, as if they had run one after the other."""
     outer = current_recording()
+    stop = threading.Event()
+
+    def steps(message: str) -> None:
+        if stop.is_set():              # Ctrl-C in the main thread: end this variant at its next step
+            raise _Stopped
+        progress(message)
+
+    steps.expect = lambda n: expect(progress, n)      # type: ignore[attr-defined]
 
     def one(fmt: StorageFormat) -> tuple[VariantResult, list]:
         if outer is None:
-            return simulate_variant(profile, workload, fmt, options, progress), []
+            return simulate_variant(profile, workload, fmt, options, steps), []
         with recording() as calls:
-            return simulate_variant(profile, workload, fmt, options, progress), calls
+            return simulate_variant(profile, workload, fmt, options, steps), calls
 
-    with ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1)) as pool:
+    pool = ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1))
+    try:
         done = list(pool.map(one, formats))
+    except BaseException:
+        stop.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if outer is not None:
         for _, calls in done:
             outer.extend(calls)
     return [variant for variant, _ in done]
 
 
+class _Stopped(Exception):
+    """Raised in a variant's thread to end it after the main thread was interrupted."""
+
+
 def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunOptions(),
         progress: Callable[[str], None] = lambda _: None) -> RunResult:
     """Simulate every requested variant of ``workload`` on ``profile``."""
+    cache_path = profile.sparse_engine is None and profile.tiled_engine is None
+    check_run_memory(profile, workload, options.formats if options.mode is Mode.INFER else (StorageFormat.DENSE,),
+                     options.batch, options.density, traces=cache_path)     # before anything is allocated
     if options.mode is Mode.TRAIN:
         return _train(profile, workload, options, progress)
     check_formats(profile, workload, options)

@@ -15,7 +15,7 @@ import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from . import units
-from .errors import ConfigError
+from .errors import ConfigError, quote
 from .yamlio import field_path
 
 M = TypeVar("M", bound=BaseModel)
@@ -111,7 +111,7 @@ def _message(root: type[BaseModel], error: dict[str, Any]) -> str:
         if message.startswith(prefix):
             message = message[len(prefix):]
     if kind not in ("value_error", "assertion_error") and "input" in error:
-        message = f"{error['input']!r}: {message}"
+        message = f"{quote(error['input'])}: {message}"
     return message
 
 

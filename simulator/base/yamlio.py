@@ -1,6 +1,9 @@
 """Safe YAML reading shared by every input file (profiles, workloads, schedules).
 
-Only ``yaml.safe_load`` is used: a file can never construct Python objects or run code.
+Only the safe loader is used: a file can never construct Python objects or run code. A hostile
+file cannot exhaust the machine either: the file size, the nesting depth and the number of values
+after expanding aliases (an "alias bomb" of 1 KB expands to billions) are capped, and a file over
+a cap is refused with one line before anything is built from it.
 """
 
 from __future__ import annotations
@@ -9,28 +12,128 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
+from yaml.nodes import MappingNode, Node, SequenceNode
 
 from .errors import ConfigError
 
+#: the largest YAML input read (the shipped files are a few KB; a 100-layer workload about 10 KB).
+#: PyYAML's pure-Python parser (the one whose depth can be capped) reads about 0.5 MB/s on a busy
+#: core, so this bounds the time to refuse a file as well as its memory.
+MAX_YAML_BYTES = 1024 * 1024
+#: the deepest nesting of lists and mappings (the schemas need about 5)
+MAX_YAML_DEPTH = 64
+#: the most values (scalars, lists, mappings) a file may hold once every alias is expanded
+MAX_YAML_VALUES = 500_000
 
-def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
-    """Load ``path`` as a YAML mapping, or raise :class:`ConfigError` naming the file."""
+
+def read_limited(path: str | Path, limit_bytes: int, what: str) -> bytes:
+    """The bytes of ``path``, refused (one line naming the file) when it is no regular file
+    or holds more than ``limit_bytes``: checked before reading, and again while reading
+    (``/dev/zero`` and pipes report no size)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise ConfigError(str(path), "", f"is a directory, expected a {what}")
+        size = path.stat().st_size
+        if size > limit_bytes:
+            raise ConfigError(str(path), "", f"is {size:,} bytes, more than the {limit_bytes:,} a {what} may have")
+        with path.open("rb") as handle:
+            data = handle.read(limit_bytes + 1)
     except FileNotFoundError:
         raise ConfigError(str(path), "", "no such file") from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), "", "is a directory, expected a YAML file") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(str(path), "", f"cannot be read ({err.__class__.__name__}: {err})") from None
+    except OSError as err:
+        raise ConfigError(str(path), "", f"cannot be read ({err.__class__.__name__}: {err.strerror or err})") from None
+    if len(data) > limit_bytes:
+        raise ConfigError(str(path), "", f"holds more than the {limit_bytes:,} bytes a {what} may have")
+    return data
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """The safe loader with a nesting-depth cap (a list nested 100,000 deep would otherwise
+    end in a RecursionError inside the composer)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        self.depth += 1
+        try:
+            if self.depth > MAX_YAML_DEPTH:
+                raise ComposerError(None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_values(root: Node) -> int | None:
+    """How many values the document holds with every alias expanded (a shared node counts once
+    per reference), stopping once past the cap; None when an alias sits inside its own anchor.
+    Linear in the composed (unexpanded) nodes."""
+    counts: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in counts:
+            continue
+        if isinstance(node, SequenceNode):
+            children = node.value
+        elif isinstance(node, MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            counts[key] = 1
+            continue
+        if children_done:
+            open_nodes.discard(key)
+            counts[key] = min(1 + sum(counts[id(child)] for child in children), MAX_YAML_VALUES + 1)
+            continue
+        if key in open_nodes:
+            return None      # an alias inside its own anchor: infinitely large
+        open_nodes.add(key)
+        stack.append((node, True))
+        for child in children:
+            if id(child) in open_nodes:
+                return None
+            if id(child) not in counts:
+                stack.append((child, False))
+    return counts[id(root)]
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Parse YAML text safely, within the depth and expanded-size caps; errors name ``source``."""
+    loader = _BoundedLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        values = _expanded_values(node)
+        if values is None:
+            raise ConfigError(source, "", "an alias refers to its own anchor (an infinitely deep value)")
+        if values > MAX_YAML_VALUES:
+            raise ConfigError(source, "", f"holds more than {MAX_YAML_VALUES:,} values once its aliases are "
+                                          "expanded (an alias bomb?)")
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ConfigError(str(path), where, f"not valid YAML: {problem}") from None
+        raise ConfigError(source, where, f"not valid YAML: {problem}") from None
+    finally:
+        loader.dispose()
+
+
+def read_yaml_mapping(path: str | Path) -> dict[str, Any]:
+    """Load ``path`` as a YAML mapping, or raise :class:`ConfigError` naming the file."""
+    raw = read_limited(path, MAX_YAML_BYTES, "YAML file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(str(path), "", f"cannot be read (not UTF-8 text at byte {err.start})") from None
+    data = load_yaml_text(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(str(path), "", f"expected a YAML mapping at the top, got {type(data).__name__}")
     return data

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..base.errors import ConfigError
 from ..base.paths import find_profile
+from .options import check_output_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +34,7 @@ def _cachesim(args: argparse.Namespace) -> int:
 
     if args.json and not (Path(args.json).parent if str(Path(args.json).parent) else Path(".")).is_dir():
         raise ConfigError("command line", "--json", f"{args.json}: directory {Path(args.json).parent} does not exist")
+    check_output_dirs(args, "json")
     curves_path = check_curves_path(args.mrc)
     profile = load_profile(find_profile(args.profile))
     trace = load_trace(args.trace)

@@ -40,8 +40,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not out.resolve().parent.is_dir():
         raise ConfigError("command line", "--out", f"{args.out}: its directory does not exist")
-    from ..measure.calibrate import (MAX_ROUNDS, SETTLE_TOLERANCE, build_profile, measure, read_cpu_info,
-                                     read_sysfs_caches, write_profile)
+    from ..measure.calibrate import (
+        MAX_ROUNDS,
+        SETTLE_TOLERANCE,
+        build_profile,
+        measure,
+        read_cpu_info,
+        read_sysfs_caches,
+        write_profile,
+    )
 
     caches = read_sysfs_caches()
     cpu = read_cpu_info()

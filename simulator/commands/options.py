@@ -36,8 +36,11 @@ def check_output_dirs(args: argparse.Namespace, *flags: str) -> None:
     """Refuse, before any work, an output file (``--json``, ``--plot`` ...) whose folder is missing."""
     for flag in flags:
         target = getattr(args, flag, None)
+        if target and Path(target).is_dir():
+            raise ConfigError("command line", f"--{flag.replace('_', '-')}", f"{target}: is a directory, expected "
+                                                                             "a file name")
         if target and not Path(target).resolve().parent.is_dir():
-            raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
+            raise ConfigError("command line", f"--{flag.replace('_', '-')}", f"{target}: its directory does not exist")
 
 
 def flag_of(option: str) -> str:

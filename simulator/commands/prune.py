@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..base.console import progress
+from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import find_workload
 from .options import positive_int
@@ -60,11 +60,14 @@ def _prune(args: argparse.Namespace) -> int:
     else:
         workload_path = find_workload(args.workload)
         workload = load_workload(workload_path)
+        from ..memory.estimate import check_weight_memory
+
+        check_weight_memory(workload)    # before a weight is drawn
         model, arch = args.workload, workload_path.stem   # file name = Distiller's arch name
         tree = ParameterTree(workload_parameters(workload, args.seed))
         state = {}
-    result = apply_schedule(schedule, tree, model, args.epochs, progress=progress)
-    progress("")
+    with Bar("step") as bar:
+        result = apply_schedule(schedule, tree, model, args.epochs, progress=bar)
     warning = schedule.warning()   # after the schedule applied, so that an error stays one line
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -7,10 +7,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..base.console import progress
+from ..base.console import Bar, progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
-from .options import density, positive_int
+from .options import check_output_dirs, density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
     from ..hardware.profile import HardwareProfile
@@ -81,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
+    check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
     run_density = args.density
@@ -152,12 +153,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.trace:
         from ..engine.core import recording
 
-        with recording() as calls:
-            result = run(profile, workload, options, progress=progress)
+        with recording() as calls, Bar() as bar:
+            result = run(profile, workload, options, progress=bar)
     else:
-        result = run(profile, workload, options, progress=progress)
+        with Bar() as bar:
+            result = run(profile, workload, options, progress=bar)
     result = replace(result, notes=result.notes + notes)
-    progress("")
     print(render(result))
     from ..output.steptrace import memory_lines, variant_events
 
@@ -225,8 +226,8 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions, ar
 
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
-    result = run(profile, workload, options, progress=progress)
-    progress("")
+    with Bar() as bar:
+        result = run(profile, workload, options, progress=bar)
     print(render_training(result))
     if args.json:
         write_json(result, args.json)

@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 
-from ..base.console import progress
+from ..base.console import is_quiet, progress, showing
 from ..base.errors import ConfigError
 from ..base.paths import find_profile, find_workload
 from .options import positive_int
@@ -92,7 +92,8 @@ class _Progress:
     def __init__(self, total: int, labels: dict[int, str]) -> None:
         self.labels = labels
         self.bar = None
-        if sys.stderr.isatty() and total:
+        self.quiet = is_quiet()
+        if showing() and total:
             from tqdm import tqdm
 
             tqdm.monitor_interval = 0   # no monitor thread: the sweep may fork worker processes
@@ -108,7 +109,7 @@ class _Progress:
             self.bar.update(1)
             if result.error:
                 self.bar.write(line)
-        else:
+        elif not self.quiet or result.error:    # off a terminal, a log line per point (--quiet: failures only)
             print(f"[{done}/{total}] {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:

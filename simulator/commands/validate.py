@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..base.console import progress
+from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
 from .options import check_output_dirs
@@ -41,9 +41,9 @@ def _validate(args: argparse.Namespace) -> int:
 
     profiles = {platform: load_profile(HWPROFILES_DIR / name) for platform, name in PLATFORM_PROFILES.items()}
     workload = load_workload(WORKLOADS_DIR / "eie.yaml")
-    comparison = compare(profiles, workload, do_fit=args.fit, progress=progress,
-                         eie_profile=load_profile(HWPROFILES_DIR / EIE_PROFILE), fit_on_all=args.fit_on == "all")
-    progress("")
+    with Bar("step") as bar:
+        comparison = compare(profiles, workload, do_fit=args.fit, progress=bar,
+                             eie_profile=load_profile(HWPROFILES_DIR / EIE_PROFILE), fit_on_all=args.fit_on == "all")
     print(render(comparison))
     if args.json:
         write_json_document(comparison.to_json(), args.json, "json")

@@ -40,6 +40,7 @@ import torch
 from pydantic import Field, model_validator
 from torch.nn.utils import prune
 
+from ..base.console import expect
 from ..base.errors import ConfigError
 from ..base.schema import PositiveInt, Strict, validate
 from ..base.yamlio import read_yaml_mapping
@@ -78,6 +79,8 @@ class PrunerClass(str, enum.Enum):
 Sparsity = Annotated[float, Field(ge=0, le=1)]
 NonNegative = Annotated[float, Field(ge=0)]
 Epoch = Annotated[int, Field(strict=True, ge=0)]
+#: the most epochs one policy may run at (Distiller schedules use a few hundred)
+MAX_POLICY_EPOCHS = 100_000
 GroupName = Literal["Filters", "3D", "Channels", "Rows"]
 
 
@@ -233,6 +236,15 @@ class PolicySpec(Strict):
         elif any(v is None for v in window):
             missing = [n for n, v in zip(("starting_epoch", "ending_epoch", "frequency"), window) if v is None]
             raise ValueError(f"missing {', '.join(missing)} (or give an epochs list)")
+        else:
+            if self.ending_epoch <= self.starting_epoch:
+                raise ValueError(f"ending_epoch {self.ending_epoch} must come after starting_epoch "
+                                 f"{self.starting_epoch} (the window is range(starting_epoch, ending_epoch))")
+            if (self.ending_epoch - self.starting_epoch) // self.frequency > MAX_POLICY_EPOCHS:
+                raise ValueError(f"starting_epoch {self.starting_epoch} to ending_epoch {self.ending_epoch} every "
+                                 f"{self.frequency} is more than {MAX_POLICY_EPOCHS:,} epochs")
+        if self.epochs is not None and len(self.epochs) > MAX_POLICY_EPOCHS:
+            raise ValueError(f"more than {MAX_POLICY_EPOCHS:,} epochs")
         return self
 
     @property
@@ -544,6 +556,9 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
     weights = {name: tree.current(name).clone() for name in tree.names}
     masks = {name: m for name in tree.names if (m := tree.mask(name)) is not None}
     last = schedule.last_epoch if epochs is None else epochs - 1
+    if last + 1 > MAX_POLICY_EPOCHS:
+        raise ConfigError("command line", "--epochs", f"{last + 1:,} epochs is more than {MAX_POLICY_EPOCHS:,}")
+    expect(progress, sum(len(schedule.due(epoch)) for epoch in range(last + 1)))
     steps: list[PruneStep] = []
     for epoch in range(last + 1):
         decided: dict[str, tuple[torch.Tensor, str, Optional[float]]] = {}

@@ -1149,7 +1149,7 @@ class Notes:
         self.sources: dict[str, str] = {} if sources is None else sources
         self.fitted: dict[str, str] = {} if fitted is None else fitted
 
-    def under(self, prefix: str) -> "Notes":
+    def under(self, prefix: str) -> Notes:
         """The same notes, with paths under ``prefix``."""
         return Notes(self.how, self._path(prefix), self.sources, self.fitted)
 
@@ -1268,7 +1268,7 @@ def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fi
         last = i == len(caches) - 1
         latency = m.cache_latency_s.get(c.level, 0.0)
         at.source("ways", f"sysfs {SYSFS_CACHE}/index*/ (level {c.level})")
-        at.measured("latency", f"dependent pointer chase over half the level (its measured size)"
+        at.measured("latency", "dependent pointer chase over half the level (its measured size)"
                     + _settled(m, f"{name} latency (half)"))
         if last:
             size, replacement, bandwidth = fits.llc.size_bytes, fits.llc.replacement, fits.llc.in_cache_bytes_per_s

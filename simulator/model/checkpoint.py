@@ -36,7 +36,8 @@ import numpy as np
 import torch
 
 from ..base.atomicfile import write_atomically
-from ..base.errors import ConfigError
+from ..base.budget import check_memory
+from ..base.errors import ConfigError, quote
 from ..base.paths import WORKLOADS_DIR
 from .parameters import NameIndex, is_parameter_name
 from .workload import DType, LayerKind, Workload, load_workload_spec, resolve
@@ -145,6 +146,8 @@ def _load_error(err: Exception) -> str:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load a Distiller (or plain torch) checkpoint without running code from it."""
     source = str(path)
+    if Path(path).is_file():    # the loaded tensors take at least the file's bytes
+        check_memory(Path(path).stat().st_size, "loading it", source, "")
     try:
         with torch.serialization.safe_globals([(cls, name) for name, cls in ALLOWED.items()]):
             data = torch.load(source, map_location="cpu", weights_only=True)
@@ -173,7 +176,10 @@ def _checked(data: Any, source: str) -> Checkpoint:
         raise ConfigError(source, "state_dict", "expected a non-empty mapping of names to tensors")
     for name, value in state.items():
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
-            raise ConfigError(source, f"state_dict[{name!r}]", f"expected a tensor, got {type(value).__name__}")
+            raise ConfigError(source, f"state_dict[{quote(name)}]", f"expected a tensor, got {type(value).__name__}")
+        _check_tensor(value, source, f"state_dict[{quote(name)}]")
+    check_memory(sum(t.numel() * t.element_size() for t in state.values()) * 3, "its tensors (loaded, masked, "
+                 "encoded)", source, "state_dict")
     arch = data.get("arch")
     if arch is not None and not isinstance(arch, str):
         raise ConfigError(source, "arch", f"expected a string, got {type(arch).__name__}")
@@ -187,6 +193,23 @@ def _checked(data: Any, source: str) -> Checkpoint:
     known = {"state_dict", "arch", "epoch", "compression_sched", "thinning_recipes"}
     other = {k: v for k, v in data.items() if k not in known}
     return Checkpoint(source, arch, epoch, OrderedDict(state), masks, tuple(recipes), other)
+
+
+def _check_tensor(tensor: torch.Tensor, source: str, where: str) -> None:
+    """Refuse a tensor with no elements along a dimension (a (0, 64) weight leaves nothing to
+    simulate) or one that claims more elements than its storage holds (a stride-0 view of a few
+    bytes can declare 64 GB, and would be materialised by the first operation on it)."""
+    if tensor.dim() and 0 in tensor.shape:
+        raise ConfigError(source, where, f"shape {tuple(tensor.shape)} has no elements")
+    if tensor.numel() == 0:
+        return
+    reach = tensor.storage_offset() + 1 + sum((size - 1) * abs(stride) for size, stride in
+                                              zip(tensor.shape, tensor.stride()))
+    storage = tensor.untyped_storage().nbytes() // max(tensor.element_size(), 1)
+    overlapping = any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride()))
+    if reach > storage or overlapping or tensor.numel() > storage:
+        raise ConfigError(source, where, f"shape {tuple(tensor.shape)} claims {tensor.numel():,} elements but its "
+                          f"storage holds {storage:,} (a view with repeated or out-of-range strides)")
 
 
 def _masks(sched: Any, state: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -205,6 +228,7 @@ def _masks(sched: Any, state: Mapping[str, torch.Tensor], source: str) -> dict[s
         where = f"compression_sched.masks_dict[{name!r}]"
         if not isinstance(mask, torch.Tensor):
             raise ConfigError(source, where, f"expected a tensor or None, got {type(mask).__name__}")
+        _check_tensor(mask, source, where)
         actual = index.resolve(str(name))
         if actual is None:
             raise ConfigError(source, where, f"{index.why_not(str(name))} in state_dict")

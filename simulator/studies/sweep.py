@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from ..base import units
-from ..base.errors import ConfigError, OptionError, SimulatorError
-from ..base.yamlio import read_yaml_mapping
+from ..base.errors import ConfigError, OptionError, SimulatorError, quote
+from ..base.workers import init_worker, stop_pool, worker_initargs
+from ..base.yamlio import load_yaml_text, read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..engine.results import RunResult
 from ..hardware.fieldpaths import assign, leaf_paths, navigate
@@ -245,6 +245,9 @@ def parse_values(text: str) -> list[Any]:
     stop, q_stop = _number_or_quantity(match["stop"])
     step, q_step = _number_or_quantity(match["step"])
     geometric = match["op"] in "x*"
+    for name, value in (("start", start), ("stop", stop), ("step", step)):
+        if not math.isfinite(value):
+            raise units.UnitError(f"{quote(text)}: the {name} must be a finite number, got {quote(match[name].strip())}")
     if q_start is not q_stop:
         raise units.UnitError(f"{text!r}: start and stop are different kinds of quantity")
     if q_step is not None and (geometric or q_step is not q_start):
@@ -254,17 +257,14 @@ def parse_values(text: str) -> list[Any]:
         if start <= 0 or stop <= 0 or step <= 0 or step == 1:
             raise units.UnitError(f"{text!r}: a geometric range needs positive ends and a factor other than 1")
         if (stop - start) * (step - 1) < 0:
-            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} "
-                                  f"to {match['stop']}")
-        count = int(math.floor(math.log(stop / start) / math.log(step) + 1e-9)) + 1
-        raw = [start * step ** i for i in range(min(count, MAX_POINTS + 1))]
+            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} to {match['stop']}")
+        count = _count(text, math.log(stop / start) / math.log(step))
+        raw = [start * step ** i for i in range(count)]
     else:
         if step == 0 or (stop - start) * step < 0:
             raise units.UnitError(f"{text!r}: step {match['step']} never gets from {match['start']} to {match['stop']}")
-        count = int(math.floor((stop - start) / step + 1e-9)) + 1
-        raw = [start + i * step for i in range(min(count, MAX_POINTS + 1))]
-    if len(raw) > MAX_POINTS:
-        raise units.UnitError(f"{text!r}: more than {MAX_POINTS} values")
+        count = _count(text, (stop - start) / step)
+        raw = [start + i * step for i in range(count)]
     integral = q_start is None and all(_is_integer_text(match[k]) for k in ("start", "stop", "step"))
     values = []
     for value in raw:
@@ -275,11 +275,18 @@ def parse_values(text: str) -> list[Any]:
     return values
 
 
+def _count(text: str, steps: float) -> int:
+    """How many values a range of ``steps`` steps has, refused past :data:`MAX_POINTS` before any is built."""
+    if not math.isfinite(steps) or steps + 1 > MAX_POINTS:
+        raise units.UnitError(f"{quote(text)}: more than {MAX_POINTS:,} values")
+    return int(math.floor(steps + 1e-9)) + 1
+
+
 def _scalar(item: str) -> Any:
     """A list item as YAML would read it (``4`` -> 4, ``0.5`` -> 0.5, ``16 KiB`` stays a string)."""
     try:
-        value = yaml.safe_load(item)
-    except yaml.YAMLError:
+        value = load_yaml_text(item, CLI)
+    except ConfigError:
         return item
     return value if isinstance(value, (int, float, str, bool)) else item
 
@@ -378,9 +385,10 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         seen.add(axis.field)
     if "batch" in seen and batch != 1:
         raise OptionError("batch", "conflicts with {set} batch=...")
+    points = math.prod(len(axis.values) for axis in axes)    # counted before the grid is built
+    if points > MAX_POINTS:
+        raise OptionError("set", f"the grid has {points:,} points, more than {MAX_POINTS:,}")
     combos = list(itertools.product(*(axis.values for axis in axes)))
-    if len(combos) > MAX_POINTS:
-        raise OptionError("set", f"the grid has {len(combos)} points, more than {MAX_POINTS}")
     points = []
     for index, combo in enumerate(combos):
         data = copy.deepcopy(mapping)
@@ -534,15 +542,17 @@ def _unordered(backend: BackendChoice, tasks: list[PointTask], shared: Any) -> I
     single_threaded = threading.active_count() == 1
     method = "fork" if single_threaded and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
-                               initializer=_install_shared, initargs=(shared,))
+                               initializer=init_worker, initargs=worker_initargs(_install_shared, shared))
+    interrupted = True
     try:
         from concurrent.futures import as_completed
 
         futures = {pool.submit(_evaluate_in_worker, task): task for task in tasks}
         for future in as_completed(futures):
             yield _result_of(future, futures[future])
+        interrupted = False
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        stop_pool(pool, interrupted)
 
 
 def _result_of(future: Any, task: PointTask) -> PointResult:

@@ -4,19 +4,31 @@ CSV is appended to directly, one flush (and fsync) per point. Parquet files cann
 to, so a parquet sweep appends to a CSV journal beside it and writes the parquet file when the
 sweep ends. ``NAME.sweep.json`` beside the file records what the sweep was made from, so that
 resuming never mixes the rows of two different sweeps.
+
+Safety: a sweep holds an exclusive lock on ``NAME.lock`` while its store is open, so a second
+sweep on the same file is refused rather than duplicating every row (the kernel drops the lock
+when the process dies, however it dies). Resuming checks every line: a cell that is not what its
+column holds, or a line of the wrong length, is refused with its line number; only a last line
+cut short by a crash (no final line break) is dropped, and its point runs again.
 """
 
 from __future__ import annotations
 
 import csv
 import enum
+import io
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from ..base.errors import OptionError
+from ..base.errors import OptionError, clip, quote
 from .sweep import INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
+
+try:
+    import fcntl
+except ImportError:   # pragma: no cover - Windows locks with msvcrt
+    fcntl = None
 
 if TYPE_CHECKING:
     import pandas
@@ -55,7 +67,20 @@ class ResultStore:
         partial = self.path.with_name(self.path.name + ".partial.csv")
         self.journal = self.path if self.format is ResultFormat.CSV else partial
         self.meta = self.path.with_name(self.path.name + ".sweep.json")
-        self._load_existing()
+        self._lock = _lock(self.path)
+        try:
+            self._load_existing()
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self) -> None:
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
+            lock.close()      # closing the file releases the lock
+
+    def __del__(self) -> None:
+        self._unlock()
 
     # reading back
 
@@ -70,17 +95,23 @@ class ResultStore:
         try:
             recorded = json.loads(self.meta.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
-            raise OptionError("out", f"{self.meta}: cannot be read ({err})") from None
+            raise OptionError("out", f"{self.meta}: cannot be read ({clip(str(err), 120)})") from None
+        if not isinstance(recorded, dict):
+            raise OptionError("out", f"{self.meta}: not a sweep's record (expected a JSON object)")
         differs = [k for k, v in self.plan.fingerprint.items() if recorded.get(k) != v]
         if differs:
             raise OptionError("out", f"{self.path} holds a different sweep ({', '.join(differs)} "
                                             "differ); remove it or choose another file")
         axes = [a.column for a in self.plan.axes]
         for path in existing:
-            records = self._read_parquet(path) if path.suffix == ".parquet" else self._read_csv(path)
+            torn = False
+            if path.suffix == ".parquet":
+                records = self._read_parquet(path)
+            else:
+                records, torn = self._read_csv(path)
             rows = [SweepRow.from_record(record, axes, self.plan.levels) for record in records]
             complete = self._complete(rows)
-            if len(complete) < len(rows) and path == self.journal:
+            if (torn or len(complete) < len(rows)) and path == self.journal:
                 self._rewrite(complete)   # drop a point cut short, so that it runs again
             for row in complete:
                 self._add(row)
@@ -113,34 +144,88 @@ class ResultStore:
         record = row.record(self.plan.levels)
         return [format_cell(record.get(c)) for c in self.columns]
 
-    def _read_csv(self, path: Path) -> list[dict[str, Any]]:
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            if reader.fieldnames != self.columns:
+    def _read_csv(self, path: Path) -> tuple[list[dict[str, Any]], bool]:
+        """The typed records of a CSV results file, and whether its last line was torn."""
+        try:
+            raw = path.read_bytes()
+        except OSError as err:
+            raise OptionError("out", f"{path}: cannot be read ({err.strerror or err})") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            line = raw.count(b"\n", 0, err.start) + 1
+            raise OptionError("out", f"{path}: line {line}: not UTF-8 text; the file is damaged, "
+                                            "remove it or choose another file") from None
+        # a crash can cut the last line short: drop it (its point runs again) and no other
+        torn = bool(text) and not text.endswith("\n")
+        if torn:
+            text = text[: text.rfind("\n") + 1]
+        if not text:
+            return [], torn
+        reader = csv.reader(io.StringIO(text, newline=""))
+        try:
+            header = next(reader)
+            if header != self.columns:
                 raise OptionError("out", f"{path}: its columns are not this sweep's; remove it or choose "
                                                 "another file")
-            # a line cut short by an interrupted write is dropped: its point runs again
-            return [self._typed(r) for r in reader if None not in r.values() and None not in r]
+            return [self._typed(dict(zip(header, cells)), path, reader.line_num)
+                    for cells in reader if self._whole(cells, path, reader.line_num)], torn
+        except csv.Error as err:
+            raise OptionError("out", f"{path}: line {reader.line_num}: {err}; the file is damaged, "
+                                            "remove it or choose another file") from None
+
+    def _whole(self, cells: list[str], path: Path, line: int) -> bool:
+        if len(cells) != len(self.columns):
+            raise OptionError("out", f"{path}: line {line}: {len(cells)} cells, not {len(self.columns)}; "
+                                            "the file is damaged, remove it or choose another file")
+        return True
 
     def _read_parquet(self, path: Path) -> list[dict[str, Any]]:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError, ValueError) as err:
+            raise OptionError("out", f"{path}: not a readable parquet file ({clip(str(err), 120)}); "
+                                            "remove it or choose another file") from None
         if table.column_names != self.columns:
             raise OptionError("out", f"{path}: its columns are not this sweep's")
-        return table.to_pylist()
+        records = table.to_pylist()
+        for index, record in enumerate(records):
+            self._check_types(record, path, f"row {index + 1}")
+        return records
 
-    def _typed(self, record: dict[str, str]) -> dict[str, Any]:
+    def _check_types(self, record: dict[str, Any], path: Path, where: str) -> None:
+        """Refuse a parquet row whose cells are not of their columns' kinds."""
+        axes = {a.column for a in self.plan.axes}
+        for name, value in record.items():
+            if value is None or name in axes:
+                continue
+            kind = str if name in TEXT_COLUMNS else int if name in INT_COLUMNS else (int, float)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise OptionError("out", f"{path}: {where}: column {name} holds {quote(value)}, "
+                                                f"not {_KIND_NAMES[name in TEXT_COLUMNS, name in INT_COLUMNS]}")
+
+    def _typed(self, record: dict[str, str], path: Path, line: int) -> dict[str, Any]:
+        """A CSV line's cells typed by column; a cell that is not what its column holds is refused."""
+        axes = {a.column for a in self.plan.axes}
         out: dict[str, Any] = {}
         for name, text in record.items():
             if name in TEXT_COLUMNS:
                 out[name] = text
             elif text == "":
                 out[name] = None
-            elif name in INT_COLUMNS:
-                out[name] = int(text)
+            elif name in axes:
+                out[name] = _typed_number(text)     # a swept field may hold text ('16 KiB')
             else:
-                out[name] = _typed_number(text)
+                try:
+                    out[name] = int(text) if name in INT_COLUMNS else float(text)
+                except ValueError:
+                    kind = _KIND_NAMES[False, name in INT_COLUMNS]
+                    raise OptionError("out", f"{path}: line {line}: column {name} holds {quote(text)}, "
+                                                    f"not {kind}; the file is damaged, remove it or choose "
+                                                    "another file") from None
         return out
 
     def _add(self, row: SweepRow) -> None:
@@ -190,7 +275,14 @@ class ResultStore:
             raise OptionError("out", f"{self.journal}: cannot write ({err.strerror or err})") from None
 
     def close(self) -> None:
-        """Finish the file: close the CSV, or write the parquet file from everything recorded."""
+        """Finish the file: close the CSV, or write the parquet file from everything recorded;
+        then release the lock."""
+        try:
+            self._finish()
+        finally:
+            self._unlock()
+
+    def _finish(self) -> None:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
@@ -209,6 +301,40 @@ class ResultStore:
             raise OptionError("out", f"{self.path}: cannot write ({err.strerror or err})") from None
         if self.journal.exists():
             self.journal.unlink()
+
+
+_KIND_NAMES = {(True, False): "text", (False, True): "an integer", (False, False): "a number"}
+
+
+def _lock(path: Path) -> Any:
+    """An exclusive lock on ``NAME.lock`` beside the results file, or a :class:`ConfigError`
+    naming the process that holds it. The open lock file is the handle: closing it unlocks."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        handle = lock_path.open("a+", encoding="utf-8")
+    except OSError as err:
+        raise OptionError("out", f"{lock_path}: cannot be created ({err.strerror or err})") from None
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        else:   # pragma: no cover - Windows
+            import msvcrt
+
+            handle.seek(0)
+
+            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read(32).strip()
+        handle.close()
+        by = f" (process {holder})" if holder.isdigit() else ""
+        raise OptionError("out", f"{path} is being written by another sweep{by}; wait for it to "
+                                        "finish or choose another file") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _typed_number(text: str) -> Any:

@@ -17,6 +17,7 @@ with fields ``address`` and optionally ``is_write`` and ``core``.
 from __future__ import annotations
 
 import csv
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..base.errors import ConfigError, OptionError
+from ..base.budget import check_memory
+from ..base.errors import ConfigError, OptionError, clip
 from ..hardware.fieldpaths import level_path
 from ..hardware.profile import HardwareProfile, Replacement
-from ..memory.cache import HINT_OVERWRITE, HINT_STREAM
+from ..memory.cache import HINT_OVERWRITE, HINT_STREAM, MAX_ADDRESS
 from ..memory.mrc import MissRatioCurve, level_stream, miss_ratio_curve
 from ..pipeline import cache_hierarchy
 
@@ -74,6 +76,34 @@ def _flags(values: np.ndarray, source: str, what: str) -> np.ndarray:
     return flags.astype(bool)
 
 
+#: memory per access of a trace run: the loaded columns, their int64 / bool copies, and the cache
+#: model's per-access state (the same figure as a run's traces)
+TRACE_BYTES_PER_ACCESS = 48
+
+
+def _check_header(path: Path, source: str) -> None:
+    """Read the .npy header alone, and refuse a file whose declared array its bytes cannot hold
+    (a 100-byte file claiming 10^12 elements) or that would not fit in memory, before loading it."""
+    try:
+        with path.open("rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            shape, _, dtype = (np.lib.format.read_array_header_1_0(handle) if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0(handle))
+            data_start = handle.tell()
+    except (ValueError, OSError, EOFError) as err:
+        raise ConfigError(source, "", f"not a valid .npy file ({clip(str(err), 120)})") from None
+    if dtype.hasobject:
+        return    # refused by the load itself, with its own message
+    elements = math.prod(shape)
+    declared = elements * dtype.itemsize
+    held = path.stat().st_size - data_start
+    if declared > held:
+        raise ConfigError(source, "", f"its header declares shape {shape} ({declared:,} bytes) but the file holds "
+                                      f"{held:,} bytes of data (truncated or damaged)")
+    accesses = elements // max(1, shape[1] if len(shape) == 2 else 1)
+    check_memory(declared + accesses * TRACE_BYTES_PER_ACCESS, f"a trace of {accesses:,} accesses", source, "")
+
+
 def load_trace(path: str | Path) -> Trace:
     """Read and check a ``.npy`` trace (see the module docstring); errors are one ConfigError line."""
     source = str(path)
@@ -91,6 +121,7 @@ def load_trace(path: str | Path) -> Trace:
         raise ConfigError(source, "", "is an .npz archive of several arrays; save one array with numpy.save")
     if magic != b"\x93NUMPY":
         raise ConfigError(source, "", "not a valid .npy file (no NumPy header)")
+    _check_header(path, source)
     try:
         array = np.load(path, allow_pickle=False)
     except ValueError as err:
@@ -105,6 +136,10 @@ def load_trace(path: str | Path) -> Trace:
         if "address" not in names or array.ndim != 1:
             raise ConfigError(source, "", f"a structured trace needs a 1-D array with an 'address' field "
                                           f"(fields: {', '.join(names)})")
+        for name in names:
+            if array.dtype.fields[name][0].shape:
+                raise ConfigError(source, name, f"a sub-array field of shape {array.dtype.fields[name][0].shape}; "
+                                                "each field holds one value per access")
         addresses = _integers(array["address"], source, "address")
         writes = (_flags(array["is_write"], source, "is_write") if "is_write" in names
                   else np.zeros(addresses.size, dtype=bool))
@@ -126,6 +161,10 @@ def load_trace(path: str | Path) -> Trace:
                                       "(N, 4): address, is_write[, core[, hints]]")
     if addresses.size == 0:
         raise ConfigError(source, "", "the trace is empty")
+    if int(addresses.max()) > MAX_ADDRESS:
+        first = int(np.flatnonzero(addresses > MAX_ADDRESS)[0])
+        raise ConfigError(source, "address", f"{int(addresses[first])} at index {first} is beyond the simulated "
+                                             f"address space (addresses below 2^62)")
     return Trace(source, np.ascontiguousarray(addresses), np.ascontiguousarray(writes), np.ascontiguousarray(core),
                  None if hints is None else np.ascontiguousarray(hints))
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, Optional
 
 import numpy as np
 
+from ..base.console import expect
 from ..base.paths import DATA_DIR
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork, simulate
@@ -137,22 +138,27 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
     import os
     from concurrent.futures import ProcessPoolExecutor
 
+    from ..base.workers import init_worker, stop_pool, worker_initargs
+
     groups = sorted({(c.platform, c.batch, c.format) for c in cells})
     workers = workers or min(len(groups), os.cpu_count() or 1)
     works: dict[tuple, LayerWork] = {}
+    expect(progress, len(groups))
     if workers <= 1:
         results = (_group_works(profile, workload, batch, fmt) for _, batch, fmt in groups)
     else:
-        pool = ProcessPoolExecutor(max_workers=workers)
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=worker_initargs())
         results = pool.map(_group_works, *zip(*[(profile, workload, batch, fmt) for _, batch, fmt in groups]))
+    interrupted = True
     try:
         for (platform, batch, fmt), group in zip(groups, results):
             progress(f"{platform}: {fmt} batch {batch} done")
             for work in group:
                 works[(platform, batch, fmt, work.traffic.layer.name)] = work
+        interrupted = False
     finally:
         if workers > 1:
-            pool.shutdown()
+            stop_pool(pool, interrupted)
     return works
 
 
@@ -286,6 +292,9 @@ def _loss(results: list[CellResult]) -> float:
     return float(np.mean([abs(math.log(r.predicted_s / r.cell.published_s)) for r in results]))
 
 
+FIT_EVALUATIONS = 400   # per starting point of the Nelder-Mead search
+
+
 def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWork],
         progress: Callable[[str], None] = lambda _: None) -> Rates:
     """Fit the parameters on ``cells`` (Nelder-Mead on log-parameters, clipped to their bounds),
@@ -304,6 +313,7 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
         return Rates({p.path: float(round(val) if p.integer else val) for p, val in zip(parameters, v)}, parameters)
 
     history: list[float] = []
+    expect(progress, len(starts) * FIT_EVALUATIONS // 25)    # at most: a search may converge sooner
 
     def objective(x: np.ndarray) -> float:
         loss = _loss(predict(rates(x).apply(profile), cells, works))
@@ -313,7 +323,7 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
         return loss
 
     best = min((minimize(objective, x0, method="Nelder-Mead",
-                         options={"maxfev": 600, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
+                         options={"maxfev": FIT_EVALUATIONS, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
                 for x0 in starts), key=lambda r: r.fun)
     fitted = rates(best.x)
     fitted.history = history
@@ -399,6 +409,7 @@ def compare(profiles: dict[str, HardwareProfile], workload: Workload, do_fit: bo
     for platform in profiles:
         summaries.append(summarize(platform, [r for r in results if r.cell.platform == platform]))
     if eie_profile is not None:
+        expect(progress, 1)
         progress("EIE: PE-array model")
         rows = eie_rows(eie_profile, workload)
         results.extend(rows)

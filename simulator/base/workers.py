@@ -1,0 +1,76 @@
+"""Worker processes that behave: they ignore Ctrl-C (the parent alone reports it and shuts the
+pool down) and they exit when their parent dies, even by SIGKILL (a pool worker would otherwise
+wait on its queue forever)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable, Optional
+
+#: how often a worker checks that its parent is alive where the kernel cannot tell it
+PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), and poll as well: the
+    prctl setting is lost if the parent was already gone, and other systems have no prctl."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            PR_SET_PDEATHSIG = 1
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):   # no prctl: the watchdog below still works
+            pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:   # re-parented: the parent is gone
+                os._exit(1)
+            time.sleep(PARENT_POLL_S)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def init_worker(parent_pid: int, then: Optional[Callable[..., Any]] = None, *args: Any) -> None:
+    """Pool ``initializer``: ignore SIGINT, die with ``parent_pid``, then run ``then(*args)``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _exit_with_parent(parent_pid)
+    if then is not None:
+        then(*args)
+
+
+def worker_initargs(then: Optional[Callable[..., Any]] = None, *args: Any) -> tuple[Any, ...]:
+    """``initargs`` for :func:`init_worker` in a pool created by this process."""
+    return (os.getpid(), then, *args)
+
+
+def stop_pool(pool: Any, interrupted: bool) -> None:
+    """Shut a ``ProcessPoolExecutor`` down: wait for it normally; on an interruption (Ctrl-C, an
+    error) cancel what is queued and end the workers now rather than wait for their points."""
+    if not interrupted:
+        pool.shutdown(wait=True, cancel_futures=True)
+        return
+    processes = list((getattr(pool, "_processes", None) or {}).values())   # private, but the only handle on them
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None   # a second Ctrl-C
+    try:                                                                                   # must not cut this short
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
