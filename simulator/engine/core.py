@@ -43,7 +43,7 @@ import simpy
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome
 from ..memory.traffic import LayerTraffic, StreamKind
-from .kernelcost import issue_time
+from .kernelcost import IssueTime, issue_time
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -228,24 +228,27 @@ def _latency_seconds(profile: HardwareProfile, served: np.ndarray, in_flight: in
     return waited / max(1, in_flight)
 
 
-def layer_issue_seconds(profile: HardwareProfile, work: LayerWork) -> float:
-    """The whole layer's compute time: an accelerator's cycle model, or the kernel cost model."""
+def layer_issue_time(profile: HardwareProfile, work: LayerWork) -> IssueTime:
+    """The whole layer's compute time and its mechanism: an accelerator's cycle model, or the
+    kernel cost model."""
     if work.compute_s is not None:
-        return float(work.compute_s.sum())
+        return IssueTime(float(work.compute_s.sum()), "cycles")
     if work.traffic.shape is None:
         raise ValueError(f"{work.traffic.layer.name}: no kernel shape to time")
-    return issue_time(profile, work.traffic.shape, work.traffic.cores_used).seconds
+    return issue_time(profile, work.traffic.shape, work.traffic.cores_used)
 
 
-def _tile_compute_seconds(profile: HardwareProfile, work: LayerWork) -> np.ndarray:
-    """Each tile's compute time: its share of the layer's flops (accesses, for kernels without
-    flops) of the layer's issue time."""
+def _tile_compute(profile: HardwareProfile, work: LayerWork) -> tuple[np.ndarray, str]:
+    """Each tile's compute time (its share of the layer's flops, or of its accesses for kernels
+    without flops, of the layer's issue time), and the busy-time name: ``compute``, or
+    ``row-latency`` when the compute unit waits on dependent loads rather than issuing."""
     if work.compute_s is not None:
-        return np.asarray(work.compute_s, dtype=float)
-    total = layer_issue_seconds(profile, work)
+        return np.asarray(work.compute_s, dtype=float), "compute"
+    issue = layer_issue_time(profile, work)
     flops = np.asarray(work.flops, dtype=float)
     weights = flops if flops.sum() > 0 else np.full(work.tiles, 1.0)
-    return total * weights / weights.sum()
+    name = "row-latency" if issue.mechanism == "row-latency" else "compute"
+    return issue.seconds * weights / weights.sum(), name
 
 
 def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
@@ -273,13 +276,13 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
     slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)
     ready = [env.event() for _ in range(work.tiles)]
-    compute_s = _tile_compute_seconds(machine.profile, work)
+    compute_s, compute_name = _tile_compute(machine.profile, work)
     env.process(_loader(env, machine, work, slots, ready, busy))
     for tile in range(work.tiles):
         yield ready[tile]
         seconds = float(compute_s[tile])
         if seconds > 0:
-            yield env.process(_hold(env, machine.compute, seconds, busy, "compute"))
+            yield env.process(_hold(env, machine.compute, seconds, busy, compute_name))
         yield slots.put(1)
 
 
@@ -292,7 +295,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "compute"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"])
 
 

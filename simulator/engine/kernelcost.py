@@ -16,8 +16,11 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
   the output pixels) and a warp-per-row kernel takes ``ceil(n / lanes)`` steps for a row of ``n``
   non-zeros; plus a cost per row and column group (``cycles_per_row``: pointer loads, reduction,
-  store). Convolution by ``im2col`` also writes and reads back the lowered input, at the
-  bandwidth of the level it fits in.
+  store). Where a kernel's steps wait on each other (a GPU warp per row gathers at the indices it
+  has just loaded, with no prefetcher ahead of it), each step also waits the latency of the levels
+  its weights and its gathers come from, and a core overlaps only ``rows_in_flight_per_core``
+  rows. Convolution by ``im2col`` also writes and reads back the lowered input, at the bandwidth
+  of the level it fits in.
 * **element-wise** kernels (pooling, adds, concats): ``cycles_per_element`` per vector.
 
 Library behaviour no mechanism explains yet stays as a named property of the library on the
@@ -43,7 +46,7 @@ class IssueTime:
     """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
 
     seconds: float
-    mechanism: str      # "fma", "nonzeros", "rows", "lowering", "elements"
+    mechanism: str      # "fma", "nonzeros", "rows", "row-latency", "lowering", "elements"
 
 
 def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
@@ -68,7 +71,8 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> f
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
-    """Steps over the non-zeros and per-row work, per column group, spread over ``cores``."""
+    """Steps over the non-zeros and per-row work, per column group, spread over ``cores``; for a
+    kernel whose steps wait on each other, at least the rows' latency chains over the rows in flight."""
     compute = profile.compute
     kernel = compute.kernels.sparse(shape.kind)
     groups = math.ceil(max(1, shape.columns) / kernel.columns_per_step)
@@ -76,12 +80,32 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
     row_cycles = shape.rows * kernel.cycles_per_row * groups
     seconds = (nonzero_cycles + row_cycles) / (compute.clock_hz * max(1, cores))
     mechanism = "nonzeros" if nonzero_cycles >= row_cycles else "rows"
+    if kernel.rows_in_flight_per_core is not None:
+        chain = shape.row_steps * groups * step_latency_s(profile, shape, cores) / (
+            kernel.rows_in_flight_per_core * max(1, cores))
+        if chain > seconds:
+            seconds, mechanism = chain, "row-latency"
     lowering = 0.0
     if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
         lowering = lowering_seconds(profile, shape.lowered_bytes, cores)
     if lowering > seconds:
         mechanism = "lowering"
     return IssueTime(seconds + lowering, mechanism)
+
+
+def _holding_latency_s(profile: HardwareProfile, size_bytes: int, cores: int) -> float:
+    """Latency of the first level that holds ``size_bytes`` (DRAM's when none does)."""
+    for level in profile.caches:
+        if size_bytes <= level.size_bytes * (1 if level.shared else cores):
+            return level.latency_s
+    return profile.dram.latency_s if profile.dram is not None else 0.0
+
+
+def step_latency_s(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
+    """One dependent step of a sparse row: its weights' load from the level that holds them, then
+    the gather from the level that holds the gathered operand."""
+    return (_holding_latency_s(profile, shape.weight_bytes, cores)
+            + _holding_latency_s(profile, shape.input_bytes, cores))
 
 
 def lowering_seconds(profile: HardwareProfile, lowered_bytes: int, cores: int) -> float:

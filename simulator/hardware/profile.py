@@ -150,11 +150,18 @@ class SparseKernel(Strict):
     at once (the vector width the kernel uses on them: 1 for a scalar loop). With ``lanes_per_row``
     lanes on one row, a row of ``n`` non-zeros takes ``ceil(n / lanes)`` steps. Each step costs
     ``cycles_per_nonzero`` (index load, gather, FMA), each row and column group
-    ``cycles_per_row`` (pointer loads, reduction, store)."""
+    ``cycles_per_row`` (pointer loads, reduction, store).
+
+    ``rows_in_flight_per_core``, where set, is a kernel whose steps wait on each other: a row's
+    step gathers at indices it has just loaded, with no hardware prefetcher ahead of it (a GPU
+    warp per row), so each step waits the latency of the level its weights come from plus that of
+    the level its gathers hit, and a core (SM) overlaps only that many rows (its resident warps).
+    Unset: the core's prefetchers keep the steps of a row overlapped (CPUs)."""
 
     cycles_per_nonzero: Annotated[float, Field(gt=0, le=1e4)]
     cycles_per_row: Annotated[float, Field(ge=0, le=1e6)] = 0.0
     columns_per_step: PositiveInt = 1
+    rows_in_flight_per_core: Optional[PositiveInt] = None
     algorithm: SparseConvAlgorithm = SparseConvAlgorithm.DIRECT   # sparse convolution only
 
 

@@ -37,6 +37,8 @@ class KernelShape:
     elements: int = 0           # element-wise kernels: elements processed
     gathers_per_request: int = 1   # gather line accesses one demand request covers (a warp's lanes)
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
+    weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
+    input_bytes: int = 0        # the operand a sparse kernel gathers from
 
     @property
     def dense_macs(self) -> int:
@@ -73,4 +75,5 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
     if layer.kind is LayerKind.CONV:
         lowered = columns * depth * dtype.size_bytes
     return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
-                       row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered)
+                       row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered,
+                       weight_bytes=enc.total_bytes, input_bytes=layer.in_bytes(batch))
