@@ -13,10 +13,12 @@ the linear layers unchanged. Two facts keep it fast:
   one part in ``block bytes / cache bytes``). The head (final norm and LM head) is simulated once,
   in its own run: its shape does not depend on the context.
 * **A decode step is the same every token except the KV length.** Over ``tokens`` generated tokens
-  the cache grows from ``context`` to ``context + tokens - 1``: the block is simulated at
-  ``context_points`` lengths spread over that span (every length when there are fewer), and the
-  per-token time is interpolated linearly between them (attention time is linear in the keys read)
-  and summed over the tokens.
+  the cache grows from ``context`` to ``context + tokens - 1``. The whole block is simulated at
+  ``context``; the layers whose work depends on the KV length (the attention scores, softmax and
+  output, after the V projection that leaves the caches as a block would) are simulated again at
+  ``context_points`` lengths spread over the span (every length when there are fewer); the
+  per-token time moves with their difference, interpolated linearly between the lengths (the
+  attention's work is linear in the keys read), and is summed over the tokens.
 
 Memory: the weights (their encoded bytes in the variant) and the KV cache of ``context + tokens``
 tokens are compared with the device's DRAM; a model that does not fit is reported as such, and on a
@@ -27,6 +29,8 @@ discrete device (a profile with a host link) its weights stream over the link as
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -187,6 +191,23 @@ def _is_head(layer: Layer) -> bool:
     return layer.name in ("final_norm", "lm_head")
 
 
+def _in_block(layer: Layer) -> bool:
+    return not _is_head(layer)
+
+
+#: the layers whose time depends on the KV length, and the one before them (the cache state they find)
+_ATTENTION_PART = ("b0.v_proj", "b0.qkv_proj", "b0.attn_scores", "b0.softmax", "b0.attn_values")
+
+
+def _in_attention(layer: Layer) -> bool:
+    return layer.name in _ATTENTION_PART
+
+
+def _attention_s(run: VariantResult) -> float:
+    """Time of the layers that depend on the KV length in a run of :func:`_in_attention`."""
+    return sum(l.time_s for l in run.layers if l.name not in ("b0.v_proj", "b0.qkv_proj"))
+
+
 def simulate_llm(profile: HardwareProfile, config: LlmConfig, options: LlmOptions = LlmOptions(),
                  progress: Callable[[str], None] = lambda _: None) -> LlmResult:
     """Time one prefill (time to first token) or ``options.tokens`` decode steps of ``config`` on
@@ -217,23 +238,30 @@ def _simulate_variant(profile: HardwareProfile, config: LlmConfig, options: LlmO
     tokens = options.batch * (options.prompt if options.phase is Phase.PREFILL else 1)
     run_options = _run_options(options, variant, tokens)
     first = _step_workload(config, options, lengths[0])
-    progress(f"{spec}: head (final norm, LM head)")
     # the next token comes from each sequence's last position: prefill's head runs on those alone
     head_options = _run_options(options, variant, options.batch)
-    head = simulate_variant(profile, _part(first, _is_head), variant, head_options)
-    blocks: list[VariantResult] = []
-    for cached in lengths:
-        progress(f"{spec}: one decoder block at {cached} cached tokens")
-        workload = _step_workload(config, options, cached)
-        blocks.append(simulate_variant(profile, _part(workload, lambda l: not _is_head(l)), variant, run_options))
-    layers_per_block = config.num_hidden_layers
-    step_times = [_step_s(b, head, layers_per_block) for b in blocks]
+    runs = [(f"{spec}: head (final norm, LM head)", _part(first, _is_head), head_options),
+            (f"{spec}: one decoder block at {lengths[0]} cached tokens", _part(first, _in_block), run_options)]
+    if len(lengths) > 1:   # the attention alone at every KV length, after the V projection as in a block
+        runs += [(f"{spec}: attention at {cached} cached tokens",
+                  _part(_step_workload(config, options, cached), _in_attention), run_options) for cached in lengths]
+
+    def one(run: tuple[str, Workload, RunOptions]) -> VariantResult:
+        progress(run[0])
+        return simulate_variant(profile, run[1], variant, run[2])
+
+    # independent runs, each in its own thread: their heavy stages (traces, caches) release the GIL
+    with ThreadPoolExecutor(max_workers=min(len(runs), os.cpu_count() or 1)) as pool:
+        head, block, *attention = pool.map(one, runs)
+    step_s = _step_s(block, head, config.num_hidden_layers)
+    attention_s = [_attention_s(a) for a in attention] or [0.0]
+    step_times = [step_s + config.num_hidden_layers * (a - attention_s[0]) for a in attention_s]
     if options.phase is Phase.PREFILL:
         mean_step = step_times[0]
     else:
         generated = np.arange(options.context, options.context + options.tokens, dtype=float)
         mean_step = float(np.interp(generated, lengths, step_times).mean())
-    return _variant_result(profile, config, options, spec, blocks[0], head, mean_step, first)
+    return _variant_result(profile, config, options, spec, block, head, mean_step, first)
 
 
 def _step_s(block: VariantResult, head: VariantResult, layers_per_block: int) -> float:
