@@ -74,6 +74,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--trace", metavar="FILE",
                      help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
                           "Chrome / Perfetto trace-event JSON")
+    from .llmrun import add_arguments
+
+    add_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -84,6 +87,12 @@ def _run(args: argparse.Namespace) -> int:
     check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
+    from ..model.llm import looks_like_llm_config
+    from .llmrun import check_llm_flags, run_llm
+
+    if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode
+        return run_llm(profile, Path(args.workload), args)
+    check_llm_flags(args)
     run_density = args.density
     if args.input_shape and not args.model:
         raise ConfigError("command line", "--input-shape", "applies with --model only")

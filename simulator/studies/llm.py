@@ -37,7 +37,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..base.errors import OptionError
-from ..base.units import format_bytes
+from ..base.texttable import format_table
+from ..base.units import format_bytes, format_seconds
 from ..compress.compression import StorageFormat
 from ..compress.variants import Structure, Variant, parse_variants
 from ..engine.offload import inference_memory
@@ -364,3 +365,52 @@ def _streamed_step_s(profile: HardwareProfile, config: LlmConfig, options: LlmOp
     dram = profile.dram.model_copy(update={"capacity_bytes": profile.dram.capacity_bytes - kv_bytes})
     less = profile.model_copy(update={"memory": profile.memory.model_copy(update={"dram": dram})})
     return inference_memory(less, full, variant, options.batch * tokens, host_copies=False).total_s
+
+
+# --- the report -------------------------------------------------------------------------------------
+
+def _rate(variant: LlmVariant) -> str:
+    if variant.decode_tokens_per_s is not None:
+        return f"{variant.decode_tokens_per_s:.2f} tokens/s ({format_seconds(variant.step_s)} per token)"
+    return f"time to first token {format_seconds(variant.step_s)}"
+
+
+def variant_table(variant: LlmVariant) -> str:
+    """Per operator over the whole step: time, share, FLOPs, DRAM bytes and what bounds it."""
+    total = sum(o.time_s for o in variant.operators)
+    rows = [[o.operator, format_seconds(o.time_s), f"{100 * o.time_s / total:.1f}%" if total else "-",
+             f"{o.flops:.3g}", format_bytes(o.dram_read_bytes + o.dram_write_bytes), o.bound]
+            for o in variant.operators]
+    footer = [["step", format_seconds(total), "100%", f"{sum(o.flops for o in variant.operators):.3g}",
+               format_bytes(sum(o.dram_read_bytes + o.dram_write_bytes for o in variant.operators)), ""]]
+    return format_table(["operator", "time", "share", "FLOPs", "DRAM", "bound"], rows, {1, 2, 3, 4}, footer=footer)
+
+
+def _title(result: LlmResult) -> str:
+    if result.phase == Phase.PREFILL.value:
+        shape = f"prefill of a {result.prompt}-token prompt"
+    else:
+        shape = f"decode of {result.tokens} token{'s' if result.tokens != 1 else ''} after {result.context} cached"
+    return (f"{result.model} ({result.parameters / 1e9:.2f} B parameters) on {result.profile}: {shape}, "
+            f"batch {result.batch}, KV cache {result.kv_dtype}")
+
+
+def render_llm(result: LlmResult) -> str:
+    """The printed report: per variant its operator table and its rate, then the comparison."""
+    parts = [_title(result), ""]
+    for variant in result.variants:
+        parts += [f"{variant.name}: {_rate(variant)}", variant_table(variant), ""]
+    rows = [[v.name, format_seconds(v.step_s),
+             f"{v.decode_tokens_per_s:.2f}" if v.decode_tokens_per_s is not None else "-",
+             format_bytes(v.weight_bytes), format_bytes(v.kv_cache_bytes), format_bytes(v.weight_dram_bytes),
+             format_bytes(v.kv_dram_bytes), format_seconds(v.bandwidth_bound_s),
+             "-" if v.fits is None else ("yes" if v.fits else ("streamed" if v.streamed else "no"))]
+            for v in result.variants]
+    parts.append(format_table(["variant", "step" if result.phase == "decode" else "TTFT", "tokens/s", "weights",
+                               "KV cache", "DRAM weights", "DRAM KV", "bytes/bandwidth", "fits"], rows,
+                              {1, 2, 3, 4, 5, 6, 7}))
+    lines = "\n".join(parts)
+    if result.phase == Phase.DECODE.value and len(result.context_lengths) > 1:
+        lines += (f"\nattention simulated at {', '.join(map(str, result.context_lengths))} cached tokens; "
+                  "the per-token time interpolated between them")
+    return "\n".join([lines] + result.notes)
