@@ -26,17 +26,20 @@ import enum
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .base.errors import OptionError
 from .base.units import format_bytes
-from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
+from .compress.compression import EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
+from .compress.precision import PrecisionPlan, encode, plan_precision, variant_workload
+from .compress.variants import Structure, Variant, as_variant, result_name, storage_format
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
 from .engine.training import Mode, Optimizer, train
 from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
+from .memory.kernelshape import with_precision
 from .memory.traffic import CoreView, LayerTraffic, workload_traffic
 from .model.workload import Workload
 
@@ -49,13 +52,19 @@ class RepeatMode(str, enum.Enum):
                           # paper's benchmark mode: the same layer over many frames)
 
 
+#: A variant as :class:`RunOptions` takes it: a :class:`Variant`, or a plain storage format.
+VariantLike = Union[Variant, StorageFormat]
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: batch, repeats, which storage formats, pruning overrides."""
+    """How to run: batch, repeats, which variants (``STRUCTURE[@TYPE]``, see
+    :mod:`simulator.compress.variants`; a :class:`StorageFormat` is that structure in the workload's
+    type), pruning overrides."""
 
     batch: int = 1
     repeat: int = 1
-    formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR)
+    formats: Sequence[VariantLike] = (StorageFormat.DENSE, StorageFormat.CSR)
     density: Optional[float] = None      # one density for every weighted layer (None: the workload's)
     seed: int = 0
     threads: Optional[int] = None        # cores to use (None: all of the profile's)
@@ -65,6 +74,11 @@ class RunOptions:
     offload: OffloadPolicy = OffloadPolicy.BASE              # train: vDNN policy
     conv_algorithm: ConvAlgorithm = ConvAlgorithm.PERFORMANCE_OPTIMAL   # train: for a static policy
     optimizer: Optimizer = Optimizer.MOMENTUM                # train: the weight update
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """``formats`` as :class:`Variant` objects, in order."""
+        return tuple(as_variant(f) for f in self.formats)
 
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
@@ -80,23 +94,50 @@ def host_copies(profile: HardwareProfile, workload: Workload, options: RunOption
     return workload.layers[0].in_bytes(options.batch), workload.layers[-1].out_bytes(options.batch)
 
 
-def variant_name(fmt: StorageFormat) -> str:
-    """``dense`` for the unpruned network, ``pruned`` for a sparse format."""
-    return "pruned" if fmt.is_sparse else "dense"
+def variant_name(fmt: VariantLike, options: Optional[RunOptions] = None) -> str:
+    """The name of a variant's result: ``dense`` / ``pruned`` in the lists ``run`` had before
+    variants (``dense,csr``), else the spec (see :func:`simulator.compress.variants.result_name`)."""
+    variant = as_variant(fmt)
+    variants = options.variants if options is not None and variant in options.variants else (variant,)
+    return result_name(variant, variants)
 
 
-def _traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
-             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+def prepared_workload(profile: HardwareProfile, workload: Workload, variant: Variant, options: RunOptions,
+                      ) -> tuple[Workload, PrecisionPlan, dict[str, EncodedWeights]]:
+    """A variant's workload (at the run's density, thinned where the structure says so, its
+    activations in the variant's type), its precision plan and its encoded weights."""
     if options.density is not None:
         workload = workload.with_density(options.density)
-    progress(f"{variant_name(fmt)}: compressing")
-    encodings = compress_workload(workload, fmt, options.seed)
+    plan = plan_precision(profile, variant, workload.dtype)
+    if variant.structure is Structure.THINNED:
+        try:
+            from .compress.thinning import thin_workload
+        except ImportError:
+            raise OptionError("format", f"{variant.spec}: thinning is not modelled yet (use dense, csr or csc)"
+                              ) from None
+        workload = thin_workload(workload, options.seed)
+        variant = replace(variant, structure=Structure.DENSE)
+    workload = variant_workload(workload, plan)
+    return workload, plan, encode(workload, variant, plan, options.seed)
+
+
+def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
+             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+    variant = as_variant(fmt)
+    name = variant_name(variant, options)
+    progress(f"{name}: compressing")
+    workload, plan, encodings = prepared_workload(profile, workload, variant, options)
     view = CoreView.of(profile, options.threads)
-    progress(f"{variant_name(fmt)}: building traffic")
-    return workload_traffic(workload, encodings, options.batch, view), view
+    progress(f"{name}: building traffic")
+    traffic = workload_traffic(workload, encodings, options.batch, view)
+    if variant.precision is not None:
+        traffic = [replace(t, shape=with_precision(t.shape, t.layer, options.batch, plan.arithmetic,
+                                                   plan.convert_weights, plan.convert_activations))
+                   if t.shape is not None else t for t in traffic]
+    return traffic, view
 
 
-def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
                     options: RunOptions) -> list[LayerTraffic]:
     """The access traces one variant's inference sends through the caches (``run --dump-trace``)."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
@@ -105,7 +146,7 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
-def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
+def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
                     progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
 
@@ -115,7 +156,7 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     traffic, view = _traffic(profile, workload, fmt, options, progress)
     works = []
     for t in traffic:
-        progress(f"{variant_name(fmt)}: cache model, {t.layer.name}")
+        progress(f"{variant_name(fmt, options)}: cache model, {t.layer.name}")
         hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
         for _ in range(options.repeat):
             outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
@@ -123,9 +164,11 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     return works
 
 
-def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
                      options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
     """Compress, trace, run the caches ``repeat`` times, and time the last run."""
+    variant = as_variant(fmt)
+    name = variant_name(variant, options)
     if profile.sparse_engine is not None:
         return _sparse_engine_variant(profile, workload, options, progress)
     if profile.tiled_engine is not None:
@@ -141,23 +184,22 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageF
         hierarchy = cache_hierarchy(profile, view.cores)
         outcomes = []
         for repetition in range(options.repeat):
-            progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
+            progress(f"{name}: cache model, inference {repetition + 1}/{options.repeat}")
             outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
         works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-        progress(f"{variant_name(fmt)}: discrete-event engine")
+        progress(f"{name}: discrete-event engine")
         layers = simulate(profile, works, host_copies(profile, workload, options))
         total = max((l.start_s + l.time_s for l in layers), default=0.0)
-        variant = VariantResult(variant_name(fmt), fmt.value, total, layers,
-                                dense_layers=_dense_layers(workload, fmt, options))
+        result = VariantResult(name, variant.spec, total, layers, dense_layers=_dense_layers(workload, variant, options))
         # device memory; weights that do not fit stream over the link
-        return inference_memory(profile, workload, variant, options.batch, options.host_copies)
+        return inference_memory(profile, workload, result, options.batch, options.host_copies)
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult(variant_name(fmt), fmt.value, total, layers, dense_layers=_dense_layers(workload, fmt, options))
+    return VariantResult(name, variant.spec, total, layers, dense_layers=_dense_layers(workload, variant, options))
 
 
-def _dense_layers(workload: Workload, fmt: StorageFormat, options: RunOptions) -> list[str]:
+def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> list[str]:
     """The weighted layers a sparse variant stores dense, nothing of them being pruned."""
-    if not fmt.is_sparse:
+    if not variant.is_sparse or variant.structure is Structure.NM:
         return []
     if options.density is not None:
         workload = workload.with_density(options.density)
@@ -171,10 +213,12 @@ def check_formats(profile: HardwareProfile, workload: Workload, options: RunOpti
         return      # these run their own formats
     if options.density is not None:
         workload = workload.with_density(options.density)
-    for fmt in options.formats:
-        layer = unsupported_sparse_layer(workload, fmt)
+    for variant in options.variants:
+        plan_precision(profile, variant, workload.dtype)     # a type the profile cannot run: refused now
+        fmt = storage_format(variant)
+        layer = unsupported_sparse_layer(workload, fmt) if fmt is not None else None
         if layer is not None:
-            raise OptionError("format", f"{fmt.value} is modelled for FC layers only, and "
+            raise OptionError("format", f"{variant.spec} is modelled for FC layers only, and "
                               f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
                               "csr (CSR covers convolutions)")
 
@@ -231,14 +275,14 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     return VariantResult("dense", StorageFormat.DENSE.value, total, layers)
 
 
-def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat],
+def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats: Sequence[Variant],
                            options: RunOptions, progress: Callable[[str], None]) -> list[VariantResult]:
     """Every variant in its own thread: they are independent, and their heavy stages (traffic
     kernels, cache model) release the GIL. A timeline being recorded gets each variant's engine
     calls in variant order, as if they had run one after the other."""
     outer = current_recording()
 
-    def one(fmt: StorageFormat) -> tuple[VariantResult, list]:
+    def one(fmt: Variant) -> tuple[VariantResult, list]:
         if outer is None:
             return simulate_variant(profile, workload, fmt, options, progress), []
         with recording() as calls:
@@ -258,16 +302,7 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     if options.mode is Mode.TRAIN:
         return _train(profile, workload, options, progress)
     check_formats(profile, workload, options)
-    formats = options.formats
-    if profile.sparse_engine is not None:
-        if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
-            raise OptionError("format", f"{profile.name} runs compressed weights only")
-        formats = formats[-1:]    # one variant: its own compressed format
-    if profile.tiled_engine is not None:
-        if StorageFormat.DENSE not in formats:
-            raise OptionError("format", f"{profile.name} computes dense weights only (its array "
-                              "does not skip zeros); use {format} dense")
-        formats = (StorageFormat.DENSE,)
+    formats = _engine_variants(profile, workload, options)
     if len(formats) > 1 and (os.cpu_count() or 1) > 1:
         variants = _variants_side_by_side(profile, workload, formats, options, progress)
     else:
@@ -279,6 +314,24 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
                      static_power_w=_static_power_w(profile))
 
 
+def _engine_variants(profile: HardwareProfile, workload: Workload, options: RunOptions) -> tuple[Variant, ...]:
+    """The variants a profile with an engine of its own runs (the cache path runs them all)."""
+    formats = options.variants
+    if profile.sparse_engine is None and profile.tiled_engine is None:
+        return formats
+    for variant in formats:
+        plan_precision(profile, variant, workload.dtype)     # a type: refused, the engine has its own
+    dense = Variant(Structure.DENSE)
+    if profile.sparse_engine is not None:
+        if formats == (dense,):
+            raise OptionError("format", f"{profile.name} runs compressed weights only")
+        return formats[-1:]    # one variant: its own compressed format
+    if dense not in formats:
+        raise OptionError("format", f"{profile.name} computes dense weights only (its array "
+                          "does not skip zeros); use {format} dense")
+    return (dense,)
+
+
 def _static_power_w(profile: HardwareProfile) -> Optional[float]:
     return profile.energy.static_power_w if profile.energy is not None else None
 
@@ -286,7 +339,7 @@ def _static_power_w(profile: HardwareProfile) -> Optional[float]:
 def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
            progress: Callable[[str], None]) -> RunResult:
     """One training step per variant: base(p) and the requested offload policy (dense weights)."""
-    if any(f is not StorageFormat.DENSE for f in options.formats) and len(options.formats) == 1:
+    if len(options.variants) == 1 and options.variants[0] != Variant(Structure.DENSE):
         raise OptionError("format", "training updates dense weights; use {format} dense "
                           "or leave it out")
     if options.repeat != 1 or options.repeat_mode is not RepeatMode.NETWORK:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from ..base.console import progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
+from ..compress.variants import DEFAULT_GROUP_SIZE
 from .options import density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
@@ -38,9 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--input-shape", metavar="C,H,W",
                      help="with --model: the shape of one input sample, when FACTORY returns no example input")
     run.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
-    run.add_argument("--format", choices=["dense", "csr", "csc"],
-                     help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
-                          "(default: dense and pruned CSR side by side)")
+    run.add_argument("--format", metavar="SPEC[,SPEC...]",
+                     help="the variants to simulate side by side, each STRUCTURE[@TYPE]: dense, thinned, csr, "
+                          "csc, bsr<R>x<C>, <N>:<M>, bitmask, eie, or auto (per layer the fastest of the others); "
+                          "TYPE fp32, fp16, bf16, int8 (dynamic quantization), w8 or w4 (weight-only), default "
+                          "the workload's (default: dense,csr); see docs/compression.md")
+    run.add_argument("--group-size", type=positive_int("--group-size"), default=DEFAULT_GROUP_SIZE,
+                     help=f"weights per fp16 scale of @w8 / @w4 (default {DEFAULT_GROUP_SIZE})")
     run.add_argument("--density", type=density,
                      help="prune every weighted layer to this density instead of the workload's")
     run.add_argument("--repeat", type=positive_int("--repeat"), default=1,
@@ -123,7 +128,10 @@ def _run(args: argparse.Namespace) -> int:
         json_dir = Path(args.json).parent
         if not json_dir.is_dir():
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
-    formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
+    from ..compress.variants import parse_variants
+
+    formats = (parse_variants(args.format, args.group_size) if args.format
+               else (StorageFormat.DENSE, StorageFormat.CSR))
     from ..engine.offload import OffloadPolicy
     from ..engine.training import Mode, Optimizer
     from ..hardware.profile import ConvAlgorithm
@@ -201,14 +209,14 @@ def _trace_dir(profile: HardwareProfile, folder: str) -> Path:
 def _dump_traces(profile: HardwareProfile, workload: Workload, options: RunOptions, result, folder: Path) -> None:
     """``--dump-trace``: rebuild each variant's traces (the same seeded encodings, so the same
     addresses the run used) and write them for ``cachesim``."""
-    from ..compress.compression import StorageFormat
     from ..output.tracedump import write_traces
     from ..pipeline import variant_traffic
 
     written = []
+    by_spec = {v.spec: v for v in options.variants}
     for variant in result.variants:
         progress(f"{variant.name}: writing traces")
-        traffic = variant_traffic(profile, workload, StorageFormat(variant.format), options)
+        traffic = variant_traffic(profile, workload, by_spec[variant.format], options)
         written += write_traces(folder, variant.name, traffic)
     progress("")
     whole = ", ".join(str(folder / f"{v.name}.npy") for v in result.variants)

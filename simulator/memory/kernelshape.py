@@ -8,7 +8,7 @@ how many steps a warp-per-row SpMV needs). The engine's cost model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -37,6 +37,8 @@ class KernelShape:
     elements: int = 0           # element-wise kernels: elements processed
     gathers_per_request: int = 1   # gather line accesses one demand request covers (a warp's lanes)
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
+    dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
+    converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
 
     @property
     def dense_macs(self) -> int:
@@ -74,3 +76,17 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
         lowered = columns * depth * dtype.size_bytes
     return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
                        row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered)
+
+
+def with_precision(shape: KernelShape, layer: Layer, batch: int, arithmetic: DType, convert_weights: bool,
+                   convert_activations: bool) -> KernelShape:
+    """``shape`` as a variant's type runs it: the multiply-adds in ``arithmetic``, each stored weight
+    converted once per kernel where ``convert_weights`` (a weight-only or emulated type: the
+    converted value is reused for every column), and the input and output elements converted by
+    element-wise passes where ``convert_activations`` (int8's on-the-fly quantization of the input
+    and dequantization of the int32 output; an emulated type's conversions)."""
+    if not layer.kind.has_weights:
+        return shape
+    weights = shape.nonzeros if convert_weights else 0
+    elements = (layer.in_elements + layer.out_elements) * batch if convert_activations else 0
+    return replace(shape, dtype=arithmetic, dequantized_weights=weights, converted_elements=elements)
