@@ -31,8 +31,17 @@ from typing import Callable, Optional, Sequence, Union
 from .base.errors import OptionError
 from .base.units import format_bytes
 from .compress.compression import EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
-from .compress.precision import PrecisionPlan, encode, plan_precision, variant_workload
-from .compress.variants import Structure, Variant, as_variant, result_name, storage_format
+from .compress.precision import PrecisionPlan, encode, plan_precision, structure_available, variant_workload
+from .compress.variants import (
+    AUTO_CANDIDATES,
+    DEFAULT_GROUP_SIZE,
+    Structure,
+    Variant,
+    as_variant,
+    parse_variant,
+    result_name,
+    storage_format,
+)
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
@@ -40,7 +49,7 @@ from .engine.training import Mode, Optimizer, train
 from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
 from .memory.kernelshape import with_precision
-from .memory.traffic import CoreView, LayerTraffic, workload_traffic
+from .memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic, workload_traffic
 from .model.workload import Workload
 
 
@@ -121,6 +130,14 @@ def prepared_workload(profile: HardwareProfile, workload: Workload, variant: Var
     return workload, plan, encode(workload, variant, plan, options.seed)
 
 
+def _precise(traffic: LayerTraffic, variant: Variant, plan: PrecisionPlan, batch: int) -> LayerTraffic:
+    """A layer's traffic with its kernel shape in the variant's arithmetic type and conversions."""
+    if variant.precision is None or traffic.shape is None:
+        return traffic
+    return replace(traffic, shape=with_precision(traffic.shape, traffic.layer, batch, plan.arithmetic,
+                                                 plan.convert_weights, plan.convert_activations))
+
+
 def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
              progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
     variant = as_variant(fmt)
@@ -130,11 +147,7 @@ def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, opt
     view = CoreView.of(profile, options.threads)
     progress(f"{name}: building traffic")
     traffic = workload_traffic(workload, encodings, options.batch, view)
-    if variant.precision is not None:
-        traffic = [replace(t, shape=with_precision(t.shape, t.layer, options.batch, plan.arithmetic,
-                                                   plan.convert_weights, plan.convert_activations))
-                   if t.shape is not None else t for t in traffic]
-    return traffic, view
+    return [_precise(t, variant, plan, options.batch) for t in traffic], view
 
 
 def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
@@ -146,6 +159,19 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLi
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
+def _layer_works(profile: HardwareProfile, traffic: list[LayerTraffic], view: CoreView, options: RunOptions,
+                 name: str, progress: Callable[[str], None]) -> list[LayerWork]:
+    """Each layer's trace alone, run ``repeat`` times from cold caches; the last run's tile work."""
+    works = []
+    for t in traffic:
+        progress(f"{name}: cache model, {t.layer.name}")
+        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
+        for _ in range(options.repeat):
+            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
+        works.append(layer_work(t, outcome, profile))
+    return works
+
+
 def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
                     progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
@@ -154,47 +180,46 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLi
     calibration can re-time it under other rates with :func:`simulator.engine.core.simulate` alone.
     """
     traffic, view = _traffic(profile, workload, fmt, options, progress)
-    works = []
-    for t in traffic:
-        progress(f"{variant_name(fmt, options)}: cache model, {t.layer.name}")
-        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
-        for _ in range(options.repeat):
-            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
-        works.append(layer_work(t, outcome, profile))
-    return works
+    return _layer_works(profile, traffic, view, options, variant_name(fmt, options), progress)
+
+
+def _timed(profile: HardwareProfile, workload: Workload, traffic: list[LayerTraffic], view: CoreView,
+           options: RunOptions, result: VariantResult, progress: Callable[[str], None]) -> VariantResult:
+    """Run ``traffic`` through the caches and the engine as ``options`` say; ``result`` named and
+    filled in with the layers and total."""
+    name = result.name
+    if options.repeat_mode is RepeatMode.LAYER:
+        layers = []
+        for work in _layer_works(profile, traffic, view, options, name, progress):
+            (timed,) = simulate(profile, [work])
+            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
+            layers.append(replace(timed, start_s=start))
+        return replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
+    hierarchy = cache_hierarchy(profile, view.cores)
+    outcomes = []
+    for repetition in range(options.repeat):
+        progress(f"{name}: cache model, inference {repetition + 1}/{options.repeat}")
+        outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
+    works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
+    progress(f"{name}: discrete-event engine")
+    layers = simulate(profile, works, host_copies(profile, workload, options))
+    result = replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
+    # device memory; weights that do not fit stream over the link
+    return inference_memory(profile, workload, result, options.batch, options.host_copies)
 
 
 def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
                      options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
     """Compress, trace, run the caches ``repeat`` times, and time the last run."""
     variant = as_variant(fmt)
-    name = variant_name(variant, options)
     if profile.sparse_engine is not None:
         return _sparse_engine_variant(profile, workload, options, progress)
     if profile.tiled_engine is not None:
         return _tiled_engine_variant(profile, workload, options, progress)
-    if options.repeat_mode is RepeatMode.LAYER:
-        layers = []
-        for work in benchmark_works(profile, workload, fmt, options, progress):
-            (result,) = simulate(profile, [work])
-            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
-            layers.append(replace(result, start_s=start))
-    else:
-        traffic, view = _traffic(profile, workload, fmt, options, progress)
-        hierarchy = cache_hierarchy(profile, view.cores)
-        outcomes = []
-        for repetition in range(options.repeat):
-            progress(f"{name}: cache model, inference {repetition + 1}/{options.repeat}")
-            outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
-        works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-        progress(f"{name}: discrete-event engine")
-        layers = simulate(profile, works, host_copies(profile, workload, options))
-        total = max((l.start_s + l.time_s for l in layers), default=0.0)
-        result = VariantResult(name, variant.spec, total, layers, dense_layers=_dense_layers(workload, variant, options))
-        # device memory; weights that do not fit stream over the link
-        return inference_memory(profile, workload, result, options.batch, options.host_copies)
-    total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult(name, variant.spec, total, layers, dense_layers=_dense_layers(workload, variant, options))
+    traffic, view = _traffic(profile, workload, variant, options, progress)
+    result = VariantResult(variant_name(variant, options), variant.spec, 0.0,
+                           dense_layers=_dense_layers(workload, variant, options))
+    return _timed(profile, workload, traffic, view, options, result, progress)
 
 
 def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> list[str]:
@@ -206,21 +231,94 @@ def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> 
     return [l.name for l in workload.layers if l.kind.has_weights and not is_pruned(workload, l)]
 
 
+def refusal(profile: HardwareProfile, workload: Workload, variant: Variant) -> Optional[OptionError]:
+    """Why the cache path cannot run ``variant`` of ``workload`` (already at the run's density) on
+    ``profile``, as the one-line error to raise, or None: a type the profile cannot run, a
+    structure not encoded yet, CSC with a pruned convolution."""
+    try:
+        plan_precision(profile, variant, workload.dtype)
+    except OptionError as err:
+        return err
+    if variant.structure is Structure.AUTO:
+        if variant.precision is not None:
+            return OptionError("format", f"{variant.spec}: auto chooses among the variants given with it; give "
+                               "the typed variants it should choose from (auto,dense,dense@int8)")
+        return None
+    if not structure_available(variant):
+        return OptionError("format", f"{variant.spec}: {variant.structure.value} storage is not modelled yet "
+                           "(dense, csr and csc are)")
+    fmt = storage_format(variant)
+    layer = unsupported_sparse_layer(workload, fmt) if fmt is not None else None
+    if layer is not None:
+        return OptionError("format", f"{variant.spec} is modelled for FC layers only, and "
+                           f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
+                           "csr (CSR covers convolutions)")
+    return None
+
+
 def check_formats(profile: HardwareProfile, workload: Workload, options: RunOptions) -> None:
-    """Refuse, before any simulation, a storage format the cache path cannot run on this
-    workload (``--format csc`` with a pruned convolution)."""
+    """Refuse, before any simulation, a variant the cache path cannot run on this workload (a type
+    the profile has no peak for, ``--format csc`` with a pruned convolution)."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None or options.mode is Mode.TRAIN:
         return      # these run their own formats
     if options.density is not None:
         workload = workload.with_density(options.density)
     for variant in options.variants:
-        plan_precision(profile, variant, workload.dtype)     # a type the profile cannot run: refused now
-        fmt = storage_format(variant)
-        layer = unsupported_sparse_layer(workload, fmt) if fmt is not None else None
-        if layer is not None:
-            raise OptionError("format", f"{variant.spec} is modelled for FC layers only, and "
-                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
-                              "csr (CSR covers convolutions)")
+        err = refusal(profile, workload, variant)
+        if err is not None:
+            raise err
+
+
+def auto_candidates(profile: HardwareProfile, workload: Workload, options: RunOptions) -> tuple[Variant, ...]:
+    """What ``auto`` chooses from: the other variants of the list, or, when it stands alone, every
+    variant of :data:`~simulator.compress.variants.AUTO_CANDIDATES` the profile runs on this workload."""
+    others = tuple(v for v in options.variants if v.structure is not Structure.AUTO)
+    if others:
+        return others
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    group = next((v.group_size for v in options.variants), DEFAULT_GROUP_SIZE)
+    candidates = (parse_variant(spec, group) for spec in AUTO_CANDIDATES)
+    return tuple(v for v in candidates if refusal(profile, workload, v) is None)
+
+
+def _auto_choices(workload: Workload, candidates: Sequence[Variant], results: Sequence[VariantResult]
+                  ) -> dict[str, Variant]:
+    """Per layer, the candidate whose whole-network run gave it the least time; a layer without
+    weights runs in the variant of the layer it reads (its activations' type), the first one in
+    the fastest variant."""
+    times = [{l.name: l.time_s for l in r.layers} for r in results]
+    chosen: dict[str, Variant] = {}
+    for layer in workload.layers:
+        preds = workload.predecessors(layer.name)
+        if layer.kind.has_weights or not preds:
+            best = min(range(len(candidates)), key=lambda i: times[i].get(layer.name, float("inf")))
+            chosen[layer.name] = candidates[best]
+        else:
+            chosen[layer.name] = chosen[preds[0]]
+    return chosen
+
+
+def _auto_variant(profile: HardwareProfile, workload: Workload, options: RunOptions, candidates: Sequence[Variant],
+                  results: Sequence[VariantResult], progress: Callable[[str], None]) -> VariantResult:
+    """``auto``: each layer in the candidate fastest for it (:func:`_auto_choices`), then the whole
+    network re-simulated with those per-layer encodings, so the caches see the mixed network (a
+    layer's time depends on what the one before left in the caches)."""
+    choices = _auto_choices(workload, candidates, results)
+    progress("auto: compressing the chosen variants")
+    sources = {v: prepared_workload(profile, workload, v, options) for v in dict.fromkeys(choices.values())}
+    view = CoreView.of(profile, options.threads)
+    space = AddressSpace()
+    traffic = []
+    for layer in workload.layers:
+        variant = choices[layer.name]
+        prepared, plan, encodings = sources[variant]
+        one = workload_layer_traffic(prepared, prepared.layer(layer.name), encodings.get(layer.name), options.batch,
+                                     space, view)
+        traffic.append(_precise(one, variant, plan, options.batch))
+    result = VariantResult("auto", "auto", 0.0, choices={l.name: choices[l.name].spec for l in workload.layers
+                                                         if l.kind.has_weights})
+    return _timed(profile, workload, traffic, view, options, result, progress)
 
 
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -303,7 +401,17 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
         return _train(profile, workload, options, progress)
     check_formats(profile, workload, options)
     formats = _engine_variants(profile, workload, options)
-    if len(formats) > 1 and (os.cpu_count() or 1) > 1:
+    auto = Variant(Structure.AUTO)
+    if auto in formats:
+        candidates = auto_candidates(profile, workload, options)
+        runs = [simulate_variant(profile, workload, fmt, options, progress) for fmt in candidates] \
+            if len(candidates) == 1 or (os.cpu_count() or 1) == 1 else \
+            _variants_side_by_side(profile, workload, candidates, options, progress)
+        by_spec = {v.format: v for v in runs}
+        by_spec["auto"] = _auto_variant(profile, workload, options, candidates, runs, progress)
+        shown = formats if len(formats) > 1 else tuple(v for v in candidates[:1] if v.spec == "dense") + formats
+        variants = [by_spec[v.spec] for v in shown]
+    elif len(formats) > 1 and (os.cpu_count() or 1) > 1:
         variants = _variants_side_by_side(profile, workload, formats, options, progress)
     else:
         variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]

@@ -31,7 +31,7 @@ from ..base.errors import OptionError
 from ..hardware.profile import HardwareProfile
 from ..model.workload import DType, Workload
 from .compression import EncodedWeights, compress_workload
-from .variants import SCALE_BYTES, Precision, Variant, storage_format
+from .variants import SCALE_BYTES, Precision, Structure, Variant, storage_format
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,25 @@ def with_weight_bits(enc: EncodedWeights, plan: PrecisionPlan, spec: str) -> Enc
                           "(use dense@w4, or csr@w8)")
     return replace(enc, value_bytes_each=max(1, plan.weight_bits // 8), value_bits=plan.weight_bits,
                    scale_bytes=plan.scale_bytes(enc.nnz))
+
+
+def structure_available(variant: Variant) -> bool:
+    """True where the variant's structure can be encoded: dense, CSR and CSC always, ``thinned``
+    once :mod:`simulator.compress.thinning` exists, the others once
+    :func:`simulator.compress.compression.encode_variant` does (restricted to its
+    ``ENCODED_STRUCTURES`` where it lists them)."""
+    import importlib.util
+
+    from . import compression
+
+    if storage_format(variant) is not None or variant.structure is Structure.AUTO:
+        return True
+    if variant.structure is Structure.THINNED:
+        return importlib.util.find_spec("simulator.compress.thinning") is not None
+    if not hasattr(compression, "encode_variant"):
+        return False
+    listed = getattr(compression, "ENCODED_STRUCTURES", None)
+    return listed is None or variant.structure.value in listed
 
 
 def encode(workload: Workload, variant: Variant, plan: PrecisionPlan, seed: int) -> dict[str, EncodedWeights]:

@@ -230,3 +230,11 @@ def result_name(variant: Variant, variants: tuple[Variant, ...]) -> str:
     if is_legacy(variants):
         return "pruned" if variant.is_sparse else "dense"
     return variant.spec
+
+
+#: What ``auto`` standing alone chooses from, in this order: every structure and type a profile
+#: might run. Each is kept where the profile runs it and its encoding exists
+#: (:func:`simulator.compress.precision.structure_available`, the pipeline's checks); a new
+#: structure or type joins ``auto`` by being listed here.
+AUTO_CANDIDATES = ("dense", "csr", "thinned", "2:4", "bsr4x4", "bitmask", "eie", "dense@fp16", "dense@int8",
+                   "dense@w8", "dense@w4")
