@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..base.console import progress
 from ..base.errors import ConfigError
@@ -82,7 +82,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Optional[float]]:
+    """The profile, the workload (a file, a checkpoint or a traced model) and the density the run
+    applies (None where the workload's own weights carry the sparsity)."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
@@ -119,7 +121,12 @@ def _run(args: argparse.Namespace) -> int:
                                        find_workload(args.workload) if args.workload else None)
     else:
         workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
+    return profile, workload, run_density
 
+
+def _run(args: argparse.Namespace) -> int:
+    # inputs first: a bad file is reported before the heavier stages are even imported
+    profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
     from ..pipeline import RepeatMode, RunOptions, run

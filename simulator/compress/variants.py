@@ -201,7 +201,7 @@ def parse_variants(text: str, group_size: int = DEFAULT_GROUP_SIZE) -> tuple[Var
 _STORAGE = {Structure.DENSE: StorageFormat.DENSE, Structure.CSR: StorageFormat.CSR, Structure.CSC: StorageFormat.CSC}
 
 
-def as_variant(item: "Variant | StorageFormat | str") -> Variant:
+def as_variant(item: Variant | StorageFormat | str) -> Variant:
     """A :class:`Variant` from a variant, a :class:`StorageFormat` (``dense``, ``csr``, ``csc``:
     the workload's type) or a spec string."""
     if isinstance(item, Variant):
