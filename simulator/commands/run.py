@@ -73,6 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --mode train, the weight update: SGD with momentum (a velocity buffer per weight, "
                           "default) or plain SGD (no state)")
     run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    run.add_argument("--plot", metavar="FILE", help="also plot each layer's time, a bar per variant "
+                                                    "(.png, .pdf or .svg)")
     run.add_argument("--dump-trace", metavar="DIR",
                      help="also write the address traces the caches saw, per variant (DIR/dense.npy, "
                           "DIR/pruned.npy) and per layer, as the .npy files `cachesim` reads")
@@ -163,6 +165,11 @@ def _run(args: argparse.Namespace) -> int:
         return _train(profile, workload, options, args)
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    plot = None
+    if args.plot:
+        from ..output.plots import check_plot_path
+
+        plot = check_plot_path(args.plot, "plot")
     dump_dir = _trace_dir(profile, args.dump_trace) if args.dump_trace else None
     if args.trace:
         from ..engine.core import recording
@@ -180,6 +187,11 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         write_json(result, args.json)
+    if plot is not None:
+        from ..output.plots import layer_times_by_variant
+
+        layer_times_by_variant(result, plot)
+        print(f"plot: {plot} (time per layer, a bar per variant)")
     if dump_dir is not None:
         _dump_traces(profile, workload, options, result, dump_dir)
     if args.trace:
