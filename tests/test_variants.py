@@ -192,3 +192,38 @@ def test_auto_takes_each_layer_from_the_fastest_variant(repo_root, tiny, tmp_pat
     document = json.loads(out.read_text())
     assert [v["format"] for v in document["variants"]] == ["dense", "dense@w8", "auto"]
     assert set(document["variants"][2]["choices"].values()) <= {"dense", "dense@w8"}
+
+
+# --- sweeps and plots --------------------------------------------------------------------------------------------
+
+def test_a_density_sweep_runs_every_variant_and_plots_their_break_even(repo_root, tiny_workload_path, tmp_path,
+                                                                       monkeypatch, capsys):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    plot = tmp_path / "break-even.png"
+    status = cli.main(["sweep", str(repo_root / TEGRA), "--workload", str(tiny_workload_path), "--set",
+                       "density=0.1,0.5,1.0", "--format", "dense,csr,dense@w8", "--workers", "1", "--plot", str(plot)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "csr speed-up" in out and "dense@w8 speed-up" in out
+    assert "break-even" in out and plot.stat().st_size > 0
+
+
+def test_the_per_layer_plot_has_a_bar_per_variant_and_layer(repo_root, tiny, tmp_path, monkeypatch):
+    from simulator.output import plots
+
+    result = run(load_profile(repo_root / TEGRA), tiny, _options("dense", "dense@w8", "auto"))
+    bars = []
+    real_bar = None
+
+    def spy(self, *args, **kwargs):
+        container = real_bar(self, *args, **kwargs)
+        bars.append(kwargs["label"])
+        return container
+
+    from matplotlib.axes import Axes
+
+    real_bar = Axes.bar
+    monkeypatch.setattr(Axes, "bar", spy)
+    path = plots.layer_times_by_variant(result, tmp_path / "layers.svg")
+    assert path.stat().st_size > 0
+    assert [label.split(" (")[0] for label in bars] == ["dense", "dense@w8", "auto"]
