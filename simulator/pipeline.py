@@ -305,6 +305,10 @@ def _auto_variant(profile: HardwareProfile, workload: Workload, options: RunOpti
     network re-simulated with those per-layer encodings, so the caches see the mixed network (a
     layer's time depends on what the one before left in the caches)."""
     choices = _auto_choices(workload, candidates, results)
+    picked = {l.name: choices[l.name].spec for l in workload.layers if l.kind.has_weights}
+    if len(set(choices.values())) == 1:     # one variant everywhere: its run is the auto network
+        only = results[list(candidates).index(next(iter(choices.values())))]
+        return replace(only, name="auto", format="auto", choices=picked, dense_layers=[])
     progress("auto: compressing the chosen variants")
     sources = {v: prepared_workload(profile, workload, v, options) for v in dict.fromkeys(choices.values())}
     view = CoreView.of(profile, options.threads)
@@ -316,8 +320,7 @@ def _auto_variant(profile: HardwareProfile, workload: Workload, options: RunOpti
         one = workload_layer_traffic(prepared, prepared.layer(layer.name), encodings.get(layer.name), options.batch,
                                      space, view)
         traffic.append(_precise(one, variant, plan, options.batch))
-    result = VariantResult("auto", "auto", 0.0, choices={l.name: choices[l.name].spec for l in workload.layers
-                                                         if l.kind.has_weights})
+    result = VariantResult("auto", "auto", 0.0, choices=picked)
     return _timed(profile, workload, traffic, view, options, result, progress)
 
 
