@@ -41,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--format", choices=["dense", "csr", "csc"],
                      help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
                           "(default: dense and pruned CSR side by side)")
+    run.add_argument("--low-rank", metavar="SPEC", action="append",
+                     help="factor layers into two thinner ones by SVD before the run (repeatable): LAYERS:VALUE, "
+                          "LAYERS a layer name, all-fc, all-conv or all; VALUE a fraction of the full rank (fc6:0.25), "
+                          "a rank (fc6:500) or energy=F of the seeded weights' singular values (fc6:energy=0.9)")
     run.add_argument("--density", type=density,
                      help="prune every weighted layer to this density instead of the workload's")
     run.add_argument("--repeat", type=positive_int("--repeat"), default=1,
@@ -114,6 +118,11 @@ def _run(args: argparse.Namespace) -> int:
                                        find_workload(args.workload) if args.workload else None)
     else:
         workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
+
+    if args.low_rank:
+        from ..compress.lowrank import apply_low_rank
+
+        workload = apply_low_rank(workload, args.low_rank, args.seed)
 
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
