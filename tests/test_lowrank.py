@@ -8,9 +8,18 @@ import numpy as np
 import pytest
 
 from simulator.base.errors import OptionError
-from simulator.compress.lowrank import (RankRule, apply_low_rank, choose_rank, factor_workload, low_rank_workload,
-                                        parse_low_rank, relative_error, singular_values, truncated_factors,
-                                        weight_matrix)
+from simulator.compress.lowrank import (
+    RankRule,
+    apply_low_rank,
+    choose_rank,
+    factor_workload,
+    low_rank_workload,
+    parse_low_rank,
+    relative_error,
+    singular_values,
+    truncated_factors,
+    weight_matrix,
+)
 from simulator.model.workload import LayerKind, load_workload
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from simulator.compress.schedule import apply_schedule, load_schedule
-from simulator.compress.thinning import (Removal, ResidualRule, StateThinner, thin_tensors, thin_workload,
-                                         thinning_plan)
+from simulator.compress.thinning import Removal, ResidualRule, StateThinner, thin_tensors, thin_workload, thinning_plan
 from simulator.model import seeded
 from simulator.model.checkpoint import checkpoint_workload, load_checkpoint, save_checkpoint
 from simulator.model.parameters import ParameterTree, workload_parameters

@@ -40,8 +40,8 @@ def _prune(args: argparse.Namespace) -> int:
     from torch.nn.utils import prune as torch_prune
 
     from ..compress.schedule import apply_schedule, load_schedule
-    from ..compress.thinning import StateThinner
     from ..compress.sparsity import render_summary, weights_sparsity_summary
+    from ..compress.thinning import StateThinner
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..model.parameters import ParameterTree, workload_parameters
     from ..model.workload import load_workload
@@ -111,7 +111,7 @@ def _thin_step(thinner):
 
 def _report_thinning(thinner) -> None:
     """What each thinning step removed, and the compute before and after (Distiller's MACs)."""
-    for workload, record in thinner.steps:
+    for _, record in thinner.steps:
         print(f"\nthinning: {record.macs_before:,} -> {record.macs_after:,} MACs per sample")
         for line in record.lines():
             print(f"  {line}")

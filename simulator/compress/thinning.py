@@ -400,7 +400,7 @@ def thinning_plan(tensors: Mapping[str, Any], workload: Workload,
     the kept outputs, and the per-channel tensors of the module registered right after a
     convolution (its batch norm: weight, bias, running mean and variance, as Distiller's models
     register each BN after its conv) by the kept filters. Names match in any DataParallel spelling."""
-    from ..model.parameters import NameIndex   # torch: only where named tensors are thinned
+    from ..model.parameters import NameIndex  # torch: only where named tensors are thinned
 
     names = list(tensors)
     index = NameIndex(names)
