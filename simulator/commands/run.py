@@ -46,6 +46,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "the workload's (default: dense,csr); see docs/compression.md")
     run.add_argument("--group-size", type=positive_int("--group-size"), default=DEFAULT_GROUP_SIZE,
                      help=f"weights per fp16 scale of @w8 / @w4 (default {DEFAULT_GROUP_SIZE})")
+    run.add_argument("--low-rank", metavar="SPEC", action="append",
+                     help="factor layers into two thinner ones by SVD before the run (repeatable): LAYERS:VALUE, "
+                          "LAYERS a layer name, all-fc, all-conv or all; VALUE a fraction of the full rank "
+                          "(fc6:0.25), a rank (fc6:500) or energy=F of the seeded weights' singular values "
+                          "(fc6:energy=0.9)")
     run.add_argument("--density", type=density,
                      help="prune every weighted layer to this density instead of the workload's")
     run.add_argument("--repeat", type=positive_int("--repeat"), default=1,
@@ -124,8 +129,11 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
                                        find_workload(args.workload) if args.workload else None)
     else:
         workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
-    return profile, workload, run_density
+    if args.low_rank:
+        from ..compress.lowrank import apply_low_rank
 
+        workload = apply_low_rank(workload, args.low_rank, args.seed)
+    return profile, workload, run_density
 
 def _run(args: argparse.Namespace) -> int:
     # inputs first: a bad file is reported before the heavier stages are even imported
