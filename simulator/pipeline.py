@@ -127,7 +127,7 @@ def prepared_workload(profile: HardwareProfile, workload: Workload, variant: Var
         except ImportError:
             raise OptionError("format", f"{variant.spec}: thinning is not modelled yet (use dense, csr or csc)"
                               ) from None
-        workload = thin_workload(workload, options.seed)
+        workload, _ = thin_workload(workload, options.seed)
         variant = replace(variant, structure=Structure.DENSE)
     workload = variant_workload(workload, plan)
     return workload, plan, encode(workload, variant, plan, options.seed)
