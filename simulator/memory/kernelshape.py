@@ -8,7 +8,7 @@ how many steps a warp-per-row SpMV needs). The engine's cost model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -39,6 +39,8 @@ class KernelShape:
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
     input_bytes: int = 0        # the operand a sparse kernel gathers from
+    dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
+    converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
 
     @property
     def dense_macs(self) -> int:
@@ -106,3 +108,17 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
     return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
                        row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered,
                        weight_bytes=enc.total_bytes, input_bytes=layer.in_bytes(batch))
+
+
+def with_precision(shape: KernelShape, layer: Layer, batch: int, arithmetic: DType, convert_weights: bool,
+                   convert_activations: bool) -> KernelShape:
+    """``shape`` as a variant's type runs it: the multiply-adds in ``arithmetic``, each stored weight
+    converted once per kernel where ``convert_weights`` (a weight-only or emulated type: the
+    converted value is reused for every column), and the input and output elements converted by
+    element-wise passes where ``convert_activations`` (int8's on-the-fly quantization of the input
+    and dequantization of the int32 output; an emulated type's conversions)."""
+    if not layer.kind.has_weights:
+        return shape
+    weights = shape.nonzeros if convert_weights else 0
+    elements = (layer.in_elements + layer.out_elements) * batch if convert_activations else 0
+    return replace(shape, dtype=arithmetic, dequantized_weights=weights, converted_elements=elements)

@@ -384,19 +384,25 @@ def _dense_rows(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
         return
     g = _gemm_of(ctx)
     kc = _k_chunk(g, ctx)
-    mc = min(r1 - r0, max(1, (ctx.view.last_private_bytes // 2) // max(1, kc * g.kk * ctx.elem)))
+    mc = min(r1 - r0, max(1, int((ctx.view.last_private_bytes // 2) // max(1, kc * g.kk * ctx.weight_elem))))
     m_starts = np.arange(r0, r1, mc, dtype=np.int64)
-    _gemm_blocks(tr, g, m_starts, np.minimum(m_starts + mc, r1) - m_starts, kc, ctx.batch, ctx.elem)
+    _gemm_blocks(tr, g, m_starts, np.minimum(m_starts + mc, r1) - m_starts, kc, ctx.batch, ctx.elem,
+                 ctx.weight_elem)
 
 
 def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, kc: int, batch: int,
-                 elem: int) -> None:
+                 elem: int, weight_elem: float | int = 0) -> None:
     """Row blocks one after another, block b being rows [m_starts[b], m_starts[b] + m_len[b]).
 
     Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
     row block holds, per k-chunk of ``kc`` input rows, the input segments of every sample and the
-    weight segments of every row, followed by the block's output writes.
+    weight segments of every row, followed by the block's output writes. ``weight_elem`` is the
+    bytes of one stored weight when they differ from the activations' ``elem`` (a weight-only or
+    int8 variant: 1 or 0.5 bytes plus the scales' share).
     """
+    welem = weight_elem or elem
+    if welem == int(welem):
+        welem = int(welem)
     a_base, b_base, c_base, m_total, b_rows, kk, plane, out_plane = g
     k_total = b_rows * kk
     mc = int(m_len.max())
@@ -409,8 +415,10 @@ def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, 
     b_start = np.broadcast_to(b_base + (samples[None, :] * b_rows + k_starts[:, None]) * plane * elem,
                               (nb, nk, batch))
     b_size = np.broadcast_to((k_len * plane * elem)[:, None], (nb, nk, batch))
-    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * elem     # [nb, nk, mc]
-    a_size = np.where(row_ok[:, None, :], (k_len * kk * elem)[None, :, None], 0)
+    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * welem    # [nb, nk, mc]
+    a_size = np.where(row_ok[:, None, :], (k_len * kk * welem)[None, :, None], 0)
+    if not isinstance(welem, int):      # sub-byte or scaled weights: whole bytes around each segment
+        a_start, a_size = a_start.astype(np.int64), np.ceil(a_size).astype(np.int64)
     c_start = c_base + (samples[None, :] * m_total + m_starts[:, None]) * out_plane * elem     # [nb, batch]
     c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
     starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
@@ -448,7 +456,8 @@ def _gpu_dense_blocks(ctx: "TraceContext") -> list[tuple[int, _Trace]]:
                 continue
             tr = _Trace(ctx.view.line_bytes)
             m_starts = blocks * rows
-            _gemm_blocks(tr, g, m_starts, np.minimum(rows, g.m_total - m_starts), kc, ctx.batch, ctx.elem)
+            _gemm_blocks(tr, g, m_starts, np.minimum(rows, g.m_total - m_starts), kc, ctx.batch, ctx.elem,
+                         ctx.weight_elem)
             lanes.append((sm, tr))
     return lanes
 
@@ -816,6 +825,11 @@ class TraceContext:
     view: CoreView
     kernel: KernelKind
     part_bases: tuple[int, ...] = ()     # a concat's inputs, in order
+    weight_elem: float = 0.0             # bytes of one stored weight (0: ``elem``, the activations')
+
+    def __post_init__(self) -> None:
+        if not self.weight_elem:
+            object.__setattr__(self, "weight_elem", self.enc.weight_bytes_each if self.enc is not None else self.elem)
 
 
 class TraceRow(NamedTuple):

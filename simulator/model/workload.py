@@ -307,6 +307,16 @@ class Workload:
         """Names of the layers whose outputs ``name`` reads (empty: reads a network input)."""
         return list(self.graph.predecessors(name))
 
+    def with_dtype(self, dtype: DType) -> Workload:
+        """The same workload with every layer's activations (and weights) in ``dtype``."""
+        from dataclasses import replace
+
+        layers = tuple(replace(l, dtype=dtype) for l in self.layers)
+        graph = self.graph.copy()
+        for layer in layers:
+            graph.nodes[layer.name]["layer"] = layer
+        return replace(self, dtype=dtype, graph=graph, layers=layers)
+
     def with_density(self, density: float) -> Workload:
         """The same workload with every weighted layer at one density (``--density``)."""
         from dataclasses import replace
