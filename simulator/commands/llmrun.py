@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 LLM_FLAGS = {"phase": "decode", "prompt": 128, "context": 512, "tokens": 1, "kv_dtype": None, "context_points": 3}
 #: the run flags a model config does not take
 _NOT_WITH_LLM = (("checkpoint", "--checkpoint"), ("model", "--model"), ("dump_trace", "--dump-trace"),
-                 ("trace", "--trace"))
+                 ("trace", "--trace"), ("low_rank", "--low-rank"), ("plot", "--plot"), ("input_shape", "--input-shape"))
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -82,7 +82,9 @@ def run_llm(profile: HardwareProfile, path: Path, args: argparse.Namespace) -> i
         if value != default:
             raise ConfigError("command line", flag, "does not apply to a model config")
     config = load_llm_config(path)
-    formats = (args.format,) if args.format else ("dense",)
+    from ..compress.variants import parse_variants
+
+    formats = parse_variants(args.format, args.group_size) if args.format else ("dense",)
     options = LlmOptions(phase=phase, prompt=values["prompt"], context=values["context"], tokens=values["tokens"],
                          batch=args.batch, formats=formats,
                          kv_dtype=DType(values["kv_dtype"]) if values["kv_dtype"] else None, density=args.density,

@@ -101,11 +101,8 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
     check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
-    from ..model.llm import looks_like_llm_config
-    from .llmrun import check_llm_flags, run_llm
+    from .llmrun import check_llm_flags
 
-    if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode
-        return run_llm(profile, Path(args.workload), args)
     check_llm_flags(args)
     run_density = args.density
     if args.input_shape and not args.model:
@@ -145,6 +142,14 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
     return profile, workload, run_density
 
 def _run(args: argparse.Namespace) -> int:
+    from ..model.llm import looks_like_llm_config
+
+    if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode
+        from ..hardware.profile import load_profile
+        from .llmrun import run_llm
+
+        check_output_dirs(args, "json", "trace")
+        return run_llm(load_profile(find_profile(args.profile)), Path(args.workload), args)
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat

@@ -166,8 +166,6 @@ def _runnable(variant: Variant | StorageFormat) -> Variant | StorageFormat:
     if variant.structure is Structure.AUTO:
         raise OptionError("format", f"{variant.spec}: auto is not offered for a model config (give the variants "
                           "to compare)")
-    if variant.precision is None and variant.structure.value in {f.value for f in StorageFormat}:
-        return StorageFormat(variant.structure.value)
     return variant
 
 
