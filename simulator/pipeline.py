@@ -27,12 +27,23 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
-from .compress.compression import StorageFormat, compress_workload, is_pruned, unsupported_sparse_layer
+from .compress.compression import EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
+from .compress.precision import PrecisionPlan, encode, plan_precision, structure_available, variant_workload
+from .compress.variants import (
+    AUTO_CANDIDATES,
+    DEFAULT_GROUP_SIZE,
+    Structure,
+    Variant,
+    as_variant,
+    parse_variant,
+    result_name,
+    storage_format,
+)
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
 from .engine.results import RunResult, VariantResult
@@ -40,7 +51,8 @@ from .engine.training import Mode, Optimizer, train
 from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
 from .memory.estimate import check_run_memory
-from .memory.traffic import CoreView, LayerTraffic, workload_traffic
+from .memory.kernelshape import with_precision
+from .memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic, workload_traffic
 from .model.workload import Workload
 
 
@@ -52,13 +64,19 @@ class RepeatMode(str, enum.Enum):
                           # paper's benchmark mode: the same layer over many frames)
 
 
+#: A variant as :class:`RunOptions` takes it: a :class:`Variant`, or a plain storage format.
+VariantLike = Union[Variant, StorageFormat]
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """How to run: batch, repeats, which storage formats, pruning overrides."""
+    """How to run: batch, repeats, which variants (``STRUCTURE[@TYPE]``, see
+    :mod:`simulator.compress.variants`; a :class:`StorageFormat` is that structure in the workload's
+    type), pruning overrides."""
 
     batch: int = 1
     repeat: int = 1
-    formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR)
+    formats: Sequence[VariantLike] = (StorageFormat.DENSE, StorageFormat.CSR)
     density: Optional[float] = None      # one density for every weighted layer (None: the workload's)
     seed: int = 0
     threads: Optional[int] = None        # cores to use (None: all of the profile's)
@@ -68,6 +86,11 @@ class RunOptions:
     offload: OffloadPolicy = OffloadPolicy.BASE              # train: vDNN policy
     conv_algorithm: ConvAlgorithm = ConvAlgorithm.PERFORMANCE_OPTIMAL   # train: for a static policy
     optimizer: Optimizer = Optimizer.MOMENTUM                # train: the weight update
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        """``formats`` as :class:`Variant` objects, in order."""
+        return tuple(as_variant(f) for f in self.formats)
 
 
 def cache_hierarchy(profile: HardwareProfile, cores: int) -> CacheHierarchy:
@@ -83,23 +106,54 @@ def host_copies(profile: HardwareProfile, workload: Workload, options: RunOption
     return workload.layers[0].in_bytes(options.batch), workload.layers[-1].out_bytes(options.batch)
 
 
-def variant_name(fmt: StorageFormat) -> str:
-    """``dense`` for the unpruned network, ``pruned`` for a sparse format."""
-    return "pruned" if fmt.is_sparse else "dense"
+def variant_name(fmt: VariantLike, options: Optional[RunOptions] = None) -> str:
+    """The name of a variant's result: ``dense`` / ``pruned`` in the lists ``run`` had before
+    variants (``dense,csr``), else the spec (see :func:`simulator.compress.variants.result_name`)."""
+    variant = as_variant(fmt)
+    variants = options.variants if options is not None and variant in options.variants else (variant,)
+    return result_name(variant, variants)
 
 
-def _traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
-             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+def prepared_workload(profile: HardwareProfile, workload: Workload, variant: Variant, options: RunOptions,
+                      ) -> tuple[Workload, PrecisionPlan, dict[str, EncodedWeights]]:
+    """A variant's workload (at the run's density, thinned where the structure says so, its
+    activations in the variant's type), its precision plan and its encoded weights."""
     if options.density is not None:
         workload = workload.with_density(options.density)
-    progress(f"{variant_name(fmt)}: compressing")
-    encodings = compress_workload(workload, fmt, options.seed)
+    plan = plan_precision(profile, variant, workload.dtype)
+    if variant.structure is Structure.THINNED:
+        try:
+            from .compress.thinning import thin_workload
+        except ImportError:
+            raise OptionError("format", f"{variant.spec}: thinning is not modelled yet (use dense, csr or csc)"
+                              ) from None
+        workload, _ = thin_workload(workload, options.seed)
+        variant = replace(variant, structure=Structure.DENSE)
+    workload = variant_workload(workload, plan)
+    return workload, plan, encode(workload, variant, plan, options.seed)
+
+
+def _precise(traffic: LayerTraffic, variant: Variant, plan: PrecisionPlan, batch: int) -> LayerTraffic:
+    """A layer's traffic with its kernel shape in the variant's arithmetic type and conversions."""
+    if variant.precision is None or traffic.shape is None:
+        return traffic
+    return replace(traffic, shape=with_precision(traffic.shape, traffic.layer, batch, plan.arithmetic,
+                                                 plan.convert_weights, plan.convert_activations))
+
+
+def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
+             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+    variant = as_variant(fmt)
+    name = variant_name(variant, options)
+    progress(f"{name}: compressing")
+    workload, plan, encodings = prepared_workload(profile, workload, variant, options)
     view = CoreView.of(profile, options.threads)
-    progress(f"{variant_name(fmt)}: building traffic")
-    return workload_traffic(workload, encodings, options.batch, view), view
+    progress(f"{name}: building traffic")
+    traffic = workload_traffic(workload, encodings, options.batch, view)
+    return [_precise(t, variant, plan, options.batch) for t in traffic], view
 
 
-def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
                     options: RunOptions) -> list[LayerTraffic]:
     """The access traces one variant's inference sends through the caches (``run --dump-trace``)."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
@@ -108,7 +162,20 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
-def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFormat, options: RunOptions,
+def _layer_works(profile: HardwareProfile, traffic: list[LayerTraffic], view: CoreView, options: RunOptions,
+                 name: str, progress: Callable[[str], None]) -> list[LayerWork]:
+    """Each layer's trace alone, run ``repeat`` times from cold caches; the last run's tile work."""
+    works = []
+    for t in traffic:
+        progress(f"{name}: cache model, {t.layer.name}")
+        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
+        for _ in range(options.repeat):
+            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
+        works.append(layer_work(t, outcome, profile))
+    return works
+
+
+def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
                     progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
     """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
 
@@ -117,71 +184,150 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: StorageFo
     """
     expect(progress, 2 + len(workload.layers))
     traffic, view = _traffic(profile, workload, fmt, options, progress)
-    works = []
-    for t in traffic:
-        progress(f"{variant_name(fmt)}: cache model, {t.layer.name}")
-        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
-        for _ in range(options.repeat):
-            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
-        works.append(layer_work(t, outcome, profile))
-    return works
+    return _layer_works(profile, traffic, view, options, variant_name(fmt, options), progress)
 
 
-def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: StorageFormat,
+def _timed(profile: HardwareProfile, workload: Workload, traffic: list[LayerTraffic], view: CoreView,
+           options: RunOptions, result: VariantResult, progress: Callable[[str], None]) -> VariantResult:
+    """Run ``traffic`` through the caches and the engine as ``options`` say; ``result`` named and
+    filled in with the layers and total."""
+    name = result.name
+    if options.repeat_mode is RepeatMode.LAYER:
+        layers = []
+        for work in _layer_works(profile, traffic, view, options, name, progress):
+            (timed,) = simulate(profile, [work])
+            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
+            layers.append(replace(timed, start_s=start))
+        return replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
+    expect(progress, options.repeat + 1)
+    hierarchy = cache_hierarchy(profile, view.cores)
+    outcomes = []
+    for repetition in range(options.repeat):
+        progress(f"{name}: cache model, inference {repetition + 1}/{options.repeat}")
+        outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
+    works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
+    progress(f"{name}: discrete-event engine")
+    layers = simulate(profile, works, host_copies(profile, workload, options))
+    result = replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
+    # device memory; weights that do not fit stream over the link
+    return inference_memory(profile, workload, result, options.batch, options.host_copies)
+
+
+def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
                      options: RunOptions, progress: Callable[[str], None] = lambda _: None) -> VariantResult:
     """Compress, trace, run the caches ``repeat`` times, and time the last run."""
+    variant = as_variant(fmt)
     if profile.sparse_engine is not None:
         return _sparse_engine_variant(profile, workload, options, progress)
     if profile.tiled_engine is not None:
         return _tiled_engine_variant(profile, workload, options, progress)
-    if options.repeat_mode is RepeatMode.LAYER:
-        layers = []
-        for work in benchmark_works(profile, workload, fmt, options, progress):
-            (result,) = simulate(profile, [work])
-            start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
-            layers.append(replace(result, start_s=start))
-    else:
-        expect(progress, 2 + options.repeat + 1)
-        traffic, view = _traffic(profile, workload, fmt, options, progress)
-        hierarchy = cache_hierarchy(profile, view.cores)
-        outcomes = []
-        for repetition in range(options.repeat):
-            progress(f"{variant_name(fmt)}: cache model, inference {repetition + 1}/{options.repeat}")
-            outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
-        works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
-        progress(f"{variant_name(fmt)}: discrete-event engine")
-        layers = simulate(profile, works, host_copies(profile, workload, options))
-        total = max((l.start_s + l.time_s for l in layers), default=0.0)
-        variant = VariantResult(variant_name(fmt), fmt.value, total, layers,
-                                dense_layers=_dense_layers(workload, fmt, options))
-        # device memory; weights that do not fit stream over the link
-        return inference_memory(profile, workload, variant, options.batch, options.host_copies)
-    total = max((l.start_s + l.time_s for l in layers), default=0.0)
-    return VariantResult(variant_name(fmt), fmt.value, total, layers, dense_layers=_dense_layers(workload, fmt, options))
+    expect(progress, 2)
+    traffic, view = _traffic(profile, workload, variant, options, progress)
+    result = VariantResult(variant_name(variant, options), variant.spec, 0.0,
+                           dense_layers=_dense_layers(workload, variant, options))
+    return _timed(profile, workload, traffic, view, options, result, progress)
 
 
-def _dense_layers(workload: Workload, fmt: StorageFormat, options: RunOptions) -> list[str]:
+def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> list[str]:
     """The weighted layers a sparse variant stores dense, nothing of them being pruned."""
-    if not fmt.is_sparse:
+    if not variant.is_sparse or variant.structure is Structure.NM:
         return []
     if options.density is not None:
         workload = workload.with_density(options.density)
     return [l.name for l in workload.layers if l.kind.has_weights and not is_pruned(workload, l)]
 
 
+def refusal(profile: HardwareProfile, workload: Workload, variant: Variant) -> Optional[OptionError]:
+    """Why the cache path cannot run ``variant`` of ``workload`` (already at the run's density) on
+    ``profile``, as the one-line error to raise, or None: a type the profile cannot run, a
+    structure not encoded yet, CSC with a pruned convolution."""
+    try:
+        plan_precision(profile, variant, workload.dtype)
+    except OptionError as err:
+        return err
+    if variant.structure is Structure.AUTO:
+        if variant.precision is not None:
+            return OptionError("format", f"{variant.spec}: auto chooses among the variants given with it; give "
+                               "the typed variants it should choose from (auto,dense,dense@int8)")
+        return None
+    if not structure_available(variant):
+        return OptionError("format", f"{variant.spec}: {variant.structure.value} storage is not modelled yet "
+                           "(dense, csr and csc are)")
+    fmt = storage_format(variant)
+    layer = unsupported_sparse_layer(workload, fmt) if fmt is not None else None
+    if layer is not None:
+        return OptionError("format", f"{variant.spec} is modelled for FC layers only, and "
+                           f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
+                           "csr (CSR covers convolutions)")
+    return None
+
+
 def check_formats(profile: HardwareProfile, workload: Workload, options: RunOptions) -> None:
-    """Refuse, before any simulation, a storage format the cache path cannot run on this
-    workload (``--format csc`` with a pruned convolution)."""
+    """Refuse, before any simulation, a variant the cache path cannot run on this workload (a type
+    the profile has no peak for, ``--format csc`` with a pruned convolution)."""
     if profile.sparse_engine is not None or profile.tiled_engine is not None or options.mode is Mode.TRAIN:
         return      # these run their own formats
     if options.density is not None:
         workload = workload.with_density(options.density)
-    for fmt in options.formats:
-        layer = unsupported_sparse_layer(workload, fmt)
-        if layer is not None:
-            raise OptionError("format", f"{fmt.value} is modelled for FC layers only, and "
-                              f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
-                              "csr (CSR covers convolutions)")
+    for variant in options.variants:
+        err = refusal(profile, workload, variant)
+        if err is not None:
+            raise err
+
+
+def auto_candidates(profile: HardwareProfile, workload: Workload, options: RunOptions) -> tuple[Variant, ...]:
+    """What ``auto`` chooses from: the other variants of the list, or, when it stands alone, every
+    variant of :data:`~simulator.compress.variants.AUTO_CANDIDATES` the profile runs on this workload."""
+    others = tuple(v for v in options.variants if v.structure is not Structure.AUTO)
+    if others:
+        return others
+    if options.density is not None:
+        workload = workload.with_density(options.density)
+    group = next((v.group_size for v in options.variants), DEFAULT_GROUP_SIZE)
+    candidates = (parse_variant(spec, group) for spec in AUTO_CANDIDATES)
+    return tuple(v for v in candidates if refusal(profile, workload, v) is None)
+
+
+def _auto_choices(workload: Workload, candidates: Sequence[Variant], results: Sequence[VariantResult]
+                  ) -> dict[str, Variant]:
+    """Per layer, the candidate whose whole-network run gave it the least time; a layer without
+    weights runs in the variant of the layer it reads (its activations' type), the first one in
+    the fastest variant."""
+    times = [{l.name: l.time_s for l in r.layers} for r in results]
+    chosen: dict[str, Variant] = {}
+    for layer in workload.layers:
+        preds = workload.predecessors(layer.name)
+        if layer.kind.has_weights or not preds:
+            best = min(range(len(candidates)), key=lambda i: times[i].get(layer.name, float("inf")))
+            chosen[layer.name] = candidates[best]
+        else:
+            chosen[layer.name] = chosen[preds[0]]
+    return chosen
+
+
+def _auto_variant(profile: HardwareProfile, workload: Workload, options: RunOptions, candidates: Sequence[Variant],
+                  results: Sequence[VariantResult], progress: Callable[[str], None]) -> VariantResult:
+    """``auto``: each layer in the candidate fastest for it (:func:`_auto_choices`), then the whole
+    network re-simulated with those per-layer encodings, so the caches see the mixed network (a
+    layer's time depends on what the one before left in the caches)."""
+    choices = _auto_choices(workload, candidates, results)
+    picked = {l.name: choices[l.name].spec for l in workload.layers if l.kind.has_weights}
+    if len(set(choices.values())) == 1:     # one variant everywhere: its run is the auto network
+        only = results[list(candidates).index(next(iter(choices.values())))]
+        return replace(only, name="auto", format="auto", choices=picked, dense_layers=[])
+    progress("auto: compressing the chosen variants")
+    sources = {v: prepared_workload(profile, workload, v, options) for v in dict.fromkeys(choices.values())}
+    view = CoreView.of(profile, options.threads)
+    space = AddressSpace()
+    traffic = []
+    for layer in workload.layers:
+        variant = choices[layer.name]
+        prepared, plan, encodings = sources[variant]
+        one = workload_layer_traffic(prepared, prepared.layer(layer.name), encodings.get(layer.name), options.batch,
+                                     space, view)
+        traffic.append(_precise(one, variant, plan, options.batch))
+    result = VariantResult("auto", "auto", 0.0, choices=picked)
+    return _timed(profile, workload, traffic, view, options, result, progress)
 
 
 def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options: RunOptions,
@@ -238,7 +384,7 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     return VariantResult("dense", StorageFormat.DENSE.value, total, layers)
 
 
-def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat],
+def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats: Sequence[Variant],
                            options: RunOptions, progress: Callable[[str], None]) -> list[VariantResult]:
     """Every variant in its own thread: they are independent, and their heavy stages (traffic
     kernels, cache model) release the GIL. A timeline being recorded gets each variant's engine
@@ -253,7 +399,7 @@ def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats
 
     steps.expect = lambda n: expect(progress, n)      # type: ignore[attr-defined]
 
-    def one(fmt: StorageFormat) -> tuple[VariantResult, list]:
+    def one(fmt: Variant) -> tuple[VariantResult, list]:
         if outer is None:
             return simulate_variant(profile, workload, fmt, options, steps), []
         with recording() as calls:
@@ -286,17 +432,18 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
     if options.mode is Mode.TRAIN:
         return _train(profile, workload, options, progress)
     check_formats(profile, workload, options)
-    formats = options.formats
-    if profile.sparse_engine is not None:
-        if any(f is StorageFormat.DENSE for f in formats) and len(formats) == 1:
-            raise OptionError("format", f"{profile.name} runs compressed weights only")
-        formats = formats[-1:]    # one variant: its own compressed format
-    if profile.tiled_engine is not None:
-        if StorageFormat.DENSE not in formats:
-            raise OptionError("format", f"{profile.name} computes dense weights only (its array "
-                              "does not skip zeros); use {format} dense")
-        formats = (StorageFormat.DENSE,)
-    if len(formats) > 1 and (os.cpu_count() or 1) > 1:
+    formats = _engine_variants(profile, workload, options)
+    auto = Variant(Structure.AUTO)
+    if auto in formats:
+        candidates = auto_candidates(profile, workload, options)
+        runs = [simulate_variant(profile, workload, fmt, options, progress) for fmt in candidates] \
+            if len(candidates) == 1 or (os.cpu_count() or 1) == 1 else \
+            _variants_side_by_side(profile, workload, candidates, options, progress)
+        by_spec = {v.format: v for v in runs}
+        by_spec["auto"] = _auto_variant(profile, workload, options, candidates, runs, progress)
+        shown = formats if len(formats) > 1 else tuple(v for v in candidates[:1] if v.spec == "dense") + formats
+        variants = [by_spec[v.spec] for v in shown]
+    elif len(formats) > 1 and (os.cpu_count() or 1) > 1:
         variants = _variants_side_by_side(profile, workload, formats, options, progress)
     else:
         variants = [simulate_variant(profile, workload, fmt, options, progress) for fmt in formats]
@@ -307,6 +454,24 @@ def run(profile: HardwareProfile, workload: Workload, options: RunOptions = RunO
                      static_power_w=_static_power_w(profile))
 
 
+def _engine_variants(profile: HardwareProfile, workload: Workload, options: RunOptions) -> tuple[Variant, ...]:
+    """The variants a profile with an engine of its own runs (the cache path runs them all)."""
+    formats = options.variants
+    if profile.sparse_engine is None and profile.tiled_engine is None:
+        return formats
+    for variant in formats:
+        plan_precision(profile, variant, workload.dtype)     # a type: refused, the engine has its own
+    dense = Variant(Structure.DENSE)
+    if profile.sparse_engine is not None:
+        if formats == (dense,):
+            raise OptionError("format", f"{profile.name} runs compressed weights only")
+        return formats[-1:]    # one variant: its own compressed format
+    if dense not in formats:
+        raise OptionError("format", f"{profile.name} computes dense weights only (its array "
+                          "does not skip zeros); use {format} dense")
+    return (dense,)
+
+
 def _static_power_w(profile: HardwareProfile) -> Optional[float]:
     return profile.energy.static_power_w if profile.energy is not None else None
 
@@ -314,7 +479,7 @@ def _static_power_w(profile: HardwareProfile) -> Optional[float]:
 def _train(profile: HardwareProfile, workload: Workload, options: RunOptions,
            progress: Callable[[str], None]) -> RunResult:
     """One training step per variant: base(p) and the requested offload policy (dense weights)."""
-    if any(f is not StorageFormat.DENSE for f in options.formats) and len(options.formats) == 1:
+    if len(options.variants) == 1 and options.variants[0] != Variant(Structure.DENSE):
         raise OptionError("format", "training updates dense weights; use {format} dense "
                           "or leave it out")
     if options.repeat != 1 or options.repeat_mode is not RepeatMode.NETWORK:

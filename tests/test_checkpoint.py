@@ -285,9 +285,12 @@ def test_cli_prune_writes_a_checkpoint_summary_and_plot(cli):
     result = cli["prune"]
     assert result.returncode == 0, result.stderr
     assert "| 21 | module.fc.weight" in result.stdout and "Total sparsity:" in result.stdout
-    assert result.stderr.count("\n") == 1 and "not applied" in result.stderr and "net_thinner" in result.stderr
+    # the thinning extension is applied; the LR scheduler is not
+    assert result.stderr.count("\n") == 1 and "pruning_lr" in result.stderr and "net_thinner" not in result.stderr
+    assert "thinning: 40,813,184 -> 30,655,104 MACs per sample" in result.stdout
     pruned = torch.load(cli["folder"] / "pruned.pth.tar", weights_only=True)
     assert int(torch.count_nonzero(pruned["state_dict"]["module.layer3.1.conv1.weight"])) == 11060
+    assert pruned["state_dict"]["module.layer2.0.bn1.running_var"].shape == (16,)   # thinned with its conv
     assert pruned["state_dict"]["module.bn1.running_mean"].shape == (16,)    # buffers carried over
     assert (cli["folder"] / "density.png").stat().st_size > 0
 

@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Apply a Distiller compression schedule (version-1 YAML: pruners and policies, Distiller's "
                     "epoch rule and AGP formula) with torch.nn.utils.prune, print Distiller's sparsity summary "
                     "and write the pruned model as a Distiller checkpoint. Nothing is trained: weights change "
-                    "only by masking.")
+                    "only by masking. A thinning extension (net_thinner: FilterRemover / ChannelRemover) "
+                    "removes the all-zero filters or channels at its epoch, through the workload's graph, and "
+                    "the checkpoint holds the smaller tensors.")
     prune.add_argument("--schedule", required=True, metavar="FILE", help="Distiller schedule YAML")
     source = prune.add_mutually_exclusive_group(required=True)
     source.add_argument("--workload", metavar="FILE",
@@ -39,6 +41,7 @@ def _prune(args: argparse.Namespace) -> int:
 
     from ..compress.schedule import apply_schedule, load_schedule
     from ..compress.sparsity import render_summary, weights_sparsity_summary
+    from ..compress.thinning import StateThinner
     from ..model.checkpoint import load_checkpoint, save_checkpoint
     from ..model.parameters import ParameterTree, workload_parameters
     from ..model.workload import load_workload
@@ -66,20 +69,52 @@ def _prune(args: argparse.Namespace) -> int:
         model, arch = args.workload, workload_path.stem   # file name = Distiller's arch name
         tree = ParameterTree(workload_parameters(workload, args.seed))
         state = {}
+    thinner = None
+    if schedule.thinnings:
+        from ..model.checkpoint import checkpoint_workload
+
+        thinner = StateThinner(checkpoint_workload(ckpt) if args.checkpoint else workload)
     with Bar("step") as bar:
-        result = apply_schedule(schedule, tree, model, args.epochs, progress=bar)
-    warning = schedule.warning()   # after the schedule applied, so that an error stays one line
+        result = apply_schedule(schedule, tree, model, args.epochs, progress=bar,
+                                thin=_thin_step(thinner) if thinner is not None else None)
+    warning = schedule.warning(thinning_applied=True)   # after the schedule applied: an error stays one line
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
+    if thinner is not None:
+        state = thinner.apply(state)       # batch-norm running statistics, cut as the parameters were
     state.update(result.tensors)
     save_checkpoint(args.out, state, result.masks, tree.names, arch, result.epochs - 1)
     summary = weights_sparsity_summary(state)
     print(render_summary(summary))
     print(f"\n{model}: epochs 0-{result.epochs - 1} of {args.schedule}, {len(result.steps)} masking steps on "
           f"{len(result.masks)} parameters; wrote {args.out}")
+    if thinner is not None:
+        _report_thinning(thinner)
     if args.plot:
         from ..output.plots import density_bars
 
         path = density_bars(summary, Path(args.plot) / "density.png", Path(args.out).name)
         print(f"wrote {path}")
     return 0
+
+
+def _thin_step(thinner):
+    """The ``thin`` callback of :func:`~simulator.compress.schedule.apply_schedule`: Distiller's
+    thinning function name -> what :class:`~simulator.compress.thinning.StateThinner` removes."""
+    from ..compress.schedule import ThinningFunction
+    from ..compress.thinning import Removal
+
+    removal = {ThinningFunction.FILTERS: Removal.FILTERS, ThinningFunction.CHANNELS: Removal.CHANNELS}
+
+    def step(function, epoch, weights, masks):
+        return thinner(removal[function], weights, masks)
+
+    return step
+
+
+def _report_thinning(thinner) -> None:
+    """What each thinning step removed, and the compute before and after (Distiller's MACs)."""
+    for _, record in thinner.steps:
+        print(f"\nthinning: {record.macs_before:,} -> {record.macs_after:,} MACs per sample")
+        for line in record.lines():
+            print(f"  {line}")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from ..base.console import Bar, progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
+from ..compress.variants import DEFAULT_GROUP_SIZE
 from .options import check_output_dirs, density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
@@ -38,9 +39,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--input-shape", metavar="C,H,W",
                      help="with --model: the shape of one input sample, when FACTORY returns no example input")
     run.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
-    run.add_argument("--format", choices=["dense", "csr", "csc"],
-                     help="simulate one variant only: dense (unpruned) or pruned in csr / csc "
-                          "(default: dense and pruned CSR side by side)")
+    run.add_argument("--format", metavar="SPEC[,SPEC...]",
+                     help="the variants to simulate side by side, each STRUCTURE[@TYPE]: dense, thinned, csr, "
+                          "csc, bsr<R>x<C>, <N>:<M>, bitmask, eie, or auto (per layer the fastest of the others); "
+                          "TYPE fp32, fp16, bf16, int8 (dynamic quantization), w8 or w4 (weight-only), default "
+                          "the workload's (default: dense,csr); see docs/compression.md")
+    run.add_argument("--group-size", type=positive_int("--group-size"), default=DEFAULT_GROUP_SIZE,
+                     help=f"weights per fp16 scale of @w8 / @w4 (default {DEFAULT_GROUP_SIZE})")
+    run.add_argument("--low-rank", metavar="SPEC", action="append",
+                     help="factor layers into two thinner ones by SVD before the run (repeatable): LAYERS:VALUE, "
+                          "LAYERS a layer name, all-fc, all-conv or all; VALUE a fraction of the full rank "
+                          "(fc6:0.25), a rank (fc6:500) or energy=F of the seeded weights' singular values "
+                          "(fc6:energy=0.9)")
     run.add_argument("--density", type=density,
                      help="prune every weighted layer to this density instead of the workload's")
     run.add_argument("--repeat", type=positive_int("--repeat"), default=1,
@@ -68,22 +78,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="with --mode train, the weight update: SGD with momentum (a velocity buffer per weight, "
                           "default) or plain SGD (no state)")
     run.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    run.add_argument("--plot", metavar="FILE", help="also plot each layer's time, a bar per variant "
+                                                    "(.png, .pdf or .svg)")
     run.add_argument("--dump-trace", metavar="DIR",
                      help="also write the address traces the caches saw, per variant (DIR/dense.npy, "
                           "DIR/pruned.npy) and per layer, as the .npy files `cachesim` reads")
     run.add_argument("--trace", metavar="FILE",
                      help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
                           "Chrome / Perfetto trace-event JSON")
+    from .llmrun import add_arguments
+
+    add_arguments(run)
     run.set_defaults(handler=_run)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Optional[float]]:
+    """The profile, the workload (a file, a checkpoint or a traced model) and the density the run
+    applies (None where the workload's own weights carry the sparsity)."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
     check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
+    from .llmrun import check_llm_flags
+
+    check_llm_flags(args)
     run_density = args.density
     if args.input_shape and not args.model:
         raise ConfigError("command line", "--input-shape", "applies with --model only")
@@ -115,7 +135,23 @@ def _run(args: argparse.Namespace) -> int:
                                        find_workload(args.workload) if args.workload else None)
     else:
         workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
+    if args.low_rank:
+        from ..compress.lowrank import apply_low_rank
 
+        workload = apply_low_rank(workload, args.low_rank, args.seed)
+    return profile, workload, run_density
+
+def _run(args: argparse.Namespace) -> int:
+    from ..model.llm import looks_like_llm_config
+
+    if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode
+        from ..hardware.profile import load_profile
+        from .llmrun import run_llm
+
+        check_output_dirs(args, "json", "trace")
+        return run_llm(load_profile(find_profile(args.profile)), Path(args.workload), args)
+    # inputs first: a bad file is reported before the heavier stages are even imported
+    profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
     from ..pipeline import RepeatMode, RunOptions, run
@@ -124,7 +160,10 @@ def _run(args: argparse.Namespace) -> int:
         json_dir = Path(args.json).parent
         if not json_dir.is_dir():
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
-    formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
+    from ..compress.variants import parse_variants
+
+    formats = (parse_variants(args.format, args.group_size) if args.format
+               else (StorageFormat.DENSE, StorageFormat.CSR))
     from ..engine.offload import OffloadPolicy
     from ..engine.training import Mode, Optimizer
     from ..hardware.profile import ConvAlgorithm
@@ -149,6 +188,11 @@ def _run(args: argparse.Namespace) -> int:
         return _train(profile, workload, options, args)
     if args.trace and not Path(args.trace).resolve().parent.is_dir():
         raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    plot = None
+    if args.plot:
+        from ..output.plots import check_plot_path
+
+        plot = check_plot_path(args.plot, "plot")
     dump_dir = _trace_dir(profile, args.dump_trace) if args.dump_trace else None
     if args.trace:
         from ..engine.core import recording
@@ -166,6 +210,11 @@ def _run(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         write_json(result, args.json)
+    if plot is not None:
+        from ..output.plots import layer_times_by_variant
+
+        layer_times_by_variant(result, plot)
+        print(f"plot: {plot} (time per layer, a bar per variant)")
     if dump_dir is not None:
         _dump_traces(profile, workload, options, result, dump_dir)
     if args.trace:
@@ -202,14 +251,14 @@ def _trace_dir(profile: HardwareProfile, folder: str) -> Path:
 def _dump_traces(profile: HardwareProfile, workload: Workload, options: RunOptions, result, folder: Path) -> None:
     """``--dump-trace``: rebuild each variant's traces (the same seeded encodings, so the same
     addresses the run used) and write them for ``cachesim``."""
-    from ..compress.compression import StorageFormat
     from ..output.tracedump import write_traces
     from ..pipeline import variant_traffic
 
     written = []
+    by_spec = {v.spec: v for v in options.variants}
     for variant in result.variants:
         progress(f"{variant.name}: writing traces")
-        traffic = variant_traffic(profile, workload, StorageFormat(variant.format), options)
+        traffic = variant_traffic(profile, workload, by_spec[variant.format], options)
         written += write_traces(folder, variant.name, traffic)
     progress("")
     whole = ", ".join(str(folder / f"{v.name}.npy") for v in result.variants)

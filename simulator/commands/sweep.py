@@ -9,6 +9,7 @@ import sys
 from ..base.console import is_quiet, progress, showing
 from ..base.errors import ConfigError
 from ..base.paths import find_profile, find_workload
+from ..compress.variants import DEFAULT_GROUP_SIZE
 from .options import positive_int
 from .run import DEFAULT_WORKLOAD
 
@@ -27,8 +28,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="a field and its values: a list (5GB/s,10GB/s), a geometric range (64KiB..8MiB:x2) "
                             "or an arithmetic range (0.04..0.5:+0.02); repeat for a grid")
     sweep.add_argument("--workload", help="workload YAML, or a shipped workload's name (default: alexnet)")
-    sweep.add_argument("--format", choices=["dense", "csr", "csc"],
-                       help="one variant only: dense, or pruned in csr / csc (default: dense and pruned CSR)")
+    sweep.add_argument("--format", metavar="SPEC[,SPEC...]",
+                       help="the variants at every point, each STRUCTURE[@TYPE] as run takes them (dense,csr,"
+                            "dense@int8, ...; default: dense,csr); see docs/compression.md")
+    sweep.add_argument("--group-size", type=positive_int("--group-size"), default=DEFAULT_GROUP_SIZE,
+                       help=f"weights per fp16 scale of @w8 / @w4 (default {DEFAULT_GROUP_SIZE})")
     sweep.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per inference (default 1)")
     sweep.add_argument("--repeat", type=positive_int("--repeat"), default=1,
                        help="back-to-back inferences per point; the last (warm caches) is reported")
@@ -46,7 +50,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from ..compress.compression import StorageFormat
     from ..output.plots import check_plot_path, sweep_plot
     from ..studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep
     from ..studies.sweepstore import ResultStore
@@ -55,7 +58,7 @@ def _sweep(args: argparse.Namespace) -> int:
         raise ConfigError("command line", "--dask", f"{args.dask!r} is not a scheduler address such as "
                                                     "tcp://10.0.0.5:8786")
     plot = check_plot_path(args.plot, "plot") if args.plot else None
-    formats = (StorageFormat(args.format),) if args.format else (StorageFormat.DENSE, StorageFormat.CSR)
+    formats = _formats(args.format, args.group_size)
     workload = find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD
     plan = plan_sweep(find_profile(args.profile), args.sets, workload, formats, args.batch, args.repeat,
                       use_cache_path=not args.full_runs)
@@ -118,8 +121,20 @@ class _Progress:
         progress("")
 
 
+def _formats(text, group_size: int) -> tuple:
+    """``--format``'s variants; a list of plain storage formats stays one (the single-pass cache-size
+    path traces those)."""
+    from ..compress.compression import StorageFormat
+    from ..compress.variants import is_legacy, parse_variants, storage_format
+
+    if not text:
+        return (StorageFormat.DENSE, StorageFormat.CSR)
+    variants = parse_variants(text, group_size)
+    return tuple(storage_format(v) for v in variants) if is_legacy(variants) else variants
+
+
 def _summary_table(plan, rows) -> str:
-    """Whole-network time per point and variant (and the speed-up when dense and pruned ran)."""
+    """Whole-network time per point and variant (and each variant's speed-up over dense)."""
     from ..base.texttable import format_table
     from ..base.units import format_seconds
 
@@ -131,10 +146,10 @@ def _summary_table(plan, rows) -> str:
             errors[key] = r.error
         elif r.layer == "total":
             totals[(key, r.variant)] = r.time_s
-    variants = [v for v in ("dense", "pruned") if any(k[1] == v for k in totals)]
+    variants = list(dict.fromkeys(r.variant for r in rows if not r.error and r.layer == "total"))
+    faster = [v for v in variants if v != "dense"] if "dense" in variants else []
     header = [a.field for a in plan.axes] + [f"{v} time" for v in variants]
-    if variants == ["dense", "pruned"]:
-        header.append("speed-up")
+    header += ["speed-up"] if variants == ["dense", "pruned"] else [f"{v} speed-up" for v in faster]
     body = []
     for point in plan.points:
         key = tuple(value for _, value in point.settings)
@@ -147,7 +162,9 @@ def _summary_table(plan, rows) -> str:
             continue
         times = [totals.get((key, v)) for v in variants]
         cells += [format_seconds(t) if t is not None else "-" for t in times]
-        if len(variants) == 2 and None not in times and times[1] > 0:
-            cells.append(f"{times[0] / times[1]:.2f}x")
+        dense = totals.get((key, "dense"))
+        for v in faster:
+            t = totals.get((key, v))
+            cells.append(f"{dense / t:.2f}x" if dense is not None and t else "-")
         body.append(cells)
     return format_table(header, body, right=True)

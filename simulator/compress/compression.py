@@ -55,6 +55,8 @@ class EncodedWeights:
     value_bytes_each: int
     indices: Optional[np.ndarray] = None
     pointers: Optional[np.ndarray] = None
+    value_bits: int = 0          # bits per stored value when not 8 x value_bytes_each (int4: 4); 0: whole bytes
+    scale_bytes: int = 0         # weight-only types: the groups' fp16 scales, stored with the values
 
     @property
     def density(self) -> float:
@@ -63,8 +65,15 @@ class EncodedWeights:
 
     @property
     def values_bytes(self) -> int:
-        """Bytes of stored values."""
-        return self.nnz * self.value_bytes_each
+        """Bytes of stored values (and of their scales, for weight-only types)."""
+        if self.value_bits:
+            return -(-self.nnz * self.value_bits // 8) + self.scale_bytes
+        return self.nnz * self.value_bytes_each + self.scale_bytes
+
+    @property
+    def weight_bytes_each(self) -> float:
+        """Bytes a stored value takes on average, its share of the scales included."""
+        return self.values_bytes / self.nnz if self.nnz else float(self.value_bytes_each)
 
     @property
     def index_bytes(self) -> int:

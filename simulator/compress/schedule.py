@@ -22,8 +22,15 @@ follows its ``CompressionScheduler`` and ``PruningPolicy``:
 Nothing here trains: weights change only by masking. The masks are those Distiller computes
 from the same weights at each pruning step without the fine-tuning in between. Sections and
 options that only act on training (regularizers, quantizers, learning-rate schedulers,
-extensions such as thinning, and training-only policy arguments) are read, checked for
+extensions other than thinning, and training-only policy arguments) are read, checked for
 well-formedness and reported by :attr:`Schedule.not_applied`; they are never silently dropped.
+
+A thinning extension (Distiller's ``FilterRemover`` / ``ChannelRemover`` with
+``thinning_func_str: remove_filters`` or ``remove_channels``) becomes a :class:`ThinningPolicy`:
+at the start of its epoch, after the pruning policies declared before it have masked that
+epoch's weights and before those declared after it decide, :func:`apply_schedule` hands the
+weights and masks to a ``thin`` callback (``prune`` thins them through the workload graph,
+:mod:`simulator.compress.thinning`) and carries on with the smaller tensors.
 
 The pruning arithmetic itself is in :mod:`simulator.compress.pruners`; masks are applied with
 ``torch.nn.utils.prune.custom_from_mask`` on a :class:`~simulator.model.parameters.ParameterTree`.
@@ -41,7 +48,7 @@ from pydantic import Field, model_validator
 from torch.nn.utils import prune
 
 from ..base.console import expect
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from ..base.schema import PositiveInt, Strict, validate
 from ..base.yamlio import read_yaml_mapping
 from ..model.parameters import NameIndex, ParameterTree
@@ -164,6 +171,25 @@ _SPECS: dict[PrunerClass, type[_PrunerSpec]] = {
     PrunerClass.L1_RANKED_AGP: RankedAgpSpec,
     PrunerClass.L2_RANKED_AGP: RankedAgpSpec,
 }
+
+
+class ThinningFunction(str, enum.Enum):
+    """Distiller's thinning functions (``thinning_func_str``): what a thinning extension removes."""
+
+    FILTERS = "remove_filters"     # all-zero filters, and the input channels that read them
+    CHANNELS = "remove_channels"   # all-zero input channels, and the filters that produce them
+
+
+THINNING_CLASSES = ("FilterRemover", "ChannelRemover")
+
+
+class ThinningSpec(Strict):
+    """A thinning extension (``extensions: {net_thinner: {class: FilterRemover, ...}}``)."""
+
+    class_: Literal["FilterRemover", "ChannelRemover"] = Field(alias="class")
+    thinning_func_str: ThinningFunction
+    arch: Optional[str] = None
+    dataset: Optional[str] = None
 
 
 class PrunerArgs(Strict):
@@ -406,14 +432,25 @@ class Policy:
     levels: Optional[dict[str, float]] = None
 
 
+@dataclass(frozen=True)
+class ThinningPolicy:
+    """A thinning extension's policy: what it removes, at which epochs."""
+
+    index: int                      # position in the file's policies list
+    extension: str                  # the instance name (net_thinner)
+    function: ThinningFunction
+    epochs: tuple[int, ...]
+
+
 @dataclass
 class Schedule:
-    """A loaded schedule: its pruners, its pruning policies and what it will not apply."""
+    """A loaded schedule: its pruners, its pruning and thinning policies and what it will not apply."""
 
     path: str
     pruners: dict[str, Pruner]
     policies: list[Policy]
     not_applied: list[str] = field(default_factory=list)
+    thinnings: list[ThinningPolicy] = field(default_factory=list)
 
     @property
     def last_epoch(self) -> int:
@@ -424,12 +461,15 @@ class Schedule:
         """Pruning policies acting at ``epoch``, in file order."""
         return [p for p in self.policies if epoch in p.epochs]
 
-    def warning(self) -> Optional[str]:
-        """One line listing what is not applied, or None."""
-        if not self.not_applied:
+    def warning(self, thinning_applied: bool = False) -> Optional[str]:
+        """One line listing what is not applied, or None; thinning extensions are listed unless
+        ``thinning_applied`` (``prune`` applies them, other users of a schedule do not)."""
+        unused = list(self.not_applied)
+        if self.thinnings and not thinning_applied:
+            unused.append(f"extensions ({', '.join(dict.fromkeys(t.extension for t in self.thinnings))})")
+        if not unused:
             return None
-        return (f"{self.path}: not applied (this simulator prunes; it does not train): "
-                + "; ".join(self.not_applied))
+        return f"{self.path}: not applied (this simulator prunes; it does not train): " + "; ".join(unused)
 
 
 def load_schedule(path: str | Path) -> Schedule:
@@ -442,6 +482,7 @@ def load_schedule(path: str | Path) -> Schedule:
     spec = validate(ScheduleSpec, data, source)
     pruners = {name: _pruner(name, body, source) for name, body in spec.pruners.items()}
     policies: list[Policy] = []
+    thinnings: list[ThinningPolicy] = []
     unused: dict[str, list[str]] = {}
     for i, ps in enumerate(spec.policies):
         where = f"policies[{i}]"
@@ -457,6 +498,11 @@ def load_schedule(path: str | Path) -> Schedule:
         else:
             epochs = tuple(range(ps.starting_epoch, ps.ending_epoch, ps.frequency))
             window = Window(ps.starting_epoch, ps.ending_epoch, ps.frequency)
+        if kind is PolicyKind.EXTENSION and _is_thinning(spec.extensions[ref.instance_name]):
+            body = validate(ThinningSpec, spec.extensions[ref.instance_name], source,
+                            prefix=("extensions", ref.instance_name))
+            thinnings.append(ThinningPolicy(i, ref.instance_name, body.thinning_func_str, epochs))
+            continue
         if kind is not PolicyKind.PRUNER:
             unused.setdefault(kind.section, []).append(ref.instance_name)
             continue
@@ -479,12 +525,18 @@ def load_schedule(path: str | Path) -> Schedule:
     unused_pruners = [f"{name} (no policy uses it)" for name in pruners if name not in used_pruners]
     if unused_pruners:
         unused["pruners"] = unused_pruners
+    thinners = {t.extension for t in thinnings}
     for section in ("regularizers", "quantizers", "lr_schedulers", "extensions"):
         for name in getattr(spec, section):
-            if name not in unused.get(section, []):
+            if name not in unused.get(section, []) and name not in thinners:
                 unused.setdefault(section, []).append(f"{name} (no policy uses it)")
     not_applied = [f"{section} ({', '.join(names)})" for section, names in unused.items()]
-    return Schedule(source, pruners, policies, not_applied)
+    return Schedule(source, pruners, policies, not_applied, thinnings)
+
+
+def _is_thinning(body: Any) -> bool:
+    """Whether an extension's body names one of Distiller's thinning classes."""
+    return isinstance(body, dict) and body.get("class") in THINNING_CLASSES
 
 
 def _pruner(name: str, body: dict[str, Any], source: str) -> Pruner:
@@ -534,8 +586,13 @@ class PruneResult:
         return 1.0 - int(torch.count_nonzero(t)) / t.numel()
 
 
+Thinner = Callable[[ThinningFunction, int, dict[str, torch.Tensor], dict[str, torch.Tensor]],
+                   tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]]
+
+
 def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: Optional[int] = None,
-                   progress: Callable[[str], None] = lambda _: None) -> PruneResult:
+                   progress: Callable[[str], None] = lambda _: None,
+                   thin: Optional[Thinner] = None) -> PruneResult:
     """Run the schedule's pruning policies over epochs ``0 .. epochs - 1`` (default: through its
     last pruning epoch) on ``tree``; ``model`` names the model in errors.
 
@@ -545,6 +602,11 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
     ``weight_orig``, ``weight_mask``, ``weight``). Speed trick: between epochs the masks and
     masked weights are kept here rather than re-installed on the module at every step, which
     for AlexNet's 60 M weights would copy every pruned tensor three times per step.
+
+    With ``thin``, a due thinning policy calls ``thin(function, epoch, weights, masks)`` (after the
+    masks of the pruning policies declared before it) and goes on with the tensors it returns;
+    the result's tensors are then the smaller ones (``tree`` keeps the old shapes). Without it,
+    thinning policies are not applied (:meth:`Schedule.warning` says so).
     """
     index = NameIndex(tree.names)
     for pruner in schedule.pruners.values():
@@ -556,13 +618,24 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
     weights = {name: tree.current(name).clone() for name in tree.names}
     masks = {name: m for name in tree.names if (m := tree.mask(name)) is not None}
     last = schedule.last_epoch if epochs is None else epochs - 1
+    if epochs is None and thin is not None:
+        last = max([last] + [e for t in schedule.thinnings for e in t.epochs])
     if last + 1 > MAX_POLICY_EPOCHS:
-        raise ConfigError("command line", "--epochs", f"{last + 1:,} epochs is more than {MAX_POLICY_EPOCHS:,}")
+        raise OptionError("epochs", f"{last + 1:,} epochs is more than {MAX_POLICY_EPOCHS:,}")
     expect(progress, sum(len(schedule.due(epoch)) for epoch in range(last + 1)))
     steps: list[PruneStep] = []
+    thinned = False
     for epoch in range(last + 1):
         decided: dict[str, tuple[torch.Tensor, str, Optional[float]]] = {}
-        for policy in schedule.due(epoch):
+        thinnings = [t for t in schedule.thinnings if epoch in t.epochs] if thin is not None else []
+        for policy in sorted(schedule.due(epoch) + thinnings, key=lambda p: p.index):
+            if isinstance(policy, ThinningPolicy):
+                steps += _commit(decided, masks, weights, epoch)
+                decided = {}
+                progress(f"epoch {epoch}/{last}: {policy.extension}")
+                weights, masks = thin(policy.function, epoch, weights, masks)
+                thinned = True
+                continue
             pruner = schedule.pruners[policy.pruner]
             if policy.index in policy_tables:
                 pruner.table = policy_tables[policy.index]
@@ -582,13 +655,23 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
                 except ValueError as err:
                     raise ConfigError(schedule.path, f"pruners.{pruner.name}", f"{name}: {err}") from None
                 decided[name] = (new, pruner.name, decision.target_sparsity)
-        for name, (mask, pruner_name, target) in decided.items():
-            masks[name] = mask
-            weights[name].masked_fill_(~mask, 0)
-            zeros = mask.numel() - int(torch.count_nonzero(mask))
-            steps.append(PruneStep(epoch, pruner_name, name, target, zeros / mask.numel(), zeros))
+        steps += _commit(decided, masks, weights, epoch)
+    if thinned:     # the tensors changed shape: a tree of the thinned (masked) weights
+        tree = ParameterTree(weights)
     for name, mask in masks.items():
         if tree.mask(name) is None or not torch.equal(tree.mask(name), mask):
             module, attribute = tree.module_of(name)
             prune.custom_from_mask(module, attribute, mask)
     return PruneResult(schedule.path, model, last + 1, steps, masks, dict(tree.tensors()))
+
+
+def _commit(decided: Mapping[str, tuple[torch.Tensor, str, Optional[float]]], masks: dict[str, torch.Tensor],
+            weights: dict[str, torch.Tensor], epoch: int) -> list[PruneStep]:
+    """Install an epoch's decided masks (in place) and return their steps."""
+    steps = []
+    for name, (mask, pruner_name, target) in decided.items():
+        masks[name] = mask
+        weights[name].masked_fill_(~mask, 0)
+        zeros = mask.numel() - int(torch.count_nonzero(mask))
+        steps.append(PruneStep(epoch, pruner_name, name, target, zeros / mask.numel(), zeros))
+    return steps

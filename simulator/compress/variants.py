@@ -41,6 +41,7 @@ from typing import Optional
 
 from ..base.errors import OptionError
 from ..model.workload import DType
+from .compression import StorageFormat
 
 DEFAULT_GROUP_SIZE = 128      # weights per scale of w8 / w4 (the usual GPTQ / AWQ group)
 DEFAULT_CODEBOOK_BITS = 4     # Deep Compression's FC layers: 4-bit shared weights
@@ -192,3 +193,48 @@ def parse_variants(text: str, group_size: int = DEFAULT_GROUP_SIZE) -> tuple[Var
             raise OptionError("format", f"{text!r}: {variant.spec} is given twice")
         variants.append(variant)
     return tuple(variants)
+
+
+# --- variants as the pipeline runs them --------------------------------------------------------
+
+#: The structures today's storage formats encode (the rest arrive with their encodings).
+_STORAGE = {Structure.DENSE: StorageFormat.DENSE, Structure.CSR: StorageFormat.CSR, Structure.CSC: StorageFormat.CSC}
+
+
+def as_variant(item: Variant | StorageFormat | str) -> Variant:
+    """A :class:`Variant` from a variant, a :class:`StorageFormat` (``dense``, ``csr``, ``csc``:
+    the workload's type) or a spec string."""
+    if isinstance(item, Variant):
+        return item
+    if isinstance(item, StorageFormat):
+        return Variant(Structure(item.value))
+    return parse_variant(item)
+
+
+def storage_format(variant: Variant) -> Optional[StorageFormat]:
+    """The storage format of a ``dense``, ``csr`` or ``csc`` variant, else None."""
+    return _STORAGE.get(variant.structure)
+
+
+def is_legacy(variants: tuple[Variant, ...]) -> bool:
+    """True for the variant lists ``run`` named before variants existed: at most one plain
+    ``dense`` and at most one plain ``csr`` / ``csc`` (no type given). Their results keep the names
+    ``dense`` and ``pruned`` (the tables, tests and docs written for them hold)."""
+    plain = all(v.precision is None and v.structure in _STORAGE for v in variants)
+    return plain and sum(v.is_sparse for v in variants) <= 1 and sum(not v.is_sparse for v in variants) <= 1
+
+
+def result_name(variant: Variant, variants: tuple[Variant, ...]) -> str:
+    """The name a variant's result carries: ``dense`` / ``pruned`` in a legacy list
+    (:func:`is_legacy`), else its spec."""
+    if is_legacy(variants):
+        return "pruned" if variant.is_sparse else "dense"
+    return variant.spec
+
+
+#: What ``auto`` standing alone chooses from, in this order: every structure and type a profile
+#: might run. Each is kept where the profile runs it and its encoding exists
+#: (:func:`simulator.compress.precision.structure_available`, the pipeline's checks); a new
+#: structure or type joins ``auto`` by being listed here.
+AUTO_CANDIDATES = ("dense", "csr", "thinned", "2:4", "bsr4x4", "bitmask", "eie", "dense@fp16", "dense@int8",
+                   "dense@w8", "dense@w4")

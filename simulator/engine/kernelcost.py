@@ -22,6 +22,10 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   rows. Convolution by ``im2col`` also writes and reads back the lowered input, at the bandwidth
   of the level it fits in.
 * **element-wise** kernels (pooling, adds, concats): ``cycles_per_element`` per vector.
+* **conversions** of a variant's type (:mod:`simulator.compress.precision`): each stored weight
+  of a weight-only or emulated type dequantised once (``dequant_cycles_per_vector`` per vector),
+  and int8's quantize / dequantize passes over the input and output at the element kernel's rate;
+  the FMAs run at the arithmetic type's peak (int8's for ``@int8``).
 
 Library behaviour no mechanism explains yet stays as a named property of the library on the
 profile (``library_efficiency``; ``compute.threads`` for libraries that use fewer cores), each
@@ -46,14 +50,14 @@ class IssueTime:
     """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
 
     seconds: float
-    mechanism: str      # "fma", "nonzeros", "rows", "row-latency", "lowering", "elements"
+    mechanism: str      # "fma", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
 
 
 def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
     """One core's peak FLOP/s in ``dtype``: the profile's peak for that type (or its fp32 peak when
     it gives none) over its cores: FMA lanes x 2 x clock."""
     peaks = profile.compute.peak_flops
-    peak = getattr(peaks, dtype.value, None) or peaks.best_known
+    peak = peaks.of(dtype.value) or peaks.best_known
     return float(peak) / profile.compute.cores
 
 
@@ -131,12 +135,37 @@ def element_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
     return vectors * kernel.cycles_per_element / (compute.clock_hz * max(1, cores))
 
 
+def vectors_seconds(profile: HardwareProfile, elements: int, cycles_per_vector: float, cores: int) -> float:
+    """``elements`` in vectors of ``compute.vector_lanes``, ``cycles_per_vector`` each, over ``cores``."""
+    compute = profile.compute
+    return math.ceil(elements / compute.vector_lanes) * cycles_per_vector / (compute.clock_hz * max(1, cores))
+
+
+def conversion_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
+    """A variant's conversions: each stored weight dequantised into the arithmetic type
+    (``dequant_cycles_per_vector`` of the layer's kernel), and the activations an element-wise pass
+    converts (int8's quantize / dequantize: the element kernel's ``cycles_per_element``)."""
+    kernels = profile.compute.kernels
+    seconds = 0.0
+    if shape.dequantized_weights:
+        kernel = kernels.dense(shape.kind) if shape.kind in DENSE_KINDS else kernels.sparse(shape.kind)
+        seconds += vectors_seconds(profile, shape.dequantized_weights, kernel.dequant_cycles_per_vector, cores)
+    if shape.converted_elements:
+        seconds += vectors_seconds(profile, shape.converted_elements, kernels.pool.cycles_per_element, cores)
+    return seconds
+
+
 def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
     """The time ``cores`` cores (SMs) of ``profile`` spend issuing the kernel ``shape``."""
     if profile.compute.kernels is None:
         raise ValueError(f"{profile.name}: compute.kernels is needed to time {shape.kind.value} kernels")
     if shape.kind in DENSE_KINDS:
-        return IssueTime(dense_seconds(profile, shape, cores), "fma")
-    if shape.kind in SPARSE_KINDS:
-        return sparse_seconds(profile, shape, cores)
-    return IssueTime(element_seconds(profile, shape, cores), "elements")
+        issue = IssueTime(dense_seconds(profile, shape, cores), "fma")
+    elif shape.kind in SPARSE_KINDS:
+        issue = sparse_seconds(profile, shape, cores)
+    else:
+        return IssueTime(element_seconds(profile, shape, cores), "elements")
+    converting = conversion_seconds(profile, shape, cores)
+    if converting > issue.seconds:
+        return IssueTime(issue.seconds + converting, "conversion")
+    return IssueTime(issue.seconds + converting, issue.mechanism) if converting else issue

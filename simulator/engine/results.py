@@ -161,8 +161,8 @@ class WeightStreaming:
 class VariantResult:
     """One way of storing the network (dense, or pruned in a sparse format)."""
 
-    name: str                       # "dense" or "pruned"
-    format: str                     # dense, csr, csc
+    name: str                       # "dense" / "pruned" (run's default dense,csr), else the spec
+    format: str                     # the variant's spec: dense, csr, csc, dense@int8, 2:4, auto ...
     total_s: float
     layers: list[LayerResult] = field(default_factory=list)
     # device memory and the host link (None where the profile has no device memory to model)
@@ -177,6 +177,7 @@ class VariantResult:
     dense_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # what the variant's engine had to do, one line each
     memory_trace: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
+    choices: dict[str, str] = field(default_factory=dict)  # auto: layer -> the spec it ran in
 
     @property
     def peak_device_memory_bytes(self) -> Optional[int]:
@@ -223,6 +224,8 @@ class VariantResult:
                "pcie_h2d_bytes": self.pcie_h2d_bytes, "pcie_d2h_bytes": self.pcie_d2h_bytes, "stall_s": self.stall_s,
                "dram_bytes": self.dram_bytes, "weight_bytes": self.weight_bytes,
                "energy_j": self.energy_j, "dram_energy_j": self.dram_energy_j, "dense_layers": self.dense_layers}
+        if self.choices:
+            out["choices"] = self.choices
         for name in ("memory", "training", "streaming"):
             value = getattr(self, name)
             if value is not None:

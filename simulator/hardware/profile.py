@@ -135,11 +135,18 @@ class DenseKernel(Strict):
     columns is a task; partial tiles still cost a whole tile; tasks that do not fill the last wave
     leave cores idle). ``library_efficiency`` is the share of that FMA rate the library's inner
     loop reaches where no modelled mechanism explains the gap; every value below 1 is a named,
-    measured property of the library on that profile, with its source.
+    measured property of the library on that profile, with its source. A weight-only (``w8``,
+    ``w4``) or emulated (fp16 without fp16 arithmetic) type also converts each stored weight into
+    the arithmetic type once per kernel: ``dequant_cycles_per_vector`` cycles per vector of
+    ``compute.vector_lanes`` weights (unpack, multiply by the group's scale, convert; default 1,
+    one vector instruction's worth).
     """
 
     library_efficiency: Fraction = 1.0
     tile_columns: PositiveInt = 1
+    # Weight-only and emulated types: cycles to convert one vector of ``compute.vector_lanes``
+    # stored weights into the arithmetic type (unpack, scale, convert), each weight once per kernel.
+    dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
 
 
 class SparseKernel(Strict):
@@ -150,7 +157,9 @@ class SparseKernel(Strict):
     at once (the vector width the kernel uses on them: 1 for a scalar loop). With ``lanes_per_row``
     lanes on one row, a row of ``n`` non-zeros takes ``ceil(n / lanes)`` steps. Each step costs
     ``cycles_per_nonzero`` (index load, gather, FMA), each row and column group
-    ``cycles_per_row`` (pointer loads, reduction, store).
+    ``cycles_per_row`` (pointer loads, reduction, store). A weight-only or emulated type also
+    converts each stored weight once (``dequant_cycles_per_vector`` per vector of
+    ``compute.vector_lanes`` weights).
 
     ``rows_in_flight_per_core``, where set, is a kernel whose steps wait on each other: a row's
     step gathers at indices it has just loaded, with no hardware prefetcher ahead of it (a GPU
@@ -163,6 +172,8 @@ class SparseKernel(Strict):
     columns_per_step: PositiveInt = 1
     rows_in_flight_per_core: Optional[PositiveInt] = None
     algorithm: SparseConvAlgorithm = SparseConvAlgorithm.DIRECT   # sparse convolution only
+    # as DenseKernel's: cycles per vector of stored weights converted into the arithmetic type
+    dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
 
 
 class ElementKernel(Strict):

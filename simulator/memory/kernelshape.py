@@ -8,7 +8,7 @@ how many steps a warp-per-row SpMV needs). The engine's cost model
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
@@ -39,6 +39,8 @@ class KernelShape:
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
     input_bytes: int = 0        # the operand a sparse kernel gathers from
+    dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
+    converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
 
     @property
     def dense_macs(self) -> int:
@@ -55,10 +57,39 @@ def _row_steps(enc: EncodedWeights, lanes: int) -> int:
     return int(np.maximum(1, -(-per_row // lanes)).sum())
 
 
+#: Vector passes an element-wise decoder kernel makes over its elements: an RMSNorm sums the squares,
+#: then scales; a softmax finds the row's maximum, exponentiates and sums, then normalises; a gated
+#: activation computes act(gate), then multiplies by up; an embedding lookup copies its rows once.
+DECODER_PASSES = {LayerKind.NORM: 2, LayerKind.SOFTMAX: 3, LayerKind.GLU: 2, LayerKind.EMBEDDING: 1}
+
+
+def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
+    """The work of a decoder layer (see :mod:`simulator.model.llm`). The attention products are the
+    dense model's GEMVs / GEMMs with the cache as the matrix, one per sequence and key-value head:
+    the scores multiply the cached keys (rows: the keys each query attends to on average, depth: the
+    head dim) by the group's queries (columns: query heads per key-value head x queries); the output
+    multiplies the cached values (rows: head dim, depth: the keys) by the probabilities. The cache
+    is in its own type (``kv_dtype``), the arithmetic in the activations'."""
+    a = layer.attention
+    if layer.kind.reads_kv_cache:
+        keys = -(-a.keys_summed // a.queries)
+        pairs = a.sequences * a.kv_heads
+        columns = a.group * a.queries
+        if layer.kind is LayerKind.ATTN_SCORES:
+            return KernelShape(kind, layer.dtype, rows=pairs * keys, columns=columns, depth=a.head_dim,
+                               nonzeros=pairs * keys * a.head_dim)
+        return KernelShape(kind, layer.dtype, rows=pairs * a.head_dim, columns=columns, depth=keys,
+                           nonzeros=pairs * keys * a.head_dim)
+    elements = layer.out_elements * batch if a is None else a.sequences * a.heads * a.keys_summed
+    return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]))
+
+
 def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: KernelKind,
                  lanes_per_row: int = 1) -> KernelShape:
     """The work of ``layer`` at ``batch`` with its encoded weights ``enc`` (None: no weights)."""
     dtype = layer.dtype
+    if layer.kind.is_decoder:
+        return decoder_shape(layer, batch, kind)
     if not layer.kind.has_weights or enc is None:
         elements = layer.macs_per_sample * batch if layer.kind is not LayerKind.CONCAT else layer.out_elements * batch
         return KernelShape(kind, dtype, elements=int(elements))
@@ -77,3 +108,17 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
     return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
                        row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered,
                        weight_bytes=enc.total_bytes, input_bytes=layer.in_bytes(batch))
+
+
+def with_precision(shape: KernelShape, layer: Layer, batch: int, arithmetic: DType, convert_weights: bool,
+                   convert_activations: bool) -> KernelShape:
+    """``shape`` as a variant's type runs it: the multiply-adds in ``arithmetic``, each stored weight
+    converted once per kernel where ``convert_weights`` (a weight-only or emulated type: the
+    converted value is reused for every column), and the input and output elements converted by
+    element-wise passes where ``convert_activations`` (int8's on-the-fly quantization of the input
+    and dequantization of the int32 output; an emulated type's conversions)."""
+    if not layer.kind.has_weights:
+        return shape
+    weights = shape.nonzeros if convert_weights else 0
+    elements = (layer.in_elements + layer.out_elements) * batch if convert_activations else 0
+    return replace(shape, dtype=arithmetic, dequantized_weights=weights, converted_elements=elements)

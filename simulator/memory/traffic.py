@@ -66,7 +66,7 @@ import numpy as np
 
 from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
-from ..model.workload import Layer, LayerKind, Workload
+from ..model.workload import Layer, LayerKind, Workload, layer_seed
 from .cache import HINT_OVERWRITE, HINT_STREAM
 from .kernelshape import KernelShape, kernel_shape
 
@@ -89,6 +89,7 @@ class StreamKind(enum.IntEnum):
     INPUT = 3
     GATHER = 4
     OUTPUT = 5
+    KV_CACHE = 6         # a decoder's cached keys and values, streamed by its attention
 
 
 @dataclass(frozen=True)
@@ -383,19 +384,25 @@ def _dense_rows(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
         return
     g = _gemm_of(ctx)
     kc = _k_chunk(g, ctx)
-    mc = min(r1 - r0, max(1, (ctx.view.last_private_bytes // 2) // max(1, kc * g.kk * ctx.elem)))
+    mc = min(r1 - r0, max(1, int((ctx.view.last_private_bytes // 2) // max(1, kc * g.kk * ctx.weight_elem))))
     m_starts = np.arange(r0, r1, mc, dtype=np.int64)
-    _gemm_blocks(tr, g, m_starts, np.minimum(m_starts + mc, r1) - m_starts, kc, ctx.batch, ctx.elem)
+    _gemm_blocks(tr, g, m_starts, np.minimum(m_starts + mc, r1) - m_starts, kc, ctx.batch, ctx.elem,
+                 ctx.weight_elem)
 
 
 def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, kc: int, batch: int,
-                 elem: int) -> None:
+                 elem: int, weight_elem: float | int = 0) -> None:
     """Row blocks one after another, block b being rows [m_starts[b], m_starts[b] + m_len[b]).
 
     Built for all row blocks at once: a (row block, segment) table of byte ranges, where each
     row block holds, per k-chunk of ``kc`` input rows, the input segments of every sample and the
-    weight segments of every row, followed by the block's output writes.
+    weight segments of every row, followed by the block's output writes. ``weight_elem`` is the
+    bytes of one stored weight when they differ from the activations' ``elem`` (a weight-only or
+    int8 variant: 1 or 0.5 bytes plus the scales' share).
     """
+    welem = weight_elem or elem
+    if welem == int(welem):
+        welem = int(welem)
     a_base, b_base, c_base, m_total, b_rows, kk, plane, out_plane = g
     k_total = b_rows * kk
     mc = int(m_len.max())
@@ -408,8 +415,10 @@ def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, 
     b_start = np.broadcast_to(b_base + (samples[None, :] * b_rows + k_starts[:, None]) * plane * elem,
                               (nb, nk, batch))
     b_size = np.broadcast_to((k_len * plane * elem)[:, None], (nb, nk, batch))
-    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * elem     # [nb, nk, mc]
-    a_size = np.where(row_ok[:, None, :], (k_len * kk * elem)[None, :, None], 0)
+    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * welem    # [nb, nk, mc]
+    a_size = np.where(row_ok[:, None, :], (k_len * kk * welem)[None, :, None], 0)
+    if not isinstance(welem, int):      # sub-byte or scaled weights: whole bytes around each segment
+        a_start, a_size = a_start.astype(np.int64), np.ceil(a_size).astype(np.int64)
     c_start = c_base + (samples[None, :] * m_total + m_starts[:, None]) * out_plane * elem     # [nb, batch]
     c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
     starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
@@ -447,7 +456,8 @@ def _gpu_dense_blocks(ctx: "TraceContext") -> list[tuple[int, _Trace]]:
                 continue
             tr = _Trace(ctx.view.line_bytes)
             m_starts = blocks * rows
-            _gemm_blocks(tr, g, m_starts, np.minimum(rows, g.m_total - m_starts), kc, ctx.batch, ctx.elem)
+            _gemm_blocks(tr, g, m_starts, np.minimum(rows, g.m_total - m_starts), kc, ctx.batch, ctx.elem,
+                         ctx.weight_elem)
             lanes.append((sm, tr))
     return lanes
 
@@ -715,6 +725,77 @@ def _concat(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
     tr.segments(starts, np.repeat(size, 2), np.where(is_write, StreamKind.OUTPUT, StreamKind.INPUT), is_write)
 
 
+# --- decoder (LLM) layers ------------------------------------------------------------------------
+
+#: bytes of the first operand an element-wise decoder kernel handles before moving on to the next
+#: stretch of every operand (the order of a vectorised loop over all operands; a core's range is
+#: cut into such chunks so its reads and writes interleave as they do, not operand after operand)
+DECODER_CHUNK_BYTES = 4096
+
+
+def _decoder_operands(ctx: "TraceContext") -> list[tuple[int, int, StreamKind, bool]]:
+    """(base, total bytes, stream, write) of every operand of a decoder layer, split over its work
+    items in proportion: reads first, the output last."""
+    layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
+    kind = layer.kind
+    out = (bases["output"], layer.out_bytes(batch), StreamKind.OUTPUT, True)
+    if kind.reads_kv_cache:
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False),
+                (bases["kv"], layer.attention.cache_bytes, StreamKind.KV_CACHE, False), out]
+    if kind is LayerKind.NORM:    # the norm's weights are re-read per token: they stay in the first level
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
+    if kind is LayerKind.GLU:
+        second = bases.get("input2", bases["input"] + layer.in_bytes(batch))   # a fused gate_up: its second half
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False),
+                (second, layer.in_bytes(batch), StreamKind.INPUT, False), out]
+    return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
+
+
+def _decoder_items(ctx: "TraceContext") -> int:
+    """Work items a decoder layer splits over cores: cached key / value rows for the attention
+    products, score rows for a softmax, tokens for the others."""
+    a = ctx.layer.attention
+    if ctx.layer.kind.reads_kv_cache:
+        return a.sequences * a.kv_heads * a.keys_last
+    if ctx.layer.kind is LayerKind.SOFTMAX:
+        return a.sequences * a.heads * a.queries
+    return ctx.batch
+
+
+def _decoder_stream(ctx: "TraceContext", tr: _Trace, items: tuple[int, int]) -> None:
+    """Items [i0, i1) of an element-wise or attention decoder kernel: each operand's share of the
+    items, chunk by chunk (:data:`DECODER_CHUNK_BYTES` of the first operand), reads then the write."""
+    i0, i1 = items
+    if i1 <= i0:
+        return
+    total = _decoder_items(ctx)
+    operands = _decoder_operands(ctx)
+    lo = np.array([base + size * i0 // total for base, size, _, _ in operands], dtype=np.int64)
+    hi = np.array([base + size * i1 // total for base, size, _, _ in operands], dtype=np.int64)
+    chunks = max(1, int(-(-(hi[0] - lo[0]) // DECODER_CHUNK_BYTES)))
+    cuts = lo[None, :] + (hi - lo)[None, :] * np.arange(chunks + 1, dtype=np.int64)[:, None] // chunks
+    starts, sizes = cuts[:-1].ravel(), np.diff(cuts, axis=0).ravel()
+    kinds = np.tile(np.array([stream for _, _, stream, _ in operands], np.int8), chunks)
+    writes = np.tile(np.array([write for _, _, _, write in operands]), chunks)
+    tr.segments(starts, sizes, kinds, writes)
+
+
+def _embedding(ctx: "TraceContext", tr: _Trace, tokens: tuple[int, int]) -> None:
+    """Tokens [t0, t1) of an embedding lookup: each token's row of the table (at a seeded token id,
+    the same in every repetition), then its output row."""
+    t0, t1 = tokens
+    if t1 <= t0:
+        return
+    layer, bases, elem = ctx.layer, ctx.bases, ctx.elem
+    row_bytes = layer.out_elements * elem
+    rng = np.random.default_rng(layer_seed(0, layer.name))
+    ids = rng.integers(0, max(1, layer.table_rows), size=ctx.batch, dtype=np.int64)[t0:t1]
+    token = np.arange(t0, t1, dtype=np.int64)
+    starts = np.stack([bases["table"] + ids * row_bytes, bases["output"] + token * row_bytes], axis=1).ravel()
+    kinds = np.tile(np.array([StreamKind.WEIGHT_VALUES, StreamKind.OUTPUT], np.int8), token.size)
+    tr.segments(starts, np.full(starts.size, row_bytes, np.int64), kinds, kinds == StreamKind.OUTPUT)
+
+
 # --- layer dispatch -------------------------------------------------------------------------
 
 def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
@@ -725,6 +806,8 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
         return KernelKind.GEMV if batch == 1 else KernelKind.GEMM
     if layer.kind is LayerKind.CONV:
         return KernelKind.SPCONV if fmt.is_sparse else KernelKind.CONV
+    if layer.kind.reads_kv_cache:   # batched products over the cached keys / values: GEMVs in decode
+        return KernelKind.GEMV if layer.attention.queries == 1 else KernelKind.GEMM
     return KernelKind.POOL
 
 
@@ -742,6 +825,11 @@ class TraceContext:
     view: CoreView
     kernel: KernelKind
     part_bases: tuple[int, ...] = ()     # a concat's inputs, in order
+    weight_elem: float = 0.0             # bytes of one stored weight (0: ``elem``, the activations')
+
+    def __post_init__(self) -> None:
+        if not self.weight_elem:
+            object.__setattr__(self, "weight_elem", self.enc.weight_bytes_each if self.enc is not None else self.elem)
 
 
 class TraceRow(NamedTuple):
@@ -792,6 +880,12 @@ TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
     (LayerKind.AVGPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.ADD, None): TraceRow(_add, _channels),
     (LayerKind.CONCAT, None): TraceRow(_concat, _channels),
+    (LayerKind.EMBEDDING, None): TraceRow(_embedding, lambda ctx: ctx.batch),
+    (LayerKind.NORM, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.GLU, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.SOFTMAX, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.ATTN_SCORES, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.ATTN_VALUES, None): TraceRow(_decoder_stream, _decoder_items),
 }
 
 
@@ -823,6 +917,12 @@ def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: Addre
         if second_input is None:
             raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
         bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    if layer.kind is LayerKind.GLU and second_input is not None:
+        bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    if layer.kind.reads_kv_cache:       # the keys (scores) or the values (output) of this block's cache
+        bases["kv"] = space.base(f"kv:{layer.name}", layer.attention.cache_bytes)
+    if layer.kind is LayerKind.EMBEDDING:
+        bases["table"] = space.base(f"table:{layer.name}", layer.table_rows * layer.out_bytes(1))
     part_bases: tuple[int, ...] = ()
     if layer.kind is LayerKind.CONCAT:
         if len(concat_inputs) != len(layer.parts):

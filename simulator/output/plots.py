@@ -8,6 +8,9 @@ from a notebook leaves its backend and its open figures alone).
   where pruning starts to pay.
 * :func:`roofline`: per profile, the roof (peak FLOP/s, DRAM bandwidth) with each layer
   placed by arithmetic intensity and achieved FLOP/s, dense and pruned.
+* :func:`break_even_vs_density`: speed-up over dense against density, a line per variant
+  (``sweep --set density=... --format dense,csr,...``), each one's break-even density marked.
+* :func:`layer_times_by_variant`: one run's per-layer time, a bar per variant (``run --plot``).
 * :func:`latency_vs_value`: the fallback for any other swept field.
 * :func:`miss_ratio_curves`: miss ratio against cache size, per level.
 * :func:`density_bars`: per-tensor density of a pruned model (``prune --plot``).
@@ -143,7 +146,8 @@ def _weighted(rows: Sequence[SweepRow]) -> list[str]:
 
 
 def _variants(rows: Sequence[SweepRow]) -> list[str]:
-    return [v for v in ("dense", "pruned") if any(r.variant == v for r in rows)]
+    """Variant names in the order they first appear (``dense``, ``pruned``; or the specs)."""
+    return list(dict.fromkeys(r.variant for r in rows if r.variant))
 
 
 def _bytes_axis(ax, values: np.ndarray) -> None:
@@ -177,7 +181,8 @@ def latency_vs_cache_size(rows: Sequence[SweepRow], column: str, level: str, pat
     """Latency per layer against cache size, one panel per variant, knees marked; plus speed-up."""
     variants = _variants(rows)
     layers = _layers(rows)
-    panels = len(variants) + (1 if len(variants) == 2 else 0)
+    pair = variants == ["dense", "pruned"]
+    panels = len(variants) + (1 if pair else 0)
     fig, axes = subplots(1, panels, figsize=(6.2 * panels, 5.2), squeeze=False)
     colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
     for ax, variant in zip(axes[0], variants):
@@ -204,7 +209,7 @@ def latency_vs_cache_size(rows: Sequence[SweepRow], column: str, level: str, pat
         ax.set_ylabel("latency")
         ax.set_title(f"{variant}: latency per layer (circles: knees)", fontsize=11)
         ax.grid(True, which="major", alpha=0.3)
-    if len(variants) == 2:
+    if pair:
         _speedup_panel(axes[0][-1], rows, column, layers, colours, log_x=True)
         axes[0][-1].set_xlabel(f"{level} size")
         total = _series(rows, column, "dense", "total")
@@ -253,8 +258,12 @@ def speedup_vs_density(rows: Sequence[SweepRow], column: str, path: str | Path, 
     layers = _layers(rows)
     fig, ax = subplots(figsize=(7.5, 5.2))
     colours = _cmap("tab20")(np.linspace(0, 1, max(len(layers), 1)))
-    if _variants(rows) != ["dense", "pruned"]:
-        latency_vs_value(rows, column, path, title, "density")
+    variants = _variants(rows)
+    if variants != ["dense", "pruned"]:
+        if "dense" in variants and len(variants) > 1:
+            break_even_vs_density(rows, column, path, title)
+        else:
+            latency_vs_value(rows, column, path, title, "density")
         return
     crossing = _speedup_panel(ax, rows, column, layers, colours, log_x=False)
     if crossing is not None:
@@ -266,6 +275,67 @@ def speedup_vs_density(rows: Sequence[SweepRow], column: str, path: str | Path, 
     if title:
         ax.set_title(f"{title}: pruned vs dense (above 1, pruning pays)", fontsize=11)
     _save(fig, path, legend=True)
+
+
+def break_even_vs_density(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "") -> None:
+    """Whole-network speed-up over ``dense`` against density, one line per other variant, each
+    variant's break-even density (where it starts to beat dense) marked."""
+    fig, ax = subplots(figsize=(7.5, 5.2))
+    others = [v for v in _variants(rows) if v != "dense"]
+    colours = _cmap("tab10")(np.linspace(0, 1, 10))
+    dense = _series(rows, column, "dense", "total")
+    for i, variant in enumerate(others):
+        s = _series(rows, column, variant, "total")
+        if not (s.x.size and s.x.size == dense.x.size):
+            continue
+        colour = colours[i % 10]
+        speedup = dense.y / s.y
+        ax.plot(s.x, speedup, "o-", color=colour, ms=4, lw=1.8, label=variant)
+        crossing = _crossing(s.x, speedup, log_x=False)
+        if crossing is not None:
+            ax.axvline(crossing, color=colour, lw=1, ls=":")
+            ax.annotate(f"{crossing:.3g}", (crossing, 1.0), xytext=(4, 6 + 12 * i), textcoords="offset points",
+                        color=colour, fontsize=8)
+    from matplotlib.ticker import FuncFormatter
+
+    ax.axhline(1.0, color="grey", lw=1)
+    ax.set_yscale("log")
+    for axis_formatter in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_xlabel("weight density (kept fraction)")
+    ax.set_ylabel("speed-up over dense")
+    ax.set_title((f"{title}: " if title else "") + "speed-up over dense (above 1 the variant pays;\n"
+                 "dotted: its break-even density)", fontsize=11)
+    ax.grid(True, which="major", alpha=0.3)
+    _save(fig, path, legend=True)
+
+
+def layer_times_by_variant(result: RunResult, path: str | Path, title: str = "") -> Path:
+    """One run's per-layer time, a bar per variant side by side (log scale), ``auto``'s bars
+    labelled with the variant it chose for the layer."""
+    variants = result.variants
+    layers = [l.name for l in variants[0].layers if l.kind != "copy"]
+    fig, ax = subplots(figsize=(max(7.0, 0.55 * len(layers) * max(1, len(variants)) ** 0.5 + 3), 5.2))
+    width = 0.8 / max(1, len(variants))
+    colours = _cmap("tab10")(np.linspace(0, 1, 10))
+    x = np.arange(len(layers))
+    for i, variant in enumerate(variants):
+        times = [variant.layer(name).time_s for name in layers]
+        bars = ax.bar(x + (i - (len(variants) - 1) / 2) * width, times, width, color=colours[i % 10],
+                      label=f"{variant.name} ({format_seconds(variant.total_s)})")
+        for bar, name in zip(bars, layers):
+            if name in variant.choices:
+                ax.annotate(variant.choices[name], (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            xytext=(0, 2), textcoords="offset points", rotation=90, ha="center", va="bottom",
+                            fontsize=6)
+    _time_axis(ax)
+    ax.set_xticks(x)
+    ax.set_xticklabels(layers, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("latency")
+    ax.set_title(title or f"{result.workload} on {result.profile}: time per layer by variant", fontsize=11)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    _save(fig, path, legend=True)
+    return Path(path)
 
 
 def latency_vs_value(rows: Sequence[SweepRow], column: str, path: str | Path, title: str = "",
@@ -475,6 +545,9 @@ def sweep_plot(plan: SweepPlan, rows: Sequence[SweepRow], path: str | Path) -> s
         return f"latency per layer against {parts[2]} size, knees marked"
     if axis.field == "density":
         speedup_vs_density(rows, axis.column, path, title)
+        variants = _variants(rows)
+        if variants != ["dense", "pruned"] and "dense" in variants and len(variants) > 1:
+            return "speed-up over dense against density, a line per variant, break-even densities marked"
         return "speed-up of pruned over dense against density"
     if any(axis.field == f or (f.endswith(".") and axis.field.startswith(f)) for f in _ROOFLINE_FIELDS):
         roofs = []

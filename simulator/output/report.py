@@ -158,11 +158,57 @@ def tiled_table(result: RunResult, variant: VariantResult) -> str:
     return "\n".join(lines)
 
 
+def baseline(result: RunResult) -> VariantResult:
+    """The variant speed-ups are measured against: dense in the workload's type (spec ``dense``),
+    else dense fp32, else the first variant."""
+    for spec in ("dense", "dense@fp32"):
+        for variant in result.variants:
+            if variant.format == spec:
+                return variant
+    return result.variants[0]
+
+
+def variants_table(result: RunResult) -> str:
+    """Three or more variants (or two that are not dense and pruned): per layer, each variant's time
+    and speed-up over the baseline (:func:`baseline`), then each one's DRAM bytes and bound; a
+    variant that chose per layer (``auto``) shows its choices."""
+    base = baseline(result)
+    variants = result.variants
+    names = [v.name for v in variants]
+    chosen = [v for v in variants if v.choices]
+    header = ["layer"] + names + [f"{v.name} picks" for v in chosen]
+    rows = []
+    for b in base.layers:
+        row = [_marked(b.name, next((v for v in variants if v.dense_layers), base))]
+        for v in variants:
+            layer = v.layer(b.name)
+            row.append(f"{format_seconds(layer.time_s)} {_speedup(b.time_s, layer.time_s)}")
+        rows.append(row + [v.choices.get(b.name, "") for v in chosen])
+    rows.append(["total"] + [f"{format_seconds(v.total_s)} {_speedup(base.total_s, v.total_s)}" for v in variants]
+                + [""] * len(chosen))
+    traffic_rows = [[b.name] + [cell for v in variants
+                                for cell in (format_bytes(v.layer(b.name).dram_bytes), v.layer(b.name).bound)]
+                    for b in base.layers]
+    traffic_rows.append(["total"] + [cell for v in variants for cell in (format_bytes(v.dram_bytes), "")])
+    traffic_header = ["layer"] + [cell for name in names for cell in (f"{name} DRAM", "bound")]
+    weights = "weights: " + ", ".join(f"{v.name} {format_bytes(v.weight_bytes)}" for v in variants)
+    lines = [_title(result), "", f"time per layer and speed-up over {base.name}", "",
+             _table(header, rows, set(range(1, len(variants) + 1))), "", "DRAM bytes and bound per layer", "",
+             _table(traffic_header, traffic_rows, set(range(1, 2 * len(variants), 2))), "",
+             weights + " (values + indices + pointers + scales)"]
+    lines += _energy_lines(result, list(variants))
+    for v in variants:
+        lines += _dense_note(v)
+    return "\n".join(lines)
+
+
 def render(result: RunResult) -> str:
     """The default text output of ``run``."""
     names = {v.name for v in result.variants}
     if names == {"dense", "pruned"}:
         text = comparison_table(result)
+    elif len(result.variants) >= 2 and not any(l.tiling for v in result.variants for l in v.layers):
+        text = variants_table(result)
     else:
         text = "\n\n".join(tiled_table(result, v) if any(l.tiling for l in v.layers) else variant_table(result, v)
                            for v in result.variants)

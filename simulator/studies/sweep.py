@@ -42,11 +42,12 @@ from ..base.errors import ConfigError, OptionError, SimulatorError, quote
 from ..base.workers import init_worker, stop_pool, worker_initargs
 from ..base.yamlio import load_yaml_text, read_yaml_mapping
 from ..compress.compression import StorageFormat
+from ..compress.variants import as_variant
 from ..engine.results import RunResult
 from ..hardware.fieldpaths import assign, leaf_paths, navigate
 from ..hardware.profile import HardwareProfile, profile_from_mapping
 from ..model.workload import Workload, load_workload
-from ..pipeline import RunOptions, check_formats, run
+from ..pipeline import RunOptions, VariantLike, check_formats, run
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sweepstore import ResultStore
@@ -128,7 +129,7 @@ class SweepPlan:
     workload_path: str
     axes: tuple[SweepAxis, ...]
     points: tuple[SweepPoint, ...]
-    formats: tuple[StorageFormat, ...]
+    formats: tuple[VariantLike, ...]
     levels: tuple[str, ...]          # cache level names (hit-rate columns)
     cache_level: Optional[int]       # the swept level, when the single-pass cache path applies
     fingerprint: dict[str, Any]      # what a resumed results file must have been made from
@@ -364,7 +365,7 @@ def _file_digest(path: str) -> str:
 
 
 def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str | Path,
-               formats: Sequence[StorageFormat] = (StorageFormat.DENSE, StorageFormat.CSR), batch: int = 1,
+               formats: Sequence[VariantLike] = (StorageFormat.DENSE, StorageFormat.CSR), batch: int = 1,
                repeat: int = 1, seed: int = 0, use_cache_path: bool = True) -> SweepPlan:
     """Parse every ``set`` option, build and validate every point; raise one :class:`ConfigError` if any is bad.
 
@@ -412,7 +413,9 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         check_formats(profile, workload, options)    # --format csc on a pruned convolution: refused now
         points.append(SweepPoint(index, settings, profile, options, label))
     cache_level = None
-    if use_cache_path and len(axes) == 1 and axes[0].kind is AxisKind.PROFILE:
+    # the single-pass cache path traces plain storage formats (dense, csr, csc in the workload's type)
+    plain = all(isinstance(f, StorageFormat) for f in formats)
+    if use_cache_path and plain and len(axes) == 1 and axes[0].kind is AxisKind.PROFILE:
         from .cachesweep import applies
 
         parts = axes[0].field.split(".")
@@ -420,7 +423,7 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
             cache_level = len(base.caches) - 1
     fingerprint = {"profile": str(Path(source).resolve()), "profile_sha256": _file_digest(source),
                    "workload": str(Path(workload_path).resolve()),
-                   "workload_sha256": _file_digest(str(workload_path)), "formats": [f.value for f in formats],
+                   "workload_sha256": _file_digest(str(workload_path)), "formats": [as_variant(f).spec for f in formats],
                    "batch": batch, "repeat": repeat, "seed": seed, "fields": [a.field for a in axes]}
     return SweepPlan(source, str(workload_path), axes, tuple(points), tuple(formats),
                      tuple(c.name for c in base.caches), cache_level, fingerprint)

@@ -129,7 +129,7 @@ class ResultStore:
                 failed.add(key)
             elif row.layer == "total":
                 totals[key] = totals.get(key, 0) + 1
-        done = failed | {k for k, n in totals.items() if n == len(self.plan.formats)}
+        done = failed | {k for k, n in totals.items() if n >= len(self.plan.formats)}
         return [row for row in rows if self._key(row) in done]
 
     def _rewrite(self, rows: list[SweepRow]) -> None:
