@@ -1,4 +1,5 @@
-"""``python -m simulator bench``: real timings of a workload's layers on this CPU with torch."""
+"""``python -m simulator bench``: real timings of a workload's layers on this CPU with torch (or of
+sparse convolutions, ``--sparse-conv``, or of a decoder LLM's prefill and decode, ``--llm``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from ..base.version import with_header
 from .options import positive_int
 
 DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
+DEFAULT_PROMPT, DEFAULT_CONTEXT, DEFAULT_TOKENS = 128, 256, 32     # bench --llm
+LLM_FLAGS = ("prompt", "context", "tokens", "weights")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,7 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--threads", type=positive_int("--threads"), help="torch threads (default: every CPU)")
     cmd.add_argument("--repeat", type=positive_int("--repeat"),
                      help="timed calls per layer after 3 warm-up calls (default 20); with --sparse-conv, "
-                          "round-robin rounds, each kernel's best call counts (default 7)")
+                          "round-robin rounds, each kernel's best call counts (default 7); with --llm, rounds of "
+                          "prefill and decode after one warm-up round, each figure's best counts (default 3)")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the weights, as in `run --seed` (default 0)")
     cmd.add_argument("--out", metavar="FILE", help="write the timings as JSON (what `crosscheck` reads)")
     cmd.add_argument("--trace", metavar="FILE", help="write the torch.profiler timeline as Chrome/Perfetto JSON")
@@ -42,7 +46,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--densities", type=_densities,
                        help="with --sparse-conv: comma-separated weight densities in (0, 1] "
                             "(default 0.05,0.1,0.2,0.3,0.4,0.5,0.7)")
+    group = cmd.add_argument_group("decoder LLM", "a real decoder built with torch from a model's config.json "
+                                   "(seeded random weights): time to first token and decode tokens per second")
+    group.add_argument("--llm", metavar="CONFIG", help="a decoder model's config.json (e.g. workloads/llm/"
+                       "Qwen2.5-0.5B.json, or a shipped config's name); measure it instead of a workload's layers")
+    group.add_argument("--prompt", type=positive_int("--prompt"),
+                       help=f"with --llm: prompt tokens of the prefill (default {DEFAULT_PROMPT})")
+    group.add_argument("--context", type=positive_int("--context"),
+                       help=f"with --llm: tokens in the KV cache before decoding (default {DEFAULT_CONTEXT})")
+    group.add_argument("--tokens", type=positive_int("--tokens"),
+                       help=f"with --llm: decode steps timed (default {DEFAULT_TOKENS})")
+    group.add_argument("--weights", type=_weight_types,
+                       help="with --llm: comma-separated weight types of fp32, bf16, int8 (int8: torch dynamic "
+                            "quantization of every linear layer) (default fp32,bf16,int8)")
     cmd.set_defaults(handler=_bench)
+
+
+def _weight_types(text: str):
+    from ..measure.llmbench import parse_weight_types
+
+    try:
+        return parse_weight_types(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _names(text: str) -> list[str]:
@@ -77,7 +103,13 @@ def _bench(args: argparse.Namespace) -> int:
                           f"{os.cpu_count()} CPUs")
     from ..model.workload import load_workload
 
-    if args.sparse_conv:
+    if args.llm is None:
+        for flag in LLM_FLAGS:
+            if getattr(args, flag) is not None:
+                raise ConfigError("command line", f"--{flag}", "only applies with --llm")
+    if args.llm is not None:
+        result = _llm(args)
+    elif args.sparse_conv:
         result = _sparse_conv(args)
     else:
         for flag in ("layers", "densities"):
@@ -115,3 +147,32 @@ def _sparse_conv(args: argparse.Namespace):
     shapes = workload_shapes(load_workload(find_workload(args.workload)), args.layers) if args.workload else default_shapes()
     return bench_sparse_conv(shapes, args.densities or DEFAULT_DENSITIES, args.batch, args.threads,
                              args.repeat or DEFAULT_ROUNDS, args.seed, progress, args.workload or "")
+
+
+def find_llm_config(arg: str) -> Path:
+    """A ``--llm`` argument: a path, or a shipped config's name (``Qwen2.5-0.5B``, in ``workloads/llm/``)."""
+    path = Path(arg)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    candidate = WORKLOADS_DIR / "llm" / (arg if arg.endswith(".json") else f"{arg}.json")
+    return candidate if candidate.is_file() else path
+
+
+def _llm(args: argparse.Namespace):
+    """``bench --llm``: the decoder's prefill and decode, each weight type."""
+    from ..measure.bench import bench_llm
+    from ..measure.llmbench import DEFAULT_LLM_ROUNDS, WeightType, dims_of
+    from ..model.llm import Phase, load_llm_config, step_of
+
+    if args.sparse_conv:
+        raise ConfigError("command line", "--llm", "measure either --llm or --sparse-conv, not both")
+    for flag in ("workload", "format", "trace", "layers", "densities"):
+        if getattr(args, flag) is not None:
+            raise ConfigError("command line", f"--{flag}", "does not apply with --llm")
+    path = find_llm_config(args.llm)
+    config = load_llm_config(path)
+    prompt, context, tokens = args.prompt or DEFAULT_PROMPT, args.context or DEFAULT_CONTEXT, args.tokens or DEFAULT_TOKENS
+    step_of(config, Phase.PREFILL, prompt, 0, args.batch)                   # within the model's maximum
+    step_of(config, Phase.DECODE, 1, context + tokens - 1, args.batch)
+    return bench_llm(dims_of(config), str(path), args.weights or tuple(WeightType), prompt, context, tokens,
+                     args.batch, args.threads, args.repeat or DEFAULT_LLM_ROUNDS, args.seed, progress)

@@ -20,8 +20,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the median |error|, the share within 25%% and whether dense vs CSR picks the right winner.")
     cmd.add_argument("profile", help="hardware profile YAML (e.g. the one `calibrate` wrote)")
     cmd.add_argument("measured", nargs="+", help="`bench --out` JSON file(s); those of `bench --sparse-conv` are "
-                     "checked for the break-even density of sparse convolution")
-    cmd.add_argument("--workload", help="workload YAML (default: the one each measured file names)")
+                     "checked for the break-even density of sparse convolution, those of `bench --llm` for time to "
+                     "first token and decode tokens per second")
+    cmd.add_argument("--workload", help="workload YAML (default: the one each measured file names); with only "
+                     "`bench --llm` files, the model's config.json")
     cmd.add_argument("--fit", action="store_true",
                      help="first fit the profile's kernel efficiencies and DRAM rates on part of the cells and "
                           "report fitted and held-out cells separately (the profile file is not changed)")
@@ -38,16 +40,23 @@ def _crosscheck(args: argparse.Namespace) -> int:
     profile = load_profile(find_profile(args.profile))
     loaded = [(path, load_bench(path)) for path in args.measured]
     convs = [(layer, b.seed) for _, b in loaded for layer in b.sparse_conv]
-    benches = [b for _, b in loaded if b.layers or not b.sparse_conv]
+    llm = [(path, i, t) for path, b in loaded for i, t in enumerate(b.llm)]
+    benches = [b for _, b in loaded if b.layers or not (b.sparse_conv or b.llm)]
     if not benches:
         for flag in ("fit", "workload"):
-            if getattr(args, flag):
+            if getattr(args, flag) and not (flag == "workload" and llm):
                 raise ConfigError("command line", f"--{flag}", "applies to measured workload layers; these files "
-                                  "hold only `bench --sparse-conv` timings")
-    doc = _crosscheck_layers(args, profile, benches, [p for p, b in loaded if b.layers or not b.sparse_conv]) \
+                                  "hold only `bench --sparse-conv` or `bench --llm` timings")
+    if args.plot and llm and not (benches or convs):
+        raise ConfigError("command line", "--plot", "draws workload layers and sparse convolutions; the LLM check "
+                          "prints a table (and --json)")
+    doc = _crosscheck_layers(args, profile, benches,
+                             [p for p, b in loaded if b.layers or not (b.sparse_conv or b.llm)]) \
         if benches else {"profile": profile.name}
     if convs:
         doc["sparse_conv"] = _crosscheck_sparse_conv(args, profile, convs, plot_alone=not benches)
+    if llm:
+        doc["llm"] = _crosscheck_llm(args, profile, llm, override=None if benches else args.workload)
     if args.json:
         from ..output.report import write_json_document
 
@@ -68,6 +77,16 @@ def _crosscheck_sparse_conv(args: argparse.Namespace, profile, convs: list, plot
         plot(predictions, target if plot_alone else target.with_name(f"{target.stem}-sparse-conv{target.suffix}"),
              profile.name)
     return to_json(predictions)
+
+
+def _crosscheck_llm(args: argparse.Namespace, profile, llm: list, override) -> dict:
+    """The decoder LLM's time to first token and decode rate, predicted vs measured; returns the JSON part."""
+    from ..measure.llmcheck import crosscheck_llm, render, to_json
+
+    cells = crosscheck_llm(profile, llm, override, progress)
+    progress("")
+    print(render(cells, profile.name))
+    return to_json(cells)
 
 
 def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources: list[str]) -> dict:

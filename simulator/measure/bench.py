@@ -15,7 +15,8 @@ layer's first calls, and the result says which (scipy runs on one thread).
 
 ``bench --sparse-conv`` (:func:`bench_sparse_conv`) times dense against sparse convolution at
 several densities instead (:mod:`simulator.measure.sparseconv`); its timings are the result's
-``sparse_conv``, in the same file.
+``sparse_conv``, in the same file. ``bench --llm`` (:func:`bench_llm`) times a decoder LLM's time
+to first token and decode rate (:mod:`simulator.measure.llmbench`): the result's ``llm``.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import numpy as np
 from ..base.errors import ConfigError
 from ..compress.compression import StorageFormat, pruned_encoding
 from ..model.workload import Layer, LayerKind, Workload
+from .llmbench import DecoderDims, LlmTiming, WeightType, llm_timing_from_json, measure_llm, render_llm
 from .sparseconv import (
     DEFAULT_DENSITIES,
     DEFAULT_ROUNDS,
@@ -110,6 +112,7 @@ class BenchResult:
     operators: list[OperatorTime] = field(default_factory=list)
     repeat_mode: str = "layer"
     sparse_conv: list[SparseConvLayer] = field(default_factory=list)   # ``bench --sparse-conv``
+    llm: list[LlmTiming] = field(default_factory=list)                 # ``bench --llm``
 
     def to_json(self) -> dict[str, Any]:
         """The ``--out`` document."""
@@ -146,8 +149,13 @@ def load_bench(path: str | Path) -> BenchResult:
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(source, "sparse_conv", "expected a list of measured convolutions")
     sparse_conv = [sparse_conv_from_json(e, source, f"sparse_conv[{i}]") for i, e in enumerate(entries)]
+    # nor those written before `--llm`
+    entries = doc.get("llm", [])
+    if not isinstance(entries, list):
+        raise ConfigError(source, "llm", "expected a list of measured LLM runs")
+    llm = [llm_timing_from_json(e, source, f"llm[{i}]") for i, e in enumerate(entries)]
     return BenchResult(**fields, layers=layers, operators=operators, repeat_mode=doc.get("repeat_mode", "layer"),
-                       sparse_conv=sparse_conv)
+                       sparse_conv=sparse_conv, llm=llm)
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -361,6 +369,22 @@ def bench_sparse_conv(shapes: list[ConvShape], densities: tuple[float, ...] = DE
                        *_run_facts(load), sparse_conv=measured)
 
 
+LLM_FORMAT = "llm"      # the ``format`` of a ``bench --llm`` result
+
+
+def bench_llm(dims: DecoderDims, config_path: str, weights: tuple[WeightType, ...], prompt: int, context: int,
+              tokens: int, batch: int = 1, threads: Optional[int] = None, rounds: int = 3, seed: int = 0,
+              progress: Callable[[str], None] = lambda _: None) -> BenchResult:
+    """Time to first token and decode rate of the decoder, each weight type
+    (:func:`simulator.measure.llmbench.measure_llm`), as a bench result whose ``llm`` holds them."""
+    threads = threads or os.cpu_count() or 1
+    load = _load_average()
+    measured = measure_llm(dims, config_path, weights, prompt, context, tokens, batch, threads, rounds, seed, progress)
+    progress("")
+    return BenchResult(dims.name, config_path, LLM_FORMAT, batch, threads, rounds, seed, *_run_facts(load),
+                       llm=measured)
+
+
 def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[str | Path]) -> list[OperatorTime]:
     """One pass over every layer under torch.profiler, each layer in a named range: the
     per-operator breakdown, and the real timeline when ``trace_path`` is given."""
@@ -385,6 +409,8 @@ def render(result: BenchResult) -> str:
 
     if result.sparse_conv:
         return render_sparse_conv(result)
+    if result.llm:
+        return render_llm(result.llm, result.load_before)
     lines = [f"{result.workload}: measured on this CPU, {result.format}, batch {result.batch}, "
              f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} warm-up; "
              f"time per frame (load average at start {result.load_before})", "",

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from ..base.errors import ConfigError
+from ..model.llm import Family, LlmConfig
 
 DEFAULT_PROMPT = 128
 DEFAULT_CONTEXT = 256
@@ -71,7 +72,9 @@ class Activation(str, enum.Enum):
 
     SILU = "silu"
     GELU_TANH = "gelu_pytorch_tanh"
+    GELU_NEW = "gelu_new"            # the tanh approximation too
     GELU = "gelu"
+    RELU = "relu"
 
 
 @dataclass(frozen=True)
@@ -89,8 +92,10 @@ class DecoderDims:
     tied_embeddings: bool
     activation: Activation = Activation.SILU
     qkv_bias: bool = False           # Qwen2 has biases on the Q, K and V projections
+    fused: bool = False              # Phi-3: one qkv_proj and one gate_up_proj
+    post_norms: bool = False         # Gemma-2: RMSNorms after attention and after the MLP too
     rms_norm_eps: float = 1e-6
-    rope_theta: float = 10000.0
+    rope_theta: float = 10000.0      # not in the model config the simulator reads; it does not change the time
 
     def check(self, source: str = "config") -> None:
         """Refuse a shape the decoder cannot be built with, naming the field."""
@@ -103,17 +108,19 @@ class DecoderDims:
             raise ConfigError(source, "head_dim", f"{self.head_dim} is odd; rotary embedding needs pairs")
 
 
-def dims_of(config: Any, source: str = "config") -> DecoderDims:
-    """The :class:`DecoderDims` of a loaded model config (:class:`simulator.model.llm.LlmConfig`)."""
+def dims_of(config: LlmConfig) -> DecoderDims:
+    """The :class:`DecoderDims` of a loaded model config, with its family's block structure."""
+    source = config.path or config.name
     try:
-        activation = Activation(getattr(config, "activation", "silu"))
+        activation = Activation(config.hidden_act)
     except ValueError:
-        raise ConfigError(source, "hidden_act", f"{config.activation!r}: bench runs "
+        raise ConfigError(source, "hidden_act", f"{config.hidden_act!r}: bench runs "
                           f"{', '.join(a.value for a in Activation)}") from None
-    dims = DecoderDims(config.name, config.hidden_size, config.layers, config.heads, config.kv_heads, config.head_dim,
-                       config.intermediate_size, config.vocab_size, bool(config.tied_embeddings), activation,
-                       bool(getattr(config, "qkv_bias", False)), float(getattr(config, "rms_norm_eps", 1e-6)),
-                       float(getattr(config, "rope_theta", 10000.0)))
+    dims = DecoderDims(config.name, config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+                       config.num_key_value_heads, config.head_dim, config.intermediate_size, config.vocab_size,
+                       config.tie_word_embeddings, activation, qkv_bias=config.family is Family.QWEN2,
+                       fused=config.family is Family.PHI3, post_norms=config.family is Family.GEMMA2,
+                       rms_norm_eps=config.rms_norm_eps)
     dims.check(source)
     return dims
 
@@ -142,17 +149,27 @@ def _modules():
             super().__init__()
             self.dims = dims
             q_out, kv_out = dims.heads * dims.head_dim, dims.kv_heads * dims.head_dim
-            self.q_proj = nn.Linear(dims.hidden_size, q_out, bias=dims.qkv_bias, dtype=dtype)
-            self.k_proj = nn.Linear(dims.hidden_size, kv_out, bias=dims.qkv_bias, dtype=dtype)
-            self.v_proj = nn.Linear(dims.hidden_size, kv_out, bias=dims.qkv_bias, dtype=dtype)
+            self.split = (q_out, kv_out, kv_out)
+            if dims.fused:
+                self.qkv_proj = nn.Linear(dims.hidden_size, q_out + 2 * kv_out, bias=dims.qkv_bias, dtype=dtype)
+            else:
+                self.q_proj = nn.Linear(dims.hidden_size, q_out, bias=dims.qkv_bias, dtype=dtype)
+                self.k_proj = nn.Linear(dims.hidden_size, kv_out, bias=dims.qkv_bias, dtype=dtype)
+                self.v_proj = nn.Linear(dims.hidden_size, kv_out, bias=dims.qkv_bias, dtype=dtype)
             self.o_proj = nn.Linear(q_out, dims.hidden_size, bias=False, dtype=dtype)
+
+        def _qkv(self, x):
+            if self.dims.fused:
+                return torch.split(self.qkv_proj(x), self.split, dim=-1)
+            return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
         def forward(self, x, cache: "KvCache", layer: int, cos, sin, mask):
             d = self.dims
             batch, seq, _ = x.shape
-            q = self.q_proj(x).view(batch, seq, d.heads, d.head_dim).transpose(1, 2)
-            k = self.k_proj(x).view(batch, seq, d.kv_heads, d.head_dim).transpose(1, 2)
-            v = self.v_proj(x).view(batch, seq, d.kv_heads, d.head_dim).transpose(1, 2)
+            q, k, v = self._qkv(x)
+            q = q.reshape(batch, seq, d.heads, d.head_dim).transpose(1, 2)
+            k = k.reshape(batch, seq, d.kv_heads, d.head_dim).transpose(1, 2)
+            v = v.reshape(batch, seq, d.kv_heads, d.head_dim).transpose(1, 2)
             q, k = _rope(q, cos, sin), _rope(k, cos, sin)
             keys, values = cache.append(layer, k.to(cache.dtype), v.to(cache.dtype))      # [B, kv, L, d]
             group = d.heads // d.kv_heads
@@ -169,14 +186,23 @@ def _modules():
     class Mlp(nn.Module):
         def __init__(self, dims: DecoderDims, dtype):
             super().__init__()
-            self.gate_proj = nn.Linear(dims.hidden_size, dims.intermediate_size, bias=False, dtype=dtype)
-            self.up_proj = nn.Linear(dims.hidden_size, dims.intermediate_size, bias=False, dtype=dtype)
+            self.fused = dims.fused
+            if dims.fused:
+                self.gate_up_proj = nn.Linear(dims.hidden_size, 2 * dims.intermediate_size, bias=False, dtype=dtype)
+            else:
+                self.gate_proj = nn.Linear(dims.hidden_size, dims.intermediate_size, bias=False, dtype=dtype)
+                self.up_proj = nn.Linear(dims.hidden_size, dims.intermediate_size, bias=False, dtype=dtype)
             self.down_proj = nn.Linear(dims.intermediate_size, dims.hidden_size, bias=False, dtype=dtype)
-            self.act = {Activation.SILU: F.silu, Activation.GELU: F.gelu,
-                        Activation.GELU_TANH: lambda t: F.gelu(t, approximate="tanh")}[dims.activation]
+            tanh = lambda t: F.gelu(t, approximate="tanh")     # noqa: E731
+            self.act = {Activation.SILU: F.silu, Activation.GELU: F.gelu, Activation.GELU_TANH: tanh,
+                        Activation.GELU_NEW: tanh, Activation.RELU: F.relu}[dims.activation]
 
         def forward(self, x):
-            return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+            if self.fused:
+                gate, up = self.gate_up_proj(x).chunk(2, dim=-1)
+            else:
+                gate, up = self.gate_proj(x), self.up_proj(x)
+            return self.down_proj(self.act(gate) * up)
 
     class Block(nn.Module):
         def __init__(self, dims: DecoderDims, dtype):
@@ -185,10 +211,15 @@ def _modules():
             self.self_attn = Attention(dims, dtype)
             self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
             self.mlp = Mlp(dims, dtype)
+            # Gemma-2 also normalises each sublayer's output before its residual add
+            self.post_attn_norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype) if dims.post_norms else None
+            self.post_mlp_norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype) if dims.post_norms else None
 
         def forward(self, x, cache, layer, cos, sin, mask):
-            x = x + self.self_attn(self.input_layernorm(x), cache, layer, cos, sin, mask)
-            return x + self.mlp(self.post_attention_layernorm(x))
+            attn = self.self_attn(self.input_layernorm(x), cache, layer, cos, sin, mask)
+            x = x + (attn if self.post_attn_norm is None else self.post_attn_norm(attn))
+            mlp = self.mlp(self.post_attention_layernorm(x))
+            return x + (mlp if self.post_mlp_norm is None else self.post_mlp_norm(mlp))
 
     class Decoder(nn.Module):
         """Token ids [batch, seq] and a KV cache -> the logits of the last position [batch, vocab]."""
@@ -278,7 +309,7 @@ def build_decoder(dims: DecoderDims, weights: WeightType, max_positions: int, se
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():       # the tied LM head is listed once
-            if name.endswith("layernorm.weight") or name == "norm.weight":
+            if name.endswith("norm.weight"):           # the RMSNorms keep their ones
                 continue
             param.normal_(0.0, 0.02, generator=gen)
     model.eval()
@@ -344,8 +375,8 @@ class LlmTiming:
 
     @property
     def decode_tokens_per_s(self) -> float:
-        """Decode steps per second (each step makes ``batch`` tokens), from the fastest round."""
-        return self.decode_tokens / self.decode_best_s
+        """Tokens generated per second over all sequences (a step makes ``batch``), from the fastest round."""
+        return self.batch * self.decode_tokens / self.decode_best_s
 
     @property
     def time_to_first_token_s(self) -> float:
@@ -444,7 +475,7 @@ def render_llm(timings: Sequence[LlmTiming], load: str = "") -> str:
     for t in timings:
         lines.append(f"{t.weights:8s} {t.variant:11s} {t.kv_dtype:5s} {t.weight_bytes / 2**20:6.1f} MiB "
                      f"{format_seconds(t.ttft_best_s):>9s} {format_seconds(t.ttft_median_s):>9s} "
-                     f"{t.decode_tokens_per_s:12.2f} {t.decode_tokens / t.decode_median_s:9.2f}")
+                     f"{t.decode_tokens_per_s:12.2f} {t.batch * t.decode_tokens / t.decode_median_s:9.2f}")
     return "\n".join(lines)
 
 
