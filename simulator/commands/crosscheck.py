@@ -83,10 +83,10 @@ def _crosscheck_llm(args: argparse.Namespace, profile, llm: list, override) -> d
     """The decoder LLM's time to first token and decode rate, predicted vs measured; returns the JSON part."""
     from ..measure.llmcheck import crosscheck_llm, render, to_json
 
-    cells = crosscheck_llm(profile, llm, override, progress)
+    check = crosscheck_llm(profile, llm, override, progress)
     progress("")
-    print(render(cells, profile.name))
-    return to_json(cells)
+    print(render(check))
+    return to_json(check)
 
 
 def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources: list[str]) -> dict:

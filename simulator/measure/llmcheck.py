@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from ..base.errors import ConfigError
+from ..base.errors import ConfigError, OptionError
 from ..hardware.profile import HardwareProfile
 from ..model.llm import LlmConfig, Phase, load_llm_config
 from ..model.workload import DType
@@ -122,17 +122,31 @@ def _simulate(profile: HardwareProfile, config: LlmConfig, case: _Case, phase: P
     return simulate_llm(profile, config, options, progress).variants[0]
 
 
+@dataclass(frozen=True)
+class LlmCheck:
+    """The cells, and the measured cases the profile cannot simulate (with why)."""
+
+    profile: str
+    cells: list[LlmCell]
+    skipped: list[str]
+
+
 def crosscheck_llm(profile: HardwareProfile, timings: Sequence[tuple[str, int, LlmTiming]],
                    config_override: Optional[str] = None,
-                   progress: Callable[[str], None] = lambda _: None) -> list[LlmCell]:
+                   progress: Callable[[str], None] = lambda _: None) -> LlmCheck:
     """Simulate every measured case (``timings``: source file, index in its ``llm`` list, timing) on
-    ``profile`` and pair the figures."""
+    ``profile`` and pair the figures. A weight type the profile has no arithmetic for (``@int8`` on a
+    profile without ``compute.peak_flops.int8``) is skipped with the reason, the others still compared."""
     where = {id(t): (source, f"llm[{i}]") for source, i, t in timings}
-    cells = []
+    cells, skipped = [], []
     for case, (t, ttft, decode) in fastest([t for _, _, t in timings]).items():
         config = _config(case.config_path, config_override, *where[id(t)])
         progress(f"crosscheck {config.name} {case.variant}: prefill of {case.prompt} tokens")
-        prefill = _simulate(profile, config, case, Phase.PREFILL, progress)
+        try:
+            prefill = _simulate(profile, config, case, Phase.PREFILL, progress)
+        except OptionError as err:
+            skipped.append(f"{config.name} {case.variant}: not simulated: {err.message}")
+            continue
         progress(f"crosscheck {config.name} {case.variant}: decode after {case.context} tokens")
         step = _simulate(profile, config, case, Phase.DECODE, progress)
         longest = max(step.operators, key=lambda o: o.time_s)
@@ -144,14 +158,15 @@ def crosscheck_llm(profile: HardwareProfile, timings: Sequence[tuple[str, int, L
             predicted_tokens_per_s=float(step.decode_tokens_per_s),
             bandwidth_bound_tokens_per_s=case.batch / step.bandwidth_bound_s, decode_bound=f"{longest.operator}: "
                                                                                           f"{longest.bound}"))
-    return cells
+    return LlmCheck(profile.name, cells, skipped)
 
 
-def render(cells: Sequence[LlmCell], profile: str) -> str:
+def render(check: LlmCheck) -> str:
     """Predicted against measured per model and weight type, and the share within the targets."""
     from ..base.texttable import format_table
     from ..base.units import format_seconds
 
+    cells, profile = check.cells, check.profile
     rows = [[c.model, c.variant, str(c.threads), format_seconds(c.measured_ttft_s), format_seconds(c.predicted_ttft_s),
              f"{c.ttft_error:+.1%}", "yes" if c.ttft_within else "no", f"{c.measured_tokens_per_s:.2f}",
              f"{c.predicted_tokens_per_s:.2f}", f"{c.decode_error:+.1%}", "yes" if c.decode_within else "no",
@@ -170,11 +185,12 @@ def render(cells: Sequence[LlmCell], profile: str) -> str:
     lines += ["", f"time to first token: {sum(c.ttft_within for c in cells)} of {len(cells)} within "
               f"{TTFT_TARGET:.0%}; decode tokens per second: {sum(c.decode_within for c in cells)} of {len(cells)} "
               f"within {DECODE_TARGET:.0%}"]
-    return "\n".join(lines)
+    return "\n".join(lines + check.skipped)
 
 
-def to_json(cells: Sequence[LlmCell]) -> dict[str, Any]:
+def to_json(check: LlmCheck) -> dict[str, Any]:
     """The ``--json`` part of the LLM check."""
+    cells = check.cells
     return {"targets": {"ttft_abs_error": TTFT_TARGET, "decode_abs_error": DECODE_TARGET},
-            "cells": [c.to_json() for c in cells],
+            "cells": [c.to_json() for c in cells], "skipped": check.skipped,
             "ttft_within": sum(c.ttft_within for c in cells), "decode_within": sum(c.decode_within for c in cells)}
