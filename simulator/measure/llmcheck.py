@@ -109,8 +109,8 @@ def fastest(timings: Sequence[LlmTiming]) -> dict[_Case, tuple[LlmTiming, float,
 def _config(path: str, override: Optional[str], source: str, where: str) -> LlmConfig:
     target = override or path
     if not Path(target).is_file():
-        raise ConfigError(source, f"{where}.config_path", f"{target} does not exist; pass the model's config "
-                          "with --workload")
+        raise ConfigError(source, f"{where}.config_path", f"{target} does not exist; give the model's config "
+                          "as the workload")
     return load_llm_config(target)
 
 
