@@ -26,7 +26,8 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--phase", choices=["prefill", "decode"],
                      help="with a model config.json: prefill (the prompt at once: time to first token) or decode "
                           "(tokens after a cached context: tokens per second) (default decode)")
-    run.add_argument("--prompt", type=positive_int("--prompt"), help="with --phase prefill: prompt tokens (default 128)")
+    run.add_argument("--prompt", type=positive_int("--prompt"),
+                     help="with --phase prefill: prompt tokens (default 128)")
     run.add_argument("--context", type=_count("--context"),
                      help="with --phase decode: tokens already in the KV cache (default 512)")
     run.add_argument("--tokens", type=positive_int("--tokens"),
@@ -59,6 +60,15 @@ def check_llm_flags(args: argparse.Namespace) -> None:
                               "applies with a model's config.json as --workload only")
 
 
+def find_llm_config(path: Path) -> Path:
+    """A model config argument: a file that exists, or a shipped config by file name
+    (``llama-3.2-1b.json`` or ``workloads/llm/llama-3.2-1b.json`` from any directory)."""
+    from ..base.paths import WORKLOADS_DIR
+
+    shipped = WORKLOADS_DIR / "llm" / path.name
+    return path if path.exists() or not shipped.is_file() else shipped
+
+
 def run_llm(profile: HardwareProfile, path: Path, args: argparse.Namespace) -> int:
     """Simulate the model config at ``path`` on ``profile`` as the flags say; print, write JSON."""
     from ..model.llm import Phase, load_llm_config
@@ -81,7 +91,7 @@ def run_llm(profile: HardwareProfile, path: Path, args: argparse.Namespace) -> i
                                  ("--mode", args.mode, "infer")):
         if value != default:
             raise ConfigError("command line", flag, "does not apply to a model config")
-    config = load_llm_config(path)
+    config = load_llm_config(find_llm_config(path))
     from ..compress.variants import parse_variants
 
     formats = parse_variants(args.format, args.group_size) if args.format else ("dense",)

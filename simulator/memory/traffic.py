@@ -736,7 +736,7 @@ DECODER_CHUNK_BYTES = 4096
 def _decoder_operands(ctx: "TraceContext") -> list[tuple[int, int, StreamKind, bool]]:
     """(base, total bytes, stream, write) of every operand of a decoder layer, split over its work
     items in proportion: reads first, the output last."""
-    layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
+    layer, bases, batch = ctx.layer, ctx.bases, ctx.batch
     kind = layer.kind
     out = (bases["output"], layer.out_bytes(batch), StreamKind.OUTPUT, True)
     if kind.reads_kv_cache:
