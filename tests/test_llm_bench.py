@@ -228,3 +228,22 @@ def test_crosscheck_command_on_a_synthetic_file(tmp_path, host, capsys):
     Path(config).unlink()
     assert cli.main(["crosscheck", str(host.path), str(measured)]) == 2
     assert "llm[0].config_path" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("architecture", ["LlamaForCausalLM", "Qwen2ForCausalLM", "Phi3ForCausalLM",
+                                          "Gemma2ForCausalLM"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_the_torch_decoder_has_the_simulated_graphs_parameters(tmp_path, architecture, tied):
+    """The real decoder and the simulator's layer graph count the same weights (Qwen2's q/k/v biases,
+    which the simulator leaves out, aside)."""
+    config = load_llm_config(_config(tmp_path, architecture, tie_word_embeddings=tied))
+    model = build_decoder(dims_of(config), WeightType.FP32, 8)
+    counted = sum(p.numel() for n, p in model.named_parameters() if not n.endswith("bias"))
+    assert counted == config.parameters()
+
+
+def test_every_shipped_config_gives_a_decoder_shape():
+    for path in sorted((ROOT / "workloads" / "llm").glob("*.json")):
+        config = load_llm_config(path)
+        dims = dims_of(config)
+        assert dims.heads * dims.head_dim == config.q_size and dims.layers == config.num_hidden_layers
