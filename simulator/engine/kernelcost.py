@@ -19,6 +19,15 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   store). Convolution by ``im2col`` also writes and reads back the lowered input, at the
   bandwidth of the level it fits in.
 * **element-wise** kernels (pooling, adds, concats): ``cycles_per_element`` per vector.
+* the **format kernels** (``compute.kernels.bsr``, ``nm``, ``bitmask``, ``codebook``; each its own
+  kernel kind, since each has its own inner loop and parameters): BSR as dense blocks at the FMA
+  rate with block-shaped tiles (partial lanes where a block row is narrower than the vector and
+  there are too few columns to vectorise along instead) plus a cost per block (its index load)
+  and per block row; N:M on sparse tensor cores (the profile's ``structured_sparse_peak_flops``,
+  twice the dense rate on Ampere, in tiles of ``tile_columns`` columns) where the profile has
+  them, else as a compressed format costing cycles per kept value with an implicit row structure;
+  a bitmask as a popcount / expand stream (cycles per mask word plus per non-zero); EIE's format
+  as codebook lookups (cycles per entry, padding entries included, plus per PE column).
 
 Library behaviour no mechanism explains yet stays as a named property of the library on the
 profile (``library_efficiency``; ``compute.threads`` for libraries that use fewer cores), each
@@ -30,12 +39,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..base.errors import ConfigError
 from ..hardware.profile import HardwareProfile, KernelKind, SparseConvAlgorithm
 from ..memory.kernelshape import KernelShape
 from ..model.workload import DType
 
 DENSE_KINDS = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
 SPARSE_KINDS = (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV)
+FORMAT_KINDS = (KernelKind.BSR, KernelKind.NM, KernelKind.BITMASK, KernelKind.CODEBOOK)
 
 
 @dataclass(frozen=True)
@@ -107,6 +118,93 @@ def element_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
     return vectors * kernel.cycles_per_element / (compute.clock_hz * max(1, cores))
 
 
+def format_kernel(profile: HardwareProfile, kind: KernelKind):
+    """The profile's parameters of a format kernel (``compute.kernels.bsr`` ...); a profile without
+    them cannot run the format: one :class:`ConfigError` naming the field."""
+    kernel = getattr(profile.compute.kernels, kind.value, None)
+    if kernel is None:
+        raise ConfigError(profile.name, f"compute.kernels.{kind.value}", f"missing: the profile does not say what its "
+                          f"{kind.value} kernel costs, so it cannot run that storage format")
+    return kernel
+
+
+def _column_groups(columns: int, per_step: int) -> int:
+    return math.ceil(max(1, columns) / per_step)
+
+
+def _lane_fill(width: int, lanes: int) -> float:
+    """Share of ``lanes`` vector lanes doing work over ``width`` elements (the last vector partial)."""
+    width = max(1, width)
+    return width / (math.ceil(width / lanes) * lanes)
+
+
+def vector_elements(profile: HardwareProfile, dtype: DType) -> int:
+    """Elements of ``dtype`` in one vector: ``vector_lanes`` fp32 lanes, more for narrower types."""
+    return profile.compute.vector_lanes * max(1, 4 // dtype.size_bytes)
+
+
+def bsr_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """Dense R x C blocks at the FMA rate (partial lanes along the better of the block row and the
+    columns), plus ``cycles_per_block`` per block and ``cycles_per_row`` per block row, per column group."""
+    compute = profile.compute
+    kernel = format_kernel(profile, KernelKind.BSR)
+    cores = max(1, cores)
+    lanes = vector_elements(profile, shape.dtype)
+    fill = max(_lane_fill(shape.block[1], lanes), _lane_fill(shape.columns, lanes))
+    fma = 2.0 * shape.nonzeros * max(1, shape.columns) / (
+        core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency * fill * cores)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    overhead = (shape.blocks * kernel.cycles_per_block + shape.row_steps * kernel.cycles_per_row) * groups / (
+        compute.clock_hz * cores)
+    return IssueTime(fma + overhead, "fma" if fma >= overhead else "blocks")
+
+
+def nm_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """On sparse tensor cores: tiles in waves at the structured-sparse (dense-equivalent) rate; else
+    ``cycles_per_value`` per kept value and ``cycles_per_row`` per row, per column group."""
+    compute = profile.compute
+    kernel = format_kernel(profile, KernelKind.NM)
+    sparse = compute.structured_sparse_peak_flops
+    peak = sparse.of(shape.dtype.value) if sparse is not None else None
+    if peak:
+        tile_rows = compute.rows_per_task.of(KernelKind.GEMM if shape.columns > 1 else KernelKind.GEMV)
+        tasks = math.ceil(shape.rows / tile_rows) * math.ceil(max(1, shape.columns) / kernel.tile_columns)
+        used = max(1, min(cores, tasks))
+        tile_flops = 2.0 * min(tile_rows, shape.rows) * kernel.tile_columns * shape.depth
+        rate = peak / compute.cores * kernel.library_efficiency
+        return IssueTime(math.ceil(tasks / used) * tile_flops / rate, "sparse-tensor-core")
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    value_cycles = shape.nonzeros * kernel.cycles_per_value * groups
+    row_cycles = shape.rows * kernel.cycles_per_row * groups
+    return IssueTime((value_cycles + row_cycles) / (compute.clock_hz * max(1, cores)),
+                     "nonzeros" if value_cycles >= row_cycles else "rows")
+
+
+def bitmask_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """``cycles_per_word`` per mask word and ``cycles_per_nonzero`` per stored value, per column group."""
+    kernel = format_kernel(profile, KernelKind.BITMASK)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    word_cycles = math.ceil(shape.mask_bits / kernel.word_bits) * kernel.cycles_per_word * groups
+    value_cycles = shape.nonzeros * kernel.cycles_per_nonzero * groups
+    return IssueTime((word_cycles + value_cycles) / (profile.compute.clock_hz * max(1, cores)),
+                     "mask-words" if word_cycles > value_cycles else "nonzeros")
+
+
+def codebook_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """``cycles_per_entry`` per stored entry (padding included) and ``cycles_per_column`` per PE
+    column, per column group."""
+    kernel = format_kernel(profile, KernelKind.CODEBOOK)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    entry_cycles = shape.nonzeros * kernel.cycles_per_entry * groups
+    column_cycles = shape.pointer_reads * kernel.cycles_per_column * groups
+    return IssueTime((entry_cycles + column_cycles) / (profile.compute.clock_hz * max(1, cores)),
+                     "entries" if entry_cycles >= column_cycles else "columns")
+
+
+_FORMAT_COSTS = {KernelKind.BSR: bsr_seconds, KernelKind.NM: nm_seconds, KernelKind.BITMASK: bitmask_seconds,
+                 KernelKind.CODEBOOK: codebook_seconds}
+
+
 def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
     """The time ``cores`` cores (SMs) of ``profile`` spend issuing the kernel ``shape``."""
     if profile.compute.kernels is None:
@@ -115,4 +213,6 @@ def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> Issu
         return IssueTime(dense_seconds(profile, shape, cores), "fma")
     if shape.kind in SPARSE_KINDS:
         return sparse_seconds(profile, shape, cores)
+    if shape.kind in _FORMAT_COSTS:
+        return _FORMAT_COSTS[shape.kind](profile, shape, cores)
     return IssueTime(element_seconds(profile, shape, cores), "elements")
