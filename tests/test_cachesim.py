@@ -59,7 +59,7 @@ def test_trace_layouts(tmp_path):
     ("negative.npy", lambda p: np.save(p, np.array([64, -128])), "addresses: negative value -128 at index 1"),
     ("huge.npy", lambda p: np.save(p, np.array([2**63], dtype=np.uint64)), "does not fit in int64"),
     ("flag.npy", lambda p: np.save(p, np.array([[0, 1], [64, 2]])), "column 1 (is_write): 2 at index 1 is not 0"),
-    ("shape.npy", lambda p: np.save(p, np.zeros((3, 4), dtype=np.int64)), "shape (3, 4): expected"),
+    ("shape.npy", lambda p: np.save(p, np.zeros((3, 5), dtype=np.int64)), "shape (3, 5): expected"),
     ("empty.npy", lambda p: np.save(p, np.zeros(0, dtype=np.int64)), "the trace is empty"),
     ("fields.npy", lambda p: np.save(p, np.zeros(2, dtype=[("addr", "<i8")])), "needs a 1-D array with an 'address'"),
     ("garbage.npy", lambda p: p.write_bytes(b"not numpy at all"), "not a valid .npy file (no NumPy header)"),

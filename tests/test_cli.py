@@ -45,7 +45,7 @@ def files(tmp_path_factory, repo_root, tiny_workload_file):
     """Paths the runs use: a JSON target, a profile with a bad field, a workload that does not chain."""
     folder = tmp_path_factory.mktemp("cli")
     profile = yaml.safe_load((repo_root / TEGRA).read_text(encoding="utf-8"))
-    profile["compute"]["efficiency"]["gemv"] = 1.5
+    profile["compute"]["kernels"]["gemm"]["library_efficiency"] = 1.5
     workload = yaml.safe_load(tiny_workload_file.read_text(encoding="utf-8"))
     workload["layers"][2]["in_features"] = 500
     paths = {"json": folder / "result.json", "bad_profile": folder / "bad-profile.yaml",
@@ -183,7 +183,7 @@ def test_missing_profile_file(runs):
 
 
 def test_profile_with_a_bad_field(runs, files):
-    assert f"{files['bad_profile']}: compute.efficiency.gemv:" in one_line_error(runs["bad profile"])
+    assert f"{files['bad_profile']}: compute.kernels.gemm.library_efficiency:" in one_line_error(runs["bad profile"])
 
 
 def test_bad_workload(runs, files):

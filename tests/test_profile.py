@@ -324,19 +324,19 @@ def test_gpu_levels_allocate_stores_without_fetching_and_kepler_l1_keeps_only_ga
 def test_unknown_write_allocate_policy(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["write_allocate"] = "write-around"
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].write_allocate"
+    assert err.field == "memory.caches.L2.write_allocate"
     assert "fetch" in err.message and "no-fetch" in err.message
 
 
 def test_caches_streams_must_be_a_bool(tegra_data, load_error):
     tegra_data["memory"]["caches"][0]["caches_streams"] = "sometimes"
-    assert load_error(tegra_data).field == "memory.caches[0].caches_streams"
+    assert load_error(tegra_data).field == "memory.caches.L1.caches_streams"
 
 
 def test_last_level_must_cache_streams(tegra_data, load_error):
     tegra_data["memory"]["caches"][1]["caches_streams"] = False
     err = load_error(tegra_data)
-    assert err.field == "memory.caches[1].caches_streams"
+    assert err.field == "memory.caches.L2.caches_streams"
     assert "last level" in err.message
 
 

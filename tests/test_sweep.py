@@ -190,7 +190,7 @@ def test_a_failing_point_is_recorded_and_the_sweep_goes_on(at_root, tiny_workloa
 
 def test_a_format_a_layer_cannot_use_is_refused_before_any_point(at_root, tiny_workload_path):
     # CSC storage is modelled for FC layers only: the plan is refused, naming the flag and the layer
-    with pytest.raises(ConfigError, match=r"--format: csc is modelled for FC layers only.*conv1"):
+    with pytest.raises(ConfigError, match=r"format: csc is modelled for FC layers only.*conv1"):
         plan_sweep(TEGRA, ["memory.caches.L2.size=128KiB,256KiB"], tiny_workload_path, formats=(StorageFormat.CSC,))
     # at density 1.0 the convolution is not pruned, so it runs dense and CSC applies to the FC layers
     plan = plan_sweep(TEGRA, ["density=1.0"], tiny_workload_path, formats=(StorageFormat.CSC,))

@@ -600,7 +600,7 @@ def _check_caches(profile: HardwareProfile, source: str) -> None:
                                   f"a private level cannot sit below the shared level {previous.name}")
         previous = level
     if previous is not None and not previous.caches_streams:
-        raise ConfigError(source, f"memory.caches[{len(profile.caches) - 1}].caches_streams",
+        raise ConfigError(source, level_path("caches", previous.name, "caches_streams"),
                           "must be true for the last level (streams that pass every level by have nowhere to go)")
     if previous is not None and profile.dram is not None \
             and previous.size_bytes * (1 if previous.shared else profile.compute.cores) > profile.dram.capacity_bytes:

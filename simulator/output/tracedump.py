@@ -1,7 +1,9 @@
 """``run --dump-trace DIR``: the address traces a run sent through the caches, as files that
 ``cachesim`` reads (docs/cachesim.md).
 
-Each file is a NumPy ``(N, 3)`` int64 array, columns address, is_write, core, one row per
+Each file is a NumPy ``(N, 4)`` int64 array, columns address, is_write, core and hints (the cache
+model's hint bits: which accesses belong to streams and which stores overwrite whole sectors, so
+a GPU profile's stream bypass and no-fetch stores act on the file as in the run), one row per
 cache-line access in issue order: ``DIR/<variant>.npy`` holds one whole inference (the layers
 one after the other, as the pipeline runs them through one hierarchy), and
 ``DIR/<variant>-<NN>-<layer>.npy`` each layer alone.
@@ -37,10 +39,11 @@ def check_trace_dir(folder: str | Path, flag: str = "--dump-trace") -> Path:
 
 def _columns(traffic: Sequence[LayerTraffic]) -> np.ndarray:
     if not traffic:
-        return np.zeros((0, 3), np.int64)
+        return np.zeros((0, 4), np.int64)
     return np.stack([np.concatenate([t.addresses for t in traffic]).astype(np.int64),
                      np.concatenate([t.is_write for t in traffic]).astype(np.int64),
-                     np.concatenate([t.core for t in traffic]).astype(np.int64)], axis=1)
+                     np.concatenate([t.core for t in traffic]).astype(np.int64),
+                     np.concatenate([t.hints for t in traffic]).astype(np.int64)], axis=1)
 
 
 def _safe(name: str) -> str:

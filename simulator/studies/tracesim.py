@@ -27,6 +27,7 @@ import numpy as np
 from ..base.errors import ConfigError, OptionError
 from ..hardware.fieldpaths import level_path
 from ..hardware.profile import HardwareProfile, Replacement
+from ..memory.cache import HINT_OVERWRITE, HINT_STREAM
 from ..memory.mrc import MissRatioCurve, level_stream, miss_ratio_curve
 from ..pipeline import cache_hierarchy
 
@@ -35,12 +36,14 @@ _INT64_MAX = np.iinfo(np.int64).max
 
 @dataclass(frozen=True)
 class Trace:
-    """A checked trace: int64 byte addresses, bool write flags, int64 core ids."""
+    """A checked trace: int64 byte addresses, bool write flags, int64 core ids, and the cache
+    model's hint bits when the file has them (a trace ``run --dump-trace`` wrote)."""
 
     path: str
     addresses: np.ndarray
     is_write: np.ndarray
     core: np.ndarray
+    hints: Optional[np.ndarray] = None
 
     @property
     def accesses(self) -> int:
@@ -106,21 +109,35 @@ def load_trace(path: str | Path) -> Trace:
         writes = (_flags(array["is_write"], source, "is_write") if "is_write" in names
                   else np.zeros(addresses.size, dtype=bool))
         core = _integers(array["core"], source, "core") if "core" in names else np.zeros(addresses.size, np.int64)
+        hints = _hints(array["hints"], source) if "hints" in names else None
     elif array.ndim == 1:
         addresses = _integers(array, source, "addresses")
         writes = np.zeros(addresses.size, dtype=bool)
         core = np.zeros(addresses.size, dtype=np.int64)
-    elif array.ndim == 2 and array.shape[1] in (2, 3):
+        hints = None
+    elif array.ndim == 2 and array.shape[1] in (2, 3, 4):
         addresses = _integers(array[:, 0], source, "column 0 (address)")
         writes = _flags(array[:, 1], source, "column 1 (is_write)")
-        core = (_integers(array[:, 2], source, "column 2 (core)") if array.shape[1] == 3
+        core = (_integers(array[:, 2], source, "column 2 (core)") if array.shape[1] >= 3
                 else np.zeros(addresses.size, dtype=np.int64))
+        hints = _hints(array[:, 3], source) if array.shape[1] == 4 else None
     else:
-        raise ConfigError(source, "", f"shape {array.shape}: expected addresses (N,) or columns (N, 2) / (N, 3): "
-                                      "address, is_write[, core]")
+        raise ConfigError(source, "", f"shape {array.shape}: expected addresses (N,) or columns (N, 2) / (N, 3) / "
+                                      "(N, 4): address, is_write[, core[, hints]]")
     if addresses.size == 0:
         raise ConfigError(source, "", "the trace is empty")
-    return Trace(source, np.ascontiguousarray(addresses), np.ascontiguousarray(writes), np.ascontiguousarray(core))
+    return Trace(source, np.ascontiguousarray(addresses), np.ascontiguousarray(writes), np.ascontiguousarray(core),
+                 None if hints is None else np.ascontiguousarray(hints))
+
+
+def _hints(column: np.ndarray, source: str) -> np.ndarray:
+    """The hints column: the cache model's bits (stream, overwrite), 0 to 3."""
+    values = _integers(column, source, "column 3 (hints)")
+    if values.size and (values.min() < 0 or values.max() > HINT_STREAM | HINT_OVERWRITE):
+        bad = int(np.flatnonzero((values < 0) | (values > (HINT_STREAM | HINT_OVERWRITE)))[0])
+        raise ConfigError(source, "column 3 (hints)", f"{int(values[bad])} at index {bad} is not a hint (0 to 3: "
+                                                       "bit 1 stream, bit 2 whole-sector store)")
+    return values.astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -201,7 +218,7 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
     cache_hierarchy(profile, cores).access(trace.addresses[:1], trace.is_write[:1], trace.core[:1])
     hierarchy = cache_hierarchy(profile, cores)
     start = time.perf_counter()
-    outcome = hierarchy.access(trace.addresses, trace.is_write, trace.core)
+    outcome = hierarchy.access(trace.addresses, trace.is_write, trace.core, hints=trace.hints)
     cache_seconds = time.perf_counter() - start
     served = np.bincount(outcome.served_level.astype(np.int64), minlength=len(hierarchy.levels) + 1)
     reaching = trace.accesses
