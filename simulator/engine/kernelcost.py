@@ -37,7 +37,7 @@ with its source; nothing here is a fraction of peak per kernel kind for the spar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..base.errors import ConfigError
 from ..hardware.profile import HardwareProfile, KernelKind, SparseConvAlgorithm
@@ -160,24 +160,32 @@ def bsr_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> Iss
 
 
 def nm_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
-    """On sparse tensor cores: tiles in waves at the structured-sparse (dense-equivalent) rate; else
-    ``cycles_per_value`` per kept value and ``cycles_per_row`` per row, per column group."""
+    """On sparse tensor cores: tiles in waves at the structured-sparse (dense-equivalent) rate. Else
+    a compressed format with an implicit row structure: the CSR kernel's costs (``spmv`` / ``spmm``
+    for FC, ``spconv`` for convolution) over rows that all hold the same kept values."""
     compute = profile.compute
-    kernel = format_kernel(profile, KernelKind.NM)
     sparse = compute.structured_sparse_peak_flops
     peak = sparse.of(shape.dtype.value) if sparse is not None else None
     if peak:
+        kernel = format_kernel(profile, KernelKind.NM)
         tile_rows = compute.rows_per_task.of(KernelKind.GEMM if shape.columns > 1 else KernelKind.GEMV)
         tasks = math.ceil(shape.rows / tile_rows) * math.ceil(max(1, shape.columns) / kernel.tile_columns)
         used = max(1, min(cores, tasks))
         tile_flops = 2.0 * min(tile_rows, shape.rows) * kernel.tile_columns * shape.depth
         rate = peak / compute.cores * kernel.library_efficiency
         return IssueTime(math.ceil(tasks / used) * tile_flops / rate, "sparse-tensor-core")
-    groups = _column_groups(shape.columns, kernel.columns_per_step)
-    value_cycles = shape.nonzeros * kernel.cycles_per_value * groups
-    row_cycles = shape.rows * kernel.cycles_per_row * groups
-    return IssueTime((value_cycles + row_cycles) / (compute.clock_hz * max(1, cores)),
-                     "nonzeros" if value_cycles >= row_cycles else "rows")
+    kind = _nm_sparse_kind(shape)
+    lanes = compute.lanes_per_row.of(kind)
+    per_row = math.ceil(shape.nonzeros / max(1, shape.rows))
+    steps = shape.rows * max(1, math.ceil(per_row / lanes))
+    return sparse_seconds(profile, replace(shape, kind=kind, row_steps=steps, lowered_bytes=0), cores)
+
+
+def _nm_sparse_kind(shape: KernelShape) -> KernelKind:
+    """The CSR kernel whose costs an N:M product without sparse tensor cores takes."""
+    if shape.convolution:
+        return KernelKind.SPCONV
+    return KernelKind.SPMV if shape.columns <= 1 else KernelKind.SPMM
 
 
 def bitmask_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

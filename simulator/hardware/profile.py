@@ -188,21 +188,17 @@ class BsrKernel(Strict):
 
 
 class NMKernel(Strict):
-    """An N:M structured-sparse product.
+    """An N:M structured-sparse product on sparse tensor cores.
 
-    On a device with sparse tensor cores (``compute.structured_sparse_peak_flops`` for the data
-    type: Ampere's 2:4) it runs as a dense kernel at that dense-equivalent rate: tiles of
+    Where the profile has them for the data type (``compute.structured_sparse_peak_flops``:
+    Ampere's 2:4) it runs as a dense kernel at that dense-equivalent rate: tiles of
     ``rows_per_task`` x ``tile_columns`` (a sparse MMA's smallest N: 8 for ``mma.sp``) in waves,
     times ``library_efficiency``; the metadata (2 bits per kept value) is read by the tensor core
-    itself. Elsewhere it is a compressed format with an implicit row structure: every kept value
-    costs ``cycles_per_value`` per group of ``columns_per_step`` columns (decode its position, load
-    the input, FMA), each row ``cycles_per_row``; no pointers, every row has the same length."""
+    itself. Elsewhere it is a compressed format with an implicit row structure, timed with the CSR
+    kernels' costs (``spmv`` / ``spmm`` / ``spconv``) over rows that all hold N/M of the columns."""
 
     library_efficiency: Fraction = 1.0
     tile_columns: PositiveInt = 1
-    cycles_per_value: Cycles = 1.0
-    cycles_per_row: Cycles = 0.0
-    columns_per_step: PositiveInt = 1
 
 
 class BitmaskKernel(Strict):

@@ -41,6 +41,7 @@ class KernelShape:
     block: tuple[int, int] = (0, 0)   # BSR: block rows x columns
     mask_bits: int = 0          # bitmask: bits of mask the kernel scans
     pointer_reads: int = 0      # EIE's format: per-PE column pointer pairs (PEs x columns)
+    convolution: bool = False   # the layer is a convolution (columns are output pixels)
 
     @property
     def dense_macs(self) -> int:
@@ -95,7 +96,8 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
         return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
     if enc.format in _FORMAT_SHAPES:
         return _FORMAT_SHAPES[enc.format](KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth,
-                                                      nonzeros=enc.stored), enc)
+                                                      nonzeros=enc.stored,
+                                                      convolution=layer.kind is LayerKind.CONV), enc)
     if enc.format is StorageFormat.CSC:
         return KernelShape(kind, dtype, rows=enc.cols, columns=columns, depth=depth, nonzeros=enc.nnz,
                            row_steps=enc.nnz)
