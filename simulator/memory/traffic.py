@@ -37,6 +37,21 @@ Kernels and their access order (all vectorised, no Python loop per address):
   non-zeros reference, then writes the block's output planes. A block holds as many rows as
   fit half of the largest cache share one core has (a private level, or a shared level
   divided by the cores), so the input is re-read once per block.
+* BSR FC: block rows are split between cores with equal blocks. Per block row its pointer, per
+  block its block-column index and its R x C values (sequential streams, once per line) and the
+  gather of its C input rows (``C x batch`` contiguous operand values); the block row's R output
+  rows at its end. BSR convolution: as the CSR one, in groups of block rows.
+* N:M (FC and convolution) and bitmask (FC): the dense GEMM's blocking (and GPU thread-block
+  grid), the weight stream of each row and k-chunk replaced by the format's arrays: the kept
+  values and their positions (N:M), the mask bits and the chunk's share of the row's values
+  (bitmask, in proportion to the chunk: the mask alone would say exactly which). The input is
+  read densely, as these kernels do.
+* EIE's format (FC): PEs split between cores; per PE, column by column, its pointer, the
+  column's activation and its packed ``v`` and ``z`` entries (padding included); then its output
+  rows (rows p, p + PEs, ...).
+* Array entries are addressed at their stored width in bits (4-bit values, 16-bit indices). A
+  profile whose sparse library stores wider indices than the matrix needs
+  (``compute.kernels.index_bits``) gets the encoding widened first.
 * Pooling reads its input planes and writes its output planes, channels split among cores.
 * An add (residual join) streams its two inputs and its output together, line by line: a
   line of the first input, the same line of the second, then the output line (channels
