@@ -185,8 +185,10 @@ def _nm_shape(dtype, columns=64, rows=512, depth=1024):
 
 
 def test_nm_on_sparse_tensor_cores_does_the_math_twice_as_fast_as_dense():
-    orin = with_values(_profile("jetson-orin-nano"), {"compute.peak_flops.fp16": 10e12,
-                                                     "compute.kernels.gemm.tile_columns": 8})
+    base = _profile("jetson-orin-nano")
+    orin = with_values(base, {"compute.peak_flops.fp16": 10e12, "compute.structured_sparse_peak_flops.fp16": 20e12,
+                              "compute.kernels.gemm.tile_columns": 8,
+                              "compute.kernels.nm.library_efficiency": base.compute.kernels.gemm.library_efficiency})
     dense = dense_seconds(orin, KernelShape(KernelKind.GEMM, DType.FP16, rows=512, columns=64, depth=1024), 8)
     sparse = nm_seconds(orin, _nm_shape(DType.FP16), 8)
     assert sparse.mechanism == "sparse-tensor-core"
