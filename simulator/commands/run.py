@@ -27,8 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description="Simulate a workload on a hardware profile: per layer, dense vs "
                                             "pruned time, DRAM bytes, cache hit rates and what bounds it.")
     run.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
-    run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with --checkpoint, "
-                                        "the shipped workloads/<arch>.yaml of the checkpoint's arch)")
+    run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with "
+                                        "--checkpoint, the shipped workloads/<arch>.yaml of the checkpoint's arch); "
+                                        "or a decoder's Hugging Face config.json (workloads/llm/*.json), see docs/llm.md")
     run.add_argument("--checkpoint", metavar="FILE",
                      help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
                           "zeros and masks as the sparsity; loaded without running code from the file")
@@ -86,6 +87,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--trace", metavar="FILE",
                      help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
                           "Chrome / Perfetto trace-event JSON")
+    from .llmrun import add_arguments
+
+    add_arguments(run)
     run.set_defaults(handler=_run)
 
 
@@ -98,6 +102,9 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
     check_output_dirs(args, "json", "trace")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
+    from .llmrun import check_llm_flags
+
+    check_llm_flags(args)
     run_density = args.density
     if args.input_shape and not args.model:
         raise ConfigError("command line", "--input-shape", "applies with --model only")
@@ -136,6 +143,14 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
     return profile, workload, run_density
 
 def _run(args: argparse.Namespace) -> int:
+    from ..model.llm import looks_like_llm_config
+
+    if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode
+        from ..hardware.profile import load_profile
+        from .llmrun import run_llm
+
+        check_output_dirs(args, "json", "trace")
+        return run_llm(load_profile(find_profile(args.profile)), Path(args.workload), args)
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat

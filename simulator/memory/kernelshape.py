@@ -62,6 +62,33 @@ def _row_steps(enc: EncodedWeights, lanes: int) -> int:
     return int(np.maximum(1, -(-per_row // lanes)).sum())
 
 
+#: Vector passes an element-wise decoder kernel makes over its elements: an RMSNorm sums the squares,
+#: then scales; a softmax finds the row's maximum, exponentiates and sums, then normalises; a gated
+#: activation computes act(gate), then multiplies by up; an embedding lookup copies its rows once.
+DECODER_PASSES = {LayerKind.NORM: 2, LayerKind.SOFTMAX: 3, LayerKind.GLU: 2, LayerKind.EMBEDDING: 1}
+
+
+def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
+    """The work of a decoder layer (see :mod:`simulator.model.llm`). The attention products are the
+    dense model's GEMVs / GEMMs with the cache as the matrix, one per sequence and key-value head:
+    the scores multiply the cached keys (rows: the keys each query attends to on average, depth: the
+    head dim) by the group's queries (columns: query heads per key-value head x queries); the output
+    multiplies the cached values (rows: head dim, depth: the keys) by the probabilities. The cache
+    is in its own type (``kv_dtype``), the arithmetic in the activations'."""
+    a = layer.attention
+    if layer.kind.reads_kv_cache:
+        keys = -(-a.keys_summed // a.queries)
+        pairs = a.sequences * a.kv_heads
+        columns = a.group * a.queries
+        if layer.kind is LayerKind.ATTN_SCORES:
+            return KernelShape(kind, layer.dtype, rows=pairs * keys, columns=columns, depth=a.head_dim,
+                               nonzeros=pairs * keys * a.head_dim)
+        return KernelShape(kind, layer.dtype, rows=pairs * a.head_dim, columns=columns, depth=keys,
+                           nonzeros=pairs * keys * a.head_dim)
+    elements = layer.out_elements * batch if a is None else a.sequences * a.heads * a.keys_summed
+    return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]))
+
+
 def _bsr_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
     """Stored blocks, and block rows as the row steps (each reads its pointers, stores its outputs)."""
     return replace(shape, blocks=int(enc.indices.size), block=enc.block, row_steps=enc.rows // enc.block[0])
@@ -90,6 +117,8 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
                  lanes_per_row: int = 1) -> KernelShape:
     """The work of ``layer`` at ``batch`` with its encoded weights ``enc`` (None: no weights)."""
     dtype = layer.dtype
+    if layer.kind.is_decoder:
+        return decoder_shape(layer, batch, kind)
     if not layer.kind.has_weights or enc is None:
         elements = layer.macs_per_sample * batch if layer.kind is not LayerKind.CONCAT else layer.out_elements * batch
         return KernelShape(kind, dtype, elements=int(elements))

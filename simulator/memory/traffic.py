@@ -81,7 +81,7 @@ import numpy as np
 
 from ..compress.compression import EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
-from ..model.workload import Layer, LayerKind, Workload
+from ..model.workload import Layer, LayerKind, Workload, layer_seed
 from .cache import HINT_OVERWRITE, HINT_STREAM
 from .kernelshape import KernelShape, kernel_shape
 
@@ -104,6 +104,7 @@ class StreamKind(enum.IntEnum):
     INPUT = 3
     GATHER = 4
     OUTPUT = 5
+    KV_CACHE = 6         # a decoder's cached keys and values, streamed by its attention
 
 
 @dataclass(frozen=True)
@@ -949,6 +950,77 @@ def _concat(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
     tr.segments(starts, np.repeat(size, 2), np.where(is_write, StreamKind.OUTPUT, StreamKind.INPUT), is_write)
 
 
+# --- decoder (LLM) layers ------------------------------------------------------------------------
+
+#: bytes of the first operand an element-wise decoder kernel handles before moving on to the next
+#: stretch of every operand (the order of a vectorised loop over all operands; a core's range is
+#: cut into such chunks so its reads and writes interleave as they do, not operand after operand)
+DECODER_CHUNK_BYTES = 4096
+
+
+def _decoder_operands(ctx: "TraceContext") -> list[tuple[int, int, StreamKind, bool]]:
+    """(base, total bytes, stream, write) of every operand of a decoder layer, split over its work
+    items in proportion: reads first, the output last."""
+    layer, bases, batch = ctx.layer, ctx.bases, ctx.batch
+    kind = layer.kind
+    out = (bases["output"], layer.out_bytes(batch), StreamKind.OUTPUT, True)
+    if kind.reads_kv_cache:
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False),
+                (bases["kv"], layer.attention.cache_bytes, StreamKind.KV_CACHE, False), out]
+    if kind is LayerKind.NORM:    # the norm's weights are re-read per token: they stay in the first level
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
+    if kind is LayerKind.GLU:
+        second = bases.get("input2", bases["input"] + layer.in_bytes(batch))   # a fused gate_up: its second half
+        return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False),
+                (second, layer.in_bytes(batch), StreamKind.INPUT, False), out]
+    return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
+
+
+def _decoder_items(ctx: "TraceContext") -> int:
+    """Work items a decoder layer splits over cores: cached key / value rows for the attention
+    products, score rows for a softmax, tokens for the others."""
+    a = ctx.layer.attention
+    if ctx.layer.kind.reads_kv_cache:
+        return a.sequences * a.kv_heads * a.keys_last
+    if ctx.layer.kind is LayerKind.SOFTMAX:
+        return a.sequences * a.heads * a.queries
+    return ctx.batch
+
+
+def _decoder_stream(ctx: "TraceContext", tr: _Trace, items: tuple[int, int]) -> None:
+    """Items [i0, i1) of an element-wise or attention decoder kernel: each operand's share of the
+    items, chunk by chunk (:data:`DECODER_CHUNK_BYTES` of the first operand), reads then the write."""
+    i0, i1 = items
+    if i1 <= i0:
+        return
+    total = _decoder_items(ctx)
+    operands = _decoder_operands(ctx)
+    lo = np.array([base + size * i0 // total for base, size, _, _ in operands], dtype=np.int64)
+    hi = np.array([base + size * i1 // total for base, size, _, _ in operands], dtype=np.int64)
+    chunks = max(1, int(-(-(hi[0] - lo[0]) // DECODER_CHUNK_BYTES)))
+    cuts = lo[None, :] + (hi - lo)[None, :] * np.arange(chunks + 1, dtype=np.int64)[:, None] // chunks
+    starts, sizes = cuts[:-1].ravel(), np.diff(cuts, axis=0).ravel()
+    kinds = np.tile(np.array([stream for _, _, stream, _ in operands], np.int8), chunks)
+    writes = np.tile(np.array([write for _, _, _, write in operands]), chunks)
+    tr.segments(starts, sizes, kinds, writes)
+
+
+def _embedding(ctx: "TraceContext", tr: _Trace, tokens: tuple[int, int]) -> None:
+    """Tokens [t0, t1) of an embedding lookup: each token's row of the table (at a seeded token id,
+    the same in every repetition), then its output row."""
+    t0, t1 = tokens
+    if t1 <= t0:
+        return
+    layer, bases, elem = ctx.layer, ctx.bases, ctx.elem
+    row_bytes = layer.out_elements * elem
+    rng = np.random.default_rng(layer_seed(0, layer.name))
+    ids = rng.integers(0, max(1, layer.table_rows), size=ctx.batch, dtype=np.int64)[t0:t1]
+    token = np.arange(t0, t1, dtype=np.int64)
+    starts = np.stack([bases["table"] + ids * row_bytes, bases["output"] + token * row_bytes], axis=1).ravel()
+    kinds = np.tile(np.array([StreamKind.WEIGHT_VALUES, StreamKind.OUTPUT], np.int8), token.size)
+    tr.segments(starts, np.full(starts.size, row_bytes, np.int64), kinds, kinds == StreamKind.OUTPUT)
+
+
 # --- layer dispatch -------------------------------------------------------------------------
 
 _FORMAT_KERNELS = {StorageFormat.BSR: KernelKind.BSR, StorageFormat.NM: KernelKind.NM,
@@ -965,6 +1037,8 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
         return KernelKind.GEMV if batch == 1 else KernelKind.GEMM
     if layer.kind is LayerKind.CONV:
         return KernelKind.SPCONV if fmt.is_sparse else KernelKind.CONV
+    if layer.kind.reads_kv_cache:   # batched products over the cached keys / values: GEMVs in decode
+        return KernelKind.GEMV if layer.attention.queries == 1 else KernelKind.GEMM
     return KernelKind.POOL
 
 
@@ -1055,6 +1129,12 @@ TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
     (LayerKind.AVGPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.ADD, None): TraceRow(_add, _channels),
     (LayerKind.CONCAT, None): TraceRow(_concat, _channels),
+    (LayerKind.EMBEDDING, None): TraceRow(_embedding, lambda ctx: ctx.batch),
+    (LayerKind.NORM, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.GLU, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.SOFTMAX, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.ATTN_SCORES, None): TraceRow(_decoder_stream, _decoder_items),
+    (LayerKind.ATTN_VALUES, None): TraceRow(_decoder_stream, _decoder_items),
 }
 
 
@@ -1086,6 +1166,12 @@ def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: Addre
         if second_input is None:
             raise ValueError(f"{layer.name}: an add layer needs its second input buffer")
         bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    if layer.kind is LayerKind.GLU and second_input is not None:
+        bases["input2"] = space.base(second_input, layer.in_bytes(batch))
+    if layer.kind.reads_kv_cache:       # the keys (scores) or the values (output) of this block's cache
+        bases["kv"] = space.base(f"kv:{layer.name}", layer.attention.cache_bytes)
+    if layer.kind is LayerKind.EMBEDDING:
+        bases["table"] = space.base(f"table:{layer.name}", layer.table_rows * layer.out_bytes(1))
     part_bases: tuple[int, ...] = ()
     if layer.kind is LayerKind.CONCAT:
         if len(concat_inputs) != len(layer.parts):

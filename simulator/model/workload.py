@@ -39,6 +39,23 @@ class LayerKind(str, enum.Enum):
     AVGPOOL = "avgpool"
     ADD = "add"          # element-wise sum of two earlier outputs (a residual join)
     CONCAT = "concat"    # channel-wise concatenation of two or more earlier outputs (an inception join)
+    # decoder (LLM) layers, built from a model config by :mod:`simulator.model.llm`, never from a workload file
+    EMBEDDING = "embedding"      # token ids -> rows of the embedding table
+    NORM = "norm"                # RMSNorm: a pass for the sum of squares, a pass scaling by the norm weights
+    ATTN_SCORES = "attn_scores"  # Q K^T over the KV cache's keys
+    SOFTMAX = "softmax"          # row-wise softmax of the scores
+    ATTN_VALUES = "attn_values"  # the probabilities times V over the KV cache's values
+    GLU = "glu"                  # gated activation act(gate) * up: reads two earlier outputs
+
+    @property
+    def is_decoder(self) -> bool:
+        """True for the kinds only a model config builds (embedding, norms, attention, gated activation)."""
+        return self in _DECODER_KINDS
+
+    @property
+    def reads_kv_cache(self) -> bool:
+        """True for the attention kinds that stream the KV cache (keys for the scores, values for the output)."""
+        return self in (LayerKind.ATTN_SCORES, LayerKind.ATTN_VALUES)
 
     @property
     def has_weights(self) -> bool:
@@ -48,7 +65,11 @@ class LayerKind(str, enum.Enum):
     @property
     def inputs_read(self) -> int:
         """How many earlier outputs the layer reads at least (2 for an add or a concat, else 1)."""
-        return 2 if self in (LayerKind.ADD, LayerKind.CONCAT) else 1
+        return 2 if self in (LayerKind.ADD, LayerKind.CONCAT, LayerKind.GLU) else 1
+
+
+_DECODER_KINDS = frozenset((LayerKind.EMBEDDING, LayerKind.NORM, LayerKind.ATTN_SCORES, LayerKind.SOFTMAX,
+                            LayerKind.ATTN_VALUES, LayerKind.GLU))
 
 
 class DType(str, enum.Enum):
@@ -73,6 +94,7 @@ _KIND_FIELDS = {
     LayerKind.AVGPOOL: {"kernel", "stride", "padding"},
     LayerKind.ADD: set(),
     LayerKind.CONCAT: set(),
+    **{kind: set() for kind in _DECODER_KINDS},
 }
 _REQUIRED = {
     LayerKind.CONV: ("in_channels", "out_channels", "kernel"),
@@ -81,6 +103,7 @@ _REQUIRED = {
     LayerKind.AVGPOOL: ("kernel",),
     LayerKind.ADD: (),
     LayerKind.CONCAT: (),
+    **{kind: () for kind in _DECODER_KINDS},
 }
 
 
@@ -119,6 +142,42 @@ class WorkloadSpec(Strict):
 
 
 @dataclass(frozen=True)
+class AttentionShape:
+    """The attention of one decoder block at one step: who attends to how many cached keys.
+
+    Query ``i`` (0-based) of a sequence attends to ``keys_first + i * (keys_last - keys_first) /
+    (queries - 1)`` keys: a causal prefill of N tokens has ``keys_first = 1``, ``keys_last = N``;
+    a decode step has one query over ``keys_first = keys_last = context + 1`` keys (the cache and
+    the token being generated). Grouped-query attention: ``heads // kv_heads`` query heads share
+    each key / value head.
+    """
+
+    sequences: int       # sequences running together (the batch)
+    queries: int         # new tokens per sequence at this step
+    keys_first: int      # keys the first query attends to
+    keys_last: int       # keys the last query attends to (the cache length read)
+    heads: int
+    kv_heads: int
+    head_dim: int
+    kv_dtype: DType
+
+    @property
+    def group(self) -> int:
+        """Query heads per key / value head."""
+        return self.heads // self.kv_heads
+
+    @property
+    def keys_summed(self) -> int:
+        """Keys attended to, summed over one sequence's queries (an arithmetic series)."""
+        return (self.keys_first + self.keys_last) * self.queries // 2
+
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes of the keys (or of the values) this block's attention reads, over every sequence."""
+        return self.sequences * self.kv_heads * self.head_dim * self.keys_last * self.kv_dtype.size_bytes
+
+
+@dataclass(frozen=True)
 class Layer:
     """A resolved layer: shapes per sample (batch excluded), sizes and work."""
 
@@ -136,6 +195,8 @@ class Layer:
     groups: int = 1
     relu: bool = True
     parts: tuple[int, ...] = ()   # a concat: channels of each input, in the order of its inputs
+    attention: Optional[AttentionShape] = None   # attention kinds: heads, keys and the KV cache
+    table_rows: int = 0           # an embedding: rows of its table (the vocabulary)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -180,12 +241,30 @@ class Layer:
         concat: none, it only copies)."""
         if self.kind.has_weights:
             return self.weight_count * self.out_pixels
-        if self.kind is LayerKind.CONCAT:
+        if self.kind in (LayerKind.CONCAT, LayerKind.EMBEDDING):
             return 0
+        if self.kind.is_decoder:
+            return self.decoder_ops(1)
         return self.out_elements * self.kernel * self.kernel
+
+    def decoder_ops(self, batch: int) -> int:
+        """Operations of a decoder kind for ``batch`` tokens: multiply-adds of the attention products
+        (query heads x head dim x keys attended), one per score for a softmax, one per element for a
+        norm (the squares summed, then the scaling) or a gated activation. An attention layer's step
+        has ``sequences x queries`` tokens: ``batch`` other than that scales its count."""
+        a = self.attention
+        if a is not None:
+            tokens = a.sequences * a.queries
+            per_score = self.attention.head_dim if self.kind is not LayerKind.SOFTMAX else 1
+            return a.sequences * a.heads * a.keys_summed * per_score * batch // tokens
+        return self.out_elements * batch if self.kind is not LayerKind.EMBEDDING else 0
 
     def flops(self, batch: int, density: float = 1.0) -> float:
         """FLOPs for ``batch`` samples; 2 per MAC, scaled by the weight density kept."""
+        if self.kind.reads_kv_cache:
+            return 2.0 * self.decoder_ops(batch)
+        if self.kind.is_decoder:
+            return float(self.decoder_ops(batch))
         per_mac = 2.0 if self.kind.has_weights else 1.0
         return per_mac * self.macs_per_sample * batch * (density if self.kind.has_weights else 1.0)
 
@@ -350,6 +429,9 @@ def _a(kind: LayerKind) -> str:
 
 
 def _check_kind_fields(ls: LayerSpec, where: str, source: str) -> None:
+    if ls.kind.is_decoder:
+        raise ConfigError(source, f"{where}.kind", f"{ls.kind.value} layers come from a model's config.json "
+                          "(give it as the workload), not from a workload file")
     allowed = _KIND_FIELDS[ls.kind]
     for name in set().union(*_KIND_FIELDS.values()) - allowed:
         if getattr(ls, name) is not None:
