@@ -295,6 +295,7 @@ def _loss(results: list[CellResult]) -> float:
 
 
 FIT_EVALUATIONS = 400   # per starting point of the search
+PRIOR_WEIGHT = 0.002    # of the mean squared log-distance from the profile's values, added to the loss
 
 
 def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWork],
@@ -318,7 +319,9 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
     expect(progress, len(starts) * FIT_EVALUATIONS // 25)    # at most: a search may converge sooner
 
     def objective(x: np.ndarray) -> float:
-        loss = _loss(predict(rates(x).apply(profile), cells, works))
+        # a weak pull towards the profile's own (datasheet-based) values: a parameter no cell binds
+        # stays where the datasheet put it instead of drifting to a bound along a flat direction
+        loss = _loss(predict(rates(x).apply(profile), cells, works)) + PRIOR_WEIGHT * float(np.mean((x - here) ** 2))
         history.append(loss)
         if len(history) % 25 == 0:
             progress(f"fitting {profile.name}: trial {len(history)}, mean |log error| {min(history):.3f}")
