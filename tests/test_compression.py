@@ -164,9 +164,23 @@ def test_csr_encoding_by_hand(mask):
     assert enc.pointers.tolist() == [0, 2, 2, 5]
     assert enc.indices.tolist() == [0, 2, 1, 2, 3]
     assert enc.values_bytes == 5 * 4
-    assert enc.index_bytes == 5 * 4
-    assert enc.pointer_bytes == (3 + 1) * 4
-    assert enc.total_bytes == 20 + 20 + 16
+    assert enc.index_bytes == 5 * 2          # 4 columns: 16-bit indices (they follow the matrix)
+    assert enc.pointer_bytes == (3 + 1) * 2  # 5 non-zeros: 16-bit pointers
+    assert enc.total_bytes == 20 + 10 + 8
+    wide = encode_mask("m", mask, StorageFormat.CSR, 4, index_bits=32)   # MKL / cuSPARSE
+    assert (wide.index_bytes, wide.pointer_bytes) == (5 * 4, 4 * 4)
+    assert (enc.with_index_bits(32).index_bytes, enc.with_index_bits(32).pointer_bytes) == (20, 16)
+
+
+def test_index_widths_follow_the_matrix():
+    narrow = np.zeros((2, 65536), bool)
+    narrow[0, 65535] = True
+    wide = np.zeros((2, 65537), bool)
+    wide[1, 65536] = True
+    assert encode_mask("m", narrow, StorageFormat.CSR, 4).index_bits == 16
+    assert encode_mask("m", wide, StorageFormat.CSR, 4).index_bits == 32
+    assert encode_mask("m", wide, StorageFormat.CSC, 4).index_bits == 16     # CSC indexes the 2 rows
+    assert encode_mask("m", np.ones((2, 40000), bool), StorageFormat.CSR, 4).pointer_bits == 32   # 80000 > 65535
 
 
 def test_csc_encoding_by_hand(mask):
@@ -175,9 +189,9 @@ def test_csc_encoding_by_hand(mask):
     assert enc.pointers.tolist() == [0, 1, 2, 4, 5]
     assert enc.indices.tolist() == [0, 2, 0, 2, 2]
     assert enc.values_bytes == 5 * 4
-    assert enc.index_bytes == 5 * 4
-    assert enc.pointer_bytes == (4 + 1) * 4
-    assert enc.total_bytes == 20 + 20 + 20
+    assert enc.index_bytes == 5 * 2
+    assert enc.pointer_bytes == (4 + 1) * 2
+    assert enc.total_bytes == 20 + 10 + 10
 
 
 def test_encodings_agree_with_scipy(mask):

@@ -186,3 +186,145 @@ def test_conv_weights_are_flattened_to_the_kernel_matrix():
     enc = encode_bitmask(w)
     assert (enc.rows, enc.cols) == (8, 36)
     assert np.array_equal(enc.decode(), w.reshape(8, 36))
+
+
+# --- encode_variant: the formats a run times, pruned to their structure --------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from simulator.base.errors import OptionError  # noqa: E402
+from simulator.compress import compression  # noqa: E402
+from simulator.compress.compression import StorageFormat, block_mask, encode_variant  # noqa: E402
+from simulator.compress.variants import parse_variant  # noqa: E402
+from simulator.model import seeded  # noqa: E402
+from simulator.model.workload import load_workload  # noqa: E402
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    path = tmp_path / "cache"
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(path))
+    return path
+
+
+def fc_workload(write_yaml, rows=32, cols=64, density=0.2, conv=False):
+    layer = {"name": "fc", "kind": "fc", "in_features": cols, "out_features": rows, "density": density}
+    shape = [cols]
+    if conv:   # 8 input channels x 3 x 3 = 72 columns
+        layer = {"name": "fc", "kind": "conv", "in_channels": 8, "out_channels": rows, "kernel": 3, "padding": 1,
+                 "density": density}
+        shape = [8, 6, 6]
+    return load_workload(write_yaml("w.yaml", {"schema_version": 1, "name": "w", "source": "tests",
+                                               "input_shape": shape, "layers": [layer]}))
+
+
+def _counts(enc):
+    return ByteCounts(enc.values_bytes, enc.index_bytes, enc.pointer_bytes, enc.table_bytes)
+
+
+def test_variant_bytes_equal_the_format_encoders(cache_dir, write_yaml):
+    w = fc_workload(write_yaml)
+    layer = w.layers[0]
+    weights = seeded.synthetic_weight_array(layer, 0)
+    pruned = np.where(seeded.pruned_mask(layer, 0), weights, 0)
+    bitmask = encode_variant(w, parse_variant("bitmask"))["fc"]
+    assert _counts(bitmask) == encode_bitmask(pruned).byte_counts()
+    int8 = encode_variant(w, parse_variant("bitmask@int8"))["fc"]
+    assert _counts(int8) == encode_bitmask(pruned, ValueBits.B8).byte_counts()       # one float32 scale
+    eie = encode_variant(w, parse_variant("eie"))["fc"]
+    reference = encode_eie(pruned, 64, 4, ValueBits.B32, pointer_bits=None)
+    assert _counts(eie) == reference.byte_counts() and eie.padding == reference.padding
+    eie3 = encode_variant(w, parse_variant("eie3@fp16"))["fc"]
+    assert _counts(eie3) == encode_eie(pruned, 64, 3, ValueBits.B16, pointer_bits=None).byte_counts()
+    nm = encode_variant(w, parse_variant("2:4"))["fc"]
+    assert _counts(nm) == encode_nm(np.where(nm_mask(weights, 2, 4), weights, 0), 2, 4).byte_counts()
+    bsr = encode_variant(w, parse_variant("bsr4x8@fp16"))["fc"]
+    kept = np.repeat(np.repeat(block_mask(np.abs(weights), (4, 8), 0.2), 4, axis=0), 8, axis=1)
+    reference = encode_bsr(np.where(kept, weights, 0), (4, 8), ValueBits.B16, bsr.index_bits, bsr.pointer_bits)
+    assert _counts(bsr) == reference.byte_counts()
+    assert np.array_equal(bsr.indices, reference.indices) and np.array_equal(bsr.pointers, reference.pointers)
+    assert (bsr.index_bits, bsr.pointer_bits) == (16, 16)     # 8 block columns, 16 blocks
+
+
+def test_weight_only_types_count_a_scale_per_group(cache_dir, write_yaml):
+    w = fc_workload(write_yaml, rows=32, cols=256)
+    dense = encode_variant(w, parse_variant("dense@w4"))["fc"]
+    assert dense.values_bytes == 32 * 256 // 2
+    assert dense.table_bytes == 32 * 2 * 2             # 2 groups of 128 per row, an fp16 scale each
+    csr = encode_variant(w, parse_variant("csr@w8"))["fc"]
+    assert csr.values_bytes == csr.nnz and csr.table_bytes == 32 * 2 * 2
+
+
+def test_nm_keeps_n_of_m_whatever_the_workload_density(cache_dir, write_yaml):
+    for density in (1.0, 0.1):
+        enc = encode_variant(fc_workload(write_yaml, density=density), parse_variant("1:4"))["fc"]
+        assert enc.format is StorageFormat.NM and enc.density == 0.25 and enc.padding == 0
+        assert enc.index_bytes == 32 * 16 * 2 // 8            # a 2-bit position per kept value
+
+
+def test_nm_of_a_mask_encodes_the_zeros_the_model_has(cache_dir, write_yaml):
+    w = fc_workload(write_yaml, rows=2, cols=8, density=1.0)
+    mask = np.array([[1, 0, 0, 0, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0, 0, 0]], bool)
+    enc = encode_variant(replace(w, weight_masks={"fc": mask}), parse_variant("2:4"))["fc"]
+    assert (enc.nnz, enc.stored, enc.padding) == (3, 8, 5)    # a group with 3 keeps 2; zeros pad to 2 per group
+
+
+def test_bsr_keeps_the_blocks_of_largest_norm():
+    magnitude = np.array([[1, 1, 9, 0], [1, 1, 0, 0], [3, 3, 0, 1], [3, 3, 0, 0]], np.float32)
+    assert block_mask(magnitude, (2, 2), 0.5).tolist() == [[False, True], [True, False]]   # L1 9 and 12
+
+
+def test_bsr_reaches_the_layer_density_in_whole_blocks(cache_dir, write_yaml):
+    enc = encode_variant(fc_workload(write_yaml, density=0.25), parse_variant("bsr4x4"))["fc"]
+    assert enc.indices.size == round(0.25 * 8 * 16) and enc.density == 0.25 and enc.padding == 0
+    magnitude = np.abs(seeded.synthetic_weight_array(fc_workload(write_yaml).layers[0], 0))
+    norms = magnitude.reshape(8, 4, 16, 4).sum(axis=(1, 3))
+    kept = np.zeros((8, 16), bool)
+    kept[np.repeat(np.arange(8), np.diff(enc.pointers)), enc.indices] = True
+    assert norms[kept].min() >= norms[~kept].max()
+
+
+def test_bsr_of_a_mask_stores_every_block_holding_a_non_zero(cache_dir, write_yaml):
+    w = fc_workload(write_yaml, rows=4, cols=8, density=1.0)
+    mask = np.zeros((4, 8), bool)
+    mask[0, 0] = mask[3, 7] = mask[2, 6] = True
+    enc = encode_variant(replace(w, weight_masks={"fc": mask}), parse_variant("bsr2x2"))["fc"]
+    assert enc.indices.tolist() == [0, 3] and enc.pointers.tolist() == [0, 1, 2]
+    assert (enc.nnz, enc.stored) == (3, 8)
+
+
+@pytest.mark.parametrize("spec, words", [("bsr3x4", "3 x 4 blocks"), ("bsr4x5", "4 x 5 blocks")])
+def test_a_block_that_does_not_divide_the_layer_is_refused_in_one_line(cache_dir, write_yaml, spec, words):
+    with pytest.raises(OptionError, match=words) as err:
+        encode_variant(fc_workload(write_yaml), parse_variant(spec))
+    assert err.value.option == "format" and spec in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("spec", ["bitmask", "eie", "csc"])
+def test_fc_only_formats_refuse_a_pruned_convolution(cache_dir, write_yaml, spec):
+    with pytest.raises(OptionError, match="FC layers only"):
+        encode_variant(fc_workload(write_yaml, conv=True), parse_variant(spec))
+    assert encode_variant(fc_workload(write_yaml, conv=True, density=1.0), parse_variant(spec))["fc"].format \
+        is StorageFormat.DENSE
+
+
+def test_format_encodings_are_cached_by_structure(cache_dir, write_yaml, monkeypatch):
+    w = fc_workload(write_yaml)
+    calls = []
+    original = seeded.synthetic_weight_array
+    monkeypatch.setattr(seeded, "synthetic_weight_array", lambda *a: calls.append(a) or original(*a))
+    first = encode_variant(w, parse_variant("bsr4x4"))["fc"]
+    again = encode_variant(w, parse_variant("bsr4x4@fp16"))["fc"]     # the precision does not change the arrays
+    assert len(calls) == 1 and np.array_equal(first.indices, again.indices) and again.value_bits == 16
+    encode_variant(w, parse_variant("bsr2x2"))
+    eie = encode_variant(w, parse_variant("eie"))["fc"]
+    assert len(calls) == 3
+    assert _counts(encode_variant(w, parse_variant("eie"))["fc"]) == _counts(eie) and len(calls) == 3
+    assert len(list(cache_dir.glob("*.npz"))) == 3
+
+
+def test_a_library_with_wider_indices_stores_them_wider(cache_dir, write_yaml):
+    csr = encode_variant(fc_workload(write_yaml), parse_variant("csr"))["fc"]
+    assert csr.index_bits == 16 and csr.with_index_bits(32).index_bytes == 2 * csr.index_bytes
+    fixed = compression.encode_variant(fc_workload(write_yaml), parse_variant("csr"), index_bits=32)["fc"]
+    assert fixed.index_bits == 32

@@ -172,3 +172,104 @@ def test_issue_time_refuses_a_profile_without_kernel_costs():
     profile = _profile("eie")
     with pytest.raises(ValueError, match="compute.kernels"):
         issue_time(profile, KernelShape(KernelKind.GEMV, DType.FP32, rows=1, columns=1, depth=1), 1)
+
+
+# --- the format kernels (bsr, n:m, bitmask, codebook) --------------------------------------------------
+
+from simulator.base.errors import ConfigError  # noqa: E402
+from simulator.engine.kernelcost import bitmask_seconds, bsr_seconds, codebook_seconds, nm_seconds  # noqa: E402
+
+
+def _nm_shape(dtype, columns=64, rows=512, depth=1024):
+    return KernelShape(KernelKind.NM, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth // 2)
+
+
+def test_nm_on_sparse_tensor_cores_does_the_math_twice_as_fast_as_dense():
+    base = _profile("jetson-orin-nano")
+    orin = with_values(base, {"compute.peak_flops.fp16": 10e12, "compute.structured_sparse_peak_flops.fp16": 20e12,
+                              "compute.kernels.gemm.tile_columns": 8,
+                              "compute.kernels.nm.library_efficiency": base.compute.kernels.gemm.library_efficiency})
+    dense = dense_seconds(orin, KernelShape(KernelKind.GEMM, DType.FP16, rows=512, columns=64, depth=1024), 8)
+    sparse = nm_seconds(orin, _nm_shape(DType.FP16), 8)
+    assert sparse.mechanism == "sparse-tensor-core"
+    assert dense / sparse.seconds == pytest.approx(2.0)       # 20 sparse vs 10 dense TFLOP/s, same tiles
+    # a GEMV pads the sparse MMA's 8 columns: no faster per column than a batch of 8
+    assert nm_seconds(orin, _nm_shape(DType.FP16, columns=1), 8).seconds == pytest.approx(
+        nm_seconds(orin, _nm_shape(DType.FP16, columns=8), 8).seconds)
+
+
+def test_nm_without_sparse_tensor_cores_is_a_compressed_format():
+    orin = _profile("jetson-orin-nano")
+    fp32 = nm_seconds(orin, _nm_shape(DType.FP32), 8)          # no fp32 structured-sparse rate
+    assert fp32.mechanism in ("nonzeros", "rows")
+    slower = with_values(orin, {"compute.kernels.spmm.cycles_per_nonzero": 2.0})
+    assert nm_seconds(slower, _nm_shape(DType.FP32), 8).seconds > 1.5 * fp32.seconds
+    i7 = _profile("i7-5930k")
+    assert nm_seconds(i7, _nm_shape(DType.FP16), 6).mechanism == "nonzeros"
+
+
+def test_bitmask_costs_per_mask_word_and_per_value():
+    i7 = _profile("i7-5930k")
+    sparse = KernelShape(KernelKind.BITMASK, DType.FP32, rows=1024, columns=1, depth=4096, nonzeros=1024 * 41,
+                         mask_bits=1024 * 4096)
+    base = bitmask_seconds(i7, sparse, 1)
+    assert base.mechanism == "mask-words"                  # 1 % dense: the mask dominates
+    narrow = with_values(i7, {"compute.kernels.bitmask.word_bits": 32})
+    wordy = with_values(i7, {"compute.kernels.bitmask.cycles_per_word": 4.0})
+    words = 1024 * 4096 / 64
+    assert bitmask_seconds(narrow, sparse, 1).seconds - base.seconds == pytest.approx(words * 2.0 / 3.5e9)
+    assert bitmask_seconds(wordy, sparse, 1).seconds - base.seconds == pytest.approx(words * 2.0 / 3.5e9)
+
+
+def test_bsr_blocks_narrower_than_the_vector_waste_lanes_and_pay_per_block():
+    i7 = with_values(_profile("i7-5930k"), {"compute.kernels.bsr.cycles_per_block": 0.0,
+                                           "compute.kernels.bsr.cycles_per_row": 0.0})
+    def shape(block, columns=1):
+        return KernelShape(KernelKind.BSR, DType.FP32, rows=1024, columns=columns, depth=1024, nonzeros=65536,
+                           blocks=65536 // (block[0] * block[1]), block=block, row_steps=1024 // block[0])
+    assert bsr_seconds(i7, shape((8, 4)), 1).seconds == pytest.approx(2 * bsr_seconds(i7, shape((4, 8)), 1).seconds)
+    # with enough columns the kernel vectorises along them instead
+    assert bsr_seconds(i7, shape((8, 4), 64), 1).seconds == pytest.approx(bsr_seconds(i7, shape((4, 8), 64), 1).seconds)
+    costly = with_values(i7, {"compute.kernels.bsr.cycles_per_block": 3.0})
+    assert bsr_seconds(costly, shape((4, 8)), 1).seconds - bsr_seconds(i7, shape((4, 8)), 1).seconds == \
+        pytest.approx(2048 * 3.0 / 3.5e9)
+
+
+def test_codebook_costs_every_entry_padding_included():
+    i7 = _profile("i7-5930k")
+    shape = KernelShape(KernelKind.CODEBOOK, DType.FP32, rows=4096, columns=1, depth=4096, nonzeros=100_000,
+                        pointer_reads=64 * 4096)
+    padded = KernelShape(KernelKind.CODEBOOK, DType.FP32, rows=4096, columns=1, depth=4096, nonzeros=150_000,
+                         pointer_reads=64 * 4096)
+    assert codebook_seconds(i7, padded, 1).seconds - codebook_seconds(i7, shape, 1).seconds == \
+        pytest.approx(50_000 * 4.0 / 3.5e9)
+
+
+def test_a_profile_without_a_format_kernel_cannot_run_that_format():
+    bare = with_values(_profile("i7-5930k"), {"compute.kernels.bitmask": None})
+    shape = KernelShape(KernelKind.BITMASK, DType.FP32, rows=8, columns=1, depth=8, nonzeros=8, mask_bits=64)
+    with pytest.raises(ConfigError, match="compute.kernels.bitmask"):
+        issue_time(bare, shape, 1)
+
+
+def test_every_format_runs_end_to_end_on_every_cpu_and_gpu_profile(write_yaml):
+    from simulator.compress.compression import encode_variant
+    from simulator.compress.variants import parse_variant
+    from simulator.engine.core import layer_work, simulate
+    from simulator.memory.traffic import CoreView, workload_traffic
+    from simulator.pipeline import cache_hierarchy
+
+    workload = _fc(write_yaml, 1024, 512, density=0.1)
+    for name in CPU_GPU:
+        profile = _profile(name)
+        view = CoreView.of(profile)
+        times = {}
+        for spec in ("dense", "csr", "bsr4x4", "2:4", "bitmask", "eie"):
+            traffic = workload_traffic(workload, encode_variant(workload, parse_variant(spec)), 1, view)
+            hierarchy = cache_hierarchy(profile, view.cores)
+            works = [layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints), profile)
+                     for t in traffic]
+            (layer,) = simulate(profile, works)
+            times[spec] = layer.time_s
+        assert all(t > 0 for t in times.values()), (name, times)
+        assert times["csr"] < times["dense"], (name, times)     # 10 % dense, batch 1: fewer bytes win

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from simulator.compress.compression import INDEX_BYTES, StorageFormat, encode_mask
+from simulator.compress.compression import StorageFormat, encode_mask
 from simulator.hardware.profile import KernelKind
 from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, layer_traffic
 from simulator.model.workload import DType, Layer, LayerKind
@@ -52,7 +52,7 @@ def test_csr_gathers_follow_the_real_column_indices():
     np.testing.assert_array_equal(gathers, (x_base + enc.indices.astype(np.int64) * 4) // LINE * LINE)
     # values and indices are sequential streams: every line touched once
     assert unique_lines(t, StreamKind.WEIGHT_VALUES).size == -(-enc.values_bytes // LINE)
-    assert unique_lines(t, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * INDEX_BYTES // LINE)
+    assert unique_lines(t, StreamKind.WEIGHT_INDICES).size == -(-enc.index_bytes // LINE)
     assert t.kernel is KernelKind.SPMV
 
 
@@ -154,8 +154,10 @@ def test_cpu_traces_are_byte_identical_to_the_recorded_ones():
     got = {}
     for prof in ("i7-5930k", "raspberry-pi-5"):
         # recorded with every kernel on all cores; the i7 profile has since learnt that MKL's sgemv
-        # ran on one (compute.threads.gemv): a profile change, not a trace change
-        view = CoreView.of(with_values(load_profile(ROOT / f"hwprofiles/{prof}.yaml"), {"compute.threads.gemv": None}))
+        # ran on one (compute.threads.gemv), and recorded with 32-bit CSR indices, which the Raspberry Pi's
+        # now store in 16 bits where the columns fit (compute.kernels.index_bits): profile changes, not trace changes
+        changes = {"compute.threads.gemv": None, "compute.kernels.index_bits": 32}
+        view = CoreView.of(with_values(load_profile(ROOT / f"hwprofiles/{prof}.yaml"), changes))
         for wl, fmt, batch in {tuple(key.split()[1:4]) for key in expected if key.startswith(prof)}:
             w = load_workload(ROOT / f"workloads/{wl}.yaml")
             enc = compress_workload(w, StorageFormat(fmt))
@@ -237,3 +239,107 @@ def test_dense_fc_at_batch_1_moves_its_weights_once_from_dram(profile, dense_fc_
     # cold cache, each layer alone: weights stream once, the input vector hits on chip
     ratios = _dram_over_weights(profile, dense_fc_layers, 1)
     assert all(0.95 <= r <= 1.1 for r in ratios.values()), ratios
+
+
+# --- the format kernels: each touches exactly the lines of its arrays --------------------------------
+
+from dataclasses import replace as _replace  # noqa: E402
+
+from simulator.compress.compression import encode_variant  # noqa: E402
+from simulator.compress.variants import parse_variant  # noqa: E402
+
+
+def _lines_of(space, name, size_bytes):
+    base = space.buffers[name][0]
+    return np.arange(base // LINE, (base + size_bytes - 1) // LINE + 1)
+
+
+def _format_traffic(write_yaml, spec, mask, conv=False, batch=1, view=VIEW):
+    rows, cols = mask.shape
+    if conv:
+        layer = {"name": "l", "kind": "conv", "in_channels": cols // 9, "out_channels": rows, "kernel": 3,
+                 "padding": 1}
+        shape = [cols // 9, 8, 8]
+    else:
+        layer = {"name": "l", "kind": "fc", "in_features": cols, "out_features": rows}
+        shape = [cols]
+    w = load_workload(write_yaml("w.yaml", {"schema_version": 1, "name": "w", "source": "tests",
+                                            "input_shape": shape, "layers": [layer]}))
+    w = _replace(w, weight_masks={"l": mask.reshape(w.layers[0].weight_shape)})
+    enc = encode_variant(w, parse_variant(spec))["l"]
+    space = AddressSpace()
+    return layer_traffic(w.layers[0], "input", enc, batch, space, view), enc, space
+
+
+def _check_weight_lines(t, enc, space, spec):
+    fmt = enc.format.value
+    assert np.array_equal(unique_lines(t, StreamKind.WEIGHT_VALUES),
+                          _lines_of(space, f"w:l:{fmt}:values", enc.values_bytes))
+    if enc.index_bytes:
+        assert np.array_equal(unique_lines(t, StreamKind.WEIGHT_INDICES),
+                              _lines_of(space, f"w:l:{fmt}:indices", enc.index_bytes))
+    if enc.pointer_bytes:
+        assert np.array_equal(unique_lines(t, StreamKind.WEIGHT_POINTERS),
+                              _lines_of(space, f"w:l:{fmt}:pointers", enc.pointer_bytes))
+    # sequential streams: each line once (a dense-shaped kernel reads row by row and EIE's PE by PE:
+    # a line two rows or two PEs share is touched by both)
+    shared = enc.rows if enc.format in (StorageFormat.NM, StorageFormat.BITMASK) else enc.pes
+    for kind in (StreamKind.WEIGHT_VALUES, StreamKind.WEIGHT_INDICES):
+        assert unique_lines(t, kind).size <= (t.stream == kind).sum() <= unique_lines(t, kind).size + shared
+
+
+@pytest.mark.parametrize("spec", ["bsr4x4", "bsr2x8@fp16", "2:4", "1:8@w4", "bitmask", "eie", "eie2@int8"])
+def test_format_kernels_read_exactly_their_arrays(write_yaml, spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(3)
+    mask = rng.random((64, 256)) < 0.15
+    t, enc, space = _format_traffic(write_yaml, spec, mask)
+    _check_weight_lines(t, enc, space, spec)
+    # every output line written, the input read (BSR and EIE: every column some kernel touches)
+    assert np.array_equal(unique_lines(t, StreamKind.OUTPUT), _lines_of(space, "act:l", 64 * 4))
+    reads = np.union1d(unique_lines(t, StreamKind.INPUT), unique_lines(t, StreamKind.GATHER))
+    assert np.array_equal(reads, _lines_of(space, "input", 256 * 4))
+
+
+def test_bsr_gathers_the_input_rows_of_each_block(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    mask = np.zeros((8, 64), bool)
+    mask[0, 40] = mask[5, 3] = True                      # blocks (0, 2) and (1, 0) of 4 x 16
+    t, enc, space = _format_traffic(write_yaml, "bsr4x16", mask)
+    x = space.buffers["input"][0] // LINE
+    assert (t.addresses[t.stream == StreamKind.GATHER] // LINE - x).tolist() == [2, 0]   # 16 floats = 1 line each
+    assert t.kernel is KernelKind.BSR and t.shape.blocks == 2 and t.flops == 2 * 2
+
+
+@pytest.mark.parametrize("spec", ["bsr4x9", "2:4"])
+def test_format_convolutions_read_their_arrays_and_the_planes_they_use(write_yaml, spec, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    rng = np.random.default_rng(4)
+    mask = rng.random((16, 4 * 9)) < 0.2
+    t, enc, space = _format_traffic(write_yaml, spec, mask, conv=True)
+    _check_weight_lines(t, enc, space, spec) if spec == "2:4" else None
+    for kind, name, size in ((StreamKind.WEIGHT_VALUES, "values", enc.values_bytes),
+                             (StreamKind.WEIGHT_INDICES, "indices", enc.index_bytes)):
+        assert np.array_equal(unique_lines(t, kind), _lines_of(space, f"w:l:{enc.format.value}:{name}", size))
+    assert np.array_equal(unique_lines(t, StreamKind.OUTPUT), _lines_of(space, "act:l", 16 * 64 * 4))
+    assert t.kernel is (KernelKind.BSR if spec.startswith("bsr") else KernelKind.NM)
+
+
+def test_nm_reads_half_the_weight_bytes_of_dense_plus_its_positions(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    mask = np.ones((64, 256), bool)
+    dense, _, _ = _format_traffic(write_yaml, "dense", mask)
+    nm, enc, _ = _format_traffic(write_yaml, "2:4", mask)
+    assert (nm.stream == StreamKind.WEIGHT_VALUES).sum() * 2 == (dense.stream == StreamKind.WEIGHT_VALUES).sum()
+    assert unique_lines(nm, StreamKind.WEIGHT_INDICES).size == -(-64 * 128 * 2 // 8 // LINE)
+    assert enc.total_bytes == 64 * 128 * 4 + 64 * 128 * 2 // 8
+
+
+def test_a_library_with_32_bit_indices_reads_twice_the_index_lines(write_yaml, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    mask = np.random.default_rng(5).random((64, 1024)) < 0.1
+    narrow, enc, _ = _format_traffic(write_yaml, "csr", mask)
+    wide, _, _ = _format_traffic(write_yaml, "csr", mask, view=_replace(VIEW, index_bits=32))
+    assert enc.index_bits == 16
+    assert unique_lines(wide, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * 4 // LINE)
+    assert unique_lines(narrow, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * 2 // LINE)

@@ -59,7 +59,8 @@ def tiny(workload_from_text):
 def test_calibration_recovers_rates_that_made_the_data(tiny):
     titan = load_profile("hwprofiles/titan-x.yaml")
     truth = Rates.of(titan)
-    truth.efficiency.update(gemm=0.4, spmm=0.02)
+    truth.values.update({"compute.kernels.gemm.library_efficiency": 0.4,
+                         "compute.kernels.spmm.cycles_per_nonzero": 2.5})
     made = truth.apply(titan)
     skeleton = [cell(l, f, 1.0, "GPU_Titan_X", b) for l in ("big", "small") for f in ("dense", "sparse")
                 for b in (1, 64)]
@@ -69,7 +70,7 @@ def test_calibration_recovers_rates_that_made_the_data(tiny):
     fitted = fit(titan, data, works)
     after = predict(fitted.apply(titan), data, works)
     assert max(abs(r.error) for r in after) < 0.10
-    assert fitted.efficiency["gemm"] == pytest.approx(0.4, rel=0.1)
+    assert fitted.values["compute.kernels.gemm.library_efficiency"] == pytest.approx(0.4, rel=0.1)
 
 
 def test_validate_refuses_a_missing_output_directory(capsys):

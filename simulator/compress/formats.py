@@ -10,13 +10,16 @@ arrays as stored, bit-packed where a field is narrower than a byte:
   ``(v, z)`` entries: ``v`` a k-bit index into a codebook of shared weights, ``z`` a 4-bit count
   of the zeros since the previous entry of the column. A run of more than 15 zeros gets a
   padding entry ``(0, 15)`` (code 0 is the zero weight) standing for 15 zeros and itself.
-  Per PE, ``columns + 1`` 16-bit column pointers. The codebook comes from k-means weight
+  Per PE, ``columns + 1`` 16-bit column pointers (32-bit when asked for, or when ``pointer_bits``
+  is None and a PE holds more entries than 16 bits address). The codebook comes from k-means weight
   sharing (Deep Compression: linear initialisation over the weights' range, Lloyd
   iterations); its ``2^k - 1`` non-zero entries are stored at the value precision.
 * :class:`BitmaskMatrix`: one bit per element (row-major), then the non-zero values.
 * :class:`BsrMatrix`: block-sparse rows: every ``br x bc`` block holding a non-zero is stored
-  whole, with an int32 block-column index per block and int32 block-row pointers. A matrix
-  whose sides are not multiples of the block is padded with zeros to whole blocks.
+  whole, with a block-column index per block and block-row pointers (int32 by default, or the
+  width asked for: :func:`simulator.compress.compression.index_bits_for` picks 16 bits where the
+  matrix allows). A matrix whose sides are not multiples of the block is padded with zeros to
+  whole blocks.
 * :class:`NMMatrix`: N:M structured sparsity (Ampere's 2:4): every group of M consecutive
   elements of a row keeps at most N; each group stores exactly N values (zeros where it has
   fewer) and a ``ceil(log2 M)``-bit position for each. A last, short group is padded.
@@ -26,9 +29,9 @@ Value precision (:class:`ValueBits`): 32 (float32, exact), 16 (float16), 8 or 4 
 ``decode()`` gives back the pruned matrix exactly at 32 bits, and :func:`quantise` of it
 exactly at the others; EIE gives back the weight-shared matrix (:attr:`EieMatrix.shared`).
 
-These formats are an API with exact sizes; ``run --format`` does not offer them, because the
-traffic stage has no kernel whose access stream follows them yet (EIE is a dedicated
-accelerator's dataflow, not a CPU / GPU kernel over caches).
+:func:`simulator.compress.compression.encode_variant` builds a layer's encoding in each of these
+formats for ``run --format`` (reusing :func:`bsr_structure` and :func:`encode_eie`, with byte
+counts equal to these encoders'); the traffic stage traces their kernels from the real arrays.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ from typing import Optional
 
 import numpy as np
 
-INDEX_BYTES = 4          # int32 BSR block-column indices and block-row pointers
+INDEX_BITS = 32          # BSR block-column indices and block-row pointers by default (int32)
 EIE_RUN_BITS = 4         # EIE's z field: zeros before an entry
-EIE_POINTER_BITS = 16    # EIE's per-PE column pointers
+EIE_POINTER_BITS = 16    # EIE's per-PE column pointers (the paper's)
 SCALE_BYTES = 4          # the float32 scale of 8- and 4-bit values
 
 
@@ -168,7 +171,8 @@ class EieMatrix:
     scale: Optional[np.float32]
     v: tuple[np.ndarray, ...]      # per PE: codebook index of every entry (uint8)
     z: tuple[np.ndarray, ...]      # per PE: zeros before every entry (uint8)
-    pointers: tuple[np.ndarray, ...]  # per PE: cols + 1 entry offsets (uint16)
+    pointers: tuple[np.ndarray, ...]  # per PE: cols + 1 entry offsets (uint16, or uint32 at 32 bits)
+    pointer_bits: int = EIE_POINTER_BITS
 
     @property
     def entries(self) -> int:
@@ -181,10 +185,10 @@ class EieMatrix:
         return sum(int(np.count_nonzero(v == 0)) for v in self.v)
 
     def byte_counts(self) -> ByteCounts:
-        """v and z as packed arrays per PE; 16-bit pointers per PE; the codebook's used entries."""
+        """v and z as packed arrays per PE; pointers per PE; the codebook's used entries."""
         values = sum(_bytes(v.size * self.code_bits) for v in self.v)
         runs = sum(_bytes(z.size * EIE_RUN_BITS) for z in self.z)
-        pointers = self.pes * (self.cols + 1) * EIE_POINTER_BITS // 8
+        pointers = self.pes * (self.cols + 1) * self.pointer_bits // 8
         # entry 0 is the zero weight, implied by the decoder; the others are stored
         table, scale = _value_bytes(self.codebook.size - 1, self.value_bits)
         return ByteCounts(values, runs, pointers, table + scale)
@@ -211,10 +215,11 @@ class EieMatrix:
 
 
 def encode_eie(weights: np.ndarray, pes: int = 64, code_bits: int = 4, value_bits: ValueBits = ValueBits.B16,
-               iterations: int = 100) -> EieMatrix:
+               iterations: int = 100, pointer_bits: Optional[int] = EIE_POINTER_BITS) -> EieMatrix:
     """Encode a pruned matrix in EIE's format over ``pes`` processing elements.
 
-    Raises ValueError when a PE holds more entries than 16-bit pointers can address.
+    Raises ValueError when a PE holds more entries than ``pointer_bits``-bit pointers can address
+    (16: EIE's); ``pointer_bits=None`` takes 16 bits where every PE fits them, else 32.
     """
     matrix = _matrix(weights)
     if pes < 1 or not 1 <= code_bits <= 8:
@@ -226,6 +231,7 @@ def encode_eie(weights: np.ndarray, pes: int = 64, code_bits: int = 4, value_bit
     stored, scale = encode_values(centroids, value_bits)
     codebook = np.concatenate([[np.float32(0)], decode_values(stored, scale)]).astype(np.float32)
     run = 2 ** EIE_RUN_BITS
+    limit_bits = 32 if pointer_bits is None else int(pointer_bits)
     vs, zs, ptrs = [], [], []
     for pe in range(pes):
         local = matrix[pe::pes]                                   # rows pe, pe + N, ...
@@ -238,9 +244,9 @@ def encode_eie(weights: np.ndarray, pes: int = 64, code_bits: int = 4, value_bit
         pads = gap // run                                         # each padding entry covers 16 positions
         count = pads + 1
         total = int(count.sum())
-        if total > 2 ** EIE_POINTER_BITS - 1:
-            raise ValueError(f"PE {pe} holds {total} entries; EIE's 16-bit pointers address at most "
-                             f"{2 ** EIE_POINTER_BITS - 1} (use more PEs)")
+        if total > 2 ** limit_bits - 1:
+            raise ValueError(f"PE {pe} holds {total} entries; {limit_bits}-bit pointers address at most "
+                             f"{2 ** limit_bits - 1} (use more PEs)")
         v = np.zeros(total, dtype=np.uint8)
         z = np.full(total, run - 1, dtype=np.uint8)
         real = np.cumsum(count) - 1
@@ -251,9 +257,12 @@ def encode_eie(weights: np.ndarray, pes: int = 64, code_bits: int = 4, value_bit
         np.cumsum(np.bincount(col, weights=count, minlength=cols).astype(np.int64), out=pointers[1:])
         vs.append(v)
         zs.append(z)
-        ptrs.append(pointers.astype(np.uint16))
+        ptrs.append(pointers)
+    if pointer_bits is None:
+        pointer_bits = EIE_POINTER_BITS if max(int(p[-1]) for p in ptrs) <= 2 ** EIE_POINTER_BITS - 1 else 32
+    width = np.uint16 if pointer_bits <= 16 else np.uint32
     return EieMatrix(rows, cols, pes, code_bits, value_bits, codebook, stored, scale, tuple(vs), tuple(zs),
-                     tuple(ptrs))
+                     tuple(p.astype(width) for p in ptrs), int(pointer_bits))
 
 
 # --- bitmask ----------------------------------------------------------------------------------------
@@ -293,7 +302,8 @@ def encode_bitmask(weights: np.ndarray, value_bits: ValueBits = ValueBits.B32) -
 
 @dataclass(frozen=True)
 class BsrMatrix:
-    """Whole blocks holding a non-zero, with int32 block-column indices and block-row pointers."""
+    """Whole blocks holding a non-zero, with block-column indices and block-row pointers of
+    ``index_bits`` bits each (int32 by default)."""
 
     rows: int
     cols: int
@@ -303,10 +313,14 @@ class BsrMatrix:
     scale: Optional[np.float32]
     indices: np.ndarray            # int32 block column of each stored block
     pointers: np.ndarray           # int32, block rows + 1
+    index_bits: int = INDEX_BITS   # stored width of the indices (the arrays here are int32 whatever it is)
+    pointer_bits: Optional[int] = None   # stored width of the pointers (None: index_bits)
 
     def byte_counts(self) -> ByteCounts:
         values, scale = _value_bytes(self.values.size, self.value_bits)
-        return ByteCounts(values, self.indices.size * INDEX_BYTES, self.pointers.size * INDEX_BYTES, scale)
+        pointer_bits = self.pointer_bits or self.index_bits
+        return ByteCounts(values, _bytes(self.indices.size * self.index_bits),
+                          _bytes(self.pointers.size * pointer_bits), scale)
 
     def decode(self) -> np.ndarray:
         br, bc = self.block
@@ -317,8 +331,19 @@ class BsrMatrix:
         return grid.transpose(0, 2, 1, 3).reshape(block_rows * br, block_cols * bc)[: self.rows, : self.cols]
 
 
+def bsr_structure(kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(block-column index of every stored block, block-row pointers) of a grid of kept blocks
+    (``kept[block row, block column]``), both int32."""
+    kept = np.asarray(kept, dtype=bool)
+    block_col = np.nonzero(kept)[1]
+    pointers = np.zeros(kept.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(kept, axis=1), out=pointers[1:])
+    return block_col.astype(np.int32), pointers.astype(np.int32)
+
+
 def encode_bsr(weights: np.ndarray, block: tuple[int, int] = (4, 4),
-               value_bits: ValueBits = ValueBits.B32) -> BsrMatrix:
+               value_bits: ValueBits = ValueBits.B32, index_bits: int = INDEX_BITS,
+               pointer_bits: Optional[int] = None) -> BsrMatrix:
     """Encode a pruned matrix as block-sparse rows with ``block = (rows, cols)`` blocks."""
     matrix = _matrix(weights)
     br, bc = block
@@ -330,10 +355,10 @@ def encode_bsr(weights: np.ndarray, block: tuple[int, int] = (4, 4),
     grid = padded.reshape(padded.shape[0] // br, br, padded.shape[1] // bc, bc).transpose(0, 2, 1, 3)
     kept = grid.any(axis=(2, 3))
     block_row, block_col = np.nonzero(kept)
-    pointers = np.zeros(kept.shape[0] + 1, dtype=np.int32)
-    np.cumsum(kept.sum(axis=1), out=pointers[1:])
+    indices, pointers = bsr_structure(kept)
     stored, scale = encode_values(grid[block_row, block_col].ravel(), ValueBits(value_bits))
-    return BsrMatrix(rows, cols, (br, bc), ValueBits(value_bits), stored, scale, block_col.astype(np.int32), pointers)
+    return BsrMatrix(rows, cols, (br, bc), ValueBits(value_bits), stored, scale, indices, pointers, int(index_bits),
+                     pointer_bits)
 
 
 # --- N:M ------------------------------------------------------------------------------------------

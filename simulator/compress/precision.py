@@ -24,13 +24,13 @@ multiply-adds run in, and the conversions it pays for; and its encodings at thos
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional
 
 from ..base.errors import OptionError
 from ..hardware.profile import HardwareProfile
 from ..model.workload import DType, Workload
-from .compression import EncodedWeights, compress_workload
+from .compression import EncodedWeights
 from .variants import SCALE_BYTES, Precision, Structure, Variant, storage_format
 
 
@@ -95,15 +95,6 @@ def variant_workload(workload: Workload, plan: PrecisionPlan) -> Workload:
     return workload if plan.activations is workload.dtype else workload.with_dtype(plan.activations)
 
 
-def with_weight_bits(enc: EncodedWeights, plan: PrecisionPlan, spec: str) -> EncodedWeights:
-    """``enc`` with its values stored at the plan's bits (and its groups' scales)."""
-    if plan.weight_bits % 8 and enc.format.is_sparse:
-        raise OptionError("format", f"{spec}: sub-byte weights are modelled for dense storage only "
-                          "(use dense@w4, or csr@w8)")
-    return replace(enc, value_bytes_each=max(1, plan.weight_bits // 8), value_bits=plan.weight_bits,
-                   scale_bytes=plan.scale_bytes(enc.nnz))
-
-
 def structure_available(variant: Variant) -> bool:
     """True where the variant's structure can be encoded: dense, CSR and CSC always, ``thinned``
     once :mod:`simulator.compress.thinning` exists, the others once
@@ -125,21 +116,8 @@ def structure_available(variant: Variant) -> bool:
 
 def encode(workload: Workload, variant: Variant, plan: PrecisionPlan, seed: int) -> dict[str, EncodedWeights]:
     """Every weighted layer of ``workload`` (already in the plan's activation type) in the variant's
-    structure, its values at the plan's bits.
+    structure, its values at the variant's bits and its groups' scales counted
+    (:func:`simulator.compress.compression.encode_variant`)."""
+    from .compression import encode_variant
 
-    Structures other than dense, CSR and CSC come from :func:`simulator.compress.compression.encode_variant`
-    where it exists; without it they are refused in one line."""
-    from . import compression
-
-    encode_variant = getattr(compression, "encode_variant", None)
-    if encode_variant is not None:
-        encodings = encode_variant(workload, variant, seed)
-    else:
-        fmt = storage_format(variant)
-        if fmt is None:
-            raise OptionError("format", f"{variant.spec}: {variant.structure.value} storage is not modelled yet "
-                              "(dense, csr and csc are)")
-        encodings = compress_workload(workload, fmt, seed)
-    if variant.precision is None:
-        return encodings
-    return {name: with_weight_bits(enc, plan, variant.spec) for name, enc in encodings.items()}
+    return encode_variant(workload, variant, seed)

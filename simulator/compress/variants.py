@@ -37,11 +37,13 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..base.errors import OptionError
 from ..model.workload import DType
-from .compression import StorageFormat
+
+if TYPE_CHECKING:    # compression imports this module: the storage formats are looked up lazily
+    from .compression import StorageFormat
 
 DEFAULT_GROUP_SIZE = 128      # weights per scale of w8 / w4 (the usual GPTQ / AWQ group)
 DEFAULT_CODEBOOK_BITS = 4     # Deep Compression's FC layers: 4-bit shared weights
@@ -197,13 +199,15 @@ def parse_variants(text: str, group_size: int = DEFAULT_GROUP_SIZE) -> tuple[Var
 
 # --- variants as the pipeline runs them --------------------------------------------------------
 
-#: The structures today's storage formats encode (the rest arrive with their encodings).
-_STORAGE = {Structure.DENSE: StorageFormat.DENSE, Structure.CSR: StorageFormat.CSR, Structure.CSC: StorageFormat.CSC}
+#: The structures the plain storage formats (``dense``, ``csr``, ``csc``) encode.
+_STORAGE = (Structure.DENSE, Structure.CSR, Structure.CSC)
 
 
 def as_variant(item: Variant | StorageFormat | str) -> Variant:
     """A :class:`Variant` from a variant, a :class:`StorageFormat` (``dense``, ``csr``, ``csc``:
     the workload's type) or a spec string."""
+    from .compression import StorageFormat
+
     if isinstance(item, Variant):
         return item
     if isinstance(item, StorageFormat):
@@ -213,7 +217,9 @@ def as_variant(item: Variant | StorageFormat | str) -> Variant:
 
 def storage_format(variant: Variant) -> Optional[StorageFormat]:
     """The storage format of a ``dense``, ``csr`` or ``csc`` variant, else None."""
-    return _STORAGE.get(variant.structure)
+    from .compression import StorageFormat
+
+    return StorageFormat(variant.structure.value) if variant.structure in _STORAGE else None
 
 
 def is_legacy(variants: tuple[Variant, ...]) -> bool:

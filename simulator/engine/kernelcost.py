@@ -26,6 +26,15 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   of a weight-only or emulated type dequantised once (``dequant_cycles_per_vector`` per vector),
   and int8's quantize / dequantize passes over the input and output at the element kernel's rate;
   the FMAs run at the arithmetic type's peak (int8's for ``@int8``).
+* the **format kernels** (``compute.kernels.bsr``, ``nm``, ``bitmask``, ``codebook``; each its own
+  kernel kind, since each has its own inner loop and parameters): BSR as dense blocks at the FMA
+  rate with block-shaped tiles (partial lanes where a block row is narrower than the vector and
+  there are too few columns to vectorise along instead) plus a cost per block (its index load)
+  and per block row; N:M on sparse tensor cores (the profile's ``structured_sparse_peak_flops``,
+  twice the dense rate on Ampere, in tiles of ``tile_columns`` columns) where the profile has
+  them, else as a compressed format costing cycles per kept value with an implicit row structure;
+  a bitmask as a popcount / expand stream (cycles per mask word plus per non-zero); EIE's format
+  as codebook lookups (cycles per entry, padding entries included, plus per PE column).
 
 Library behaviour no mechanism explains yet stays as a named property of the library on the
 profile (``library_efficiency``; ``compute.threads`` for libraries that use fewer cores), each
@@ -35,14 +44,16 @@ with its source; nothing here is a fraction of peak per kernel kind for the spar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..base.errors import ConfigError
 from ..hardware.profile import HardwareProfile, KernelKind, SparseConvAlgorithm
 from ..memory.kernelshape import KernelShape
 from ..model.workload import DType
 
 DENSE_KINDS = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
 SPARSE_KINDS = (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV)
+FORMAT_KINDS = (KernelKind.BSR, KernelKind.NM, KernelKind.BITMASK, KernelKind.CODEBOOK)
 
 
 @dataclass(frozen=True)
@@ -148,11 +159,107 @@ def conversion_seconds(profile: HardwareProfile, shape: KernelShape, cores: int)
     kernels = profile.compute.kernels
     seconds = 0.0
     if shape.dequantized_weights:
-        kernel = kernels.dense(shape.kind) if shape.kind in DENSE_KINDS else kernels.sparse(shape.kind)
-        seconds += vectors_seconds(profile, shape.dequantized_weights, kernel.dequant_cycles_per_vector, cores)
+        kernel = getattr(kernels, shape.kind.value, None)
+        cycles = getattr(kernel, "dequant_cycles_per_vector", 1.0)   # format kernels: one cycle per vector
+        seconds += vectors_seconds(profile, shape.dequantized_weights, cycles, cores)
     if shape.converted_elements:
         seconds += vectors_seconds(profile, shape.converted_elements, kernels.pool.cycles_per_element, cores)
     return seconds
+
+
+def format_kernel(profile: HardwareProfile, kind: KernelKind):
+    """The profile's parameters of a format kernel (``compute.kernels.bsr`` ...); a profile without
+    them cannot run the format: one :class:`ConfigError` naming the field."""
+    kernel = getattr(profile.compute.kernels, kind.value, None)
+    if kernel is None:
+        raise ConfigError(profile.name, f"compute.kernels.{kind.value}", f"missing: the profile does not say what its "
+                          f"{kind.value} kernel costs, so it cannot run that storage format")
+    return kernel
+
+
+def _column_groups(columns: int, per_step: int) -> int:
+    return math.ceil(max(1, columns) / per_step)
+
+
+def _lane_fill(width: int, lanes: int) -> float:
+    """Share of ``lanes`` vector lanes doing work over ``width`` elements (the last vector partial)."""
+    width = max(1, width)
+    return width / (math.ceil(width / lanes) * lanes)
+
+
+def vector_elements(profile: HardwareProfile, dtype: DType) -> int:
+    """Elements of ``dtype`` in one vector: ``vector_lanes`` fp32 lanes, more for narrower types."""
+    return profile.compute.vector_lanes * max(1, 4 // dtype.size_bytes)
+
+
+def bsr_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """Dense R x C blocks at the FMA rate (partial lanes along the better of the block row and the
+    columns), plus ``cycles_per_block`` per block and ``cycles_per_row`` per block row, per column group."""
+    compute = profile.compute
+    kernel = format_kernel(profile, KernelKind.BSR)
+    cores = max(1, cores)
+    lanes = vector_elements(profile, shape.dtype)
+    fill = max(_lane_fill(shape.block[1], lanes), _lane_fill(shape.columns, lanes))
+    fma = 2.0 * shape.nonzeros * max(1, shape.columns) / (
+        core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency * fill * cores)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    overhead = (shape.blocks * kernel.cycles_per_block + shape.row_steps * kernel.cycles_per_row) * groups / (
+        compute.clock_hz * cores)
+    return IssueTime(fma + overhead, "fma" if fma >= overhead else "blocks")
+
+
+def nm_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """On sparse tensor cores: tiles in waves at the structured-sparse (dense-equivalent) rate. Else
+    a compressed format with an implicit row structure: the CSR kernel's costs (``spmv`` / ``spmm``
+    for FC, ``spconv`` for convolution) over rows that all hold the same kept values."""
+    compute = profile.compute
+    sparse = compute.structured_sparse_peak_flops
+    peak = sparse.of(shape.dtype.value) if sparse is not None else None
+    if peak:
+        kernel = format_kernel(profile, KernelKind.NM)
+        tile_rows = compute.rows_per_task.of(KernelKind.GEMM if shape.columns > 1 else KernelKind.GEMV)
+        tasks = math.ceil(shape.rows / tile_rows) * math.ceil(max(1, shape.columns) / kernel.tile_columns)
+        used = max(1, min(cores, tasks))
+        tile_flops = 2.0 * min(tile_rows, shape.rows) * kernel.tile_columns * shape.depth
+        rate = peak / compute.cores * kernel.library_efficiency
+        return IssueTime(math.ceil(tasks / used) * tile_flops / rate, "sparse-tensor-core")
+    kind = _nm_sparse_kind(shape)
+    lanes = compute.lanes_per_row.of(kind)
+    per_row = math.ceil(shape.nonzeros / max(1, shape.rows))
+    steps = shape.rows * max(1, math.ceil(per_row / lanes))
+    return sparse_seconds(profile, replace(shape, kind=kind, row_steps=steps, lowered_bytes=0), cores)
+
+
+def _nm_sparse_kind(shape: KernelShape) -> KernelKind:
+    """The CSR kernel whose costs an N:M product without sparse tensor cores takes."""
+    if shape.convolution:
+        return KernelKind.SPCONV
+    return KernelKind.SPMV if shape.columns <= 1 else KernelKind.SPMM
+
+
+def bitmask_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """``cycles_per_word`` per mask word and ``cycles_per_nonzero`` per stored value, per column group."""
+    kernel = format_kernel(profile, KernelKind.BITMASK)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    word_cycles = math.ceil(shape.mask_bits / kernel.word_bits) * kernel.cycles_per_word * groups
+    value_cycles = shape.nonzeros * kernel.cycles_per_nonzero * groups
+    return IssueTime((word_cycles + value_cycles) / (profile.compute.clock_hz * max(1, cores)),
+                     "mask-words" if word_cycles > value_cycles else "nonzeros")
+
+
+def codebook_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """``cycles_per_entry`` per stored entry (padding included) and ``cycles_per_column`` per PE
+    column, per column group."""
+    kernel = format_kernel(profile, KernelKind.CODEBOOK)
+    groups = _column_groups(shape.columns, kernel.columns_per_step)
+    entry_cycles = shape.nonzeros * kernel.cycles_per_entry * groups
+    column_cycles = shape.pointer_reads * kernel.cycles_per_column * groups
+    return IssueTime((entry_cycles + column_cycles) / (profile.compute.clock_hz * max(1, cores)),
+                     "entries" if entry_cycles >= column_cycles else "columns")
+
+
+_FORMAT_COSTS = {KernelKind.BSR: bsr_seconds, KernelKind.NM: nm_seconds, KernelKind.BITMASK: bitmask_seconds,
+                 KernelKind.CODEBOOK: codebook_seconds}
 
 
 def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
@@ -163,6 +270,8 @@ def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> Issu
         issue = IssueTime(dense_seconds(profile, shape, cores), "fma")
     elif shape.kind in SPARSE_KINDS:
         issue = sparse_seconds(profile, shape, cores)
+    elif shape.kind in _FORMAT_COSTS:
+        issue = _FORMAT_COSTS[shape.kind](profile, shape, cores)
     else:
         return IssueTime(element_seconds(profile, shape, cores), "elements")
     converting = conversion_seconds(profile, shape, cores)

@@ -56,6 +56,10 @@ class KernelKind(str, enum.Enum):
     CONV = "conv"      # dense convolution (implicit GEMM)
     SPCONV = "spconv"  # convolution with sparse weights
     POOL = "pool"      # pooling / element-wise, no weights
+    BSR = "bsr"        # block-sparse (BSR) weights x dense input: FC and convolution
+    NM = "nm"          # N:M structured-sparse weights x dense input: FC and convolution
+    BITMASK = "bitmask"    # bitmask-compressed weights x dense input (FC)
+    CODEBOOK = "codebook"  # EIE's format: codebook indices with relative row indices (FC)
 
 
 class Replacement(str, enum.Enum):
@@ -183,8 +187,67 @@ class ElementKernel(Strict):
     cycles_per_element: Annotated[float, Field(gt=0, le=1e4)] = 1.0
 
 
+Cycles = Annotated[float, Field(ge=0, le=1e6)]
+
+
+class BsrKernel(Strict):
+    """A block-sparse (BSR) product: each stored ``R x C`` block is a small dense GEMM.
+
+    Its multiply-adds run at the core's FMA rate times ``library_efficiency``, with partial lanes
+    where the vector is wider than what it runs along (the block row's C weights, or the dense
+    columns when there are enough of them: the kernel takes the better); each block costs
+    ``cycles_per_block`` per group of ``columns_per_step`` columns (block-column index load,
+    address arithmetic, loading the block's input rows), each block row ``cycles_per_row``."""
+
+    library_efficiency: Fraction = 1.0
+    cycles_per_block: Cycles = 0.0
+    cycles_per_row: Cycles = 0.0
+    columns_per_step: PositiveInt = 1
+
+
+class NMKernel(Strict):
+    """An N:M structured-sparse product on sparse tensor cores.
+
+    Where the profile has them for the data type (``compute.structured_sparse_peak_flops``:
+    Ampere's 2:4) it runs as a dense kernel at that dense-equivalent rate: tiles of
+    ``rows_per_task`` x ``tile_columns`` (a sparse MMA's smallest N: 8 for ``mma.sp``) in waves,
+    times ``library_efficiency``; the metadata (2 bits per kept value) is read by the tensor core
+    itself. Elsewhere it is a compressed format with an implicit row structure, timed with the CSR
+    kernels' costs (``spmv`` / ``spmm`` / ``spconv``) over rows that all hold N/M of the columns."""
+
+    library_efficiency: Fraction = 1.0
+    tile_columns: PositiveInt = 1
+
+
+class BitmaskKernel(Strict):
+    """A bitmask-compressed product: a popcount / expand stream. Every ``word_bits`` bits of mask
+    cost ``cycles_per_word`` (load, popcount, expand or compress the word's inputs), every stored
+    value ``cycles_per_nonzero`` (its FMA), per group of ``columns_per_step`` dense columns."""
+
+    word_bits: PositiveInt = 64
+    cycles_per_word: Cycles = 1.0
+    cycles_per_nonzero: Cycles = 1.0
+    columns_per_step: PositiveInt = 1
+
+
+class CodebookKernel(Strict):
+    """EIE's format run by a CPU / GPU kernel: each stored entry (padding entries included) is a
+    codebook lookup, a relative-index step and an FMA (``cycles_per_entry``), each column of each
+    PE's slice a pointer pair and an activation load (``cycles_per_column``), per group of
+    ``columns_per_step`` dense columns."""
+
+    cycles_per_entry: Cycles = 1.0
+    cycles_per_column: Cycles = 0.0
+    columns_per_step: PositiveInt = 1
+
+
 class Kernels(Strict):
-    """Issue costs of every kernel kind (see :mod:`simulator.engine.kernelcost`)."""
+    """Issue costs of every kernel kind (see :mod:`simulator.engine.kernelcost`).
+
+    ``index_bits`` is the width of the indices and pointers the sparse library stores (Intel MKL,
+    LP64, and cuSPARSE, ``CUSPARSE_INDEX_32I``: 32); absent, they follow the matrix (16 bits when
+    the columns fit, see :mod:`simulator.compress.compression`). The format kernels (``bsr``,
+    ``nm``, ``bitmask``, ``codebook``) are optional: a profile without one cannot run that format."""
 
     gemv: DenseKernel = DenseKernel()
     gemm: DenseKernel = DenseKernel()
@@ -193,6 +256,11 @@ class Kernels(Strict):
     spmm: SparseKernel
     spconv: SparseKernel
     pool: ElementKernel = ElementKernel()
+    bsr: Optional[BsrKernel] = None
+    nm: Optional[NMKernel] = None
+    bitmask: Optional[BitmaskKernel] = None
+    codebook: Optional[CodebookKernel] = None
+    index_bits: Optional[Literal[16, 32, 64]] = None
 
     def dense(self, kind: KernelKind) -> DenseKernel:
         """The dense kernel of ``kind`` (gemv, gemm, conv)."""
@@ -245,10 +313,14 @@ class Threads(Strict):
     conv: Optional[PositiveInt] = None
     spconv: Optional[PositiveInt] = None
     pool: Optional[PositiveInt] = None
+    bsr: Optional[PositiveInt] = None
+    nm: Optional[PositiveInt] = None
+    bitmask: Optional[PositiveInt] = None
+    codebook: Optional[PositiveInt] = None
 
     def of(self, kind: KernelKind) -> Optional[int]:
         """Cores a kernel of ``kind`` uses, or None for all."""
-        return getattr(self, kind.value)
+        return getattr(self, kind.value, None)
 
 
 class Compute(Strict):

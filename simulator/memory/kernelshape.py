@@ -41,6 +41,11 @@ class KernelShape:
     input_bytes: int = 0        # the operand a sparse kernel gathers from
     dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
     converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
+    blocks: int = 0             # BSR: stored blocks
+    block: tuple[int, int] = (0, 0)   # BSR: block rows x columns
+    mask_bits: int = 0          # bitmask: bits of mask the kernel scans
+    pointer_reads: int = 0      # EIE's format: per-PE column pointer pairs (PEs x columns)
+    convolution: bool = False   # the layer is a convolution (columns are output pixels)
 
     @property
     def dense_macs(self) -> int:
@@ -84,6 +89,30 @@ def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
     return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]))
 
 
+def _bsr_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
+    """Stored blocks, and block rows as the row steps (each reads its pointers, stores its outputs)."""
+    return replace(shape, blocks=int(enc.indices.size), block=enc.block, row_steps=enc.rows // enc.block[0])
+
+
+def _bitmask_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
+    """Every mask bit is scanned; the stored values are the non-zeros."""
+    return replace(shape, mask_bits=enc.rows * enc.cols)
+
+
+def _eie_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
+    """Every entry, padding included, is a lookup; every PE walks every column's pointers."""
+    return replace(shape, pointer_reads=enc.pes * enc.cols)
+
+
+#: How the format kernels' shapes follow from their encodings (N:M: the stored values alone).
+_FORMAT_SHAPES = {
+    StorageFormat.BSR: _bsr_shape,
+    StorageFormat.NM: lambda shape, enc: shape,
+    StorageFormat.BITMASK: _bitmask_shape,
+    StorageFormat.EIE: _eie_shape,
+}
+
+
 def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: KernelKind,
                  lanes_per_row: int = 1) -> KernelShape:
     """The work of ``layer`` at ``batch`` with its encoded weights ``enc`` (None: no weights)."""
@@ -98,6 +127,10 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
     depth = layer.weight_count // rows
     if enc.format is StorageFormat.DENSE:
         return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
+    if enc.format in _FORMAT_SHAPES:
+        return _FORMAT_SHAPES[enc.format](KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth,
+                                                      nonzeros=enc.stored,
+                                                      convolution=layer.kind is LayerKind.CONV), enc)
     if enc.format is StorageFormat.CSC:
         return KernelShape(kind, dtype, rows=enc.cols, columns=columns, depth=depth, nonzeros=enc.nnz,
                            row_steps=enc.nnz)

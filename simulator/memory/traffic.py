@@ -37,6 +37,21 @@ Kernels and their access order (all vectorised, no Python loop per address):
   non-zeros reference, then writes the block's output planes. A block holds as many rows as
   fit half of the largest cache share one core has (a private level, or a shared level
   divided by the cores), so the input is re-read once per block.
+* BSR FC: block rows are split between cores with equal blocks. Per block row its pointer, per
+  block its block-column index and its R x C values (sequential streams, once per line) and the
+  gather of its C input rows (``C x batch`` contiguous operand values); the block row's R output
+  rows at its end. BSR convolution: as the CSR one, in groups of block rows.
+* N:M (FC and convolution) and bitmask (FC): the dense GEMM's blocking (and GPU thread-block
+  grid), the weight stream of each row and k-chunk replaced by the format's arrays: the kept
+  values and their positions (N:M), the mask bits and the chunk's share of the row's values
+  (bitmask, in proportion to the chunk: the mask alone would say exactly which). The input is
+  read densely, as these kernels do.
+* EIE's format (FC): PEs split between cores; per PE, column by column, its pointer, the
+  column's activation and its packed ``v`` and ``z`` entries (padding included); then its output
+  rows (rows p, p + PEs, ...).
+* Array entries are addressed at their stored width in bits (4-bit values, 16-bit indices). A
+  profile whose sparse library stores wider indices than the matrix needs
+  (``compute.kernels.index_bits``) gets the encoding widened first.
 * Pooling reads its input planes and writes its output planes, channels split among cores.
 * An add (residual join) streams its two inputs and its output together, line by line: a
   line of the first input, the same line of the second, then the output line (channels
@@ -64,7 +79,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numba
 import numpy as np
 
-from ..compress.compression import INDEX_BYTES, POINTER_BYTES, EncodedWeights, StorageFormat
+from ..compress.compression import EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload, layer_seed
 from .cache import HINT_OVERWRITE, HINT_STREAM
@@ -105,6 +120,7 @@ class CoreView:
     kernel_threads: tuple[tuple[KernelKind, int], ...] = ()  # kernels that use fewer cores (see Threads)
     lanes_per_row: tuple[tuple[KernelKind, int], ...] = ()  # SIMD lanes on one sparse row (see LanesPerRow)
     gpu: bool = False   # traces follow the thread-block grid (dense GEMMs) instead of per-core cache blocking
+    index_bits: Optional[int] = None   # the sparse library's index width (compute.kernels.index_bits)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
@@ -120,8 +136,9 @@ class CoreView:
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
         threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
         lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM) if (n := profile.compute.lanes_per_row.of(k)) > 1)
+        index_bits = profile.compute.kernels.index_bits if profile.compute.kernels is not None else None
         return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes,
-                        profile.kind is DeviceKind.GPU)
+                        profile.kind is DeviceKind.GPU, index_bits)
 
     def cores_for(self, kind: KernelKind) -> int:
         """Cores a kernel of ``kind`` may use."""
@@ -135,7 +152,8 @@ class CoreView:
     def block_rows(self, kind: KernelKind) -> int:
         """Output rows of one GPU thread block of a dense kernel: its rows per task, a convolution
         taking the GEMM's (cuDNN's implicit GEMM tiles output channels like an SGEMM tile)."""
-        return dict(self.rows_per_task).get(KernelKind.GEMM if kind is KernelKind.CONV else kind, 1)
+        dense_shaped = (KernelKind.CONV, KernelKind.NM, KernelKind.BITMASK)   # tiled like an SGEMM
+        return dict(self.rows_per_task).get(KernelKind.GEMM if kind in dense_shaped else kind, 1)
 
 
 @dataclass(frozen=True)
@@ -348,10 +366,22 @@ def _split(total: int, parts: int) -> np.ndarray:
 
 # --- kernels --------------------------------------------------------------------------------
 
-class _Gemm(NamedTuple):
-    """A dense layer lowered to ``C[M, N] = A[M, K] x B[K, N]``: buffer bases and shape."""
+class _WeightStream(NamedTuple):
+    """One weight array a dense-shaped kernel streams row by row: row r's bits are
+    ``[start_bits[r], start_bits[r] + length_bits[r])`` from ``base``, and a k-chunk of the row
+    reads the matching share of them (exact for dense rows; in proportion for the compressed
+    rows of a bitmask, whose values per chunk the mask alone would tell)."""
 
-    a_base: int       # weights, row-major [M, K] with K = b_rows * kk
+    base: int
+    kind: StreamKind
+    start_bits: np.ndarray   # int64, per output row
+    length_bits: np.ndarray  # int64, per output row
+
+
+class _Gemm(NamedTuple):
+    """A dense-shaped layer lowered to ``C[M, N] = A[M, K] x B[K, N]``: buffer bases and shape."""
+
+    a_streams: tuple[_WeightStream, ...]   # the weights' arrays, row-major [M, K]: K = b_rows * kk
     b_base: int       # input, sample-major [batch, b_rows, plane]
     c_base: int       # output, sample-major [batch, M, out_plane]
     m_total: int      # output rows (features, output channels)
@@ -361,12 +391,40 @@ class _Gemm(NamedTuple):
     out_plane: int    # output elements per output row and sample
 
 
+def _rows_of(per_row_bits: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start, length) bits of ``rows`` equal rows of ``per_row_bits`` bits."""
+    return np.arange(rows, dtype=np.int64) * per_row_bits, np.full(rows, per_row_bits, dtype=np.int64)
+
+
+def _weight_streams(ctx: "TraceContext") -> tuple[_WeightStream, ...]:
+    """The weight arrays a dense-shaped kernel streams, in the order it reads them per row: the
+    values (dense); the values, then their positions (N:M: N of each M, 2 bits each for 2:4); the
+    mask, then the non-zero values (bitmask, whose row lengths are its real per-row counts)."""
+    enc, bases = ctx.enc, ctx.bases
+    rows, cols = enc.rows, enc.cols
+    if enc.format is StorageFormat.NM:
+        n, m = enc.group
+        stored = -(-cols // m) * n
+        streams = [_WeightStream(bases["values"], StreamKind.WEIGHT_VALUES, *_rows_of(stored * enc.value_bits, rows))]
+        if enc.index_bits:
+            streams.append(_WeightStream(bases["indices"], StreamKind.WEIGHT_INDICES,
+                                         *_rows_of(stored * enc.index_bits, rows)))
+        return tuple(streams)
+    if enc.format is StorageFormat.BITMASK:
+        ptr = enc.pointers.astype(np.int64)
+        return (_WeightStream(bases["indices"], StreamKind.WEIGHT_INDICES, *_rows_of(cols, rows)),
+                _WeightStream(bases["values"], StreamKind.WEIGHT_VALUES, ptr[:-1] * enc.value_bits,
+                              np.diff(ptr) * enc.value_bits))
+    return (_WeightStream(bases["values"], StreamKind.WEIGHT_VALUES, *_rows_of(cols * enc.value_bits, rows)),)
+
+
 def _gemm_of(ctx: "TraceContext") -> _Gemm:
-    """The GEMM a dense FC or convolution lowers to (im2col left implicit)."""
+    """The GEMM a dense-shaped FC or convolution lowers to (im2col left implicit)."""
     layer, bases = ctx.layer, ctx.bases
+    streams = _weight_streams(ctx)
     if layer.kind is LayerKind.FC:
-        return _Gemm(bases["values"], bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0], 1, 1, 1)
-    return _Gemm(bases["values"], bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0] // layer.groups,
+        return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0], 1, 1, 1)
+    return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0] // layer.groups,
                  layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
 
 
@@ -400,10 +458,7 @@ def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, 
     bytes of one stored weight when they differ from the activations' ``elem`` (a weight-only or
     int8 variant: 1 or 0.5 bytes plus the scales' share).
     """
-    welem = weight_elem or elem
-    if welem == int(welem):
-        welem = int(welem)
-    a_base, b_base, c_base, m_total, b_rows, kk, plane, out_plane = g
+    a_streams, b_base, c_base, m_total, b_rows, kk, plane, out_plane = g
     k_total = b_rows * kk
     mc = int(m_len.max())
     k_starts = np.arange(0, b_rows, kc, dtype=np.int64)
@@ -415,21 +470,38 @@ def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, 
     b_start = np.broadcast_to(b_base + (samples[None, :] * b_rows + k_starts[:, None]) * plane * elem,
                               (nb, nk, batch))
     b_size = np.broadcast_to((k_len * plane * elem)[:, None], (nb, nk, batch))
-    a_start = a_base + (row[:, None, :] * k_total + (k_starts * kk)[None, :, None]) * welem    # [nb, nk, mc]
-    a_size = np.where(row_ok[:, None, :], (k_len * kk * welem)[None, :, None], 0)
-    if not isinstance(welem, int):      # sub-byte or scaled weights: whole bytes around each segment
-        a_start, a_size = a_start.astype(np.int64), np.ceil(a_size).astype(np.int64)
+    a_start, a_size = _weight_segments(a_streams, row, row_ok, k_starts * kk, (k_starts + k_len) * kk, k_total)
+    streams = len(a_streams)
     c_start = c_base + (samples[None, :] * m_total + m_starts[:, None]) * out_plane * elem     # [nb, batch]
     c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
     starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
     sizes = np.concatenate([np.concatenate([b_size, a_size], axis=2).reshape(nb, -1), c_size], axis=1)
     kinds = np.empty(starts.shape, np.int8)
-    reads = kinds[:, : nk * (batch + mc)].reshape(nb, nk, batch + mc)
+    reads = kinds[:, : nk * (batch + mc * streams)].reshape(nb, nk, batch + mc * streams)
     reads[:, :, :batch] = StreamKind.INPUT
-    reads[:, :, batch:] = StreamKind.WEIGHT_VALUES
-    kinds[:, nk * (batch + mc):] = StreamKind.OUTPUT
+    reads[:, :, batch:] = np.tile(np.array([s.kind for s in a_streams], np.int8), mc)
+    kinds[:, nk * (batch + mc * streams):] = StreamKind.OUTPUT
     kinds = kinds.ravel()
     tr.segments(starts.ravel(), sizes.ravel(), kinds, kinds == StreamKind.OUTPUT)
+
+
+def _weight_segments(streams: tuple[_WeightStream, ...], row: np.ndarray, row_ok: np.ndarray, e0: np.ndarray,
+                     e1: np.ndarray, k_total: int) -> tuple[np.ndarray, np.ndarray]:
+    """Byte ranges [nb, nk, mc x streams] of every row's share of each weight stream for the
+    k-chunks covering row elements [e0, e1): per row, the streams in order."""
+    clipped = np.minimum(row, streams[0].start_bits.size - 1)[:, None, :, None]        # [nb, 1, mc, 1]
+    ok = row_ok[:, None, :, None]
+    e0, e1 = e0[None, :, None, None], e1[None, :, None, None]
+    starts, sizes = [], []
+    for s in streams:
+        first, length = s.start_bits[clipped], s.length_bits[clipped]
+        b0 = first + length * e0 // k_total
+        b1 = first + length * e1 // k_total
+        starts.append(s.base + (b0 >> 3))
+        sizes.append(np.where(ok & (b1 > b0), ((b1 + 7) >> 3) - (b0 >> 3), 0))
+    nb, nk, mc = row.shape[0], e0.shape[1], row.shape[1]
+    return (np.concatenate(starts, axis=3).reshape(nb, nk, mc * len(streams)),
+            np.concatenate(sizes, axis=3).reshape(nb, nk, mc * len(streams)))
 
 
 def _gpu_dense_blocks(ctx: "TraceContext") -> list[tuple[int, _Trace]]:
@@ -502,10 +574,11 @@ def _line_of(address, line, shift):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True)
-def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bytes, operand_bytes,
-               line, shift):  # pragma: no cover - compiled
+def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
+               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
     """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), as (line, kind); the
-    output rows (kind OUTPUT) are the writes. ``shift`` as for :func:`_line_of`."""
+    output rows (kind OUTPUT) are the writes. Array entries are ``*_bits`` wide (element k at byte
+    ``k * bits // 8``). ``shift`` as for :func:`_line_of`."""
     k0, k1 = ptr[r0], ptr[r1]
     x_span = (operand_bytes + line - 1) // line + 1          # most lines one operand row can touch
     bound = (k1 - k0) * (3 + x_span) + (r1 - r0) * x_span
@@ -519,7 +592,7 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
         start, stop = ptr[r], ptr[r + 1]
         for k in range(start, stop):
             if k == start:
-                p_line = _line_of(ptr_base + (r + 1) * 4, line, shift)
+                p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
                 if p_line != previous_ptr:
                     lines[n] = p_line
                     kinds[n] = 2          # StreamKind.WEIGHT_POINTERS
@@ -527,13 +600,13 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
                 previous_ptr = p_line
             else:
                 previous_ptr = -1
-            v_line = _line_of(val_base + k * value_bytes, line, shift)
+            v_line = _line_of(val_base + ((k * value_bits) >> 3), line, shift)
             if v_line != last_val:
                 lines[n] = v_line
                 kinds[n] = 0              # StreamKind.WEIGHT_VALUES
                 n += 1
                 last_val = v_line
-            i_line = _line_of(idx_base + k * 4, line, shift)
+            i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
             if i_line != last_idx:
                 lines[n] = i_line
                 kinds[n] = 1              # StreamKind.WEIGHT_INDICES
@@ -567,8 +640,8 @@ def _csr_fc(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
     line = int(tr.line)
     shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
     lines, kinds = _csr_lines(enc.pointers, enc.indices, r0, r1, bases["pointers"], bases["values"],
-                              bases["indices"], bases["input"], bases["output"], enc.value_bytes_each,
-                              batch * elem, line, shift)
+                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                              enc.pointer_bits, batch * elem, line, shift)
     tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
 
 
@@ -584,9 +657,9 @@ def _csc_fc(ctx: "TraceContext", tr: _Trace, cols: tuple[int, int]) -> None:
     k = np.arange(k0, k1, dtype=np.int64)
     col_of = np.repeat(np.arange(c0, c1, dtype=np.int64), np.diff(ptr[c0:c1 + 1]))
     col_start = _fresh(col_of)
-    ptr_line = (bases["pointers"] + (col_of + 1) * POINTER_BYTES) // line
-    val_line = (bases["values"] + k * enc.value_bytes_each) // line
-    idx_line = (bases["indices"] + k * INDEX_BYTES) // line
+    ptr_line = (bases["pointers"] + (((col_of + 1) * enc.pointer_bits) >> 3)) // line
+    val_line = (bases["values"] + ((k * enc.value_bits) >> 3)) // line
+    idx_line = (bases["indices"] + ((k * enc.index_bits) >> 3)) // line
     x_first, x_count = _line_span(bases["input"], col_of, batch * elem, line)
     y_first, y_count = _line_span(bases["output"], enc.indices[k0:k1].astype(np.int64), batch * elem, line)
     _per_element(tr, [
@@ -598,6 +671,17 @@ def _csc_fc(ctx: "TraceContext", tr: _Trace, cols: tuple[int, int]) -> None:
     ])
 
 
+def _array_ranges(bases: dict[str, int], arrays) -> tuple[np.ndarray, np.ndarray]:
+    """Byte (start, size) [n, arrays] of element ranges [first, stop) of bit-packed arrays: each
+    of ``arrays`` is (first, stop, bits per element, buffer name)."""
+    starts, sizes = [], []
+    for first, stop, bits, name in arrays:
+        b0, b1 = (first * bits) >> 3, (stop * bits + 7) >> 3
+        starts.append(bases[name] + b0)
+        sizes.append(np.where(stop > first, b1 - b0, 0))
+    return np.stack(starts, axis=1), np.stack(sizes, axis=1)
+
+
 def _sparse_conv(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
     """CSR-weight convolution over output channels [r0, r1), in blocks of output channels.
 
@@ -606,23 +690,31 @@ def _sparse_conv(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None
     Built for all blocks at once, as a (block, segment) table of byte ranges in which the
     channels a block does not use are empty ranges.
     """
-    enc, bases, layer, batch, elem, view = ctx.enc, ctx.bases, ctx.layer, ctx.batch, ctx.elem, ctx.view
+    enc, bases, layer, view = ctx.enc, ctx.bases, ctx.layer, ctx.view
     r0, r1 = rows
     if r1 <= r0:
         return
     kk = layer.kernel * layer.kernel
-    channels, plane_bytes = layer.in_shape[0], layer.in_elements // layer.in_shape[0] * elem
-    out_plane_bytes, m_total = layer.out_pixels * elem, layer.out_shape[0]
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
-    block_nnz = budget // (enc.value_bytes_each + INDEX_BYTES)
+    block_nnz = 8 * budget // (enc.value_bits + enc.index_bits)
     bounds, used = _conv_blocks(enc.pointers, enc.indices, r0, r1, block_nnz, kk, -(-enc.cols // kk))
     m0, m1 = bounds[:-1], bounds[1:]
     k0, k1 = enc.pointers[m0].astype(np.int64, copy=False), enc.pointers[m1].astype(np.int64, copy=False)
+    weight_start, weight_size = _array_ranges(bases, ((m0, m1 + 1, enc.pointer_bits, "pointers"),
+                                                      (k0, k1, enc.value_bits, "values"),
+                                                      (k0, k1, enc.index_bits, "indices")))
+    _conv_segments(ctx, tr, m0, m1, used, weight_start, weight_size)
+
+
+def _conv_segments(ctx: "TraceContext", tr: _Trace, m0: np.ndarray, m1: np.ndarray, used: np.ndarray,
+                   weight_start: np.ndarray, weight_size: np.ndarray) -> None:
+    """Blocks of output channels [m0[b], m1[b]) of a sparse-weight convolution: per block its weight
+    ranges (pointers, values, indices: [blocks, 3]), then sample by sample the input planes of the
+    channels it uses (``used[b, channel]``), then its output planes."""
+    bases, layer, batch, elem = ctx.bases, ctx.layer, ctx.batch, ctx.elem
+    channels, plane_bytes = layer.in_shape[0], layer.in_elements // layer.in_shape[0] * elem
+    out_plane_bytes, m_total = layer.out_pixels * elem, layer.out_shape[0]
     nb, samples = m0.size, np.arange(batch, dtype=np.int64)
-    weight_start = np.stack([bases["pointers"] + m0 * POINTER_BYTES, bases["values"] + k0 * enc.value_bytes_each,
-                             bases["indices"] + k0 * INDEX_BYTES], axis=1)                       # [nb, 3]
-    weight_size = np.stack([(m1 - m0 + 1) * POINTER_BYTES, (k1 - k0) * enc.value_bytes_each,
-                            (k1 - k0) * INDEX_BYTES], axis=1)
     channel = np.arange(used.shape[1], dtype=np.int64)
     per_block = (nb, batch, channel.size)                # sample-major, as the kernel reads them
     in_start = np.broadcast_to(bases["input"] + (samples[:, None] * channels + channel) * plane_bytes, per_block)
@@ -660,6 +752,139 @@ def _conv_blocks(ptr, indices, r0, r1, block_nnz, kk, channels):  # pragma: no c
         m0 = m1
     bounds[blocks] = r1
     return bounds[:blocks + 1], used[:blocks]
+
+
+@numba.njit(cache=True, nogil=True)
+def _bsr_lines(ptr, indices, b0, b1, br, bc, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
+               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
+    """The BSR kernel's accesses over block rows [b0, b1), block by block (see :func:`_bsr_fc`), as
+    (line, kind); each sequential stream touches each of its lines once."""
+    block_bits = br * bc * value_bits
+    x_span = (bc * operand_bytes + line - 1) // line + 1
+    v_span = (block_bits // 8 + line - 1) // line + 1
+    y_span = (br * operand_bytes + line - 1) // line + 1
+    bound = (ptr[b1] - ptr[b0]) * (1 + v_span + x_span) + (b1 - b0) * (1 + y_span)
+    lines = np.empty(bound, np.int64)
+    kinds = np.empty(bound, np.int8)
+    n = 0
+    last_ptr = -1
+    last_idx = -1
+    last_val = -1
+    for r in range(b0, b1):
+        p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
+        if p_line != last_ptr:
+            lines[n] = p_line
+            kinds[n] = 2              # StreamKind.WEIGHT_POINTERS
+            n += 1
+            last_ptr = p_line
+        for k in range(ptr[r], ptr[r + 1]):
+            i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
+            if i_line != last_idx:
+                lines[n] = i_line
+                kinds[n] = 1          # StreamKind.WEIGHT_INDICES
+                n += 1
+                last_idx = i_line
+            first = _line_of(val_base + ((k * block_bits) >> 3), line, shift)
+            last = _line_of(val_base + (((k + 1) * block_bits + 7) >> 3) - 1, line, shift)
+            for v in range(max(first, last_val + 1), last + 1):
+                lines[n] = v
+                kinds[n] = 0          # StreamKind.WEIGHT_VALUES
+                n += 1
+            last_val = max(last_val, last)
+            start = x_base + indices[k] * bc * operand_bytes
+            for x in range(_line_of(start, line, shift), _line_of(start + bc * operand_bytes - 1, line, shift) + 1):
+                lines[n] = x
+                kinds[n] = 4          # StreamKind.GATHER
+                n += 1
+        start = y_base + r * br * operand_bytes
+        for y in range(_line_of(start, line, shift), _line_of(start + br * operand_bytes - 1, line, shift) + 1):
+            lines[n] = y
+            kinds[n] = 5              # StreamKind.OUTPUT
+            n += 1
+    return lines[:n], kinds[:n]
+
+
+def _bsr_fc(ctx: "TraceContext", tr: _Trace, block_rows: tuple[int, int]) -> None:
+    """BSR product over block rows [b0, r1): per block row its pointer, then per block its
+    block-column index and its R x C values (sequential streams, once per line), and the gather of
+    its C input rows (``C x batch`` contiguous operand values); at the end of the block row its R
+    output rows. Compiled, like the CSR kernel."""
+    enc, bases = ctx.enc, ctx.bases
+    b0, b1 = block_rows
+    if b1 <= b0:
+        return
+    line = int(tr.line)
+    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
+    br, bc = enc.block
+    lines, kinds = _bsr_lines(enc.pointers, enc.indices, b0, b1, br, bc, bases["pointers"], bases["values"],
+                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                              enc.pointer_bits, ctx.batch * ctx.elem, line, shift)
+    tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
+
+
+def _bsr_conv(ctx: "TraceContext", tr: _Trace, block_rows: tuple[int, int]) -> None:
+    """BSR-weight convolution over block rows [b0, b1), as the CSR one (:func:`_sparse_conv`): in
+    groups of block rows whose blocks fill half a core's cache share, each reading its pointers,
+    block indices and block values, the input planes its blocks reference, then its output planes."""
+    enc, layer, view = ctx.enc, ctx.layer, ctx.view
+    b0, b1 = block_rows
+    if b1 <= b0:
+        return
+    br, bc = enc.block
+    kk = layer.kernel * layer.kernel
+    ptr = enc.pointers.astype(np.int64, copy=False)
+    columns = (enc.indices.astype(np.int64)[:, None] * bc + np.arange(bc, dtype=np.int64)).ravel()
+    budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
+    per_column_bits = br * enc.value_bits + enc.index_bits / bc
+    bounds, used = _conv_blocks(ptr * bc, columns, b0, b1, max(1, int(8 * budget // per_column_bits)), kk,
+                                -(-enc.cols // kk))
+    m0, m1 = bounds[:-1], bounds[1:]
+    k0, k1 = ptr[m0], ptr[m1]
+    weight_start, weight_size = _array_ranges(ctx.bases, ((m0, m1 + 1, enc.pointer_bits, "pointers"),
+                                                          (k0, k1, br * bc * enc.value_bits, "values"),
+                                                          (k0, k1, enc.index_bits, "indices")))
+    _conv_segments(ctx, tr, m0 * br, m1 * br, used, weight_start, weight_size)
+
+
+def _stream_runs(first_byte: np.ndarray, end_byte: np.ndarray, line: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first line, line count) of consecutive pieces [first, end) of one sequential stream, each
+    line touched once: a piece starts after the last line an earlier piece touched."""
+    nonempty = end_byte > first_byte
+    first, last = first_byte // line, np.where(nonempty, (end_byte - 1) // line, -1)
+    before = np.concatenate([[-1], np.maximum.accumulate(last)[:-1]]) if last.size else last
+    start = np.maximum(first, before + 1)
+    return start, np.where(nonempty, np.maximum(0, last - start + 1), 0)
+
+
+def _eie_fc(ctx: "TraceContext", tr: _Trace, pes: tuple[int, int]) -> None:
+    """EIE's format over PEs [p0, p1): per PE, column by column, the PE's pointer to the column's
+    end, the activation of the column, the packed codebook indices ``v`` and relative indices ``z``
+    of its entries (padding entries included; each stream once per line); then the PE's output
+    rows (rows p, p + PEs, ...: interleaved with the other PEs')."""
+    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
+    line = tr.line
+    ptr = enc.pointers.astype(np.int64, copy=False)
+    entries = ptr[:, -1]
+    v_start = np.concatenate([[0], np.cumsum(-(-entries * enc.code_bits // 8))])
+    z_start = np.concatenate([[0], np.cumsum(-(-entries * enc.index_bits // 8))])
+    cols = np.arange(enc.cols, dtype=np.int64)
+    operand = batch * elem
+    x_first, x_count = _stream_runs(bases["input"] + cols * operand, bases["input"] + (cols + 1) * operand, line)
+    for p in range(*pes):
+        p_base = bases["pointers"] + ((p * (enc.cols + 1) * enc.pointer_bits) >> 3)
+        p_line = (p_base + (((cols + 1) * enc.pointer_bits) >> 3)) // line
+        items = [(p_line, _fresh(p_line).astype(np.int64), StreamKind.WEIGHT_POINTERS, False),
+                 (x_first, x_count, StreamKind.INPUT, False)]
+        for base, bits, kind in ((bases["values"] + v_start[p], enc.code_bits, StreamKind.WEIGHT_VALUES),
+                                 (bases["indices"] + z_start[p], enc.index_bits, StreamKind.WEIGHT_INDICES)):
+            first, count = _stream_runs(base + ((ptr[p, :-1] * bits) >> 3), base + ((ptr[p, 1:] * bits + 7) >> 3),
+                                        line)
+            items.append((first, count, kind, False))
+        _per_element(tr, items)
+        rows = np.arange(p, enc.rows, enc.pes, dtype=np.int64)
+        first, count = _line_span(bases["output"], rows, operand, line)
+        out = np.unique(_expand_ranges(first, count))
+        tr.lines(out, np.ones(out.size, bool), np.full(out.size, StreamKind.OUTPUT, np.int8))
 
 
 def _pool(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
@@ -798,8 +1023,14 @@ def _embedding(ctx: "TraceContext", tr: _Trace, tokens: tuple[int, int]) -> None
 
 # --- layer dispatch -------------------------------------------------------------------------
 
+_FORMAT_KERNELS = {StorageFormat.BSR: KernelKind.BSR, StorageFormat.NM: KernelKind.NM,
+                   StorageFormat.BITMASK: KernelKind.BITMASK, StorageFormat.EIE: KernelKind.CODEBOOK}
+
+
 def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
     """The library kernel a layer lowers to."""
+    if layer.kind.has_weights and fmt in _FORMAT_KERNELS:
+        return _FORMAT_KERNELS[fmt]
     if layer.kind is LayerKind.FC:
         if fmt.is_sparse:
             return KernelKind.SPMV if batch == 1 else KernelKind.SPMM
@@ -829,7 +1060,7 @@ class TraceContext:
 
     def __post_init__(self) -> None:
         if not self.weight_elem:
-            object.__setattr__(self, "weight_elem", self.enc.weight_bytes_each if self.enc is not None else self.elem)
+            object.__setattr__(self, "weight_elem", self.enc.value_bits / 8 if self.enc is not None else self.elem)
 
 
 class TraceRow(NamedTuple):
@@ -858,8 +1089,20 @@ def _equal_nonzeros(ctx: TraceContext, cores: int) -> np.ndarray:
     return np.maximum.accumulate(bounds)
 
 
+def _equal_blocks(ctx: TraceContext, cores: int) -> np.ndarray:
+    """Block-row bounds giving each core the same number of blocks (BSR)."""
+    ptr = ctx.enc.pointers
+    bounds = np.searchsorted(ptr, np.linspace(0, ptr[-1], cores + 1), side="left")
+    bounds[0], bounds[-1] = 0, ptr.size - 1
+    return np.maximum.accumulate(bounds)
+
+
 def _rows(ctx: TraceContext) -> int:
     return ctx.enc.rows
+
+
+def _block_rows(ctx: TraceContext) -> int:
+    return ctx.enc.pointers.size - 1
 
 
 def _channels(ctx: TraceContext) -> int:
@@ -876,6 +1119,12 @@ TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
     (LayerKind.FC, StorageFormat.CSR): TraceRow(_csr_fc, _rows, _equal_nonzeros, _CSR_LANES),
     (LayerKind.FC, StorageFormat.CSC): TraceRow(_csc_fc, lambda ctx: ctx.enc.cols),
     (LayerKind.CONV, StorageFormat.CSR): TraceRow(_sparse_conv, _rows),
+    (LayerKind.FC, StorageFormat.BSR): TraceRow(_bsr_fc, _block_rows, _equal_blocks),
+    (LayerKind.CONV, StorageFormat.BSR): TraceRow(_bsr_conv, _block_rows),
+    (LayerKind.FC, StorageFormat.NM): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
+    (LayerKind.CONV, StorageFormat.NM): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
+    (LayerKind.FC, StorageFormat.BITMASK): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
+    (LayerKind.FC, StorageFormat.EIE): TraceRow(_eie_fc, lambda ctx: ctx.enc.pes),
     (LayerKind.MAXPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.AVGPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.ADD, None): TraceRow(_add, _channels),
@@ -946,6 +1195,8 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
     other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
     :func:`concat_buffers`) (see module docstring)."""
+    if enc is not None:
+        enc = enc.with_index_bits(view.index_bits)     # a library storing wider indices than the matrix needs
     fmt = enc.format if enc is not None else StorageFormat.DENSE
     row = trace_row(layer, fmt if enc is not None else None)
     bases, part_bases = _bases(layer, enc, batch, space, input_buffer, second_input, concat_inputs)
@@ -974,7 +1225,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     density = enc.density if enc is not None else 1.0
     return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
                         core, stream, cores, occupancy, enc.total_bytes if enc is not None else 0, view.line_bytes,
-                        min(view.line_bytes, batch * ctx.elem),
+                        min(view.line_bytes, batch * ctx.elem * (enc.block[1] if enc is not None else 1)),
                         shape=kernel_shape(layer, enc, batch, kernel, dict(view.lanes_per_row).get(kernel, 1)))
 
 

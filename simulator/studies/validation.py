@@ -294,12 +294,13 @@ def _loss(results: list[CellResult]) -> float:
     return float(np.mean([abs(math.log(r.predicted_s / r.cell.published_s)) for r in results]))
 
 
-FIT_EVALUATIONS = 400   # per starting point of the Nelder-Mead search
+FIT_EVALUATIONS = 400   # per starting point of the search
+PRIOR_WEIGHT = 0.002    # of the mean squared log-distance from the profile's values, added to the loss
 
 
 def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWork],
         progress: Callable[[str], None] = lambda _: None) -> Rates:
-    """Fit the parameters on ``cells`` (Nelder-Mead on log-parameters, clipped to their bounds),
+    """Fit the parameters on ``cells`` (Powell's method on log-parameters within their bounds),
     from the profile's values and from the middle of the bounds; the better end wins."""
     from scipy.optimize import minimize
 
@@ -318,14 +319,19 @@ def fit(profile: HardwareProfile, cells: list[Cell], works: dict[tuple, LayerWor
     expect(progress, len(starts) * FIT_EVALUATIONS // 25)    # at most: a search may converge sooner
 
     def objective(x: np.ndarray) -> float:
-        loss = _loss(predict(rates(x).apply(profile), cells, works))
+        # a weak pull towards the profile's own (datasheet-based) values: a parameter no cell binds
+        # stays where the datasheet put it instead of drifting to a bound along a flat direction
+        loss = _loss(predict(rates(x).apply(profile), cells, works)) + PRIOR_WEIGHT * float(np.mean((x - here) ** 2))
         history.append(loss)
         if len(history) % 25 == 0:
             progress(f"fitting {profile.name}: trial {len(history)}, mean |log error| {min(history):.3f}")
         return loss
 
-    best = min((minimize(objective, x0, method="Nelder-Mead",
-                         options={"maxfev": FIT_EVALUATIONS, "xatol": 1e-3, "fatol": 1e-4, "adaptive": True})
+    # Powell: line searches along each parameter, within the bounds; it copes with the flat
+    # directions of parameters that do not bind on any cell better than a simplex does
+    bounds = list(zip(lower, upper))
+    best = min((minimize(objective, x0, method="Powell", bounds=bounds,
+                         options={"maxfev": FIT_EVALUATIONS, "xtol": 1e-3, "ftol": 1e-4})
                 for x0 in starts), key=lambda r: r.fun)
     fitted = rates(best.x)
     fitted.history = history
