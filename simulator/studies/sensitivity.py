@@ -100,7 +100,7 @@ def study(profiles: Sequence[str] = PROFILES, workload: Optional[Workload] = Non
         for knob in KNOBS:
             progress(f"{name}: {knob.label}")
             dense, pruned, bounds = _totals(run(perturbed(profile, knob), workload, options))
-            moved = tuple(sorted(f"{layer} {base_bounds[(v, layer)]}->{bounds[(v, layer)]}"
+            moved = tuple(sorted(f"{v} {layer} {base_bounds[(v, layer)]}->{bounds[(v, layer)]}"
                                  for (v, layer) in base_bounds if bounds.get((v, layer)) != base_bounds[(v, layer)]))
             rows.append(Row(name, knob.label, dense / base_dense - 1, pruned / base_pruned - 1, moved))
     return rows
