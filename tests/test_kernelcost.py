@@ -15,7 +15,8 @@ from simulator.model.workload import DType, load_workload
 from simulator.pipeline import RunOptions, run
 from simulator.studies.validation import with_values
 
-CPU_GPU = ("i7-5930k", "raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano")
+CPU_GPU = ("i7-5930k", "raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano", "jetson-orin-nano-super",
+           "jetson-agx-orin", "a100-sxm4")
 
 
 @pytest.fixture(autouse=True)

@@ -234,7 +234,8 @@ def dense_fc_layers():
     return [(layer, encodings[w.name][layer.name]) for w, layer in picked]
 
 
-@pytest.mark.parametrize("profile", ["i7-5930k", "titan-x", "tegra", "jetson-orin-nano", "raspberry-pi-5"])
+@pytest.mark.parametrize("profile", ["i7-5930k", "titan-x", "tegra", "jetson-orin-nano", "raspberry-pi-5",
+                                     "jetson-orin-nano-super", "jetson-agx-orin", "a100-sxm4"])
 def test_dense_fc_at_batch_1_moves_its_weights_once_from_dram(profile, dense_fc_layers):
     # cold cache, each layer alone: weights stream once, the input vector hits on chip
     ratios = _dram_over_weights(profile, dense_fc_layers, 1)

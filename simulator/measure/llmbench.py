@@ -191,7 +191,6 @@ def build_decoder(dims: DecoderDims, weights: WeightType, max_positions: int, se
 def weight_bytes(model: Any) -> int:
     """Bytes of the weights as stored (int8 packed linears count their int8 values and scales;
     a tied embedding once per copy torch keeps)."""
-    import torch
 
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     for module in model.modules():
