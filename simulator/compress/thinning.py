@@ -40,6 +40,7 @@ Distiller schedule gives the network Distiller trained); the default,
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional
@@ -49,6 +50,7 @@ import numpy as np
 from ..model import seeded
 from ..model.graphedit import resized
 from ..model.workload import Layer, LayerKind, Workload
+from . import encodingcache
 
 
 class Removal(str, enum.Enum):
@@ -234,10 +236,24 @@ def _density_zeros(layer: Layer, seed: int, in_atoms: int, is_output: bool) -> _
     none_out, none_in = np.zeros(layer.weight_shape[0], bool), np.zeros(in_atoms, bool)
     if layer.density >= 1.0 or layer.groups > 1:
         return _Zeros(none_out, none_in)
-    magnitude = np.abs(_grouped(seeded.synthetic_weight_array(layer, seed), layer, in_atoms))
+    rows, columns = _l1_norms(layer, seed, in_atoms)
     if is_output:
-        return _Zeros(none_out, _weakest(magnitude.sum(axis=(0, 2)), layer.density))
-    return _Zeros(_weakest(magnitude.sum(axis=(1, 2)), layer.density), none_in)
+        return _Zeros(none_out, _weakest(columns, layer.density))
+    return _Zeros(_weakest(rows, layer.density), none_in)
+
+
+def _l1_norms(layer: Layer, seed: int, in_atoms: int) -> tuple[np.ndarray, np.ndarray]:
+    """L1 norms of the seeded weights per filter (row) and per input channel (column group), kept in
+    the encoding cache: drawing a layer's weights costs far more than thinning it."""
+    shape = "x".join(map(str, layer.weight_shape))
+    key = f"thin-v1-{layer.name}-{shape}-s{seed}-a{in_atoms}"
+    name = hashlib.sha256(key.encode()).hexdigest()[:24]
+    cached = encodingcache.load(name, key)
+    if cached is None or not {"rows", "columns"} <= set(cached):
+        magnitude = np.abs(_grouped(seeded.synthetic_weight_array(layer, seed), layer, in_atoms))
+        cached = {"rows": magnitude.sum(axis=(1, 2)), "columns": magnitude.sum(axis=(0, 2))}
+        encodingcache.store(name, key, cached)
+    return cached["rows"], cached["columns"]
 
 
 # --- the decision ---------------------------------------------------------------------------------
