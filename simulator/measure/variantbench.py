@@ -152,7 +152,7 @@ def dense_call(layer: Layer, w: Any, x: Any, precision: Precision) -> tuple[Call
 
     batch = x.shape[0]
     if precision is Precision.INT8:
-        packed = _dynamic_int8(w)
+        packed = dynamic_int8(w)
         xin = x.reshape(batch, -1).contiguous()
         return (lambda: torch.ops.quantized.linear_dynamic(xin, packed)), VariantBackend.INT8.value
     backend = VariantBackend.DENSE.value
@@ -170,7 +170,7 @@ def dense_call(layer: Layer, w: Any, x: Any, precision: Precision) -> tuple[Call
     return (lambda: F.linear(xin, w)), backend
 
 
-def _dynamic_int8(w: Any) -> Any:
+def dynamic_int8(w: Any) -> Any:
     """The packed int8 weights torch's dynamic quantization makes of an ``nn.Linear`` holding ``w``."""
     import torch
 
@@ -317,14 +317,18 @@ def bench_variants(workload: Workload, variants: Sequence[Variant], batch: int =
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     load = _load_average()
+    notes: list[str] = []
     thinned = None
     if any(v.structure is Structure.THINNED for v in variants):
         from ..compress.thinning import thin_workload
 
         thinned = thin_workload(workload, seed)
+        if not thinned[1].changed():
+            notes.append(f"thinned: thinning removes nothing from {workload.name} (no layer's zeros free a whole "
+                         "filter, row or column the graph lets go: the network's input and output keep their "
+                         "shape), so thinned runs the dense layers")
     rounds = max(1, min(rounds, repeat))
     per_round = max(1, round(repeat / rounds))
-    notes: list[str] = []
     timings: list[LayerTiming] = []
     weighted = [l for l in workload.layers if l.kind.has_weights]
     try:
