@@ -241,3 +241,17 @@ def test_cli_bench_then_crosscheck(fc_path, tmp_path, capsys):
     assert {v["variant"] for v in doc["variants"]} == {"dense", "csr", "thinned"}
     assert len(doc["cells"]) == 6 and doc["winners_total"] == 6 and plot.stat().st_size > 0
     assert cli.main(["crosscheck", I7, str(out), "--fit"]) == 2
+
+
+def test_layers_the_block_does_not_divide_are_skipped_and_the_others_checked(workload_from_text):
+    odd = workload_from_text(FC + "  - {name: fc_odd, kind: fc, inputs: [], input_shape: [64], in_features: 64, "
+                             "out_features: 10, density: 0.5}\n", [64])
+    variants = parse_bench_variants("dense,bsr4x4", odd)
+    result = bench_variants(odd, variants, threads=1, repeat=1, rounds=1)
+    assert ("fc_odd", "bsr4x4") not in {(t.layer, t.format) for t in result.variants}
+    assert any("fc_odd skipped" in n and "4 x 4 blocks" in n for n in result.notes)
+    check = predict(load_profile(I7), odd, [(t, 0) for t in result.variants])
+    assert not check.skipped and {c.measured.layer for c in check.cells if c.measured.format == "bsr4x4"} == {"fa", "fb"}
+    # no layer fits: refused as run refuses it
+    with pytest.raises(OptionError, match="fa's 32 x 64 weight matrix is not a whole number of 3 x 3 blocks"):
+        parse_bench_variants("bsr3x3", odd)

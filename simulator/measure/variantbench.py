@@ -110,9 +110,31 @@ def parse_bench_variants(text: str, workload: Workload) -> tuple[Variant, ...]:
         why = refusal(variant, workload)
         if why is not None:
             raise OptionError("format", f"{variant.spec!r}: {why}")
-        if variant.structure is Structure.BSR:
-            check_variant(workload, variant)
+        if variant.structure is Structure.BSR and not block_layers(workload, variant):
+            check_variant(workload, variant)       # no layer fits: the first that does not, in one line
     return variants
+
+
+def block_layers(workload: Workload, variant: Variant) -> list[str]:
+    """The weighted layers whose matrix is a whole number of the variant's blocks (``bsr``); the
+    others are skipped with a note (the EIE set's NT_Wd has 8791 rows: no block height but 1 fits)."""
+    br, bc = variant.block
+    return [l.name for l in workload.layers if l.kind.has_weights
+            and l.weight_matrix_shape[0] % br == 0 and l.weight_matrix_shape[1] % bc == 0]
+
+
+def layers_alone(workload: Workload, names: Sequence[str]) -> Workload:
+    """A workload of only the named layers, each reading its own input (what the benchmark mode
+    times anyway: each layer alone): a variant that cannot encode some layer of ``workload`` (a
+    block that does not divide it) is simulated on the layers it can."""
+    import networkx as nx
+
+    keep = [l for l in workload.layers if l.name in set(names)]
+    graph = nx.DiGraph()
+    for layer in keep:
+        graph.add_node(layer.name, layer=layer)
+    masks = {k: v for k, v in workload.weight_masks.items() if k in set(names)}
+    return replace(workload, graph=graph, layers=tuple(keep), weight_masks=masks)
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -226,6 +248,8 @@ def variant_operator(workload: Workload, layer: Layer, variant: Variant, batch: 
     precision = effective_precision(variant, workload) or Precision.FP32
     if layer.kind is LayerKind.CONV and (precision is Precision.INT8 or variant.structure is Structure.BSR):
         return None
+    if variant.structure is Structure.BSR and layer.name not in block_layers(workload, variant):
+        return None
     encoded = encode_layer(workload, layer, replace(variant, structure=Structure.DENSE)
                            if variant.structure is Structure.THINNED else variant, seed)
     if variant.structure is Structure.CSR:
@@ -298,8 +322,12 @@ def _operators(workload: Workload, layer: Layer, variants: Sequence[Variant], th
         else:
             op = variant_operator(workload, layer, variant, batch, seed, threads)
         if op is None:
-            notes.append(f"{variant.spec}: {layer.name} skipped (torch runs {layer.kind.value} layers in "
-                         f"{variant.spec} on no CPU kernel: dynamic quantization and BSR products are FC only)")
+            rows, cols = layer.weight_matrix_shape
+            why = (f"its {rows} x {cols} matrix is not a whole number of {variant.block[0]} x {variant.block[1]} "
+                   "blocks" if layer.kind is LayerKind.FC else
+                   f"torch runs {layer.kind.value} layers in {variant.spec} on no CPU kernel: dynamic quantization "
+                   "and BSR products are FC only")
+            notes.append(f"{variant.spec}: {layer.name} skipped ({why})")
             continue
         out.append((variant, op))
     return out

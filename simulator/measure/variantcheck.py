@@ -28,13 +28,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from ..base.errors import SimulatorError
-from ..compress.variants import parse_variant
+from ..compress.variants import Structure, parse_variant
 from ..engine.core import simulate
 from ..hardware.profile import HardwareProfile
 from ..model.workload import Workload
 from ..pipeline import RepeatMode, RunOptions, benchmark_works
 from ..studies.validation import BENCHMARK_REPEATS
 from .bench import LayerTiming
+from .variantbench import block_layers, layers_alone
 
 TARGET_MEDIAN_ERROR = 0.15     # issue #14: median |error| per variant
 TARGET_WINNERS = 0.90          # issue #14: the faster of each pair right in this share of layers
@@ -168,6 +169,8 @@ def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batc
                    ) -> dict[str, tuple[float, str]]:
     """Per layer name: (simulated time per frame, bound) of ``spec`` at ``batch`` on ``threads``."""
     variant = parse_variant(spec)
+    if variant.structure is Structure.BSR:     # the layers the block divides (bench skipped the others)
+        workload = layers_alone(workload, block_layers(workload, variant))
     options = RunOptions(batch=batch, repeat=BENCHMARK_REPEATS, repeat_mode=RepeatMode.LAYER, host_copies=False,
                          threads=min(threads, profile.compute.cores), formats=(variant,), seed=seed)
     out = {}
