@@ -427,3 +427,28 @@ def test_cli_out_in_missing_directory(tmp_path, capsys):
     assert cli.main(["calibrate", "--out", str(tmp_path / "no" / "host.yaml")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--out" in err[0]
+
+
+def test_type_gemm_rates_become_effective_peaks_the_cost_model_reproduces(caches, cpu, measurements):
+    from simulator.compress.precision import plan_precision
+    from simulator.compress.variants import parse_variant
+    from simulator.engine.kernelcost import core_flops_per_s
+
+    typed = replace(measurements, type_gemm_flops_per_s={"bf16": 160e9, "int8": 240e9})
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    compute = profile.compute
+    for dtype, rate in (("bf16", 160e9), ("int8", 240e9)):
+        assert compute.peak_flops.of(dtype) == pytest.approx(compute.peak_flops.fp32 * rate / 80e9, rel=1e-3)
+        # a type's peak x the GEMM efficiency on the threads measured = the rate torch reached
+        reached = core_flops_per_s(profile, DType(dtype)) * compute.kernels.gemm.library_efficiency * typed.threads
+        assert reached == pytest.approx(rate, rel=2e-3)
+        assert "calibrate" in profile.fitted[f"compute.peak_flops.{dtype}"]
+    assert plan_precision(profile, parse_variant("dense@int8"), DType.FP32).arithmetic is DType.INT8
+    assert plan_precision(profile, parse_variant("dense@bf16"), DType.FP32).emulated is None
+    bsr = compute.kernels.bsr
+    assert bsr.library_efficiency == compute.kernels.gemm.library_efficiency
+    assert bsr.cycles_per_block == pytest.approx(3.0) and bsr.columns_per_step == 8
+    assert "not fitted" in profile.sources["compute.kernels.bsr"]
+    # nothing measured in a type: no peak for it (bf16 is then emulated, int8 refused)
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    assert plain.compute.peak_flops.of("int8") is None and plain.compute.peak_flops.of("bf16") is None

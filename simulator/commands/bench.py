@@ -26,7 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "simulator's own weights (dense, or its pruned CSR encoding); report per-frame medians "
                     "and spread, and a torch.profiler per-operator breakdown of one pass.")
     cmd.add_argument("--workload", help="workload YAML (default workloads/eie.yaml)")
-    cmd.add_argument("--format", choices=["dense", "csr"], help="weights dense or pruned CSR (default dense)")
+    cmd.add_argument("--format", metavar="LIST",
+                     help="dense or csr (default dense); or a comma-separated list of variants STRUCTURE[@TYPE] "
+                          "timed side by side, each layer's variants interleaved in rounds: dense, thinned (each "
+                          "@fp32, @bf16 or @int8), csr, bsr<R>x<C> (e.g. dense,dense@bf16,dense@int8,csr,bsr4x4,"
+                          "thinned); see docs/bench.md")
     cmd.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per call (default 1)")
     cmd.add_argument("--threads", type=positive_int("--threads"), help="torch threads (default: every CPU)")
     cmd.add_argument("--repeat", type=positive_int("--repeat"),
@@ -116,11 +120,14 @@ def _bench(args: argparse.Namespace) -> int:
             if getattr(args, flag) is not None:
                 raise ConfigError("command line", f"--{flag}", "only applies with --sparse-conv")
         workload = load_workload(find_workload(args.workload) if args.workload else DEFAULT_WORKLOAD)
-        from ..compress.compression import StorageFormat
-        from ..measure.bench import bench
+        if args.format not in (None, "dense", "csr"):
+            result = _variants(args, workload)
+        else:
+            from ..compress.compression import StorageFormat
+            from ..measure.bench import bench
 
-        result = bench(workload, StorageFormat(args.format or "dense"), args.batch, args.threads, args.repeat or 20,
-                       args.seed, progress, trace_path=args.trace)
+            result = bench(workload, StorageFormat(args.format or "dense"), args.batch, args.threads,
+                           args.repeat or 20, args.seed, progress, trace_path=args.trace)
     from ..measure.bench import render
 
     print(render(result))
@@ -176,3 +183,12 @@ def _llm(args: argparse.Namespace):
     step_of(config, Phase.DECODE, 1, context + tokens - 1, args.batch)
     return bench_llm(dims_of(config), str(path), args.weights or tuple(WeightType), prompt, context, tokens,
                      args.batch, args.threads, args.repeat or DEFAULT_LLM_ROUNDS, args.seed, progress)
+def _variants(args: argparse.Namespace, workload):
+    """``bench --format LIST``: every variant of the list, layer by layer
+    (:mod:`simulator.measure.variantbench`)."""
+    from ..measure.variantbench import bench_variants, parse_bench_variants
+
+    if args.trace is not None:
+        raise ConfigError("command line", "--trace", "applies to a dense or csr bench, not to a list of variants")
+    variants = parse_bench_variants(args.format, workload)
+    return bench_variants(workload, variants, args.batch, args.threads, args.repeat or 20, args.seed, progress)

@@ -79,7 +79,9 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                 f"{k['columns_per_step']} column(s) a step ({threads.get(kind, compute['cores'])} thread(s))")
     return "\n".join([
         f"wrote {out}: {mapping['name']}",
-        f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector); GEMM library "
+        f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector)"
+        + "".join(f", {t} {compute['peak_flops'][t]} (effective)" for t in ("bf16", "int8") if t in compute['peak_flops'])
+        + "; GEMM library "
         f"efficiency {kernels['gemm']['library_efficiency']:.3g}; {sparse('spmv')}; {sparse('spmm')}",
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
         f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "

@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "the median |error|, the share within 25%% and whether dense vs CSR picks the right winner.")
     cmd.add_argument("profile", help="hardware profile YAML (e.g. the one `calibrate` wrote)")
     cmd.add_argument("measured", nargs="+", help="`bench --out` JSON file(s); those of `bench --sparse-conv` are "
-                     "checked for the break-even density of sparse convolution, those of `bench --llm` for time to "
+                     "checked for the break-even density of sparse convolution, those of `bench --format LIST` "
+                     "per variant (median |error|, the faster of each pair), those of `bench --llm` for time to "
                      "first token and decode tokens per second")
     cmd.add_argument("--workload", help="workload YAML (default: the one each measured file names); with only "
                      "`bench --llm` files, the model's config.json")
@@ -41,20 +42,24 @@ def _crosscheck(args: argparse.Namespace) -> int:
     loaded = [(path, load_bench(path)) for path in args.measured]
     convs = [(layer, b.seed) for _, b in loaded for layer in b.sparse_conv]
     llm = [(path, i, t) for path, b in loaded for i, t in enumerate(b.llm)]
-    benches = [b for _, b in loaded if b.layers or not (b.sparse_conv or b.llm)]
+    variants = [(p, b) for p, b in loaded if b.variants]
+    plain = [(p, b) for p, b in loaded if b.layers or not (b.sparse_conv or b.llm or b.variants)]
+    benches = [b for _, b in plain]
     if not benches:
-        for flag in ("fit", "workload"):
-            if getattr(args, flag) and not (flag == "workload" and llm):
-                raise ConfigError("command line", f"--{flag}", "applies to measured workload layers; these files "
-                                  "hold only `bench --sparse-conv` or `bench --llm` timings")
-    if args.plot and llm and not (benches or convs):
-        raise ConfigError("command line", "--plot", "draws workload layers and sparse convolutions; the LLM check "
-                          "prints a table (and --json)")
-    doc = _crosscheck_layers(args, profile, benches,
-                             [p for p, b in loaded if b.layers or not (b.sparse_conv or b.llm)]) \
-        if benches else {"profile": profile.name}
+        if args.fit:
+            raise ConfigError("command line", "--fit", "applies to measured dense / csr workload layers; these files "
+                              "hold only `bench --sparse-conv`, `bench --llm` or variant-list timings")
+        if args.workload and not (variants or llm):
+            raise ConfigError("command line", "--workload", "applies to measured workload layers; these files "
+                              "hold only `bench --sparse-conv` timings")
+    if args.plot and llm and not (benches or convs or variants):
+        raise ConfigError("command line", "--plot", "draws workload layers, variants and sparse convolutions; the "
+                          "LLM check prints a table (and --json)")
+    doc = _crosscheck_layers(args, profile, benches, [p for p, _ in plain]) if benches else {"profile": profile.name}
+    if variants:
+        doc["variants"] = _crosscheck_variants(args, profile, variants, plot_alone=not benches)
     if convs:
-        doc["sparse_conv"] = _crosscheck_sparse_conv(args, profile, convs, plot_alone=not benches)
+        doc["sparse_conv"] = _crosscheck_sparse_conv(args, profile, convs, plot_alone=not (benches or variants))
     if llm:
         doc["llm"] = _crosscheck_llm(args, profile, llm, override=None if benches else args.workload)
     if args.json:
@@ -89,8 +94,8 @@ def _crosscheck_llm(args: argparse.Namespace, profile, llm: list, override) -> d
     return to_json(check)
 
 
-def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources: list[str]) -> dict:
-    """The workload's layers, predicted vs measured; returns the JSON document."""
+def _measured_workload(args: argparse.Namespace, benches: list, sources: list[str]):
+    """The one workload the measured files name (or --workload)."""
     from ..model.workload import load_workload
 
     paths = {args.workload} if args.workload else {b.workload_path for b in benches}
@@ -100,7 +105,28 @@ def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources
     workload_path = paths.pop()
     if not Path(workload_path).is_file():
         raise ConfigError(sources[0], "workload_path", f"{workload_path} does not exist; pass --workload")
-    workload = load_workload(workload_path)
+    return load_workload(workload_path)
+
+
+def _crosscheck_variants(args: argparse.Namespace, profile, loaded: list, plot_alone: bool) -> dict:
+    """Every measured variant (``bench --format LIST``), predicted vs measured; its plot in ``--plot``, or
+    beside it (``NAME-variants.png``) when the workload check draws there. Returns the JSON part."""
+    from ..measure.variantcheck import plot, predict, render
+
+    workload = _measured_workload(args, [b for _, b in loaded], [p for p, _ in loaded])
+    check = predict(profile, workload, [(t, b.seed) for _, b in loaded for t in b.variants],
+                    [n for _, b in loaded for n in b.notes], progress)
+    progress("")
+    print(render(check))
+    if args.plot:
+        target = Path(args.plot)
+        plot(check, target if plot_alone else target.with_name(f"{target.stem}-variants{target.suffix}"))
+    return check.to_json()
+
+
+def _crosscheck_layers(args: argparse.Namespace, profile, benches: list, sources: list[str]) -> dict:
+    """The workload's layers, predicted vs measured; returns the JSON document."""
+    workload = _measured_workload(args, benches, sources)
     from ..measure.crosscheck import crosscheck, plot, render
 
     check = crosscheck(profile, workload, benches, do_fit=args.fit, progress=progress, source=sources[0])

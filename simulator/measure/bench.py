@@ -113,6 +113,8 @@ class BenchResult:
     repeat_mode: str = "layer"
     sparse_conv: list[SparseConvLayer] = field(default_factory=list)   # ``bench --sparse-conv``
     llm: list[LlmTiming] = field(default_factory=list)                 # ``bench --llm``
+    variants: list[LayerTiming] = field(default_factory=list)   # ``bench --format LIST`` (variantbench)
+    notes: list[str] = field(default_factory=list)              # what a run skipped, and why
 
     def to_json(self) -> dict[str, Any]:
         """The ``--out`` document."""
@@ -154,8 +156,26 @@ def load_bench(path: str | Path) -> BenchResult:
     if not isinstance(entries, list):
         raise ConfigError(source, "llm", "expected a list of measured LLM runs")
     llm = [llm_timing_from_json(e, source, f"llm[{i}]") for i, e in enumerate(entries)]
+    variants = _timings(doc.get("variants", []), source, "variants")    # absent before variant lists
+    notes = doc.get("notes", [])
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise ConfigError(source, "notes", "expected a list of strings")
     return BenchResult(**fields, layers=layers, operators=operators, repeat_mode=doc.get("repeat_mode", "layer"),
-                       sparse_conv=sparse_conv, llm=llm)
+                       sparse_conv=sparse_conv, llm=llm, variants=variants, notes=notes)
+
+
+def _timings(entries: Any, source: str, where: str) -> list[LayerTiming]:
+    """Layer timings of a bench file's ``where`` list; a bad entry is a :class:`ConfigError`."""
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(source, where, "expected a list of layer timings")
+    try:
+        timings = [LayerTiming(**entry) for entry in entries]
+    except TypeError as err:
+        raise ConfigError(source, where, f"malformed entry ({err})") from None
+    for i, timing in enumerate(timings):
+        if not (isinstance(timing.median_s, (int, float)) and timing.median_s > 0):
+            raise ConfigError(source, f"{where}[{i}].median_s", f"{timing.median_s!r} is not a positive time")
+    return timings
 
 
 # --- operators ----------------------------------------------------------------------------------
@@ -411,6 +431,10 @@ def render(result: BenchResult) -> str:
         return render_sparse_conv(result)
     if result.llm:
         return render_llm(result.llm, result.load_before)
+    if result.variants:
+        from .variantbench import render_variants
+
+        return render_variants(result)
     lines = [f"{result.workload}: measured on this CPU, {result.format}, batch {result.batch}, "
              f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} warm-up; "
              f"time per frame (load average at start {result.load_before})", "",

@@ -25,6 +25,10 @@ What is read, and what is measured (each figure lands in the profile with a ``so
   the CSR SpMV / SpMM costs per non-zero and per row, solved by least squares from in-cache
   matrices with the same non-zeros spread over different numbers of rows, with the backend
   ``bench`` would pick (at two batches for SpMM, which also fixes the columns one step covers);
+* the same GEMMs in bf16 and with torch's int8 dynamic quantization: the variants ``bench``
+  times (``dense@bf16``, ``dense@int8``) run at the type's ``peak_flops``, which the profile gets as
+  the fp32 peak scaled by the measured rate ratio (:func:`type_peaks`); the BSR kernel's costs are
+  derived from the GEMM and CSR fits (:func:`bsr_block`, not fitted);
 * the per-call overhead (a tiny GEMV), which dominates layers below about 1 MB.
 
 Every measurement is repeated in rounds until its best round is reproduced within
@@ -321,6 +325,8 @@ class Measurements:
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
     gemm_flops_per_s: float = 0.0
+    # the same GEMMs in other types (:func:`_measure_types`): "bf16" F.linear, "int8" dynamic quantization
+    type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
     sparse: list[SparseTiming] = field(default_factory=list)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
@@ -626,6 +632,42 @@ def _measure_gemm(s: Session) -> None:
     s.m.gemm_flops_per_s = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
 
 
+#: The types whose GEMM rate :func:`_measure_types` measures, and what runs each: the variants
+#: ``bench --format`` times (``dense@bf16``: F.linear in bfloat16; ``dense@int8``: torch's dynamic
+#: quantization, ``torch.ops.quantized.linear_dynamic`` on int8 weights packed by ``quantize_dynamic``).
+TYPE_KERNELS = {"bf16": "F.linear on bfloat16 weights and input",
+                "int8": "torch.ops.quantized.linear_dynamic (quantize_dynamic's int8 weights, the input quantized "
+                        "on the fly)"}
+
+
+def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[], Any]:
+    """One of :data:`GEMM_SHAPES` as the ``dtype`` variant runs it (:data:`TYPE_KERNELS`)."""
+    import torch
+
+    g, xb = torch.rand(rows, cols), torch.rand(batch, cols)
+    if dtype == "bf16":
+        gb, xbb = g.to(torch.bfloat16), xb.to(torch.bfloat16)
+        return lambda: torch.nn.functional.linear(xbb, gb)
+    from .variantbench import dynamic_int8
+
+    packed = dynamic_int8(g)
+    return lambda: torch.ops.quantized.linear_dynamic(xb, packed)
+
+
+def _measure_types(s: Session) -> None:
+    """The GEMMs of :func:`_measure_gemm` in bf16 and int8 (dynamic quantization), the median over
+    the shapes of each one's rate: what the cost model's ``peak_flops.bf16`` / ``int8`` are scaled
+    from (:func:`type_peaks`)."""
+    for dtype in TYPE_KERNELS:
+        def gemm_round(rows: int, cols: int, batch: int, dtype: str = dtype) -> Callable[[], float]:
+            def run() -> float:
+                return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
+            return run
+        got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
+                       name=lambda shape, d=dtype: "GEMM {} x {} at batch {} in {}".format(*shape, d))
+        s.m.type_gemm_flops_per_s[dtype] = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
+
+
 def _measure_sparse(s: Session) -> None:
     """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros, with
     the backend ``bench`` picks on the middle one (scipy runs on one thread)."""
@@ -718,6 +760,7 @@ STEPS = (
     Step("STREAM-like read and triad", _measure_stream, ("threads",)),
     Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
     Step("GEMM", _measure_gemm),
+    Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
@@ -1215,6 +1258,44 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     return block
 
 
+def type_peaks(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, str]:
+    """``peak_flops.bf16`` / ``int8``: the fp32 peak scaled by the measured GEMM rate of the type over
+    fp32's, so that the cost model (a type's peak x the GEMM library efficiency, which calibrate
+    fits on fp32) gives each type the GEMM rate torch reached in it. An *effective* peak of the
+    library on this machine, not the datasheet's (AMX or AVX512-BF16 peaks are far above what
+    torch's small-batch GEMMs reach); a type not measured gets none (bf16 is then emulated, int8
+    refused)."""
+    peaks = {}
+    for dtype, rate in m.type_gemm_flops_per_s.items():
+        if rate <= 0 or m.gemm_flops_per_s <= 0:
+            continue
+        ratio = rate / m.gemm_flops_per_s
+        peaks[dtype] = _q(cpu.peak_flops_per_s * ratio, Quantity.FLOP_PER_S)
+        names = ["GEMM {} x {} at batch {} in {}".format(*shape, dtype) for shape in GEMM_SHAPES]
+        notes.fit(f"peak_flops.{dtype}", f"effective: the fp32 peak x {ratio:.4g}, the median over "
+                  + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES) + f" at batch 64 of {TYPE_KERNELS[dtype]} "
+                  f"({format_quantity(rate, Quantity.FLOP_PER_S, 3)}) over the same in fp32 "
+                  f"({format_quantity(m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)}), each its best call; with "
+                  "gemm.library_efficiency it reproduces the measured rate (int8's quantize / dequantize passes "
+                  "are charged apart, a few hundred thousand elements here)" + _settled(m, *names))
+    return peaks
+
+
+def bsr_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
+    """``kernels.bsr``, derived, not fitted: the blocks at the GEMM's library efficiency, a block's
+    index load and address work as an SpMV non-zero, a block row as an SpMV row, the SpMM's columns
+    a step (the i7 profile's rule). ``crosscheck`` of a ``bench --format ...,bsr4x4`` file says
+    how far that is from torch's BSR kernel."""
+    efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
+    notes.source("bsr", "[D] not fitted: library_efficiency as gemm (dense blocks), cycles_per_block as spmv's "
+                 "cycles_per_nonzero (one index load and address arithmetic per block and column group), "
+                 "cycles_per_row as spmv's, columns_per_step as spmm's")
+    return {"library_efficiency": min(1.0, efficiency),
+            "cycles_per_block": float(f"{fits.spmv.cycles_per_nonzero:.4g}"),
+            "cycles_per_row": float(f"{fits.spmv.cycles_per_row:.4g}"),
+            "columns_per_step": fits.spmm.columns_per_step}
+
+
 def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, listed_hz: float,
                   notes: Notes) -> dict[str, Any]:
     """``compute``: clock, cores, vector widths, peak, demand misses in flight, kernel costs,
@@ -1247,6 +1328,9 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
         "kernels": kernels_block(cpu, m, fits, notes.under("kernels")),
         "launch_overhead": _q(m.launch_overhead_s, Quantity.SECONDS),
     }
+    # the variants bench times: bf16 / int8 GEMM rates, and a BSR kernel (docs/validation.md, Variants)
+    block["peak_flops"].update(type_peaks(cpu, m, notes))
+    block["kernels"]["bsr"] = bsr_block(cpu, m, fits, notes.under("kernels"))
     threads = {kind: t[0].threads for kind in ("spmv", "spmm") if (t := m.sparse_of(kind)) and t[0].threads < cpu.cores}
     if "spmm" in threads:
         threads["spconv"] = threads["spmm"]
