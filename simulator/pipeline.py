@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence, Union
 from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
-from .compress.compression import EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
+from .compress.compression import check_variant, EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
 from .compress.precision import PrecisionPlan, encode, plan_precision, structure_available, variant_workload
 from .compress.variants import (
     AUTO_CANDIDATES,
@@ -240,7 +240,7 @@ def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> 
 def refusal(profile: HardwareProfile, workload: Workload, variant: Variant) -> Optional[OptionError]:
     """Why the cache path cannot run ``variant`` of ``workload`` (already at the run's density) on
     ``profile``, as the one-line error to raise, or None: a type the profile cannot run, a
-    structure not encoded yet, CSC with a pruned convolution."""
+    structure not encoded yet, CSC with a pruned convolution, a block that does not divide a layer."""
     try:
         plan_precision(profile, variant, workload.dtype)
     except OptionError as err:
@@ -259,6 +259,10 @@ def refusal(profile: HardwareProfile, workload: Workload, variant: Variant) -> O
         return OptionError("format", f"{variant.spec} is modelled for FC layers only, and "
                            f"{workload.name}'s {layer.name} is a pruned {layer.kind.value} layer; use {{format}} "
                            "csr (CSR covers convolutions)")
+    try:
+        check_variant(workload, variant)     # the structure's own limits: a block that does not divide, N > M
+    except OptionError as err:
+        return err
     return None
 
 
