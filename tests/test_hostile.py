@@ -64,7 +64,8 @@ def test_alias_bomb_workload_under_1gb(tmp_path):
     bomb.write_text(_bomb() + "schema_version: 1\nname: x\nsource: y\ninput_shape: [3]\nlayers: *a8\n")
     assert bomb.stat().st_size < 1100
     limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-    code = limit + f"from simulator.cli import main; raise SystemExit(main(['run', {TEGRA!r}, '--workload', {str(bomb)!r}]))"
+    code = limit + ("from simulator.cli import main; "
+                    f"raise SystemExit(main(['run', {TEGRA!r}, '--workload', {str(bomb)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [f"error: {bomb}: holds more than 500,000 values once its aliases are "

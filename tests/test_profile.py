@@ -97,7 +97,8 @@ def test_issue_costs_of_each_kernel_kind(tegra):
     kernels = tegra.compute.kernels
     assert kernels.dense(KernelKind.GEMM) is kernels.gemm
     assert kernels.sparse(KernelKind.SPMV) is kernels.spmv
-    assert all(0 < kernels.dense(k).library_efficiency <= 1 for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV))
+    dense_kinds = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
+    assert all(0 < kernels.dense(k).library_efficiency <= 1 for k in dense_kinds)
     assert all(kernels.sparse(k).cycles_per_nonzero > 0 for k in (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV))
 
 

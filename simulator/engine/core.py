@@ -295,7 +295,8 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches]
+            + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"])
 
 

@@ -48,7 +48,7 @@ class Attention(nn.Module):
             return torch.split(self.qkv_proj(x), self.split, dim=-1)
         return self.q_proj(x), self.k_proj(x), self.v_proj(x)
 
-    def forward(self, x, cache: "KvCache", layer: int, cos, sin, mask):
+    def forward(self, x, cache: KvCache, layer: int, cos, sin, mask):
         d = self.dims
         batch, seq, _ = x.shape
         q, k, v = self._qkv(x)
@@ -131,7 +131,7 @@ class Decoder(nn.Module):
         self.register_buffer("cos", angles.cos().to(dtype), persistent=False)
         self.register_buffer("sin", angles.sin().to(dtype), persistent=False)
 
-    def forward(self, ids, cache: "KvCache"):
+    def forward(self, ids, cache: KvCache):
         seq, start = ids.shape[1], cache.length
         cos, sin = self.cos[start:start + seq], self.sin[start:start + seq]
         mask = _causal_mask(seq, start, self.dims.heads // self.dims.kv_heads, cache.dtype) if seq > 1 else None
