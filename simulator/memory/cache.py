@@ -502,6 +502,15 @@ def _keeper(params, lv, hint):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
+def _probe(params, state, lv, address, core):  # pragma: no cover - compiled
+    """Line address, set block and way holding the line (-1: a miss) of byte ``address`` at level
+    ``lv`` (the instance of ``core`` if the level is private)."""
+    la = address >> params[lv, _SHIFT]
+    b = _set_block(params, lv, la, core)
+    return la, b, _find(state, b, params[lv, _CHUNKS], la)
+
+
+@numba.njit(cache=True, inline="always")
 def _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line, missed,
                n_missed):  # pragma: no cover - compiled
     """Look byte address ``a`` up from level ``lv`` down until the first hit, or a no-fetch level
@@ -512,10 +521,8 @@ def _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line, missed,
     """
     n_levels = params.shape[0]
     while lv < n_levels:
-        la = a >> params[lv, _SHIFT]
+        la, b, w = _probe(params, state, lv, a, c)
         chunks = params[lv, _CHUNKS]
-        b = _set_block(params, lv, la, c)
-        w = _find(state, b, chunks, la)
         if w >= 0:
             state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
             return lv, b + w, n_missed, t + 1
@@ -563,10 +570,8 @@ def _write_back(params, state, pstate, lv, evicted, c, t):  # pragma: no cover -
     wb_addr = (evicted >> 1) << params[lv, _SHIFT]
     nxt = _keeper(params, lv + 1, HINT_STREAM)
     while nxt < n_levels:
-        la = wb_addr >> params[nxt, _SHIFT]
+        la, b, w = _probe(params, state, nxt, wb_addr, c)
         chunks = params[nxt, _CHUNKS]
-        b = _set_block(params, nxt, la, c)
-        w = _find(state, b, chunks, la)
         if w >= 0:
             state[b + w] |= 1
             state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
