@@ -146,14 +146,19 @@ def test_sweep_grid_counted_before_built(capsys, tmp_path):
 SWEEP = ["sweep", TEGRA, "--set", "density=0.2,0.4", "--format", "dense", "--workers", "1"]
 
 
-@pytest.fixture
-def results(tmp_path, capsys):
+def _swept(tmp_path, capsys, name: str):
+    """A finished sweep of the tiny workload into ``tmp_path / name``: (the results file, the arguments)."""
     workload = _tiny_workload(tmp_path)
-    out = tmp_path / "r.csv"
+    out = tmp_path / name
     args = SWEEP + ["--workload", str(workload), "--out", str(out)]
     assert cli.main(args) == 0
     capsys.readouterr()
     return out, args
+
+
+@pytest.fixture
+def results(tmp_path, capsys):
+    return _swept(tmp_path, capsys, "r.csv")
 
 
 def _rows(path: Path) -> list[str]:
@@ -203,11 +208,7 @@ def test_concurrent_sweep_refused(results, capsys):
 
 
 def test_damaged_parquet_refused(tmp_path, capsys):
-    workload = _tiny_workload(tmp_path)
-    out = tmp_path / "r.parquet"
-    args = SWEEP + ["--workload", str(workload), "--out", str(out)]
-    assert cli.main(args) == 0
-    capsys.readouterr()
+    out, args = _swept(tmp_path, capsys, "r.parquet")
     out.write_bytes(b"PAR1" + os.urandom(200))
     refused(capsys, args, str(out), "parquet")
 
