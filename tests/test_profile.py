@@ -36,19 +36,9 @@ def tegra_data(repo_root):
 
 
 @pytest.fixture
-def load_error(write_yaml):
+def load_error(load_error_of):
     """``load_error(data)`` writes ``data`` and returns the ConfigError loading it raises."""
-
-    def load(data) -> ConfigError:
-        path = write_yaml("profile.yaml", data)
-        with pytest.raises(ConfigError) as info:
-            load_profile(path)
-        err = info.value
-        assert err.source == str(path)
-        assert str(err) == f"{path}: {err.field}: {err.message}"
-        return err
-
-    return load
+    return load_error_of("profile.yaml", load_profile)
 
 
 # --- shipped profiles ------------------------------------------------------------------------
