@@ -43,6 +43,27 @@ def write_yaml(tmp_path):
 
 
 @pytest.fixture
+def load_error_of(write_yaml):
+    """``load_error_of(name, loader)(data)`` writes ``data`` to ``name``, loads it with ``loader`` and
+    returns the ConfigError that raises, after checking it names the file in its one line."""
+    from simulator.base.errors import ConfigError
+
+    def factory(name: str, loader):
+        def load(data) -> ConfigError:
+            path = write_yaml(name, data)
+            with pytest.raises(ConfigError) as info:
+                loader(path)
+            err = info.value
+            assert err.source == str(path)
+            assert str(err) == f"{path}: {err.field}: {err.message}"
+            return err
+
+        return load
+
+    return factory
+
+
+@pytest.fixture
 def tiny_workload_data():
     """A fresh copy of the tiny four-layer workload mapping (safe to edit)."""
     return copy.deepcopy(_TINY_WORKLOAD)

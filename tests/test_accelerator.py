@@ -62,8 +62,9 @@ def test_eie_profile_loads_with_scratchpads():
 @pytest.mark.parametrize("edit, field", [
     (lambda d: d["sparse_engine"].update(pes=32), "sparse_engine.pes"),
     (lambda d: d["sparse_engine"].update(weights_scratchpad="nope"), "sparse_engine.weights_scratchpad"),
-    (lambda d: d["memory"].pop("dram") and d["memory"].update(caches=[{"name": "L1", "size": "32 KiB", "line": "64 B", "ways": 8,
-                                           "shared": False, "latency": "1 ns", "bandwidth": "10 GB/s"}]),
+    (lambda d: d["memory"].pop("dram") and d["memory"].update(caches=[{"name": "L1", "size": "32 KiB", "line": "64 B",
+                                                                       "ways": 8, "shared": False, "latency": "1 ns",
+                                                                       "bandwidth": "10 GB/s"}]),
      "memory.dram"),
 ])
 def test_sparse_engine_errors_name_the_field(edit, field):

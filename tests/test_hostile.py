@@ -64,7 +64,8 @@ def test_alias_bomb_workload_under_1gb(tmp_path):
     bomb.write_text(_bomb() + "schema_version: 1\nname: x\nsource: y\ninput_shape: [3]\nlayers: *a8\n")
     assert bomb.stat().st_size < 1100
     limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30)); "
-    code = limit + f"from simulator.cli import main; raise SystemExit(main(['run', {TEGRA!r}, '--workload', {str(bomb)!r}]))"
+    code = limit + ("from simulator.cli import main; "
+                    f"raise SystemExit(main(['run', {TEGRA!r}, '--workload', {str(bomb)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr[-2000:]
     assert done.stderr.splitlines() == [f"error: {bomb}: holds more than 500,000 values once its aliases are "
@@ -145,14 +146,19 @@ def test_sweep_grid_counted_before_built(capsys, tmp_path):
 SWEEP = ["sweep", TEGRA, "--set", "density=0.2,0.4", "--format", "dense", "--workers", "1"]
 
 
-@pytest.fixture
-def results(tmp_path, capsys):
+def _swept(tmp_path, capsys, name: str):
+    """A finished sweep of the tiny workload into ``tmp_path / name``: (the results file, the arguments)."""
     workload = _tiny_workload(tmp_path)
-    out = tmp_path / "r.csv"
+    out = tmp_path / name
     args = SWEEP + ["--workload", str(workload), "--out", str(out)]
     assert cli.main(args) == 0
     capsys.readouterr()
     return out, args
+
+
+@pytest.fixture
+def results(tmp_path, capsys):
+    return _swept(tmp_path, capsys, "r.csv")
 
 
 def _rows(path: Path) -> list[str]:
@@ -202,11 +208,7 @@ def test_concurrent_sweep_refused(results, capsys):
 
 
 def test_damaged_parquet_refused(tmp_path, capsys):
-    workload = _tiny_workload(tmp_path)
-    out = tmp_path / "r.parquet"
-    args = SWEEP + ["--workload", str(workload), "--out", str(out)]
-    assert cli.main(args) == 0
-    capsys.readouterr()
+    out, args = _swept(tmp_path, capsys, "r.parquet")
     out.write_bytes(b"PAR1" + os.urandom(200))
     refused(capsys, args, str(out), "parquet")
 

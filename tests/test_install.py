@@ -155,7 +155,8 @@ def _errors(value, schema: dict, root: dict, where: str = "") -> list[str]:
     if "enum" in schema and value not in schema["enum"]:
         return [f"{where}: {value!r} not in {schema['enum']}"]
     kind = schema.get("type")
-    checks = {"string": lambda v: isinstance(v, str), "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    checks = {"string": lambda v: isinstance(v, str),
+              "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
               "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
               "boolean": lambda v: isinstance(v, bool), "null": lambda v: v is None,
               "object": lambda v: isinstance(v, dict), "array": lambda v: isinstance(v, list)}

@@ -42,8 +42,9 @@ def _layer(profile, workload, fmt=StorageFormat.DENSE, batch=1, density=None):
 
 def _scaled_bandwidth(profile, factor: float):
     dram = profile.dram
-    return with_values(profile, {"memory.dram.sustained_bandwidth_bytes_per_s": dram.sustained_bandwidth_bytes_per_s * factor,
-                                 "memory.dram.peak_bandwidth_bytes_per_s": dram.peak_bandwidth_bytes_per_s * factor})
+    return with_values(profile, {
+        "memory.dram.sustained_bandwidth_bytes_per_s": dram.sustained_bandwidth_bytes_per_s * factor,
+        "memory.dram.peak_bandwidth_bytes_per_s": dram.peak_bandwidth_bytes_per_s * factor})
 
 
 @pytest.mark.parametrize("name", ["raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano"])

@@ -36,19 +36,9 @@ def tegra_data(repo_root):
 
 
 @pytest.fixture
-def load_error(write_yaml):
+def load_error(load_error_of):
     """``load_error(data)`` writes ``data`` and returns the ConfigError loading it raises."""
-
-    def load(data) -> ConfigError:
-        path = write_yaml("profile.yaml", data)
-        with pytest.raises(ConfigError) as info:
-            load_profile(path)
-        err = info.value
-        assert err.source == str(path)
-        assert str(err) == f"{path}: {err.field}: {err.message}"
-        return err
-
-    return load
+    return load_error_of("profile.yaml", load_profile)
 
 
 # --- shipped profiles ------------------------------------------------------------------------
@@ -97,7 +87,8 @@ def test_issue_costs_of_each_kernel_kind(tegra):
     kernels = tegra.compute.kernels
     assert kernels.dense(KernelKind.GEMM) is kernels.gemm
     assert kernels.sparse(KernelKind.SPMV) is kernels.spmv
-    assert all(0 < kernels.dense(k).library_efficiency <= 1 for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV))
+    dense_kinds = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
+    assert all(0 < kernels.dense(k).library_efficiency <= 1 for k in dense_kinds)
     assert all(kernels.sparse(k).cycles_per_nonzero > 0 for k in (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV))
 
 

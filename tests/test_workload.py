@@ -38,18 +38,9 @@ def alexnet_module(repo_root):
 
 
 @pytest.fixture
-def load_error(write_yaml):
+def load_error(load_error_of):
     """``load_error(data)`` writes a workload and returns the ConfigError loading it raises."""
-
-    def load(data) -> ConfigError:
-        path = write_yaml("workload.yaml", data)
-        with pytest.raises(ConfigError) as info:
-            load_workload(path)
-        err = info.value
-        assert str(err) == f"{path}: {err.field}: {err.message}"
-        return err
-
-    return load
+    return load_error_of("workload.yaml", load_workload)
 
 
 # --- AlexNet ---------------------------------------------------------------------------------

@@ -57,7 +57,8 @@ Seconds = Annotated[float, _unit(units.Quantity.SECONDS), Field(ge=0),
                     _as_written(units.Quantity.SECONDS, "a non-negative")]
 FlopPerS = Annotated[float, _unit(units.Quantity.FLOP_PER_S), Field(gt=0),
                      _as_written(units.Quantity.FLOP_PER_S, "a positive")]
-Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0), _as_written(units.Quantity.JOULES, "a non-negative")]
+Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0),
+                   _as_written(units.Quantity.JOULES, "a non-negative")]
 Watts = Annotated[float, _unit(units.Quantity.WATTS), Field(ge=0), _as_written(units.Quantity.WATTS, "a non-negative")]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]

@@ -151,7 +151,8 @@ def _sparse_conv(args: argparse.Namespace):
             raise ConfigError("command line", f"--{flag}", "does not apply with --sparse-conv")
     if args.layers is not None and args.workload is None:
         raise ConfigError("command line", "--layers", "names layers of --workload; give the workload too")
-    shapes = workload_shapes(load_workload(find_workload(args.workload)), args.layers) if args.workload else default_shapes()
+    shapes = (workload_shapes(load_workload(find_workload(args.workload)), args.layers) if args.workload
+              else default_shapes())
     return bench_sparse_conv(shapes, args.densities or DEFAULT_DENSITIES, args.batch, args.threads,
                              args.repeat or DEFAULT_ROUNDS, args.seed, progress, args.workload or "")
 
@@ -178,7 +179,9 @@ def _llm(args: argparse.Namespace):
             raise ConfigError("command line", f"--{flag}", "does not apply with --llm")
     path = find_llm_config(args.llm)
     config = load_llm_config(path)
-    prompt, context, tokens = args.prompt or DEFAULT_PROMPT, args.context or DEFAULT_CONTEXT, args.tokens or DEFAULT_TOKENS
+    prompt = args.prompt or DEFAULT_PROMPT
+    context = args.context or DEFAULT_CONTEXT
+    tokens = args.tokens or DEFAULT_TOKENS
     step_of(config, Phase.PREFILL, prompt, 0, args.batch)                   # within the model's maximum
     step_of(config, Phase.DECODE, 1, context + tokens - 1, args.batch)
     return bench_llm(dims_of(config), str(path), args.weights or tuple(WeightType), prompt, context, tokens,

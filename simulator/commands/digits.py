@@ -46,7 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="epochs of the pruning run: the schedule acts at the start of each, fine-tuning "
                              "follows (default: the last pruning epoch + 5)")
     digits.add_argument("--profile", action="append", metavar="FILE",
-                        help="hardware profile to simulate on, a file or a shipped name (repeatable; default every shipped one)")
+                        help="hardware profile to simulate on, a file or a shipped name "
+                             "(repeatable; default every shipped one)")
     digits.add_argument("--batch", type=positive_int("--batch"), default=1, metavar="N",
                         help="samples per simulated inference (default 1)")
     digits.add_argument("--sensitivity-step", type=_fraction, default=0.05, metavar="S",

@@ -26,10 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="simulate a workload on a hardware profile, dense vs pruned",
                                 description="Simulate a workload on a hardware profile: per layer, dense vs "
                                             "pruned time, DRAM bytes, cache hit rates and what bounds it.")
-    run.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
+    run.add_argument("profile",
+                     help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
     run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with "
                                         "--checkpoint, the shipped workloads/<arch>.yaml of the checkpoint's arch); "
-                                        "or a decoder's Hugging Face config.json (workloads/llm/*.json), see docs/llm.md")
+                                        "or a decoder's Hugging Face config.json (workloads/llm/*.json), "
+                                        "see docs/llm.md")
     run.add_argument("--checkpoint", metavar="FILE",
                      help="simulate a Distiller / torch checkpoint's own weights (.pth.tar): its shapes, and its "
                           "zeros and masks as the sparsity; loaded without running code from the file")

@@ -19,8 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep = subparsers.add_parser(
         "sweep", help="run a grid of what-if points over profile, run and compression fields",
         description="Run a workload at every point of a grid over profile fields (memory.caches.L2.size, "
-                    "memory.dram.sustained_bandwidth, compute.kernels.spmv.cycles_per_nonzero, ...) and run fields (density, "
-                    "batch). Every point's profile is checked by the same rules as a profile file before any "
+                    "memory.dram.sustained_bandwidth, compute.kernels.spmv.cycles_per_nonzero, ...) and run fields "
+                    "(density, batch). Every point's profile is checked by the same rules as a profile file before any "
                     "point runs. One row per point, variant and layer, written as points finish; an "
                     "interrupted sweep resumes from --out.")
     sweep.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra)")

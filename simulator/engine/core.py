@@ -78,7 +78,7 @@ class LayerWork:
         """Line accesses the layer issued (every one is served by some level or DRAM)."""
         return int(self.hits.sum())
 
-    def without_trace(self) -> "LayerWork":
+    def without_trace(self) -> LayerWork:
         """The same work with the per-access arrays dropped (cheap to keep or send to another
         process; the engine needs only the per-tile counts)."""
         empty = np.zeros(0, np.int64)
@@ -295,7 +295,8 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches] + [p.name for p in profile.memory.scratchpads]
+    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches]
+            + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"])
 
 
@@ -414,7 +415,7 @@ def _layer_result(profile: HardwareProfile, name: str, kind: str, work: Optional
     hits = {n: int(work.hits[i]) for i, n in enumerate(level_names)}
     reaching = work.accesses
     hit_rate = {}
-    for i, n in enumerate(level_names):
+    for n in level_names:
         hit_rate[n] = hits[n] / reaching if reaching else 0.0
         reaching -= hits[n]
     return LayerResult(

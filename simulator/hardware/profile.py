@@ -468,8 +468,8 @@ class ConvAlgorithm(str, enum.Enum):
 
 class ConvAlgorithmCost(Strict):
     """What one algorithm class costs: workspace per byte of the layer's input feature maps (at the
-    step's batch), and its throughput relative to the conv kernel's modelled rate (``compute.kernels.conv``), which is the
-    implicit-GEMM rate the traffic model times."""
+    step's batch), and its throughput relative to the conv kernel's modelled rate
+    (``compute.kernels.conv``), which is the implicit-GEMM rate the traffic model times."""
 
     workspace_per_input: Annotated[float, Field(ge=0)]
     speed: Annotated[float, Field(gt=0)]

@@ -181,23 +181,30 @@ def parse_cpu_list(text: str) -> int:
     return count
 
 
+def _read_sysfs_cache(index: Path) -> Optional[SysfsCache]:
+    """One ``index*`` folder of sysfs as a cache level; None for an instruction cache."""
+    def read(name: str) -> str:
+        return (index / name).read_text(encoding="utf-8").strip()
+
+    kind = CacheKind(read("type"))
+    if kind is CacheKind.INSTRUCTION:
+        return None
+    return SysfsCache(int(read("level")), kind, parse_size(read("size")), int(read("ways_of_associativity")),
+                      int(read("coherency_line_size")), parse_cpu_list(read("shared_cpu_list")))
+
+
 def read_sysfs_caches(root: Path = SYSFS_CACHE) -> list[SysfsCache]:
     """The data and unified cache levels of cpu0 (instruction caches left out), innermost first."""
     if not root.is_dir():
         raise ConfigError(str(root), "", "no cache description in sysfs (not Linux, or hidden by the VM)")
     levels = []
     for index in sorted(root.glob("index*"), key=lambda p: int(p.name[5:] or 0)):
-        def read(name: str) -> str:
-            return (index / name).read_text(encoding="utf-8").strip()
         try:
-            kind = CacheKind(read("type"))
-            if kind is CacheKind.INSTRUCTION:
-                continue
-            levels.append(SysfsCache(int(read("level")), kind, parse_size(read("size")),
-                                     int(read("ways_of_associativity")), int(read("coherency_line_size")),
-                                     parse_cpu_list(read("shared_cpu_list"))))
+            level = _read_sysfs_cache(index)
         except (OSError, ValueError) as err:
             raise ConfigError(str(index), "", f"unreadable cache description ({err})") from None
+        if level is not None:
+            levels.append(level)
     if not levels:
         raise ConfigError(str(root), "", "lists no data or unified cache")
     return sorted(levels, key=lambda c: c.level)
@@ -859,7 +866,7 @@ LLC_POLICIES = (Replacement.LRU, Replacement.RANDOM, Replacement.DIP)
 _LOOP_RATIOS = np.geomspace(1 / 8, 8, 49)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def loop_hit_shares(policy: Replacement, ways: int, sets: int = 128) -> tuple[float, ...]:
     """Steady-state hit share of a cache under ``policy`` for a loop over ``r`` times its size,
     at each ``r`` of ``_LOOP_RATIOS``: the working-set sweep's access pattern (one matrix read

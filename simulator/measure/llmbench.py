@@ -260,8 +260,9 @@ def measure_llm(dims: DecoderDims, config_path: str, weights: Sequence[WeightTyp
         for n, w in enumerate(weights):
             progress(f"bench {dims.name} {w.value}: building ({n + 1}/{len(weights)})")
             model = build_decoder(dims, w, max(prompt, context + tokens), seed)
+            label = f"bench {dims.name} {w.value}"
             out.append(_time_one(model, dims, config_path, w, prompt, context, tokens, batch, threads, rounds, seed,
-                                 lambda r: progress(f"bench {dims.name} {w.value}: round {r} of {rounds}")))
+                                 lambda r, label=label: progress(f"{label}: round {r} of {rounds}")))
             del model
         return out
     finally:
@@ -330,8 +331,9 @@ def render_llm(timings: Sequence[LlmTiming], load: str = "") -> str:
     if not timings:
         return "no LLM timings"
     t0 = timings[0]
-    lines = [f"{t0.model}: measured on this CPU, {t0.threads} thread(s), batch {t0.batch}; prefill of {t0.prompt_tokens} "
-             f"tokens, decode of {t0.decode_tokens} tokens after a context of {t0.context_tokens}; best of "
+    lines = [f"{t0.model}: measured on this CPU, {t0.threads} thread(s), batch {t0.batch}; "
+             f"prefill of {t0.prompt_tokens} tokens, decode of {t0.decode_tokens} tokens "
+             f"after a context of {t0.context_tokens}; best of "
              f"{t0.rounds} rounds" + (f" (load average at start {load})" if load else ""), "",
              f"{'weights':8s} {'variant':11s} {'KV':5s} {'weights':>10s} {'TTFT':>9s} {'(median)':>9s} "
              f"{'decode tok/s':>12s} {'(median)':>9s}"]

@@ -154,7 +154,8 @@ def crosscheck_llm(profile: HardwareProfile, timings: Sequence[tuple[str, int, L
             model=config.name, config_path=case.config_path, weights=case.weights, variant=case.variant,
             kv_dtype=case.kv_dtype, batch=case.batch, threads=case.threads, prompt_tokens=case.prompt,
             context_tokens=case.context, decode_tokens=case.tokens, measured_ttft_s=ttft,
-            predicted_ttft_s=float(prefill.time_to_first_token_s), measured_tokens_per_s=case.batch * case.tokens / decode,
+            predicted_ttft_s=float(prefill.time_to_first_token_s),
+            measured_tokens_per_s=case.batch * case.tokens / decode,
             predicted_tokens_per_s=float(step.decode_tokens_per_s),
             bandwidth_bound_tokens_per_s=case.batch / step.bandwidth_bound_s, decode_bound=f"{longest.operator}: "
                                                                                           f"{longest.bound}"))
@@ -178,8 +179,8 @@ def render(check: LlmCheck) -> str:
              ""]
     if cells:
         c = cells[0]
-        lines.append(f"prefill of {c.prompt_tokens} tokens; decode of {c.decode_tokens} tokens after {c.context_tokens}; "
-                     f"batch {c.batch}")
+        lines.append(f"prefill of {c.prompt_tokens} tokens; decode of {c.decode_tokens} tokens "
+                     f"after {c.context_tokens}; batch {c.batch}")
         lines.append("")
     lines.append(format_table(header, rows))
     lines += ["", f"time to first token: {sum(c.ttft_within for c in cells)} of {len(cells)} within "

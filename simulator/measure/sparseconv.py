@@ -247,7 +247,8 @@ def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 # The source is taken as a slice first so the loop index is known non-negative (numba drops the
 # wraparound check, and LLVM vectorises the loop: about 3x faster on a 13 x 13 plane).
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _direct_sparse_conv(x_flat, pointers, indices, values, out, kernel, stride, hp, wp, out_h, out_w):  # pragma: no cover - compiled
+def _direct_sparse_conv(x_flat, pointers, indices, values, out, kernel, stride, hp, wp,  # pragma: no cover - compiled
+                        out_h, out_w):
     """out[n, m] += value * (input plane c of sample n shifted by (r, s), strided) over the non-zeros
     (c, r, s) of row m. ``x_flat`` [batch, C * hp * wp] is the padded input; ``out`` [batch, M, P] holds
     per output channel OH rows of ``wp`` pixels (stride 1, the last wp - OW of each row unused) or

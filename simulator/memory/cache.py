@@ -365,9 +365,12 @@ class CacheHierarchy:
         if not self._levels:
             served.fill(0)
         else:
+            # the kernel's scratch (it allocates nothing itself): per missed level, top down, its
+            # set block, the line address there, and the level's index
+            scratch = np.empty((3, len(self._levels)), dtype=np.int64)
             recorded = _run_trace(
                 addr, write, cores, hints, self._params, self._state, self._clock, self._policy_state,
-                served, writebacks, record_writebacks, wb_addresses, wb_access,
+                served, writebacks, record_writebacks, wb_addresses, wb_access, scratch[0], scratch[1], scratch[2],
             )
             wb_addresses, wb_access = wb_addresses[:recorded].copy(), wb_access[:recorded].copy()
         if not record_writebacks:
@@ -498,9 +501,101 @@ def _keeper(params, lv, hint):  # pragma: no cover - compiled
     return lv
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, inline="always")
+def _probe(params, state, lv, address, core):  # pragma: no cover - compiled
+    """Line address, set block and way holding the line (-1: a miss) of byte ``address`` at level
+    ``lv`` (the instance of ``core`` if the level is private)."""
+    la = address >> params[lv, _SHIFT]
+    b = _set_block(params, lv, la, core)
+    return la, b, _find(state, b, params[lv, _CHUNKS], la)
+
+
+@numba.njit(cache=True, inline="always")
+def _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line, missed,
+               n_missed):  # pragma: no cover - compiled
+    """Look byte address ``a`` up from level ``lv`` down until the first hit, or a no-fetch level
+    that takes a whole-sector store; each level missed on the way is appended (at ``n_missed``)
+    to ``missed`` with its set block and line address. A hit touches the line at time ``t``.
+
+    Returns (serving level, flat index of the hit line's tag or -1, levels missed, next time).
+    """
+    n_levels = params.shape[0]
+    while lv < n_levels:
+        la, b, w = _probe(params, state, lv, a, c)
+        chunks = params[lv, _CHUNKS]
+        if w >= 0:
+            state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
+            return lv, b + w, n_missed, t + 1
+        block[n_missed] = b
+        line[n_missed] = la
+        missed[n_missed] = lv
+        n_missed += 1
+        if overwrite and params[lv, _NO_FETCH] != 0:
+            return lv, -1, n_missed, t
+        lv = _keeper(params, lv + 1, hint)
+    return n_levels, -1, n_missed, t
+
+
+@numba.njit(cache=True, inline="always")
+def _fill(params, state, pstate, lv, b, la, t):  # pragma: no cover - compiled
+    """Demand fill of line address ``la`` into set block ``b`` of level ``lv`` at time ``t``: the
+    victim and the insertion position follow the level's policy, the new line is clean.
+
+    Returns (flat index of the new line's tag, the evicted tag: -1 if the way was invalid).
+    """
+    chunks = params[lv, _CHUNKS]
+    w = _lru_way(state, b, chunks)
+    stamp = t
+    policy = params[lv, _POLICY]
+    if policy != _LRU:
+        if policy == _RANDOM:
+            w = _random_victim(state, b, chunks, w, params, pstate, lv)
+        else:
+            stamp = _fill_time(params, pstate, lv, la, t)
+    evicted = state[b + w]
+    state[b + w] = la << 1
+    state[b + 4 * chunks + w] = (stamp << _WAY_BITS) | w
+    return b + w, evicted
+
+
+@numba.njit(cache=True, inline="always")
+def _write_back(params, state, pstate, lv, evicted, c, t):  # pragma: no cover - compiled
+    """Write-back chain of the dirty tag ``evicted`` from level ``lv`` (core ``c``): it goes down to
+    the next level that keeps streams, where it hits or is allocated dirty and most recently used
+    (without fetching); a dirty line evicted by that goes on down.
+
+    Returns (next time, the byte address that fell off the last level as a DRAM write-back, or -1).
+    """
+    n_levels = params.shape[0]
+    wb_addr = (evicted >> 1) << params[lv, _SHIFT]
+    nxt = _keeper(params, lv + 1, HINT_STREAM)
+    while nxt < n_levels:
+        la, b, w = _probe(params, state, nxt, wb_addr, c)
+        chunks = params[nxt, _CHUNKS]
+        if w >= 0:
+            state[b + w] |= 1
+            state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
+            return t + 1, -1
+        w = _lru_way(state, b, chunks)
+        if params[nxt, _POLICY] == _RANDOM:
+            w = _random_victim(state, b, chunks, w, params, pstate, nxt)
+        evicted = state[b + w]
+        state[b + w] = (la << 1) | 1
+        state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
+        t += 1
+        if evicted < 0 or (evicted & 1) == 0:
+            return t, -1
+        wb_addr = (evicted >> 1) << params[nxt, _SHIFT]
+        nxt = _keeper(params, nxt + 1, HINT_STREAM)
+    return t, wb_addr
+
+
+# Without numba's runtime (_nrt=False): with it, every array handed to an inlined helper that
+# branches or loops gets an atomic reference count up and down around each call, which made the
+# split kernel three times slower than the one-piece loop it replaced; the kernel allocates nothing.
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
-               wb_access_out):  # pragma: no cover
+               wb_access_out, block, line, missed):  # pragma: no cover
     """Kernel: all accesses through all levels, write-back chains included; returns the number of
     DRAM write-backs recorded in ``wb_addr_out`` / ``wb_access_out`` (0 unless ``record``).
 
@@ -508,14 +603,13 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
     (an int64 lasts 2**46 touches, far beyond any trace); a fill at the LRU position takes the
     level's next time counting down from -1 instead (:func:`_fill_time`).
     Level 0 has a fast path with its parameters in locals: most accesses hit there.
-    The levels an access missed are kept in ``missed`` (top down) with their set blocks and line
-    addresses, since the levels it passes by are neither looked up nor filled.
+    The levels an access missed are kept in ``missed`` (top down) with their set blocks (``block``)
+    and line addresses (``line``), since the levels it passes by are neither looked up nor filled;
+    those three scratch arrays hold one entry per level. The helpers
+    (:func:`_walk_down`, :func:`_fill`, :func:`_write_back`) are inlined into this loop.
     """
     n_levels = params.shape[0]
     n = addr.shape[0]
-    block = np.empty(n_levels, dtype=np.int64)  # set block of each missed level
-    line = np.empty(n_levels, dtype=np.int64)  # line address at each missed level
-    missed = np.empty(n_levels, dtype=np.int64)  # the levels missed, nearest the core first
     shift0 = params[0, _SHIFT]
     chunks0 = params[0, _CHUNKS]
     stride0 = 8 * chunks0
@@ -555,74 +649,21 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
             if overwrite and params[0, _NO_FETCH] != 0:
                 hit_level = 0           # allocated without fetching: served here
             lv = _keeper(params, 1, hint)
-        # Walk down until the first hit, or a no-fetch level that takes a whole-sector store.
-        while hit_level == n_levels and lv < n_levels:
-            la = a >> params[lv, _SHIFT]
-            chunks = params[lv, _CHUNKS]
-            b = _set_block(params, lv, la, c)
-            w = _find(state, b, chunks, la)
-            if w >= 0:
-                state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
-                t += 1
-                hit_level = lv
-                hit_tag = b + w
-                break
-            block[n_missed] = b
-            line[n_missed] = la
-            missed[n_missed] = lv
-            n_missed += 1
-            if overwrite and params[lv, _NO_FETCH] != 0:
-                hit_level = lv
-                break
-            lv = _keeper(params, lv + 1, hint)
+        if hit_level == n_levels:
+            hit_level, hit_tag, n_missed, t = _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line,
+                                                         missed, n_missed)
         served[i] = hit_level
         # Fill the missed levels on the way back, deepest first.
         n_wb = 0
         tag0 = hit_tag   # ends as the line's tag at the nearest level that holds it
         for k in range(n_missed - 1, -1, -1):
             lv = missed[k]
-            chunks = params[lv, _CHUNKS]
-            b = block[k]
-            w = _lru_way(state, b, chunks)
-            stamp = t
-            policy = params[lv, _POLICY]
-            if policy != _LRU:
-                if policy == _RANDOM:
-                    w = _random_victim(state, b, chunks, w, params, pstate, lv)
-                else:
-                    stamp = _fill_time(params, pstate, lv, line[k], t)
-            evicted = state[b + w]
-            state[b + w] = line[k] << 1
-            state[b + 4 * chunks + w] = (stamp << _WAY_BITS) | w
+            tag0, evicted = _fill(params, state, pstate, lv, block[k], line[k], t)
             t += 1
-            tag0 = b + w
             if evicted < 0 or (evicted & 1) == 0:
                 continue
-            # Write-back chain: the dirty victim goes down to the next level that keeps streams.
-            wb_addr = (evicted >> 1) << params[lv, _SHIFT]
-            nxt = _keeper(params, lv + 1, HINT_STREAM)
-            while nxt < n_levels:
-                la = wb_addr >> params[nxt, _SHIFT]
-                chunks = params[nxt, _CHUNKS]
-                b = _set_block(params, nxt, la, c)
-                w = _find(state, b, chunks, la)
-                if w >= 0:
-                    state[b + w] |= 1
-                    state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
-                    t += 1
-                    break
-                w = _lru_way(state, b, chunks)
-                if params[nxt, _POLICY] == _RANDOM:
-                    w = _random_victim(state, b, chunks, w, params, pstate, nxt)
-                evicted = state[b + w]
-                state[b + w] = (la << 1) | 1
-                state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
-                t += 1
-                if evicted < 0 or (evicted & 1) == 0:
-                    break
-                wb_addr = (evicted >> 1) << params[nxt, _SHIFT]
-                nxt = _keeper(params, nxt + 1, HINT_STREAM)
-            else:
+            t, wb_addr = _write_back(params, state, pstate, lv, evicted, c, t)
+            if wb_addr >= 0:
                 n_wb += 1  # fell off the last level: a write-back to DRAM
                 if record:
                     wb_addr_out[recorded] = wb_addr

@@ -123,7 +123,7 @@ class CoreView:
     index_bits: Optional[int] = None   # the sparse library's index width (compute.kernels.index_bits)
 
     @staticmethod
-    def of(profile: HardwareProfile, threads: Optional[int] = None) -> "CoreView":
+    def of(profile: HardwareProfile, threads: Optional[int] = None) -> CoreView:
         """Blocking view of a profile; ``threads`` limits the cores used."""
         caches = profile.caches
         cores = min(threads or profile.compute.cores, profile.compute.cores)
@@ -135,7 +135,8 @@ class CoreView:
         tasks = tuple((k, profile.compute.rows_per_task.of(k))
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
         threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
-        lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM) if (n := profile.compute.lanes_per_row.of(k)) > 1)
+        lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM)
+                      if (n := profile.compute.lanes_per_row.of(k)) > 1)
         index_bits = profile.compute.kernels.index_bits if profile.compute.kernels is not None else None
         return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes,
                         profile.kind is DeviceKind.GPU, index_bits)
@@ -396,7 +397,7 @@ def _rows_of(per_row_bits: int, rows: int) -> tuple[np.ndarray, np.ndarray]:
     return np.arange(rows, dtype=np.int64) * per_row_bits, np.full(rows, per_row_bits, dtype=np.int64)
 
 
-def _weight_streams(ctx: "TraceContext") -> tuple[_WeightStream, ...]:
+def _weight_streams(ctx: TraceContext) -> tuple[_WeightStream, ...]:
     """The weight arrays a dense-shaped kernel streams, in the order it reads them per row: the
     values (dense); the values, then their positions (N:M: N of each M, 2 bits each for 2:4); the
     mask, then the non-zero values (bitmask, whose row lengths are its real per-row counts)."""
@@ -418,7 +419,7 @@ def _weight_streams(ctx: "TraceContext") -> tuple[_WeightStream, ...]:
     return (_WeightStream(bases["values"], StreamKind.WEIGHT_VALUES, *_rows_of(cols * enc.value_bits, rows)),)
 
 
-def _gemm_of(ctx: "TraceContext") -> _Gemm:
+def _gemm_of(ctx: TraceContext) -> _Gemm:
     """The GEMM a dense-shaped FC or convolution lowers to (im2col left implicit)."""
     layer, bases = ctx.layer, ctx.bases
     streams = _weight_streams(ctx)
@@ -428,13 +429,13 @@ def _gemm_of(ctx: "TraceContext") -> _Gemm:
                  layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
 
 
-def _k_chunk(g: _Gemm, ctx: "TraceContext") -> int:
+def _k_chunk(g: _Gemm, ctx: TraceContext) -> int:
     """Input rows per k-chunk: the most whose input block (every sample) fills half the first
     cache level (a CPU core's cache block; a GPU thread block's staged chunk), at least one."""
     return min(g.b_rows, max(1, (ctx.view.first_level_bytes // 2) // max(1, ctx.batch * g.plane * ctx.elem)))
 
 
-def _dense_rows(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
+def _dense_rows(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     """Blocked GEMM over output rows [r0, r1) of one CPU core (see module docstring): row blocks of
     ``mc`` rows, the largest whose weight block fills half the last private level."""
     r0, r1 = rows
@@ -504,7 +505,7 @@ def _weight_segments(streams: tuple[_WeightStream, ...], row: np.ndarray, row_ok
             np.concatenate(sizes, axis=3).reshape(nb, nk, mc * len(streams)))
 
 
-def _gpu_dense_blocks(ctx: "TraceContext") -> list[tuple[int, _Trace]]:
+def _gpu_dense_blocks(ctx: TraceContext) -> list[tuple[int, _Trace]]:
     """Dense GEMM as a GPU grid of thread blocks (see module docstring), as (SM, lane trace) pairs.
 
     Block t takes output rows [t * rows, (t + 1) * rows) (``rows`` the profile's rows per task:
@@ -628,7 +629,7 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
     return lines[:n], kinds[:n]
 
 
-def _csr_fc(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
+def _csr_fc(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     """CSR SpMV / SpMM over rows [r0, r1), in non-zero order: the row pointer when a row starts,
     the value and the column index (once per line: sequential streams), the gather of the operand
     at the real column index, and the output row when the row ends. Compiled: FC6 of VGG-16 has
@@ -645,7 +646,7 @@ def _csr_fc(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
     tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
 
 
-def _csc_fc(ctx: "TraceContext", tr: _Trace, cols: tuple[int, int]) -> None:
+def _csc_fc(ctx: TraceContext, tr: _Trace, cols: tuple[int, int]) -> None:
     """CSC SpMV / SpMM over columns [c0, c1): input value once, scatter-add into output rows."""
     enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = cols
@@ -682,7 +683,7 @@ def _array_ranges(bases: dict[str, int], arrays) -> tuple[np.ndarray, np.ndarray
     return np.stack(starts, axis=1), np.stack(sizes, axis=1)
 
 
-def _sparse_conv(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None:
+def _sparse_conv(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     """CSR-weight convolution over output channels [r0, r1), in blocks of output channels.
 
     Per block: its row pointers, values and column indices, then (sample by sample, channels
@@ -706,7 +707,7 @@ def _sparse_conv(ctx: "TraceContext", tr: _Trace, rows: tuple[int, int]) -> None
     _conv_segments(ctx, tr, m0, m1, used, weight_start, weight_size)
 
 
-def _conv_segments(ctx: "TraceContext", tr: _Trace, m0: np.ndarray, m1: np.ndarray, used: np.ndarray,
+def _conv_segments(ctx: TraceContext, tr: _Trace, m0: np.ndarray, m1: np.ndarray, used: np.ndarray,
                    weight_start: np.ndarray, weight_size: np.ndarray) -> None:
     """Blocks of output channels [m0[b], m1[b]) of a sparse-weight convolution: per block its weight
     ranges (pointers, values, indices: [blocks, 3]), then sample by sample the input planes of the
@@ -804,7 +805,7 @@ def _bsr_lines(ptr, indices, b0, b1, br, bc, ptr_base, val_base, idx_base, x_bas
     return lines[:n], kinds[:n]
 
 
-def _bsr_fc(ctx: "TraceContext", tr: _Trace, block_rows: tuple[int, int]) -> None:
+def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR product over block rows [b0, r1): per block row its pointer, then per block its
     block-column index and its R x C values (sequential streams, once per line), and the gather of
     its C input rows (``C x batch`` contiguous operand values); at the end of the block row its R
@@ -822,7 +823,7 @@ def _bsr_fc(ctx: "TraceContext", tr: _Trace, block_rows: tuple[int, int]) -> Non
     tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
 
 
-def _bsr_conv(ctx: "TraceContext", tr: _Trace, block_rows: tuple[int, int]) -> None:
+def _bsr_conv(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR-weight convolution over block rows [b0, b1), as the CSR one (:func:`_sparse_conv`): in
     groups of block rows whose blocks fill half a core's cache share, each reading its pointers,
     block indices and block values, the input planes its blocks reference, then its output planes."""
@@ -856,7 +857,7 @@ def _stream_runs(first_byte: np.ndarray, end_byte: np.ndarray, line: int) -> tup
     return start, np.where(nonempty, np.maximum(0, last - start + 1), 0)
 
 
-def _eie_fc(ctx: "TraceContext", tr: _Trace, pes: tuple[int, int]) -> None:
+def _eie_fc(ctx: TraceContext, tr: _Trace, pes: tuple[int, int]) -> None:
     """EIE's format over PEs [p0, p1): per PE, column by column, the PE's pointer to the column's
     end, the activation of the column, the packed codebook indices ``v`` and relative indices ``z``
     of its entries (padding entries included; each stream once per line); then the PE's output
@@ -887,7 +888,7 @@ def _eie_fc(ctx: "TraceContext", tr: _Trace, pes: tuple[int, int]) -> None:
         tr.lines(out, np.ones(out.size, bool), np.full(out.size, StreamKind.OUTPUT, np.int8))
 
 
-def _pool(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
+def _pool(ctx: TraceContext, tr: _Trace, channels: tuple[int, int]) -> None:
     """Pooling over channels [c0, c1): the input planes, then the output planes."""
     layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = channels
@@ -903,7 +904,7 @@ def _pool(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
                 np.full(batch, (c1 - c0) * out_plane * elem), StreamKind.OUTPUT, write=True)
 
 
-def _add(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
+def _add(ctx: TraceContext, tr: _Trace, channels: tuple[int, int]) -> None:
     """Element-wise sum over channels [c0, c1): both inputs and the output, line by line."""
     layer, bases, batch, elem = ctx.layer, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = channels
@@ -923,7 +924,7 @@ def _add(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
     tr.lines(lines, write, kinds)
 
 
-def _concat(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
+def _concat(ctx: TraceContext, tr: _Trace, channels: tuple[int, int]) -> None:
     """Channel-wise join over output channels [c0, c1): per sample and input, read the input's
     part of the range, then write it at its offset in the output."""
     layer, part_bases, output_base, batch, elem = ctx.layer, ctx.part_bases, ctx.bases["output"], ctx.batch, ctx.elem
@@ -958,7 +959,7 @@ def _concat(ctx: "TraceContext", tr: _Trace, channels: tuple[int, int]) -> None:
 DECODER_CHUNK_BYTES = 4096
 
 
-def _decoder_operands(ctx: "TraceContext") -> list[tuple[int, int, StreamKind, bool]]:
+def _decoder_operands(ctx: TraceContext) -> list[tuple[int, int, StreamKind, bool]]:
     """(base, total bytes, stream, write) of every operand of a decoder layer, split over its work
     items in proportion: reads first, the output last."""
     layer, bases, batch = ctx.layer, ctx.bases, ctx.batch
@@ -976,7 +977,7 @@ def _decoder_operands(ctx: "TraceContext") -> list[tuple[int, int, StreamKind, b
     return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
 
 
-def _decoder_items(ctx: "TraceContext") -> int:
+def _decoder_items(ctx: TraceContext) -> int:
     """Work items a decoder layer splits over cores: cached key / value rows for the attention
     products, score rows for a softmax, tokens for the others."""
     a = ctx.layer.attention
@@ -987,7 +988,7 @@ def _decoder_items(ctx: "TraceContext") -> int:
     return ctx.batch
 
 
-def _decoder_stream(ctx: "TraceContext", tr: _Trace, items: tuple[int, int]) -> None:
+def _decoder_stream(ctx: TraceContext, tr: _Trace, items: tuple[int, int]) -> None:
     """Items [i0, i1) of an element-wise or attention decoder kernel: each operand's share of the
     items, chunk by chunk (:data:`DECODER_CHUNK_BYTES` of the first operand), reads then the write."""
     i0, i1 = items
@@ -1005,7 +1006,7 @@ def _decoder_stream(ctx: "TraceContext", tr: _Trace, items: tuple[int, int]) -> 
     tr.segments(starts, sizes, kinds, writes)
 
 
-def _embedding(ctx: "TraceContext", tr: _Trace, tokens: tuple[int, int]) -> None:
+def _embedding(ctx: TraceContext, tr: _Trace, tokens: tuple[int, int]) -> None:
     """Tokens [t0, t1) of an embedding lookup: each token's row of the table (at a seeded token id,
     the same in every repetition), then its output row."""
     t0, t1 = tokens
@@ -1073,11 +1074,11 @@ class TraceRow(NamedTuple):
     blocks (see :func:`_gpu_dense_blocks`).
     """
 
-    trace: Callable[[TraceContext, "_Trace", tuple[int, int]], None]
+    trace: Callable[[TraceContext, _Trace, tuple[int, int]], None]
     work_items: Callable[[TraceContext], int]
     split: Optional[Callable[[TraceContext, int], np.ndarray]] = None
     lane_efficiency: Callable[[TraceContext], float] = lambda ctx: 1.0
-    gpu_blocks: Optional[Callable[[TraceContext], list[tuple[int, "_Trace"]]]] = None
+    gpu_blocks: Optional[Callable[[TraceContext], list[tuple[int, _Trace]]]] = None
 
 
 def _equal_nonzeros(ctx: TraceContext, cores: int) -> np.ndarray:

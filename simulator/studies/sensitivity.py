@@ -35,7 +35,8 @@ class Knob:
 
 
 KNOBS = (
-    Knob("DRAM bandwidth x2", ("memory.dram.sustained_bandwidth_bytes_per_s", "memory.dram.peak_bandwidth_bytes_per_s")),
+    Knob("DRAM bandwidth x2",
+         ("memory.dram.sustained_bandwidth_bytes_per_s", "memory.dram.peak_bandwidth_bytes_per_s")),
     Knob("DRAM latency x2", ("memory.dram.latency_s",)),
     Knob("stream requests in flight x2", ("memory.dram.outstanding_requests_per_core",)),
     Knob("gather requests in flight x2", ("compute.outstanding_gathers_per_core",)),

@@ -248,7 +248,8 @@ def parse_values(text: str) -> list[Any]:
     geometric = match["op"] in "x*"
     for name, value in (("start", start), ("stop", stop), ("step", step)):
         if not math.isfinite(value):
-            raise units.UnitError(f"{quote(text)}: the {name} must be a finite number, got {quote(match[name].strip())}")
+            raise units.UnitError(f"{quote(text)}: the {name} must be a finite number, "
+                                  f"got {quote(match[name].strip())}")
     if q_start is not q_stop:
         raise units.UnitError(f"{text!r}: start and stop are different kinds of quantity")
     if q_step is not None and (geometric or q_step is not q_start):
@@ -258,7 +259,8 @@ def parse_values(text: str) -> list[Any]:
         if start <= 0 or stop <= 0 or step <= 0 or step == 1:
             raise units.UnitError(f"{text!r}: a geometric range needs positive ends and a factor other than 1")
         if (stop - start) * (step - 1) < 0:
-            raise units.UnitError(f"{text!r}: factor {match['step']} never gets from {match['start']} to {match['stop']}")
+            raise units.UnitError(f"{text!r}: factor {match['step']} never gets "
+                                  f"from {match['start']} to {match['stop']}")
         count = _count(text, math.log(stop / start) / math.log(step))
         raw = [start * step ** i for i in range(count)]
     else:
@@ -423,7 +425,8 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
             cache_level = len(base.caches) - 1
     fingerprint = {"profile": str(Path(source).resolve()), "profile_sha256": _file_digest(source),
                    "workload": str(Path(workload_path).resolve()),
-                   "workload_sha256": _file_digest(str(workload_path)), "formats": [as_variant(f).spec for f in formats],
+                   "workload_sha256": _file_digest(str(workload_path)),
+                   "formats": [as_variant(f).spec for f in formats],
                    "batch": batch, "repeat": repeat, "seed": seed, "fields": [a.field for a in axes]}
     return SweepPlan(source, str(workload_path), axes, tuple(points), tuple(formats),
                      tuple(c.name for c in base.caches), cache_level, fingerprint)

@@ -229,7 +229,8 @@ def fit_parameters(profile: HardwareProfile) -> list[FitParameter]:
         out.append(_around(f"compute.kernels.{kind}.cycles_per_nonzero", kernel.cycles_per_nonzero, 8))
         out.append(_around(f"compute.kernels.{kind}.cycles_per_row", max(kernel.cycles_per_row, 1.0), 8))
         if kernel.rows_in_flight_per_core is not None:
-            out.append(_around(f"compute.kernels.{kind}.rows_in_flight_per_core", kernel.rows_in_flight_per_core, 4, True))
+            out.append(_around(f"compute.kernels.{kind}.rows_in_flight_per_core", kernel.rows_in_flight_per_core,
+                               4, True))
     return out
 
 
