@@ -32,7 +32,7 @@ from typing import Callable, Optional, Sequence, Union
 from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
-from .compress.compression import check_variant, EncodedWeights, StorageFormat, is_pruned, unsupported_sparse_layer
+from .compress.compression import EncodedWeights, StorageFormat, check_variant, is_pruned, unsupported_sparse_layer
 from .compress.precision import PrecisionPlan, encode, plan_precision, structure_available, variant_workload
 from .compress.variants import (
     AUTO_CANDIDATES,

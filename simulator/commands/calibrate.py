@@ -80,7 +80,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
     return "\n".join([
         f"wrote {out}: {mapping['name']}",
         f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector)"
-        + "".join(f", {t} {compute['peak_flops'][t]} (effective)" for t in ("bf16", "int8") if t in compute['peak_flops'])
+        + "".join(f", {t} {compute['peak_flops'][t]} (effective)"
+                  for t in ("bf16", "int8") if t in compute['peak_flops'])
         + "; GEMM library "
         f"efficiency {kernels['gemm']['library_efficiency']:.3g}; {sparse('spmv')}; {sparse('spmm')}",
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "

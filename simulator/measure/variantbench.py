@@ -51,7 +51,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from ..base.errors import OptionError
-from ..compress.compression import StorageFormat, encode_layer, storage_format
+from ..compress.compression import StorageFormat, encode_layer
 from ..compress.variants import Precision, Structure, Variant, parse_variants
 from ..model.workload import Layer, LayerKind, Workload
 from .bench import BenchResult, LayerTiming, _load_average, _percentile, _run_facts, layer_operator
