@@ -398,6 +398,7 @@ def test_refusals_say_why(caches, cpu, measurements):
             build_profile(caches, cpu, replace(measurements, **changes))
         return err.value.why
     assert "3.8 ms on 2 threads against 20 us on one" in why(small_gemv_s=3.8e-3, small_gemv_one_thread_s=20e-6)
+    assert "the 2 threads got 67% of 2 cores' time" in why(cpu_share=0.67)      # another process holds a core
     assert "other processes busy" in why(small_gemv_s=3.8e-3, small_gemv_one_thread_s=20e-6)
     assert "on 2 threads against" in why(stream_read_bytes_per_s=8e9)              # threads, streaming
     assert "32 MiB (12.8 GB/s) is faster than over 2 MiB (3.9 GB/s)" in why(working_set=_busy_curve())

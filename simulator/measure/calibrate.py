@@ -97,6 +97,8 @@ MONOTONE_TOLERANCE = 0.25          # a bigger working set may look up to 25% fas
 FALL_OFF_RATIO = 1.2               # in-cache plateau over DRAM plateau needed to see the last level
 SIZE_STEP_RATIO = 1.3              # latency over twice a private level / over half of it
 THREAD_SLOWDOWN = 4.0              # a small GEMV on all threads vs one thread
+MIN_CPU_SHARE = 0.85               # CPU time the threads get over wall time x threads, running GEMMs
+CPU_SHARE_WINDOW_S = 0.5           # how long the threads run GEMMs for that share
 MIN_THREAD_SCALING = 0.8           # streaming read on all threads vs one thread
 
 
@@ -323,6 +325,7 @@ class Measurements:
     launch_overhead_s: float = 0.0
     small_gemv_s: float = 0.0                 # a 256 x 256 torch.mv on ``threads`` threads
     small_gemv_one_thread_s: float = 0.0      # the same on one thread
+    cpu_share: float = 1.0                    # CPU time the threads got over wall time x threads (GEMMs)
     stream_read_bytes_per_s: float = 0.0
     stream_triad_bytes_per_s: float = 0.0
     stream_read_one_thread_bytes_per_s: float = 0.0
@@ -566,6 +569,23 @@ def _measure_overhead(s: Session) -> None:
     s.m.launch_overhead_s = got["per-call overhead"]
     s.m.small_gemv_s = got["256 x 256 GEMV"]
     s.m.small_gemv_one_thread_s = one["256 x 256 GEMV, one thread"]
+    s.m.cpu_share = cpu_share(s.m.threads)
+
+
+def cpu_share(threads: int, window_s: float = CPU_SHARE_WINDOW_S) -> float:
+    """The share of ``threads`` cores the process gets while its threads run GEMMs for ``window_s``:
+    CPU time over wall time x threads. Best-of-N timings cannot see another process that holds a
+    core (some calls still get both); this can: with one core busy elsewhere, two threads get
+    about two thirds of two cores, whoever is faster in a single call."""
+    import torch
+
+    a = torch.rand(384, 384)
+    torch.mm(a, a)
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    while time.perf_counter() - wall0 < window_s:
+        torch.mm(a, a)
+    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    return cpu / (wall * max(1, threads))
 
 
 def _measure_stream(s: Session) -> None:
@@ -1056,11 +1076,15 @@ def check_overhead(c: Calibration) -> Optional[str]:
 
 
 def check_threads(c: Calibration) -> Optional[str]:
-    """The threads get cores of their own: a small GEMV on all of them is not far slower than on
-    one, and a streaming read on all of them is not slower than on one."""
+    """The threads get cores of their own: running GEMMs they get (nearly) all of their cores' time,
+    a small GEMV on all of them is not far slower than on one, and a streaming read on all of
+    them is not slower than on one."""
     m = c.m
     if m.threads <= 1:
         return None
+    if m.cpu_share < MIN_CPU_SHARE:
+        return (f"running GEMMs, the {m.threads} threads got {m.cpu_share:.0%} of {m.threads} cores' time: other "
+                "processes are busy on these cores (or more --threads than free cores)")
     if m.small_gemv_s > THREAD_SLOWDOWN * m.small_gemv_one_thread_s + 20e-6:
         return (f"a 256 x 256 torch.mv takes {_us(m.small_gemv_s)} on {m.threads} threads against "
                 f"{_us(m.small_gemv_one_thread_s)} on one: the threads do not get cores of their own "
