@@ -210,7 +210,7 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
         out.append((machine.dram, max(bandwidth_s, latency_s, channel_s), name))
     if work.stream_lines is not None:
         stream_s = _latency_seconds(profile, work.stream_lines[tile], dram.outstanding_requests_per_core * cores
-                                    if dram is not None else 1)
+                                    if dram is not None else 1, streams=True)
         gather_s = _latency_seconds(profile, work.gather_requests[tile],
                                     profile.compute.outstanding_gathers_per_core * cores)
         if stream_s + gather_s > 0:
@@ -219,10 +219,11 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
     return out
 
 
-def _latency_seconds(profile: HardwareProfile, served: np.ndarray, in_flight: int) -> float:
+def _latency_seconds(profile: HardwareProfile, served: np.ndarray, in_flight: int, streams: bool = False) -> float:
     """Little's law below the first level: each request served by a lower level (L2, L3, DRAM)
-    occupies one of the ``in_flight`` slots for that level's latency."""
-    latencies = [level.latency_s for level in profile.caches[1:]]
+    occupies one of the ``in_flight`` slots for that level's latency (a stream's: its
+    ``stream_latency`` where the profile gives one)."""
+    latencies = [level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
     latencies.append(profile.dram.latency_s if profile.dram is not None else 0.0)
     waited = float(np.dot(served[1:], latencies)) if served.size > 1 else 0.0
     return waited / max(1, in_flight)

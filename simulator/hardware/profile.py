@@ -356,6 +356,11 @@ class CacheLevel(Strict):
     loads, which GPU libraries issue through the texture / read-only data path): every other access
     of a layer's trace (weight and input streams, stores) passes it by to the level below, as global
     memory does past Kepler's and Maxwell's L1 by default.
+
+    ``latency`` is a random load's (a dependent pointer chase: what a gather waits). A prefetched
+    sequential stream can see less per line (no page walk per line, the prefetcher ahead of it):
+    ``stream_latency``, where given, is what the engine's Little's law charges a stream's lines
+    served by this level (default: ``latency``).
     """
 
     name: str
@@ -369,6 +374,12 @@ class CacheLevel(Strict):
     replacement: Replacement = Replacement.LRU
     write_allocate: WriteAllocate = WriteAllocate.FETCH
     caches_streams: bool = True
+    stream_latency_s: Optional[Seconds] = Field(None, alias="stream_latency")
+
+    @property
+    def streamed_latency_s(self) -> float:
+        """The latency a prefetched stream's line waits at this level."""
+        return self.latency_s if self.stream_latency_s is None else self.stream_latency_s
 
     @property
     def fill_bytes(self) -> int:

@@ -1385,9 +1385,11 @@ def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fi
         at.source("ways", f"sysfs {SYSFS_CACHE}/index*/ (level {c.level})")
         at.measured("latency", "dependent pointer chase over half the level (its measured size)"
                     + _settled(m, f"{name} latency (half)"))
+        stream_latency = None
         if last:
             size, replacement, bandwidth = fits.llc.size_bytes, fits.llc.replacement, fits.llc.in_cache_bytes_per_s
             _llc_notes(at, c, fits.llc, fit_llc_policy)
+            stream_latency = _llc_stream_latency(m, c.line_bytes, bandwidth, latency, at)
         else:
             size, replacement = c.size_bytes, Replacement.LRU
             # private levels: the first level's width per cycle (two vector loads), the second's
@@ -1399,10 +1401,33 @@ def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fi
             at.measured("size", f"sysfs, confirmed: a pointer chase over half of it takes "
                         f"{_us(latency)}, over twice it {_us(m.beyond_latency_s.get(c.level, 0.0))}"
                         + _settled(m, f"{name} latency (twice)"))
-        levels.append({"name": name, "size": _q(size, Quantity.BYTES), "line": _q(c.line_bytes, Quantity.BYTES),
-                       "ways": c.ways, "shared": c.sharing_cpus > 1, "latency": _q(latency, Quantity.SECONDS),
-                       "bandwidth": _q(bandwidth, Quantity.BYTES_PER_S), "replacement": replacement.value})
+        level = {"name": name, "size": _q(size, Quantity.BYTES), "line": _q(c.line_bytes, Quantity.BYTES),
+                 "ways": c.ways, "shared": c.sharing_cpus > 1, "latency": _q(latency, Quantity.SECONDS),
+                 "bandwidth": _q(bandwidth, Quantity.BYTES_PER_S), "replacement": replacement.value}
+        if stream_latency is not None:
+            level["stream_latency"] = _q(stream_latency, Quantity.SECONDS)
+        levels.append(level)
     return levels
+
+
+def _llc_stream_latency(m: Measurements, line_bytes: int, bandwidth: float, latency: float,
+                        at: Notes) -> Optional[float]:
+    """The latency a prefetched stream sees at the last level, by Little's law from what the
+    threads really stream from it (its in-cache GEMV plateau) with the lines a thread keeps in
+    flight on a stream (one thread's sequential read x DRAM latency): where that is below the
+    pointer chase's latency (page walks, no prefetcher ahead of a random chase), the level's
+    streams would otherwise be capped below the rate they were measured at. None when the chase
+    latency already allows the measured rate."""
+    if not (m.stream_read_one_thread_bytes_per_s and m.dram_latency_s and bandwidth):
+        return None
+    lines = max(1.0, round(m.stream_read_one_thread_bytes_per_s * m.dram_latency_s / line_bytes))
+    streamed = m.threads * lines * line_bytes / bandwidth
+    if streamed >= latency:
+        return None
+    at.fit("stream_latency", f"Little's law on the in-cache GEMV plateau ({_gbs(bandwidth)}) with {m.threads} "
+           f"thread(s) x {lines:.0f} stream lines in flight: {_us(streamed)}, below the pointer chase's "
+           f"{_us(latency)} (a random chase pays a page walk per line, a prefetched stream does not)")
+    return streamed
 
 
 def _llc_notes(at: Notes, c: SysfsCache, llc: LlcFit, fit_llc_policy: bool) -> None:
