@@ -453,3 +453,14 @@ def test_type_gemm_rates_become_effective_peaks_the_cost_model_reproduces(caches
     # nothing measured in a type: no peak for it (bf16 is then emulated, int8 refused)
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     assert plain.compute.peak_flops.of("int8") is None and plain.compute.peak_flops.of("bf16") is None
+
+
+def test_the_last_levels_stream_latency_follows_its_streaming_rate():
+    """Little's law: 2 threads x 31 lines x 64 B at 66.5 GB/s is 59.7 ns, below a 110 ns chase (the
+    host of docs/validation.md); a chase already fast enough for the rate gives no stream latency."""
+    m = Measurements(threads=2, versions={}, stream_read_one_thread_bytes_per_s=18e9, dram_latency_s=110.5e-9)
+    notes = cal.Notes("test")
+    at = notes.under("memory.caches.L3")
+    assert cal._llc_stream_latency(m, 64, 66.5e9, 110.5e-9, at) == pytest.approx(2 * 31 * 64 / 66.5e9)
+    assert "memory.caches.L3.stream_latency" in notes.fitted
+    assert cal._llc_stream_latency(m, 64, 66.5e9, 40e-9, at) is None
