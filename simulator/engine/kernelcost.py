@@ -20,7 +20,7 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   has just loaded, with no prefetcher ahead of it), each step also waits the latency of the levels
   its weights and its gathers come from, and a core overlaps only ``rows_in_flight_per_core``
   rows. Convolution by ``im2col`` also writes and reads back the lowered input, at the bandwidth
-  of the level it fits in.
+  of the level it fits in or at the library's ``lowering_cycles_per_element``, whichever is slower.
 * **element-wise** kernels (pooling, adds, concats): ``cycles_per_element`` per vector.
 * **conversions** of a variant's type (:mod:`simulator.compress.precision`): each stored weight
   of a weight-only or emulated type dequantised once (``dequant_cycles_per_vector`` per vector),
@@ -103,6 +103,8 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
     lowering = 0.0
     if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
         lowering = lowering_seconds(profile, shape.lowered_bytes, cores)
+        elements = shape.lowered_bytes // max(1, shape.dtype.size_bytes)
+        lowering = max(lowering, elements * kernel.lowering_cycles_per_element / (compute.clock_hz * max(1, cores)))
     if lowering > seconds:
         mechanism = "lowering"
     return IssueTime(seconds + lowering, mechanism)

@@ -176,6 +176,9 @@ class SparseKernel(Strict):
     columns_per_step: PositiveInt = 1
     rows_in_flight_per_core: Optional[PositiveInt] = None
     algorithm: SparseConvAlgorithm = SparseConvAlgorithm.DIRECT   # sparse convolution only
+    # im2col only: cycles of one core per element the lowering copies (a strided gather, which a
+    # library may do far below the bandwidth of the level holding it); 0: bandwidth alone
+    lowering_cycles_per_element: Annotated[float, Field(ge=0, le=1e4)] = 0.0
     # as DenseKernel's: cycles per vector of stored weights converted into the arithmetic type
     dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
 

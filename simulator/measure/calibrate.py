@@ -82,6 +82,12 @@ SPARSE_NONZEROS = 1 << 16
 SPARSE_COLUMNS = 2048
 SPARSE_ROWS = (256, 1024, 8192)
 SPMM_BATCH = 64
+# The lowered product of a sparse convolution (im2col + CSR x dense), as `bench --sparse-conv`
+# runs it: filters x (channels x 3 x 3) CSR weights times a lowered input of output pixels, at two
+# widths and two densities. 160 channels and 224 filters are no layer the crosscheck checks.
+SPCONV_FILTERS, SPCONV_DEPTH = 224, 160 * 9
+SPCONV_PIXELS = (100, 324)
+SPCONV_DENSITIES = (0.15, 0.4)
 
 #: Rounds agree when their figures are within this share of each other.
 SETTLE_TOLERANCE = 0.05
@@ -338,6 +344,7 @@ class Measurements:
     # the same GEMMs in other types (:func:`_measure_types`): "bf16" F.linear, "int8" dynamic quantization
     type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
     sparse: list[SparseTiming] = field(default_factory=list)
+    lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
     def sparse_of(self, kind: str) -> list[SparseTiming]:
@@ -721,6 +728,41 @@ def _measure_sparse(s: Session) -> None:
                                            backend.value, threads))
 
 
+def _measure_lowered_product(s: Session) -> None:
+    """The lowered product of a sparse convolution (torch CSR weights x an im2col-shaped dense
+    input, as ``bench --sparse-conv`` runs it) at two widths and two densities: the ``spconv``
+    costs. SpMM at 64 columns prices products hundreds of columns wide badly (docs/validation.md)."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    rounds, shapes = {}, {}
+    for density in SPCONV_DENSITIES:
+        ptr, idx, val = csr_with_rows(SPCONV_FILTERS, SPCONV_DEPTH, int(density * SPCONV_FILTERS * SPCONV_DEPTH),
+                                      seed=int(density * 100))
+        weights = torch.sparse_csr_tensor(torch.from_numpy(ptr.astype(np.int64)),
+                                          torch.from_numpy(idx.astype(np.int64)), torch.from_numpy(val),
+                                          (SPCONV_FILTERS, SPCONV_DEPTH))
+        for pixels in SPCONV_PIXELS:
+            lowered = torch.from_numpy(rng.random((SPCONV_DEPTH, pixels), dtype=np.float32))
+            rounds[(density, pixels)] = functools.partial(_best_time, lambda w=weights, x=lowered: w @ x, 10, 0.1)
+            shapes[(density, pixels)] = ptr
+    got = s.record(settle(rounds), name=lambda key: f"lowered product at density {key[0]}, {key[1]} columns")
+    # the lowering itself: F.unfold of a 3 x 3 convolution's input at both widths
+    unfolds = {}
+    for pixels in SPCONV_PIXELS:
+        side = int(round(pixels ** 0.5))
+        image = torch.from_numpy(rng.random((1, SPCONV_DEPTH // 9, side, side), dtype=np.float32))
+        unfolds[pixels] = functools.partial(_best_time, lambda x=image: torch.nn.functional.unfold(x, 3, padding=1),
+                                            10, 0.1)
+    lowered_got = s.record(settle(unfolds), name=lambda key: f"im2col (F.unfold) to {key} columns")
+    s.m.lowering = [(SPCONV_DEPTH * pixels, seconds) for pixels, seconds in lowered_got.items()]
+    for (density, pixels), seconds in got.items():
+        ptr = shapes[(density, pixels)]
+        steps = int(np.maximum(np.diff(ptr), 1).sum())
+        s.m.sparse.append(SparseTiming("spconv", SPCONV_FILTERS, SPCONV_DEPTH, pixels, int(ptr[-1]), steps, seconds,
+                                       "torch", s.threads))
+
+
 def _chase_round(chase, chain: np.ndarray, line_bytes: int) -> Callable[[], float]:
     """One round of a latency chase: a warm-up walk over the chain (up to 500 000 lines, so a
     cache-sized chain is resident again after the other chases of the round), then a timed walk."""
@@ -789,6 +831,7 @@ STEPS = (
     Step("GEMM", _measure_gemm),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("CSR SpMV / SpMM", _measure_sparse),
+    Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
 )
@@ -1021,6 +1064,7 @@ class Fits:
     llc: LlcFit
     spmv: SparseFit
     spmm: SparseFit
+    spconv: Optional[SparseFit] = None      # the lowered product, where it was measured
 
 
 def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
@@ -1031,7 +1075,9 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
                   choose_policy=fit_llc_policy)
     spmv = fit_sparse(m.sparse_of("spmv"), m.launch_overhead_s, cpu.clock_hz)
     spmm = fit_sparse(m.sparse_of("spmm"), m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes))
-    return Fits(llc, spmv, spmm)
+    lowered = m.sparse_of("spconv")
+    spconv = fit_sparse(lowered, m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes)) if lowered else None
+    return Fits(llc, spmv, spmm, spconv)
 
 
 # --- plausibility -------------------------------------------------------------------------------
@@ -1159,7 +1205,9 @@ def check_kernel_rates(c: Calibration) -> Optional[str]:
                 f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}: the clock "
                 f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
                 "width the CPU flags give is")
-    for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm)):
+    for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm), ("spconv", c.fits.spconv)):
+        if fit is None:
+            continue
         floor = fit.columns_per_step / c.cpu.lanes_per_core
         if fit.cycles_per_nonzero < floor:
             return (f"{kind}'s fit costs {fit.cycles_per_nonzero:.3g} cycles per non-zero for "
@@ -1283,10 +1331,36 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
-    block["spconv"] = {"algorithm": "im2col", **block["spmm"]}
-    notes.source("spconv", "[D] as spmm, by im2col: bench lowers the input with F.unfold and multiplies it by the "
-                 "same CSR product")
+    if fits.spconv is None:
+        block["spconv"] = {"algorithm": "im2col", **block["spmm"]}
+        notes.source("spconv", "[D] as spmm, by im2col: bench lowers the input with F.unfold and multiplies it by "
+                     "the same CSR product")
+        return block
+    fit = fits.spconv
+    block["spconv"] = {"algorithm": "im2col", "cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
+                       "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"), "columns_per_step": fit.columns_per_step}
+    if m.lowering:
+        per_element = lowering_cycles(m, cpu.clock_hz)
+        block["spconv"]["lowering_cycles_per_element"] = float(f"{per_element:.4g}")
+        notes.fit("spconv.lowering_cycles_per_element", "F.unfold of a 160-channel 3 x 3 convolution's input to "
+                  + " and ".join(f"{e // SPCONV_DEPTH}" for e, _ in m.lowering) + " columns, best call less the "
+                  f"per-call overhead x clock x {m.threads} thread(s) over the elements written (the mean)")
+    notes.source("spconv.algorithm", "im2col: bench lowers the input with F.unfold and multiplies it by a torch CSR "
+                 "product, as calibrate times it")
+    notes.fit("spconv.cycles_per_nonzero", f"torch CSR ({SPCONV_FILTERS} x {SPCONV_DEPTH}, densities "
+              f"{', '.join(f'{d:g}' for d in SPCONV_DENSITIES)}) x a lowered input of "
+              f"{' and '.join(str(p) for p in SPCONV_PIXELS)} columns (no layer the crosscheck checks); "
+              + _sparse_note("spconv", fit, m.sparse_of("spconv")))
+    notes.fit("spconv.cycles_per_row", "the same fit")
+    notes.fit("spconv.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
     return block
+
+
+def lowering_cycles(m: Measurements, clock_hz: float) -> float:
+    """Cycles of one core per element ``F.unfold`` writes (mean over the measured widths)."""
+    per = [max(0.0, seconds - m.launch_overhead_s) * clock_hz * m.threads / elements
+           for elements, seconds in m.lowering]
+    return float(np.mean(per)) if per else 0.0
 
 
 def type_peaks(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, str]:
@@ -1362,8 +1436,9 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
     # the variants bench times: bf16 / int8 GEMM rates, and a BSR kernel (docs/validation.md, Variants)
     block["peak_flops"].update(type_peaks(cpu, m, notes))
     block["kernels"]["bsr"] = bsr_block(cpu, m, fits, notes.under("kernels"))
-    threads = {kind: t[0].threads for kind in ("spmv", "spmm") if (t := m.sparse_of(kind)) and t[0].threads < cpu.cores}
-    if "spmm" in threads:
+    threads = {kind: t[0].threads for kind in ("spmv", "spmm", "spconv")
+               if (t := m.sparse_of(kind)) and t[0].threads < cpu.cores}
+    if "spmm" in threads and not m.sparse_of("spconv"):
         threads["spconv"] = threads["spmm"]
     if threads:
         block["threads"] = threads
