@@ -464,3 +464,10 @@ def test_the_last_levels_stream_latency_follows_its_streaming_rate():
     assert cal._llc_stream_latency(m, 64, 66.5e9, 110.5e-9, at) == pytest.approx(2 * 31 * 64 / 66.5e9)
     assert "memory.caches.L3.stream_latency" in notes.fitted
     assert cal._llc_stream_latency(m, 64, 66.5e9, 40e-9, at) is None
+
+
+def test_the_lowering_copy_rate_is_cycles_per_element_written():
+    """``F.unfold`` timed at two widths: (seconds - per-call overhead) x clock x threads / elements."""
+    timed = [(elements, 1e-6 + elements * 4 / (4e9 * 2)) for elements in (1440 * 100, 1440 * 324)]
+    m = Measurements(threads=2, versions={}, launch_overhead_s=1e-6, lowering=timed)
+    assert cal.lowering_cycles(m, 4e9) == pytest.approx(4.0)

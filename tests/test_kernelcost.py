@@ -290,3 +290,22 @@ def test_a_lower_stream_latency_speeds_streams_served_by_that_level(write_yaml):
     quick = run(faster, gemv, options).variants[0].layers[0]
     assert base.bound == "stream-latency" and quick.time_s < 0.8 * base.time_s
     assert l3.streamed_latency_s == l3.latency_s and faster.caches[-1].streamed_latency_s == l3.latency_s / 3
+
+
+def test_im2col_lowering_is_the_slower_of_bandwidth_and_the_librarys_copy_rate():
+    """A library's ``F.unfold`` can copy far below the bandwidth of the level holding the lowered
+    matrix: the im2col kernel's lowering costs the slower of the two."""
+    profile = _profile("titan-x")                       # its spconv is im2col
+    shape = KernelShape(KernelKind.SPCONV, DType.FP32, rows=64, columns=1024, depth=576, nonzeros=64 * 57,
+                        row_steps=64 * 57, lowered_bytes=1024 * 576 * 4)
+    base = sparse_seconds(profile, shape, 24).seconds
+    slow = with_values(profile, {"compute.kernels.spconv.lowering_cycles_per_element": 50.0})
+    elements = 1024 * 576
+    lowered = elements * 50.0 / (profile.compute.clock_hz * 24)
+    assert sparse_seconds(slow, shape, 24).seconds == pytest.approx(base - _lowering(profile, shape) + lowered)
+    assert sparse_seconds(slow, shape, 24).mechanism in ("lowering", "nonzeros", "rows")
+
+
+def _lowering(profile, shape):
+    from simulator.engine.kernelcost import lowering_seconds
+    return lowering_seconds(profile, shape.lowered_bytes, 24)
