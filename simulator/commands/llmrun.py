@@ -28,7 +28,7 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                           "(tokens after a cached context: tokens per second) (default decode)")
     run.add_argument("--prompt", type=positive_int("--prompt"),
                      help="with --phase prefill: prompt tokens (default 128)")
-    run.add_argument("--context", type=_count("--context"),
+    run.add_argument("--context", type=positive_int("--context", least=0),
                      help="with --phase decode: tokens already in the KV cache (default 512)")
     run.add_argument("--tokens", type=positive_int("--tokens"),
                      help="with --phase decode: tokens generated; the KV cache grows by one each (default 1)")
@@ -38,18 +38,6 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
                      help="with --phase decode: KV lengths the attention is simulated at over the tokens "
                           "generated (default 3)")
 
-
-def _count(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"{value} is negative")
-        return value
-    parse.__name__ = flag
-    return parse
 
 
 def check_llm_flags(args: argparse.Namespace) -> None:

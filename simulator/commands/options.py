@@ -8,15 +8,17 @@ from pathlib import Path
 from ..base.errors import ConfigError
 
 
-def positive_int(flag: str):
-    """argparse type: an integer of at least 1, the error naming ``flag``."""
+def positive_int(flag: str, least: int = 1):
+    """argparse type: an integer of at least ``least`` (1: positive, 0: a count), the error naming ``flag``."""
+    kind = "a positive integer" if least == 1 else f"an integer of at least {least}"
+
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be a positive integer, got {text!r}")
+            raise argparse.ArgumentTypeError(f"{flag} must be {kind}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"{flag} must be {kind}, got {text!r}")
         return value
     return parse
 

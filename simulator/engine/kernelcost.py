@@ -53,7 +53,6 @@ from ..model.workload import DType
 
 DENSE_KINDS = (KernelKind.GEMV, KernelKind.GEMM, KernelKind.CONV)
 SPARSE_KINDS = (KernelKind.SPMV, KernelKind.SPMM, KernelKind.SPCONV)
-FORMAT_KINDS = (KernelKind.BSR, KernelKind.NM, KernelKind.BITMASK, KernelKind.CODEBOOK)
 
 
 @dataclass(frozen=True)
