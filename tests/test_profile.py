@@ -351,36 +351,23 @@ def test_directory(tmp_path):
     assert str(info.value) == f"{tmp_path}: is a directory, expected a YAML file"
 
 
-def test_invalid_yaml_names_the_line(tmp_path):
+@pytest.mark.parametrize("text, field, message", [
+    pytest.param("schema_version: 1\nname: x\nkind: [gpu\n  compute: {}\n", "line 4", "not valid YAML",
+                 id="invalid-yaml-names-the-line"),
+    pytest.param("schema_version: 1\nname: x\n  kind: gpu\n", "line 3", "not valid YAML",
+                 id="invalid-yaml-line-number"),
+    pytest.param("- 1\n- 2\n", "", "expected a YAML mapping at the top, got list", id="top-level-list"),
+    pytest.param("just words\n", "", "expected a YAML mapping at the top, got str", id="top-level-str"),
+    # a tag that would run code on an unsafe load is a YAML error, not a call
+    pytest.param("schema_version: !!python/object/apply:os.getcwd []\n", "line 1", "not valid YAML",
+                 id="yaml-tags-are-not-executed"),
+])
+def test_a_file_that_is_no_yaml_mapping(tmp_path, text, field, message):
     path = tmp_path / "broken.yaml"
-    path.write_text("schema_version: 1\nname: x\nkind: [gpu\n  compute: {}\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    err = info.value
-    assert err.field.startswith("line ")
-    assert str(err).startswith(f"{path}: line ")
-    assert "not valid YAML" in err.message
-
-
-def test_invalid_yaml_line_number(tmp_path):
-    path = tmp_path / "broken.yaml"
-    path.write_text("schema_version: 1\nname: x\n  kind: gpu\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    assert info.value.field == "line 3"
-
-
-@pytest.mark.parametrize("text, type_name", [("- 1\n- 2\n", "list"), ("just words\n", "str")])
-def test_top_level_not_a_mapping(tmp_path, text, type_name):
-    path = tmp_path / "list.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_profile(path)
-    assert str(info.value) == f"{path}: expected a YAML mapping at the top, got {type_name}"
-
-
-def test_yaml_tags_are_not_executed(tmp_path):
-    path = tmp_path / "evil.yaml"
-    path.write_text("schema_version: !!python/object/apply:os.getcwd []\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_profile(path)
+    err = info.value
+    assert err.field == field
+    assert err.message.startswith(message)
+    assert str(err).startswith(f"{path}: ")
