@@ -200,6 +200,13 @@ class Layer:
     table_rows: int = 0           # an embedding: rows of its table (the vocabulary)
 
     @property
+    def attention_shape(self) -> AttentionShape:
+        """``attention``, of a kind that has one (the attention products and their softmax)."""
+        if self.attention is None:
+            raise ValueError(f"layer {self.name} ({self.kind.value}) has no attention shape")
+        return self.attention
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
         """Torch weight shape: (out, in) for FC, (out, in/groups, k, k) for conv; () without weights."""
         if self.kind is LayerKind.FC:
