@@ -74,7 +74,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numba
 import numpy as np
@@ -574,17 +574,51 @@ def _line_of(address, line, shift):  # pragma: no cover - compiled
     return address >> shift if shift >= 0 else address // line
 
 
-@numba.njit(cache=True, nogil=True)
-def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
-               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
-    """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), as (line, kind); the
-    output rows (kind OUTPUT) are the writes. Array entries are ``*_bits`` wide (element k at byte
-    ``k * bits // 8``). ``shift`` as for :func:`_line_of`."""
-    k0, k1 = ptr[r0], ptr[r1]
-    x_span = (operand_bytes + line - 1) // line + 1          # most lines one operand row can touch
-    bound = (k1 - k0) * (3 + x_span) + (r1 - r0) * x_span
+@numba.njit(cache=True, inline="always")
+def _put_lines(lines, kinds, n, first, last, kind):  # pragma: no cover - compiled
+    """Write lines ``first .. last`` (none when ``last < first``) of stream ``kind`` at position ``n``
+    of the kernel's (lines, kinds) arrays; returns the position after them."""
+    for x in range(first, last + 1):
+        lines[n] = x
+        kinds[n] = kind
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _put_new_line(lines, kinds, n, line_id, previous, kind):  # pragma: no cover - compiled
+    """Write ``line_id`` of stream ``kind`` at position ``n`` unless it is the ``previous`` line of
+    that stream (a sequential stream touches each of its lines once); returns the next position."""
+    if line_id != previous:
+        lines[n] = line_id
+        kinds[n] = kind
+        n += 1
+    return n
+
+
+def _kernel_lines(tr: _Trace, bound: int, write_lines: Callable[..., int], *args: Any) -> None:
+    """Run a compiled line writer (:func:`_csr_lines`, :func:`_bsr_lines`) on ``args``, then the
+    trace's line size and its ``shift`` (see :func:`_line_of`), then (line, kind) arrays of ``bound``
+    entries, at least as many as it can write; append to ``tr`` the lines it wrote, the output rows
+    (kind OUTPUT) as the writes."""
+    line = int(tr.line)
+    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
     lines = np.empty(bound, np.int64)
     kinds = np.empty(bound, np.int8)
+    n = write_lines(*args, line, shift, lines, kinds)
+    tr.lines(lines[:n], kinds[:n] == StreamKind.OUTPUT, kinds[:n])
+
+
+# Without numba's runtime (_nrt=False, as the cache kernel): with it, the arrays handed to the
+# inlined _put_* helpers got reference counts around every call (4-8x slower on VGG-16's FC6
+# shape); these allocate nothing.
+# (numba's annotations leave out the private _nrt flag its njit takes)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]
+def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
+               pointer_bits, operand_bytes, line, shift, lines, kinds):  # pragma: no cover - compiled
+    """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), written as (line, kind)
+    to ``lines`` / ``kinds``; returns their count. Array entries are ``*_bits`` wide (element k at
+    byte ``k * bits // 8``)."""
     n = 0
     last_val = -1
     last_idx = -1
@@ -594,39 +628,22 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
         for k in range(start, stop):
             if k == start:
                 p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
-                if p_line != previous_ptr:
-                    lines[n] = p_line
-                    kinds[n] = 2          # StreamKind.WEIGHT_POINTERS
-                    n += 1
+                n = _put_new_line(lines, kinds, n, p_line, previous_ptr, 2)   # StreamKind.WEIGHT_POINTERS
                 previous_ptr = p_line
             else:
                 previous_ptr = -1
             v_line = _line_of(val_base + ((k * value_bits) >> 3), line, shift)
-            if v_line != last_val:
-                lines[n] = v_line
-                kinds[n] = 0              # StreamKind.WEIGHT_VALUES
-                n += 1
-                last_val = v_line
+            n = _put_new_line(lines, kinds, n, v_line, last_val, 0)         # StreamKind.WEIGHT_VALUES
+            last_val = v_line
             i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
-            if i_line != last_idx:
-                lines[n] = i_line
-                kinds[n] = 1              # StreamKind.WEIGHT_INDICES
-                n += 1
-                last_idx = i_line
-            first = _line_of(x_base + indices[k] * operand_bytes, line, shift)
-            last = _line_of(x_base + (indices[k] + 1) * operand_bytes - 1, line, shift)
-            for x in range(first, last + 1):
-                lines[n] = x
-                kinds[n] = 4              # StreamKind.GATHER
-                n += 1
+            n = _put_new_line(lines, kinds, n, i_line, last_idx, 1)         # StreamKind.WEIGHT_INDICES
+            last_idx = i_line
+            n = _put_lines(lines, kinds, n, _line_of(x_base + indices[k] * operand_bytes, line, shift),
+                           _line_of(x_base + (indices[k] + 1) * operand_bytes - 1, line, shift), 4)   # GATHER
             if k == stop - 1:
-                first = _line_of(y_base + r * operand_bytes, line, shift)
-                last = _line_of(y_base + (r + 1) * operand_bytes - 1, line, shift)
-                for y in range(first, last + 1):
-                    lines[n] = y
-                    kinds[n] = 5          # StreamKind.OUTPUT
-                    n += 1
-    return lines[:n], kinds[:n]
+                n = _put_lines(lines, kinds, n, _line_of(y_base + r * operand_bytes, line, shift),
+                               _line_of(y_base + (r + 1) * operand_bytes - 1, line, shift), 5)   # OUTPUT
+    return n
 
 
 def _csr_fc(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
@@ -638,12 +655,12 @@ def _csr_fc(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     r0, r1 = rows
     if enc.pointer_array[r1] <= enc.pointer_array[r0]:
         return
-    line = int(tr.line)
-    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
-    lines, kinds = _csr_lines(enc.pointer_array, enc.index_array, r0, r1, bases["pointers"], bases["values"],
-                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
-                              enc.pointer_bits, batch * elem, line, shift)
-    tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
+    ptr, operand_bytes = enc.pointer_array, batch * elem
+    x_span = (operand_bytes + tr.line - 1) // tr.line + 1          # most lines one operand row can touch
+    bound = int(ptr[r1] - ptr[r0]) * (3 + x_span) + (r1 - r0) * x_span
+    _kernel_lines(tr, bound, _csr_lines, ptr, enc.index_array, r0, r1, bases["pointers"], bases["values"],
+                  bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                  enc.pointer_bits, operand_bytes)
 
 
 def _csc_fc(ctx: TraceContext, tr: _Trace, cols: tuple[int, int]) -> None:
@@ -755,54 +772,36 @@ def _conv_blocks(ptr, indices, r0, r1, block_nnz, kk, channels):  # pragma: no c
     return bounds[:blocks + 1], used[:blocks]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]  # (as _csr_lines)
 def _bsr_lines(ptr, indices, b0, b1, br, bc, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
-               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
-    """The BSR kernel's accesses over block rows [b0, b1), block by block (see :func:`_bsr_fc`), as
-    (line, kind); each sequential stream touches each of its lines once."""
+               pointer_bits, operand_bytes, line, shift, lines, kinds):  # pragma: no cover - compiled
+    """The BSR kernel's accesses over block rows [b0, b1), block by block (see :func:`_bsr_fc`),
+    written as (line, kind) to ``lines`` / ``kinds``; returns their count. Each sequential stream
+    touches each of its lines once."""
     block_bits = br * bc * value_bits
-    x_span = (bc * operand_bytes + line - 1) // line + 1
-    v_span = (block_bits // 8 + line - 1) // line + 1
-    y_span = (br * operand_bytes + line - 1) // line + 1
-    bound = (ptr[b1] - ptr[b0]) * (1 + v_span + x_span) + (b1 - b0) * (1 + y_span)
-    lines = np.empty(bound, np.int64)
-    kinds = np.empty(bound, np.int8)
     n = 0
     last_ptr = -1
     last_idx = -1
     last_val = -1
     for r in range(b0, b1):
         p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
-        if p_line != last_ptr:
-            lines[n] = p_line
-            kinds[n] = 2              # StreamKind.WEIGHT_POINTERS
-            n += 1
-            last_ptr = p_line
+        n = _put_new_line(lines, kinds, n, p_line, last_ptr, 2)             # StreamKind.WEIGHT_POINTERS
+        last_ptr = p_line
         for k in range(ptr[r], ptr[r + 1]):
             i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
-            if i_line != last_idx:
-                lines[n] = i_line
-                kinds[n] = 1          # StreamKind.WEIGHT_INDICES
-                n += 1
-                last_idx = i_line
+            n = _put_new_line(lines, kinds, n, i_line, last_idx, 1)         # StreamKind.WEIGHT_INDICES
+            last_idx = i_line
             first = _line_of(val_base + ((k * block_bits) >> 3), line, shift)
             last = _line_of(val_base + (((k + 1) * block_bits + 7) >> 3) - 1, line, shift)
-            for v in range(max(first, last_val + 1), last + 1):
-                lines[n] = v
-                kinds[n] = 0          # StreamKind.WEIGHT_VALUES
-                n += 1
+            n = _put_lines(lines, kinds, n, max(first, last_val + 1), last, 0)   # StreamKind.WEIGHT_VALUES
             last_val = max(last_val, last)
             start = x_base + indices[k] * bc * operand_bytes
-            for x in range(_line_of(start, line, shift), _line_of(start + bc * operand_bytes - 1, line, shift) + 1):
-                lines[n] = x
-                kinds[n] = 4          # StreamKind.GATHER
-                n += 1
+            n = _put_lines(lines, kinds, n, _line_of(start, line, shift),
+                           _line_of(start + bc * operand_bytes - 1, line, shift), 4)   # StreamKind.GATHER
         start = y_base + r * br * operand_bytes
-        for y in range(_line_of(start, line, shift), _line_of(start + br * operand_bytes - 1, line, shift) + 1):
-            lines[n] = y
-            kinds[n] = 5              # StreamKind.OUTPUT
-            n += 1
-    return lines[:n], kinds[:n]
+        n = _put_lines(lines, kinds, n, _line_of(start, line, shift),
+                       _line_of(start + br * operand_bytes - 1, line, shift), 5)       # StreamKind.OUTPUT
+    return n
 
 
 def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
@@ -814,13 +813,16 @@ def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     b0, b1 = block_rows
     if b1 <= b0:
         return
-    line = int(tr.line)
-    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
+    line, ptr = tr.line, enc.pointer_array
     br, bc = enc.block
-    lines, kinds = _bsr_lines(enc.pointer_array, enc.index_array, b0, b1, br, bc, bases["pointers"], bases["values"],
-                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
-                              enc.pointer_bits, ctx.batch * ctx.elem, line, shift)
-    tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
+    operand_bytes, block_bits = ctx.batch * ctx.elem, br * bc * enc.value_bits
+    x_span = (bc * operand_bytes + line - 1) // line + 1             # most lines of one block's operand rows
+    v_span = (block_bits // 8 + line - 1) // line + 1                # of one block's values
+    y_span = (br * operand_bytes + line - 1) // line + 1             # of one block row's outputs
+    bound = int(ptr[b1] - ptr[b0]) * (1 + v_span + x_span) + (b1 - b0) * (1 + y_span)
+    _kernel_lines(tr, bound, _bsr_lines, ptr, enc.index_array, b0, b1, br, bc, bases["pointers"], bases["values"],
+                  bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                  enc.pointer_bits, operand_bytes)
 
 
 def _bsr_conv(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
