@@ -164,6 +164,12 @@ class AccessOutcome:
     writeback_addresses: Optional[np.ndarray] = None
     writeback_access: Optional[np.ndarray] = None
 
+    def recorded_writebacks(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(writeback_addresses, writeback_access)`` of an access run with ``record_writebacks``."""
+        if self.writeback_addresses is None or self.writeback_access is None:
+            raise ValueError("the write-backs were not recorded (access(..., record_writebacks=True))")
+        return self.writeback_addresses, self.writeback_access
+
 
 class CacheHierarchy:
     """State of a whole hierarchy; persists across calls (warm caches are real).
@@ -593,7 +599,8 @@ def _write_back(params, state, pstate, lv, evicted, c, t):  # pragma: no cover -
 # Without numba's runtime (_nrt=False): with it, every array handed to an inlined helper that
 # branches or loops gets an atomic reference count up and down around each call, which made the
 # split kernel three times slower than the one-piece loop it replaced; the kernel allocates nothing.
-@numba.njit(cache=True, nogil=True, _nrt=False)
+# (numba's annotations leave out the private _nrt flag its njit takes)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]
 def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
                wb_access_out, block, line, missed):  # pragma: no cover
     """Kernel: all accesses through all levels, write-back chains included; returns the number of

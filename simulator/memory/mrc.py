@@ -153,7 +153,7 @@ class LevelFilter:
         hints = np.zeros(addr.size, np.uint8) if hints is None else np.ascontiguousarray(hints, dtype=np.uint8)
         outcome = self._above.access(addr, write, cores, record_writebacks=True, hints=hints)
         demand = np.flatnonzero(outcome.served_level == self.level)
-        wb_access = outcome.writeback_access
+        wb_addresses, wb_access = outcome.recorded_writebacks()
         access = np.concatenate([demand, wb_access])
         # stable: within an access the look-up first, then the write-backs in the order they left
         order = np.lexsort((np.concatenate([np.zeros(demand.size, np.int8), np.ones(wb_access.size, np.int8)]),
@@ -165,7 +165,7 @@ class LevelFilter:
         nearest = ((hints[demand] & HINT_STREAM) != 0) if passes_above and self.level else self.level == 0
         demand_flags |= np.where(write[demand] & nearest, _DIRTYING, 0).astype(np.int8)
         demand_flags |= np.where(write[demand] & ((hints[demand] & HINT_OVERWRITE) != 0), _OVERWRITE, 0).astype(np.int8)
-        line = np.concatenate([addr[demand], outcome.writeback_addresses]) >> self._shift
+        line = np.concatenate([addr[demand], wb_addresses]) >> self._shift
         flags = np.concatenate([demand_flags, np.full(wb_access.size, _DIRTYING, dtype=np.int8)])
         access = access[order]
         return LevelStream(self.level, outcome.served_level, line[order], access, cores[access].astype(np.int16),

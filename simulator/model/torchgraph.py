@@ -44,7 +44,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -153,10 +153,29 @@ class _Layer:
     chain: list[fx.Node] = field(default_factory=list)   # every node whose value is this output
 
 
+def _target_name(node: fx.Node) -> str:
+    """The target of a ``call_module`` or ``call_method`` node: a module path or a method name (fx
+    types every target as ``str | Callable``; only a ``call_function`` node's is a callable)."""
+    if not isinstance(node.target, str):
+        raise TypeError(f"{node.op} node {node.name} has the callable target {node.target!r}")
+    return node.target
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _submodule(gm: fx.GraphModule, node: fx.Node, cls: type[_M]) -> _M:
+    """The module a ``call_module`` node calls, of the class its role was chosen by."""
+    module = gm.get_submodule(_target_name(node))
+    if not isinstance(module, cls):
+        raise TypeError(f"module {node.target} is a {type(module).__name__}, not a {cls.__name__}")
+    return module
+
+
 def _op_name(node: fx.Node, gm: fx.GraphModule) -> str:
     """How an error names a node's op: ``nn.Conv1d``, ``torch.cat``, ``Tensor.permute``."""
     if node.op == "call_module":
-        cls = type(gm.get_submodule(node.target))
+        cls = type(_submodule(gm, node, nn.Module))
         return f"{'nn' if cls.__module__.startswith('torch.nn') else cls.__module__}.{cls.__name__}"
     if node.op == "call_method":
         return f"Tensor.{node.target}"
@@ -187,12 +206,12 @@ def _readers(node: fx.Node) -> list[fx.Node]:
 
 def _role(node: fx.Node, gm: fx.GraphModule) -> Optional[NodeRole]:
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = _submodule(gm, node, nn.Module)
         return next((role for cls, role in _MODULE_ROLES if isinstance(module, cls)), None)
     if node.op == "call_function":
         return _FUNCTION_ROLES.get(node.target)
     if node.op == "call_method":
-        return _METHOD_ROLES.get(node.target)
+        return _METHOD_ROLES.get(_target_name(node))
     return None
 
 
@@ -248,7 +267,7 @@ class _Builder:
 
     def name(self, node: fx.Node) -> str:
         """A layer's name: the module path for a module's first call, else the node's name."""
-        base = node.target if node.op == "call_module" else node.name
+        base = _target_name(node) if node.op == "call_module" else node.name
         count = self.calls.get(base, 0)
         self.calls[base] = count + 1
         name = base if count == 0 else f"{base}@{count + 1}"
@@ -269,6 +288,8 @@ class _Builder:
             spec["inputs"] = [v.layer for v in inputs]
             if kind is not LayerKind.FC:
                 for v in inputs:
+                    if v.layer is None:   # visit_add and visit_concat refuse the network input beside layers
+                        raise AssertionError(f"{name} reads the network input beside layer outputs")
                     produced = self.layers[v.layer].out_shape
                     if v.shape != produced:
                         raise self.fail(node, f"reads the output of {v.layer} reshaped from {list(produced)} to "
@@ -295,7 +316,8 @@ class _Builder:
 
     # --- the walk -----------------------------------------------------------------------------
 
-    def build(self, example: torch.Tensor) -> None:
+    def build(self, example: torch.Tensor) -> tuple[int, ...]:
+        """Walk the graph; the network input's per-sample shape."""
         self.batch = int(example.shape[0])
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -309,6 +331,9 @@ class _Builder:
                 self.visit(node)
         if not self.layers:
             raise ConfigError(self.source, "", f"has no layer the simulator models (supported: {_SUPPORTED})")
+        if self.input_shape is None:   # every layer reads a value that the placeholder started
+            raise AssertionError("layers without a network input")
+        return self.input_shape
 
     def visit(self, node: fx.Node) -> None:
         role = _role(node, self.gm)
@@ -331,7 +356,7 @@ class _Builder:
             self.alias(node, source)
         elif role is NodeRole.BATCHNORM:
             producer = self.layers[source.layer].fields["kind"] if source.layer else None
-            if producer not in (LayerKind.CONV, LayerKind.FC):
+            if source.layer is None or producer not in (LayerKind.CONV, LayerKind.FC):
                 raise self.fail(node, "folds only into a conv or fc layer right before it; here it reads "
                                 + (f"{producer.value} layer {source.layer}" if producer else "the network input"))
             if not self.exclusive(source.layer):
@@ -343,7 +368,7 @@ class _Builder:
         elif role is NodeRole.CONV:
             self.visit_conv(node, source)
         elif role is NodeRole.FC:
-            module = self.gm.get_submodule(node.target)
+            module = _submodule(self.gm, node, nn.Linear)
             if len(source.shape) != 1:
                 raise self.fail(node, f"multiplies a {list(source.shape)} input per sample; the layer graph's fc "
                                 "layers take a flat vector (flatten first)")
@@ -354,7 +379,7 @@ class _Builder:
             self.visit_pool(node, role, source)
 
     def check_single_call(self, node: fx.Node) -> None:
-        if self.calls.get(node.target):
+        if self.calls.get(_target_name(node)):
             raise self.fail(node, f"calls module {node.target!r} a second time: shared weights cannot be expressed "
                             "in the layer graph (each layer owns its weights)")
 
@@ -373,7 +398,7 @@ class _Builder:
         self.alias(node, source)
 
     def visit_conv(self, node: fx.Node, source: _Value) -> None:
-        module: nn.Conv2d = self.gm.get_submodule(node.target)
+        module = _submodule(self.gm, node, nn.Conv2d)
         where = self.where(node)
         if len(source.shape) != 3:
             raise self.fail(node, f"reads a {list(source.shape)} input per sample; a conv layer reads "
@@ -422,15 +447,15 @@ class _Builder:
             if _pair(params.get("dilation", 1), "dilation", where, self.source) != 1:
                 raise self.fail(node, "dilation is not modelled")
             kernel = _pair(params["kernel_size"], "kernel_size", where, self.source)
-            stride = params.get("stride")
-            stride = kernel if stride is None or stride == [] or stride == () else \
-                _pair(stride, "stride", where, self.source)
+            given = params.get("stride")
+            stride = kernel if given is None or given == [] or given == () else \
+                _pair(given, "stride", where, self.source)
             padding = _pair(params.get("padding", 0), "padding", where, self.source)
         self.add_layer(node, kind, [source], kernel=kernel, stride=stride, padding=padding)
 
     def pool_params(self, node: fx.Node) -> dict[str, Any]:
         if node.op == "call_module":
-            module = self.gm.get_submodule(node.target)
+            module = _submodule(self.gm, node, nn.Module)
             names = ("output_size",) if hasattr(module, "output_size") else \
                 ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
             return {n: getattr(module, n) for n in names if hasattr(module, n)}
@@ -474,10 +499,11 @@ class _Builder:
         self.add_layer(node, LayerKind.CONCAT, values)
 
 
-def _weight(module: nn.Module) -> torch.Tensor:
+def _weight(module: nn.Conv2d | nn.Linear) -> torch.Tensor:
     """The weight a module computes with: ``weight_orig x weight_mask`` when torch-pruned."""
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        return (module.weight_orig * module.weight_mask).detach()
+    orig, mask = getattr(module, "weight_orig", None), getattr(module, "weight_mask", None)
+    if orig is not None and mask is not None:
+        return (orig * mask).detach()
     return module.weight.detach()
 
 
@@ -546,11 +572,11 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
     example = _example(example_input, source)
     gm = trace(module, example, source)
     builder = _Builder(gm, source)
-    builder.build(example)
+    input_shape = builder.build(example)
     specs = [LayerSpec.model_validate(layer.fields) for layer in builder.layers.values()]
     spec = WorkloadSpec(schema_version=1, name=name or type(module).__name__,
                         source=f"traced from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
-                        input_shape=list(builder.input_shape), layers=specs)
+                        input_shape=list(input_shape), layers=specs)
     try:
         base = resolve(spec, source)
     except ConfigError as err:   # a rule above let through something the workload cannot hold

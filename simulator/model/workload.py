@@ -14,6 +14,7 @@ checkpoints line up with it.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field, replace
@@ -199,6 +200,13 @@ class Layer:
     table_rows: int = 0           # an embedding: rows of its table (the vocabulary)
 
     @property
+    def attention_shape(self) -> AttentionShape:
+        """``attention``, of a kind that has one (the attention products and their softmax)."""
+        if self.attention is None:
+            raise ValueError(f"layer {self.name} ({self.kind.value}) has no attention shape")
+        return self.attention
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
         """Torch weight shape: (out, in) for FC, (out, in/groups, k, k) for conv; () without weights."""
         if self.kind is LayerKind.FC:
@@ -255,7 +263,7 @@ class Layer:
         a = self.attention
         if a is not None:
             tokens = a.sequences * a.queries
-            per_score = self.attention.head_dim if self.kind is not LayerKind.SOFTMAX else 1
+            per_score = a.head_dim if self.kind is not LayerKind.SOFTMAX else 1
             return a.sequences * a.heads * a.keys_summed * per_score * batch // tokens
         return self.out_elements * batch if self.kind is not LayerKind.EMBEDDING else 0
 
@@ -444,23 +452,31 @@ def _check_kind_fields(ls: LayerSpec, where: str, source: str) -> None:
         raise ConfigError(source, f"{where}.density", f"{_a(ls.kind)} layer has no weights to prune")
 
 
+def _given(value: int | None, name: str) -> int:
+    """A shape field that :func:`_check_kind_fields` has already required for the layer's kind."""
+    if value is None:
+        raise AssertionError(f"{name} is required for this kind and was checked before")
+    return value
+
+
 def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where: str, source: str) -> Layer:
-    common = dict(name=ls.name, kind=ls.kind, module=ls.module or ls.name, dtype=dtype, density=ls.density,
-                  activation_density=ls.activation_density, relu=ls.relu)
+    # the fields every kind shares
+    make = functools.partial(Layer, name=ls.name, kind=ls.kind, module=ls.module or ls.name, dtype=dtype,
+                             density=ls.density, activation_density=ls.activation_density, relu=ls.relu)
     if ls.kind is LayerKind.FC:
         features = math.prod(in_shape)
         if features != ls.in_features:
             raise ConfigError(source, f"{where}.in_features",
                               f"{ls.in_features} does not match the {features} values arriving "
                               f"(shape {list(in_shape)})")
-        return Layer(in_shape=(features,), out_shape=(ls.out_features,), **common)
+        return make(in_shape=(features,), out_shape=(_given(ls.out_features, "out_features"),))
     if ls.kind in (LayerKind.ADD, LayerKind.CONCAT):
-        return Layer(in_shape=in_shape, out_shape=in_shape, **common)
+        return make(in_shape=in_shape, out_shape=in_shape)
     if len(in_shape) != 3:
         raise ConfigError(source, f"{where}.kind",
                           f"a {ls.kind.value} layer needs a (channels, height, width) input, got {list(in_shape)}")
     channels, height, width = in_shape
-    kernel = ls.kernel
+    kernel = _given(ls.kernel, "kernel")
     stride = ls.stride or (1 if ls.kind is LayerKind.CONV else kernel)
     padding = ls.padding or 0
     if padding < 0:
@@ -475,12 +491,13 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
             raise ConfigError(source, f"{where}.in_channels",
                               f"{ls.in_channels} does not match the {channels} channels arriving")
         groups = ls.groups or 1
-        if channels % groups or ls.out_channels % groups:
+        out_channels = _given(ls.out_channels, "out_channels")
+        if channels % groups or out_channels % groups:
             raise ConfigError(source, f"{where}.groups", f"{groups} does not divide the channel counts")
-        return Layer(in_shape=in_shape, out_shape=(ls.out_channels, out_h, out_w), kernel=kernel,
-                     stride=stride, padding=padding, groups=groups, **common)
-    return Layer(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel=kernel, stride=stride,
-                 padding=padding, **common)
+        return make(in_shape=in_shape, out_shape=(out_channels, out_h, out_w), kernel=kernel,
+                    stride=stride, padding=padding, groups=groups)
+    return make(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel=kernel, stride=stride,
+                padding=padding)
 
 
 def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
