@@ -231,6 +231,8 @@ def _csr_of(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray
     encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
     rows, cols = layer.weight_matrix_shape
     weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
+    if encoded.pointers is None or encoded.indices is None:
+        raise ValueError(f"{layer.name}: a CSR encoding stores row pointers and column indices")
     row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
     values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
     return encoded.pointers.astype(np.int32), encoded.indices.astype(np.int32), values

@@ -234,6 +234,8 @@ def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
     rows, cols = layer.weight_matrix_shape
     weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
+    if encoded.pointers is None or encoded.indices is None:
+        raise ValueError(f"{layer.name}: a CSR encoding stores row pointers and column indices")
     row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
     values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
     return encoded.pointers.astype(np.int64), encoded.indices.astype(np.int64), values

@@ -407,6 +407,8 @@ def _indexed_roundtrip(matrix: np.ndarray, fmt: StorageFormat) -> tuple[np.ndarr
     from ..compress.compression import StorageFormat, encode_mask
 
     enc = encode_mask("w", matrix != 0, fmt, 4)
+    if enc.pointers is None or enc.indices is None:
+        raise ValueError(f"a {fmt.value} encoding stores pointers and indices")
     major = np.repeat(np.arange(enc.pointers.size - 1), np.diff(enc.pointers))
     rows, cols = (major, enc.indices) if fmt is StorageFormat.CSR else (enc.indices, major)
     values = matrix[rows, cols]
