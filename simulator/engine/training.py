@@ -208,7 +208,7 @@ def _needs_forward(layer: Layer, inputs: list[str], output: str) -> list[str]:
 def training_plan(profile: HardwareProfile, workload: Workload, batch: int, timing: Mapping[str, LayerTiming],
                   config: TrainConfig, host_copies: bool, optimizer: Optimizer = Optimizer.MOMENTUM) -> StepPlan:
     """The tasks and tensors of one step under ``config`` (see the module docstring for the rules)."""
-    dram_rate = _device_dram(profile).sustained_bandwidth_bytes_per_s
+    dram_rate = device_dram(profile).sustained_bandwidth_bytes_per_s
     launch = profile.compute.launch_overhead_s
     tensors: dict[str, Tensor] = {}
     persistent: list[str] = []
@@ -376,7 +376,7 @@ def check_training(profile: HardwareProfile, workload: Workload, policy: Offload
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
         raise OptionError("mode", f"{profile.name} is an inference engine; train runs on the "
                           "cache path (CPU / GPU profiles)")
-    _device_dram(profile)
+    device_dram(profile)
     if policy is not OffloadPolicy.BASE and profile.link is None:
         raise OptionError("offload", f"{policy.value} moves feature maps over a host link; "
                           f"{profile.name} has none ({profile.path}: link)")
@@ -384,8 +384,9 @@ def check_training(profile: HardwareProfile, workload: Workload, policy: Offload
         _conv_algorithms(profile)
 
 
-def _device_dram(profile: HardwareProfile) -> Dram:
-    """The profile's device memory, which a training run needs (its capacity and bandwidth)."""
+def device_dram(profile: HardwareProfile) -> Dram:
+    """The profile's device memory, which a training run needs (its capacity and bandwidth); one
+    :class:`ConfigError` naming the field when the profile has none."""
     if profile.dram is None:
         raise ConfigError(profile.path, "memory.dram", "missing: a training run needs a device memory capacity")
     return profile.dram
@@ -408,7 +409,7 @@ def train(profile: HardwareProfile, workload: Workload, batch: int, policy: Offl
     check_training(profile, workload, policy)
     progress("train: forward timing")
     timing, batches = forward_timing(workload, batch, simulate_at)
-    capacity = _device_dram(profile).capacity_bytes
+    capacity = device_dram(profile).capacity_bytes
     plans: dict[str, StepPlan] = {}
 
     def run_config(config: TrainConfig) -> StepOutcome:
