@@ -208,7 +208,7 @@ def pick_sparse_backend(indptr: np.ndarray, indices: np.ndarray, values: np.ndar
     """The faster of torch and scipy on this matrix: mean of a few calls after one warm-up (the
     mean, not the median, because torch's CSR kernels are sometimes bimodal, fast on most calls
     and very slow on some)."""
-    best = None
+    best: Optional[tuple[float, SparseBackend]] = None
     for backend in (SparseBackend.TORCH, SparseBackend.SCIPY):
         op = sparse_operator(backend, indptr, indices, values, shape, x)
         op()
@@ -220,6 +220,7 @@ def pick_sparse_backend(indptr: np.ndarray, indices: np.ndarray, values: np.ndar
         t = statistics.fmean(times)
         if best is None or t < best[0]:
             best = (t, backend)
+    assert best is not None     # two backends were timed
     return best[1]
 
 

@@ -403,7 +403,8 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
 
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its options from the environment at import time, which mypy cannot see
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         out = []
         for n, shape in enumerate(shapes):
