@@ -728,8 +728,9 @@ def _measure_gemv_types(s: Session) -> None:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
             return run
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({rows: gemv_round(rows) for rows in GEMV_LOOP_ROWS}),
-                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")
+                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")  # type: ignore[misc]
         small, large = GEMV_LOOP_ROWS
         if got[large] > got[small]:
             s.m.gemv_weights_per_s[dtype] = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
