@@ -746,9 +746,9 @@ def _measure_gemv_types(s: Session) -> None:
         def run() -> float:
             return _best_time(_type_gemm_call(dtype, beyond[dtype], GEMV_LOOP_COLUMNS, 1), min_calls=5, budget_s=0.1)
         return run
-    got = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
-                   name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
-    s.m.gemv_beyond_s = dict(got)
+    beyond_s = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
+                        name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
+    s.m.gemv_beyond_s = dict(beyond_s)
 
 
 #: The decoders :func:`_measure_dispatch` times: ``bench --llm``'s decoder (a Llama-style block)
@@ -786,8 +786,9 @@ def _measure_dispatch(s: Session) -> None:
             def run() -> float:
                 return _best_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
             return run
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({blocks: dispatch_round(blocks) for blocks in DISPATCH_BLOCKS}),
-                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")
+                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")  # type: ignore[misc]
         few, many = DISPATCH_BLOCKS
         if got[many] > got[few]:
             s.m.block_dispatch_s[weights] = (got[many] - got[few]) / (many - few)
