@@ -156,7 +156,7 @@ def _run(args: argparse.Namespace) -> int:
     profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
-    from ..pipeline import RepeatMode, RunOptions, run
+    from ..pipeline import RepeatMode, RunOptions, VariantLike, run
 
     if args.json:
         json_dir = Path(args.json).parent
@@ -164,8 +164,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
     from ..compress.variants import parse_variants
 
-    formats = (parse_variants(args.format, args.group_size) if args.format
-               else (StorageFormat.DENSE, StorageFormat.CSR))
+    formats: tuple[VariantLike, ...] = (parse_variants(args.format, args.group_size) if args.format
+                                        else (StorageFormat.DENSE, StorageFormat.CSR))
     from ..engine.offload import OffloadPolicy
     from ..engine.training import Mode, Optimizer
     from ..hardware.profile import ConvAlgorithm

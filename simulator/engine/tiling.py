@@ -64,7 +64,7 @@ import enum
 import functools
 import operator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, overload
 
 import numpy as np
 
@@ -183,8 +183,14 @@ class TileSteps:
     write_bursts: np.ndarray
 
 
+@overload
+def _ceil_div(a: int, b: int) -> int: ...
+@overload
+def _ceil_div(a: np.ndarray, b: np.ndarray | int) -> np.ndarray: ...
+@overload
+def _ceil_div(a: int, b: np.ndarray) -> np.ndarray: ...
 def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:
-    """Integer ceil(a / b), elementwise."""
+    """Integer ceil(a / b), elementwise (an array if either operand is one)."""
     return -(-a // b)
 
 
@@ -402,7 +408,8 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
         outer = outer * trips[j]
         inner = [(a, trips[i]) for i, a in enumerate(axes) if i > j]
 
-        def moves(x: str, inner: list = inner, axis: str = axis) -> np.ndarray:   # called in this iteration only
+        def moves(x: str, inner: list[tuple[str, np.ndarray]] = inner,
+                  axis: str = axis) -> np.ndarray | bool:   # called in this iteration only
             return functools.reduce(operator.or_, [(a in deps[x]) & (n > 1) for a, n in inner], axis in deps[x])
 
         out_moves = moves("output")

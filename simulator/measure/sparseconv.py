@@ -235,6 +235,8 @@ def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
     rows, cols = layer.weight_matrix_shape
     weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
+    if encoded.pointers is None or encoded.indices is None:
+        raise ValueError(f"{layer.name}: a CSR encoding stores row pointers and column indices")
     row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
     values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
     return encoded.pointers.astype(np.int64), encoded.indices.astype(np.int64), values
@@ -402,7 +404,8 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
 
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its options from the environment at import time, which mypy cannot see
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         out = []
         for n, shape in enumerate(shapes):

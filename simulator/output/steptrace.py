@@ -58,7 +58,7 @@ def memory_lines(result: RunResult) -> list[str]:
         memory = v.memory
         if memory is None:
             continue
-        if v.streaming is not None:
+        if v.streaming is not None and v.stall_s is not None:     # offload.inference_memory sets both
             s = v.streaming
             lines.append(f"{v.name}: weights do not fit {format_bytes(memory.capacity_bytes)} beside the activations; "
                          f"{format_bytes(s.streamed_bytes)} streamed over the link into a "

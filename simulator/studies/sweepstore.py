@@ -19,16 +19,12 @@ import enum
 import io
 import json
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from ..base.errors import OptionError, clip, quote
 from .sweep import INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
-
-try:
-    import fcntl
-except ImportError:   # pragma: no cover - Windows locks with msvcrt
-    fcntl = None
 
 if TYPE_CHECKING:
     import pandas
@@ -54,7 +50,7 @@ class ResultStore:
         self.path = Path(path) if path is not None else None
         self._rows: list[SweepRow] = []
         self._finished: set[str] = set()
-        self._handle = None
+        self._handle: Optional[TextIO] = None
         if self.path is None:
             return
         try:
@@ -315,9 +311,11 @@ def _lock(path: Path) -> Any:
     except OSError as err:
         raise OptionError("out", f"{lock_path}: cannot be created ({err.strerror or err})") from None
     try:
-        if fcntl is not None:
+        if sys.platform != "win32":
+            import fcntl
+
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:   # pragma: no cover - Windows
+        else:   # pragma: no cover - Windows locks with msvcrt
             import msvcrt
 
             handle.seek(0)
