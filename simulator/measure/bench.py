@@ -327,7 +327,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optional[int] = None,
           repeat: int = 20, seed: int = 0, progress: Callable[[str], None] = lambda _: None,
-          profile_operators: bool = True, trace_path: Optional[str | Path] = None) -> BenchResult:
+          profile_operators: bool = True, timeline_path: Optional[str | Path] = None) -> BenchResult:
     """Time every layer alone, repeated; then (optionally) profile one pass over all layers."""
     import torch
 
@@ -344,12 +344,12 @@ def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optio
         timings.append(LayerTiming(layer.name, layer.kind.value, kernel_name(layer, layer_fmt, batch), fmt.value,
                                    batch, op.backend.value, op.threads, float(statistics.median(times)),
                                    _percentile(times, 10), _percentile(times, 90), repeat, op.weight_bytes))
-        if profile_operators or trace_path:
+        if profile_operators or timeline_path:
             operators.append((layer.name, op))
     breakdown: list[OperatorTime] = []
     if operators:
         progress("bench: torch.profiler pass over the whole workload")
-        breakdown = _profile_pass(operators, trace_path)
+        breakdown = _profile_pass(operators, timeline_path)
     progress("")
     return BenchResult(workload.name, workload.path, fmt.value, batch, threads, repeat, seed, *_run_facts(load),
                        timings, breakdown)
@@ -405,9 +405,9 @@ def bench_llm(dims: DecoderDims, config_path: str, weights: tuple[WeightType, ..
                        llm=measured)
 
 
-def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[str | Path]) -> list[OperatorTime]:
+def _profile_pass(operators: list[tuple[str, _Operator]], timeline_path: Optional[str | Path]) -> list[OperatorTime]:
     """One pass over every layer under torch.profiler, each layer in a named range: the
-    per-operator breakdown, and the real timeline when ``trace_path`` is given."""
+    per-operator breakdown, and the real timeline when ``timeline_path`` is given."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     for _, op in operators:     # warm: the profiled pass is steady state, like the timings
@@ -416,8 +416,8 @@ def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[s
         for name, op in operators:
             with record_function(name):
                 op.call()
-    if trace_path:
-        prof.export_chrome_trace(str(trace_path))
+    if timeline_path:
+        prof.export_chrome_trace(str(timeline_path))
     out = [OperatorTime(e.key, int(e.count), e.cpu_time_total * 1e-6, e.self_cpu_time_total * 1e-6)
            for e in prof.key_averages()]
     return sorted(out, key=lambda o: o.self_cpu_s, reverse=True)
