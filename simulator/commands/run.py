@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "zeros and masks as the sparsity; loaded without running code from the file")
     run.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
                      help="simulate a torch model: import the (installed or PYTHONPATH) module, call FACTORY() for "
-                          "an nn.Module or (module, example input), trace it with torch.fx; its own non-zero "
+                          "an nn.Module or (module, example input), capture its graph with torch.fx; its own non-zero "
                           "weights are the sparsity (with --checkpoint: the checkpoint's weights loaded into it)")
     run.add_argument("--input-shape", metavar="C,H,W",
                      help="with --model: the shape of one input sample, when FACTORY returns no example input")
@@ -95,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Optional[float]]:
-    """The profile, the workload (a file, a checkpoint or a traced model) and the density the run
+    """The profile, the workload (a file, a checkpoint or a model's captured graph) and the density the run
     applies (None where the workload's own weights carry the sparsity)."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
@@ -111,7 +111,7 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
         raise ConfigError("command line", "--input-shape", "applies with --model only")
     if args.model:
         if args.workload:
-            raise ConfigError("command line", "--workload", "does not apply with --model (the traced model is the "
+            raise ConfigError("command line", "--workload", "does not apply with --model (the captured model is the "
                               "layer graph)")
         from ..model.torchgraph import load_checkpoint_weights, load_model, parse_input_shape, workload_from_module
 

@@ -1,8 +1,8 @@
 """Any torch model as a workload: an ``nn.Module`` and an example input become the layer graph.
 
-:func:`workload_from_module` traces the module with ``torch.fx.symbolic_trace`` (it records
-the calls ``forward`` makes, down to torch's own layers and functions), runs the example
-input through the traced graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
+:func:`workload_from_module` captures the module's graph with ``torch.fx.symbolic_trace`` (graph
+capture: it records the calls ``forward`` makes, down to torch's own layers and functions), runs
+the example input through the captured graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
 tensor's shape, and turns each node into a layer of :mod:`simulator.model.workload`, or folds it:
 
 * ``nn.Conv2d`` -> conv; ``nn.Linear`` -> fc; ``nn.MaxPool2d`` / ``F.max_pool2d`` -> maxpool;
@@ -65,7 +65,7 @@ _DTYPES = {torch.float32: DType.FP32, torch.float16: DType.FP16}
 
 
 class NodeRole(str, enum.Enum):
-    """What a traced node becomes in the layer graph."""
+    """What a node of the captured graph becomes in the layer graph."""
 
     CONV = "conv"
     FC = "fc"
@@ -135,7 +135,7 @@ _SUPPORTED = ("Conv2d, Linear, max / avg / adaptive pooling, add of two layer ou
 
 @dataclass
 class _Value:
-    """What a traced tensor is in the layer graph: some layer's output (None: the network input),
+    """What a tensor of the captured graph is in the layer graph: some layer's output (None: the network input),
     with the per-sample shape the tensor really has (a view may have reshaped it)."""
 
     layer: Optional[str]
@@ -207,7 +207,7 @@ def _pair(value: Any, what: str, where: str, source: str) -> int:
 
 
 class _Builder:
-    """Walks the traced graph in execution order and builds the workload's layers."""
+    """Walks the captured graph in execution order and builds the workload's layers."""
 
     def __init__(self, gm: fx.GraphModule, source: str) -> None:
         self.gm = gm
@@ -496,16 +496,17 @@ def _example(example_input: Any, source: str) -> torch.Tensor:
     return example_input
 
 
-def trace(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
-    """``torch.fx`` graph of ``module`` with every node's shape for ``example_input`` (run in eval
+def capture_graph(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
+    """The ``torch.fx`` graph of ``module`` (graph capture) with every node's shape for ``example_input`` (run in eval
     mode under ``no_grad``; the module's own training flags are left as they were)."""
     if not isinstance(module, nn.Module):
         raise ConfigError(source, "", f"expected a torch.nn.Module, got {type(module).__name__}")
     try:
         gm = fx.symbolic_trace(module)
-    except Exception as err:   # any failure of the user's forward under tracing is their model's
+    except Exception as err:   # any failure of the user's forward under capture is their model's
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError(source, "", f"torch.fx cannot trace its forward ({type(err).__name__}: {first}); "
+        raise ConfigError(source, "", "torch.fx cannot capture the graph of its forward "
+                          f"({type(err).__name__}: {first}); "
                           "data-dependent control flow must be removed or wrapped as a leaf module") from None
     modes = {m: m.training for m in module.modules()}
     gm.eval()                  # batch norm uses its running statistics, dropout does nothing
@@ -544,12 +545,12 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
     if density is not None and not 0.0 < density <= 1.0:
         raise ConfigError(source, "density", f"must be in (0, 1], got {density}")
     example = _example(example_input, source)
-    gm = trace(module, example, source)
+    gm = capture_graph(module, example, source)
     builder = _Builder(gm, source)
     builder.build(example)
     specs = [LayerSpec.model_validate(layer.fields) for layer in builder.layers.values()]
     spec = WorkloadSpec(schema_version=1, name=name or type(module).__name__,
-                        source=f"traced from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
+                        source=f"captured from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
                         input_shape=list(builder.input_shape), layers=specs)
     try:
         base = resolve(spec, source)
@@ -582,7 +583,7 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model named on the command line: the module and the example input to trace it with."""
+    """A model named on the command line: the module and the example input to capture its graph with."""
 
     spec: str
     module: nn.Module
