@@ -409,7 +409,7 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
                      f"densities, {rounds} rounds")
             out.append(measure_layer(shape, densities, algorithms, batch, threads, rounds, seed))
         return out
-    finally:       # the caller's thread counts back (the cache model's numba kernels share them)
+    finally:       # the caller's thread counts back (the cache model's compiled loops share them)
         torch.set_num_threads(before[0])
         numba.set_num_threads(before[1])
 

@@ -285,7 +285,7 @@ def _interleave(traces: Sequence[_Trace], core_of: Optional[Sequence[int]] = Non
     finished drops out), as (byte addresses, write flags, cores, stream kinds). Trace i is issued
     by core ``core_of[i]`` (default i): several traces (a GPU's resident thread blocks) may share one.
 
-    Each core's accesses are written straight to their merged positions by a compiled kernel
+    Each core's accesses are written straight to their merged positions by a compiled loop
     (see :func:`_place_runs`), one call per part.
     """
     core_of = list(range(len(traces))) if core_of is None else list(core_of)
@@ -809,7 +809,7 @@ def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR product over block rows [b0, r1): per block row its pointer, then per block its
     block-column index and its R x C values (sequential streams, once per line), and the gather of
     its C input rows (``C x batch`` contiguous operand values); at the end of the block row its R
-    output rows. Compiled, like the CSR kernel."""
+    output rows. Compiled, like the CSR loop (:func:`_csr_lines`)."""
     enc, bases = ctx.enc, ctx.bases
     b0, b1 = block_rows
     if b1 <= b0:
