@@ -44,7 +44,7 @@ def test_a_sequential_cnn_becomes_its_layers_with_batch_norm_and_relu_folded():
     assert [l.out_shape for l in w.layers] == [(8, 16, 16), (8, 8, 8), (16, 4, 4), (16, 1, 1), (10,)]
     assert [l.relu for l in w.layers] == [True, False, True, False, False]
     pool = w.layer("6")
-    assert (pool.kernel, pool.stride) == (4, 4)          # adaptive 4x4 -> 1x1 is one 4x4 window
+    assert (pool.kernel_hw, pool.stride) == (4, 4)          # adaptive 4x4 -> 1x1 is one 4x4 window
     assert w.name == "seq" and w.input_shape == (3, 16, 16) and w.dtype is DType.FP32
     assert w.predecessors("0") == [] and w.predecessors("9") == ["6"]
     assert w.layer("4").stride == 2 and w.layer("4").padding == 1

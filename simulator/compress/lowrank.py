@@ -164,7 +164,7 @@ def factored_layers(layer: Layer, rank: int) -> tuple[Layer, Layer]:
         raise OptionError("low_rank", f"{layer.name} is a grouped convolution; factoring keeps groups of 1 only")
     middle = (rank,) + layer.out_shape[1:]
     return (replace(layer, out_shape=middle, **first),
-            replace(layer, in_shape=middle, out_shape=layer.out_shape, kernel=1, stride=1, padding=0, **second))
+            replace(layer, in_shape=middle, out_shape=layer.out_shape, kernel_hw=1, stride=1, padding=0, **second))
 
 
 @dataclass(frozen=True)

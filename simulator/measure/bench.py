@@ -284,7 +284,7 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
             raise ConfigError(source, f"layers.{layer.name}.groups", "CSR convolution is benched for groups = 1 only")
         rows, cols = layer.weight_matrix_shape
         ptr, idx, val = _csr_of(layer, seed)
-        k = layer.kernel
+        k = layer.kernel_hw
 
         # sparse convolution as the simulator lowers it: im2col, then CSR x columns
         patches = F.unfold(x, k, padding=padding, stride=stride)            # [batch, cols, pixels]
@@ -299,7 +299,7 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
                          val.nbytes + idx.nbytes + ptr.nbytes)
     if layer.kind in (LayerKind.MAXPOOL, LayerKind.AVGPOOL):
         pool = F.max_pool2d if layer.kind is LayerKind.MAXPOOL else F.avg_pool2d
-        k, stride, padding = layer.kernel, layer.stride, layer.padding
+        k, stride, padding = layer.kernel_hw, layer.stride, layer.padding
         return _Operator(lambda: pool(x, k, stride=stride, padding=padding), SparseBackend.DENSE, threads, 0)
     if layer.kind is LayerKind.ADD:
         y = torch.rand_like(x)

@@ -426,7 +426,7 @@ def _gemm_of(ctx: TraceContext) -> _Gemm:
     if layer.kind is LayerKind.FC:
         return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0], 1, 1, 1)
     return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0] // layer.groups,
-                 layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
+                 layer.kernel_hw * layer.kernel_hw, layer.in_elements // layer.in_shape[0], layer.out_pixels)
 
 
 def _k_chunk(g: _Gemm, ctx: TraceContext) -> int:
@@ -695,7 +695,7 @@ def _sparse_conv(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     r0, r1 = rows
     if r1 <= r0:
         return
-    kk = layer.kernel * layer.kernel
+    kk = layer.kernel_hw * layer.kernel_hw
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
     block_nnz = 8 * budget // (enc.value_bits + enc.index_bits)
     bounds, used = _conv_blocks(enc.pointers, enc.indices, r0, r1, block_nnz, kk, -(-enc.cols // kk))
@@ -832,7 +832,7 @@ def _bsr_conv(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> Non
     if b1 <= b0:
         return
     br, bc = enc.block
-    kk = layer.kernel * layer.kernel
+    kk = layer.kernel_hw * layer.kernel_hw
     ptr = enc.pointers.astype(np.int64, copy=False)
     columns = (enc.indices.astype(np.int64)[:, None] * bc + np.arange(bc, dtype=np.int64)).ravel()
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)

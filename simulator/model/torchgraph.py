@@ -383,15 +383,15 @@ class _Builder:
                             "are dense windows)")
         if module.padding_mode != "zeros":
             raise self.fail(node, f"padding_mode {module.padding_mode!r} is not modelled (zeros only)")
-        kernel = _pair(module.kernel_size, "kernel_size", where, self.source)
+        kernel_hw = _pair(module.kernel_size, "kernel_size", where, self.source)
         stride = _pair(module.stride, "stride", where, self.source)
         if isinstance(module.padding, str):
-            padding = 0 if module.padding == "valid" else (kernel - 1) // 2
+            padding = 0 if module.padding == "valid" else (kernel_hw - 1) // 2
         else:
             padding = _pair(module.padding, "padding", where, self.source)
         self.check_single_call(node)
         self.add_layer(node, LayerKind.CONV, [source], _weight(module), in_channels=module.in_channels,
-                       out_channels=module.out_channels, kernel=kernel, stride=stride, padding=padding,
+                       out_channels=module.out_channels, kernel=kernel_hw, stride=stride, padding=padding,
                        groups=module.groups)
 
     def visit_pool(self, node: fx.Node, role: NodeRole, source: _Value) -> None:
@@ -412,7 +412,7 @@ class _Builder:
             if height % out_h or width % out_w or height // out_h != width // out_w:
                 raise self.fail(node, f"pools {height}x{width} to {out_h}x{out_w}, which is not one square window "
                                 "repeated; the layer graph cannot express it")
-            kernel = stride = height // out_h
+            kernel_hw = stride = height // out_h
             padding = 0
         else:
             if params.get("ceil_mode"):
@@ -421,12 +421,12 @@ class _Builder:
                 raise self.fail(node, "return_indices=True is not modelled")
             if _pair(params.get("dilation", 1), "dilation", where, self.source) != 1:
                 raise self.fail(node, "dilation is not modelled")
-            kernel = _pair(params["kernel_size"], "kernel_size", where, self.source)
+            kernel_hw = _pair(params["kernel_size"], "kernel_size", where, self.source)
             stride = params.get("stride")
-            stride = kernel if stride is None or stride == [] or stride == () else \
+            stride = kernel_hw if stride is None or stride == [] or stride == () else \
                 _pair(stride, "stride", where, self.source)
             padding = _pair(params.get("padding", 0), "padding", where, self.source)
-        self.add_layer(node, kind, [source], kernel=kernel, stride=stride, padding=padding)
+        self.add_layer(node, kind, [source], kernel=kernel_hw, stride=stride, padding=padding)
 
     def pool_params(self, node: fx.Node) -> dict[str, Any]:
         if node.op == "call_module":
