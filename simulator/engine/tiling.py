@@ -28,7 +28,7 @@ weights). Convolutions with groups, and every sample of a batch, rerun the nest 
 
 **The tiling rule.** Candidates: Tm a multiple of the array's output lanes (or all of M), Tn a
 multiple of its input lanes (or all of N), Tr and Tc any size (one candidate per distinct tile
-count). A candidate counts only if its input tile (with the halo the kernel needs), its weight
+count). A candidate counts only if its input tile (with the halo the k x k window needs), its weight
 tile and its output tile each fit half of their buffer. For each candidate and loop order the
 model estimates the layer's time from its compute time ``C = array cycles / clock`` and its DRAM
 time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts, busiest
