@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 LLM_FLAGS = {"phase": "decode", "prompt": 128, "context": 512, "tokens": 1, "kv_dtype": None, "context_points": 3}
 #: the run flags a model config does not take
 _NOT_WITH_LLM = (("checkpoint", "--checkpoint"), ("model", "--model"), ("dump_trace", "--dump-trace"),
-                 ("trace", "--trace"), ("low_rank", "--low-rank"), ("plot", "--plot"), ("input_shape", "--input-shape"))
+                 ("timeline", "--timeline"), ("low_rank", "--low-rank"), ("plot", "--plot"),
+                 ("input_shape", "--input-shape"))
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:

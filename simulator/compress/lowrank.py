@@ -167,7 +167,7 @@ def factored_layers(layer: Layer, rank: int) -> tuple[Layer, Layer]:
         raise OptionError("low_rank", f"{layer.name} is a grouped convolution; factoring keeps groups of 1 only")
     middle = (rank,) + layer.out_shape[1:]
     return (first(out_shape=middle),
-            second(in_shape=middle, out_shape=layer.out_shape, kernel=1, stride=1, padding=0))
+            second(in_shape=middle, out_shape=layer.out_shape, kernel_hw=1, stride=1, padding=0))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
 time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
-(:class:`Interval`), for timelines (``run --trace``).
+(:class:`Interval`), for timelines (``run --timeline``).
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ class Machine:
 
 @dataclass(frozen=True)
 class Interval:
-    """One busy interval of one resource, for timelines (``run --trace``). The resource
+    """One busy interval of one resource, for timelines (``run --timeline``). The resource
     ``layer`` marks a whole layer (or host copy) from its start to its end."""
 
     resource: str

@@ -141,7 +141,7 @@ class StepOutcome:
     tasks: tuple[TaskTiming, ...]
     copies_s: tuple[float, float]         # time spent on copy_in before, and copy_out after, the tasks
     timeline: tuple[TimelineEvent, ...] = field(repr=False, default=())
-    memory_trace: tuple[tuple[float, int], ...] = field(repr=False, default=())
+    memory_timeline: tuple[tuple[float, int], ...] = field(repr=False, default=())
 
     @property
     def fits(self) -> bool:
@@ -215,7 +215,7 @@ class _Step:
             stall_s=self.stall_s, link_busy_s=streams.busy_s if streams else 0.0, tasks=tuple(self.timings),
             copies_s=(self.copies_s[0], self.copies_s[1]),
             timeline=tuple(sorted(self.events, key=lambda e: (e.start_s, e.track))),
-            memory_trace=tuple(self.allocator.trace))
+            memory_timeline=tuple(self.allocator.live_bytes_timeline))
 
     def allocate(self, name: str, task: str) -> None:
         """Place ``name`` on the device now, on behalf of ``task``."""
@@ -438,4 +438,4 @@ def inference_memory(profile: HardwareProfile, workload: Workload, variant: Vari
                                 link_busy_s=outcome.link_busy_s)
     return replace(variant, total_s=outcome.total_s, layers=rows, memory=outcome.memory,
                    pcie_h2d_bytes=outcome.h2d_bytes, pcie_d2h_bytes=outcome.d2h_bytes, stall_s=outcome.stall_s,
-                   streaming=streaming, timeline=outcome.timeline, memory_trace=outcome.memory_trace)
+                   streaming=streaming, timeline=outcome.timeline, memory_timeline=outcome.memory_timeline)

@@ -463,7 +463,7 @@ def step_variant(name: str, plan: StepPlan, outcome: StepOutcome, info: Training
     info = replace(info, network_wide_bytes=sum(whole.values()), network_wide_by_kind=whole)
     return VariantResult(name, "dense", outcome.total_s, rows, memory=outcome.memory, pcie_h2d_bytes=outcome.h2d_bytes,
                          pcie_d2h_bytes=outcome.d2h_bytes, stall_s=outcome.stall_s, training=info,
-                         timeline=outcome.timeline, memory_trace=outcome.memory_trace)
+                         timeline=outcome.timeline, memory_timeline=outcome.memory_timeline)
 
 
 # --- report ----------------------------------------------------------------------------------------

@@ -222,14 +222,16 @@ class LruStacks:
         instance = np.ascontiguousarray(instance)
         distance = np.empty(line.size, dtype=np.int32)
         evicted = np.zeros((self.writeback_ways.size, line.size), dtype=np.bool_)
-        _stack_kernel(line, instance, self.instances > 1, self.sets, np.ascontiguousarray(dirtying, dtype=np.bool_),
-                      self.depth, self.writeback_ways, self._lines, self._since_dirty, self._filled, distance, evicted)
+        _stack_distance_loop(line, instance, self.instances > 1, self.sets,
+                             np.ascontiguousarray(dirtying, dtype=np.bool_), self.depth, self.writeback_ways,
+                             self._lines, self._since_dirty, self._filled, distance, evicted)
         return distance, evicted
 
 
 @numba.njit(cache=True, nogil=True)
-def _stack_kernel(line, instance, by_instance, sets, dirtying, depth, wb_ways, lines, since_dirty, filled,
-                  distance, evicted):  # pragma: no cover - compiled
+def _stack_distance_loop(line, instance, by_instance, sets, dirtying, depth, wb_ways, lines, since_dirty, filled,
+                         distance, evicted):  # pragma: no cover - compiled
+    """LRU stack distances of one level's references, set by set (a numba-compiled loop)."""
     for t in range(line.shape[0]):
         x = line[t]
         g = (instance[t] * sets if by_instance else 0) + x % sets

@@ -285,7 +285,7 @@ def _interleave(traces: Sequence[_Trace], core_of: Optional[Sequence[int]] = Non
     finished drops out), as (byte addresses, write flags, cores, stream kinds). Trace i is issued
     by core ``core_of[i]`` (default i): several traces (a GPU's resident thread blocks) may share one.
 
-    Each core's accesses are written straight to their merged positions by a compiled kernel
+    Each core's accesses are written straight to their merged positions by a compiled loop
     (see :func:`_place_runs`), one call per part.
     """
     core_of = list(range(len(traces))) if core_of is None else list(core_of)
@@ -426,7 +426,7 @@ def _gemm_of(ctx: TraceContext) -> _Gemm:
     if layer.kind is LayerKind.FC:
         return _Gemm(streams, bases["input"], bases["output"], ctx.weights.rows, layer.in_shape[0], 1, 1, 1)
     return _Gemm(streams, bases["input"], bases["output"], ctx.weights.rows, layer.in_shape[0] // layer.groups,
-                 layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
+                 layer.kernel_hw * layer.kernel_hw, layer.in_elements // layer.in_shape[0], layer.out_pixels)
 
 
 def _k_chunk(g: _Gemm, ctx: TraceContext) -> int:
@@ -712,7 +712,7 @@ def _sparse_conv(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     r0, r1 = rows
     if r1 <= r0:
         return
-    kk = layer.kernel * layer.kernel
+    kk = layer.kernel_hw * layer.kernel_hw
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
     block_nnz = 8 * budget // (enc.value_bits + enc.index_bits)
     bounds, used = _conv_blocks(enc.pointer_array, enc.index_array, r0, r1, block_nnz, kk, -(-enc.cols // kk))
@@ -808,7 +808,7 @@ def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR product over block rows [b0, r1): per block row its pointer, then per block its
     block-column index and its R x C values (sequential streams, once per line), and the gather of
     its C input rows (``C x batch`` contiguous operand values); at the end of the block row its R
-    output rows. Compiled, like the CSR kernel."""
+    output rows. Compiled, like the CSR loop (:func:`_csr_lines`)."""
     enc, bases = ctx.weights, ctx.bases
     b0, b1 = block_rows
     if b1 <= b0:
@@ -834,7 +834,7 @@ def _bsr_conv(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> Non
     if b1 <= b0:
         return
     br, bc = enc.block
-    kk = layer.kernel * layer.kernel
+    kk = layer.kernel_hw * layer.kernel_hw
     ptr = enc.pointer_array.astype(np.int64, copy=False)
     columns = (enc.index_array.astype(np.int64)[:, None] * bc + np.arange(bc, dtype=np.int64)).ravel()
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)

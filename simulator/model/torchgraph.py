@@ -1,8 +1,8 @@
 """Any torch model as a workload: an ``nn.Module`` and an example input become the layer graph.
 
-:func:`workload_from_module` traces the module with ``torch.fx.symbolic_trace`` (it records
-the calls ``forward`` makes, down to torch's own layers and functions), runs the example
-input through the traced graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
+:func:`workload_from_module` captures the module's graph with ``torch.fx.symbolic_trace`` (graph
+capture: it records the calls ``forward`` makes, down to torch's own layers and functions), runs
+the example input through the captured graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
 tensor's shape, and turns each node into a layer of :mod:`simulator.model.workload`, or folds it:
 
 * ``nn.Conv2d`` -> conv; ``nn.Linear`` -> fc; ``nn.MaxPool2d`` / ``F.max_pool2d`` -> maxpool;
@@ -65,7 +65,7 @@ _DTYPES = {torch.float32: DType.FP32, torch.float16: DType.FP16}
 
 
 class NodeRole(str, enum.Enum):
-    """What a traced node becomes in the layer graph."""
+    """What a node of the captured graph becomes in the layer graph."""
 
     CONV = "conv"
     FC = "fc"
@@ -135,7 +135,7 @@ _SUPPORTED = ("Conv2d, Linear, max / avg / adaptive pooling, add of two layer ou
 
 @dataclass
 class _Value:
-    """What a traced tensor is in the layer graph: some layer's output (None: the network input),
+    """What a tensor of the captured graph is in the layer graph: some layer's output (None: the network input),
     with the per-sample shape the tensor really has (a view may have reshaped it)."""
 
     layer: Optional[str]
@@ -226,7 +226,7 @@ def _pair(value: Any, what: str, where: str, source: str) -> int:
 
 
 class _Builder:
-    """Walks the traced graph in execution order and builds the workload's layers."""
+    """Walks the captured graph in execution order and builds the workload's layers."""
 
     def __init__(self, gm: fx.GraphModule, source: str) -> None:
         self.gm = gm
@@ -408,15 +408,15 @@ class _Builder:
                             "are dense windows)")
         if module.padding_mode != "zeros":
             raise self.fail(node, f"padding_mode {module.padding_mode!r} is not modelled (zeros only)")
-        kernel = _pair(module.kernel_size, "kernel_size", where, self.source)
+        kernel_hw = _pair(module.kernel_size, "kernel_size", where, self.source)
         stride = _pair(module.stride, "stride", where, self.source)
         if isinstance(module.padding, str):
-            padding = 0 if module.padding == "valid" else (kernel - 1) // 2
+            padding = 0 if module.padding == "valid" else (kernel_hw - 1) // 2
         else:
             padding = _pair(module.padding, "padding", where, self.source)
         self.check_single_call(node)
         self.add_layer(node, LayerKind.CONV, [source], _weight(module), in_channels=module.in_channels,
-                       out_channels=module.out_channels, kernel=kernel, stride=stride, padding=padding,
+                       out_channels=module.out_channels, kernel=kernel_hw, stride=stride, padding=padding,
                        groups=module.groups)
 
     def visit_pool(self, node: fx.Node, role: NodeRole, source: _Value) -> None:
@@ -437,7 +437,7 @@ class _Builder:
             if height % out_h or width % out_w or height // out_h != width // out_w:
                 raise self.fail(node, f"pools {height}x{width} to {out_h}x{out_w}, which is not one square window "
                                 "repeated; the layer graph cannot express it")
-            kernel = stride = height // out_h
+            kernel_hw = stride = height // out_h
             padding = 0
         else:
             if params.get("ceil_mode"):
@@ -446,12 +446,12 @@ class _Builder:
                 raise self.fail(node, "return_indices=True is not modelled")
             if _pair(params.get("dilation", 1), "dilation", where, self.source) != 1:
                 raise self.fail(node, "dilation is not modelled")
-            kernel = _pair(params["kernel_size"], "kernel_size", where, self.source)
+            kernel_hw = _pair(params["kernel_size"], "kernel_size", where, self.source)
             given = params.get("stride")
-            stride = kernel if given is None or given == [] or given == () else \
+            stride = kernel_hw if given is None or given == [] or given == () else \
                 _pair(given, "stride", where, self.source)
             padding = _pair(params.get("padding", 0), "padding", where, self.source)
-        self.add_layer(node, kind, [source], kernel=kernel, stride=stride, padding=padding)
+        self.add_layer(node, kind, [source], kernel=kernel_hw, stride=stride, padding=padding)
 
     def pool_params(self, node: fx.Node) -> dict[str, Any]:
         if node.op == "call_module":
@@ -522,16 +522,17 @@ def _example(example_input: Any, source: str) -> torch.Tensor:
     return example_input
 
 
-def trace(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
-    """``torch.fx`` graph of ``module`` with every node's shape for ``example_input`` (run in eval
+def capture_graph(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
+    """The ``torch.fx`` graph of ``module`` (graph capture) with every node's shape for ``example_input`` (run in eval
     mode under ``no_grad``; the module's own training flags are left as they were)."""
     if not isinstance(module, nn.Module):
         raise ConfigError(source, "", f"expected a torch.nn.Module, got {type(module).__name__}")
     try:
         gm = fx.symbolic_trace(module)
-    except Exception as err:   # any failure of the user's forward under tracing is their model's
+    except Exception as err:   # any failure of the user's forward under capture is their model's
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError(source, "", f"torch.fx cannot trace its forward ({type(err).__name__}: {first}); "
+        raise ConfigError(source, "", "torch.fx cannot capture the graph of its forward "
+                          f"({type(err).__name__}: {first}); "
                           "data-dependent control flow must be removed or wrapped as a leaf module") from None
     modes = {m: m.training for m in module.modules()}
     gm.eval()                  # batch norm uses its running statistics, dropout does nothing
@@ -570,12 +571,12 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
     if density is not None and not 0.0 < density <= 1.0:
         raise ConfigError(source, "density", f"must be in (0, 1], got {density}")
     example = _example(example_input, source)
-    gm = trace(module, example, source)
+    gm = capture_graph(module, example, source)
     builder = _Builder(gm, source)
     input_shape = builder.build(example)
     specs = [LayerSpec.model_validate(layer.fields) for layer in builder.layers.values()]
     spec = WorkloadSpec(schema_version=1, name=name or type(module).__name__,
-                        source=f"traced from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
+                        source=f"captured from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
                         input_shape=list(input_shape), layers=specs)
     try:
         base = resolve(spec, source)
@@ -608,7 +609,7 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model named on the command line: the module and the example input to trace it with."""
+    """A model named on the command line: the module and the example input to capture its graph with."""
 
     spec: str
     module: nn.Module

@@ -190,7 +190,7 @@ class Layer:
     dtype: DType
     density: float = 1.0
     activation_density: float = 1.0
-    kernel: int = 1
+    kernel_hw: int = 1            # the k x k window a conv or pool slides (the workload file's ``kernel``)
     stride: int = 1
     padding: int = 0
     groups: int = 1
@@ -212,7 +212,7 @@ class Layer:
         if self.kind is LayerKind.FC:
             return (self.out_shape[0], self.in_shape[0])
         if self.kind is LayerKind.CONV:
-            return (self.out_shape[0], self.in_shape[0] // self.groups, self.kernel, self.kernel)
+            return (self.out_shape[0], self.in_shape[0] // self.groups, self.kernel_hw, self.kernel_hw)
         return ()
 
     @property
@@ -253,7 +253,7 @@ class Layer:
             return 0
         if self.kind.is_decoder:
             return self.decoder_ops(1)
-        return self.out_elements * self.kernel * self.kernel
+        return self.out_elements * self.kernel_hw * self.kernel_hw
 
     def decoder_ops(self, batch: int) -> int:
         """Operations of a decoder kind for ``batch`` tokens: multiply-adds of the attention products
@@ -476,16 +476,16 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
         raise ConfigError(source, f"{where}.kind",
                           f"a {ls.kind.value} layer needs a (channels, height, width) input, got {list(in_shape)}")
     channels, height, width = in_shape
-    kernel = _given(ls.kernel, "kernel")
-    stride = ls.stride or (1 if ls.kind is LayerKind.CONV else kernel)
+    kernel_hw = _given(ls.kernel, "kernel")
+    stride = ls.stride or (1 if ls.kind is LayerKind.CONV else kernel_hw)
     padding = ls.padding or 0
     if padding < 0:
         raise ConfigError(source, f"{where}.padding", f"{padding} is negative")
-    out_h = (height + 2 * padding - kernel) // stride + 1
-    out_w = (width + 2 * padding - kernel) // stride + 1
+    out_h = (height + 2 * padding - kernel_hw) // stride + 1
+    out_w = (width + 2 * padding - kernel_hw) // stride + 1
     if out_h < 1 or out_w < 1:
         raise ConfigError(source, f"{where}.kernel",
-                          f"{kernel} with stride {stride} does not fit a {height}x{width} input")
+                          f"{kernel_hw} with stride {stride} does not fit a {height}x{width} input")
     if ls.kind is LayerKind.CONV:
         if ls.in_channels != channels:
             raise ConfigError(source, f"{where}.in_channels",
@@ -494,9 +494,9 @@ def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where
         out_channels = _given(ls.out_channels, "out_channels")
         if channels % groups or out_channels % groups:
             raise ConfigError(source, f"{where}.groups", f"{groups} does not divide the channel counts")
-        return make(in_shape=in_shape, out_shape=(out_channels, out_h, out_w), kernel=kernel,
+        return make(in_shape=in_shape, out_shape=(out_channels, out_h, out_w), kernel_hw=kernel_hw,
                     stride=stride, padding=padding, groups=groups)
-    return make(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel=kernel, stride=stride,
+    return make(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel_hw=kernel_hw, stride=stride,
                 padding=padding)
 
 
@@ -555,16 +555,16 @@ def _torch_layer(layer: Layer, nn: Any, init_weights: bool) -> Any:
     if layer.kind is LayerKind.FC:
         module = nn.Linear(layer.in_shape[0], layer.out_shape[0], device=device)
     elif layer.kind is LayerKind.CONV:
-        module = nn.Conv2d(layer.in_shape[0], layer.out_shape[0], layer.kernel, stride=layer.stride,
+        module = nn.Conv2d(layer.in_shape[0], layer.out_shape[0], layer.kernel_hw, stride=layer.stride,
                            padding=layer.padding, groups=layer.groups, device=device)
     elif layer.kind is LayerKind.MAXPOOL:
-        return nn.MaxPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
+        return nn.MaxPool2d(layer.kernel_hw, stride=layer.stride, padding=layer.padding)
     elif layer.kind is LayerKind.ADD:
         return _eltwise_add(nn)()
     elif layer.kind is LayerKind.CONCAT:
         return _concat(nn)()
     else:
-        return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
+        return nn.AvgPool2d(layer.kernel_hw, stride=layer.stride, padding=layer.padding)
     if not init_weights:
         module = module.to_empty(device="cpu")
     return module

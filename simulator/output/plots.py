@@ -594,7 +594,7 @@ def density_bars(summary: SparsitySummary, path: str | Path, title: str = "") ->
 
 def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
-    columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
+    columns = inputs x the k x k window), coloured by magnitude on the layer's own scale, zeros
     white, so the pruning pattern reads as a spy plot; returns the path."""
     from matplotlib import colormaps
 
@@ -614,7 +614,7 @@ def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: 
                           interpolation="nearest")
         ax.set_title(f"{name}: {matrix.shape[0]} x {matrix.shape[1]}, {zero:.0f}% zero", fontsize=10)
         ax.set_ylabel("output", fontsize=8)
-        ax.set_xlabel("input" + (" x kernel" if w.ndim == 4 else ""), fontsize=8)
+        ax.set_xlabel("input" + (" x window" if w.ndim == 4 else ""), fontsize=8)
         ax.tick_params(labelsize=7)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         bar.ax.tick_params(labelsize=7)

@@ -7,7 +7,7 @@
          (Distiller's rule and AGP formula, simulator.compress.schedule); one epoch of fine-tuning follows,
          the masks re-applied after every optimizer step (Distiller's ``on_minibatch_end``);
          top-1 / top-5 / loss on the test set after each epoch
-      -> every recorded model traced into the layer graph (simulator.model.torchgraph) and simulated on
+      -> every recorded model's graph captured into the layer graph (simulator.model.torchgraph) and simulated on
          each hardware profile: its non-zeros stored as CSR, against the dense model
       -> the final model's weights stored in each format (simulator.compress.formats), decoded, and the
          model run again from the decoded weights: max |difference| of the outputs, top-1

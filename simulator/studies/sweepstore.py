@@ -6,8 +6,8 @@ sweep ends. ``NAME.sweep.json`` beside the file records what the sweep was made 
 resuming never mixes the rows of two different sweeps.
 
 Safety: a sweep holds an exclusive lock on ``NAME.lock`` while its store is open, so a second
-sweep on the same file is refused rather than duplicating every row (the kernel drops the lock
-when the process dies, however it dies). Resuming checks every line: a cell that is not what its
+sweep on the same file is refused rather than duplicating every row (the operating system drops
+the lock when the process dies, however it dies). Resuming checks every line: a cell that is not what its
 column holds, or a line of the wrong length, is refused with its line number; only a last line
 cut short by a crash (no final line break) is dropped, and its point runs again.
 """
