@@ -768,7 +768,9 @@ def _dispatch_call(weights: str, blocks: int) -> Callable[[], Any]:
                        intermediate_size=128, vocab_size=256, tied_embeddings=False)
     kind = WeightType(weights)
     model = build_decoder(dims, kind, 2 * DISPATCH_TOKENS)
-    cache = KvCache(dims, 1, 2 * DISPATCH_TOKENS, _torch_dtype(kind))
+    # a cache filled as a prefill would (random keys and values): uninitialised memory can hold NaNs,
+    # which int8's dynamic quantization refuses
+    cache = KvCache(dims, 1, 2 * DISPATCH_TOKENS, _torch_dtype(kind), generator=torch.Generator().manual_seed(0))
     prompt = torch.zeros((1, DISPATCH_TOKENS), dtype=torch.long)
 
     def run() -> None:
