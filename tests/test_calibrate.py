@@ -507,20 +507,51 @@ def test_a_type_whose_gemv_beyond_the_caches_takes_loop_plus_memory_packs(caches
 
 
 def test_tiny_decoder_steps_become_block_dispatch_the_llm_model_charges_per_block(caches, cpu, measurements):
+    """A tiny block's step less what the model charges it apart (15 launches, 7 linear calls) is the
+    dispatch, charged once per block of every step."""
     from simulator.model.llm import load_llm_config
     from simulator.studies.llm import LlmOptions, simulate_llm
 
-    typed = replace(measurements, block_dispatch_s={"fp32": 200e-6, "bf16": 400e-6})
+    typed = replace(measurements, block_dispatch_s={"fp32": 200e-6, "bf16": 400e-6}, gemv_call_s={"bf16": 20e-6})
     profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
     dispatch = profile.compute.block_dispatch
-    assert dispatch.of("bf16") == pytest.approx(400e-6, rel=1e-3)
-    assert dispatch.of("w4") == pytest.approx(200e-6, rel=1e-3)      # a type not measured: fp32's
-    assert "tiny" not in profile.sources["compute.block_dispatch"] and "hidden size 64" in profile.sources[
-        "compute.block_dispatch"]
+    launches = cal.DISPATCH_OPERATORS * OVERHEAD_S
+    assert dispatch.of("bf16") == pytest.approx(400e-6 - launches - 7 * 20e-6, rel=1e-3)
+    assert dispatch.of("w4", fallback="fp32") == pytest.approx(200e-6 - launches, rel=1e-3)   # not measured
+    assert "hidden size 64" in profile.sources["compute.block_dispatch"]
     config = load_llm_config("workloads/llm/qwen2.5-0.5b.json")
     options = LlmOptions(formats=("dense@fp32", "dense@bf16"), context=64)
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     with_dispatch, without = simulate_llm(profile, config, options), simulate_llm(plain, config, options)
-    for a, b, per_block in zip(with_dispatch.variants, without.variants, (200e-6, 400e-6)):
-        assert a.step_s - b.step_s == pytest.approx(config.num_hidden_layers * per_block, rel=1e-3)
+    for a, b, dtype in zip(with_dispatch.variants, without.variants, ("fp32", "bf16")):
+        assert a.step_s - b.step_s == pytest.approx(config.num_hidden_layers * dispatch.of(dtype), rel=1e-3)
         assert a.operators[-1].operator == "dispatch"
+
+
+def test_dispatch_counts_the_operators_the_model_gives_a_llama_block():
+    from simulator.model.llm import Phase, llm_workload, load_llm_config
+
+    workload = llm_workload(load_llm_config("workloads/llm/llama-3.2-1b.json"), Phase.DECODE, 1, 16, 1, None,
+                            blocks=1)
+    block = [layer for layer in workload.layers if layer.name.startswith("b0.")]
+    assert len(block) == cal.DISPATCH_OPERATORS
+    assert sum(layer.kind.value == "fc" for layer in block) == cal.DISPATCH_LINEARS
+
+
+def test_the_gemv_lines_intercept_is_a_per_call_overhead_the_engine_charges(caches, cpu, measurements, write_yaml):
+    from simulator.compress.variants import parse_variant
+    from simulator.model.workload import load_workload
+    from simulator.pipeline import RunOptions, run
+
+    rates = {"fp32": 20e9, "bf16": 10e9}
+    calls = {"fp32": 0.0, "bf16": 25e-6}
+    profile = profile_from_mapping(build_profile(caches, cpu, replace(
+        measurements, gemv_weights_per_s=rates, gemv_call_s=calls, type_gemm_flops_per_s={"bf16": 160e9})), "host")
+    gemv = profile.compute.kernels.gemv
+    assert gemv.call_overhead.of("bf16") == pytest.approx(25e-6, rel=1e-3) and gemv.call_overhead.fp32 is None
+    workload = load_workload(write_yaml("fc.yaml", {
+        "schema_version": 1, "name": "fc", "source": "tests", "input_shape": [64],
+        "layers": [{"name": "fc", "kind": "fc", "in_features": 64, "out_features": 64}]}))
+    bf16, fp32 = (run(profile, workload, RunOptions(formats=(parse_variant(v),), host_copies=False)).variants[0]
+                  .layers[0].time_s for v in ("dense@bf16", "dense"))
+    assert bf16 - fp32 == pytest.approx(25e-6, rel=0.05)      # a tiny layer: the call's set-up is its time

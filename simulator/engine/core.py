@@ -24,7 +24,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
   dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``);
-* a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
+* a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead, and a dense
+  kernel its library's per-call set-up for its type (``compute.kernels.*.call_overhead``).
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
 time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
@@ -44,7 +45,7 @@ import simpy
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome
 from ..memory.traffic import LayerTraffic, StreamKind
-from .kernelcost import IssueTime, issue_time, packs_weights
+from .kernelcost import IssueTime, call_overhead_s, issue_time, packs_weights
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -276,6 +277,8 @@ def _loader(env: simpy.Environment, machine: Machine, work: LayerWork, slots: si
 def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Generator[simpy.Event, Any, None]:
     """One layer: launch, then compute each tile as soon as its load is ready."""
     launch_s = machine.profile.compute.launch_overhead_s
+    if work.traffic.shape is not None:
+        launch_s += call_overhead_s(machine.profile, work.traffic.shape)
     if launch_s > 0:
         yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
     slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)

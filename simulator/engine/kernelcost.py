@@ -100,6 +100,13 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
                      "fma")
 
 
+def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:
+    """The dense kernel's own per-call set-up for its type (``call_overhead``), beyond the launch."""
+    if shape.kind not in DENSE_KINDS or profile.compute.kernels is None:
+        return 0.0
+    return profile.compute.kernels.dense(shape.kind).call_overhead.of(shape.dtype.value)
+
+
 def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:
     """True when the dense kernel of ``shape`` packs its weights panel by panel before multiplying
     them (the type is in the kernel's ``packs``): its loads then wait for the loop, not run ahead."""

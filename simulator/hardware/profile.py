@@ -131,6 +131,22 @@ class SparseConvAlgorithm(str, enum.Enum):
     IM2COL = "im2col"
 
 
+class TypeSeconds(Strict):
+    """A time per data type (absent types: see :meth:`of`)."""
+
+    fp32: Optional[Seconds] = None
+    fp16: Optional[Seconds] = None
+    bf16: Optional[Seconds] = None
+    int8: Optional[Seconds] = None
+
+    def of(self, dtype: str, fallback: Optional[str] = None) -> float:
+        """Seconds for ``dtype``: its own figure, else ``fallback``'s, else 0."""
+        value = getattr(self, dtype, None)
+        if value is None and fallback is not None:
+            value = getattr(self, fallback, None)
+        return 0.0 if value is None else float(value)
+
+
 class VectorCycles(Strict):
     """Cycles one core's inner loop spends per vector of ``compute.vector_lanes`` weights, per data
     type (a measured property of the library's loop, like a sparse kernel's ``cycles_per_nonzero``)."""
@@ -177,6 +193,10 @@ class DenseKernel(Strict):
     # loads do not run ahead of the loop, so the loop and the memory take turns instead of
     # overlapping (calibrate: a GEMV far beyond the caches takes loop + memory, not the larger).
     packs: list[Literal["fp32", "fp16", "bf16", "int8"]] = []
+    # Host time of one call beyond ``compute.launch_overhead``, per type: the library's own set-up
+    # (oneDNN's primitive dispatch for bf16, fbgemm's quantization of the input for int8), paid
+    # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line).
+    call_overhead: TypeSeconds = TypeSeconds()
 
 
 class SparseKernel(Strict):
@@ -352,27 +372,6 @@ class Threads(Strict):
         return getattr(self, kind.value, None)
 
 
-class BlockDispatch(Strict):
-    """Host time an eager framework spends dispatching one decoder block's operators, per data
-    type of the block's weights (eager PyTorch: about sixty operator calls a block, each a Python
-    call, a dispatcher pass and an OpenMP fork and join over the threads, more for types whose
-    small operators convert). It adds to each block's device time: the host thread that dispatches
-    is the thread that computes. Absent: a compiled runtime whose dispatch is the kernels' launch
-    overhead alone."""
-
-    fp32: Optional[Seconds] = None
-    fp16: Optional[Seconds] = None
-    bf16: Optional[Seconds] = None
-    int8: Optional[Seconds] = None
-
-    def of(self, dtype: str) -> float:
-        """Seconds per block for weights in ``dtype``: its own figure, else fp32's, else 0."""
-        value = getattr(self, dtype, None)
-        if value is None:
-            value = self.fp32
-        return 0.0 if value is None else float(value)
-
-
 class Compute(Strict):
     """The arithmetic side: clock, cores, vector width, peak rates, kernel issue costs, launch cost.
 
@@ -393,7 +392,12 @@ class Compute(Strict):
     kernels: Optional[Kernels] = None
     outstanding_gathers_per_core: PositiveInt = 1
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
-    block_dispatch: BlockDispatch = BlockDispatch()     # decoder blocks run by an eager framework
+    # Host time an eager framework spends dispatching one decoder block's operators beyond the
+    # kernels' own launch and call overheads, per type of the block's weights (eager PyTorch:
+    # about sixty operator calls a block, each a Python call, a dispatcher pass and an OpenMP fork
+    # and join over the threads). It adds to each block's time (the host thread that dispatches is
+    # the thread that computes); a type not given takes fp32's. Absent: a compiled runtime.
+    block_dispatch: TypeSeconds = TypeSeconds()
     rows_per_task: RowsPerTask = RowsPerTask()
     lanes_per_row: LanesPerRow = LanesPerRow()
     threads: Threads = Threads()

@@ -347,6 +347,7 @@ class Measurements:
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
+    gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
     sparse: list[SparseTiming] = field(default_factory=list)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
@@ -739,7 +740,10 @@ def _measure_gemv_types(s: Session) -> None:
                        name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")  # type: ignore[misc]
         small, large = GEMV_LOOP_ROWS
         if got[large] > got[small]:
-            s.m.gemv_weights_per_s[dtype] = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
+            rate = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
+            s.m.gemv_weights_per_s[dtype] = rate
+            # the line's intercept: what a call costs whatever its size, beyond the launch overhead
+            s.m.gemv_call_s[dtype] = max(0.0, got[small] - small * GEMV_LOOP_COLUMNS / rate - s.m.launch_overhead_s)
     beyond = {dtype: GEMV_BEYOND_BYTES // TYPE_BYTES[dtype] // GEMV_LOOP_COLUMNS for dtype in GEMV_LOOP_TYPES}
 
     def beyond_round(dtype: str) -> Callable[[], float]:
@@ -756,6 +760,12 @@ def _measure_gemv_types(s: Session) -> None:
 #: the host's dispatch of its operators; with 1 and 3 blocks, the difference is two blocks' worth.
 DISPATCH_BLOCKS = (1, 3)
 DISPATCH_TOKENS = 8          # decode steps per call, after a context of as many tokens
+#: What the cost model already charges a Llama-style block apart from its dispatch: the launch
+#: overhead of each of its operators (input and post norms; q, k, v; scores, softmax, values; o;
+#: two residual adds; gate, up, act, down: :func:`simulator.model.llm.llm_workload`, a test checks
+#: the count) and its 7 linear layers' per-call overhead (``gemv.call_overhead``).
+DISPATCH_OPERATORS = 15
+DISPATCH_LINEARS = 7
 
 
 def _dispatch_call(weights: str, blocks: int) -> Callable[[], Any]:
@@ -1429,6 +1439,17 @@ def _settled(m: Measurements, *names: str) -> str:
     return f" [{'; '.join(parts)}]" if parts else ""
 
 
+def block_dispatch(m: Measurements) -> dict[str, float]:
+    """Each type's tiny-decoder block less what the cost model charges it apart (the launch overhead
+    of its operators and its linear layers' call overhead): the host's dispatch alone."""
+    out = {}
+    for dtype, per_block in m.block_dispatch_s.items():
+        charged = DISPATCH_OPERATORS * m.launch_overhead_s + DISPATCH_LINEARS * m.gemv_call_s.get(dtype, 0.0)
+        if per_block > charged:
+            out[dtype] = per_block - charged
+    return out
+
+
 def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> str:
     shapes = ", ".join(f"{t.rows} x {t.depth}" for t in timings if t.columns == timings[0].columns)
     batches = sorted({t.columns for t in timings})
@@ -1501,6 +1522,12 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
                   f"the slope between the two best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
                   f"{m.threads} thread(s)" + _settled(m, *names))
     block: dict[str, Any] = {"cycles_per_vector": cycles}
+    calls = {dtype: seconds for dtype, seconds in m.gemv_call_s.items() if seconds > 0 and dtype in cycles}
+    if calls:
+        block["call_overhead"] = {dtype: _q(seconds, Quantity.SECONDS) for dtype, seconds in calls.items()}
+        notes.fit("gemv.call_overhead", "the intercept of each type's GEMV line (its smaller GEMV less its weights "
+                  "at the slope's rate) less the per-call overhead: " + ", ".join(
+                      f"{dtype} {seconds * 1e6:.3g} us" for dtype, seconds in calls.items()))
     packs = packed_types(m)
     if packs:
         block["packs"] = sorted(packs)
@@ -1586,13 +1613,15 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
         "kernels": kernels_block(cpu, m, fits, notes.under("kernels")),
         "launch_overhead": _q(m.launch_overhead_s, Quantity.SECONDS),
     }
-    if m.block_dispatch_s:
-        block["block_dispatch"] = {w: _q(t, Quantity.SECONDS) for w, t in m.block_dispatch_s.items()}
+    dispatch = block_dispatch(m)
+    if dispatch:
+        block["block_dispatch"] = {w: _q(t, Quantity.SECONDS) for w, t in dispatch.items()}
         blocks = " and ".join(str(b) for b in DISPATCH_BLOCKS)
         names = [f"decode step of {b} tiny block(s) in {w}" for w in m.block_dispatch_s for b in DISPATCH_BLOCKS]
         notes.measured("block_dispatch", f"bench --llm's decoder at hidden size 64 with {blocks} blocks, "
-                       f"{DISPATCH_TOKENS} decode steps a call, best call per step: the difference per block "
-                       "(the host's dispatch of one block's operators)" + _settled(m, *names))
+                       f"{DISPATCH_TOKENS} decode steps a call, best call per step: the difference per block, "
+                       f"less {DISPATCH_OPERATORS} operators' launch overhead and {DISPATCH_LINEARS} linear layers' "
+                       "call overhead (what the cost model charges them apart)" + _settled(m, *names))
     # the variants bench times: bf16 / int8 GEMM rates, and a BSR kernel (docs/validation.md, Variants)
     block["peak_flops"].update(type_peaks(cpu, m, notes))
     block["kernels"]["bsr"] = bsr_block(cpu, m, fits, notes.under("kernels"))

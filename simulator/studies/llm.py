@@ -268,7 +268,8 @@ def _dispatch_s(profile: HardwareProfile, config: LlmConfig, variant: Variant | 
     """Host time to dispatch one decoder block's operators (``compute.block_dispatch``), by the
     type the variant stores its weights in (the model's own for a variant without one)."""
     precision = variant.precision if isinstance(variant, Variant) else None
-    return profile.compute.block_dispatch.of(precision.value if precision is not None else config.torch_dtype.value)
+    dtype = precision.value if precision is not None else config.torch_dtype.value
+    return profile.compute.block_dispatch.of(dtype, fallback="fp32")
 
 
 def _step_s(block: VariantResult, head: VariantResult, layers_per_block: int) -> float:
