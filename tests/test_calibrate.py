@@ -471,3 +471,24 @@ def test_the_lowering_copy_rate_is_cycles_per_element_written():
     timed = [(elements, 1e-6 + elements * 4 / (4e9 * 2)) for elements in (1440 * 100, 1440 * 324)]
     m = Measurements(threads=2, versions={}, launch_overhead_s=1e-6, lowering=timed)
     assert cal.lowering_cycles(m, 4e9) == pytest.approx(4.0)
+
+
+def test_gemv_loop_rates_become_cycles_per_vector_the_cost_model_reproduces(caches, cpu, measurements):
+    """A cache-resident GEMV's weights per second per type: the profile's gemv cycles per vector,
+    and the cost model's issue time of the same GEMV on the threads measured is the measured time."""
+    from simulator.engine.kernelcost import dense_seconds
+    from simulator.memory.kernelshape import KernelShape
+
+    rates = {"fp32": 20e9, "bf16": 10e9, "int8": 40e9}
+    profile = profile_from_mapping(build_profile(caches, cpu, replace(measurements, gemv_weights_per_s=rates)), "host")
+    loop = profile.compute.kernels.gemv.cycles_per_vector
+    assert loop.bf16 == pytest.approx(2 * loop.fp32, rel=1e-3) and loop.int8 == pytest.approx(loop.fp32 / 2, rel=1e-3)
+    for dtype, rate in rates.items():
+        shape = KernelShape(KernelKind.GEMV, DType(dtype), rows=512, columns=1, depth=1024)
+        issued = dense_seconds(profile, shape, measurements.threads)
+        assert issued.mechanism == "vector-loop"
+        assert issued.seconds == pytest.approx(512 * 1024 / rate, rel=0.01)
+        assert "calibrate" in profile.fitted[f"compute.kernels.gemv.cycles_per_vector.{dtype}"]
+    # nothing measured: no loop rate, a GEMV is timed by its FMAs
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    assert plain.compute.kernels.gemv.cycles_per_vector.of("bf16") is None

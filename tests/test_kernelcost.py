@@ -117,10 +117,10 @@ def test_dense_tiles_pay_for_partial_tiles_and_idle_cores_in_the_last_wave():
     full = KernelShape(KernelKind.GEMM, DType.FP32, rows=24 * 128, columns=64, depth=1024)
     one_more = KernelShape(KernelKind.GEMM, DType.FP32, rows=24 * 128 + 1, columns=64, depth=1024)
     # one extra row is one extra task: a second wave of one tile
-    assert dense_seconds(profile, one_more, 24) == pytest.approx(2 * dense_seconds(profile, full, 24))
+    assert dense_seconds(profile, one_more, 24).seconds == pytest.approx(2 * dense_seconds(profile, full, 24).seconds)
     # a layer of 8 tasks leaves 16 SMs idle: a third of the rate of a full wave
     eight = KernelShape(KernelKind.GEMM, DType.FP32, rows=8 * 128, columns=64, depth=1024)
-    rate = lambda s: s.dense_macs / dense_seconds(profile, s, 24)   # noqa: E731
+    rate = lambda s: s.dense_macs / dense_seconds(profile, s, 24).seconds   # noqa: E731
     assert rate(eight) == pytest.approx(rate(full) / 3)
 
 
@@ -191,7 +191,7 @@ def test_nm_on_sparse_tensor_cores_does_the_math_twice_as_fast_as_dense():
     orin = with_values(base, {"compute.peak_flops.fp16": 10e12, "compute.structured_sparse_peak_flops.fp16": 20e12,
                               "compute.kernels.gemm.tile_columns": 8,
                               "compute.kernels.nm.library_efficiency": base.compute.kernels.gemm.library_efficiency})
-    dense = dense_seconds(orin, KernelShape(KernelKind.GEMM, DType.FP16, rows=512, columns=64, depth=1024), 8)
+    dense = dense_seconds(orin, KernelShape(KernelKind.GEMM, DType.FP16, rows=512, columns=64, depth=1024), 8).seconds
     sparse = nm_seconds(orin, _nm_shape(DType.FP16), 8)
     assert sparse.mechanism == "sparse-tensor-core"
     assert dense / sparse.seconds == pytest.approx(2.0)       # 20 sparse vs 10 dense TFLOP/s, same tiles
@@ -309,3 +309,28 @@ def test_im2col_lowering_is_the_slower_of_bandwidth_and_the_librarys_copy_rate()
 def _lowering(profile, shape):
     from simulator.engine.kernelcost import lowering_seconds
     return lowering_seconds(profile, shape.lowered_bytes, 24)
+
+
+def test_a_gemv_loop_slower_than_the_memory_is_issue_bound_and_bandwidth_does_not_move_it(write_yaml):
+    """The GEMV loop's measured cycles per vector, per type: where a type's loop issues slower than
+    its bytes stream (as torch's bf16 GEMV on an x86 CPU does), the layer is bound by the
+    loop, more bandwidth does not speed it up, and the type's half-size weights no longer halve the time."""
+    from simulator.compress.variants import parse_variant
+
+    pi = _profile("raspberry-pi-5")
+    lanes, clock = pi.compute.vector_lanes, pi.compute.clock_hz
+    # fp16 (the Pi's A76 computes it natively) at four cycles a weight: 2.4 G weights/s on 4 cores
+    # at 2.4 GHz, a third of what its 17 GB/s streams
+    slow = with_values(pi, {"compute.kernels.gemv.cycles_per_vector.fp16": 4.0 * lanes})
+    workload = _fc(write_yaml, 4096, 8192)
+
+    def layer(profile, spec):
+        result = run(profile, workload, RunOptions(formats=(parse_variant(spec),), host_copies=False))
+        return result.variants[0].layers[0]
+
+    fp16, fp32 = layer(slow, "dense@fp16"), layer(slow, "dense")
+    assert fp16.bound == "compute" and fp32.bound == "dram-bandwidth"
+    assert fp16.time_s == pytest.approx(4 * 4096 * 8192 / (clock * pi.compute.cores), rel=0.05)
+    assert layer(_scaled_bandwidth(slow, 2.0), "dense@fp16").time_s == pytest.approx(fp16.time_s, rel=0.02)
+    # without the measured loop the same fp16 layer streams its half-size weights: twice fp32's speed
+    assert layer(pi, "dense@fp16").time_s == pytest.approx(fp32.time_s / 2, rel=0.1)

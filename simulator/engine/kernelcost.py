@@ -11,6 +11,8 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   x 2 x clock) times the library's measured inner-loop efficiency; tasks run in waves over the
   cores the kernel uses. Partial tiles and a last wave that leaves cores idle cost real time, so
   the efficiency of a layer follows its shape (tile and wave geometry), not one number per kind.
+  A library loop that is bound by its loads and conversions rather than its FMAs (a batch-1 GEMV
+  uses each weight once) gives its measured ``cycles_per_vector`` per type instead.
 * **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
   non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
@@ -60,7 +62,7 @@ class IssueTime:
     """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
 
     seconds: float
-    mechanism: str      # "fma", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
+    mechanism: str      # "fma", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
 
 
 def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
@@ -71,8 +73,9 @@ def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
     return float(peak) / profile.compute.cores
 
 
-def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
-    """Tiles of ``rows_per_task`` x ``tile_columns`` in waves over ``cores`` at the FMA rate."""
+def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """Tiles of ``rows_per_task`` x ``tile_columns`` in waves over ``cores`` at the FMA rate, or at
+    the kernel's measured ``cycles_per_vector`` for the type where the profile gives one."""
     compute = profile.compute
     kernel = compute.kernels.dense(shape.kind)
     tile_rows = compute.rows_per_task.of(shape.kind)
@@ -80,8 +83,13 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> f
     tasks = math.ceil(shape.rows / tile_rows) * math.ceil(shape.columns / tile_columns)
     cores = max(1, min(cores, tasks))
     waves = math.ceil(tasks / cores)
-    tile_flops = 2.0 * min(tile_rows, shape.rows) * min(tile_columns, shape.columns) * shape.depth
-    return waves * tile_flops / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
+    tile_products = min(tile_rows, shape.rows) * min(tile_columns, shape.columns) * shape.depth
+    per_vector = kernel.cycles_per_vector.of(shape.dtype.value)
+    if per_vector is not None:
+        vectors = math.ceil(tile_products / compute.vector_lanes)
+        return IssueTime(waves * vectors * per_vector / compute.clock_hz, "vector-loop")
+    return IssueTime(waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency),
+                     "fma")
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
@@ -268,7 +276,7 @@ def issue_time(profile: HardwareProfile, shape: KernelShape, cores: int) -> Issu
     if profile.compute.kernels is None:
         raise ValueError(f"{profile.name}: compute.kernels is needed to time {shape.kind.value} kernels")
     if shape.kind in DENSE_KINDS:
-        issue = IssueTime(dense_seconds(profile, shape, cores), "fma")
+        issue = dense_seconds(profile, shape, cores)
     elif shape.kind in SPARSE_KINDS:
         issue = sparse_seconds(profile, shape, cores)
     elif shape.kind in _FORMAT_COSTS:

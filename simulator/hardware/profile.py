@@ -131,6 +131,21 @@ class SparseConvAlgorithm(str, enum.Enum):
     IM2COL = "im2col"
 
 
+class VectorCycles(Strict):
+    """Cycles one core's inner loop spends per vector of ``compute.vector_lanes`` weights, per data
+    type (a measured property of the library's loop, like a sparse kernel's ``cycles_per_nonzero``)."""
+
+    fp32: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
+    fp16: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
+    bf16: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
+    int8: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
+
+    def of(self, dtype: str) -> Optional[float]:
+        """The cycles per vector in ``dtype``, or None when the profile gives none for it."""
+        value = getattr(self, dtype, None)
+        return None if value is None else float(value)
+
+
 class DenseKernel(Strict):
     """How a dense kernel (GEMV, GEMM, convolution) issues its multiply-adds on one core.
 
@@ -151,6 +166,12 @@ class DenseKernel(Strict):
     # Weight-only and emulated types: cycles to convert one vector of ``compute.vector_lanes``
     # stored weights into the arithmetic type (unpack, scale, convert), each weight once per kernel.
     dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
+    # A loop bound by its loads and conversions, not its FMAs: a batch-1 GEMV reads each weight
+    # once and uses it once, so a library whose loop converts each weight (torch's bf16 GEMV on a
+    # CPU converts to fp32 lane by lane) issues at its own rate per type, whatever the FMA peak.
+    # Where given for the kernel's type, each tile's weights x columns cost this many cycles per
+    # vector of ``compute.vector_lanes`` instead of their FMAs (calibrate: a cache-resident GEMV).
+    cycles_per_vector: VectorCycles = VectorCycles()
 
 
 class SparseKernel(Strict):

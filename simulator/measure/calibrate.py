@@ -343,6 +343,8 @@ class Measurements:
     gemm_flops_per_s: float = 0.0
     # the same GEMMs in other types (:func:`_measure_types`): "bf16" F.linear, "int8" dynamic quantization
     type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
+    # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
+    gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     sparse: list[SparseTiming] = field(default_factory=list)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
@@ -675,10 +677,13 @@ TYPE_KERNELS = {"bf16": "F.linear on bfloat16 weights and input",
 
 
 def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[], Any]:
-    """One of :data:`GEMM_SHAPES` as the ``dtype`` variant runs it (:data:`TYPE_KERNELS`)."""
+    """A ``rows`` x ``cols`` F.linear at ``batch`` as the ``dtype`` variant runs it (:data:`TYPE_KERNELS`;
+    ``fp32``: plain F.linear)."""
     import torch
 
     g, xb = torch.rand(rows, cols), torch.rand(batch, cols)
+    if dtype == "fp32":
+        return lambda: torch.nn.functional.linear(xb, g)
     if dtype == "bf16":
         gb, xbb = g.to(torch.bfloat16), xb.to(torch.bfloat16)
         return lambda: torch.nn.functional.linear(xbb, gb)
@@ -700,6 +705,30 @@ def _measure_types(s: Session) -> None:
         got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
                        name=lambda shape, d=dtype: "GEMM {} x {} at batch {} in {}".format(*shape, d))
         s.m.type_gemm_flops_per_s[dtype] = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
+
+
+#: The cache-resident GEMVs :func:`_measure_gemv_types` times: rows of :data:`GEMV_LOOP_COLUMNS`
+#: fp32 weights, at most 2 MiB in all (half a MiB per core of two: inside every private L2 this
+#: project has met), so the loop's issue rate shows, not a memory level's bandwidth.
+GEMV_LOOP_ROWS = (128, 512)
+GEMV_LOOP_COLUMNS = 1024
+GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
+
+
+def _measure_gemv_types(s: Session) -> None:
+    """Batch-1 F.linear of :data:`GEMV_LOOP_ROWS` x :data:`GEMV_LOOP_COLUMNS` weights in each type
+    of :data:`GEMV_LOOP_TYPES`, as the variants run it: the slope between the two sizes (weights
+    per second, the per-call work of either size cancelling) is the inner loop's issue rate."""
+    for dtype in GEMV_LOOP_TYPES:
+        def gemv_round(rows: int, dtype: str = dtype) -> Callable[[], float]:
+            def run() -> float:
+                return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
+            return run
+        got = s.record(settle({rows: gemv_round(rows) for rows in GEMV_LOOP_ROWS}),
+                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")
+        small, large = GEMV_LOOP_ROWS
+        if got[large] > got[small]:
+            s.m.gemv_weights_per_s[dtype] = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
 
 
 def _measure_sparse(s: Session) -> None:
@@ -830,6 +859,7 @@ STEPS = (
     Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
     Step("GEMM", _measure_gemm),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
+    Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
@@ -1313,16 +1343,16 @@ def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> 
 
 
 def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
-    """``compute.kernels``: GEMM's library efficiency (conv the same), the sparse costs (spconv as
-    spmm, lowered by im2col as bench runs it); gemv is left to the traffic (no efficiency)."""
+    """``compute.kernels``: GEMM's library efficiency (conv the same), GEMV's loop per type, the
+    sparse costs (spconv as spmm, lowered by im2col as bench runs it)."""
     efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
     gemm_names = ["GEMM {} x {} at batch {}".format(*shape) for shape in GEMM_SHAPES]
     notes.fit("gemm.library_efficiency", "median over F.linear of " + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
               + f" at batch 64 (each its best call): FLOP/s over the FMA peak of {m.threads} thread(s)"
               + _settled(m, *gemm_names))
     notes.source("conv.library_efficiency", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
-    notes.source("gemv", "[D] no library efficiency: a GEMV is timed by its traffic (memory-bound)")
-    block: dict[str, Any] = {"gemm": {"library_efficiency": efficiency}, "conv": {"library_efficiency": efficiency}}
+    block: dict[str, Any] = {"gemm": {"library_efficiency": efficiency}, "conv": {"library_efficiency": efficiency},
+                             "gemv": gemv_block(cpu, m, notes)}
     for kind, fit in (("spmv", fits.spmv), ("spmm", fits.spmm)):
         block[kind] = {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
                        "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"),
@@ -1354,6 +1384,25 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     notes.fit("spconv.cycles_per_row", "the same fit")
     notes.fit("spconv.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
     return block
+
+
+def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
+    """``kernels.gemv``: the loop's cycles per vector of ``vector_lanes`` weights per type, from the
+    cache-resident GEMVs (clock x threads x lanes over the weights per second); none measured, a
+    GEMV is timed by its FMAs and its traffic."""
+    cycles = {dtype: float(f"{cpu.clock_hz * m.threads * cpu.vector_lanes / rate:.4g}")
+              for dtype, rate in m.gemv_weights_per_s.items() if rate > 0}
+    if not cycles:
+        notes.source("gemv", "[D] no loop measured: a GEMV is timed by its FMAs and its traffic")
+        return {}
+    for dtype in cycles:
+        names = [f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {dtype}" for rows in GEMV_LOOP_ROWS]
+        kernel = "F.linear" if dtype == "fp32" else TYPE_KERNELS[dtype]
+        notes.fit(f"gemv.cycles_per_vector.{dtype}", f"{kernel} at batch 1 on "
+                  + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in GEMV_LOOP_ROWS) + " weights (in cache), "
+                  f"the slope between the two best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
+                  f"{m.threads} thread(s)" + _settled(m, *names))
+    return {"cycles_per_vector": cycles}
 
 
 def lowering_cycles(m: Measurements, clock_hz: float) -> float:
