@@ -187,10 +187,15 @@ class LayerTraffic:
         access but a gather load belongs to a stream; an output store overwrites whole sectors (a
         layer writes every byte of its output, and where two cores' ranges share a line each writes
         its part), while a scatter-add into the output (a GATHER store) must read the line first."""
-        gather_load = (self.stream == StreamKind.GATHER) & ~self.is_write
-        overwrite = self.is_write & (self.stream == StreamKind.OUTPUT)
-        return np.where(gather_load, 0, HINT_STREAM).astype(np.uint8) | np.where(overwrite, HINT_OVERWRITE, 0
-                                                                                ).astype(np.uint8)
+        # in place, on bools viewed as 0/1 bytes: a tenth of the time of np.where (14 M accesses in
+        # pruned VGG-16, in a warm run's 1 s)
+        in_stream = self.stream != StreamKind.GATHER
+        in_stream |= self.is_write                       # not a gather load
+        overwrite = self.stream == StreamKind.OUTPUT
+        overwrite &= self.is_write
+        bits = in_stream.view(np.uint8) * np.uint8(HINT_STREAM)
+        bits |= overwrite.view(np.uint8) * np.uint8(HINT_OVERWRITE)
+        return bits
 
     def tile_bounds(self) -> np.ndarray:
         """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
