@@ -95,22 +95,15 @@ def test_eie_runs_from_sram_at_or_above_its_theoretical_time(fc_only):
     assert timing.active_columns.size == 256
 
 
-def test_eie_refuses_batches_and_convolutions(fc_only, tmp_path):
+def test_eie_refuses_batches_and_convolutions(fc_only, workload_from_text):
     eie = load_profile("hwprofiles/eie.yaml")
     with pytest.raises(OptionError, match="use batch 1") as err:
         run(eie, fc_only, RunOptions(batch=4))
     assert err.value.option == "batch"
-    conv = tmp_path / "conv.yaml"
-    conv.write_text("""
-schema_version: 1
-name: conv
-source: test
-input_shape: [3, 8, 8]
-layers:
-  - {name: c, kind: conv, in_channels: 3, out_channels: 4, kernel: 3, density: 0.5}
-""")
+    conv = workload_from_text("  - {name: c, kind: conv, in_channels: 3, out_channels: 4, kernel: 3, density: 0.5}\n",
+                              [3, 8, 8])
     with pytest.raises(ConfigError, match="fully-connected"):
-        run(eie, load_workload(conv), RunOptions())
+        run(eie, conv, RunOptions())
 
 
 def test_a_layer_whose_pointers_overflow_the_sram_streams_column_batches_from_dram(repo_root, monkeypatch):

@@ -492,3 +492,35 @@ def test_gemv_loop_rates_become_cycles_per_vector_the_cost_model_reproduces(cach
     # nothing measured: no loop rate, a GEMV is timed by its FMAs
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     assert plain.compute.kernels.gemv.cycles_per_vector.of("bf16") is None
+
+
+def test_a_type_whose_gemv_beyond_the_caches_takes_loop_plus_memory_packs(caches, cpu, measurements):
+    """bf16 at 27 G weights/s in cache and fp32 streaming the same 32 MiB in 0.62 ms: bf16 measured at
+    1.2 ms is the sum (it packs, then multiplies); int8 at 0.64 ms is the larger of the two (it streams)."""
+    typed = replace(measurements, gemv_weights_per_s={"fp32": 40e9, "bf16": 27e9, "int8": 188e9},
+                    gemv_beyond_s={"fp32": 0.62e-3, "bf16": 1.2e-3, "int8": 0.64e-3})
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    assert profile.compute.kernels.gemv.packs == ["bf16"]
+    assert "1200 us" in profile.sources["compute.kernels.gemv.packs"]
+    streaming = replace(typed, gemv_beyond_s={"fp32": 0.62e-3, "bf16": 0.7e-3, "int8": 0.64e-3})
+    assert profile_from_mapping(build_profile(caches, cpu, streaming), "host").compute.kernels.gemv.packs == []
+
+
+def test_tiny_decoder_steps_become_block_dispatch_the_llm_model_charges_per_block(caches, cpu, measurements):
+    from simulator.model.llm import load_llm_config
+    from simulator.studies.llm import LlmOptions, simulate_llm
+
+    typed = replace(measurements, block_dispatch_s={"fp32": 200e-6, "bf16": 400e-6})
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    dispatch = profile.compute.block_dispatch
+    assert dispatch.of("bf16") == pytest.approx(400e-6, rel=1e-3)
+    assert dispatch.of("w4") == pytest.approx(200e-6, rel=1e-3)      # a type not measured: fp32's
+    assert "tiny" not in profile.sources["compute.block_dispatch"] and "hidden size 64" in profile.sources[
+        "compute.block_dispatch"]
+    config = load_llm_config("workloads/llm/qwen2.5-0.5b.json")
+    options = LlmOptions(formats=("dense@fp32", "dense@bf16"), context=64)
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    with_dispatch, without = simulate_llm(profile, config, options), simulate_llm(plain, config, options)
+    for a, b, per_block in zip(with_dispatch.variants, without.variants, (200e-6, 400e-6)):
+        assert a.step_s - b.step_s == pytest.approx(config.num_hidden_layers * per_block, rel=1e-3)
+        assert a.operators[-1].operator == "dispatch"

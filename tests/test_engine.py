@@ -5,7 +5,6 @@ import pytest
 
 from simulator.compress.compression import StorageFormat
 from simulator.hardware.profile import load_profile
-from simulator.model.workload import load_workload
 from simulator.pipeline import RunOptions, run
 
 
@@ -25,20 +24,13 @@ def i7():
 
 
 @pytest.fixture
-def small(tmp_path):
-    path = tmp_path / "small.yaml"
-    path.write_text("""
-schema_version: 1
-name: small
-source: test
-input_shape: [3, 16, 16]
-layers:
+def small(workload_from_text):
+    return workload_from_text("""\
   - {name: conv, kind: conv, in_channels: 3, out_channels: 16, kernel: 3, padding: 1, density: 0.5}
   - {name: pool, kind: maxpool, kernel: 2}
   - {name: fc1, kind: fc, in_features: 1024, out_features: 512, density: 0.1}
   - {name: fc2, kind: fc, in_features: 512, out_features: 10, density: 0.25, relu: false}
-""")
-    return load_workload(path)
+""", [3, 16, 16])
 
 
 def test_time_is_never_below_bytes_over_peak_bandwidth_nor_flops_over_peak(tegra, i7, small):

@@ -258,25 +258,34 @@ def test_line_must_be_a_power_of_two(tegra_data, load_error):
     assert str(err).endswith("memory.caches.L2.line: 48 B is not a power of two")
 
 
-def test_size_must_be_whole_sets(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["size"] = "129 KiB"   # not a multiple of 16 ways x 128 B
+@pytest.mark.parametrize("path, value, field, words", [
+    pytest.param(("memory", "caches", 1, "size"), "129 KiB", "memory.caches.L2.size", "whole number of sets",
+                 id="size-not-whole-sets"),     # not a multiple of 16 ways x 128 B
+    pytest.param(("memory", "caches", 1, "line"), "64 B", "memory.caches.L2.line", "smaller than L1's 128 B",
+                 id="line-shrinks-towards-memory"),
+    pytest.param(("memory", "caches", 1, "size"), "8 KiB", "memory.caches.L2.size", "smaller than L1",
+                 id="level-smaller-than-the-level-above"),
+    pytest.param(("memory", "dram", "capacity"), "64 KiB", "memory.caches.L2.size",
+                 "is larger than memory.dram.capacity", id="last-level-larger-than-dram"),
+    pytest.param(("memory", "caches", 1, "name"), "L1", "memory.caches.L1.name", "", id="duplicate-level-name"),
+    pytest.param(("memory", "caches", 1, "write_allocate"), "write-around", "memory.caches.L2.write_allocate",
+                 "no-fetch", id="unknown-write-allocate-policy"),   # the message lists fetch and no-fetch
+    pytest.param(("memory", "caches", 0, "caches_streams"), "sometimes", "memory.caches.L1.caches_streams", "",
+                 id="caches-streams-not-a-bool"),
+    pytest.param(("memory", "caches", 1, "caches_streams"), False, "memory.caches.L2.caches_streams", "last level",
+                 id="last-level-must-cache-streams"),
+    pytest.param(("memory", "dram", "sustained_bandwidth"), "20 GB/s", "memory.dram.sustained_bandwidth",
+                 "exceeds memory.dram.peak_bandwidth", id="sustained-bandwidth-above-peak"),
+])
+def test_a_bad_cache_or_dram_field(tegra_data, load_error, path, value, field, words):
+    *parents, key = path
+    target = tegra_data
+    for step in parents:
+        target = target[step]
+    target[key] = value
     err = load_error(tegra_data)
-    assert err.field == "memory.caches.L2.size"
-    assert "whole number of sets" in err.message
-
-
-def test_line_may_not_shrink_towards_memory(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["line"] = "64 B"
-    err = load_error(tegra_data)
-    assert err.field == "memory.caches.L2.line"
-    assert "smaller than L1's 128 B" in err.message
-
-
-def test_level_smaller_than_the_level_above(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["size"] = "8 KiB"
-    err = load_error(tegra_data)
-    assert err.field == "memory.caches.L2.size"
-    assert "smaller than L1" in err.message
+    assert err.field == field
+    assert words in err.message
 
 
 def test_private_level_sizes_count_every_core(repo_root, load_error):
@@ -289,17 +298,6 @@ def test_private_level_sizes_count_every_core(repo_root, load_error):
     assert "smaller than L2" in err.message
 
 
-def test_last_level_larger_than_dram(tegra_data, load_error):
-    tegra_data["memory"]["dram"]["capacity"] = "64 KiB"
-    err = load_error(tegra_data)
-    assert (err.field, err.message) == ("memory.caches.L2.size", "is larger than memory.dram.capacity")
-
-
-def test_duplicate_level_name(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["name"] = "L1"
-    assert load_error(tegra_data).field == "memory.caches.L1.name"
-
-
 def test_private_level_below_shared_level(tegra_data, load_error):
     tegra_data["memory"]["caches"][0]["shared"] = True
     tegra_data["memory"]["caches"][1]["shared"] = False
@@ -310,31 +308,6 @@ def test_gpu_levels_allocate_stores_without_fetching_and_kepler_l1_keeps_only_ga
     assert [(c.write_allocate.value, c.caches_streams) for c in tegra.caches] == [("no-fetch", False),
                                                                                  ("no-fetch", True)]
     assert all(c.write_allocate.value == "fetch" and c.caches_streams for c in i7.caches)
-
-
-def test_unknown_write_allocate_policy(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["write_allocate"] = "write-around"
-    err = load_error(tegra_data)
-    assert err.field == "memory.caches.L2.write_allocate"
-    assert "fetch" in err.message and "no-fetch" in err.message
-
-
-def test_caches_streams_must_be_a_bool(tegra_data, load_error):
-    tegra_data["memory"]["caches"][0]["caches_streams"] = "sometimes"
-    assert load_error(tegra_data).field == "memory.caches.L1.caches_streams"
-
-
-def test_last_level_must_cache_streams(tegra_data, load_error):
-    tegra_data["memory"]["caches"][1]["caches_streams"] = False
-    err = load_error(tegra_data)
-    assert err.field == "memory.caches.L2.caches_streams"
-    assert "last level" in err.message
-
-
-def test_sustained_bandwidth_above_peak(tegra_data, load_error):
-    tegra_data["memory"]["dram"]["sustained_bandwidth"] = "20 GB/s"
-    err = load_error(tegra_data)
-    assert (err.field, err.message) == ("memory.dram.sustained_bandwidth", "exceeds memory.dram.peak_bandwidth")
 
 
 # --- sources and version -------------------------------------------------------------------------
@@ -378,36 +351,23 @@ def test_directory(tmp_path):
     assert str(info.value) == f"{tmp_path}: is a directory, expected a YAML file"
 
 
-def test_invalid_yaml_names_the_line(tmp_path):
+@pytest.mark.parametrize("text, field, message", [
+    pytest.param("schema_version: 1\nname: x\nkind: [gpu\n  compute: {}\n", "line 4", "not valid YAML",
+                 id="invalid-yaml-names-the-line"),
+    pytest.param("schema_version: 1\nname: x\n  kind: gpu\n", "line 3", "not valid YAML",
+                 id="invalid-yaml-line-number"),
+    pytest.param("- 1\n- 2\n", "", "expected a YAML mapping at the top, got list", id="top-level-list"),
+    pytest.param("just words\n", "", "expected a YAML mapping at the top, got str", id="top-level-str"),
+    # a tag that would run code on an unsafe load is a YAML error, not a call
+    pytest.param("schema_version: !!python/object/apply:os.getcwd []\n", "line 1", "not valid YAML",
+                 id="yaml-tags-are-not-executed"),
+])
+def test_a_file_that_is_no_yaml_mapping(tmp_path, text, field, message):
     path = tmp_path / "broken.yaml"
-    path.write_text("schema_version: 1\nname: x\nkind: [gpu\n  compute: {}\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    err = info.value
-    assert err.field.startswith("line ")
-    assert str(err).startswith(f"{path}: line ")
-    assert "not valid YAML" in err.message
-
-
-def test_invalid_yaml_line_number(tmp_path):
-    path = tmp_path / "broken.yaml"
-    path.write_text("schema_version: 1\nname: x\n  kind: gpu\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as info:
-        load_profile(path)
-    assert info.value.field == "line 3"
-
-
-@pytest.mark.parametrize("text, type_name", [("- 1\n- 2\n", "list"), ("just words\n", "str")])
-def test_top_level_not_a_mapping(tmp_path, text, type_name):
-    path = tmp_path / "list.yaml"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_profile(path)
-    assert str(info.value) == f"{path}: expected a YAML mapping at the top, got {type_name}"
-
-
-def test_yaml_tags_are_not_executed(tmp_path):
-    path = tmp_path / "evil.yaml"
-    path.write_text("schema_version: !!python/object/apply:os.getcwd []\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="not valid YAML"):
-        load_profile(path)
+    err = info.value
+    assert err.field == field
+    assert err.message.startswith(message)
+    assert str(err).startswith(f"{path}: ")

@@ -37,52 +37,34 @@ def test_parse_bytes_returns_int():
 
 # --- rates, frequencies, times, FLOP/s -----------------------------------------------------
 
-@pytest.mark.parametrize("text, expected", [
-    ("14.9 GB/s", 14.9e9),
-    ("1 GiB/s", 2.0**30),
-    ("336.5 GB/s", 336.5e9),
-    ("1 TB/s", 1e12),
-    ("500 B/s", 500.0),
+@pytest.mark.parametrize("text, quantity, expected", [
+    ("14.9 GB/s", Quantity.BYTES_PER_S, 14.9e9),
+    ("1 GiB/s", Quantity.BYTES_PER_S, 2.0**30),
+    ("336.5 GB/s", Quantity.BYTES_PER_S, 336.5e9),
+    ("1 TB/s", Quantity.BYTES_PER_S, 1e12),
+    ("500 B/s", Quantity.BYTES_PER_S, 500.0),
+    ("852 MHz", Quantity.HZ, 852e6),
+    ("3.5 GHz", Quantity.HZ, 3.5e9),
+    ("1 kHz", Quantity.HZ, 1e3),
+    ("50 Hz", Quantity.HZ, 50.0),
+    ("300 ns", Quantity.SECONDS, 300e-9),
+    ("5 us", Quantity.SECONDS, 5e-6),
+    ("5 \u00b5s", Quantity.SECONDS, 5e-6),   # MICRO SIGN
+    ("2 ms", Quantity.SECONDS, 2e-3),
+    ("1 s", Quantity.SECONDS, 1.0),
+    ("10 ps", Quantity.SECONDS, 10e-12),
+    ("0 ns", Quantity.SECONDS, 0.0),
+    ("327 GFLOP/s", Quantity.FLOP_PER_S, 327e9),
+    ("6.6 TFLOP/s", Quantity.FLOP_PER_S, 6.6e12),
+    ("1 MFLOP/s", Quantity.FLOP_PER_S, 1e6),
+    ("2 GOP/s", Quantity.FLOP_PER_S, 2e9),
 ])
-def test_parse_bandwidth(text, expected):
-    assert parse(text, Quantity.BYTES_PER_S) == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("852 MHz", 852e6),
-    ("3.5 GHz", 3.5e9),
-    ("1 kHz", 1e3),
-    ("50 Hz", 50.0),
-])
-def test_parse_frequency(text, expected):
-    assert parse(text, Quantity.HZ) == pytest.approx(expected, rel=1e-12)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("300 ns", 300e-9),
-    ("5 us", 5e-6),
-    ("5 \u00b5s", 5e-6),   # MICRO SIGN
-    ("2 ms", 2e-3),
-    ("1 s", 1.0),
-    ("10 ps", 10e-12),
-    ("0 ns", 0.0),
-])
-def test_parse_time(text, expected):
-    assert parse(text, Quantity.SECONDS) == pytest.approx(expected, rel=1e-12)
+def test_parse_rates_frequencies_times_and_flop_rates(text, quantity, expected):
+    assert parse(text, quantity) == pytest.approx(expected, rel=1e-12)
 
 
 def test_us_and_micro_sign_agree():
     assert parse("5 us", Quantity.SECONDS) == parse("5 \u00b5s", Quantity.SECONDS)
-
-
-@pytest.mark.parametrize("text, expected", [
-    ("327 GFLOP/s", 327e9),
-    ("6.6 TFLOP/s", 6.6e12),
-    ("1 MFLOP/s", 1e6),
-    ("2 GOP/s", 2e9),
-])
-def test_parse_flop_rate(text, expected):
-    assert parse(text, Quantity.FLOP_PER_S) == pytest.approx(expected, rel=1e-12)
 
 
 def test_exponent_notation():

@@ -247,16 +247,25 @@ def test_in_features_must_match_the_arriving_shape(tiny_workload_data, load_erro
     assert "512" in err.message and "[8, 8, 8]" in err.message
 
 
-def test_in_channels_must_match(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][0]["in_channels"] = 4
-    assert load_error(tiny_workload_data).field == "layers[0].in_channels"
-
-
-def test_conv_field_on_an_fc_layer(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][2]["kernel"] = 3
+@pytest.mark.parametrize("index, key, value, field, words", [
+    pytest.param(0, "in_channels", 4, "layers[0].in_channels", "", id="in-channels-must-match"),
+    pytest.param(2, "kernel", 3, "layers[2].kernel", "does not apply to a fc layer", id="conv-field-on-an-fc-layer"),
+    pytest.param(1, "kind", "lstm", "layers[1].kind", "'lstm'", id="unknown-layer-kind"),
+    pytest.param(3, "dropout", 0.5, "layers[3].dropout", "unknown key (allowed: name, kind, module",
+                 id="unknown-key-in-a-layer"),
+    pytest.param(3, "name", "fc1", "layers[3].name", "'fc1' is used by an earlier layer", id="duplicate-layer-name"),
+    pytest.param(2, "module", "fc2", "layers[3].module", "", id="duplicate-module-name"),
+    pytest.param(2, "inputs", ["fc2"], "layers[2].inputs", "'fc2' is not an earlier layer",
+                 id="inputs-naming-a-later-layer"),
+    pytest.param(1, "density", 0.5, "layers[1].density", "no weights to prune", id="density-on-a-pool-layer"),
+    pytest.param(0, "kernel", 40, "layers[0].kernel", "", id="kernel-larger-than-the-input"),
+    pytest.param(0, "padding", -1, "layers[0].padding", "", id="negative-padding"),
+])
+def test_a_bad_layer_field(tiny_workload_data, load_error, index, key, value, field, words):
+    tiny_workload_data["layers"][index][key] = value
     err = load_error(tiny_workload_data)
-    assert err.field == "layers[2].kernel"
-    assert "does not apply to a fc layer" in err.message
+    assert err.field == field
+    assert words in err.message
 
 
 def test_missing_required_field_for_the_kind(tiny_workload_data, load_error):
@@ -272,62 +281,12 @@ def test_missing_layer_name(tiny_workload_data, load_error):
     assert (err.field, err.message) == ("layers[1].name", "missing required field")
 
 
-def test_unknown_layer_kind(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][1]["kind"] = "lstm"
-    err = load_error(tiny_workload_data)
-    assert err.field == "layers[1].kind"
-    assert "'lstm'" in err.message
-
-
-def test_unknown_key_in_a_layer(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][3]["dropout"] = 0.5
-    err = load_error(tiny_workload_data)
-    assert err.field == "layers[3].dropout"
-    assert err.message.startswith("unknown key (allowed: name, kind, module")
-
-
-def test_duplicate_layer_name(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][3]["name"] = "fc1"
-    err = load_error(tiny_workload_data)
-    assert err.field == "layers[3].name"
-    assert "'fc1' is used by an earlier layer" in err.message
-
-
-def test_duplicate_module_name(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][2]["module"] = "fc2"
-    assert load_error(tiny_workload_data).field == "layers[3].module"
-
-
-def test_inputs_naming_a_later_layer(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][2]["inputs"] = ["fc2"]
-    err = load_error(tiny_workload_data)
-    assert err.field == "layers[2].inputs"
-    assert "'fc2' is not an earlier layer" in err.message
-
-
-def test_density_on_a_pool_layer(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][1]["density"] = 0.5
-    err = load_error(tiny_workload_data)
-    assert err.field == "layers[1].density"
-    assert "no weights to prune" in err.message
-
-
 @pytest.mark.parametrize("density", [0, 1.5, -0.5])
 def test_density_outside_zero_one(tiny_workload_data, load_error, density):
     tiny_workload_data["layers"][0]["density"] = density
     err = load_error(tiny_workload_data)
     assert err.field == "layers[0].density"
     assert repr(density) in err.message
-
-
-def test_kernel_larger_than_the_input(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][0]["kernel"] = 40
-    assert load_error(tiny_workload_data).field == "layers[0].kernel"
-
-
-def test_negative_padding(tiny_workload_data, load_error):
-    tiny_workload_data["layers"][0]["padding"] = -1
-    assert load_error(tiny_workload_data).field == "layers[0].padding"
 
 
 def test_no_layers(tiny_workload_data, load_error):

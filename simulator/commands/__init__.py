@@ -1,4 +1,5 @@
-"""Subcommands of ``python -m simulator``: one module each, with ``register(subparsers)``.
+"""Subcommands of ``python -m simulator``: one module each, with ``register(subparsers)`` (which adds
+the command with ``options.add_command``: its handler's docstring is the command's description).
 
 A command module imports only argparse and the CLI helpers at import time; the heavy stages
 are imported inside its handler, so ``--help`` and error paths stay fast.

@@ -11,7 +11,7 @@ from ..base.console import progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_workload
 from ..base.version import with_header
-from .options import positive_int
+from .options import add_command, positive_int
 
 DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
 DEFAULT_PROMPT, DEFAULT_CONTEXT, DEFAULT_TOKENS = 128, 256, 32     # bench --llm
@@ -20,11 +20,8 @@ LLM_FLAGS = ("prompt", "context", "tokens", "weights")
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand."""
-    cmd = subparsers.add_parser(
-        "bench", help="time a workload's layers for real on this CPU (torch), in the simulator's benchmark mode",
-        description="Run each layer of the workload alone, repeated (the simulator's layer mode), with the "
-                    "simulator's own weights (dense, or its pruned CSR encoding); report per-frame medians "
-                    "and spread, and a torch.profiler per-operator breakdown of one pass.")
+    cmd = add_command(subparsers, "bench", _bench,
+                      "time a workload's layers for real on this CPU (torch), in the simulator's benchmark mode")
     cmd.add_argument("--workload", help="workload YAML (default workloads/eie.yaml)")
     cmd.add_argument("--format", metavar="LIST",
                      help="dense or csr (default dense); or a comma-separated list of variants STRUCTURE[@TYPE] "
@@ -63,7 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     group.add_argument("--weights", type=_weight_types,
                        help="with --llm: comma-separated weight types of fp32, bf16, int8 (int8: torch dynamic "
                             "quantization of every linear layer) (default fp32,bf16,int8)")
-    cmd.set_defaults(handler=_bench)
 
 
 def _weight_types(text: str):
@@ -96,6 +92,9 @@ def _densities(text: str) -> tuple[float, ...]:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    """Run each layer of the workload alone, repeated (the simulator's layer mode), with the simulator's own weights
+    (dense, or its pruned CSR encoding); report per-frame medians and spread, and a torch.profiler per-operator
+    breakdown of one pass."""
     import os
 
     for flag in ("out", "trace"):

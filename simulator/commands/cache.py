@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from .options import add_command
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``cache`` subcommand."""
-    cmd = subparsers.add_parser("cache", help="show or clear the on-disk cache of pruned encodings",
-                                description="The pruned encodings of seeded weights are cached on disk "
-                                            "($SIMULATOR_CACHE_DIR, bounded by $SIMULATOR_CACHE_MAX, default "
-                                            "2 GB; least recently used files go first).")
+    cmd = add_command(subparsers, "cache", _cache, "show or clear the on-disk cache of pruned encodings")
     cmd.add_argument("action", choices=["info", "clear"],
                      help="info: folder, entries, size and bound; clear: delete every entry")
-    cmd.set_defaults(handler=_cache)
 
 
 def _cache(args: argparse.Namespace) -> int:
+    """The pruned encodings of seeded weights are cached on disk ($SIMULATOR_CACHE_DIR, bounded by
+    $SIMULATOR_CACHE_MAX, default 2 GB; least recently used files go first)."""
     from ..base.units import format_bytes
     from ..compress import encodingcache
 

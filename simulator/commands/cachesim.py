@@ -7,26 +7,25 @@ from pathlib import Path
 
 from ..base.errors import ConfigError
 from ..base.paths import find_profile
-from .options import check_output_dirs
+from .options import add_command, check_output_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``cachesim`` subcommand."""
-    cachesim = subparsers.add_parser(
-        "cachesim", help="run an address trace (.npy) through a profile's cache hierarchy",
-        description="Run a trace of byte addresses (a .npy array: addresses; or columns address, is_write[, "
-                    "core]; or a structured array with fields address[, is_write, core]) through the profile's "
-                    "cache hierarchy, cold, with the same exact LRU model as run. Prints exact hits and misses "
-                    "per level and DRAM line reads and write-backs; --mrc adds every level's miss-ratio curve.")
+    cachesim = add_command(subparsers, "cachesim", _cachesim,
+                           "run an address trace (.npy) through a profile's cache hierarchy")
     cachesim.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra)")
     cachesim.add_argument("trace", help="the trace, a NumPy .npy file")
     cachesim.add_argument("--json", metavar="FILE", help="also write the counts (and curves) as JSON")
     cachesim.add_argument("--mrc", metavar="FILE",
                           help="miss-ratio curve of every level: .csv for the numbers, .png / .pdf / .svg for a plot")
-    cachesim.set_defaults(handler=_cachesim)
 
 
 def _cachesim(args: argparse.Namespace) -> int:
+    """Run a trace of byte addresses (a .npy array: addresses; or columns address, is_write[, core]; or a structured
+    array with fields address[, is_write, core]) through the profile's cache hierarchy, cold, with the same exact
+    LRU model as run. Prints exact hits and misses per level and DRAM line reads and write-backs; --mrc adds every
+    level's miss-ratio curve."""
     from ..hardware.profile import load_profile
     from ..output.plots import miss_ratio_curves
     from ..output.report import write_json_document

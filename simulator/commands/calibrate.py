@@ -9,19 +9,12 @@ from typing import Any
 
 from ..base.console import progress
 from ..base.errors import ConfigError
-from .options import positive_int
+from .options import add_command, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``calibrate`` subcommand."""
-    cmd = subparsers.add_parser(
-        "calibrate", help="measure this machine and write a hardware profile for it",
-        description="Read the cache geometry (sysfs, lscpu), measure DRAM bandwidth (STREAM-like), latency "
-                    "(pointer chase), the lines in flight of a stream and of gathers, bandwidth vs working-set "
-                    "size (the LLC share a VM really gets), and the kernel cost model's parameters with torch "
-                    "(GEMM library efficiency, CSR SpMV / SpMM cycles per non-zero and per row); each measurement "
-                    "is repeated until it settles, and a machine too busy to give plausible figures gets no "
-                    "profile (one line saying which check failed, exit status 2). About a minute.")
+    cmd = add_command(subparsers, "calibrate", _calibrate, "measure this machine and write a hardware profile for it")
     cmd.add_argument("--out", default="hwprofiles/host.yaml", metavar="FILE",
                      help="profile to write (default hwprofiles/host.yaml; machine-specific, do not commit)")
     cmd.add_argument("--threads", type=positive_int("--threads"),
@@ -31,10 +24,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="the last level: an LRU step at the measured size (default), or the replacement policy "
                           "(lru, random, dip) and size whose curve in the cache model best matches the working-set "
                           "sweep")
-    cmd.set_defaults(handler=_calibrate)
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    """Read the cache geometry (sysfs, lscpu), measure DRAM bandwidth (STREAM-like), latency (pointer chase), the
+    lines in flight of a stream and of gathers, bandwidth vs working-set size (the LLC share a VM really gets), and
+    the kernel cost model's parameters with torch (GEMM library efficiency, CSR SpMV / SpMM cycles per non-zero and
+    per row); each measurement is repeated until it settles, and a machine too busy to give plausible figures gets
+    no profile (one line saying which check failed, exit status 2). About a minute."""
     import os
 
     out = Path(args.out)

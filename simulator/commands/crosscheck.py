@@ -8,16 +8,13 @@ from pathlib import Path
 from ..base.console import progress
 from ..base.errors import ConfigError
 from ..base.paths import find_profile
-from .options import check_output_dirs
+from .options import add_command, check_output_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``crosscheck`` subcommand."""
-    cmd = subparsers.add_parser(
-        "crosscheck", help="simulate what `bench` measured and compare, layer by layer",
-        description="Simulate the cases of one or more `bench --out` files (same batch, format, threads, "
-                    "each layer alone and repeated) on PROFILE, and print predicted vs measured per layer, "
-                    "the median |error|, the share within 25%% and whether dense vs CSR picks the right winner.")
+    cmd = add_command(subparsers, "crosscheck", _crosscheck,
+                      "simulate what `bench` measured and compare, layer by layer")
     cmd.add_argument("profile", help="hardware profile YAML (e.g. the one `calibrate` wrote)")
     cmd.add_argument("measured", nargs="+", help="`bench --out` JSON file(s); those of `bench --sparse-conv` are "
                      "checked for the break-even density of sparse convolution, those of `bench --format LIST` "
@@ -30,10 +27,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "report fitted and held-out cells separately (the profile file is not changed)")
     cmd.add_argument("--plot", metavar="FILE", help="bar chart of measured vs simulated per layer (PNG/SVG/PDF)")
     cmd.add_argument("--json", metavar="FILE", help="also write every cell and the summaries as JSON")
-    cmd.set_defaults(handler=_crosscheck)
 
 
 def _crosscheck(args: argparse.Namespace) -> int:
+    """Simulate the cases of one or more `bench --out` files (same batch, format, threads, each layer alone and
+    repeated) on PROFILE, and print predicted vs measured per layer, the median |error|, the share within 25% and
+    whether dense vs CSR picks the right winner."""
     check_output_dirs(args, "json", "plot")
     from ..hardware.profile import load_profile
     from ..measure.bench import load_bench

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..base.console import progress
 from ..base.errors import ConfigError
 from ..base.paths import find_profile
-from .options import positive_int
+from .options import add_command, positive_int
 
 
 def _fraction(text: str) -> float:
@@ -28,14 +28,9 @@ def _fraction(text: str) -> float:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``digits`` subcommand."""
-    digits = subparsers.add_parser(
-        "digits", help="train, AGP-prune and fine-tune a CNN on scikit-learn's digits; accuracy vs sparsity vs "
-                       "simulated latency",
-        description="Train a small CNN on scikit-learn's bundled digits (no download), prune it with a Distiller "
-                    "AGP schedule while fine-tuning, simulate every recorded model on each hardware profile, "
-                    "and check that the model still works from every stored format (max |difference| of its "
-                    "outputs). Writes the pruned checkpoint, a JSON report, Distiller's sensitivity CSV and "
-                    "plots into --out.")
+    digits = add_command(subparsers, "digits", _digits,
+                         "train, AGP-prune and fine-tune a CNN on scikit-learn's digits; accuracy vs sparsity vs "
+                         "simulated latency")
     digits.add_argument("--out", default="out/digits", metavar="DIR",
                         help="directory for the results (created if missing; default out/digits)")
     digits.add_argument("--schedule", metavar="FILE",
@@ -54,10 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="sparsity step of the sensitivity analysis (default 0.05: 0, 5, ... 90%%)")
     digits.add_argument("--seed", type=int, default=0, metavar="N",
                         help="seed of the split, the initial weights and the minibatch order (default 0)")
-    digits.set_defaults(handler=_digits)
 
 
 def _digits(args: argparse.Namespace) -> int:
+    """Train a small CNN on scikit-learn's bundled digits (no download), prune it with a Distiller AGP schedule
+    while fine-tuning, simulate every recorded model on each hardware profile, and check that the model still works
+    from every stored format (max |difference| of its outputs). Writes the pruned checkpoint, a JSON report,
+    Distiller's sensitivity CSV and plots into --out."""
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -1,11 +1,24 @@
-"""What the commands share: argparse types whose errors name the flag, and output-folder checks."""
+"""What the commands share: their registration, argparse types whose errors name the flag, and
+output-folder checks."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 from pathlib import Path
+from typing import Callable
 
 from ..base.errors import ConfigError
+
+
+def add_command(subparsers: argparse._SubParsersAction, name: str, handler: Callable[[argparse.Namespace], int],
+                summary: str) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` and return its parser for the flags: ``summary`` is its line in
+    ``python -m simulator --help``, the handler's docstring its description (``name --help``), and
+    the handler what runs it (its return value is the exit status)."""
+    command = subparsers.add_parser(name, help=summary, description=inspect.getdoc(handler))
+    command.set_defaults(handler=handler)
+    return command
 
 
 def positive_int(flag: str, least: int = 1):

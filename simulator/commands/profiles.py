@@ -6,18 +6,16 @@ import argparse
 from pathlib import Path
 
 from ..base.paths import HWPROFILES_DIR as HWPROFILES
+from .options import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``profiles`` subcommand."""
-    cmd = subparsers.add_parser("profiles", help="list the shipped hardware profiles",
-                                description="List every profile in hwprofiles/ with its kind, peak compute, "
-                                            "DRAM bandwidth, last-level cache and roofline ridge point.")
+    cmd = add_command(subparsers, "profiles", _profiles, "list the shipped hardware profiles")
     cmd.add_argument("--dir", default=str(HWPROFILES), help="folder of profiles (default: the shipped ones)")
     cmd.add_argument("--schema", action="store_true",
                      help="print the JSON Schema of a profile file instead (units as the files write them, "
                           "e.g. '128 KiB'), for editors that validate YAML against a schema")
-    cmd.set_defaults(handler=_profiles)
 
 
 def _peak(value: float) -> str:
@@ -25,6 +23,8 @@ def _peak(value: float) -> str:
 
 
 def _profiles(args: argparse.Namespace) -> int:
+    """List every profile in hwprofiles/ with its kind, peak compute, DRAM bandwidth, last-level cache and roofline
+    ridge point."""
     from ..base.errors import ConfigError
     from ..base.texttable import format_table
     from ..base.units import format_bytes

@@ -10,19 +10,13 @@ from pathlib import Path
 from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import find_workload
-from .options import positive_int
+from .options import add_command, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``prune`` subcommand."""
-    prune = subparsers.add_parser(
-        "prune", help="apply a Distiller compression schedule to a workload's or a checkpoint's weights",
-        description="Apply a Distiller compression schedule (version-1 YAML: pruners and policies, Distiller's "
-                    "epoch rule and AGP formula) with torch.nn.utils.prune, print Distiller's sparsity summary "
-                    "and write the pruned model as a Distiller checkpoint. Nothing is trained: weights change "
-                    "only by masking. A thinning extension (net_thinner: FilterRemover / ChannelRemover) "
-                    "removes the all-zero filters or channels at its epoch, through the workload's graph, and "
-                    "the checkpoint holds the smaller tensors.")
+    prune = add_command(subparsers, "prune", _prune,
+                        "apply a Distiller compression schedule to a workload's or a checkpoint's weights")
     prune.add_argument("--schedule", required=True, metavar="FILE", help="Distiller schedule YAML")
     source = prune.add_mutually_exclusive_group(required=True)
     source.add_argument("--workload", metavar="FILE",
@@ -33,10 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--out", required=True, metavar="FILE", help="the pruned checkpoint to write (.pth.tar)")
     prune.add_argument("--seed", type=int, default=0, help="seed of a workload's synthetic weights (default 0)")
     prune.add_argument("--plot", metavar="DIR", help="also write DIR/density.png: per-layer density bars")
-    prune.set_defaults(handler=_prune)
 
 
 def _prune(args: argparse.Namespace) -> int:
+    """Apply a Distiller compression schedule (version-1 YAML: pruners and policies, Distiller's epoch rule and AGP
+    formula) with torch.nn.utils.prune, print Distiller's sparsity summary and write the pruned model as a Distiller
+    checkpoint. Nothing is trained: weights change only by masking. A thinning extension (net_thinner:
+    FilterRemover / ChannelRemover) removes the all-zero filters or channels at its epoch, through the workload's
+    graph, and the checkpoint holds the smaller tensors."""
     from torch.nn.utils import prune as torch_prune
 
     from ..compress.schedule import apply_schedule, load_schedule

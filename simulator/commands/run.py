@@ -11,7 +11,7 @@ from ..base.console import Bar, progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
 from ..compress.variants import DEFAULT_GROUP_SIZE
-from .options import check_output_dirs, density, positive_int
+from .options import add_command, check_output_dirs, density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
     from ..hardware.profile import HardwareProfile
@@ -23,9 +23,7 @@ DEFAULT_WORKLOAD = WORKLOADS_DIR / "alexnet.yaml"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``run`` subcommand."""
-    run = subparsers.add_parser("run", help="simulate a workload on a hardware profile, dense vs pruned",
-                                description="Simulate a workload on a hardware profile: per layer, dense vs "
-                                            "pruned time, DRAM bytes, cache hit rates and what bounds it.")
+    run = add_command(subparsers, "run", _run, "simulate a workload on a hardware profile, dense vs pruned")
     run.add_argument("profile",
                      help="hardware profile: a YAML file, or a shipped profile's name (tegra; see `profiles`)")
     run.add_argument("--workload", help="workload YAML, or a shipped workload's name (vgg16) (default: alexnet; with "
@@ -92,7 +90,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from .llmrun import add_arguments
 
     add_arguments(run)
-    run.set_defaults(handler=_run)
 
 
 def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Optional[float]]:
@@ -145,6 +142,8 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
     return profile, workload, run_density
 
 def _run(args: argparse.Namespace) -> int:
+    """Simulate a workload on a hardware profile: per layer, dense vs pruned time, DRAM bytes, cache hit rates and
+    what bounds it."""
     from ..model.llm import looks_like_llm_config
 
     if args.workload and looks_like_llm_config(args.workload):   # a decoder's config.json: prefill / decode

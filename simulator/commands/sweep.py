@@ -10,19 +10,14 @@ from ..base.console import is_quiet, progress, showing
 from ..base.errors import ConfigError
 from ..base.paths import find_profile, find_workload
 from ..compress.variants import DEFAULT_GROUP_SIZE
-from .options import positive_int
+from .options import add_command, positive_int
 from .run import DEFAULT_WORKLOAD
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``sweep`` subcommand."""
-    sweep = subparsers.add_parser(
-        "sweep", help="run a grid of what-if points over profile, run and compression fields",
-        description="Run a workload at every point of a grid over profile fields (memory.caches.L2.size, "
-                    "memory.dram.sustained_bandwidth, compute.kernels.spmv.cycles_per_nonzero, ...) and run fields "
-                    "(density, batch). Every point's profile is checked by the same rules as a profile file before any "
-                    "point runs. One row per point, variant and layer, written as points finish; an "
-                    "interrupted sweep resumes from --out.")
+    sweep = add_command(subparsers, "sweep", _sweep,
+                        "run a grid of what-if points over profile, run and compression fields")
     sweep.add_argument("profile", help="hardware profile: a YAML file, or a shipped profile's name (tegra)")
     sweep.add_argument("--set", dest="sets", action="append", required=True, metavar="FIELD=VALUES",
                        help="a field and its values: a list (5GB/s,10GB/s), a geometric range (64KiB..8MiB:x2) "
@@ -46,10 +41,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--full-runs", action="store_true",
                        help="run the whole pipeline at every point even for a last-level cache-size sweep "
                             "(slower; the results are identical)")
-    sweep.set_defaults(handler=_sweep)
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    """Run a workload at every point of a grid over profile fields (memory.caches.L2.size,
+    memory.dram.sustained_bandwidth, compute.kernels.spmv.cycles_per_nonzero, ...) and run fields (density, batch).
+    Every point's profile is checked by the same rules as a profile file before any point runs. One row per point,
+    variant and layer, written as points finish; an interrupted sweep resumes from --out."""
     from ..output.plots import check_plot_path, sweep_plot
     from ..studies.sweep import Backend, BackendChoice, plan_sweep, run_sweep
     from ..studies.sweepstore import ResultStore

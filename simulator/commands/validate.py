@@ -7,16 +7,12 @@ import argparse
 from ..base.console import Bar
 from ..base.errors import ConfigError
 from ..base.paths import HWPROFILES_DIR, WORKLOADS_DIR
-from .options import check_output_dirs
+from .options import add_command, check_output_dirs
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``validate`` subcommand."""
-    cmd = subparsers.add_parser(
-        "validate", help="compare the simulator with published measurements",
-        description="Simulate every published cell of EIE Table IV (9 layers x dense/CSR x batch 1/64 on the "
-                    "i7-5930K and Titan X profiles) in the paper's benchmark mode and report the error, "
-                    "separately for the cells the profiles were fitted on and the held-out cells.")
+    cmd = add_command(subparsers, "validate", _validate, "compare the simulator with published measurements")
     cmd.add_argument("table", choices=["eie"], help="which published table")
     cmd.add_argument("--json", metavar="FILE", help="also write every cell and the summaries as JSON")
     cmd.add_argument("--plot", metavar="FILE", help="write predicted vs published (log-log, PNG/SVG/PDF)")
@@ -26,10 +22,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--fit-on", choices=["fitted", "all"], default="fitted",
                      help="with --fit: the cells to fit on; 'all' is a diagnostic (is a held-out miss overfitting, "
                           "or beyond what the allowed rates can do?), not a validation (default: fitted)")
-    cmd.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
+    """Simulate every published cell of EIE Table IV (9 layers x dense/CSR x batch 1/64 on the i7-5930K and Titan X
+    profiles) in the paper's benchmark mode and report the error, separately for the cells the profiles were fitted
+    on and the held-out cells."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 

@@ -22,7 +22,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model;
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
-  work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad);
+  work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
+  dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead.
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
@@ -43,7 +44,7 @@ import simpy
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome
 from ..memory.traffic import LayerTraffic, StreamKind
-from .kernelcost import IssueTime, issue_time
+from .kernelcost import IssueTime, issue_time, packs_weights
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -123,6 +124,8 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         hits=counts.sum(axis=0),
         gather_requests=by_kind[:, 1, :] / float(per_request),
         stream_lines=np.column_stack([by_kind[:, 0, :levels], by_kind[:, 0, levels] + writebacks]),
+        # a kernel that packs each panel before multiplying it loads one tile, then computes it
+        prefetch_tiles=1 if traffic.shape is not None and packs_weights(profile, traffic.shape) else PREFETCH_TILES,
     )
 
 

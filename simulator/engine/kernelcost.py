@@ -92,6 +92,14 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
                      "fma")
 
 
+def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:
+    """True when the dense kernel of ``shape`` packs its weights panel by panel before multiplying
+    them (the type is in the kernel's ``packs``): its loads then wait for the loop, not run ahead."""
+    if shape.kind not in DENSE_KINDS or profile.compute.kernels is None:
+        return False
+    return shape.dtype.value in profile.compute.kernels.dense(shape.kind).packs
+
+
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
     """Steps over the non-zeros and per-row work, per column group, spread over ``cores``; for a
     kernel whose steps wait on each other, at least the rows' latency chains over the rows in flight."""

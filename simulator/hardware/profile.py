@@ -172,6 +172,11 @@ class DenseKernel(Strict):
     # Where given for the kernel's type, each tile's weights x columns cost this many cycles per
     # vector of ``compute.vector_lanes`` instead of their FMAs (calibrate: a cache-resident GEMV).
     cycles_per_vector: VectorCycles = VectorCycles()
+    # Types whose weights the library first packs (copies into a blocked panel in cache: oneDNN's
+    # reorder of plain-layout bf16 weights for its brgemm kernels), then multiplies: a panel's
+    # loads do not run ahead of the loop, so the loop and the memory take turns instead of
+    # overlapping (calibrate: a GEMV far beyond the caches takes loop + memory, not the larger).
+    packs: list[Literal["fp32", "fp16", "bf16", "int8"]] = []
 
 
 class SparseKernel(Strict):
@@ -347,6 +352,27 @@ class Threads(Strict):
         return getattr(self, kind.value, None)
 
 
+class BlockDispatch(Strict):
+    """Host time an eager framework spends dispatching one decoder block's operators, per data
+    type of the block's weights (eager PyTorch: about sixty operator calls a block, each a Python
+    call, a dispatcher pass and an OpenMP fork and join over the threads, more for types whose
+    small operators convert). It adds to each block's device time: the host thread that dispatches
+    is the thread that computes. Absent: a compiled runtime whose dispatch is the kernels' launch
+    overhead alone."""
+
+    fp32: Optional[Seconds] = None
+    fp16: Optional[Seconds] = None
+    bf16: Optional[Seconds] = None
+    int8: Optional[Seconds] = None
+
+    def of(self, dtype: str) -> float:
+        """Seconds per block for weights in ``dtype``: its own figure, else fp32's, else 0."""
+        value = getattr(self, dtype, None)
+        if value is None:
+            value = self.fp32
+        return 0.0 if value is None else float(value)
+
+
 class Compute(Strict):
     """The arithmetic side: clock, cores, vector width, peak rates, kernel issue costs, launch cost.
 
@@ -367,6 +393,7 @@ class Compute(Strict):
     kernels: Optional[Kernels] = None
     outstanding_gathers_per_core: PositiveInt = 1
     launch_overhead_s: Seconds = Field(alias="launch_overhead")
+    block_dispatch: BlockDispatch = BlockDispatch()     # decoder blocks run by an eager framework
     rows_per_task: RowsPerTask = RowsPerTask()
     lanes_per_row: LanesPerRow = LanesPerRow()
     threads: Threads = Threads()

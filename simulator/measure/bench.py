@@ -35,7 +35,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..base.errors import ConfigError
-from ..compress.compression import StorageFormat, pruned_encoding
+from ..compress.compression import StorageFormat
 from ..model.workload import Layer, LayerKind, Workload
 from .llmbench import DecoderDims, LlmTiming, WeightType, llm_timing_from_json, measure_llm, render_llm
 from .sparseconv import (
@@ -44,6 +44,7 @@ from .sparseconv import (
     ConvShape,
     SparseConvAlgorithm,
     SparseConvLayer,
+    csr_weights,
     render_table,
     sparse_conv_from_json,
 )
@@ -208,32 +209,17 @@ def pick_sparse_backend(indptr: np.ndarray, indices: np.ndarray, values: np.ndar
     """The faster of torch and scipy on this matrix: mean of a few calls after one warm-up (the
     mean, not the median, because torch's CSR kernels are sometimes bimodal, fast on most calls
     and very slow on some)."""
-    best = None
-    for backend in (SparseBackend.TORCH, SparseBackend.SCIPY):
-        op = sparse_operator(backend, indptr, indices, values, shape, x)
-        op()
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            op()
-            times.append(time.perf_counter() - t0)
-        t = statistics.fmean(times)
-        if best is None or t < best[0]:
-            best = (t, backend)
-    return best[1]
+    mean_s = {backend: statistics.fmean(time_calls(sparse_operator(backend, indptr, indices, values, shape, x),
+                                                   calls, warmup=1))
+              for backend in (SparseBackend.TORCH, SparseBackend.SCIPY)}
+    return min(mean_s, key=mean_s.__getitem__)
 
 
 def _csr_of(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(pointers, indices, values) of the simulator's pruned layer: its encoding's non-zeros, with
-    the seeded weights' values at those positions."""
-    from ..model.weights import synthetic_weights
-
-    encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
-    rows, cols = layer.weight_matrix_shape
-    weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
-    row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
-    values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
-    return encoded.pointers.astype(np.int32), encoded.indices.astype(np.int32), values
+    """(pointers, indices, values) of the simulator's pruned layer (:func:`csr_weights`), with int32
+    pointers and indices, as torch's and scipy's CSR kernels take them."""
+    pointers, indices, values = csr_weights(layer, seed)
+    return pointers.astype(np.int32), indices.astype(np.int32), values
 
 
 def kernel_name(layer: Layer, fmt: StorageFormat, batch: int) -> str:

@@ -345,6 +345,8 @@ class Measurements:
     type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
+    gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
+    block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     sparse: list[SparseTiming] = field(default_factory=list)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
@@ -713,6 +715,10 @@ def _measure_types(s: Session) -> None:
 GEMV_LOOP_ROWS = (128, 512)
 GEMV_LOOP_COLUMNS = 1024
 GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
+#: The same GEMVs on 32 MiB of weights in every type: beyond the private caches, so each type's
+#: loop meets a memory level's bandwidth; fp32's (a streaming loop, far faster in cache than its
+#: memory) is the probe of that bandwidth for the others (:func:`packed_types`).
+GEMV_BEYOND_BYTES = 32 * MiB
 
 
 def _measure_gemv_types(s: Session) -> None:
@@ -729,6 +735,82 @@ def _measure_gemv_types(s: Session) -> None:
         small, large = GEMV_LOOP_ROWS
         if got[large] > got[small]:
             s.m.gemv_weights_per_s[dtype] = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
+    beyond = {dtype: GEMV_BEYOND_BYTES // TYPE_BYTES[dtype] // GEMV_LOOP_COLUMNS for dtype in GEMV_LOOP_TYPES}
+
+    def beyond_round(dtype: str) -> Callable[[], float]:
+        def run() -> float:
+            return _best_time(_type_gemm_call(dtype, beyond[dtype], GEMV_LOOP_COLUMNS, 1), min_calls=5, budget_s=0.1)
+        return run
+    got = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
+                   name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
+    s.m.gemv_beyond_s = dict(got)
+
+
+#: The decoders :func:`_measure_dispatch` times: ``bench --llm``'s decoder (a Llama-style block)
+#: at a width where its products are a few thousand multiply-adds, so what a decode step costs is
+#: the host's dispatch of its operators; with 1 and 3 blocks, the difference is two blocks' worth.
+DISPATCH_BLOCKS = (1, 3)
+DISPATCH_TOKENS = 8          # decode steps per call, after a context of as many tokens
+
+
+def _dispatch_call(weights: str, blocks: int) -> Callable[[], Any]:
+    """``DISPATCH_TOKENS`` decode steps of a tiny decoder of ``blocks`` blocks in ``weights``."""
+    import torch
+
+    from .llmbench import DecoderDims, KvCache, WeightType, _torch_dtype, build_decoder, generate
+
+    dims = DecoderDims("dispatch", hidden_size=64, layers=blocks, heads=2, kv_heads=1, head_dim=32,
+                       intermediate_size=128, vocab_size=256, tied_embeddings=False)
+    kind = WeightType(weights)
+    model = build_decoder(dims, kind, 2 * DISPATCH_TOKENS)
+    cache = KvCache(dims, 1, 2 * DISPATCH_TOKENS, _torch_dtype(kind))
+    prompt = torch.zeros((1, DISPATCH_TOKENS), dtype=torch.long)
+
+    def run() -> None:
+        cache.length = DISPATCH_TOKENS
+        with torch.inference_mode():
+            generate(model, prompt, cache, DISPATCH_TOKENS)
+    return run
+
+
+def _measure_dispatch(s: Session) -> None:
+    """Decode steps of :data:`DISPATCH_BLOCKS` tiny decoders per weight type: the slope per block is
+    the host's dispatch of one block's operators (``compute.block_dispatch``)."""
+    for weights in GEMV_LOOP_TYPES:
+        def dispatch_round(blocks: int, weights: str = weights) -> Callable[[], float]:
+            def run() -> float:
+                return _best_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
+            return run
+        got = s.record(settle({blocks: dispatch_round(blocks) for blocks in DISPATCH_BLOCKS}),
+                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")
+        few, many = DISPATCH_BLOCKS
+        if got[many] > got[few]:
+            s.m.block_dispatch_s[weights] = (got[many] - got[few]) / (many - few)
+
+
+#: Bytes a weight of each GEMV type takes as the variants store it.
+TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+def packed_types(m: Measurements) -> dict[str, str]:
+    """The types whose GEMV takes its loop *plus* its memory time beyond the caches rather than the
+    larger of the two (the library packs each panel, then multiplies it): for each type other than
+    fp32, the loop's time (:data:`GEMV_BEYOND_BYTES` of weights at its in-cache rate) and the
+    memory's (the same bytes at fp32's rate there); measured nearer the sum than the larger, it
+    packs. The value says why, for the profile's notes."""
+    probe = m.gemv_beyond_s.get("fp32")
+    out = {}
+    for dtype, measured in m.gemv_beyond_s.items():
+        rate = m.gemv_weights_per_s.get(dtype)
+        if dtype == "fp32" or not probe or not rate:
+            continue
+        loop_s = GEMV_BEYOND_BYTES / TYPE_BYTES[dtype] / rate
+        memory_s = probe        # the same bytes, streamed by fp32's loop
+        overlapped, serial = max(loop_s, memory_s), loop_s + memory_s
+        if measured > (overlapped + serial) / 2:
+            out[dtype] = (f"{measured * 1e6:.0f} us over {GEMV_BEYOND_BYTES // MiB} MiB against loop "
+                          f"{loop_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes)")
+    return out
 
 
 def _measure_sparse(s: Session) -> None:
@@ -860,6 +942,7 @@ STEPS = (
     Step("GEMM", _measure_gemm),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
+    Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
@@ -1402,7 +1485,13 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
                   + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in GEMV_LOOP_ROWS) + " weights (in cache), "
                   f"the slope between the two best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
                   f"{m.threads} thread(s)" + _settled(m, *names))
-    return {"cycles_per_vector": cycles}
+    block: dict[str, Any] = {"cycles_per_vector": cycles}
+    packs = packed_types(m)
+    if packs:
+        block["packs"] = sorted(packs)
+        notes.measured("gemv.packs", "; ".join(f"{dtype}: {why}" for dtype, why in sorted(packs.items()))
+                       + _settled(m, *(f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {d}" for d in m.gemv_beyond_s)))
+    return block
 
 
 def lowering_cycles(m: Measurements, clock_hz: float) -> float:
@@ -1482,6 +1571,13 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
         "kernels": kernels_block(cpu, m, fits, notes.under("kernels")),
         "launch_overhead": _q(m.launch_overhead_s, Quantity.SECONDS),
     }
+    if m.block_dispatch_s:
+        block["block_dispatch"] = {w: _q(t, Quantity.SECONDS) for w, t in m.block_dispatch_s.items()}
+        blocks = " and ".join(str(b) for b in DISPATCH_BLOCKS)
+        names = [f"decode step of {b} tiny block(s) in {w}" for w in m.block_dispatch_s for b in DISPATCH_BLOCKS]
+        notes.measured("block_dispatch", f"bench --llm's decoder at hidden size 64 with {blocks} blocks, "
+                       f"{DISPATCH_TOKENS} decode steps a call, best call per step: the difference per block "
+                       "(the host's dispatch of one block's operators)" + _settled(m, *names))
     # the variants bench times: bf16 / int8 GEMM rates, and a BSR kernel (docs/validation.md, Variants)
     block["peak_flops"].update(type_peaks(cpu, m, notes))
     block["kernels"]["bsr"] = bsr_block(cpu, m, fits, notes.under("kernels"))

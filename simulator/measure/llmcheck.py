@@ -13,7 +13,7 @@ shared machine) keep each figure's fastest run: other processes only ever slow a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -29,10 +29,9 @@ TTFT_TARGET = 0.25        # |error| of time to first token
 
 
 @dataclass(frozen=True)
-class LlmCell:
-    """One model and weight type, measured and simulated."""
+class LlmCase:
+    """What a measurement ran (the fields of its :class:`LlmTiming`): one simulation case per distinct key."""
 
-    model: str
     config_path: str
     weights: str
     variant: str
@@ -42,6 +41,13 @@ class LlmCell:
     prompt_tokens: int
     context_tokens: int
     decode_tokens: int
+
+
+@dataclass(frozen=True)
+class LlmCell(LlmCase):
+    """One model and weight type: a measured case, and its simulation."""
+
+    model: str
     measured_ttft_s: float
     predicted_ttft_s: float
     measured_tokens_per_s: float
@@ -77,27 +83,11 @@ class LlmCell:
         return out
 
 
-@dataclass(frozen=True)
-class _Case:
-    """What a measurement ran: one simulation case per distinct key."""
-
-    config_path: str
-    weights: str
-    variant: str
-    kv_dtype: str
-    batch: int
-    threads: int
-    prompt: int
-    context: int
-    tokens: int
-
-
-def fastest(timings: Sequence[LlmTiming]) -> dict[_Case, tuple[LlmTiming, float, float]]:
+def fastest(timings: Sequence[LlmTiming]) -> dict[LlmCase, tuple[LlmTiming, float, float]]:
     """Per case, (a timing, the fastest time to first token, the fastest decode of all ``tokens``)."""
-    out: dict[_Case, tuple[LlmTiming, float, float]] = {}
+    out: dict[LlmCase, tuple[LlmTiming, float, float]] = {}
     for t in timings:
-        case = _Case(t.config_path, t.weights, t.variant, t.kv_dtype, t.batch, t.threads, t.prompt_tokens,
-                     t.context_tokens, t.decode_tokens)
+        case = LlmCase(**{f.name: getattr(t, f.name) for f in fields(LlmCase)})
         if case in out:
             _, ttft, decode = out[case]
             out[case] = (t, min(ttft, t.ttft_best_s), min(decode, t.decode_best_s))
@@ -114,9 +104,9 @@ def _config(path: str, override: Optional[str], source: str, where: str) -> LlmC
     return load_llm_config(target)
 
 
-def _simulate(profile: HardwareProfile, config: LlmConfig, case: _Case, phase: Phase,
+def _simulate(profile: HardwareProfile, config: LlmConfig, case: LlmCase, phase: Phase,
               progress: Callable[[str], None]) -> LlmVariant:
-    options = LlmOptions(phase=phase, prompt=case.prompt, context=case.context, tokens=case.tokens,
+    options = LlmOptions(phase=phase, prompt=case.prompt_tokens, context=case.context_tokens, tokens=case.decode_tokens,
                          batch=case.batch, formats=(case.variant,), kv_dtype=DType(case.kv_dtype),
                          threads=case.threads)
     return simulate_llm(profile, config, options, progress).variants[0]
@@ -141,21 +131,19 @@ def crosscheck_llm(profile: HardwareProfile, timings: Sequence[tuple[str, int, L
     cells, skipped = [], []
     for case, (t, ttft, decode) in fastest([t for _, _, t in timings]).items():
         config = _config(case.config_path, config_override, *where[id(t)])
-        progress(f"crosscheck {config.name} {case.variant}: prefill of {case.prompt} tokens")
+        progress(f"crosscheck {config.name} {case.variant}: prefill of {case.prompt_tokens} tokens")
         try:
             prefill = _simulate(profile, config, case, Phase.PREFILL, progress)
         except OptionError as err:
             skipped.append(f"{config.name} {case.variant}: not simulated: {err.message}")
             continue
-        progress(f"crosscheck {config.name} {case.variant}: decode after {case.context} tokens")
+        progress(f"crosscheck {config.name} {case.variant}: decode after {case.context_tokens} tokens")
         step = _simulate(profile, config, case, Phase.DECODE, progress)
         longest = max(step.operators, key=lambda o: o.time_s)
         cells.append(LlmCell(
-            model=config.name, config_path=case.config_path, weights=case.weights, variant=case.variant,
-            kv_dtype=case.kv_dtype, batch=case.batch, threads=case.threads, prompt_tokens=case.prompt,
-            context_tokens=case.context, decode_tokens=case.tokens, measured_ttft_s=ttft,
+            **asdict(case), model=config.name, measured_ttft_s=ttft,
             predicted_ttft_s=float(prefill.time_to_first_token_s),
-            measured_tokens_per_s=case.batch * case.tokens / decode,
+            measured_tokens_per_s=case.batch * case.decode_tokens / decode,
             predicted_tokens_per_s=float(step.decode_tokens_per_s),
             bandwidth_bound_tokens_per_s=case.batch / step.bandwidth_bound_s, decode_bound=f"{longest.operator}: "
                                                                                           f"{longest.bound}"))

@@ -227,7 +227,8 @@ def sparse_conv_from_json(doc: dict[str, Any], source: str, where: str) -> Spars
 
 def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pointers, column indices, values) of the simulator's pruned layer: the non-zeros of its
-    CSR encoding (rows = output channels, columns = (channel, r, s)), the seeded weights there."""
+    CSR encoding (rows = output channels or features, columns = (channel, r, s) or input features),
+    the seeded weights there."""
     from ..compress.compression import StorageFormat, pruned_encoding
     from ..model.weights import synthetic_weights
 

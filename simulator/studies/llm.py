@@ -252,7 +252,8 @@ def _simulate_variant(profile: HardwareProfile, config: LlmConfig, options: LlmO
     # independent runs, each in its own thread: their heavy stages (traces, caches) release the GIL
     with ThreadPoolExecutor(max_workers=min(len(runs), os.cpu_count() or 1)) as pool:
         head, block, *attention = pool.map(one, runs)
-    step_s = _step_s(block, head, config.num_hidden_layers)
+    dispatch_s = config.num_hidden_layers * _dispatch_s(profile, config, variant)
+    step_s = _step_s(block, head, config.num_hidden_layers) + dispatch_s
     attention_s = [_attention_s(a) for a in attention] or [0.0]
     step_times = [step_s + config.num_hidden_layers * (a - attention_s[0]) for a in attention_s]
     if options.phase is Phase.PREFILL:
@@ -260,7 +261,14 @@ def _simulate_variant(profile: HardwareProfile, config: LlmConfig, options: LlmO
     else:
         generated = np.arange(options.context, options.context + options.tokens, dtype=float)
         mean_step = float(np.interp(generated, lengths, step_times).mean())
-    return _variant_result(profile, config, options, spec, block, head, mean_step, first)
+    return _variant_result(profile, config, options, spec, block, head, mean_step, first, dispatch_s)
+
+
+def _dispatch_s(profile: HardwareProfile, config: LlmConfig, variant: Variant | StorageFormat) -> float:
+    """Host time to dispatch one decoder block's operators (``compute.block_dispatch``), by the
+    type the variant stores its weights in (the model's own for a variant without one)."""
+    precision = variant.precision if isinstance(variant, Variant) else None
+    return profile.compute.block_dispatch.of(precision.value if precision is not None else config.torch_dtype.value)
 
 
 def _step_s(block: VariantResult, head: VariantResult, layers_per_block: int) -> float:
@@ -275,8 +283,9 @@ def _repeats(layer: LayerResult, config: LlmConfig) -> int:
     return config.num_hidden_layers if layer.name.startswith("b0.") else 1
 
 
-def _operators(layers: list[LayerResult], config: LlmConfig) -> list[OperatorTime]:
-    """The per-operator breakdown of a whole step."""
+def _operators(layers: list[LayerResult], config: LlmConfig, dispatch_s: float = 0.0) -> list[OperatorTime]:
+    """The per-operator breakdown of a whole step, the host's dispatch of the blocks last (where the
+    profile has one)."""
     groups: dict[str, list[LayerResult]] = {}
     for layer in layers:
         groups.setdefault(operator_of(layer.name), []).append(layer)
@@ -288,11 +297,14 @@ def _operators(layers: list[LayerResult], config: LlmConfig) -> list[OperatorTim
                                 sum(l.flops * _repeats(l, config) for l in members),
                                 sum(l.dram_read_bytes * _repeats(l, config) for l in members),
                                 sum(l.dram_write_bytes * _repeats(l, config) for l in members), longest.bound))
+    if dispatch_s > 0:
+        out.append(OperatorTime("dispatch", dispatch_s, 0.0, 0, 0, "host"))
     return out
 
 
 def _variant_result(profile: HardwareProfile, config: LlmConfig, options: LlmOptions, spec: str,
-                    block: VariantResult, head: VariantResult, mean_step: float, first: Workload) -> LlmVariant:
+                    block: VariantResult, head: VariantResult, mean_step: float, first: Workload,
+                    dispatch_s: float = 0.0) -> LlmVariant:
     layers = list(block.layers) + list(head.layers)
     kinds = {l.name: l.kind for l in first.layers}
     weight_dram = sum(l.dram_read_bytes * _repeats(l, config) for l in layers
@@ -314,7 +326,7 @@ def _variant_result(profile: HardwareProfile, config: LlmConfig, options: LlmOpt
         name=spec, format=spec, step_s=step_s,
         time_to_first_token_s=None if decode else step_s,
         decode_tokens_per_s=options.batch / step_s if decode and step_s > 0 else None,
-        per_token_s=step_s if decode else None, operators=_operators(layers, config), layers=layers,
+        per_token_s=step_s if decode else None, operators=_operators(layers, config, dispatch_s), layers=layers,
         weight_dram_bytes=int(weight_dram), kv_dram_bytes=int(kv_dram), weight_bytes=weight_bytes,
         kv_cache_bytes=kv_bytes, bandwidth_bound_s=bound_s, fits=fits, streamed=streamed, notes=notes)
 
