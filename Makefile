@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make run    creates .venv/, installs the project, simulates AlexNet on the Tegra K1 profile
-#   make test   the same set-up, then ruff (lint) and the test suite
+#   make test   the same set-up, then ruff (lint), mypy (types) and the test suite
 VENV   ?= .venv
 PYTHON ?= python3
 PY     := $(VENV)/bin/python
@@ -21,6 +21,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest
 
 bench: $(STAMP)

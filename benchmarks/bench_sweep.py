@@ -1,10 +1,10 @@
-"""Time a 64-point L2-size sweep of pruned AlexNet on the Tegra K1 profile, and the cache kernels.
+"""Time a 64-point L2-size sweep of pruned AlexNet on the Tegra K1 profile, and the cache model's compiled loops.
 
     .venv/bin/python benchmarks/bench_sweep.py [--points N] [--workers N] [--check K]
 
 Prints the wall time of the whole sweep (planning and validating every point, building the
 shared cache-path state, every point, writing the CSV) next to one full ``run`` of the same
-variant, then the speed of the kernels on AlexNet's trace: the exact cache hierarchy
+variant, then the speed of the compiled loops on AlexNet's trace: the exact cache hierarchy
 (what ``cachesim`` runs), the filter of the levels above L2, one L2 stack pass, and the
 fully-associative stack distances. ``--check K`` re-runs K points through the full pipeline
 and requires identical rows. The target (issue 7): under 30 s on a 2-core machine.
@@ -42,8 +42,8 @@ def _rate(seconds: list[float], items: int) -> str:
     return f"{best:.3f} s, {items / best / 1e6:.1f} M/s"
 
 
-def kernels(repeats: int) -> None:
-    """Accesses per second of the cache kernels on pruned AlexNet's whole trace."""
+def compiled_loops(repeats: int) -> None:
+    """Accesses per second of the cache model's compiled loops on pruned AlexNet's whole trace."""
     profile = load_profile(PROFILE)
     workload = load_workload(WORKLOAD)
     view = CoreView.of(profile)
@@ -53,7 +53,7 @@ def kernels(repeats: int) -> None:
     c = np.concatenate([t.core for t in traffic]).astype(np.int64)
     levels = cache_hierarchy(profile, view.cores).levels
     l2 = levels[-1]
-    cache_hierarchy(profile, view.cores).access(a[:1], w[:1], c[:1])          # load the compiled kernels
+    cache_hierarchy(profile, view.cores).access(a[:1], w[:1], c[:1])          # load the compiled loops
     LevelFilter(levels, view.cores, 1).run(a[:1], w[:1], c[:1])
     timings: dict[str, list[float]] = {"cache": [], "filter": [], "stack": [], "fa": []}
     stream = None
@@ -73,7 +73,7 @@ def kernels(repeats: int) -> None:
         fully_associative_distances(stream.line)
         timings["fa"].append(time.perf_counter() - t)
     assert stream is not None
-    print(f"kernels on pruned AlexNet's trace ({a.size / 1e6:.1f} M accesses; {stream.references / 1e6:.1f} M "
+    print(f"compiled loops on pruned AlexNet's trace ({a.size / 1e6:.1f} M accesses; {stream.references / 1e6:.1f} M "
           f"reach L2), best of {repeats}:")
     print(f"  exact hierarchy (cachesim, run):     {_rate(timings['cache'], a.size)} accesses")
     print(f"  filter of the levels above L2:       {_rate(timings['filter'], a.size)} accesses")
@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=64, help="L2 sizes: 128 KiB steps from 128 KiB (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="worker processes (default: one per core)")
     parser.add_argument("--check", type=int, default=0, help="points to re-run through the full pipeline")
-    parser.add_argument("--repeats", type=int, default=3, help="repeats of the kernel timings")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats of the compiled loops' timings")
     args = parser.parse_args()
 
     profile = load_profile(PROFILE)
@@ -128,7 +128,7 @@ def main() -> None:
             got = sorted((r for r in rows if r.point == point.index), key=lambda r: r.layer)
             assert got == sorted(expected, key=lambda r: r.layer), f"point {point.index} differs"
         print(f"  checked {args.check} points against full runs: identical rows")
-    kernels(args.repeats)
+    compiled_loops(args.repeats)
 
 
 if __name__ == "__main__":

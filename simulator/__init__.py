@@ -2,8 +2,8 @@
 
 The flow of one run is in :mod:`simulator.pipeline`. The subpackages are the stages, in order,
 each importing only the ones before it: ``base`` (helpers) -> ``hardware`` (profiles) -> ``model``
-(layer graphs, weights) -> ``compress`` (schedules, encodings) -> ``memory`` (traffic, cache model)
--> ``engine`` (SimPy timing) -> ``pipeline`` -> ``output`` (report, traces, plots) -> ``studies``
+(layer graphs, weights) -> ``compress`` (schedules, encodings) -> ``memory`` (address traces, cache model)
+-> ``engine`` (SimPy timing) -> ``pipeline`` -> ``output`` (report, timelines, plots) -> ``studies``
 -> ``measure`` -> ``commands`` (the CLI).
 """
 

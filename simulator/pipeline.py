@@ -47,7 +47,7 @@ from .compress.variants import (
 )
 from .engine.core import LayerWork, current_recording, layer_work, recording, simulate
 from .engine.offload import OffloadPolicy, inference_memory
-from .engine.results import RunResult, VariantResult
+from .engine.results import LayerResult, RunResult, VariantResult
 from .engine.training import Mode, Optimizer, train
 from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
@@ -214,7 +214,7 @@ def _timed(profile: HardwareProfile, workload: Workload, traffic: Iterable[Layer
     other, so the results are too."""
     name = result.name
     if options.repeat_mode is RepeatMode.LAYER:
-        layers = []
+        layers: list[LayerResult] = []
         for work in _layer_works(profile, traffic, view, options, name, progress):
             (timed,) = simulate(profile, [work])
             start = layers[-1].start_s + layers[-1].time_s if layers else 0.0
@@ -366,6 +366,8 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     """An EIE-style engine: weights resident in its SRAM, each layer timed by the PE-array model."""
     from .engine.accelerator import column_batches, eie_works
 
+    engine = profile.sparse_engine
+    assert engine is not None, "simulate_variant sends only sparse-engine profiles here"
     if options.batch != 1:
         raise OptionError("batch", f"{profile.name} multiplies one activation vector at a "
                           "time; use {batch} 1")
@@ -378,7 +380,7 @@ def _sparse_engine_variant(profile: HardwareProfile, workload: Workload, options
     total = max((l.start_s + l.time_s for l in layers), default=0.0)
     notes = []
     for _, timing in pairs:     # layers too big for the PEs' SRAM: say how they were split
-        streams = column_batches(profile, profile.sparse_engine, timing, workload.path)
+        streams = column_batches(profile, engine, timing, workload.path)
         if streams.batches > 1:
             what = " and ".join(w for w, b in (("stored entries", streams.streamed_entry_bytes),
                                                ("column pointers", streams.streamed_pointer_bytes)) if b > 0)
@@ -401,7 +403,7 @@ def _tiled_engine_variant(profile: HardwareProfile, workload: Workload, options:
     progress("tiled engine: tilings and tile work")
     works = [work for work, _ in tiled_works(profile, workload, options.batch)]
     if options.repeat_mode is RepeatMode.LAYER:
-        layers = []
+        layers: list[LayerResult] = []
         for work in works:
             (result,) = simulate(profile, [work])
             start = layers[-1].start_s + layers[-1].time_s if layers else 0.0

@@ -54,7 +54,7 @@ def test_each_pruning_epoch_reaches_distillers_agp_target():
     assert prune_epoch(schedule, model, masks, 10, "digits")[1] == []      # past the last pruning epoch
 
 
-def test_the_factory_traces_to_the_digits_layers():
+def test_the_factorys_captured_graph_is_the_digits_layers():
     from simulator.model.torchgraph import workload_from_module
 
     w = workload_from_module(*digits_cnn())

@@ -284,7 +284,7 @@ def test_checkpoint_stride0_view(tmp_path, capsys):
             str(path), "fc.weight", "storage holds")
 
 
-@pytest.mark.parametrize("flag", ["--trace", "--json"])
+@pytest.mark.parametrize("flag", ["--timeline", "--json"])
 def test_output_is_a_directory(tmp_path, capsys, flag):
     refused(capsys, ["run", TEGRA, "--workload", str(_tiny_workload(tmp_path)), flag, str(tmp_path)],
             flag, "is a directory")

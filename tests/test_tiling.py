@@ -52,7 +52,7 @@ def vgg16_svd_run(zynq):
 
 def conv(n, m, hw, k=3, stride=1, padding=1, groups=1):
     out = (hw + 2 * padding - k) // stride + 1
-    return Layer("conv", LayerKind.CONV, "conv", (n, hw, hw), (m, out, out), DType.INT16, kernel=k, stride=stride,
+    return Layer("conv", LayerKind.CONV, "conv", (n, hw, hw), (m, out, out), DType.INT16, kernel_hw=k, stride=stride,
                  padding=padding, groups=groups)
 
 
@@ -61,7 +61,7 @@ def fc(n, m):
 
 
 def pool(c, hw):
-    return Layer("pool", LayerKind.MAXPOOL, "pool", (c, hw, hw), (c, hw // 2, hw // 2), DType.INT16, kernel=2,
+    return Layer("pool", LayerKind.MAXPOOL, "pool", (c, hw, hw), (c, hw // 2, hw // 2), DType.INT16, kernel_hw=2,
                  stride=2)
 
 
@@ -185,10 +185,10 @@ def test_chosen_tiles_fit_half_of_each_buffer(zynq):
     for layer in load_workload(VGG16_SVD).layers:
         t = choose_tiling(layer, zynq)
         nest = LoopNest.of(layer, 1)
-        rows_in = min((t.tile_rows - 1) * nest.stride + nest.kernel, nest.in_rows)
-        cols_in = min((t.tile_cols - 1) * nest.stride + nest.kernel, nest.in_cols)
+        rows_in = min((t.tile_rows - 1) * nest.stride + nest.kernel_hw, nest.in_rows)
+        cols_in = min((t.tile_cols - 1) * nest.stride + nest.kernel_hw, nest.in_cols)
         assert t.tile_in_channels * rows_in * cols_in * B <= half["input"]
-        weights = 0 if nest.depthwise else t.tile_out_channels * t.tile_in_channels * nest.kernel ** 2 * B
+        weights = 0 if nest.depthwise else t.tile_out_channels * t.tile_in_channels * nest.kernel_hw ** 2 * B
         assert weights <= half["weights"]
         assert t.tile_out_channels * t.tile_rows * t.tile_cols * B <= half["output"]
 

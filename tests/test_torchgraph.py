@@ -1,4 +1,4 @@
-"""Any torch model as a workload (``simulator.model.torchgraph``): the traced layer graph, its folds,
+"""Any torch model as a workload (``simulator.model.torchgraph``): the captured layer graph, its folds,
 its errors, the module's own weights as the sparsity, and ``run --model``."""
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def test_a_sequential_cnn_becomes_its_layers_with_batch_norm_and_relu_folded():
     assert [l.out_shape for l in w.layers] == [(8, 16, 16), (8, 8, 8), (16, 4, 4), (16, 1, 1), (10,)]
     assert [l.relu for l in w.layers] == [True, False, True, False, False]
     pool = w.layer("6")
-    assert (pool.kernel, pool.stride) == (4, 4)          # adaptive 4x4 -> 1x1 is one 4x4 window
+    assert (pool.kernel_hw, pool.stride) == (4, 4)          # adaptive 4x4 -> 1x1 is one 4x4 window
     assert w.name == "seq" and w.input_shape == (3, 16, 16) and w.dtype is DType.FP32
     assert w.predecessors("0") == [] and w.predecessors("9") == ["6"]
     assert w.layer("4").stride == 2 and w.layer("4").padding == 1
@@ -173,7 +173,7 @@ class Lambda(nn.Module):
      r"module layers\.0 \(nn\.Conv1d\): is not supp"),
     (Lambda(lambda s, x: torch.sigmoid(s.layers[0](x)), nn.Conv2d(1, 2, 1)), r"node sigmoid \(torch\.sigmoid\)"),
     (Lambda(lambda s, x: s.layers[0](x).permute(0, 2, 3, 1), nn.Conv2d(1, 2, 1)), r"\(Tensor\.permute\)"),
-    (Branchy(), r"torch\.fx cannot trace its forward \(TraceError"),
+    (Branchy(), r"torch\.fx cannot capture the graph of its forward \(TraceError"),
     (nn.Sequential(nn.Conv2d(1, 2, 1), nn.MaxPool2d(2), nn.BatchNorm2d(2)),
      r"module 2 \(nn\.BatchNorm2d\): folds only into a conv or fc layer right before it; here it reads maxpool"),
     (Lambda(lambda s, x: s.layers[0](x) + x, nn.Conv2d(1, 1, 1)), r"adds the network input"),
@@ -205,7 +205,7 @@ def test_a_batch_norm_is_not_folded_when_another_node_reads_the_conv_before_it()
         workload_from_module(shared, torch.ones(2, 1, 8, 8))
 
 
-def test_tracing_leaves_the_modules_training_mode_alone():
+def test_graph_capture_leaves_the_modules_training_mode_alone():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout())
     model.train()
     before = model[1].running_mean.clone()

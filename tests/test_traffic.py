@@ -93,7 +93,7 @@ def test_buffers_keep_their_addresses():
 
 
 def test_pooling_reads_input_and_writes_output():
-    layer = Layer("pool", LayerKind.MAXPOOL, "pool", (4, 8, 8), (4, 4, 4), DType.FP32, kernel=2, stride=2)
+    layer = Layer("pool", LayerKind.MAXPOOL, "pool", (4, 8, 8), (4, 4, 4), DType.FP32, kernel_hw=2, stride=2)
     t = layer_traffic(layer, "input", None, 1, AddressSpace(), VIEW)
     assert unique_lines(t, StreamKind.INPUT).size == 4 * 64 * 4 // LINE
     assert unique_lines(t, StreamKind.OUTPUT).size == 4 * 16 * 4 // LINE
@@ -101,7 +101,7 @@ def test_pooling_reads_input_and_writes_output():
 
 
 def test_csc_convolution_is_refused():
-    layer = Layer("conv", LayerKind.CONV, "conv", (2, 4, 4), (2, 4, 4), DType.FP32, kernel=3, padding=1)
+    layer = Layer("conv", LayerKind.CONV, "conv", (2, 4, 4), (2, 4, 4), DType.FP32, kernel_hw=3, padding=1)
     enc = encode_mask("conv", np.ones((2, 18), bool), StorageFormat.CSC, 4)
     with pytest.raises(ValueError, match="csr"):
         layer_traffic(layer, "input", enc, 1, AddressSpace(), VIEW)
@@ -194,7 +194,7 @@ def test_gpu_gemv_reads_the_input_once_per_block_and_interleaves_resident_blocks
 
 def test_gpu_conv_blocks_take_the_gemm_tile_and_cpu_views_keep_cache_blocking():
     # 64 output channels: GPU blocks of 8 (the GEMM tile) dealt round-robin to 2 SMs; CPU halves
-    layer = Layer("conv", LayerKind.CONV, "conv", (8, 6, 6), (64, 6, 6), DType.FP32, kernel=3, padding=1)
+    layer = Layer("conv", LayerKind.CONV, "conv", (8, 6, 6), (64, 6, 6), DType.FP32, kernel_hw=3, padding=1)
     enc = encode_mask("conv", np.ones((64, 72), bool), StorageFormat.DENSE, 4)
     for view, core_of_channel in ((_gpu_view(2, 8), lambda ch: (ch // 8) % 2),
                                   (CoreView(2, 128, 16 * 1024, 16 * 1024, rows_per_task=((KernelKind.GEMM, 8),)),

@@ -30,7 +30,7 @@ from simulator.engine.training import (
 from simulator.hardware.profile import ConvAlgorithm, load_profile, profile_from_mapping
 from simulator.memory.traffic import AddressSpace, CoreView, StreamKind, concat_buffers, layer_traffic
 from simulator.model.workload import LayerKind, load_workload, to_torch_module
-from simulator.output.trace import check_trace
+from simulator.output.timeline import check_timeline
 from simulator.pipeline import RunOptions, run
 
 INCEPTION = """\
@@ -246,7 +246,7 @@ def test_gradients_of_a_shared_map_accumulate_until_its_layer(titan, inception):
         config = uniform(inception, policy, ConvAlgorithm.PERFORMANCE_OPTIMAL)
         outcome = simulate_step(training_plan(titan, inception, 2, _timing(inception), config, True), titan.link,
                                 titan.dram.capacity_bytes)
-        assert outcome.fits and outcome.memory_trace[-1][1] > 0      # persistent weights stay to the end
+        assert outcome.fits and outcome.memory_timeline[-1][1] > 0      # persistent weights stay to the end
 
 
 # --- dyn's search ---------------------------------------------------------------------------------
@@ -346,18 +346,18 @@ def test_titan_x_cites_its_conv_algorithms(titan):
 
 # --- command line ---------------------------------------------------------------------------------
 
-def test_cli_train_writes_json_and_a_trace(repo_root, tiny_workload_path, tmp_path, monkeypatch, capsys):
+def test_cli_train_writes_json_and_a_timeline(repo_root, tiny_workload_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
     out, trace = tmp_path / "train.json", tmp_path / "train.trace.json"
     status = cli.main(["run", str(repo_root / "hwprofiles" / "titan-x.yaml"), "--workload", str(tiny_workload_path),
                        "--mode", "train", "--offload", "all", "--conv-algorithm", "memory", "--batch", "8",
-                       "--json", str(out), "--trace", str(trace)])
+                       "--json", str(out), "--timeline", str(trace)])
     printed = capsys.readouterr().out
     assert status == 0 and "one training step, batch 8" in printed and "all(m)" in printed
     document = json.loads(out.read_text())
     assert document["mode"] == "train" and document["variants"][1]["training"]["conv_algorithm"] == "memory"
     events = json.loads(trace.read_text())
-    check_trace(events)
+    check_timeline(events)
     threads = {e["args"]["name"] for e in events["traceEvents"] if e.get("name") == "thread_name"}
     assert {"compute", "offload (d2h)", "prefetch (h2d)"} <= threads
     assert any(e["ph"] == "C" for e in events["traceEvents"])

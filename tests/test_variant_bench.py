@@ -74,8 +74,8 @@ def test_cli_refusal_is_one_line_exit_2(fc_path, capsys):
     assert cli.main(["bench", "--workload", str(fc_path), "--format", "dense,2:4"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--format" in err[0] and "'2:4'" in err[0]
-    assert cli.main(["bench", "--workload", str(fc_path), "--format", "dense,csr", "--trace", "t.json"]) == 2
-    assert "--trace" in capsys.readouterr().err
+    assert cli.main(["bench", "--workload", str(fc_path), "--format", "dense,csr", "--timeline", "t.json"]) == 2
+    assert "--timeline" in capsys.readouterr().err
 
 
 # --- the operators compute the simulator's layers -------------------------------------------------

@@ -33,7 +33,7 @@ def quote(value: Any, limit: int = QUOTE_CHARS) -> str:
 
     def walk(item: Any, depth: int) -> bool:
         if isinstance(item, (list, tuple, dict)) and depth < 20:
-            opening, closing = {list: "[]", tuple: "()", dict: "{}"}.get(type(item), "[]")
+            opening, closing = {list: ("[", "]"), tuple: ("(", ")"), dict: ("{", "}")}.get(type(item), ("[", "]"))
             if not emit(opening):
                 return False
             pairs = item.items() if isinstance(item, dict) else ((None, v) for v in item)

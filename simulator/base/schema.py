@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, TypeVar
 
 import pydantic
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic_core import ErrorDetails
 
 from . import units
 from .errors import ConfigError, quote
@@ -98,7 +99,7 @@ def allowed_keys(model: type[BaseModel]) -> list[str]:
     return [f.alias or name for name, f in model.model_fields.items() if name not in INTERNAL]
 
 
-def _message(root: type[BaseModel], error: dict[str, Any]) -> str:
+def _message(root: type[BaseModel], error: ErrorDetails) -> str:
     kind = error["type"]
     loc = tuple(error["loc"])
     if kind == "extra_forbidden":

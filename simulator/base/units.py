@@ -181,10 +181,11 @@ def format_quantity(value: float, quantity: Quantity, digits: int = 4) -> str:
     Bytes stay exact (``18418 KiB``, ``48 B``): a cache size must be a whole number of sets."""
     if quantity is Quantity.BYTES:
         count = int(round(value))
-        for prefix, scale in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
-            if count and count % scale == 0:
-                return f"{count // scale} {prefix}B"
+        for prefix, scale_bytes in (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10)):
+            if count and count % scale_bytes == 0:
+                return f"{count // scale_bytes} {prefix}B"
         return f"{count} B"
+    steps: tuple[tuple[str, float], ...]
     if quantity is Quantity.SECONDS:
         steps = (("s", 1.0), ("ms", 1e-3), ("us", 1e-6), ("ns", 1e-9), ("ps", 1e-12))
     elif quantity in _FORMAT_UNITS:

@@ -11,12 +11,12 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-#: how often a worker checks that its parent is alive where the kernel cannot tell it
+#: how often a worker checks that its parent is alive where the operating system cannot tell it
 PARENT_POLL_S = 1.0
 
 
 def _exit_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this process when its parent dies (Linux), and poll as well: the
+    """Have the operating system kill this process when its parent dies (Linux), and poll as well: the
     prctl setting is lost if the parent was already gone, and other systems have no prctl."""
     if sys.platform.startswith("linux"):
         try:

@@ -11,7 +11,7 @@ from ..base.console import progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_workload
 from ..base.version import with_header
-from .options import add_command, positive_int
+from .options import add_command, add_timeline_flag, positive_int
 
 DEFAULT_WORKLOAD = WORKLOADS_DIR / "eie.yaml"
 DEFAULT_PROMPT, DEFAULT_CONTEXT, DEFAULT_TOKENS = 128, 256, 32     # bench --llm
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "prefill and decode after one warm-up round, each figure's best counts (default 3)")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the weights, as in `run --seed` (default 0)")
     cmd.add_argument("--out", metavar="FILE", help="write the timings as JSON (what `crosscheck` reads)")
-    cmd.add_argument("--trace", metavar="FILE", help="write the torch.profiler timeline as Chrome/Perfetto JSON")
+    add_timeline_flag(cmd, "write the torch.profiler timeline as Chrome/Perfetto JSON")
     group = cmd.add_argument_group("sparse convolution", "dense F.conv2d against real sparse convolutions at "
                                    "several weight densities; the break-even density per layer")
     group.add_argument("--sparse-conv", action="store_true",
@@ -97,7 +97,7 @@ def _bench(args: argparse.Namespace) -> int:
     breakdown of one pass."""
     import os
 
-    for flag in ("out", "trace"):
+    for flag in ("out", "timeline"):
         target = getattr(args, flag)
         if target and not Path(target).resolve().parent.is_dir():
             raise ConfigError("command line", f"--{flag}", f"{target}: its directory does not exist")
@@ -126,14 +126,14 @@ def _bench(args: argparse.Namespace) -> int:
             from ..measure.bench import bench
 
             result = bench(workload, StorageFormat(args.format or "dense"), args.batch, args.threads,
-                           args.repeat or 20, args.seed, progress, trace_path=args.trace)
+                           args.repeat or 20, args.seed, progress, timeline_path=args.timeline)
     from ..measure.bench import render
 
     print(render(result))
-    if args.trace:
-        from ..output.trace import check_trace
+    if args.timeline:
+        from ..output.timeline import check_timeline
 
-        check_trace(json.loads(Path(args.trace).read_text(encoding="utf-8")), args.trace)
+        check_timeline(json.loads(Path(args.timeline).read_text(encoding="utf-8")), args.timeline)
     if args.out:
         Path(args.out).write_text(json.dumps(with_header(result.to_json()), indent=1), encoding="utf-8")
     return 0
@@ -145,7 +145,7 @@ def _sparse_conv(args: argparse.Namespace):
     from ..measure.sparseconv import DEFAULT_DENSITIES, DEFAULT_ROUNDS, default_shapes, workload_shapes
     from ..model.workload import load_workload
 
-    for flag in ("format", "trace"):
+    for flag in ("format", "timeline"):
         if getattr(args, flag) is not None:
             raise ConfigError("command line", f"--{flag}", "does not apply with --sparse-conv")
     if args.layers is not None and args.workload is None:
@@ -173,7 +173,7 @@ def _llm(args: argparse.Namespace):
 
     if args.sparse_conv:
         raise ConfigError("command line", "--llm", "measure either --llm or --sparse-conv, not both")
-    for flag in ("workload", "format", "trace", "layers", "densities"):
+    for flag in ("workload", "format", "timeline", "layers", "densities"):
         if getattr(args, flag) is not None:
             raise ConfigError("command line", f"--{flag}", "does not apply with --llm")
     path = find_llm_config(args.llm)
@@ -190,7 +190,7 @@ def _variants(args: argparse.Namespace, workload):
     (:mod:`simulator.measure.variantbench`)."""
     from ..measure.variantbench import bench_variants, parse_bench_variants
 
-    if args.trace is not None:
-        raise ConfigError("command line", "--trace", "applies to a dense or csr bench, not to a list of variants")
+    if args.timeline is not None:
+        raise ConfigError("command line", "--timeline", "applies to a dense or csr bench, not to a list of variants")
     variants = parse_bench_variants(args.format, workload)
     return bench_variants(workload, variants, args.batch, args.threads, args.repeat or 20, args.seed, progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..base.console import Bar
 from ..base.errors import ConfigError
@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 LLM_FLAGS = {"phase": "decode", "prompt": 128, "context": 512, "tokens": 1, "kv_dtype": None, "context_points": 3}
 #: the run flags a model config does not take
 _NOT_WITH_LLM = (("checkpoint", "--checkpoint"), ("model", "--model"), ("dump_trace", "--dump-trace"),
-                 ("trace", "--trace"), ("low_rank", "--low-rank"), ("plot", "--plot"), ("input_shape", "--input-shape"))
+                 ("timeline", "--timeline"), ("low_rank", "--low-rank"), ("plot", "--plot"),
+                 ("input_shape", "--input-shape"))
 
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
@@ -67,7 +68,7 @@ def run_llm(profile: HardwareProfile, path: Path, args: argparse.Namespace) -> i
     for name, flag in _NOT_WITH_LLM:
         if getattr(args, name, None):
             raise ConfigError("command line", flag, "does not apply to a model config")
-    values = {name: getattr(args, name) if getattr(args, name) is not None else default
+    values: dict[str, Any] = {name: getattr(args, name) if getattr(args, name) is not None else default
               for name, default in LLM_FLAGS.items()}
     phase = Phase(values["phase"])
     for name, flag in (("prompt", "--prompt"), ("context", "--context"), ("tokens", "--tokens"),

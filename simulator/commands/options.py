@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -65,3 +66,24 @@ def flag_of(option: str) -> str:
     meet the flags; every command's flag is ``--`` and the option name with dashes.
     """
     return "--" + option.replace("_", "-")
+
+
+class _OldName(argparse.Action):
+    """A flag's former name, hidden from ``--help``: it stores into the new flag's place and says
+    once on stderr what the flag is called now, so a script that uses it keeps working."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is now called {self.new} (the old name still works)", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_timeline_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--timeline FILE``, plus ``--trace FILE``, its name before "trace" came to mean only the
+    address traces of ``--dump-trace`` and ``cachesim`` (docs/architecture.md, glossary)."""
+    parser.add_argument("--timeline", metavar="FILE", help=help_text)
+    parser.add_argument("--trace", dest="timeline", metavar="FILE", action=_OldName, new="--timeline",
+                        help=argparse.SUPPRESS)

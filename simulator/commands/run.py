@@ -11,7 +11,7 @@ from ..base.console import Bar, progress
 from ..base.errors import ConfigError
 from ..base.paths import WORKLOADS_DIR, find_profile, find_workload
 from ..compress.variants import DEFAULT_GROUP_SIZE
-from .options import add_command, check_output_dirs, density, positive_int
+from .options import add_command, add_timeline_flag, check_output_dirs, density, positive_int
 
 if TYPE_CHECKING:   # the heavy stages are imported only when a run needs them
     from ..hardware.profile import HardwareProfile
@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           "zeros and masks as the sparsity; loaded without running code from the file")
     run.add_argument("--model", metavar="PACKAGE.MODULE:FACTORY",
                      help="simulate a torch model: import the (installed or PYTHONPATH) module, call FACTORY() for "
-                          "an nn.Module or (module, example input), trace it with torch.fx; its own non-zero "
+                          "an nn.Module or (module, example input), capture its graph with torch.fx; its own non-zero "
                           "weights are the sparsity (with --checkpoint: the checkpoint's weights loaded into it)")
     run.add_argument("--input-shape", metavar="C,H,W",
                      help="with --model: the shape of one input sample, when FACTORY returns no example input")
@@ -84,21 +84,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--dump-trace", metavar="DIR",
                      help="also write the address traces the caches saw, per variant (DIR/dense.npy, "
                           "DIR/pruned.npy) and per layer, as the .npy files `cachesim` reads")
-    run.add_argument("--trace", metavar="FILE",
-                     help="also write the simulated timeline (compute, each cache level, DRAM, link) as "
-                          "Chrome / Perfetto trace-event JSON")
+    add_timeline_flag(run, "also write the simulated timeline (compute, each cache level, DRAM, link) as "
+                           "Chrome / Perfetto trace-event JSON")
     from .llmrun import add_arguments
 
     add_arguments(run)
 
 
 def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Optional[float]]:
-    """The profile, the workload (a file, a checkpoint or a traced model) and the density the run
+    """The profile, the workload (a file, a checkpoint or a model's captured graph) and the density the run
     applies (None where the workload's own weights carry the sparsity)."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload
 
-    check_output_dirs(args, "json", "trace")
+    check_output_dirs(args, "json", "timeline")
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile = load_profile(find_profile(args.profile))
     from .llmrun import check_llm_flags
@@ -109,7 +108,7 @@ def _inputs(args: argparse.Namespace) -> tuple[HardwareProfile, Workload, Option
         raise ConfigError("command line", "--input-shape", "applies with --model only")
     if args.model:
         if args.workload:
-            raise ConfigError("command line", "--workload", "does not apply with --model (the traced model is the "
+            raise ConfigError("command line", "--workload", "does not apply with --model (the captured model is the "
                               "layer graph)")
         from ..model.torchgraph import load_checkpoint_weights, load_model, parse_input_shape, workload_from_module
 
@@ -150,13 +149,13 @@ def _run(args: argparse.Namespace) -> int:
         from ..hardware.profile import load_profile
         from .llmrun import run_llm
 
-        check_output_dirs(args, "json", "trace")
+        check_output_dirs(args, "json", "timeline")
         return run_llm(load_profile(find_profile(args.profile)), Path(args.workload), args)
     # inputs first: a bad file is reported before the heavier stages are even imported
     profile, workload, run_density = _inputs(args)
     from ..compress.compression import StorageFormat
     from ..output.report import render, write_json
-    from ..pipeline import RepeatMode, RunOptions, run
+    from ..pipeline import RepeatMode, RunOptions, VariantLike, run
 
     if args.json:
         json_dir = Path(args.json).parent
@@ -164,8 +163,8 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("command line", "--json", f"{args.json}: directory {json_dir} does not exist")
     from ..compress.variants import parse_variants
 
-    formats = (parse_variants(args.format, args.group_size) if args.format
-               else (StorageFormat.DENSE, StorageFormat.CSR))
+    formats: tuple[VariantLike, ...] = (parse_variants(args.format, args.group_size) if args.format
+                                        else (StorageFormat.DENSE, StorageFormat.CSR))
     from ..engine.offload import OffloadPolicy
     from ..engine.training import Mode, Optimizer
     from ..hardware.profile import ConvAlgorithm
@@ -188,15 +187,15 @@ def _run(args: argparse.Namespace) -> int:
                          conv_algorithm=ConvAlgorithm(args.conv_algorithm), optimizer=Optimizer(args.optimizer))
     if mode is Mode.TRAIN:
         return _train(profile, workload, options, args)
-    if args.trace and not Path(args.trace).resolve().parent.is_dir():
-        raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    if args.timeline and not Path(args.timeline).resolve().parent.is_dir():
+        raise ConfigError("command line", "--timeline", f"{args.timeline}: its directory does not exist")
     plot = None
     if args.plot:
         from ..output.plots import check_plot_path
 
         plot = check_plot_path(args.plot, "plot")
     dump_dir = _trace_dir(profile, args.dump_trace) if args.dump_trace else None
-    if args.trace:
+    if args.timeline:
         from ..engine.core import recording
 
         with recording() as calls, Bar() as bar:
@@ -206,7 +205,7 @@ def _run(args: argparse.Namespace) -> int:
             result = run(profile, workload, options, progress=bar)
     result = replace(result, notes=result.notes + notes)
     print(render(result))
-    from ..output.steptrace import memory_lines, variant_events
+    from ..output.steptimeline import memory_lines, variant_events
 
     for line in memory_lines(result):    # weights streamed, or a device too small: said under the table
         print(line)
@@ -219,13 +218,13 @@ def _run(args: argparse.Namespace) -> int:
         print(f"plot: {plot} (time per layer, a bar per variant)")
     if dump_dir is not None:
         _dump_traces(profile, workload, options, result, dump_dir)
-    if args.trace:
-        from ..output.trace import simulated_trace, write_trace
+    if args.timeline:
+        from ..output.timeline import simulated_timeline, write_timeline
 
-        doc = simulated_trace(result, calls)
+        doc = simulated_timeline(result, calls)
         for index, variant in enumerate(result.variants):    # the weight stream beside the engine's threads
             doc["traceEvents"] += variant_events(variant, index + 1, "")[1:]
-        write_trace(doc, args.trace)
+        write_timeline(doc, args.timeline)
     return 0
 
 
@@ -272,18 +271,18 @@ def _train(profile: HardwareProfile, workload: Workload, options: RunOptions, ar
     """``--mode train``: one training step per variant; its own table, JSON and timeline."""
     from ..engine.training import render_training
     from ..output.report import write_json
-    from ..output.steptrace import step_trace
+    from ..output.steptimeline import step_timeline
     from ..pipeline import run
 
-    if args.trace and not Path(args.trace).resolve().parent.is_dir():
-        raise ConfigError("command line", "--trace", f"{args.trace}: its directory does not exist")
+    if args.timeline and not Path(args.timeline).resolve().parent.is_dir():
+        raise ConfigError("command line", "--timeline", f"{args.timeline}: its directory does not exist")
     with Bar() as bar:
         result = run(profile, workload, options, progress=bar)
     print(render_training(result))
     if args.json:
         write_json(result, args.json)
-    if args.trace:
-        from ..output.trace import write_trace
+    if args.timeline:
+        from ..output.timeline import write_timeline
 
-        write_trace(step_trace(result), args.trace)
+        write_timeline(step_timeline(result), args.timeline)
     return 0

@@ -109,6 +109,20 @@ class EncodedWeights:
     table_bytes: int = 0                 # codebook entries and quantisation scales
 
     @property
+    def index_array(self) -> np.ndarray:
+        """``indices``, for a format that stores them (CSR, CSC, BSR)."""
+        if self.indices is None:
+            raise ValueError(f"{self.layer}: {self.format.value} weights store no indices")
+        return self.indices
+
+    @property
+    def pointer_array(self) -> np.ndarray:
+        """``pointers``, for a format that stores them (CSR, CSC, BSR, bitmask, EIE)."""
+        if self.pointers is None:
+            raise ValueError(f"{self.layer}: {self.format.value} weights store no pointers")
+        return self.pointers
+
+    @property
     def value_bytes_each(self) -> float:
         """Bytes per stored value (0.5 for 4-bit values)."""
         return self.value_bits / 8
@@ -126,12 +140,12 @@ class EncodedWeights:
     @property
     def pes(self) -> int:
         """EIE: processing elements the rows are interleaved over (0 for other formats)."""
-        return int(self.pointers.shape[0]) if self.format is StorageFormat.EIE else 0
+        return int(self.pointer_array.shape[0]) if self.format is StorageFormat.EIE else 0
 
     @property
     def pe_entries(self) -> np.ndarray:
         """EIE: entries (padding included) each PE stores."""
-        return self.pointers[:, -1].astype(np.int64)
+        return self.pointer_array[:, -1].astype(np.int64)
 
     @property
     def values_bytes(self) -> int:
@@ -148,7 +162,7 @@ class EncodedWeights:
         if fmt in (StorageFormat.CSR, StorageFormat.CSC):
             return _packed(self.nnz, self.index_bits)
         if fmt is StorageFormat.BSR:
-            return _packed(self.indices.size, self.index_bits)
+            return _packed(self.index_array.size, self.index_bits)
         if fmt is StorageFormat.NM:
             return _packed(self.stored, self.index_bits)
         if fmt is StorageFormat.BITMASK:
@@ -161,7 +175,7 @@ class EncodedWeights:
     def pointer_bytes(self) -> int:
         """Bytes of row (CSR), column (CSC), block-row (BSR) or per-PE column (EIE) pointers."""
         if self.format in (StorageFormat.CSR, StorageFormat.CSC, StorageFormat.BSR, StorageFormat.EIE):
-            return _packed(self.pointers.size, self.pointer_bits)
+            return _packed(self.pointer_array.size, self.pointer_bits)
         return 0
 
     @property
@@ -351,7 +365,7 @@ def _from_mask(layer: Layer, mask: np.ndarray, variant: Variant, seed: int,
         return replace(enc, table_bytes=scale_bytes(variant, rows, cols))
     if fmt is StorageFormat.BSR:
         br, bc = variant.block
-        return _bsr(layer, matrix.reshape(rows // br, br, cols // bc, bc).any(axis=(1, 3)),
+        return _bsr(layer, np.asarray(matrix.reshape(rows // br, br, cols // bc, bc).any(axis=(1, 3))),
                     int(np.count_nonzero(matrix)), variant, index_bits)
     if fmt is StorageFormat.BITMASK:
         return _bitmask(layer, matrix, variant)
@@ -370,12 +384,12 @@ def _pruned(layer: Layer, variant: Variant, seed: int) -> dict[str, np.ndarray]:
     if fmt is StorageFormat.EIE:
         weights = seeded.synthetic_weight_array(layer, seed)
         enc, codebook_entries = _eie(layer, np.where(seeded.keep_mask(weights, layer.density), weights, 0), variant)
-        return {"pointers": enc.pointers, "meta": np.array([enc.nnz, enc.pointer_bits, codebook_entries])}
+        return {"pointers": enc.pointer_array, "meta": np.array([enc.nnz, enc.pointer_bits, codebook_entries])}
     matrix = seeded.pruned_mask(layer, seed).reshape(rows, cols)
     if fmt is StorageFormat.BITMASK:
-        return {"pointers": _bitmask(layer, matrix, variant).pointers}
+        return {"pointers": _bitmask(layer, matrix, variant).pointer_array}
     enc = _csx(layer.name, matrix, fmt, 32, None)
-    return {"indices": enc.indices, "pointers": enc.pointers}
+    return {"indices": enc.index_array, "pointers": enc.pointer_array}
 
 
 def _from_arrays(layer: Layer, variant: Variant, arrays: dict[str, np.ndarray],
@@ -386,6 +400,7 @@ def _from_arrays(layer: Layer, variant: Variant, arrays: dict[str, np.ndarray],
     vbits, table = value_bits(variant, layer), scale_bytes(variant, rows, cols)
     indices, pointers = arrays.get("indices"), arrays["pointers"]
     if fmt is StorageFormat.BSR:
+        indices = arrays["indices"]
         br, bc = variant.block
         kept = np.zeros((rows // br, cols // bc), dtype=bool)
         kept[np.repeat(np.arange(rows // br), np.diff(pointers)), indices] = True
@@ -475,10 +490,11 @@ def check_variant(workload: Workload, variant: Variant) -> None:
         for layer in workload.layers:
             if is_pruned(workload, layer):
                 _check_block(layer, variant)
-    layer = unsupported_sparse_layer(workload, fmt)
-    if layer is not None:
+    unsupported = unsupported_sparse_layer(workload, fmt)
+    if unsupported is not None:
         raise OptionError("format", f"{variant.spec!r} is modelled for FC layers only, and {workload.name}'s "
-                          f"{layer.name} is a pruned {layer.kind.value} layer; use csr, bsr<R>x<C> or <N>:<M> there")
+                          f"{unsupported.name} is a pruned {unsupported.kind.value} layer; "
+                          "use csr, bsr<R>x<C> or <N>:<M> there")
 
 
 def encode_layer(workload: Workload, layer: Layer, variant: Variant, seed: int = 0,

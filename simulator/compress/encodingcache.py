@@ -88,7 +88,8 @@ def store(name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f"{name}.{os.getpid()}.tmp{_SUFFIX}"
-        np.savez(tmp, key=np.array(key), **arrays)
+        # numpy's stub types **kwds beside the allow_pickle flag; the entry's array names never take it
+        np.savez(tmp, key=np.array(key), **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except OSError:
         return

@@ -95,10 +95,10 @@ def encode_values(values: np.ndarray, bits: ValueBits, scale: Optional[float] = 
         return values.copy(), None
     if bits is ValueBits.B16:
         return values.astype(np.float16), None
-    scale = np.float32(_scale(values, bits) if scale is None else scale)
+    step = np.float32(_scale(values, bits) if scale is None else scale)
     levels = 2 ** (int(bits) - 1) - 1
-    codes = np.clip(np.rint(values / scale), -levels, levels).astype(np.int8)
-    return codes, scale
+    codes = np.clip(np.rint(values / step), -levels, levels).astype(np.int8)
+    return codes, step
 
 
 def decode_values(stored: np.ndarray, scale: Optional[np.float32]) -> np.ndarray:

@@ -23,6 +23,7 @@ factoring.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, replace
@@ -134,6 +135,8 @@ def choose_rank(rule: RankRule, full_rank: int, values: Optional[np.ndarray] = N
         return min(rule.rank, full_rank)
     if rule.fraction is not None:
         return max(1, min(full_rank, int(round(rule.fraction * full_rank))))
+    if rule.energy is None or values is None:   # RankRule holds exactly one rule
+        raise ValueError("an energy rule needs the layer's singular values")
     energy = np.cumsum(values.astype(np.float64) ** 2)
     if energy[-1] == 0:
         return 1
@@ -155,16 +158,16 @@ def relative_error(values: np.ndarray, rank: int) -> float:
 
 def factored_layers(layer: Layer, rank: int) -> tuple[Layer, Layer]:
     """The two layers replacing ``layer`` at ``rank`` (names ``<name>_a``, ``<name>_b``)."""
-    first = dict(name=f"{layer.name}_a", module=f"{layer.module}.a", density=1.0, relu=False)
-    second = dict(name=f"{layer.name}_b", module=f"{layer.module}.b", density=1.0)
+    first = functools.partial(replace, layer, name=f"{layer.name}_a", module=f"{layer.module}.a", density=1.0,
+                              relu=False)
+    second = functools.partial(replace, layer, name=f"{layer.name}_b", module=f"{layer.module}.b", density=1.0)
     if layer.kind is LayerKind.FC:
-        return (replace(layer, out_shape=(rank,), **first),
-                replace(layer, in_shape=(rank,), **second))
+        return first(out_shape=(rank,)), second(in_shape=(rank,))
     if layer.groups != 1:
         raise OptionError("low_rank", f"{layer.name} is a grouped convolution; factoring keeps groups of 1 only")
     middle = (rank,) + layer.out_shape[1:]
-    return (replace(layer, out_shape=middle, **first),
-            replace(layer, in_shape=middle, out_shape=layer.out_shape, kernel=1, stride=1, padding=0, **second))
+    return (first(out_shape=middle),
+            second(in_shape=middle, out_shape=layer.out_shape, kernel_hw=1, stride=1, padding=0))
 
 
 @dataclass(frozen=True)

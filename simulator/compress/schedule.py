@@ -259,7 +259,7 @@ class PolicySpec(Strict):
         if self.epochs is not None:
             if any(v is not None for v in window):
                 raise ValueError("give either epochs or starting_epoch / ending_epoch / frequency, not both")
-        elif any(v is None for v in window):
+        elif self.starting_epoch is None or self.ending_epoch is None or self.frequency is None:
             missing = [n for n, v in zip(("starting_epoch", "ending_epoch", "frequency"), window) if v is None]
             raise ValueError(f"missing {', '.join(missing)} (or give an epochs list)")
         else:
@@ -382,27 +382,32 @@ class Pruner:
                ) -> Optional[Decision]:
         """The pruning method for ``name`` at ``epoch``, or None when it prunes nothing;
         ``weights`` are the model's parameters as they stand (masked)."""
-        kind, spec = self.kind, self.spec
-        if kind is PrunerClass.AGP:
+        kind, spec = self.kind, self.spec   # _SPECS gives each kind its spec class
+        if isinstance(spec, AgpSpec):
             target = agp_target_sparsity(spec.initial_sparsity, spec.final_sparsity, window, epoch)
             return Decision(SparsityLevelPruning(target), target)
-        if kind is PrunerClass.LEVEL:
+        if isinstance(spec, LevelSpec):
             level = self._value(name) or 0.0
             return None if level == 0 else Decision(SparsityLevelPruning(level), level)
-        if kind is PrunerClass.SENSITIVITY:
+        if isinstance(spec, SensitivitySpec):
             sensitivity = self._value(name)
             if sensitivity is None:
                 return None
             if name not in self._stddev:   # Distiller stores param.stddev on first use and keeps it
                 self._stddev[name] = torch.std(weights[name].float()).item()
             return Decision(ThresholdPruning(self._stddev[name] * sensitivity), None)
-        if kind is PrunerClass.MAGNITUDE:
-            return Decision(ThresholdPruning(self._value(name)), None)
+        if isinstance(spec, MagnitudeSpec):
+            threshold = self._value(name)
+            if threshold is None:   # MagnitudeSpec requires the '*' default
+                raise AssertionError(f"pruners.{self.name}: no threshold for {name}")
+            return Decision(ThresholdPruning(threshold), None)
         # ranked structures, fixed or AGP
-        if kind in (PrunerClass.L1_RANKED, PrunerClass.L2_RANKED):
+        if isinstance(spec, RankedSpec):
             target = spec.desired_sparsity
-        else:
+        elif isinstance(spec, RankedAgpSpec):
             target = agp_target_sparsity(spec.initial_sparsity, spec.final_sparsity, window, epoch)
+        else:
+            raise TypeError(f"pruners.{self.name}: no pruning for a {type(spec).__name__}")
         if target == 0:
             return None
         method = RankedStructurePruning(target, GroupType.parse(spec.group_type), kind.norm)
@@ -495,6 +500,8 @@ def load_schedule(path: str | Path) -> Schedule:
                               f"(defined: {', '.join(defined) or 'none'})")
         if ps.epochs is not None:
             epochs, window = tuple(ps.epochs), Window(0, 1, 1)   # Distiller's add_policy defaults
+        elif ps.starting_epoch is None or ps.ending_epoch is None or ps.frequency is None:
+            raise AssertionError(f"{where}: PolicySpec gives either epochs or the whole window")
         else:
             epochs = tuple(range(ps.starting_epoch, ps.ending_epoch, ps.frequency))
             window = Window(ps.starting_epoch, ps.ending_epoch, ps.frequency)
@@ -628,8 +635,11 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
     for epoch in range(last + 1):
         decided: dict[str, tuple[torch.Tensor, str, Optional[float]]] = {}
         thinnings = [t for t in schedule.thinnings if epoch in t.epochs] if thin is not None else []
-        for policy in sorted(schedule.due(epoch) + thinnings, key=lambda p: p.index):
+        due: list[Policy | ThinningPolicy] = [*schedule.due(epoch), *thinnings]
+        for policy in sorted(due, key=lambda p: p.index):
             if isinstance(policy, ThinningPolicy):
+                if thin is None:   # thinnings is empty without it
+                    raise AssertionError(f"epoch {epoch}: a thinning policy without a thin function")
                 steps += _commit(decided, masks, weights, epoch)
                 decided = {}
                 progress(f"epoch {epoch}/{last}: {policy.extension}")
@@ -659,7 +669,7 @@ def apply_schedule(schedule: Schedule, tree: ParameterTree, model: str, epochs: 
     if thinned:     # the tensors changed shape: a tree of the thinned (masked) weights
         tree = ParameterTree(weights)
     for name, mask in masks.items():
-        if tree.mask(name) is None or not torch.equal(tree.mask(name), mask):
+        if (installed := tree.mask(name)) is None or not torch.equal(installed, mask):
             module, attribute = tree.module_of(name)
             prune.custom_from_mask(module, attribute, mask)
     return PruneResult(schedule.path, model, last + 1, steps, masks, dict(tree.tensors()))

@@ -78,6 +78,8 @@ def sparsity_row(name: str, t: torch.Tensor) -> SparsityRow:
     a = t.detach().abs().float()
     nnz = int(torch.count_nonzero(a))
     numel = a.numel()
+    # Distiller's column names: a "kernel" is one (output, input) channel pair's k x k slice of a
+    # convolution weight, a "filter" one output channel's weights (the project's glossary keeps them)
     cols = rows = channels = kernels = filters = 0.0
     if a.dim() == 2:
         cols = _zero_fraction(a.sum(dim=1))      # torch rows: Distiller's (transposed) columns

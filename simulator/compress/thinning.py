@@ -217,7 +217,7 @@ def _mask_zeros(layer: Layer, mask: np.ndarray, in_atoms: int) -> _Zeros:
     if layer.groups > 1:
         return _Zeros(np.zeros(layer.weight_shape[0], bool), np.zeros(in_atoms, bool), mask)
     view = _grouped(mask, layer, in_atoms)
-    return _Zeros(~view.any(axis=(1, 2)), ~view.any(axis=(0, 2)), mask)
+    return _Zeros(np.asarray(~view.any(axis=(1, 2))), np.asarray(~view.any(axis=(0, 2))), mask)
 
 
 def _weakest(norms: np.ndarray, density: float) -> np.ndarray:
@@ -432,7 +432,7 @@ def thinning_plan(tensors: Mapping[str, Any], workload: Workload,
         last = weight
         bias = index.resolve(f"{layer.module}.bias")
         if bias is not None and t.removed_out:
-            plan[bias] = lambda x, t=t: x[t.kept_out]
+            plan[bias] = _kept_out(t)
             last = max(weight, bias, key=names.index)
         if layer.kind is LayerKind.CONV and t.removed_out:
             plan.update(_channel_tensors(tensors, names, names.index(last) + 1, t))
@@ -450,7 +450,12 @@ def _channel_tensors(tensors: Mapping[str, Any], names: list[str], start: int,
     shapes = [tuple(tensors[n].shape) for n in members]
     if not members or not any(len(s) == 1 for s in shapes) or any(s not in ((), (t.out_before,)) for s in shapes):
         return {}
-    return {n: (lambda x, t=t: x[t.kept_out]) for n, s in zip(members, shapes) if s}
+    return {n: _kept_out(t) for n, s in zip(members, shapes) if s}
+
+
+def _kept_out(t: LayerThinning) -> Callable[[Any], Any]:
+    """A tensor's entries of the filters ``t`` keeps (indexing its first dimension)."""
+    return lambda x: x[t.kept_out]
 
 
 def thin_tensors(tensors: Mapping[str, Any], plan: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:

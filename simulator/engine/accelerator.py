@@ -73,6 +73,8 @@ def entries_per_pe_column(enc: EncodedWeights, engine: SparseEngine) -> tuple[np
     if enc.format is not StorageFormat.CSC:
         raise ValueError("the EIE layout is built from a CSC encoding")
     pes, cols = engine.pes, enc.cols
+    if enc.pointers is None or enc.indices is None:
+        raise ValueError("a CSC encoding stores column pointers and row indices")
     col = np.repeat(np.arange(cols, dtype=np.int64), np.diff(enc.pointers))
     row = enc.indices.astype(np.int64)
     pe, local = row % pes, row // pes

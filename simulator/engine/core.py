@@ -28,7 +28,7 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
 time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
-(:class:`Interval`), for timelines (``run --trace``).
+(:class:`Interval`), for timelines (``run --timeline``).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator, Optional
+from typing import Any, Generator, Iterable, Iterator, Optional
 
 import numpy as np
 import simpy
@@ -145,7 +145,7 @@ class Machine:
 
 @dataclass(frozen=True)
 class Interval:
-    """One busy interval of one resource, for timelines (``run --trace``). The resource
+    """One busy interval of one resource, for timelines (``run --timeline``). The resource
     ``layer`` marks a whole layer (or host copy) from its start to its end."""
 
     resource: str
@@ -169,7 +169,7 @@ class _Busy:
 
 
 def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy: _Busy,
-          name: str) -> Iterator[simpy.Event]:
+          name: str) -> Generator[simpy.Event, Any, None]:
     with resource.request() as request:
         yield request
         yield env.timeout(seconds)
@@ -211,7 +211,7 @@ def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[si
         if channel_s > max(bandwidth_s, latency_s):
             name = "dram-channel"
         out.append((machine.dram, max(bandwidth_s, latency_s, channel_s), name))
-    if work.stream_lines is not None:
+    if work.stream_lines is not None and work.gather_requests is not None:   # layer_work sets both, others neither
         stream_s = _latency_seconds(profile, work.stream_lines[tile], dram.outstanding_requests_per_core * cores
                                     if dram is not None else 1, streams=True)
         gather_s = _latency_seconds(profile, work.gather_requests[tile],
@@ -256,7 +256,7 @@ def _tile_compute(profile: HardwareProfile, work: LayerWork) -> tuple[np.ndarray
 
 
 def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
-          ready: simpy.Event) -> Iterator[simpy.Event]:
+          ready: simpy.Event) -> Generator[simpy.Event, Any, None]:
     holds = [env.process(_hold(env, res, seconds, busy, name))
              for res, seconds, name in _memory_times(machine, work, tile)]
     if holds:
@@ -267,13 +267,13 @@ def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, 
 
 
 def _loader(env: simpy.Environment, machine: Machine, work: LayerWork, slots: simpy.Container,
-            ready: list[simpy.Event], busy: _Busy) -> Iterator[simpy.Event]:
+            ready: list[simpy.Event], busy: _Busy) -> Generator[simpy.Event, Any, None]:
     for tile in range(work.tiles):
         yield slots.get(1)
         env.process(_load(env, machine, work, tile, busy, ready[tile]))
 
 
-def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Iterator[simpy.Event]:
+def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Generator[simpy.Event, Any, None]:
     """One layer: launch, then compute each tile as soon as its load is ready."""
     launch_s = machine.profile.compute.launch_overhead_s
     if launch_s > 0:
@@ -290,7 +290,8 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         yield slots.put(1)
 
 
-def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int, busy: _Busy) -> Iterator[simpy.Event]:
+def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
+              busy: _Busy) -> Generator[simpy.Event, Any, None]:
     """A host-link transfer: latency plus bytes over the per-direction bandwidth."""
     link = machine.profile.link
     assert link is not None and machine.link is not None
@@ -370,14 +371,14 @@ def simulate(profile: HardwareProfile, works: Iterable[LayerWork], copies: Optio
     failed: list[BaseException] = []
 
     def step(name: str, kind: str, process, work: Optional[LayerWork] = None,
-             link_bytes: int = 0) -> Iterator[simpy.Event]:
+             link_bytes: int = 0) -> Generator[simpy.Event, Any, None]:
         busy = _Busy(names, name, intervals)
         start = float(env.now)
         yield env.process(process(busy))
         record(name, start)
         records.append((name, kind, work, busy, start, env.now, link_bytes))
 
-    def network() -> Iterator[simpy.Event]:
+    def network() -> Generator[simpy.Event, Any, None]:
         if copies and machine.link is not None:
             yield from step("input (h2d)", "copy", lambda busy: link_copy(env, machine, copies[0], busy),
                             link_bytes=copies[0])

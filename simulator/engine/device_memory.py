@@ -165,7 +165,7 @@ class DeviceAllocator:
         self._clock = 0.0
         self._area = 0.0
         self._area_by_kind = {kind: 0.0 for kind in TensorKind}
-        self.trace: list[tuple[float, int]] = [(0.0, 0)]
+        self.live_bytes_timeline: list[tuple[float, int]] = [(0.0, 0)]
 
     def holds(self, name: str) -> bool:
         """True while ``name`` is allocated."""
@@ -216,7 +216,7 @@ class DeviceAllocator:
         if self.live_bytes > self.peak_bytes:
             self.peak_bytes = self.live_bytes
             self.peak_by_kind = {k.value: v for k, v in self._by_kind.items() if v}
-        self.trace.append((now, self.live_bytes))
+        self.live_bytes_timeline.append((now, self.live_bytes))
 
     def release(self, name: str, now: float) -> None:
         """Free ``name``'s block and merge it with free neighbours."""
@@ -225,7 +225,7 @@ class DeviceAllocator:
         self.live_bytes -= size
         self._by_kind[tensor.kind] -= size
         if self.placement is Placement.PAGED:
-            self.trace.append((now, self.live_bytes))
+            self.live_bytes_timeline.append((now, self.live_bytes))
             return
         insort(self._free, (offset, size))
         merged: list[tuple[int, int]] = []
@@ -236,7 +236,7 @@ class DeviceAllocator:
             else:
                 merged.append((off, s))
         self._free = merged
-        self.trace.append((now, self.live_bytes))
+        self.live_bytes_timeline.append((now, self.live_bytes))
 
     def result(self, end_s: float) -> DeviceMemory:
         """Peak, time-averaged use and the first out-of-memory, over [0, ``end_s``]."""

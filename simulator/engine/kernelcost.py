@@ -49,7 +49,7 @@ import math
 from dataclasses import dataclass, replace
 
 from ..base.errors import ConfigError
-from ..hardware.profile import HardwareProfile, KernelKind, SparseConvAlgorithm
+from ..hardware.profile import HardwareProfile, KernelKind, Kernels, SparseConvAlgorithm
 from ..memory.kernelshape import KernelShape
 from ..model.workload import DType
 
@@ -65,6 +65,14 @@ class IssueTime:
     mechanism: str      # "fma", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
 
 
+def _kernels(profile: HardwareProfile) -> Kernels:
+    """The profile's kernel costs: every profile this model times has them (the profile loader
+    requires them of CPUs and GPUs)."""
+    if profile.compute.kernels is None:
+        raise ConfigError(profile.name, "compute.kernels", "missing: the kernel cost model times this profile")
+    return profile.compute.kernels
+
+
 def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
     """One core's peak FLOP/s in ``dtype``: the profile's peak for that type (or its fp32 peak when
     it gives none) over its cores: FMA lanes x 2 x clock."""
@@ -77,7 +85,7 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     """Tiles of ``rows_per_task`` x ``tile_columns`` in waves over ``cores`` at the FMA rate, or at
     the kernel's measured ``cycles_per_vector`` for the type where the profile gives one."""
     compute = profile.compute
-    kernel = compute.kernels.dense(shape.kind)
+    kernel = _kernels(profile).dense(shape.kind)
     tile_rows = compute.rows_per_task.of(shape.kind)
     tile_columns = kernel.tile_columns
     tasks = math.ceil(shape.rows / tile_rows) * math.ceil(shape.columns / tile_columns)
@@ -104,7 +112,7 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
     """Steps over the non-zeros and per-row work, per column group, spread over ``cores``; for a
     kernel whose steps wait on each other, at least the rows' latency chains over the rows in flight."""
     compute = profile.compute
-    kernel = compute.kernels.sparse(shape.kind)
+    kernel = _kernels(profile).sparse(shape.kind)
     groups = math.ceil(max(1, shape.columns) / kernel.columns_per_step)
     nonzero_cycles = shape.row_steps * kernel.cycles_per_nonzero * groups
     row_cycles = shape.rows * kernel.cycles_per_row * groups
@@ -158,7 +166,7 @@ def lowering_seconds(profile: HardwareProfile, lowered_bytes: int, cores: int) -
 def element_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
     """Element-wise work: ``cycles_per_element`` per vector of ``vector_lanes`` elements."""
     compute = profile.compute
-    kernel = compute.kernels.pool
+    kernel = _kernels(profile).pool
     vectors = math.ceil(shape.elements / compute.vector_lanes)
     return vectors * kernel.cycles_per_element / (compute.clock_hz * max(1, cores))
 
@@ -180,7 +188,7 @@ def conversion_seconds(profile: HardwareProfile, shape: KernelShape, cores: int)
         cycles = getattr(kernel, "dequant_cycles_per_vector", 1.0)   # format kernels: one cycle per vector
         seconds += vectors_seconds(profile, shape.dequantized_weights, cycles, cores)
     if shape.converted_elements:
-        seconds += vectors_seconds(profile, shape.converted_elements, kernels.pool.cycles_per_element, cores)
+        seconds += vectors_seconds(profile, shape.converted_elements, _kernels(profile).pool.cycles_per_element, cores)
     return seconds
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Any, Generator, Mapping, Optional, Sequence
 
 import simpy
 
@@ -91,7 +91,7 @@ class LinkStreams:
         return self.link.latency_s + size_bytes / self.link.bandwidth_bytes_per_s
 
     def copy(self, direction: Direction, size_bytes: int, events: list[TimelineEvent], track: str,
-             name: str) -> Iterator[simpy.Event]:
+             name: str) -> Generator[simpy.Event, Any, None]:
         """Move ``size_bytes`` in ``direction`` (waits its turn on the stream); records the slice."""
         with self._streams[direction].request() as request:
             yield request
@@ -141,7 +141,7 @@ class StepOutcome:
     tasks: tuple[TaskTiming, ...]
     copies_s: tuple[float, float]         # time spent on copy_in before, and copy_out after, the tasks
     timeline: tuple[TimelineEvent, ...] = field(repr=False, default=())
-    memory_trace: tuple[tuple[float, int], ...] = field(repr=False, default=())
+    memory_timeline: tuple[tuple[float, int], ...] = field(repr=False, default=())
 
     @property
     def fits(self) -> bool:
@@ -215,7 +215,7 @@ class _Step:
             stall_s=self.stall_s, link_busy_s=streams.busy_s if streams else 0.0, tasks=tuple(self.timings),
             copies_s=(self.copies_s[0], self.copies_s[1]),
             timeline=tuple(sorted(self.events, key=lambda e: (e.start_s, e.track))),
-            memory_trace=tuple(self.allocator.trace))
+            memory_timeline=tuple(self.allocator.live_bytes_timeline))
 
     def allocate(self, name: str, task: str) -> None:
         """Place ``name`` on the device now, on behalf of ``task``."""
@@ -231,7 +231,7 @@ class _Step:
         return self.env.process(self.streams.copy(direction, size_bytes, self.events, track, name))
 
     def _copy_then(self, done: simpy.Event, direction: Direction, size_bytes: int, track: str,
-                   name: str) -> Iterator[simpy.Event]:
+                   name: str) -> Generator[simpy.Event, Any, None]:
         yield self._copy(direction, size_bytes, track, name)
         done.succeed()
 
@@ -256,7 +256,7 @@ class _Step:
         self.started_bytes += tensor.size_bytes
         self.env.process(self._copy_then(done, Direction.D2H, tensor.size_bytes, "offload (d2h)", name))
 
-    def streamer(self) -> Iterator[simpy.Event]:
+    def streamer(self) -> Generator[simpy.Event, Any, None]:
         """Copy the streamed weights h2d in the order of their first reader, as the buffer allows."""
         assert self.budget is not None
         for name in self.plan.streamed:
@@ -266,7 +266,7 @@ class _Step:
             yield self._copy(Direction.H2D, size, "weights (h2d)", name)
             self.arrival[name].succeed()
 
-    def compute(self) -> Iterator[simpy.Event]:
+    def compute(self) -> Generator[simpy.Event, Any, None]:
         """The compute stream: set-up and input copies, every task in order, the output copies."""
         plan = self.plan
         for name in plan.persistent + plan.preloaded:
@@ -286,7 +286,7 @@ class _Step:
             self.release(name)
         self.copies_s[1] = float(self.env.now) - begin
 
-    def task(self, i: int, task: Task) -> Iterator[simpy.Event]:
+    def task(self, i: int, task: Task) -> Generator[simpy.Event, Any, None]:
         """Task ``i``: wait for its inputs, start offloads and prefetches, run it, free what it ends."""
         due = float(self.env.now)
         self.started_bytes = 0
@@ -308,7 +308,7 @@ class _Step:
         self.stall_s += waited + synced
         self.timings.append(TaskTiming(task, due, float(self.env.now), waited + synced, self.started_bytes))
 
-    def _wait_for_inputs(self, i: int, task: Task) -> Iterator[simpy.Event]:
+    def _wait_for_inputs(self, i: int, task: Task) -> Generator[simpy.Event, Any, None]:
         plan, allocator = self.plan, self.allocator
         if task.phase is Phase.BACKWARD:
             for name in task.reads:          # late: needed now, not yet asked for
@@ -331,7 +331,7 @@ class _Step:
             if not allocator.holds(name):
                 raise AssertionError(f"{task.name} reads {name}, which is not on the device")
 
-    def _release_after(self, i: int, task: Task) -> Iterator[simpy.Event]:
+    def _release_after(self, i: int, task: Task) -> Generator[simpy.Event, Any, None]:
         plan, life = self.plan, self.life
         for name in task.reads:
             if name in plan.offload and life[name].forward_last == i:
@@ -438,4 +438,4 @@ def inference_memory(profile: HardwareProfile, workload: Workload, variant: Vari
                                 link_busy_s=outcome.link_busy_s)
     return replace(variant, total_s=outcome.total_s, layers=rows, memory=outcome.memory,
                    pcie_h2d_bytes=outcome.h2d_bytes, pcie_d2h_bytes=outcome.d2h_bytes, stall_s=outcome.stall_s,
-                   streaming=streaming, timeline=outcome.timeline, memory_trace=outcome.memory_trace)
+                   streaming=streaming, timeline=outcome.timeline, memory_timeline=outcome.memory_timeline)

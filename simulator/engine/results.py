@@ -108,7 +108,7 @@ class DeviceMemory:
 
 @dataclass(frozen=True)
 class TimelineEvent:
-    """One slice of a run's timeline on one stream (for the Chrome / Perfetto trace)."""
+    """One slice of a run's timeline on one stream (for the Chrome / Perfetto timeline file)."""
 
     track: str                      # compute, stall, offload (d2h), prefetch (h2d), weights (h2d)
     name: str
@@ -176,7 +176,7 @@ class VariantResult:
     # layers of a sparse variant that ran dense: nothing of them was pruned (density 1.0)
     dense_layers: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)      # what the variant's engine had to do, one line each
-    memory_trace: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
+    memory_timeline: tuple[tuple[float, int], ...] = field(default=(), compare=False, repr=False)  # (s, bytes)
     choices: dict[str, str] = field(default_factory=dict)  # auto: layer -> the spec it ran in
 
     @property

@@ -28,7 +28,7 @@ weights). Convolutions with groups, and every sample of a batch, rerun the nest 
 
 **The tiling rule.** Candidates: Tm a multiple of the array's output lanes (or all of M), Tn a
 multiple of its input lanes (or all of N), Tr and Tc any size (one candidate per distinct tile
-count). A candidate counts only if its input tile (with the halo the kernel needs), its weight
+count). A candidate counts only if its input tile (with the halo the k x k window needs), its weight
 tile and its output tile each fit half of their buffer. For each candidate and loop order the
 model estimates the layer's time from its compute time ``C = array cycles / clock`` and its DRAM
 time ``D = max(bytes / sustained bandwidth, bursts x latency / outstanding bursts, busiest
@@ -64,7 +64,7 @@ import enum
 import functools
 import operator
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, overload
 
 import numpy as np
 
@@ -108,7 +108,7 @@ class LoopNest:
     out_cols: int          # C (an FC layer: the batch)
     in_rows: int           # H
     in_cols: int           # W
-    kernel: int
+    kernel_hw: int         # K: the K x K window
     stride: int
     padding: int
     element_bytes: int
@@ -125,15 +125,15 @@ class LoopNest:
         out_channels, rows, cols = layer.out_shape
         if layer.kind is LayerKind.CONV:
             groups = layer.groups
-            return LoopNest(out_channels // groups, channels // groups, rows, cols, height, width, layer.kernel,
+            return LoopNest(out_channels // groups, channels // groups, rows, cols, height, width, layer.kernel_hw,
                             layer.stride, layer.padding, size, False, groups * batch)
-        return LoopNest(channels, channels, rows, cols, height, width, layer.kernel, layer.stride, layer.padding,
+        return LoopNest(channels, channels, rows, cols, height, width, layer.kernel_hw, layer.stride, layer.padding,
                         size, True, batch)
 
     @property
     def weight_elements(self) -> int:
         """Weights of one pass (0 for pooling)."""
-        return 0 if self.depthwise else self.out_channels * self.in_channels * self.kernel ** 2
+        return 0 if self.depthwise else self.out_channels * self.in_channels * self.kernel_hw ** 2
 
     @property
     def depends(self) -> dict[str, frozenset[str]]:
@@ -183,8 +183,14 @@ class TileSteps:
     write_bursts: np.ndarray
 
 
+@overload
+def _ceil_div(a: int, b: int) -> int: ...
+@overload
+def _ceil_div(a: np.ndarray, b: np.ndarray | int) -> np.ndarray: ...
+@overload
+def _ceil_div(a: int, b: np.ndarray) -> np.ndarray: ...
 def _ceil_div(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray | int:
-    """Integer ceil(a / b), elementwise."""
+    """Integer ceil(a / b), elementwise (an array if either operand is one)."""
     return -(-a // b)
 
 
@@ -281,8 +287,8 @@ def _axes(nest: LoopNest, engine: TiledEngine, only: Optional[tuple[int, int, in
     m_lanes = engine.output_lanes * engine.input_lanes if nest.depthwise else engine.output_lanes
     n_axis = _channel_axis(1, 1) if nest.depthwise else _channel_axis(nest.in_channels, engine.input_lanes, on)
     return _Axes(_channel_axis(nest.out_channels, m_lanes, om), n_axis,
-                 _span_axis(nest.out_rows, nest.in_rows, nest.kernel, nest.stride, nest.padding, orr),
-                 _span_axis(nest.out_cols, nest.in_cols, nest.kernel, nest.stride, nest.padding, oc))
+                 _span_axis(nest.out_rows, nest.in_rows, nest.kernel_hw, nest.stride, nest.padding, orr),
+                 _span_axis(nest.out_cols, nest.in_cols, nest.kernel_hw, nest.stride, nest.padding, oc))
 
 
 def _activation_bursts(channels: _Channels, rows_extent: np.ndarray, cols_extent: np.ndarray, row_count: np.ndarray,
@@ -306,7 +312,7 @@ def _evaluate(nest: LoopNest, engine: TiledEngine, profile: HardwareProfile, ax:
     """Totals of every candidate (axes m, n, r, c) under every order (leading axis)."""
     dram = profile.dram
     assert dram is not None
-    b, k, burst = nest.element_bytes, nest.kernel, engine.dma_burst_bytes
+    b, k, burst = nest.element_bytes, nest.kernel_hw, engine.dma_burst_bytes
     m, n, r, c = ax.m, ax.n, ax.r, ax.c
     tm, tn = m.size[:, None, None, None], n.size[None, :, None, None]
     counts = {"m": m.count[:, None, None, None], "n": n.count[None, :, None, None],
@@ -402,7 +408,8 @@ def _pipeline_s(order: LoopOrder, deps: dict[str, frozenset[str]], counts: dict[
         outer = outer * trips[j]
         inner = [(a, trips[i]) for i, a in enumerate(axes) if i > j]
 
-        def moves(x: str, inner: list = inner, axis: str = axis) -> np.ndarray:   # called in this iteration only
+        def moves(x: str, inner: list[tuple[str, np.ndarray]] = inner,
+                  axis: str = axis) -> np.ndarray | bool:   # called in this iteration only
             return functools.reduce(operator.or_, [(a in deps[x]) & (n > 1) for a, n in inner], axis in deps[x])
 
         out_moves = moves("output")
@@ -470,7 +477,7 @@ def _tiling(layer: Layer, nest: LoopNest, ax: _Axes, orders: tuple[LoopOrder, ..
 
 def _raise_nothing_fits(layer: Layer, nest: LoopNest, profile: HardwareProfile, engine: TiledEngine) -> None:
     """Name the buffer that cannot hold even the smallest tile of the layer."""
-    b, k = nest.element_bytes, nest.kernel
+    b, k = nest.element_bytes, nest.kernel_hw
     lanes = engine.output_lanes * (engine.input_lanes if nest.depthwise else 1)
     tm = min(nest.out_channels, lanes)
     tn = tm if nest.depthwise else min(nest.in_channels, engine.input_lanes)
@@ -490,7 +497,7 @@ def tile_steps(layer: Layer, tiling: Tiling, profile: HardwareProfile, batch: in
     engine = _engine(profile)
     nest = LoopNest.of(layer, batch)
     ax = _axes(nest, engine, (tiling.tile_out_channels, tiling.tile_in_channels, tiling.tile_rows, tiling.tile_cols))
-    b, k, burst = nest.element_bytes, nest.kernel, engine.dma_burst_bytes
+    b, k, burst = nest.element_bytes, nest.kernel_hw, engine.dma_burst_bytes
     counts = {"m": int(ax.m.count[0]), "n": int(ax.n.count[0]), "r": int(ax.r.count[0]), "c": int(ax.c.count[0])}
     axes = tiling.order.axes
     grid = np.indices([counts[a] for a in axes]).reshape(len(axes), -1)

@@ -45,7 +45,7 @@ from typing import Callable, Mapping, Optional, Sequence
 from ..base.errors import ConfigError, OptionError
 from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
-from ..hardware.profile import ConvAlgorithm, HardwareProfile
+from ..hardware.profile import ConvAlgorithm, ConvAlgorithms, Dram, HardwareProfile
 from ..model.workload import Layer, LayerKind, Workload
 from .device_memory import (
     Phase,
@@ -60,7 +60,7 @@ from .device_memory import (
     weights,
 )
 from .offload import OffloadPolicy, StepOutcome, StepPlan, simulate_step
-from .results import LayerResult, RunResult, TrainingInfo, VariantResult
+from .results import DeviceMemory, LayerResult, RunResult, TrainingInfo, VariantResult
 
 TIMING_BATCHES = (2, 3)   # forward simulated at these batches, then extended to the step's batch
 RELU_BACKWARD_PASSES = 3  # element-wise passes over the output: read Y and dY, write dY
@@ -208,13 +208,12 @@ def _needs_forward(layer: Layer, inputs: list[str], output: str) -> list[str]:
 def training_plan(profile: HardwareProfile, workload: Workload, batch: int, timing: Mapping[str, LayerTiming],
                   config: TrainConfig, host_copies: bool, optimizer: Optimizer = Optimizer.MOMENTUM) -> StepPlan:
     """The tasks and tensors of one step under ``config`` (see the module docstring for the rules)."""
-    dram_rate = profile.dram.sustained_bandwidth_bytes_per_s
+    dram_rate = device_dram(profile).sustained_bandwidth_bytes_per_s
     launch = profile.compute.launch_overhead_s
-    algorithms = profile.conv_algorithms
     tensors: dict[str, Tensor] = {}
     persistent: list[str] = []
     forward: list[Task] = []
-    backward: list[Task] = []
+    backward: list[list[Task]] = []
     update: list[Task] = []
 
     def add(tensor: Tensor) -> str:
@@ -225,15 +224,17 @@ def training_plan(profile: HardwareProfile, workload: Workload, batch: int, timi
         inputs = [add(t) for t in layer_inputs(workload, layer.name, batch)]
         output = add(feature_map(workload, layer.name, batch))
         reads = list(inputs)
-        if layer.kind.has_weights:
-            w = weights(workload, layer.name)
+        w = weights(workload, layer.name)          # None exactly when the layer has no weights
+        if w is not None:
             state = [(f"v:{layer.name}", TensorKind.OPTIMIZER_STATE)] if optimizer.keeps_state else []
             for name, kind in [(w.name, TensorKind.WEIGHTS), (f"dw:{layer.name}", TensorKind.WEIGHT_GRADIENTS)] + state:
                 persistent.append(add(Tensor(name, kind, w.size_bytes, layer.name)))
             reads.append(w.name)
-        speed, fwd_scratch, bwd_scratch = 1.0, (), ()
+        speed = 1.0
+        fwd_scratch: tuple[str, ...] = ()
+        bwd_scratch: tuple[str, ...] = ()
         if layer.kind is LayerKind.CONV:
-            cost = algorithms.of(config.algorithms.get(layer.name, ConvAlgorithm.PERFORMANCE_OPTIMAL))
+            cost = _conv_algorithms(profile).of(config.algorithms.get(layer.name, ConvAlgorithm.PERFORMANCE_OPTIMAL))
             speed = cost.speed
             workspace = int(cost.workspace_per_input * layer.in_bytes(batch))
             if workspace > 0:
@@ -316,9 +317,9 @@ def offload_set(plan: StepPlan, policy: OffloadPolicy) -> frozenset[str]:
 
 def _verdict(outcome: StepOutcome) -> str:
     memory = outcome.memory
-    if memory.fits:
-        return f"fits (peak {format_bytes(memory.peak_bytes)}, {format_seconds(outcome.total_s)})"
     oom = memory.out_of_memory
+    if oom is None:                         # memory.fits
+        return f"fits (peak {format_bytes(memory.peak_bytes)}, {format_seconds(outcome.total_s)})"
     return f"out of memory at {oom.tensor} ({oom.task}), over by {format_bytes(oom.over_bytes)}"
 
 
@@ -375,14 +376,28 @@ def check_training(profile: HardwareProfile, workload: Workload, policy: Offload
     if profile.sparse_engine is not None or profile.tiled_engine is not None:
         raise OptionError("mode", f"{profile.name} is an inference engine; train runs on the "
                           "cache path (CPU / GPU profiles)")
-    if profile.dram is None:
-        raise ConfigError(profile.path, "memory.dram", "missing: a training run needs a device memory capacity")
+    device_dram(profile)
     if policy is not OffloadPolicy.BASE and profile.link is None:
         raise OptionError("offload", f"{policy.value} moves feature maps over a host link; "
                           f"{profile.name} has none ({profile.path}: link)")
-    if profile.conv_algorithms is None and any(l.kind is LayerKind.CONV for l in workload.layers):
+    if any(l.kind is LayerKind.CONV for l in workload.layers):
+        _conv_algorithms(profile)
+
+
+def device_dram(profile: HardwareProfile) -> Dram:
+    """The profile's device memory, which a training run needs (its capacity and bandwidth); one
+    :class:`ConfigError` naming the field when the profile has none."""
+    if profile.dram is None:
+        raise ConfigError(profile.path, "memory.dram", "missing: a training run needs a device memory capacity")
+    return profile.dram
+
+
+def _conv_algorithms(profile: HardwareProfile) -> ConvAlgorithms:
+    """The profile's convolution algorithms, which a training run with convolutions needs."""
+    if profile.conv_algorithms is None:
         raise ConfigError(profile.path, "conv_algorithms", "missing: a training run needs the convolution "
                           "algorithms' workspace and speed (see docs/train.md)")
+    return profile.conv_algorithms
 
 
 def train(profile: HardwareProfile, workload: Workload, batch: int, policy: OffloadPolicy,
@@ -394,7 +409,7 @@ def train(profile: HardwareProfile, workload: Workload, batch: int, policy: Offl
     check_training(profile, workload, policy)
     progress("train: forward timing")
     timing, batches = forward_timing(workload, batch, simulate_at)
-    capacity = profile.dram.capacity_bytes
+    capacity = device_dram(profile).capacity_bytes
     plans: dict[str, StepPlan] = {}
 
     def run_config(config: TrainConfig) -> StepOutcome:
@@ -448,10 +463,24 @@ def step_variant(name: str, plan: StepPlan, outcome: StepOutcome, info: Training
     info = replace(info, network_wide_bytes=sum(whole.values()), network_wide_by_kind=whole)
     return VariantResult(name, "dense", outcome.total_s, rows, memory=outcome.memory, pcie_h2d_bytes=outcome.h2d_bytes,
                          pcie_d2h_bytes=outcome.d2h_bytes, stall_s=outcome.stall_s, training=info,
-                         timeline=outcome.timeline, memory_trace=outcome.memory_trace)
+                         timeline=outcome.timeline, memory_timeline=outcome.memory_timeline)
 
 
 # --- report ----------------------------------------------------------------------------------------
+
+def _step_parts(v: VariantResult) -> tuple[TrainingInfo, DeviceMemory]:
+    """A training variant's step and device memory, which :func:`step_variant` always sets."""
+    if v.training is None or v.memory is None:
+        raise ValueError(f"variant {v.name} is not a simulated training step")
+    return v.training, v.memory
+
+
+def _link_columns(v: VariantResult) -> list[str]:
+    """A training variant's host-link bytes each way and its stall, which :func:`step_variant` always sets."""
+    if v.pcie_h2d_bytes is None or v.pcie_d2h_bytes is None or v.stall_s is None:
+        raise ValueError(f"variant {v.name} is not a simulated training step")
+    return [format_bytes(v.pcie_h2d_bytes), format_bytes(v.pcie_d2h_bytes), format_seconds(v.stall_s)]
+
 
 def render_training(result: RunResult) -> str:
     """The text report of a training run: one row per variant, then each one's phases, what it
@@ -460,18 +489,18 @@ def render_training(result: RunResult) -> str:
               "PCIe d2h", "stall", "fits"]
     rows = []
     for v in result.variants:
-        info, memory = v.training, v.memory
+        info, memory = _step_parts(v)
         slowdown = "-" if info.slowdown is None else f"{100 * info.slowdown:+.1f}%"
-        fits = "yes" if memory.fits else f"no: over by {format_bytes(memory.out_of_memory.over_bytes)}"
+        oom = memory.out_of_memory
+        fits = "yes" if oom is None else f"no: over by {format_bytes(oom.over_bytes)}"
         rows.append([v.name, info.conv_algorithm, format_seconds(v.total_s), slowdown, format_bytes(memory.peak_bytes),
-                     format_bytes(memory.avg_bytes), format_bytes(v.pcie_h2d_bytes), format_bytes(v.pcie_d2h_bytes),
-                     format_seconds(v.stall_s), fits])
-    first = result.variants[0]
+                     format_bytes(memory.avg_bytes), *_link_columns(v), fits])
+    first_info, first_memory = _step_parts(result.variants[0])
     lines = [f"{result.workload} on {result.profile}: one training step, batch {result.batch}, "
-             f"{first.training.optimizer} (device memory {format_bytes(first.memory.capacity_bytes)})", "",
+             f"{first_info.optimizer} (device memory {format_bytes(first_memory.capacity_bytes)})", "",
              format_table(header, rows, right=range(2, 9))]
     for v in result.variants:
-        memory, info = v.memory, v.training
+        info, memory = _step_parts(v)
         held = sorted(memory.peak_by_kind.items(), key=lambda kv: -kv[1])
         lines += ["", f"{v.name}: forward {format_seconds(info.forward_s)}, backward "
                       f"{format_seconds(info.backward_s)}, update {format_seconds(info.update_s)}; at the peak: "

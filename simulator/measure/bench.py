@@ -270,7 +270,7 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
             raise ConfigError(source, f"layers.{layer.name}.groups", "CSR convolution is benched for groups = 1 only")
         rows, cols = layer.weight_matrix_shape
         ptr, idx, val = _csr_of(layer, seed)
-        k = layer.kernel
+        k = layer.kernel_hw
 
         # sparse convolution as the simulator lowers it: im2col, then CSR x columns
         patches = F.unfold(x, k, padding=padding, stride=stride)            # [batch, cols, pixels]
@@ -285,7 +285,7 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
                          val.nbytes + idx.nbytes + ptr.nbytes)
     if layer.kind in (LayerKind.MAXPOOL, LayerKind.AVGPOOL):
         pool = F.max_pool2d if layer.kind is LayerKind.MAXPOOL else F.avg_pool2d
-        k, stride, padding = layer.kernel, layer.stride, layer.padding
+        k, stride, padding = layer.kernel_hw, layer.stride, layer.padding
         return _Operator(lambda: pool(x, k, stride=stride, padding=padding), SparseBackend.DENSE, threads, 0)
     if layer.kind is LayerKind.ADD:
         y = torch.rand_like(x)
@@ -313,7 +313,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optional[int] = None,
           repeat: int = 20, seed: int = 0, progress: Callable[[str], None] = lambda _: None,
-          profile_operators: bool = True, trace_path: Optional[str | Path] = None) -> BenchResult:
+          profile_operators: bool = True, timeline_path: Optional[str | Path] = None) -> BenchResult:
     """Time every layer alone, repeated; then (optionally) profile one pass over all layers."""
     import torch
 
@@ -330,12 +330,12 @@ def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optio
         timings.append(LayerTiming(layer.name, layer.kind.value, kernel_name(layer, layer_fmt, batch), fmt.value,
                                    batch, op.backend.value, op.threads, float(statistics.median(times)),
                                    _percentile(times, 10), _percentile(times, 90), repeat, op.weight_bytes))
-        if profile_operators or trace_path:
+        if profile_operators or timeline_path:
             operators.append((layer.name, op))
     breakdown: list[OperatorTime] = []
     if operators:
         progress("bench: torch.profiler pass over the whole workload")
-        breakdown = _profile_pass(operators, trace_path)
+        breakdown = _profile_pass(operators, timeline_path)
     progress("")
     return BenchResult(workload.name, workload.path, fmt.value, batch, threads, repeat, seed, *_run_facts(load),
                        timings, breakdown)
@@ -391,9 +391,9 @@ def bench_llm(dims: DecoderDims, config_path: str, weights: tuple[WeightType, ..
                        llm=measured)
 
 
-def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[str | Path]) -> list[OperatorTime]:
+def _profile_pass(operators: list[tuple[str, _Operator]], timeline_path: Optional[str | Path]) -> list[OperatorTime]:
     """One pass over every layer under torch.profiler, each layer in a named range: the
-    per-operator breakdown, and the real timeline when ``trace_path`` is given."""
+    per-operator breakdown, and the real timeline when ``timeline_path`` is given."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     for _, op in operators:     # warm: the profiled pass is steady state, like the timings
@@ -402,8 +402,8 @@ def _profile_pass(operators: list[tuple[str, _Operator]], trace_path: Optional[s
         for name, op in operators:
             with record_function(name):
                 op.call()
-    if trace_path:
-        prof.export_chrome_trace(str(trace_path))
+    if timeline_path:
+        prof.export_chrome_trace(str(timeline_path))
     out = [OperatorTime(e.key, int(e.count), e.cpu_time_total * 1e-6, e.self_cpu_time_total * 1e-6)
            for e in prof.key_averages()]
     return sorted(out, key=lambda o: o.self_cpu_s, reverse=True)

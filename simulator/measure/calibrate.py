@@ -52,7 +52,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 
@@ -369,12 +369,15 @@ def settled(figures: Sequence[float], tolerance: float = SETTLE_TOLERANCE) -> Se
     return Settled(ordered[0], len(ordered), spread, spread <= tolerance)
 
 
-def settle(rounds: dict[Hashable, Callable[[], float]], tolerance: float = SETTLE_TOLERANCE,
-           max_rounds: int = MAX_ROUNDS) -> dict[Hashable, Settled]:
+_Key = TypeVar("_Key", bound=Hashable)
+
+
+def settle(rounds: Mapping[_Key, Callable[[], float]], tolerance: float = SETTLE_TOLERANCE,
+           max_rounds: int = MAX_ROUNDS) -> dict[_Key, Settled]:
     """Run every measurement's round, round-robin, until each has settled (:func:`settled`) or
     ``max_rounds`` have passed. Round-robin spreads other processes' bursts over the measurements
     instead of one measurement taking them all."""
-    figures: dict[Hashable, list[float]] = {key: [] for key in rounds}
+    figures: dict[_Key, list[float]] = {key: [] for key in rounds}
     pending = list(rounds)
     for _ in range(max_rounds):
         for key in pending:
@@ -399,7 +402,7 @@ def _best_time(call: Callable[[], Any], min_calls: int = 5, budget_s: float = 0.
 def _call_times(call: Callable[[], Any], min_calls: int, budget_s: float) -> list[float]:
     """Seconds of each call after one warm-up, until both ``min_calls`` and ``budget_s`` are reached."""
     call()
-    times = []
+    times: list[float] = []
     started = time.perf_counter()
     while len(times) < min_calls or time.perf_counter() - started < budget_s:
         t0 = time.perf_counter()
@@ -529,8 +532,8 @@ class Session:
         """The last level's line: what DRAM moves."""
         return self.caches[-1].line_bytes if self.caches else LINE_BYTES_DEFAULT
 
-    def record(self, results: dict[Hashable, Settled], name: Callable[[Hashable], str] = str
-               ) -> dict[Hashable, float]:
+    def record(self, results: Mapping[_Key, Settled], name: Callable[[_Key], str] = str
+               ) -> dict[_Key, float]:
         """Keep each settled measurement under its name; return the figures by key."""
         for key, result in results.items():
             self.m.settled[name(key)] = result
@@ -704,8 +707,9 @@ def _measure_types(s: Session) -> None:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
             return run
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
-                       name=lambda shape, d=dtype: "GEMM {} x {} at batch {} in {}".format(*shape, d))
+                       name=lambda shape, d=dtype: "GEMM {} x {} at batch {} in {}".format(*shape, d))  # type: ignore[misc]
         s.m.type_gemm_flops_per_s[dtype] = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
 
 
@@ -730,8 +734,9 @@ def _measure_gemv_types(s: Session) -> None:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
             return run
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({rows: gemv_round(rows) for rows in GEMV_LOOP_ROWS}),
-                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")
+                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")  # type: ignore[misc]
         small, large = GEMV_LOOP_ROWS
         if got[large] > got[small]:
             s.m.gemv_weights_per_s[dtype] = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
@@ -741,9 +746,9 @@ def _measure_gemv_types(s: Session) -> None:
         def run() -> float:
             return _best_time(_type_gemm_call(dtype, beyond[dtype], GEMV_LOOP_COLUMNS, 1), min_calls=5, budget_s=0.1)
         return run
-    got = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
-                   name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
-    s.m.gemv_beyond_s = dict(got)
+    beyond_s = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
+                        name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
+    s.m.gemv_beyond_s = dict(beyond_s)
 
 
 #: The decoders :func:`_measure_dispatch` times: ``bench --llm``'s decoder (a Llama-style block)
@@ -763,7 +768,9 @@ def _dispatch_call(weights: str, blocks: int) -> Callable[[], Any]:
                        intermediate_size=128, vocab_size=256, tied_embeddings=False)
     kind = WeightType(weights)
     model = build_decoder(dims, kind, 2 * DISPATCH_TOKENS)
-    cache = KvCache(dims, 1, 2 * DISPATCH_TOKENS, _torch_dtype(kind))
+    # a cache filled as a prefill would (random keys and values): uninitialised memory can hold NaNs,
+    # which int8's dynamic quantization refuses
+    cache = KvCache(dims, 1, 2 * DISPATCH_TOKENS, _torch_dtype(kind), generator=torch.Generator().manual_seed(0))
     prompt = torch.zeros((1, DISPATCH_TOKENS), dtype=torch.long)
 
     def run() -> None:
@@ -781,8 +788,9 @@ def _measure_dispatch(s: Session) -> None:
             def run() -> float:
                 return _best_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
             return run
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({blocks: dispatch_round(blocks) for blocks in DISPATCH_BLOCKS}),
-                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")
+                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")  # type: ignore[misc]
         few, many = DISPATCH_BLOCKS
         if got[many] > got[few]:
             s.m.block_dispatch_s[weights] = (got[many] - got[few]) / (many - few)
@@ -826,12 +834,13 @@ def _measure_sparse(s: Session) -> None:
         middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
         backend = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
         threads = 1 if backend is SparseBackend.SCIPY else s.threads
-        rounds = {}
+        rounds: dict[tuple[int, int], Callable[[], float]] = {}
         for rows, (ptr, idx, val) in matrices.items():
             for batch in batches:
                 op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
                 rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
-        got = s.record(settle(rounds), name=lambda key, k=kind: f"{k} {key[0]} rows at batch {key[1]}")
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
+        got = s.record(settle(rounds), name=lambda key, k=kind: f"{k} {key[0]} rows at batch {key[1]}")  # type: ignore[misc]
         for (rows, batch), seconds in got.items():
             ptr = matrices[rows][0]
             steps = int(np.maximum(np.diff(ptr), 1).sum())
@@ -855,7 +864,8 @@ def _measure_lowered_product(s: Session) -> None:
                                           (SPCONV_FILTERS, SPCONV_DEPTH))
         for pixels in SPCONV_PIXELS:
             lowered = torch.from_numpy(rng.random((SPCONV_DEPTH, pixels), dtype=np.float32))
-            rounds[(density, pixels)] = functools.partial(_best_time, lambda w=weights, x=lowered: w @ x, 10, 0.1)
+            # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
+            rounds[(density, pixels)] = functools.partial(_best_time, lambda w=weights, x=lowered: w @ x, 10, 0.1)  # type: ignore[misc]
             shapes[(density, pixels)] = ptr
     got = s.record(settle(rounds), name=lambda key: f"lowered product at density {key[0]}, {key[1]} columns")
     # the lowering itself: F.unfold of a 3 x 3 convolution's input at both widths
@@ -863,7 +873,8 @@ def _measure_lowered_product(s: Session) -> None:
     for pixels in SPCONV_PIXELS:
         side = int(round(pixels ** 0.5))
         image = torch.from_numpy(rng.random((1, SPCONV_DEPTH // 9, side, side), dtype=np.float32))
-        unfolds[pixels] = functools.partial(_best_time, lambda x=image: torch.nn.functional.unfold(x, 3, padding=1),
+        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
+        unfolds[pixels] = functools.partial(_best_time, lambda x=image: torch.nn.functional.unfold(x, 3, padding=1),  # type: ignore[misc]
                                             10, 0.1)
     lowered_got = s.record(settle(unfolds), name=lambda key: f"im2col (F.unfold) to {key} columns")
     s.m.lowering = [(SPCONV_DEPTH * pixels, seconds) for pixels, seconds in lowered_got.items()]
@@ -892,7 +903,7 @@ def _measure_latencies(s: Session) -> None:
     chase(np.zeros(8, dtype=np.int64), 0, 10)                        # compile
     llc = effective_llc_bytes(s.m.working_set, private_bytes(s.caches, s.cpu.cores),
                               s.line_bytes * (s.caches[-1].ways if s.caches else 1))[0]
-    walks: dict[Hashable, np.ndarray] = {}
+    walks: dict[tuple[str, int], np.ndarray] = {}      # (half / twice / dram, level)
     for level in s.caches:
         last = level is s.caches[-1]
         half = (llc if last and llc else level.size_bytes) // 2
@@ -996,12 +1007,13 @@ def curve_plateaus(points: Sequence[WorkingSetPoint], floor_bytes: int) -> tuple
     if len(pts) < 3:
         value = float(np.exp(np.median(logs))) if len(pts) else 0.0
         return value, value
-    best = None
+    best: Optional[tuple[float, float, float]] = None
     for k in range(1, len(pts) - 1):
         left, right = np.median(logs[:k]), np.median(logs[k:])
         cost = float(np.sum((logs[:k] - left) ** 2) + np.sum((logs[k:] - right) ** 2))
         if best is None or cost < best[0]:
             best = (cost, left, right)
+    assert best is not None     # three or more points: at least one split
     return float(np.exp(best[1])), float(np.exp(best[2]))
 
 
@@ -1166,6 +1178,7 @@ def fit_sparse(timings: Sequence[SparseTiming], overhead_s: float, clock_hz: flo
         errors[width] = float(np.max(np.abs(design @ costs - 1.0)))
         if best is None or errors[width] < best[0]:
             best = (errors[width], width, costs)
+    assert best is not None, "fit_sparse needs a width"
     _, width, costs = best
     return SparseFit(float(costs[0]), float(costs[1]), width, errors)
 
@@ -1287,6 +1300,7 @@ def check_working_set_curve(c: Calibration) -> Optional[str]:
 def check_last_level(c: Calibration) -> Optional[str]:
     """The sweep sees the last level: an in-cache plateau above the DRAM plateau, and a fall-off
     between them within the sizes swept (so its size is measured, whatever sysfs says)."""
+    assert c.fits is not None, "a check of the fits runs after them"
     llc = c.fits.llc
     swept = max((p.size_bytes for p in c.m.working_set), default=0)
     if not llc.size_bytes:
@@ -1318,6 +1332,7 @@ def check_kernel_rates(c: Calibration) -> Optional[str]:
                 f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}: the clock "
                 f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
                 "width the CPU flags give is")
+    assert c.fits is not None, "a check of the fits runs after them"
     for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm), ("spconv", c.fits.spconv)):
         if fit is None:
             continue

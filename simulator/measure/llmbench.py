@@ -261,8 +261,12 @@ def measure_llm(dims: DecoderDims, config_path: str, weights: Sequence[WeightTyp
             progress(f"bench {dims.name} {w.value}: building ({n + 1}/{len(weights)})")
             model = build_decoder(dims, w, max(prompt, context + tokens), seed)
             label = f"bench {dims.name} {w.value}"
+
+            def round_done(r: int, label: str = label) -> None:
+                progress(f"{label}: round {r} of {rounds}")
+
             out.append(_time_one(model, dims, config_path, w, prompt, context, tokens, batch, threads, rounds, seed,
-                                 lambda r, label=label: progress(f"{label}: round {r} of {rounds}")))
+                                 round_done))
             del model
         return out
     finally:

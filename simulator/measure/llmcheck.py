@@ -140,11 +140,14 @@ def crosscheck_llm(profile: HardwareProfile, timings: Sequence[tuple[str, int, L
         progress(f"crosscheck {config.name} {case.variant}: decode after {case.context_tokens} tokens")
         step = _simulate(profile, config, case, Phase.DECODE, progress)
         longest = max(step.operators, key=lambda o: o.time_s)
+        ttft_s, tokens_per_s = prefill.time_to_first_token_s, step.decode_tokens_per_s
+        if ttft_s is None or tokens_per_s is None:   # a prefill step has its TTFT, a timed decode step its rate
+            raise ValueError(f"{config.name} {case.variant}: the simulated steps lack a TTFT or a decode rate")
         cells.append(LlmCell(
             **asdict(case), model=config.name, measured_ttft_s=ttft,
-            predicted_ttft_s=float(prefill.time_to_first_token_s),
+            predicted_ttft_s=float(ttft_s),
             measured_tokens_per_s=case.batch * case.decode_tokens / decode,
-            predicted_tokens_per_s=float(step.decode_tokens_per_s),
+            predicted_tokens_per_s=float(tokens_per_s),
             bandwidth_bound_tokens_per_s=case.batch / step.bandwidth_bound_s, decode_bound=f"{longest.operator}: "
                                                                                           f"{longest.bound}"))
     return LlmCheck(profile.name, cells, skipped)

@@ -116,6 +116,9 @@ class Block(nn.Module):
 class Decoder(nn.Module):
     """Token ids [batch, seq] and a KV cache -> the logits of the last position [batch, vocab]."""
 
+    cos: torch.Tensor       # rotary tables [positions, head_dim], registered as buffers below
+    sin: torch.Tensor
+
     def __init__(self, dims: DecoderDims, dtype, max_positions: int):
         super().__init__()
         self.dims = dims

@@ -119,7 +119,7 @@ class ConvShape:
     def of(layer: Layer, source: str) -> ConvShape:
         """The shape of a workload's convolution layer."""
         channels, height, width = layer.in_shape
-        return ConvShape(layer.name, source, channels, height, width, layer.out_shape[0], layer.kernel,
+        return ConvShape(layer.name, source, channels, height, width, layer.out_shape[0], layer.kernel_hw,
                          layer.stride, layer.padding)
 
     def describe(self) -> str:
@@ -235,12 +235,14 @@ def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
     encoded = pruned_encoding(layer, StorageFormat.CSR, seed)
     rows, cols = layer.weight_matrix_shape
     weights = synthetic_weights(layer, seed).reshape(rows, cols).numpy()
+    if encoded.pointers is None or encoded.indices is None:
+        raise ValueError(f"{layer.name}: a CSR encoding stores row pointers and column indices")
     row_of = np.repeat(np.arange(rows), np.diff(encoded.pointers))
     values = np.ascontiguousarray(weights[row_of, encoded.indices], dtype=np.float32)
     return encoded.pointers.astype(np.int64), encoded.indices.astype(np.int64), values
 
 
-# Speed trick, labelled: with stride 1 the kernel is "stretched" over the padded input's width
+# Speed trick, labelled: with stride 1 the k x k window is "stretched" over the padded input's width
 # (Park et al., section 3.1): output pixel (y, x) of non-zero (c, r, s) reads padded input
 # element (c, y + r, x + s), so over the flattened plane every output row, and the padding columns
 # between them, is one contiguous run of (OH - 1) * Wp + OW elements: one long vectorised axpy per
@@ -248,15 +250,15 @@ def csr_weights(layer: Layer, seed: int) -> tuple[np.ndarray, np.ndarray, np.nda
 # The source is taken as a slice first so the loop index is known non-negative (numba drops the
 # wraparound check, and LLVM vectorises the loop: about 3x faster on a 13 x 13 plane).
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _direct_sparse_conv(x_flat, pointers, indices, values, out, kernel, stride, hp, wp,  # pragma: no cover - compiled
-                        out_h, out_w):
+def _direct_sparse_conv(x_flat, pointers, indices, values, out, kernel_hw, stride, hp, wp,
+                        out_h, out_w):  # pragma: no cover - compiled
     """out[n, m] += value * (input plane c of sample n shifted by (r, s), strided) over the non-zeros
     (c, r, s) of row m. ``x_flat`` [batch, C * hp * wp] is the padded input; ``out`` [batch, M, P] holds
     per output channel OH rows of ``wp`` pixels (stride 1, the last wp - OW of each row unused) or
     of OW pixels (stride > 1). One task per (sample, output channel): each output plane is written
     by one thread and stays in its L1 cache while every non-zero of its row adds to it."""
     batch, m_total, _ = out.shape
-    kk = kernel * kernel
+    kk = kernel_hw * kernel_hw
     span = (out_h - 1) * wp + out_w
     for task in numba.prange(batch * m_total):
         n, m = task // m_total, task % m_total
@@ -264,7 +266,7 @@ def _direct_sparse_conv(x_flat, pointers, indices, values, out, kernel, stride, 
         dst[:] = 0.0
         for j in range(pointers[m], pointers[m + 1]):
             col = indices[j]
-            c, r, s = col // kk, (col % kk) // kernel, col % kernel
+            c, r, s = col // kk, (col % kk) // kernel_hw, col % kernel_hw
             w = values[j]
             base = c * hp * wp + r * wp + s
             if stride == 1:
@@ -289,7 +291,7 @@ def sparse_conv_call(algorithm: SparseConvAlgorithm, layer: Layer, csr: tuple[np
     import torch.nn.functional as F
 
     pointers, indices, values = csr
-    k, stride, padding = layer.kernel, layer.stride, layer.padding
+    k, stride, padding = layer.kernel_hw, layer.stride, layer.padding
     rows, cols = layer.weight_matrix_shape
     batch, (m_total, out_h, out_w) = x.shape[0], layer.out_shape
     if algorithm is SparseConvAlgorithm.DIRECT:
@@ -402,7 +404,8 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
 
     before = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(threads)
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    # numba.config sets its options from the environment at import time, which mypy cannot see
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     try:
         out = []
         for n, shape in enumerate(shapes):
@@ -410,7 +413,7 @@ def measure(shapes: Sequence[ConvShape], densities: Sequence[float] = DEFAULT_DE
                      f"densities, {rounds} rounds")
             out.append(measure_layer(shape, densities, algorithms, batch, threads, rounds, seed))
         return out
-    finally:       # the caller's thread counts back (the cache model's numba kernels share them)
+    finally:       # the caller's thread counts back (the cache model's compiled loops share them)
         torch.set_num_threads(before[0])
         numba.set_num_threads(before[1])
 

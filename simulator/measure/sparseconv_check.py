@@ -51,7 +51,8 @@ class SparseConvPrediction:
     def error(self, algorithm: str) -> Optional[float]:
         """Predicted - measured break-even density, when both are within the measured range."""
         measured, predicted = self.measured.break_even(algorithm), self.predicted
-        if measured.crossing is Crossing.IN_RANGE and predicted.crossing is Crossing.IN_RANGE:
+        if (measured.crossing is Crossing.IN_RANGE and predicted.crossing is Crossing.IN_RANGE
+                and measured.density is not None and predicted.density is not None):   # IN_RANGE sets them
             return predicted.density - measured.density
         return None
 
@@ -72,6 +73,7 @@ class SparseConvPrediction:
             return False if high - low > tolerance else None
         inside = measured if measured.crossing is Crossing.IN_RANGE else predicted
         outside = predicted if inside is measured else measured
+        assert inside.density is not None, "an IN_RANGE break-even has its density"
         gap = inside.density - low if outside.crossing is Crossing.BELOW else high - inside.density
         return False if gap > tolerance else None
 

@@ -263,6 +263,8 @@ def variant_operator(workload: Workload, layer: Layer, variant: Variant, batch: 
             import torch
 
             w = w * torch.from_numpy(np.asarray(workload.weight_masks[layer.name], dtype=np.float32)).reshape(w.shape)
+        if encoded.indices is None or encoded.pointers is None:
+            raise ValueError(f"{layer.name}: a BSR encoding stores block-column indices and block-row pointers")
         matrix = bsr_tensor(layer, w, encoded.indices, encoded.pointers, encoded.block)
         return VariantOperator(_bsr_call(layer, matrix, x), VariantBackend.BSR.value, threads, encoded.total_bytes,
                                _kernel(layer, StorageFormat.BSR, batch))

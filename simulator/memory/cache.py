@@ -165,6 +165,12 @@ class AccessOutcome:
     writeback_addresses: Optional[np.ndarray] = None
     writeback_access: Optional[np.ndarray] = None
 
+    def recorded_writebacks(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(writeback_addresses, writeback_access)`` of an access run with ``record_writebacks``."""
+        if self.writeback_addresses is None or self.writeback_access is None:
+            raise ValueError("the write-backs were not recorded (access(..., record_writebacks=True))")
+        return self.writeback_addresses, self.writeback_access
+
 
 class CacheHierarchy:
     """State of a whole hierarchy; persists across calls (warm caches are real).
@@ -206,7 +212,7 @@ class CacheHierarchy:
 
         # Flat state: per level, per instance, per set one contiguous block of int64:
         # ``ways_padded`` tags then ``ways_padded`` LRU stamps, ``ways_padded`` being
-        # ``ways`` rounded up to a multiple of 4 so the kernel scans in fixed chunks.
+        # ``ways`` rounded up to a multiple of 4 so the compiled loop scans in fixed chunks.
         # tag = (line address << 1) | dirty, -1 if invalid or padding;
         # stamp = (touch time << _WAY_BITS) | way, unique within a set, so the way with
         # the smallest stamp is the LRU one. Touches count up from 0; an insertion at the
@@ -368,7 +374,7 @@ class CacheHierarchy:
             served.fill(0)
         else:
             load_numba_target()
-            # the kernel's scratch (it allocates nothing itself): per missed level, top down, its
+            # the compiled loop's scratch (it allocates nothing itself): per missed level, top down, its
             # set block, the line address there, and the level's index
             scratch = np.empty((3, len(self._levels)), dtype=np.int64)
             recorded = _run_trace(
@@ -389,7 +395,7 @@ _WAY_MASK = (1 << _WAY_BITS) - 1
 _INVALID_TIME = -(1 << 46)
 _FIRST_VALID_STAMP = (_INVALID_TIME + 1) << _WAY_BITS   # every valid way's stamp is at least this
 
-# Columns of the per-level parameter table handed to the kernel.
+# Columns of the per-level parameter table handed to the compiled loop (:func:`_run_trace`).
 _OFFSET, _PRIVATE, _SETS, _SET_MASK, _CHUNKS, _SHIFT, _POLICY, _WAYS, _DUEL_PERIOD, _NO_FETCH, _PASSES_STREAMS = \
     range(11)
 _N_PARAMS = 11
@@ -595,11 +601,12 @@ def _write_back(params, state, pstate, lv, evicted, c, t):  # pragma: no cover -
 
 # Without numba's runtime (_nrt=False): with it, every array handed to an inlined helper that
 # branches or loops gets an atomic reference count up and down around each call, which made the
-# split kernel three times slower than the one-piece loop it replaced; the kernel allocates nothing.
-@numba.njit(cache=True, nogil=True, _nrt=False)
+# split loop three times slower than the one-piece loop it replaced; the loop allocates nothing.
+# (numba's annotations leave out the private _nrt flag its njit takes)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]
 def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, writebacks, record, wb_addr_out,
                wb_access_out, block, line, missed):  # pragma: no cover
-    """Kernel: all accesses through all levels, write-back chains included; returns the number of
+    """Compiled loop: all accesses through all levels, write-back chains included; returns the number of
     DRAM write-backs recorded in ``wb_addr_out`` / ``wb_access_out`` (0 unless ``record``).
 
     Each touch of a line stores stamp ``(t << _WAY_BITS) | way`` and increments ``t``

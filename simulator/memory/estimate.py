@@ -23,6 +23,7 @@ from typing import Sequence
 
 from ..base.budget import check_memory
 from ..compress.compression import StorageFormat
+from ..compress.variants import Variant
 from ..hardware.profile import HardwareProfile
 from ..model.workload import LayerKind, Workload
 
@@ -40,7 +41,7 @@ def weight_memory_bytes(workload: Workload) -> float:
     return float(WEIGHT_COPIES * 4 * sum(l.weight_count for l in workload.layers if l.kind.has_weights))
 
 
-def trace_accesses(workload: Workload, fmt: StorageFormat, batch: int, line_bytes: int,
+def trace_accesses(workload: Workload, fmt: StorageFormat | Variant, batch: int, line_bytes: int,
                    density: float | None = None) -> float:
     """Estimated line accesses of one variant's traces (see the module docstring)."""
     total = 0.0
@@ -58,8 +59,8 @@ def trace_accesses(workload: Workload, fmt: StorageFormat, batch: int, line_byte
     return total
 
 
-def run_memory_bytes(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat], batch: int,
-                     density: float | None = None, traces: bool = True) -> float:
+def run_memory_bytes(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat | Variant],
+                     batch: int, density: float | None = None, traces: bool = True) -> float:
     """Estimated peak bytes of a run: weights, plus every variant's traces on the cache path."""
     need = weight_memory_bytes(workload)
     if traces:
@@ -73,8 +74,8 @@ def check_weight_memory(workload: Workload) -> None:
     _check_weights(workload, weight_memory_bytes(workload))
 
 
-def check_run_memory(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat], batch: int,
-                     density: float | None = None, traces: bool = True) -> None:
+def check_run_memory(profile: HardwareProfile, workload: Workload, formats: Sequence[StorageFormat | Variant],
+                     batch: int, density: float | None = None, traces: bool = True) -> None:
     """Refuse, before anything is allocated, a run whose estimate exceeds the memory limit
     (:func:`simulator.base.budget.check_memory`); the message names the biggest contributor."""
     weights = weight_memory_bytes(workload)

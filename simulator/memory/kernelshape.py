@@ -56,7 +56,7 @@ class KernelShape:
 def _row_steps(enc: EncodedWeights, lanes: int) -> int:
     """Issue steps of a CSR product with ``lanes`` lanes per row: a row of ``n`` non-zeros takes
     ``max(1, ceil(n / lanes))`` (an empty row still reads its pointers and writes its zero)."""
-    per_row = np.diff(enc.pointers.astype(np.int64, copy=False))
+    per_row = np.diff(enc.pointer_array.astype(np.int64, copy=False))
     if lanes == 1:
         return int(np.maximum(per_row, 1).sum())
     return int(np.maximum(1, -(-per_row // lanes)).sum())
@@ -75,8 +75,8 @@ def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
     head dim) by the group's queries (columns: query heads per key-value head x queries); the output
     multiplies the cached values (rows: head dim, depth: the keys) by the probabilities. The cache
     is in its own type (``kv_dtype``), the arithmetic in the activations'."""
-    a = layer.attention
     if layer.kind.reads_kv_cache:
+        a = layer.attention_shape
         keys = -(-a.keys_summed // a.queries)
         pairs = a.sequences * a.kv_heads
         columns = a.group * a.queries
@@ -85,13 +85,15 @@ def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
                                nonzeros=pairs * keys * a.head_dim)
         return KernelShape(kind, layer.dtype, rows=pairs * a.head_dim, columns=columns, depth=keys,
                            nonzeros=pairs * keys * a.head_dim)
-    elements = layer.out_elements * batch if a is None else a.sequences * a.heads * a.keys_summed
+    attention = layer.attention   # a softmax over scores has one; norms and activations have none
+    elements = layer.out_elements * batch if attention is None else \
+        attention.sequences * attention.heads * attention.keys_summed
     return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]))
 
 
 def _bsr_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
     """Stored blocks, and block rows as the row steps (each reads its pointers, stores its outputs)."""
-    return replace(shape, blocks=int(enc.indices.size), block=enc.block, row_steps=enc.rows // enc.block[0])
+    return replace(shape, blocks=int(enc.index_array.size), block=enc.block, row_steps=enc.rows // enc.block[0])
 
 
 def _bitmask_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:

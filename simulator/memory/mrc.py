@@ -154,7 +154,7 @@ class LevelFilter:
         hints = np.zeros(addr.size, np.uint8) if hints is None else np.ascontiguousarray(hints, dtype=np.uint8)
         outcome = self._above.access(addr, write, cores, record_writebacks=True, hints=hints)
         demand = np.flatnonzero(outcome.served_level == self.level)
-        wb_access = outcome.writeback_access
+        wb_addresses, wb_access = outcome.recorded_writebacks()
         access = np.concatenate([demand, wb_access])
         # stable: within an access the look-up first, then the write-backs in the order they left
         order = np.lexsort((np.concatenate([np.zeros(demand.size, np.int8), np.ones(wb_access.size, np.int8)]),
@@ -166,7 +166,7 @@ class LevelFilter:
         nearest = ((hints[demand] & HINT_STREAM) != 0) if passes_above and self.level else self.level == 0
         demand_flags |= np.where(write[demand] & nearest, _DIRTYING, 0).astype(np.int8)
         demand_flags |= np.where(write[demand] & ((hints[demand] & HINT_OVERWRITE) != 0), _OVERWRITE, 0).astype(np.int8)
-        line = np.concatenate([addr[demand], outcome.writeback_addresses]) >> self._shift
+        line = np.concatenate([addr[demand], wb_addresses]) >> self._shift
         flags = np.concatenate([demand_flags, np.full(wb_access.size, _DIRTYING, dtype=np.int8)])
         access = access[order]
         return LevelStream(self.level, outcome.served_level, line[order], access, cores[access].astype(np.int16),
@@ -224,14 +224,16 @@ class LruStacks:
         distance = np.empty(line.size, dtype=np.int32)
         evicted = np.zeros((self.writeback_ways.size, line.size), dtype=np.bool_)
         load_numba_target()
-        _stack_kernel(line, instance, self.instances > 1, self.sets, np.ascontiguousarray(dirtying, dtype=np.bool_),
-                      self.depth, self.writeback_ways, self._lines, self._since_dirty, self._filled, distance, evicted)
+        _stack_distance_loop(line, instance, self.instances > 1, self.sets,
+                             np.ascontiguousarray(dirtying, dtype=np.bool_), self.depth, self.writeback_ways,
+                             self._lines, self._since_dirty, self._filled, distance, evicted)
         return distance, evicted
 
 
 @numba.njit(cache=True, nogil=True)
-def _stack_kernel(line, instance, by_instance, sets, dirtying, depth, wb_ways, lines, since_dirty, filled,
-                  distance, evicted):  # pragma: no cover - compiled
+def _stack_distance_loop(line, instance, by_instance, sets, dirtying, depth, wb_ways, lines, since_dirty, filled,
+                         distance, evicted):  # pragma: no cover - compiled
+    """LRU stack distances of one level's references, set by set (a numba-compiled loop)."""
     for t in range(line.shape[0]):
         x = line[t]
         g = (instance[t] * sets if by_instance else 0) + x % sets

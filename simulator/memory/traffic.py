@@ -74,7 +74,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numba
 import numpy as np
@@ -135,11 +135,11 @@ class CoreView:
         share = max([c.size_bytes // (cores if c.shared else 1) for c in caches], default=first)
         tasks = tuple((k, profile.compute.rows_per_task.of(k))
                       for k in (KernelKind.GEMV, KernelKind.GEMM, KernelKind.SPMV, KernelKind.SPMM))
-        threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
+        kernel_threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
         lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM)
                       if (n := profile.compute.lanes_per_row.of(k)) > 1)
         index_bits = profile.compute.kernels.index_bits if profile.compute.kernels is not None else None
-        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, threads, lanes,
+        return CoreView(cores, line, first, last_private, max(share, last_private), tasks, kernel_threads, lanes,
                         profile.kind is DeviceKind.GPU, index_bits)
 
     def cores_for(self, kind: KernelKind) -> int:
@@ -237,7 +237,7 @@ class _Part(NamedTuple):
     """A stretch of one core's trace: runs of consecutive lines, or explicit line ids."""
 
     first: np.ndarray             # int64 line id: the first of each run, or every explicit line
-    count: Optional[np.ndarray]   # int64 lines per run; None for explicit lines
+    run_lines: Optional[np.ndarray]   # int64 lines per run; None for explicit lines
     write: np.ndarray             # bool, per run or per line
     stream: np.ndarray            # int8 StreamKind, per run or per line
     accesses: int                 # lines it touches
@@ -291,7 +291,7 @@ def _interleave(traces: Sequence[_Trace], core_of: Optional[Sequence[int]] = Non
     finished drops out), as (byte addresses, write flags, cores, stream kinds). Trace i is issued
     by core ``core_of[i]`` (default i): several traces (a GPU's resident thread blocks) may share one.
 
-    Each core's accesses are written straight to their merged positions by a compiled kernel
+    Each core's accesses are written straight to their merged positions by a compiled loop
     (see :func:`_place_runs`), one call per part.
     """
     core_of = list(range(len(traces))) if core_of is None else list(core_of)
@@ -304,11 +304,11 @@ def _interleave(traces: Sequence[_Trace], core_of: Optional[Sequence[int]] = Non
     for c, tr in enumerate(traces):
         done = 0   # accesses of this core already placed
         for part in tr.parts:
-            if part.count is None:
+            if part.run_lines is None:
                 _place_lines(part.first, part.write, part.stream, done, group_start[c], core_of[c], tr.line,
                              *merged)
             else:
-                _place_runs(part.first, part.count, part.write, part.stream, done, group_start[c], core_of[c],
+                _place_runs(part.first, part.run_lines, part.write, part.stream, done, group_start[c], core_of[c],
                             tr.line, *merged)
             done += part.accesses
     return merged
@@ -361,7 +361,7 @@ def _lane_efficiency(enc: EncodedWeights, lanes: int) -> float:
     pointers and writes its zero)."""
     if lanes == 1 or enc.nnz == 0:
         return 1.0
-    per_row = np.diff(enc.pointers)
+    per_row = np.diff(enc.pointer_array)
     steps = np.maximum(1, -(-per_row // lanes))
     return float(enc.nnz) / float(steps.sum() * lanes)
 
@@ -407,7 +407,7 @@ def _weight_streams(ctx: TraceContext) -> tuple[_WeightStream, ...]:
     """The weight arrays a dense-shaped kernel streams, in the order it reads them per row: the
     values (dense); the values, then their positions (N:M: N of each M, 2 bits each for 2:4); the
     mask, then the non-zero values (bitmask, whose row lengths are its real per-row counts)."""
-    enc, bases = ctx.enc, ctx.bases
+    enc, bases = ctx.weights, ctx.bases
     rows, cols = enc.rows, enc.cols
     if enc.format is StorageFormat.NM:
         n, m = enc.group
@@ -418,7 +418,7 @@ def _weight_streams(ctx: TraceContext) -> tuple[_WeightStream, ...]:
                                          *_rows_of(stored * enc.index_bits, rows)))
         return tuple(streams)
     if enc.format is StorageFormat.BITMASK:
-        ptr = enc.pointers.astype(np.int64)
+        ptr = enc.pointer_array.astype(np.int64)
         return (_WeightStream(bases["indices"], StreamKind.WEIGHT_INDICES, *_rows_of(cols, rows)),
                 _WeightStream(bases["values"], StreamKind.WEIGHT_VALUES, ptr[:-1] * enc.value_bits,
                               np.diff(ptr) * enc.value_bits))
@@ -430,9 +430,9 @@ def _gemm_of(ctx: TraceContext) -> _Gemm:
     layer, bases = ctx.layer, ctx.bases
     streams = _weight_streams(ctx)
     if layer.kind is LayerKind.FC:
-        return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0], 1, 1, 1)
-    return _Gemm(streams, bases["input"], bases["output"], ctx.enc.rows, layer.in_shape[0] // layer.groups,
-                 layer.kernel * layer.kernel, layer.in_elements // layer.in_shape[0], layer.out_pixels)
+        return _Gemm(streams, bases["input"], bases["output"], ctx.weights.rows, layer.in_shape[0], 1, 1, 1)
+    return _Gemm(streams, bases["input"], bases["output"], ctx.weights.rows, layer.in_shape[0] // layer.groups,
+                 layer.kernel_hw * layer.kernel_hw, layer.in_elements // layer.in_shape[0], layer.out_pixels)
 
 
 def _k_chunk(g: _Gemm, ctx: TraceContext) -> int:
@@ -483,7 +483,7 @@ def _gemm_blocks(tr: _Trace, g: _Gemm, m_starts: np.ndarray, m_len: np.ndarray, 
     c_size = np.broadcast_to((m_len * out_plane * elem)[:, None], (nb, batch))
     starts = np.concatenate([np.concatenate([b_start, a_start], axis=2).reshape(nb, -1), c_start], axis=1)
     sizes = np.concatenate([np.concatenate([b_size, a_size], axis=2).reshape(nb, -1), c_size], axis=1)
-    kinds = np.empty(starts.shape, np.int8)
+    kinds: np.ndarray = np.empty(starts.shape, np.int8)
     reads = kinds[:, : nk * (batch + mc * streams)].reshape(nb, nk, batch + mc * streams)
     reads[:, :, :batch] = StreamKind.INPUT
     reads[:, :, batch:] = np.tile(np.array([s.kind for s in a_streams], np.int8), mc)
@@ -551,7 +551,7 @@ def _fresh(lines: np.ndarray) -> np.ndarray:
 def _per_element(tr: _Trace, items: list[tuple[np.ndarray, np.ndarray, StreamKind, bool]]) -> None:
     """Lay out, element by element (non-zero by non-zero), each item's ``count`` lines
     starting at ``first``, in the order the items are listed."""
-    counts = sum(count.astype(np.int64, copy=False) for _, count, _, _ in items)
+    counts = np.asarray(sum(count.astype(np.int64, copy=False) for _, count, _, _ in items))
     pos = np.cumsum(counts) - counts
     total = int(counts.sum())
     lines = np.empty(total, np.int64)
@@ -580,17 +580,51 @@ def _line_of(address, line, shift):  # pragma: no cover - compiled
     return address >> shift if shift >= 0 else address // line
 
 
-@numba.njit(cache=True, nogil=True)
-def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
-               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
-    """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), as (line, kind); the
-    output rows (kind OUTPUT) are the writes. Array entries are ``*_bits`` wide (element k at byte
-    ``k * bits // 8``). ``shift`` as for :func:`_line_of`."""
-    k0, k1 = ptr[r0], ptr[r1]
-    x_span = (operand_bytes + line - 1) // line + 1          # most lines one operand row can touch
-    bound = (k1 - k0) * (3 + x_span) + (r1 - r0) * x_span
+@numba.njit(cache=True, inline="always")
+def _put_lines(lines, kinds, n, first, last, kind):  # pragma: no cover - compiled
+    """Write lines ``first .. last`` (none when ``last < first``) of stream ``kind`` at position ``n``
+    of the kernel's (lines, kinds) arrays; returns the position after them."""
+    for x in range(first, last + 1):
+        lines[n] = x
+        kinds[n] = kind
+        n += 1
+    return n
+
+
+@numba.njit(cache=True, inline="always")
+def _put_new_line(lines, kinds, n, line_id, previous, kind):  # pragma: no cover - compiled
+    """Write ``line_id`` of stream ``kind`` at position ``n`` unless it is the ``previous`` line of
+    that stream (a sequential stream touches each of its lines once); returns the next position."""
+    if line_id != previous:
+        lines[n] = line_id
+        kinds[n] = kind
+        n += 1
+    return n
+
+
+def _kernel_lines(tr: _Trace, bound: int, write_lines: Callable[..., int], *args: Any) -> None:
+    """Run a compiled line writer (:func:`_csr_lines`, :func:`_bsr_lines`) on ``args``, then the
+    trace's line size and its ``shift`` (see :func:`_line_of`), then (line, kind) arrays of ``bound``
+    entries, at least as many as it can write; append to ``tr`` the lines it wrote, the output rows
+    (kind OUTPUT) as the writes."""
+    line = int(tr.line)
+    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
     lines = np.empty(bound, np.int64)
     kinds = np.empty(bound, np.int8)
+    n = write_lines(*args, line, shift, lines, kinds)
+    tr.lines(lines[:n], kinds[:n] == StreamKind.OUTPUT, kinds[:n])
+
+
+# Without numba's runtime (_nrt=False, as the cache kernel): with it, the arrays handed to the
+# inlined _put_* helpers got reference counts around every call (4-8x slower on VGG-16's FC6
+# shape); these allocate nothing.
+# (numba's annotations leave out the private _nrt flag its njit takes)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]
+def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
+               pointer_bits, operand_bytes, line, shift, lines, kinds):  # pragma: no cover - compiled
+    """The CSR kernel's accesses, non-zero by non-zero (see :func:`_csr_fc`), written as (line, kind)
+    to ``lines`` / ``kinds``; returns their count. Array entries are ``*_bits`` wide (element k at
+    byte ``k * bits // 8``)."""
     n = 0
     last_val = -1
     last_idx = -1
@@ -600,39 +634,22 @@ def _csr_lines(ptr, indices, r0, r1, ptr_base, val_base, idx_base, x_base, y_bas
         for k in range(start, stop):
             if k == start:
                 p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
-                if p_line != previous_ptr:
-                    lines[n] = p_line
-                    kinds[n] = 2          # StreamKind.WEIGHT_POINTERS
-                    n += 1
+                n = _put_new_line(lines, kinds, n, p_line, previous_ptr, 2)   # StreamKind.WEIGHT_POINTERS
                 previous_ptr = p_line
             else:
                 previous_ptr = -1
             v_line = _line_of(val_base + ((k * value_bits) >> 3), line, shift)
-            if v_line != last_val:
-                lines[n] = v_line
-                kinds[n] = 0              # StreamKind.WEIGHT_VALUES
-                n += 1
-                last_val = v_line
+            n = _put_new_line(lines, kinds, n, v_line, last_val, 0)         # StreamKind.WEIGHT_VALUES
+            last_val = v_line
             i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
-            if i_line != last_idx:
-                lines[n] = i_line
-                kinds[n] = 1              # StreamKind.WEIGHT_INDICES
-                n += 1
-                last_idx = i_line
-            first = _line_of(x_base + indices[k] * operand_bytes, line, shift)
-            last = _line_of(x_base + (indices[k] + 1) * operand_bytes - 1, line, shift)
-            for x in range(first, last + 1):
-                lines[n] = x
-                kinds[n] = 4              # StreamKind.GATHER
-                n += 1
+            n = _put_new_line(lines, kinds, n, i_line, last_idx, 1)         # StreamKind.WEIGHT_INDICES
+            last_idx = i_line
+            n = _put_lines(lines, kinds, n, _line_of(x_base + indices[k] * operand_bytes, line, shift),
+                           _line_of(x_base + (indices[k] + 1) * operand_bytes - 1, line, shift), 4)   # GATHER
             if k == stop - 1:
-                first = _line_of(y_base + r * operand_bytes, line, shift)
-                last = _line_of(y_base + (r + 1) * operand_bytes - 1, line, shift)
-                for y in range(first, last + 1):
-                    lines[n] = y
-                    kinds[n] = 5          # StreamKind.OUTPUT
-                    n += 1
-    return lines[:n], kinds[:n]
+                n = _put_lines(lines, kinds, n, _line_of(y_base + r * operand_bytes, line, shift),
+                               _line_of(y_base + (r + 1) * operand_bytes - 1, line, shift), 5)   # OUTPUT
+    return n
 
 
 def _csr_fc(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
@@ -640,23 +657,23 @@ def _csr_fc(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     the value and the column index (once per line: sequential streams), the gather of the operand
     at the real column index, and the output row when the row ends. Compiled: FC6 of VGG-16 has
     4 M non-zeros, and laying them out with numpy took over a second on a single-core device."""
-    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
+    enc, bases, batch, elem = ctx.weights, ctx.bases, ctx.batch, ctx.elem
     r0, r1 = rows
-    if enc.pointers[r1] <= enc.pointers[r0]:
+    if enc.pointer_array[r1] <= enc.pointer_array[r0]:
         return
-    line = int(tr.line)
-    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
-    lines, kinds = _csr_lines(enc.pointers, enc.indices, r0, r1, bases["pointers"], bases["values"],
-                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
-                              enc.pointer_bits, batch * elem, line, shift)
-    tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
+    ptr, operand_bytes = enc.pointer_array, batch * elem
+    x_span = (operand_bytes + tr.line - 1) // tr.line + 1          # most lines one operand row can touch
+    bound = int(ptr[r1] - ptr[r0]) * (3 + x_span) + (r1 - r0) * x_span
+    _kernel_lines(tr, bound, _csr_lines, ptr, enc.index_array, r0, r1, bases["pointers"], bases["values"],
+                  bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                  enc.pointer_bits, operand_bytes)
 
 
 def _csc_fc(ctx: TraceContext, tr: _Trace, cols: tuple[int, int]) -> None:
     """CSC SpMV / SpMM over columns [c0, c1): input value once, scatter-add into output rows."""
-    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
+    enc, bases, batch, elem = ctx.weights, ctx.bases, ctx.batch, ctx.elem
     c0, c1 = cols
-    ptr = enc.pointers
+    ptr = enc.pointer_array
     k0, k1 = int(ptr[c0]), int(ptr[c1])
     if k1 <= k0:
         return
@@ -668,7 +685,7 @@ def _csc_fc(ctx: TraceContext, tr: _Trace, cols: tuple[int, int]) -> None:
     val_line = (bases["values"] + ((k * enc.value_bits) >> 3)) // line
     idx_line = (bases["indices"] + ((k * enc.index_bits) >> 3)) // line
     x_first, x_count = _line_span(bases["input"], col_of, batch * elem, line)
-    y_first, y_count = _line_span(bases["output"], enc.indices[k0:k1].astype(np.int64), batch * elem, line)
+    y_first, y_count = _line_span(bases["output"], enc.index_array[k0:k1].astype(np.int64), batch * elem, line)
     _per_element(tr, [
         (ptr_line, col_start & _fresh(np.where(col_start, ptr_line, -1)), StreamKind.WEIGHT_POINTERS, False),
         (x_first, np.where(col_start, x_count, 0), StreamKind.INPUT, False),
@@ -697,16 +714,16 @@ def _sparse_conv(ctx: TraceContext, tr: _Trace, rows: tuple[int, int]) -> None:
     Built for all blocks at once, as a (block, segment) table of byte ranges in which the
     channels a block does not use are empty ranges.
     """
-    enc, bases, layer, view = ctx.enc, ctx.bases, ctx.layer, ctx.view
+    enc, bases, layer, view = ctx.weights, ctx.bases, ctx.layer, ctx.view
     r0, r1 = rows
     if r1 <= r0:
         return
-    kk = layer.kernel * layer.kernel
+    kk = layer.kernel_hw * layer.kernel_hw
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
     block_nnz = 8 * budget // (enc.value_bits + enc.index_bits)
-    bounds, used = _conv_blocks(enc.pointers, enc.indices, r0, r1, block_nnz, kk, -(-enc.cols // kk))
+    bounds, used = _conv_blocks(enc.pointer_array, enc.index_array, r0, r1, block_nnz, kk, -(-enc.cols // kk))
     m0, m1 = bounds[:-1], bounds[1:]
-    k0, k1 = enc.pointers[m0].astype(np.int64, copy=False), enc.pointers[m1].astype(np.int64, copy=False)
+    k0, k1 = enc.pointer_array[m0].astype(np.int64, copy=False), enc.pointer_array[m1].astype(np.int64, copy=False)
     weight_start, weight_size = _array_ranges(bases, ((m0, m1 + 1, enc.pointer_bits, "pointers"),
                                                       (k0, k1, enc.value_bits, "values"),
                                                       (k0, k1, enc.index_bits, "indices")))
@@ -729,7 +746,7 @@ def _conv_segments(ctx: TraceContext, tr: _Trace, m0: np.ndarray, m1: np.ndarray
     in_start, in_size = in_start.reshape(nb, -1), in_size.reshape(nb, -1)
     out_start = bases["output"] + (samples[None, :] * m_total + m0[:, None]) * out_plane_bytes      # [nb, batch]
     out_size = np.broadcast_to(((m1 - m0) * out_plane_bytes)[:, None], (nb, batch))
-    kinds = np.empty((nb, 3 + in_start.shape[1] + batch), np.int8)
+    kinds: np.ndarray = np.empty((nb, 3 + in_start.shape[1] + batch), np.int8)
     kinds[:, :3] = [StreamKind.WEIGHT_POINTERS, StreamKind.WEIGHT_VALUES, StreamKind.WEIGHT_INDICES]
     kinds[:, 3:-batch] = StreamKind.INPUT
     kinds[:, -batch:] = StreamKind.OUTPUT
@@ -761,86 +778,71 @@ def _conv_blocks(ptr, indices, r0, r1, block_nnz, kk, channels):  # pragma: no c
     return bounds[:blocks + 1], used[:blocks]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]  # (as _csr_lines)
 def _bsr_lines(ptr, indices, b0, b1, br, bc, ptr_base, val_base, idx_base, x_base, y_base, value_bits, index_bits,
-               pointer_bits, operand_bytes, line, shift):  # pragma: no cover - compiled
-    """The BSR kernel's accesses over block rows [b0, b1), block by block (see :func:`_bsr_fc`), as
-    (line, kind); each sequential stream touches each of its lines once."""
+               pointer_bits, operand_bytes, line, shift, lines, kinds):  # pragma: no cover - compiled
+    """The BSR kernel's accesses over block rows [b0, b1), block by block (see :func:`_bsr_fc`),
+    written as (line, kind) to ``lines`` / ``kinds``; returns their count. Each sequential stream
+    touches each of its lines once."""
     block_bits = br * bc * value_bits
-    x_span = (bc * operand_bytes + line - 1) // line + 1
-    v_span = (block_bits // 8 + line - 1) // line + 1
-    y_span = (br * operand_bytes + line - 1) // line + 1
-    bound = (ptr[b1] - ptr[b0]) * (1 + v_span + x_span) + (b1 - b0) * (1 + y_span)
-    lines = np.empty(bound, np.int64)
-    kinds = np.empty(bound, np.int8)
     n = 0
     last_ptr = -1
     last_idx = -1
     last_val = -1
     for r in range(b0, b1):
         p_line = _line_of(ptr_base + (((r + 1) * pointer_bits) >> 3), line, shift)
-        if p_line != last_ptr:
-            lines[n] = p_line
-            kinds[n] = 2              # StreamKind.WEIGHT_POINTERS
-            n += 1
-            last_ptr = p_line
+        n = _put_new_line(lines, kinds, n, p_line, last_ptr, 2)             # StreamKind.WEIGHT_POINTERS
+        last_ptr = p_line
         for k in range(ptr[r], ptr[r + 1]):
             i_line = _line_of(idx_base + ((k * index_bits) >> 3), line, shift)
-            if i_line != last_idx:
-                lines[n] = i_line
-                kinds[n] = 1          # StreamKind.WEIGHT_INDICES
-                n += 1
-                last_idx = i_line
+            n = _put_new_line(lines, kinds, n, i_line, last_idx, 1)         # StreamKind.WEIGHT_INDICES
+            last_idx = i_line
             first = _line_of(val_base + ((k * block_bits) >> 3), line, shift)
             last = _line_of(val_base + (((k + 1) * block_bits + 7) >> 3) - 1, line, shift)
-            for v in range(max(first, last_val + 1), last + 1):
-                lines[n] = v
-                kinds[n] = 0          # StreamKind.WEIGHT_VALUES
-                n += 1
+            n = _put_lines(lines, kinds, n, max(first, last_val + 1), last, 0)   # StreamKind.WEIGHT_VALUES
             last_val = max(last_val, last)
             start = x_base + indices[k] * bc * operand_bytes
-            for x in range(_line_of(start, line, shift), _line_of(start + bc * operand_bytes - 1, line, shift) + 1):
-                lines[n] = x
-                kinds[n] = 4          # StreamKind.GATHER
-                n += 1
+            n = _put_lines(lines, kinds, n, _line_of(start, line, shift),
+                           _line_of(start + bc * operand_bytes - 1, line, shift), 4)   # StreamKind.GATHER
         start = y_base + r * br * operand_bytes
-        for y in range(_line_of(start, line, shift), _line_of(start + br * operand_bytes - 1, line, shift) + 1):
-            lines[n] = y
-            kinds[n] = 5              # StreamKind.OUTPUT
-            n += 1
-    return lines[:n], kinds[:n]
+        n = _put_lines(lines, kinds, n, _line_of(start, line, shift),
+                       _line_of(start + br * operand_bytes - 1, line, shift), 5)       # StreamKind.OUTPUT
+    return n
 
 
 def _bsr_fc(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR product over block rows [b0, r1): per block row its pointer, then per block its
     block-column index and its R x C values (sequential streams, once per line), and the gather of
     its C input rows (``C x batch`` contiguous operand values); at the end of the block row its R
-    output rows. Compiled, like the CSR kernel."""
-    enc, bases = ctx.enc, ctx.bases
+    output rows. Compiled, like the CSR loop (:func:`_csr_lines`)."""
+    enc, bases = ctx.weights, ctx.bases
     b0, b1 = block_rows
     if b1 <= b0:
         return
-    line = int(tr.line)
-    shift = line.bit_length() - 1 if line & (line - 1) == 0 else -1
+    line, ptr = tr.line, enc.pointer_array
     br, bc = enc.block
-    lines, kinds = _bsr_lines(enc.pointers, enc.indices, b0, b1, br, bc, bases["pointers"], bases["values"],
-                              bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
-                              enc.pointer_bits, ctx.batch * ctx.elem, line, shift)
-    tr.lines(lines, kinds == StreamKind.OUTPUT, kinds)
+    operand_bytes, block_bits = ctx.batch * ctx.elem, br * bc * enc.value_bits
+    x_span = (bc * operand_bytes + line - 1) // line + 1             # most lines of one block's operand rows
+    v_span = (block_bits // 8 + line - 1) // line + 1                # of one block's values
+    y_span = (br * operand_bytes + line - 1) // line + 1             # of one block row's outputs
+    bound = int(ptr[b1] - ptr[b0]) * (1 + v_span + x_span) + (b1 - b0) * (1 + y_span)
+    _kernel_lines(tr, bound, _bsr_lines, ptr, enc.index_array, b0, b1, br, bc, bases["pointers"], bases["values"],
+                  bases["indices"], bases["input"], bases["output"], enc.value_bits, enc.index_bits,
+                  enc.pointer_bits, operand_bytes)
 
 
 def _bsr_conv(ctx: TraceContext, tr: _Trace, block_rows: tuple[int, int]) -> None:
     """BSR-weight convolution over block rows [b0, b1), as the CSR one (:func:`_sparse_conv`): in
     groups of block rows whose blocks fill half a core's cache share, each reading its pointers,
     block indices and block values, the input planes its blocks reference, then its output planes."""
-    enc, layer, view = ctx.enc, ctx.layer, ctx.view
+    enc, layer, view = ctx.weights, ctx.layer, ctx.view
     b0, b1 = block_rows
     if b1 <= b0:
         return
     br, bc = enc.block
-    kk = layer.kernel * layer.kernel
-    ptr = enc.pointers.astype(np.int64, copy=False)
-    columns = (enc.indices.astype(np.int64)[:, None] * bc + np.arange(bc, dtype=np.int64)).ravel()
+    kk = layer.kernel_hw * layer.kernel_hw
+    ptr = enc.pointer_array.astype(np.int64, copy=False)
+    columns = (enc.index_array.astype(np.int64)[:, None] * bc + np.arange(bc, dtype=np.int64)).ravel()
     budget = max(1, max(view.cache_share_bytes, view.last_private_bytes) // 2)
     per_column_bits = br * enc.value_bits + enc.index_bits / bc
     bounds, used = _conv_blocks(ptr * bc, columns, b0, b1, max(1, int(8 * budget // per_column_bits)), kk,
@@ -868,9 +870,9 @@ def _eie_fc(ctx: TraceContext, tr: _Trace, pes: tuple[int, int]) -> None:
     end, the activation of the column, the packed codebook indices ``v`` and relative indices ``z``
     of its entries (padding entries included; each stream once per line); then the PE's output
     rows (rows p, p + PEs, ...: interleaved with the other PEs')."""
-    enc, bases, batch, elem = ctx.enc, ctx.bases, ctx.batch, ctx.elem
+    enc, bases, batch, elem = ctx.weights, ctx.bases, ctx.batch, ctx.elem
     line = tr.line
-    ptr = enc.pointers.astype(np.int64, copy=False)
+    ptr = enc.pointer_array.astype(np.int64, copy=False)
     entries = ptr[:, -1]
     v_start = np.concatenate([[0], np.cumsum(-(-entries * enc.code_bits // 8))])
     z_start = np.concatenate([[0], np.cumsum(-(-entries * enc.index_bits // 8))])
@@ -973,7 +975,7 @@ def _decoder_operands(ctx: TraceContext) -> list[tuple[int, int, StreamKind, boo
     out = (bases["output"], layer.out_bytes(batch), StreamKind.OUTPUT, True)
     if kind.reads_kv_cache:
         return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False),
-                (bases["kv"], layer.attention.cache_bytes, StreamKind.KV_CACHE, False), out]
+                (bases["kv"], layer.attention_shape.cache_bytes, StreamKind.KV_CACHE, False), out]
     if kind is LayerKind.NORM:    # the norm's weights are re-read per token: they stay in the first level
         return [(bases["input"], layer.in_bytes(batch), StreamKind.INPUT, False), out]
     if kind is LayerKind.GLU:
@@ -986,10 +988,11 @@ def _decoder_operands(ctx: TraceContext) -> list[tuple[int, int, StreamKind, boo
 def _decoder_items(ctx: TraceContext) -> int:
     """Work items a decoder layer splits over cores: cached key / value rows for the attention
     products, score rows for a softmax, tokens for the others."""
-    a = ctx.layer.attention
     if ctx.layer.kind.reads_kv_cache:
+        a = ctx.layer.attention_shape
         return a.sequences * a.kv_heads * a.keys_last
     if ctx.layer.kind is LayerKind.SOFTMAX:
+        a = ctx.layer.attention_shape
         return a.sequences * a.heads * a.queries
     return ctx.batch
 
@@ -1045,7 +1048,7 @@ def kernel_kind(layer: Layer, fmt: StorageFormat, batch: int) -> KernelKind:
     if layer.kind is LayerKind.CONV:
         return KernelKind.SPCONV if fmt.is_sparse else KernelKind.CONV
     if layer.kind.reads_kv_cache:   # batched products over the cached keys / values: GEMVs in decode
-        return KernelKind.GEMV if layer.attention.queries == 1 else KernelKind.GEMM
+        return KernelKind.GEMV if layer.attention_shape.queries == 1 else KernelKind.GEMM
     return KernelKind.POOL
 
 
@@ -1069,6 +1072,13 @@ class TraceContext:
         if not self.weight_elem:
             object.__setattr__(self, "weight_elem", self.enc.value_bits / 8 if self.enc is not None else self.elem)
 
+    @property
+    def weights(self) -> EncodedWeights:
+        """``enc``, for a layer with weights (the trace functions of weighted kinds read it)."""
+        if self.enc is None:
+            raise ValueError(f"layer {self.layer.name} ({self.layer.kind.value}) has no encoded weights")
+        return self.enc
+
 
 class TraceRow(NamedTuple):
     """How one (layer kind, storage format) pair becomes a trace.
@@ -1089,34 +1099,34 @@ class TraceRow(NamedTuple):
 
 def _equal_nonzeros(ctx: TraceContext, cores: int) -> np.ndarray:
     """Row bounds giving each core the same number of non-zeros (CSR)."""
-    enc = ctx.enc
+    enc = ctx.weights
     targets = np.linspace(0, enc.nnz, cores + 1)
-    bounds = np.searchsorted(enc.pointers, targets, side="left")
+    bounds = np.searchsorted(enc.pointer_array, targets, side="left")
     bounds[0], bounds[-1] = 0, enc.rows
     return np.maximum.accumulate(bounds)
 
 
 def _equal_blocks(ctx: TraceContext, cores: int) -> np.ndarray:
     """Block-row bounds giving each core the same number of blocks (BSR)."""
-    ptr = ctx.enc.pointers
+    ptr = ctx.weights.pointer_array
     bounds = np.searchsorted(ptr, np.linspace(0, ptr[-1], cores + 1), side="left")
     bounds[0], bounds[-1] = 0, ptr.size - 1
     return np.maximum.accumulate(bounds)
 
 
 def _rows(ctx: TraceContext) -> int:
-    return ctx.enc.rows
+    return ctx.weights.rows
 
 
 def _block_rows(ctx: TraceContext) -> int:
-    return ctx.enc.pointers.size - 1
+    return ctx.weights.pointer_array.size - 1
 
 
 def _channels(ctx: TraceContext) -> int:
     return ctx.layer.in_shape[0]
 
 
-_CSR_LANES = lambda ctx: _lane_efficiency(ctx.enc, dict(ctx.view.lanes_per_row).get(ctx.kernel, 1))  # noqa: E731
+_CSR_LANES = lambda ctx: _lane_efficiency(ctx.weights, dict(ctx.view.lanes_per_row).get(ctx.kernel, 1))  # noqa: E731
 
 #: The trace of every (layer kind, storage format) pair; layers without weights have format None.
 #: A new storage format adds its rows here (and its arrays in ``compress``).
@@ -1124,14 +1134,14 @@ TRACES: dict[tuple[LayerKind, Optional[StorageFormat]], TraceRow] = {
     (LayerKind.FC, StorageFormat.DENSE): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
     (LayerKind.CONV, StorageFormat.DENSE): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
     (LayerKind.FC, StorageFormat.CSR): TraceRow(_csr_fc, _rows, _equal_nonzeros, _CSR_LANES),
-    (LayerKind.FC, StorageFormat.CSC): TraceRow(_csc_fc, lambda ctx: ctx.enc.cols),
+    (LayerKind.FC, StorageFormat.CSC): TraceRow(_csc_fc, lambda ctx: ctx.weights.cols),
     (LayerKind.CONV, StorageFormat.CSR): TraceRow(_sparse_conv, _rows),
     (LayerKind.FC, StorageFormat.BSR): TraceRow(_bsr_fc, _block_rows, _equal_blocks),
     (LayerKind.CONV, StorageFormat.BSR): TraceRow(_bsr_conv, _block_rows),
     (LayerKind.FC, StorageFormat.NM): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
     (LayerKind.CONV, StorageFormat.NM): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
     (LayerKind.FC, StorageFormat.BITMASK): TraceRow(_dense_rows, _rows, gpu_blocks=_gpu_dense_blocks),
-    (LayerKind.FC, StorageFormat.EIE): TraceRow(_eie_fc, lambda ctx: ctx.enc.pes),
+    (LayerKind.FC, StorageFormat.EIE): TraceRow(_eie_fc, lambda ctx: ctx.weights.pes),
     (LayerKind.MAXPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.AVGPOOL, None): TraceRow(_pool, _channels),
     (LayerKind.ADD, None): TraceRow(_add, _channels),
@@ -1176,7 +1186,7 @@ def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: Addre
     if layer.kind is LayerKind.GLU and second_input is not None:
         bases["input2"] = space.base(second_input, layer.in_bytes(batch))
     if layer.kind.reads_kv_cache:       # the keys (scores) or the values (output) of this block's cache
-        bases["kv"] = space.base(f"kv:{layer.name}", layer.attention.cache_bytes)
+        bases["kv"] = space.base(f"kv:{layer.name}", layer.attention_shape.cache_bytes)
     if layer.kind is LayerKind.EMBEDDING:
         bases["table"] = space.base(f"table:{layer.name}", layer.table_rows * layer.out_bytes(1))
     part_bases: tuple[int, ...] = ()

@@ -298,10 +298,10 @@ def checkpoint_workload(ckpt: Checkpoint, workload_path: Optional[str | Path] = 
     except ConfigError as err:
         # name the checkpoint weight whose shape broke the chain
         found = re.match(r"layers\[(\d+)\]", err.field)
-        layer = spec.layers[int(found.group(1))] if found else None
-        weight = claimed.get(layer.name) if layer is not None else None
+        broken = spec.layers[int(found.group(1))] if found else None
+        weight = claimed.get(broken.name) if broken is not None else None
         where = f"state_dict[{weight!r}]" if weight else err.field
-        raise ConfigError(ckpt.path, where, f"{err.message} (layer {layer.name if layer else '?'} of "
+        raise ConfigError(ckpt.path, where, f"{err.message} (layer {broken.name if broken else '?'} of "
                           f"{workload_path}, at the checkpoint's shapes)") from None
     layers, masks = [], {}
     graph = base.graph.copy()

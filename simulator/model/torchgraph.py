@@ -1,8 +1,8 @@
 """Any torch model as a workload: an ``nn.Module`` and an example input become the layer graph.
 
-:func:`workload_from_module` traces the module with ``torch.fx.symbolic_trace`` (it records
-the calls ``forward`` makes, down to torch's own layers and functions), runs the example
-input through the traced graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
+:func:`workload_from_module` captures the module's graph with ``torch.fx.symbolic_trace`` (graph
+capture: it records the calls ``forward`` makes, down to torch's own layers and functions), runs
+the example input through the captured graph with ``torch.fx.passes.shape_prop.ShapeProp`` to learn every
 tensor's shape, and turns each node into a layer of :mod:`simulator.model.workload`, or folds it:
 
 * ``nn.Conv2d`` -> conv; ``nn.Linear`` -> fc; ``nn.MaxPool2d`` / ``F.max_pool2d`` -> maxpool;
@@ -44,7 +44,7 @@ import math
 import operator
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -65,7 +65,7 @@ _DTYPES = {torch.float32: DType.FP32, torch.float16: DType.FP16}
 
 
 class NodeRole(str, enum.Enum):
-    """What a traced node becomes in the layer graph."""
+    """What a node of the captured graph becomes in the layer graph."""
 
     CONV = "conv"
     FC = "fc"
@@ -135,7 +135,7 @@ _SUPPORTED = ("Conv2d, Linear, max / avg / adaptive pooling, add of two layer ou
 
 @dataclass
 class _Value:
-    """What a traced tensor is in the layer graph: some layer's output (None: the network input),
+    """What a tensor of the captured graph is in the layer graph: some layer's output (None: the network input),
     with the per-sample shape the tensor really has (a view may have reshaped it)."""
 
     layer: Optional[str]
@@ -153,10 +153,29 @@ class _Layer:
     chain: list[fx.Node] = field(default_factory=list)   # every node whose value is this output
 
 
+def _target_name(node: fx.Node) -> str:
+    """The target of a ``call_module`` or ``call_method`` node: a module path or a method name (fx
+    types every target as ``str | Callable``; only a ``call_function`` node's is a callable)."""
+    if not isinstance(node.target, str):
+        raise TypeError(f"{node.op} node {node.name} has the callable target {node.target!r}")
+    return node.target
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def _submodule(gm: fx.GraphModule, node: fx.Node, cls: type[_M]) -> _M:
+    """The module a ``call_module`` node calls, of the class its role was chosen by."""
+    module = gm.get_submodule(_target_name(node))
+    if not isinstance(module, cls):
+        raise TypeError(f"module {node.target} is a {type(module).__name__}, not a {cls.__name__}")
+    return module
+
+
 def _op_name(node: fx.Node, gm: fx.GraphModule) -> str:
     """How an error names a node's op: ``nn.Conv1d``, ``torch.cat``, ``Tensor.permute``."""
     if node.op == "call_module":
-        cls = type(gm.get_submodule(node.target))
+        cls = type(_submodule(gm, node, nn.Module))
         return f"{'nn' if cls.__module__.startswith('torch.nn') else cls.__module__}.{cls.__name__}"
     if node.op == "call_method":
         return f"Tensor.{node.target}"
@@ -187,12 +206,12 @@ def _readers(node: fx.Node) -> list[fx.Node]:
 
 def _role(node: fx.Node, gm: fx.GraphModule) -> Optional[NodeRole]:
     if node.op == "call_module":
-        module = gm.get_submodule(node.target)
+        module = _submodule(gm, node, nn.Module)
         return next((role for cls, role in _MODULE_ROLES if isinstance(module, cls)), None)
     if node.op == "call_function":
         return _FUNCTION_ROLES.get(node.target)
     if node.op == "call_method":
-        return _METHOD_ROLES.get(node.target)
+        return _METHOD_ROLES.get(_target_name(node))
     return None
 
 
@@ -207,7 +226,7 @@ def _pair(value: Any, what: str, where: str, source: str) -> int:
 
 
 class _Builder:
-    """Walks the traced graph in execution order and builds the workload's layers."""
+    """Walks the captured graph in execution order and builds the workload's layers."""
 
     def __init__(self, gm: fx.GraphModule, source: str) -> None:
         self.gm = gm
@@ -248,7 +267,7 @@ class _Builder:
 
     def name(self, node: fx.Node) -> str:
         """A layer's name: the module path for a module's first call, else the node's name."""
-        base = node.target if node.op == "call_module" else node.name
+        base = _target_name(node) if node.op == "call_module" else node.name
         count = self.calls.get(base, 0)
         self.calls[base] = count + 1
         name = base if count == 0 else f"{base}@{count + 1}"
@@ -269,6 +288,8 @@ class _Builder:
             spec["inputs"] = [v.layer for v in inputs]
             if kind is not LayerKind.FC:
                 for v in inputs:
+                    if v.layer is None:   # visit_add and visit_concat refuse the network input beside layers
+                        raise AssertionError(f"{name} reads the network input beside layer outputs")
                     produced = self.layers[v.layer].out_shape
                     if v.shape != produced:
                         raise self.fail(node, f"reads the output of {v.layer} reshaped from {list(produced)} to "
@@ -295,7 +316,8 @@ class _Builder:
 
     # --- the walk -----------------------------------------------------------------------------
 
-    def build(self, example: torch.Tensor) -> None:
+    def build(self, example: torch.Tensor) -> tuple[int, ...]:
+        """Walk the graph; the network input's per-sample shape."""
         self.batch = int(example.shape[0])
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -309,6 +331,9 @@ class _Builder:
                 self.visit(node)
         if not self.layers:
             raise ConfigError(self.source, "", f"has no layer the simulator models (supported: {_SUPPORTED})")
+        if self.input_shape is None:   # every layer reads a value that the placeholder started
+            raise AssertionError("layers without a network input")
+        return self.input_shape
 
     def visit(self, node: fx.Node) -> None:
         role = _role(node, self.gm)
@@ -331,7 +356,7 @@ class _Builder:
             self.alias(node, source)
         elif role is NodeRole.BATCHNORM:
             producer = self.layers[source.layer].fields["kind"] if source.layer else None
-            if producer not in (LayerKind.CONV, LayerKind.FC):
+            if source.layer is None or producer not in (LayerKind.CONV, LayerKind.FC):
                 raise self.fail(node, "folds only into a conv or fc layer right before it; here it reads "
                                 + (f"{producer.value} layer {source.layer}" if producer else "the network input"))
             if not self.exclusive(source.layer):
@@ -343,7 +368,7 @@ class _Builder:
         elif role is NodeRole.CONV:
             self.visit_conv(node, source)
         elif role is NodeRole.FC:
-            module = self.gm.get_submodule(node.target)
+            module = _submodule(self.gm, node, nn.Linear)
             if len(source.shape) != 1:
                 raise self.fail(node, f"multiplies a {list(source.shape)} input per sample; the layer graph's fc "
                                 "layers take a flat vector (flatten first)")
@@ -354,7 +379,7 @@ class _Builder:
             self.visit_pool(node, role, source)
 
     def check_single_call(self, node: fx.Node) -> None:
-        if self.calls.get(node.target):
+        if self.calls.get(_target_name(node)):
             raise self.fail(node, f"calls module {node.target!r} a second time: shared weights cannot be expressed "
                             "in the layer graph (each layer owns its weights)")
 
@@ -373,7 +398,7 @@ class _Builder:
         self.alias(node, source)
 
     def visit_conv(self, node: fx.Node, source: _Value) -> None:
-        module: nn.Conv2d = self.gm.get_submodule(node.target)
+        module = _submodule(self.gm, node, nn.Conv2d)
         where = self.where(node)
         if len(source.shape) != 3:
             raise self.fail(node, f"reads a {list(source.shape)} input per sample; a conv layer reads "
@@ -383,15 +408,15 @@ class _Builder:
                             "are dense windows)")
         if module.padding_mode != "zeros":
             raise self.fail(node, f"padding_mode {module.padding_mode!r} is not modelled (zeros only)")
-        kernel = _pair(module.kernel_size, "kernel_size", where, self.source)
+        kernel_hw = _pair(module.kernel_size, "kernel_size", where, self.source)
         stride = _pair(module.stride, "stride", where, self.source)
         if isinstance(module.padding, str):
-            padding = 0 if module.padding == "valid" else (kernel - 1) // 2
+            padding = 0 if module.padding == "valid" else (kernel_hw - 1) // 2
         else:
             padding = _pair(module.padding, "padding", where, self.source)
         self.check_single_call(node)
         self.add_layer(node, LayerKind.CONV, [source], _weight(module), in_channels=module.in_channels,
-                       out_channels=module.out_channels, kernel=kernel, stride=stride, padding=padding,
+                       out_channels=module.out_channels, kernel=kernel_hw, stride=stride, padding=padding,
                        groups=module.groups)
 
     def visit_pool(self, node: fx.Node, role: NodeRole, source: _Value) -> None:
@@ -412,7 +437,7 @@ class _Builder:
             if height % out_h or width % out_w or height // out_h != width // out_w:
                 raise self.fail(node, f"pools {height}x{width} to {out_h}x{out_w}, which is not one square window "
                                 "repeated; the layer graph cannot express it")
-            kernel = stride = height // out_h
+            kernel_hw = stride = height // out_h
             padding = 0
         else:
             if params.get("ceil_mode"):
@@ -421,16 +446,16 @@ class _Builder:
                 raise self.fail(node, "return_indices=True is not modelled")
             if _pair(params.get("dilation", 1), "dilation", where, self.source) != 1:
                 raise self.fail(node, "dilation is not modelled")
-            kernel = _pair(params["kernel_size"], "kernel_size", where, self.source)
-            stride = params.get("stride")
-            stride = kernel if stride is None or stride == [] or stride == () else \
-                _pair(stride, "stride", where, self.source)
+            kernel_hw = _pair(params["kernel_size"], "kernel_size", where, self.source)
+            given = params.get("stride")
+            stride = kernel_hw if given is None or given == [] or given == () else \
+                _pair(given, "stride", where, self.source)
             padding = _pair(params.get("padding", 0), "padding", where, self.source)
-        self.add_layer(node, kind, [source], kernel=kernel, stride=stride, padding=padding)
+        self.add_layer(node, kind, [source], kernel=kernel_hw, stride=stride, padding=padding)
 
     def pool_params(self, node: fx.Node) -> dict[str, Any]:
         if node.op == "call_module":
-            module = self.gm.get_submodule(node.target)
+            module = _submodule(self.gm, node, nn.Module)
             names = ("output_size",) if hasattr(module, "output_size") else \
                 ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
             return {n: getattr(module, n) for n in names if hasattr(module, n)}
@@ -474,10 +499,11 @@ class _Builder:
         self.add_layer(node, LayerKind.CONCAT, values)
 
 
-def _weight(module: nn.Module) -> torch.Tensor:
+def _weight(module: nn.Conv2d | nn.Linear) -> torch.Tensor:
     """The weight a module computes with: ``weight_orig x weight_mask`` when torch-pruned."""
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
-        return (module.weight_orig * module.weight_mask).detach()
+    orig, mask = getattr(module, "weight_orig", None), getattr(module, "weight_mask", None)
+    if orig is not None and mask is not None:
+        return (orig * mask).detach()
     return module.weight.detach()
 
 
@@ -496,16 +522,17 @@ def _example(example_input: Any, source: str) -> torch.Tensor:
     return example_input
 
 
-def trace(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
-    """``torch.fx`` graph of ``module`` with every node's shape for ``example_input`` (run in eval
+def capture_graph(module: nn.Module, example_input: torch.Tensor, source: str) -> fx.GraphModule:
+    """The ``torch.fx`` graph of ``module`` (graph capture) with every node's shape for ``example_input`` (run in eval
     mode under ``no_grad``; the module's own training flags are left as they were)."""
     if not isinstance(module, nn.Module):
         raise ConfigError(source, "", f"expected a torch.nn.Module, got {type(module).__name__}")
     try:
         gm = fx.symbolic_trace(module)
-    except Exception as err:   # any failure of the user's forward under tracing is their model's
+    except Exception as err:   # any failure of the user's forward under capture is their model's
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ConfigError(source, "", f"torch.fx cannot trace its forward ({type(err).__name__}: {first}); "
+        raise ConfigError(source, "", "torch.fx cannot capture the graph of its forward "
+                          f"({type(err).__name__}: {first}); "
                           "data-dependent control flow must be removed or wrapped as a leaf module") from None
     modes = {m: m.training for m in module.modules()}
     gm.eval()                  # batch norm uses its running statistics, dropout does nothing
@@ -544,13 +571,13 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
     if density is not None and not 0.0 < density <= 1.0:
         raise ConfigError(source, "density", f"must be in (0, 1], got {density}")
     example = _example(example_input, source)
-    gm = trace(module, example, source)
+    gm = capture_graph(module, example, source)
     builder = _Builder(gm, source)
-    builder.build(example)
+    input_shape = builder.build(example)
     specs = [LayerSpec.model_validate(layer.fields) for layer in builder.layers.values()]
     spec = WorkloadSpec(schema_version=1, name=name or type(module).__name__,
-                        source=f"traced from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
-                        input_shape=list(builder.input_shape), layers=specs)
+                        source=f"captured from {source} with torch.fx", dtype=dtype or _DTYPES[example.dtype],
+                        input_shape=list(input_shape), layers=specs)
     try:
         base = resolve(spec, source)
     except ConfigError as err:   # a rule above let through something the workload cannot hold
@@ -582,7 +609,7 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model named on the command line: the module and the example input to trace it with."""
+    """A model named on the command line: the module and the example input to capture its graph with."""
 
     spec: str
     module: nn.Module

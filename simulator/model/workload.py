@@ -14,6 +14,7 @@ checkpoints line up with it.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 from dataclasses import dataclass, field, replace
@@ -189,7 +190,7 @@ class Layer:
     dtype: DType
     density: float = 1.0
     activation_density: float = 1.0
-    kernel: int = 1
+    kernel_hw: int = 1            # the k x k window a conv or pool slides (the workload file's ``kernel``)
     stride: int = 1
     padding: int = 0
     groups: int = 1
@@ -199,12 +200,19 @@ class Layer:
     table_rows: int = 0           # an embedding: rows of its table (the vocabulary)
 
     @property
+    def attention_shape(self) -> AttentionShape:
+        """``attention``, of a kind that has one (the attention products and their softmax)."""
+        if self.attention is None:
+            raise ValueError(f"layer {self.name} ({self.kind.value}) has no attention shape")
+        return self.attention
+
+    @property
     def weight_shape(self) -> tuple[int, ...]:
         """Torch weight shape: (out, in) for FC, (out, in/groups, k, k) for conv; () without weights."""
         if self.kind is LayerKind.FC:
             return (self.out_shape[0], self.in_shape[0])
         if self.kind is LayerKind.CONV:
-            return (self.out_shape[0], self.in_shape[0] // self.groups, self.kernel, self.kernel)
+            return (self.out_shape[0], self.in_shape[0] // self.groups, self.kernel_hw, self.kernel_hw)
         return ()
 
     @property
@@ -245,7 +253,7 @@ class Layer:
             return 0
         if self.kind.is_decoder:
             return self.decoder_ops(1)
-        return self.out_elements * self.kernel * self.kernel
+        return self.out_elements * self.kernel_hw * self.kernel_hw
 
     def decoder_ops(self, batch: int) -> int:
         """Operations of a decoder kind for ``batch`` tokens: multiply-adds of the attention products
@@ -255,7 +263,7 @@ class Layer:
         a = self.attention
         if a is not None:
             tokens = a.sequences * a.queries
-            per_score = self.attention.head_dim if self.kind is not LayerKind.SOFTMAX else 1
+            per_score = a.head_dim if self.kind is not LayerKind.SOFTMAX else 1
             return a.sequences * a.heads * a.keys_summed * per_score * batch // tokens
         return self.out_elements * batch if self.kind is not LayerKind.EMBEDDING else 0
 
@@ -444,43 +452,52 @@ def _check_kind_fields(ls: LayerSpec, where: str, source: str) -> None:
         raise ConfigError(source, f"{where}.density", f"{_a(ls.kind)} layer has no weights to prune")
 
 
+def _given(value: int | None, name: str) -> int:
+    """A shape field that :func:`_check_kind_fields` has already required for the layer's kind."""
+    if value is None:
+        raise AssertionError(f"{name} is required for this kind and was checked before")
+    return value
+
+
 def _resolve_layer(ls: LayerSpec, in_shape: tuple[int, ...], dtype: DType, where: str, source: str) -> Layer:
-    common = dict(name=ls.name, kind=ls.kind, module=ls.module or ls.name, dtype=dtype, density=ls.density,
-                  activation_density=ls.activation_density, relu=ls.relu)
+    # the fields every kind shares
+    make = functools.partial(Layer, name=ls.name, kind=ls.kind, module=ls.module or ls.name, dtype=dtype,
+                             density=ls.density, activation_density=ls.activation_density, relu=ls.relu)
     if ls.kind is LayerKind.FC:
         features = math.prod(in_shape)
         if features != ls.in_features:
             raise ConfigError(source, f"{where}.in_features",
                               f"{ls.in_features} does not match the {features} values arriving "
                               f"(shape {list(in_shape)})")
-        return Layer(in_shape=(features,), out_shape=(ls.out_features,), **common)
+        return make(in_shape=(features,), out_shape=(_given(ls.out_features, "out_features"),))
     if ls.kind in (LayerKind.ADD, LayerKind.CONCAT):
-        return Layer(in_shape=in_shape, out_shape=in_shape, **common)
+        return make(in_shape=in_shape, out_shape=in_shape)
     if len(in_shape) != 3:
         raise ConfigError(source, f"{where}.kind",
                           f"a {ls.kind.value} layer needs a (channels, height, width) input, got {list(in_shape)}")
     channels, height, width = in_shape
-    kernel = ls.kernel
-    stride = ls.stride or (1 if ls.kind is LayerKind.CONV else kernel)
+    kernel_hw = _given(ls.kernel, "kernel")
+    stride = ls.stride or (1 if ls.kind is LayerKind.CONV else kernel_hw)
     padding = ls.padding or 0
     if padding < 0:
         raise ConfigError(source, f"{where}.padding", f"{padding} is negative")
-    out_h = (height + 2 * padding - kernel) // stride + 1
-    out_w = (width + 2 * padding - kernel) // stride + 1
+    out_h = (height + 2 * padding - kernel_hw) // stride + 1
+    out_w = (width + 2 * padding - kernel_hw) // stride + 1
     if out_h < 1 or out_w < 1:
         raise ConfigError(source, f"{where}.kernel",
-                          f"{kernel} with stride {stride} does not fit a {height}x{width} input")
+                          f"{kernel_hw} with stride {stride} does not fit a {height}x{width} input")
     if ls.kind is LayerKind.CONV:
         if ls.in_channels != channels:
             raise ConfigError(source, f"{where}.in_channels",
                               f"{ls.in_channels} does not match the {channels} channels arriving")
         groups = ls.groups or 1
-        if channels % groups or ls.out_channels % groups:
+        out_channels = _given(ls.out_channels, "out_channels")
+        if channels % groups or out_channels % groups:
             raise ConfigError(source, f"{where}.groups", f"{groups} does not divide the channel counts")
-        return Layer(in_shape=in_shape, out_shape=(ls.out_channels, out_h, out_w), kernel=kernel,
-                     stride=stride, padding=padding, groups=groups, **common)
-    return Layer(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel=kernel, stride=stride,
-                 padding=padding, **common)
+        return make(in_shape=in_shape, out_shape=(out_channels, out_h, out_w), kernel_hw=kernel_hw,
+                    stride=stride, padding=padding, groups=groups)
+    return make(in_shape=in_shape, out_shape=(channels, out_h, out_w), kernel_hw=kernel_hw, stride=stride,
+                padding=padding)
 
 
 def to_torch_module(workload: Workload, init_weights: bool = True) -> Any:
@@ -538,16 +555,16 @@ def _torch_layer(layer: Layer, nn: Any, init_weights: bool) -> Any:
     if layer.kind is LayerKind.FC:
         module = nn.Linear(layer.in_shape[0], layer.out_shape[0], device=device)
     elif layer.kind is LayerKind.CONV:
-        module = nn.Conv2d(layer.in_shape[0], layer.out_shape[0], layer.kernel, stride=layer.stride,
+        module = nn.Conv2d(layer.in_shape[0], layer.out_shape[0], layer.kernel_hw, stride=layer.stride,
                            padding=layer.padding, groups=layer.groups, device=device)
     elif layer.kind is LayerKind.MAXPOOL:
-        return nn.MaxPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
+        return nn.MaxPool2d(layer.kernel_hw, stride=layer.stride, padding=layer.padding)
     elif layer.kind is LayerKind.ADD:
         return _eltwise_add(nn)()
     elif layer.kind is LayerKind.CONCAT:
         return _concat(nn)()
     else:
-        return nn.AvgPool2d(layer.kernel, stride=layer.stride, padding=layer.padding)
+        return nn.AvgPool2d(layer.kernel_hw, stride=layer.stride, padding=layer.padding)
     if not init_weights:
         module = module.to_empty(device="cpu")
     return module

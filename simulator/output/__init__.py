@@ -1,1 +1,1 @@
-"""After a run: the report table and JSON, Perfetto traces and every plot."""
+"""After a run: the report table and JSON, Perfetto timelines and every plot."""

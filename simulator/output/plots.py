@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..base.errors import OptionError
 from ..base.units import format_bytes, format_seconds
@@ -94,18 +95,18 @@ def _save(fig, path: str | Path, legend: bool = False) -> None:
     fig.savefig(path, dpi=_DPI)
 
 
-def knee(x: Sequence[float], y: Sequence[float], log_x: bool = True) -> Optional[int]:
+def knee(x: ArrayLike, y: ArrayLike, log_x: bool = True) -> Optional[int]:
     """Index of the knee of a curve (see the module docstring), or None when it is flat."""
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    if x.size < 3 or not np.all(np.isfinite(y)):
+    xs = np.asarray(x, dtype=float)
+    ys = np.asarray(y, dtype=float)
+    if xs.size < 3 or not np.all(np.isfinite(ys)):
         return None
-    top = np.max(np.abs(y))
-    if top == 0 or (y.max() - y.min()) / top < FLAT:
+    top = np.max(np.abs(ys))
+    if top == 0 or (ys.max() - ys.min()) / top < FLAT:
         return None
-    u = np.log2(x) if log_x else x
+    u = np.log2(xs) if log_x else xs
     u = (u - u[0]) / (u[-1] - u[0]) if u[-1] != u[0] else np.zeros_like(u)
-    v = (y - y.min()) / (y.max() - y.min())
+    v = (ys - ys.min()) / (ys.max() - ys.min())
     chord = v[0] + (v[-1] - v[0]) * u
     # A falling curve flattens where it lies farthest below its chord; a rising one, above.
     gap = chord - v if v[-1] <= v[0] else v - chord
@@ -434,6 +435,8 @@ class Roof:
 def roof_of(profile: HardwareProfile, points: Sequence[RooflinePoint], label: str = "") -> Roof:
     """A profile's roof with the given layers."""
     dram = profile.dram
+    if dram is None:
+        raise ValueError(f"{profile.name} has no DRAM: a roofline needs its bandwidth")
     return Roof(label or profile.name, profile.peak_flops_per_s, dram.peak_bandwidth_bytes_per_s,
                 dram.sustained_bandwidth_bytes_per_s, tuple(points))
 
@@ -591,7 +594,7 @@ def density_bars(summary: SparsitySummary, path: str | Path, title: str = "") ->
 
 def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: str = "") -> Path:
     """One panel per layer: the weight as the matrix its kernel multiplies (rows = outputs,
-    columns = inputs x kernel window), coloured by magnitude on the layer's own scale, zeros
+    columns = inputs x the k x k window), coloured by magnitude on the layer's own scale, zeros
     white, so the pruning pattern reads as a spy plot; returns the path."""
     from matplotlib import colormaps
 
@@ -611,7 +614,7 @@ def weight_matrices(weights: Mapping[str, np.ndarray], path: str | Path, title: 
                           interpolation="nearest")
         ax.set_title(f"{name}: {matrix.shape[0]} x {matrix.shape[1]}, {zero:.0f}% zero", fontsize=10)
         ax.set_ylabel("output", fontsize=8)
-        ax.set_xlabel("input" + (" x kernel" if w.ndim == 4 else ""), fontsize=8)
+        ax.set_xlabel("input" + (" x window" if w.ndim == 4 else ""), fontsize=8)
         ax.tick_params(labelsize=7)
         bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
         bar.ax.tick_params(labelsize=7)
@@ -666,8 +669,9 @@ def accuracy_sparsity_latency(sparsity_pct: Sequence[float], top1_pct: Sequence[
         colour = colours[i % len(colours)]
         if len(times):
             lat.plot(x, np.asarray(times) * 1e6, marker="o", ms=3.5, color=colour, label=name)
-        if dense_s.get(name) is not None:
-            lat.axhline(dense_s[name] * 1e6, color=colour, ls="--", lw=1,
+        dense = dense_s.get(name)
+        if dense is not None:
+            lat.axhline(dense * 1e6, color=colour, ls="--", lw=1,
                         label=None if len(times) else f"{name} (dense only)")
     lat.set_yscale("log")
     lat.set_xlabel("weight sparsity (% of conv / fc weights zero)")

@@ -32,7 +32,7 @@ from ..compress.compression import EncodedWeights, StorageFormat, compress_workl
 from ..engine.core import layer_work, simulate
 from ..engine.results import RunResult, VariantResult
 from ..hardware.profile import HardwareProfile, Replacement
-from ..memory.cache import CacheGeometry
+from ..memory.cache import AccessOutcome, CacheGeometry
 from ..memory.mrc import LevelFilter, LevelStream, LruStacks, level_outcome
 from ..memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic
 from ..model.workload import Workload
@@ -74,7 +74,8 @@ class _Base:
     traffic: list[LayerTraffic]
     depends_on: list[dict[str, Any]]    # per layer: the view fields its trace read, and their values
     streams: list[LevelStream]          # per (repetition, layer): references reaching the swept level
-    snapshots: list[np.ndarray]         # filter state before each (repetition, layer), and at the end
+    # filter state (lines, recency, clock) before each (repetition, layer), and at the end
+    snapshots: list[tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class CacheSizeSweep:
@@ -91,13 +92,17 @@ class CacheSizeSweep:
             raise ValueError("a cache-size sweep repeats whole inferences (repeat_mode network)")
         if options.density is not None:
             workload = workload.with_density(options.density)
+        # the single-pass path traces plain storage formats (sweep.py takes it only for those)
+        self.formats = tuple(f for f in options.formats if isinstance(f, StorageFormat))
+        if len(self.formats) != len(options.formats):
+            raise ValueError("a cache-size sweep runs plain storage formats (dense, csr, csc)")
         self.workload = workload
         self.options = options
         self.level = level
         view = CoreView.of(profile, options.threads)
         self.cores = view.cores
         geometries = _geometries(profile, view.cores)
-        self._bases = {fmt: self._base(fmt, view, geometries) for fmt in options.formats}
+        self._bases = {fmt: self._base(fmt, view, geometries) for fmt in self.formats}
 
     def _base(self, fmt: StorageFormat, view: CoreView, geometries: tuple[CacheGeometry, ...]) -> _Base:
         encodings = compress_workload(self.workload, fmt, self.options.seed)
@@ -134,13 +139,13 @@ class CacheSizeSweep:
         geometries = _geometries(profile, view.cores)
         swept = geometries[self.level]
         variants = []
-        for fmt in self.options.formats:
+        for fmt in self.formats:
             base = self._bases[fmt]
             traffic = self._traffic(base, view)
             level_filter = LevelFilter(geometries, view.cores, self.level)
             stacks = LruStacks(swept.sets, 1 if swept.shared else view.cores, swept.ways, (swept.ways,))
             in_sync = True   # the filter state equals the base state at this point of the trace
-            outcomes = []
+            outcomes: list[AccessOutcome] = []
             for repetition in range(self.options.repeat):
                 outcomes = []
                 for j, t in enumerate(traffic):

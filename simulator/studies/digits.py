@@ -7,7 +7,7 @@
          (Distiller's rule and AGP formula, simulator.compress.schedule); one epoch of fine-tuning follows,
          the masks re-applied after every optimizer step (Distiller's ``on_minibatch_end``);
          top-1 / top-5 / loss on the test set after each epoch
-      -> every recorded model traced into the layer graph (simulator.model.torchgraph) and simulated on
+      -> every recorded model's graph captured into the layer graph (simulator.model.torchgraph) and simulated on
          each hardware profile: its non-zeros stored as CSR, against the dense model
       -> the final model's weights stored in each format (simulator.compress.formats), decoded, and the
          model run again from the decoded weights: max |difference| of the outputs, top-1
@@ -407,6 +407,8 @@ def _indexed_roundtrip(matrix: np.ndarray, fmt: StorageFormat) -> tuple[np.ndarr
     from ..compress.compression import StorageFormat, encode_mask
 
     enc = encode_mask("w", matrix != 0, fmt, 4)
+    if enc.pointers is None or enc.indices is None:
+        raise ValueError(f"a {fmt.value} encoding stores pointers and indices")
     major = np.repeat(np.arange(enc.pointers.size - 1), np.diff(enc.pointers))
     rows, cols = (major, enc.indices) if fmt is StorageFormat.CSR else (enc.indices, major)
     values = matrix[rows, cols]
@@ -494,10 +496,11 @@ def render_report(report: DigitsReport) -> str:
              f"accuracy on the test images vs weight sparsity vs simulated latency (batch {report.sim_batch}, one "
              "cold inference; each model's non-zeros stored CSR; last row: the model stored dense):", "",
              _table(header, rows, set(range(2, len(header))))]
-    both = [l for l in ran if l.pruned_s and l.dense_s is not None]
-    if both:
-        lines += ["", f"final model ({final.sparsity_pct:.1f}% sparse) stored CSR vs dense, speed-up: " + ", ".join(
-            f"{Path(l.path).stem} {l.dense_s / l.pruned_s[-1]:.2f}x" for l in both) + " (below 1x: slower)"]
+    speedups = [f"{Path(l.path).stem} {l.dense_s / l.pruned_s[-1]:.2f}x" for l in ran
+                if l.pruned_s and l.dense_s is not None]
+    if speedups:
+        lines += ["", f"final model ({final.sparsity_pct:.1f}% sparse) stored CSR vs dense, speed-up: "
+                  + ", ".join(speedups) + " (below 1x: slower)"]
     for l in report.latencies:
         if l.note:
             lines.append(f"{shown(l.path)}: {l.note}" if l.ran else f"{shown(l.path)}: left out: {l.note}")
@@ -517,6 +520,8 @@ def write_outputs(report: DigitsReport, out: Path) -> list[Path]:
     from ..output.plots import accuracy_sparsity_latency, density_bars, sensitivity_curves, weight_matrices
 
     model = report.model
+    if model is None:
+        raise ValueError("the report holds no model to save (write_outputs takes run_digits' report)")
     final = report.points[-1]
     written = []
     path = out / "digits_pruned.pth.tar"

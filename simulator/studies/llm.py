@@ -372,6 +372,8 @@ def _streamed_step_s(profile: HardwareProfile, config: LlmConfig, options: LlmOp
         rows.append(replace(simulated, name=layer.name, start_s=start))
         start += simulated.time_s
     variant = VariantResult("llm", "llm", start, rows)
+    if profile.dram is None:      # _capacity streams the weights only past a DRAM's capacity
+        raise ValueError(f"{profile.name} has no DRAM to stream the weights into")
     dram = profile.dram.model_copy(update={"capacity_bytes": profile.dram.capacity_bytes - kv_bytes})
     less = profile.model_copy(update={"memory": profile.memory.model_copy(update={"dram": dram})})
     return inference_memory(less, full, variant, options.batch * tokens, host_copies=False).total_s

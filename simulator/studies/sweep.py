@@ -185,9 +185,9 @@ class SweepRow:
         """Inverse of :meth:`record` (values already typed)."""
         rates = {level: record[f"{level}_hit_rate"] for level in levels
                  if record.get(f"{level}_hit_rate") is not None}
-        return SweepRow(point=record["point"], settings={a: record[a] for a in axes},
-                        **{name: record.get(name) if name not in TEXT_COLUMNS else (record.get(name) or "")
-                           for name in _RESULT_COLUMNS},
+        results: dict[str, Any] = {name: record.get(name) if name not in TEXT_COLUMNS else (record.get(name) or "")
+                                   for name in _RESULT_COLUMNS}
+        return SweepRow(point=record["point"], settings={a: record[a] for a in axes}, **results,
                         hit_rate=rates, bound=record.get("bound") or "", error=record.get("error") or "")
 
 
@@ -253,8 +253,8 @@ def parse_values(text: str) -> list[Any]:
     if q_start is not q_stop:
         raise units.UnitError(f"{text!r}: start and stop are different kinds of quantity")
     if q_step is not None and (geometric or q_step is not q_start):
-        step = "a plain factor" if geometric else "the same kind of quantity"
-        raise units.UnitError(f"{text!r}: the step must be {step}")
+        wanted = "a plain factor" if geometric else "the same kind of quantity"
+        raise units.UnitError(f"{text!r}: the step must be {wanted}")
     if geometric:
         if start <= 0 or stop <= 0 or step <= 0 or step == 1:
             raise units.UnitError(f"{text!r}: a geometric range needs positive ends and a factor other than 1")
@@ -388,11 +388,11 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         seen.add(axis.field)
     if "batch" in seen and batch != 1:
         raise OptionError("batch", "conflicts with {set} batch=...")
-    points = math.prod(len(axis.values) for axis in axes)    # counted before the grid is built
-    if points > MAX_POINTS:
-        raise OptionError("set", f"the grid has {points:,} points, more than {MAX_POINTS:,}")
+    count = math.prod(len(axis.values) for axis in axes)    # counted before the grid is built
+    if count > MAX_POINTS:
+        raise OptionError("set", f"the grid has {count:,} points, more than {MAX_POINTS:,}")
     combos = list(itertools.product(*(axis.values for axis in axes)))
-    points = []
+    points: list[SweepPoint] = []
     for index, combo in enumerate(combos):
         data = copy.deepcopy(mapping)
         run_fields: dict[str, Any] = {}
@@ -405,9 +405,9 @@ def plan_sweep(profile_path: str | Path, sets: Sequence[str], workload_path: str
         try:
             profile = profile_from_mapping(data, source)
         except ConfigError as err:
-            settings = " {set} ".join(axis.describe(value) for axis, value in zip(axes, combo)
+            assigned = " {set} ".join(axis.describe(value) for axis, value in zip(axes, combo)
                                       if axis.kind is AxisKind.PROFILE)
-            raise OptionError("set", f"{err.field}: {err.message}", settings) from None
+            raise OptionError("set", f"{err.field}: {err.message}", assigned) from None
         settings = tuple((axis.column, run_fields[axis.field] if axis.kind is AxisKind.RUN
                           else navigate(profile, axis.field)[1]) for axis, value in zip(axes, combo))
         options = RunOptions(batch=run_fields.get("batch", batch), repeat=repeat, formats=tuple(formats),
@@ -456,15 +456,14 @@ def result_rows(index: int, settings: dict[str, Any], result: RunResult) -> list
     """Rows of one point: every layer of every variant, then the variant's total."""
     rows = []
     for variant in result.variants:
-        common = dict(point=index, settings=settings, variant=variant.name, format=variant.format)
         for layer in variant.layers:
-            rows.append(SweepRow(**common, layer=layer.name, kind=layer.kind, kernel=layer.kernel or "",
-                                 time_s=float(layer.time_s), flops=float(layer.flops), dram_bytes=int(layer.dram_bytes),
-                                 weight_bytes=int(layer.weight_bytes),
+            rows.append(SweepRow(index, settings, variant.name, variant.format, layer=layer.name, kind=layer.kind,
+                                 kernel=layer.kernel or "", time_s=float(layer.time_s), flops=float(layer.flops),
+                                 dram_bytes=int(layer.dram_bytes), weight_bytes=int(layer.weight_bytes),
                                  hit_rate={k: float(v) for k, v in layer.hit_rate.items()}, bound=layer.bound))
-        rows.append(SweepRow(**common, layer="total", kind="network", time_s=float(variant.total_s),
-                             flops=float(sum(l.flops for l in variant.layers)), dram_bytes=int(variant.dram_bytes),
-                             weight_bytes=int(variant.weight_bytes)))
+        rows.append(SweepRow(index, settings, variant.name, variant.format, layer="total", kind="network",
+                             time_s=float(variant.total_s), flops=float(sum(l.flops for l in variant.layers)),
+                             dram_bytes=int(variant.dram_bytes), weight_bytes=int(variant.weight_bytes)))
     return rows
 
 
@@ -614,7 +613,8 @@ def run_sweep(plan: SweepPlan, store: ResultStore, backend: BackendChoice = Back
     todo = [p for p in plan.points if p.key not in done]
     tasks = [PointTask(p.index, p.key, p.settings, p.profile, p.options, plan.workload_path) for p in todo]
     # The cache path pays about one full run up front; for a single point, just run it.
-    shared = _shared_state(plan, todo[0]) if len(todo) > 1 and plan.cache_level is not None else None
+    level = plan.cache_level
+    shared = _shared_state(plan, todo[0], level) if len(todo) > 1 and level is not None else None
     failed = 0
     try:
         for finished, result in enumerate(_unordered(backend, tasks, shared), start=1):
@@ -627,11 +627,11 @@ def run_sweep(plan: SweepPlan, store: ResultStore, backend: BackendChoice = Back
                         time.perf_counter() - start)
 
 
-def _shared_state(plan: SweepPlan, first: SweepPoint) -> Any:
+def _shared_state(plan: SweepPlan, first: SweepPoint, level: int) -> Any:
     """The cache-size sweep state, built here once from the first point still to run."""
     from .cachesweep import CacheSizeSweep
 
     try:
-        return CacheSizeSweep(first.profile, _workload(plan.workload_path), first.options, plan.cache_level)
+        return CacheSizeSweep(first.profile, _workload(plan.workload_path), first.options, level)
     except Exception:  # noqa: BLE001 - e.g. a format a layer cannot use: every point then runs
         return None    # the full pipeline, which records that error per point

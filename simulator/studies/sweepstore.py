@@ -6,8 +6,8 @@ sweep ends. ``NAME.sweep.json`` beside the file records what the sweep was made 
 resuming never mixes the rows of two different sweeps.
 
 Safety: a sweep holds an exclusive lock on ``NAME.lock`` while its store is open, so a second
-sweep on the same file is refused rather than duplicating every row (the kernel drops the lock
-when the process dies, however it dies). Resuming checks every line: a cell that is not what its
+sweep on the same file is refused rather than duplicating every row (the operating system drops
+the lock when the process dies, however it dies). Resuming checks every line: a cell that is not what its
 column holds, or a line of the wrong length, is refused with its line number; only a last line
 cut short by a crash (no final line break) is dropped, and its point runs again.
 """
@@ -19,16 +19,12 @@ import enum
 import io
 import json
 import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, TextIO
 
 from ..base.errors import OptionError, clip, quote
 from .sweep import INT_COLUMNS, TEXT_COLUMNS, PointResult, SweepPlan, SweepRow, format_cell, settings_key
-
-try:
-    import fcntl
-except ImportError:   # pragma: no cover - Windows locks with msvcrt
-    fcntl = None
 
 if TYPE_CHECKING:
     import pandas
@@ -54,7 +50,7 @@ class ResultStore:
         self.path = Path(path) if path is not None else None
         self._rows: list[SweepRow] = []
         self._finished: set[str] = set()
-        self._handle = None
+        self._handle: Optional[TextIO] = None
         if self.path is None:
             return
         try:
@@ -315,9 +311,11 @@ def _lock(path: Path) -> Any:
     except OSError as err:
         raise OptionError("out", f"{lock_path}: cannot be created ({err.strerror or err})") from None
     try:
-        if fcntl is not None:
+        if sys.platform != "win32":
+            import fcntl
+
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        else:   # pragma: no cover - Windows
+        else:   # pragma: no cover - Windows locks with msvcrt
             import msvcrt
 
             handle.seek(0)

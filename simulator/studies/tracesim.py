@@ -252,7 +252,7 @@ def simulate_trace(profile: HardwareProfile, trace: Trace, curves: bool = False)
         raise ConfigError(profile.path, level_path("caches", profile.caches[0].name, "replacement"),
                           f"{profile.caches[0].name} uses {profile.caches[0].replacement.value} and no level is LRU; "
                           "miss-ratio curves come from LRU stack distances (use lru, or run without miss-ratio curves)")
-    # One access through a throw-away hierarchy first, so that loading the compiled kernel is
+    # One access through a throw-away hierarchy first, so that loading the compiled loops is
     # not timed: the rate printed is the model's.
     cache_hierarchy(profile, cores).access(trace.addresses[:1], trace.is_write[:1], trace.core[:1])
     hierarchy = cache_hierarchy(profile, cores)

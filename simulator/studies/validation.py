@@ -23,11 +23,12 @@ import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 
 from ..base.console import expect
+from ..base.errors import ConfigError
 from ..base.paths import DATA_DIR
 from ..compress.compression import StorageFormat
 from ..engine.core import LayerWork, simulate
@@ -144,6 +145,7 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
     workers = workers or min(len(groups), os.cpu_count() or 1)
     works: dict[tuple, LayerWork] = {}
     expect(progress, len(groups))
+    results: Iterator[list[LayerWork]]
     if workers <= 1:
         results = (_group_works(profile, workload, batch, fmt) for _, batch, fmt in groups)
     else:
@@ -215,6 +217,8 @@ def fit_parameters(profile: HardwareProfile) -> list[FitParameter]:
     library efficiency. A fit that wants to leave these ranges is pointing at a missing
     mechanism, not at a better number."""
     dram = profile.dram
+    if dram is None:
+        raise ConfigError(profile.path, "memory.dram", "missing: the fit adjusts the DRAM's bandwidth and latency")
     kernels = profile.compute.kernels
     out = [FitParameter("memory.dram.sustained_bandwidth_bytes_per_s", 0.5 * dram.peak_bandwidth_bytes_per_s,
                         dram.peak_bandwidth_bytes_per_s, yaml="memory.dram.sustained_bandwidth", unit=1e9,

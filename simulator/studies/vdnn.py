@@ -29,7 +29,7 @@ from ..base.units import format_bytes
 from ..engine.device_memory import Placement, network_wide
 from ..engine.offload import OffloadPolicy, PrefetchWindow, StepOutcome, simulate_step
 from ..engine.results import VariantResult
-from ..engine.training import Optimizer, TrainConfig, forward_timing, search_dyn, training_plan, uniform
+from ..engine.training import Optimizer, TrainConfig, device_dram, forward_timing, search_dyn, training_plan, uniform
 from ..hardware.profile import ConvAlgorithm, HardwareProfile, load_profile
 from ..model.workload import Workload, load_workload
 
@@ -118,7 +118,8 @@ def simulate_network(profile: HardwareProfile, workload: Workload, name: str, ba
 
     def run(config: TrainConfig) -> StepOutcome:
         plan = training_plan(profile, workload, batch, timing, config, True, optimizer)
-        return simulate_step(plan, profile.link, profile.dram.capacity_bytes, window=window, placement=placement)
+        return simulate_step(plan, profile.link, device_dram(profile).capacity_bytes, window=window,
+                             placement=placement)
 
     outcomes = {}
     for policy, algorithm in STATIC:
@@ -273,7 +274,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         profile = load_profile(HWPROFILES_DIR / PROFILE)
         runs, sensitivity = compare(profile, optimizer=Optimizer(args.optimizer), progress=progress)
         progress("")
-        print(render(runs, profile.dram.capacity_bytes, sensitivity))
+        print(render(runs, device_dram(profile).capacity_bytes, sensitivity))
         if args.json:
             write_json_document({"runs": [asdict(r) for r in runs],
                                  "sensitivity": [{"change": label, **asdict(r)} for label, r in sensitivity]},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -12,7 +13,7 @@ from simulator.compress.compression import StorageFormat
 from simulator.engine.core import recording, simulate
 from simulator.hardware.profile import load_profile
 from simulator.model.workload import load_workload
-from simulator.output.trace import check_trace, simulated_trace
+from simulator.output.timeline import check_timeline, simulated_timeline
 from simulator.pipeline import RepeatMode, RunOptions, benchmark_works, run
 
 I7 = "hwprofiles/i7-5930k.yaml"
@@ -43,12 +44,12 @@ def test_recording_matches_busy_time_and_changes_nothing(tiny):
 
 
 @pytest.mark.parametrize("mode", [RepeatMode.NETWORK, RepeatMode.LAYER])
-def test_simulated_trace_places_every_variant(tiny, mode):
+def test_simulated_timeline_places_every_variant(tiny, mode):
     profile = load_profile(I7)
     with recording() as calls:
         result = run(profile, tiny, RunOptions(repeat=2, repeat_mode=mode))
-    doc = simulated_trace(result, calls)
-    check_trace(doc)
+    doc = simulated_timeline(result, calls)
+    check_timeline(doc)
     complete = [e for e in doc["traceEvents"] if e["ph"] == "X"]
     assert {e["pid"] for e in complete} == {1, 2}
     for pid, variant in enumerate(result.variants, start=1):
@@ -60,27 +61,50 @@ def test_simulated_trace_places_every_variant(tiny, mode):
     assert {"compute", "L1"} <= {e["cat"] for e in complete}
 
 
-def test_check_trace_rejects_bad_documents():
-    check_trace({"traceEvents": []})
+def test_check_timeline_rejects_bad_documents():
+    check_timeline({"traceEvents": []})
     for bad, field in [({}, "traceEvents"), ({"traceEvents": [{"ph": "X"}]}, r"traceEvents\[0\]"),
                        ({"traceEvents": [{"name": "a", "ph": "X", "ts": -1, "dur": 1}]}, "ts"),
                        ({"traceEvents": [{"name": "a", "ph": "X", "ts": 0}]}, "dur")]:
         with pytest.raises(ConfigError, match=field):
-            check_trace(bad)
+            check_timeline(bad)
 
 
-def test_run_and_bench_write_trace_files(tiny_workload_path, tmp_path, monkeypatch, capsys):
+def test_run_and_bench_write_timeline_files(tiny_workload_path, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
     simulated, real = tmp_path / "sim.json", tmp_path / "real.json"
-    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--trace", str(simulated)]) == 0
+    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--timeline", str(simulated)]) == 0
     assert cli.main(["bench", "--workload", str(tiny_workload_path), "--repeat", "2", "--threads", "1",
-                     "--trace", str(real)]) == 0
+                     "--timeline", str(real)]) == 0
     for path in (simulated, real):
         doc = json.loads(path.read_text())
-        check_trace(doc, str(path))
+        check_timeline(doc, str(path))
         assert any(e.get("ph") == "X" for e in doc["traceEvents"])
     names = {e.get("name") for e in json.loads(real.read_text())["traceEvents"]}
     assert {"conv1", "fc1"} <= names                 # the per-layer ranges of the profiled pass
     capsys.readouterr()
-    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--trace", str(tmp_path / "no" / "t.json")]) == 2
-    assert "--trace" in capsys.readouterr().err
+    assert cli.main(["run", I7, "--workload", str(tiny_workload_path), "--timeline",
+                     str(tmp_path / "no" / "t.json")]) == 2
+    assert "--timeline" in capsys.readouterr().err
+
+
+def test_old_trace_flag_still_writes_the_timeline(tiny_workload_path, tmp_path, monkeypatch, capsys):
+    """``--trace FILE`` was the flag's name before ``--timeline``: scripts that use it keep working,
+    told once on stderr; ``--help`` shows only the new name."""
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    new, old = tmp_path / "new.json", tmp_path / "old.json"
+    run = ["run", I7, "--workload", str(tiny_workload_path), "--format", "dense"]
+    assert cli.main(run + ["--timeline", str(new)]) == 0
+    assert "is now called" not in capsys.readouterr().err
+    assert cli.main(run + ["--trace", str(old)]) == 0
+    assert "--trace is now called --timeline" in capsys.readouterr().err
+    complete = [[e for e in json.loads(p.read_text())["traceEvents"] if e["ph"] == "X"] for p in (new, old)]
+    assert complete[0] and complete[0] == complete[1]           # the same simulated timeline either way
+    assert cli.main(["bench", "--workload", str(tiny_workload_path), "--format", "dense,csr",
+                     "--trace", "t.json"]) == 2
+    assert "--timeline" in capsys.readouterr().err                # the old name lands in the new flag's checks
+    for command in ("run", "bench"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        shown = capsys.readouterr().out
+        assert "--timeline" in shown and not re.search(r"(?<![\w-])--trace\b", shown)

@@ -1,8 +1,11 @@
 """Timelines as Chrome / Perfetto trace-event JSON: the simulated one and the measured one.
 
-``run --trace FILE`` writes the simulated timeline: one process per variant (dense, pruned),
+A *timeline* is what happened when, on which resource (the project's glossary,
+docs/architecture.md); "trace-event" is only the name of the file format here.
+
+``run --timeline FILE`` writes the simulated timeline: one process per variant (dense, pruned),
 one thread per resource (layer, launch, compute, each cache level, DRAM, link), one complete
-event ("ph": "X") per busy interval the engine recorded. ``bench --trace FILE`` writes what
+event ("ph": "X") per busy interval the engine recorded. ``bench --timeline FILE`` writes what
 ``torch.profiler`` saw in the same format, so both open in https://ui.perfetto.dev or
 chrome://tracing side by side.
 
@@ -58,8 +61,8 @@ def assign_calls(result: RunResult, calls: list[list[Interval]]) -> list[tuple[i
     return out
 
 
-def simulated_trace(result: RunResult, calls: list[list[Interval]]) -> dict[str, Any]:
-    """The trace-event document of a simulated run (``calls`` from :func:`simulator.engine.core.recording`)."""
+def simulated_timeline(result: RunResult, calls: list[list[Interval]]) -> dict[str, Any]:
+    """The timeline document of a simulated run (``calls`` from :func:`simulator.engine.core.recording`)."""
     events: list[dict[str, Any]] = []
     placed = assign_calls(result, calls)
     for index, variant in enumerate(result.variants):
@@ -86,7 +89,7 @@ def simulated_trace(result: RunResult, calls: list[list[Interval]]) -> dict[str,
                           "batch": result.batch, "repeat": result.repeat, "repeat_mode": result.repeat_mode}}
 
 
-def check_trace(doc: Any, source: str = "trace") -> None:
+def check_timeline(doc: Any, source: str = "timeline") -> None:
     """Raise :class:`ConfigError` unless ``doc`` is valid trace-event JSON (object format): every
     event has a name, a phase, numeric pid / tid, a non-negative ``ts``, and complete events a
     non-negative ``dur``."""
@@ -112,12 +115,12 @@ def check_trace(doc: Any, source: str = "trace") -> None:
                 raise ConfigError(source, f"{where}.dur", f"{dur!r} is not a non-negative duration")
 
 
-def write_trace(doc: dict[str, Any], path: str | Path, option: str = "trace") -> None:
-    """Check and write a trace-event document."""
+def write_timeline(doc: dict[str, Any], path: str | Path, option: str = "timeline") -> None:
+    """Check and write a timeline document (trace-event JSON)."""
     target = Path(path)
     if not target.resolve().parent.is_dir():
         raise OptionError(option, f"{path}: its directory does not exist")
-    check_trace(doc, str(path))
+    check_timeline(doc, str(path))
     # otherData: the trace-event format's place for metadata (Perfetto shows it)
     doc = {**doc, "otherData": {**document_header(), **doc.get("otherData", {})}}
     target.write_text(json.dumps(doc), encoding="utf-8")
