@@ -27,8 +27,9 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Union
 
+from .base.background import in_background
 from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
@@ -52,7 +53,7 @@ from .hardware.profile import ConvAlgorithm, HardwareProfile
 from .memory.cache import CacheGeometry, CacheHierarchy
 from .memory.estimate import check_run_memory
 from .memory.kernelshape import with_precision
-from .memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic, workload_traffic
+from .memory.traffic import AddressSpace, CoreView, LayerTraffic, workload_layer_traffic
 from .model.workload import Workload
 
 
@@ -141,16 +142,30 @@ def _precise(traffic: LayerTraffic, variant: Variant, plan: PrecisionPlan, batch
                                                  plan.convert_weights, plan.convert_activations))
 
 
-def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
-             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+def _traffic_layers(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
+                    progress: Callable[[str], None]) -> tuple[Iterator[LayerTraffic], CoreView]:
+    """A variant compressed, and its layers' traces in execution order, each built when the
+    iterator gets to it (the same traces as :func:`_traffic`'s)."""
     variant = as_variant(fmt)
     name = variant_name(variant, options)
     progress(f"{name}: compressing")
     workload, plan, encodings = prepared_workload(profile, workload, variant, options)
     view = CoreView.of(profile, options.threads)
-    progress(f"{name}: building traffic")
-    traffic = workload_traffic(workload, encodings, options.batch, view)
-    return [_precise(t, variant, plan, options.batch) for t in traffic], view
+
+    def layers() -> Iterator[LayerTraffic]:
+        progress(f"{name}: building traffic")
+        space = AddressSpace()
+        for layer in workload.layers:
+            one = workload_layer_traffic(workload, layer, encodings.get(layer.name), options.batch, space, view)
+            yield _precise(one, variant, plan, options.batch)
+
+    return layers(), view
+
+
+def _traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
+             progress: Callable[[str], None]) -> tuple[list[LayerTraffic], CoreView]:
+    layers, view = _traffic_layers(profile, workload, fmt, options, progress)
+    return list(layers), view
 
 
 def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLike,
@@ -187,10 +202,16 @@ def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLi
     return _layer_works(profile, traffic, view, options, variant_name(fmt, options), progress)
 
 
-def _timed(profile: HardwareProfile, workload: Workload, traffic: list[LayerTraffic], view: CoreView,
+def _timed(profile: HardwareProfile, workload: Workload, traffic: Iterable[LayerTraffic], view: CoreView,
            options: RunOptions, result: VariantResult, progress: Callable[[str], None]) -> VariantResult:
     """Run ``traffic`` through the caches and the engine as ``options`` say; ``result`` named and
-    filled in with the layers and total."""
+    filled in with the layers and total.
+
+    The last inference streams: the cache model runs each layer's trace in a thread of its own as
+    soon as the trace is there, and hands the layer's work on to the engine, which times it while
+    the caches run the next layer (the compiled stages release the GIL, so on two cores their
+    times overlap rather than add up). The order of everything is that of one stage after the
+    other, so the results are too."""
     name = result.name
     if options.repeat_mode is RepeatMode.LAYER:
         layers: list[LayerResult] = []
@@ -201,11 +222,15 @@ def _timed(profile: HardwareProfile, workload: Workload, traffic: list[LayerTraf
         return replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
     expect(progress, options.repeat + 1)
     hierarchy = cache_hierarchy(profile, view.cores)
-    outcomes = []
-    for repetition in range(options.repeat):
+    if options.repeat > 1:
+        traffic = list(traffic)
+    for repetition in range(options.repeat - 1):    # the inferences before the timed one warm the caches
         progress(f"{name}: cache model, inference {repetition + 1}/{options.repeat}")
-        outcomes = [hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints) for t in traffic]
-    works = [layer_work(t, o, profile) for t, o in zip(traffic, outcomes)]
+        for t in traffic:
+            hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
+    progress(f"{name}: cache model, inference {options.repeat}/{options.repeat}")
+    works = in_background((layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints), profile)
+                           for t in traffic), f"{name}: cache model")
     progress(f"{name}: discrete-event engine")
     layers = simulate(profile, works, host_copies(profile, workload, options))
     result = replace(result, total_s=max((l.start_s + l.time_s for l in layers), default=0.0), layers=layers)
@@ -222,10 +247,12 @@ def simulate_variant(profile: HardwareProfile, workload: Workload, fmt: VariantL
     if profile.tiled_engine is not None:
         return _tiled_engine_variant(profile, workload, options, progress)
     expect(progress, 2)
-    traffic, view = _traffic(profile, workload, variant, options, progress)
+    traffic, view = _traffic_layers(profile, workload, variant, options, progress)
     result = VariantResult(variant_name(variant, options), variant.spec, 0.0,
                            dense_layers=_dense_layers(workload, variant, options))
-    return _timed(profile, workload, traffic, view, options, result, progress)
+    # the traces are built in a thread of their own, ahead of the cache model (see _timed)
+    return _timed(profile, workload, in_background(traffic, f"{result.name}: traffic"), view, options, result,
+                  progress)
 
 
 def _dense_layers(workload: Workload, variant: Variant, options: RunOptions) -> list[str]:

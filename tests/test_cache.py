@@ -208,6 +208,7 @@ def test_private_l1_l2_shared_l3_matches_reference(cores):
     a, w, c = _random_trace(rng, 5000, 32 * KIB, cores=cores, write_p=0.4)
     model = _compare(levels, cores, a, w, c, chunks=2)
     assert model.levels == levels
+    _compare(levels, cores, a, w, c.astype(np.int16), chunks=2)    # a trace's own core type, as it comes
 
 
 def test_odd_ways_and_non_power_of_two_sets_match_reference():

@@ -344,3 +344,23 @@ def test_a_library_with_32_bit_indices_reads_twice_the_index_lines(write_yaml, t
     assert enc.index_bits == 16
     assert unique_lines(wide, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * 4 // LINE)
     assert unique_lines(narrow, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * 2 // LINE)
+
+
+def test_hint_bits_per_stream_and_direction():
+    """Every access but a gather load is in a stream; only an output store overwrites whole sectors."""
+    from dataclasses import replace
+
+    from simulator.memory.cache import HINT_OVERWRITE, HINT_STREAM
+
+    layer = fc(8, 32)
+    enc = encode_mask("fc", np.ones((8, 32), bool), StorageFormat.DENSE, 4)
+    base = layer_traffic(layer, "input", enc, 1, AddressSpace(), VIEW)
+    kinds = np.repeat(np.array(list(StreamKind), dtype=np.int8), 2)
+    writes = np.tile(np.array([False, True]), len(StreamKind))
+    t = replace(base, addresses=np.arange(kinds.size, dtype=np.int64) * LINE, is_write=writes,
+                core=np.zeros(kinds.size, np.int16), stream=kinds)
+    assert t.hints.dtype == np.uint8
+    for kind, write, bits in zip(kinds.tolist(), writes.tolist(), t.hints.tolist()):
+        expected = (0 if kind == StreamKind.GATHER and not write else HINT_STREAM) | (
+            HINT_OVERWRITE if write and kind == StreamKind.OUTPUT else 0)
+        assert bits == expected, (StreamKind(kind), write)

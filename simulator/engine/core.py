@@ -37,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import Any, Generator, Iterator, Optional
+from typing import Any, Generator, Iterable, Iterator, Optional
 
 import numpy as np
 import simpy
@@ -348,10 +348,13 @@ def current_recording() -> Optional[list[list[Interval]]]:
     return _RECORDING.get()
 
 
-def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[tuple[int, int]] = None
+def simulate(profile: HardwareProfile, works: Iterable[LayerWork], copies: Optional[tuple[int, int]] = None
              ) -> list[LayerResult]:
     """Run the layers back to back on one machine; returns one result per layer.
 
+    ``works`` may be an iterator that produces each layer while the engine times the ones
+    before (the pipeline's stages overlap so); an exception it raises is raised here as it
+    was (SimPy would raise a copy of it, built from its arguments).
     ``copies`` = (input bytes, output bytes) adds host-to-device and device-to-host copies of
     the network's input and output over the profile's link (discrete devices only).
     """
@@ -368,6 +371,7 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
         if intervals is not None:
             intervals.append(Interval("layer", start, float(env.now), name))
     records: list[tuple[str, str, Optional[LayerWork], _Busy, float, float, int]] = []
+    failed: list[BaseException] = []
 
     def step(name: str, kind: str, process, work: Optional[LayerWork] = None,
              link_bytes: int = 0) -> Generator[simpy.Event, Any, None]:
@@ -381,7 +385,7 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
         if copies and machine.link is not None:
             yield from step("input (h2d)", "copy", lambda busy: link_copy(env, machine, copies[0], busy),
                             link_bytes=copies[0])
-        for work in works:
+        for work in _until_failure(works, failed):
             layer = work.traffic.layer
             yield from step(layer.name, layer.kind.value, lambda busy, w=work: kernel(env, machine, w, busy), work)
         if copies and machine.link is not None:
@@ -390,7 +394,23 @@ def simulate(profile: HardwareProfile, works: list[LayerWork], copies: Optional[
 
     env.process(network())
     env.run()
+    if failed:
+        raise failed[0]
     return [_layer_result(profile, *record) for record in records]
+
+
+def _until_failure(works: Iterable[LayerWork], failed: list[BaseException]) -> Iterator[LayerWork]:
+    """The items of ``works``, ending at the first exception it raises, appended to ``failed``."""
+    iterator = iter(works)
+    while True:
+        try:
+            work = next(iterator)
+        except StopIteration:
+            return
+        except BaseException as err:       # noqa: BLE001 - raised again by simulate, as it was
+            failed.append(err)
+            return
+        yield work
 
 
 def layer_energy(profile: HardwareProfile, work: Optional[LayerWork], seconds: float) -> tuple[float, float]:

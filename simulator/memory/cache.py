@@ -52,6 +52,7 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
+from ..base.numbatarget import load_numba_target
 from ..hardware.profile import CacheLevel, Replacement, WriteAllocate
 
 __all__ = [
@@ -352,7 +353,6 @@ class CacheHierarchy:
                 raise ValueError(f"address {bad} out of range 0..2**62-1")
         addr = np.ascontiguousarray(addr, dtype=np.int64)
         write = np.ascontiguousarray(write, dtype=np.bool_)
-        cores = np.ascontiguousarray(cores, dtype=np.int64)
         if len(addr):
             lo, hi = int(cores.min()), int(cores.max())
             if lo < 0 or hi >= self._cores:
@@ -361,6 +361,8 @@ class CacheHierarchy:
                     f"core id {bad} out of range 0..{self._cores - 1} "
                     f"(hierarchy built for {self._cores} cores)"
                 )
+        # a trace's own int16 core ids go to the kernel as they are: no 8-byte copy of each access
+        cores = np.ascontiguousarray(cores, dtype=np.int16 if cores.dtype == np.int16 else np.int64)
 
         served = np.empty(len(addr), dtype=np.int8)
         writebacks = np.zeros(len(addr), dtype=np.uint8)
@@ -371,6 +373,7 @@ class CacheHierarchy:
         if not self._levels:
             served.fill(0)
         else:
+            load_numba_target()
             # the compiled loop's scratch (it allocates nothing itself): per missed level, top down, its
             # set block, the line address there, and the level's index
             scratch = np.empty((3, len(self._levels)), dtype=np.int64)

@@ -79,6 +79,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numba
 import numpy as np
 
+from ..base.numbatarget import load_numba_target
 from ..compress.compression import EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload, layer_seed
@@ -186,10 +187,15 @@ class LayerTraffic:
         access but a gather load belongs to a stream; an output store overwrites whole sectors (a
         layer writes every byte of its output, and where two cores' ranges share a line each writes
         its part), while a scatter-add into the output (a GATHER store) must read the line first."""
-        gather_load = (self.stream == StreamKind.GATHER) & ~self.is_write
-        overwrite = self.is_write & (self.stream == StreamKind.OUTPUT)
-        return np.where(gather_load, 0, HINT_STREAM).astype(np.uint8) | np.where(overwrite, HINT_OVERWRITE, 0
-                                                                                ).astype(np.uint8)
+        # in place, on bools viewed as 0/1 bytes: a tenth of the time of np.where (14 M accesses in
+        # pruned VGG-16, in a warm run's 1 s)
+        in_stream = self.stream != StreamKind.GATHER
+        in_stream |= self.is_write                       # not a gather load
+        overwrite = self.stream == StreamKind.OUTPUT
+        overwrite &= self.is_write
+        bits = in_stream.view(np.uint8) * np.uint8(HINT_STREAM)
+        bits |= overwrite.view(np.uint8) * np.uint8(HINT_OVERWRITE)
+        return bits
 
     def tile_bounds(self) -> np.ndarray:
         """Start indices of the engine's tiles plus the end: contiguous, near-equal chunks."""
@@ -1206,6 +1212,7 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
     other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
     :func:`concat_buffers`) (see module docstring)."""
+    load_numba_target()
     if enc is not None:
         enc = enc.with_index_bits(view.index_bits)     # a library storing wider indices than the matrix needs
     fmt = enc.format if enc is not None else StorageFormat.DENSE
