@@ -177,7 +177,7 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLi
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
-def _layer_works(profile: HardwareProfile, traffic: list[LayerTraffic], view: CoreView, options: RunOptions,
+def _layer_works(profile: HardwareProfile, traffic: Iterable[LayerTraffic], view: CoreView, options: RunOptions,
                  name: str, progress: Callable[[str], None]) -> list[LayerWork]:
     """Each layer's trace alone, run ``repeat`` times from cold caches; the last run's tile work."""
     works = []

@@ -9,15 +9,12 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from simulator.compress.compression import StorageFormat, compress_workload
 from simulator.model.workload import load_workload
 
 #: packages a run on a filled encoding cache has no use for: torch prunes and measures, matplotlib
-#: plots, pandas and friends serve the studies; scipy.linalg only numba's BLAS probe would import
-#: (see simulator/base/numbatarget.py)
-NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow", "scipy.linalg")
+#: plots, pandas and friends serve the studies
+NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow")
 
 _RUN_AND_LIST = """
 import sys
@@ -44,39 +41,3 @@ def test_a_warm_run_imports_no_heavy_package(repo_root, tiny_workload_file, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "fc1" in proc.stdout      # the table was printed
     assert proc.stdout.strip().splitlines()[-1] == "[]"
-
-
-def test_numba_target_loads_without_scipy_linalg_and_blas_still_works(repo_root):
-    code = """
-import sys
-import numpy as np
-from simulator.base.numbatarget import load_numba_target
-load_numba_target()
-import numba.np.arraymath
-print("scipy.linalg" in sys.modules, "scipy.linalg.cython_blas" in sys.modules)
-import numba
-dot = numba.njit(lambda a, b: np.dot(a, b))
-a = np.arange(6.0).reshape(2, 3)
-print(dot(a, a.T).tolist(), "scipy.linalg" in sys.modules)
-"""
-    proc = _python(repo_root, code)
-    assert proc.returncode == 0, proc.stderr
-    loaded, used = proc.stdout.strip().splitlines()
-    assert loaded == "False False"      # no stale None entry left behind either
-    assert used == "[[5.0, 14.0], [14.0, 50.0]] True"   # a BLAS kernel still compiles, importing scipy then
-
-
-@pytest.mark.parametrize("already", [False, True])
-def test_numba_target_loading_leaves_an_imported_scipy_alone(repo_root, already):
-    code = f"""
-import sys
-{"import scipy.linalg" if already else ""}
-from simulator.base.numbatarget import load_numba_target
-load_numba_target()
-load_numba_target()
-import numba.np.arraymath as arraymath
-print(arraymath._HAVE_BLAS)
-"""
-    proc = _python(repo_root, code)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == str(already)

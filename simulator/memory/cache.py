@@ -52,7 +52,6 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from ..base.numbatarget import load_numba_target
 from ..hardware.profile import CacheLevel, Replacement, WriteAllocate
 
 __all__ = [
@@ -373,7 +372,6 @@ class CacheHierarchy:
         if not self._levels:
             served.fill(0)
         else:
-            load_numba_target()
             # the compiled loop's scratch (it allocates nothing itself): per missed level, top down, its
             # set block, the line address there, and the level's index
             scratch = np.empty((3, len(self._levels)), dtype=np.int64)

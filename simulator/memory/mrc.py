@@ -43,7 +43,6 @@ from typing import Optional, Sequence
 import numba
 import numpy as np
 
-from ..base.numbatarget import load_numba_target
 from .cache import HINT_OVERWRITE, HINT_STREAM, AccessOutcome, CacheGeometry, CacheHierarchy, Replacement, WriteAllocate
 
 __all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
@@ -223,7 +222,6 @@ class LruStacks:
         instance = np.ascontiguousarray(instance)
         distance = np.empty(line.size, dtype=np.int32)
         evicted = np.zeros((self.writeback_ways.size, line.size), dtype=np.bool_)
-        load_numba_target()
         _stack_distance_loop(line, instance, self.instances > 1, self.sets,
                              np.ascontiguousarray(dirtying, dtype=np.bool_), self.depth, self.writeback_ways,
                              self._lines, self._since_dirty, self._filled, distance, evicted)
@@ -304,7 +302,6 @@ def fully_associative_distances(line: np.ndarray, instance: Optional[np.ndarray]
     if line.size == 0:
         return np.zeros(0, dtype=np.int64)
     ids = np.unique(line, return_inverse=True)[1].astype(np.int64).ravel()
-    load_numba_target()
     if instance is None:
         return _fenwick_distances(ids, int(ids.max()) + 1)
     # Stacks of different instances are independent: lay each instance's references out as

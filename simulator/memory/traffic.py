@@ -79,7 +79,6 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import numba
 import numpy as np
 
-from ..base.numbatarget import load_numba_target
 from ..compress.compression import EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload, layer_seed
@@ -1212,7 +1211,6 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
     other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
     :func:`concat_buffers`) (see module docstring)."""
-    load_numba_target()
     if enc is not None:
         enc = enc.with_index_bits(view.index_bits)     # a library storing wider indices than the matrix needs
     fmt = enc.format if enc is not None else StorageFormat.DENSE
