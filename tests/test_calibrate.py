@@ -555,3 +555,20 @@ def test_the_gemv_lines_intercept_is_a_per_call_overhead_the_engine_charges(cach
     bf16, fp32 = (run(profile, workload, RunOptions(formats=(parse_variant(v),), host_copies=False)).variants[0]
                   .layers[0].time_s for v in ("dense@bf16", "dense"))
     assert bf16 - fp32 == pytest.approx(25e-6, rel=0.05)      # a tiny layer: the call's set-up is its time
+
+
+def test_element_wise_rate_becomes_the_element_kernels_cycles(caches, cpu, measurements):
+    """Element-wise ops at 8 G elements/s on 2 threads: clock x 2 x lanes / 8e9 cycles per vector,
+    and the cost model's element kernel over that many elements takes the measured time."""
+    from simulator.engine.kernelcost import element_seconds
+    from simulator.memory.kernelshape import KernelShape
+
+    profile = profile_from_mapping(build_profile(caches, cpu, replace(measurements, elementwise_per_s=8e9)), "host")
+    per_vector = profile.compute.kernels.pool.cycles_per_element
+    assert per_vector == pytest.approx(profile.compute.clock_hz * 2 * profile.compute.vector_lanes / 8e9, rel=1e-3)
+    shape = KernelShape(KernelKind.POOL, DType.FP32, elements=1 << 20)
+    assert element_seconds(profile, shape, 2) == pytest.approx((1 << 20) / 8e9, rel=1e-3)
+    assert "silu" in profile.fitted["compute.kernels.pool.cycles_per_element"]
+    # nothing measured: the default, one cycle per vector
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    assert plain.compute.kernels.pool.cycles_per_element == 1.0

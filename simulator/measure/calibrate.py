@@ -348,6 +348,7 @@ class Measurements:
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
+    elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
     sparse: list[SparseTiming] = field(default_factory=list)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
@@ -806,6 +807,42 @@ def _measure_dispatch(s: Session) -> None:
             s.m.block_dispatch_s[weights] = (got[many] - got[few]) / (many - few)
 
 
+#: The element-wise kernels :func:`_measure_elementwise` times, on :data:`ELEMENTWISE_SIZES` fp32
+#: elements (in the private caches of two cores): what a decoder's norms, softmax, gated activation
+#: and residual adds, and a network's pooling and joins, run as.
+ELEMENTWISE_OPS = ("add", "mul", "silu", "exp")
+ELEMENTWISE_SIZES = (1 << 16, 1 << 18)
+
+
+def _elementwise_call(op: str, elements: int) -> Callable[[], Any]:
+    import torch
+
+    a, b = torch.rand(elements), torch.rand(elements)
+    out = torch.empty(elements)
+    calls = {"add": lambda: torch.add(a, b, out=out), "mul": lambda: torch.mul(a, b, out=out),
+             "silu": lambda: torch.nn.functional.silu(a), "exp": lambda: torch.exp(a, out=out)}
+    return calls[op]
+
+
+def _measure_elementwise(s: Session) -> None:
+    """Each op of :data:`ELEMENTWISE_OPS` on the two sizes: the slope between them (the call's own
+    work cancelling) is the op's elements per second; the median over the ops is the element kernel's."""
+    rates = []
+    for op in ELEMENTWISE_OPS:
+        def round_of(elements: int, op: str = op) -> Callable[[], float]:
+            def run() -> float:
+                return _best_time(_elementwise_call(op, elements), min_calls=20, budget_s=0.05)
+            return run
+        def label(elements: int, op: str = op) -> str:
+            return f"element-wise {op} over {elements} elements"
+        got = s.record(settle({n: round_of(n) for n in ELEMENTWISE_SIZES}), name=label)
+        small, large = ELEMENTWISE_SIZES
+        if got[large] > got[small]:
+            rates.append((large - small) / (got[large] - got[small]))
+    if rates:
+        s.m.elementwise_per_s = statistics.median(rates)
+
+
 #: Bytes a weight of each GEMV type takes as the variants store it.
 TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
@@ -964,6 +1001,7 @@ STEPS = (
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
+    Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
@@ -1472,6 +1510,13 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     notes.source("conv.library_efficiency", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
     block: dict[str, Any] = {"gemm": {"library_efficiency": efficiency}, "conv": {"library_efficiency": efficiency},
                              "gemv": gemv_block(cpu, m, notes)}
+    if m.elementwise_per_s > 0:
+        per_vector = cpu.clock_hz * m.threads * cpu.vector_lanes / m.elementwise_per_s
+        block["pool"] = {"cycles_per_element": float(f"{per_vector:.4g}")}
+        notes.fit("pool.cycles_per_element", f"torch {', '.join(ELEMENTWISE_OPS)} over " + " and ".join(
+            str(n) for n in ELEMENTWISE_SIZES) + f" fp32 elements (in cache), each op's slope between the two "
+            f"sizes, the median: {m.elementwise_per_s / 1e9:.3g} G elements/s on {m.threads} thread(s) = "
+            f"{per_vector:.3g} cycles per vector of {cpu.vector_lanes}")
     for kind, fit in (("spmv", fits.spmv), ("spmm", fits.spmm)):
         block[kind] = {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
                        "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"),
