@@ -517,14 +517,14 @@ def test_tiny_decoder_steps_become_block_dispatch_the_llm_model_charges_per_bloc
     dispatch = profile.compute.block_dispatch
     launches = cal.DISPATCH_OPERATORS * OVERHEAD_S
     assert dispatch.of("bf16") == pytest.approx(400e-6 - launches - 7 * 20e-6, rel=1e-3)
-    assert dispatch.of("w4", fallback="fp32") == pytest.approx(200e-6 - launches, rel=1e-3)   # not measured
+    assert dispatch.seconds("w4", fallback="fp32") == pytest.approx(200e-6 - launches, rel=1e-3)   # not measured
     assert "hidden size 64" in profile.sources["compute.block_dispatch"]
     config = load_llm_config("workloads/llm/qwen2.5-0.5b.json")
     options = LlmOptions(formats=("dense@fp32", "dense@bf16"), context=64)
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     with_dispatch, without = simulate_llm(profile, config, options), simulate_llm(plain, config, options)
     for a, b, dtype in zip(with_dispatch.variants, without.variants, ("fp32", "bf16")):
-        assert a.step_s - b.step_s == pytest.approx(config.num_hidden_layers * dispatch.of(dtype), rel=1e-3)
+        assert a.step_s - b.step_s == pytest.approx(config.num_hidden_layers * dispatch.seconds(dtype), rel=1e-3)
         assert a.operators[-1].operator == "dispatch"
 
 

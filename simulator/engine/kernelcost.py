@@ -104,7 +104,7 @@ def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:
     """The dense kernel's own per-call set-up for its type (``call_overhead``), beyond the launch."""
     if shape.kind not in DENSE_KINDS or profile.compute.kernels is None:
         return 0.0
-    return profile.compute.kernels.dense(shape.kind).call_overhead.of(shape.dtype.value)
+    return profile.compute.kernels.dense(shape.kind).call_overhead.seconds(shape.dtype.value)
 
 
 def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:

@@ -93,7 +93,16 @@ class WriteAllocate(str, enum.Enum):
     NO_FETCH = "no-fetch"
 
 
-class PeakFlops(Strict):
+class PerType(Strict):
+    """A figure per data type, each optional; the subclasses give the fields and their units."""
+
+    def of(self, dtype: str) -> Optional[float]:
+        """The figure for ``dtype`` (``fp16``, ``int8``, ...), or None when the profile gives none."""
+        value = getattr(self, dtype, None)
+        return None if value is None else float(value)
+
+
+class PeakFlops(PerType):
     """Peak arithmetic throughput per data type, whole device."""
 
     fp32: Optional[FlopPerS] = None
@@ -101,11 +110,6 @@ class PeakFlops(Strict):
     bf16: Optional[FlopPerS] = None
     int16: Optional[FlopPerS] = None   # fixed point, as fixed-function accelerators compute
     int8: Optional[FlopPerS] = None
-
-    def of(self, dtype: str) -> Optional[float]:
-        """The dense peak for ``dtype`` (``fp16``, ``int8``, ...), or None when the profile gives none."""
-        value = getattr(self, dtype, None)
-        return None if value is None else float(value)
 
     @property
     def best_known(self) -> float:
@@ -131,23 +135,23 @@ class SparseConvAlgorithm(str, enum.Enum):
     IM2COL = "im2col"
 
 
-class TypeSeconds(Strict):
-    """A time per data type (absent types: see :meth:`of`)."""
+class TypeSeconds(PerType):
+    """A time per data type (absent types: see :meth:`seconds`)."""
 
     fp32: Optional[Seconds] = None
     fp16: Optional[Seconds] = None
     bf16: Optional[Seconds] = None
     int8: Optional[Seconds] = None
 
-    def of(self, dtype: str, fallback: Optional[str] = None) -> float:
+    def seconds(self, dtype: str, fallback: Optional[str] = None) -> float:
         """Seconds for ``dtype``: its own figure, else ``fallback``'s, else 0."""
-        value = getattr(self, dtype, None)
+        value = self.of(dtype)
         if value is None and fallback is not None:
-            value = getattr(self, fallback, None)
-        return 0.0 if value is None else float(value)
+            value = self.of(fallback)
+        return 0.0 if value is None else value
 
 
-class VectorCycles(Strict):
+class VectorCycles(PerType):
     """Cycles one core's inner loop spends per vector of ``compute.vector_lanes`` weights, per data
     type (a measured property of the library's loop, like a sparse kernel's ``cycles_per_nonzero``)."""
 
@@ -155,11 +159,6 @@ class VectorCycles(Strict):
     fp16: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
     bf16: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
     int8: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
-
-    def of(self, dtype: str) -> Optional[float]:
-        """The cycles per vector in ``dtype``, or None when the profile gives none for it."""
-        value = getattr(self, dtype, None)
-        return None if value is None else float(value)
 
 
 class DenseKernel(Strict):

@@ -269,7 +269,7 @@ def _dispatch_s(profile: HardwareProfile, config: LlmConfig, variant: Variant | 
     type the variant stores its weights in (the model's own for a variant without one)."""
     precision = variant.precision if isinstance(variant, Variant) else None
     dtype = precision.value if precision is not None else config.torch_dtype.value
-    return profile.compute.block_dispatch.of(dtype, fallback="fp32")
+    return profile.compute.block_dispatch.seconds(dtype, fallback="fp32")
 
 
 def _step_s(block: VariantResult, head: VariantResult, layers_per_block: int) -> float:
