@@ -572,3 +572,27 @@ def test_element_wise_rate_becomes_the_element_kernels_cycles(caches, cpu, measu
     # nothing measured: the default, one cycle per vector
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     assert plain.compute.kernels.pool.cycles_per_element == 1.0
+
+
+def test_bsr_per_block_costs_fitted_on_each_path(caches, cpu, measurements):
+    """torch's BSR: 0.2 us a block through mv (batch 1), 0.017 us a block at 64 columns. The profile
+    keeps both paths; the cost model charges a batch-1 product the vector path's cost per block."""
+    from simulator.engine.kernelcost import bsr_seconds
+    from simulator.memory.kernelshape import KernelShape
+
+    typed = replace(measurements, bsr_block_s={1: 0.2e-6, 64: 0.017e-6})
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    bsr = profile.compute.kernels.bsr
+    clock = profile.compute.clock_hz
+    assert bsr.vector_cycles_per_block == pytest.approx(0.2e-6 * clock * 2, rel=1e-3)
+    assert 0 < bsr.cycles_per_block < 0.017e-6 * clock * 2       # less the blocks' multiply-adds, per group
+    assert "per block fitted" in profile.sources["compute.kernels.bsr"]
+    assert "torch.mv" in profile.fitted["compute.kernels.bsr.vector_cycles_per_block"]
+    shape = KernelShape(KernelKind.BSR, DType.FP32, rows=1024, columns=1, depth=2048, nonzeros=16 * 10000,
+                        blocks=10000, block=(4, 4), row_steps=256)
+    one = bsr_seconds(profile, shape, 2)
+    # 10,000 blocks x 0.2 us of two threads' time, over the two threads
+    assert one.mechanism == "blocks" and one.seconds == pytest.approx(10000 * 0.2e-6, rel=0.05)
+    # not measured: derived as before, no vector path
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    assert plain.compute.kernels.bsr.vector_cycles_per_block is None

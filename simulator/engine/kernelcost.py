@@ -235,7 +235,10 @@ def bsr_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> Iss
     fma = 2.0 * shape.nonzeros * max(1, shape.columns) / (
         core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency * fill * cores)
     groups = _column_groups(shape.columns, kernel.columns_per_step)
-    overhead = (shape.blocks * kernel.cycles_per_block + shape.row_steps * kernel.cycles_per_row) * groups / (
+    per_block = kernel.cycles_per_block
+    if shape.columns <= 1 and kernel.vector_cycles_per_block is not None:
+        per_block = kernel.vector_cycles_per_block      # the library's matrix-vector path
+    overhead = (shape.blocks * per_block + shape.row_steps * kernel.cycles_per_row) * groups / (
         compute.clock_hz * cores)
     return IssueTime(fma + overhead, "fma" if fma >= overhead else "blocks")
 

@@ -245,12 +245,16 @@ class BsrKernel(Strict):
     where the vector is wider than what it runs along (the block row's C weights, or the dense
     columns when there are enough of them: the kernel takes the better); each block costs
     ``cycles_per_block`` per group of ``columns_per_step`` columns (block-column index load,
-    address arithmetic, loading the block's input rows), each block row ``cycles_per_row``."""
+    address arithmetic, loading the block's input rows), each block row ``cycles_per_row``. A
+    library whose matrix-vector product (batch 1) takes a path of its own gives that path's cost
+    per block as ``vector_cycles_per_block`` (torch's CPU BSR ``mv``: thousands of cycles a block,
+    where its matrix product spends about a hundred)."""
 
     library_efficiency: Fraction = 1.0
     cycles_per_block: Cycles = 0.0
     cycles_per_row: Cycles = 0.0
     columns_per_step: PositiveInt = 1
+    vector_cycles_per_block: Optional[Cycles] = None
 
 
 class NMKernel(Strict):

@@ -50,6 +50,7 @@ import platform
 import re
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -349,6 +350,7 @@ class Measurements:
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
     elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
+    bsr_block_s: dict[int, float] = field(default_factory=dict)        # batch -> seconds per stored block
     sparse: list[SparseTiming] = field(default_factory=list)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
@@ -843,6 +845,55 @@ def _measure_elementwise(s: Session) -> None:
         s.m.elementwise_per_s = statistics.median(rates)
 
 
+#: The BSR products :func:`_measure_bsr` times: torch's ``sparse_bsr_tensor`` of 4 x 4 blocks on a
+#: 1024 x 2048 matrix at two block densities (none an EIE layer), times a vector (``torch.mv``, as
+#: ``bench`` runs batch 1) and times :data:`SPMM_BATCH` columns; the slope between the two block
+#: counts is the cost of a block on each path.
+BSR_SHAPE = (1024, 2048)
+BSR_BLOCK = (4, 4)
+BSR_DENSITIES = (0.05, 0.2)
+
+
+def _bsr_matrix(density: float) -> Any:
+    import torch
+
+    rows, cols = BSR_SHAPE
+    br, bc = BSR_BLOCK
+    gen = torch.Generator().manual_seed(int(density * 1000))
+    keep = (torch.rand(rows // br, cols // bc, generator=gen) < density).float()
+    dense = torch.rand(rows, cols, generator=gen) * keep.repeat_interleave(br, 0).repeat_interleave(bc, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # "sparse BSR support is in beta"
+        return dense.to_sparse_bsr(BSR_BLOCK), int(keep.sum())
+
+
+def _measure_bsr(s: Session) -> None:
+    """Batch-1 and batch-64 BSR products at :data:`BSR_DENSITIES`: per block on each path, the
+    slope between the two block counts (the rows, the call and the FMAs of the other path cancel)."""
+    import torch
+
+    rows, cols = BSR_SHAPE
+    matrices = {d: _bsr_matrix(d) for d in BSR_DENSITIES}
+    vector, columns = torch.rand(cols), torch.rand(cols, SPMM_BATCH)
+
+    def round_of(key: tuple[float, int]) -> Callable[[], float]:
+        density, batch = key
+        matrix = matrices[density][0]
+        call = (lambda: torch.mv(matrix, vector)) if batch == 1 else (lambda: matrix @ columns)
+        return lambda: _best_time(call, min_calls=3, budget_s=0.05)
+
+    def label(key: tuple[float, int]) -> str:
+        return f"BSR {BSR_BLOCK[0]}x{BSR_BLOCK[1]} of {rows} x {cols} at block density {key[0]:g}, batch {key[1]}"
+    keys = [(d, b) for d in BSR_DENSITIES for b in (1, SPMM_BATCH)]
+    got = s.record(settle({key: round_of(key) for key in keys}), name=label)
+    few, many = BSR_DENSITIES
+    blocks = matrices[many][1] - matrices[few][1]
+    for batch in (1, SPMM_BATCH):
+        extra_s = got[(many, batch)] - got[(few, batch)]
+        if extra_s > 0 and blocks > 0:
+            s.m.bsr_block_s[batch] = extra_s / blocks
+
+
 #: Bytes a weight of each GEMV type takes as the variants store it.
 TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
@@ -1002,6 +1053,7 @@ STEPS = (
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
     Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
+    Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
@@ -1617,13 +1669,34 @@ def bsr_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[s
     a step (the i7 profile's rule). ``crosscheck`` of a ``bench --format ...,bsr4x4`` file says
     how far that is from torch's BSR kernel."""
     efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
-    notes.source("bsr", "[D] not fitted: library_efficiency as gemm (dense blocks), cycles_per_block as spmv's "
-                 "cycles_per_nonzero (one index load and address arithmetic per block and column group), "
-                 "cycles_per_row as spmv's, columns_per_step as spmm's")
-    return {"library_efficiency": min(1.0, efficiency),
-            "cycles_per_block": float(f"{fits.spmv.cycles_per_nonzero:.4g}"),
-            "cycles_per_row": float(f"{fits.spmv.cycles_per_row:.4g}"),
-            "columns_per_step": fits.spmm.columns_per_step}
+    block = {"library_efficiency": min(1.0, efficiency),
+             "cycles_per_block": float(f"{fits.spmv.cycles_per_nonzero:.4g}"),
+             "cycles_per_row": float(f"{fits.spmv.cycles_per_row:.4g}"),
+             "columns_per_step": fits.spmm.columns_per_step}
+    if not m.bsr_block_s:
+        notes.source("bsr", "[D] not fitted: library_efficiency as gemm (dense blocks), cycles_per_block as spmv's "
+                     "cycles_per_nonzero (one index load and address arithmetic per block and column group), "
+                     "cycles_per_row as spmv's, columns_per_step as spmm's")
+        return block
+    notes.source("bsr", "[D] library_efficiency as gemm's (dense blocks), cycles_per_row as spmv's, "
+                 "columns_per_step as spmm's; the costs per block fitted (below)")
+    cycles = {batch: seconds * cpu.clock_hz * m.threads for batch, seconds in m.bsr_block_s.items()}
+    where = (f"torch BSR {BSR_BLOCK[0]} x {BSR_BLOCK[1]} of {BSR_SHAPE[0]} x {BSR_SHAPE[1]} at block densities "
+             f"{' and '.join(f'{d:g}' for d in BSR_DENSITIES)}")
+    if 1 in cycles:
+        block["vector_cycles_per_block"] = float(f"{cycles[1]:.4g}")
+        notes.fit("bsr.vector_cycles_per_block", f"{where} x a vector (torch.mv): the slope per block x clock "
+                  f"x {m.threads} thread(s)")
+    if SPMM_BATCH in cycles:
+        groups = -(-SPMM_BATCH // block["columns_per_step"])
+        # one block's multiply-adds on one core at the GEMM's rate, in cycles
+        fma_cycles = 2.0 * BSR_BLOCK[0] * BSR_BLOCK[1] * SPMM_BATCH * cpu.clock_hz / (
+            cpu.peak_flops_per_s / cpu.cores * block["library_efficiency"])
+        block["cycles_per_block"] = float(f"{max(0.01, (cycles[SPMM_BATCH] - fma_cycles) / groups):.4g}")
+        notes.fit("bsr.cycles_per_block", f"{where} x {SPMM_BATCH} columns: the slope per block x clock x "
+                  f"{m.threads} thread(s), less its multiply-adds at the GEMM's rate, per group of "
+                  f"{block['columns_per_step']} columns")
+    return block
 
 
 def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, listed_hz: float,
