@@ -703,6 +703,22 @@ def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[]
     return lambda: torch.ops.quantized.linear_dynamic(xb, packed)
 
 
+def _type_gemm_label(dtype: str, shape: tuple[int, int, int]) -> str:
+    return "GEMM {} x {} at batch {} in {}".format(*shape, dtype)
+
+
+def _gemv_label(dtype: str, rows: int) -> str:
+    return f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {dtype}"
+
+
+def _dispatch_label(weights: str, blocks: int) -> str:
+    return f"decode step of {blocks} tiny block(s) in {weights}"
+
+
+def _sparse_label(kind: str, key: tuple[int, int]) -> str:
+    return f"{kind} {key[0]} rows at batch {key[1]}"
+
+
 def _measure_types(s: Session) -> None:
     """The GEMMs of :func:`_measure_gemm` in bf16 and int8 (dynamic quantization), the median over
     the shapes of each one's rate: what the cost model's ``peak_flops.bf16`` / ``int8`` are scaled
@@ -712,9 +728,8 @@ def _measure_types(s: Session) -> None:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
             return run
-        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
-                       name=lambda shape, d=dtype: "GEMM {} x {} at batch {} in {}".format(*shape, d))  # type: ignore[misc]
+                       name=functools.partial(_type_gemm_label, dtype))
         s.m.type_gemm_flops_per_s[dtype] = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
 
 
@@ -739,9 +754,8 @@ def _measure_gemv_types(s: Session) -> None:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
             return run
-        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({rows: gemv_round(rows) for rows in GEMV_LOOP_ROWS}),
-                       name=lambda rows, d=dtype: f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {d}")  # type: ignore[misc]
+                       name=functools.partial(_gemv_label, dtype))
         small, large = GEMV_LOOP_ROWS
         if got[large] > got[small]:
             rate = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
@@ -802,9 +816,8 @@ def _measure_dispatch(s: Session) -> None:
             def run() -> float:
                 return _best_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
             return run
-        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
         got = s.record(settle({blocks: dispatch_round(blocks) for blocks in DISPATCH_BLOCKS}),
-                       name=lambda blocks, w=weights: f"decode step of {blocks} tiny block(s) in {w}")  # type: ignore[misc]
+                       name=functools.partial(_dispatch_label, weights))
         few, many = DISPATCH_BLOCKS
         if got[many] > got[few]:
             s.m.block_dispatch_s[weights] = (got[many] - got[few]) / (many - few)
@@ -938,8 +951,7 @@ def _measure_sparse(s: Session) -> None:
             for batch in batches:
                 op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
                 rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
-        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
-        got = s.record(settle(rounds), name=lambda key, k=kind: f"{k} {key[0]} rows at batch {key[1]}")  # type: ignore[misc]
+        got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind))
         for (rows, batch), seconds in got.items():
             ptr = matrices[rows][0]
             steps = int(np.maximum(np.diff(ptr), 1).sum())
@@ -963,8 +975,8 @@ def _measure_lowered_product(s: Session) -> None:
                                           (SPCONV_FILTERS, SPCONV_DEPTH))
         for pixels in SPCONV_PIXELS:
             lowered = torch.from_numpy(rng.random((SPCONV_DEPTH, pixels), dtype=np.float32))
-            # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
-            rounds[(density, pixels)] = functools.partial(_best_time, lambda w=weights, x=lowered: w @ x, 10, 0.1)  # type: ignore[misc]
+            rounds[(density, pixels)] = functools.partial(_best_time, functools.partial(torch.matmul, weights, lowered),
+                                                          10, 0.1)
             shapes[(density, pixels)] = ptr
     got = s.record(settle(rounds), name=lambda key: f"lowered product at density {key[0]}, {key[1]} columns")
     # the lowering itself: F.unfold of a 3 x 3 convolution's input at both widths
@@ -972,9 +984,8 @@ def _measure_lowered_product(s: Session) -> None:
     for pixels in SPCONV_PIXELS:
         side = int(round(pixels ** 0.5))
         image = torch.from_numpy(rng.random((1, SPCONV_DEPTH // 9, side, side), dtype=np.float32))
-        # mypy cannot infer a lambda whose default arguments bind the loop's values: hence its ignore
-        unfolds[pixels] = functools.partial(_best_time, lambda x=image: torch.nn.functional.unfold(x, 3, padding=1),  # type: ignore[misc]
-                                            10, 0.1)
+        unfold = functools.partial(torch.nn.functional.unfold, image, 3, padding=1)
+        unfolds[pixels] = functools.partial(_best_time, unfold, 10, 0.1)
     lowered_got = s.record(settle(unfolds), name=lambda key: f"im2col (F.unfold) to {key} columns")
     s.m.lowering = [(SPCONV_DEPTH * pixels, seconds) for pixels, seconds in lowered_got.items()]
     for (density, pixels), seconds in got.items():
