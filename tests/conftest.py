@@ -24,6 +24,12 @@ _TINY_WORKLOAD = {
 }
 
 
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An encoding cache of the test's own (``pytestmark = pytest.mark.usefixtures("isolated_cache")``)."""
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The repository root (the folder holding simulator/, hwprofiles/, workloads/)."""

@@ -15,10 +15,7 @@ from simulator.hardware.profile import load_profile
 from simulator.model.workload import load_workload
 from simulator.pipeline import RunOptions, _traffic, benchmark_works, cache_hierarchy, host_copies, simulate_variant
 
-
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

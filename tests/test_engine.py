@@ -7,10 +7,7 @@ from simulator.compress.compression import StorageFormat
 from simulator.hardware.profile import load_profile
 from simulator.pipeline import RunOptions, run
 
-
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

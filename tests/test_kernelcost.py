@@ -19,9 +19,7 @@ CPU_GPU = ("i7-5930k", "raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano",
            "jetson-agx-orin", "a100-sxm4")
 
 
-@pytest.fixture(autouse=True)
-def _cache_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 def _profile(name: str):
