@@ -596,3 +596,38 @@ def test_bsr_per_block_costs_fitted_on_each_path(caches, cpu, measurements):
     # not measured: derived as before, no vector path
     plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
     assert plain.compute.kernels.bsr.vector_cycles_per_block is None
+
+
+def test_the_gemm_line_separates_the_packing_from_the_multiply_adds(caches, cpu, measurements):
+    """GEMMs whose time is the weights' packing plus multiply-adds at a rate, at two batches: the
+    line through them gives the rate back (not the narrow batch's rate, which the packing drags
+    down), the packing per weight becomes ``pack_cycles_per_vector``, and the cost model then
+    reproduces a batch neither calibrate nor the fit ran (a 128-token prefill)."""
+    from simulator.engine.kernelcost import dense_seconds
+
+    rate, pack_per_weight = 120e9, 0.4e-9
+
+    def time_s(rows, cols, batch):
+        return OVERHEAD_S + pack_per_weight * rows * cols + 2.0 * rows * cols * batch / rate
+
+    times = {shape: time_s(*shape) for shape in cal.gemm_shapes()}
+    line = cal.gemm_line(times, OVERHEAD_S)
+    assert line.flops_per_s == pytest.approx(rate) and line.pack_s_per_weight == pytest.approx(pack_per_weight)
+    narrow = cal.GEMM_SHAPES[0]
+    assert 2.0 * narrow[0] * narrow[1] * narrow[2] / times[narrow] < 0.8 * rate
+    # a shape whose wider batch came out faster (noise) gives no slope; the others still do
+    noisy = {**times, (*narrow[:2], cal.GEMM_WIDE_BATCH): times[narrow] * 0.9}
+    assert cal.gemm_line(noisy, OVERHEAD_S).flops_per_s == pytest.approx(rate)
+    only_narrow = {shape: t for shape, t in times.items() if shape in cal.GEMM_SHAPES}
+    assert cal.gemm_line(only_narrow).pack_s_per_weight == 0.0
+
+    measured = replace(measurements, gemm_flops_per_s=line.flops_per_s,
+                       gemm_pack_s_per_weight={"fp32": line.pack_s_per_weight})
+    profile = profile_from_mapping(build_profile(caches, cpu, measured), "host")
+    gemm = profile.compute.kernels.gemm
+    assert gemm.pack_cycles_per_vector.fp32 == pytest.approx(
+        pack_per_weight * profile.compute.clock_hz * 2 * profile.compute.vector_lanes, rel=1e-3)
+    assert profile.compute.kernels.conv.pack_cycles_per_vector == gemm.pack_cycles_per_vector
+    assert "intercept" in profile.fitted["compute.kernels.gemm.pack_cycles_per_vector"]
+    prefill = KernelShape(KernelKind.GEMM, DType.FP32, rows=2048, columns=128, depth=2048)
+    assert dense_seconds(profile, prefill, 2).seconds == pytest.approx(time_s(2048, 2048, 128) - OVERHEAD_S, rel=0.03)

@@ -332,3 +332,31 @@ def test_a_gemv_loop_slower_than_the_memory_is_issue_bound_and_bandwidth_does_no
     assert layer(_scaled_bandwidth(slow, 2.0), "dense@fp16").time_s == pytest.approx(fp16.time_s, rel=0.02)
     # without the measured loop the same fp16 layer streams its half-size weights: twice fp32's speed
     assert layer(pi, "dense@fp16").time_s == pytest.approx(fp32.time_s / 2, rel=0.1)
+
+
+def test_a_gemm_that_packs_its_weights_is_affine_in_its_batch_and_only_gemms_pay_it():
+    """``pack_cycles_per_vector``: a GEMM that copies its weights into the library's layout at every
+    call pays that copy once per call, whatever the batch (the intercept of its time over the batch),
+    shared by its cores; its multiply-adds still scale with the batch (the slope). A GEMV (its own
+    loop) and a type the profile gives no packing for pay nothing."""
+    pi = _profile("raspberry-pi-5")
+    lanes, clock, cores = pi.compute.vector_lanes, pi.compute.clock_hz, pi.compute.cores
+    packing = with_values(pi, {"compute.kernels.gemm.pack_cycles_per_vector.fp32": 8.0})
+
+    def gemm(profile, batch, rows=2048, depth=2048, dtype=DType.FP32):
+        shape = KernelShape(KernelKind.GEMM, dtype, rows=rows, columns=batch, depth=depth)
+        return dense_seconds(profile, shape, cores).seconds
+
+    pack_s = 2048 * 2048 / lanes * 8.0 / (clock * cores)
+    for batch in (64, 128, 256):
+        assert gemm(packing, batch) - gemm(pi, batch) == pytest.approx(pack_s)
+    # affine: the slope is the FMAs', the intercept the packing (twice the weights, twice the intercept)
+    assert gemm(packing, 256) - gemm(packing, 128) == pytest.approx(gemm(pi, 256) - gemm(pi, 128))
+    assert gemm(packing, 64, rows=4096) - gemm(pi, 64, rows=4096) == pytest.approx(2 * pack_s)
+    assert gemm(packing, 64, dtype=DType.FP16) == gemm(pi, 64, dtype=DType.FP16)
+    gemv = KernelShape(KernelKind.GEMV, DType.FP32, rows=2048, columns=1, depth=2048)
+    assert dense_seconds(packing, gemv, cores) == dense_seconds(pi, gemv, cores)
+    # where the copy is longer than the multiply-adds, the copy is what bounds the kernel
+    slow = with_values(pi, {"compute.kernels.gemm.pack_cycles_per_vector.fp32": 1e4})
+    assert dense_seconds(slow, KernelShape(KernelKind.GEMM, DType.FP32, rows=2048, columns=2, depth=2048),
+                         cores).mechanism == "packing"

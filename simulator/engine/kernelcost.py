@@ -62,7 +62,8 @@ class IssueTime:
     """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
 
     seconds: float
-    mechanism: str      # "fma", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
+    # "fma", "packing", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
+    mechanism: str
 
 
 def _kernels(profile: HardwareProfile) -> Kernels:
@@ -96,8 +97,22 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     if per_vector is not None:
         vectors = math.ceil(tile_products / compute.vector_lanes)
         return IssueTime(waves * vectors * per_vector / compute.clock_hz, "vector-loop")
-    return IssueTime(waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency),
-                     "fma")
+    fma_s = waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
+    pack_s = packing_seconds(profile, shape, cores)
+    return IssueTime(fma_s + pack_s, "packing" if pack_s > fma_s else "fma")
+
+
+def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
+    """Time a GEMM or convolution spends copying its weights into the library's packed layout,
+    once per call (``pack_cycles_per_vector`` for the type; 0 where the profile gives none): every
+    weight of the layer once, whatever the batch, shared by the kernel's cores."""
+    if shape.kind not in (KernelKind.GEMM, KernelKind.CONV):
+        return 0.0
+    per_vector = _kernels(profile).dense(shape.kind).pack_cycles_per_vector.of(shape.dtype.value)
+    if per_vector is None:
+        return 0.0
+    vectors = math.ceil(shape.rows * shape.depth / profile.compute.vector_lanes)
+    return vectors * per_vector / (profile.compute.clock_hz * max(1, cores))
 
 
 def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:

@@ -196,6 +196,12 @@ class DenseKernel(Strict):
     # (oneDNN's primitive dispatch for bf16, fbgemm's quantization of the input for int8), paid
     # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line).
     call_overhead: TypeSeconds = TypeSeconds()
+    # A GEMM (or convolution) that copies its whole weight matrix into the library's blocked layout
+    # at every call, before any multiply-add (MKL's and oneDNN's packed B panels for plain-layout
+    # weights): cycles per vector of ``compute.vector_lanes`` weights, per type, paid once per call
+    # whatever the batch, spread over the kernel's cores. It is why a GEMM's time is an affine
+    # function of its batch, not a rate (calibrate: the intercept of each type's GEMMs at two batches).
+    pack_cycles_per_vector: VectorCycles = VectorCycles()
 
 
 class SparseKernel(Strict):

@@ -75,6 +75,10 @@ CHAINS = (1, 2, 4, 8, 16, 32)
 # the EIE benchmark (crosscheck compares on those: calibrating on the very shapes it checks would
 # fit the check)
 GEMM_SHAPES = ((3072, 3072, 64), (2048, 8192, 64), (1536, 1000, 64), (1024, 3000, 64), (2048, 2048, 64))
+# The same shapes again at a wider batch: a GEMM's time is affine in its batch (its weights packed
+# once per call, then the multiply-adds), so two batches give the rate (the slope) and the packing
+# (the intercept); 64 and 256 span the batches the checks run (64) and a prefill's (128).
+GEMM_WIDE_BATCH = 256
 # CSR matrices of the sparse-kernel fit: the same non-zeros (512 KiB of values and indices, in
 # cache) on 256, 1024 and 8192 rows (256, 64 and 8 a row), so per-row and per-non-zero costs
 # separate; SpMM at batch 64 and at half a vector, which tells a kernel that vectorises over the
@@ -342,9 +346,11 @@ class Measurements:
     beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
-    gemm_flops_per_s: float = 0.0
+    gemm_flops_per_s: float = 0.0             # fp32: the slope of the GEMMs' time over their batch
     # the same GEMMs in other types (:func:`_measure_types`): "bf16" F.linear, "int8" dynamic quantization
     type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
+    # per type ("fp32" too): the GEMMs' intercept per weight, what packing the weights costs a call
+    gemm_pack_s_per_weight: dict[str, float] = field(default_factory=dict)
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
@@ -663,19 +669,59 @@ def _measure_working_set(s: Session) -> None:
     s.m.working_set = [WorkingSetPoint(rows[size], rows[size] / busy) for size, busy in got.items()]
 
 
-def _measure_gemm(s: Session) -> None:
-    """F.linear at batch 64 on :data:`GEMM_SHAPES`: the median over the shapes of each one's rate
-    (a power-of-two leading dimension makes the packed panels alias in the caches)."""
-    import torch
+@dataclass(frozen=True)
+class GemmLine:
+    """A GEMM's time as an affine function of its batch: the multiply-adds' rate (the slope) and the
+    time per weight of packing the weights once per call (the intercept)."""
 
+    flops_per_s: float
+    pack_s_per_weight: float
+
+
+def gemm_shapes() -> list[tuple[int, int, int]]:
+    """Every GEMM calibrate times: :data:`GEMM_SHAPES` at their batch and at :data:`GEMM_WIDE_BATCH`."""
+    return [*GEMM_SHAPES, *((r, c, GEMM_WIDE_BATCH) for r, c, _ in GEMM_SHAPES)]
+
+
+def gemm_line(times: Mapping[tuple[int, int, int], float], overhead_s: float = 0.0) -> GemmLine:
+    """The medians over :data:`GEMM_SHAPES` of each shape's line through its two batches' best calls
+    (less the per-call ``overhead_s``): rate ``2 x rows x cols`` per second of added batch row, and
+    intercept per weight. A shape whose wider batch did not take longer (noise) gives no slope; if
+    none does, the rate is the narrow batch's, with no packing."""
+    rates, packs = [], []
+    for rows, cols, batch in GEMM_SHAPES:
+        narrow, wide = times[(rows, cols, batch)] - overhead_s, times.get((rows, cols, GEMM_WIDE_BATCH))
+        if wide is None or wide - overhead_s <= narrow:
+            continue
+        per_row_s = (wide - overhead_s - narrow) / (GEMM_WIDE_BATCH - batch)
+        rates.append(2.0 * rows * cols / per_row_s)
+        packs.append(max(0.0, narrow - batch * per_row_s) / (rows * cols))
+    if not rates:
+        return GemmLine(statistics.median(2.0 * r * c * b / times[(r, c, b)] for r, c, b in GEMM_SHAPES), 0.0)
+    return GemmLine(statistics.median(rates), statistics.median(packs))
+
+
+def _gemm_label(shape: tuple[int, int, int], dtype: str = "fp32") -> str:
+    return "GEMM {} x {} at batch {}".format(*shape) + ("" if dtype == "fp32" else f" in {dtype}")
+
+
+def _measure_gemm_line(s: Session, dtype: str) -> GemmLine:
+    """:func:`gemm_shapes` in ``dtype`` as the variant runs it, each its best call, settled; their line."""
     def gemm_round(rows: int, cols: int, batch: int) -> Callable[[], float]:
         def run() -> float:
-            g, xb = torch.rand(rows, cols), torch.rand(batch, cols)
-            return _best_time(lambda: torch.nn.functional.linear(xb, g), min_calls=6, budget_s=0.2)
+            return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
         return run
-    got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
-                   name=lambda shape: "GEMM {} x {} at batch {}".format(*shape))
-    s.m.gemm_flops_per_s = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
+    got = s.record(settle({shape: gemm_round(*shape) for shape in gemm_shapes()}),
+                   name=functools.partial(_gemm_label, dtype=dtype))
+    line = gemm_line(got, s.m.launch_overhead_s)
+    s.m.gemm_pack_s_per_weight[dtype] = line.pack_s_per_weight
+    return line
+
+
+def _measure_gemm(s: Session) -> None:
+    """F.linear on :func:`gemm_shapes` in fp32: the rate of its multiply-adds and its packing
+    (:func:`gemm_line`; a power-of-two leading dimension makes the packed panels alias in the caches)."""
+    s.m.gemm_flops_per_s = _measure_gemm_line(s, "fp32").flops_per_s
 
 
 #: The types whose GEMM rate :func:`_measure_types` measures, and what runs each: the variants
@@ -703,10 +749,6 @@ def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[]
     return lambda: torch.ops.quantized.linear_dynamic(xb, packed)
 
 
-def _type_gemm_label(dtype: str, shape: tuple[int, int, int]) -> str:
-    return "GEMM {} x {} at batch {} in {}".format(*shape, dtype)
-
-
 def _gemv_label(dtype: str, rows: int) -> str:
     return f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {dtype}"
 
@@ -720,17 +762,11 @@ def _sparse_label(kind: str, key: tuple[int, int]) -> str:
 
 
 def _measure_types(s: Session) -> None:
-    """The GEMMs of :func:`_measure_gemm` in bf16 and int8 (dynamic quantization), the median over
-    the shapes of each one's rate: what the cost model's ``peak_flops.bf16`` / ``int8`` are scaled
-    from (:func:`type_peaks`)."""
+    """The GEMMs of :func:`_measure_gemm` in bf16 and int8 (dynamic quantization): each type's rate
+    (what the cost model's ``peak_flops.bf16`` / ``int8`` are scaled from, :func:`type_peaks`) and
+    packing."""
     for dtype in TYPE_KERNELS:
-        def gemm_round(rows: int, cols: int, batch: int, dtype: str = dtype) -> Callable[[], float]:
-            def run() -> float:
-                return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
-            return run
-        got = s.record(settle({shape: gemm_round(*shape) for shape in GEMM_SHAPES}),
-                       name=functools.partial(_type_gemm_label, dtype))
-        s.m.type_gemm_flops_per_s[dtype] = statistics.median(2.0 * r * c * b / t for (r, c, b), t in got.items())
+        s.m.type_gemm_flops_per_s[dtype] = _measure_gemm_line(s, dtype).flops_per_s
 
 
 #: The cache-resident GEMVs :func:`_measure_gemv_types` times: rows of :data:`GEMV_LOOP_COLUMNS`
@@ -1567,13 +1603,13 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     """``compute.kernels``: GEMM's library efficiency (conv the same), GEMV's loop per type, the
     sparse costs (spconv as spmm, lowered by im2col as bench runs it)."""
     efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
-    gemm_names = ["GEMM {} x {} at batch {}".format(*shape) for shape in GEMM_SHAPES]
+    gemm_names = [_gemm_label(shape) for shape in gemm_shapes()]
     notes.fit("gemm.library_efficiency", "median over F.linear of " + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
-              + f" at batch 64 (each its best call): FLOP/s over the FMA peak of {m.threads} thread(s)"
-              + _settled(m, *gemm_names))
-    notes.source("conv.library_efficiency", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
-    block: dict[str, Any] = {"gemm": {"library_efficiency": efficiency}, "conv": {"library_efficiency": efficiency},
-                             "gemv": gemv_block(cpu, m, notes)}
+              + f" of the slope between batch {GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} (each its best call): "
+              f"FLOP/s over the FMA peak of {m.threads} thread(s)" + _settled(m, *gemm_names))
+    dense = {"library_efficiency": efficiency, **pack_block(cpu, m, notes)}
+    notes.source("conv", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
+    block: dict[str, Any] = {"gemm": dense, "conv": dict(dense), "gemv": gemv_block(cpu, m, notes)}
     if m.elementwise_per_s > 0:
         per_vector = cpu.clock_hz * m.threads * cpu.vector_lanes / m.elementwise_per_s
         block["pool"] = {"cycles_per_element": float(f"{per_vector:.4g}")}
@@ -1612,6 +1648,21 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     notes.fit("spconv.cycles_per_row", "the same fit")
     notes.fit("spconv.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
     return block
+
+
+def pack_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
+    """``pack_cycles_per_vector`` of the GEMM (and convolution) kernel: each type's intercept per
+    weight (:func:`gemm_line`) as cycles of one core per vector of ``vector_lanes`` weights, the
+    kernel's threads sharing the pass; empty where no type showed one."""
+    cycles = {dtype: float(f"{per_weight * cpu.clock_hz * m.threads * cpu.vector_lanes:.4g}")
+              for dtype, per_weight in m.gemm_pack_s_per_weight.items() if per_weight > 0}
+    if not cycles:
+        return {}
+    notes.fit("gemm.pack_cycles_per_vector", "the intercept of each type's GEMM line (its time at batch "
+              f"{GEMM_SHAPES[0][2]} less the slope's multiply-adds and the per-call overhead, the median over the "
+              "shapes per weight) x clock x threads x lanes: " + ", ".join(
+                  f"{dtype} {m.gemm_pack_s_per_weight[dtype] * 1e12:.3g} ps a weight" for dtype in cycles))
+    return {"pack_cycles_per_vector": cycles}
 
 
 def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
@@ -1665,9 +1716,10 @@ def type_peaks(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, str]:
             continue
         ratio = rate / m.gemm_flops_per_s
         peaks[dtype] = _q(cpu.peak_flops_per_s * ratio, Quantity.FLOP_PER_S)
-        names = ["GEMM {} x {} at batch {} in {}".format(*shape, dtype) for shape in GEMM_SHAPES]
+        names = [_gemm_label(shape, dtype) for shape in gemm_shapes()]
         notes.fit(f"peak_flops.{dtype}", f"effective: the fp32 peak x {ratio:.4g}, the median over "
-                  + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES) + f" at batch 64 of {TYPE_KERNELS[dtype]} "
+                  + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES) + " of the slope between batch "
+                  f"{GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} of {TYPE_KERNELS[dtype]} "
                   f"({format_quantity(rate, Quantity.FLOP_PER_S, 3)}) over the same in fp32 "
                   f"({format_quantity(m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)}), each its best call; with "
                   "gemm.library_efficiency it reproduces the measured rate (int8's quantize / dequantize passes "
