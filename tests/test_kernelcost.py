@@ -360,3 +360,19 @@ def test_a_gemm_that_packs_its_weights_is_affine_in_its_batch_and_only_gemms_pay
     slow = with_values(pi, {"compute.kernels.gemm.pack_cycles_per_vector.fp32": 1e4})
     assert dense_seconds(slow, KernelShape(KernelKind.GEMM, DType.FP32, rows=2048, columns=2, depth=2048),
                          cores).mechanism == "packing"
+
+
+def test_a_gemm_that_packs_its_weights_takes_its_memory_time_on_top_of_its_arithmetic(write_yaml):
+    """A GEMM that packs its weights at every call reads them before it multiplies them: with its
+    weights in DRAM its time is the memory's plus the arithmetic's, where a kernel that streams
+    its weights while it computes takes the larger of the two."""
+    pi = _profile("raspberry-pi-5")
+    llc = max(c.size_bytes for c in pi.caches)
+    workload = _fc(write_yaml, 4096, 4 * llc // (4 * 4096))      # weights four times the last level
+    tiny = with_values(pi, {"compute.kernels.gemm.pack_cycles_per_vector.fp32": 1e-3})   # the copy itself ~free
+    streams, packs = _layer(pi, workload, batch=16), _layer(tiny, workload, batch=16)
+    memory_s = max(v for k, v in streams.busy_s.items() if k.startswith("dram"))
+    compute_s = streams.busy_s["compute"]
+    assert streams.time_s == pytest.approx(max(memory_s, compute_s), rel=0.1)
+    assert min(memory_s, compute_s) > 0.3 * max(memory_s, compute_s)    # both matter
+    assert packs.time_s == pytest.approx(memory_s + compute_s, rel=0.1)

@@ -123,11 +123,17 @@ def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:
 
 
 def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:
-    """True when the dense kernel of ``shape`` packs its weights panel by panel before multiplying
-    them (the type is in the kernel's ``packs``): its loads then wait for the loop, not run ahead."""
+    """True when the dense kernel of ``shape`` packs its weights before multiplying them: panel by
+    panel (the type is in the kernel's ``packs``), or the whole matrix at every call (the kernel has
+    ``pack_cycles_per_vector`` for the type). Its loads then wait for the loop, not run ahead: a
+    GEMM whose weights come from DRAM takes its memory time on top of its packing and multiply-adds
+    (measured on the development VM: 4864 x 896 at 64-256 rows, cycling 48 matrices instead of one,
+    adds their bytes over the DRAM bandwidth in fp32, bf16 and int8 alike)."""
     if shape.kind not in DENSE_KINDS or profile.compute.kernels is None:
         return False
-    return shape.dtype.value in profile.compute.kernels.dense(shape.kind).packs
+    kernel = profile.compute.kernels.dense(shape.kind)
+    return shape.dtype.value in kernel.packs or (
+        shape.kind is not KernelKind.GEMV and kernel.pack_cycles_per_vector.of(shape.dtype.value) is not None)
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

@@ -41,6 +41,7 @@ refuses those (:class:`Implausible`, one line, exit status 2) instead of writing
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime as _dt
 import enum
 import functools
@@ -1609,7 +1610,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
               f"FLOP/s over the FMA peak of {m.threads} thread(s)" + _settled(m, *gemm_names))
     dense = {"library_efficiency": efficiency, **pack_block(cpu, m, notes)}
     notes.source("conv", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
-    block: dict[str, Any] = {"gemm": dense, "conv": dict(dense), "gemv": gemv_block(cpu, m, notes)}
+    block: dict[str, Any] = {"gemm": dense, "conv": copy.deepcopy(dense), "gemv": gemv_block(cpu, m, notes)}
     if m.elementwise_per_s > 0:
         per_vector = cpu.clock_hz * m.threads * cpu.vector_lanes / m.elementwise_per_s
         block["pool"] = {"cycles_per_element": float(f"{per_vector:.4g}")}
