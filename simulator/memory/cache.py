@@ -49,10 +49,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numba
 import numpy as np
 
 from ..hardware.profile import CacheLevel, Replacement, WriteAllocate
+from .jit import numba
 
 __all__ = [
     "HINT_OVERWRITE",
