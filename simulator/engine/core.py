@@ -43,7 +43,7 @@ import numpy as np
 import simpy
 
 from ..hardware.profile import HardwareProfile
-from ..memory.cache import AccessOutcome
+from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from .kernelcost import IssueTime, call_overhead_s, issue_time, packs_weights
 from .results import LayerResult
@@ -93,16 +93,10 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     """Aggregate the cache model's per-access outcome into per-tile byte counts."""
     levels = len(profile.caches)
     bounds = traffic.tile_bounds()
-    tiles = bounds.size - 1
-    # category of each access: (gather or not) x (serving level), counted tile by tile
-    slots = 2 * (levels + 1)
-    category = outcome.served_level.astype(np.int16)
-    category += (traffic.stream == StreamKind.GATHER) * np.int16(levels + 1)
-    by_kind = np.stack([np.bincount(category[a:b], minlength=slots) for a, b in zip(bounds[:-1], bounds[1:])]
-                       ).reshape(tiles, 2, levels + 1)
+    # accesses per tile by (gather or not) x (serving level), and write-backs per tile
+    by_kind, tile_writebacks = tile_tallies(outcome, bounds, traffic.stream, StreamKind.GATHER, levels)
     counts = by_kind.sum(axis=1)
-    writebacks = np.array([int(outcome.dram_writebacks[a:b].sum(dtype=np.int64))
-                           for a, b in zip(bounds[:-1], bounds[1:])], dtype=float)
+    writebacks = tile_writebacks.astype(float)
     share = np.diff(bounds) / max(1, traffic.accesses)
     # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
     # gather. A lower level hands the level above one of that level's lines for a stream, but

@@ -171,6 +171,30 @@ class AccessOutcome:
         return self.writeback_addresses, self.writeback_access
 
 
+def tile_tallies(outcome: AccessOutcome, bounds: np.ndarray, kinds: np.ndarray, gather: int,
+                 levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile (``bounds``: the first access of each tile, then the end): the accesses each level
+    served ``[tiles, 2, levels + 1]`` (DRAM last), the others first, then those whose kind (in
+    ``kinds``) is ``gather``; and the DRAM write-backs ``[tiles]``. One compiled pass that releases
+    the GIL."""
+    tiles = bounds.size - 1
+    by_kind = np.zeros((tiles, 2, levels + 1), dtype=np.int64)
+    writebacks = np.zeros(tiles, dtype=np.int64)
+    _tally(np.ascontiguousarray(bounds, dtype=np.int64), outcome.served_level, kinds, int(gather),
+           outcome.dram_writebacks, by_kind, writebacks)
+    return by_kind, writebacks
+
+
+@numba.njit(cache=True, nogil=True)
+def _tally(bounds, served, kinds, gather, dram_writebacks, by_kind, writebacks):  # pragma: no cover - compiled
+    for t in range(bounds.size - 1):
+        wb = 0
+        for i in range(bounds[t], bounds[t + 1]):
+            by_kind[t, 1 if kinds[i] == gather else 0, served[i]] += 1
+            wb += dram_writebacks[i]
+        writebacks[t] = wb
+
+
 class CacheHierarchy:
     """State of a whole hierarchy; persists across calls (warm caches are real).
 
