@@ -37,10 +37,12 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import Any, Generator, Iterable, Iterator, Optional
+from functools import partial
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional
 
 import numpy as np
 import simpy
+from simpy.resources.resource import Request
 
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome, tile_tallies
@@ -192,11 +194,12 @@ class _TileLoad:
             self._loaded()
         for resource, seconds, name in holds:
             request = resource.request()
-            request.callbacks.append(
-                lambda _, resource=resource, request=request, seconds=seconds, name=name:
-                env.timeout(seconds).callbacks.append(lambda _: self._release(resource, request, seconds, name)))
+            _then(request, partial(self._granted, resource, request, seconds, name))
 
-    def _release(self, resource: simpy.Resource, request: simpy.Event, seconds: float, name: str) -> None:
+    def _granted(self, resource: simpy.Resource, request: Request, seconds: float, name: str, _: simpy.Event) -> None:
+        _then(self.env.timeout(seconds), partial(self._release, resource, request, seconds, name))
+
+    def _release(self, resource: simpy.Resource, request: Request, seconds: float, name: str, _: simpy.Event) -> None:
         resource.release(request)
         self.busy.add(name, seconds, float(self.env.now))
         self.pending -= 1
@@ -205,9 +208,18 @@ class _TileLoad:
 
     def _loaded(self) -> None:
         if self.wait_s is not None:     # first data of the tile arrives
-            self.env.timeout(self.wait_s).callbacks.append(lambda _: self.ready.succeed())
+            _then(self.env.timeout(self.wait_s), self._arrived)
         else:
             self.ready.succeed()
+
+    def _arrived(self, _: simpy.Event) -> None:
+        self.ready.succeed()
+
+
+def _then(event: simpy.Event, callback: Callable[[simpy.Event], None]) -> None:
+    """Call ``callback`` when ``event`` is processed (it is not yet: it was just made)."""
+    assert event.callbacks is not None
+    event.callbacks.append(callback)
 
 
 def _dma_channel_seconds(profile: HardwareProfile, work: LayerWork) -> Optional[np.ndarray]:

@@ -24,7 +24,7 @@ def _import_arraymath_without_blas_probe() -> None:
     if "numba.np.arraymath" in sys.modules or _BLAS in sys.modules:
         import numba.np.arraymath  # noqa: F401 - loaded already, or scipy is there anyway
         return
-    sys.modules[_BLAS] = None      # type: ignore[assignment] - `import` of it raises ImportError
+    sys.modules[_BLAS] = None  # type: ignore[assignment]  # importing it now raises ImportError
     try:
         import numba.np.arraymath  # noqa: F401
     finally:
