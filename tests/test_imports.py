@@ -13,8 +13,9 @@ from simulator.compress.compression import StorageFormat, compress_workload
 from simulator.model.workload import load_workload
 
 #: packages a run on a filled encoding cache has no use for: torch prunes and measures, matplotlib
-#: plots, pandas and friends serve the studies
-NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow")
+#: plots, pandas and friends serve the studies; scipy.linalg (and numpy.f2py with it) only told numba's
+#: CPU target whether compiled np.convolve may call BLAS (see simulator.memory.jit)
+NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow", "scipy.linalg", "numpy.f2py")
 
 _RUN_AND_LIST = """
 import sys
@@ -41,3 +42,23 @@ def test_a_warm_run_imports_no_heavy_package(repo_root, tiny_workload_file, tmp_
     assert proc.returncode == 0, proc.stderr
     assert "fc1" in proc.stdout      # the table was printed
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+_BLAS_AFTER_JIT = """
+import sys
+import numba
+from simulator.memory import jit
+assert "scipy.linalg.cython_blas" not in sys.modules
+import scipy.linalg.cython_blas              # not blocked any more
+@numba.njit
+def dot(a, b):
+    return np.dot(a, b)
+import numpy as np
+print(dot(np.arange(3.0), np.ones(3)))
+"""
+
+
+def test_the_blas_probe_is_skipped_only_while_numba_loads(repo_root):
+    proc = _python(repo_root, _BLAS_AFTER_JIT)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "3.0"      # compiled np.dot still finds BLAS through scipy

@@ -37,13 +37,15 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field, replace
-from typing import Any, Generator, Iterable, Iterator, Optional
+from functools import partial
+from typing import Any, Callable, Generator, Iterable, Iterator, Optional
 
 import numpy as np
 import simpy
+from simpy.resources.resource import Request
 
 from ..hardware.profile import HardwareProfile
-from ..memory.cache import AccessOutcome
+from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from .kernelcost import IssueTime, call_overhead_s, issue_time, packs_weights
 from .results import LayerResult
@@ -93,16 +95,10 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     """Aggregate the cache model's per-access outcome into per-tile byte counts."""
     levels = len(profile.caches)
     bounds = traffic.tile_bounds()
-    tiles = bounds.size - 1
-    # category of each access: (gather or not) x (serving level), counted tile by tile
-    slots = 2 * (levels + 1)
-    category = outcome.served_level.astype(np.int16)
-    category += (traffic.stream == StreamKind.GATHER) * np.int16(levels + 1)
-    by_kind = np.stack([np.bincount(category[a:b], minlength=slots) for a, b in zip(bounds[:-1], bounds[1:])]
-                       ).reshape(tiles, 2, levels + 1)
+    # accesses per tile by (gather or not) x (serving level), and write-backs per tile
+    by_kind, tile_writebacks = tile_tallies(outcome, bounds, traffic.stream, StreamKind.GATHER, levels)
     counts = by_kind.sum(axis=1)
-    writebacks = np.array([int(outcome.dram_writebacks[a:b].sum(dtype=np.int64))
-                           for a, b in zip(bounds[:-1], bounds[1:])], dtype=float)
+    writebacks = tile_writebacks.astype(float)
     share = np.diff(bounds) / max(1, traffic.accesses)
     # The first level hands the core what it uses: a whole line of a stream, a few bytes of a
     # gather. A lower level hands the level above one of that level's lines for a stream, but
@@ -171,64 +167,144 @@ class _Busy:
 
 def _hold(env: simpy.Environment, resource: simpy.Resource, seconds: float, busy: _Busy,
           name: str) -> Generator[simpy.Event, Any, None]:
+    """Hold ``resource`` for ``seconds`` (queueing first if it is busy); run inside the caller's
+    process with ``yield from`` (a process of its own would cost two more events)."""
     with resource.request() as request:
         yield request
         yield env.timeout(seconds)
     busy.add(name, seconds, float(env.now))
 
 
-def _dma_channel_seconds(profile: HardwareProfile, work: LayerWork, tile: int) -> float:
-    """Time the busiest DMA channel of a tiled engine needs for a tile's transfers (0 if unlimited)."""
+class _TileLoad:
+    """One tile's load: it holds every memory resource it uses at once, each for its own time,
+    then waits the DRAM latency once and triggers ``ready``.
+
+    Driven by event callbacks rather than by a process per hold (speed: a process costs an
+    initialisation and an end event and a generator per hold, and VGG-16 loads thousands of
+    tiles). A hold still requests its SimPy resource, queues in request order, and releases it
+    after ``env.timeout(seconds)``, so the times are those of a process per hold."""
+
+    __slots__ = ("env", "busy", "ready", "wait_s", "pending")
+
+    def __init__(self, env: simpy.Environment, holds: list[tuple[simpy.Resource, float, str]],
+                 wait_s: Optional[float], busy: _Busy, ready: simpy.Event) -> None:
+        self.env, self.busy, self.ready, self.wait_s = env, busy, ready, wait_s
+        self.pending = len(holds)
+        if not holds:
+            self._loaded()
+        for resource, seconds, name in holds:
+            request = resource.request()
+            _then(request, partial(self._granted, resource, request, seconds, name))
+
+    def _granted(self, resource: simpy.Resource, request: Request, seconds: float, name: str, _: simpy.Event) -> None:
+        _then(self.env.timeout(seconds), partial(self._release, resource, request, seconds, name))
+
+    def _release(self, resource: simpy.Resource, request: Request, seconds: float, name: str, _: simpy.Event) -> None:
+        resource.release(request)
+        self.busy.add(name, seconds, float(self.env.now))
+        self.pending -= 1
+        if self.pending == 0:
+            self._loaded()
+
+    def _loaded(self) -> None:
+        if self.wait_s is not None:     # first data of the tile arrives
+            _then(self.env.timeout(self.wait_s), self._arrived)
+        else:
+            self.ready.succeed()
+
+    def _arrived(self, _: simpy.Event) -> None:
+        self.ready.succeed()
+
+
+def _then(event: simpy.Event, callback: Callable[[simpy.Event], None]) -> None:
+    """Call ``callback`` when ``event`` is processed (it is not yet: it was just made)."""
+    assert event.callbacks is not None
+    event.callbacks.append(callback)
+
+
+def _dma_channel_seconds(profile: HardwareProfile, work: LayerWork) -> Optional[np.ndarray]:
+    """[tiles] time the busiest DMA channel of a tiled engine needs for each tile's transfers (None
+    if unlimited)."""
     engine = profile.tiled_engine
     if work.dma_channel_bytes is None or engine is None or engine.dma_channel_bandwidth_bytes_per_s is None:
-        return 0.0
-    return float(work.dma_channel_bytes[tile]) / engine.dma_channel_bandwidth_bytes_per_s
+        return None
+    return np.asarray(work.dma_channel_bytes, dtype=float) / engine.dma_channel_bandwidth_bytes_per_s
 
 
-def _memory_times(machine: Machine, work: LayerWork, tile: int) -> list[tuple[simpy.Resource, float, str]]:
-    """(resource, seconds, name) for every memory resource a tile's load uses."""
+def _memory_holds(machine: Machine, work: LayerWork) -> list[list[tuple[simpy.Resource, float, str]]]:
+    """Per tile, (resource, seconds, name) for every memory resource its load uses: each cache
+    level, scratchpad and DRAM, then the latency slots. Computed for all tiles at once (the same
+    element-wise arithmetic as one tile at a time, so the same seconds)."""
     profile = machine.profile
     cores = work.traffic.cores_used
-    out = []
+    columns: list[tuple[simpy.Resource, list[float], list[bool], list[str]]] = []
     for i, level in enumerate(profile.caches):
-        rate = level.bandwidth_bytes_per_s * (1 if level.shared else cores)
-        seconds = work.level_bytes[tile, i] / rate
-        if seconds > 0:
-            out.append((machine.levels[i], seconds, level.name))
+        seconds = work.level_bytes[:, i] / (level.bandwidth_bytes_per_s * (1 if level.shared else cores))
+        columns.append((machine.levels[i], seconds.tolist(), (seconds > 0).tolist(), [level.name] * work.tiles))
     for pad in profile.memory.scratchpads:
         size = work.scratchpad_bytes.get(pad.name)
-        if size is not None and size[tile] > 0:
-            rate = pad.bandwidth_bytes_per_s * (cores if pad.per_core else 1)
-            out.append((machine.scratchpads[pad.name], size[tile] / rate, pad.name))
+        if size is not None:
+            seconds = size / (pad.bandwidth_bytes_per_s * (cores if pad.per_core else 1))
+            columns.append((machine.scratchpads[pad.name], seconds.tolist(), (size > 0).tolist(),
+                            [pad.name] * work.tiles))
     dram = profile.dram
-    moved = work.dram_read_bytes[tile] + work.dram_write_bytes[tile]
-    if moved > 0 and dram is not None:
-        bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
-        latency_s = 0.0
-        if work.stream_lines is None:   # engines without caches: Little's law over their DRAM bursts
-            latency_s = work.dram_lines[tile] * dram.latency_s / (dram.outstanding_requests_per_core * cores)
-        name = "dram-latency" if latency_s > bandwidth_s else "dram-bandwidth"
-        channel_s = _dma_channel_seconds(profile, work, tile)
-        if channel_s > max(bandwidth_s, latency_s):
-            name = "dram-channel"
-        out.append((machine.dram, max(bandwidth_s, latency_s, channel_s), name))
+    if dram is not None:
+        columns.append(_dram_column(machine, work, cores))
     if work.stream_lines is not None and work.gather_requests is not None:   # layer_work sets both, others neither
-        stream_s = _latency_seconds(profile, work.stream_lines[tile], dram.outstanding_requests_per_core * cores
-                                    if dram is not None else 1, streams=True)
-        gather_s = _latency_seconds(profile, work.gather_requests[tile],
-                                    profile.compute.outstanding_gathers_per_core * cores)
-        if stream_s + gather_s > 0:
-            name = "gather-latency" if gather_s > stream_s else "stream-latency"
-            out.append((machine.latency, stream_s + gather_s, name))
-    return out
+        columns.append(_latency_column(machine, work, cores))
+    return [[(resource, seconds[tile], names[tile]) for resource, seconds, used, names in columns if used[tile]]
+            for tile in range(work.tiles)]
 
 
-def _latency_seconds(profile: HardwareProfile, served: np.ndarray, in_flight: int, streams: bool = False) -> float:
-    """Little's law below the first level: each request served by a lower level (L2, L3, DRAM)
-    occupies one of the ``in_flight`` slots for that level's latency (a stream's: its
-    ``stream_latency`` where the profile gives one)."""
+def _dram_column(machine: Machine, work: LayerWork,
+                 cores: int) -> tuple[simpy.Resource, list[float], list[bool], list[str]]:
+    """DRAM's hold of every tile: bytes moved over the sustained bandwidth, or Little's law over
+    the DRAM bursts of an engine without caches, or its busiest DMA channel, whichever is longest."""
+    dram = machine.profile.dram
+    assert dram is not None
+    moved = work.dram_read_bytes + work.dram_write_bytes
+    bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
+    latency_s = np.zeros(work.tiles)
+    if work.stream_lines is None:   # engines without caches: Little's law over their DRAM bursts
+        latency_s = work.dram_lines * dram.latency_s / (dram.outstanding_requests_per_core * cores)
+    names = np.where(latency_s > bandwidth_s, "dram-latency", "dram-bandwidth")
+    seconds = np.maximum(bandwidth_s, latency_s)
+    channel_s = _dma_channel_seconds(machine.profile, work)
+    if channel_s is not None:
+        names = np.where(channel_s > seconds, "dram-channel", names)
+        seconds = np.maximum(seconds, channel_s)
+    return machine.dram, seconds.tolist(), (moved > 0).tolist(), names.tolist()
+
+
+def _latency_column(machine: Machine, work: LayerWork,
+                    cores: int) -> tuple[simpy.Resource, list[float], list[bool], list[str]]:
+    """The request slots' hold of every tile: stream and gather latencies (Little's law)."""
+    profile = machine.profile
+    assert work.stream_lines is not None and work.gather_requests is not None
+    stream_flight = profile.dram.outstanding_requests_per_core * cores if profile.dram is not None else 1
+    gather_flight = profile.compute.outstanding_gathers_per_core * cores
+    stream_latencies = _latencies(profile, streams=True)
+    gather_latencies = _latencies(profile, streams=False)
+    seconds, names = [], []
+    for tile in range(work.tiles):
+        stream_s = _latency_seconds(work.stream_lines[tile], stream_latencies, stream_flight)
+        gather_s = _latency_seconds(work.gather_requests[tile], gather_latencies, gather_flight)
+        seconds.append(stream_s + gather_s)
+        names.append("gather-latency" if gather_s > stream_s else "stream-latency")
+    return machine.latency, seconds, [s > 0 for s in seconds], names
+
+
+def _latencies(profile: HardwareProfile, streams: bool) -> np.ndarray:
+    """The latency of each level below the first, DRAM last (a stream's: its ``stream_latency``
+    where the profile gives one)."""
     latencies = [level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
     latencies.append(profile.dram.latency_s if profile.dram is not None else 0.0)
+    return np.array(latencies, dtype=float)
+
+
+def _latency_seconds(served: np.ndarray, latencies: np.ndarray, in_flight: int) -> float:
+    """Little's law below the first level: each request served by a lower level (L2, L3, DRAM)
+    occupies one of the ``in_flight`` slots for that level's latency (see :func:`_latencies`)."""
     waited = float(np.dot(served[1:], latencies)) if served.size > 1 else 0.0
     return waited / max(1, in_flight)
 
@@ -256,41 +332,34 @@ def _tile_compute(profile: HardwareProfile, work: LayerWork) -> tuple[np.ndarray
     return issue.seconds * weights / weights.sum(), name
 
 
-def _load(env: simpy.Environment, machine: Machine, work: LayerWork, tile: int, busy: _Busy,
-          ready: simpy.Event) -> Generator[simpy.Event, Any, None]:
-    holds = [env.process(_hold(env, res, seconds, busy, name))
-             for res, seconds, name in _memory_times(machine, work, tile)]
-    if holds:
-        yield simpy.AllOf(env, holds)
-    if work.dram_lines[tile] > 0 and machine.profile.dram is not None:
-        yield env.timeout(machine.profile.dram.latency_s)   # first data of the tile arrives
-    ready.succeed()
-
-
-def _loader(env: simpy.Environment, machine: Machine, work: LayerWork, slots: simpy.Container,
-            ready: list[simpy.Event], busy: _Busy) -> Generator[simpy.Event, Any, None]:
-    for tile in range(work.tiles):
-        yield slots.get(1)
-        env.process(_load(env, machine, work, tile, busy, ready[tile]))
-
-
 def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Generator[simpy.Event, Any, None]:
-    """One layer: launch, then compute each tile as soon as its load is ready."""
+    """One layer: launch, then compute each tile as soon as its load is ready, starting the load of
+    the tile ``prefetch_tiles`` ahead as each computed tile frees its buffer (bounded prefetch)."""
     launch_s = machine.profile.compute.launch_overhead_s
     if work.traffic.shape is not None:
         launch_s += call_overhead_s(machine.profile, work.traffic.shape)
     if launch_s > 0:
-        yield env.process(_hold(env, machine.compute, launch_s, busy, "launch"))
-    slots = simpy.Container(env, capacity=work.prefetch_tiles, init=work.prefetch_tiles)
+        yield from _hold(env, machine.compute, launch_s, busy, "launch")
     ready = [env.event() for _ in range(work.tiles)]
     compute_s, compute_name = _tile_compute(machine.profile, work)
-    env.process(_loader(env, machine, work, slots, ready, busy))
+    holds = _memory_holds(machine, work)
+    dram = machine.profile.dram
+    # the tile waits the DRAM latency once, for its first data, when it moves lines to or from DRAM
+    wait_s = [dram.latency_s if lines > 0 else None for lines in work.dram_lines.tolist()] if dram is not None \
+        else [None] * work.tiles
+
+    def load(tile: int) -> None:
+        if tile < work.tiles:
+            _TileLoad(env, holds[tile], wait_s[tile], busy, ready[tile])
+
+    for tile in range(min(work.prefetch_tiles, work.tiles)):
+        load(tile)
     for tile in range(work.tiles):
         yield ready[tile]
         seconds = float(compute_s[tile])
         if seconds > 0:
-            yield env.process(_hold(env, machine.compute, seconds, busy, compute_name))
-        yield slots.put(1)
+            yield from _hold(env, machine.compute, seconds, busy, compute_name)
+        load(tile + work.prefetch_tiles)
 
 
 def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
@@ -298,8 +367,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
     """A host-link transfer: latency plus bytes over the per-direction bandwidth."""
     link = machine.profile.link
     assert link is not None and machine.link is not None
-    yield env.process(_hold(env, machine.link, link.latency_s + size_bytes / link.bandwidth_bytes_per_s,
-                            busy, "link"))
+    yield from _hold(env, machine.link, link.latency_s + size_bytes / link.bandwidth_bytes_per_s, busy, "link")
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:

@@ -49,10 +49,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numba
 import numpy as np
 
 from ..hardware.profile import CacheLevel, Replacement, WriteAllocate
+from .jit import numba
 
 __all__ = [
     "HINT_OVERWRITE",
@@ -169,6 +169,30 @@ class AccessOutcome:
         if self.writeback_addresses is None or self.writeback_access is None:
             raise ValueError("the write-backs were not recorded (access(..., record_writebacks=True))")
         return self.writeback_addresses, self.writeback_access
+
+
+def tile_tallies(outcome: AccessOutcome, bounds: np.ndarray, kinds: np.ndarray, gather: int,
+                 levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per tile (``bounds``: the first access of each tile, then the end): the accesses each level
+    served ``[tiles, 2, levels + 1]`` (DRAM last), the others first, then those whose kind (in
+    ``kinds``) is ``gather``; and the DRAM write-backs ``[tiles]``. One compiled pass that releases
+    the GIL."""
+    tiles = bounds.size - 1
+    by_kind = np.zeros((tiles, 2, levels + 1), dtype=np.int64)
+    writebacks = np.zeros(tiles, dtype=np.int64)
+    _tally(np.ascontiguousarray(bounds, dtype=np.int64), outcome.served_level, kinds, int(gather),
+           outcome.dram_writebacks, by_kind, writebacks)
+    return by_kind, writebacks
+
+
+@numba.njit(cache=True, nogil=True)
+def _tally(bounds, served, kinds, gather, dram_writebacks, by_kind, writebacks):  # pragma: no cover - compiled
+    for t in range(bounds.size - 1):
+        wb = 0
+        for i in range(bounds[t], bounds[t + 1]):
+            by_kind[t, 1 if kinds[i] == gather else 0, served[i]] += 1
+            wb += dram_writebacks[i]
+        writebacks[t] = wb
 
 
 class CacheHierarchy:

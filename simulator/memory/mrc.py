@@ -40,10 +40,10 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numba
 import numpy as np
 
 from .cache import HINT_OVERWRITE, HINT_STREAM, AccessOutcome, CacheGeometry, CacheHierarchy, Replacement, WriteAllocate
+from .jit import numba
 
 __all__ = ["Associativity", "LevelFilter", "LevelStream", "LruStacks", "MissRatioCurve", "MrcPoint", "default_sizes",
            "fully_associative_distances", "level_outcome", "level_stream", "miss_ratio_curve", "require_lru"]

@@ -76,13 +76,13 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
-import numba
 import numpy as np
 
 from ..compress.compression import EncodedWeights, StorageFormat
 from ..hardware.profile import DeviceKind, HardwareProfile, KernelKind
 from ..model.workload import Layer, LayerKind, Workload, layer_seed
 from .cache import HINT_OVERWRITE, HINT_STREAM
+from .jit import numba
 from .kernelshape import KernelShape, kernel_shape
 
 INTERLEAVE = 16          # accesses a core issues before the next core's turn

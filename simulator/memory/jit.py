@@ -1,0 +1,37 @@
+"""numba, for the compiled kernels of this stage, loaded without its BLAS probe.
+
+Import ``numba`` from here (``from .jit import numba``) in modules whose kernels a run calls.
+
+Speed trick, kept and labelled: the first compiled call loads numba's CPU target, which imports
+``numba.np.arraymath``, which imports ``scipy.linalg.cython_blas`` (about 0.1 s, ``numpy.f2py``
+included: a tenth of a warm ``run``) only to decide whether compiled ``np.correlate`` and
+``np.convolve`` may call BLAS. No kernel of the simulator calls them, so this module imports
+``numba.np.arraymath`` with that import blocked: numba then gives those two its own loop. Compiled
+``np.dot`` and ``np.linalg`` are unaffected (numba imports scipy for them when it compiles them).
+Where ``scipy.linalg`` is loaded already, nothing is blocked.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numba
+
+_BLAS = "scipy.linalg.cython_blas"
+
+
+def _import_arraymath_without_blas_probe() -> None:
+    if "numba.np.arraymath" in sys.modules or _BLAS in sys.modules:
+        import numba.np.arraymath  # noqa: F401 - loaded already, or scipy is there anyway
+        return
+    sys.modules[_BLAS] = None  # type: ignore[assignment]  # importing it now raises ImportError
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        if sys.modules.get(_BLAS, 0) is None:
+            del sys.modules[_BLAS]
+
+
+_import_arraymath_without_blas_probe()
+
+__all__ = ["numba"]
