@@ -27,6 +27,11 @@ def _import_arraymath_without_blas_probe() -> None:
     sys.modules[_BLAS] = None  # type: ignore[assignment]  # importing it now raises ImportError
     try:
         import numba.np.arraymath  # noqa: F401
+    except ImportError:     # a numba that does not tolerate the missing probe: load it the plain way
+        for name in [n for n in sys.modules if n.startswith("numba.np.arraymath")]:
+            del sys.modules[name]
+        del sys.modules[_BLAS]
+        import numba.np.arraymath  # noqa: F401,F811
     finally:
         if sys.modules.get(_BLAS, 0) is None:
             del sys.modules[_BLAS]
