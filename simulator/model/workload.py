@@ -19,7 +19,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional, Sequence
 
 import networkx as nx
 from pydantic import Field
@@ -317,26 +317,26 @@ class Workload:
 
     def with_dtype(self, dtype: DType) -> Workload:
         """The same workload with every layer's activations (and weights) in ``dtype``."""
-        from dataclasses import replace
-
-        layers = tuple(replace(l, dtype=dtype) for l in self.layers)
-        graph = self.graph.copy()
-        for layer in layers:
-            graph.nodes[layer.name]["layer"] = layer
-        return replace(self, dtype=dtype, graph=graph, layers=layers)
+        return self.with_layers([replace(l, dtype=dtype) for l in self.layers], dtype=dtype)
 
     def with_density(self, density: float) -> Workload:
         """The same workload with every weighted layer at one density (``--density``)."""
-        from dataclasses import replace
-
         if self.weight_masks:
             # the masks are the sparsity; a density would silently be ignored for them
             raise ConfigError(self.path, "density", "cannot override the density of a checkpoint's own weights")
-        layers = tuple(replace(l, density=density) if l.kind.has_weights else l for l in self.layers)
-        graph = self.graph.copy()
+        return self.with_layers([replace(l, density=density) if l.kind.has_weights else l for l in self.layers])
+
+    def with_layers(self, layers: Sequence[Layer], **changes: Any) -> Workload:
+        """The same graph with new :class:`Layer` objects for its layers (the same names, in the same
+        order) and ``changes`` to the other fields; every layer keeps its inputs in their declared order
+        (``graph.copy()`` would list them in the order of the layers instead)."""
+        if [l.name for l in layers] != [l.name for l in self.layers]:
+            raise ValueError(f"{self.name}: new layers must keep the names and order of the old ones")
+        graph = nx.DiGraph()
         for layer in layers:
-            graph.nodes[layer.name]["layer"] = layer
-        return replace(self, graph=graph, layers=layers)
+            graph.add_node(layer.name, layer=layer)
+            graph.add_edges_from((p, layer.name) for p in self.predecessors(layer.name))
+        return replace(self, **{**changes, "graph": graph, "layers": tuple(layers)})
 
 
 def load_workload(path: str | Path) -> Workload:
