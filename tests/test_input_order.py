@@ -86,3 +86,15 @@ def test_the_torch_importer_keeps_the_operands_order():
     workload = workload_from_module(LateJoin(), torch.zeros(1, 1, 8, 8))
     add = next(l.name for l in workload.layers if l.kind.value == "add")
     assert workload.predecessors(add) == ["c2", "c1"]
+
+
+def test_the_networkx_graph_is_built_on_demand_in_the_declared_order(resnet20_path):
+    workload = load_workload(resnet20_path).with_density(0.5)
+    assert "graph" not in vars(workload)            # nothing asked for it yet
+    graph = workload.graph
+    assert graph is workload.graph                   # built once
+    assert list(graph.nodes) == [l.name for l in workload.layers]
+    for name, inputs in JOINS.items():
+        assert list(graph.predecessors(name)) == inputs
+        assert graph.nodes[name]["layer"] is workload.layer(name)
+    assert workload.sinks() == [n for n in graph.nodes if graph.out_degree(n) == 0] == ["fc"]

@@ -34,7 +34,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
-import networkx as nx
 import numpy as np
 
 from ..base.errors import OptionError
@@ -184,11 +183,8 @@ def _part(workload: Workload, keep: Callable[[Layer], bool]) -> Workload:
     fresh input of its shape."""
     layers = tuple(l for l in workload.layers if keep(l))
     names = {l.name for l in layers}
-    graph = nx.DiGraph()     # not graph.subgraph(names).copy(): that lists a layer's inputs in layer order
-    for layer in layers:
-        graph.add_node(layer.name, layer=layer)
-        graph.add_edges_from((p, layer.name) for p in workload.predecessors(layer.name) if p in names)
-    return replace(workload, layers=layers, graph=graph)
+    inputs = {l.name: tuple(p for p in workload.inputs[l.name] if p in names) for l in layers}
+    return replace(workload, layers=layers, inputs=inputs)
 
 
 def _is_head(layer: Layer) -> bool:
