@@ -129,8 +129,9 @@ def test_a_layer_whose_pointers_overflow_the_sram_streams_column_batches_from_dr
 
 
 def test_without_a_dram_to_reload_from_an_overflowing_layer_is_one_line(repo_root, monkeypatch):
+    from dataclasses import replace
+
     from simulator.engine.accelerator import eie_works
-    from simulator.model.workload import Workload
 
     monkeypatch.setenv("SIMULATOR_CACHE_DIR", "")
     data = yaml.safe_load((repo_root / "hwprofiles/eie.yaml").read_text())
@@ -138,7 +139,7 @@ def test_without_a_dram_to_reload_from_an_overflowing_layer_is_one_line(repo_roo
     data["sources"] = {k: v for k, v in data["sources"].items() if "dram" not in k}
     profile = profile_from_mapping(data, "eie-no-dram.yaml")
     workload = load_workload(repo_root / "workloads/eie.yaml")
-    vgg = Workload(**{**workload.__dict__, "layers": tuple(l for l in workload.layers if l.name == "VGG16_FC6")})
+    vgg = replace(workload, layers=tuple(l for l in workload.layers if l.name == "VGG16_FC6"))
     with pytest.raises(ConfigError, match=r"layers.VGG16_FC6: its column pointers need 49.0 KiB per PE, more than "
                                           r".*32.0 KiB of SRAM.*no memory.dram"):
         eie_works(profile, vgg, 0)

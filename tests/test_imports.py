@@ -14,8 +14,10 @@ from simulator.model.workload import load_workload
 
 #: packages a run on a filled encoding cache has no use for: torch prunes and measures, matplotlib
 #: plots, pandas and friends serve the studies; scipy.linalg (and numpy.f2py with it) only told numba's
-#: CPU target whether compiled np.convolve may call BLAS (see simulator.memory.jit)
-NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow", "scipy.linalg", "numpy.f2py")
+#: CPU target whether compiled np.convolve may call BLAS (see simulator.memory.jit); networkx only
+#: serves code that asks for ``Workload.graph`` (a run reads ``Workload.inputs``)
+NOT_FOR_A_WARM_RUN = ("torch", "matplotlib", "pandas", "sklearn", "dask", "pyarrow", "scipy.linalg", "numpy.f2py",
+                      "networkx")
 
 _RUN_AND_LIST = """
 import sys

@@ -143,12 +143,9 @@ def test_a_density_on_the_output_layer_thins_its_columns(workload_from_text):
 
 def test_alexnet_with_half_its_filters_thinned_needs_fewer_macs():
     workload = load_workload(ROOT / "workloads" / "alexnet.yaml")
-    conv_half = replace(workload, layers=tuple(replace(l, density=0.5 if l.kind.value == "conv" else 1.0)
-                                               for l in workload.layers))
-    graph = conv_half.graph.copy()
-    for layer in conv_half.layers:
-        graph.nodes[layer.name]["layer"] = layer
-    thinned, record = thin_workload(replace(conv_half, graph=graph))
+    conv_half = workload.with_layers([replace(l, density=0.5 if l.kind.value == "conv" else 1.0)
+                                      for l in workload.layers])
+    thinned, record = thin_workload(conv_half)
     assert thinned.layer("conv2").weight_shape == (96, 32, 5, 5)
     assert thinned.layer("fc6").weight_shape == (4096, 128 * 36)
     assert record.macs_after < 0.4 * record.macs_before

@@ -168,7 +168,7 @@ class _Atoms:
 def _build_atoms(workload: Workload) -> _Atoms:
     """Atoms for every layer's output; weighted layers also record the atoms they read."""
     atoms = _Atoms()
-    sinks = {n for n in workload.graph.nodes if workload.graph.out_degree(n) == 0}
+    sinks = set(workload.sinks())
     for layer in workload.layers:
         preds = workload.predecessors(layer.name)
         if not preds:
@@ -321,7 +321,7 @@ def thin_workload(workload: Workload, seed: int = 0, rule: ResidualRule = Residu
     those of the weights that remain.
     """
     atoms = _build_atoms(workload)
-    sinks = {n for n in workload.graph.nodes if workload.graph.out_degree(n) == 0}
+    sinks = set(workload.sinks())
     zeros: dict[str, _Zeros] = {}
     for layer in workload.layers:
         if not layer.kind.has_weights:
@@ -367,7 +367,7 @@ def _record(workload: Workload, atoms: _Atoms, zeros: Mapping[str, _Zeros], foll
 
 
 def _sinks(workload: Workload) -> set[str]:
-    return {n for n in workload.graph.nodes if workload.graph.out_degree(n) == 0}
+    return set(workload.sinks())
 
 
 def _rebuild(workload: Workload, record: Mapping[str, LayerThinning], zeros: Mapping[str, _Zeros]) -> Workload:

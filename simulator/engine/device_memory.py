@@ -282,7 +282,7 @@ def weights(workload: Workload, name: str, size_bytes: Optional[int] = None) -> 
 
 def sinks(workload: Workload) -> list[str]:
     """Layers whose output nothing reads: the network's outputs."""
-    return [l.name for l in workload.layers if workload.graph.out_degree(l.name) == 0]
+    return workload.sinks()
 
 
 def inference_tasks(workload: Workload, variant_layers: Sequence[LayerResult], batch: int,

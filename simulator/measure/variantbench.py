@@ -127,14 +127,9 @@ def layers_alone(workload: Workload, names: Sequence[str]) -> Workload:
     """A workload of only the named layers, each reading its own input (what the benchmark mode
     times anyway: each layer alone): a variant that cannot encode some layer of ``workload`` (a
     block that does not divide it) is simulated on the layers it can."""
-    import networkx as nx
-
     keep = [l for l in workload.layers if l.name in set(names)]
-    graph = nx.DiGraph()
-    for layer in keep:
-        graph.add_node(layer.name, layer=layer)
     masks = {k: v for k, v in workload.weight_masks.items() if k in set(names)}
-    return replace(workload, graph=graph, layers=tuple(keep), weight_masks=masks)
+    return replace(workload, inputs={l.name: () for l in keep}, layers=tuple(keep), weight_masks=masks)
 
 
 # --- operators ----------------------------------------------------------------------------------

@@ -304,16 +304,13 @@ def checkpoint_workload(ckpt: Checkpoint, workload_path: Optional[str | Path] = 
         raise ConfigError(ckpt.path, where, f"{err.message} (layer {broken.name if broken else '?'} of "
                           f"{workload_path}, at the checkpoint's shapes)") from None
     layers, masks = [], {}
-    graph = base.graph.copy()
     for layer in base.layers:
         if layer.name in claimed:
             pattern = ckpt.nonzero(claimed[layer.name]).numpy()
             masks[layer.name] = pattern
             layer = replace(layer, density=float(np.count_nonzero(pattern)) / pattern.size)
-            graph.nodes[layer.name]["layer"] = layer
         layers.append(layer)
-    return Workload(f"{base.name}, {Path(ckpt.path).name}", ckpt.path, base.dtype, base.input_shape, graph,
-                    tuple(layers), masks)
+    return base.with_layers(layers, name=f"{base.name}, {Path(ckpt.path).name}", path=ckpt.path, weight_masks=masks)
 
 
 # --- writing --------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ import math
 from dataclasses import replace
 from typing import Any, Mapping, Optional, Sequence
 
-import networkx as nx
 import numpy as np
 
 from .workload import Layer, LayerKind, Workload
@@ -61,7 +60,6 @@ def resized(workload: Workload, out_sizes: Mapping[str, int], masks: Mapping[str
     A shape that no longer chains (the two inputs of an add differ, groups that no longer divide)
     is a ValueError: the caller decides removals that keep the graph consistent.
     """
-    graph = nx.DiGraph()
     layers: list[Layer] = []
     outputs: dict[str, tuple[int, ...]] = {}
     for layer in workload.layers:
@@ -74,9 +72,7 @@ def resized(workload: Workload, out_sizes: Mapping[str, int], masks: Mapping[str
                              f"{new.weight_shape}")
         outputs[layer.name] = new.out_shape
         layers.append(new)
-        graph.add_node(new.name, layer=new)
-        graph.add_edges_from((p, new.name) for p in preds)
-    return Workload(name, workload.path, workload.dtype, workload.input_shape, graph, tuple(layers), dict(masks))
+    return workload.with_layers(layers, name=name, weight_masks=dict(masks))
 
 
 def replace_layer(workload: Workload, target: str, new_layers: Sequence[Layer], name: str) -> Workload:
@@ -94,19 +90,17 @@ def replace_layer(workload: Workload, target: str, new_layers: Sequence[Layer], 
         if layer.name in taken:
             raise ValueError(f"{target}: a replacement layer is named {layer.name!r}, as an existing layer")
     last = new_layers[-1].name
-    graph = nx.DiGraph()
+    inputs: dict[str, tuple[str, ...]] = {}
     layers: list[Layer] = []
     for layer in workload.layers:
         if layer.name != target:
             layers.append(layer)
-            graph.add_node(layer.name, layer=layer)
-            graph.add_edges_from((last if p == target else p, layer.name) for p in workload.predecessors(layer.name))
+            inputs[layer.name] = tuple(last if p == target else p for p in workload.inputs[layer.name])
             continue
-        reads = workload.predecessors(target)
+        reads = workload.inputs[target]
         for new in new_layers:
             layers.append(new)
-            graph.add_node(new.name, layer=new)
-            graph.add_edges_from((p, new.name) for p in reads)
-            reads = [new.name]
+            inputs[new.name] = reads
+            reads = (new.name,)
     masks = {k: v for k, v in workload.weight_masks.items() if k != target}
-    return Workload(name, workload.path, workload.dtype, workload.input_shape, graph, tuple(layers), masks)
+    return Workload(name, workload.path, workload.dtype, workload.input_shape, inputs, tuple(layers), masks)

@@ -36,8 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-import networkx as nx
-
 from ..base.errors import ConfigError, quote
 from ..base.yamlio import read_limited
 from .workload import AttentionShape, DType, Layer, LayerKind, Workload
@@ -307,16 +305,16 @@ def llm_workload(config: LlmConfig, phase: Phase | str, tokens: int, context: in
     builder.add("final_norm", LayerKind.NORM, (h,), (h,), [builder.last])
     builder.add("lm_head", LayerKind.FC, (h,), (config.vocab_size,), ["final_norm"])
     name = f"{config.name} {step.phase.value}"
-    return Workload(name, config.path, dtype, (1,), builder.graph, tuple(builder.layers))
+    return Workload(name, config.path, dtype, (1,), builder.inputs, tuple(builder.layers))
 
 
 class _Builder:
-    """Collects layers and their graph edges in execution order."""
+    """Collects layers and the layers each reads, in execution order."""
 
     def __init__(self, dtype: DType) -> None:
         self.dtype = dtype
         self.layers: list[Layer] = []
-        self.graph = nx.DiGraph()
+        self.inputs: dict[str, tuple[str, ...]] = {}
 
     @property
     def last(self) -> str:
@@ -327,9 +325,7 @@ class _Builder:
         layer = Layer(name=name, kind=kind, module=name, in_shape=in_shape, out_shape=out_shape, dtype=self.dtype,
                       relu=False, **fields)
         self.layers.append(layer)
-        self.graph.add_node(name, layer=layer)
-        for source in inputs:
-            self.graph.add_edge(source, name)
+        self.inputs[name] = tuple(inputs)
         return name
 
 

@@ -585,7 +585,6 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
         layer = list(builder.layers.values())[int(found.group(1))] if found else None
         raise (builder.fail(layer.node, err.message) if layer else err) from None
     masks: dict[str, np.ndarray] = {}
-    graph = base.graph.copy()
     layers = []
     for resolved in base.layers:
         built = builder.layers[resolved.name]
@@ -600,9 +599,8 @@ def workload_from_module(module: nn.Module, example_input: torch.Tensor, name: O
             pattern = kept.numpy()
             masks[resolved.name] = pattern
             resolved = replace(resolved, density=float(np.count_nonzero(pattern)) / pattern.size)
-            graph.nodes[resolved.name]["layer"] = resolved
         layers.append(resolved)
-    return Workload(base.name, source, base.dtype, base.input_shape, graph, tuple(layers), masks)
+    return base.with_layers(layers, path=source, weight_masks=masks)
 
 
 # --- the command line's model -------------------------------------------------------------------

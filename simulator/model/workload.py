@@ -5,10 +5,10 @@ unless it names its ``inputs`` (``[]`` makes it read a fresh network input of it
 ``input_shape``, as in a benchmark of independent layers; an ``add`` layer names the two
 outputs it sums, the residual join of a ResNet; a ``concat`` names two or more outputs of the
 same plane and joins their channels, the join of an inception module). Loading resolves every shape,
-checks that they chain, and builds a networkx DAG whose nodes carry :class:`Layer` objects
-with FLOPs and byte sizes. :func:`to_torch_module` builds the same network in torch with
-the module names the file gives (``features.0`` ...), so published pruning schedules and
-checkpoints line up with it.
+checks that they chain, and records what each layer reads: a DAG of :class:`Layer` objects
+with FLOPs and byte sizes (``Workload.graph`` gives it as a networkx graph, built on first use).
+:func:`to_torch_module` builds the same network in torch with the module names the file gives
+(``features.0`` ...), so published pruning schedules and checkpoints line up with it.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ import hashlib
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Optional, Sequence
 
-import networkx as nx
 from pydantic import Field
 
 from ..base.errors import ConfigError, quote
 from ..base.schema import Fraction, PositiveInt, Strict, validate
 from ..base.yamlio import read_yaml_mapping
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 SCHEMA_VERSION = 1
 
@@ -291,7 +293,14 @@ class Layer:
 
 @dataclass(frozen=True)
 class Workload:
-    """A validated workload: the layer DAG and its layers in execution order.
+    """A validated workload: its layers in execution order, and the layers each one reads.
+
+    ``inputs`` maps every layer's name to the names of the layers whose outputs it reads, in the
+    order the workload declares them (a workload file's ``inputs:`` list, or the previous layer;
+    empty: a network input): the first input of a join is the one its trace reads first.
+    ``graph`` is the same DAG as a networkx ``DiGraph`` (nodes carry their :class:`Layer` as
+    ``layer``), built on first use for the code that wants graph algorithms: a plain run never
+    imports networkx.
 
     ``weight_masks`` holds, per layer name, the boolean non-zero pattern of real weights (a
     checkpoint's, see :mod:`simulator.model.checkpoint`), shaped like ``layer.weight_shape``; a
@@ -303,40 +312,57 @@ class Workload:
     path: str
     dtype: DType
     input_shape: tuple[int, ...]
-    graph: nx.DiGraph
+    inputs: Mapping[str, tuple[str, ...]] = field(hash=False)
     layers: tuple[Layer, ...]
     weight_masks: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    @functools.cached_property
+    def _by_name(self) -> dict[str, Layer]:
+        return {layer.name: layer for layer in self.layers}
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The layer DAG as a networkx ``DiGraph`` in execution order; each node's predecessors come
+        in their declared order, and its ``layer`` attribute is its :class:`Layer`."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for layer in self.layers:
+            graph.add_node(layer.name, layer=layer)
+            graph.add_edges_from((p, layer.name) for p in self.inputs[layer.name])
+        return graph
+
     def layer(self, name: str) -> Layer:
         """Look a layer up by name."""
-        return self.graph.nodes[name]["layer"]
+        return self._by_name[name]
 
     def predecessors(self, name: str) -> list[str]:
-        """Names of the layers whose outputs ``name`` reads (empty: reads a network input)."""
-        return list(self.graph.predecessors(name))
+        """Names of the layers whose outputs ``name`` reads, in their declared order (empty: reads a
+        network input)."""
+        return list(self.inputs[name])
+
+    def sinks(self) -> list[str]:
+        """Layers whose output no layer reads (the network's outputs), in execution order."""
+        read = {p for layer in self.layers for p in self.inputs[layer.name]}
+        return [layer.name for layer in self.layers if layer.name not in read]
 
     def with_dtype(self, dtype: DType) -> Workload:
         """The same workload with every layer's activations (and weights) in ``dtype``."""
-        from dataclasses import replace
-
-        layers = tuple(replace(l, dtype=dtype) for l in self.layers)
-        graph = self.graph.copy()
-        for layer in layers:
-            graph.nodes[layer.name]["layer"] = layer
-        return replace(self, dtype=dtype, graph=graph, layers=layers)
+        return self.with_layers([replace(l, dtype=dtype) for l in self.layers], dtype=dtype)
 
     def with_density(self, density: float) -> Workload:
         """The same workload with every weighted layer at one density (``--density``)."""
-        from dataclasses import replace
-
         if self.weight_masks:
             # the masks are the sparsity; a density would silently be ignored for them
             raise ConfigError(self.path, "density", "cannot override the density of a checkpoint's own weights")
-        layers = tuple(replace(l, density=density) if l.kind.has_weights else l for l in self.layers)
-        graph = self.graph.copy()
-        for layer in layers:
-            graph.nodes[layer.name]["layer"] = layer
-        return replace(self, graph=graph, layers=layers)
+        return self.with_layers([replace(l, density=density) if l.kind.has_weights else l for l in self.layers])
+
+    def with_layers(self, layers: Sequence[Layer], **changes: Any) -> Workload:
+        """The same graph with new :class:`Layer` objects for its layers (the same names, in the same
+        order) and ``changes`` to the other fields; every layer keeps its inputs."""
+        if [l.name for l in layers] != [l.name for l in self.layers]:
+            raise ValueError(f"{self.name}: new layers must keep the names and order of the old ones")
+        return replace(self, **{**changes, "layers": tuple(layers)})
 
 
 def load_workload(path: str | Path) -> Workload:
@@ -357,8 +383,8 @@ def load_workload_spec(path: str | Path) -> WorkloadSpec:
 
 
 def resolve(spec: WorkloadSpec, source: str) -> Workload:
-    """Propagate shapes through the layers, check them, and build the DAG."""
-    graph = nx.DiGraph()
+    """Propagate shapes through the layers, check them, and record what each layer reads."""
+    inputs: dict[str, tuple[str, ...]] = {}
     layers: list[Layer] = []
     outputs: dict[str, tuple[int, ...]] = {}
     previous: Optional[str] = None
@@ -402,16 +428,14 @@ def resolve(spec: WorkloadSpec, source: str) -> Workload:
             layer = replace(layer, parts=tuple(outputs[name][0] for name in sources))
         outputs[ls.name] = layer.out_shape
         layers.append(layer)
-        graph.add_node(layer.name, layer=layer)
-        for name in sources:
-            graph.add_edge(name, layer.name)
+        inputs[layer.name] = tuple(sources)
         previous = ls.name
     seen: set[str] = set()     # a set, not list.index: linear in the layers (100,000 of them)
     for i, layer in enumerate(layers):
         if layer.module in seen:
             raise ConfigError(source, f"layers[{i}].module", f"{quote(layer.module)} is used by an earlier layer")
         seen.add(layer.module)
-    return Workload(spec.name, source, spec.dtype, tuple(spec.input_shape), graph, tuple(layers))
+    return Workload(spec.name, source, spec.dtype, tuple(spec.input_shape), inputs, tuple(layers))
 
 
 def _concat_shape(sources: list[str], outputs: dict[str, tuple[int, ...]], where: str,

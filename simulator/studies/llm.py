@@ -183,7 +183,8 @@ def _part(workload: Workload, keep: Callable[[Layer], bool]) -> Workload:
     fresh input of its shape."""
     layers = tuple(l for l in workload.layers if keep(l))
     names = {l.name for l in layers}
-    return replace(workload, layers=layers, graph=workload.graph.subgraph(names).copy())
+    inputs = {l.name: tuple(p for p in workload.inputs[l.name] if p in names) for l in layers}
+    return replace(workload, layers=layers, inputs=inputs)
 
 
 def _is_head(layer: Layer) -> bool:
