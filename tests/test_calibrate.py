@@ -633,3 +633,28 @@ def test_the_gemm_line_separates_the_packing_from_the_multiply_adds(caches, cpu,
     assert "intercept" in profile.fitted["compute.kernels.gemm.pack_cycles_per_vector"]
     prefill = KernelShape(KernelKind.GEMM, DType.FP32, rows=2048, columns=128, depth=2048)
     assert dense_seconds(profile, prefill, 2).seconds == pytest.approx(time_s(2048, 2048, 128) - OVERHEAD_S, rel=0.03)
+
+
+@pytest.mark.parametrize("serial", [True, False])
+def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_overlaps(caches, cpu, measurements,
+                                                                                      serial):
+    """The SpMV beyond the private caches: measured near its in-cache issue time plus its stored
+    bytes' streaming time, its loads wait for its loop (``serial_loads``); near the larger of the
+    two, they run ahead. The index width is the backend's (torch's CSR tensors from bench: int64)."""
+    spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    issue_s = (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2)
+    probe_s = 2e-3                                   # fp32's GEMV over the same 32 MiB
+    memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
+    seconds = OVERHEAD_S + (issue_s + memory_s if serial else max(issue_s, memory_s))
+    beyond = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, seconds, "torch", 2)
+    m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=beyond,
+                gemv_beyond_s={"fp32": probe_s})
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    kernels = profile.compute.kernels
+    assert kernels.spmv.serial_loads is serial and not kernels.spmm.serial_loads
+    assert kernels.index_bits == 64
+    assert ("compute.kernels.spmv.serial_loads" in profile.sources) is serial
+    # nothing measured beyond the caches: the loads are taken to run ahead, as before
+    plain = profile_from_mapping(build_profile(caches, cpu, replace(m, sparse_beyond=None)), "host")
+    assert not plain.compute.kernels.spmv.serial_loads

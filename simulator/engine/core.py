@@ -47,7 +47,7 @@ from simpy.resources.resource import Request
 from ..hardware.profile import HardwareProfile
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
-from .kernelcost import IssueTime, call_overhead_s, issue_time, packs_weights
+from .kernelcost import IssueTime, call_overhead_s, issue_time, loads_wait_for_loop
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -121,8 +121,10 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         hits=counts.sum(axis=0),
         gather_requests=by_kind[:, 1, :] / float(per_request),
         stream_lines=np.column_stack([by_kind[:, 0, :levels], by_kind[:, 0, levels] + writebacks]),
-        # a kernel that packs each panel before multiplying it loads one tile, then computes it
-        prefetch_tiles=1 if traffic.shape is not None and packs_weights(profile, traffic.shape) else PREFETCH_TILES,
+        # a kernel whose loads wait for its loop (it packs each panel first, or its sparse loads
+        # do not run ahead) loads one tile, then computes it
+        prefetch_tiles=1 if traffic.shape is not None and loads_wait_for_loop(profile, traffic.shape)
+        else PREFETCH_TILES,
     )
 
 

@@ -136,6 +136,15 @@ def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:
         shape.kind is not KernelKind.GEMV and kernel.pack_cycles_per_vector.of(shape.dtype.value) is not None)
 
 
+def loads_wait_for_loop(profile: HardwareProfile, shape: KernelShape) -> bool:
+    """True when the kernel's weight loads wait for its loop instead of running ahead of it (the
+    engine then holds one tile: memory and issue take turns): a dense kernel that packs its
+    weights (:func:`packs_weights`), or a sparse kernel whose profile says ``serial_loads``."""
+    if shape.kind in SPARSE_KINDS and profile.compute.kernels is not None:
+        return getattr(profile.compute.kernels, shape.kind.value).serial_loads
+    return packs_weights(profile, shape)
+
+
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
     """Steps over the non-zeros and per-row work, per column group, spread over ``cores``; for a
     kernel whose steps wait on each other, at least the rows' latency chains over the rows in flight."""

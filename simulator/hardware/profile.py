@@ -232,6 +232,11 @@ class SparseKernel(Strict):
     lowering_cycles_per_element: Annotated[float, Field(ge=0, le=1e4)] = 0.0
     # as DenseKernel's: cycles per vector of stored weights converted into the arithmetic type
     dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
+    # The kernel's loads of its weights do not run ahead of its loop: beyond the private caches its
+    # time is its issue time *plus* its weights' streaming time, not the larger (calibrate: the
+    # kernel on a matrix beyond the private caches, against its in-cache costs and fp32's stream
+    # of the same bytes; torch's CSR kernel with int64 indices on the development VM).
+    serial_loads: bool = False
 
 
 class ElementKernel(Strict):

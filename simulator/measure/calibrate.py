@@ -360,6 +360,7 @@ class Measurements:
     elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
     bsr_block_s: dict[int, float] = field(default_factory=dict)        # batch -> seconds per stored block
     sparse: list[SparseTiming] = field(default_factory=list)
+    sparse_beyond: Optional[SparseTiming] = None    # the SpMV beyond the private caches (its backend)
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
@@ -997,6 +998,54 @@ def _measure_sparse(s: Session) -> None:
                                            backend.value, threads))
 
 
+#: The SpMV of :func:`_measure_sparse_beyond`: 32 MiB of values and int64 indices (the widest
+#: bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns: beyond the private
+#: caches of any CPU this project has met, while the dense operand stays in the first level.
+SPARSE_BEYOND_ROWS = 16384
+SPARSE_BEYOND_NONZEROS = GEMV_BEYOND_BYTES // 12
+#: Bytes a stored non-zero's index (and a row pointer) takes in each backend bench runs: torch's
+#: CSR tensors of ``sparse_operator`` hold int64, scipy's ``csr_matrix`` int32.
+BACKEND_INDEX_BITS = {"torch": 64, "scipy": 32}
+
+
+def _measure_sparse_beyond(s: Session) -> None:
+    """The SpMV backend :func:`_measure_sparse` picked, on a matrix beyond the private caches: whether
+    its loads run ahead of its loop there (:func:`serial_sparse`)."""
+    from .bench import SparseBackend, sparse_operator
+
+    spmv = s.m.sparse_of("spmv")
+    if not spmv:
+        return
+    backend = SparseBackend(spmv[0].backend)
+    ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, SPARSE_BEYOND_NONZEROS, seed=7)
+    x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
+    op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
+    got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
+                   name=lambda _: f"SpMV over {SPARSE_BEYOND_NONZEROS * 12 // MiB} MiB ({backend.value})")
+    steps = int(np.maximum(np.diff(ptr), 1).sum())
+    s.m.sparse_beyond = SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
+                                     got["beyond"], backend.value, spmv[0].threads)
+
+
+def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float) -> Optional[str]:
+    """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the private caches
+    it took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time (at
+    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`) than the larger of the two."""
+    timing, probe = m.sparse_beyond, m.gemv_beyond_s.get("fp32")
+    if timing is None or not probe:
+        return None
+    index_bytes = BACKEND_INDEX_BITS.get(timing.backend, 32) // 8
+    issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
+        clock_hz * timing.threads)
+    stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
+    memory_s = probe * stored / GEMV_BEYOND_BYTES
+    measured = max(timing.seconds - m.launch_overhead_s, 0.0)
+    if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
+        return None
+    return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against issue "
+            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes)")
+
+
 def _measure_lowered_product(s: Session) -> None:
     """The lowered product of a sparse convolution (torch CSR weights x an im2col-shaped dense
     input, as ``bench --sparse-conv`` runs it) at two widths and two densities: the ``spconv``
@@ -1105,6 +1154,7 @@ STEPS = (
     Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
     Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
     Step("CSR SpMV / SpMM", _measure_sparse),
+    Step("CSR SpMV beyond the private caches", _measure_sparse_beyond),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
@@ -1627,6 +1677,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
+    block.update(_sparse_memory(cpu, m, fits, notes, block["spmv"]))
     if fits.spconv is None:
         block["spconv"] = {"algorithm": "im2col", **block["spmm"]}
         notes.source("spconv", "[D] as spmm, by im2col: bench lowers the input with F.unfold and multiplies it by "
@@ -1650,6 +1701,24 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     notes.fit("spconv.cycles_per_row", "the same fit")
     notes.fit("spconv.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
     return block
+
+
+def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes, spmv: dict[str, Any]) -> dict[str, Any]:
+    """What the sparse kernels' memory side needs: ``index_bits`` of the SpMV backend bench picks
+    (returned, for ``kernels``), and ``serial_loads`` set in ``spmv`` where its loads wait for its loop."""
+    timings = m.sparse_of("spmv")
+    if not timings or timings[0].backend not in BACKEND_INDEX_BITS:
+        return {}
+    backend = timings[0].backend
+    serial = serial_sparse(m, fits.spmv, cpu.clock_hz)
+    if serial is not None:
+        spmv["serial_loads"] = True
+        name = f"SpMV over {SPARSE_BEYOND_NONZEROS * 12 // MiB} MiB ({backend})"
+        probe = f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32"
+        notes.measured("spmv.serial_loads", serial + _settled(m, name, probe))
+    notes.measured("index_bits", f"the width of the indices and row pointers of {backend}'s CSR matrices as bench "
+                   f"builds them (the SpMV backend it picks here)")
+    return {"index_bits": BACKEND_INDEX_BITS[backend]}
 
 
 def pack_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
