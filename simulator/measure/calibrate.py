@@ -1021,7 +1021,7 @@ def _measure_sparse_beyond(s: Session) -> None:
     x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
     op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
     got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
-                   name=lambda _: f"SpMV over {SPARSE_BEYOND_NONZEROS * 12 // MiB} MiB ({backend.value})")
+                   name=lambda _: f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend.value})")
     steps = int(np.maximum(np.diff(ptr), 1).sum())
     s.m.sparse_beyond = SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
                                      got["beyond"], backend.value, spmv[0].threads)
@@ -1713,7 +1713,7 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes, spmv
     serial = serial_sparse(m, fits.spmv, cpu.clock_hz)
     if serial is not None:
         spmv["serial_loads"] = True
-        name = f"SpMV over {SPARSE_BEYOND_NONZEROS * 12 // MiB} MiB ({backend})"
+        name = f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend})"
         probe = f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32"
         notes.measured("spmv.serial_loads", serial + _settled(m, name, probe))
     notes.measured("index_bits", f"the width of the indices and row pointers of {backend}'s CSR matrices as bench "
