@@ -12,7 +12,10 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   cores the kernel uses. Partial tiles and a last wave that leaves cores idle cost real time, so
   the efficiency of a layer follows its shape (tile and wave geometry), not one number per kind.
   A library loop that is bound by its loads and conversions rather than its FMAs (a batch-1 GEMV
-  uses each weight once) gives its measured ``cycles_per_vector`` per type instead.
+  uses each weight once) gives its measured ``cycles_per_vector`` per type instead. A GEMM (or
+  convolution) whose library copies its whole weight matrix into a packed layout at every call
+  adds that copy once per call whatever the batch (``pack_cycles_per_vector``): its time is
+  affine in the batch, as measured, not a rate.
 * **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
   non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
