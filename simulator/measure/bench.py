@@ -181,13 +181,21 @@ def _timings(entries: Any, source: str, where: str) -> list[LayerTiming]:
 
 # --- operators ----------------------------------------------------------------------------------
 
+#: The width of the row pointers and column indices each backend's CSR matrices hold here: torch's
+#: as ``to_sparse_csr()`` gives them (int64), scipy's int32 (``calibrate`` writes it to the profile).
+INDEX_BITS = {SparseBackend.TORCH: 64, SparseBackend.SCIPY: 32}
+
+
 def sparse_operator(backend: SparseBackend, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
                     shape: tuple[int, int], x: np.ndarray) -> Callable[[], Any]:
-    """A call computing CSR(indptr, indices, values) @ x with ``backend``."""
+    """A call computing CSR(indptr, indices, values) @ x with ``backend``, its indices and pointers
+    :data:`INDEX_BITS` wide."""
+    index = np.dtype(f"int{INDEX_BITS[backend]}")
     if backend is SparseBackend.SCIPY:
         import scipy.sparse as sp
 
-        matrix = sp.csr_matrix((values, indices, indptr), shape=shape)
+        matrix = sp.csr_matrix((values, np.asarray(indices, dtype=index), np.asarray(indptr, dtype=index)),
+                               shape=shape)
         return lambda: matrix @ x
     import warnings
 
@@ -195,8 +203,8 @@ def sparse_operator(backend: SparseBackend, indptr: np.ndarray, indices: np.ndar
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")          # "sparse CSR support is in beta"
-        matrix = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(indptr, dtype=np.int64)),
-                                         torch.from_numpy(np.asarray(indices, dtype=np.int64)),
+        matrix = torch.sparse_csr_tensor(torch.from_numpy(np.asarray(indptr, dtype=index)),
+                                         torch.from_numpy(np.asarray(indices, dtype=index)),
                                          torch.from_numpy(np.asarray(values, dtype=np.float32)), size=shape)
     xt = torch.from_numpy(x)
     if x.ndim == 1:

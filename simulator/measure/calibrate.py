@@ -1003,11 +1003,6 @@ def _measure_sparse(s: Session) -> None:
 #: caches of any CPU this project has met, while the dense operand stays in the first level.
 SPARSE_BEYOND_ROWS = 16384
 SPARSE_BEYOND_NONZEROS = GEMV_BEYOND_BYTES // 12
-#: Bytes a stored non-zero's index (and a row pointer) takes in each backend bench runs: torch's
-#: CSR tensors of ``sparse_operator`` hold int64, scipy's ``csr_matrix`` int32.
-BACKEND_INDEX_BITS = {"torch": 64, "scipy": 32}
-
-
 def _measure_sparse_beyond(s: Session) -> None:
     """The SpMV backend :func:`_measure_sparse` picked, on a matrix beyond the private caches: whether
     its loads run ahead of its loop there (:func:`serial_sparse`)."""
@@ -1030,11 +1025,14 @@ def _measure_sparse_beyond(s: Session) -> None:
 def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float) -> Optional[str]:
     """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the private caches
     it took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time (at
-    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`) than the larger of the two."""
+    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on all threads: for a one-thread backend a
+    lower bound, which favours overlap) than the larger of the two."""
+    from .bench import INDEX_BITS, SparseBackend
+
     timing, probe = m.sparse_beyond, m.gemv_beyond_s.get("fp32")
     if timing is None or not probe:
         return None
-    index_bytes = BACKEND_INDEX_BITS.get(timing.backend, 32) // 8
+    index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
     issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
@@ -1706,8 +1704,10 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
 def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes, spmv: dict[str, Any]) -> dict[str, Any]:
     """What the sparse kernels' memory side needs: ``index_bits`` of the SpMV backend bench picks
     (returned, for ``kernels``), and ``serial_loads`` set in ``spmv`` where its loads wait for its loop."""
+    from .bench import INDEX_BITS, SparseBackend
+
     timings = m.sparse_of("spmv")
-    if not timings or timings[0].backend not in BACKEND_INDEX_BITS:
+    if not timings or timings[0].backend not in {b.value for b in SparseBackend}:
         return {}
     backend = timings[0].backend
     serial = serial_sparse(m, fits.spmv, cpu.clock_hz)
@@ -1718,7 +1718,7 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes, spmv
         notes.measured("spmv.serial_loads", serial + _settled(m, name, probe))
     notes.measured("index_bits", f"the width of the indices and row pointers of {backend}'s CSR matrices as bench "
                    f"builds them (the SpMV backend it picks here)")
-    return {"index_bits": BACKEND_INDEX_BITS[backend]}
+    return {"index_bits": INDEX_BITS[SparseBackend(backend)]}
 
 
 def pack_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
