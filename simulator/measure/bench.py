@@ -260,8 +260,9 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
         xin = x.reshape(batch, cols)
         if fmt is StorageFormat.DENSE:
             w = synthetic_weights(layer, seed).reshape(rows, cols).contiguous()
-            call = (lambda: torch.mv(w, xin[0])) if batch == 1 else (lambda: F.linear(xin, w))
-            return _Operator(call, SparseBackend.DENSE, threads, rows * cols * 4)
+            # F.linear at every batch, batch 1 included: what nn.Linear runs (not torch.mv; see
+            # variantbench.dense_call)
+            return _Operator(lambda: F.linear(xin, w), SparseBackend.DENSE, threads, rows * cols * 4)
         ptr, idx, val = _csr_of(layer, seed)
         # CSR x (inputs x batch): the weight-stationary product; a vector at batch 1
         xs = np.ascontiguousarray(xin.numpy().T) if batch > 1 else np.ascontiguousarray(xin.numpy()[0])
