@@ -394,6 +394,18 @@ def test_each_plausibility_check_refuses(caches, cpu, measurements, check):
     assert set(IMPLAUSIBLE) == {name for name, _ in CHECKS} | {"cache order"}
 
 
+def test_a_gemm_slope_within_its_noise_above_the_peak_is_kept_at_efficiency_one(caches, cpu, measurements):
+    # the slope is a difference of two settled times: 5% above the peak is its noise, 15% is not
+    peak = replace(measurements, clock_hz=3.2e9)
+    at_peak = 2 * 2 * 8 * 2 * 3.2e9        # 2 cores x 2 FMA ports x 8 lanes x 2 FLOP x clock
+    mapping = build_profile(caches, cpu, replace(peak, gemm_flops_per_s=1.05 * at_peak))
+    profile = profile_from_mapping(mapping, "x")
+    assert profile.compute.kernels.gemm.library_efficiency == 1.0
+    assert "above the peak by less than its noise" in profile.fitted["compute.kernels.gemm.library_efficiency"]
+    with pytest.raises(Implausible, match="beats the peak"):
+        build_profile(caches, cpu, replace(peak, gemm_flops_per_s=1.15 * at_peak))
+
+
 def test_refusals_say_why(caches, cpu, measurements):
     def why(**changes):
         with pytest.raises(Implausible) as err:

@@ -99,6 +99,12 @@ SPCONV_DENSITIES = (0.15, 0.4)
 SETTLE_TOLERANCE = 0.05
 #: Rounds a measurement may take to settle before it is reported unsettled.
 MAX_ROUNDS = 6
+#: How far the fp32 GEMM's slope may come out above the FMA peak before it is implausible. The
+#: slope is the difference of two settled times (batch 64 and 256, about 3.5x apart), each only
+#: known within SETTLE_TOLERANCE, which moves their difference by up to (3.5 + 1) / 2.5 = 1.8x that;
+#: a library at the peak then measures up to 9% above it (sessions on the development VM measured
+#: 1.04-1.07x and were refused before this margin). Within it the library efficiency is 1.
+GEMM_PEAK_MARGIN = 2 * SETTLE_TOLERANCE
 #: The smallest issue cost a sparse fit may return, in cycles.
 MIN_CYCLES = 0.01
 
@@ -1525,9 +1531,10 @@ def check_kernel_rates(c: Calibration) -> Optional[str]:
     cost per non-zero (one step covers ``columns_per_step`` FMAs; a core does at most
     ``lanes_per_core`` a cycle)."""
     peak = c.cpu.peak_flops_per_s * c.m.threads / c.cpu.cores
-    if c.m.gemm_flops_per_s > peak:
+    if c.m.gemm_flops_per_s > peak * (1 + GEMM_PEAK_MARGIN):
         return (f"GEMM at {format_quantity(c.m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)} beats the peak of "
-                f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}: the clock "
+                f"{c.m.threads} thread(s), {format_quantity(peak, Quantity.FLOP_PER_S, 3)}, by more than "
+                f"{GEMM_PEAK_MARGIN:.0%} (its measurement noise): the clock "
                 f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
                 "width the CPU flags give is")
     assert c.fits is not None, "a check of the fits runs after them"
@@ -1652,11 +1659,14 @@ def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> 
 def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
     """``compute.kernels``: GEMM's library efficiency (conv the same), GEMV's loop per type, the
     sparse costs (spconv as spmm, lowered by im2col as bench runs it)."""
-    efficiency = float(f"{m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores):.4g}")
+    measured = m.gemm_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores)
+    efficiency = float(f"{min(1.0, measured):.4g}")
+    above = (f" ({measured:.3g} measured: above the peak by less than its noise, GEMM_PEAK_MARGIN)"
+             if measured > 1 else "")
     gemm_names = [_gemm_label(shape) for shape in gemm_shapes()]
     notes.fit("gemm.library_efficiency", "median over F.linear of " + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
               + f" of the slope between batch {GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} (each its best call): "
-              f"FLOP/s over the FMA peak of {m.threads} thread(s)" + _settled(m, *gemm_names))
+              f"FLOP/s over the FMA peak of {m.threads} thread(s){above}" + _settled(m, *gemm_names))
     dense = {"library_efficiency": efficiency, **pack_block(cpu, m, notes)}
     notes.source("conv", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
     block: dict[str, Any] = {"gemm": dense, "conv": copy.deepcopy(dense), "gemv": gemv_block(cpu, m, notes)}
