@@ -401,7 +401,8 @@ def test_libyaml_reads_what_the_python_parser_reads_or_leaves_it_to_it():
     should not build (too deep, an alias bomb, an alias in its own anchor, bad YAML, an unsafe tag)."""
     from simulator.base import yamlio
 
-    texts = [path.read_text() for path in sorted(ROOT.glob("hwprofiles/*.yaml")) + sorted(ROOT.glob("workloads/*.yaml"))]
+    shipped = sorted(ROOT.glob("hwprofiles/*.yaml")) + sorted(ROOT.glob("workloads/*.yaml"))
+    texts = [path.read_text() for path in shipped]
     texts += ["a: &x {b: [1, 2.5, '3', null, true, 0x10, 1e3, ~]}\nc: *x\nd: 2026-12-05\n", "", "just text\n"]
     for text in texts:
         done, data = yamlio._libyaml_load(text)
@@ -412,5 +413,6 @@ def test_libyaml_reads_what_the_python_parser_reads_or_leaves_it_to_it():
             loader.dispose()
     bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6))
-    for hostile in ["x: " + "[" * 65 + "]" * 65, bomb, "name: &a [x, *a]\n", "a: [1\n", "a: !!python/object:os.system x\n"]:
+    unsafe = "a: !!python/object:os.system x\n"
+    for hostile in ["x: " + "[" * 65 + "]" * 65, bomb, "name: &a [x, *a]\n", "a: [1\n", unsafe]:
         assert yamlio._libyaml_load(hostile) == (False, None)
