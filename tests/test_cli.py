@@ -318,3 +318,12 @@ def test_energy_with_a_static_power_gives_dynamic_static_and_total(repo_root, mo
     scale = {"nJ": 1e-9, "uJ": 1e-6, "mJ": 1e-3}
     dynamic, static, total = (float(v) * scale[u] for v, u in numbers[:3])
     assert static > 0 and total == pytest.approx(dynamic + static, rel=0.02)
+
+
+def test_exit_now_flushes_the_streams_and_keeps_the_status(repo_root):
+    """The quick exit of ``python -m simulator`` (no interpreter teardown) loses no buffered output
+    and ends with the command's status."""
+    code = ("import sys; from simulator.cli import exit_now; "
+            "print('out', end=''); print('err', end='', file=sys.stderr); exit_now(3)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out", "err")

@@ -68,3 +68,23 @@ def test_cache_info_and_clear_commands(folder, monkeypatch, capsys):
     assert main(["cache", "clear"]) == 0
     assert "removed 2" in capsys.readouterr().out
     assert encodingcache.info().entries == 0
+
+
+def test_entries_read_back_exactly_whatever_their_layout(folder):
+    """The one-read-per-array reader gives what np.load gives (shapes, types, order, writable); an entry
+    with compressed members is read by numpy's reader; a truncated or foreign file is a miss."""
+    arrays = {"pointers": np.arange(7, dtype=np.int64), "meta": np.array([[1, 2, 3], [4, 5, 6]], dtype=np.int16).T,
+              "empty": np.zeros(0, dtype=np.int32), "mask": np.array([True, False, True])}
+    encodingcache.store("a", "key-a", arrays)
+    back = encodingcache.load("a", "key-a")
+    assert back.keys() == arrays.keys()
+    for name, array in arrays.items():
+        assert back[name].dtype == array.dtype and back[name].shape == array.shape
+        assert np.array_equal(back[name], array) and back[name].flags.writeable
+    np.savez_compressed(folder / "z.npz", key=np.array("key-z"), indices=np.arange(5))
+    assert np.array_equal(encodingcache.load("z", "key-z")["indices"], np.arange(5))
+    whole = (folder / "a.npz").read_bytes()
+    (folder / "a.npz").write_bytes(whole[: len(whole) // 2])
+    assert encodingcache.load("a", "key-a") is None
+    (folder / "b.npz").write_bytes(b"not a zip file")
+    assert encodingcache.load("b", "key-b") is None

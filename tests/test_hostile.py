@@ -394,3 +394,25 @@ def test_progress_only_on_a_terminal_and_not_quiet(tmp_path):
     assert _stderr_of(args, tty=False) == ""
     assert "step" in _stderr_of(args, tty=True)          # the bar, with its unit
     assert _stderr_of(args + ["--quiet"], tty=True) == ""
+
+
+def test_libyaml_reads_what_the_python_parser_reads_or_leaves_it_to_it():
+    """The fast path (libyaml) gives the pure-Python parser's values, and hands back every document it
+    should not build (too deep, an alias bomb, an alias in its own anchor, bad YAML, an unsafe tag)."""
+    from simulator.base import yamlio
+
+    shipped = sorted(ROOT.glob("hwprofiles/*.yaml")) + sorted(ROOT.glob("workloads/*.yaml"))
+    texts = [path.read_text() for path in shipped]
+    texts += ["a: &x {b: [1, 2.5, '3', null, true, 0x10, 1e3, ~]}\nc: *x\nd: 2026-12-05\n", "", "just text\n"]
+    for text in texts:
+        done, data = yamlio._libyaml_load(text)
+        loader = yamlio._BoundedLoader(text)
+        try:
+            assert done and data == loader.get_single_data()
+        finally:
+            loader.dispose()
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(6))
+    unsafe = "a: !!python/object:os.system x\n"
+    for hostile in ["x: " + "[" * 65 + "]" * 65, bomb, "name: &a [x, *a]\n", "a: [1\n", unsafe]:
+        assert yamlio._libyaml_load(hostile) == (False, None)

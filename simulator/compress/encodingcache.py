@@ -10,10 +10,13 @@ such as ``500 MiB`` or ``2 GB``; ``0`` keeps nothing), default 2 GB.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
 import numpy as np
 
@@ -67,14 +70,65 @@ def load(name: str, key: str) -> Optional[dict[str, np.ndarray]]:
         return None
     path = directory / f"{name}{_SUFFIX}"
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                return None
-            arrays = {k: data[k] for k in data.files if k != "key"}
+        try:
+            arrays = _read_stored(path)
+        except ValueError:      # not laid out as store writes it: numpy's own reader
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        if str(arrays.pop("key")) != key:
+            return None
         os.utime(path)   # recently used: evicted last
         return arrays
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
         return None      # missing or damaged: the caller rebuilds it
+
+
+#: Bytes of a zip member's local header before its file name and extra field.
+_LOCAL_HEADER_BYTES = 30
+
+
+def _read_stored(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` whose members are stored uncompressed (as ``np.savez`` writes
+    them), each read by one call straight into its buffer; ValueError for any other layout.
+
+    Speed trick, kept and labelled: ``np.load`` reads a zip member through ``zipfile`` in 256 KiB
+    chunks, each a Python call that gives up the GIL and takes it back. While the other variant's
+    thread holds the GIL (numba loading its compiler, a trace being built), a warm VGG-16 ``run``
+    waited 0.1-0.2 s for the 40 MB of its CSR encodings (0.04 s of CPU; this reader takes 0.01 s).
+    """
+    arrays = {}
+    with open(path, "rb") as file:
+        with zipfile.ZipFile(file) as archive:
+            members = archive.infolist()
+        for member in members:
+            if member.compress_type != zipfile.ZIP_STORED or not member.filename.endswith(".npy"):
+                raise ValueError(f"{member.filename}: not an uncompressed .npy")
+            file.seek(member.header_offset)
+            header = file.read(_LOCAL_HEADER_BYTES)
+            if len(header) != _LOCAL_HEADER_BYTES or header[:4] != b"PK\x03\x04":
+                raise ValueError(f"{member.filename}: no local header")
+            name_bytes, extra_bytes = struct.unpack("<HH", header[26:30])
+            file.seek(member.header_offset + _LOCAL_HEADER_BYTES + name_bytes + extra_bytes)
+            arrays[member.filename[: -len(".npy")]] = _read_npy(file)
+    return arrays
+
+
+def _read_npy(file: BinaryIO) -> np.ndarray:
+    """The ``.npy`` array at the file's position (format version 1 or 2, no Python objects)."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(file)
+    else:
+        raise ValueError(f".npy format version {version}")
+    if dtype.hasobject:
+        raise ValueError("an array of Python objects")
+    count = math.prod(shape)
+    array = np.fromfile(file, dtype=dtype, count=count)
+    if array.size != count:
+        raise ValueError("truncated")
+    return array.reshape(shape, order="F" if fortran else "C")
 
 
 def store(name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
