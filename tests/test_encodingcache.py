@@ -88,3 +88,16 @@ def test_entries_read_back_exactly_whatever_their_layout(folder):
     assert encodingcache.load("a", "key-a") is None
     (folder / "b.npz").write_bytes(b"not a zip file")
     assert encodingcache.load("b", "key-b") is None
+
+
+def test_an_entry_whose_header_claims_more_than_it_holds_is_a_miss_before_any_allocation(folder):
+    """A damaged header claiming 10**12 elements is refused from the member's size, not by
+    allocating 8 TB (a damaged entry is a miss; numpy's reader, which would allocate first, is not tried)."""
+    encodingcache.store("c", "key-c", {"values": np.arange(4, dtype=np.int64)})
+    path = folder / "c.npz"
+    whole = path.read_bytes()
+    at = whole.index(b"'shape': (4,)")
+    header = whole[at:whole.index(b"\n", at)]
+    claimed = header.replace(b"(4,), }", b"(1000000000000,), }")
+    path.write_bytes(whole[:at] + claimed[:len(header)] + whole[at + len(header):])   # the header's padding shrinks
+    assert encodingcache.load("c", "key-c") is None

@@ -72,7 +72,7 @@ def load(name: str, key: str) -> Optional[dict[str, np.ndarray]]:
     try:
         try:
             arrays = _read_stored(path)
-        except ValueError:      # not laid out as store writes it: numpy's own reader
+        except OtherLayout:     # not laid out as store writes it: numpy's own reader
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
         if str(arrays.pop("key")) != key:
@@ -83,13 +83,18 @@ def load(name: str, key: str) -> Optional[dict[str, np.ndarray]]:
         return None      # missing or damaged: the caller rebuilds it
 
 
+class OtherLayout(ValueError):
+    """An ``.npz`` that is not laid out as :func:`store` writes it (numpy's reader reads it)."""
+
+
 #: Bytes of a zip member's local header before its file name and extra field.
 _LOCAL_HEADER_BYTES = 30
 
 
 def _read_stored(path: Path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` whose members are stored uncompressed (as ``np.savez`` writes
-    them), each read by one call straight into its buffer; ValueError for any other layout.
+    them), each read by one call straight into its buffer; :class:`OtherLayout` for any other
+    layout, ValueError for a damaged entry.
 
     Speed trick, kept and labelled: ``np.load`` reads a zip member through ``zipfile`` in 256 KiB
     chunks, each a Python call that gives up the GIL and takes it back. While the other variant's
@@ -102,19 +107,22 @@ def _read_stored(path: Path) -> dict[str, np.ndarray]:
             members = archive.infolist()
         for member in members:
             if member.compress_type != zipfile.ZIP_STORED or not member.filename.endswith(".npy"):
-                raise ValueError(f"{member.filename}: not an uncompressed .npy")
+                raise OtherLayout(f"{member.filename}: not an uncompressed .npy")
             file.seek(member.header_offset)
             header = file.read(_LOCAL_HEADER_BYTES)
             if len(header) != _LOCAL_HEADER_BYTES or header[:4] != b"PK\x03\x04":
                 raise ValueError(f"{member.filename}: no local header")
             name_bytes, extra_bytes = struct.unpack("<HH", header[26:30])
             file.seek(member.header_offset + _LOCAL_HEADER_BYTES + name_bytes + extra_bytes)
-            arrays[member.filename[: -len(".npy")]] = _read_npy(file)
+            arrays[member.filename[: -len(".npy")]] = _read_npy(file, member.file_size)
     return arrays
 
 
-def _read_npy(file: BinaryIO) -> np.ndarray:
-    """The ``.npy`` array at the file's position (format version 1 or 2, no Python objects)."""
+def _read_npy(file: BinaryIO, member_bytes: int) -> np.ndarray:
+    """The ``.npy`` array at the file's position (format version 1 or 2, no Python objects), whose
+    zip member holds ``member_bytes``: a header claiming more data than that is refused before
+    anything is allocated."""
+    start = file.tell()
     version = np.lib.format.read_magic(file)
     if version == (1, 0):
         shape, fortran, dtype = np.lib.format.read_array_header_1_0(file)
@@ -125,6 +133,8 @@ def _read_npy(file: BinaryIO) -> np.ndarray:
     if dtype.hasobject:
         raise ValueError("an array of Python objects")
     count = math.prod(shape)
+    if count * dtype.itemsize > member_bytes - (file.tell() - start):
+        raise ValueError("the header claims more data than the member holds")
     array = np.fromfile(file, dtype=dtype, count=count)
     if array.size != count:
         raise ValueError("truncated")
