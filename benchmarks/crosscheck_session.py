@@ -1,0 +1,128 @@
+"""One measurement session on this machine: calibrate, every bench the crosschecks need, and the summary.
+
+    .venv/bin/python benchmarks/crosscheck_session.py --out DIR [--threads 2] [--summary-only]
+
+Runs, each a fresh process, writing into ``DIR`` (the chain docs/validation.md's session tables come
+from, about five minutes on the 2-core development VM; run it on a quiet machine):
+
+1. ``simulator calibrate --threads T --out DIR/host.yaml``;
+2. ``simulator bench --llm M --prompt 128 --context 256 --tokens 32`` for Qwen2.5-0.5B and Llama-3.2-1B;
+3. ``simulator bench --format dense,dense@bf16,dense@int8,csr,bsr4x4`` (the EIE layers) and
+   ``simulator bench --workload workloads/alexnet.yaml --format dense,thinned``, at batch 1 and 64;
+
+then ``simulator crosscheck`` of each set against ``DIR/host.yaml`` (``--json`` into ``DIR``) and prints
+the figures the issues' targets name: the profile's headline, the LLM cells within their bounds
+(issue #15), each variant's median error and the pairs right (#14), and issue #13's 36 cells (dense
+and CSR on the EIE layers at batch 1 and 64): their median error and the worst cell as a ratio.
+``--summary-only`` re-prints the summary of a directory measured before. The timings are the
+machine's: nothing here is asserted, and a VM's phase moves every figure (see docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LLMS = ("qwen2.5-0.5b", "llama-3.2-1b")
+EIE_VARIANTS = "dense,dense@bf16,dense@int8,csr,bsr4x4"
+ALEXNET_VARIANTS = "dense,thinned"
+BATCHES = (1, 64)
+#: issue #13's cells: the dense and CSR variants of the EIE layers
+ISSUE13_VARIANTS = ("dense", "csr")
+
+
+def simulator(*args: str, log: Path) -> None:
+    """``python -m simulator ARGS`` in the repository, its output into ``log``; a failure stops the session."""
+    with open(log, "w") as out:
+        done = subprocess.run([sys.executable, "-m", "simulator", *args], cwd=ROOT, stdout=out,
+                              stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        sys.exit(f"crosscheck_session: `simulator {' '.join(args)}` failed (exit {done.returncode}); see {log}")
+
+
+def measure(out: Path, threads: int) -> None:
+    """Steps 1-3 of the module's docstring, into ``out``."""
+    t = str(threads)
+    simulator("calibrate", "--threads", t, "--out", str(out / "host.yaml"), log=out / "calibrate.txt")
+    for model in LLMS:
+        simulator("bench", "--llm", model, "--prompt", "128", "--context", "256", "--tokens", "32", "--threads", t,
+                  "--out", str(out / f"llm-{model}.json"), log=out / f"llm-{model}.txt")
+    for batch in map(str, BATCHES):
+        simulator("bench", "--format", EIE_VARIANTS, "--batch", batch, "--threads", t,
+                  "--out", str(out / f"v-eie-b{batch}.json"), log=out / f"v-eie-b{batch}.txt")
+        simulator("bench", "--workload", "workloads/alexnet.yaml", "--format", ALEXNET_VARIANTS, "--batch", batch,
+                  "--threads", t, "--out", str(out / f"v-alexnet-b{batch}.json"), log=out / f"v-alexnet-b{batch}.txt")
+
+
+def crosscheck(out: Path, name: str, measured: list[str]) -> dict[str, Any]:
+    """``simulator crosscheck DIR/host.yaml MEASURED --json DIR/cc-NAME.json``, read back."""
+    result = out / f"cc-{name}.json"
+    simulator("crosscheck", str(out / "host.yaml"), *(str(out / m) for m in measured), "--json", str(result),
+              log=out / f"cc-{name}.txt")
+    return json.loads(result.read_text())
+
+
+def ratio(cell: dict[str, Any]) -> float:
+    """How far a cell is off, as a ratio of at least 1 (2.0: twice or half the measured time)."""
+    p, m = cell["predicted_s"], cell["measured_s"]
+    return max(p / m, m / p)
+
+
+def issue13(cells: list[dict[str, Any]]) -> str:
+    """Median |error| and the worst cell of the dense and CSR cells."""
+    mine = [c for c in cells if c["variant"] in ISSUE13_VARIANTS]
+    worst = max(mine, key=ratio)
+    return (f"{len(mine)} cells, median |error| {100 * statistics.median(abs(c['error']) for c in mine):.1f}%, worst "
+            f"{ratio(worst):.2f}x ({worst['layer']} b{worst['batch']} {worst['variant']} {100 * worst['error']:+.0f}%)"
+            " (target 10%, 1.6x)")
+
+
+def variants_lines(check: dict[str, Any]) -> list[str]:
+    """Each variant's median |error| and worst cell, and the pairs right."""
+    v = check["variants"]
+    lines = [f"  {row['variant']:<12} {row['cells']:>3} cells  median {100 * row['median_abs_error']:5.1f}%  worst "
+             f"{row['worst']['layer']} b{row['worst']['batch']} {100 * row['worst']['error']:+.0f}%"
+             for row in v["variants"]]
+    lines.append(f"  pairs right  {v['winners_right']} of {v['winners_total']} "
+                 f"({100 * v['winners_right'] / max(1, v['winners_total']):.0f}%)")
+    return lines
+
+
+def summary(out: Path) -> list[str]:
+    """The session's figures (crosschecks run now, against ``DIR/host.yaml``)."""
+    headline = [line.strip() for line in (out / "calibrate.txt").read_text().splitlines()
+                if "peak" in line or "DRAM sustained" in line or "did not settle" in line]
+    llm = crosscheck(out, "llm", [f"llm-{m}.json" for m in LLMS])["llm"]
+    eie = crosscheck(out, "eie", [f"v-eie-b{b}.json" for b in BATCHES])
+    alexnet = crosscheck(out, "alexnet", [f"v-alexnet-b{b}.json" for b in BATCHES])
+    lines = [f"session {out}", *(f"  {h}" for h in headline)]
+    lines.append(f"LLM (#15): time to first token within 25% {llm['ttft_within']} of {len(llm['cells'])}, decode "
+                 f"within 15% {llm['decode_within']} of {len(llm['cells'])}")
+    lines += [f"  {c['model']:<24} {c['variant']:<11} TTFT {100 * c['ttft_error']:+6.1f}%  decode "
+              f"{100 * c['decode_error']:+6.1f}%" for c in llm["cells"]]
+    lines += ["EIE layers, variants (#14):", *variants_lines(eie)]
+    lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet)]
+    lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for the profile, timings and checks")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--summary-only", action="store_true", help="summarise a directory measured before")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        measure(args.out, args.threads)
+    print("\n".join(summary(args.out)))
+
+
+if __name__ == "__main__":
+    main()
