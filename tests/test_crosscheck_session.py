@@ -1,0 +1,37 @@
+"""benchmarks/crosscheck_session.py: the figures it prints for issue #13 and the variants."""
+
+import importlib.util
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _session_module():
+    spec = importlib.util.spec_from_file_location("crosscheck_session", ROOT / "benchmarks" / "crosscheck_session.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cell(variant, error, layer="L", batch=1):
+    return {"layer": layer, "batch": batch, "variant": variant, "measured_s": 1.0, "predicted_s": 1.0 + error,
+            "error": error}
+
+
+def test_issue13_takes_the_dense_and_csr_cells_and_the_worst_as_a_ratio():
+    s = _session_module()
+    cells = [_cell("dense", 0.1), _cell("csr", -0.5, "FC6", 64), _cell("csr", 0.2), _cell("dense@bf16", 3.0)]
+    line = s.issue13(cells)
+    # bf16's +300% is not one of #13's cells; -50% is 2x off, worse than +20% (1.2x)
+    assert line.startswith("3 cells, median |error| 20.0%, worst 2.00x (FC6 b64 csr -50%)")
+    assert s.ratio(_cell("dense", 1.0)) == s.ratio(_cell("dense", -0.5)) == 2.0
+
+
+def test_variant_lines_give_each_median_and_the_pairs_right():
+    s = _session_module()
+    check = {"variants": {"variants": [{"variant": "dense", "cells": 18, "median_abs_error": 0.065,
+                                        "worst": {"layer": "FC6", "batch": 1, "error": -0.21}}],
+                          "winners_right": 154, "winners_total": 164}}
+    lines = s.variants_lines(check)
+    assert "median   6.5%" in lines[0] and "FC6 b1 -21%" in lines[0]
+    assert lines[1].strip() == "pairs right  154 of 164 (94%)"
