@@ -181,17 +181,33 @@ def tile_tallies(outcome: AccessOutcome, bounds: np.ndarray, kinds: np.ndarray, 
     by_kind = np.zeros((tiles, 2, levels + 1), dtype=np.int64)
     writebacks = np.zeros(tiles, dtype=np.int64)
     _tally(np.ascontiguousarray(bounds, dtype=np.int64), outcome.served_level, kinds, int(gather),
-           outcome.dram_writebacks, by_kind, writebacks)
+           outcome.dram_writebacks, by_kind, writebacks, np.empty(_TALLY_BANKS * 2 * (levels + 1), dtype=np.int64))
     return by_kind, writebacks
 
 
-@numba.njit(cache=True, nogil=True)
-def _tally(bounds, served, kinds, gather, dram_writebacks, by_kind, writebacks):  # pragma: no cover - compiled
+#: Counter banks of :func:`_tally`: access i counts in bank ``i % _TALLY_BANKS``.
+_TALLY_BANKS = 4
+
+
+# Speed trick: consecutive accesses are mostly served by the same level, so one counter per
+# (kind, level) made each increment wait for the previous one's store (a memory dependency
+# chain); four banks, summed at the end of each tile, break the chain (about 2x faster).
+@numba.njit(cache=True, nogil=True, _nrt=False)  # type: ignore[call-overload]
+def _tally(bounds, served, kinds, gather, dram_writebacks, by_kind, writebacks,
+           banks):  # pragma: no cover - compiled
+    width = by_kind.shape[2]
     for t in range(bounds.size - 1):
+        banks[:] = 0
         wb = 0
         for i in range(bounds[t], bounds[t + 1]):
-            by_kind[t, 1 if kinds[i] == gather else 0, served[i]] += 1
-            wb += dram_writebacks[i]
+            u = np.uint64(i)
+            g = 1 if kinds[u] == gather else 0
+            banks[np.uint64(((i % _TALLY_BANKS) * 2 + g) * width + served[u])] += 1
+            wb += dram_writebacks[u]
+        for b in range(_TALLY_BANKS):
+            for g in range(2):
+                for lv in range(width):
+                    by_kind[t, g, lv] += banks[(b * 2 + g) * width + lv]
         writebacks[t] = wb
 
 
