@@ -6,6 +6,7 @@ Every user error (a bad file, field or flag) is one line on stderr and exit stat
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import sys
@@ -87,8 +88,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         set_max_memory(None)
 
 
+#: The cyclic garbage collector's thresholds for one command (see :func:`console`).
+GC_THRESHOLDS = (700, 10, 1000)
+
+
 def console() -> NoReturn:
-    """The ``simulator`` command and ``python -m simulator``: :func:`main`, then :func:`exit_now`."""
+    """The ``simulator`` command and ``python -m simulator``: :func:`main`, then :func:`exit_now`.
+
+    Speed trick, kept and labelled: a command collects cyclic garbage in the young generations as
+    usual (every 700 and 7000 allocations) but almost never traverses the oldest one, whose objects
+    (hundreds of thousands: modules, numba's and pydantic's tables, loaded at start) all live to the
+    end of the process. Python's default thresholds made two full collections and 22 middle ones in
+    a warm ``run`` (VGG-16 on the Tegra profile): about 0.08 s, out of 0.12 s of collecting, with
+    the GIL held and every worker thread waiting, for nothing.
+    """
+    gc.set_threshold(*GC_THRESHOLDS)
     exit_now(main())
 
 

@@ -327,3 +327,20 @@ def test_exit_now_flushes_the_streams_and_keeps_the_status(repo_root):
             "print('out', end=''); print('err', end='', file=sys.stderr); exit_now(3)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=repo_root, capture_output=True, text=True, timeout=60)
     assert (proc.returncode, proc.stdout, proc.stderr) == (3, "out", "err")
+
+
+def test_console_keeps_young_collections_and_defers_full_ones(monkeypatch):
+    """``python -m simulator`` still collects the young generations at Python's default pace, but a
+    full collection only after a thousand middle ones (cli.GC_THRESHOLDS)."""
+    import gc
+
+    statuses = []
+    monkeypatch.setattr(cli, "main", lambda: 5)
+    monkeypatch.setattr(cli, "exit_now", statuses.append)
+    before = gc.get_threshold()
+    try:
+        cli.console()
+        assert gc.get_threshold() == cli.GC_THRESHOLDS == (700, 10, 1000)
+    finally:
+        gc.set_threshold(*before)
+    assert statuses == [5]
