@@ -39,4 +39,36 @@ def _import_arraymath_without_blas_probe() -> None:
 
 _import_arraymath_without_blas_probe()
 
+
+def _load_cached_without_refresh() -> None:
+    """Load on-disk cached kernels without first loading numba's compiler registries.
+
+    Speed trick, kept and labelled (issue #16): before it looks in its on-disk cache, numba's
+    ``Cache.load_overload`` refreshes the CPU target, importing and installing every typing and
+    lowering registry (unicode, lists, sets, dicts, random, datetime, ...): about 0.1 s of Python,
+    GIL held, at the first compiled call of every process, while a warm ``run`` compiles nothing.
+    Loaded machine code needs none of them, only numba's C helpers (installed when the target
+    context is built) and its runtime (NRT, initialised here). A kernel not in the cache goes on to
+    numba's compiler, which refreshes the target itself before it compiles; and should a load
+    fail in any way, numba's own method (refresh, then load) runs instead.
+    """
+    from numba.core.caching import Cache
+    from numba.core.runtime import nrt
+
+    original = Cache.load_overload
+
+    def load_overload(self, sig, target_context):  # type: ignore[no-untyped-def]
+        try:
+            nrt.rtsys.initialize(target_context)
+            with self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
+        except Exception:   # noqa: BLE001 - any failure: numba's own way, which refreshes first
+            return original(self, sig, target_context)
+
+    if getattr(original, "__name__", "") == "load_overload" and hasattr(Cache, "_load_overload"):
+        Cache.load_overload = load_overload  # type: ignore[method-assign]
+
+
+_load_cached_without_refresh()
+
 __all__ = ["numba"]
