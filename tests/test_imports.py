@@ -64,3 +64,32 @@ def test_the_blas_probe_is_skipped_only_while_numba_loads(repo_root):
     proc = _python(repo_root, _BLAS_AFTER_JIT)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "3.0"      # compiled np.dot still finds BLAS through scipy
+
+
+_LOAD_OR_COMPILE = """
+import sys
+import numpy as np
+from simulator.memory.cache import CacheGeometry, CacheHierarchy
+hierarchy = CacheHierarchy([CacheGeometry("L1", 2048, 64, 2, True)], 1)
+outcome = hierarchy.access(np.arange(40) % 20 * 64, np.zeros(40, bool), np.zeros(40, np.int64))
+print(outcome.served_level.tolist())
+print("numba.typed.typeddict" in sys.modules)
+import numba
+@numba.njit             # in no cache: compiled, numba's registries loaded first
+def add_one(x):
+    return x + 1
+print(add_one(41), "numba.typed.typeddict" in sys.modules)
+"""
+
+
+def test_cached_kernels_load_without_numba_registries_and_others_still_compile(repo_root, tmp_path, monkeypatch):
+    """simulator.memory.jit: a kernel loaded from numba's cache needs none of numba's registries (the
+    first process compiles, and loads them to do so; the second only loads), and a kernel in no cache
+    still compiles afterwards."""
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    compiled, loaded = (_python(repo_root, _LOAD_OR_COMPILE) for _ in range(2))
+    assert compiled.returncode == 0, compiled.stderr
+    assert loaded.returncode == 0, loaded.stderr
+    served = str([1] * 20 + [0] * 20)          # 20 lines fit 16 sets x 2 ways: cold misses, then hits
+    assert compiled.stdout.split("\n") == [served, "True", "42 True", ""]
+    assert loaded.stdout.split("\n") == [served, "False", "42 True", ""]
