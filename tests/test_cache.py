@@ -481,3 +481,20 @@ def test_bad_hints_raise_value_error():
     a = np.zeros(3, dtype=np.int64)
     with pytest.raises(ValueError, match="hints"):
         model.access(a, np.zeros(3, bool), np.zeros(3, np.int64), hints=np.zeros(2, np.uint8))
+
+
+@pytest.mark.parametrize("below", [0, 1], ids=["level-1-last", "level-2-below"])
+@pytest.mark.parametrize("replacement", [Replacement.LRU, Replacement.RANDOM, Replacement.BIP], ids=lambda p: p.value)
+def test_level_one_inlined_path_matches_reference(below, replacement):
+    """The compiled loop looks level 1 up with its parameters in locals (where streams passing level 0
+    and level-0 misses go): a private level 1 of 5 sets (modulo) and 3 ways, no-fetch, with and without
+    a level below it, against the reference on random hinted traces over several calls."""
+    levels = (_policy_geo("L1", 256, 64, 2, shared=False, streams=False, replacement=replacement),
+              _policy_geo("L2", 960, 64, 3, shared=False, fetch=False, replacement=replacement),
+              _policy_geo("L3", 4 * KIB, 128, 4, replacement=replacement))[: 2 + below]
+    assert levels[1].sets == 5
+    rng = np.random.default_rng(11 + below)
+    a, w, c = _random_trace(rng, 5000, 16 * KIB, cores=3, write_p=0.4)
+    hints = _random_hints(rng, w)
+    out = _compare(levels, 3, a, w, c, chunks=4, hints=hints).access(a, w, c, hints=hints)
+    assert set(np.unique(out.served_level)) == set(range(len(levels) + 1))   # every level served some
