@@ -57,7 +57,7 @@ def _load_cached_without_refresh() -> None:
 
     original = Cache.load_overload
 
-    def load_overload(self, sig, target_context):  # type: ignore[no-untyped-def]
+    def load_overload(self, sig, target_context):
         try:
             nrt.rtsys.initialize(target_context)
             with self._guard_against_spurious_io_errors():
