@@ -582,6 +582,37 @@ def _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line, missed,
 
 
 @numba.njit(cache=True, inline="always")
+def _level_params(params, lv):  # pragma: no cover - compiled
+    """Level ``lv``'s parameters as a tuple the loop keeps in locals: line shift, chunks of four ways,
+    sets, set mask, offset in the state, private (0/1), no-fetch (0/1)."""
+    return (params[lv, _SHIFT], params[lv, _CHUNKS], params[lv, _SETS], params[lv, _SET_MASK], params[lv, _OFFSET],
+            params[lv, _PRIVATE], params[lv, _NO_FETCH])
+
+
+@numba.njit(cache=True, inline="always")
+def _walk_from_one(params, state, a, c, hint, overwrite, t, block, line, missed, n_missed,
+                   one):  # pragma: no cover - compiled
+    """:func:`_walk_down` from level 1, whose parameters ``one`` (:func:`_level_params`) the loop keeps
+    in locals."""
+    shift1, chunks1, sets1, mask1, offset1, private1, no_fetch1 = one
+    la = a >> shift1
+    s1 = la & mask1 if mask1 >= 0 else la % sets1
+    b = offset1 + ((c if private1 != 0 else 0) * sets1 + s1) * (8 * chunks1)
+    w = _find(state, b, chunks1, la)
+    if w >= 0:
+        state[b + 4 * chunks1 + w] = (t << _WAY_BITS) | w
+        return 1, b + w, n_missed, t + 1
+    block[n_missed] = b
+    line[n_missed] = la
+    missed[n_missed] = 1
+    n_missed += 1
+    if overwrite and no_fetch1 != 0:
+        return 1, -1, n_missed, t
+    return _walk_down(params, state, a, c, hint, overwrite, _keeper(params, 2, hint), t, block, line, missed,
+                      n_missed)
+
+
+@numba.njit(cache=True, inline="always")
 def _fill(params, state, pstate, lv, b, la, t):  # pragma: no cover - compiled
     """Demand fill of line address ``la`` into set block ``b`` of level ``lv`` at time ``t``: the
     victim and the insertion position follow the level's policy, the new line is clean.
@@ -658,23 +689,9 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
     """
     n_levels = params.shape[0]
     n = addr.shape[0]
-    shift0 = params[0, _SHIFT]
-    chunks0 = params[0, _CHUNKS]
-    stride0 = 8 * chunks0
-    sets0 = params[0, _SETS]
-    mask0 = params[0, _SET_MASK]
-    offset0 = params[0, _OFFSET]
-    private0 = params[0, _PRIVATE] != 0
-    # level 1's too (the level streams and level-0 misses go to)
-    one = min(1, n_levels - 1)
-    shift1 = params[one, _SHIFT]
-    chunks1 = params[one, _CHUNKS]
-    stride1 = 8 * chunks1
-    sets1 = params[one, _SETS]
-    mask1 = params[one, _SET_MASK]
-    offset1 = params[one, _OFFSET]
-    private1 = params[one, _PRIVATE] != 0
-    no_fetch1 = params[one, _NO_FETCH] != 0
+    # levels 0 and 1 (where streams that pass level 0 by and level 0's misses go) in locals
+    shift0, chunks0, sets0, mask0, offset0, private0, no_fetch0 = _level_params(params, 0)
+    one = _level_params(params, min(1, n_levels - 1))
     t = clock[0]
     recorded = 0
     for i in range(n):
@@ -690,7 +707,7 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
             # Level 0 first, with its parameters in locals.
             la = a >> shift0
             s0 = la & mask0 if mask0 >= 0 else la % sets0
-            b = offset0 + ((c if private0 else 0) * sets0 + s0) * stride0
+            b = offset0 + ((c if private0 != 0 else 0) * sets0 + s0) * (8 * chunks0)
             w = _find(state, b, chunks0, la)
             if w >= 0:
                 state[b + 4 * chunks0 + w] = (t << _WAY_BITS) | w
@@ -704,32 +721,12 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
             line[0] = la
             missed[0] = 0
             n_missed = 1
-            if overwrite and params[0, _NO_FETCH] != 0:
+            if overwrite and no_fetch0 != 0:
                 hit_level = 0           # allocated without fetching: served here
             lv = _keeper(params, 1, hint)
         if hit_level == n_levels and lv == 1 and n_levels > 1:
-            # Level 1 next, with its parameters in locals.
-            la = a >> shift1
-            s1 = la & mask1 if mask1 >= 0 else la % sets1
-            b = offset1 + ((c if private1 else 0) * sets1 + s1) * stride1
-            w = _find(state, b, chunks1, la)
-            if w >= 0:
-                state[b + 4 * chunks1 + w] = (t << _WAY_BITS) | w
-                t += 1
-                hit_level = 1
-                hit_tag = b + w
-            else:
-                block[n_missed] = b
-                line[n_missed] = la
-                missed[n_missed] = 1
-                n_missed += 1
-                if overwrite and no_fetch1:
-                    hit_level = 1
-                else:
-                    lv = _keeper(params, 2, hint)
-                    if lv < n_levels:
-                        hit_level, hit_tag, n_missed, t = _walk_down(params, state, a, c, hint, overwrite, lv, t, block,
-                                                                     line, missed, n_missed)
+            hit_level, hit_tag, n_missed, t = _walk_from_one(params, state, a, c, hint, overwrite, t, block, line,
+                                                             missed, n_missed, one)
         elif hit_level == n_levels:
             hit_level, hit_tag, n_missed, t = _walk_down(params, state, a, c, hint, overwrite, lv, t, block, line,
                                                          missed, n_missed)
