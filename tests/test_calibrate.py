@@ -707,3 +707,14 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
     assert "scipy on 1 thread(s)" in profile.fitted["compute.kernels.libraries.scipy.spmv"]
     # one backend timed: no libraries (the profile's own kernels are that backend's)
     assert not profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels.libraries
+
+
+def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
+    """The real CSR steps, on one thread: each backend bench picks from, timed in and beyond the
+    caches, and the one it picks noted per kind."""
+    steps = tuple(s for s in STEPS if s.label.startswith("CSR"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert m.sparse_libraries() == ["torch", "scipy"]
+    assert set(m.sparse_backends) == {"spmv", "spmm"} and set(m.sparse_backends.values()) <= {"torch", "scipy"}
+    assert {t.backend for t in m.sparse_beyond} == {"torch", "scipy"}
+    assert {t.threads for t in m.sparse_of("spmv", "scipy")} == {1}

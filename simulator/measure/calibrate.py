@@ -999,7 +999,7 @@ def _measure_sparse(s: Session) -> None:
     middle matrix: the profile's ``spmv`` / ``spmm`` are that backend's, and every backend is a
     library of its own (``bench`` picks per layer, and a cross-check times each layer with the
     library that ran it)."""
-    from .bench import SparseBackend, pick_sparse_backend, sparse_operator
+    from .bench import CSR_BACKENDS, SparseBackend, pick_sparse_backend, sparse_operator
 
     matrices = {rows: csr_with_rows(rows, SPARSE_COLUMNS, SPARSE_NONZEROS, seed=rows) for rows in SPARSE_ROWS}
     rng = np.random.default_rng(0)
@@ -1009,7 +1009,7 @@ def _measure_sparse(s: Session) -> None:
         middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
         picked = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
         s.m.sparse_backends[kind] = picked.value
-        for backend in SparseBackend:
+        for backend in CSR_BACKENDS:
             threads = 1 if backend is SparseBackend.SCIPY else s.threads
             rounds: dict[tuple[int, int], Callable[[], float]] = {}
             for rows, (ptr, idx, val) in matrices.items():
