@@ -718,3 +718,22 @@ def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
     assert set(m.sparse_backends) == {"spmv", "spmm"} and set(m.sparse_backends.values()) <= {"torch", "scipy"}
     assert {t.backend for t in m.sparse_beyond} == {"torch", "scipy"}
     assert {t.threads for t in m.sparse_of("spmv", "scipy")} == {1}
+
+
+def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurements):
+    """scipy's CSR product runs on one thread: beyond the caches its bytes stream at the one-thread
+    share of the GEMV's rate (STREAM read, one thread over all), so a one-thread SpMV whose loads
+    overlap its loop at that rate is not taken for one whose loads wait."""
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    probe_s = 2e-3
+    share = measurements.stream_read_one_thread_bytes_per_s / measurements.stream_read_bytes_per_s
+    assert cal.stream_share(measurements, 1) == pytest.approx(share) and cal.stream_share(measurements, 2) == 1.0
+    memory_one_s = probe_s * (nnz * 8 + (rows + 1) * 4) / cal.GEMV_BEYOND_BYTES / share
+    issue_s = 0.2 * memory_one_s
+    fit = cal.SparseFit(issue_s * CLOCK_HZ / nnz, 0.0, 1, {1: 0.0})
+    overlapped = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, OVERHEAD_S + memory_one_s, "scipy", 1)
+    waiting = replace(overlapped, seconds=OVERHEAD_S + memory_one_s + issue_s)
+    m = replace(measurements, gemv_beyond_s={"fp32": probe_s})
+    assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
+    why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
+    assert why is not None and "on 1 thread(s)" in why

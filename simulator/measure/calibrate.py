@@ -1053,8 +1053,10 @@ def _beyond_label(backend: str, _key: object = None) -> str:
 def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
     """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the private caches
     it took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time (at
-    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on all threads: for a one-thread backend a
-    lower bound, which favours overlap) than the larger of the two."""
+    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on the backend's threads: for a backend on
+    fewer threads than the GEMV ran on, that rate scaled by the STREAM read's one-thread share,
+    :func:`stream_share`; the all-thread rate would understate its memory time, which reads
+    overlapped loads as waiting ones) than the larger of the two."""
     from .bench import INDEX_BITS, SparseBackend
 
     timing, probe = m.beyond_of(backend), m.gemv_beyond_s.get("fp32")
@@ -1064,12 +1066,22 @@ def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str
     issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
-    memory_s = probe * stored / GEMV_BEYOND_BYTES
+    share = stream_share(m, timing.threads)
+    memory_s = probe * stored / GEMV_BEYOND_BYTES / share
     measured = max(timing.seconds - m.launch_overhead_s, 0.0)
     if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
         return None
+    on = f" on {timing.threads} thread(s): {share:.2g} of its rate" if share < 1 else ""
     return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against issue "
-            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes)")
+            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes{on})")
+
+
+def stream_share(m: Measurements, threads: int) -> float:
+    """The share of the all-thread streaming rate ``threads`` threads get: 1 on every thread
+    measured, else the one-thread STREAM read over the all-thread one (1 where either is missing)."""
+    if threads >= m.threads or not (m.stream_read_one_thread_bytes_per_s and m.stream_read_bytes_per_s):
+        return 1.0
+    return min(1.0, m.stream_read_one_thread_bytes_per_s / m.stream_read_bytes_per_s)
 
 
 def _measure_lowered_product(s: Session) -> None:
