@@ -737,3 +737,27 @@ def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurem
     assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
     why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
     assert why is not None and "on 1 thread(s)" in why
+
+
+@pytest.mark.parametrize("knee", [True, False])
+def test_the_tlb_reach_is_where_random_accesses_start_paying_a_page_walk(caches, cpu, measurements, knee):
+    """Chases beyond the private caches: up to the reach they take the last level's hit latency
+    (the chase over twice the last private level), beyond it a page walk more; the profile's
+    ``memory.tlb`` holds the knee (between the last chase below the middle and the first above)
+    and the walk. Without a knee, no ``memory.tlb``."""
+    base = 2 * caches[-2].size_bytes
+    assert cal.reach_footprints(caches, 64 * MiB) == [int(base * k) for k in cal.REACH_STEPS]
+    walk = 80e-9 if knee else 5e-9
+    curve = {f: (40e-9 if f <= 2 * base else 40e-9 + walk) for f in cal.reach_footprints(caches, 64 * MiB)}
+    m = replace(measurements, beyond_latency_s={1: 4e-9, 2: 40e-9}, cache_latency_s={1: 1.5e-9, 2: 4e-9,
+                                                                                    3: 40e-9 + walk},
+                reach_latency_s=curve)
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    if not knee:
+        assert profile.memory.tlb is None and cal.tlb_fit(caches, m) is None
+        return
+    tlb = profile.memory.tlb
+    assert tlb is not None
+    assert tlb.reach_bytes == pytest.approx(math.sqrt(2 * base * 3 * base), rel=0.01)
+    assert tlb.miss_latency_s == pytest.approx(80e-9, rel=0.01)
+    assert "the knee between" in profile.sources["memory.tlb.reach"]

@@ -493,12 +493,26 @@ class Scratchpad(Strict):
     bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")   # per instance
 
 
+class Tlb(Strict):
+    """Address translation as a random access sees it. The latencies of the levels below the first
+    (and DRAM's) are those of random accesses over footprints beyond the TLBs' ``reach``: each
+    pays a page walk, ``miss_latency`` (under a hypervisor that backs guest memory with small
+    pages, a two-dimensional one). A gather over an operand that fits in the reach translates
+    from the TLB and waits ``miss_latency`` less at every level below the first (calibrate:
+    pointer chases over growing footprints, beyond the private caches)."""
+
+    reach_bytes: Bytes = Field(alias="reach")
+    miss_latency_s: Seconds = Field(alias="miss_latency")
+
+
 class Memory(Strict):
-    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip)."""
+    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip),
+    and the TLBs' reach where a profile gives it."""
 
     caches: tuple[CacheLevel, ...] = ()
     scratchpads: tuple[Scratchpad, ...] = ()
     dram: Optional[Dram] = None
+    tlb: Optional[Tlb] = None
 
 
 class SparseEngine(Strict):

@@ -351,6 +351,8 @@ class Measurements:
     working_set: list[WorkingSetPoint] = field(default_factory=list)
     cache_latency_s: dict[int, float] = field(default_factory=dict)    # level -> chase over half of it
     beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
+    # footprint -> chase over it, from twice the last private level up (the TLBs' reach)
+    reach_latency_s: dict[int, float] = field(default_factory=dict)
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
     gemm_flops_per_s: float = 0.0             # fp32: the slope of the GEMMs' time over their batch
@@ -1145,14 +1147,66 @@ def _measure_latencies(s: Session) -> None:
         walks[("half", level.level)] = cyclic_chain(half, level.line_bytes, seed=level.level)
         if not last:
             walks[("twice", level.level)] = cyclic_chain(2 * level.size_bytes, level.line_bytes, seed=level.level)
+    for footprint in reach_footprints(s.caches, llc):
+        walks[("reach", footprint)] = cyclic_chain(footprint, s.line_bytes, seed=footprint % 1000)
     dram_chain = cyclic_chain(max(DRAM_CHASE_BYTES, 4 * llc), s.line_bytes)
     walks[("dram", 0)] = dram_chain
     got = s.record(settle({key: _chase_round(chase, chain, s.line_bytes) for key, chain in walks.items()}),
-                   name=lambda key: "DRAM latency" if key[0] == "dram" else f"L{key[1]} latency ({key[0]})")
+                   name=_chase_label)
     s.m.cache_latency_s = {level: t for (where, level), t in got.items() if where == "half"}
+    s.m.reach_latency_s = {footprint: t for (where, footprint), t in got.items() if where == "reach"}
     s.m.beyond_latency_s = {level: t for (where, level), t in got.items() if where == "twice"}
     s.m.dram_latency_s = got[("dram", 0)]
     s.scratch["dram chain"] = dram_chain
+
+
+def _chase_label(key: tuple[str, int]) -> str:
+    if key[0] == "dram":
+        return "DRAM latency"
+    if key[0] == "reach":
+        return f"chase over {key[1] / MiB:g} MiB"
+    return f"L{key[1]} latency ({key[0]})"
+
+
+#: Footprints of the TLB reach chases, in multiples of twice the last private level: a step of
+#: about 1.4 finds the knee within that factor (the development VM: 6 to 8 MiB).
+REACH_STEPS = (1.5, 2, 3, 4, 6, 8)
+#: A random access beyond the reach that takes at least this many times one within it has met a
+#: page walk (the development VM: 3x; without a knee the profile gets no ``memory.tlb``).
+TLB_KNEE_RATIO = 1.5
+
+
+def reach_footprints(caches: Sequence[SysfsCache], llc_bytes: int) -> list[int]:
+    """The footprints :func:`_measure_latencies` chases to find the TLBs' reach: beyond twice the
+    last private level, below half the last level (still served by it)."""
+    if len(caches) < 2:
+        return []
+    base = 2 * caches[-2].size_bytes
+    top = (llc_bytes or caches[-1].size_bytes) // 2
+    return [int(base * k) for k in REACH_STEPS if base * k < top]
+
+
+def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[tuple[int, float, str]]:
+    """(reach, miss latency, why) of the TLBs, or None: the chases beyond the private caches and
+    within the last level, from twice the last private level (its hit latency) up; the reach lies
+    between the last footprint whose chase stays below the middle of the hit latency and the
+    chase over half the last level, and the first above it (their geometric mean); the miss
+    latency is the difference of those two chases."""
+    if len(caches) < 2 or not m.reach_latency_s:
+        return None
+    base = 2 * caches[-2].size_bytes
+    within, beyond = m.beyond_latency_s.get(caches[-2].level), m.cache_latency_s.get(caches[-1].level)
+    if not within or not beyond or beyond < TLB_KNEE_RATIO * within:
+        return None
+    middle = (within + beyond) / 2
+    points = sorted({base: within, **m.reach_latency_s}.items())
+    for (small, t_small), (large, t_large) in zip(points, points[1:]):
+        if t_small <= middle < t_large:
+            curve = ", ".join(f"{f / MiB:g} MiB {t * 1e9:.0f} ns" for f, t in points)
+            return (int(math.sqrt(small * large)), beyond - within,
+                    f"pointer chases beyond the private caches ({curve}; half the last level "
+                    f"{beyond * 1e9:.0f} ns): the knee between {small / MiB:g} and {large / MiB:g} MiB")
+    return None
 
 
 def _measure_parallelism(s: Session) -> None:
@@ -2106,7 +2160,8 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
                         f"set: {curve}.{unsettled}"),
         "compute": compute_block(cpu, m, fits, line, listed_hz, notes.under("compute")),
         "memory": {"caches": cache_blocks(caches, cpu, m, fits, notes, fit_llc_policy),
-                   "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram"))},
+                   "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram")),
+                   **tlb_block(caches, m, notes.under("memory.tlb"))},
         "sources": notes.sources,
         "fitted": notes.fitted,
     }
@@ -2114,6 +2169,18 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
     if why is not None:
         raise Implausible("cache order", why, m.load_average)
     return mapping
+
+
+def tlb_block(caches: Sequence[SysfsCache], m: Measurements, notes: Notes) -> dict[str, Any]:
+    """``memory.tlb`` where the chases show a knee (:func:`tlb_fit`), else nothing."""
+    fit = tlb_fit(caches, m)
+    if fit is None:
+        return {}
+    reach, miss, why = fit
+    notes.measured("reach", why + _settled(m, *(_chase_label(("reach", f)) for f in m.reach_latency_s)))
+    notes.measured("miss_latency", "the chase over half the last level less the chase over twice the last private "
+                   "level (both served by the last level; one beyond the reach, one within it)")
+    return {"tlb": {"reach": _q(reach, Quantity.BYTES), "miss_latency": _q(miss, Quantity.SECONDS)}}
 
 
 def write_profile(mapping: dict[str, Any], path: str | Path) -> None:
