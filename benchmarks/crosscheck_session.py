@@ -14,6 +14,11 @@ then ``simulator crosscheck`` of each set against ``DIR/host.yaml`` (``--json`` 
 the figures the issues' targets name: the profile's headline, the LLM cells within their bounds
 (issue #15), each variant's median error and the pairs right (#14), and issue #13's 36 cells (dense
 and CSR on the EIE layers at batch 1 and 64): their median error and the worst cell as a ratio.
+
+Around steps 1-3 a short probe (:func:`probe`: a fp32, a bf16 and an int8 GEMM and a streaming read,
+best of a few calls, about three seconds) runs before ``calibrate`` and after the last bench; the
+summary prints how far each moved (:data:`DRIFT_FLAG`). A session whose host moved between its
+``calibrate`` and its benches compares two phases of the host, not the model with the machine.
 ``--summary-only`` re-prints the summary of a directory measured before. The timings are the
 machine's: nothing here is asserted, and a VM's phase moves every figure (see docs/validation.md).
 """
@@ -35,6 +40,54 @@ ALEXNET_VARIANTS = "dense,thinned"
 BATCHES = (1, 64)
 #: issue #13's cells: the dense and CSR variants of the EIE layers
 ISSUE13_VARIANTS = ("dense", "csr")
+#: a probe figure that moved more than this between the start and the end of a session is flagged
+DRIFT_FLAG = 0.10
+
+
+def probe(threads: int) -> dict[str, float]:
+    """Seconds of the best of a few calls: 2048 x 2048 GEMMs at batch 256 in fp32 and bf16, torch's
+    int8 dynamic-quantized linear on the same shape, and a sum over 256 MiB of fp32 (a streaming read)."""
+    import time
+    import warnings
+
+    import torch
+
+    torch.set_num_threads(threads)
+    w, x = torch.randn(2048, 2048), torch.randn(256, 2048)
+    wb, xb = w.bfloat16(), x.bfloat16()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")           # torch.ao's deprecation notices
+        from torch.ao.quantization import quantize_dynamic
+        int8 = quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(2048, 2048)), {torch.nn.Linear},
+                                dtype=torch.qint8)
+    big = torch.ones(64 << 20)
+    calls = {"fp32 GEMM": lambda: torch.nn.functional.linear(x, w),
+             "bf16 GEMM": lambda: torch.nn.functional.linear(xb, wb),
+             "int8 GEMM": lambda: int8(x), "stream read": lambda: big.sum()}
+    out = {}
+    with torch.inference_mode():
+        for name, call in calls.items():
+            call()
+            times = []
+            for _ in range(7):
+                t = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - t)
+            out[name] = min(times)
+    return out
+
+
+def drift_lines(before: dict[str, float], after: dict[str, float]) -> list[str]:
+    """How far each probe figure moved over the session (positive: slower at the end), flagged past
+    :data:`DRIFT_FLAG`."""
+    moved = {name: after[name] / before[name] - 1 for name in before if name in after}
+    flagged = [name for name, m in moved.items() if abs(m) > DRIFT_FLAG]
+    line = "host drift over the session (end against start): " + ", ".join(
+        f"{name} {100 * m:+.0f}%" for name, m in moved.items())
+    if flagged:
+        line += (f"; moved more than {100 * DRIFT_FLAG:.0f}%: " + ", ".join(flagged)
+                 + " (its calibrate and its benches met different phases of the host)")
+    return [line]
 
 
 def simulator(*args: str, log: Path) -> None:
@@ -49,6 +102,7 @@ def simulator(*args: str, log: Path) -> None:
 def measure(out: Path, threads: int) -> None:
     """Steps 1-3 of the module's docstring, into ``out``."""
     t = str(threads)
+    (out / "probe-start.json").write_text(json.dumps(probe(threads)))
     simulator("calibrate", "--threads", t, "--out", str(out / "host.yaml"), log=out / "calibrate.txt")
     for model in LLMS:
         simulator("bench", "--llm", model, "--prompt", "128", "--context", "256", "--tokens", "32", "--threads", t,
@@ -58,6 +112,7 @@ def measure(out: Path, threads: int) -> None:
                   "--out", str(out / f"v-eie-b{batch}.json"), log=out / f"v-eie-b{batch}.txt")
         simulator("bench", "--workload", "workloads/alexnet.yaml", "--format", ALEXNET_VARIANTS, "--batch", batch,
                   "--threads", t, "--out", str(out / f"v-alexnet-b{batch}.json"), log=out / f"v-alexnet-b{batch}.txt")
+    (out / "probe-end.json").write_text(json.dumps(probe(threads)))
 
 
 def crosscheck(out: Path, name: str, measured: list[str]) -> dict[str, Any]:
@@ -109,6 +164,8 @@ def summary(out: Path) -> list[str]:
     lines += ["EIE layers, variants (#14):", *variants_lines(eie)]
     lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet)]
     lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
+    if (out / "probe-start.json").exists() and (out / "probe-end.json").exists():
+        lines += drift_lines(*(json.loads((out / f"probe-{end}.json").read_text()) for end in ("start", "end")))
     return lines
 
 

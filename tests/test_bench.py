@@ -11,7 +11,7 @@ import torch
 from simulator import cli
 from simulator.base.errors import ConfigError
 from simulator.compress.compression import StorageFormat, pruned_encoding
-from simulator.hardware.profile import load_profile
+from simulator.hardware.profile import HardwareProfile, load_profile
 from simulator.measure.bench import SparseBackend, bench, layer_operator, load_bench, sparse_operator
 from simulator.measure.crosscheck import crosscheck, measured_cells, plot, render
 from simulator.model.weights import magnitude_mask, synthetic_weights
@@ -132,3 +132,52 @@ def test_repeated_runs_take_the_fastest_run(measured, tiny):
     assert len(cells) == 3
     fc1 = next(t for t in base.layers if t.layer == "fc1")
     assert next(c for c in cells if c.cell.layer == "fc1").cell.published_s == pytest.approx(fc1.median_s)
+
+
+def _with_libraries(libraries: dict) -> HardwareProfile:
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.hardware.profile import profile_from_mapping
+
+    data = read_yaml_mapping(I7)
+    data["compute"]["kernels"]["libraries"] = libraries
+    return profile_from_mapping(data, I7)
+
+
+def test_each_csr_cell_is_timed_with_the_library_that_ran_it(measured, tiny):
+    """bench picks torch or scipy per layer; the profile's ``libraries`` hold each one's costs, and
+    a cell is timed with its own: a library four times as costly per non-zero slows its cells
+    (and only them) by about that much where they are issue-bound; its index width changes the
+    bytes its cells' matrices take."""
+    from dataclasses import replace
+
+    csr = measured[("csr", 1)]
+    ran = [replace(csr, layers=[replace(t, backend="scipy" if t.layer == "fc1" else "torch") for t in csr.layers])]
+    plain = crosscheck(load_profile(I7), tiny, ran)
+    i7 = load_profile(I7).compute.kernels
+    costly = {"spmv": {"cycles_per_nonzero": 4 * i7.spmv.cycles_per_nonzero, "cycles_per_row": i7.spmv.cycles_per_row},
+              "spmm": {"cycles_per_nonzero": 4 * i7.spmm.cycles_per_nonzero, "cycles_per_row": i7.spmm.cycles_per_row},
+              "index_bits": 32}
+    same = {"spmv": i7.spmv.model_dump(), "spmm": i7.spmm.model_dump(), "index_bits": 32}
+    check = crosscheck(_with_libraries({"scipy": costly, "torch": same}), tiny, ran)
+    before = {r.cell.layer: r for r in plain.results}
+    after = {r.cell.layer: r for r in check.results}
+    assert after["fc2"].predicted_s == pytest.approx(before["fc2"].predicted_s)
+    assert after["conv1"].predicted_s == pytest.approx(before["conv1"].predicted_s)
+    assert after["fc1"].predicted_s > 2 * before["fc1"].predicted_s
+    # torch's int64 indices: its cells' matrices take more bytes than with the profile's 32 bits
+    wide = crosscheck(_with_libraries({"scipy": costly, "torch": {**same, "index_bits": 64}}), tiny, ran)
+    assert {r.cell.layer: r for r in wide.results}["fc2"].predicted_s >= after["fc2"].predicted_s
+
+
+def test_a_profile_puts_a_named_library_in_place_of_its_own():
+    profile = _with_libraries({"scipy": {"spmv": {"cycles_per_nonzero": 7.0, "serial_loads": True},
+                                         "spmm": {"cycles_per_nonzero": 5.0, "columns_per_step": 8},
+                                         "index_bits": 16, "threads": 1}})
+    scipy = profile.with_sparse_library("scipy")
+    kernels = scipy.compute.kernels
+    assert kernels.spmv.cycles_per_nonzero == 7.0 and kernels.spmv.serial_loads
+    assert kernels.spmm.columns_per_step == 8 and kernels.index_bits == 16
+    assert scipy.compute.threads.spmv == 1 and scipy.compute.threads.gemv == profile.compute.threads.gemv
+    assert kernels.gemm == profile.compute.kernels.gemm and kernels.libraries == profile.compute.kernels.libraries
+    assert profile.with_sparse_library("torch") is profile and profile.with_sparse_library("") is profile
+    assert profile.compute.kernels.spmv.cycles_per_nonzero != 7.0       # the profile itself is unchanged

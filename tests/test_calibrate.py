@@ -660,7 +660,7 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_ove
     memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
     seconds = OVERHEAD_S + (issue_s + memory_s if serial else max(issue_s, memory_s))
     beyond = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, seconds, "torch", 2)
-    m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=beyond,
+    m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=[beyond],
                 gemv_beyond_s={"fp32": probe_s})
     profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
     kernels = profile.compute.kernels
@@ -668,5 +668,96 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_ove
     assert kernels.index_bits == 64
     assert ("compute.kernels.spmv.serial_loads" in profile.sources) is serial
     # nothing measured beyond the caches: the loads are taken to run ahead, as before
-    plain = profile_from_mapping(build_profile(caches, cpu, replace(m, sparse_beyond=None)), "host")
+    plain = profile_from_mapping(build_profile(caches, cpu, replace(m, sparse_beyond=[])), "host")
     assert not plain.compute.kernels.spmv.serial_loads
+
+
+def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu, measurements):
+    """calibrate times each CSR backend bench may pick; ``spmv`` / ``spmm`` are the ones bench
+    picks on the middle matrix (here scipy for SpMV, torch for SpMM), and each backend is a
+    library with its own fitted costs, index width, loads' overlap and threads."""
+    sparse = (sparse_timings("spmv", 5.0, 20.0, 1, 1, (1,), backend="scipy")
+              + sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+              + sparse_timings("spmm", 4.0, 30.0, 1, 1, (4, 64), backend="scipy")
+              + sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch"))
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    probe_s = 2e-3
+    memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
+    serial_torch = OVERHEAD_S + (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2) + memory_s    # waits for its loop
+    beyond = [SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, serial_torch, "torch", 2)]
+    m = replace(measurements, sparse=sparse, sparse_backends={"spmv": "scipy", "spmm": "torch"},
+                sparse_beyond=beyond, gemv_beyond_s={"fp32": probe_s})
+    mapping = build_profile(caches, cpu, m)
+    profile = profile_from_mapping(mapping, "host")
+    kernels = profile.compute.kernels
+    assert kernels.spmv.cycles_per_nonzero == pytest.approx(5.0, rel=0.02) and kernels.index_bits == 32
+    from simulator.commands.calibrate import summary
+    assert "CSR libraries (bench picks per layer): scipy: spmv 5 / spmm 4 cycles per non-zero, 32-bit" \
+        in summary(mapping, Path("host.yaml"))
+    assert kernels.spmm.cycles_per_nonzero == pytest.approx(1.5, rel=0.02)
+    assert profile.compute.threads.spmv == 1 and profile.compute.threads.spmm is None
+    scipy, torch = kernels.libraries["scipy"], kernels.libraries["torch"]
+    assert scipy.spmv.cycles_per_nonzero == pytest.approx(5.0, rel=0.02) and scipy.threads == 1
+    assert scipy.spmm.cycles_per_nonzero == pytest.approx(4.0, rel=0.02) and scipy.index_bits == 32
+    assert torch.spmv.cycles_per_nonzero == pytest.approx(3.0, rel=0.02) and torch.threads is None
+    assert torch.index_bits == 64 and torch.spmv.serial_loads and not scipy.spmv.serial_loads
+    on_torch = profile.with_sparse_library("torch")
+    assert on_torch.compute.threads.spmv is None and on_torch.compute.kernels.spmv == torch.spmv
+    assert "compute.kernels.libraries.torch.spmv.serial_loads" in profile.sources
+    assert "scipy on 1 thread(s)" in profile.fitted["compute.kernels.libraries.scipy.spmv"]
+    # one backend timed: no libraries (the profile's own kernels are that backend's)
+    assert not profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels.libraries
+
+
+def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
+    """The real CSR steps, on one thread: each backend bench picks from, timed in and beyond the
+    caches, and the one it picks noted per kind."""
+    steps = tuple(s for s in STEPS if s.label.startswith("CSR"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert m.sparse_libraries() == ["torch", "scipy"]
+    assert set(m.sparse_backends) == {"spmv", "spmm"} and set(m.sparse_backends.values()) <= {"torch", "scipy"}
+    assert {t.backend for t in m.sparse_beyond} == {"torch", "scipy"}
+    assert {t.threads for t in m.sparse_of("spmv", "scipy")} == {1}
+
+
+def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurements):
+    """scipy's CSR product runs on one thread: beyond the caches its bytes stream at the one-thread
+    share of the GEMV's rate (STREAM read, one thread over all), so a one-thread SpMV whose loads
+    overlap its loop at that rate is not taken for one whose loads wait."""
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    probe_s = 2e-3
+    share = measurements.stream_read_one_thread_bytes_per_s / measurements.stream_read_bytes_per_s
+    assert cal.stream_share(measurements, 1) == pytest.approx(share) and cal.stream_share(measurements, 2) == 1.0
+    memory_one_s = probe_s * (nnz * 8 + (rows + 1) * 4) / cal.GEMV_BEYOND_BYTES / share
+    issue_s = 0.2 * memory_one_s
+    fit = cal.SparseFit(issue_s * CLOCK_HZ / nnz, 0.0, 1, {1: 0.0})
+    overlapped = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, OVERHEAD_S + memory_one_s, "scipy", 1)
+    waiting = replace(overlapped, seconds=OVERHEAD_S + memory_one_s + issue_s)
+    m = replace(measurements, gemv_beyond_s={"fp32": probe_s})
+    assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
+    why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
+    assert why is not None and "on 1 thread(s)" in why
+
+
+@pytest.mark.parametrize("knee", [True, False])
+def test_the_tlb_reach_is_where_random_accesses_start_paying_a_page_walk(caches, cpu, measurements, knee):
+    """Chases beyond the private caches: up to the reach they take the last level's hit latency
+    (the chase over twice the last private level), beyond it a page walk more; the profile's
+    ``memory.tlb`` holds the knee (between the last chase below the middle and the first above)
+    and the walk. Without a knee, no ``memory.tlb``."""
+    base = 2 * caches[-2].size_bytes
+    assert cal.reach_footprints(caches, 64 * MiB) == [int(base * k) for k in cal.REACH_STEPS]
+    walk = 80e-9 if knee else 5e-9
+    curve = {f: (40e-9 if f <= 2 * base else 40e-9 + walk) for f in cal.reach_footprints(caches, 64 * MiB)}
+    m = replace(measurements, beyond_latency_s={1: 4e-9, 2: 40e-9}, cache_latency_s={1: 1.5e-9, 2: 4e-9,
+                                                                                    3: 40e-9 + walk},
+                reach_latency_s=curve)
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    if not knee:
+        assert profile.memory.tlb is None and cal.tlb_fit(caches, m) is None
+        return
+    tlb = profile.memory.tlb
+    assert tlb is not None
+    assert tlb.reach_bytes == pytest.approx(math.sqrt(2 * base * 3 * base), rel=0.01)
+    assert tlb.miss_latency_s == pytest.approx(80e-9, rel=0.01)
+    assert "the knee between" in profile.sources["memory.tlb.reach"]

@@ -35,3 +35,12 @@ def test_variant_lines_give_each_median_and_the_pairs_right():
     lines = s.variants_lines(check)
     assert "median   6.5%" in lines[0] and "FC6 b1 -21%" in lines[0]
     assert lines[1].strip() == "pairs right  154 of 164 (94%)"
+
+
+def test_drift_lines_flag_a_probe_that_moved_past_ten_percent():
+    s = _session_module()
+    line = s.drift_lines({"fp32 GEMM": 1.0, "int8 GEMM": 1.0}, {"fp32 GEMM": 1.05, "int8 GEMM": 1.3})[0]
+    assert "fp32 GEMM +5%" in line and "int8 GEMM +30%" in line
+    assert line.endswith("moved more than 10%: int8 GEMM (its calibrate and its benches met different phases of "
+                         "the host)")
+    assert "moved more" not in s.drift_lines({"fp32 GEMM": 1.0}, {"fp32 GEMM": 0.95})[0]

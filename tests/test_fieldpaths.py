@@ -55,3 +55,23 @@ def test_navigate_and_assign_round_trip(tegra, tegra_data):
     data = copy.deepcopy(tegra_data)
     assign(data, "memory.caches.L2.size", "256 KiB")
     assert profile_from_mapping(data, "t.yaml").caches[1].size_bytes == 256 * 1024
+
+
+def test_a_mapping_of_sections_is_addressed_by_its_keys(tegra_data):
+    """``compute.kernels.libraries`` maps a CSR library's name to its costs: its paths run through
+    the name, sources may cite them, ``sweep --set`` can vary them, and an error names them."""
+    data = copy.deepcopy(tegra_data)
+    data["compute"]["kernels"]["libraries"] = {"scipy": {"spmv": {"cycles_per_nonzero": 3.0},
+                                                         "spmm": {"cycles_per_nonzero": 2.0}, "threads": 1}}
+    data["sources"]["compute.kernels.libraries.scipy.threads"] = "one thread"
+    profile = profile_from_mapping(data, "t.yaml")
+    assert {"compute.kernels.libraries.scipy", "compute.kernels.libraries.scipy.spmv.cycles_per_nonzero"} \
+        <= set(leaf_paths(profile)) | field_paths(profile)
+    assert "compute.kernels.libraries.scipy" not in leaf_paths(profile)
+    assert navigate(profile, "compute.kernels.libraries.scipy.spmv.cycles_per_nonzero") == ("cycles_per_nonzero", 3.0)
+    assign(data, "compute.kernels.libraries.scipy.spmv.cycles_per_nonzero", 6.0)
+    assert profile_from_mapping(data, "t.yaml").compute.kernels.libraries["scipy"].spmv.cycles_per_nonzero == 6.0
+    data["compute"]["kernels"]["libraries"]["scipy"]["spmv"]["cycles_per_nonzero"] = -1
+    with pytest.raises(ConfigError) as err:
+        profile_from_mapping(data, "t.yaml")
+    assert err.value.field == "compute.kernels.libraries.scipy.spmv.cycles_per_nonzero"

@@ -110,6 +110,27 @@ def test_dram_latency_moves_a_layer_only_when_its_gathers_miss(write_yaml):
     assert slow.time_s / base.time_s > 1.5
 
 
+def test_a_gather_within_the_tlb_reach_waits_no_page_walk(write_yaml):
+    """``memory.tlb``: the levels' latencies are random accesses' beyond the TLBs' reach. A
+    gather-bound CSR layer whose input fits the reach waits a walk less per gather below the
+    first level; one whose input does not is timed as without a TLB; a dense GEMV (streams)
+    never changes."""
+    from simulator.hardware.profile import Tlb
+
+    i7 = _profile("i7-5930k")
+    tlb = Tlb(reach=f"{64 << 20} B", miss_latency=f"{i7.caches[2].latency_s * 0.5:.4g} s")
+    within = i7.model_copy(update={"memory": i7.memory.model_copy(update={"tlb": tlb})})
+    outside = within.model_copy(update={"memory": within.memory.model_copy(
+        update={"tlb": tlb.model_copy(update={"reach_bytes": 1 << 20})})})
+    misses = _fc(write_yaml, 1 << 22, 64, density=0.01)             # a 64 MiB input at batch 4: L3 and DRAM
+    base, fast, far = (_layer(p, misses, StorageFormat.CSR, batch=4) for p in (i7, within, outside))
+    assert base.bound == "gather-latency"
+    assert fast.time_s < 0.9 * base.time_s
+    assert far.time_s == pytest.approx(base.time_s, rel=1e-9)
+    gemv = _fc(write_yaml, 4096, 1024)
+    assert _layer(within, gemv).time_s == pytest.approx(_layer(i7, gemv).time_s, rel=1e-9)
+
+
 def test_dense_tiles_pay_for_partial_tiles_and_idle_cores_in_the_last_wave():
     profile = _profile("titan-x")           # 24 SMs, 128-row tasks
     full = KernelShape(KernelKind.GEMM, DType.FP32, rows=24 * 128, columns=64, depth=1024)

@@ -74,6 +74,13 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         k = kernels[kind]
         return (f"{kind} {k['cycles_per_nonzero']:.3g} cycles per non-zero, {k['cycles_per_row']:.3g} per row, "
                 f"{k['columns_per_step']} column(s) a step ({threads.get(kind, compute['cores'])} thread(s))")
+
+    def library(name: str, lib: dict[str, Any]) -> str:
+        return (f"{name}: spmv {lib['spmv']['cycles_per_nonzero']:.3g} / spmm {lib['spmm']['cycles_per_nonzero']:.3g}"
+                f" cycles per non-zero, {lib.get('index_bits', '?')}-bit indices"
+                + (", loads wait for the loop" if lib['spmv'].get('serial_loads') else "")
+                + f" ({lib.get('threads', compute['cores'])} thread(s))")
+    libraries = kernels.get("libraries", {})
     return "\n".join([
         f"wrote {out}: {mapping['name']}",
         f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector)"
@@ -85,4 +92,5 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "
         f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
         f"gathers; per-call overhead {compute['launch_overhead']}",
-    ])
+    ] + (["  CSR libraries (bench picks per layer): " + "; ".join(library(n, lib) for n, lib in libraries.items())]
+         if libraries else []))

@@ -286,7 +286,8 @@ def _latency_column(machine: Machine, work: LayerWork,
     stream_flight = profile.dram.outstanding_requests_per_core * cores if profile.dram is not None else 1
     gather_flight = profile.compute.outstanding_gathers_per_core * cores
     stream_latencies = _latencies(profile, streams=True)
-    gather_latencies = _latencies(profile, streams=False)
+    shape = work.traffic.shape
+    gather_latencies = _latencies(profile, streams=False, footprint_bytes=shape.input_bytes if shape else 0)
     seconds, names = [], []
     for tile in range(work.tiles):
         stream_s = _latency_seconds(work.stream_lines[tile], stream_latencies, stream_flight)
@@ -296,12 +297,18 @@ def _latency_column(machine: Machine, work: LayerWork,
     return machine.latency, seconds, [s > 0 for s in seconds], names
 
 
-def _latencies(profile: HardwareProfile, streams: bool) -> np.ndarray:
+def _latencies(profile: HardwareProfile, streams: bool, footprint_bytes: int = 0) -> np.ndarray:
     """The latency of each level below the first, DRAM last (a stream's: its ``stream_latency``
-    where the profile gives one)."""
-    latencies = [level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
-    latencies.append(profile.dram.latency_s if profile.dram is not None else 0.0)
-    return np.array(latencies, dtype=float)
+    where the profile gives one). A gather over an operand of ``footprint_bytes`` within the
+    TLBs' reach (``memory.tlb``) translates without a page walk: each level waits the walk less,
+    never less than the first level's latency."""
+    latencies = np.array([level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
+                         + [profile.dram.latency_s if profile.dram is not None else 0.0], dtype=float)
+    tlb = profile.memory.tlb
+    if not streams and tlb is not None and 0 < footprint_bytes <= tlb.reach_bytes:
+        floor = profile.caches[0].latency_s if profile.caches else 0.0
+        latencies = np.maximum(latencies - tlb.miss_latency_s, floor)
+    return latencies
 
 
 def _latency_seconds(served: np.ndarray, latencies: np.ndarray, in_flight: int) -> float:

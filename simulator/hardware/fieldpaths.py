@@ -63,7 +63,11 @@ def _walk(model: type[BaseModel], value: Any, prefix: str, out: set[str], named:
                 _walk(sub, item, f"{path}.{item.name}.", out, named=True)
             continue
         out.add(path)
-        if sub is not None:
+        if sub is not None and typing.get_origin(info.annotation) is dict:   # items addressed by their key
+            for key, item in (child or {}).items():
+                out.add(f"{path}.{key}")
+                _walk(sub, item, f"{path}.{key}.", out)
+        elif sub is not None:
             _walk(sub, child, path + ".", out)
         elif isinstance(child, dict):
             out.update(f"{path}.{key}" for key in child)
@@ -90,6 +94,9 @@ def navigate(profile: BaseModel, path: str) -> tuple[str, Any]:
     for part in path.split("."):
         if isinstance(obj, tuple):          # cache levels and scratchpads, addressed by name
             obj = next(item for item in obj if item.name == part)
+            continue
+        if isinstance(obj, dict):           # a mapping of sections (compute.kernels.libraries), by key
+            obj = obj[part]
             continue
         name = next(n for n, f in type(obj).model_fields.items() if (f.alias or n) == part)
         obj = getattr(obj, name)

@@ -239,6 +239,20 @@ class SparseKernel(Strict):
     serial_loads: bool = False
 
 
+class SparseLibrary(Strict):
+    """A CSR library of the machine besides the one ``spmv`` / ``spmm`` describe, by the name a
+    measurement gives it (``bench``'s backends: ``torch``, ``scipy``): its own SpMV and SpMM costs,
+    the width of the indices and row pointers it stores, and the cores it runs on (None: all).
+    ``bench`` runs each layer on whichever library is faster there, so a cross-check times each
+    measured cell with the library that ran it (:meth:`HardwareProfile.with_sparse_library`):
+    the index width changes the traffic, the costs and cores the issue time."""
+
+    spmv: SparseKernel
+    spmm: SparseKernel
+    index_bits: Optional[Literal[16, 32, 64]] = None
+    threads: Optional[PositiveInt] = None
+
+
 class ElementKernel(Strict):
     """An element-wise kernel (pooling, residual add, concat): ``cycles_per_element`` per vector of
     ``compute.vector_lanes`` elements on one core."""
@@ -310,7 +324,8 @@ class Kernels(Strict):
     ``index_bits`` is the width of the indices and pointers the sparse library stores (Intel MKL,
     LP64, and cuSPARSE, ``CUSPARSE_INDEX_32I``: 32); absent, they follow the matrix (16 bits when
     the columns fit, see :mod:`simulator.compress.compression`). The format kernels (``bsr``,
-    ``nm``, ``bitmask``, ``codebook``) are optional: a profile without one cannot run that format."""
+    ``nm``, ``bitmask``, ``codebook``) are optional: a profile without one cannot run that format.
+    ``libraries`` holds the machine's other CSR libraries (:class:`SparseLibrary`), by name."""
 
     gemv: DenseKernel = DenseKernel()
     gemm: DenseKernel = DenseKernel()
@@ -324,6 +339,7 @@ class Kernels(Strict):
     bitmask: Optional[BitmaskKernel] = None
     codebook: Optional[CodebookKernel] = None
     index_bits: Optional[Literal[16, 32, 64]] = None
+    libraries: dict[str, SparseLibrary] = {}
 
     def dense(self, kind: KernelKind) -> DenseKernel:
         """The dense kernel of ``kind`` (gemv, gemm, conv)."""
@@ -477,12 +493,26 @@ class Scratchpad(Strict):
     bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")   # per instance
 
 
+class Tlb(Strict):
+    """Address translation as a random access sees it. The latencies of the levels below the first
+    (and DRAM's) are those of random accesses over footprints beyond the TLBs' ``reach``: each
+    pays a page walk, ``miss_latency`` (under a hypervisor that backs guest memory with small
+    pages, a two-dimensional one). A gather over an operand that fits in the reach translates
+    from the TLB and waits ``miss_latency`` less at every level below the first (calibrate:
+    pointer chases over growing footprints, beyond the private caches)."""
+
+    reach_bytes: Bytes = Field(alias="reach")
+    miss_latency_s: Seconds = Field(alias="miss_latency")
+
+
 class Memory(Strict):
-    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip)."""
+    """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip),
+    and the TLBs' reach where a profile gives it."""
 
     caches: tuple[CacheLevel, ...] = ()
     scratchpads: tuple[Scratchpad, ...] = ()
     dram: Optional[Dram] = None
+    tlb: Optional[Tlb] = None
 
 
 class SparseEngine(Strict):
@@ -594,6 +624,20 @@ class HardwareProfile(Strict):
     sources: dict[str, str]
     fitted: dict[str, str] = {}
     path: str = ""
+
+    def with_sparse_library(self, name: str) -> HardwareProfile:
+        """This profile with its CSR library ``name`` (``compute.kernels.libraries``) in place of
+        ``spmv``, ``spmm``, ``index_bits`` and those kernels' threads; itself where it has no
+        library of that name (a published cell's kernel, a dense backend)."""
+        kernels = self.compute.kernels
+        library = kernels.libraries.get(name) if kernels is not None else None
+        if kernels is None or library is None:
+            return self
+        kernels = kernels.model_copy(update={"spmv": library.spmv, "spmm": library.spmm,
+                                             "index_bits": library.index_bits})
+        threads = self.compute.threads.model_copy(update={"spmv": library.threads, "spmm": library.threads})
+        return self.model_copy(update={"compute": self.compute.model_copy(update={"kernels": kernels,
+                                                                                   "threads": threads})})
 
     @property
     def caches(self) -> tuple[CacheLevel, ...]:

@@ -61,6 +61,10 @@ class SparseBackend(str, enum.Enum):
     DENSE = "torch-dense"  # not sparse: torch dense kernels
 
 
+#: The CSR libraries ``bench`` picks from, per layer (:func:`pick_sparse_backend`).
+CSR_BACKENDS = (SparseBackend.TORCH, SparseBackend.SCIPY)
+
+
 @dataclass(frozen=True)
 class LayerTiming:
     """Measured time per frame of one layer run alone, repeatedly."""
@@ -219,7 +223,7 @@ def pick_sparse_backend(indptr: np.ndarray, indices: np.ndarray, values: np.ndar
     and very slow on some)."""
     mean_s = {backend: statistics.fmean(time_calls(sparse_operator(backend, indptr, indices, values, shape, x),
                                                    calls, warmup=1))
-              for backend in (SparseBackend.TORCH, SparseBackend.SCIPY)}
+              for backend in CSR_BACKENDS}
     return min(mean_s, key=mean_s.__getitem__)
 
 

@@ -351,6 +351,8 @@ class Measurements:
     working_set: list[WorkingSetPoint] = field(default_factory=list)
     cache_latency_s: dict[int, float] = field(default_factory=dict)    # level -> chase over half of it
     beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
+    # footprint -> chase over it, from twice the last private level up (the TLBs' reach)
+    reach_latency_s: dict[int, float] = field(default_factory=dict)
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
     gemm_flops_per_s: float = 0.0             # fp32: the slope of the GEMMs' time over their batch
@@ -365,14 +367,29 @@ class Measurements:
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
     elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
     bsr_block_s: dict[int, float] = field(default_factory=dict)        # batch -> seconds per stored block
-    sparse: list[SparseTiming] = field(default_factory=list)
-    sparse_beyond: Optional[SparseTiming] = None    # the SpMV beyond the private caches (its backend)
+    sparse: list[SparseTiming] = field(default_factory=list)        # every backend's
+    # kind -> the backend ``bench`` picks on the middle matrix (absent: the first timing's)
+    sparse_backends: dict[str, str] = field(default_factory=dict)
+    sparse_beyond: list[SparseTiming] = field(default_factory=list)  # the SpMV beyond the private caches, per backend
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
-    def sparse_of(self, kind: str) -> list[SparseTiming]:
-        """The timings of one sparse kernel kind (``spmv``, ``spmm``)."""
-        return [t for t in self.sparse if t.kind == kind]
+    def sparse_of(self, kind: str, backend: Optional[str] = None) -> list[SparseTiming]:
+        """The timings of one sparse kernel kind (``spmv``, ``spmm``) with ``backend`` (None: the
+        one ``bench`` picks, :attr:`sparse_backends`)."""
+        timings = [t for t in self.sparse if t.kind == kind]
+        if backend is None:
+            backend = self.sparse_backends.get(kind, timings[0].backend if timings else "")
+        return [t for t in timings if t.backend == backend]
+
+    def sparse_libraries(self) -> list[str]:
+        """The backends whose SpMV and SpMM were both timed, in the order first timed."""
+        timed = {kind: {t.backend for t in self.sparse if t.kind == kind} for kind in ("spmv", "spmm")}
+        return [b for b in dict.fromkeys(t.backend for t in self.sparse) if b in timed["spmv"] & timed["spmm"]]
+
+    def beyond_of(self, backend: str) -> Optional[SparseTiming]:
+        """The SpMV beyond the private caches with ``backend``, where it was timed."""
+        return next((t for t in self.sparse_beyond if t.backend == backend), None)
 
     @property
     def unsettled(self) -> list[str]:
@@ -766,8 +783,8 @@ def _dispatch_label(weights: str, blocks: int) -> str:
     return f"decode step of {blocks} tiny block(s) in {weights}"
 
 
-def _sparse_label(kind: str, key: tuple[int, int]) -> str:
-    return f"{kind} {key[0]} rows at batch {key[1]}"
+def _sparse_label(kind: str, backend: str, key: tuple[int, int]) -> str:
+    return f"{kind} {key[0]} rows at batch {key[1]} ({backend})"
 
 
 def _measure_types(s: Session) -> None:
@@ -979,9 +996,12 @@ def packed_types(m: Measurements) -> dict[str, str]:
 
 
 def _measure_sparse(s: Session) -> None:
-    """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros, with
-    the backend ``bench`` picks on the middle one (scipy runs on one thread)."""
-    from .bench import SparseBackend, pick_sparse_backend, sparse_operator
+    """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros with
+    each of ``bench``'s backends (scipy runs on one thread), noting the one ``bench`` picks on the
+    middle matrix: the profile's ``spmv`` / ``spmm`` are that backend's, and every backend is a
+    library of its own (``bench`` picks per layer, and a cross-check times each layer with the
+    library that ran it)."""
+    from .bench import CSR_BACKENDS, SparseBackend, pick_sparse_backend, sparse_operator
 
     matrices = {rows: csr_with_rows(rows, SPARSE_COLUMNS, SPARSE_NONZEROS, seed=rows) for rows in SPARSE_ROWS}
     rng = np.random.default_rng(0)
@@ -989,19 +1009,21 @@ def _measure_sparse(s: Session) -> None:
         xs = {batch: rng.random((SPARSE_COLUMNS, batch), dtype=np.float32) if batch > 1
               else rng.random(SPARSE_COLUMNS, dtype=np.float32) for batch in batches}
         middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
-        backend = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
-        threads = 1 if backend is SparseBackend.SCIPY else s.threads
-        rounds: dict[tuple[int, int], Callable[[], float]] = {}
-        for rows, (ptr, idx, val) in matrices.items():
-            for batch in batches:
-                op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
-                rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
-        got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind))
-        for (rows, batch), seconds in got.items():
-            ptr = matrices[rows][0]
-            steps = int(np.maximum(np.diff(ptr), 1).sum())
-            s.m.sparse.append(SparseTiming(kind, rows, SPARSE_COLUMNS, batch, int(ptr[-1]), steps, seconds,
-                                           backend.value, threads))
+        picked = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
+        s.m.sparse_backends[kind] = picked.value
+        for backend in CSR_BACKENDS:
+            threads = 1 if backend is SparseBackend.SCIPY else s.threads
+            rounds: dict[tuple[int, int], Callable[[], float]] = {}
+            for rows, (ptr, idx, val) in matrices.items():
+                for batch in batches:
+                    op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
+                    rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
+            got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind, backend.value))
+            for (rows, batch), seconds in got.items():
+                ptr = matrices[rows][0]
+                steps = int(np.maximum(np.diff(ptr), 1).sum())
+                s.m.sparse.append(SparseTiming(kind, rows, SPARSE_COLUMNS, batch, int(ptr[-1]), steps, seconds,
+                                               backend.value, threads))
 
 
 #: The SpMV of :func:`_measure_sparse_beyond`: 32 MiB of values and int64 indices (the widest
@@ -1010,44 +1032,58 @@ def _measure_sparse(s: Session) -> None:
 SPARSE_BEYOND_ROWS = 16384
 SPARSE_BEYOND_NONZEROS = GEMV_BEYOND_BYTES // 12
 def _measure_sparse_beyond(s: Session) -> None:
-    """The SpMV backend :func:`_measure_sparse` picked, on a matrix beyond the private caches: whether
-    its loads run ahead of its loop there (:func:`serial_sparse`)."""
+    """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
+    whether its loads run ahead of its loop there (:func:`serial_sparse`)."""
     from .bench import SparseBackend, sparse_operator
 
-    spmv = s.m.sparse_of("spmv")
-    if not spmv:
-        return
-    backend = SparseBackend(spmv[0].backend)
     ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, SPARSE_BEYOND_NONZEROS, seed=7)
     x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
-    op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
-    got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
-                   name=lambda _: f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend.value})")
     steps = int(np.maximum(np.diff(ptr), 1).sum())
-    s.m.sparse_beyond = SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
-                                     got["beyond"], backend.value, spmv[0].threads)
+    for name in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
+        backend, threads = SparseBackend(name), s.m.sparse_of("spmv", name)[0].threads
+        op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
+        got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
+                       name=functools.partial(_beyond_label, name))
+        s.m.sparse_beyond.append(SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
+                                              got["beyond"], name, threads))
 
 
-def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float) -> Optional[str]:
+def _beyond_label(backend: str, _key: object = None) -> str:
+    return f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend})"
+
+
+def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
     """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the private caches
     it took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time (at
-    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on all threads: for a one-thread backend a
-    lower bound, which favours overlap) than the larger of the two."""
+    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on the backend's threads: for a backend on
+    fewer threads than the GEMV ran on, that rate scaled by the STREAM read's one-thread share,
+    :func:`stream_share`; the all-thread rate would understate its memory time, which reads
+    overlapped loads as waiting ones) than the larger of the two."""
     from .bench import INDEX_BITS, SparseBackend
 
-    timing, probe = m.sparse_beyond, m.gemv_beyond_s.get("fp32")
+    timing, probe = m.beyond_of(backend), m.gemv_beyond_s.get("fp32")
     if timing is None or not probe:
         return None
     index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
     issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
-    memory_s = probe * stored / GEMV_BEYOND_BYTES
+    share = stream_share(m, timing.threads)
+    memory_s = probe * stored / GEMV_BEYOND_BYTES / share
     measured = max(timing.seconds - m.launch_overhead_s, 0.0)
     if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
         return None
+    on = f" on {timing.threads} thread(s): {share:.2g} of its rate" if share < 1 else ""
     return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against issue "
-            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes)")
+            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes{on})")
+
+
+def stream_share(m: Measurements, threads: int) -> float:
+    """The share of the all-thread streaming rate ``threads`` threads get: 1 on every thread
+    measured, else the one-thread STREAM read over the all-thread one (1 where either is missing)."""
+    if threads >= m.threads or not (m.stream_read_one_thread_bytes_per_s and m.stream_read_bytes_per_s):
+        return 1.0
+    return min(1.0, m.stream_read_one_thread_bytes_per_s / m.stream_read_bytes_per_s)
 
 
 def _measure_lowered_product(s: Session) -> None:
@@ -1111,14 +1147,66 @@ def _measure_latencies(s: Session) -> None:
         walks[("half", level.level)] = cyclic_chain(half, level.line_bytes, seed=level.level)
         if not last:
             walks[("twice", level.level)] = cyclic_chain(2 * level.size_bytes, level.line_bytes, seed=level.level)
+    for footprint in reach_footprints(s.caches, llc):
+        walks[("reach", footprint)] = cyclic_chain(footprint, s.line_bytes, seed=footprint % 1000)
     dram_chain = cyclic_chain(max(DRAM_CHASE_BYTES, 4 * llc), s.line_bytes)
     walks[("dram", 0)] = dram_chain
     got = s.record(settle({key: _chase_round(chase, chain, s.line_bytes) for key, chain in walks.items()}),
-                   name=lambda key: "DRAM latency" if key[0] == "dram" else f"L{key[1]} latency ({key[0]})")
+                   name=_chase_label)
     s.m.cache_latency_s = {level: t for (where, level), t in got.items() if where == "half"}
+    s.m.reach_latency_s = {footprint: t for (where, footprint), t in got.items() if where == "reach"}
     s.m.beyond_latency_s = {level: t for (where, level), t in got.items() if where == "twice"}
     s.m.dram_latency_s = got[("dram", 0)]
     s.scratch["dram chain"] = dram_chain
+
+
+def _chase_label(key: tuple[str, int]) -> str:
+    if key[0] == "dram":
+        return "DRAM latency"
+    if key[0] == "reach":
+        return f"chase over {key[1] / MiB:g} MiB"
+    return f"L{key[1]} latency ({key[0]})"
+
+
+#: Footprints of the TLB reach chases, in multiples of twice the last private level: a step of
+#: about 1.4 finds the knee within that factor (the development VM: 6 to 8 MiB).
+REACH_STEPS = (1.5, 2, 3, 4, 6, 8)
+#: A random access beyond the reach that takes at least this many times one within it has met a
+#: page walk (the development VM: 3x; without a knee the profile gets no ``memory.tlb``).
+TLB_KNEE_RATIO = 1.5
+
+
+def reach_footprints(caches: Sequence[SysfsCache], llc_bytes: int) -> list[int]:
+    """The footprints :func:`_measure_latencies` chases to find the TLBs' reach: beyond twice the
+    last private level, below half the last level (still served by it)."""
+    if len(caches) < 2:
+        return []
+    base = 2 * caches[-2].size_bytes
+    top = (llc_bytes or caches[-1].size_bytes) // 2
+    return [int(base * k) for k in REACH_STEPS if base * k < top]
+
+
+def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[tuple[int, float, str]]:
+    """(reach, miss latency, why) of the TLBs, or None: the chases beyond the private caches and
+    within the last level, from twice the last private level (its hit latency) up; the reach lies
+    between the last footprint whose chase stays below the middle of the hit latency and the
+    chase over half the last level, and the first above it (their geometric mean); the miss
+    latency is the difference of those two chases."""
+    if len(caches) < 2 or not m.reach_latency_s:
+        return None
+    base = 2 * caches[-2].size_bytes
+    within, beyond = m.beyond_latency_s.get(caches[-2].level), m.cache_latency_s.get(caches[-1].level)
+    if not within or not beyond or beyond < TLB_KNEE_RATIO * within:
+        return None
+    middle = (within + beyond) / 2
+    points = sorted({base: within, **m.reach_latency_s}.items())
+    for (small, t_small), (large, t_large) in zip(points, points[1:]):
+        if t_small <= middle < t_large:
+            curve = ", ".join(f"{f / MiB:g} MiB {t * 1e9:.0f} ns" for f, t in points)
+            return (int(math.sqrt(small * large)), beyond - within,
+                    f"pointer chases beyond the private caches ({curve}; half the last level "
+                    f"{beyond * 1e9:.0f} ns): the knee between {small / MiB:g} and {large / MiB:g} MiB")
+    return None
 
 
 def _measure_parallelism(s: Session) -> None:
@@ -1395,6 +1483,16 @@ class Fits:
     spmv: SparseFit
     spmm: SparseFit
     spconv: Optional[SparseFit] = None      # the lowered product, where it was measured
+    # every CSR backend timed: (spmv, spmm) fitted on its own timings
+    libraries: dict[str, tuple[SparseFit, SparseFit]] = field(default_factory=dict)
+
+    def sparse_fits(self) -> list[tuple[str, SparseFit]]:
+        """Every sparse fit by a name that says which: ``spmv``, ``scipy spmm``, ..."""
+        out = [(kind, fit) for kind, fit in (("spmv", self.spmv), ("spmm", self.spmm), ("spconv", self.spconv))
+               if fit is not None]
+        for name, (spmv, spmm) in self.libraries.items():
+            out += [(f"{name} spmv", spmv), (f"{name} spmm", spmm)]
+        return out
 
 
 def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
@@ -1403,11 +1501,16 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
     last = caches[-1]
     llc = fit_llc(m.working_set, private_bytes(caches, cpu.cores), last.line_bytes * last.ways, last.ways,
                   choose_policy=fit_llc_policy)
-    spmv = fit_sparse(m.sparse_of("spmv"), m.launch_overhead_s, cpu.clock_hz)
-    spmm = fit_sparse(m.sparse_of("spmm"), m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes))
+    def pair(backend: Optional[str]) -> tuple[SparseFit, SparseFit]:
+        return (fit_sparse(m.sparse_of("spmv", backend), m.launch_overhead_s, cpu.clock_hz),
+                fit_sparse(m.sparse_of("spmm", backend), m.launch_overhead_s, cpu.clock_hz,
+                           widths=(1, cpu.vector_lanes)))
+
+    spmv, spmm = pair(None)
     lowered = m.sparse_of("spconv")
     spconv = fit_sparse(lowered, m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes)) if lowered else None
-    return Fits(llc, spmv, spmm, spconv)
+    libraries = {backend: pair(backend) for backend in m.sparse_libraries()} if len(m.sparse_libraries()) > 1 else {}
+    return Fits(llc, spmv, spmm, spconv, libraries)
 
 
 # --- plausibility -------------------------------------------------------------------------------
@@ -1538,9 +1641,7 @@ def check_kernel_rates(c: Calibration) -> Optional[str]:
                 f"({format_quantity(c.cpu.clock_hz, Quantity.HZ)}) is below the real one, or the vector "
                 "width the CPU flags give is")
     assert c.fits is not None, "a check of the fits runs after them"
-    for kind, fit in (("spmv", c.fits.spmv), ("spmm", c.fits.spmm), ("spconv", c.fits.spconv)):
-        if fit is None:
-            continue
+    for kind, fit in c.fits.sparse_fits():
         floor = fit.columns_per_step / c.cpu.lanes_per_core
         if fit.cycles_per_nonzero < floor:
             return (f"{kind}'s fit costs {fit.cycles_per_nonzero:.3g} cycles per non-zero for "
@@ -1678,14 +1779,14 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
             f"sizes, the median: {m.elementwise_per_s / 1e9:.3g} G elements/s on {m.threads} thread(s) = "
             f"{per_vector:.3g} cycles per vector of {cpu.vector_lanes}")
     for kind, fit in (("spmv", fits.spmv), ("spmm", fits.spmm)):
-        block[kind] = {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
-                       "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"),
-                       "columns_per_step": fit.columns_per_step}
+        block[kind] = _sparse_costs(fit)
         note = _sparse_note(kind, fit, m.sparse_of(kind))
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
-    block.update(_sparse_memory(cpu, m, fits, notes, block["spmv"]))
+    block.update(_sparse_memory(cpu, m, fits.spmv, notes, block["spmv"]))
+    if fits.libraries:
+        block["libraries"] = libraries_block(cpu, m, fits, notes)
     if fits.spconv is None:
         block["spconv"] = {"algorithm": "im2col", **block["spmm"]}
         notes.source("spconv", "[D] as spmm, by im2col: bench lowers the input with F.unfold and multiplies it by "
@@ -1711,24 +1812,50 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     return block
 
 
-def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes, spmv: dict[str, Any]) -> dict[str, Any]:
-    """What the sparse kernels' memory side needs: ``index_bits`` of the SpMV backend bench picks
-    (returned, for ``kernels``), and ``serial_loads`` set in ``spmv`` where its loads wait for its loop."""
+def _sparse_costs(fit: SparseFit) -> dict[str, Any]:
+    """A sparse kernel's costs as the profile writes them."""
+    return {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
+            "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"), "columns_per_step": fit.columns_per_step}
+
+
+def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: Notes, spmv: dict[str, Any],
+                   backend: Optional[str] = None) -> dict[str, Any]:
+    """What a sparse library's memory side needs: ``index_bits`` of its backend (None: the SpMV
+    backend bench picks), returned, and ``serial_loads`` set in ``spmv`` where its loads wait for
+    its loop."""
     from .bench import INDEX_BITS, SparseBackend
 
-    timings = m.sparse_of("spmv")
+    timings = m.sparse_of("spmv", backend)
     if not timings or timings[0].backend not in {b.value for b in SparseBackend}:
         return {}
-    backend = timings[0].backend
-    serial = serial_sparse(m, fits.spmv, cpu.clock_hz)
+    name = timings[0].backend
+    at = "" if backend is None else f"libraries.{backend}."
+    serial = serial_sparse(m, spmv_fit, cpu.clock_hz, name)
     if serial is not None:
         spmv["serial_loads"] = True
-        name = f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend})"
         probe = f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32"
-        notes.measured("spmv.serial_loads", serial + _settled(m, name, probe))
-    notes.measured("index_bits", f"the width of the indices and row pointers of {backend}'s CSR matrices as bench "
-                   f"builds them (the SpMV backend it picks here)")
-    return {"index_bits": INDEX_BITS[SparseBackend(backend)]}
+        notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), probe))
+    notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
+                   "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
+    return {"index_bits": INDEX_BITS[SparseBackend(name)]}
+
+
+def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
+    """``compute.kernels.libraries``: every CSR backend timed, its SpMV and SpMM fitted on its own
+    timings, its index width, its loads' overlap beyond the caches and its threads where fewer
+    than the cores (``bench`` picks per layer; a cross-check times each cell with its own)."""
+    out: dict[str, Any] = {}
+    for backend, (spmv_fit, spmm_fit) in fits.libraries.items():
+        library: dict[str, Any] = {"spmv": _sparse_costs(spmv_fit), "spmm": _sparse_costs(spmm_fit)}
+        for kind, fit in (("spmv", spmv_fit), ("spmm", spmm_fit)):
+            notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend)))
+        library.update(_sparse_memory(cpu, m, spmv_fit, notes, library["spmv"], backend))
+        threads = m.sparse_of("spmv", backend)[0].threads
+        if threads < cpu.cores:
+            library["threads"] = threads
+            notes.measured(f"libraries.{backend}.threads", f"{backend}'s CSR product runs on one thread")
+        out[backend] = library
+    return out
 
 
 def pack_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
@@ -2033,7 +2160,8 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
                         f"set: {curve}.{unsettled}"),
         "compute": compute_block(cpu, m, fits, line, listed_hz, notes.under("compute")),
         "memory": {"caches": cache_blocks(caches, cpu, m, fits, notes, fit_llc_policy),
-                   "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram"))},
+                   "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram")),
+                   **tlb_block(caches, m, notes.under("memory.tlb"))},
         "sources": notes.sources,
         "fitted": notes.fitted,
     }
@@ -2041,6 +2169,18 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
     if why is not None:
         raise Implausible("cache order", why, m.load_average)
     return mapping
+
+
+def tlb_block(caches: Sequence[SysfsCache], m: Measurements, notes: Notes) -> dict[str, Any]:
+    """``memory.tlb`` where the chases show a knee (:func:`tlb_fit`), else nothing."""
+    fit = tlb_fit(caches, m)
+    if fit is None:
+        return {}
+    reach, miss, why = fit
+    notes.measured("reach", why + _settled(m, *(_chase_label(("reach", f)) for f in m.reach_latency_s)))
+    notes.measured("miss_latency", "the chase over half the last level less the chase over twice the last private "
+                   "level (both served by the last level; one beyond the reach, one within it)")
+    return {"tlb": {"reach": _q(reach, Quantity.BYTES), "miss_latency": _q(miss, Quantity.SECONDS)}}
 
 
 def write_profile(mapping: dict[str, Any], path: str | Path) -> None:

@@ -120,20 +120,28 @@ def measured_cells(benches: Sequence[BenchResult], workload: Workload, source: s
     return out
 
 
+def _library(m: MeasuredCell) -> str:
+    """The profile's CSR library a cell ran on: its backend for a CSR cell (a name the profile may
+    not have: then its own ``spmv`` / ``spmm``), none for a dense one."""
+    return m.backend if m.cell.format == "sparse" else ""
+
+
 def cell_works(profile: HardwareProfile, workload: Workload, cells: Sequence[MeasuredCell],
                progress: Callable[[str], None] = lambda _: None) -> dict[tuple, LayerWork]:
-    """The cache model once per (batch, format, threads): tile work per cell key (the threads
-    decide how the rows split among cores and which private caches see them)."""
+    """The cache model once per (batch, format, threads, library): tile work per cell key (the
+    threads decide how the rows split among cores and which private caches see them; a CSR
+    library's index width, the bytes its matrices take)."""
     works: dict[tuple, LayerWork] = {}
-    groups = sorted({(m.cell.batch, m.cell.format, m.threads) for m in cells})
-    for batch, fmt, threads in groups:
+    groups = sorted({(m.cell.batch, m.cell.format, m.threads, _library(m)) for m in cells})
+    for batch, fmt, threads, library in groups:
         options = RunOptions(batch=batch, repeat=BENCHMARK_REPEATS, repeat_mode=RepeatMode.LAYER, host_copies=False,
                              threads=min(threads, profile.compute.cores),
                              formats=(StorageFormat.CSR if fmt == "sparse" else StorageFormat.DENSE,))
-        progress(f"crosscheck: cache model, {fmt} batch {batch} on {threads} thread(s)")
-        for work in benchmark_works(profile, workload, options.formats[0], options):
+        progress(f"crosscheck: cache model, {fmt} batch {batch} on {threads} thread(s)"
+                 + (f" ({library})" if library else ""))
+        for work in benchmark_works(profile.with_sparse_library(library), workload, options.formats[0], options):
             key = (PLATFORM, batch, fmt, work.traffic.layer.name)
-            works[key + (threads,)] = work.without_trace()
+            works[key + (threads, library)] = work.without_trace()
     return works
 
 
@@ -146,7 +154,7 @@ def crosscheck(profile: HardwareProfile, workload: Workload, benches: Sequence[B
         raise ConfigError(source, "layers", "no measured layer with weights to compare")
     raw = cell_works(profile, workload, cells, progress)
     # validation.predict looks works up by the cell's key; threads are part of this case
-    works = {m.cell.key: raw[m.cell.key + (m.threads,)] for m in cells}
+    works = {m.cell.key: raw[m.cell.key + (m.threads, _library(m))] for m in cells}
     fitted = None
     if do_fit:
         fit_on = [m.cell for m in cells if not m.held_out]

@@ -165,9 +165,12 @@ def merge_runs(timings: Sequence[LayerTiming]) -> list[LayerTiming]:
     return list(best.values())
 
 
-def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batch: int, threads: int, seed: int
-                   ) -> dict[str, tuple[float, str]]:
-    """Per layer name: (simulated time per frame, bound) of ``spec`` at ``batch`` on ``threads``."""
+def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batch: int, threads: int, seed: int,
+                   backend: str = "") -> dict[str, tuple[float, str]]:
+    """Per layer name: (simulated time per frame, bound) of ``spec`` at ``batch`` on ``threads``,
+    with the profile's CSR library ``backend`` where it has one of that name
+    (:meth:`HardwareProfile.with_sparse_library`)."""
+    profile = profile.with_sparse_library(backend)
     variant = parse_variant(spec)
     if variant.structure is Structure.BSR:     # the layers the block divides (bench skipped the others)
         workload = layers_alone(workload, block_layers(workload, variant))
@@ -190,17 +193,18 @@ def predict(profile: HardwareProfile, workload: Workload, timings: Sequence[tupl
     cells, skipped = [], {}
     for seed, group in by_seed.items():
         merged = merge_runs(group)
-        for spec, batch, threads in dict.fromkeys((t.format, t.batch, t.threads) for t in merged):
+        for case in dict.fromkeys((t.format, t.batch, t.threads, t.backend) for t in merged):
+            spec, batch, threads, backend = case
             if spec in skipped:
                 continue
-            progress(f"crosscheck: {spec} batch {batch} on {threads} thread(s)")
+            progress(f"crosscheck: {spec} batch {batch} on {threads} thread(s) ({backend})")
             try:
-                predicted = _predict_group(profile, workload, spec, batch, threads, seed)
+                predicted = _predict_group(profile, workload, spec, batch, threads, seed, backend)
             except SimulatorError as err:
                 skipped[spec] = str(err)
                 continue
             for t in merged:
-                if (t.format, t.batch, t.threads) == (spec, batch, threads) and t.layer in predicted:
+                if (t.format, t.batch, t.threads, t.backend) == case and t.layer in predicted:
                     cells.append(VariantCell(t, *predicted[t.layer]))
     return VariantCheck(profile.name, cells, skipped, list(dict.fromkeys(notes)))
 

@@ -131,7 +131,7 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
         return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
     if enc.format in _FORMAT_SHAPES:
         return _FORMAT_SHAPES[enc.format](KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth,
-                                                      nonzeros=enc.stored,
+                                                      nonzeros=enc.stored, input_bytes=layer.in_bytes(batch),
                                                       convolution=layer.kind is LayerKind.CONV), enc)
     if enc.format is StorageFormat.CSC:
         return KernelShape(kind, dtype, rows=enc.cols, columns=columns, depth=depth, nonzeros=enc.nnz,

@@ -165,10 +165,15 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
 
 
 def predict(profile: HardwareProfile, cells: Iterable[Cell], works: dict[tuple, LayerWork]) -> list[CellResult]:
-    """Time every cell's layer alone in the engine; per-frame time = layer time / batch."""
+    """Time every cell's layer alone in the engine; per-frame time = layer time / batch. A cell
+    whose kernel names one of the profile's CSR libraries (a measured cell's backend) is timed with
+    that library's costs (:meth:`HardwareProfile.with_sparse_library`; its work must be too)."""
     out = []
+    libraries: dict[str, HardwareProfile] = {}
     for cell in cells:
-        (layer,) = simulate(profile, [works[cell.key]])
+        if cell.kernel not in libraries:
+            libraries[cell.kernel] = profile.with_sparse_library(cell.kernel)
+        (layer,) = simulate(libraries[cell.kernel], [works[cell.key]])
         out.append(CellResult(cell, layer.time_s / cell.batch, layer.bound, layer.energy_j / cell.batch))
     return out
 
