@@ -1186,8 +1186,17 @@ def reach_footprints(caches: Sequence[SysfsCache], llc_bytes: int) -> list[int]:
     return [int(base * k) for k in REACH_STEPS if base * k < top]
 
 
-def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[tuple[int, float, str]]:
-    """(reach, miss latency, why) of the TLBs, or None: the chases beyond the private caches and
+@dataclass(frozen=True)
+class TlbFit:
+    """The TLBs' reach and the page walk beyond it, and where the chases put the knee."""
+
+    reach_bytes: int
+    miss_latency_s: float
+    why: str
+
+
+def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[TlbFit]:
+    """The TLBs' reach and miss latency, or None: the chases beyond the private caches and
     within the last level, from twice the last private level (its hit latency) up; the reach lies
     between the last footprint whose chase stays below the middle of the hit latency and the
     chase over half the last level, and the first above it (their geometric mean); the miss
@@ -1203,9 +1212,9 @@ def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[tuple[int
     for (small, t_small), (large, t_large) in zip(points, points[1:]):
         if t_small <= middle < t_large:
             curve = ", ".join(f"{f / MiB:g} MiB {t * 1e9:.0f} ns" for f, t in points)
-            return (int(math.sqrt(small * large)), beyond - within,
-                    f"pointer chases beyond the private caches ({curve}; half the last level "
-                    f"{beyond * 1e9:.0f} ns): the knee between {small / MiB:g} and {large / MiB:g} MiB")
+            return TlbFit(int(math.sqrt(small * large)), beyond - within,
+                          f"pointer chases beyond the private caches ({curve}; half the last level "
+                          f"{beyond * 1e9:.0f} ns): the knee between {small / MiB:g} and {large / MiB:g} MiB")
     return None
 
 
@@ -1509,7 +1518,8 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
     spmv, spmm = pair(None)
     lowered = m.sparse_of("spconv")
     spconv = fit_sparse(lowered, m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes)) if lowered else None
-    libraries = {backend: pair(backend) for backend in m.sparse_libraries()} if len(m.sparse_libraries()) > 1 else {}
+    backends = m.sparse_libraries()
+    libraries = {backend: pair(backend) for backend in backends} if len(backends) > 1 else {}
     return Fits(llc, spmv, spmm, spconv, libraries)
 
 
@@ -2176,11 +2186,11 @@ def tlb_block(caches: Sequence[SysfsCache], m: Measurements, notes: Notes) -> di
     fit = tlb_fit(caches, m)
     if fit is None:
         return {}
-    reach, miss, why = fit
-    notes.measured("reach", why + _settled(m, *(_chase_label(("reach", f)) for f in m.reach_latency_s)))
+    notes.measured("reach", fit.why + _settled(m, *(_chase_label(("reach", f)) for f in m.reach_latency_s)))
     notes.measured("miss_latency", "the chase over half the last level less the chase over twice the last private "
                    "level (both served by the last level; one beyond the reach, one within it)")
-    return {"tlb": {"reach": _q(reach, Quantity.BYTES), "miss_latency": _q(miss, Quantity.SECONDS)}}
+    return {"tlb": {"reach": _q(fit.reach_bytes, Quantity.BYTES),
+                    "miss_latency": _q(fit.miss_latency_s, Quantity.SECONDS)}}
 
 
 def write_profile(mapping: dict[str, Any], path: str | Path) -> None:

@@ -590,23 +590,32 @@ def _level_params(params, lv):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, inline="always")
+def _look_up(level, state, a, c, t):  # pragma: no cover - compiled
+    """(line, set block, way or -1) of address ``a`` from core ``c`` at a level whose parameters the
+    loop keeps in locals (``level``, :func:`_level_params`); a hit is touched at time ``t``."""
+    shift, chunks, sets, mask, offset, private, _ = level
+    la = a >> shift
+    s = la & mask if mask >= 0 else la % sets
+    b = offset + ((c if private != 0 else 0) * sets + s) * (8 * chunks)
+    w = _find(state, b, chunks, la)
+    if w >= 0:
+        state[b + 4 * chunks + w] = (t << _WAY_BITS) | w
+    return la, b, w
+
+
+@numba.njit(cache=True, inline="always")
 def _walk_from_one(params, state, a, c, hint, overwrite, t, block, line, missed, n_missed,
                    one):  # pragma: no cover - compiled
     """:func:`_walk_down` from level 1, whose parameters ``one`` (:func:`_level_params`) the loop keeps
     in locals."""
-    shift1, chunks1, sets1, mask1, offset1, private1, no_fetch1 = one
-    la = a >> shift1
-    s1 = la & mask1 if mask1 >= 0 else la % sets1
-    b = offset1 + ((c if private1 != 0 else 0) * sets1 + s1) * (8 * chunks1)
-    w = _find(state, b, chunks1, la)
+    la, b, w = _look_up(one, state, a, c, t)
     if w >= 0:
-        state[b + 4 * chunks1 + w] = (t << _WAY_BITS) | w
         return 1, b + w, n_missed, t + 1
     block[n_missed] = b
     line[n_missed] = la
     missed[n_missed] = 1
     n_missed += 1
-    if overwrite and no_fetch1 != 0:
+    if overwrite and one[6] != 0:           # no-fetch
         return 1, -1, n_missed, t
     return _walk_down(params, state, a, c, hint, overwrite, _keeper(params, 2, hint), t, block, line, missed,
                       n_missed)
@@ -690,7 +699,8 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
     n_levels = params.shape[0]
     n = addr.shape[0]
     # levels 0 and 1 (where streams that pass level 0 by and level 0's misses go) in locals
-    shift0, chunks0, sets0, mask0, offset0, private0, no_fetch0 = _level_params(params, 0)
+    zero = _level_params(params, 0)
+    no_fetch0 = zero[6]
     one = _level_params(params, min(1, n_levels - 1))
     t = clock[0]
     recorded = 0
@@ -705,12 +715,8 @@ def _run_trace(addr, write, cores, hints, params, state, clock, pstate, served, 
         lv = _keeper(params, 0, hint)
         if lv == 0:
             # Level 0 first, with its parameters in locals.
-            la = a >> shift0
-            s0 = la & mask0 if mask0 >= 0 else la % sets0
-            b = offset0 + ((c if private0 != 0 else 0) * sets0 + s0) * (8 * chunks0)
-            w = _find(state, b, chunks0, la)
+            la, b, w = _look_up(zero, state, a, c, t)
             if w >= 0:
-                state[b + 4 * chunks0 + w] = (t << _WAY_BITS) | w
                 t += 1
                 served[i] = 0
                 writebacks[i] = 0
