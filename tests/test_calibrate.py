@@ -761,3 +761,29 @@ def test_the_tlb_reach_is_where_random_accesses_start_paying_a_page_walk(caches,
     assert tlb.reach_bytes == pytest.approx(math.sqrt(2 * base * 3 * base), rel=0.01)
     assert tlb.miss_latency_s == pytest.approx(80e-9, rel=0.01)
     assert "the knee between" in profile.sources["memory.tlb.reach"]
+
+
+def test_the_direct_convolution_gets_its_own_rate_reorder_and_channel_blocks(caches, cpu, measurements):
+    """Where ``_measure_conv`` ran, ``kernels.conv`` has the convolution's own rate over the peak and,
+    when the probe one channel past whole blocks took as long as the whole blocks, ``channel_block``
+    = the vector's lanes; the GEMM keeps its own rate, and both the GEMM's packing. A probe that
+    took the plain channels' square ratio gives no blocks; nothing measured, conv is the GEMM's."""
+    lanes = cpu.vector_lanes
+    conv = replace(measurements, conv_flops_per_s=40e9, gemm_pack_s_per_weight={"fp32": 0.5e-9},
+                   conv_block_ratio=0.99)
+    profile = profile_from_mapping(build_profile(caches, cpu, conv), "host")
+    kernels, peak = profile.compute.kernels, float(profile.compute.peak_flops.fp32)
+    assert kernels.conv.library_efficiency == pytest.approx(40e9 / peak, rel=1e-3)
+    assert kernels.gemm.library_efficiency == pytest.approx(80e9 / peak, rel=1e-3)
+    assert kernels.conv.pack_cycles_per_vector == kernels.gemm.pack_cycles_per_vector
+    assert kernels.conv.pack_cycles_per_vector.fp32 == pytest.approx(
+        0.5e-9 * profile.compute.clock_hz * 2 * lanes, rel=1e-3)
+    assert kernels.conv.channel_block == lanes
+    assert "whole blocks" in profile.sources["compute.kernels.conv.channel_block"]
+    plain = (cal.conv_block_short(lanes) / cal.CONV_BLOCK_PROBE) ** 2
+    assert cal.blocked_channels(0.97, lanes) and not cal.blocked_channels(plain * 1.03, lanes)
+    unblocked = replace(conv, conv_block_ratio=plain)
+    assert profile_from_mapping(build_profile(caches, cpu, unblocked), "host").compute.kernels.conv.channel_block == 1
+    gemm_only = profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels
+    assert gemm_only.conv.library_efficiency == gemm_only.gemm.library_efficiency
+    assert gemm_only.conv.channel_block == 1

@@ -326,8 +326,8 @@ def test_im2col_lowering_is_the_slower_of_bandwidth_and_the_librarys_copy_rate()
 
 
 def _lowering(profile, shape):
-    from simulator.engine.kernelcost import lowering_seconds
-    return lowering_seconds(profile, shape.lowered_bytes, 24)
+    from simulator.engine.kernelcost import pass_seconds
+    return pass_seconds(profile, shape.lowered_bytes, 24)
 
 
 def test_a_gemv_loop_slower_than_the_memory_is_issue_bound_and_bandwidth_does_not_move_it(write_yaml):
@@ -413,3 +413,62 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_takes_memory_plus_issue(w
     assert min(memory_s, issue_s) > 0.3 * max(memory_s, issue_s)    # both matter
     assert runs.time_s == pytest.approx(max(memory_s, issue_s), rel=0.1)
     assert waits.time_s == pytest.approx(memory_s + issue_s, rel=0.1)
+
+
+def _conv_shape(in_channels: int, out_channels: int, side: int = 13, window: int = 9, batch: int = 1):
+    """A dense convolution's kernel shape as :func:`kernel_shape` builds it (fp32, padding keeps the side)."""
+    pixels = side * side
+    return KernelShape(KernelKind.CONV, DType.FP32, rows=out_channels, columns=batch * pixels,
+                       depth=in_channels * window, nonzeros=out_channels * in_channels * window,
+                       input_bytes=4 * batch * in_channels * pixels, output_bytes=4 * batch * out_channels * pixels,
+                       window=window, convolution=True)
+
+
+def test_a_channel_blocked_convolution_computes_whole_blocks_and_reorders_its_activations():
+    """``channel_block``: a direct convolution in blocks of 16 channels (oneDNN's nChw16c) costs a
+    73 -> 134 channel layer the multiply-adds of 80 -> 144, so thinning 80 filters to 73 saves
+    nothing; a first layer's 3 input channels are not blocked (nor is its input reordered); the
+    output (and a blocked input) is reordered at every call, a pass at the bandwidth of the level
+    that holds it. A block of 1 (an implicit GEMM, every shipped profile) changes nothing."""
+    from simulator.engine.kernelcost import channel_blocks, pass_seconds
+
+    pi = _profile("raspberry-pi-5")
+    blocked = with_values(pi, {"compute.kernels.conv.channel_block": 16})
+    cores = pi.compute.cores
+
+    def fma_s(profile, shape):
+        return dense_seconds(profile, shape, cores).seconds - pass_seconds(
+            profile, channel_blocks(shape, profile.compute.kernels.conv.channel_block)[1], cores)
+
+    thinned, whole = _conv_shape(73, 134), _conv_shape(80, 144)
+    assert fma_s(blocked, thinned) == pytest.approx(fma_s(blocked, whole))
+    assert fma_s(pi, thinned) == pytest.approx(fma_s(pi, whole) * (73 * 134) / (80 * 144), rel=1e-3)
+    assert dense_seconds(pi, thinned, cores).seconds == pytest.approx(fma_s(pi, thinned))
+    # the reorders: input and output of a blocked layer, the output alone of a first layer
+    padded, moved = channel_blocks(thinned, 16)
+    assert (padded.rows, padded.depth, moved) == (144, 80 * 9, thinned.input_bytes + thinned.output_bytes)
+    first = _conv_shape(3, 54, side=55, window=121)
+    padded, moved = channel_blocks(first, 16)
+    assert (padded.rows, padded.depth, moved) == (64, 3 * 121, first.output_bytes)
+    # in all: the whole blocks' multiply-adds, then one pass over the layer's own input and output
+    reorders_s = pass_seconds(pi, thinned.input_bytes + thinned.output_bytes, cores)
+    assert reorders_s > 0
+    assert dense_seconds(blocked, thinned, cores).seconds == pytest.approx(
+        dense_seconds(pi, whole, cores).seconds + reorders_s)
+    # GEMMs are not convolutions: no blocks
+    gemm = KernelShape(KernelKind.GEMM, DType.FP32, rows=73, columns=64, depth=134)
+    assert channel_blocks(gemm, 16) == (gemm, 0)
+
+
+def test_thinning_a_convolution_below_a_whole_block_saves_nothing_on_a_blocked_profile(write_yaml):
+    """End to end through ``run``: removing 7 of 80 filters (to 73) of a convolution takes as long as
+    the 80 on a profile whose conv kernel computes 16-channel blocks, and less without blocks."""
+    def conv(filters: int):
+        return load_workload(write_yaml(f"conv{filters}.yaml", {
+            "schema_version": 1, "name": "conv", "source": "tests", "input_shape": [96, 13, 13],
+            "layers": [{"name": "conv", "kind": "conv", "in_channels": 96, "out_channels": filters, "kernel": 3,
+                        "padding": 1}]}))
+    pi = _profile("raspberry-pi-5")
+    blocked = with_values(pi, {"compute.kernels.conv.channel_block": 16})
+    assert _layer(blocked, conv(73)).time_s == pytest.approx(_layer(blocked, conv(80)).time_s, rel=0.02)
+    assert _layer(pi, conv(73)).time_s < 0.97 * _layer(pi, conv(80)).time_s

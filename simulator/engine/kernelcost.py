@@ -15,7 +15,10 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   uses each weight once) gives its measured ``cycles_per_vector`` per type instead. A GEMM (or
   convolution) whose library copies its whole weight matrix into a packed layout at every call
   adds that copy once per call whatever the batch (``pack_cycles_per_vector``): its time is
-  affine in the batch, as measured, not a rate.
+  affine in the batch, as measured, not a rate. A direct convolution that keeps channels in
+  blocks (``channel_block``: oneDNN's nChw16c) computes whole blocks of output channels and of
+  input channels, and reorders its activations between the plain and the blocked layout at every
+  call (a pass over them at the bandwidth of the level that holds them).
 * **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
   non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
@@ -65,7 +68,8 @@ class IssueTime:
     """Seconds a kernel keeps its cores busy issuing, and the mechanism that decided it."""
 
     seconds: float
-    # "fma", "packing", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements", "conversion"
+    # "fma", "packing", "layout", "vector-loop", "nonzeros", "rows", "row-latency", "lowering", "elements",
+    # "conversion"
     mechanism: str
 
 
@@ -85,11 +89,34 @@ def core_flops_per_s(profile: HardwareProfile, dtype: DType) -> float:
     return float(peak) / profile.compute.cores
 
 
+def _round_up(value: int, block: int) -> int:
+    return -(-value // block) * block
+
+
+def channel_blocks(shape: KernelShape, block: int) -> tuple[KernelShape, int]:
+    """A convolution in ``block``-channel blocks (``DenseKernel.channel_block``): its shape with the
+    output channels (rows) and, where there is at least a block of them, the input channels of each
+    window rounded up to whole blocks, and the activation bytes its layout reorders move (the
+    output always, the input where its channels are blocked). Other shapes, or a block of 1: as
+    they are, nothing reordered."""
+    if block <= 1 or not shape.convolution or shape.window <= 0:
+        return shape, 0
+    in_channels = shape.depth // shape.window
+    reordered = shape.output_bytes
+    depth = shape.depth
+    if in_channels >= block:
+        depth = _round_up(in_channels, block) * shape.window
+        reordered += shape.input_bytes
+    return replace(shape, rows=_round_up(shape.rows, block), depth=depth), reordered
+
+
 def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
     """Tiles of ``rows_per_task`` x ``tile_columns`` in waves over ``cores`` at the FMA rate, or at
-    the kernel's measured ``cycles_per_vector`` for the type where the profile gives one."""
+    the kernel's measured ``cycles_per_vector`` for the type where the profile gives one; a
+    channel-blocked convolution on whole blocks, plus its layout reorders."""
     compute = profile.compute
     kernel = _kernels(profile).dense(shape.kind)
+    shape, reordered_bytes = channel_blocks(shape, kernel.channel_block)
     tile_rows = compute.rows_per_task.of(shape.kind)
     tile_columns = kernel.tile_columns
     tasks = math.ceil(shape.rows / tile_rows) * math.ceil(shape.columns / tile_columns)
@@ -102,7 +129,9 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
         return IssueTime(waves * vectors * per_vector / compute.clock_hz, "vector-loop")
     fma_s = waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
     pack_s = packing_seconds(profile, shape, cores)
-    return IssueTime(fma_s + pack_s, "packing" if pack_s > fma_s else "fma")
+    layout_s = pass_seconds(profile, reordered_bytes, cores)
+    mechanism = max((fma_s, "fma"), (pack_s, "packing"), (layout_s, "layout"))[1]
+    return IssueTime(fma_s + pack_s + layout_s, mechanism)
 
 
 def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
@@ -165,7 +194,7 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
             seconds, mechanism = chain, "row-latency"
     lowering = 0.0
     if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
-        lowering = lowering_seconds(profile, shape.lowered_bytes, cores)
+        lowering = pass_seconds(profile, shape.lowered_bytes, cores)
         elements = shape.lowered_bytes // max(1, shape.dtype.size_bytes)
         lowering = max(lowering, elements * kernel.lowering_cycles_per_element / (compute.clock_hz * max(1, cores)))
     if lowering > seconds:
@@ -188,19 +217,20 @@ def step_latency_s(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
             + _holding_latency_s(profile, shape.input_bytes, cores))
 
 
-def lowering_seconds(profile: HardwareProfile, lowered_bytes: int, cores: int) -> float:
-    """im2col's lowered input, written once and read back once, at the bandwidth of the first cache
-    level that holds it (DRAM's sustained bandwidth when none does)."""
-    if lowered_bytes <= 0:
+def pass_seconds(profile: HardwareProfile, nbytes: int, cores: int) -> float:
+    """A copying pass over ``nbytes`` that writes them once and reads them once (im2col's lowered
+    input, written and read back; a layout reorder, read and written), at the bandwidth of the
+    first cache level that holds them (DRAM's sustained bandwidth when none does)."""
+    if nbytes <= 0:
         return 0.0
     for level in profile.caches:
         capacity = level.size_bytes * (1 if level.shared else cores)
-        if lowered_bytes <= capacity:
+        if nbytes <= capacity:
             rate = level.bandwidth_bytes_per_s * (1 if level.shared else cores)
-            return 2.0 * lowered_bytes / rate
+            return 2.0 * nbytes / rate
     if profile.dram is None:
         return 0.0
-    return 2.0 * lowered_bytes / profile.dram.sustained_bandwidth_bytes_per_s
+    return 2.0 * nbytes / profile.dram.sustained_bandwidth_bytes_per_s
 
 
 def element_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:

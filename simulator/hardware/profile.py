@@ -202,6 +202,15 @@ class DenseKernel(Strict):
     # whatever the batch, spread over the kernel's cores. It is why a GEMM's time is an affine
     # function of its batch, not a rate (calibrate: the intercept of each type's GEMMs at two batches).
     pack_cycles_per_vector: VectorCycles = VectorCycles()
+    # A direct convolution that keeps its activations and weights in channel blocks (oneDNN's
+    # nChw16c on AVX-512: the vector's lanes) computes every block whole: output channels, and input
+    # channels where a layer has at least a block of them (a first layer's few input channels are
+    # broadcast one by one), round up to a multiple of it, so pruning 80 filters to 73 saves no
+    # time. It also reorders its input (where blocked) and its output between the framework's plain
+    # layout and the blocked one at every call: each activation read and written once more, at the
+    # bandwidth of the level that holds it (calibrate: a convolution whose channels are one short
+    # of a block against the full block). 1: no blocking, no reorders (an implicit GEMM).
+    channel_block: PositiveInt = 1
 
 
 class SparseKernel(Strict):

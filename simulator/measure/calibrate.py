@@ -360,6 +360,10 @@ class Measurements:
     type_gemm_flops_per_s: dict[str, float] = field(default_factory=dict)
     # per type ("fp32" too): the GEMMs' intercept per weight, what packing the weights costs a call
     gemm_pack_s_per_weight: dict[str, float] = field(default_factory=dict)
+    conv_flops_per_s: float = 0.0             # fp32 F.conv2d: the slope of its time over the batch
+    # the convolution one channel past a whole number of vector-wide blocks over the one at the
+    # next whole number (:data:`CONV_BLOCK_PROBE`): about 1 where the library computes whole blocks
+    conv_block_ratio: float = 0.0
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
@@ -709,22 +713,43 @@ def gemm_shapes() -> list[tuple[int, int, int]]:
     return [*GEMM_SHAPES, *((r, c, GEMM_WIDE_BATCH) for r, c, _ in GEMM_SHAPES)]
 
 
-def gemm_line(times: Mapping[tuple[int, int, int], float], overhead_s: float = 0.0) -> GemmLine:
-    """The medians over :data:`GEMM_SHAPES` of each shape's line through its two batches' best calls
-    (less the per-call ``overhead_s``): rate ``2 x rows x cols`` per second of added batch row, and
-    intercept per weight. A shape whose wider batch did not take longer (noise) gives no slope; if
-    none does, the rate is the narrow batch's, with no packing."""
+@dataclass(frozen=True)
+class BatchPair:
+    """One shape timed at two batches (best calls, less the per-call overhead; ``wide_s`` None where
+    the wide batch was not timed), with its multiply-add FLOPs per batch item and its weights."""
+
+    narrow_s: float
+    wide_s: Optional[float]
+    narrow_batch: int
+    wide_batch: int
+    flops_per_item: float
+    weights: int
+
+
+def batch_line(pairs: Sequence[BatchPair]) -> GemmLine:
+    """The medians over ``pairs`` of each shape's line through its two batches: rate ``flops_per_item``
+    per second of added batch item, and intercept per weight. A shape whose wider batch did not take
+    longer (noise) gives no slope; if none does, the rate is the narrow batches', with no packing."""
     rates, packs = [], []
-    for rows, cols, batch in GEMM_SHAPES:
-        narrow, wide = times[(rows, cols, batch)] - overhead_s, times.get((rows, cols, GEMM_WIDE_BATCH))
-        if wide is None or wide - overhead_s <= narrow:
+    for p in pairs:
+        if p.wide_s is None or p.wide_s <= p.narrow_s:
             continue
-        per_row_s = (wide - overhead_s - narrow) / (GEMM_WIDE_BATCH - batch)
-        rates.append(2.0 * rows * cols / per_row_s)
-        packs.append(max(0.0, narrow - batch * per_row_s) / (rows * cols))
+        per_item_s = (p.wide_s - p.narrow_s) / (p.wide_batch - p.narrow_batch)
+        rates.append(p.flops_per_item / per_item_s)
+        packs.append(max(0.0, p.narrow_s - p.narrow_batch * per_item_s) / p.weights)
     if not rates:
-        return GemmLine(statistics.median(2.0 * r * c * b / times[(r, c, b)] for r, c, b in GEMM_SHAPES), 0.0)
+        return GemmLine(statistics.median(p.flops_per_item * p.narrow_batch / p.narrow_s for p in pairs), 0.0)
     return GemmLine(statistics.median(rates), statistics.median(packs))
+
+
+def gemm_line(times: Mapping[tuple[int, int, int], float], overhead_s: float = 0.0) -> GemmLine:
+    """:func:`batch_line` of :data:`GEMM_SHAPES` at their batch and :data:`GEMM_WIDE_BATCH`, from
+    each call's best time less the per-call ``overhead_s``: ``2 x rows x cols`` FLOPs per batch row."""
+    def pair(rows: int, cols: int, batch: int) -> BatchPair:
+        wide = times.get((rows, cols, GEMM_WIDE_BATCH))
+        return BatchPair(times[(rows, cols, batch)] - overhead_s, None if wide is None else wide - overhead_s,
+                         batch, GEMM_WIDE_BATCH, 2.0 * rows * cols, rows * cols)
+    return batch_line([pair(*shape) for shape in GEMM_SHAPES])
 
 
 def _gemm_label(shape: tuple[int, int, int], dtype: str = "fp32") -> str:
@@ -748,6 +773,61 @@ def _measure_gemm(s: Session) -> None:
     """F.linear on :func:`gemm_shapes` in fp32: the rate of its multiply-adds and its packing
     (:func:`gemm_line`; a power-of-two leading dimension makes the packed panels alias in the caches)."""
     s.m.gemm_flops_per_s = _measure_gemm_line(s, "fp32").flops_per_s
+
+
+#: The direct convolutions :func:`_measure_conv` times: (input channels, output channels, map side),
+#: a 3 x 3 window with padding 1 in fp32, as ``bench`` runs a dense convolution (``F.conv2d``), at
+#: batch 1 and :data:`CONV_WIDE_BATCH`; none is a layer of the shipped workloads. The slope of each
+#: line through its two batches is the multiply-adds' rate. Its intercept is not a per-weight reorder
+#: as a GEMM's is (it ranges over 0.5-0.8 ns a weight and one shape's is negative: oneDNN's batch-1
+#: loop is slower per image than its batched one), so the convolution keeps the GEMM's packing.
+#: Every input has more than the 20480 elements at batch 1 under which torch runs a small 3 x 3
+#: convolution without oneDNN.
+CONV_SHAPES = ((64, 128, 28), (128, 128, 14), (96, 192, 20))
+CONV_WIDE_BATCH = 8
+#: The channel-block probe: a convolution of this many channels in and out on a 28 x 28 map at
+#: :data:`CONV_WIDE_BATCH`, against one with a vector's lanes less one fewer (one channel past a
+#: whole number of blocks). A library that computes whole blocks of ``vector_lanes`` channels takes
+#: as long for both; one that does not takes the square of their ratio less.
+CONV_BLOCK_PROBE = 64
+CONV_BLOCK_SIDE = 28
+
+
+def _conv_call(in_channels: int, out_channels: int, side: int, batch: int) -> Callable[[], Any]:
+    """``F.conv2d`` of a 3 x 3 window, padding 1, fp32 (``bench``'s dense convolution)."""
+    import torch
+
+    w, x = torch.rand(out_channels, in_channels, 3, 3), torch.rand(batch, in_channels, side, side)
+    return lambda: torch.nn.functional.conv2d(x, w, padding=1)
+
+
+def conv_block_short(lanes: int) -> int:
+    """The probe's channel count one past a whole number of ``lanes``-wide blocks."""
+    return CONV_BLOCK_PROBE - lanes + 1
+
+
+def _conv_label(key: tuple[int, int, int, int]) -> str:
+    return f"convolution {key[0]} -> {key[1]} channels on {key[2]} x {key[2]} at batch {key[3]}"
+
+
+def _measure_conv(s: Session) -> None:
+    """:data:`CONV_SHAPES` at two batches, each its best call, settled: the median slope is the conv
+    kernel's rate; then the channel-block probe at :data:`CONV_WIDE_BATCH`."""
+    short = conv_block_short(s.cpu.vector_lanes)
+    keys = [(i, o, side, b) for i, o, side in CONV_SHAPES for b in (1, CONV_WIDE_BATCH)]
+    keys += [(c, c, CONV_BLOCK_SIDE, CONV_WIDE_BATCH) for c in (CONV_BLOCK_PROBE, short)]
+
+    def conv_round(key: tuple[int, int, int, int]) -> Callable[[], float]:
+        return functools.partial(_best_time, _conv_call(*key), 6, 0.2)
+    got = s.record(settle({key: conv_round(key) for key in keys}), name=_conv_label)
+    over = s.m.launch_overhead_s
+
+    def pair(i: int, o: int, side: int) -> BatchPair:
+        return BatchPair(got[(i, o, side, 1)] - over, got[(i, o, side, CONV_WIDE_BATCH)] - over, 1, CONV_WIDE_BATCH,
+                         2.0 * i * o * 9 * side * side, i * o * 9)
+    s.m.conv_flops_per_s = batch_line([pair(*shape) for shape in CONV_SHAPES]).flops_per_s
+    full = got[(CONV_BLOCK_PROBE, CONV_BLOCK_PROBE, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)]
+    s.m.conv_block_ratio = got[(short, short, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)] / full
 
 
 #: The types whose GEMM rate :func:`_measure_types` measures, and what runs each: the variants
@@ -1249,6 +1329,7 @@ STEPS = (
     Step("STREAM-like read and triad", _measure_stream, ("threads",)),
     Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
     Step("GEMM", _measure_gemm),
+    Step("direct convolution (F.conv2d)", _measure_conv),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
@@ -1779,8 +1860,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
               + f" of the slope between batch {GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} (each its best call): "
               f"FLOP/s over the FMA peak of {m.threads} thread(s){above}" + _settled(m, *gemm_names))
     dense = {"library_efficiency": efficiency, **pack_block(cpu, m, notes)}
-    notes.source("conv", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
-    block: dict[str, Any] = {"gemm": dense, "conv": copy.deepcopy(dense), "gemv": gemv_block(cpu, m, notes)}
+    block: dict[str, Any] = {"gemm": dense, "conv": conv_block(cpu, m, dense, notes), "gemv": gemv_block(cpu, m, notes)}
     if m.elementwise_per_s > 0:
         per_vector = cpu.clock_hz * m.threads * cpu.vector_lanes / m.elementwise_per_s
         block["pool"] = {"cycles_per_element": float(f"{per_vector:.4g}")}
@@ -1866,6 +1946,42 @@ def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> 
             notes.measured(f"libraries.{backend}.threads", f"{backend}'s CSR product runs on one thread")
         out[backend] = library
     return out
+
+
+def blocked_channels(ratio: float, lanes: int) -> bool:
+    """True when the channel-block probe's ``ratio`` (:attr:`Measurements.conv_block_ratio`) is nearer
+    whole blocks (1) than the plain count's square ratio: the library computes whole blocks."""
+    plain = (conv_block_short(lanes) / CONV_BLOCK_PROBE) ** 2
+    return ratio >= (1.0 + plain) / 2
+
+
+def conv_block(cpu: CpuInfo, m: Measurements, gemm: Mapping[str, Any], notes: Notes) -> dict[str, Any]:
+    """``kernels.conv``: the GEMM's block (its packing per type) with the direct convolution's own
+    measured rate and channel blocking where :func:`_measure_conv` ran."""
+    block = copy.deepcopy(dict(gemm))
+    if m.conv_flops_per_s <= 0:
+        notes.source("conv", "[D] as gemm: the same library GEMM (implicit-GEMM convolution)")
+        return block
+    names = [_conv_label((i, o, side, b)) for i, o, side in CONV_SHAPES for b in (1, CONV_WIDE_BATCH)]
+    measured = m.conv_flops_per_s / (cpu.peak_flops_per_s * m.threads / cpu.cores)
+    block["library_efficiency"] = float(f"{min(1.0, measured):.4g}")
+    notes.fit("conv.library_efficiency", "median over F.conv2d of " + ", ".join(
+        f"{i} -> {o} channels on {side} x {side}" for i, o, side in CONV_SHAPES) + f" (3 x 3, padding 1) of the "
+        f"slope between batch 1 and {CONV_WIDE_BATCH} (each its best call): FLOP/s over the FMA peak of "
+        f"{m.threads} thread(s)" + _settled(m, *names))
+    notes.source("conv.pack_cycles_per_vector", "[D] as gemm: the convolution's batch line has no per-weight "
+                 "intercept to fit (CONV_SHAPES)")
+    short = conv_block_short(cpu.vector_lanes)
+    probe = [_conv_label((c, c, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)) for c in (CONV_BLOCK_PROBE, short)]
+    blocked = blocked_channels(m.conv_block_ratio, cpu.vector_lanes)
+    if blocked:
+        block["channel_block"] = cpu.vector_lanes
+    notes.measured("conv.channel_block", f"F.conv2d of {short} channels in and out took {m.conv_block_ratio:.3g} "
+                   f"of the time of {CONV_BLOCK_PROBE} ({CONV_BLOCK_SIDE} x {CONV_BLOCK_SIDE}, batch "
+                   f"{CONV_WIDE_BATCH}): " + (f"whole blocks of {cpu.vector_lanes} channels" if blocked else
+                   f"no blocks (whole blocks would take 1, plain channels {(short / CONV_BLOCK_PROBE) ** 2:.3g})")
+                   + _settled(m, *probe))
+    return block
 
 
 def pack_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class KernelShape:
     gathers_per_request: int = 1   # gather line accesses one demand request covers (a warp's lanes)
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
-    input_bytes: int = 0        # the operand a sparse kernel gathers from
+    input_bytes: int = 0        # the input operand: what a sparse kernel gathers from, a convolution reads
+    output_bytes: int = 0       # a convolution's output activations
+    window: int = 1             # a convolution's k x k window: depth = input channels per group x window
     dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
     converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
     blocks: int = 0             # BSR: stored blocks
@@ -128,6 +130,10 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
     columns = batch * layer.out_pixels
     depth = layer.weight_count // rows
     if enc.format is StorageFormat.DENSE:
+        if layer.kind is LayerKind.CONV:
+            return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth,
+                               input_bytes=layer.in_bytes(batch), output_bytes=layer.out_bytes(batch),
+                               window=layer.kernel_hw ** 2, convolution=True)
         return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
     if enc.format in _FORMAT_SHAPES:
         return _FORMAT_SHAPES[enc.format](KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth,
