@@ -81,13 +81,18 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                 + (", loads wait for the loop" if lib['spmv'].get('serial_loads') else "")
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
     libraries = kernels.get("libraries", {})
+
+    def conv_efficiency(conv: dict[str, Any]) -> str:
+        blocks = conv.get("channel_block", 1)
+        return f"{conv['library_efficiency']:.3g}" + (f" in blocks of {blocks} channels" if blocks > 1 else "")
     return "\n".join([
         f"wrote {out}: {mapping['name']}",
         f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector)"
         + "".join(f", {t} {compute['peak_flops'][t]} (effective)"
                   for t in ("bf16", "int8") if t in compute['peak_flops'])
         + "; GEMM library "
-        f"efficiency {kernels['gemm']['library_efficiency']:.3g}; {sparse('spmv')}; {sparse('spmm')}",
+        f"efficiency {kernels['gemm']['library_efficiency']:.3g}, convolution {conv_efficiency(kernels['conv'])}; "
+        f"{sparse('spmv')}; {sparse('spmm')}",
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
         f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "
         f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
