@@ -787,3 +787,14 @@ def test_the_direct_convolution_gets_its_own_rate_reorder_and_channel_blocks(cac
     gemm_only = profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels
     assert gemm_only.conv.library_efficiency == gemm_only.gemm.library_efficiency
     assert gemm_only.conv.channel_block == 1
+
+
+def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches, cpu):
+    """The real convolution step, on one thread: a positive rate from the batch lines and a probe
+    ratio between the plain channels' square ratio and a little above 1 (whatever the library does)."""
+    steps = tuple(s for s in STEPS if s.label.startswith("direct convolution"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert m.conv_flops_per_s > 0
+    plain = (cal.conv_block_short(cpu.vector_lanes) / cal.CONV_BLOCK_PROBE) ** 2
+    assert 0.5 * plain < m.conv_block_ratio < 1.5
+    assert any(name.startswith("convolution 64 -> 128 channels") for name in m.settled)
