@@ -208,8 +208,8 @@ class DenseKernel(Strict):
     # broadcast one by one), round up to a multiple of it, so pruning 80 filters to 73 saves no
     # time. It also reorders its input (where blocked) and its output between the framework's plain
     # layout and the blocked one at every call: each activation read and written once more, at the
-    # bandwidth of the level that holds it (calibrate: a convolution whose channels are one short
-    # of a block against the full block). 1: no blocking, no reorders (an implicit GEMM).
+    # bandwidth of the level that holds it (calibrate: a convolution of one channel past whole
+    # blocks against one of the next whole number). 1: no blocking, no reorders (an implicit GEMM).
     channel_block: PositiveInt = 1
 
 

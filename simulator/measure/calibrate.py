@@ -25,6 +25,8 @@ What is read, and what is measured (each figure lands in the profile with a ``so
   the CSR SpMV / SpMM costs per non-zero and per row, solved by least squares from in-cache
   matrices with the same non-zeros spread over different numbers of rows, with the backend
   ``bench`` would pick (at two batches for SpMM, which also fixes the columns one step covers);
+* the direct convolution (``F.conv2d``, oneDNN) on three 3 x 3 shapes at two batches: its own
+  rate (the median slope), and whether it computes whole blocks of ``vector_lanes`` channels;
 * the same GEMMs in bf16 and with torch's int8 dynamic quantization: the variants ``bench``
   times (``dense@bf16``, ``dense@int8``) run at the type's ``peak_flops``, which the profile gets as
   the fp32 peak scaled by the measured rate ratio (:func:`type_peaks`); the BSR kernel's costs are
@@ -786,9 +788,9 @@ def _measure_gemm(s: Session) -> None:
 CONV_SHAPES = ((64, 128, 28), (128, 128, 14), (96, 192, 20))
 CONV_WIDE_BATCH = 8
 #: The channel-block probe: a convolution of this many channels in and out on a 28 x 28 map at
-#: :data:`CONV_WIDE_BATCH`, against one with a vector's lanes less one fewer (one channel past a
-#: whole number of blocks). A library that computes whole blocks of ``vector_lanes`` channels takes
-#: as long for both; one that does not takes the square of their ratio less.
+#: :data:`CONV_WIDE_BATCH`, against one of ``vector_lanes - 1`` channels fewer (49 for 16 lanes: one
+#: channel past three whole blocks). A library that computes whole blocks of ``vector_lanes``
+#: channels takes as long for both; one that does not takes the square of their ratio less.
 CONV_BLOCK_PROBE = 64
 CONV_BLOCK_SIDE = 28
 
@@ -803,7 +805,7 @@ def _conv_call(in_channels: int, out_channels: int, side: int, batch: int) -> Ca
 
 def conv_block_short(lanes: int) -> int:
     """The probe's channel count one past a whole number of ``lanes``-wide blocks."""
-    return CONV_BLOCK_PROBE - lanes + 1
+    return max(1, CONV_BLOCK_PROBE - lanes + 1)
 
 
 def _conv_label(key: tuple[int, int, int, int]) -> str:
