@@ -99,7 +99,7 @@ def channel_blocks(shape: KernelShape, block: int) -> tuple[KernelShape, int]:
     window rounded up to whole blocks, and the activation bytes its layout reorders move (the
     output always, the input where its channels are blocked). Other shapes, or a block of 1: as
     they are, nothing reordered."""
-    if block <= 1 or not shape.convolution or shape.window <= 0:
+    if block <= 1 or not shape.convolution:
         return shape, 0
     in_channels = shape.depth // shape.window
     reordered = shape.output_bytes
