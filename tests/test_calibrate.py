@@ -134,6 +134,19 @@ def test_cpu_info(cpu):
     assert cpu.memory_bytes == 24684092 * 1024
     assert replace(cpu, flags=frozenset({"avx512f", "avx2"})).vector_lanes == 16
     assert replace(cpu, flags=frozenset({"asimd"})).vector_lanes == 4
+    assert (cpu.vendor, cpu.family) == ("AuthenticAMD", 0)      # the canned lscpu gives no family
+
+
+def test_zen4_runs_avx512_on_256_bit_pipes(cpu):
+    """AMD Zen 4 (family 25) decodes AVX-512 but splits it over two 256-bit FMA pipes: AVX2's FMA
+    rate with AVX-512's vector width; Zen 5 and Intel's AVX-512 cores have 512-bit pipes."""
+    avx512 = frozenset({"avx512f", "avx2", "fma"})
+    zen4 = replace(cpu, flags=avx512, family=25)
+    assert zen4.splits_512_bit and (zen4.lanes_per_core, zen4.vector_lanes) == (16, 16)
+    assert replace(zen4, family=26).lanes_per_core == 32
+    assert replace(zen4, vendor="GenuineIntel", family=6).lanes_per_core == 32
+    assert replace(cpu, family=25).lanes_per_core == 16 and not replace(cpu, family=25).splits_512_bit
+    assert zen4.peak_flops_per_s == pytest.approx(cpu.cores * 16 * 2 * cpu.clock_hz)
 
 
 # --- settling -----------------------------------------------------------------------------------

@@ -152,12 +152,23 @@ class CpuInfo:
     clock_hz: float
     flags: frozenset[str]
     memory_bytes: int
+    vendor: str = ""         # lscpu's Vendor ID / cpuinfo's vendor_id (``AuthenticAMD``, ``GenuineIntel``)
+    family: int = 0          # lscpu's CPU family / cpuinfo's ``cpu family`` (0: not given)
+
+    @property
+    def splits_512_bit(self) -> bool:
+        """True for AMD Zen 4 (family 25 with AVX-512): it runs each 512-bit instruction on its
+        256-bit FMA pipes in two halves, so its FMA rate is AVX2's (AMD, "Software Optimization
+        Guide for the AMD Zen 4 Microarchitecture", 57647, section 2.11: two 256-bit FMA pipes).
+        Zen 5 (family 26) has 512-bit pipes."""
+        return self.vendor == "AuthenticAMD" and self.family == 25 and "avx512f" in self.flags
 
     @property
     def lanes_per_core(self) -> int:
-        """fp32 FLOP lanes per cycle per core / 2: two FMA ports x the vector width (the i7
-        profile's convention: peak = cores x lanes x 2 x clock)."""
-        if "avx512f" in self.flags:
+        """fp32 FLOP lanes per cycle per core / 2: two FMA ports x the width of their datapaths (the
+        i7 profile's convention: peak = cores x lanes x 2 x clock). An AVX-512 core whose pipes are
+        256 bits wide (:attr:`splits_512_bit`) has AVX2's 16."""
+        if "avx512f" in self.flags and not self.splits_512_bit:
             return 32
         if "avx2" in self.flags and "fma" in self.flags:
             return 16
@@ -246,6 +257,8 @@ def parse_cpu_info(lscpu: str, cpuinfo: str, meminfo: str) -> CpuInfo:
     cores = int(fields.get("CPU(s)", "0") or 0)
     mhz = fields.get("CPU max MHz")
     flags = fields.get("Flags", "")
+    vendor = fields.get("Vendor ID", "")
+    family = fields.get("CPU family", "")
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()
@@ -255,6 +268,10 @@ def parse_cpu_info(lscpu: str, cpuinfo: str, meminfo: str) -> CpuInfo:
             flags = value.strip()
         elif key == "model name" and model == "unknown CPU":
             model = value.strip()
+        elif key == "vendor_id" and not vendor:
+            vendor = value.strip()
+        elif key == "cpu family" and not family:
+            family = value.strip()
         elif key == "processor" and not fields.get("CPU(s)"):
             cores += 1
     if mhz is None:
@@ -263,7 +280,8 @@ def parse_cpu_info(lscpu: str, cpuinfo: str, meminfo: str) -> CpuInfo:
     for line in meminfo.splitlines():
         if line.startswith("MemTotal:"):
             memory = int(line.split()[1]) * 1024
-    return CpuInfo(model, max(1, cores), float(mhz) * 1e6, frozenset(flags.split()), memory)
+    return CpuInfo(model, max(1, cores), float(mhz) * 1e6, frozenset(flags.split()), memory, vendor,
+                   int(family) if family.isdigit() else 0)
 
 
 def read_cpu_info() -> CpuInfo:
@@ -2114,7 +2132,9 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
     else:
         notes.source("clock", "lscpu CPU max MHz, else /proc/cpuinfo cpu MHz")
     notes.source("cores", "lscpu CPU(s)")
-    notes.source("lanes_per_core", f"[D] cpu flags: {cpu.lanes_per_core // 2} fp32 lanes x 2 FMA ports")
+    split = (" (AMD Zen 4: AVX-512 on 256-bit FMA pipes, AMD's Zen 4 optimization guide 57647, section 2.11)"
+             if cpu.splits_512_bit else "")
+    notes.source("lanes_per_core", f"[D] cpu flags: {cpu.lanes_per_core // 2} fp32 lanes x 2 FMA ports{split}")
     notes.source("vector_lanes", "[D] cpu flags: AVX-512 16, AVX2 / AVX 8, SSE / NEON 4 fp32 lanes")
     notes.source("peak_flops.fp32", "[D] cores x lanes x 2 FLOP x clock")
     notes.measured("outstanding_gathers_per_core", "Little's law on interleaved dependent pointer chases over "
