@@ -533,6 +533,60 @@ def test_a_type_whose_gemv_beyond_the_caches_takes_loop_plus_memory_packs(caches
     assert profile_from_mapping(build_profile(caches, cpu, streaming), "host").compute.kernels.gemv.packs == []
 
 
+def _row_probe(bandwidth: float, row_start_s: float, size: int = 64 * MiB) -> dict[tuple[str, int], float]:
+    """fp32 GEMV times of the row probe: the bytes at ``bandwidth`` plus ``row_start_s`` a row."""
+    return {("fp32", cols): size / bandwidth + size / (4 * cols) * row_start_s for cols in cal.ROW_PROBE_COLUMNS}
+
+
+def test_the_row_probe_splits_a_gemv_beyond_the_caches_into_bytes_and_row_starts():
+    """fp32 GEMVs over the same bytes in rows of 1024 and 16384 columns: the short rows' extra time is
+    a cost per row; what is left is the bandwidth. No extra time, or only noise: no row cost."""
+    m = Measurements(threads=2, versions={}, gemv_rows_bytes=64 * MiB, gemv_rows_s=_row_probe(24e9, 72e-9))
+    rows = cal.row_streams(m)
+    assert rows is not None
+    assert rows.bandwidth_bytes_per_s == pytest.approx(24e9) and rows.row_start_s == pytest.approx(72e-9)
+    assert cal.row_streams(replace(m, gemv_rows_s=_row_probe(24e9, 0.0))) is None
+    assert cal.row_streams(replace(m, gemv_rows_bytes=0)) is None and cal.row_streams(Measurements(2, {})) is None
+    assert cal.row_probe_bytes(32 * MiB, 24 << 30) == 64 * MiB           # twice the claimed last level
+    assert cal.row_probe_bytes(480 * MiB, 24 << 30) == cal.ROW_PROBE_MAX_BYTES
+    assert cal.row_probe_bytes(1 * MiB, 0) == cal.GEMV_BEYOND_BYTES
+
+
+def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_turns(caches, cpu, measurements):
+    """The fit's bandwidth is the DRAM's sustained one (the curve's plateau, in 4 KiB rows, paid their
+    starts), the row cost on one core is the machine's times its threads, and a type's GEMV over the
+    probe's bytes is judged against its loop and those bytes at that bandwidth: bf16 at the sum packs,
+    int8 at the larger streams."""
+    size = 64 * MiB
+    probe = _row_probe(24e9, 72e-9, size)
+    loop = {"fp32": 14e9, "bf16": 20e9, "int8": 160e9}
+    memory_s = size / 24e9
+    probe[("bf16", 1024)] = memory_s + size / 2 / loop["bf16"]
+    probe[("int8", 1024)] = memory_s * 1.05
+    typed = replace(measurements, gemv_weights_per_s=loop, gemv_rows_bytes=size, gemv_rows_s=probe)
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    gemv = profile.compute.kernels.gemv
+    assert gemv.row_start.fp32 == pytest.approx(2 * 72e-9, rel=1e-3) and gemv.row_start.of("bf16") is None
+    assert profile.dram.sustained_bandwidth_bytes_per_s == pytest.approx(24e9, rel=1e-3)
+    assert gemv.packs == ["bf16"]
+    assert "row start" in profile.fitted["compute.kernels.gemv.row_start.fp32"]
+    assert "row probe" in profile.fitted["memory.dram.sustained_bandwidth"]
+    # no probe: the curve's plateau, no row cost
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    assert plain.compute.kernels.gemv.row_start.of("fp32") is None
+    assert plain.dram.sustained_bandwidth_bytes_per_s != pytest.approx(24e9, rel=0.01)
+
+
+def test_the_real_row_probe_times_each_type(caches, cpu, monkeypatch):
+    """The real step, on one thread, over 4 MiB (the probe's shape, not its size: quick)."""
+    monkeypatch.setattr(cal, "row_probe_bytes", lambda claimed, memory: 4 * MiB)
+    steps = tuple(s for s in STEPS if s.label.startswith("GEMV rows"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert m.gemv_rows_bytes == 4 * MiB
+    assert set(m.gemv_rows_s) == {("fp32", 1024), ("fp32", 16384), ("bf16", 1024), ("int8", 1024)}
+    assert all(t > 0 for t in m.gemv_rows_s.values())
+
+
 def test_tiny_decoder_steps_become_block_dispatch_the_llm_model_charges_per_block(caches, cpu, measurements):
     """A tiny block's step less what the model charges it apart (15 launches, 7 linear calls) is the
     dispatch, charged once per block of every step."""

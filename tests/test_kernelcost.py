@@ -472,3 +472,32 @@ def test_thinning_a_convolution_below_a_whole_block_saves_nothing_on_a_blocked_p
     blocked = with_values(pi, {"compute.kernels.conv.channel_block": 16})
     assert _layer(blocked, conv(73)).time_s == pytest.approx(_layer(blocked, conv(80)).time_s, rel=0.02)
     assert _layer(pi, conv(73)).time_s < 0.97 * _layer(pi, conv(80)).time_s
+
+
+def test_a_gemv_that_walks_its_rows_pays_each_row_start_from_dram_and_short_rows_pay_more(write_yaml):
+    """``gemv.row_start``: the same 64 MiB of fp32 weights in rows of 1024 and of 16384 columns, from
+    DRAM: the short rows' layer is slower by their 16x as many starts at the profile's cost a row on
+    one core, shared by the cores; the long rows' is nearly the bytes alone. Without a row cost both
+    take their bytes' time, and a layer that stays in the caches, or a type without a row cost,
+    pays none."""
+    from simulator.compress.variants import parse_variant
+
+    pi = _profile("raspberry-pi-5")
+    start_s, cores = 200e-9, pi.compute.cores
+    walking = with_values(pi, {"compute.kernels.gemv.row_start.fp32": start_s})
+    short, long_ = _fc(write_yaml, 1024, 16384), _fc(write_yaml, 16384, 1024)
+    plain = [_layer(pi, w).time_s for w in (short, long_)]
+    assert plain[0] == pytest.approx(plain[1], rel=0.05)
+    short_s, long_s = (_layer(walking, w) for w in (short, long_))
+    assert short_s.time_s - plain[0] == pytest.approx(16384 * start_s / cores, rel=0.1)
+    assert long_s.time_s - plain[1] == pytest.approx(1024 * start_s / cores, rel=0.25)
+    assert short_s.bound in ("dram-bandwidth", "dram-row-starts")
+    # fp16 has no row cost in this profile: its rows start free
+    fp16 = RunOptions(formats=(parse_variant("dense@fp16"),), host_copies=False)
+    assert (run(walking, short, fp16).variants[0].layers[0].time_s
+            == pytest.approx(run(pi, short, fp16).variants[0].layers[0].time_s, rel=1e-6))
+    # a small layer repeated stays in the caches: no row comes from DRAM on the second inference
+    small = _fc(write_yaml, 1024, 256)
+    warm = RunOptions(formats=(StorageFormat.DENSE,), host_copies=False, repeat=2)
+    assert (run(walking, small, warm).variants[0].layers[-1].time_s
+            == pytest.approx(run(pi, small, warm).variants[0].layers[-1].time_s, rel=1e-6))

@@ -44,9 +44,10 @@ import numpy as np
 import simpy
 from simpy.resources.resource import Request
 
-from ..hardware.profile import HardwareProfile
+from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
+from ..model.workload import LayerKind
 from .kernelcost import IssueTime, call_overhead_s, issue_time, loads_wait_for_loop
 from .results import LayerResult
 
@@ -271,11 +272,33 @@ def _dram_column(machine: Machine, work: LayerWork,
         latency_s = work.dram_lines * dram.latency_s / (dram.outstanding_requests_per_core * cores)
     names = np.where(latency_s > bandwidth_s, "dram-latency", "dram-bandwidth")
     seconds = np.maximum(bandwidth_s, latency_s)
+    starts_s = _row_start_seconds(machine.profile, work, cores)
+    if starts_s is not None:
+        names = np.where(starts_s > seconds, "dram-row-starts", names)
+        seconds = seconds + starts_s
     channel_s = _dma_channel_seconds(machine.profile, work)
     if channel_s is not None:
         names = np.where(channel_s > seconds, "dram-channel", names)
         seconds = np.maximum(seconds, channel_s)
     return machine.dram, seconds.tolist(), (moved > 0).tolist(), names.tolist()
+
+
+def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int) -> Optional[np.ndarray]:
+    """What the rows of a batch-1 dense GEMV that come from DRAM cost to start, per tile, on top of
+    their bytes (``compute.kernels.gemv.row_start`` for the layer's type: each row a stream the
+    prefetchers meet cold), shared by the kernel's cores; None for any other layer or profile. A
+    tile's rows from DRAM are its DRAM bytes over a row's. Only a linear layer's own weights
+    (stored in the arithmetic type) are walked row by row; attention reads its cache in one run."""
+    shape = work.traffic.shape
+    if (shape is None or shape.kind is not KernelKind.GEMV or work.traffic.layer.kind is not LayerKind.FC
+            or shape.dequantized_weights or profile.compute.kernels is None):
+        return None
+    start_s = profile.compute.kernels.gemv.row_start.of(shape.dtype.value)
+    row_bytes = shape.depth * shape.dtype.size_bytes
+    if not start_s or row_bytes <= 0:
+        return None
+    rows = np.minimum(work.dram_read_bytes / row_bytes, shape.rows)
+    return rows * float(start_s) / max(1, cores)
 
 
 def _latency_column(machine: Machine, work: LayerWork,
@@ -382,7 +405,8 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
 def _resource_names(profile: HardwareProfile) -> list[str]:
     return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches]
             + [p.name for p in profile.memory.scratchpads]
-            + ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"])
+            + ["dram-bandwidth", "dram-latency", "dram-row-starts", "dram-channel", "stream-latency",
+               "gather-latency", "link"])
 
 
 def _bound(busy: dict[str, float]) -> str:

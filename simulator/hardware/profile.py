@@ -196,6 +196,13 @@ class DenseKernel(Strict):
     # (oneDNN's primitive dispatch for bf16, fbgemm's quantization of the input for int8), paid
     # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line).
     call_overhead: TypeSeconds = TypeSeconds()
+    # A batch-1 GEMV whose library walks its weights row by row (a few rows at once, each row a
+    # stream of its own): every row that comes from DRAM starts a stream the prefetchers have not
+    # seen, and its first lines wait on demand misses before they run ahead, per type, on the core
+    # that reads the row. Short rows pay it more often per byte: fp32 rows of 1024 columns stream
+    # at 17 GB/s, of 16384 at 24 GB/s on a Zen 4 guest (calibrate: the same bytes beyond the last
+    # level in rows of two lengths). Absent: rows cost only their bytes.
+    row_start: TypeSeconds = TypeSeconds()
     # A GEMM (or convolution) that copies its whole weight matrix into the library's blocked layout
     # at every call, before any multiply-add (MKL's and oneDNN's packed B panels for plain-layout
     # weights): cycles per vector of ``compute.vector_lanes`` weights, per type, paid once per call

@@ -387,6 +387,10 @@ class Measurements:
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
+    # (type, columns) -> a GEMV over ``gemv_rows_bytes`` of weights beyond the last level
+    # (:func:`_measure_gemv_rows`): rows of that many columns, the weights' bytes fixed
+    gemv_rows_s: dict[tuple[str, int], float] = field(default_factory=dict)
+    gemv_rows_bytes: int = 0
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
     elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
@@ -935,6 +939,76 @@ def _measure_gemv_types(s: Session) -> None:
     s.m.gemv_beyond_s = dict(beyond_s)
 
 
+#: The GEMVs :func:`_measure_gemv_rows` times far beyond the last level: fp32 rows of the short and
+#: the long length (the same bytes in 4 and 64 times fewer rows than the short: a row is a stream
+#: the library starts, so the rows' count shows as the difference), and every type in short rows.
+ROW_PROBE_COLUMNS = (1024, 16384)
+
+
+#: The row probe's largest weights (int8's are quantized from fp32 ones four times as large).
+ROW_PROBE_MAX_BYTES = 128 * MiB
+
+
+def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
+    """Weights of the row probe: twice the last level sysfs claims, at least :data:`GEMV_BEYOND_BYTES`,
+    at most :data:`ROW_PROBE_MAX_BYTES` and an eighth of the memory (a multiple of the longest row
+    in every type)."""
+    size = min(max(GEMV_BEYOND_BYTES, 2 * claimed_llc_bytes), ROW_PROBE_MAX_BYTES)
+    if memory_bytes:
+        size = min(size, memory_bytes // 8)
+    quantum = ROW_PROBE_COLUMNS[-1] * max(TYPE_BYTES.values())
+    return max(quantum, size // quantum * quantum)
+
+
+def _measure_gemv_rows(s: Session) -> None:
+    """Batch-1 F.linear over :func:`row_probe_bytes` of weights (beyond the last level): fp32 in
+    rows of each of :data:`ROW_PROBE_COLUMNS` columns, bf16 and int8 in the short rows."""
+    size = row_probe_bytes(s.caches[-1].size_bytes if s.caches else 0, s.cpu.memory_bytes)
+    short, long_ = ROW_PROBE_COLUMNS
+    keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32")]
+
+    def rows_round(key: tuple[str, int]) -> Callable[[], float]:
+        dtype, cols = key
+        call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
+
+        def run() -> float:
+            return max(_best_time(call, min_calls=5, budget_s=0.1) - s.m.launch_overhead_s, 0.0)
+        return run
+    got = s.record(settle({key: rows_round(key) for key in keys}), name=_rows_label)
+    s.m.gemv_rows_s = dict(got)
+    s.m.gemv_rows_bytes = size
+
+
+def _rows_label(key: tuple[str, int]) -> str:
+    return f"GEMV beyond the last level in {key[0]}, rows of {key[1]} columns"
+
+
+@dataclass(frozen=True)
+class RowStreams:
+    """A batch-1 GEMV beyond the caches as the row probe shows it: each weight row a stream that
+    costs ``row_start_s`` (all threads together) on top of its bytes at ``bandwidth_bytes_per_s``."""
+
+    bandwidth_bytes_per_s: float
+    row_start_s: float
+
+
+def row_streams(m: Measurements) -> Optional[RowStreams]:
+    """Solve ``t / bytes = 1 / bandwidth + row_start / row_bytes`` from fp32's two row lengths; None
+    where the probe did not run, or where short rows were not slower (no cost per row to see) or
+    the solution is not physical."""
+    short, long_ = ROW_PROBE_COLUMNS
+    t_short, t_long = m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_))
+    size = m.gemv_rows_bytes
+    if not (t_short and t_long and size) or t_short <= t_long * (1 + SETTLE_TOLERANCE):
+        return None
+    b_short, b_long = short * TYPE_BYTES["fp32"], long_ * TYPE_BYTES["fp32"]
+    row_start = (t_short - t_long) / size / (1 / b_short - 1 / b_long)
+    per_byte = t_long / size - row_start / b_long
+    if per_byte <= 0 or row_start <= 0:
+        return None
+    return RowStreams(1 / per_byte, row_start)
+
+
 #: The decoders :func:`_measure_dispatch` times: ``bench --llm``'s decoder (a Llama-style block)
 #: at a width where its products are a few thousand multiply-adds, so what a decode step costs is
 #: the host's dispatch of its operators; with 1 and 3 blocks, the difference is two blocks' worth.
@@ -1077,21 +1151,29 @@ TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 def packed_types(m: Measurements) -> dict[str, str]:
     """The types whose GEMV takes its loop *plus* its memory time beyond the caches rather than the
     larger of the two (the library packs each panel, then multiplies it): for each type other than
-    fp32, the loop's time (:data:`GEMV_BEYOND_BYTES` of weights at its in-cache rate) and the
-    memory's (the same bytes at fp32's rate there); measured nearer the sum than the larger, it
-    packs. The value says why, for the profile's notes."""
-    probe = m.gemv_beyond_s.get("fp32")
+    fp32, the loop's time (the weights at its in-cache rate) and the memory's; measured nearer the
+    sum than the larger, it packs. Where the row probe ran (:func:`row_streams`), the weights are
+    its bytes, far beyond the last level, and the memory's time is theirs at the bandwidth the
+    profile gets; else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes. The value says
+    why, for the profile's notes."""
+    rows = row_streams(m)
+    if rows is not None:
+        size = m.gemv_rows_bytes
+        measured_s = {dtype: t for (dtype, cols), t in m.gemv_rows_s.items() if cols == ROW_PROBE_COLUMNS[0]}
+        memory_s, memory = size / rows.bandwidth_bytes_per_s, f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
+    else:
+        size, measured_s = GEMV_BEYOND_BYTES, m.gemv_beyond_s
+        memory_s, memory = m.gemv_beyond_s.get("fp32", 0.0), "fp32's GEMV of the same bytes"
     out = {}
-    for dtype, measured in m.gemv_beyond_s.items():
+    for dtype, measured in measured_s.items():
         rate = m.gemv_weights_per_s.get(dtype)
-        if dtype == "fp32" or not probe or not rate:
+        if dtype == "fp32" or not memory_s or not rate:
             continue
-        loop_s = GEMV_BEYOND_BYTES / TYPE_BYTES[dtype] / rate
-        memory_s = probe        # the same bytes, streamed by fp32's loop
+        loop_s = size / TYPE_BYTES[dtype] / rate
         overlapped, serial = max(loop_s, memory_s), loop_s + memory_s
         if measured > (overlapped + serial) / 2:
-            out[dtype] = (f"{measured * 1e6:.0f} us over {GEMV_BEYOND_BYTES // MiB} MiB against loop "
-                          f"{loop_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes)")
+            out[dtype] = (f"{measured * 1e6:.0f} us over {size / MiB:.4g} MiB against loop "
+                          f"{loop_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us ({memory})")
     return out
 
 
@@ -1352,6 +1434,7 @@ STEPS = (
     Step("direct convolution (F.conv2d)", _measure_conv),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
+    Step("GEMV rows beyond the last level (a row is a stream)", _measure_gemv_rows),
     Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
     Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
     Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
@@ -2045,8 +2128,21 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     packs = packed_types(m)
     if packs:
         block["packs"] = sorted(packs)
+        probes = ([_rows_label(key) for key in m.gemv_rows_s] if row_streams(m) is not None
+                  else [f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {d}" for d in m.gemv_beyond_s])
         notes.measured("gemv.packs", "; ".join(f"{dtype}: {why}" for dtype, why in sorted(packs.items()))
-                       + _settled(m, *(f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {d}" for d in m.gemv_beyond_s)))
+                       + _settled(m, *probes))
+    rows = row_streams(m)
+    if rows is not None:
+        block["row_start"] = {"fp32": _q(rows.row_start_s * m.threads, Quantity.SECONDS)}
+        short, long_ = ROW_PROBE_COLUMNS
+        notes.fit("gemv.row_start.fp32", f"F.linear at batch 1 over {m.gemv_rows_bytes / MiB:.4g} MiB of fp32 weights "
+                  f"(beyond the last level) in rows of {short} and of {long_} columns: "
+                  f"{m.gemv_rows_s[('fp32', short)] * 1e3:.3g} and {m.gemv_rows_s[('fp32', long_)] * 1e3:.3g} ms; "
+                  f"t / bytes = 1 / bandwidth + row start / row bytes gives {_gbs(rows.bandwidth_bytes_per_s)} "
+                  f"(memory.dram.sustained_bandwidth) and {rows.row_start_s * 1e9:.3g} ns a row on {m.threads} "
+                  "thread(s), a row's start on one core"
+                  + _settled(m, _rows_label(("fp32", short)), _rows_label(("fp32", long_))))
     return block
 
 
@@ -2249,13 +2345,19 @@ def _llc_notes(at: Notes, c: SysfsCache, llc: LlcFit, fit_llc_policy: bool) -> N
 def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes: Notes) -> dict[str, Any]:
     """``memory.dram``: peak (STREAM-like), sustained (the curve's DRAM plateau), latency (chase),
     the prefetched lines in flight per core (one thread's sequential read), capacity."""
-    sustained = fits.llc.dram_bytes_per_s
+    rows = row_streams(m)
+    sustained = rows.bandwidth_bytes_per_s if rows is not None else fits.llc.dram_bytes_per_s
     peak = max(m.stream_read_bytes_per_s, m.stream_triad_bytes_per_s, sustained)
     streams = m.stream_read_one_thread_bytes_per_s * m.dram_latency_s / line_bytes
     notes.measured("peak_bandwidth", f"best of STREAM-like read {_gbs(m.stream_read_bytes_per_s)} and triad "
                    f"{_gbs(m.stream_triad_bytes_per_s)} (256 MiB arrays)" + _settled(m, "STREAM read", "STREAM triad"))
-    notes.fit("sustained_bandwidth", "the DRAM plateau of the torch GEMV working-set curve (median of the lower "
-              "part of its best two-level split)")
+    if rows is not None:
+        notes.fit("sustained_bandwidth", f"the bandwidth of the GEMV row probe's fit (compute.kernels.gemv.row_start's "
+                  f"note); the working-set curve's DRAM plateau, {_gbs(fits.llc.dram_bytes_per_s)} in rows of "
+                  f"{ROW_PROBE_COLUMNS[0]} columns, includes their starts")
+    else:
+        notes.fit("sustained_bandwidth", "the DRAM plateau of the torch GEMV working-set curve (median of the lower "
+                  "part of its best two-level split)")
     notes.measured("latency", f"dependent pointer chase over a random cyclic permutation of at least "
                    f"{DRAM_CHASE_BYTES >> 20} MiB" + _settled(m, "DRAM latency"))
     notes.measured("outstanding_requests_per_core", "Little's law on one thread's sequential read (the lines the "

@@ -26,7 +26,8 @@ from ..engine.results import RunResult
 
 # Thread order in the viewer: the layer row first, then from the core outwards to memory.
 _FIXED_ORDER = ["layer", "launch", "compute", "row-latency"]
-_TAIL_ORDER = ["dram-bandwidth", "dram-latency", "dram-channel", "stream-latency", "gather-latency", "link"]
+_TAIL_ORDER = ["dram-bandwidth", "dram-latency", "dram-row-starts", "dram-channel", "stream-latency", "gather-latency",
+               "link"]
 
 
 def _thread_ids(resources: Sequence[str]) -> dict[str, int]:
