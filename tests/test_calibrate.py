@@ -547,7 +547,8 @@ def test_the_row_probe_splits_a_gemv_beyond_the_caches_into_bytes_and_row_starts
     assert rows.bandwidth_bytes_per_s == pytest.approx(24e9) and rows.row_start_s == pytest.approx(72e-9)
     assert cal.row_streams(replace(m, gemv_rows_s=_row_probe(24e9, 0.0))) is None
     assert cal.row_streams(replace(m, gemv_rows_bytes=0)) is None and cal.row_streams(Measurements(2, {})) is None
-    assert cal.row_probe_bytes(32 * MiB, 24 << 30) == 64 * MiB           # twice the claimed last level
+    assert cal.row_probe_bytes(16 * MiB, 24 << 30) == 64 * MiB           # four times the claimed last level
+    assert cal.row_probe_bytes(32 * MiB, 512 * MiB) == 64 * MiB          # an eighth of the memory
     assert cal.row_probe_bytes(480 * MiB, 24 << 30) == cal.ROW_PROBE_MAX_BYTES
     assert cal.row_probe_bytes(1 * MiB, 0) == cal.GEMV_BEYOND_BYTES
 

@@ -16,7 +16,9 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   demand misses, at most ``compute.outstanding_gathers_per_core`` per core (a warp-per-row GPU
   kernel issues one request for its lanes' gathers). A tile's latency hold is
   ``sum(requests x latency of their level) / (slots x cores)``, named ``stream-latency`` or
-  ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``;
+  ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``,
+  plus, for a batch-1 dense GEMV that walks its weight rows as streams of their own
+  (``compute.kernels.gemv.row_start``), each row from DRAM's start (``dram-row-starts``);
 * a tile's *compute* holds the compute unit for its share of the kernel's issue time, from the
   kernel cost model (:mod:`simulator.engine.kernelcost`: FMA tiles in waves for dense kernels,
   steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model;

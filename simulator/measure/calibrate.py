@@ -14,7 +14,9 @@ What is read, and what is measured (each figure lands in the profile with a ``so
   a DRAM plateau, and the LLC size and replacement policy fitted to the fall-off between them as
   the cache model sees it: :func:`fit_llc`;
 * sustained DRAM bandwidth: the GEMV bandwidth at the DRAM plateau, and a STREAM-like read and
-  triad kernel (peak);
+  triad kernel (peak); then fp32 GEMVs over the same bytes far beyond the last level in short and
+  long rows, whose difference is a cost per row (a row is a stream the prefetchers meet cold,
+  ``gemv.row_start``) and whose rest is the sustained bandwidth (:func:`row_streams`);
 * latency per level and of DRAM: a dependent pointer chase over a random cyclic permutation of
   cache lines (numba, so no interpreter sits between the loads); memory-level parallelism by
   Little's law (lines in flight = bandwidth x latency / line), twice: a one-thread sequential
@@ -950,10 +952,11 @@ ROW_PROBE_MAX_BYTES = 128 * MiB
 
 
 def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
-    """Weights of the row probe: twice the last level sysfs claims, at least :data:`GEMV_BEYOND_BYTES`,
-    at most :data:`ROW_PROBE_MAX_BYTES` and an eighth of the memory (a multiple of the longest row
-    in every type)."""
-    size = min(max(GEMV_BEYOND_BYTES, 2 * claimed_llc_bytes), ROW_PROBE_MAX_BYTES)
+    """Weights of the row probe: four times the last level sysfs claims (at twice a 32 MiB L3, a Zen 4
+    guest's long rows still hit it: 28 GB/s over 64 MiB against 24 over 128), at least
+    :data:`GEMV_BEYOND_BYTES`, at most :data:`ROW_PROBE_MAX_BYTES` and an eighth of the memory (a
+    multiple of the longest row in every type)."""
+    size = min(max(GEMV_BEYOND_BYTES, 4 * claimed_llc_bytes), ROW_PROBE_MAX_BYTES)
     if memory_bytes:
         size = min(size, memory_bytes // 8)
     quantum = ROW_PROBE_COLUMNS[-1] * max(TYPE_BYTES.values())
@@ -2343,7 +2346,8 @@ def _llc_notes(at: Notes, c: SysfsCache, llc: LlcFit, fit_llc_policy: bool) -> N
 
 
 def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes: Notes) -> dict[str, Any]:
-    """``memory.dram``: peak (STREAM-like), sustained (the curve's DRAM plateau), latency (chase),
+    """``memory.dram``: peak (STREAM-like), sustained (the GEMV row probe's bandwidth, else the curve's
+    DRAM plateau), latency (chase),
     the prefetched lines in flight per core (one thread's sequential read), capacity."""
     rows = row_streams(m)
     sustained = rows.bandwidth_bytes_per_s if rows is not None else fits.llc.dram_bytes_per_s
