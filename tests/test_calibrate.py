@@ -722,7 +722,7 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_ove
     bytes' streaming time, its loads wait for its loop (``serial_loads``); near the larger of the
     two, they run ahead. The index width is the backend's (torch's CSR tensors from bench: int64)."""
     spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
-    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.GEMV_BEYOND_BYTES // 12
     issue_s = (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2)
     probe_s = 2e-3                                   # fp32's GEMV over the same 32 MiB
     memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
@@ -748,7 +748,7 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
               + sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
               + sparse_timings("spmm", 4.0, 30.0, 1, 1, (4, 64), backend="scipy")
               + sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch"))
-    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.GEMV_BEYOND_BYTES // 12
     probe_s = 2e-3
     memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
     serial_torch = OVERHEAD_S + (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2) + memory_s    # waits for its loop
@@ -792,7 +792,7 @@ def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurem
     """scipy's CSR product runs on one thread: beyond the caches its bytes stream at the one-thread
     share of the GEMV's rate (STREAM read, one thread over all), so a one-thread SpMV whose loads
     overlap its loop at that rate is not taken for one whose loads wait."""
-    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.SPARSE_BEYOND_NONZEROS
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.GEMV_BEYOND_BYTES // 12
     probe_s = 2e-3
     share = measurements.stream_read_one_thread_bytes_per_s / measurements.stream_read_bytes_per_s
     assert cal.stream_share(measurements, 1) == pytest.approx(share) and cal.stream_share(measurements, 2) == 1.0
@@ -805,6 +805,25 @@ def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurem
     assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
     why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
     assert why is not None and "on 1 thread(s)" in why
+
+
+def test_with_the_row_probe_a_sparse_kernel_streams_at_the_rows_bandwidth(caches, cpu, measurements):
+    """Where the GEMV row probe ran, an SpMV beyond the caches (over the probe's bytes: a 32 MiB
+    matrix may still sit in a 32 MiB last level, where its loads overlap) is judged against its
+    stored bytes at the probe's bandwidth (the profile's sustained one), not against fp32's 32 MiB
+    GEMV: scipy at issue + bytes / 24 GB/s waits for its loop; at the larger of the two it does not."""
+    size, rows, nnz = 128 * MiB, cal.SPARSE_BEYOND_ROWS, 128 * MiB // 12
+    m = replace(measurements, gemv_rows_bytes=size, gemv_rows_s=_row_probe(24e9, 72e-9, size),
+                gemv_beyond_s={"fp32": 0.5e-3})
+    share = cal.stream_share(m, 1)
+    memory_s = (nnz * 8 + (rows + 1) * 4) / (24e9 * share)
+    issue_s = 0.6 * memory_s
+    fit = cal.SparseFit(issue_s * CLOCK_HZ / nnz, 0.0, 1, {1: 0.0})
+    waiting = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, OVERHEAD_S + memory_s + issue_s, "scipy", 1)
+    why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
+    assert why is not None and "the bytes at 24 GB/s" in why
+    overlapped = replace(waiting, seconds=OVERHEAD_S + memory_s)
+    assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
 
 
 @pytest.mark.parametrize("knee", [True, False])

@@ -1211,17 +1211,18 @@ def _measure_sparse(s: Session) -> None:
                                                backend.value, threads))
 
 
-#: The SpMV of :func:`_measure_sparse_beyond`: 32 MiB of values and int64 indices (the widest
-#: bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns: beyond the private
-#: caches of any CPU this project has met, while the dense operand stays in the first level.
+#: The SpMV of :func:`_measure_sparse_beyond`: the GEMV row probe's bytes (:func:`row_probe_bytes`,
+#: beyond the last level; :data:`GEMV_BEYOND_BYTES` where it did not run) of values and int64
+#: indices (the widest bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns,
+#: while the dense operand stays in the first level.
 SPARSE_BEYOND_ROWS = 16384
-SPARSE_BEYOND_NONZEROS = GEMV_BEYOND_BYTES // 12
 def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
     whether its loads run ahead of its loop there (:func:`serial_sparse`)."""
     from .bench import SparseBackend, sparse_operator
 
-    ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, SPARSE_BEYOND_NONZEROS, seed=7)
+    nonzeros = (s.m.gemv_rows_bytes or GEMV_BEYOND_BYTES) // 12
+    ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, nonzeros, seed=7)
     x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
     steps = int(np.maximum(np.diff(ptr), 1).sum())
     for name in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
@@ -1234,33 +1235,38 @@ def _measure_sparse_beyond(s: Session) -> None:
 
 
 def _beyond_label(backend: str, _key: object = None) -> str:
-    return f"SpMV over {GEMV_BEYOND_BYTES // MiB} MiB ({backend})"
+    return f"SpMV beyond the caches ({backend})"
 
 
 def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
-    """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the private caches
-    it took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time (at
-    fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`, on the backend's threads: for a backend on
-    fewer threads than the GEMV ran on, that rate scaled by the STREAM read's one-thread share,
-    :func:`stream_share`; the all-thread rate would understate its memory time, which reads
-    overlapped loads as waiting ones) than the larger of the two."""
+    """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the caches it
+    took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time than the
+    larger of the two. The streaming is at the sustained bandwidth the profile gets from the GEMV
+    row probe (:func:`row_streams`; where it did not run, at fp32's GEMV rate over
+    :data:`GEMV_BEYOND_BYTES`), on the backend's threads: for a backend on fewer threads than the
+    GEMV ran on, that rate scaled by the STREAM read's one-thread share, :func:`stream_share` (the
+    all-thread rate would understate its memory time, which reads overlapped loads as waiting ones)."""
     from .bench import INDEX_BITS, SparseBackend
 
-    timing, probe = m.beyond_of(backend), m.gemv_beyond_s.get("fp32")
-    if timing is None or not probe:
+    timing, probe, rows = m.beyond_of(backend), m.gemv_beyond_s.get("fp32"), row_streams(m)
+    if timing is None or not (probe or rows):
         return None
     index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
     issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
     share = stream_share(m, timing.threads)
-    memory_s = probe * stored / GEMV_BEYOND_BYTES / share
+    if rows is not None:
+        memory_s = stored / (rows.bandwidth_bytes_per_s * share)
+        memory = f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
+    else:
+        memory_s, memory = (probe or 0.0) * stored / GEMV_BEYOND_BYTES / share, "fp32's GEMV of the same bytes"
     measured = max(timing.seconds - m.launch_overhead_s, 0.0)
     if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
         return None
     on = f" on {timing.threads} thread(s): {share:.2g} of its rate" if share < 1 else ""
     return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against issue "
-            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us (fp32's GEMV of the same bytes{on})")
+            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us ({memory}{on})")
 
 
 def stream_share(m: Measurements, threads: int) -> float:
@@ -2029,8 +2035,10 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
     serial = serial_sparse(m, spmv_fit, cpu.clock_hz, name)
     if serial is not None:
         spmv["serial_loads"] = True
-        probe = f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32"
-        notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), probe))
+        short, long_ = (("fp32", cols) for cols in ROW_PROBE_COLUMNS)
+        probes = ((_rows_label(short), _rows_label(long_)) if row_streams(m) is not None
+                  else (f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32",))
+        notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
     return {"index_bits": INDEX_BITS[SparseBackend(name)]}
