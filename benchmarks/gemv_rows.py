@@ -15,26 +15,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulator.measure.bench import time_calls  # noqa: E402
 from simulator.measure.calibrate import TYPE_BYTES, _type_gemm_call  # noqa: E402
 
 COLUMNS = (512, 1024, 4096, 16384)
-
-
-def best_s(call, calls: int = 7) -> float:
-    """The best of ``calls`` timed calls after one warm-up."""
-    call()
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
@@ -55,7 +44,7 @@ def main() -> None:
                 rates = []
                 for cols in COLUMNS:
                     call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
-                    rates.append(size / best_s(call) / 1e9)
+                    rates.append(size / min(time_calls(call, 7, warmup=1)) / 1e9)
                 print(f"{r + 1:>5}  {dtype:<4}  " + "  ".join(f"{rate:6.1f}" for rate in rates))
 
 
