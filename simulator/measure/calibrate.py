@@ -400,8 +400,7 @@ class Measurements:
     sparse: list[SparseTiming] = field(default_factory=list)        # every backend's
     # kind -> the backend ``bench`` picks on the middle matrix (absent: the first timing's)
     sparse_backends: dict[str, str] = field(default_factory=dict)
-    # the SpMV beyond the caches and the SpMM whose dense operand is beyond the private ones, per backend
-    sparse_beyond: list[SparseTiming] = field(default_factory=list)
+    sparse_beyond: list[SparseTiming] = field(default_factory=list)  # the SpMV beyond the private caches, per backend
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
@@ -418,9 +417,9 @@ class Measurements:
         timed = {kind: {t.backend for t in self.sparse if t.kind == kind} for kind in ("spmv", "spmm")}
         return [b for b in dict.fromkeys(t.backend for t in self.sparse) if b in timed["spmv"] & timed["spmm"]]
 
-    def beyond_of(self, backend: str, kind: str = "spmv") -> Optional[SparseTiming]:
-        """The ``kind`` product beyond the private caches with ``backend``, where it was timed."""
-        return next((t for t in self.sparse_beyond if t.backend == backend and t.kind == kind), None)
+    def beyond_of(self, backend: str) -> Optional[SparseTiming]:
+        """The SpMV beyond the private caches with ``backend``, where it was timed."""
+        return next((t for t in self.sparse_beyond if t.backend == backend), None)
 
     @property
     def unsettled(self) -> list[str]:
@@ -1217,21 +1216,11 @@ def _measure_sparse(s: Session) -> None:
 #: indices (the widest bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns,
 #: while the dense operand stays in the first level.
 SPARSE_BEYOND_ROWS = 16384
-#: The SpMM of :func:`_measure_sparse_beyond`: 2048 rows of 256 non-zeros (6 MiB with int64
-#: indices) over 32,768 columns, times :data:`SPMM_BATCH` columns: its dense operand (8 MiB) is
-#: beyond the private caches of any CPU this project has met and within a last level of 16 MiB or
-#: more, so each non-zero gathers a row of it from the last level (the EIE layers' SpMMs at batch
-#: 64 do; the in-cache SpMMs of :func:`_measure_sparse` gather from L2).
-SPMM_BEYOND_ROWS, SPMM_BEYOND_COLUMNS, SPMM_BEYOND_PER_ROW = 2048, 32768, 256
-
-
 def _measure_sparse_beyond(s: Session) -> None:
-    """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the caches, and each
-    SpMM backend on a dense operand beyond the private caches: whether their loads run ahead of
-    their loop there (:func:`serial_sparse`, :func:`serial_spmm`)."""
+    """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
+    whether its loads run ahead of its loop there (:func:`serial_sparse`)."""
     from .bench import SparseBackend, sparse_operator
 
-    _measure_spmm_beyond(s)
     nonzeros = (s.m.gemv_rows_bytes or GEMV_BEYOND_BYTES) // 12
     ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, nonzeros, seed=7)
     x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
@@ -1247,55 +1236,6 @@ def _measure_sparse_beyond(s: Session) -> None:
 
 def _beyond_label(backend: str, _key: object = None) -> str:
     return f"SpMV beyond the caches ({backend})"
-
-
-def _spmm_beyond_label(backend: str, _key: object = None) -> str:
-    return f"SpMM beyond the private caches ({backend})"
-
-
-def _measure_spmm_beyond(s: Session) -> None:
-    """Each SpMM backend on :data:`SPMM_BEYOND_ROWS` x :data:`SPMM_BEYOND_COLUMNS` at
-    :data:`SPMM_BATCH` columns (:func:`serial_spmm`)."""
-    from .bench import SparseBackend, sparse_operator
-
-    ptr, idx, val = csr_with_rows(SPMM_BEYOND_ROWS, SPMM_BEYOND_COLUMNS, SPMM_BEYOND_ROWS * SPMM_BEYOND_PER_ROW, seed=8)
-    x = np.random.default_rng(8).random((SPMM_BEYOND_COLUMNS, SPMM_BATCH), dtype=np.float32)
-    steps = int(np.maximum(np.diff(ptr), 1).sum())
-    for name in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmm"):
-        backend, threads = SparseBackend(name), s.m.sparse_of("spmm", name)[0].threads
-        op = sparse_operator(backend, ptr, idx, val, (SPMM_BEYOND_ROWS, SPMM_BEYOND_COLUMNS), x)
-        got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
-                       name=functools.partial(_spmm_beyond_label, name))
-        s.m.sparse_beyond.append(SparseTiming("spmm", SPMM_BEYOND_ROWS, SPMM_BEYOND_COLUMNS, SPMM_BATCH, int(ptr[-1]),
-                                              steps, got["beyond"], name, threads))
-
-
-def serial_spmm(m: Measurements, fit: SparseFit, clock_hz: float, backend: str,
-                llc_bytes_per_s: float) -> Optional[str]:
-    """Why the SpMM's loads wait for its loop (``serial_loads``), or None: with its dense operand
-    beyond the private caches it took nearer its issue time (the in-cache fit, per column group)
-    *plus* its reads from the last level (a row of the operand gathered per non-zero and column
-    group's columns, and its stored bytes, at the last level's bandwidth, on the backend's threads'
-    share, :func:`stream_share`) than the larger of the two."""
-    from .bench import INDEX_BITS, SparseBackend
-
-    timing = m.beyond_of(backend, "spmm")
-    if timing is None or llc_bytes_per_s <= 0:
-        return None
-    index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
-    groups = -(-timing.columns // fit.columns_per_step)
-    issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) * groups / (
-        clock_hz * timing.threads)
-    gathered = timing.nonzeros * timing.columns * 4
-    stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
-    share = stream_share(m, timing.threads)
-    memory_s = (gathered + stored) / (llc_bytes_per_s * share)
-    measured = max(timing.seconds - m.launch_overhead_s, 0.0)
-    if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
-        return None
-    return (f"{timing.backend} x {timing.columns} columns gathering {gathered / MiB:.3g} MiB from the last level: "
-            f"{measured * 1e6:.0f} us against issue {issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us "
-            f"(at {_gbs(llc_bytes_per_s * share)})")
 
 
 def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
@@ -1508,7 +1448,7 @@ STEPS = (
     Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
     Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
     Step("CSR SpMV / SpMM", _measure_sparse),
-    Step("CSR SpMV and SpMM beyond the caches", _measure_sparse_beyond),
+    Step("CSR SpMV beyond the private caches", _measure_sparse_beyond),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
@@ -2046,7 +1986,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
-    block.update(_sparse_memory(cpu, m, (fits.spmv, fits.spmm), fits.llc.in_cache_bytes_per_s, notes, block))
+    block.update(_sparse_memory(cpu, m, fits.spmv, notes, block["spmv"]))
     if fits.libraries:
         block["libraries"] = libraries_block(cpu, m, fits, notes)
     if fits.spconv is None:
@@ -2080,27 +2020,18 @@ def _sparse_costs(fit: SparseFit) -> dict[str, Any]:
             "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"), "columns_per_step": fit.columns_per_step}
 
 
-def _sparse_memory(cpu: CpuInfo, m: Measurements, fits: tuple[SparseFit, SparseFit], llc_bytes_per_s: float,
-                   notes: Notes, kernels: dict[str, Any], backend: Optional[str] = None) -> dict[str, Any]:
+def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: Notes, spmv: dict[str, Any],
+                   backend: Optional[str] = None) -> dict[str, Any]:
     """What a sparse library's memory side needs: ``index_bits`` of its backend (None: the SpMV
-    backend bench picks), returned, and ``serial_loads`` set in ``kernels["spmv"]`` and
-    ``kernels["spmm"]`` where their loads wait for their loop (``fits``: the SpMV's and the SpMM's)."""
+    backend bench picks), returned, and ``serial_loads`` set in ``spmv`` where its loads wait for
+    its loop."""
     from .bench import INDEX_BITS, SparseBackend
 
-    spmv_fit, spmm_fit = fits
-    spmv = kernels["spmv"]
-    at = "" if backend is None else f"libraries.{backend}."
-    spmm_timings = m.sparse_of("spmm", backend)
-    if spmm_timings:
-        spmm_name = spmm_timings[0].backend
-        serial_mm = serial_spmm(m, spmm_fit, cpu.clock_hz, spmm_name, llc_bytes_per_s)
-        if serial_mm is not None:
-            kernels["spmm"]["serial_loads"] = True
-            notes.measured(f"{at}spmm.serial_loads", serial_mm + _settled(m, _spmm_beyond_label(spmm_name)))
     timings = m.sparse_of("spmv", backend)
     if not timings or timings[0].backend not in {b.value for b in SparseBackend}:
         return {}
     name = timings[0].backend
+    at = "" if backend is None else f"libraries.{backend}."
     serial = serial_sparse(m, spmv_fit, cpu.clock_hz, name)
     if serial is not None:
         spmv["serial_loads"] = True
@@ -2122,8 +2053,7 @@ def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> 
         library: dict[str, Any] = {"spmv": _sparse_costs(spmv_fit), "spmm": _sparse_costs(spmm_fit)}
         for kind, fit in (("spmv", spmv_fit), ("spmm", spmm_fit)):
             notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend)))
-        library.update(_sparse_memory(cpu, m, (spmv_fit, spmm_fit), fits.llc.in_cache_bytes_per_s, notes, library,
-                                      backend))
+        library.update(_sparse_memory(cpu, m, spmv_fit, notes, library["spmv"], backend))
         threads = m.sparse_of("spmv", backend)[0].threads
         if threads < cpu.cores:
             library["threads"] = threads
