@@ -941,12 +941,10 @@ def _measure_gemv_types(s: Session) -> None:
     s.m.gemv_beyond_s = dict(beyond_s)
 
 
-#: The GEMVs :func:`_measure_gemv_rows` times far beyond the last level: fp32 rows of the short and
-#: the long length (the same bytes in 4 and 64 times fewer rows than the short: a row is a stream
-#: the library starts, so the rows' count shows as the difference), and every type in short rows.
+#: The GEMVs :func:`_measure_gemv_rows` times far beyond the last level: fp32 in rows of the short
+#: and of the long length (the same bytes in 16 times fewer rows: a row is a stream the library
+#: starts, so the rows' count shows as the difference), and every type in the short rows.
 ROW_PROBE_COLUMNS = (1024, 16384)
-
-
 #: The row probe's largest weights (int8's are quantized from fp32 ones four times as large).
 ROW_PROBE_MAX_BYTES = 128 * MiB
 
@@ -1216,6 +1214,8 @@ def _measure_sparse(s: Session) -> None:
 #: indices (the widest bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns,
 #: while the dense operand stays in the first level.
 SPARSE_BEYOND_ROWS = 16384
+
+
 def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
     whether its loads run ahead of its loop there (:func:`serial_sparse`)."""
