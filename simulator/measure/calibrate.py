@@ -984,6 +984,14 @@ def _rows_label(key: tuple[str, int]) -> str:
     return f"GEMV beyond the last level in {key[0]}, rows of {key[1]} columns"
 
 
+def memory_probes(m: Measurements, dtypes: Sequence[str]) -> list[str]:
+    """The measurements a judgement against the memory's time used, for its note: the row probe's
+    GEMVs where it gives the bandwidth (:func:`row_streams`), else the 32 MiB GEMVs of ``dtypes``."""
+    if row_streams(m) is not None:
+        return [_rows_label(key) for key in m.gemv_rows_s if key[0] in dtypes]
+    return [f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {d}" for d in dtypes if d in m.gemv_beyond_s]
+
+
 @dataclass(frozen=True)
 class RowStreams:
     """A batch-1 GEMV beyond the caches as the row probe shows it: each weight row a stream that
@@ -2035,9 +2043,7 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
     serial = serial_sparse(m, spmv_fit, cpu.clock_hz, name)
     if serial is not None:
         spmv["serial_loads"] = True
-        short, long_ = (("fp32", cols) for cols in ROW_PROBE_COLUMNS)
-        probes = ((_rows_label(short), _rows_label(long_)) if row_streams(m) is not None
-                  else (f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in fp32",))
+        probes = memory_probes(m, ("fp32",))
         notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
@@ -2139,10 +2145,8 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     packs = packed_types(m)
     if packs:
         block["packs"] = sorted(packs)
-        probes = ([_rows_label(key) for key in m.gemv_rows_s] if row_streams(m) is not None
-                  else [f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {d}" for d in m.gemv_beyond_s])
         notes.measured("gemv.packs", "; ".join(f"{dtype}: {why}" for dtype, why in sorted(packs.items()))
-                       + _settled(m, *probes))
+                       + _settled(m, *memory_probes(m, GEMV_LOOP_TYPES)))
     rows = row_streams(m)
     if rows is not None:
         block["row_start"] = {"fp32": _q(rows.row_start_s * m.threads, Quantity.SECONDS)}
