@@ -875,10 +875,9 @@ def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[]
     if dtype == "bf16":
         gb, xbb = g.to(torch.bfloat16), xb.to(torch.bfloat16)
         return lambda: torch.nn.functional.linear(xbb, gb)
-    from .variantbench import dynamic_int8
+    from .variantbench import int8_linear_call
 
-    packed = dynamic_int8(g)
-    return lambda: torch.ops.quantized.linear_dynamic(xb, packed)
+    return int8_linear_call(g, xb)
 
 
 def _gemv_label(dtype: str, rows: int) -> str:
