@@ -578,6 +578,20 @@ def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_t
     assert plain.dram.sustained_bandwidth_bytes_per_s != pytest.approx(24e9, rel=0.01)
 
 
+def test_the_gemv_loop_spans_the_same_bytes_in_every_type():
+    """Every type's two loop GEMVs hold the same bytes (int8 four times fp32's rows), so a type with a
+    large per-call set-up (int8 quantizes its input) still spans four times its smaller call's
+    weights; the line through them gives the loop's rate and the call's own time."""
+    assert cal.gemv_loop_rows("fp32") == (128, 512) and cal.gemv_loop_rows("bf16") == (256, 1024)
+    assert cal.gemv_loop_rows("int8") == (512, 2048)
+    rate, call_s = 40e9, 20e-6
+    line = cal.loop_line({w: call_s + w / rate for w in (512 * 1024, 2048 * 1024)})
+    assert line is not None
+    assert line.weights_per_s == pytest.approx(rate) and line.call_s == pytest.approx(call_s)
+    assert cal.loop_line({1024: 2e-5, 2048: 1e-5}) is None           # no positive slope: nothing written
+    assert cal.loop_line({1024: 2e-5}) is None
+
+
 def test_the_real_row_probe_times_each_type(caches, cpu, monkeypatch):
     """The real step, on one thread, over 4 MiB (the probe's shape, not its size: quick)."""
     monkeypatch.setattr(cal, "row_probe_bytes", lambda claimed, memory: 4 * MiB)

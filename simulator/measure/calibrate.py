@@ -901,9 +901,13 @@ def _measure_types(s: Session) -> None:
 
 
 #: The cache-resident GEMVs :func:`_measure_gemv_types` times: rows of :data:`GEMV_LOOP_COLUMNS`
-#: fp32 weights, at most 2 MiB in all (half a MiB per core of two: inside every private L2 this
-#: project has met), so the loop's issue rate shows, not a memory level's bandwidth.
-GEMV_LOOP_ROWS = (128, 512)
+#: weights, the same bytes in every type, at most 2 MiB (half a MiB per core of two: inside every
+#: private L2 this project has met, or its L3), so the loop's issue rate shows, not DRAM's bandwidth.
+#: The same bytes put every type's two GEMVs in the same level and make each type's span of work
+#: four times its smaller call's: int8 in fp32's rows (128 and 512 x 1024) spanned 8 us of loop
+#: against a 20-30 us call (its input quantized, Zen 3 VM), and one slow call read as a third of
+#: the rate.
+GEMV_LOOP_BYTES = (512 * 1024, 2 * MiB)
 GEMV_LOOP_COLUMNS = 1024
 GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
 #: The same GEMVs on 32 MiB of weights in every type: beyond the private caches, so each type's
@@ -912,23 +916,45 @@ GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
 GEMV_BEYOND_BYTES = 32 * MiB
 
 
+def gemv_loop_rows(dtype: str) -> tuple[int, ...]:
+    """The rows of the cache-resident GEMVs in ``dtype`` (:data:`GEMV_LOOP_BYTES` of its weights):
+    fp32 128 and 512 rows, int8 512 and 2048."""
+    return tuple(size // TYPE_BYTES[dtype] // GEMV_LOOP_COLUMNS for size in GEMV_LOOP_BYTES)
+
+
+@dataclass(frozen=True)
+class LoopLine:
+    """A GEMV's time as a line in its weights: ``call_s + weights / weights_per_s``."""
+
+    weights_per_s: float
+    call_s: float
+
+
+def loop_line(points: Mapping[int, float]) -> Optional[LoopLine]:
+    """The least-squares line through ``{weights: seconds}``: its slope the loop's seconds a weight,
+    its intercept the call's own work. None without a positive slope."""
+    if len(points) < 2:
+        return None
+    slope, intercept = np.polyfit(np.array(list(points), dtype=float), np.array(list(points.values())), 1)
+    return LoopLine(1.0 / float(slope), float(intercept)) if slope > 0 else None
+
+
 def _measure_gemv_types(s: Session) -> None:
-    """Batch-1 F.linear of :data:`GEMV_LOOP_ROWS` x :data:`GEMV_LOOP_COLUMNS` weights in each type
-    of :data:`GEMV_LOOP_TYPES`, as the variants run it: the slope between the two sizes (weights
-    per second, the per-call work of either size cancelling) is the inner loop's issue rate."""
+    """Batch-1 F.linear of :func:`gemv_loop_rows` x :data:`GEMV_LOOP_COLUMNS` weights in each type
+    of :data:`GEMV_LOOP_TYPES`, as the variants run it: the line through the sizes (:func:`loop_line`:
+    weights per second, the per-call work cancelling) is the inner loop's issue rate."""
     for dtype in GEMV_LOOP_TYPES:
         def gemv_round(rows: int, dtype: str = dtype) -> Callable[[], float]:
             def run() -> float:
                 return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
             return run
-        got = s.record(settle({rows: gemv_round(rows) for rows in GEMV_LOOP_ROWS}),
+        got = s.record(settle({rows: gemv_round(rows) for rows in gemv_loop_rows(dtype)}),
                        name=functools.partial(_gemv_label, dtype))
-        small, large = GEMV_LOOP_ROWS
-        if got[large] > got[small]:
-            rate = (large - small) * GEMV_LOOP_COLUMNS / (got[large] - got[small])
-            s.m.gemv_weights_per_s[dtype] = rate
+        line = loop_line({rows * GEMV_LOOP_COLUMNS: seconds for rows, seconds in got.items()})
+        if line is not None:
+            s.m.gemv_weights_per_s[dtype] = line.weights_per_s
             # the line's intercept: what a call costs whatever its size, beyond the launch overhead
-            s.m.gemv_call_s[dtype] = max(0.0, got[small] - small * GEMV_LOOP_COLUMNS / rate - s.m.launch_overhead_s)
+            s.m.gemv_call_s[dtype] = max(0.0, line.call_s - s.m.launch_overhead_s)
     beyond = {dtype: GEMV_BEYOND_BYTES // TYPE_BYTES[dtype] // GEMV_LOOP_COLUMNS for dtype in GEMV_LOOP_TYPES}
 
     def beyond_round(dtype: str) -> Callable[[], float]:
@@ -2128,11 +2154,11 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
         notes.source("gemv", "[D] no loop measured: a GEMV is timed by its FMAs and its traffic")
         return {}
     for dtype in cycles:
-        names = [f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {dtype}" for rows in GEMV_LOOP_ROWS]
+        names = [_gemv_label(dtype, rows) for rows in gemv_loop_rows(dtype)]
         kernel = "F.linear" if dtype == "fp32" else TYPE_KERNELS[dtype]
         notes.fit(f"gemv.cycles_per_vector.{dtype}", f"{kernel} at batch 1 on "
-                  + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in GEMV_LOOP_ROWS) + " weights (in cache), "
-                  f"the slope between the two best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
+                  + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in gemv_loop_rows(dtype)) + " weights (in cache), "
+                  f"the slope between their best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
                   f"{m.threads} thread(s)" + _settled(m, *names))
     block: dict[str, Any] = {"cycles_per_vector": cycles}
     calls = {dtype: seconds for dtype, seconds in m.gemv_call_s.items() if seconds > 0 and dtype in cycles}
