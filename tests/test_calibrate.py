@@ -899,3 +899,34 @@ def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches,
     plain = (cal.conv_block_short(cpu.vector_lanes) / cal.CONV_BLOCK_PROBE) ** 2
     assert 0.5 * plain < m.conv_block_ratio < 1.5
     assert any(name.startswith("convolution 64 -> 128 channels") for name in m.settled)
+
+
+def test_fresh_pages_are_written_where_the_large_buffer_faults_and_the_small_one_is_reused(
+        caches, cpu, measurements, monkeypatch):
+    """A 64 MiB buffer filled fresh at every call against one that exists: the difference is its
+    pages faulting in, written as ``memory.fresh_pages`` above glibc's 32 MiB ceiling. Not where the
+    16 MiB buffer faults as much per byte (not glibc's reuse), where the large one does not fault,
+    or where the C library is not glibc."""
+    monkeypatch.setattr(cal.platform, "libc_ver", lambda: ("glibc", "2.39"))
+    fill = {16 * MiB: (0.2e-3, 0.25e-3), 64 * MiB: (2e-3, 2e-3 + 64 * MiB / 2.5e9)}
+    profile = profile_from_mapping(build_profile(caches, cpu, replace(measurements, fresh_fill_s=fill)), "host")
+    fresh = profile.memory.fresh_pages
+    assert fresh is not None
+    assert fresh.above_bytes == 32 * MiB and fresh.bandwidth_bytes_per_s == pytest.approx(2.5e9, rel=1e-3)
+    assert "fault in" in profile.sources["memory.fresh_pages.bandwidth"]
+
+    def written(fills):
+        return profile_from_mapping(build_profile(caches, cpu, replace(measurements, fresh_fill_s=fills)),
+                                    "host").memory.fresh_pages is not None
+    assert not written({16 * MiB: (0.2e-3, 0.2e-3 + 16 * MiB / 2.5e9), 64 * MiB: fill[64 * MiB]})
+    assert not written({16 * MiB: fill[16 * MiB], 64 * MiB: (2e-3, 2.2e-3)})
+    assert not written({})
+    monkeypatch.setattr(cal.platform, "libc_ver", lambda: ("", ""))
+    assert not written(fill)
+
+
+def test_the_real_fresh_page_step_fills_both_buffers_both_ways(caches, cpu):
+    steps = tuple(s for s in STEPS if s.label.startswith("fresh pages"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert set(m.fresh_fill_s) == set(cal.FRESH_PAGE_BYTES)
+    assert all(kept > 0 and fresh > 0 for kept, fresh in m.fresh_fill_s.values())

@@ -438,7 +438,7 @@ def test_a_channel_blocked_convolution_computes_whole_blocks_and_reorders_its_ac
 
     def fma_s(profile, shape):
         return dense_seconds(profile, shape, cores).seconds - pass_seconds(
-            profile, channel_blocks(shape, profile.compute.kernels.conv.channel_block)[1], cores)
+            profile, sum(channel_blocks(shape, profile.compute.kernels.conv.channel_block)[1]), cores)
 
     thinned, whole = _conv_shape(73, 134), _conv_shape(80, 144)
     assert fma_s(blocked, thinned) == pytest.approx(fma_s(blocked, whole))
@@ -446,10 +446,10 @@ def test_a_channel_blocked_convolution_computes_whole_blocks_and_reorders_its_ac
     assert dense_seconds(pi, thinned, cores).seconds == pytest.approx(fma_s(pi, thinned))
     # the reorders: input and output of a blocked layer, the output alone of a first layer
     padded, moved = channel_blocks(thinned, 16)
-    assert (padded.rows, padded.depth, moved) == (144, 80 * 9, thinned.input_bytes + thinned.output_bytes)
+    assert (padded.rows, padded.depth, moved) == (144, 80 * 9, (thinned.output_bytes, thinned.input_bytes))
     first = _conv_shape(3, 54, side=55, window=121)
     padded, moved = channel_blocks(first, 16)
-    assert (padded.rows, padded.depth, moved) == (64, 3 * 121, first.output_bytes)
+    assert (padded.rows, padded.depth, moved) == (64, 3 * 121, (first.output_bytes,))
     # in all: the whole blocks' multiply-adds, then one pass over the layer's own input and output
     reorders_s = pass_seconds(pi, thinned.input_bytes + thinned.output_bytes, cores)
     assert reorders_s > 0
@@ -457,7 +457,7 @@ def test_a_channel_blocked_convolution_computes_whole_blocks_and_reorders_its_ac
         dense_seconds(pi, whole, cores).seconds + reorders_s)
     # GEMMs are not convolutions: no blocks
     gemm = KernelShape(KernelKind.GEMM, DType.FP32, rows=73, columns=64, depth=134)
-    assert channel_blocks(gemm, 16) == (gemm, 0)
+    assert channel_blocks(gemm, 16) == (gemm, ())
 
 
 def test_thinning_a_convolution_below_a_whole_block_saves_nothing_on_a_blocked_profile(write_yaml):
@@ -501,3 +501,40 @@ def test_a_gemv_that_walks_its_rows_pays_each_row_start_from_dram_and_short_rows
     warm = RunOptions(formats=(StorageFormat.DENSE,), host_copies=False, repeat=2)
     assert (run(walking, small, warm).variants[0].layers[-1].time_s
             == pytest.approx(run(pi, small, warm).variants[0].layers[-1].time_s, rel=1e-6))
+
+
+def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_threshold(write_yaml):
+    """``memory.fresh_pages``: a buffer above the threshold is mapped afresh at every call and its
+    pages fault in at the OS's rate: a convolution's output and, channel-blocked, its blocked copy
+    (and a blocked input's); smaller buffers are reused and cost nothing; no block, no faults. In
+    the engine the faults hold the cores before the kernel's tiles, so a layer's time grows by
+    exactly their time, and a layer they dominate is bound by ``page-faults``."""
+    from simulator.engine.kernelcost import fresh_page_seconds
+    from simulator.hardware.profile import FreshPages
+
+    pi = _profile("raspberry-pi-5")
+    mib = 1 << 20
+    fresh = with_values(pi, {"memory.fresh_pages": FreshPages(above="32 MiB", bandwidth="2 GB/s")})
+    big = _conv_shape(3, 96, side=55, window=121, batch=64)        # AlexNet's conv1 at batch 64: 74 MB out
+    small = _conv_shape(3, 96, side=55, window=121, batch=8)       # 9 MB: reused
+    assert big.output_bytes > 32 * mib > small.output_bytes
+    assert fresh_page_seconds(pi, big) == 0.0
+    assert fresh_page_seconds(fresh, small) == 0.0
+    assert fresh_page_seconds(fresh, big) == pytest.approx(big.output_bytes / 2e9)
+    blocked = with_values(fresh, {"compute.kernels.conv.channel_block": 16})
+    assert fresh_page_seconds(blocked, big) == pytest.approx(2 * big.output_bytes / 2e9)   # + its blocked copy
+    wide = _conv_shape(96, 256, side=27, window=25, batch=64)      # conv2: 48 MB out, an 18 MB input
+    assert fresh_page_seconds(blocked, wide) == pytest.approx(2 * wide.output_bytes / 2e9)  # the input is reused
+    # end to end: an FC layer whose batch-512 output is 64 MiB
+    workload = _fc(write_yaml, 1024, 32768, density=1.0)
+    before, after = (run(p, workload, RunOptions(batch=512, formats=(StorageFormat.DENSE,), host_copies=False))
+                     .variants[0].layers[0] for p in (pi, fresh))
+    faults_s = 512 * 32768 * 4 / 2e9
+    assert after.busy_s["page-faults"] == pytest.approx(faults_s)
+    assert after.time_s == pytest.approx(before.time_s + faults_s, rel=1e-6)
+    slow = with_values(pi, {"memory.fresh_pages": FreshPages(above="32 MiB", bandwidth="0.01 GB/s")})
+    assert run(slow, workload, RunOptions(batch=512, formats=(StorageFormat.DENSE,), host_copies=False)) \
+        .variants[0].layers[0].bound == "page-faults"
+    at_64 = [run(p, workload, RunOptions(batch=64, formats=(StorageFormat.DENSE,), host_copies=False))
+             .variants[0].layers[0].time_s for p in (pi, fresh)]        # 8 MiB out: reused
+    assert at_64[0] == at_64[1]

@@ -96,6 +96,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
         f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "
         f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
-        f"gathers; per-call overhead {compute['launch_overhead']}",
+        f"gathers; per-call overhead {compute['launch_overhead']}"
+        + (f"; fresh pages above {memory['fresh_pages']['above']} fault in at {memory['fresh_pages']['bandwidth']}"
+           if "fresh_pages" in memory else ""),
     ] + (["  CSR libraries (bench picks per layer): " + "; ".join(library(n, lib) for n, lib in libraries.items())]
          if libraries else []))

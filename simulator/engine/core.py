@@ -27,7 +27,10 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
   dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead, and a dense
-  kernel its library's per-call set-up for its type (``compute.kernels.*.call_overhead``).
+  kernel its library's per-call set-up for its type (``compute.kernels.*.call_overhead``);
+* a kernel whose output (or a layout temporary) is above the allocator's threshold for fresh
+  mappings holds its cores while the OS faults those pages in (``memory.fresh_pages``,
+  ``page-faults``).
 
 Busy time per resource is recorded explicitly per layer; the resource with the most busy
 time is the layer's *bound*. Inside ``with recording():`` every busy interval is also kept
@@ -50,7 +53,7 @@ from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
-from .kernelcost import IssueTime, call_overhead_s, issue_time, loads_wait_for_loop
+from .kernelcost import IssueTime, call_overhead_s, fresh_page_seconds, issue_time, loads_wait_for_loop
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -374,6 +377,10 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         launch_s += call_overhead_s(machine.profile, work.traffic.shape)
     if launch_s > 0:
         yield from _hold(env, machine.compute, launch_s, busy, "launch")
+    # the output's pages fault in as the kernel first writes them; the faulting cores do nothing else
+    faults_s = fresh_page_seconds(machine.profile, work.traffic.shape) if work.traffic.shape is not None else 0.0
+    if faults_s > 0:
+        yield from _hold(env, machine.compute, faults_s, busy, "page-faults")
     ready = [env.event() for _ in range(work.tiles)]
     compute_s, compute_name = _tile_compute(machine.profile, work)
     holds = _memory_holds(machine, work)
@@ -405,7 +412,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "compute", "row-latency"] + [c.name for c in profile.caches]
+    return (["launch", "page-faults", "compute", "row-latency"] + [c.name for c in profile.caches]
             + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "dram-row-starts", "dram-channel", "stream-latency",
                "gather-latency", "link"])

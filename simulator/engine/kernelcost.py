@@ -93,21 +93,19 @@ def _round_up(value: int, block: int) -> int:
     return -(-value // block) * block
 
 
-def channel_blocks(shape: KernelShape, block: int) -> tuple[KernelShape, int]:
+def channel_blocks(shape: KernelShape, block: int) -> tuple[KernelShape, tuple[int, ...]]:
     """A convolution in ``block``-channel blocks (``DenseKernel.channel_block``): its shape with the
     output channels (rows) and, where there is at least a block of them, the input channels of each
-    window rounded up to whole blocks, and the activation bytes its layout reorders move (the
-    output always, the input where its channels are blocked). Other shapes, or a block of 1: as
-    they are, nothing reordered."""
+    window rounded up to whole blocks, and the activation buffers its layout reorders move, one
+    blocked copy each (the output always, the input where its channels are blocked). Other shapes,
+    or a block of 1: as they are, nothing reordered."""
     if block <= 1 or not shape.convolution:
-        return shape, 0
+        return shape, ()
     in_channels = shape.depth // shape.window
-    reordered = shape.output_bytes
-    depth = shape.depth
-    if in_channels >= block:
-        depth = _round_up(in_channels, block) * shape.window
-        reordered += shape.input_bytes
-    return replace(shape, rows=_round_up(shape.rows, block), depth=depth), reordered
+    if in_channels < block:
+        return replace(shape, rows=_round_up(shape.rows, block)), (shape.output_bytes,)
+    depth = _round_up(in_channels, block) * shape.window
+    return replace(shape, rows=_round_up(shape.rows, block), depth=depth), (shape.output_bytes, shape.input_bytes)
 
 
 def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
@@ -116,7 +114,7 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     channel-blocked convolution on whole blocks, plus its layout reorders."""
     compute = profile.compute
     kernel = _kernels(profile).dense(shape.kind)
-    shape, reordered_bytes = channel_blocks(shape, kernel.channel_block)
+    shape, reordered = channel_blocks(shape, kernel.channel_block)
     tile_rows = compute.rows_per_task.of(shape.kind)
     tile_columns = kernel.tile_columns
     tasks = math.ceil(shape.rows / tile_rows) * math.ceil(shape.columns / tile_columns)
@@ -129,7 +127,7 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
         return IssueTime(waves * vectors * per_vector / compute.clock_hz, "vector-loop")
     fma_s = waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
     pack_s = packing_seconds(profile, shape, cores)
-    layout_s = pass_seconds(profile, reordered_bytes, cores)
+    layout_s = pass_seconds(profile, sum(reordered), cores)
     mechanism = max((fma_s, "fma"), (pack_s, "packing"), (layout_s, "layout"))[1]
     return IssueTime(fma_s + pack_s + layout_s, mechanism)
 
@@ -145,6 +143,24 @@ def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
         return 0.0
     vectors = math.ceil(shape.rows * shape.depth / profile.compute.vector_lanes)
     return vectors * per_vector / (profile.compute.clock_hz * max(1, cores))
+
+
+def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
+    """The time a call spends faulting in the pages of the buffers it allocates afresh
+    (``memory.fresh_pages``): its output, a channel-blocked convolution's blocked copies and an
+    im2col convolution's lowered input, each that is above the allocator's threshold, at the OS's
+    rate of fresh pages. 0 without the block."""
+    fresh = profile.memory.fresh_pages
+    if fresh is None or not shape.output_bytes:
+        return 0.0
+    buffers = [shape.output_bytes]
+    kernels = profile.compute.kernels
+    if kernels is not None and shape.kind in DENSE_KINDS:
+        buffers += channel_blocks(shape, kernels.dense(shape.kind).channel_block)[1]
+    elif kernels is not None and shape.kind is KernelKind.SPCONV \
+            and kernels.sparse(shape.kind).algorithm is SparseConvAlgorithm.IM2COL:
+        buffers.append(shape.lowered_bytes)
+    return sum(size for size in buffers if size > fresh.above_bytes) / fresh.bandwidth_bytes_per_s
 
 
 def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:

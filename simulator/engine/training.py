@@ -114,10 +114,15 @@ class LayerTiming:
         return max(self.busy_s, key=lambda k: self.busy_s[k] / speed if k == "compute" else self.busy_s[k])
 
 
+#: Holds of the compute unit before a kernel's tiles, which nothing overlaps: its launch, and the
+#: faults of its fresh output pages.
+_SERIAL = ("launch", "page-faults")
+
+
 def _busy(layer: LayerResult) -> dict[str, float]:
     out: dict[str, float] = {}
     for name, seconds in layer.busy_s.items():
-        if name in ("launch", "link"):
+        if name in _SERIAL or name == "link":
             continue
         key = "dram" if name.startswith("dram") else name
         out[key] = out.get(key, 0.0) + seconds
@@ -126,7 +131,7 @@ def _busy(layer: LayerResult) -> dict[str, float]:
 
 def _timing(layer: LayerResult) -> LayerTiming:
     busy = _busy(layer)
-    launch = layer.busy_s.get("launch", 0.0)
+    launch = sum(layer.busy_s.get(name, 0.0) for name in _SERIAL)
     fill = max(0.0, layer.time_s - launch - max(busy.values(), default=0.0))
     return LayerTiming(launch, fill, busy, layer.kernel)
 

@@ -521,14 +521,27 @@ class Tlb(Strict):
     miss_latency_s: Seconds = Field(alias="miss_latency")
 
 
+class FreshPages(Strict):
+    """Buffers a framework's allocator maps afresh at every call, as the host OS serves them:
+    glibc's malloc hands a request above its mmap threshold (dynamic, never above ``above``: 32 MiB
+    on 64-bit Linux, ``DEFAULT_MMAP_THRESHOLD_MAX``) to a new mapping and unmaps it at free, so a
+    kernel whose output (or a layout temporary) is that large faults in every page of it at first
+    touch, the OS zeroing each, at ``bandwidth`` (calibrate: filling a fresh buffer against filling
+    one that exists). Smaller buffers reuse freed memory and fault nothing."""
+
+    above_bytes: Bytes = Field(alias="above")
+    bandwidth_bytes_per_s: BytesPerS = Field(alias="bandwidth")
+
+
 class Memory(Strict):
     """Caches from the core outwards, scratchpads, then DRAM (absent when everything is on chip),
-    and the TLBs' reach where a profile gives it."""
+    the TLBs' reach and the cost of fresh pages where a profile gives them."""
 
     caches: tuple[CacheLevel, ...] = ()
     scratchpads: tuple[Scratchpad, ...] = ()
     dram: Optional[Dram] = None
     tlb: Optional[Tlb] = None
+    fresh_pages: Optional[FreshPages] = None
 
 
 class SparseEngine(Strict):

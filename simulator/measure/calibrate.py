@@ -402,6 +402,8 @@ class Measurements:
     sparse_backends: dict[str, str] = field(default_factory=dict)
     sparse_beyond: list[SparseTiming] = field(default_factory=list)  # the SpMV beyond the private caches, per backend
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
+    # bytes -> (filling a buffer that exists, allocating and filling one), seconds (:func:`_measure_fresh_pages`)
+    fresh_fill_s: dict[int, tuple[float, float]] = field(default_factory=dict)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
     def sparse_of(self, kind: str, backend: Optional[str] = None) -> list[SparseTiming]:
@@ -685,6 +687,34 @@ def _measure_stream(s: Session) -> None:
     s.m.stream_read_bytes_per_s = 4 * n / got["STREAM read"]
     s.m.stream_triad_bytes_per_s = 3 * 4 * n / got["STREAM triad"]
     s.m.stream_read_one_thread_bytes_per_s = 4 * n / one["STREAM read, one thread"]
+
+
+#: Buffers :func:`_measure_fresh_pages` fills: one below glibc's largest mmap threshold (its freed
+#: memory is reused, call after call) and one above it (mapped and unmapped at every call).
+FRESH_PAGE_BYTES = (16 * MiB, 64 * MiB)
+#: glibc's ceiling on its dynamic mmap threshold on 64-bit Linux (``DEFAULT_MMAP_THRESHOLD_MAX``,
+#: malloc/malloc.c: 4 x 1 MiB x sizeof(long)): a request above it is always a fresh mapping.
+GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB
+
+
+def _measure_fresh_pages(s: Session) -> None:
+    """Each of :data:`FRESH_PAGE_BYTES` filled as a buffer that exists and as a buffer allocated for
+    the call (``torch.empty(n).fill_``, what a kernel does to its output): the difference is the
+    OS faulting in (and zeroing) the pages of a fresh mapping, where the allocator made one."""
+    import torch
+
+    def fill(size: int, fresh: bool) -> Callable[[], float]:
+        n = size // 4
+        kept = torch.empty(n)
+        call = (lambda: torch.empty(n).fill_(1.0)) if fresh else (lambda: kept.fill_(1.0))
+        return lambda: _best_time(call, min_calls=5, budget_s=0.1)
+    keys = [(size, fresh) for size in FRESH_PAGE_BYTES for fresh in (False, True)]
+    got = s.record(settle({key: fill(*key) for key in keys}), name=_fresh_label)
+    s.m.fresh_fill_s = {size: (got[(size, False)], got[(size, True)]) for size in FRESH_PAGE_BYTES}
+
+
+def _fresh_label(key: tuple[int, bool]) -> str:
+    return f"fill of {'a fresh' if key[1] else 'an existing'} {key[0] // MiB} MiB buffer"
 
 
 def working_set_sizes(claimed_llc_bytes: int, memory_bytes: int) -> list[int]:
@@ -1485,6 +1515,7 @@ STEPS = (
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
+    Step("fresh pages (buffers the allocator maps at every call)", _measure_fresh_pages),
 )
 
 
@@ -2452,7 +2483,8 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
         "compute": compute_block(cpu, m, fits, line, listed_hz, notes.under("compute")),
         "memory": {"caches": cache_blocks(caches, cpu, m, fits, notes, fit_llc_policy),
                    "dram": dram_block(cpu, m, fits, line, notes.under("memory.dram")),
-                   **tlb_block(caches, m, notes.under("memory.tlb"))},
+                   **tlb_block(caches, m, notes.under("memory.tlb")),
+                   **fresh_pages_block(m, notes.under("memory.fresh_pages"))},
         "sources": notes.sources,
         "fitted": notes.fitted,
     }
@@ -2472,6 +2504,34 @@ def tlb_block(caches: Sequence[SysfsCache], m: Measurements, notes: Notes) -> di
                    "level (both served by the last level; one beyond the reach, one within it)")
     return {"tlb": {"reach": _q(fit.reach_bytes, Quantity.BYTES),
                     "miss_latency": _q(fit.miss_latency_s, Quantity.SECONDS)}}
+
+
+#: How much of a buffer's fault rate per byte the buffer below the threshold may show and still
+#: count as reused (a fresh mapping's faults cost tens of times the fill; a reused buffer's none).
+FRESH_REUSE_SHARE = 0.25
+
+
+def fresh_pages_block(m: Measurements, notes: Notes) -> dict[str, Any]:
+    """``memory.fresh_pages`` where glibc's allocator serves the buffers: the fault rate of the
+    buffer above :data:`GLIBC_MMAP_THRESHOLD_MAX` (fresh fill less existing fill), written only where
+    that buffer's fill is slowed by half or more and the one below it is not (its memory reused)."""
+    if len(m.fresh_fill_s) < 2 or platform.libc_ver()[0] != "glibc":
+        return {}
+    (small, (small_kept, small_fresh)), (large, (large_kept, large_fresh)) = sorted(m.fresh_fill_s.items())
+    fault_s = large_fresh - large_kept
+    small_fault_s = max(0.0, small_fresh - small_kept)
+    if not (small < GLIBC_MMAP_THRESHOLD_MAX < large) or fault_s < 0.5 * large_kept \
+            or small_fault_s / small > FRESH_REUSE_SHARE * fault_s / large:
+        return {}
+    bandwidth = large / fault_s
+    notes.measured("above", f"glibc's largest mmap threshold on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX); "
+                   f"the {small // MiB} MiB buffer below it filled fresh in {small_fresh * 1e3:.3g} ms against "
+                   f"{small_kept * 1e3:.3g} ms existing (its freed memory reused)")
+    notes.measured("bandwidth", f"a fresh {large // MiB} MiB buffer filled in {large_fresh * 1e3:.3g} ms against "
+                   f"{large_kept * 1e3:.3g} ms for one that exists: its pages fault in at {_gbs(bandwidth)}"
+                   + _settled(m, *(_fresh_label((large, fresh)) for fresh in (False, True))))
+    return {"fresh_pages": {"above": _q(GLIBC_MMAP_THRESHOLD_MAX, Quantity.BYTES),
+                            "bandwidth": _q(bandwidth, Quantity.BYTES_PER_S)}}
 
 
 def write_profile(mapping: dict[str, Any], path: str | Path) -> None:

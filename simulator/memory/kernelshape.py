@@ -39,7 +39,7 @@ class KernelShape:
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
     input_bytes: int = 0        # the input operand: what a sparse kernel gathers from, a convolution reads
-    output_bytes: int = 0       # a convolution's output activations
+    output_bytes: int = 0       # the output activations of a weighted layer
     window: int = 1             # a convolution's k x k window: depth = input channels per group x window
     dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
     converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
@@ -134,21 +134,24 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
             return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth,
                                input_bytes=layer.in_bytes(batch), output_bytes=layer.out_bytes(batch),
                                window=layer.kernel_hw ** 2, convolution=True)
-        return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth)
+        return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth,
+                           output_bytes=layer.out_bytes(batch))
     if enc.format in _FORMAT_SHAPES:
         return _FORMAT_SHAPES[enc.format](KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth,
                                                       nonzeros=enc.stored, input_bytes=layer.in_bytes(batch),
+                                                      output_bytes=layer.out_bytes(batch),
                                                       convolution=layer.kind is LayerKind.CONV), enc)
     if enc.format is StorageFormat.CSC:
         return KernelShape(kind, dtype, rows=enc.cols, columns=columns, depth=depth, nonzeros=enc.nnz,
-                           row_steps=enc.nnz)
+                           row_steps=enc.nnz, output_bytes=layer.out_bytes(batch))
     lanes = lanes_per_row if kind is KernelKind.SPMV else 1
     lowered = 0
     if layer.kind is LayerKind.CONV:
         lowered = columns * depth * dtype.size_bytes
     return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=enc.nnz,
                        row_steps=_row_steps(enc, lanes), gathers_per_request=lanes, lowered_bytes=lowered,
-                       weight_bytes=enc.total_bytes, input_bytes=layer.in_bytes(batch))
+                       weight_bytes=enc.total_bytes, input_bytes=layer.in_bytes(batch),
+                       output_bytes=layer.out_bytes(batch))
 
 
 def with_precision(shape: KernelShape, layer: Layer, batch: int, arithmetic: DType, convert_weights: bool,
