@@ -1,0 +1,88 @@
+"""What a buffer above the allocator's mmap ceiling costs a call: the mechanism behind
+``memory.fresh_pages`` (docs/profiles.md), measured.
+
+    .venv/bin/python benchmarks/fresh_pages.py [--threads 2] [--calls 5]
+
+Runs the same timings twice, each in a fresh process: with glibc's defaults, and with glibc told
+never to hand a request to mmap nor to give memory back (``MALLOC_MMAP_THRESHOLD_`` and
+``MALLOC_TRIM_THRESHOLD_``, read at start-up), so that every buffer is reused. Each timing is the
+best of ``--calls`` calls after one warm-up:
+
+* ``torch.empty(n).fill_`` of 16, 64 and 71 MiB (a kernel's fresh output) against ``fill_`` of a
+  buffer that exists;
+* AlexNet's conv1 (3 -> 96 channels, 11 x 11, stride 4, a 71 MiB output) and conv2 (96 -> 256, 5 x
+  5, a 46 MiB output) at batch 64, ``F.conv2d`` as ``bench`` runs them.
+
+Where the defaults are slower only for the buffers above 32 MiB, the difference is the OS
+faulting in fresh pages. Nothing here is asserted; the figures are the machine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+MiB = 1 << 20
+FILLS_MIB = (16, 64, 71)
+NEVER_UNMAP = {"MALLOC_MMAP_THRESHOLD_": str(1 << 40), "MALLOC_TRIM_THRESHOLD_": str(1 << 40)}
+
+
+def measure(threads: int, calls: int) -> dict[str, float]:
+    """Seconds of each timing in this process (its allocator as the environment set it)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+
+    def best(call) -> float:
+        call()
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    out: dict[str, float] = {}
+    with torch.inference_mode():
+        for mib in FILLS_MIB:
+            n = mib * MiB // 4
+            kept = torch.empty(n)
+            out[f"fill of an existing {mib} MiB buffer"] = best(lambda kept=kept: kept.fill_(1.0))
+            out[f"fill of a fresh {mib} MiB buffer"] = best(lambda n=n: torch.empty(n).fill_(1.0))
+        gen = torch.Generator().manual_seed(0)
+        for name, (cin, cout, side, k, stride, pad) in {"conv1": (3, 96, 227, 11, 4, 0),
+                                                        "conv2": (96, 256, 27, 5, 1, 2)}.items():
+            x = torch.rand((64, cin, side, side), generator=gen)
+            w = torch.rand((cout, cin, k, k), generator=gen)
+            out[f"AlexNet {name} at batch 64"] = best(
+                lambda x=x, w=w, stride=stride, pad=pad: F.conv2d(x, w, stride=stride, padding=pad))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--calls", type=int, default=5)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.threads, args.calls)))
+        return
+    command = [sys.executable, __file__, "--child", "--threads", str(args.threads), "--calls", str(args.calls)]
+    runs = [json.loads(subprocess.run(command, env={**os.environ, **extra}, check=True, capture_output=True,
+                                      text=True).stdout) for extra in ({}, NEVER_UNMAP)]
+    print(f"{args.threads} thread(s), best of {args.calls} calls, ms: glibc's defaults, and never unmapping")
+    width = max(len(name) for name in runs[0])
+    print(f"{'':<{width}}  {'defaults':>9}  {'reused':>9}")
+    for name in runs[0]:
+        print(f"{name:<{width}}  {runs[0][name] * 1e3:9.2f}  {runs[1][name] * 1e3:9.2f}")
+
+
+if __name__ == "__main__":
+    main()
