@@ -525,6 +525,8 @@ def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_th
     assert fresh_page_seconds(blocked, big) == pytest.approx(2 * big.output_bytes / 2e9)   # + its blocked copy
     wide = _conv_shape(96, 256, side=27, window=25, batch=64)      # conv2: 48 MB out, an 18 MB input
     assert fresh_page_seconds(blocked, wide) == pytest.approx(2 * wide.output_bytes / 2e9)  # the input is reused
+    pool = KernelShape(KernelKind.POOL, DType.FP32, elements=9 * big.output_bytes // 4, output_bytes=big.output_bytes)
+    assert fresh_page_seconds(fresh, pool) == pytest.approx(big.output_bytes / 2e9)   # a pooling's output too
     # end to end: an FC layer whose batch-512 output is 64 MiB
     workload = _fc(write_yaml, 1024, 32768, density=1.0)
     before, after = (run(p, workload, RunOptions(batch=512, formats=(StorageFormat.DENSE,), host_copies=False))

@@ -147,9 +147,9 @@ def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
 
 def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
     """The time a call spends faulting in the pages of the buffers it allocates afresh
-    (``memory.fresh_pages``): its output, a channel-blocked convolution's blocked copies and an
-    im2col convolution's lowered input, each that is above the allocator's threshold, at the OS's
-    rate of fresh pages. 0 without the block."""
+    (``memory.fresh_pages``): its output (a pooling's or a join's too), a channel-blocked
+    convolution's blocked copies and an im2col convolution's lowered input, each that is above the
+    allocator's threshold, at the OS's rate of fresh pages. 0 without the block."""
     fresh = profile.memory.fresh_pages
     if fresh is None or not shape.output_bytes:
         return 0.0

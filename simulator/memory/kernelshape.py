@@ -39,7 +39,7 @@ class KernelShape:
     lowered_bytes: int = 0      # sparse convolution by im2col: bytes of the lowered input matrix
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
     input_bytes: int = 0        # the input operand: what a sparse kernel gathers from, a convolution reads
-    output_bytes: int = 0       # the output activations of a weighted layer
+    output_bytes: int = 0       # the output activations (weighted and element-wise layers)
     window: int = 1             # a convolution's k x k window: depth = input channels per group x window
     dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
     converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
@@ -125,7 +125,7 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
         return decoder_shape(layer, batch, kind)
     if not layer.kind.has_weights or enc is None:
         elements = layer.macs_per_sample * batch if layer.kind is not LayerKind.CONCAT else layer.out_elements * batch
-        return KernelShape(kind, dtype, elements=int(elements))
+        return KernelShape(kind, dtype, elements=int(elements), output_bytes=layer.out_bytes(batch))
     rows = layer.out_shape[0]
     columns = batch * layer.out_pixels
     depth = layer.weight_count // rows
