@@ -143,9 +143,24 @@ def test_thinning_that_removes_nothing_is_said(fc):
 
 def test_rounds_interleave_the_variants():
     order = []
-    times = time_rounds([lambda: order.append("a"), lambda: order.append("b")], rounds=2, per_round=3)
+    times, faulted = time_rounds([lambda: order.append("a"), lambda: order.append("b")], rounds=2, per_round=3)
     assert [len(t) for t in times] == [6, 6]
     assert order == ["a"] * 4 + ["b"] * 4 + ["a"] * 4 + ["b"] * 4     # a warm-up call, then 3 timed, per round
+    assert len(faulted) == 2 and all(f >= 0 for f in faulted)
+
+
+def test_a_call_that_maps_a_fresh_buffer_counts_its_pages():
+    """A call that allocates and fills 64 MiB (above glibc's 32 MiB ceiling: mapped afresh every
+    call) faults in about its pages each call; one that refills a kept buffer faults none."""
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc's mmap ceiling")
+    n = (64 << 20) // 4
+    kept = torch.empty(n)
+    _, faulted = time_rounds([lambda: torch.empty(n).fill_(1.0), lambda: kept.fill_(1.0)], rounds=1, per_round=2)
+    assert faulted[0] >= 0.9 * (64 << 20)
+    assert faulted[1] < 1 << 20
 
 
 # --- the measured file --------------------------------------------------------------------------
@@ -256,3 +271,24 @@ def test_layers_the_block_does_not_divide_are_skipped_and_the_others_checked(wor
     # no layer fits: refused as run refuses it
     with pytest.raises(OptionError, match="fa's 32 x 64 weight matrix is not a whole number of 3 x 3 blocks"):
         parse_bench_variants("bsr3x3", odd)
+
+
+def test_the_check_lists_pages_faulted_against_those_the_model_maps_afresh(fc):
+    """With ``memory.fresh_pages`` the model maps afresh the outputs above its threshold (here a
+    threshold of 16 B, so fc's outputs count): each such cell is listed with the bytes bench saw
+    faulted a call, in the text and the JSON; without the block and without faults, nothing."""
+    from simulator.hardware.profile import FreshPages
+    from simulator.studies.validation import with_values
+
+    timings = _synthetic(fc, ["dense"])
+    plain = predict(load_profile(I7), fc, [(t, 0) for t in timings])
+    assert "pages faulted" not in render(plain)
+    fresh = with_values(load_profile(I7), {"memory.fresh_pages": FreshPages(above="16 B", bandwidth="2 GB/s")})
+    faulted = [replace(t, faulted_bytes=float(3 << 20)) for t in timings]
+    check = predict(fresh, fc, [(t, 0) for t in faulted])
+    out_bytes = {c.measured.layer: c.fresh_bytes for c in check.cells}
+    assert out_bytes["fb"] == 64 * 4 and all(b > 0 for b in out_bytes.values())
+    text = render(check)
+    assert "pages faulted a call" in text and "3.0 / 0.0" in text
+    cell = check.to_json()["cells"][0]
+    assert cell["measured_faulted_bytes"] == 3 << 20 and cell["predicted_fresh_bytes"] > 0

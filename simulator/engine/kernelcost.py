@@ -145,14 +145,13 @@ def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
     return vectors * per_vector / (profile.compute.clock_hz * max(1, cores))
 
 
-def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
-    """The time a call spends faulting in the pages of the buffers it allocates afresh
-    (``memory.fresh_pages``): its output (a pooling's or a join's too), a channel-blocked
-    convolution's blocked copies and an im2col convolution's lowered input, each that is above the
-    allocator's threshold, at the OS's rate of fresh pages. 0 without the block."""
+def fresh_bytes(profile: HardwareProfile, shape: KernelShape) -> int:
+    """Bytes a call maps afresh (``memory.fresh_pages``): its output (a pooling's or a join's too),
+    a channel-blocked convolution's blocked copies and an im2col convolution's lowered input, each
+    that is above the allocator's threshold. 0 without the block."""
     fresh = profile.memory.fresh_pages
     if fresh is None or not shape.output_bytes:
-        return 0.0
+        return 0
     buffers = [shape.output_bytes]
     kernels = profile.compute.kernels
     if kernels is not None and shape.kind in DENSE_KINDS:
@@ -160,7 +159,14 @@ def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
     elif kernels is not None and shape.kind is KernelKind.SPCONV \
             and kernels.sparse(shape.kind).algorithm is SparseConvAlgorithm.IM2COL:
         buffers.append(shape.lowered_bytes)
-    return sum(size for size in buffers if size > fresh.above_bytes) / fresh.bandwidth_bytes_per_s
+    return sum(size for size in buffers if size > fresh.above_bytes)
+
+
+def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
+    """The time a call spends faulting in the pages it maps afresh (:func:`fresh_bytes`), at the
+    OS's rate of fresh pages."""
+    fresh = profile.memory.fresh_pages
+    return fresh_bytes(profile, shape) / fresh.bandwidth_bytes_per_s if fresh is not None else 0.0
 
 
 def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:

@@ -30,6 +30,7 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -48,6 +49,12 @@ from .sparseconv import (
     render_table,
     sparse_conv_from_json,
 )
+
+resource: Optional[ModuleType]
+try:
+    import resource
+except ImportError:        # Windows: no fault counts
+    resource = None
 
 BENCH_SCHEMA = "simulator-bench/1"
 WARMUP_CALLS = 3
@@ -81,6 +88,9 @@ class LayerTiming:
     p90_s: float
     calls: int                # timed calls
     weight_bytes: int         # values + indices + pointers as stored
+    # pages the process faulted in a timed call, as bytes (minor faults x page size, the mean over
+    # the calls): a buffer the allocator maps afresh at every call (absent in files before it: 0)
+    faulted_bytes: float = 0.0
 
     @property
     def spread(self) -> float:
@@ -310,14 +320,30 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
 
 def time_calls(call: Callable[[], Any], repeat: int, warmup: int = WARMUP_CALLS) -> list[float]:
     """Seconds of ``repeat`` back-to-back calls after ``warmup`` untimed ones."""
+    return time_calls_faulted(call, repeat, warmup)[0]
+
+
+def time_calls_faulted(call: Callable[[], Any], repeat: int, warmup: int = WARMUP_CALLS) -> tuple[list[float], float]:
+    """:func:`time_calls`, and the bytes of pages the process faulted in a timed call (the mean)."""
     for _ in range(warmup):
         call()
     times = []
+    faults = minor_faults()
     for _ in range(repeat):
         t0 = time.perf_counter()
         call()
         times.append(time.perf_counter() - t0)
-    return times
+    return times, (minor_faults() - faults) * PAGE_BYTES / max(1, repeat)
+
+
+#: The size of a page the OS faults in (4 KiB on x86-64 and most ARM Linux).
+PAGE_BYTES = resource.getpagesize() if resource is not None else 4096
+
+
+def minor_faults() -> int:
+    """Page faults this process has taken without I/O (a fresh page mapped and zeroed), 0 where the
+    OS does not count them."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -339,10 +365,11 @@ def bench(workload: Workload, fmt: StorageFormat, batch: int = 1, threads: Optio
         progress(f"bench {fmt.value} batch {batch}: {layer.name} ({n + 1}/{len(workload.layers)})")
         layer_fmt = fmt if layer.kind.has_weights else StorageFormat.DENSE
         op = layer_operator(layer, layer_fmt, batch, seed, threads, workload.path or "workload")
-        times = [t / batch for t in time_calls(op.call, repeat)]
+        seconds, faulted = time_calls_faulted(op.call, repeat)
+        times = [t / batch for t in seconds]
         timings.append(LayerTiming(layer.name, layer.kind.value, kernel_name(layer, layer_fmt, batch), fmt.value,
                                    batch, op.backend.value, op.threads, float(statistics.median(times)),
-                                   _percentile(times, 10), _percentile(times, 90), repeat, op.weight_bytes))
+                                   _percentile(times, 10), _percentile(times, 90), repeat, op.weight_bytes, faulted))
         if profile_operators or timeline_path:
             operators.append((layer.name, op))
     breakdown: list[OperatorTime] = []

@@ -54,7 +54,7 @@ from ..base.errors import OptionError
 from ..compress.compression import StorageFormat, encode_layer
 from ..compress.variants import Precision, Structure, Variant, parse_variants
 from ..model.workload import Layer, LayerKind, Workload
-from .bench import BenchResult, LayerTiming, _load_average, _percentile, _run_facts, layer_operator
+from .bench import BenchResult, LayerTiming, _load_average, _percentile, _run_facts, layer_operator, time_calls_faulted
 
 VARIANTS_FORMAT = "variants"      # the ``format`` of a ``bench --format LIST`` result
 DEFAULT_ROUNDS = 5
@@ -295,28 +295,27 @@ def thinned_operator(workload: Workload, thinned: Workload, record: Any, layer: 
 
 # --- timing -------------------------------------------------------------------------------------
 
-def time_rounds(calls: Sequence[Callable[[], Any]], rounds: int, per_round: int) -> list[list[float]]:
-    """Seconds of every timed call of each of ``calls``: ``rounds`` rounds, each running every call
-    once untimed (its warm-up: the caches hold its data again) and then ``per_round`` times timed,
-    back to back."""
-    import time
-
+def time_rounds(calls: Sequence[Callable[[], Any]], rounds: int,
+                per_round: int) -> tuple[list[list[float]], list[float]]:
+    """Seconds of every timed call of each of ``calls``, and each call's bytes of pages faulted in
+    a timed call (the mean): ``rounds`` rounds, each running every call once untimed (its warm-up:
+    the caches hold its data again) and then ``per_round`` times timed, back to back."""
     times: list[list[float]] = [[] for _ in calls]
+    faulted = [0.0 for _ in calls]
     for _ in range(rounds):
-        for call, out in zip(calls, times):
-            call()
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                call()
-                out.append(time.perf_counter() - t0)
-    return times
+        for i, call in enumerate(calls):
+            seconds, faulted_bytes = time_calls_faulted(call, per_round, warmup=1)
+            times[i] += seconds
+            faulted[i] += faulted_bytes / rounds
+    return times, faulted
 
 
-def _timing(layer: Layer, variant: Variant, op: VariantOperator, batch: int, times: list[float]) -> LayerTiming:
+def _timing(layer: Layer, variant: Variant, op: VariantOperator, batch: int, times: list[float],
+            faulted_bytes: float) -> LayerTiming:
     per_frame = [t / batch for t in times]
     return LayerTiming(layer.name, layer.kind.value, op.kernel, variant.spec, batch, op.backend, op.threads,
                        float(statistics.median(per_frame)), _percentile(per_frame, 10), _percentile(per_frame, 90),
-                       len(per_frame), op.weight_bytes)
+                       len(per_frame), op.weight_bytes, faulted_bytes)
 
 
 def _operators(workload: Workload, layer: Layer, variants: Sequence[Variant], thinned: Any, batch: int, seed: int,
@@ -369,8 +368,8 @@ def bench_variants(workload: Workload, variants: Sequence[Variant], batch: int =
         for n, layer in enumerate(weighted):
             progress(f"bench {len(variants)} variants batch {batch}: {layer.name} ({n + 1}/{len(weighted)})")
             ops = _operators(workload, layer, variants, thinned, batch, seed, threads, notes)
-            times = time_rounds([op.call for _, op in ops], rounds, per_round)
-            timings += [_timing(layer, v, op, batch, t) for (v, op), t in zip(ops, times)]
+            times, faulted = time_rounds([op.call for _, op in ops], rounds, per_round)
+            timings += [_timing(layer, v, op, batch, t, f) for (v, op), t, f in zip(ops, times, faulted)]
             del ops
     finally:
         torch.set_num_threads(before)
@@ -401,6 +400,10 @@ def render_variants(result: BenchResult) -> str:
             lines.append(f"{layer if i == 0 else '':14s} {spec:12s} {t.kernel:7s} {t.backend:18s} {t.threads:3d} "
                          f"{format_seconds(t.median_s):>9s} {speed} {100 * t.spread:5.0f}% "
                          f"{t.weight_bytes / 2**20:8.2f} MiB")
+    faulted = [t for t in result.variants if t.faulted_bytes >= 1 << 20]
+    if faulted:
+        lines += ["", "pages faulted a call (a buffer mapped afresh at every call): " + ", ".join(
+            f"{t.layer} {t.format} {t.faulted_bytes / 2**20:.1f} MiB" for t in faulted)]
     if result.notes:
         lines += [""] + [f"note: {n}" for n in result.notes]
     return "\n".join(lines)

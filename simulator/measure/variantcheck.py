@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 from ..base.errors import SimulatorError
 from ..compress.variants import Structure, parse_variant
 from ..engine.core import simulate
+from ..engine.kernelcost import fresh_bytes
 from ..hardware.profile import HardwareProfile
 from ..model.workload import Workload
 from ..pipeline import RepeatMode, RunOptions, benchmark_works
@@ -48,6 +49,7 @@ class VariantCell:
     measured: LayerTiming
     predicted_s: float       # per frame
     bound: str
+    fresh_bytes: int = 0     # what the model maps afresh a call (``memory.fresh_pages``)
 
     @property
     def error(self) -> float:
@@ -141,7 +143,9 @@ class VariantCheck:
             "cells": [{"layer": c.measured.layer, "batch": c.measured.batch, "variant": c.measured.format,
                        "kernel": c.measured.kernel, "backend": c.measured.backend, "threads": c.measured.threads,
                        "measured_s": c.measured.median_s, "measured_spread": c.measured.spread,
-                       "predicted_s": c.predicted_s, "error": c.error, "bound": c.bound} for c in self.cells],
+                       "predicted_s": c.predicted_s, "error": c.error, "bound": c.bound,
+                       "measured_faulted_bytes": c.measured.faulted_bytes, "predicted_fresh_bytes": c.fresh_bytes}
+                      for c in self.cells],
             "variants": [{"variant": s.variant, "cells": s.cells, "median_abs_error": s.median_abs_error,
                           "worst": None if s.worst is None else {"layer": s.worst.measured.layer,
                                                                  "batch": s.worst.measured.batch,
@@ -166,10 +170,10 @@ def merge_runs(timings: Sequence[LayerTiming]) -> list[LayerTiming]:
 
 
 def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batch: int, threads: int, seed: int,
-                   backend: str = "") -> dict[str, tuple[float, str]]:
-    """Per layer name: (simulated time per frame, bound) of ``spec`` at ``batch`` on ``threads``,
-    with the profile's CSR library ``backend`` where it has one of that name
-    (:meth:`HardwareProfile.with_sparse_library`)."""
+                   backend: str = "") -> dict[str, tuple[float, str, int]]:
+    """Per layer name: (simulated time per frame, bound, bytes mapped afresh a call) of ``spec`` at
+    ``batch`` on ``threads``, with the profile's CSR library ``backend`` where it has one of that
+    name (:meth:`HardwareProfile.with_sparse_library`)."""
     profile = profile.with_sparse_library(backend)
     variant = parse_variant(spec)
     if variant.structure is Structure.BSR:     # the layers the block divides (bench skipped the others)
@@ -179,7 +183,9 @@ def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batc
     out = {}
     for work in benchmark_works(profile, workload, variant, options):
         (result,) = simulate(profile, [work])
-        out[work.traffic.layer.name] = (result.time_s / batch, result.bound)
+        shape = work.traffic.shape
+        out[work.traffic.layer.name] = (result.time_s / batch, result.bound,
+                                        fresh_bytes(profile, shape) if shape is not None else 0)
     return out
 
 
@@ -235,9 +241,27 @@ def render(check: VariantCheck) -> str:
         lines.append(f"{p.first + ' vs ' + p.second:28s} {p.right:3d} of {p.total:<3d} ({100 * p.share:3.0f}%){wrong}")
     if total:
         lines.append(f"{'all pairs':28s} {right:3d} of {total:<3d} ({100 * right / total:3.0f}%)")
+    lines += _fault_lines(check.cells)
     lines += [f"skipped {spec}: {why}" for spec, why in check.skipped.items()]
     lines += [f"note (bench): {n}" for n in check.notes]
     return "\n".join(lines)
+
+
+#: Pages faulted a call below which a measured cell is not listed (the allocator's own churn).
+FAULT_FLOOR_BYTES = 1 << 20
+
+
+def _fault_lines(cells: Sequence[VariantCell]) -> list[str]:
+    """The cells that faulted in a MiB or more a call, or that the model maps afresh: measured
+    against predicted MiB (``memory.fresh_pages``), so the mechanism is checked by a count."""
+    listed = [c for c in cells if c.measured.faulted_bytes >= FAULT_FLOOR_BYTES or c.fresh_bytes]
+    if not listed:
+        return []
+    mib = float(1 << 20)
+    return ["", "pages faulted a call, MiB: measured (bench) / mapped afresh (memory.fresh_pages)", ""] + [
+        f"{c.measured.layer:14s} {c.measured.batch:5d} {c.measured.format:12s} "
+        f"{c.measured.faulted_bytes / mib:8.1f} / {c.fresh_bytes / mib:.1f}"
+        for c in sorted(listed, key=lambda c: (c.measured.batch, c.measured.layer))]
 
 
 def plot(check: VariantCheck, path: str | Path) -> None:
