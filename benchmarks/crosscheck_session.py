@@ -12,8 +12,9 @@ from, about five minutes on the 2-core development VM; run it on a quiet machine
 
 then ``simulator crosscheck`` of each set against ``DIR/host.yaml`` (``--json`` into ``DIR``) and prints
 the figures the issues' targets name: the profile's headline, the LLM cells within their bounds
-(issue #15), each variant's median error and the pairs right (#14), and issue #13's 36 cells (dense
-and CSR on the EIE layers at batch 1 and 64): their median error and the worst cell as a ratio.
+(issue #15), each variant's median error and the pairs right (#14), AlexNet's pages faulted a call
+against those the profile maps afresh, and issue #13's 36 cells (dense and CSR on the EIE layers at
+batch 1 and 64): their median error and the worst cell as a ratio.
 
 Around steps 1-3 a short probe (:func:`probe`: a fp32, a bf16 and an int8 GEMM and a streaming read,
 best of a few calls, about three seconds) runs before ``calibrate`` and after the last bench; the
@@ -149,6 +150,16 @@ def variants_lines(check: dict[str, Any]) -> list[str]:
     return lines
 
 
+def fault_lines(cells: list[dict[str, Any]]) -> list[str]:
+    """Pages faulted a call against those the profile maps afresh (``memory.fresh_pages``), for the
+    cells with either (a bench file from before the count measured none)."""
+    mib = float(1 << 20)
+    listed = [c for c in cells if c.get("measured_faulted_bytes", 0) >= mib or c.get("predicted_fresh_bytes", 0)]
+    return ["  pages faulted a call, MiB, measured / mapped afresh: " + ", ".join(
+        f"{c['layer']} b{c['batch']} {c['variant']} {c.get('measured_faulted_bytes', 0) / mib:.1f} / "
+        f"{c['predicted_fresh_bytes'] / mib:.1f}" for c in listed)] if listed else []
+
+
 def summary(out: Path) -> list[str]:
     """The session's figures (crosschecks run now, against ``DIR/host.yaml``)."""
     headline = [line.strip() for line in (out / "calibrate.txt").read_text().splitlines()
@@ -162,7 +173,8 @@ def summary(out: Path) -> list[str]:
     lines += [f"  {c['model']:<24} {c['variant']:<11} TTFT {100 * c['ttft_error']:+6.1f}%  decode "
               f"{100 * c['decode_error']:+6.1f}%" for c in llm["cells"]]
     lines += ["EIE layers, variants (#14):", *variants_lines(eie)]
-    lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet)]
+    lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet),
+              *fault_lines(alexnet["variants"]["cells"])]
     lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
     if (out / "probe-start.json").exists() and (out / "probe-end.json").exists():
         lines += drift_lines(*(json.loads((out / f"probe-{end}.json").read_text()) for end in ("start", "end")))
