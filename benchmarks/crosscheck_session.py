@@ -3,18 +3,22 @@
     .venv/bin/python benchmarks/crosscheck_session.py --out DIR [--threads 2] [--summary-only]
 
 Runs, each a fresh process, writing into ``DIR`` (the chain docs/validation.md's session tables come
-from, about five minutes on the 2-core development VM; run it on a quiet machine):
+from, about ten minutes on a 2-core VM; run it on a quiet machine):
 
 1. ``simulator calibrate --threads T --out DIR/host.yaml``;
 2. ``simulator bench --llm M --prompt 128 --context 256 --tokens 32`` for Qwen2.5-0.5B and Llama-3.2-1B;
 3. ``simulator bench --format dense,dense@bf16,dense@int8,csr,bsr4x4`` (the EIE layers) and
    ``simulator bench --workload workloads/alexnet.yaml --format dense,thinned``, at batch 1 and 64;
+4. ``simulator calibrate`` again, into ``DIR/host-end.yaml`` (:data:`END_PROFILE`; a failure there,
+   such as a plausibility check the host's noise trips, only drops it from the summary);
 
 then ``simulator crosscheck`` of each set against ``DIR/host.yaml`` (``--json`` into ``DIR``) and prints
 the figures the issues' targets name: the profile's headline, the LLM cells within their bounds
 (issue #15), each variant's median error and the pairs right (#14), AlexNet's pages faulted a call
 against those the profile maps afresh, and issue #13's 36 cells (dense and CSR on the EIE layers at
-batch 1 and 64): their median error and the worst cell as a ratio.
+batch 1 and 64): their median error and the worst cell as a ratio; then the same against
+``DIR/host-end.yaml``. The two profiles bracket the benches in time: where a figure differs as much
+between them as it misses its target by, the session cannot tell the model from the host's phase.
 
 Around steps 1-3 a short probe (:func:`probe`: a fp32, a bf16 and an int8 GEMM and a streaming read,
 best of a few calls, about three seconds) runs before ``calibrate`` and after the last bench; the
@@ -91,12 +95,13 @@ def drift_lines(before: dict[str, float], after: dict[str, float]) -> list[str]:
     return [line]
 
 
-def simulator(*args: str, log: Path) -> None:
-    """``python -m simulator ARGS`` in the repository, its output into ``log``; a failure stops the session."""
+def simulator(*args: str, log: Path, required: bool = True) -> None:
+    """``python -m simulator ARGS`` in the repository, its output into ``log``; a failure stops the
+    session where the step is ``required``."""
     with open(log, "w") as out:
         done = subprocess.run([sys.executable, "-m", "simulator", *args], cwd=ROOT, stdout=out,
                               stderr=subprocess.STDOUT)
-    if done.returncode != 0:
+    if done.returncode != 0 and required:
         sys.exit(f"crosscheck_session: `simulator {' '.join(args)}` failed (exit {done.returncode}); see {log}")
 
 
@@ -114,12 +119,19 @@ def measure(out: Path, threads: int) -> None:
         simulator("bench", "--workload", "workloads/alexnet.yaml", "--format", ALEXNET_VARIANTS, "--batch", batch,
                   "--threads", t, "--out", str(out / f"v-alexnet-b{batch}.json"), log=out / f"v-alexnet-b{batch}.txt")
     (out / "probe-end.json").write_text(json.dumps(probe(threads)))
+    simulator("calibrate", "--threads", t, "--out", str(out / END_PROFILE), log=out / "calibrate-end.txt",
+              required=False)
 
 
-def crosscheck(out: Path, name: str, measured: list[str]) -> dict[str, Any]:
-    """``simulator crosscheck DIR/host.yaml MEASURED --json DIR/cc-NAME.json``, read back."""
+#: The profile step 4 calibrates after the benches: the summary checks every bench against it too,
+#: so a session shows how far the host's phase alone moves each figure.
+END_PROFILE = "host-end.yaml"
+
+
+def crosscheck(out: Path, name: str, measured: list[str], profile: str = "host.yaml") -> dict[str, Any]:
+    """``simulator crosscheck DIR/PROFILE MEASURED --json DIR/cc-NAME.json``, read back."""
     result = out / f"cc-{name}.json"
-    simulator("crosscheck", str(out / "host.yaml"), *(str(out / m) for m in measured), "--json", str(result),
+    simulator("crosscheck", str(out / profile), *(str(out / m) for m in measured), "--json", str(result),
               log=out / f"cc-{name}.txt")
     return json.loads(result.read_text())
 
@@ -160,22 +172,35 @@ def fault_lines(cells: list[dict[str, Any]]) -> list[str]:
         f"{c['predicted_fresh_bytes'] / mib:.1f}" for c in listed)] if listed else []
 
 
-def summary(out: Path) -> list[str]:
-    """The session's figures (crosschecks run now, against ``DIR/host.yaml``)."""
-    headline = [line.strip() for line in (out / "calibrate.txt").read_text().splitlines()
-                if "peak" in line or "DRAM sustained" in line or "did not settle" in line]
-    llm = crosscheck(out, "llm", [f"llm-{m}.json" for m in LLMS])["llm"]
-    eie = crosscheck(out, "eie", [f"v-eie-b{b}.json" for b in BATCHES])
-    alexnet = crosscheck(out, "alexnet", [f"v-alexnet-b{b}.json" for b in BATCHES])
-    lines = [f"session {out}", *(f"  {h}" for h in headline)]
-    lines.append(f"LLM (#15): time to first token within 25% {llm['ttft_within']} of {len(llm['cells'])}, decode "
-                 f"within 15% {llm['decode_within']} of {len(llm['cells'])}")
+def figures(out: Path, profile: str, tag: str = "") -> list[str]:
+    """Every check's figures against ``DIR/PROFILE`` (crosschecks run now, their files tagged ``tag``)."""
+    llm = crosscheck(out, f"llm{tag}", [f"llm-{m}.json" for m in LLMS], profile)["llm"]
+    eie = crosscheck(out, f"eie{tag}", [f"v-eie-b{b}.json" for b in BATCHES], profile)
+    alexnet = crosscheck(out, f"alexnet{tag}", [f"v-alexnet-b{b}.json" for b in BATCHES], profile)
+    lines = [f"LLM (#15): time to first token within 25% {llm['ttft_within']} of {len(llm['cells'])}, decode "
+             f"within 15% {llm['decode_within']} of {len(llm['cells'])}"]
     lines += [f"  {c['model']:<24} {c['variant']:<11} TTFT {100 * c['ttft_error']:+6.1f}%  decode "
               f"{100 * c['decode_error']:+6.1f}%" for c in llm["cells"]]
     lines += ["EIE layers, variants (#14):", *variants_lines(eie)]
     lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet),
               *fault_lines(alexnet["variants"]["cells"])]
     lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
+    return lines
+
+
+def headline(log: Path) -> list[str]:
+    """A ``calibrate`` log's summary lines (and its warning of measurements that did not settle)."""
+    return [f"  {line.strip()}" for line in log.read_text().splitlines()
+            if "peak" in line or "DRAM sustained" in line or "did not settle" in line]
+
+
+def summary(out: Path) -> list[str]:
+    """The session's figures against ``DIR/host.yaml`` and, where step 4 wrote it, against
+    :data:`END_PROFILE`; then the drift probe's."""
+    lines = [f"session {out}", *headline(out / "calibrate.txt"), *figures(out, "host.yaml")]
+    if (out / END_PROFILE).exists():
+        lines += ["", f"the same benches against the profile calibrated after them ({END_PROFILE}):",
+                  *headline(out / "calibrate-end.txt"), *figures(out, END_PROFILE, "-end")]
     if (out / "probe-start.json").exists() and (out / "probe-end.json").exists():
         lines += drift_lines(*(json.loads((out / f"probe-{end}.json").read_text()) for end in ("start", "end")))
     return lines
