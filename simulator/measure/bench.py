@@ -318,6 +318,16 @@ def layer_operator(layer: Layer, fmt: StorageFormat, batch: int, seed: int, thre
     return _Operator(lambda: torch.cat([x, y], dim=1), SparseBackend.DENSE, threads, 0)
 
 
+#: The size of a page the OS faults in (4 KiB on x86-64 and most ARM Linux).
+PAGE_BYTES = resource.getpagesize() if resource is not None else 4096
+
+
+def minor_faults() -> int:
+    """Page faults this process has taken without I/O (a fresh page mapped and zeroed), 0 where the
+    OS does not count them."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
+
+
 def time_calls(call: Callable[[], Any], repeat: int, warmup: int = WARMUP_CALLS) -> list[float]:
     """Seconds of ``repeat`` back-to-back calls after ``warmup`` untimed ones."""
     return time_calls_faulted(call, repeat, warmup)[0]
@@ -334,16 +344,6 @@ def time_calls_faulted(call: Callable[[], Any], repeat: int, warmup: int = WARMU
         call()
         times.append(time.perf_counter() - t0)
     return times, (minor_faults() - faults) * PAGE_BYTES / max(1, repeat)
-
-
-#: The size of a page the OS faults in (4 KiB on x86-64 and most ARM Linux).
-PAGE_BYTES = resource.getpagesize() if resource is not None else 4096
-
-
-def minor_faults() -> int:
-    """Page faults this process has taken without I/O (a fresh page mapped and zeroed), 0 where the
-    OS does not count them."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else 0
 
 
 def _percentile(values: list[float], q: float) -> float:
