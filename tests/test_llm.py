@@ -153,6 +153,29 @@ def test_prefill_attends_causally(tmp_path):
     assert llm_workload(config, "prefill", 10, 0).layer("b0.q_proj").flops(10) == 2 * 64 * 64 * 10
 
 
+def test_eager_attention_materialises_its_scores_and_probabilities(tmp_path):
+    """A prefill's scores are every query against the last query's keys, per head: the product, its
+    scaled and its masked copies (a decode step has no mask: two), then the softmax's probabilities.
+    With ``memory.fresh_pages`` each of those above the threshold is mapped afresh at every call."""
+    from simulator.engine.kernelcost import fresh_bytes
+    from simulator.hardware.profile import FreshPages, KernelKind
+    from simulator.memory.kernelshape import kernel_shape
+    from simulator.studies.validation import with_values
+
+    config = load_llm_config(write(tmp_path, TINY))
+    prefill = llm_workload(config, "prefill", 512, 0)
+    scores = kernel_shape(prefill.layer("b0.attn_scores"), None, 1, KernelKind.GEMM)
+    probs = kernel_shape(prefill.layer("b0.softmax"), None, 1, KernelKind.POOL)
+    one = 4 * 512 * 512 * 2                        # 4 heads x 512 queries x 512 keys, fp16
+    assert (scores.output_bytes, scores.output_copies) == (one, 3) and probs.output_bytes == one
+    decode = kernel_shape(llm_workload(config, "decode", 1, 100).layer("b0.attn_scores"), None, 1, KernelKind.GEMV)
+    assert (decode.output_bytes, decode.output_copies) == (4 * 1 * 101 * 2, 2)
+    pi = load_profile("hwprofiles/raspberry-pi-5.yaml")
+    fresh = with_values(pi, {"memory.fresh_pages": FreshPages(above="1 MiB", bandwidth="2 GB/s")})
+    assert fresh_bytes(fresh, scores) == 3 * one and fresh_bytes(fresh, probs) == one
+    assert fresh_bytes(fresh, decode) == 0 and fresh_bytes(pi, scores) == 0
+
+
 def test_phi3_fuses_qkv_and_gate_up(tmp_path):
     config = load_llm_config(write(tmp_path, {**TINY, "architectures": ["Phi3ForCausalLM"]}))
     names = [l.name for l in llm_workload(config, "decode", 1, 4).layers]

@@ -40,6 +40,7 @@ class KernelShape:
     weight_bytes: int = 0       # the encoded weights a sparse kernel streams (values, indices, pointers)
     input_bytes: int = 0        # the input operand: what a sparse kernel gathers from, a convolution reads
     output_bytes: int = 0       # the output activations (weighted and element-wise layers)
+    output_copies: int = 1      # tensors of that size a call materialises (eager attention's scores: 3)
     window: int = 1             # a convolution's k x k window: depth = input channels per group x window
     dequantized_weights: int = 0   # stored weights converted into ``dtype`` before their FMAs (weight-only types)
     converted_elements: int = 0    # activations converted by element-wise passes (int8's quantize / dequantize)
@@ -83,14 +84,25 @@ def decoder_shape(layer: Layer, batch: int, kind: KernelKind) -> KernelShape:
         pairs = a.sequences * a.kv_heads
         columns = a.group * a.queries
         if layer.kind is LayerKind.ATTN_SCORES:
+            # eager attention materialises the product, its scaled copy and, under a causal mask,
+            # the masked copy, each a full queries x keys matrix per head
             return KernelShape(kind, layer.dtype, rows=pairs * keys, columns=columns, depth=a.head_dim,
-                               nonzeros=pairs * keys * a.head_dim)
+                               nonzeros=pairs * keys * a.head_dim, output_bytes=_scores_bytes(layer),
+                               output_copies=3 if a.queries > 1 else 2)
         return KernelShape(kind, layer.dtype, rows=pairs * a.head_dim, columns=columns, depth=keys,
                            nonzeros=pairs * keys * a.head_dim)
     attention = layer.attention   # a softmax over scores has one; norms and activations have none
     elements = layer.out_elements * batch if attention is None else \
         attention.sequences * attention.heads * attention.keys_summed
-    return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]))
+    return KernelShape(kind, layer.dtype, elements=int(elements * DECODER_PASSES[layer.kind]),
+                       output_bytes=_scores_bytes(layer) if attention is not None else 0)
+
+
+def _scores_bytes(layer: Layer) -> int:
+    """One tensor of attention scores (or probabilities) as eager attention holds it: every query
+    against the last query's keys, masked or not, per head and sequence."""
+    a = layer.attention_shape
+    return a.sequences * a.heads * a.queries * a.keys_last * layer.dtype.size_bytes
 
 
 def _bsr_shape(shape: KernelShape, enc: EncodedWeights) -> KernelShape:
