@@ -157,7 +157,7 @@ def test_each_csr_cell_is_timed_with_the_library_that_ran_it(measured, tiny):
     costly = {"spmv": {"cycles_per_nonzero": 4 * i7.spmv.cycles_per_nonzero, "cycles_per_row": i7.spmv.cycles_per_row},
               "spmm": {"cycles_per_nonzero": 4 * i7.spmm.cycles_per_nonzero, "cycles_per_row": i7.spmm.cycles_per_row},
               "index_bits": 32}
-    same = {"spmv": i7.spmv.model_dump(), "spmm": i7.spmm.model_dump(), "index_bits": 32}
+    same = {"spmv": i7.spmv.model_dump(by_alias=True), "spmm": i7.spmm.model_dump(by_alias=True), "index_bits": 32}
     check = crosscheck(_with_libraries({"scipy": costly, "torch": same}), tiny, ran)
     before = {r.cell.layer: r for r in plain.results}
     after = {r.cell.layer: r for r in check.results}

@@ -8,6 +8,7 @@ tests do not depend on how fast (or how busy) the machine running them is.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import math
 from dataclasses import replace
@@ -72,17 +73,21 @@ def _curve(scale: float = 1.0):
     return [WorkingSetPoint(int(s * MiB), scale * g * 1e9) for s, g in points.items()]
 
 
-def sparse_timings(kind, per_nonzero, per_row, width, threads, batches, backend="scipy"):
-    """Timings a kernel with these issue costs would give on the calibration matrices (what the
-    cost model says, plus the per-call overhead)."""
+def sparse_timings(kind, per_nonzero, per_row, width, threads, batches, backend="scipy", call_s=0.0):
+    """Timings a kernel with these issue costs (and ``call_s`` of set-up a call) would give on the
+    calibration matrices (what the cost model says, plus the per-call overhead); an SpMV also on
+    the few-non-zero matrix, as calibrate times it."""
+    shapes = [(rows, cal.SPARSE_NONZEROS) for rows in cal.SPARSE_ROWS]
+    if kind == "spmv":
+        shapes.append((cal.SPARSE_ROWS[1], cal.SPMV_FEW_NONZEROS))
     out = []
-    for rows in cal.SPARSE_ROWS:
-        ptr, _, _ = csr_with_rows(rows, cal.SPARSE_COLUMNS, cal.SPARSE_NONZEROS)
+    for rows, nonzeros in shapes:
+        ptr, _, _ = csr_with_rows(rows, cal.SPARSE_COLUMNS, nonzeros)
         nnz = int(ptr[-1])
         for batch in batches:
             cycles = math.ceil(batch / width) * (nnz * per_nonzero + rows * per_row)
             out.append(SparseTiming(kind, rows, cal.SPARSE_COLUMNS, batch, nnz, nnz,
-                                    OVERHEAD_S + cycles / (CLOCK_HZ * threads), backend, threads))
+                                    OVERHEAD_S + call_s + cycles / (CLOCK_HZ * threads), backend, threads))
     return out
 
 
@@ -262,6 +267,49 @@ def test_sparse_fit_recovers_the_issue_costs():
     # costs never fall below the floor (a row cost the timings do not show)
     no_rows = fit_sparse(sparse_timings("spmv", 3.0, 0.0, 1, 1, (1,)), OVERHEAD_S, CLOCK_HZ)
     assert no_rows.cycles_per_row == cal.MIN_CYCLES
+
+
+def test_a_librarys_set_up_per_call_is_told_from_its_cost_per_nonzero(caches, cpu, measurements):
+    """A library that spends 10 us setting up every call (torch's CSR product: a new MKL handle and a
+    fork and join): at two non-zero counts the fit gives the set-up and the true cost per non-zero.
+    Without the per-call unknown the set-up is spread over the calibration's non-zeros, and a layer
+    with a million of them would pay it a hundred times over. The library's SpMM takes its SpMV's
+    set-up, and the profile carries it as ``call_overhead``."""
+    timings = sparse_timings("spmv", 2.0, 5.0, 1, 2, (1,), backend="torch", call_s=10e-6)
+    fit = fit_sparse(timings, OVERHEAD_S, CLOCK_HZ, per_call=True)
+    assert fit.call_overhead_s == pytest.approx(10e-6, rel=1e-3)
+    assert (fit.cycles_per_nonzero, fit.cycles_per_row) == (pytest.approx(2.0, rel=1e-3), pytest.approx(5.0, rel=1e-2))
+    folded = fit_sparse([t for t in timings if t.nonzeros == cal.SPARSE_NONZEROS], OVERHEAD_S, CLOCK_HZ, per_call=True)
+    assert folded.call_overhead_s == 0.0 and folded.cycles_per_nonzero > 2.5     # one count: nothing to tell it by
+    spmm = sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch", call_s=10e-6)
+    fits = cal.fit_measurements(caches, cpu, replace(measurements, sparse=timings + spmm))
+    assert fits.spmm.call_overhead_s == fits.spmv.call_overhead_s == pytest.approx(10e-6, rel=1e-3)
+    assert fits.spmm.cycles_per_nonzero == pytest.approx(1.5, rel=1e-2)
+    profile = profile_from_mapping(build_profile(caches, cpu, replace(measurements, sparse=timings + spmm)), "host")
+    assert profile.compute.kernels.spmv.call_overhead_s == pytest.approx(10e-6, rel=1e-3)
+    assert "set-up per call" in profile.fitted["compute.kernels.spmv.cycles_per_nonzero"]
+
+
+def test_the_engine_charges_a_sparse_kernels_set_up_once_per_call(caches, cpu, measurements, write_yaml):
+    """A CSR layer on a profile whose SpMV sets up for 40 us a call takes 40 us longer than on the
+    same profile without it, whatever its size: the set-up is paid once, like the launch."""
+    from simulator.compress.variants import parse_variant
+    from simulator.hardware.profile import profile_from_mapping as load
+    from simulator.model.workload import load_workload
+    from simulator.pipeline import RunOptions, run
+
+    mapping = build_profile(caches, cpu, measurements)
+    with_set_up = copy.deepcopy(mapping)
+    with_set_up["compute"]["kernels"]["spmv"]["call_overhead"] = "40 us"
+    times = []
+    for out in (256, 4096):
+        workload = load_workload(write_yaml(f"fc{out}.yaml", {
+            "schema_version": 1, "name": "fc", "source": "tests", "input_shape": [1024],
+            "layers": [{"name": "fc", "kind": "fc", "in_features": 1024, "out_features": out, "density": 0.1}]}))
+        times.append([run(load(m, "host"), workload, RunOptions(formats=(parse_variant("csr"),), host_copies=False))
+                      .variants[0].layers[0].time_s for m in (mapping, with_set_up)])
+    for plain, set_up in times:
+        assert set_up - plain == pytest.approx(40e-6, rel=0.02)
 
 
 def test_a_measured_clock_replaces_the_listed_one(caches, cpu, measurements):
@@ -925,8 +973,28 @@ def test_fresh_pages_are_written_where_the_large_buffer_faults_and_the_small_one
     assert not written(fill)
 
 
+def test_counted_faults_decide_fresh_pages_where_the_times_are_noisy(caches, cpu, measurements, monkeypatch):
+    """Where the OS counts page faults, they decide: a large buffer that faulted in its pages and a
+    small one that did not is written even when a burst of load slowed the small buffer's fresh fill
+    (its times alone would refuse it), and a large buffer the heap served (no faults) is not written
+    even when its fresh fill happened to be slower."""
+    monkeypatch.setattr(cal.platform, "libc_ver", lambda: ("glibc", "2.39"))
+    noisy = {16 * MiB: (0.15e-3, 4e-3), 64 * MiB: (2e-3, 2e-3 + 64 * MiB / 2.5e9)}
+
+    def fresh(fills, faulted):
+        mapping = build_profile(caches, cpu, replace(measurements, fresh_fill_s=fills, fresh_faulted=faulted))
+        return profile_from_mapping(mapping, "host").memory.fresh_pages
+    assert fresh(noisy, {}) is None
+    got = fresh(noisy, {16 * MiB: 0, 64 * MiB: 64 * MiB + 4096})
+    assert got is not None and got.bandwidth_bytes_per_s == pytest.approx(2.5e9, rel=1e-3)
+    assert fresh(noisy, {16 * MiB: 0, 64 * MiB: 0}) is None
+    assert fresh(noisy, {16 * MiB: 16 * MiB, 64 * MiB: 64 * MiB}) is None
+
+
 def test_the_real_fresh_page_step_fills_both_buffers_both_ways(caches, cpu):
     steps = tuple(s for s in STEPS if s.label.startswith("fresh pages"))
     m = cal.measure(1, caches, cpu, steps=steps)
     assert set(m.fresh_fill_s) == set(cal.FRESH_PAGE_BYTES)
     assert all(kept > 0 and fresh > 0 for kept, fresh in m.fresh_fill_s.values())
+    if m.fresh_faulted and cal.platform.libc_ver()[0] == "glibc":
+        assert m.fresh_faulted[64 * MiB] >= 32 * MiB       # above the ceiling: mapped afresh at every call

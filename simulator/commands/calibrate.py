@@ -73,11 +73,15 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
     def sparse(kind: str) -> str:
         k = kernels[kind]
         return (f"{kind} {k['cycles_per_nonzero']:.3g} cycles per non-zero, {k['cycles_per_row']:.3g} per row, "
-                f"{k['columns_per_step']} column(s) a step ({threads.get(kind, compute['cores'])} thread(s))")
+                f"{k['columns_per_step']} column(s) a step" + set_up(k)
+                + f" ({threads.get(kind, compute['cores'])} thread(s))")
+
+    def set_up(kernel: dict[str, Any]) -> str:
+        return f", {kernel['call_overhead']} a call" if "call_overhead" in kernel else ""
 
     def library(name: str, lib: dict[str, Any]) -> str:
         return (f"{name}: spmv {lib['spmv']['cycles_per_nonzero']:.3g} / spmm {lib['spmm']['cycles_per_nonzero']:.3g}"
-                f" cycles per non-zero, {lib.get('index_bits', '?')}-bit indices"
+                f" cycles per non-zero" + set_up(lib['spmv']) + f", {lib.get('index_bits', '?')}-bit indices"
                 + (", loads wait for the loop" if lib['spmv'].get('serial_loads') else "")
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
     libraries = kernels.get("libraries", {})

@@ -171,10 +171,16 @@ def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
 
 
 def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:
-    """The dense kernel's own per-call set-up for its type (``call_overhead``), beyond the launch."""
-    if shape.kind not in DENSE_KINDS or profile.compute.kernels is None:
+    """The kernel's library's own per-call set-up, beyond the launch (``call_overhead``): a dense
+    kernel's for its type, a sparse kernel's whatever its type."""
+    kernels = profile.compute.kernels
+    if kernels is None:
         return 0.0
-    return profile.compute.kernels.dense(shape.kind).call_overhead.seconds(shape.dtype.value)
+    if shape.kind in DENSE_KINDS:
+        return kernels.dense(shape.kind).call_overhead.seconds(shape.dtype.value)
+    if shape.kind in SPARSE_KINDS:
+        return kernels.sparse(shape.kind).call_overhead_s or 0.0
+    return 0.0
 
 
 def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:

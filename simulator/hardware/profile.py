@@ -253,6 +253,12 @@ class SparseKernel(Strict):
     # kernel on a matrix beyond the private caches, against its in-cache costs and fp32's stream
     # of the same bytes; torch's CSR kernel with int64 indices on the development VM).
     serial_loads: bool = False
+    # Host time of one call beyond ``compute.launch_overhead``, whatever its size: the library's own
+    # set-up (torch's CSR product hands MKL a new handle over its arrays at every call, and forks and
+    # joins its threads). Left in the cost per non-zero, it makes every non-zero of a large layer pay
+    # a small call's share of it: 4.5 cycles a non-zero from a 64 Ki-non-zero call against 2.2 on
+    # layers of a million, on a Zen 3 guest (calibrate: the same rows at two non-zero counts).
+    call_overhead_s: Optional[Seconds] = Field(None, alias="call_overhead")
 
 
 class SparseLibrary(Strict):

@@ -56,7 +56,7 @@ import re
 import statistics
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Mapping, Optional, Sequence, TypeVar
 
@@ -91,6 +91,9 @@ GEMM_WIDE_BATCH = 256
 SPARSE_NONZEROS = 1 << 16
 SPARSE_COLUMNS = 2048
 SPARSE_ROWS = (256, 1024, 8192)
+# SpMV also on the middle matrix's rows with a quarter of the non-zeros: a library's set-up per call
+# (``call_overhead``) separates from its cost per non-zero only across two non-zero counts.
+SPMV_FEW_NONZEROS = SPARSE_NONZEROS // 4
 SPMM_BATCH = 64
 # The lowered product of a sparse convolution (im2col + CSR x dense), as `bench --sparse-conv`
 # runs it: filters x (channels x 3 x 3) CSR weights times a lowered input of output pixels, at two
@@ -404,6 +407,9 @@ class Measurements:
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     # bytes -> (filling a buffer that exists, allocating and filling one), seconds (:func:`_measure_fresh_pages`)
     fresh_fill_s: dict[int, tuple[float, float]] = field(default_factory=dict)
+    # bytes -> bytes of pages one allocating fill faulted in (minor faults x page size; absent where
+    # the OS counts none)
+    fresh_faulted: dict[int, int] = field(default_factory=dict)
     settled: dict[str, Settled] = field(default_factory=dict)          # every measurement by name
 
     def sparse_of(self, kind: str, backend: Optional[str] = None) -> list[SparseTiming]:
@@ -700,8 +706,12 @@ GLIBC_MMAP_THRESHOLD_MAX = 32 * MiB
 def _measure_fresh_pages(s: Session) -> None:
     """Each of :data:`FRESH_PAGE_BYTES` filled as a buffer that exists and as a buffer allocated for
     the call (``torch.empty(n).fill_``, what a kernel does to its output): the difference is the
-    OS faulting in (and zeroing) the pages of a fresh mapping, where the allocator made one."""
+    OS faulting in (and zeroing) the pages of a fresh mapping, where the allocator made one. The
+    pages one allocating fill faults in are counted too: whether the allocator mapped the buffer
+    afresh is then a count, not a ratio of two noisy times."""
     import torch
+
+    from .bench import PAGE_BYTES, minor_faults
 
     def fill(size: int, fresh: bool) -> Callable[[], float]:
         n = size // 4
@@ -711,6 +721,12 @@ def _measure_fresh_pages(s: Session) -> None:
     keys = [(size, fresh) for size in FRESH_PAGE_BYTES for fresh in (False, True)]
     got = s.record(settle({key: fill(*key) for key in keys}), name=_fresh_label)
     s.m.fresh_fill_s = {size: (got[(size, False)], got[(size, True)]) for size in FRESH_PAGE_BYTES}
+    for size in FRESH_PAGE_BYTES:
+        before = minor_faults()
+        torch.empty(size // 4).fill_(1.0)
+        s.m.fresh_faulted[size] = (minor_faults() - before) * PAGE_BYTES
+    if not any(s.m.fresh_faulted.values()):
+        s.m.fresh_faulted = {}          # the OS counts no faults: the times alone decide
 
 
 def _fresh_label(key: tuple[int, bool]) -> str:
@@ -918,8 +934,9 @@ def _dispatch_label(weights: str, blocks: int) -> str:
     return f"decode step of {blocks} tiny block(s) in {weights}"
 
 
-def _sparse_label(kind: str, backend: str, key: tuple[int, int]) -> str:
-    return f"{kind} {key[0]} rows at batch {key[1]} ({backend})"
+def _sparse_label(kind: str, backend: str, key: tuple[int, int, int]) -> str:
+    rows, nonzeros, batch = key
+    return f"{kind} {rows} rows, {nonzeros} non-zeros at batch {batch} ({backend})"
 
 
 def _measure_types(s: Session) -> None:
@@ -1242,31 +1259,35 @@ def packed_types(m: Measurements) -> dict[str, str]:
 
 
 def _measure_sparse(s: Session) -> None:
-    """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros with
-    each of ``bench``'s backends (scipy runs on one thread), noting the one ``bench`` picks on the
-    middle matrix: the profile's ``spmv`` / ``spmm`` are that backend's, and every backend is a
-    library of its own (``bench`` picks per layer, and a cross-check times each layer with the
-    library that ran it)."""
+    """SpMV and SpMM on :data:`SPARSE_ROWS` matrices of :data:`SPARSE_NONZEROS` non-zeros (SpMV also
+    on the middle rows with :data:`SPMV_FEW_NONZEROS`) with each of ``bench``'s backends (scipy runs
+    on one thread), noting the one ``bench`` picks on the middle matrix: the profile's ``spmv`` /
+    ``spmm`` are that backend's, and every backend is a library of its own (``bench`` picks per
+    layer, and a cross-check times each layer with the library that ran it)."""
     from .bench import CSR_BACKENDS, SparseBackend, pick_sparse_backend, sparse_operator
 
-    matrices = {rows: csr_with_rows(rows, SPARSE_COLUMNS, SPARSE_NONZEROS, seed=rows) for rows in SPARSE_ROWS}
+    middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
+    shapes = [(rows, SPARSE_NONZEROS) for rows in SPARSE_ROWS]
+    matrices = {(rows, nonzeros): csr_with_rows(rows, SPARSE_COLUMNS, nonzeros, seed=rows)
+                for rows, nonzeros in shapes + [(middle, SPMV_FEW_NONZEROS)]}
     rng = np.random.default_rng(0)
     for kind, batches in (("spmv", (1,)), ("spmm", (max(1, s.cpu.vector_lanes // 2), SPMM_BATCH))):
         xs = {batch: rng.random((SPARSE_COLUMNS, batch), dtype=np.float32) if batch > 1
               else rng.random(SPARSE_COLUMNS, dtype=np.float32) for batch in batches}
-        middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
-        picked = pick_sparse_backend(*matrices[middle], (middle, SPARSE_COLUMNS), xs[batches[-1]])
+        picked = pick_sparse_backend(*matrices[(middle, SPARSE_NONZEROS)], (middle, SPARSE_COLUMNS), xs[batches[-1]])
         s.m.sparse_backends[kind] = picked.value
+        timed = list(matrices) if kind == "spmv" else shapes
         for backend in CSR_BACKENDS:
             threads = 1 if backend is SparseBackend.SCIPY else s.threads
-            rounds: dict[tuple[int, int], Callable[[], float]] = {}
-            for rows, (ptr, idx, val) in matrices.items():
+            rounds: dict[tuple[int, int, int], Callable[[], float]] = {}
+            for rows, nonzeros in timed:
+                ptr, idx, val = matrices[(rows, nonzeros)]
                 for batch in batches:
                     op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
-                    rounds[(rows, batch)] = functools.partial(_best_time, op, 10, 0.1)
+                    rounds[(rows, nonzeros, batch)] = functools.partial(_best_time, op, 10, 0.1)
             got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind, backend.value))
-            for (rows, batch), seconds in got.items():
-                ptr = matrices[rows][0]
+            for (rows, nonzeros, batch), seconds in got.items():
+                ptr = matrices[(rows, nonzeros)][0]
                 steps = int(np.maximum(np.diff(ptr), 1).sum())
                 s.m.sparse.append(SparseTiming(kind, rows, SPARSE_COLUMNS, batch, int(ptr[-1]), steps, seconds,
                                                backend.value, threads))
@@ -1315,7 +1336,7 @@ def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str
     if timing is None or not (probe or rows):
         return None
     index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
-    issue_s = (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
+    issue_s = fit.call_overhead_s + (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
     share = stream_share(m, timing.threads)
@@ -1698,6 +1719,7 @@ class SparseFit:
     cycles_per_row: float
     columns_per_step: int
     errors: dict[int, float]
+    call_overhead_s: float = 0.0       # the library's set-up per call, beyond the launch overhead
 
     @property
     def error(self) -> float:
@@ -1714,31 +1736,35 @@ def busy_cycles(timing: SparseTiming, overhead_s: float, clock_hz: float) -> flo
 
 
 def fit_sparse(timings: Sequence[SparseTiming], overhead_s: float, clock_hz: float,
-               widths: Sequence[int] = (1,)) -> SparseFit:
+               widths: Sequence[int] = (1,), per_call: bool = False) -> SparseFit:
     """``cycles_per_nonzero`` and ``cycles_per_row`` by non-negative least squares in relative
     error, for each ``columns_per_step`` of ``widths``: the cost model's cycles of a call are
     ``ceil(columns / width) x (row_steps x per_nonzero + rows x per_row)``. Both costs are kept
     at least :data:`MIN_CYCLES`; the width with the smallest largest error wins (the narrower on
-    a tie)."""
+    a tie). With ``per_call`` (timings at two or more non-zero counts), the library's set-up per
+    call is a third unknown: seconds of the call, whatever its size, that its threads wait through."""
     from scipy.optimize import nnls
 
     if not timings:
         raise ValueError("no sparse timings to fit")
+    per_call = per_call and len({t.nonzeros for t in timings}) > 1
     cycles = np.array([busy_cycles(t, overhead_s, clock_hz) for t in timings])
     best: Optional[tuple[float, int, np.ndarray]] = None
     errors: dict[int, float] = {}
     for width in sorted(set(widths)):
         groups = np.array([math.ceil(t.columns / width) for t in timings], dtype=float)
-        design = np.column_stack([[t.row_steps for t in timings], [t.rows for t in timings]]) * groups[:, None]
-        design = design / cycles[:, None]          # relative error: every timing counts alike
+        columns = [np.array([t.row_steps for t in timings]) * groups, np.array([t.rows for t in timings]) * groups]
+        if per_call:    # busy cycles are seconds x clock x threads: a second of set-up is clock x threads of them
+            columns.append(np.array([clock_hz * t.threads for t in timings], dtype=float))
+        design = np.column_stack(columns) / cycles[:, None]     # relative error: every timing counts alike
         costs, _ = nnls(design, np.ones(len(timings)))
-        costs = np.maximum(costs, MIN_CYCLES)
+        costs[:2] = np.maximum(costs[:2], MIN_CYCLES)
         errors[width] = float(np.max(np.abs(design @ costs - 1.0)))
         if best is None or errors[width] < best[0]:
             best = (errors[width], width, costs)
     assert best is not None, "fit_sparse needs a width"
     _, width, costs = best
-    return SparseFit(float(costs[0]), float(costs[1]), width, errors)
+    return SparseFit(float(costs[0]), float(costs[1]), width, errors, float(costs[2]) if per_call else 0.0)
 
 
 @dataclass(frozen=True)
@@ -1768,9 +1794,11 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
     llc = fit_llc(m.working_set, private_bytes(caches, cpu.cores), last.line_bytes * last.ways, last.ways,
                   choose_policy=fit_llc_policy)
     def pair(backend: Optional[str]) -> tuple[SparseFit, SparseFit]:
-        return (fit_sparse(m.sparse_of("spmv", backend), m.launch_overhead_s, cpu.clock_hz),
-                fit_sparse(m.sparse_of("spmm", backend), m.launch_overhead_s, cpu.clock_hz,
-                           widths=(1, cpu.vector_lanes)))
+        # the library's set-up per call, from its SpMV at two non-zero counts, is its SpMM's too
+        spmv = fit_sparse(m.sparse_of("spmv", backend), m.launch_overhead_s, cpu.clock_hz, per_call=True)
+        spmm = fit_sparse(m.sparse_of("spmm", backend), m.launch_overhead_s + spmv.call_overhead_s, cpu.clock_hz,
+                          widths=(1, cpu.vector_lanes))
+        return spmv, replace(spmm, call_overhead_s=spmv.call_overhead_s)
 
     spmv, spmm = pair(None)
     lowered = m.sparse_of("spconv")
@@ -2014,14 +2042,18 @@ def block_dispatch(m: Measurements) -> dict[str, float]:
 
 
 def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> str:
-    shapes = ", ".join(f"{t.rows} x {t.depth}" for t in timings if t.columns == timings[0].columns)
+    shapes = ", ".join(f"{t.rows} x {t.depth} ({t.nonzeros} non-zeros)" for t in timings
+                       if t.columns == timings[0].columns)
     batches = sorted({t.columns for t in timings})
     tried = "; ".join(f"{w} column(s) a step: {100 * e:.3g}%" for w, e in fit.errors.items())
-    return (f"{kind} of CSR {shapes} ({timings[0].nonzeros} non-zeros each) x {batches} column(s) with "
-            f"{timings[0].backend} on {timings[0].threads} thread(s), best call per shape less the per-call "
-            f"overhead, x clock x threads = cycles; non-negative least squares in relative error on "
-            f"ceil(columns / columns_per_step) x (non-zeros x per non-zero + rows x per row); largest error "
-            f"{tried}")
+    fixed = "the per-call overhead"
+    if fit.call_overhead_s > 0:
+        fixed += f" and the library's set-up per call, {_q(fit.call_overhead_s, Quantity.SECONDS)}"
+        fixed += " (fitted as a third unknown)" if len({t.nonzeros for t in timings}) > 1 else " (its SpMV's)"
+    return (f"{kind} of CSR {shapes} x {batches} column(s) with {timings[0].backend} on {timings[0].threads} "
+            f"thread(s), best call per shape less {fixed}, x clock x threads = cycles; non-negative least "
+            f"squares in relative error on ceil(columns / columns_per_step) x (non-zeros x per non-zero + rows "
+            f"x per row); largest error {tried}")
 
 
 def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
@@ -2050,6 +2082,8 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
+        if fit.call_overhead_s > 0:
+            notes.fit(f"{kind}.call_overhead", "the same fit" if kind == "spmv" else "spmv's (the same library)")
     block.update(_sparse_memory(cpu, m, fits.spmv, notes, block["spmv"]))
     if fits.libraries:
         block["libraries"] = libraries_block(cpu, m, fits, notes)
@@ -2080,8 +2114,12 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
 
 def _sparse_costs(fit: SparseFit) -> dict[str, Any]:
     """A sparse kernel's costs as the profile writes them."""
-    return {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
-            "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"), "columns_per_step": fit.columns_per_step}
+    costs: dict[str, Any] = {"cycles_per_nonzero": float(f"{fit.cycles_per_nonzero:.4g}"),
+                             "cycles_per_row": float(f"{fit.cycles_per_row:.4g}"),
+                             "columns_per_step": fit.columns_per_step}
+    if fit.call_overhead_s > 0:
+        costs["call_overhead"] = _q(fit.call_overhead_s, Quantity.SECONDS)
+    return costs
 
 
 def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: Notes, spmv: dict[str, Any],
@@ -2455,8 +2493,6 @@ def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
     The last level is an LRU step at the crossing size unless ``fit_llc_policy``: then it takes
     the policy (and its size) whose loop curve best matches the working-set sweep (:func:`fit_llc`).
     """
-    from dataclasses import replace
-
     from ..hardware.profile import profile_from_mapping
 
     listed_hz = cpu.clock_hz
@@ -2514,19 +2550,31 @@ FRESH_REUSE_SHARE = 0.25
 def fresh_pages_block(m: Measurements, notes: Notes) -> dict[str, Any]:
     """``memory.fresh_pages`` where glibc's allocator serves the buffers: the fault rate of the
     buffer above :data:`GLIBC_MMAP_THRESHOLD_MAX` (fresh fill less existing fill), written only where
-    that buffer's fill is slowed by half or more and the one below it is not (its memory reused)."""
+    that buffer is mapped afresh at every call and the one below it is not (its memory reused).
+    Where the OS counts page faults that is what decides (the large buffer's call faults in at
+    least half its pages, the small one's less than :data:`FRESH_REUSE_SHARE` of its own);
+    elsewhere the times do (the large buffer's fill slowed by half or more, the small one's not)."""
     if len(m.fresh_fill_s) < 2 or platform.libc_ver()[0] != "glibc":
         return {}
     (small, (small_kept, small_fresh)), (large, (large_kept, large_fresh)) = sorted(m.fresh_fill_s.items())
     fault_s = large_fresh - large_kept
     small_fault_s = max(0.0, small_fresh - small_kept)
-    if not (small < GLIBC_MMAP_THRESHOLD_MAX < large) or fault_s < 0.5 * large_kept \
-            or small_fault_s / small > FRESH_REUSE_SHARE * fault_s / large:
+    if not (small < GLIBC_MMAP_THRESHOLD_MAX < large) or fault_s <= 0:
+        return {}
+    if m.fresh_faulted:
+        counted = (m.fresh_faulted.get(large, 0) >= large / 2
+                   and m.fresh_faulted.get(small, 0) < FRESH_REUSE_SHARE * small)
+        how = (f"one allocating fill faulted in {m.fresh_faulted.get(small, 0) / MiB:.3g} MiB of it, against "
+               f"{m.fresh_faulted.get(large, 0) / MiB:.3g} MiB of the {large // MiB} MiB one (its memory reused)")
+    else:
+        counted = fault_s >= 0.5 * large_kept and small_fault_s / small <= FRESH_REUSE_SHARE * fault_s / large
+        how = (f"filled fresh in {small_fresh * 1e3:.3g} ms against {small_kept * 1e3:.3g} ms existing (its freed "
+               "memory reused)")
+    if not counted:
         return {}
     bandwidth = large / fault_s
     notes.measured("above", f"glibc's largest mmap threshold on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX); "
-                   f"the {small // MiB} MiB buffer below it filled fresh in {small_fresh * 1e3:.3g} ms against "
-                   f"{small_kept * 1e3:.3g} ms existing (its freed memory reused)")
+                   f"the {small // MiB} MiB buffer below it {how}")
     notes.measured("bandwidth", f"a fresh {large // MiB} MiB buffer filled in {large_fresh * 1e3:.3g} ms against "
                    f"{large_kept * 1e3:.3g} ms for one that exists: its pages fault in at {_gbs(bandwidth)}"
                    + _settled(m, *(_fresh_label((large, fresh)) for fresh in (False, True))))
