@@ -33,6 +33,7 @@ from .base.background import in_background
 from .base.console import expect
 from .base.errors import OptionError
 from .base.units import format_bytes
+from .base.workers import results
 from .compress.compression import EncodedWeights, StorageFormat, check_variant, is_pruned, unsupported_sparse_layer
 from .compress.precision import PrecisionPlan, encode, plan_precision, structure_available, variant_workload
 from .compress.variants import (
@@ -440,7 +441,7 @@ def _variants_side_by_side(profile: HardwareProfile, workload: Workload, formats
 
     pool = ThreadPoolExecutor(max_workers=min(len(formats), os.cpu_count() or 1))
     try:
-        done = list(pool.map(one, formats))
+        done = results([pool.submit(one, fmt) for fmt in formats])
     except BaseException:
         stop.set()
         raise

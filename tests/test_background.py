@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import signal
 import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from simulator.base.background import in_background
 from simulator.base.errors import OptionError
+from simulator.base.workers import completed, result, results
 from simulator.compress.compression import StorageFormat
 from simulator.engine.core import layer_work, simulate
 from simulator.hardware.profile import load_profile
@@ -88,3 +92,32 @@ def test_streamed_stages_give_what_the_stages_one_after_the_other_give(tegra, sm
     works = [layer_work(t, o, tegra) for t, o in zip(traffic, outcomes)]
     layers = simulate(tegra, works, host_copies(tegra, small, options))
     assert streamed.layers == layers
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no POSIX threads' signals")
+@pytest.mark.parametrize("waits", [result, lambda f: results([f]), lambda f: list(completed([f])),
+                                   lambda f: next(in_background(iter(lambda: result(f), None)))],
+                         ids=["result", "results", "completed", "in_background"])
+def test_a_ctrl_c_the_kernel_hands_a_worker_thread_interrupts_the_main_threads_wait(waits):
+    """The kernel may deliver a Ctrl-C to any thread that does not block it (the test sends it to a
+    worker); Python raises it in the main thread, but only once that thread runs Python code again.
+    Each wait on workers wakes in slices, so it raises while the work is still going, not after
+    (a `run` with the signal handed to a worker thread ran on for minutes)."""
+    go, release = threading.Event(), threading.Event()
+
+    def work() -> str:
+        go.wait(30)
+        time.sleep(0.3)                   # the main thread is waiting by now (if not, it raises sooner)
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        release.wait(30)
+        return "finished"
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                go.set()
+                waits(future)
+            assert not future.done()          # interrupted while the work still ran
+        finally:
+            release.set()
+    assert results([future]) == ["finished"] and list(completed([future])) == [future]

@@ -340,10 +340,15 @@ def test_sigint_exits_130_with_one_line():
     """Ctrl-C during a long run: variant threads stop at their next step, one line, exit 130."""
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", TEGRA, "--repeat", "100000"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(5)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        time.sleep(5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:       # never leave a run of 100,000 repetitions behind
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130
     assert err.splitlines() == ["interrupted"]
 

@@ -12,6 +12,8 @@ import queue
 import threading
 from typing import Iterable, Iterator, TypeVar
 
+from .workers import WAKE_S
+
 T = TypeVar("T")
 
 _END = object()
@@ -48,7 +50,10 @@ def in_background(items: Iterable[T], name: str = "stage") -> Iterator[T]:
 def _consume(handed: queue.SimpleQueue, stop: threading.Event, thread: threading.Thread) -> Iterator:
     try:
         while True:
-            item, err = handed.get()
+            try:
+                item, err = handed.get(timeout=WAKE_S)     # wakes for a Ctrl-C another thread was handed
+            except queue.Empty:
+                continue
             if err is not None:
                 raise err
             if item is _END:

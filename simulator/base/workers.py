@@ -1,6 +1,8 @@
 """Worker processes that behave: they ignore Ctrl-C (the parent alone reports it and shuts the
 pool down) and they exit when their parent dies, even by SIGKILL (a pool worker would otherwise
-wait on its queue forever)."""
+wait on its queue forever). And a parent that waits on its workers in short slices: the kernel may
+hand a Ctrl-C to any thread of the process, and Python raises it in the main thread only when that
+thread runs Python code again, which a wait with no timeout never lets it do."""
 
 from __future__ import annotations
 
@@ -9,10 +11,36 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 #: how often a worker checks that its parent is alive where the operating system cannot tell it
 PARENT_POLL_S = 1.0
+#: how often a thread waiting on workers wakes to take a Ctrl-C that the kernel handed another thread
+WAKE_S = 0.2
+
+T = TypeVar("T")
+
+
+def result(future: Future[T]) -> T:
+    """``future.result()``, waiting in slices of :data:`WAKE_S`: a Ctrl-C delivered to a worker
+    thread is raised here at the next slice instead of once the future is done."""
+    while not future.done():
+        wait((future,), timeout=WAKE_S)
+    return future.result()
+
+
+def results(futures: Iterable[Future[T]]) -> list[T]:
+    """Every future's result, in order (the first error in order is raised), as :func:`result`."""
+    return [result(future) for future in futures]
+
+
+def completed(futures: Iterable[Future[T]]) -> Iterator[Future[T]]:
+    """The futures as they finish (``as_completed``), waiting in slices of :data:`WAKE_S`."""
+    pending = set(futures)
+    while pending:
+        done, pending = wait(pending, timeout=WAKE_S, return_when=FIRST_COMPLETED)
+        yield from done
 
 
 def _exit_with_parent(parent_pid: int) -> None:

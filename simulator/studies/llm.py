@@ -39,6 +39,7 @@ import numpy as np
 from ..base.errors import OptionError
 from ..base.texttable import format_table
 from ..base.units import format_bytes, format_seconds
+from ..base.workers import results
 from ..compress.compression import StorageFormat
 from ..compress.variants import Structure, Variant, parse_variants
 from ..engine.offload import inference_memory
@@ -252,7 +253,7 @@ def _simulate_variant(profile: HardwareProfile, config: LlmConfig, options: LlmO
 
     # independent runs, each in its own thread: their heavy stages (traces, caches) release the GIL
     with ThreadPoolExecutor(max_workers=min(len(runs), os.cpu_count() or 1)) as pool:
-        head, block, *attention = pool.map(one, runs)
+        head, block, *attention = results([pool.submit(one, run) for run in runs])
     dispatch_s = config.num_hidden_layers * _dispatch_s(profile, config, variant)
     step_s = _step_s(block, head, config.num_hidden_layers) + dispatch_s
     attention_s = [_attention_s(a) for a in attention] or [0.0]

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..base import units
 from ..base.errors import ConfigError, OptionError, SimulatorError, quote
-from ..base.workers import init_worker, stop_pool, worker_initargs
+from ..base.workers import completed, init_worker, stop_pool, worker_initargs
 from ..base.yamlio import load_yaml_text, read_yaml_mapping
 from ..compress.compression import StorageFormat
 from ..compress.variants import as_variant
@@ -550,10 +550,8 @@ def _unordered(backend: BackendChoice, tasks: list[PointTask], shared: Any) -> I
                                initializer=init_worker, initargs=worker_initargs(_install_shared, shared))
     interrupted = True
     try:
-        from concurrent.futures import as_completed
-
         futures = {pool.submit(_evaluate_in_worker, task): task for task in tasks}
-        for future in as_completed(futures):
+        for future in completed(futures):
             yield _result_of(future, futures[future])
         interrupted = False
     finally:

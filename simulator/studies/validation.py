@@ -139,7 +139,7 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from ..base.workers import init_worker, stop_pool, worker_initargs
+    from ..base.workers import init_worker, result, stop_pool, worker_initargs
 
     groups = sorted({(c.platform, c.batch, c.format) for c in cells})
     workers = workers or min(len(groups), os.cpu_count() or 1)
@@ -150,7 +150,7 @@ def cell_works(profile: HardwareProfile, workload: Workload, cells: Iterable[Cel
         results = (_group_works(profile, workload, batch, fmt) for _, batch, fmt in groups)
     else:
         pool = ProcessPoolExecutor(max_workers=workers, initializer=init_worker, initargs=worker_initargs())
-        results = pool.map(_group_works, *zip(*[(profile, workload, batch, fmt) for _, batch, fmt in groups]))
+        results = map(result, [pool.submit(_group_works, profile, workload, batch, fmt) for _, batch, fmt in groups])
     interrupted = True
     try:
         for (platform, batch, fmt), group in zip(groups, results):
