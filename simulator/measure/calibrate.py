@@ -708,10 +708,32 @@ def _measure_fresh_pages(s: Session) -> None:
     the call (``torch.empty(n).fill_``, what a kernel does to its output): the difference is the
     OS faulting in (and zeroing) the pages of a fresh mapping, where the allocator made one. The
     pages one allocating fill faults in are counted too: whether the allocator mapped the buffer
-    afresh is then a count, not a ratio of two noisy times."""
+    afresh is then a count, not a ratio of two noisy times.
+
+    It runs in a new process: after the other steps this one's heap may hold a free 64 MiB chunk
+    (glibc serves a request from one before it maps a new one), and then nothing faults here
+    although a layer early in a run, or in ``bench``, faults at every call."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ..base.workers import init_worker, result, worker_initargs
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=init_worker, initargs=worker_initargs()) as pool:
+        settled_fills, faulted = result(pool.submit(fresh_fills, s.threads))
+    got = s.record(settled_fills, name=_fresh_label)
+    s.m.fresh_fill_s = {size: (got[(size, False)], got[(size, True)]) for size in FRESH_PAGE_BYTES}
+    s.m.fresh_faulted = faulted if any(faulted.values()) else {}    # no faults counted: the times alone decide
+
+
+def fresh_fills(threads: int) -> tuple[dict[tuple[int, bool], Settled], dict[int, int]]:
+    """In this process, on ``threads`` torch threads: every fill of :func:`_measure_fresh_pages`,
+    settled, by (bytes, fresh); and the bytes of pages one allocating fill of each size faulted in."""
     import torch
 
     from .bench import PAGE_BYTES, minor_faults
+
+    torch.set_num_threads(threads)
 
     def fill(size: int, fresh: bool) -> Callable[[], float]:
         n = size // 4
@@ -719,14 +741,13 @@ def _measure_fresh_pages(s: Session) -> None:
         call = (lambda: torch.empty(n).fill_(1.0)) if fresh else (lambda: kept.fill_(1.0))
         return lambda: _best_time(call, min_calls=5, budget_s=0.1)
     keys = [(size, fresh) for size in FRESH_PAGE_BYTES for fresh in (False, True)]
-    got = s.record(settle({key: fill(*key) for key in keys}), name=_fresh_label)
-    s.m.fresh_fill_s = {size: (got[(size, False)], got[(size, True)]) for size in FRESH_PAGE_BYTES}
+    fills = settle({key: fill(*key) for key in keys})
+    faulted = {}
     for size in FRESH_PAGE_BYTES:
         before = minor_faults()
         torch.empty(size // 4).fill_(1.0)
-        s.m.fresh_faulted[size] = (minor_faults() - before) * PAGE_BYTES
-    if not any(s.m.fresh_faulted.values()):
-        s.m.fresh_faulted = {}          # the OS counts no faults: the times alone decide
+        faulted[size] = (minor_faults() - before) * PAGE_BYTES
+    return fills, faulted
 
 
 def _fresh_label(key: tuple[int, bool]) -> str:
