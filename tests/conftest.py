@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import signal
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,13 @@ def workload_from_text(tmp_path, monkeypatch):
         return load_workload(path)
 
     return make
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt here, and a child this test starts takes it by default: a
+    shell that starts the suite in the background (``make test &``) hands it SIGINT ignored, which
+    Python keeps and every child inherits, so the Ctrl-C tests would test nothing but that."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)

@@ -98,6 +98,7 @@ def test_streamed_stages_give_what_the_stages_one_after_the_other_give(tegra, sm
 @pytest.mark.parametrize("waits", [result, lambda f: results([f]), lambda f: list(completed([f])),
                                    lambda f: next(in_background(iter(lambda: result(f), None)))],
                          ids=["result", "results", "completed", "in_background"])
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_ctrl_c_the_kernel_hands_a_worker_thread_interrupts_the_main_threads_wait(waits):
     """The kernel may deliver a Ctrl-C to any thread that does not block it (the test sends it to a
     worker); Python raises it in the main thread, but only once that thread runs Python code again.

@@ -336,6 +336,7 @@ def test_schedule_epoch_window(tmp_path, capsys, end, words):
 
 # --- progress and interruption --------------------------------------------------------------------
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_sigint_exits_130_with_one_line():
     """Ctrl-C during a long run: variant threads stop at their next step, one line, exit 130."""
     proc = subprocess.Popen([sys.executable, "-m", "simulator", "run", TEGRA, "--repeat", "100000"], cwd=ROOT,
