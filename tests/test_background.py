@@ -96,7 +96,7 @@ def test_streamed_stages_give_what_the_stages_one_after_the_other_give(tegra, sm
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="no POSIX threads' signals")
 @pytest.mark.parametrize("waits", [result, lambda f: results([f]), lambda f: list(completed([f])),
-                                   lambda f: next(in_background(iter(lambda: result(f), None)))],
+                                   lambda f: next(in_background(map(result, [f])))],
                          ids=["result", "results", "completed", "in_background"])
 @pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_ctrl_c_the_kernel_hands_a_worker_thread_interrupts_the_main_threads_wait(waits):
