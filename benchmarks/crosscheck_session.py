@@ -138,6 +138,7 @@ def calibrate(out: Path, threads: str, profile: str, log: str, required: bool) -
 #: The profile step 4 calibrates after the benches: the summary checks every bench against it too,
 #: so a session shows how far the host's phase alone moves each figure.
 END_PROFILE = "host-end.yaml"
+#: Tries of each ``calibrate`` (start and end): on a noisy VM a plausibility check fails now and then.
 CALIBRATE_ATTEMPTS = 3
 
 
