@@ -802,6 +802,39 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_ove
     assert not plain.compute.kernels.spmv.serial_loads
 
 
+@pytest.mark.parametrize("faulted_bits, copied", [(32.0, 32), (35.0, 32), (17.0, 16), (0.0, None), (48.0, None)])
+def test_a_library_that_copies_its_indices_is_told_by_the_pages_one_call_faults_in(caches, cpu, measurements,
+                                                                                  faulted_bits, copied):
+    """torch's CSR product over int64 indices copies them into int32 arrays at every call (MKL's
+    LP64 interface): one call of the SpMV beyond the caches faults in about 32 bits a non-zero, a
+    copy above glibc's largest mmap threshold. That count is ``kernel_index_bits``; the copy's
+    faults and bytes then come with both of ``serial_sparse``'s sums, so a SpMV that took them plus
+    the larger of issue and memory is not taken for one whose loads wait. No faults, or a count
+    near no narrower width: no copy."""
+    spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, 11 * (1 << 20)
+    rate = 3e9
+    fills = {16 * MiB: (0.2e-3, 0.25e-3), 64 * MiB: (2e-3, 2e-3 + 64 * MiB / rate)}
+    issue_s = (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2)
+    probe_s = 2e-3
+    width = copied or 0
+    memory_s = probe_s * (nnz * 12 + (rows + 1) * 8 + 2 * (nnz + rows + 1) * width // 8) / cal.GEMV_BEYOND_BYTES
+    faulted = faulted_bits * nnz / 8
+    seconds = OVERHEAD_S + faulted / rate + max(issue_s, memory_s)
+    beyond = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, seconds, "torch", 2, faulted)
+    m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=[beyond],
+                gemv_beyond_s={"fp32": probe_s}, fresh_fill_s=fills)
+    assert cal.copied_index_bits(m, "torch") == copied and cal.fault_rate(m) == pytest.approx(rate)
+    mapping = build_profile(caches, cpu, m)
+    kernels = profile_from_mapping(mapping, "host").compute.kernels
+    assert kernels.kernel_index_bits == copied and kernels.index_bits == 64
+    assert kernels.spmv.serial_loads is (faulted_bits > 0 and copied is None)   # unexplained faults: waits
+    if copied:
+        assert "bits a non-zero" in profile_from_mapping(mapping, "host").sources["compute.kernels.kernel_index_bits"]
+    scipy = replace(beyond, backend="scipy", faulted_bytes=4.0 * nnz)     # stores 32-bit indices: nothing narrower
+    assert cal.copied_index_bits(replace(m, sparse_beyond=[scipy]), "scipy") is None
+
+
 def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu, measurements):
     """calibrate times each CSR backend bench may pick; ``spmv`` / ``spmm`` are the ones bench
     picks on the middle matrix (here scipy for SpMV, torch for SpMM), and each backend is a
@@ -811,10 +844,10 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
               + sparse_timings("spmm", 4.0, 30.0, 1, 1, (4, 64), backend="scipy")
               + sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch"))
     rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.GEMV_BEYOND_BYTES // 12
-    probe_s = 2e-3
-    memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
+    probe_s = 2e-3     # torch's bytes: its stored arrays, and the int32 copy of its indices written and read
+    memory_s = probe_s * (nnz * 12 + (rows + 1) * 8 + 2 * (nnz + rows + 1) * 4) / cal.GEMV_BEYOND_BYTES
     serial_torch = OVERHEAD_S + (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2) + memory_s    # waits for its loop
-    beyond = [SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, serial_torch, "torch", 2)]
+    beyond = [SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, serial_torch, "torch", 2, 4.0 * nnz)]
     m = replace(measurements, sparse=sparse, sparse_backends={"spmv": "scipy", "spmm": "torch"},
                 sparse_beyond=beyond, gemv_beyond_s={"fp32": probe_s})
     mapping = build_profile(caches, cpu, m)
@@ -824,6 +857,7 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
     from simulator.commands.calibrate import summary
     assert "CSR libraries (bench picks per layer): scipy: spmv 5 / spmm 4 cycles per non-zero, 32-bit" \
         in summary(mapping, Path("host.yaml"))
+    assert "64-bit indices copied to 32 bits a call" in summary(mapping, Path("host.yaml"))
     assert kernels.spmm.cycles_per_nonzero == pytest.approx(1.5, rel=0.02)
     assert profile.compute.threads.spmv == 1 and profile.compute.threads.spmm is None
     scipy, torch = kernels.libraries["scipy"], kernels.libraries["torch"]
@@ -831,8 +865,10 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
     assert scipy.spmm.cycles_per_nonzero == pytest.approx(4.0, rel=0.02) and scipy.index_bits == 32
     assert torch.spmv.cycles_per_nonzero == pytest.approx(3.0, rel=0.02) and torch.threads is None
     assert torch.index_bits == 64 and torch.spmv.serial_loads and not scipy.spmv.serial_loads
+    assert torch.kernel_index_bits == 32 and scipy.kernel_index_bits is None and kernels.kernel_index_bits is None
     on_torch = profile.with_sparse_library("torch")
     assert on_torch.compute.threads.spmv is None and on_torch.compute.kernels.spmv == torch.spmv
+    assert on_torch.compute.kernels.kernel_index_bits == 32
     assert "compute.kernels.libraries.torch.spmv.serial_loads" in profile.sources
     assert "scipy on 1 thread(s)" in profile.fitted["compute.kernels.libraries.scipy.spmv"]
     # one backend timed: no libraries (the profile's own kernels are that backend's)

@@ -415,6 +415,27 @@ def test_a_sparse_kernel_whose_loads_wait_for_its_loop_takes_memory_plus_issue(w
     assert waits.time_s == pytest.approx(memory_s + issue_s, rel=0.1)
 
 
+def test_a_library_that_copies_its_indices_pays_the_copy_and_its_fresh_pages_at_every_call(write_yaml):
+    """``kernel_index_bits``: a library storing 64-bit indices whose kernel reads 32-bit ones (torch's
+    CPU CSR product over MKL's LP64 interface) copies the indices at every call: the copy's lines
+    move through the memory system on top of the kernel's, and a copy above the allocator's
+    threshold faults its pages in first, each call (here above 1 MiB, so a 4 MiB copy does)."""
+    from simulator.hardware.profile import FreshPages
+
+    pi = with_values(_profile("raspberry-pi-5"), {"compute.kernels.index_bits": 64,
+                                                  "memory.fresh_pages": FreshPages(above="1 MiB", bandwidth="2 GB/s")})
+    workload = _fc(write_yaml, 4096, 4096, density=1 / 16)
+    copies = with_values(pi, {"compute.kernels.kernel_index_bits": 32})
+    plain, copied = _layer(pi, workload, StorageFormat.CSR), _layer(copies, workload, StorageFormat.CSR)
+    nonzeros = (copied.weight_bytes - 8 * 4097) // 12      # stored: fp32 values, 64-bit indices and pointers
+    assert copied.weight_bytes == plain.weight_bytes and nonzeros * 4 > 1 << 20 > 4 * 4097
+    assert copied.busy_s["page-faults"] == pytest.approx(4 * nonzeros / 2e9) and not plain.busy_s.get("page-faults")
+    assert copied.accesses > plain.accesses
+    # beyond the caches: 12 bytes a non-zero become 8 read + 4 written (and written back) + 4 read + 4
+    assert copied.dram_bytes > 1.5 * plain.dram_bytes
+    assert copied.time_s > plain.time_s + copied.busy_s["page-faults"]
+
+
 def _conv_shape(in_channels: int, out_channels: int, side: int = 13, window: int = 9, batch: int = 1):
     """A dense convolution's kernel shape as :func:`kernel_shape` builds it (fp32, padding keeps the side)."""
     pixels = side * side

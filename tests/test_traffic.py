@@ -346,6 +346,31 @@ def test_a_library_with_32_bit_indices_reads_twice_the_index_lines(write_yaml, t
     assert unique_lines(narrow, StreamKind.WEIGHT_INDICES).size == -(-enc.nnz * 2 // LINE)
 
 
+def test_a_library_that_reads_narrower_indices_copies_them_at_every_call(write_yaml, tmp_path, monkeypatch):
+    """``kernel_index_bits``: a library storing 64-bit indices whose kernel reads 32-bit ones (torch
+    over MKL's LP64 interface) first reads every stored index and pointer line and writes a copy
+    half as wide, then runs the kernel on the copy: the stored arrays' lines are read once, the
+    copies' written once and read again, and the call's shape names the copies' bytes (for the
+    pages it maps afresh). A library whose kernel reads what it stores copies nothing."""
+    monkeypatch.setenv("SIMULATOR_CACHE_DIR", str(tmp_path / "cache"))
+    mask = np.random.default_rng(5).random((256, 1024)) < 0.1
+    stored, enc, _ = _format_traffic(write_yaml, "csr", mask, view=_replace(VIEW, index_bits=64))
+    copied, _, _ = _format_traffic(write_yaml, "csr", mask, view=_replace(VIEW, cores=2, index_bits=64,
+                                                                           kernel_index_bits=32))
+    pointers = mask.shape[0] + 1
+    for kind, entries in ((StreamKind.WEIGHT_INDICES, enc.nnz), (StreamKind.WEIGHT_POINTERS, pointers)):
+        assert not stored.is_write[stored.stream == kind].any()
+        assert unique_lines(stored, kind).size == -(-entries * 8 // LINE)
+        reads = np.unique(copied.addresses[(copied.stream == kind) & ~copied.is_write] // LINE)
+        writes = np.unique(copied.addresses[(copied.stream == kind) & copied.is_write] // LINE)
+        assert writes.size == -(-entries * 4 // LINE)
+        assert reads.size == -(-entries * 8 // LINE) + writes.size and set(writes) <= set(reads)
+    assert copied.shape.index_copies == (enc.nnz * 4, pointers * 4) and not stored.shape.index_copies
+    assert copied.weight_bytes == stored.weight_bytes     # what the layer stores is unchanged
+    same, _, _ = _format_traffic(write_yaml, "csr", mask, view=_replace(VIEW, index_bits=32, kernel_index_bits=32))
+    assert not same.is_write[same.stream == StreamKind.WEIGHT_INDICES].any() and not same.shape.index_copies
+
+
 def test_hint_bits_per_stream_and_direction():
     """Every access but a gather load is in a stream; only an output store overwrites whole sectors."""
     from dataclasses import replace

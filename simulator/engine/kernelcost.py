@@ -148,12 +148,13 @@ def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
 def fresh_bytes(profile: HardwareProfile, shape: KernelShape) -> int:
     """Bytes a call maps afresh (``memory.fresh_pages``): its output (a pooling's or a join's too;
     eager attention's scores as the product, scaled and masked, and its probabilities), a
-    channel-blocked convolution's blocked copies and an im2col convolution's lowered input, each
-    that is above the allocator's threshold. 0 without the block."""
+    channel-blocked convolution's blocked copies, an im2col convolution's lowered input and a
+    sparse library's narrower copies of its indices (``kernel_index_bits``), each that is above
+    the allocator's threshold. 0 without the block."""
     fresh = profile.memory.fresh_pages
     if fresh is None or not shape.output_bytes:
         return 0
-    buffers = [shape.output_bytes] * shape.output_copies
+    buffers = [shape.output_bytes] * shape.output_copies + list(shape.index_copies)
     kernels = profile.compute.kernels
     if kernels is not None and shape.kind in DENSE_KINDS:
         buffers += channel_blocks(shape, kernels.dense(shape.kind).channel_block)[1]

@@ -264,7 +264,8 @@ class SparseKernel(Strict):
 class SparseLibrary(Strict):
     """A CSR library of the machine besides the one ``spmv`` / ``spmm`` describe, by the name a
     measurement gives it (``bench``'s backends: ``torch``, ``scipy``): its own SpMV and SpMM costs,
-    the width of the indices and row pointers it stores, and the cores it runs on (None: all).
+    the width of the indices and row pointers it stores (and the narrower one its kernels read,
+    :class:`Kernels`), and the cores it runs on (None: all).
     ``bench`` runs each layer on whichever library is faster there, so a cross-check times each
     measured cell with the library that ran it (:meth:`HardwareProfile.with_sparse_library`):
     the index width changes the traffic, the costs and cores the issue time."""
@@ -272,6 +273,7 @@ class SparseLibrary(Strict):
     spmv: SparseKernel
     spmm: SparseKernel
     index_bits: Optional[Literal[16, 32, 64]] = None
+    kernel_index_bits: Optional[Literal[16, 32]] = None
     threads: Optional[PositiveInt] = None
 
 
@@ -345,7 +347,12 @@ class Kernels(Strict):
 
     ``index_bits`` is the width of the indices and pointers the sparse library stores (Intel MKL,
     LP64, and cuSPARSE, ``CUSPARSE_INDEX_32I``: 32); absent, they follow the matrix (16 bits when
-    the columns fit, see :mod:`simulator.compress.compression`). The format kernels (``bsr``,
+    the columns fit, see :mod:`simulator.compress.compression`). ``kernel_index_bits``, where
+    narrower, is the width its kernels read: the library then copies the indices and row pointers
+    of a CSR or BSR matrix into new arrays of that width at every call, before the product
+    (torch's CPU sparse products on int64 indices, for MKL's 32-bit LP64 interface: the copy's
+    traffic, and beyond ``memory.fresh_pages.above`` its page faults, come with every call;
+    calibrate counts the pages one call faults in). The format kernels (``bsr``,
     ``nm``, ``bitmask``, ``codebook``) are optional: a profile without one cannot run that format.
     ``libraries`` holds the machine's other CSR libraries (:class:`SparseLibrary`), by name."""
 
@@ -361,6 +368,7 @@ class Kernels(Strict):
     bitmask: Optional[BitmaskKernel] = None
     codebook: Optional[CodebookKernel] = None
     index_bits: Optional[Literal[16, 32, 64]] = None
+    kernel_index_bits: Optional[Literal[16, 32]] = None
     libraries: dict[str, SparseLibrary] = {}
 
     def dense(self, kind: KernelKind) -> DenseKernel:
@@ -662,14 +670,15 @@ class HardwareProfile(Strict):
 
     def with_sparse_library(self, name: str) -> HardwareProfile:
         """This profile with its CSR library ``name`` (``compute.kernels.libraries``) in place of
-        ``spmv``, ``spmm``, ``index_bits`` and those kernels' threads; itself where it has no
-        library of that name (a published cell's kernel, a dense backend)."""
+        ``spmv``, ``spmm``, ``index_bits``, ``kernel_index_bits`` and those kernels' threads; itself
+        where it has no library of that name (a published cell's kernel, a dense backend)."""
         kernels = self.compute.kernels
         library = kernels.libraries.get(name) if kernels is not None else None
         if kernels is None or library is None:
             return self
         kernels = kernels.model_copy(update={"spmv": library.spmv, "spmm": library.spmm,
-                                             "index_bits": library.index_bits})
+                                             "index_bits": library.index_bits,
+                                             "kernel_index_bits": library.kernel_index_bits})
         threads = self.compute.threads.model_copy(update={"spmv": library.threads, "spmm": library.threads})
         return self.model_copy(update={"compute": self.compute.model_copy(update={"kernels": kernels,
                                                                                    "threads": threads})})

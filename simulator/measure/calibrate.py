@@ -338,6 +338,7 @@ class SparseTiming:
     seconds: float
     backend: str
     threads: int
+    faulted_bytes: float = 0.0   # pages one call faulted in (counted on the SpMV beyond the caches only)
 
 
 @dataclass(frozen=True)
@@ -1321,10 +1322,16 @@ def _measure_sparse(s: Session) -> None:
 SPARSE_BEYOND_ROWS = 16384
 
 
+#: Calls whose page faults :func:`_measure_sparse_beyond` counts (after its timed calls).
+FAULT_COUNT_CALLS = 3
+
+
 def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
-    whether its loads run ahead of its loop there (:func:`serial_sparse`)."""
-    from .bench import SparseBackend, sparse_operator
+    whether its loads run ahead of its loop there (:func:`serial_sparse`); and the pages a call
+    faults in, which show a library copying its indices into new arrays at every call
+    (:func:`copied_index_bits`: the copy of this matrix's is above glibc's largest mmap threshold)."""
+    from .bench import PAGE_BYTES, SparseBackend, minor_faults, sparse_operator
 
     nonzeros = (s.m.gemv_rows_bytes or GEMV_BEYOND_BYTES) // 12
     ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, nonzeros, seed=7)
@@ -1335,22 +1342,60 @@ def _measure_sparse_beyond(s: Session) -> None:
         op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
         got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
                        name=functools.partial(_beyond_label, name))
+        before = minor_faults()
+        for _ in range(FAULT_COUNT_CALLS):
+            op()
+        faulted = (minor_faults() - before) * PAGE_BYTES / FAULT_COUNT_CALLS
         s.m.sparse_beyond.append(SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
-                                              got["beyond"], name, threads))
+                                              got["beyond"], name, threads, faulted))
 
 
 def _beyond_label(backend: str, _key: object = None) -> str:
     return f"SpMV beyond the caches ({backend})"
 
 
+#: How near (a share of the width) the bits a non-zero the SpMV beyond the caches faulted in must
+#: come to a narrower index width for :func:`copied_index_bits` to take it as the library's copy.
+COPY_WIDTH_TOLERANCE = 0.2
+
+
+def copied_index_bits(m: Measurements, backend: str) -> Optional[int]:
+    """The index width ``backend``'s kernel reads where the library copies its stored indices into
+    narrower new arrays at every call (``kernel_index_bits``), or None: one call of the SpMV beyond
+    the caches faulted in about 16 or 32 bits a non-zero, narrower than the indices it stores.
+    That matrix's copy is above glibc's largest mmap threshold, so each call maps it afresh, and
+    counted faults are a count, not a time (torch 2.13's CPU CSR product over int64 indices: 44 MiB
+    a call over 11.5 M non-zeros, 4.0 bytes each, for MKL's LP64 interface; scipy: none)."""
+    from .bench import INDEX_BITS, SparseBackend
+
+    timing = m.beyond_of(backend)
+    if timing is None or timing.nonzeros <= 0 or timing.faulted_bytes <= 0:
+        return None
+    bits = 8 * timing.faulted_bytes / timing.nonzeros
+    return next((width for width in (16, 32) if width < INDEX_BITS[SparseBackend(backend)]
+                 and abs(bits - width) <= COPY_WIDTH_TOLERANCE * width), None)
+
+
+def fault_rate(m: Measurements) -> Optional[float]:
+    """Bytes a second the OS faults fresh pages in: the fill of a fresh buffer above glibc's largest
+    mmap threshold less the fill of one that exists (None where not timed, or not slower)."""
+    if not m.fresh_fill_s:
+        return None
+    large, (kept_s, fresh_s) = max(m.fresh_fill_s.items())
+    return large / (fresh_s - kept_s) if fresh_s > kept_s else None
+
+
 def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
     """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the caches it
-    took nearer its issue time (the in-cache fit) *plus* its stored bytes' streaming time than the
-    larger of the two. The streaming is at the sustained bandwidth the profile gets from the GEMV
-    row probe (:func:`row_streams`; where it did not run, at fp32's GEMV rate over
-    :data:`GEMV_BEYOND_BYTES`), on the backend's threads: for a backend on fewer threads than the
-    GEMV ran on, that rate scaled by the STREAM read's one-thread share, :func:`stream_share` (the
-    all-thread rate would understate its memory time, which reads overlapped loads as waiting ones)."""
+    took nearer its issue time (the in-cache fit) *plus* its bytes' streaming time than the larger
+    of the two. The streaming is at the sustained bandwidth the profile gets from the GEMV row probe
+    (:func:`row_streams`; where it did not run, at fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`),
+    on the backend's threads: for a backend on fewer threads than the GEMV ran on, that rate scaled
+    by the STREAM read's one-thread share, :func:`stream_share` (the all-thread rate would
+    understate its memory time, which reads overlapped loads as waiting ones). A library that
+    copies its indices at every call (:func:`copied_index_bits`) streams the copy's bytes too, and
+    faults its pages in first, at :func:`fault_rate`, before either (both sums carry that time:
+    without it, torch's copy over 11.5 M non-zeros, 13 ms of faults, read as loads that wait)."""
     from .bench import INDEX_BITS, SparseBackend
 
     timing, probe, rows = m.beyond_of(backend), m.gemv_beyond_s.get("fp32"), row_streams(m)
@@ -1360,6 +1405,10 @@ def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str
     issue_s = fit.call_overhead_s + (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
+    copied, rate = copied_index_bits(m, backend), fault_rate(m)
+    if copied is not None:      # the copy written, then read by the kernel
+        stored += 2 * (timing.nonzeros + timing.rows + 1) * copied // 8
+    faults_s = timing.faulted_bytes / rate if copied is not None and rate else 0.0
     share = stream_share(m, timing.threads)
     if rows is not None:
         memory_s = stored / (rows.bandwidth_bytes_per_s * share)
@@ -1367,10 +1416,11 @@ def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str
     else:
         memory_s, memory = (probe or 0.0) * stored / GEMV_BEYOND_BYTES / share, "fp32's GEMV of the same bytes"
     measured = max(timing.seconds - m.launch_overhead_s, 0.0)
-    if measured <= (max(issue_s, memory_s) + issue_s + memory_s) / 2:
+    if measured <= faults_s + (max(issue_s, memory_s) + issue_s + memory_s) / 2:
         return None
     on = f" on {timing.threads} thread(s): {share:.2g} of its rate" if share < 1 else ""
-    return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against issue "
+    faults = f"page faults {faults_s * 1e6:.0f} us + " if faults_s else ""
+    return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against {faults}issue "
             f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us ({memory}{on})")
 
 
@@ -2162,7 +2212,17 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
         notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
-    return {"index_bits": INDEX_BITS[SparseBackend(name)]}
+    out: dict[str, Any] = {"index_bits": INDEX_BITS[SparseBackend(name)]}
+    copied = copied_index_bits(m, name)
+    if copied is not None:
+        timing = m.beyond_of(name)
+        assert timing is not None
+        out["kernel_index_bits"] = copied
+        notes.measured(f"{at}kernel_index_bits", f"one call of {name}'s SpMV over {timing.nonzeros / 1e6:.3g} M "
+                       f"non-zeros faulted in {timing.faulted_bytes / MiB:.3g} MiB of fresh pages, "
+                       f"{8 * timing.faulted_bytes / timing.nonzeros:.3g} bits a non-zero: a copy of its "
+                       f"{out['index_bits']}-bit indices at every call")
+    return out
 
 
 def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
@@ -2593,7 +2653,8 @@ def fresh_pages_block(m: Measurements, notes: Notes) -> dict[str, Any]:
                "memory reused)")
     if not counted:
         return {}
-    bandwidth = large / fault_s
+    bandwidth = fault_rate(m)
+    assert bandwidth is not None
     notes.measured("above", f"glibc's largest mmap threshold on 64-bit Linux (DEFAULT_MMAP_THRESHOLD_MAX); "
                    f"the {small // MiB} MiB buffer below it {how}")
     notes.measured("bandwidth", f"a fresh {large // MiB} MiB buffer filled in {large_fresh * 1e3:.3g} ms against "

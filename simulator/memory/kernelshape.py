@@ -49,6 +49,7 @@ class KernelShape:
     mask_bits: int = 0          # bitmask: bits of mask the kernel scans
     pointer_reads: int = 0      # EIE's format: per-PE column pointer pairs (PEs x columns)
     convolution: bool = False   # the layer is a convolution (columns are output pixels)
+    index_copies: tuple[int, ...] = ()   # bytes of each narrower index array the library copies a call
 
     @property
     def dense_macs(self) -> int:

@@ -72,7 +72,7 @@ gather loads) and whether it is a store that overwrites whole sectors (output st
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
@@ -121,6 +121,7 @@ class CoreView:
     lanes_per_row: tuple[tuple[KernelKind, int], ...] = ()  # SIMD lanes on one sparse row (see LanesPerRow)
     gpu: bool = False   # traces follow the thread-block grid (dense GEMMs) instead of per-core cache blocking
     index_bits: Optional[int] = None   # the sparse library's index width (compute.kernels.index_bits)
+    kernel_index_bits: Optional[int] = None   # the width its kernels read (compute.kernels.kernel_index_bits)
 
     @staticmethod
     def of(profile: HardwareProfile, threads: Optional[int] = None) -> CoreView:
@@ -137,9 +138,10 @@ class CoreView:
         kernel_threads = tuple((k, n) for k in KernelKind if (n := profile.compute.threads.of(k)) is not None)
         lanes = tuple((k, n) for k in (KernelKind.SPMV, KernelKind.SPMM)
                       if (n := profile.compute.lanes_per_row.of(k)) > 1)
-        index_bits = profile.compute.kernels.index_bits if profile.compute.kernels is not None else None
+        kernels = profile.compute.kernels
         return CoreView(cores, line, first, last_private, max(share, last_private), tasks, kernel_threads, lanes,
-                        profile.kind is DeviceKind.GPU, index_bits)
+                        profile.kind is DeviceKind.GPU, kernels.index_bits if kernels is not None else None,
+                        kernels.kernel_index_bits if kernels is not None else None)
 
     def cores_for(self, kind: KernelKind) -> int:
         """Cores a kernel of ``kind`` may use."""
@@ -1217,17 +1219,57 @@ def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: Addre
     return bases, part_bases
 
 
+#: Formats whose index arrays a library may copy into narrower ones at every call
+#: (``compute.kernels.kernel_index_bits``): MKL's CSR and BSR handles take 32-bit arrays under LP64.
+COPIED_INDEX_FORMATS = frozenset({StorageFormat.CSR, StorageFormat.BSR})
+COPY_CHUNK_ELEMENTS = 1024   # elements a core's copy reads, then writes, at a time (a vector loop's page)
+
+
+def _narrowed(enc: EncodedWeights, view: CoreView) -> Optional[EncodedWeights]:
+    """The encoding as the library's kernel reads it, where the library copies ``enc``'s indices
+    and pointers into narrower arrays at every call (``kernel_index_bits``); None where it does not."""
+    bits = view.kernel_index_bits
+    if bits is None or enc.format not in COPIED_INDEX_FORMATS or max(enc.index_bits, enc.pointer_bits) <= bits:
+        return None
+    return replace(enc, index_bits=min(enc.index_bits, bits), pointer_bits=min(enc.pointer_bits, bits))
+
+
+def _index_copy(tr: _Trace, stored: EncodedWeights, narrow: EncodedWeights, bases: dict[str, int], core: int,
+                cores: int) -> None:
+    """One core's share of the library's copy of the indices and pointers into narrower arrays, as
+    an element-wise conversion splits it (equal ranges of elements, whatever the kernel's split):
+    chunk by chunk, the stored entries' lines read, then the copy's lines written."""
+    for name, count, kind in (("pointers", stored.pointer_array.size, StreamKind.WEIGHT_POINTERS),
+                              ("indices", stored.index_array.size, StreamKind.WEIGHT_INDICES)):
+        wide, slim = (stored.pointer_bits, narrow.pointer_bits) if name == "pointers" else \
+            (stored.index_bits, narrow.index_bits)
+        e0, e1 = (int(bound) for bound in _split(count, cores)[core:core + 2])
+        starts = np.arange(e0, e1, COPY_CHUNK_ELEMENTS, dtype=np.int64)
+        ends = np.minimum(starts + COPY_CHUNK_ELEMENTS, e1)
+        first = np.stack([bases[f"stored_{name}"] + starts * wide // 8, bases[name] + starts * slim // 8], axis=1)
+        length = np.stack([-(-(ends - starts) * wide // 8), -(-(ends - starts) * slim // 8)], axis=1)
+        tr.segments(first.ravel(), length.ravel(), kind, np.tile(np.array([False, True]), starts.size))
+
+
 def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights], batch: int,
                   space: AddressSpace, view: CoreView, second_input: Optional[str] = None,
                   concat_inputs: Sequence[str] = ()) -> LayerTraffic:
     """Build the access trace of one layer reading ``input_buffer`` (and ``second_input``, the
     other operand of an add; a concat reads every buffer of ``concat_inputs``, in order: see
     :func:`concat_buffers`) (see module docstring)."""
+    stored, narrow = None, None
     if enc is not None:
         enc = enc.with_index_bits(view.index_bits)     # a library storing wider indices than the matrix needs
+        stored, narrow = enc, _narrowed(enc, view)
+        enc = narrow or enc                            # the kernel reads the library's copies
     fmt = enc.format if enc is not None else StorageFormat.DENSE
     row = trace_row(layer, fmt if enc is not None else None)
-    bases, part_bases = _bases(layer, enc, batch, space, input_buffer, second_input, concat_inputs)
+    bases, part_bases = _bases(layer, stored, batch, space, input_buffer, second_input, concat_inputs)
+    if narrow is not None:    # the stored arrays keep their names; the copies are the call's own buffers
+        for name in ("indices", "pointers"):
+            bases[f"stored_{name}"] = bases[name]
+            bases[name] = space.base(f"copy:{layer.name}:{fmt.value}:{name}",
+                                     narrow.index_bytes if name == "indices" else narrow.pointer_bytes)
     kernel = kernel_kind(layer, fmt, batch)
     ctx = TraceContext(layer, enc, bases, batch, layer.dtype.size_bytes, view, kernel, part_bases)
     work_items = row.work_items(ctx)
@@ -1247,14 +1289,20 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
         per_core, core_of = [], list(range(cores))
         for c in range(cores):
             tr = _Trace(view.line_bytes)
+            if narrow is not None:
+                assert stored is not None
+                _index_copy(tr, stored, narrow, bases, c, cores)
             row.trace(ctx, tr, (int(bounds[c]), int(bounds[c + 1])))
             per_core.append(tr)
     addresses, is_write, core, stream = _interleave(per_core, core_of)
     density = enc.density if enc is not None else 1.0
+    shape = kernel_shape(layer, stored, batch, kernel, dict(view.lanes_per_row).get(kernel, 1))
+    if narrow is not None:
+        shape = replace(shape, index_copies=(narrow.index_bytes, narrow.pointer_bytes))
     return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
-                        core, stream, cores, occupancy, enc.total_bytes if enc is not None else 0, view.line_bytes,
-                        min(view.line_bytes, batch * ctx.elem * (enc.block[1] if enc is not None else 1)),
-                        shape=kernel_shape(layer, enc, batch, kernel, dict(view.lanes_per_row).get(kernel, 1)))
+                        core, stream, cores, occupancy, stored.total_bytes if stored is not None else 0,
+                        view.line_bytes, min(view.line_bytes, batch * ctx.elem * (enc.block[1] if enc is not None else 1)),
+                        shape=shape)
 
 
 def input_buffers(workload: Workload, layer: Layer) -> tuple[str, Optional[str]]:
