@@ -170,12 +170,12 @@ def test_each_csr_cell_is_timed_with_the_library_that_ran_it(measured, tiny):
 
 
 def test_a_profile_puts_a_named_library_in_place_of_its_own():
-    profile = _with_libraries({"scipy": {"spmv": {"cycles_per_nonzero": 7.0, "serial_loads": True},
+    profile = _with_libraries({"scipy": {"spmv": {"cycles_per_nonzero": 7.0, "load_overlap": 0.25},
                                          "spmm": {"cycles_per_nonzero": 5.0, "columns_per_step": 8},
                                          "index_bits": 16, "threads": 1}})
     scipy = profile.with_sparse_library("scipy")
     kernels = scipy.compute.kernels
-    assert kernels.spmv.cycles_per_nonzero == 7.0 and kernels.spmv.serial_loads
+    assert kernels.spmv.cycles_per_nonzero == 7.0 and kernels.spmv.load_overlap == 0.25
     assert kernels.spmm.columns_per_step == 8 and kernels.index_bits == 16
     assert scipy.compute.threads.spmv == 1 and scipy.compute.threads.gemv == profile.compute.threads.gemv
     assert kernels.gemm == profile.compute.kernels.gemm and kernels.libraries == profile.compute.kernels.libraries

@@ -777,29 +777,31 @@ def test_the_gemm_line_separates_the_packing_from_the_multiply_adds(caches, cpu,
     assert dense_seconds(profile, prefill, 2).seconds == pytest.approx(time_s(2048, 2048, 128) - OVERHEAD_S, rel=0.03)
 
 
-@pytest.mark.parametrize("serial", [True, False])
-def test_a_sparse_kernel_whose_loads_wait_for_its_loop_is_told_from_one_that_overlaps(caches, cpu, measurements,
-                                                                                      serial):
-    """The SpMV beyond the private caches: measured near its in-cache issue time plus its stored
-    bytes' streaming time, its loads wait for its loop (``serial_loads``); near the larger of the
-    two, they run ahead. The index width is the backend's (torch's CSR tensors from bench: int64)."""
+@pytest.mark.parametrize("overlap", [0.0, 0.4, 1.0])
+def test_the_share_of_a_sparse_kernels_loop_its_loads_run_under_is_read_off_the_spmv_beyond_the_caches(
+        caches, cpu, measurements, overlap):
+    """The SpMV beyond the private caches, memory-bound: measured at its bytes' streaming time plus
+    the part of its in-cache issue time its loads did not run under, ``load_overlap`` is that
+    share: 0 for the sum (its loads wait for its loop), 1 for the larger (they run ahead, and
+    nothing is written). The index width is the backend's (torch's CSR tensors from bench: int64)."""
     spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
     rows, nnz = cal.SPARSE_BEYOND_ROWS, cal.GEMV_BEYOND_BYTES // 12
     issue_s = (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2)
     probe_s = 2e-3                                   # fp32's GEMV over the same 32 MiB
     memory_s = probe_s * (nnz * 12 + (rows + 1) * 8) / cal.GEMV_BEYOND_BYTES
-    seconds = OVERHEAD_S + (issue_s + memory_s if serial else max(issue_s, memory_s))
-    beyond = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, seconds, "torch", 2)
+    assert memory_s > issue_s
+    beyond = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz,
+                          OVERHEAD_S + memory_s + (1 - overlap) * issue_s, "torch", 2)
     m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=[beyond],
                 gemv_beyond_s={"fp32": probe_s})
     profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
     kernels = profile.compute.kernels
-    assert kernels.spmv.serial_loads is serial and not kernels.spmm.serial_loads
+    assert kernels.spmv.load_overlap == pytest.approx(overlap, abs=0.01) and kernels.spmm.load_overlap == 1.0
     assert kernels.index_bits == 64
-    assert ("compute.kernels.spmv.serial_loads" in profile.sources) is serial
+    assert ("compute.kernels.spmv.load_overlap" in profile.sources) is (overlap < 1)
     # nothing measured beyond the caches: the loads are taken to run ahead, as before
     plain = profile_from_mapping(build_profile(caches, cpu, replace(m, sparse_beyond=[])), "host")
-    assert not plain.compute.kernels.spmv.serial_loads
+    assert plain.compute.kernels.spmv.load_overlap == 1.0
 
 
 @pytest.mark.parametrize("faulted_bits, copied", [(32.0, 32), (35.0, 32), (17.0, 16), (0.0, None), (48.0, None)])
@@ -808,9 +810,9 @@ def test_a_library_that_copies_its_indices_is_told_by_the_pages_one_call_faults_
     """torch's CSR product over int64 indices copies them into int32 arrays at every call (MKL's
     LP64 interface): one call of the SpMV beyond the caches faults in about 32 bits a non-zero, a
     copy above glibc's largest mmap threshold. That count is ``kernel_index_bits``; the copy's
-    faults and bytes then come with both of ``serial_sparse``'s sums, so a SpMV that took them plus
+    faults come off the measured time and its bytes add to the memory time, so a SpMV that took them plus
     the larger of issue and memory is not taken for one whose loads wait. No faults, or a count
-    near no narrower width: no copy."""
+    near no narrower width: no copy (and faults nothing explains count as waiting loads)."""
     spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
     rows, nnz = cal.SPARSE_BEYOND_ROWS, 11 * (1 << 20)
     rate = 3e9
@@ -828,7 +830,7 @@ def test_a_library_that_copies_its_indices_is_told_by_the_pages_one_call_faults_
     mapping = build_profile(caches, cpu, m)
     kernels = profile_from_mapping(mapping, "host").compute.kernels
     assert kernels.kernel_index_bits == copied and kernels.index_bits == 64
-    assert kernels.spmv.serial_loads is (faulted_bits > 0 and copied is None)   # unexplained faults: waits
+    assert (kernels.spmv.load_overlap < 1) is (faulted_bits > 0 and copied is None)   # unexplained faults: waits
     if copied:
         assert "bits a non-zero" in profile_from_mapping(mapping, "host").sources["compute.kernels.kernel_index_bits"]
     scipy = replace(beyond, backend="scipy", faulted_bytes=4.0 * nnz)     # stores 32-bit indices: nothing narrower
@@ -857,19 +859,19 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
     from simulator.commands.calibrate import summary
     assert "CSR libraries (bench picks per layer): scipy: spmv 5 / spmm 4 cycles per non-zero, 32-bit" \
         in summary(mapping, Path("host.yaml"))
-    assert "64-bit indices copied to 32 bits a call" in summary(mapping, Path("host.yaml"))
+    assert "64-bit indices copied to 32 bits a call, loads under 0 of its loop" in summary(mapping, Path("host.yaml"))
     assert kernels.spmm.cycles_per_nonzero == pytest.approx(1.5, rel=0.02)
     assert profile.compute.threads.spmv == 1 and profile.compute.threads.spmm is None
     scipy, torch = kernels.libraries["scipy"], kernels.libraries["torch"]
     assert scipy.spmv.cycles_per_nonzero == pytest.approx(5.0, rel=0.02) and scipy.threads == 1
     assert scipy.spmm.cycles_per_nonzero == pytest.approx(4.0, rel=0.02) and scipy.index_bits == 32
     assert torch.spmv.cycles_per_nonzero == pytest.approx(3.0, rel=0.02) and torch.threads is None
-    assert torch.index_bits == 64 and torch.spmv.serial_loads and not scipy.spmv.serial_loads
+    assert torch.index_bits == 64 and torch.spmv.load_overlap == 0.0 and scipy.spmv.load_overlap == 1.0
     assert torch.kernel_index_bits == 32 and scipy.kernel_index_bits is None and kernels.kernel_index_bits is None
     on_torch = profile.with_sparse_library("torch")
     assert on_torch.compute.threads.spmv is None and on_torch.compute.kernels.spmv == torch.spmv
     assert on_torch.compute.kernels.kernel_index_bits == 32
-    assert "compute.kernels.libraries.torch.spmv.serial_loads" in profile.sources
+    assert "compute.kernels.libraries.torch.spmv.load_overlap" in profile.sources
     assert "scipy on 1 thread(s)" in profile.fitted["compute.kernels.libraries.scipy.spmv"]
     # one backend timed: no libraries (the profile's own kernels are that backend's)
     assert not profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels.libraries
@@ -900,16 +902,17 @@ def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurem
     overlapped = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, OVERHEAD_S + memory_one_s, "scipy", 1)
     waiting = replace(overlapped, seconds=OVERHEAD_S + memory_one_s + issue_s)
     m = replace(measurements, gemv_beyond_s={"fp32": probe_s})
-    assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
-    why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
-    assert why is not None and "on 1 thread(s)" in why
+    assert cal.sparse_overlap(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy").share == 1.0
+    waits = cal.sparse_overlap(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
+    assert waits.share == 0.0 and "on 1 thread(s)" in waits.how
 
 
 def test_with_the_row_probe_a_sparse_kernel_streams_at_the_rows_bandwidth(caches, cpu, measurements):
     """Where the GEMV row probe ran, an SpMV beyond the caches (over the probe's bytes: a 32 MiB
     matrix may still sit in a 32 MiB last level, where its loads overlap) is judged against its
     stored bytes at the probe's bandwidth (the profile's sustained one), not against fp32's 32 MiB
-    GEMV: scipy at issue + bytes / 24 GB/s waits for its loop; at the larger of the two it does not."""
+    GEMV: scipy at issue + bytes / 24 GB/s waits for its loop (an overlap of 0); at the larger of
+    the two it does not (1)."""
     size, rows, nnz = 128 * MiB, cal.SPARSE_BEYOND_ROWS, 128 * MiB // 12
     m = replace(measurements, gemv_rows_bytes=size, gemv_rows_s=_row_probe(24e9, 72e-9, size),
                 gemv_beyond_s={"fp32": 0.5e-3})
@@ -918,10 +921,10 @@ def test_with_the_row_probe_a_sparse_kernel_streams_at_the_rows_bandwidth(caches
     issue_s = 0.6 * memory_s
     fit = cal.SparseFit(issue_s * CLOCK_HZ / nnz, 0.0, 1, {1: 0.0})
     waiting = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, OVERHEAD_S + memory_s + issue_s, "scipy", 1)
-    why = cal.serial_sparse(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
-    assert why is not None and "the bytes at 24 GB/s" in why
+    waits = cal.sparse_overlap(replace(m, sparse_beyond=[waiting]), fit, CLOCK_HZ, "scipy")
+    assert waits.share == 0.0 and "the bytes at 24 GB/s" in waits.how
     overlapped = replace(waiting, seconds=OVERHEAD_S + memory_s)
-    assert cal.serial_sparse(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy") is None
+    assert cal.sparse_overlap(replace(m, sparse_beyond=[overlapped]), fit, CLOCK_HZ, "scipy").share == 1.0
 
 
 @pytest.mark.parametrize("knee", [True, False])

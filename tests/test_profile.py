@@ -226,6 +226,27 @@ def test_the_old_efficiency_block_is_refused_by_name(tegra_data, load_error):
     assert err.field == "compute.efficiency" and "compute.kernels" in err.message
 
 
+@pytest.mark.parametrize("library", [None, "torch"])
+def test_serial_loads_is_refused_by_name_for_load_overlap(tegra_data, load_error, library):
+    """A profile an older ``calibrate`` wrote says ``serial_loads: true``: one line naming it and
+    what replaced it, for the profile's own kernels or a library's."""
+    kernels = tegra_data["compute"]["kernels"]
+    spmv = {**kernels["spmv"], "serial_loads": True}
+    if library is None:
+        kernels["spmv"] = spmv
+    else:
+        kernels["libraries"] = {library: {"spmv": spmv, "spmm": kernels["spmm"]}}
+    err = load_error(tegra_data)
+    at = "compute.kernels" if library is None else f"compute.kernels.libraries.{library}"
+    assert err.field == f"{at}.spmv.serial_loads" and "load_overlap" in err.message
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_load_overlap_is_a_share(tegra_data, load_error, value):
+    tegra_data["compute"]["kernels"]["spmv"]["load_overlap"] = value
+    assert load_error(tegra_data).field == "compute.kernels.spmv.load_overlap"
+
+
 def test_a_cpu_or_gpu_profile_needs_kernel_costs(tegra_data, load_error):
     del tegra_data["compute"]["kernels"]
     assert load_error(tegra_data).field == "compute.kernels"

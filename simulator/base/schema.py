@@ -63,6 +63,7 @@ Joules = Annotated[float, _unit(units.Quantity.JOULES), Field(ge=0),
 Watts = Annotated[float, _unit(units.Quantity.WATTS), Field(ge=0), _as_written(units.Quantity.WATTS, "a non-negative")]
 PositiveInt = Annotated[int, Field(strict=True, gt=0)]
 Fraction = Annotated[float, Field(gt=0, le=1)]
+Share = Annotated[float, Field(ge=0, le=1)]     # a share that may be none
 
 
 def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -83,7 +83,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         return (f"{name}: spmv {lib['spmv']['cycles_per_nonzero']:.3g} / spmm {lib['spmm']['cycles_per_nonzero']:.3g}"
                 f" cycles per non-zero" + set_up(lib['spmv']) + f", {lib.get('index_bits', '?')}-bit indices"
                 + (f" copied to {lib['kernel_index_bits']} bits a call" if "kernel_index_bits" in lib else "")
-                + (", loads wait for the loop" if lib['spmv'].get('serial_loads') else "")
+                + (f", loads under {lib['spmv']['load_overlap']:.2g} of its loop" if "load_overlap" in lib['spmv']
+                   else "")
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
     libraries = kernels.get("libraries", {})
 

@@ -25,7 +25,10 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
-  dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``);
+  dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``,
+  and for a sparse kernel whose loads run under only part of its loop, ``load_overlap``: the next
+  tile's load then starts once that share of the tile's compute is left, so memory and issue
+  take turns for the rest);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead, and a dense
   kernel its library's per-call set-up for its type (``compute.kernels.*.call_overhead``);
 * a kernel whose output (or a layout temporary) is above the allocator's threshold for fresh
@@ -53,7 +56,7 @@ from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
-from .kernelcost import IssueTime, call_overhead_s, fresh_page_seconds, issue_time, loads_wait_for_loop
+from .kernelcost import IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -76,6 +79,7 @@ class LayerWork:
     scratchpad_bytes: dict[str, np.ndarray] = field(default_factory=dict)   # name -> [tiles]
     dma_channel_bytes: Optional[np.ndarray] = None   # [tiles] bytes of the busiest DMA channel (tiled engines)
     prefetch_tiles: int = PREFETCH_TILES   # tiles held at once (a double-buffered scratchpad holds 2)
+    load_overlap: float = 1.0    # share of a tile's compute under which the next tile loads (kernelcost.load_overlap)
     tiling: str = ""             # how a scratchpad engine tiled the layer, for the report
 
     @property
@@ -117,6 +121,7 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     level_bytes = by_kind[:, 0, :levels] * line_above[:levels] + by_kind[:, 1, :levels] * gather_above[:levels]
     memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
     per_request = traffic.shape.gathers_per_request if traffic.shape is not None else 1
+    overlap = load_overlap(profile, traffic.shape) if traffic.shape is not None else 1.0
     return LayerWork(
         traffic=traffic,
         flops=traffic.flops * share,
@@ -127,10 +132,11 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         hits=counts.sum(axis=0),
         gather_requests=by_kind[:, 1, :] / float(per_request),
         stream_lines=np.column_stack([by_kind[:, 0, :levels], by_kind[:, 0, levels] + writebacks]),
-        # a kernel whose loads wait for its loop (it packs each panel first, or its sparse loads
-        # do not run ahead) loads one tile, then computes it
-        prefetch_tiles=1 if traffic.shape is not None and loads_wait_for_loop(profile, traffic.shape)
-        else PREFETCH_TILES,
+        # a kernel whose loads do not all run ahead of its loop (it packs each panel first, or its
+        # sparse loads wait for part of it) holds one tile, and starts the next one's load part
+        # way through computing it
+        prefetch_tiles=PREFETCH_TILES if overlap >= 1 else 1,
+        load_overlap=overlap,
     )
 
 
@@ -395,12 +401,17 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
 
     for tile in range(min(work.prefetch_tiles, work.tiles)):
         load(tile)
+    # the share of each tile's compute that runs before the next load may start (all of it where
+    # the loads wait for the loop; none where they run ahead, but then the buffers bound them)
+    alone = 1.0 - work.load_overlap if work.load_overlap < 1 else 1.0
     for tile in range(work.tiles):
         yield ready[tile]
         seconds = float(compute_s[tile])
-        if seconds > 0:
-            yield from _hold(env, machine.compute, seconds, busy, compute_name)
+        if seconds * alone > 0:
+            yield from _hold(env, machine.compute, seconds * alone, busy, compute_name)
         load(tile + work.prefetch_tiles)
+        if seconds * (1 - alone) > 0:
+            yield from _hold(env, machine.compute, seconds * (1 - alone), busy, compute_name)
 
 
 def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,

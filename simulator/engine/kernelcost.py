@@ -198,13 +198,14 @@ def packs_weights(profile: HardwareProfile, shape: KernelShape) -> bool:
         shape.kind is not KernelKind.GEMV and kernel.pack_cycles_per_vector.of(shape.dtype.value) is not None)
 
 
-def loads_wait_for_loop(profile: HardwareProfile, shape: KernelShape) -> bool:
-    """True when the kernel's weight loads wait for its loop instead of running ahead of it (the
-    engine then holds one tile: memory and issue take turns): a dense kernel that packs its
-    weights (:func:`packs_weights`), or a sparse kernel whose profile says ``serial_loads``."""
+def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
+    """The share of the kernel's issue time under which its next weight loads run: 1 where its
+    loads run ahead of its loop, 0 where they wait for it (the engine then holds one tile, and
+    memory and issue take turns). A sparse kernel's is its profile's ``load_overlap``; a dense
+    kernel that packs its weights (:func:`packs_weights`) has none; any other, all."""
     if shape.kind in SPARSE_KINDS and profile.compute.kernels is not None:
-        return getattr(profile.compute.kernels, shape.kind.value).serial_loads
-    return packs_weights(profile, shape)
+        return getattr(profile.compute.kernels, shape.kind.value).load_overlap
+    return 0.0 if packs_weights(profile, shape) else 1.0
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

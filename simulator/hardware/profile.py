@@ -27,6 +27,7 @@ from ..base.schema import (
     Joules,
     PositiveInt,
     Seconds,
+    Share,
     Strict,
     Watts,
     validate,
@@ -248,11 +249,13 @@ class SparseKernel(Strict):
     lowering_cycles_per_element: Annotated[float, Field(ge=0, le=1e4)] = 0.0
     # as DenseKernel's: cycles per vector of stored weights converted into the arithmetic type
     dequant_cycles_per_vector: Annotated[float, Field(ge=0, le=1e4)] = 1.0
-    # The kernel's loads of its weights do not run ahead of its loop: beyond the private caches its
-    # time is its issue time *plus* its weights' streaming time, not the larger (calibrate: the
-    # kernel on a matrix beyond the private caches, against its in-cache costs and fp32's stream
-    # of the same bytes; torch's CSR kernel with int64 indices on the development VM).
-    serial_loads: bool = False
+    # The share of the kernel's issue time under which its next weight loads run: 1, they run ahead
+    # of its loop and beyond the private caches it takes the larger of its issue and streaming
+    # times; 0, they wait for it and it takes the sum; between, the rest of its issue time is
+    # added to the larger (calibrate: the kernel on a matrix beyond the private caches, against
+    # its in-cache costs and its bytes' streaming time; scipy's one-thread CSR loop on a Zen 3
+    # guest, 0.2-0.3).
+    load_overlap: Share = 1.0
     # Host time of one call beyond ``compute.launch_overhead``, whatever its size: the library's own
     # set-up (torch's CSR product hands MKL a new handle over its arrays at every call, and forks and
     # joins its threads). Left in the cost per non-zero, it makes every non-zero of a large layer pay
@@ -724,6 +727,11 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     if isinstance(compute, dict) and "efficiency" in compute:
         raise ConfigError(source, "compute.efficiency", "was replaced by compute.kernels (issue costs per kernel "
                           "kind: see docs/profiles.md)")
+    replaced = _serial_loads(compute)
+    if replaced:
+        raise ConfigError(source, replaced, "was replaced by load_overlap (the share of the kernel's issue time "
+                          "under which its loads run: 0 for loads that wait, as serial_loads: true said; "
+                          "see docs/profiles.md)")
     profile = validate(HardwareProfile, {**data, "path": source}, source, where=lambda loc: spell(loc, data))
     _check_kernels(profile, source)
     _check_caches(profile, source)
@@ -734,6 +742,20 @@ def profile_from_mapping(data: dict[str, Any], source: str) -> HardwareProfile:
     _check_conv_algorithms(profile, source)
     _check_sources(profile, data, source)
     return profile
+
+
+def _serial_loads(compute: Any) -> str:
+    """The path of the first ``serial_loads`` flag a sparse kernel of ``compute`` still gives
+    (replaced by ``load_overlap``), or ""."""
+    kernels = compute.get("kernels") if isinstance(compute, dict) else None
+    if not isinstance(kernels, dict):
+        return ""
+    libraries = kernels.get("libraries")
+    blocks = [("compute.kernels", kernels)] + [(f"compute.kernels.libraries.{name}", library) for name, library
+                                               in (libraries.items() if isinstance(libraries, dict) else ())]
+    return next((f"{at}.{kind}.serial_loads" for at, block in blocks if isinstance(block, dict)
+                 for kind in ("spmv", "spmm", "spconv")
+                 if isinstance(block.get(kind), dict) and "serial_loads" in block[kind]), "")
 
 
 def _check_kernels(profile: HardwareProfile, source: str) -> None:

@@ -1328,7 +1328,7 @@ FAULT_COUNT_CALLS = 3
 
 def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
-    whether its loads run ahead of its loop there (:func:`serial_sparse`); and the pages a call
+    how much of its loop its loads run under there (:func:`sparse_overlap`); and the pages a call
     faults in, which show a library copying its indices into new arrays at every call
     (:func:`copied_index_bits`: the copy of this matrix's is above glibc's largest mmap threshold)."""
     from .bench import PAGE_BYTES, SparseBackend, minor_faults, sparse_operator
@@ -1385,43 +1385,71 @@ def fault_rate(m: Measurements) -> Optional[float]:
     return large / (fresh_s - kept_s) if fresh_s > kept_s else None
 
 
-def serial_sparse(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[str]:
-    """Why the SpMV's loads wait for its loop (``serial_loads``), or None: beyond the caches it
-    took nearer its issue time (the in-cache fit) *plus* its bytes' streaming time than the larger
-    of the two. The streaming is at the sustained bandwidth the profile gets from the GEMV row probe
-    (:func:`row_streams`; where it did not run, at fp32's GEMV rate over :data:`GEMV_BEYOND_BYTES`),
-    on the backend's threads: for a backend on fewer threads than the GEMV ran on, that rate scaled
-    by the STREAM read's one-thread share, :func:`stream_share` (the all-thread rate would
-    understate its memory time, which reads overlapped loads as waiting ones). A library that
-    copies its indices at every call (:func:`copied_index_bits`) streams the copy's bytes too, and
-    faults its pages in first, at :func:`fault_rate`, before either (both sums carry that time:
-    without it, torch's copy over 11.5 M non-zeros, 13 ms of faults, read as loads that wait)."""
-    from .bench import INDEX_BITS, SparseBackend
+@dataclass(frozen=True)
+class LoadOverlap:
+    """What :func:`sparse_overlap` read off the SpMV beyond the caches: the share of its issue time
+    its loads ran under (``load_overlap``), and the times it was read from."""
 
+    share: float
+    measured_s: float
+    faults_s: float
+    issue_s: float
+    memory_s: float
+    how: str          # the streaming rate the memory time is at
+
+    def describe(self, backend: str, stored_bytes: float) -> str:
+        """One line for the profile's sources."""
+        faults = f" less page faults {self.faults_s * 1e6:.0f} us" if self.faults_s else ""
+        return (f"{backend} over {stored_bytes / MiB:.3g} MiB: {self.measured_s * 1e6:.0f} us{faults}, against issue "
+                f"{self.issue_s * 1e6:.0f} us and memory {self.memory_s * 1e6:.0f} us ({self.how}): "
+                f"(issue + memory - measured) / issue = {self.share:.3g}")
+
+
+def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[LoadOverlap]:
+    """How much of the SpMV's issue time its loads run under, beyond the caches (``load_overlap``),
+    or None where that was not measured. A kernel whose next loads start once ``1 - share`` of a
+    tile's issue is done takes ``memory + (1 - share) x issue`` where memory is the larger, and as
+    much (at least its issue) where issue is: so ``share = (issue + memory - measured) / issue``,
+    from 0 (the sum: loads wait for the loop) to 1 (the larger: they run ahead). Issue time is the
+    in-cache fit; the streaming is at the sustained bandwidth the profile gets from the GEMV row
+    probe (:func:`row_streams`; where it did not run, at fp32's GEMV rate over
+    :data:`GEMV_BEYOND_BYTES`), on the backend's threads: for a backend on fewer threads than the
+    GEMV ran on, that rate scaled by the STREAM read's one-thread share, :func:`stream_share` (the
+    all-thread rate would understate its memory time, which reads overlapped loads as waiting
+    ones). A library that copies its indices at every call (:func:`copied_index_bits`) streams the
+    copy's bytes too, and faults its pages in first, at :func:`fault_rate`, which comes off the
+    measured time (torch's copy over 11.5 M non-zeros: 13 ms of faults, more than its product)."""
     timing, probe, rows = m.beyond_of(backend), m.gemv_beyond_s.get("fp32"), row_streams(m)
     if timing is None or not (probe or rows):
         return None
-    index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
     issue_s = fit.call_overhead_s + (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
-    stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
+    stored = beyond_bytes(m, timing)
     copied, rate = copied_index_bits(m, backend), fault_rate(m)
-    if copied is not None:      # the copy written, then read by the kernel
-        stored += 2 * (timing.nonzeros + timing.rows + 1) * copied // 8
     faults_s = timing.faulted_bytes / rate if copied is not None and rate else 0.0
     share = stream_share(m, timing.threads)
     if rows is not None:
         memory_s = stored / (rows.bandwidth_bytes_per_s * share)
-        memory = f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
+        how = f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
     else:
-        memory_s, memory = (probe or 0.0) * stored / GEMV_BEYOND_BYTES / share, "fp32's GEMV of the same bytes"
-    measured = max(timing.seconds - m.launch_overhead_s, 0.0)
-    if measured <= faults_s + (max(issue_s, memory_s) + issue_s + memory_s) / 2:
-        return None
-    on = f" on {timing.threads} thread(s): {share:.2g} of its rate" if share < 1 else ""
-    faults = f"page faults {faults_s * 1e6:.0f} us + " if faults_s else ""
-    return (f"{timing.backend} over {stored / MiB:.3g} MiB: {measured * 1e6:.0f} us against {faults}issue "
-            f"{issue_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us ({memory}{on})")
+        memory_s, how = (probe or 0.0) * stored / GEMV_BEYOND_BYTES / share, "fp32's GEMV of the same bytes"
+    if share < 1:
+        how += f" on {timing.threads} thread(s): {share:.2g} of its rate"
+    measured = max(timing.seconds - m.launch_overhead_s - faults_s, 0.0)
+    overlap = min(1.0, max(0.0, (issue_s + memory_s - measured) / issue_s)) if issue_s > 0 else 1.0
+    return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how)
+
+
+def beyond_bytes(m: Measurements, timing: SparseTiming) -> float:
+    """The bytes the SpMV beyond the caches moves: its values, indices and pointers at the width
+    its backend stores, and, where the library copies them (:func:`copied_index_bits`), the copy
+    written and read again."""
+    from .bench import INDEX_BITS, SparseBackend
+
+    index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
+    stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
+    copied = copied_index_bits(m, timing.backend)
+    return stored + (2 * (timing.nonzeros + timing.rows + 1) * copied // 8 if copied is not None else 0)
 
 
 def stream_share(m: Measurements, threads: int) -> float:
@@ -2196,8 +2224,8 @@ def _sparse_costs(fit: SparseFit) -> dict[str, Any]:
 def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: Notes, spmv: dict[str, Any],
                    backend: Optional[str] = None) -> dict[str, Any]:
     """What a sparse library's memory side needs: ``index_bits`` of its backend (None: the SpMV
-    backend bench picks), returned, and ``serial_loads`` set in ``spmv`` where its loads wait for
-    its loop."""
+    backend bench picks) and ``kernel_index_bits`` where it copies them, returned, and
+    ``load_overlap`` set in ``spmv`` where its loads run under less than all of its loop."""
     from .bench import INDEX_BITS, SparseBackend
 
     timings = m.sparse_of("spmv", backend)
@@ -2205,11 +2233,14 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
         return {}
     name = timings[0].backend
     at = "" if backend is None else f"libraries.{backend}."
-    serial = serial_sparse(m, spmv_fit, cpu.clock_hz, name)
-    if serial is not None:
-        spmv["serial_loads"] = True
+    overlap = sparse_overlap(m, spmv_fit, cpu.clock_hz, name)
+    if overlap is not None and overlap.share < 1:
+        beyond = m.beyond_of(name)
+        assert beyond is not None
+        spmv["load_overlap"] = overlap.share
         probes = memory_probes(m, ("fp32",))
-        notes.measured(f"{at}spmv.serial_loads", serial + _settled(m, _beyond_label(name), *probes))
+        notes.measured(f"{at}spmv.load_overlap", overlap.describe(name, beyond_bytes(m, beyond))
+                       + _settled(m, _beyond_label(name), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
     out: dict[str, Any] = {"index_bits": INDEX_BITS[SparseBackend(name)]}
