@@ -1299,9 +1299,9 @@ def layer_traffic(layer: Layer, input_buffer: str, enc: Optional[EncodedWeights]
     shape = kernel_shape(layer, stored, batch, kernel, dict(view.lanes_per_row).get(kernel, 1))
     if narrow is not None:
         shape = replace(shape, index_copies=(narrow.index_bytes, narrow.pointer_bytes))
-    return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write,
-                        core, stream, cores, occupancy, stored.total_bytes if stored is not None else 0,
-                        view.line_bytes, min(view.line_bytes, batch * ctx.elem * (enc.block[1] if enc is not None else 1)),
+    gather_bytes = min(view.line_bytes, batch * ctx.elem * (enc.block[1] if enc is not None else 1))
+    return LayerTraffic(layer, kernel, layer.flops(batch, density), addresses, is_write, core, stream, cores,
+                        occupancy, stored.total_bytes if stored is not None else 0, view.line_bytes, gather_bytes,
                         shape=shape)
 
 
