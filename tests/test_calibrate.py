@@ -951,6 +951,22 @@ def test_the_tlb_reach_is_where_random_accesses_start_paying_a_page_walk(caches,
     assert "the knee between" in profile.sources["memory.tlb.reach"]
 
 
+def test_the_knee_may_fall_between_the_last_reach_chase_and_the_last_levels_own(caches, cpu, measurements):
+    """A shared last level whose share shrank between the working-set curve and the chases: every
+    reach chase stays at the hit latency, and only the chase over half the last level's measured
+    share steps up. The knee lies between the last reach chase and that one, so a gather within
+    it is not charged the step (before: no knee, and every hit of the level was)."""
+    base = 2 * caches[-2].size_bytes
+    footprints = cal.reach_footprints(caches, 64 * MiB)
+    m = replace(measurements, beyond_latency_s={1: 4e-9, 2: 18e-9}, cache_latency_s={1: 1.5e-9, 2: 4e-9, 3: 116e-9},
+                reach_latency_s={f: 20e-9 for f in footprints}, llc_chase_bytes=32 * MiB)
+    assert max(footprints) < 32 * MiB and base < max(footprints)
+    fit = cal.tlb_fit(caches, m)
+    assert fit is not None and fit.reach_bytes == pytest.approx(math.sqrt(max(footprints) * 32 * MiB), rel=0.01)
+    assert fit.miss_latency_s == pytest.approx(98e-9)
+    assert cal.tlb_fit(caches, replace(m, llc_chase_bytes=0)) is None     # not recorded: as before
+
+
 def test_the_direct_convolution_gets_its_own_rate_reorder_and_channel_blocks(caches, cpu, measurements):
     """Where ``_measure_conv`` ran, ``kernels.conv`` has the convolution's own rate over the peak and,
     when the probe one channel past whole blocks took as long as the whole blocks, ``channel_block``

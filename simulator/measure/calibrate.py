@@ -379,6 +379,7 @@ class Measurements:
     beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
     # footprint -> chase over it, from twice the last private level up (the TLBs' reach)
     reach_latency_s: dict[int, float] = field(default_factory=dict)
+    llc_chase_bytes: int = 0     # the footprint of the last level's chase (half its measured share)
     dram_latency_s: float = 0.0
     chases: list[ChasePoint] = field(default_factory=list)
     gemm_flops_per_s: float = 0.0             # fp32: the slope of the GEMMs' time over their batch
@@ -1528,6 +1529,7 @@ def _measure_latencies(s: Session) -> None:
     got = s.record(settle({key: _chase_round(chase, chain, s.line_bytes) for key, chain in walks.items()}),
                    name=_chase_label)
     s.m.cache_latency_s = {level: t for (where, level), t in got.items() if where == "half"}
+    s.m.llc_chase_bytes = ((llc or s.caches[-1].size_bytes) // 2) if s.caches else 0
     s.m.reach_latency_s = {footprint: t for (where, footprint), t in got.items() if where == "reach"}
     s.m.beyond_latency_s = {level: t for (where, level), t in got.items() if where == "twice"}
     s.m.dram_latency_s = got[("dram", 0)]
@@ -1571,10 +1573,15 @@ class TlbFit:
 
 def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[TlbFit]:
     """The TLBs' reach and miss latency, or None: the chases beyond the private caches and
-    within the last level, from twice the last private level (its hit latency) up; the reach lies
-    between the last footprint whose chase stays below the middle of the hit latency and the
-    chase over half the last level, and the first above it (their geometric mean); the miss
-    latency is the difference of those two chases."""
+    within the last level, from twice the last private level (its hit latency) up to the chase over
+    half the last level; the reach lies between the last footprint whose chase stays below the
+    middle of the hit latency and the chase over half the last level, and the first above it
+    (their geometric mean); the miss latency is the difference of those two chases. The knee may
+    fall after the last of the reach chases, before the last level's own: on a guest whose share of
+    a shared last level shrank between the working-set curve and the chases, that chase met the
+    step up (10:22 UTC on the Zen 3 guest of docs/validation.md: 116 ns over 11 MiB, where 8 MiB
+    and less stayed near the 18 ns hit latency), and without the knee every hit of the level was
+    charged it."""
     if len(caches) < 2 or not m.reach_latency_s:
         return None
     base = 2 * caches[-2].size_bytes
@@ -1582,7 +1589,8 @@ def tlb_fit(caches: Sequence[SysfsCache], m: Measurements) -> Optional[TlbFit]:
     if not within or not beyond or beyond < TLB_KNEE_RATIO * within:
         return None
     middle = (within + beyond) / 2
-    points = sorted({base: within, **m.reach_latency_s}.items())
+    last = {m.llc_chase_bytes: beyond} if m.llc_chase_bytes > max(m.reach_latency_s) else {}
+    points = sorted({base: within, **m.reach_latency_s, **last}.items())
     for (small, t_small), (large, t_large) in zip(points, points[1:]):
         if t_small <= middle < t_large:
             curve = ", ".join(f"{f / MiB:g} MiB {t * 1e9:.0f} ns" for f, t in points)
