@@ -292,3 +292,23 @@ def test_the_check_lists_pages_faulted_against_those_the_model_maps_afresh(fc):
     assert "pages faulted a call" in text and "3.0 / 0.0" in text
     cell = check.to_json()["cells"][0]
     assert cell["measured_faulted_bytes"] == 3 << 20 and cell["predicted_fresh_bytes"] > 0
+
+
+def test_a_bsr_cell_takes_the_index_widths_of_torchs_library(fc):
+    """torch's BSR tensors hold int64 indices and copy them to int32 at every call, as its CSR ones
+    do, whichever CSR library the profile's own kernels are: a BSR cell is timed with the ``torch``
+    library's index widths (wider indices: more bytes, never less time)."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.hardware.profile import profile_from_mapping
+
+    timings = _synthetic(fc, ["bsr4x4"])
+    data = read_yaml_mapping(I7)
+    kernels = data["compute"]["kernels"]
+    kernels["index_bits"] = 16
+    narrow = profile_from_mapping(data, I7)
+    kernels["libraries"] = {"torch": {"spmv": kernels["spmv"], "spmm": kernels["spmm"], "index_bits": 64,
+                                      "kernel_index_bits": 32}}
+    wide = profile_from_mapping(data, I7)
+    before = {c.measured.layer: c.predicted_s for c in predict(narrow, fc, [(t, 0) for t in timings]).cells}
+    after = {c.measured.layer: c.predicted_s for c in predict(wide, fc, [(t, 0) for t in timings]).cells}
+    assert all(after[layer] >= before[layer] for layer in before) and after != before

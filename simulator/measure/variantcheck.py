@@ -36,7 +36,7 @@ from ..model.workload import Workload
 from ..pipeline import RepeatMode, RunOptions, benchmark_works
 from ..studies.validation import BENCHMARK_REPEATS
 from .bench import LayerTiming
-from .variantbench import block_layers, layers_alone
+from .variantbench import VariantBackend, block_layers, layers_alone
 
 TARGET_MEDIAN_ERROR = 0.15     # issue #14: median |error| per variant
 TARGET_WINNERS = 0.90          # issue #14: the faster of each pair right in this share of layers
@@ -169,12 +169,17 @@ def merge_runs(timings: Sequence[LayerTiming]) -> list[LayerTiming]:
     return list(best.values())
 
 
+#: The CSR library whose index arrays a variant backend's sparse tensors hold: torch's BSR tensors
+#: store int64 indices and pointers, and hand MKL int32 copies, as its CSR ones do.
+INDEX_LIBRARY = {VariantBackend.BSR.value: "torch"}
+
+
 def _predict_group(profile: HardwareProfile, workload: Workload, spec: str, batch: int, threads: int, seed: int,
                    backend: str = "") -> dict[str, tuple[float, str, int]]:
     """Per layer name: (simulated time per frame, bound, bytes mapped afresh a call) of ``spec`` at
     ``batch`` on ``threads``, with the profile's CSR library ``backend`` where it has one of that
-    name (:meth:`HardwareProfile.with_sparse_library`)."""
-    profile = profile.with_sparse_library(backend)
+    name (:meth:`HardwareProfile.with_sparse_library`; a BSR cell, torch's: its index widths)."""
+    profile = profile.with_sparse_library(INDEX_LIBRARY.get(backend, backend))
     variant = parse_variant(spec)
     if variant.structure is Structure.BSR:     # the layers the block divides (bench skipped the others)
         workload = layers_alone(workload, block_layers(workload, variant))
