@@ -254,7 +254,7 @@ class SparseKernel(Strict):
     # times; 0, they wait for it and it takes the sum; between, the rest of its issue time is
     # added to the larger (calibrate: the kernel on a matrix beyond the private caches, against
     # its in-cache costs and its bytes' streaming time; scipy's one-thread CSR loop on a Zen 3
-    # guest, 0.2-0.3).
+    # guest, 0.20-0.43 in six calibrations).
     load_overlap: Share = 1.0
     # Host time of one call beyond ``compute.launch_overhead``, whatever its size: the library's own
     # set-up (torch's CSR product hands MKL a new handle over its arrays at every call, and forks and

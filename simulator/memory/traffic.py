@@ -51,7 +51,11 @@ Kernels and their access order (all vectorised, no Python loop per address):
   rows (rows p, p + PEs, ...).
 * Array entries are addressed at their stored width in bits (4-bit values, 16-bit indices). A
   profile whose sparse library stores wider indices than the matrix needs
-  (``compute.kernels.index_bits``) gets the encoding widened first.
+  (``compute.kernels.index_bits``) gets the encoding widened first. A library whose kernels read
+  narrower ones than it stores (``compute.kernels.kernel_index_bits``: torch's CSR and BSR over
+  MKL's LP64 interface) copies them at every call: each core first reads its equal share of the
+  stored pointers and indices and writes the narrower copy, a chunk at a time, and the kernel's
+  trace then reads the copy.
 * Pooling reads its input planes and writes its output planes, channels split among cores.
 * An add (residual join) streams its two inputs and its output together, line by line: a
   line of the first input, the same line of the second, then the output line (channels
@@ -1222,7 +1226,7 @@ def _bases(layer: Layer, enc: Optional[EncodedWeights], batch: int, space: Addre
 #: Formats whose index arrays a library may copy into narrower ones at every call
 #: (``compute.kernels.kernel_index_bits``): MKL's CSR and BSR handles take 32-bit arrays under LP64.
 COPIED_INDEX_FORMATS = frozenset({StorageFormat.CSR, StorageFormat.BSR})
-COPY_CHUNK_ELEMENTS = 1024   # elements a core's copy reads, then writes, at a time (a vector loop's page)
+COPY_CHUNK_ELEMENTS = 1024   # elements a core's copy reads, then writes, at a time (a 4 KiB page of int32)
 
 
 def _narrowed(enc: EncodedWeights, view: CoreView) -> Optional[EncodedWeights]:
