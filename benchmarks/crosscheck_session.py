@@ -21,8 +21,9 @@ batch 1 and 64): their median error and the worst cell as a ratio; then the same
 ``DIR/host-end.yaml``. The two profiles bracket the benches in time: where a figure differs as much
 between them as it misses its target by, the session cannot tell the model from the host's phase.
 
-Around steps 1-3 a short probe (:func:`probe`: a fp32, a bf16 and an int8 GEMM and a streaming read,
-best of a few calls, about three seconds) runs before ``calibrate`` and after the last bench; the
+Around steps 1-3 a short probe (:func:`probe`: a fp32, a bf16 and an int8 GEMM, a streaming read,
+best of a few calls, and a pointer chase over :data:`CHASE_PROBE_BYTES`, whether the last level
+still holds that much: about five seconds) runs before ``calibrate`` and after the last bench; the
 summary prints how far each moved (:data:`DRIFT_FLAG`). A session whose host moved between its
 ``calibrate`` and its benches compares two phases of the host, not the model with the machine.
 ``--summary-only`` re-prints the summary of a directory measured before. The timings are the
@@ -48,6 +49,10 @@ BATCHES = (1, 64)
 ISSUE13_VARIANTS = ("dense", "csr")
 #: a probe figure that moved more than this between the start and the end of a session is flagged
 DRIFT_FLAG = 0.10
+#: The probe's pointer chase: inside the 6-25 MiB of L3 the development guest got within a day,
+#: so its latency says which side of the guest's share it was on (a hit near 20-30 ns, DRAM's
+#: 120 ns and more beyond: docs/validation.md, "2026-12-06, noon").
+CHASE_PROBE_BYTES = 12 << 20
 
 
 def probe(threads: int) -> dict[str, float]:
@@ -80,7 +85,18 @@ def probe(threads: int) -> dict[str, float]:
                 call()
                 times.append(time.perf_counter() - t)
             out[name] = min(times)
+    out[f"chase over {CHASE_PROBE_BYTES >> 20} MiB"] = chase_probe()
     return out
+
+
+def chase_probe() -> float:
+    """Seconds a hop of ``calibrate``'s dependent pointer chase over :data:`CHASE_PROBE_BYTES`
+    (a random cyclic permutation of its lines), the best of three walks."""
+    from simulator.measure.calibrate import _chase_kernels, _chase_round, cyclic_chain
+
+    chase, _ = _chase_kernels()
+    walk = _chase_round(chase, cyclic_chain(CHASE_PROBE_BYTES, 64, seed=12), 64)
+    return min(walk() for _ in range(3))
 
 
 def drift_lines(before: dict[str, float], after: dict[str, float]) -> list[str]:
@@ -93,6 +109,9 @@ def drift_lines(before: dict[str, float], after: dict[str, float]) -> list[str]:
     if flagged:
         line += (f"; moved more than {100 * DRIFT_FLAG:.0f}%: " + ", ".join(flagged)
                  + " (its calibrate and its benches met different phases of the host)")
+    chase = f"chase over {CHASE_PROBE_BYTES >> 20} MiB"
+    if chase in before and chase in after:     # its meaning is in its level: a hit, or beyond the share
+        line += f"; {chase}: {before[chase] * 1e9:.0f} ns at the start, {after[chase] * 1e9:.0f} ns at the end"
     return [line]
 
 

@@ -44,3 +44,6 @@ def test_drift_lines_flag_a_probe_that_moved_past_ten_percent():
     assert line.endswith("moved more than 10%: int8 GEMM (its calibrate and its benches met different phases of "
                          "the host)")
     assert "moved more" not in s.drift_lines({"fp32 GEMM": 1.0}, {"fp32 GEMM": 0.95})[0]
+    chase = f"chase over {s.CHASE_PROBE_BYTES >> 20} MiB"
+    line = s.drift_lines({chase: 25e-9}, {chase: 125e-9})[0]
+    assert f"{chase} +400%" in line and f"{chase}: 25 ns at the start, 125 ns at the end" in line
