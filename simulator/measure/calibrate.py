@@ -1397,12 +1397,13 @@ class LoadOverlap:
     issue_s: float
     memory_s: float
     how: str          # the streaming rate the memory time is at
+    moved_bytes: float   # what the memory time moves (:func:`beyond_bytes`)
 
-    def describe(self, backend: str, stored_bytes: float) -> str:
+    def describe(self, backend: str) -> str:
         """One line for the profile's sources."""
         faults = f" less page faults {self.faults_s * 1e6:.0f} us" if self.faults_s else ""
-        return (f"{backend} over {stored_bytes / MiB:.3g} MiB: {self.measured_s * 1e6:.0f} us{faults}, against issue "
-                f"{self.issue_s * 1e6:.0f} us and memory {self.memory_s * 1e6:.0f} us ({self.how}): "
+        return (f"{backend} over {self.moved_bytes / MiB:.3g} MiB: {self.measured_s * 1e6:.0f} us{faults}, "
+                f"against issue {self.issue_s * 1e6:.0f} us and memory {self.memory_s * 1e6:.0f} us ({self.how}): "
                 f"(issue + memory - measured) / issue = {self.share:.3g}")
 
 
@@ -1438,7 +1439,7 @@ def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: st
         how += f" on {timing.threads} thread(s): {share:.2g} of its rate"
     measured = max(timing.seconds - m.launch_overhead_s - faults_s, 0.0)
     overlap = min(1.0, max(0.0, (issue_s + memory_s - measured) / issue_s)) if issue_s > 0 else 1.0
-    return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how)
+    return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how, stored)
 
 
 def beyond_bytes(m: Measurements, timing: SparseTiming) -> float:
@@ -2243,11 +2244,9 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
     at = "" if backend is None else f"libraries.{backend}."
     overlap = sparse_overlap(m, spmv_fit, cpu.clock_hz, name)
     if overlap is not None and overlap.share < 1:
-        beyond = m.beyond_of(name)
-        assert beyond is not None
         spmv["load_overlap"] = overlap.share
         probes = memory_probes(m, ("fp32",))
-        notes.measured(f"{at}spmv.load_overlap", overlap.describe(name, beyond_bytes(m, beyond))
+        notes.measured(f"{at}spmv.load_overlap", overlap.describe(name)
                        + _settled(m, _beyond_label(name), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
