@@ -640,14 +640,44 @@ def test_the_gemv_loop_spans_the_same_bytes_in_every_type():
     assert cal.loop_line({1024: 2e-5}) is None
 
 
-def test_the_real_row_probe_times_each_type(caches, cpu, monkeypatch):
-    """The real step, on one thread, over 4 MiB (the probe's shape, not its size: quick)."""
+def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(caches, cpu, monkeypatch):
+    """The real steps, on one thread, over 4 and 1 MiB (the probes' shapes, not their sizes: quick)."""
     monkeypatch.setattr(cal, "row_probe_bytes", lambda claimed, memory: 4 * MiB)
+    monkeypatch.setattr(cal, "cached_row_probe_bytes", lambda private, llc: 1 * MiB)
     steps = tuple(s for s in STEPS if s.label.startswith("GEMV rows"))
+    assert len(steps) == 2
     m = cal.measure(1, caches, cpu, steps=steps)
     assert m.gemv_rows_bytes == 4 * MiB
     assert set(m.gemv_rows_s) == {("fp32", 1024), ("fp32", 16384), ("bf16", 1024), ("int8", 1024)}
     assert all(t > 0 for t in m.gemv_rows_s.values())
+    assert m.gemv_cached_rows_bytes == 1 * MiB and m.gemv_cached_rows_level == f"L{caches[-1].level}"
+    assert set(m.gemv_cached_rows_s) == set(cal.ROW_PROBE_COLUMNS) and all(t > 0 for t in m.gemv_cached_rows_s.values())
+
+
+def test_the_row_probe_inside_the_last_level_gives_its_row_start_and_its_bandwidth(caches, cpu, measurements):
+    """The same split over 4.5 MiB inside the L3: the row start from there on one core (the machine's
+    x threads) is written for that level, and the level's bandwidth is the working-set curve's
+    plateau less the starts its rows of 1024 columns paid. The probe runs between twice the private
+    levels and half the level's measured share, or nowhere when there is no room between them."""
+    size = 4608 * 1024
+    probe = {cols: size / 60e9 + size / (4 * cols) * 12e-9 for cols in cal.ROW_PROBE_COLUMNS}
+    inside = replace(measurements, gemv_cached_rows_s=probe, gemv_cached_rows_bytes=size,
+                     gemv_cached_rows_level=f"L{caches[-1].level}", gemv_weights_per_s={"fp32": 14e9})
+    rows = cal.cached_row_streams(inside)
+    assert rows is not None and rows.bandwidth_bytes_per_s == pytest.approx(60e9) \
+        and rows.row_start_s == pytest.approx(12e-9)
+    profile = profile_from_mapping(build_profile(caches, cpu, inside), "host")
+    plain = profile_from_mapping(build_profile(caches, cpu, measurements), "host")
+    level, plateau = profile.caches[-1], plain.caches[-1].bandwidth_bytes_per_s
+    assert profile.compute.kernels.gemv.cached_row_start[level.name].fp32 == pytest.approx(2 * 12e-9, rel=1e-3)
+    assert 1 / level.bandwidth_bytes_per_s == pytest.approx(1 / plateau - 12e-9 / 4096, rel=1e-3)
+    assert "less their starts" in profile.fitted[f"memory.caches.{level.name}.bandwidth"]
+    assert "row start" in profile.fitted[f"compute.kernels.gemv.cached_row_start.{level.name}.fp32"]
+    assert plain.compute.kernels.gemv.cached_row_start == {}
+    assert "less their starts" not in plain.fitted[f"memory.caches.{level.name}.bandwidth"]
+    assert cal.cached_row_probe_bytes(1088 * 1024, 24 * MiB) == 5120 * 1024     # sqrt(2.1 x 12 MiB), in 64 KiB
+    assert cal.cached_row_probe_bytes(1 * MiB, 4 * MiB) == 0
+    assert cal.cached_row_probe_bytes(0, 24 * MiB) == 0
 
 
 def test_tiny_decoder_steps_become_block_dispatch_the_llm_model_charges_per_block(caches, cpu, measurements):

@@ -527,6 +527,40 @@ def test_a_gemv_that_walks_its_rows_pays_each_row_start_from_dram_and_short_rows
             == pytest.approx(run(pi, small, warm).variants[0].layers[-1].time_s, rel=1e-6))
 
 
+def test_rows_a_cache_level_serves_pay_that_levels_row_start_and_only_those(write_yaml):
+    """``gemv.cached_row_start``: 8 MiB of fp32 weights repeated on the i7 (15 MiB L3) come from the
+    L3 on the second inference. Its hold grows by each row's start there on one core, shared by the
+    cores, so rows of 1024 columns pay 16x what rows of 16384 pay; a layer read from DRAM (cold, far
+    beyond the L3) pays none of it, and a start for a level the profile lacks is refused by name."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+
+    def starting(level: str):
+        data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
+        assign(data, f"compute.kernels.gemv.cached_row_start.{level}.fp32", "500 ns")
+        return profile_from_mapping(data, "i7")
+
+    i7, walking = _profile("i7-5930k"), starting("L3")
+    start_s = 500e-9
+    warm = RunOptions(formats=(StorageFormat.DENSE,), host_copies=False, repeat=2)
+    for in_features, rows in ((1024, 2048), (16384, 128)):
+        layer = _fc(write_yaml, in_features, rows)
+        plain, walked = (run(p, layer, warm).variants[0].layers[-1] for p in (i7, walking))
+        # (the rows are the bytes the level serves over a row's: the input vector's re-reads count too)
+        assert walked.busy_s["L3"] - plain.busy_s["L3"] == pytest.approx(rows * start_s / walked.cores_used,
+                                                                          rel=0.15)
+        assert walked.time_s >= plain.time_s
+    short = _fc(write_yaml, 1024, 2048)
+    cores_used = run(i7, short, warm).variants[0].layers[-1].cores_used
+    slower = [run(p, short, warm).variants[0].layers[-1].time_s for p in (i7, walking)]
+    assert slower[1] > slower[0] + 0.5 * 2048 * start_s / cores_used
+    cold = _fc(write_yaml, 1024, 16384)
+    assert _layer(walking, cold).time_s == pytest.approx(_layer(i7, cold).time_s, rel=1e-6)
+    with pytest.raises(ConfigError, match=r"cached_row_start\.L4.*names no cache level"):
+        starting("L4")
+
+
 def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_threshold(write_yaml):
     """``memory.fresh_pages``: a buffer above the threshold is mapped afresh at every call and its
     pages fault in at the OS's rate: a convolution's output and, channel-blocked, its blocked copy

@@ -88,6 +88,12 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
     libraries = kernels.get("libraries", {})
 
+    def row_starts(gemv: dict[str, Any]) -> str:
+        starts = [f"{start['fp32']} from DRAM" for start in (gemv.get("row_start", {}),) if "fp32" in start]
+        starts += [f"{start['fp32']} from {level}" for level, start in gemv.get("cached_row_start", {}).items()
+                   if "fp32" in start]
+        return f"a GEMV row starts in {', '.join(starts)} a core; " if starts else ""
+
     def conv_efficiency(conv: dict[str, Any]) -> str:
         blocks = conv.get("channel_block", 1)
         return f"{conv['library_efficiency']:.3g}" + (f" in blocks of {blocks} channels" if blocks > 1 else "")
@@ -100,7 +106,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         f"efficiency {kernels['gemm']['library_efficiency']:.3g}, convolution {conv_efficiency(kernels['conv'])}; "
         f"{sparse('spmv')}; {sparse('spmm')}",
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
-        f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; in flight per "
+        f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; "
+        + row_starts(kernels['gemv']) + "in flight per "
         f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
         f"gathers; per-call overhead {compute['launch_overhead']}"
         + (f"; fresh pages above {memory['fresh_pages']['above']} fault in at {memory['fresh_pages']['bandwidth']}"

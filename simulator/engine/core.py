@@ -18,7 +18,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   ``sum(requests x latency of their level) / (slots x cores)``, named ``stream-latency`` or
   ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``,
   plus, for a batch-1 dense GEMV that walks its weight rows as streams of their own
-  (``compute.kernels.gemv.row_start``), each row from DRAM's start (``dram-row-starts``);
+  (``compute.kernels.gemv.row_start``), each row from DRAM's start (``dram-row-starts``); a
+  cache level likewise holds for the starts of the rows it serves (``cached_row_start``);
 * a tile's *compute* holds the compute unit for its share of the kernel's issue time, from the
   kernel cost model (:mod:`simulator.engine.kernelcost`: FMA tiles in waves for dense kernels,
   steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model;
@@ -254,6 +255,9 @@ def _memory_holds(machine: Machine, work: LayerWork) -> list[list[tuple[simpy.Re
     columns: list[tuple[simpy.Resource, list[float], list[bool], list[str]]] = []
     for i, level in enumerate(profile.caches):
         seconds = work.level_bytes[:, i] / (level.bandwidth_bytes_per_s * (1 if level.shared else cores))
+        starts_s = _row_start_seconds(profile, work, cores, level.name)
+        if starts_s is not None:    # the rows this level serves start as streams of their own
+            seconds = seconds + starts_s
         columns.append((machine.levels[i], seconds.tolist(), (seconds > 0).tolist(), [level.name] * work.tiles))
     for pad in profile.memory.scratchpads:
         size = work.scratchpad_bytes.get(pad.name)
@@ -294,22 +298,32 @@ def _dram_column(machine: Machine, work: LayerWork,
     return machine.dram, seconds.tolist(), (moved > 0).tolist(), names.tolist()
 
 
-def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int) -> Optional[np.ndarray]:
-    """What the rows of a batch-1 dense GEMV that come from DRAM cost to start, per tile, on top of
-    their bytes (``compute.kernels.gemv.row_start`` for the layer's type: each row a stream the
-    prefetchers meet cold), shared by the kernel's cores; None for any other layer or profile. A
-    tile's rows from DRAM are its DRAM bytes over a row's. Only a linear layer's own weights
-    (stored in the arithmetic type) are walked row by row; attention reads its cache in one run."""
+def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, level: Optional[str] = None
+                       ) -> Optional[np.ndarray]:
+    """What the rows of a batch-1 dense GEMV that come from ``level`` (a cache level's name; None:
+    DRAM) cost to start, per tile, on top of their bytes (``compute.kernels.gemv.row_start`` for
+    the layer's type from DRAM, ``cached_row_start`` from a cache level: each row a stream the
+    prefetchers meet cold, its first lines waiting on that level), shared by the kernel's cores;
+    None for any other layer or profile. A tile's rows from a level are the bytes it serves over
+    a row's. Only a linear layer's own weights (stored in the arithmetic type) are walked row by
+    row; attention reads its cache in one run."""
     shape = work.traffic.shape
+    kernels = profile.compute.kernels
     if (shape is None or shape.kind is not KernelKind.GEMV or work.traffic.layer.kind is not LayerKind.FC
-            or shape.dequantized_weights or profile.compute.kernels is None):
+            or shape.dequantized_weights or kernels is None):
         return None
-    start_s = profile.compute.kernels.gemv.row_start.of(shape.dtype.value)
+    starts = kernels.gemv.row_start if level is None else kernels.gemv.cached_row_start.get(level)
+    start_s = starts.of(shape.dtype.value) if starts is not None else None
     row_bytes = shape.depth * shape.dtype.size_bytes
     if not start_s or row_bytes <= 0:
         return None
-    rows = np.minimum(work.dram_read_bytes / row_bytes, shape.rows)
+    served = work.dram_read_bytes if level is None else work.level_bytes[:, _level_index(profile, level)]
+    rows = np.minimum(served / row_bytes, shape.rows)
     return rows * float(start_s) / max(1, cores)
+
+
+def _level_index(profile: HardwareProfile, name: str) -> int:
+    return next(i for i, level in enumerate(profile.caches) if level.name == name)
 
 
 def _latency_column(machine: Machine, work: LayerWork,

@@ -204,6 +204,12 @@ class DenseKernel(Strict):
     # at 17 GB/s, of 16384 at 24 GB/s on a Zen 4 guest (calibrate: the same bytes beyond the last
     # level in rows of two lengths). Absent: rows cost only their bytes.
     row_start: TypeSeconds = TypeSeconds()
+    # The same start for a row that a cache level serves, per level (by name) and type: its first
+    # lines wait that level's latency instead of DRAM's, so a start costs less, but a 20 MiB GEMV
+    # from a shared L3 in rows of 600 columns still took 1.4x as long as in rows of 8791 on a Zen 3
+    # guest (calibrate: the same bytes inside the last level in rows of two lengths, which also
+    # gives the level's bandwidth without them). Absent for a level: its rows cost only their bytes.
+    cached_row_start: dict[str, TypeSeconds] = {}
     # A GEMM (or convolution) that copies its whole weight matrix into the library's blocked layout
     # at every call, before any multiply-add (MKL's and oneDNN's packed B panels for plain-layout
     # weights): cycles per vector of ``compute.vector_lanes`` weights, per type, paid once per call
@@ -765,6 +771,12 @@ def _check_kernels(profile: HardwareProfile, source: str) -> None:
     if profile.compute.kernels is None and not engine:
         raise ConfigError(source, "compute.kernels", "missing required field (a CPU or GPU profile needs the issue "
                           "costs of its kernels)")
+    kernels = profile.compute.kernels
+    levels = {level.name for level in profile.caches}
+    for name in kernels.gemv.cached_row_start if kernels is not None else ():
+        if name not in levels:
+            raise ConfigError(source, f"compute.kernels.gemv.cached_row_start.{name}",
+                              f"names no cache level (the levels are {', '.join(sorted(levels)) or 'none'})")
     if profile.compute.vector_lanes > profile.compute.lanes_per_core:
         raise ConfigError(source, "compute.vector_lanes", f"{profile.compute.vector_lanes} exceeds "
                           f"compute.lanes_per_core ({profile.compute.lanes_per_core})")

@@ -73,6 +73,7 @@ MiB = 1 << 20
 # Working-set sizes of the GEMV sweep (MiB): dense around typical LLC shares, up to far beyond;
 # extended by :func:`working_set_sizes` when sysfs claims a last level this sweep cannot see past.
 WORKING_SET_MIB = (0.25, 0.5, 1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128)
+WORKING_SET_COLUMNS = 1024      # the sweep's matrices' row length (each row a stream: see the row probes)
 DRAM_CHASE_BYTES = 256 << 20
 CHASE_STEPS = 2_000_000
 CHAINS = (1, 2, 4, 8, 16, 32)
@@ -398,6 +399,11 @@ class Measurements:
     # (:func:`_measure_gemv_rows`): rows of that many columns, the weights' bytes fixed
     gemv_rows_s: dict[tuple[str, int], float] = field(default_factory=dict)
     gemv_rows_bytes: int = 0
+    # columns -> an fp32 GEMV over ``gemv_cached_rows_bytes`` inside the last level's measured
+    # share (:func:`_measure_gemv_cached_rows`), in rows of :data:`ROW_PROBE_COLUMNS`
+    gemv_cached_rows_s: dict[int, float] = field(default_factory=dict)
+    gemv_cached_rows_bytes: int = 0
+    gemv_cached_rows_level: str = ""          # that level's name in the profile (``L3``)
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
     elementwise_per_s: float = 0.0            # element-wise ops in cache, elements per second (all threads)
@@ -776,7 +782,7 @@ def _gemv_round(size: int, overhead_s: float) -> Callable[[], float]:
     def run() -> float:
         import torch
 
-        cols = 1024
+        cols = WORKING_SET_COLUMNS
         rows = max(1, size // (4 * cols))
         w, x = torch.full((rows, cols), 0.5), torch.rand(cols)
         t = _best_time(lambda: torch.mv(w, x), min_calls=10, budget_s=0.05 if size < 64 * MiB else 0.15)
@@ -1079,6 +1085,43 @@ def _rows_label(key: tuple[str, int]) -> str:
     return f"GEMV beyond the last level in {key[0]}, rows of {key[1]} columns"
 
 
+def cached_row_probe_bytes(private_bytes_: int, llc_bytes: int) -> int:
+    """Weights of the row probe inside the last level: the geometric mean of twice the private
+    levels and half the last level's measured share (beyond the first, well inside the second, as
+    the share of a VM's L3 moves), a multiple of the longest row; 0 when the share is not above
+    four times the private levels (no room between them)."""
+    low, high = 2 * private_bytes_, llc_bytes // 2
+    if not low or high <= low:
+        return 0
+    quantum = ROW_PROBE_COLUMNS[-1] * TYPE_BYTES["fp32"]
+    return max(quantum, int(math.sqrt(low * high)) // quantum * quantum)
+
+
+def _measure_gemv_cached_rows(s: Session) -> None:
+    """Batch-1 fp32 F.linear over :func:`cached_row_probe_bytes` of weights (inside the last level)
+    in rows of each of :data:`ROW_PROBE_COLUMNS` columns: the row starts from that level."""
+    llc = effective_llc_bytes(s.m.working_set, private_bytes(s.caches, s.cpu.cores),
+                              s.line_bytes * (s.caches[-1].ways if s.caches else 1))[0]
+    size = cached_row_probe_bytes(private_bytes(s.caches, s.cpu.cores), llc)
+    if not size:
+        return
+
+    def rows_round(cols: int) -> Callable[[], float]:
+        call = _type_gemm_call("fp32", size // TYPE_BYTES["fp32"] // cols, cols, 1)
+
+        def run() -> float:
+            return max(_best_time(call, min_calls=10, budget_s=0.05) - s.m.launch_overhead_s, 0.0)
+        return run
+    got = s.record(settle({cols: rows_round(cols) for cols in ROW_PROBE_COLUMNS}), name=_cached_rows_label)
+    s.m.gemv_cached_rows_s = dict(got)
+    s.m.gemv_cached_rows_bytes = size
+    s.m.gemv_cached_rows_level = f"L{s.caches[-1].level}"
+
+
+def _cached_rows_label(cols: int) -> str:
+    return f"GEMV inside the last level in fp32, rows of {cols} columns"
+
+
 def memory_probes(m: Measurements, dtypes: Sequence[str]) -> list[str]:
     """The measurements a judgement against the memory's time used, for its note: the row probe's
     GEMVs where it gives the bandwidth (:func:`row_streams`), else the 32 MiB GEMVs of ``dtypes``."""
@@ -1097,12 +1140,24 @@ class RowStreams:
 
 
 def row_streams(m: Measurements) -> Optional[RowStreams]:
-    """Solve ``t / bytes = 1 / bandwidth + row_start / row_bytes`` from fp32's two row lengths; None
-    where the probe did not run, or where short rows were not slower (no cost per row to see) or
-    the solution is not physical."""
+    """The row probe beyond the last level (:func:`solve_row_streams`): DRAM's rows."""
     short, long_ = ROW_PROBE_COLUMNS
-    t_short, t_long = m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_))
-    size = m.gemv_rows_bytes
+    return solve_row_streams(m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_)),
+                             m.gemv_rows_bytes)
+
+
+def cached_row_streams(m: Measurements) -> Optional[RowStreams]:
+    """The row probe inside the last level (:func:`solve_row_streams`): that level's rows."""
+    short, long_ = ROW_PROBE_COLUMNS
+    return solve_row_streams(m.gemv_cached_rows_s.get(short), m.gemv_cached_rows_s.get(long_),
+                             m.gemv_cached_rows_bytes)
+
+
+def solve_row_streams(t_short: Optional[float], t_long: Optional[float], size: int) -> Optional[RowStreams]:
+    """Solve ``t / bytes = 1 / bandwidth + row_start / row_bytes`` from fp32's two row lengths over
+    ``size`` bytes; None where the probe did not run, or where short rows were not slower (no cost
+    per row to see) or the solution is not physical."""
+    short, long_ = ROW_PROBE_COLUMNS
     if not (t_short and t_long and size) or t_short <= t_long * (1 + SETTLE_TOLERANCE):
         return None
     b_short, b_long = short * TYPE_BYTES["fp32"], long_ * TYPE_BYTES["fp32"]
@@ -1636,6 +1691,7 @@ STEPS = (
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("GEMV rows beyond the last level (a row is a stream)", _measure_gemv_rows),
+    Step("GEMV rows inside the last level", _measure_gemv_cached_rows),
     Step("decoder blocks' dispatch (tiny decoders, bench --llm's code)", _measure_dispatch),
     Step("element-wise kernels (add, mul, silu, exp)", _measure_elementwise),
     Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
@@ -2371,7 +2427,28 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
                   f"(memory.dram.sustained_bandwidth) and {rows.row_start_s * 1e9:.3g} ns a row on {m.threads} "
                   "thread(s), a row's start on one core"
                   + _settled(m, _rows_label(("fp32", short)), _rows_label(("fp32", long_))))
+    cached = cached_row_streams(m)
+    if cached is not None:
+        level = m.gemv_cached_rows_level
+        block["cached_row_start"] = {level: {"fp32": _q(cached.row_start_s * m.threads, Quantity.SECONDS)}}
+        notes.fit(f"gemv.cached_row_start.{level}.fp32", cached_rows_note(m, cached))
     return block
+
+
+def cached_row_probe_times(m: Measurements) -> str:
+    """``4.5 MiB of fp32 weights (inside L3) in rows of 1024 and of 16384 columns: 95 and 80 us``."""
+    short, long_ = ROW_PROBE_COLUMNS
+    return (f"F.linear at batch 1 over {m.gemv_cached_rows_bytes / MiB:.4g} MiB of fp32 weights (inside "
+            f"{m.gemv_cached_rows_level}) in rows of {short} and of {long_} columns: "
+            f"{_us(m.gemv_cached_rows_s[short])} and {_us(m.gemv_cached_rows_s[long_])}")
+
+
+def cached_rows_note(m: Measurements, rows: RowStreams) -> str:
+    """The note of ``gemv.cached_row_start``: the probe, its solution, its rounds."""
+    return (f"{cached_row_probe_times(m)}; t / bytes = 1 / bandwidth + row start / row bytes gives "
+            f"{_gbs(rows.bandwidth_bytes_per_s)} at that size and {rows.row_start_s * 1e9:.3g} ns a row "
+            f"on {m.threads} thread(s), a row's start on one core"
+            + _settled(m, *(_cached_rows_label(cols) for cols in ROW_PROBE_COLUMNS)))
 
 
 def lowering_cycles(m: Measurements, clock_hz: float) -> float:
@@ -2515,6 +2592,9 @@ def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fi
         if last:
             size, replacement, bandwidth = fits.llc.size_bytes, fits.llc.replacement, fits.llc.in_cache_bytes_per_s
             _llc_notes(at, c, fits.llc, fit_llc_policy)
+            rows = cached_row_streams(m)
+            if rows is not None and m.gemv_cached_rows_level == name:
+                bandwidth = _without_row_starts(bandwidth, rows.row_start_s, at, name)
             stream_latency = _llc_stream_latency(m, c.line_bytes, bandwidth, latency, at)
         else:
             size, replacement = c.size_bytes, Replacement.LRU
@@ -2534,6 +2614,23 @@ def cache_blocks(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements, fi
             level["stream_latency"] = _q(stream_latency, Quantity.SECONDS)
         levels.append(level)
     return levels
+
+
+def _without_row_starts(plateau: float, row_start_s: float, at: Notes, name: str) -> float:
+    """The last level's bandwidth without the row starts its in-cache plateau paid: the working-set
+    sweep walks rows of :data:`WORKING_SET_COLUMNS`, each a stream that starts from the level
+    (``gemv.cached_row_start``), so ``1 / plateau = 1 / bandwidth + row start / row bytes``. The
+    plateau (a median over the sizes the level holds) stays the measurement; the row probe, at one
+    size, only says how much of it the starts took. The plateau where the starts leave nothing."""
+    row_bytes = WORKING_SET_COLUMNS * TYPE_BYTES["fp32"]
+    per_byte = 1 / plateau - row_start_s / row_bytes
+    if per_byte <= 0:
+        return plateau
+    at.fit("bandwidth", f"the in-cache plateau of the working-set curve ({_gbs(plateau)}, median of the higher part "
+           f"of its best two-level split) in rows of {WORKING_SET_COLUMNS} columns, less their starts "
+           f"(compute.kernels.gemv.cached_row_start.{name}: {row_start_s * 1e9:.3g} ns a row on all threads): "
+           "1 / plateau = 1 / bandwidth + row start / row bytes")
+    return 1 / per_byte
 
 
 def _llc_stream_latency(m: Measurements, line_bytes: int, bandwidth: float, latency: float,
