@@ -1,6 +1,6 @@
 """One measurement session on this machine: calibrate, every bench the crosschecks need, and the summary.
 
-    .venv/bin/python benchmarks/crosscheck_session.py --out DIR [--threads 2] [--summary-only]
+    .venv/bin/python benchmarks/crosscheck_session.py --out DIR [--threads 2] [--bench-runs N] [--summary-only]
 
 Runs, each a fresh process, writing into ``DIR`` (the chain docs/validation.md's session tables come
 from, about ten minutes on a 2-core VM; run it on a quiet machine):
@@ -9,7 +9,8 @@ from, about ten minutes on a 2-core VM; run it on a quiet machine):
    times: the host's noise trips a plausibility check now and then);
 2. ``simulator bench --llm M --prompt 128 --context 256 --tokens 32`` for Qwen2.5-0.5B and Llama-3.2-1B;
 3. ``simulator bench --format dense,dense@bf16,dense@int8,csr,bsr4x4`` (the EIE layers) and
-   ``simulator bench --workload workloads/alexnet.yaml --format dense,thinned``, at batch 1 and 64;
+   ``simulator bench --workload workloads/alexnet.yaml --format dense,thinned``, at batch 1 and 64,
+   ``--bench-runs`` times over (default 1; a later run's files end in ``-run2`` ...);
 4. ``simulator calibrate`` again, into ``DIR/host-end.yaml`` (:data:`END_PROFILE`, tried as often; where
    every try fails, it is only left out of the summary);
 
@@ -28,6 +29,11 @@ summary prints how far each moved (:data:`DRIFT_FLAG`). A session whose host mov
 ``calibrate`` and its benches compares two phases of the host, not the model with the machine.
 ``--summary-only`` re-prints the summary of a directory measured before. The timings are the
 machine's: nothing here is asserted, and a VM's phase moves every figure (see docs/validation.md).
+
+With several bench runs, ``crosscheck`` takes each cell's fastest run (other processes only ever
+slow a run down: :func:`simulator.measure.variantcheck.merge_runs`, as ``calibrate`` keeps its best
+calls), and the summary prints issue #13's and #14's figures of the first run alone beside them:
+the two differ by what the host's phase did to single runs, not by anything in the model.
 """
 
 from __future__ import annotations
@@ -125,7 +131,23 @@ def simulator(*args: str, log: Path, required: bool = True) -> None:
         sys.exit(f"crosscheck_session: `simulator {' '.join(args)}` failed (exit {done.returncode}); see {log}")
 
 
-def measure(out: Path, threads: int) -> None:
+def bench_stem(name: str, batch: int, run: int = 1) -> str:
+    """``v-eie-b64`` for the first run of a bench, ``v-eie-b64-run2`` for the second ..."""
+    return f"v-{name}-b{batch}" + (f"-run{run}" if run > 1 else "")
+
+
+def bench_files(out: Path, name: str, first_only: bool = False) -> list[str]:
+    """The bench files of ``name`` (``eie``, ``alexnet``) in ``out``: every run's, or the first's."""
+    files = []
+    for batch in BATCHES:
+        run = 1
+        while (out / f"{bench_stem(name, batch, run)}.json").exists() and (run == 1 or not first_only):
+            files.append(f"{bench_stem(name, batch, run)}.json")
+            run += 1
+    return files
+
+
+def measure(out: Path, threads: int, runs: int = 1) -> None:
     """Steps 1-3 of the module's docstring, into ``out``."""
     t = str(threads)
     (out / "probe-start.json").write_text(json.dumps(probe(threads)))
@@ -133,11 +155,13 @@ def measure(out: Path, threads: int) -> None:
     for model in LLMS:
         simulator("bench", "--llm", model, "--prompt", "128", "--context", "256", "--tokens", "32", "--threads", t,
                   "--out", str(out / f"llm-{model}.json"), log=out / f"llm-{model}.txt")
-    for batch in map(str, BATCHES):
-        simulator("bench", "--format", EIE_VARIANTS, "--batch", batch, "--threads", t,
-                  "--out", str(out / f"v-eie-b{batch}.json"), log=out / f"v-eie-b{batch}.txt")
-        simulator("bench", "--workload", "workloads/alexnet.yaml", "--format", ALEXNET_VARIANTS, "--batch", batch,
-                  "--threads", t, "--out", str(out / f"v-alexnet-b{batch}.json"), log=out / f"v-alexnet-b{batch}.txt")
+    for run in range(1, runs + 1):
+        for batch in BATCHES:
+            for name, workload, variants in (("eie", "workloads/eie.yaml", EIE_VARIANTS),
+                                             ("alexnet", "workloads/alexnet.yaml", ALEXNET_VARIANTS)):
+                stem = bench_stem(name, batch, run)
+                simulator("bench", "--workload", workload, "--format", variants, "--batch", str(batch),
+                          "--threads", t, "--out", str(out / f"{stem}.json"), log=out / f"{stem}.txt")
     (out / "probe-end.json").write_text(json.dumps(probe(threads)))
     calibrate(out, t, END_PROFILE, "calibrate-end.txt", required=False)
 
@@ -206,10 +230,11 @@ def fault_lines(cells: list[dict[str, Any]]) -> list[str]:
 
 
 def figures(out: Path, profile: str, tag: str = "") -> list[str]:
-    """Every check's figures against ``DIR/PROFILE`` (crosschecks run now, their files tagged ``tag``)."""
+    """Every check's figures against ``DIR/PROFILE`` (crosschecks run now, their files tagged ``tag``);
+    with several bench runs, also issue #13's and #14's of the first run alone."""
     llm = crosscheck(out, f"llm{tag}", [f"llm-{m}.json" for m in LLMS], profile)["llm"]
-    eie = crosscheck(out, f"eie{tag}", [f"v-eie-b{b}.json" for b in BATCHES], profile)
-    alexnet = crosscheck(out, f"alexnet{tag}", [f"v-alexnet-b{b}.json" for b in BATCHES], profile)
+    eie = crosscheck(out, f"eie{tag}", bench_files(out, "eie"), profile)
+    alexnet = crosscheck(out, f"alexnet{tag}", bench_files(out, "alexnet"), profile)
     lines = [f"LLM (#15): time to first token within 25% {llm['ttft_within']} of {len(llm['cells'])}, decode "
              f"within 15% {llm['decode_within']} of {len(llm['cells'])}"]
     lines += [f"  {c['model']:<24} {c['variant']:<11} TTFT {100 * c['ttft_error']:+6.1f}%  decode "
@@ -218,6 +243,12 @@ def figures(out: Path, profile: str, tag: str = "") -> list[str]:
     lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet),
               *fault_lines(alexnet["variants"]["cells"])]
     lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
+    runs = len(bench_files(out, "eie")) // len(BATCHES)
+    if runs > 1:
+        first = crosscheck(out, f"eie-run1{tag}", bench_files(out, "eie", first_only=True), profile)
+        lines += [f"  (each cell its fastest of {runs} bench runs; the first run alone:)",
+                  *(f"  {line}" for line in variants_lines(first)),
+                  "  EIE layers dense + CSR (#13), the first run alone: " + issue13(first["variants"]["cells"])]
     return lines
 
 
@@ -243,11 +274,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="directory for the profile, timings and checks")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bench-runs", type=int, default=1, choices=range(1, 5), metavar="N",
+                        help="run the EIE and AlexNet benches N times (1-4); each cell is checked at its fastest run")
     parser.add_argument("--summary-only", action="store_true", help="summarise a directory measured before")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
-        measure(args.out, args.threads)
+        measure(args.out, args.threads, args.bench_runs)
     print("\n".join(summary(args.out)))
 
 
