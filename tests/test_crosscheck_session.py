@@ -47,3 +47,15 @@ def test_drift_lines_flag_a_probe_that_moved_past_ten_percent():
     chase = f"chase over {s.CHASE_PROBE_BYTES >> 20} MiB"
     line = s.drift_lines({chase: 25e-9}, {chase: 125e-9})[0]
     assert f"{chase} +400%" in line and f"{chase}: 25 ns at the start, 125 ns at the end" in line
+
+
+def test_bench_files_list_every_run_of_a_bench_or_the_first_alone(tmp_path):
+    """A second run's files end in ``-run2``; the first run alone is the files without a suffix."""
+    s = _session_module()
+    assert s.bench_stem("eie", 64) == "v-eie-b64" and s.bench_stem("eie", 64, 2) == "v-eie-b64-run2"
+    for stem in ("v-eie-b1", "v-eie-b64", "v-eie-b1-run2", "v-eie-b64-run2", "v-alexnet-b1", "v-alexnet-b64"):
+        (tmp_path / f"{stem}.json").write_text("{}")
+    assert s.bench_files(tmp_path, "eie") == ["v-eie-b1.json", "v-eie-b1-run2.json", "v-eie-b64.json",
+                                              "v-eie-b64-run2.json"]
+    assert s.bench_files(tmp_path, "eie", first_only=True) == ["v-eie-b1.json", "v-eie-b64.json"]
+    assert s.bench_files(tmp_path, "alexnet") == ["v-alexnet-b1.json", "v-alexnet-b64.json"]
