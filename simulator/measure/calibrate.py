@@ -614,6 +614,12 @@ class Session:
         """The last level's line: what DRAM moves."""
         return self.caches[-1].line_bytes if self.caches else LINE_BYTES_DEFAULT
 
+    def measured_llc_bytes(self) -> int:
+        """The last level's share as the working-set curve measured so far shows it
+        (:func:`effective_llc_bytes`; the granule where the curve shows no level)."""
+        return effective_llc_bytes(self.m.working_set, private_bytes(self.caches, self.cpu.cores),
+                                   self.line_bytes * (self.caches[-1].ways if self.caches else 1))[0]
+
     def record(self, results: Mapping[_Key, Settled], name: Callable[[_Key], str] = str
                ) -> dict[_Key, float]:
         """Keep each settled measurement under its name; return the figures by key."""
@@ -1069,16 +1075,21 @@ def _measure_gemv_rows(s: Session) -> None:
     short, long_ = ROW_PROBE_COLUMNS
     keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32")]
 
-    def rows_round(key: tuple[str, int]) -> Callable[[], float]:
-        dtype, cols = key
-        call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
-
-        def run() -> float:
-            return max(_best_time(call, min_calls=5, budget_s=0.1) - s.m.launch_overhead_s, 0.0)
-        return run
-    got = s.record(settle({key: rows_round(key) for key in keys}), name=_rows_label)
+    got = s.record(settle({key: _rows_round(*key, size, s.m.launch_overhead_s, 5, 0.1) for key in keys}),
+                   name=_rows_label)
     s.m.gemv_rows_s = dict(got)
     s.m.gemv_rows_bytes = size
+
+
+def _rows_round(dtype: str, cols: int, size: int, overhead_s: float, min_calls: int,
+                budget_s: float) -> Callable[[], float]:
+    """One round of a row probe: the best batch-1 GEMV over ``size`` bytes of ``dtype`` weights in
+    rows of ``cols`` columns, less the per-call overhead."""
+    call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
+
+    def run() -> float:
+        return max(_best_time(call, min_calls=min_calls, budget_s=budget_s) - overhead_s, 0.0)
+    return run
 
 
 def _rows_label(key: tuple[str, int]) -> str:
@@ -1100,19 +1111,11 @@ def cached_row_probe_bytes(private_bytes_: int, llc_bytes: int) -> int:
 def _measure_gemv_cached_rows(s: Session) -> None:
     """Batch-1 fp32 F.linear over :func:`cached_row_probe_bytes` of weights (inside the last level)
     in rows of each of :data:`ROW_PROBE_COLUMNS` columns: the row starts from that level."""
-    llc = effective_llc_bytes(s.m.working_set, private_bytes(s.caches, s.cpu.cores),
-                              s.line_bytes * (s.caches[-1].ways if s.caches else 1))[0]
-    size = cached_row_probe_bytes(private_bytes(s.caches, s.cpu.cores), llc)
+    size = cached_row_probe_bytes(private_bytes(s.caches, s.cpu.cores), s.measured_llc_bytes())
     if not size:
         return
-
-    def rows_round(cols: int) -> Callable[[], float]:
-        call = _type_gemm_call("fp32", size // TYPE_BYTES["fp32"] // cols, cols, 1)
-
-        def run() -> float:
-            return max(_best_time(call, min_calls=10, budget_s=0.05) - s.m.launch_overhead_s, 0.0)
-        return run
-    got = s.record(settle({cols: rows_round(cols) for cols in ROW_PROBE_COLUMNS}), name=_cached_rows_label)
+    got = s.record(settle({cols: _rows_round("fp32", cols, size, s.m.launch_overhead_s, 10, 0.05)
+                           for cols in ROW_PROBE_COLUMNS}), name=_cached_rows_label)
     s.m.gemv_cached_rows_s = dict(got)
     s.m.gemv_cached_rows_bytes = size
     s.m.gemv_cached_rows_level = f"L{s.caches[-1].level}"
@@ -1569,8 +1572,7 @@ def _measure_latencies(s: Session) -> None:
     size confirmed by the step up), over half the last level's measured share, and over DRAM."""
     chase, _ = _chase_kernels()
     chase(np.zeros(8, dtype=np.int64), 0, 10)                        # compile
-    llc = effective_llc_bytes(s.m.working_set, private_bytes(s.caches, s.cpu.cores),
-                              s.line_bytes * (s.caches[-1].ways if s.caches else 1))[0]
+    llc = s.measured_llc_bytes()
     walks: dict[tuple[str, int], np.ndarray] = {}      # (half / twice / dram, level)
     for level in s.caches:
         last = level is s.caches[-1]
