@@ -255,7 +255,7 @@ def _memory_holds(machine: Machine, work: LayerWork) -> list[list[tuple[simpy.Re
     columns: list[tuple[simpy.Resource, list[float], list[bool], list[str]]] = []
     for i, level in enumerate(profile.caches):
         seconds = work.level_bytes[:, i] / (level.bandwidth_bytes_per_s * (1 if level.shared else cores))
-        starts_s = _row_start_seconds(profile, work, cores, level.name)
+        starts_s = _row_start_seconds(profile, work, cores, level=i)
         if starts_s is not None:    # the rows this level serves start as streams of their own
             seconds = seconds + starts_s
         columns.append((machine.levels[i], seconds.tolist(), (seconds > 0).tolist(), [level.name] * work.tiles))
@@ -298,9 +298,9 @@ def _dram_column(machine: Machine, work: LayerWork,
     return machine.dram, seconds.tolist(), (moved > 0).tolist(), names.tolist()
 
 
-def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, level: Optional[str] = None
+def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, level: Optional[int] = None
                        ) -> Optional[np.ndarray]:
-    """What the rows of a batch-1 dense GEMV that come from ``level`` (a cache level's name; None:
+    """What the rows of a batch-1 dense GEMV that come from ``level`` (a cache level's index; None:
     DRAM) cost to start, per tile, on top of their bytes (``compute.kernels.gemv.row_start`` for
     the layer's type from DRAM, ``cached_row_start`` from a cache level: each row a stream the
     prefetchers meet cold, its first lines waiting on that level), shared by the kernel's cores;
@@ -312,18 +312,14 @@ def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, le
     if (shape is None or shape.kind is not KernelKind.GEMV or work.traffic.layer.kind is not LayerKind.FC
             or shape.dequantized_weights or kernels is None):
         return None
-    starts = kernels.gemv.row_start if level is None else kernels.gemv.cached_row_start.get(level)
+    starts = kernels.gemv.row_start if level is None else kernels.gemv.cached_row_start.get(profile.caches[level].name)
     start_s = starts.of(shape.dtype.value) if starts is not None else None
     row_bytes = shape.depth * shape.dtype.size_bytes
     if not start_s or row_bytes <= 0:
         return None
-    served = work.dram_read_bytes if level is None else work.level_bytes[:, _level_index(profile, level)]
+    served = work.dram_read_bytes if level is None else work.level_bytes[:, level]
     rows = np.minimum(served / row_bytes, shape.rows)
     return rows * float(start_s) / max(1, cores)
-
-
-def _level_index(profile: HardwareProfile, name: str) -> int:
-    return next(i for i, level in enumerate(profile.caches) if level.name == name)
 
 
 def _latency_column(machine: Machine, work: LayerWork,

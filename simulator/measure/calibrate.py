@@ -1096,12 +1096,12 @@ def _rows_label(key: tuple[str, int]) -> str:
     return f"GEMV beyond the last level in {key[0]}, rows of {key[1]} columns"
 
 
-def cached_row_probe_bytes(private_bytes_: int, llc_bytes: int) -> int:
+def cached_row_probe_bytes(private_total_bytes: int, llc_bytes: int) -> int:
     """Weights of the row probe inside the last level: the geometric mean of twice the private
     levels and half the last level's measured share (beyond the first, well inside the second, as
     the share of a VM's L3 moves), a multiple of the longest row; 0 when the share is not above
     four times the private levels (no room between them)."""
-    low, high = 2 * private_bytes_, llc_bytes // 2
+    low, high = 2 * private_total_bytes, llc_bytes // 2
     if not low or high <= low:
         return 0
     quantum = ROW_PROBE_COLUMNS[-1] * TYPE_BYTES["fp32"]
@@ -2433,21 +2433,17 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     if cached is not None:
         level = m.gemv_cached_rows_level
         block["cached_row_start"] = {level: {"fp32": _q(cached.row_start_s * m.threads, Quantity.SECONDS)}}
-        notes.fit(f"gemv.cached_row_start.{level}.fp32", cached_rows_note(m, cached))
+        notes.fit(f"gemv.cached_row_start.{level}.fp32", _cached_rows_note(m, cached))
     return block
 
 
-def cached_row_probe_times(m: Measurements) -> str:
-    """``4.5 MiB of fp32 weights (inside L3) in rows of 1024 and of 16384 columns: 95 and 80 us``."""
+def _cached_rows_note(m: Measurements, rows: RowStreams) -> str:
+    """The note of ``gemv.cached_row_start``: the probe, its solution, its rounds."""
     short, long_ = ROW_PROBE_COLUMNS
     return (f"F.linear at batch 1 over {m.gemv_cached_rows_bytes / MiB:.4g} MiB of fp32 weights (inside "
             f"{m.gemv_cached_rows_level}) in rows of {short} and of {long_} columns: "
-            f"{_us(m.gemv_cached_rows_s[short])} and {_us(m.gemv_cached_rows_s[long_])}")
-
-
-def cached_rows_note(m: Measurements, rows: RowStreams) -> str:
-    """The note of ``gemv.cached_row_start``: the probe, its solution, its rounds."""
-    return (f"{cached_row_probe_times(m)}; t / bytes = 1 / bandwidth + row start / row bytes gives "
+            f"{_us(m.gemv_cached_rows_s[short])} and {_us(m.gemv_cached_rows_s[long_])}; t / bytes = 1 / bandwidth + "
+            "row start / row bytes gives "
             f"{_gbs(rows.bandwidth_bytes_per_s)} at that size and {rows.row_start_s * 1e9:.3g} ns a row "
             f"on {m.threads} thread(s), a row's start on one core"
             + _settled(m, *(_cached_rows_label(cols) for cols in ROW_PROBE_COLUMNS)))
