@@ -675,6 +675,12 @@ def test_the_row_probe_inside_the_last_level_gives_its_row_start_and_its_bandwid
     assert "row start" in profile.fitted[f"compute.kernels.gemv.cached_row_start.{level.name}.fp32"]
     assert plain.compute.kernels.gemv.cached_row_start == {}
     assert "less their starts" not in plain.fitted[f"memory.caches.{level.name}.bandwidth"]
+    # calibrate's summary says where a row starts, per core
+    from simulator.commands.calibrate import summary
+
+    said = summary(build_profile(caches, cpu, inside), Path("host.yaml"))
+    assert f"a GEMV row starts in 24 ns from {level.name} a core; " in said
+    assert "a GEMV row starts" not in summary(build_profile(caches, cpu, measurements), Path("host.yaml"))
     assert cal.cached_row_probe_bytes(1088 * 1024, 24 * MiB) == 5120 * 1024     # sqrt(2.1 x 12 MiB), in 64 KiB
     assert cal.cached_row_probe_bytes(1 * MiB, 4 * MiB) == 0
     assert cal.cached_row_probe_bytes(0, 24 * MiB) == 0
