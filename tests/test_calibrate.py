@@ -924,6 +924,60 @@ def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
     assert {t.threads for t in m.sparse_of("spmv", "scipy")} == {1}
 
 
+def test_the_real_spmm_gather_probe_times_each_library_near_and_far(caches, cpu, monkeypatch):
+    """The real SpMM steps, on one thread, the far operand at 4096 columns (1 MiB at batch 64, not the
+    probe's size: quick): each library timed gathering over the fit's columns and over the far ones.
+    The fit's columns keep the operand within half a core's L2 (512 KiB here: 1024 columns)."""
+    monkeypatch.setattr(cal, "spmm_far_columns", lambda private, llc: 4096)
+    steps = tuple(s for s in STEPS if s.label in ("CSR SpMV / SpMM", "CSR SpMM gathering from the last level"))
+    assert len(steps) == 2
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert {t.depth for t in m.sparse_of("spmm", "torch")} == {1024} == {cal.spmm_columns(caches)}
+    assert {t.depth for t in m.sparse_of("spmv", "torch")} == {cal.SPARSE_COLUMNS}
+    assert {(p.backend, p.near_columns, p.far_columns) for p in m.spmm_gathers} == {("torch", 1024, 4096),
+                                                                                    ("scipy", 1024, 4096)}
+    assert all(p.near_s > 0 and p.far_s > 0 and p.nonzeros == cal.SPARSE_NONZEROS for p in m.spmm_gathers)
+
+
+def test_the_spmm_columns_keep_its_operand_in_half_the_last_private_level(caches):
+    small = [replace(c, size_bytes=256 * 1024) if c.level == 2 else c for c in caches]
+    assert cal.spmm_columns(caches) == 1024 and cal.spmm_columns(small) == 512
+    assert cal.spmm_columns(caches[-1:]) == cal.SPARSE_COLUMNS           # no private level below the last
+    # the far operand: between twice the private levels and half the last level's share, or none
+    assert cal.spmm_far_columns(1 * MiB, 16 * MiB) == cal.cached_row_probe_bytes(1 * MiB, 16 * MiB) // 256 > 1024
+    assert cal.spmm_far_columns(1 * MiB, 4 * MiB) == 0
+
+
+def test_an_spmm_that_waits_on_its_gathers_gets_the_gathers_it_keeps_in_flight(caches, cpu, measurements):
+    """The far call (16384 columns: 4 MiB at batch 64) takes longer than the near one (1024) by
+    the lines it gathers beyond the 512 KiB L2 (7/8 of each non-zero's 4 lines), each 11 ns later
+    (L3 15 ns, L2 4 ns), over 4 in flight on each of 2 threads: the profile's torch SpMM waits on
+    4 gathers a core. A far call no slower, or one that would need more in flight than the core's
+    demand-miss slots (Little's law on the chases: 8.6 here), leaves the field out."""
+    lines = cal.SPARSE_NONZEROS * 4 * (1 - 512 / 4096)
+    near_s = 1e-3
+    probe = cal.GatherProbe("torch", 1024, cal.SPARSE_NONZEROS, 1024, 16384, near_s, near_s + lines * 11e-9 / (2 * 4), 2)
+    m = replace(measurements, spmm_gathers=[probe])
+    wait = cal.gather_wait(caches, m, probe)
+    assert wait is not None and wait.in_flight == pytest.approx(4.0) and wait.lines == pytest.approx(lines)
+    assert wait.slots == pytest.approx(5e9 * 110e-9 / 64)
+    mapping = build_profile(caches, cpu, m)
+    profile = profile_from_mapping(mapping, "host")
+    assert profile.compute.kernels.spmm.gathers_in_flight_per_core == pytest.approx(4.0)
+    assert profile.compute.kernels.spmv.gathers_in_flight_per_core is None
+    assert profile.compute.kernels.spconv.gathers_in_flight_per_core == pytest.approx(4.0)   # spconv is spmm's
+    assert "in flight a core" in profile.sources["compute.kernels.spmm.gathers_in_flight_per_core"]
+    from simulator.commands.calibrate import summary
+
+    assert "waits on its gathers beyond the private caches, 4 in flight a core" in summary(mapping, Path("host.yaml"))
+    no_slower = replace(probe, far_s=near_s * 0.99)
+    too_many = replace(probe, far_s=near_s + lines * 11e-9 / (2 * 9))
+    for other in (no_slower, too_many):
+        assert cal.gather_wait(caches, replace(m, spmm_gathers=[other]), other) is None
+        plain = profile_from_mapping(build_profile(caches, cpu, replace(m, spmm_gathers=[other])), "host")
+        assert plain.compute.kernels.spmm.gathers_in_flight_per_core is None
+
+
 def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurements):
     """scipy's CSR product runs on one thread: beyond the caches its bytes stream at the one-thread
     share of the GEMV's rate (STREAM read, one thread over all), so a one-thread SpMV whose loads

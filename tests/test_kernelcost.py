@@ -561,6 +561,52 @@ def test_rows_a_cache_level_serves_pay_that_levels_row_start_and_only_those(writ
         starting("L4")
 
 
+def test_a_sparse_loop_that_waits_on_its_gathers_waits_for_those_beyond_the_private_caches(write_yaml):
+    """``gathers_in_flight_per_core``: a CSR product at batch 64 on the i7 whose input (2 MiB) lives
+    in the L3 holds its cores after its issue for each gather the L3 or DRAM serves, that level's
+    latency less the L2's, that many at a time per core (``gather-wait``); half as many in flight
+    wait twice as long; an input the L2s hold waits almost nothing; a kernel without the field
+    runs its gathers beside its loop, as before."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.engine.core import _latencies, simulate
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+    from simulator.pipeline import RepeatMode, benchmark_works
+
+    def waiting(in_flight: float):
+        data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
+        assign(data, "compute.kernels.spmm.gathers_in_flight_per_core", in_flight)
+        return profile_from_mapping(data, "i7")
+
+    i7 = _profile("i7-5930k")
+    options = RunOptions(batch=64, formats=(StorageFormat.CSR,), host_copies=False, repeat=2,
+                         repeat_mode=RepeatMode.LAYER)
+    far, near = _fc(write_yaml, 8192, 1024, density=0.05), _fc(write_yaml, 256, 1024, density=0.5)
+    (work,) = benchmark_works(i7, far, StorageFormat.CSR, options)
+    assert work.traffic.shape.kind is KernelKind.SPMM
+    # by hand: the requests each level below the L2 serves, at its latency less the L2's
+    l2 = i7.caches[1].latency_s
+    extra_s = _latencies(i7, streams=False, footprint_bytes=work.traffic.shape.input_bytes)[1:] - l2
+    beyond = work.gather_requests[:, 2:].sum(axis=0)
+    assert beyond.sum() > 0.5 * work.gather_requests.sum()        # most gathers come from the L3
+    expected_s = float(beyond @ extra_s) / (4 * work.traffic.cores_used)
+    (plain,) = simulate(i7, [work])
+    (four,) = simulate(waiting(4), [work])
+    (two,) = simulate(waiting(2), [work])
+    assert "gather-wait" not in plain.busy_s
+    assert four.busy_s["gather-wait"] == pytest.approx(expected_s, rel=1e-9)
+    assert two.busy_s["gather-wait"] == pytest.approx(2 * expected_s, rel=1e-9)
+    assert four.busy_s["compute"] == pytest.approx(plain.busy_s["compute"], rel=1e-9)
+    assert two.time_s > four.time_s > plain.time_s
+    assert two.time_s >= two.busy_s["compute"] + two.busy_s["gather-wait"]   # after the issue, not beside it
+    # an input the L2s hold: next to nothing to wait for
+    at_home = _layer(waiting(2), near, StorageFormat.CSR, batch=64)
+    assert at_home.busy_s.get("gather-wait", 0.0) < 0.02 * at_home.busy_s["compute"]
+    # a batch-1 product (spmv) is another kernel: its gathers run beside its loop
+    spmv = _layer(waiting(2), far, StorageFormat.CSR, batch=1)
+    assert "gather-wait" not in spmv.busy_s
+
+
 def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_threshold(write_yaml):
     """``memory.fresh_pages``: a buffer above the threshold is mapped afresh at every call and its
     pages fault in at the OS's rate: a convolution's output and, channel-blocked, its blocked copy

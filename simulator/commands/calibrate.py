@@ -73,8 +73,12 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
     def sparse(kind: str) -> str:
         k = kernels[kind]
         return (f"{kind} {k['cycles_per_nonzero']:.3g} cycles per non-zero, {k['cycles_per_row']:.3g} per row, "
-                f"{k['columns_per_step']} column(s) a step" + set_up(k)
+                f"{k['columns_per_step']} column(s) a step" + set_up(k) + gathers(k)
                 + f" ({threads.get(kind, compute['cores'])} thread(s))")
+
+    def gathers(kernel: dict[str, Any]) -> str:
+        return (f", waits on its gathers beyond the private caches, {kernel['gathers_in_flight_per_core']:.3g} in "
+                "flight a core" if "gathers_in_flight_per_core" in kernel else "")
 
     def set_up(kernel: dict[str, Any]) -> str:
         return f", {kernel['call_overhead']} a call" if "call_overhead" in kernel else ""
@@ -85,6 +89,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                 + (f" copied to {lib['kernel_index_bits']} bits a call" if "kernel_index_bits" in lib else "")
                 + (f", loads under {lib['spmv']['load_overlap']:.2g} of its loop" if "load_overlap" in lib['spmv']
                    else "")
+                + (f", its spmm waits on {lib['spmm']['gathers_in_flight_per_core']:.3g} gathers a core"
+                   if "gathers_in_flight_per_core" in lib['spmm'] else "")
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
     libraries = kernels.get("libraries", {})
 

@@ -22,7 +22,9 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   cache level likewise holds for the starts of the rows it serves (``cached_row_start``);
 * a tile's *compute* holds the compute unit for its share of the kernel's issue time, from the
   kernel cost model (:mod:`simulator.engine.kernelcost`: FMA tiles in waves for dense kernels,
-  steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model;
+  steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model; a
+  sparse kernel whose loop waits for its gathers (``gathers_in_flight_per_core``) then holds it
+  for their latency beyond the private caches, that many at a time per core (``gather-wait``);
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
@@ -57,7 +59,7 @@ from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
-from .kernelcost import IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap
+from .kernelcost import SPARSE_KINDS, IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -362,6 +364,31 @@ def _latency_seconds(served: np.ndarray, latencies: np.ndarray, in_flight: int) 
     return waited / max(1, in_flight)
 
 
+def _gather_wait_seconds(profile: HardwareProfile, work: LayerWork, cores: int) -> Optional[np.ndarray]:
+    """[tiles] time a sparse kernel's loop waits on its gathers, or None where its kernel does not
+    (``gathers_in_flight_per_core`` unset: its gathers run beside the loop). Each gather served
+    beyond the private caches waits its level's latency (:func:`_latencies`, page walks included)
+    less the last private level's, which the kernel's in-cache costs already hold (they were
+    measured gathering from there); the core keeps ``gathers_in_flight_per_core`` of them waiting
+    at once, and its cores wait in parallel."""
+    shape = work.traffic.shape
+    kernels = profile.compute.kernels
+    if shape is None or shape.kind not in SPARSE_KINDS or kernels is None or work.gather_requests is None:
+        return None
+    in_flight = kernels.sparse(shape.kind).gathers_in_flight_per_core
+    if in_flight is None:
+        return None
+    private = [i for i, level in enumerate(profile.caches) if not level.shared]
+    last = private[-1] if private else 0
+    base_s = profile.caches[last].latency_s if profile.caches else 0.0
+    # _latencies' entry j is the level below the first at index j + 1 (DRAM last); the private
+    # levels' gathers wait nothing beyond what the costs hold
+    beyond_s = np.maximum(_latencies(profile, streams=False, footprint_bytes=shape.input_bytes) - base_s, 0.0)
+    beyond_s[:last] = 0.0
+    waited = np.asarray(work.gather_requests, dtype=float)[:, 1:] @ beyond_s
+    return waited / (in_flight * max(1, cores))
+
+
 def layer_issue_time(profile: HardwareProfile, work: LayerWork) -> IssueTime:
     """The whole layer's compute time and its mechanism: an accelerator's cycle model, or the
     kernel cost model."""
@@ -399,6 +426,7 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         yield from _hold(env, machine.compute, faults_s, busy, "page-faults")
     ready = [env.event() for _ in range(work.tiles)]
     compute_s, compute_name = _tile_compute(machine.profile, work)
+    gather_wait_s = _gather_wait_seconds(machine.profile, work, work.traffic.cores_used)
     holds = _memory_holds(machine, work)
     dram = machine.profile.dram
     # the tile waits the DRAM latency once, for its first data, when it moves lines to or from DRAM
@@ -422,6 +450,8 @@ def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Bus
         load(tile + work.prefetch_tiles)
         if seconds * (1 - alone) > 0:
             yield from _hold(env, machine.compute, seconds * (1 - alone), busy, compute_name)
+        if gather_wait_s is not None and gather_wait_s[tile] > 0:
+            yield from _hold(env, machine.compute, float(gather_wait_s[tile]), busy, "gather-wait")
 
 
 def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
@@ -433,7 +463,7 @@ def link_copy(env: simpy.Environment, machine: Machine, size_bytes: int,
 
 
 def _resource_names(profile: HardwareProfile) -> list[str]:
-    return (["launch", "page-faults", "compute", "row-latency"] + [c.name for c in profile.caches]
+    return (["launch", "page-faults", "compute", "row-latency", "gather-wait"] + [c.name for c in profile.caches]
             + [p.name for p in profile.memory.scratchpads]
             + ["dram-bandwidth", "dram-latency", "dram-row-starts", "dram-channel", "stream-latency",
                "gather-latency", "link"])

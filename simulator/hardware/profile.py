@@ -268,6 +268,15 @@ class SparseKernel(Strict):
     # a small call's share of it: 4.5 cycles a non-zero from a 64 Ki-non-zero call against 2.2 on
     # layers of a million, on a Zen 3 guest (calibrate: the same rows at two non-zero counts).
     call_overhead_s: Optional[Seconds] = Field(None, alias="call_overhead")
+    # Where set, the kernel's loop waits for its gathers that miss the private caches, with this
+    # many of them in flight on a core: each adds the latency of the level that serves it beyond the
+    # last private level's (whose gathers the costs above already hold) over this count to the
+    # kernel's time, after its issue, instead of running beside the loop. Unset: the gathers'
+    # latency only bounds the kernel, through the core's request slots (``outstanding_gathers_per_core``).
+    # (calibrate: the kernel gathering from the last level against the same product gathering from
+    # the private ones; torch's SpMM at batch 64 on a Zen 3 guest waited on its gathers from the L3
+    # with about 6 in flight a core, where the core has 18 slots.)
+    gathers_in_flight_per_core: Optional[Annotated[float, Field(ge=1, le=1024)]] = None
 
 
 class SparseLibrary(Strict):

@@ -96,6 +96,12 @@ SPARSE_ROWS = (256, 1024, 8192)
 # (``call_overhead``) separates from its cost per non-zero only across two non-zero counts.
 SPMV_FEW_NONZEROS = SPARSE_NONZEROS // 4
 SPMM_BATCH = 64
+# The SpMM's matrices have fewer columns where a core's private caches are small: its dense operand
+# at batch 64 (columns x 64 fp32) stays within half the last private level, so the gathers its
+# costs hold are served by the private caches (at 2048 columns, 512 KiB, a Zen 3 core's whole L2,
+# the cache model served 14% of them from the L3). The SpMM gathering beyond them
+# (:func:`_measure_spmm_gathers`) measures what the others wait.
+SPMM_MIN_COLUMNS = 256
 # The lowered product of a sparse convolution (im2col + CSR x dense), as `bench --sparse-conv`
 # runs it: filters x (channels x 3 x 3) CSR weights times a lowered input of output pixels, at two
 # widths and two densities. 160 channels and 224 filters are no layer the crosscheck checks.
@@ -343,6 +349,22 @@ class SparseTiming:
 
 
 @dataclass(frozen=True)
+class GatherProbe:
+    """One SpMM library timed at :data:`SPMM_BATCH` on the middle fit matrix's rows and non-zeros,
+    its dense operand within the private caches (``near_columns``) and beyond them, inside the
+    last level (``far_columns``): seconds per call of each, on ``threads`` threads."""
+
+    backend: str
+    rows: int
+    nonzeros: int
+    near_columns: int
+    far_columns: int
+    near_s: float
+    far_s: float
+    threads: int
+
+
+@dataclass(frozen=True)
 class Settled:
     """A figure measured in rounds until two rounds agree: the smallest round's figure (other
     processes can only slow a round down), the rounds it took, and how far apart its two best
@@ -412,6 +434,7 @@ class Measurements:
     # kind -> the backend ``bench`` picks on the middle matrix (absent: the first timing's)
     sparse_backends: dict[str, str] = field(default_factory=dict)
     sparse_beyond: list[SparseTiming] = field(default_factory=list)  # the SpMV beyond the private caches, per backend
+    spmm_gathers: list[GatherProbe] = field(default_factory=list)   # each SpMM library gathering near and far
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     # bytes -> (filling a buffer that exists, allocating and filling one), seconds (:func:`_measure_fresh_pages`)
     fresh_fill_s: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -1349,29 +1372,81 @@ def _measure_sparse(s: Session) -> None:
 
     middle = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
     shapes = [(rows, SPARSE_NONZEROS) for rows in SPARSE_ROWS]
-    matrices = {(rows, nonzeros): csr_with_rows(rows, SPARSE_COLUMNS, nonzeros, seed=rows)
-                for rows, nonzeros in shapes + [(middle, SPMV_FEW_NONZEROS)]}
     rng = np.random.default_rng(0)
     for kind, batches in (("spmv", (1,)), ("spmm", (max(1, s.cpu.vector_lanes // 2), SPMM_BATCH))):
-        xs = {batch: rng.random((SPARSE_COLUMNS, batch), dtype=np.float32) if batch > 1
-              else rng.random(SPARSE_COLUMNS, dtype=np.float32) for batch in batches}
-        picked = pick_sparse_backend(*matrices[(middle, SPARSE_NONZEROS)], (middle, SPARSE_COLUMNS), xs[batches[-1]])
+        depth = SPARSE_COLUMNS if kind == "spmv" else spmm_columns(s.caches)
+        timed = shapes + [(middle, SPMV_FEW_NONZEROS)] if kind == "spmv" else shapes
+        matrices = {(rows, nonzeros): csr_with_rows(rows, depth, nonzeros, seed=rows) for rows, nonzeros in timed}
+        xs = {batch: rng.random((depth, batch), dtype=np.float32) if batch > 1
+              else rng.random(depth, dtype=np.float32) for batch in batches}
+        picked = pick_sparse_backend(*matrices[(middle, SPARSE_NONZEROS)], (middle, depth), xs[batches[-1]])
         s.m.sparse_backends[kind] = picked.value
-        timed = list(matrices) if kind == "spmv" else shapes
         for backend in CSR_BACKENDS:
             threads = 1 if backend is SparseBackend.SCIPY else s.threads
             rounds: dict[tuple[int, int, int], Callable[[], float]] = {}
             for rows, nonzeros in timed:
                 ptr, idx, val = matrices[(rows, nonzeros)]
                 for batch in batches:
-                    op = sparse_operator(backend, ptr, idx, val, (rows, SPARSE_COLUMNS), xs[batch])
+                    op = sparse_operator(backend, ptr, idx, val, (rows, depth), xs[batch])
                     rounds[(rows, nonzeros, batch)] = functools.partial(_best_time, op, 10, 0.1)
             got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind, backend.value))
             for (rows, nonzeros, batch), seconds in got.items():
                 ptr = matrices[(rows, nonzeros)][0]
                 steps = int(np.maximum(np.diff(ptr), 1).sum())
-                s.m.sparse.append(SparseTiming(kind, rows, SPARSE_COLUMNS, batch, int(ptr[-1]), steps, seconds,
+                s.m.sparse.append(SparseTiming(kind, rows, depth, batch, int(ptr[-1]), steps, seconds,
                                                backend.value, threads))
+
+
+def spmm_columns(caches: Sequence[SysfsCache]) -> int:
+    """Columns of the SpMM fit's matrices: its dense operand at :data:`SPMM_BATCH` within half the
+    last private level (a power of two, :data:`SPMM_MIN_COLUMNS` to :data:`SPARSE_COLUMNS`;
+    :data:`SPARSE_COLUMNS` where sysfs names no private level below the last)."""
+    private = [c.size_bytes for c in caches[:-1] if c.sharing_cpus <= 1]
+    if not private:
+        return SPARSE_COLUMNS
+    fit = private[-1] // 2 // (SPMM_BATCH * TYPE_BYTES["fp32"])
+    columns = SPMM_MIN_COLUMNS
+    while columns * 2 <= min(fit, SPARSE_COLUMNS):
+        columns *= 2
+    return columns
+
+
+def spmm_far_columns(private_total_bytes: int, llc_bytes: int) -> int:
+    """Columns of the SpMM whose dense operand at :data:`SPMM_BATCH` lies beyond the private
+    levels and inside the last level's measured share (:func:`cached_row_probe_bytes`' size, the
+    geometric mean of twice the one and half the other); 0 where there is no room between them."""
+    size = cached_row_probe_bytes(private_total_bytes, llc_bytes)
+    return size // (SPMM_BATCH * TYPE_BYTES["fp32"])
+
+
+def _measure_spmm_gathers(s: Session) -> None:
+    """Each SpMM library :func:`_measure_sparse` timed, at :data:`SPMM_BATCH` on the middle matrix's
+    rows and non-zeros, gathering from the private caches (the fit's columns) and from the last level
+    (:func:`spmm_far_columns`), the two calls side by side: what its loop waits on its gathers from
+    the last level (:func:`gather_wait`)."""
+    from .bench import SparseBackend, sparse_operator
+
+    far = spmm_far_columns(private_bytes(s.caches, s.cpu.cores), s.measured_llc_bytes())
+    near = spmm_columns(s.caches)
+    if far <= near:
+        return
+    rows = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
+    rng = np.random.default_rng(11)
+    for backend in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmm"):
+        threads = s.m.sparse_of("spmm", backend)[0].threads
+        rounds: dict[tuple[str, int], Callable[[], float]] = {}
+        for depth in (near, far):
+            ptr, idx, val = csr_with_rows(rows, depth, SPARSE_NONZEROS, seed=rows)
+            x = rng.random((depth, SPMM_BATCH), dtype=np.float32)
+            op = sparse_operator(SparseBackend(backend), ptr, idx, val, (rows, depth), x)
+            rounds[(backend, depth)] = functools.partial(_best_time, op, 10, 0.1)
+        got = s.record(settle(rounds), name=_gathers_label)
+        s.m.spmm_gathers.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
+                                            got[(backend, far)], threads))
+
+
+def _gathers_label(key: tuple[str, int]) -> str:
+    return f"SpMM ({key[0]}) gathering over {key[1]} columns"
 
 
 #: The SpMV of :func:`_measure_sparse_beyond`: the GEMV row probe's bytes (:func:`row_probe_bytes`,
@@ -1510,6 +1585,73 @@ def beyond_bytes(m: Measurements, timing: SparseTiming) -> float:
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
     copied = copied_index_bits(m, timing.backend)
     return stored + (2 * (timing.nonzeros + timing.rows + 1) * copied // 8 if copied is not None else 0)
+
+
+@dataclass(frozen=True)
+class GatherWait:
+    """What :func:`gather_wait` read off an SpMM library's :class:`GatherProbe`: the gathers its
+    loop keeps in flight on a core while it waits on them beyond the private caches
+    (``gathers_in_flight_per_core``), and what that was read from."""
+
+    in_flight: float
+    probe: GatherProbe
+    lines: float              # gathered lines the far call takes from beyond the private levels, over the near one's
+    extra_latency_s: float    # a gather's latency from the last level less the last private level's
+    slots: float              # the core's demand-miss slots (``outstanding_gathers_per_core``)
+
+    def describe(self) -> str:
+        """One line for the profile's sources."""
+        p = self.probe
+        return (f"{p.backend}'s SpMM at batch {SPMM_BATCH} on {p.threads} thread(s), {p.rows} rows and {p.nonzeros} "
+                f"non-zeros, gathering over {p.far_columns} columns ({_us(p.far_s)}) against {p.near_columns} "
+                f"({_us(p.near_s)}): {self.lines:.4g} more gathered lines from beyond the private caches (each "
+                f"non-zero's operand row, the share of a random gather the last private level does not hold) x "
+                f"{_us(self.extra_latency_s)} more latency each / (threads x the difference) = {self.in_flight:.3g} "
+                f"in flight a core, of its {self.slots:.3g} demand-miss slots")
+
+
+def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProbe) -> Optional[GatherWait]:
+    """How many gathers an SpMM library's loop keeps in flight on a core while it waits on those
+    beyond the private caches (``gathers_in_flight_per_core``), from its :class:`GatherProbe`: the
+    far call takes longer than the near one by the lines it gathers from the last level x their
+    extra latency / (in flight x threads), the engine's charge (``gather-wait``). A gather of one
+    non-zero's operand row covers ``SPMM_BATCH`` x 4 B of lines; of a random gather over ``size``
+    bytes, the last private level holds ``its size / size``. The latency is the last level's as the
+    profile writes it, less a page walk where the far operand is within the TLBs' reach (as the
+    engine's :func:`~simulator.engine.core._latencies`), less the last private level's. None where
+    the far call was not slower, or where its loop keeps at least as many in flight as the core
+    has slots (its gathers then only bound it, as they do unset)."""
+    private = [c for c in caches[:-1] if c.sharing_cpus <= 1]
+    if not private:
+        return None
+    near_s, llc_s = m.cache_latency_s.get(private[-1].level), m.cache_latency_s.get(caches[-1].level)
+    if not near_s or not llc_s:
+        return None
+    line = caches[-1].line_bytes
+    row_bytes = SPMM_BATCH * TYPE_BYTES["fp32"]
+
+    def beyond(columns: int) -> float:       # share of a random gather over the operand the private level misses
+        return max(0.0, 1.0 - private[-1].size_bytes / (columns * row_bytes))
+    lines = probe.nonzeros * -(-row_bytes // line) * (beyond(probe.far_columns) - beyond(probe.near_columns))
+    tlb = tlb_fit(caches, m)
+    far_s = llc_s - tlb.miss_latency_s if tlb is not None and probe.far_columns * row_bytes <= tlb.reach_bytes \
+        else llc_s
+    extra_s = max(far_s, m.cache_latency_s.get(caches[0].level, 0.0)) - near_s
+    waited_s = probe.far_s - probe.near_s
+    if lines <= 0 or extra_s <= 0 or waited_s <= 0:
+        return None
+    in_flight = lines * extra_s / (probe.threads * waited_s)
+    slots = demand_slots(m, line)
+    if in_flight >= slots:
+        return None
+    return GatherWait(float(f"{max(1.0, in_flight):.3g}"), probe, lines, extra_s, slots)
+
+
+def demand_slots(m: Measurements, line_bytes: int) -> float:
+    """Demand misses a core keeps in flight, by Little's law on the interleaved pointer chases over
+    DRAM: their best bandwidth x DRAM latency / a line (``outstanding_gathers_per_core``)."""
+    best_chase = max((p.bandwidth_bytes_per_s for p in m.chases), default=0.0)
+    return best_chase * m.dram_latency_s / line_bytes
 
 
 def stream_share(m: Measurements, threads: int) -> float:
@@ -1699,6 +1841,7 @@ STEPS = (
     Step("BSR products (torch, 4 x 4 blocks)", _measure_bsr),
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("CSR SpMV beyond the private caches", _measure_sparse_beyond),
+    Step("CSR SpMM gathering from the last level", _measure_spmm_gathers),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
@@ -1943,6 +2086,8 @@ class Fits:
     spconv: Optional[SparseFit] = None      # the lowered product, where it was measured
     # every CSR backend timed: (spmv, spmm) fitted on its own timings
     libraries: dict[str, tuple[SparseFit, SparseFit]] = field(default_factory=dict)
+    # SpMM backend -> its loop's wait on gathers beyond the private caches, where it waits
+    gathers: dict[str, GatherWait] = field(default_factory=dict)
 
     def sparse_fits(self) -> list[tuple[str, SparseFit]]:
         """Every sparse fit by a name that says which: ``spmv``, ``scipy spmm``, ..."""
@@ -1971,7 +2116,9 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
     spconv = fit_sparse(lowered, m.launch_overhead_s, cpu.clock_hz, widths=(1, cpu.vector_lanes)) if lowered else None
     backends = m.sparse_libraries()
     libraries = {backend: pair(backend) for backend in backends} if len(backends) > 1 else {}
-    return Fits(llc, spmv, spmm, spconv, libraries)
+    gathers = {probe.backend: wait for probe in m.spmm_gathers
+               if (wait := gather_wait(caches, m, probe)) is not None}
+    return Fits(llc, spmv, spmm, spconv, libraries, gathers)
 
 
 # --- plausibility -------------------------------------------------------------------------------
@@ -2251,6 +2398,8 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         if fit.call_overhead_s > 0:
             notes.fit(f"{kind}.call_overhead", "the same fit" if kind == "spmv" else "spmv's (the same library)")
     block.update(_sparse_memory(cpu, m, fits.spmv, notes, block["spmv"]))
+    spmm_backend = next((t.backend for t in m.sparse_of("spmm")), "")     # the library the SpMM fit is of
+    _gather_wait_entry(m, fits.gathers.get(spmm_backend), block["spmm"], notes, "spmm")
     if fits.libraries:
         block["libraries"] = libraries_block(cpu, m, fits, notes)
     if fits.spconv is None:
@@ -2321,6 +2470,18 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
     return out
 
 
+def _gather_wait_entry(m: Measurements, wait: Optional[GatherWait], spmm: dict[str, Any], notes: Notes,
+                       at: str) -> None:
+    """``gathers_in_flight_per_core`` in ``spmm`` (a profile's SpMM block, named ``at`` in its notes)
+    where its library's loop waits on its gathers (:func:`gather_wait`)."""
+    if wait is None:
+        return
+    p = wait.probe
+    spmm["gathers_in_flight_per_core"] = wait.in_flight
+    notes.measured(f"{at}.gathers_in_flight_per_core", wait.describe() + _settled(
+        m, _gathers_label((p.backend, p.near_columns)), _gathers_label((p.backend, p.far_columns))))
+
+
 def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
     """``compute.kernels.libraries``: every CSR backend timed, its SpMV and SpMM fitted on its own
     timings, its index width, its loads' overlap beyond the caches and its threads where fewer
@@ -2331,6 +2492,7 @@ def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> 
         for kind, fit in (("spmv", spmv_fit), ("spmm", spmm_fit)):
             notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend)))
         library.update(_sparse_memory(cpu, m, spmv_fit, notes, library["spmv"], backend))
+        _gather_wait_entry(m, fits.gathers.get(backend), library["spmm"], notes, f"libraries.{backend}.spmm")
         threads = m.sparse_of("spmv", backend)[0].threads
         if threads < cpu.cores:
             library["threads"] = threads
@@ -2521,8 +2683,7 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
     """``compute``: clock, cores, vector widths, peak, demand misses in flight, kernel costs,
     per-call overhead, and the threads of a single-threaded sparse backend."""
     line = line_bytes
-    best_chase = max((p.bandwidth_bytes_per_s for p in m.chases), default=0.0)
-    gathers = best_chase * m.dram_latency_s / line
+    gathers = demand_slots(m, line)
     curve = ", ".join(f"{p.chains}: {p.bandwidth_bytes_per_s / 1e9:.2g}" for p in m.chases)
     if m.clock_hz:
         notes.measured("clock", f"one core, a dependent chain of {CYCLES_PER_CLOCK_STEP} one-cycle ALU operations a "

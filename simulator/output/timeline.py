@@ -25,7 +25,7 @@ from ..engine.core import Interval
 from ..engine.results import RunResult
 
 # Thread order in the viewer: the layer row first, then from the core outwards to memory.
-_FIXED_ORDER = ["layer", "launch", "page-faults", "compute", "row-latency"]
+_FIXED_ORDER = ["layer", "launch", "page-faults", "compute", "row-latency", "gather-wait"]
 _TAIL_ORDER = ["dram-bandwidth", "dram-latency", "dram-row-starts", "dram-channel", "stream-latency", "gather-latency",
                "link"]
 
