@@ -978,6 +978,25 @@ def test_an_spmm_that_waits_on_its_gathers_gets_the_gathers_it_keeps_in_flight(c
         assert plain.compute.kernels.spmm.gathers_in_flight_per_core is None
 
 
+def test_the_gathers_latency_beyond_the_tlb_reach_walks_once_a_row(caches, cpu, measurements):
+    """With a TLB knee (reach about 1.25 MiB, a walk of 80 ns): a far operand of 4 MiB lies beyond
+    the reach, and each non-zero's row of 4 lines walks once, as the engine charges it: a line
+    waits 120 - 3/4 x 80 = 60 ns from the L3, 56 more than from the L2. An operand within the
+    reach (1 MiB) waits no walk: 40 ns, 36 more."""
+    base = 2 * caches[-2].size_bytes
+    curve = {f: (40e-9 if f <= base else 120e-9) for f in cal.reach_footprints(caches, 64 * MiB)}
+    m = replace(measurements, beyond_latency_s={1: 4e-9, 2: 40e-9}, cache_latency_s={1: 1.5e-9, 2: 4e-9, 3: 120e-9},
+                reach_latency_s=curve)
+    assert 1 * MiB < cal.tlb_fit(caches, m).reach_bytes < 4 * MiB
+    for far_columns, extra_s in ((16384, 56e-9), (4096, 36e-9)):
+        lines = cal.SPARSE_NONZEROS * 4 * (1 - 512 / (far_columns // 4))
+        probe = cal.GatherProbe("torch", 1024, cal.SPARSE_NONZEROS, 1024, far_columns, 1e-3,
+                                1e-3 + lines * extra_s / (2 * 4), 2)
+        wait = cal.gather_wait(caches, replace(m, spmm_gathers=[probe]), probe)
+        assert wait is not None and wait.extra_latency_s == pytest.approx(extra_s)
+        assert wait.in_flight == pytest.approx(4.0)
+
+
 def test_a_one_thread_backend_streams_at_one_threads_share(caches, cpu, measurements):
     """scipy's CSR product runs on one thread: beyond the caches its bytes stream at the one-thread
     share of the GEMV's rate (STREAM read, one thread over all), so a one-thread SpMV whose loads

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from simulator.compress.compression import StorageFormat
@@ -129,6 +130,37 @@ def test_a_gather_within_the_tlb_reach_waits_no_page_walk(write_yaml):
     assert far.time_s == pytest.approx(base.time_s, rel=1e-9)
     gemv = _fc(write_yaml, 4096, 1024)
     assert _layer(within, gemv).time_s == pytest.approx(_layer(i7, gemv).time_s, rel=1e-9)
+
+
+def test_beyond_the_tlb_reach_an_spmm_operand_row_walks_once_for_its_lines(write_yaml):
+    """At batch 64 an SpMM gathers each non-zero's operand row, 64 fp32 (256 B: 4 lines of one
+    page). Beyond the TLBs' reach the row walks once, so each of its lines waits a quarter of the
+    walk; within the reach none; at batch 16 (64 B, one line) each gather walks, as the levels'
+    latencies say."""
+    from simulator.engine.core import _gather_latencies, _latencies
+    from simulator.hardware.profile import Tlb
+    from simulator.pipeline import RepeatMode, benchmark_works
+
+    i7 = _profile("i7-5930k")
+    miss_s = i7.caches[2].latency_s * 0.5
+    tlb = Tlb(reach=f"{256 << 10} B", miss_latency=f"{miss_s:.4g} s")
+    small_reach = i7.model_copy(update={"memory": i7.memory.model_copy(update={"tlb": tlb})})
+    layer = _fc(write_yaml, 8192, 256, density=0.05)              # 2 MiB of input at batch 64, 512 KiB at 16
+    levels = _latencies(i7, streams=False)
+
+    def gathers(batch: int):
+        options = RunOptions(batch=batch, formats=(StorageFormat.CSR,), host_copies=False,
+                             repeat_mode=RepeatMode.LAYER)
+        (work,) = benchmark_works(small_reach, layer, StorageFormat.CSR, options)
+        return _gather_latencies(small_reach, work)
+    floor = i7.caches[0].latency_s
+    assert gathers(64) == pytest.approx(np.maximum(levels - 0.75 * miss_s, floor), rel=1e-12)
+    assert gathers(16) == pytest.approx(levels, rel=1e-12)
+    wide = small_reach.model_copy(update={"memory": small_reach.memory.model_copy(
+        update={"tlb": tlb.model_copy(update={"reach_bytes": 64 << 20})})})
+    options = RunOptions(batch=64, formats=(StorageFormat.CSR,), host_copies=False, repeat_mode=RepeatMode.LAYER)
+    (work,) = benchmark_works(wide, layer, StorageFormat.CSR, options)
+    assert _gather_latencies(wide, work) == pytest.approx(np.maximum(levels - miss_s, floor), rel=1e-12)
 
 
 def test_dense_tiles_pay_for_partial_tiles_and_idle_cores_in_the_last_wave():

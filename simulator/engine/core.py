@@ -332,8 +332,7 @@ def _latency_column(machine: Machine, work: LayerWork,
     stream_flight = profile.dram.outstanding_requests_per_core * cores if profile.dram is not None else 1
     gather_flight = profile.compute.outstanding_gathers_per_core * cores
     stream_latencies = _latencies(profile, streams=True)
-    shape = work.traffic.shape
-    gather_latencies = _latencies(profile, streams=False, footprint_bytes=shape.input_bytes if shape else 0)
+    gather_latencies = _gather_latencies(profile, work)
     seconds, names = [], []
     for tile in range(work.tiles):
         stream_s = _latency_seconds(work.stream_lines[tile], stream_latencies, stream_flight)
@@ -343,18 +342,34 @@ def _latency_column(machine: Machine, work: LayerWork,
     return machine.latency, seconds, [s > 0 for s in seconds], names
 
 
-def _latencies(profile: HardwareProfile, streams: bool, footprint_bytes: int = 0) -> np.ndarray:
+def _latencies(profile: HardwareProfile, streams: bool, footprint_bytes: int = 0, lines_per_walk: int = 1
+               ) -> np.ndarray:
     """The latency of each level below the first, DRAM last (a stream's: its ``stream_latency``
-    where the profile gives one). A gather over an operand of ``footprint_bytes`` within the
-    TLBs' reach (``memory.tlb``) translates without a page walk: each level waits the walk less,
-    never less than the first level's latency."""
+    where the profile gives one). The levels' latencies are those of random loads beyond the TLBs'
+    reach (``memory.tlb``), each with a page walk. A gather over an operand of ``footprint_bytes``
+    within the reach translates without one: each level waits the walk less, never less than the
+    first level's latency. Beyond the reach, a gathered operand row of ``lines_per_walk`` lines
+    walks once for all of them (they share a page), so each line waits its share of the walk."""
     latencies = np.array([level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
                          + [profile.dram.latency_s if profile.dram is not None else 0.0], dtype=float)
     tlb = profile.memory.tlb
-    if not streams and tlb is not None and 0 < footprint_bytes <= tlb.reach_bytes:
+    if not streams and tlb is not None and footprint_bytes > 0:
+        walked = 0.0 if footprint_bytes <= tlb.reach_bytes else 1.0 / max(1, lines_per_walk)
         floor = profile.caches[0].latency_s if profile.caches else 0.0
-        latencies = np.maximum(latencies - tlb.miss_latency_s, floor)
+        latencies = np.maximum(latencies - tlb.miss_latency_s * (1.0 - walked), floor)
     return latencies
+
+
+def _gather_latencies(profile: HardwareProfile, work: LayerWork) -> np.ndarray:
+    """:func:`_latencies` of the layer's gathers: over its input operand, an SpMM's operand row (its
+    batch columns, contiguous) walking once for its lines; one line a walk for other kernels."""
+    shape = work.traffic.shape
+    if shape is None:
+        return _latencies(profile, streams=False)
+    row_lines = 1
+    if shape.kind is KernelKind.SPMM:
+        row_lines = max(1, -(-shape.columns * shape.dtype.size_bytes // max(1, work.traffic.line_bytes)))
+    return _latencies(profile, streams=False, footprint_bytes=shape.input_bytes, lines_per_walk=row_lines)
 
 
 def _latency_seconds(served: np.ndarray, latencies: np.ndarray, in_flight: int) -> float:
@@ -383,7 +398,7 @@ def _gather_wait_seconds(profile: HardwareProfile, work: LayerWork, cores: int) 
     base_s = profile.caches[last].latency_s if profile.caches else 0.0
     # _latencies' entry j is the level below the first at index j + 1 (DRAM last); the private
     # levels' gathers wait nothing beyond what the costs hold
-    beyond_s = np.maximum(_latencies(profile, streams=False, footprint_bytes=shape.input_bytes) - base_s, 0.0)
+    beyond_s = np.maximum(_gather_latencies(profile, work) - base_s, 0.0)
     beyond_s[:last] = 0.0
     waited = np.asarray(work.gather_requests, dtype=float)[:, 1:] @ beyond_s
     return waited / (in_flight * max(1, cores))

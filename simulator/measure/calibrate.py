@@ -1617,8 +1617,9 @@ def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProb
     extra latency / (in flight x threads), the engine's charge (``gather-wait``). A gather of one
     non-zero's operand row covers ``SPMM_BATCH`` x 4 B of lines; of a random gather over ``size``
     bytes, the last private level holds ``its size / size``. The latency is the last level's as the
-    profile writes it, less a page walk where the far operand is within the TLBs' reach (as the
-    engine's :func:`~simulator.engine.core._latencies`), less the last private level's. None where
+    profile writes it, less a page walk where the far operand is within the TLBs' reach and less
+    all but a row's share of it beyond (as the engine's :func:`~simulator.engine.core._latencies`),
+    less the last private level's. None where
     the far call was not slower, or where its loop keeps at least as many in flight as the core
     has slots (its gathers then only bound it, as they do unset)."""
     private = [c for c in caches[:-1] if c.sharing_cpus <= 1]
@@ -1632,10 +1633,13 @@ def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProb
 
     def beyond(columns: int) -> float:       # share of a random gather over the operand the private level misses
         return max(0.0, 1.0 - private[-1].size_bytes / (columns * row_bytes))
-    lines = probe.nonzeros * -(-row_bytes // line) * (beyond(probe.far_columns) - beyond(probe.near_columns))
+    row_lines = -(-row_bytes // line)
+    lines = probe.nonzeros * row_lines * (beyond(probe.far_columns) - beyond(probe.near_columns))
     tlb = tlb_fit(caches, m)
-    far_s = llc_s - tlb.miss_latency_s if tlb is not None and probe.far_columns * row_bytes <= tlb.reach_bytes \
-        else llc_s
+    far_s = llc_s
+    if tlb is not None:     # a walk within the reach for none of a row's lines, beyond it once for all of them
+        walked = 0.0 if probe.far_columns * row_bytes <= tlb.reach_bytes else 1.0 / row_lines
+        far_s = llc_s - tlb.miss_latency_s * (1.0 - walked)
     extra_s = max(far_s, m.cache_latency_s.get(caches[0].level, 0.0)) - near_s
     waited_s = probe.far_s - probe.near_s
     if lines <= 0 or extra_s <= 0 or waited_s <= 0:
