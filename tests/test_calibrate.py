@@ -956,7 +956,8 @@ def test_an_spmm_that_waits_on_its_gathers_gets_the_gathers_it_keeps_in_flight(c
     demand-miss slots (Little's law on the chases: 8.6 here), leaves the field out."""
     lines = cal.SPARSE_NONZEROS * 4 * (1 - 512 / 4096)
     near_s = 1e-3
-    probe = cal.GatherProbe("torch", 1024, cal.SPARSE_NONZEROS, 1024, 16384, near_s, near_s + lines * 11e-9 / (2 * 4), 2)
+    far_s = near_s + lines * 11e-9 / (2 * 4)
+    probe = cal.GatherProbe("torch", 1024, cal.SPARSE_NONZEROS, 1024, 16384, near_s, far_s, 2)
     m = replace(measurements, spmm_gathers=[probe])
     wait = cal.gather_wait(caches, m, probe)
     assert wait is not None and wait.in_flight == pytest.approx(4.0) and wait.lines == pytest.approx(lines)
