@@ -587,22 +587,28 @@ def _row_probe(bandwidth: float, row_start_s: float, size: int = 64 * MiB) -> di
 
 
 def test_the_row_probe_splits_a_gemv_beyond_the_caches_into_bytes_and_row_starts():
-    """fp32 GEMVs over the same bytes in rows of 1024 and 16384 columns: the short rows' extra time is
-    a cost per row; what is left is the bandwidth. No extra time, or only noise: no row cost."""
+    """fp32 GEMVs over the same bytes in short and long rows (1000 and 16000 columns: no multiple of a
+    page, whose rows start cheaper): the short rows' extra time is a cost per row; what is left is the
+    bandwidth. No extra time, or only noise: no row cost."""
     m = Measurements(threads=2, versions={}, gemv_rows_bytes=64 * MiB, gemv_rows_s=_row_probe(24e9, 72e-9))
     rows = cal.row_streams(m)
     assert rows is not None
     assert rows.bandwidth_bytes_per_s == pytest.approx(24e9) and rows.row_start_s == pytest.approx(72e-9)
     assert cal.row_streams(replace(m, gemv_rows_s=_row_probe(24e9, 0.0))) is None
     assert cal.row_streams(replace(m, gemv_rows_bytes=0)) is None and cal.row_streams(Measurements(2, {})) is None
-    assert cal.row_probe_bytes(16 * MiB, 24 << 30) == 64 * MiB           # four times the claimed last level
-    assert cal.row_probe_bytes(32 * MiB, 512 * MiB) == 64 * MiB          # an eighth of the memory
-    assert cal.row_probe_bytes(480 * MiB, 24 << 30) == cal.ROW_PROBE_MAX_BYTES
-    assert cal.row_probe_bytes(1 * MiB, 0) == cal.GEMV_BEYOND_BYTES
+    long_row = cal.ROW_PROBE_COLUMNS[-1] * 4               # the probe's sizes are whole long rows of fp32
+
+    def whole(size: int) -> int:
+        return size // long_row * long_row
+    assert cal.row_probe_bytes(16 * MiB, 24 << 30) == whole(64 * MiB)    # four times the claimed last level
+    assert cal.row_probe_bytes(32 * MiB, 512 * MiB) == whole(64 * MiB)   # an eighth of the memory
+    assert cal.row_probe_bytes(480 * MiB, 24 << 30) == whole(cal.ROW_PROBE_MAX_BYTES)
+    assert cal.row_probe_bytes(1 * MiB, 0) == whole(cal.GEMV_BEYOND_BYTES)
+    assert all(4 * c % 4096 for c in cal.ROW_PROBE_COLUMNS)               # no row a whole number of pages
 
 
 def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_turns(caches, cpu, measurements):
-    """The fit's bandwidth is the DRAM's sustained one (the curve's plateau, in 4 KiB rows, paid their
+    """The fit's bandwidth is the DRAM's sustained one (the curve's plateau, in rows of 4000 B, paid their
     starts), the row cost on one core is the machine's times its threads, and a type's GEMV over the
     probe's bytes is judged against its loop and those bytes at that bandwidth: bf16 at the sum packs,
     int8 at the larger streams."""
@@ -610,8 +616,9 @@ def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_t
     probe = _row_probe(24e9, 72e-9, size)
     loop = {"fp32": 14e9, "bf16": 20e9, "int8": 160e9}
     memory_s = size / 24e9
-    probe[("bf16", 1024)] = memory_s + size / 2 / loop["bf16"]
-    probe[("int8", 1024)] = memory_s * 1.05
+    short = cal.ROW_PROBE_COLUMNS[0]
+    probe[("bf16", short)] = memory_s + size / 2 / loop["bf16"]
+    probe[("int8", short)] = memory_s * 1.05
     typed = replace(measurements, gemv_weights_per_s=loop, gemv_rows_bytes=size, gemv_rows_s=probe)
     profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
     gemv = profile.compute.kernels.gemv
@@ -648,7 +655,8 @@ def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(c
     assert len(steps) == 2
     m = cal.measure(1, caches, cpu, steps=steps)
     assert m.gemv_rows_bytes == 4 * MiB
-    assert set(m.gemv_rows_s) == {("fp32", 1024), ("fp32", 16384), ("bf16", 1024), ("int8", 1024)}
+    short, long_ = cal.ROW_PROBE_COLUMNS
+    assert set(m.gemv_rows_s) == {("fp32", short), ("fp32", long_), ("bf16", short), ("int8", short)}
     assert all(t > 0 for t in m.gemv_rows_s.values())
     assert m.gemv_cached_rows_bytes == 1 * MiB and m.gemv_cached_rows_level == f"L{caches[-1].level}"
     assert set(m.gemv_cached_rows_s) == set(cal.ROW_PROBE_COLUMNS) and all(t > 0 for t in m.gemv_cached_rows_s.values())
@@ -681,7 +689,7 @@ def test_the_row_probe_inside_the_last_level_gives_its_row_start_and_its_bandwid
     said = summary(build_profile(caches, cpu, inside), Path("host.yaml"))
     assert f"a GEMV row starts in 24 ns from {level.name} a core; " in said
     assert "a GEMV row starts" not in summary(build_profile(caches, cpu, measurements), Path("host.yaml"))
-    assert cal.cached_row_probe_bytes(1088 * 1024, 24 * MiB) == 5120 * 1024     # sqrt(2.1 x 12 MiB), in 64 KiB
+    assert cal.cached_row_probe_bytes(1088 * 1024, 24 * MiB) == 82 * 64000     # sqrt(2.1 x 12 MiB), in long rows
     assert cal.cached_row_probe_bytes(1 * MiB, 4 * MiB) == 0
     assert cal.cached_row_probe_bytes(0, 24 * MiB) == 0
 

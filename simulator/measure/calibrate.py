@@ -73,7 +73,7 @@ MiB = 1 << 20
 # Working-set sizes of the GEMV sweep (MiB): dense around typical LLC shares, up to far beyond;
 # extended by :func:`working_set_sizes` when sysfs claims a last level this sweep cannot see past.
 WORKING_SET_MIB = (0.25, 0.5, 1, 2, 4, 6, 8, 12, 16, 20, 24, 32, 48, 64, 96, 128)
-WORKING_SET_COLUMNS = 1024      # the sweep's matrices' row length (each row a stream: see the row probes)
+WORKING_SET_COLUMNS = 1000      # the sweep's matrices' row length (each row a stream: see the row probes)
 DRAM_CHASE_BYTES = 256 << 20
 CHASE_STEPS = 2_000_000
 CHAINS = (1, 2, 4, 8, 16, 32)
@@ -1073,8 +1073,12 @@ def _measure_gemv_types(s: Session) -> None:
 
 #: The GEMVs :func:`_measure_gemv_rows` times far beyond the last level: fp32 in rows of the short
 #: and of the long length (the same bytes in 16 times fewer rows: a row is a stream the library
-#: starts, so the rows' count shows as the difference), and every type in the short rows.
-ROW_PROBE_COLUMNS = (1024, 16384)
+#: starts, so the rows' count shows as the difference), and every type in the short rows. Neither
+#: is a multiple of a 4 KiB page: rows of exactly a page start cheaper than the rows around them
+#: (fp32 from DRAM on the Zen 3 guest, 2 threads: 1024 columns 211 ns a row, 1000 and 1048 columns
+#: 227 and 231 ns), and a layer's rows are mostly not (Qwen2.5's 896 and 4864 columns), so a probe
+#: of page rows set every other row's start a third too low.
+ROW_PROBE_COLUMNS = (1000, 16000)
 #: The row probe's largest weights (int8's are quantized from fp32 ones four times as large).
 ROW_PROBE_MAX_BYTES = 128 * MiB
 
