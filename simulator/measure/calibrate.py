@@ -1623,9 +1623,8 @@ def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProb
     bytes, the last private level holds ``its size / size``. The latency is the last level's as the
     profile writes it, less a page walk where the far operand is within the TLBs' reach and less
     all but a row's share of it beyond (as the engine's :func:`~simulator.engine.core._latencies`),
-    less the last private level's. None where
-    the far call was not slower, or where its loop keeps at least as many in flight as the core
-    has slots (its gathers then only bound it, as they do unset)."""
+    less the last private level's. None where the far call was not slower, or where its loop keeps
+    at least as many in flight as the core has slots (its gathers then only bound it, as unset)."""
     private = [c for c in caches[:-1] if c.sharing_cpus <= 1]
     if not private:
         return None
