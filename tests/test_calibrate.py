@@ -921,6 +921,33 @@ def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu
     assert not profile_from_mapping(build_profile(caches, cpu, measurements), "host").compute.kernels.libraries
 
 
+def test_each_spmm_library_gets_the_gathers_its_own_loop_keeps_in_flight(caches, cpu, measurements):
+    """Two libraries' SpMMs, each with its own far and near calls: torch (2 threads) waits on 5
+    gathers a core, scipy (1 thread) on 3. Each library's ``spmm`` says its own; the profile's
+    ``spmm``, torch's (the SpMM bench picks); the summary names both."""
+    sparse = (sparse_timings("spmv", 5.0, 20.0, 1, 1, (1,), backend="scipy")
+              + sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+              + sparse_timings("spmm", 4.0, 30.0, 1, 1, (4, 64), backend="scipy")
+              + sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch"))
+    lines = cal.SPARSE_NONZEROS * 4 * (1 - 512 / 4096)
+
+    def probe(backend: str, threads: int, in_flight: float) -> cal.GatherProbe:
+        return cal.GatherProbe(backend, 1024, cal.SPARSE_NONZEROS, 1024, 16384, 1e-3,
+                               1e-3 + lines * 11e-9 / (threads * in_flight), threads)
+    m = replace(measurements, sparse=sparse, sparse_backends={"spmv": "scipy", "spmm": "torch"},
+                spmm_gathers=[probe("torch", 2, 5.0), probe("scipy", 1, 3.0)])
+    mapping = build_profile(caches, cpu, m)
+    kernels = profile_from_mapping(mapping, "host").compute.kernels
+    assert kernels.libraries["torch"].spmm.gathers_in_flight_per_core == pytest.approx(5.0)
+    assert kernels.libraries["scipy"].spmm.gathers_in_flight_per_core == pytest.approx(3.0)
+    assert kernels.spmm.gathers_in_flight_per_core == pytest.approx(5.0)
+    assert all(lib.spmv.gathers_in_flight_per_core is None for lib in kernels.libraries.values())
+    from simulator.commands.calibrate import summary
+
+    said = summary(mapping, Path("host.yaml"))
+    assert "its spmm waits on 5 gathers a core" in said and "its spmm waits on 3 gathers a core" in said
+
+
 def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
     """The real CSR steps, on one thread: each backend bench picks from, timed in and beyond the
     caches, and the one it picks noted per kind."""
