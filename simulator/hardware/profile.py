@@ -275,7 +275,7 @@ class SparseKernel(Strict):
     # latency only bounds the kernel, through the core's request slots (``outstanding_gathers_per_core``).
     # (calibrate: the kernel gathering from the last level against the same product gathering from
     # the private ones; torch's SpMM at batch 64 on a Zen 3 guest waited on its gathers from the L3
-    # with 8 to 13 in flight a core, where the core has 16 slots.)
+    # with 8 to 17 in flight a core, where the core has 16 to 20 slots.)
     gathers_in_flight_per_core: Optional[Annotated[float, Field(ge=1, le=1024)]] = None
 
 
