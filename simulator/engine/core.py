@@ -353,11 +353,22 @@ def _latencies(profile: HardwareProfile, streams: bool, footprint_bytes: int = 0
     latencies = np.array([level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
                          + [profile.dram.latency_s if profile.dram is not None else 0.0], dtype=float)
     tlb = profile.memory.tlb
-    if not streams and tlb is not None and footprint_bytes > 0:
-        walked = 0.0 if footprint_bytes <= tlb.reach_bytes else 1.0 / max(1, lines_per_walk)
+    if not streams and tlb is not None:
         floor = profile.caches[0].latency_s if profile.caches else 0.0
-        latencies = np.maximum(latencies - tlb.miss_latency_s * (1.0 - walked), floor)
+        saved_s = walk_saved_s(tlb.miss_latency_s, tlb.reach_bytes, footprint_bytes, lines_per_walk)
+        latencies = np.maximum(latencies - saved_s, floor)
     return latencies
+
+
+def walk_saved_s(miss_latency_s: float, reach_bytes: int, footprint_bytes: int, lines_per_walk: int = 1) -> float:
+    """Of the page walk a random load's latency holds (``miss_latency_s``), what a gathered line over
+    an operand of ``footprint_bytes`` does not wait: all of it within the TLBs' reach, all but its
+    share of one walk beyond (a row of ``lines_per_walk`` lines shares a page); none without an
+    operand."""
+    if footprint_bytes <= 0:
+        return 0.0
+    walked = 0.0 if footprint_bytes <= reach_bytes else 1.0 / max(1, lines_per_walk)
+    return miss_latency_s * (1.0 - walked)
 
 
 def _gather_latencies(profile: HardwareProfile, work: LayerWork) -> np.ndarray:

@@ -64,6 +64,7 @@ import numpy as np
 
 from ..base.errors import ConfigError, SimulatorError
 from ..base.units import Quantity, format_quantity, parse_bytes
+from ..engine.core import walk_saved_s
 from ..hardware.profile import HardwareProfile, Replacement
 from ..memory.cache import CacheGeometry, CacheHierarchy
 
@@ -1405,14 +1406,19 @@ def spmm_columns(caches: Sequence[SysfsCache]) -> int:
     """Columns of the SpMM fit's matrices: its dense operand at :data:`SPMM_BATCH` within half the
     last private level (a power of two, :data:`SPMM_MIN_COLUMNS` to :data:`SPARSE_COLUMNS`;
     :data:`SPARSE_COLUMNS` where sysfs names no private level below the last)."""
-    private = [c.size_bytes for c in caches[:-1] if c.sharing_cpus <= 1]
-    if not private:
+    private = last_private(caches)
+    if private is None:
         return SPARSE_COLUMNS
-    fit = private[-1] // 2 // (SPMM_BATCH * TYPE_BYTES["fp32"])
+    fit = private.size_bytes // 2 // (SPMM_BATCH * TYPE_BYTES["fp32"])
     columns = SPMM_MIN_COLUMNS
     while columns * 2 <= min(fit, SPARSE_COLUMNS):
         columns *= 2
     return columns
+
+
+def last_private(caches: Sequence[SysfsCache]) -> Optional[SysfsCache]:
+    """The last level below the last that sysfs says one core has to itself (None: none)."""
+    return next((c for c in reversed(caches[:-1]) if c.sharing_cpus <= 1), None)
 
 
 def spmm_far_columns(private_total_bytes: int, llc_bytes: int) -> int:
@@ -1621,28 +1627,26 @@ def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProb
     extra latency / (in flight x threads), the engine's charge (``gather-wait``). A gather of one
     non-zero's operand row covers ``SPMM_BATCH`` x 4 B of lines; of a random gather over ``size``
     bytes, the last private level holds ``its size / size``. The latency is the last level's as the
-    profile writes it, less a page walk where the far operand is within the TLBs' reach and less
-    all but a row's share of it beyond (as the engine's :func:`~simulator.engine.core._latencies`),
-    less the last private level's. None where the far call was not slower, or where its loop keeps
-    at least as many in flight as the core has slots (its gathers then only bound it, as unset)."""
-    private = [c for c in caches[:-1] if c.sharing_cpus <= 1]
-    if not private:
+    profile writes it, less the page walk the engine spares a gather over the far operand
+    (:func:`~simulator.engine.core.walk_saved_s`), less the last private level's. None where the far
+    call was not slower, or where its loop keeps at least as many in flight as the core has slots
+    (its gathers then only bound it, as unset)."""
+    private = last_private(caches)
+    if private is None:
         return None
-    near_s, llc_s = m.cache_latency_s.get(private[-1].level), m.cache_latency_s.get(caches[-1].level)
+    near_s, llc_s = m.cache_latency_s.get(private.level), m.cache_latency_s.get(caches[-1].level)
     if not near_s or not llc_s:
         return None
     line = caches[-1].line_bytes
     row_bytes = SPMM_BATCH * TYPE_BYTES["fp32"]
 
     def beyond(columns: int) -> float:       # share of a random gather over the operand the private level misses
-        return max(0.0, 1.0 - private[-1].size_bytes / (columns * row_bytes))
+        return max(0.0, 1.0 - private.size_bytes / (columns * row_bytes))
     row_lines = -(-row_bytes // line)
     lines = probe.nonzeros * row_lines * (beyond(probe.far_columns) - beyond(probe.near_columns))
     tlb = tlb_fit(caches, m)
-    far_s = llc_s
-    if tlb is not None:     # a walk within the reach for none of a row's lines, beyond it once for all of them
-        walked = 0.0 if probe.far_columns * row_bytes <= tlb.reach_bytes else 1.0 / row_lines
-        far_s = llc_s - tlb.miss_latency_s * (1.0 - walked)
+    far_s = llc_s - (walk_saved_s(tlb.miss_latency_s, tlb.reach_bytes, probe.far_columns * row_bytes, row_lines)
+                     if tlb is not None else 0.0)
     extra_s = max(far_s, m.cache_latency_s.get(caches[0].level, 0.0)) - near_s
     waited_s = probe.far_s - probe.near_s
     if lines <= 0 or extra_s <= 0 or waited_s <= 0:
