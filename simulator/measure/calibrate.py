@@ -35,7 +35,8 @@ What is read, and what is measured (each figure lands in the profile with a ``so
   derived from the GEMM and CSR fits (:func:`bsr_block`, not fitted);
 * the per-call overhead (a tiny GEMV), which dominates layers below about 1 MB.
 
-Every measurement is repeated in rounds until its best round is reproduced within
+Every throughput figure is a run's median call (:func:`_typical_time`, as ``bench`` keeps a
+layer's median call), and every measurement is repeated in rounds until its best round is reproduced within
 :data:`SETTLE_TOLERANCE` (or :data:`MAX_ROUNDS` pass; the profile and the command say so), and
 the measurements must pass physical plausibility checks (:data:`CHECKS`) before a profile is
 built: a machine busy with other work gives figures no hardware could have, and ``calibrate``
@@ -494,15 +495,14 @@ def settle(rounds: Mapping[_Key, Callable[[], float]], tolerance: float = SETTLE
     return {key: settled(values, tolerance) for key, values in figures.items()}
 
 
-def _median_time(call: Callable[[], Any], min_calls: int = 5, budget_s: float = 0.15) -> float:
-    """Median seconds per call: for costs every call pays (the per-call overhead)."""
+def _typical_time(call: Callable[[], Any], min_calls: int = 5, budget_s: float = 0.15) -> float:
+    """The median call of a run of calls: the figure every throughput probe keeps, as ``bench``
+    keeps a layer's median call and a decode sums thousands of calls. A run's fastest call is a
+    moment when the host's other guests left the DRAM, the L3 and the cores' siblings alone; a
+    frame or a token is timed through the typical moments (on the 2-vCPU Zen 3 guest the median
+    call of a GEMV streaming from DRAM was 5-15% slower than its fastest). Rounds of these
+    (:func:`settle`) keep the best round, as ``crosscheck`` keeps a bench's fastest run."""
     return statistics.median(_call_times(call, min_calls, budget_s))
-
-
-def _best_time(call: Callable[[], Any], min_calls: int = 5, budget_s: float = 0.15) -> float:
-    """Fastest call, for throughputs (STREAM's convention): other processes sharing the cores
-    can only slow a call down, so the best call is the machine's own rate."""
-    return min(_call_times(call, min_calls, budget_s))
 
 
 def _call_times(call: Callable[[], Any], min_calls: int, budget_s: float) -> list[float]:
@@ -687,11 +687,11 @@ def _measure_overhead(s: Session) -> None:
     tiny_w, tiny_x = torch.rand(16, 16), torch.rand(16)
     small_w, small_x = torch.rand(256, 256), torch.rand(256)
     got = s.record(settle({
-        "per-call overhead": lambda: _median_time(lambda: torch.mv(tiny_w, tiny_x), min_calls=200, budget_s=0.1),
-        "256 x 256 GEMV": lambda: _best_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
+        "per-call overhead": lambda: _typical_time(lambda: torch.mv(tiny_w, tiny_x), min_calls=200, budget_s=0.1),
+        "256 x 256 GEMV": lambda: _typical_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
     with _torch_threads(1):
         one = s.record(settle({"256 x 256 GEMV, one thread":
-                               lambda: _best_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
+                               lambda: _typical_time(lambda: torch.mv(small_w, small_x), min_calls=50, budget_s=0.05)}))
     s.m.launch_overhead_s = got["per-call overhead"]
     s.m.small_gemv_s = got["256 x 256 GEMV"]
     s.m.small_gemv_one_thread_s = one["256 x 256 GEMV, one thread"]
@@ -723,11 +723,11 @@ def _measure_stream(s: Session) -> None:
     n = (256 << 20) // 4
     a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
     got = s.record(settle({
-        "STREAM read": lambda: _best_time(lambda: torch.sum(a), min_calls=5, budget_s=0.3),
-        "STREAM triad": lambda: _best_time(lambda: torch.add(b, c, alpha=3.0, out=a), min_calls=5, budget_s=0.3)}))
+        "STREAM read": lambda: _typical_time(lambda: torch.sum(a), min_calls=5, budget_s=0.3),
+        "STREAM triad": lambda: _typical_time(lambda: torch.add(b, c, alpha=3.0, out=a), min_calls=5, budget_s=0.3)}))
     with _torch_threads(1):
         one = s.record(settle({"STREAM read, one thread":
-                               lambda: _best_time(lambda: torch.sum(a), min_calls=3, budget_s=0.2)}))
+                               lambda: _typical_time(lambda: torch.sum(a), min_calls=3, budget_s=0.2)}))
     s.m.stream_read_bytes_per_s = 4 * n / got["STREAM read"]
     s.m.stream_triad_bytes_per_s = 3 * 4 * n / got["STREAM triad"]
     s.m.stream_read_one_thread_bytes_per_s = 4 * n / one["STREAM read, one thread"]
@@ -777,7 +777,7 @@ def fresh_fills(threads: int) -> tuple[dict[tuple[int, bool], Settled], dict[int
         n = size // 4
         kept = torch.empty(n)
         call = (lambda: torch.empty(n).fill_(1.0)) if fresh else (lambda: kept.fill_(1.0))
-        return lambda: _best_time(call, min_calls=5, budget_s=0.1)
+        return lambda: _typical_time(call, min_calls=5, budget_s=0.1)
     keys = [(size, fresh) for size in FRESH_PAGE_BYTES for fresh in (False, True)]
     fills = settle({key: fill(*key) for key in keys})
     faulted = {}
@@ -807,7 +807,7 @@ def working_set_sizes(claimed_llc_bytes: int, memory_bytes: int) -> list[int]:
 
 
 def _gemv_round(size: int, overhead_s: float) -> Callable[[], float]:
-    """One round of the working-set sweep at ``size`` bytes: the best torch.mv over one matrix,
+    """One round of the working-set sweep at ``size`` bytes: the median torch.mv over one matrix,
     its per-call overhead removed (but never below a tenth of the call)."""
     def run() -> float:
         import torch
@@ -815,7 +815,7 @@ def _gemv_round(size: int, overhead_s: float) -> Callable[[], float]:
         cols = WORKING_SET_COLUMNS
         rows = max(1, size // (4 * cols))
         w, x = torch.full((rows, cols), 0.5), torch.rand(cols)
-        t = _best_time(lambda: torch.mv(w, x), min_calls=10, budget_s=0.05 if size < 64 * MiB else 0.15)
+        t = _typical_time(lambda: torch.mv(w, x), min_calls=10, budget_s=0.05 if size < 64 * MiB else 0.15)
         return max(t - overhead_s, 0.1 * t)
     return run
 
@@ -846,7 +846,7 @@ def gemm_shapes() -> list[tuple[int, int, int]]:
 
 @dataclass(frozen=True)
 class BatchPair:
-    """One shape timed at two batches (best calls, less the per-call overhead; ``wide_s`` None where
+    """One shape timed at two batches (median calls, less the per-call overhead; ``wide_s`` None where
     the wide batch was not timed), with its multiply-add FLOPs per batch item and its weights."""
 
     narrow_s: float
@@ -888,10 +888,10 @@ def _gemm_label(shape: tuple[int, int, int], dtype: str = "fp32") -> str:
 
 
 def _measure_gemm_line(s: Session, dtype: str) -> GemmLine:
-    """:func:`gemm_shapes` in ``dtype`` as the variant runs it, each its best call, settled; their line."""
+    """:func:`gemm_shapes` in ``dtype`` as the variant runs it, each its median call, settled; their line."""
     def gemm_round(rows: int, cols: int, batch: int) -> Callable[[], float]:
         def run() -> float:
-            return _best_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
+            return _typical_time(_type_gemm_call(dtype, rows, cols, batch), min_calls=6, budget_s=0.2)
         return run
     got = s.record(settle({shape: gemm_round(*shape) for shape in gemm_shapes()}),
                    name=functools.partial(_gemm_label, dtype=dtype))
@@ -942,14 +942,14 @@ def _conv_label(key: tuple[int, int, int, int]) -> str:
 
 
 def _measure_conv(s: Session) -> None:
-    """:data:`CONV_SHAPES` at two batches, each its best call, settled: the median slope is the conv
+    """:data:`CONV_SHAPES` at two batches, each its median call, settled: the median slope is the conv
     kernel's rate; then the channel-block probe at :data:`CONV_WIDE_BATCH`."""
     short = conv_block_short(s.cpu.vector_lanes)
     keys = [(i, o, side, b) for i, o, side in CONV_SHAPES for b in (1, CONV_WIDE_BATCH)]
     keys += [(c, c, CONV_BLOCK_SIDE, CONV_WIDE_BATCH) for c in (CONV_BLOCK_PROBE, short)]
 
     def conv_round(key: tuple[int, int, int, int]) -> Callable[[], float]:
-        return functools.partial(_best_time, _conv_call(*key), 6, 0.2)
+        return functools.partial(_typical_time, _conv_call(*key), 6, 0.2)
     got = s.record(settle({key: conv_round(key) for key in keys}), name=_conv_label)
     over = s.m.launch_overhead_s
 
@@ -1052,7 +1052,7 @@ def _measure_gemv_types(s: Session) -> None:
     for dtype in GEMV_LOOP_TYPES:
         def gemv_round(rows: int, dtype: str = dtype) -> Callable[[], float]:
             def run() -> float:
-                return _best_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
+                return _typical_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
             return run
         got = s.record(settle({rows: gemv_round(rows) for rows in gemv_loop_rows(dtype)}),
                        name=functools.partial(_gemv_label, dtype))
@@ -1065,7 +1065,7 @@ def _measure_gemv_types(s: Session) -> None:
 
     def beyond_round(dtype: str) -> Callable[[], float]:
         def run() -> float:
-            return _best_time(_type_gemm_call(dtype, beyond[dtype], GEMV_LOOP_COLUMNS, 1), min_calls=5, budget_s=0.1)
+            return _typical_time(_type_gemm_call(dtype, beyond[dtype], GEMV_LOOP_COLUMNS, 1), min_calls=5, budget_s=0.1)
         return run
     beyond_s = s.record(settle({dtype: beyond_round(dtype) for dtype in GEMV_LOOP_TYPES}),
                         name=lambda dtype: f"GEMV over {GEMV_BEYOND_BYTES // MiB} MiB in {dtype}")
@@ -1111,12 +1111,12 @@ def _measure_gemv_rows(s: Session) -> None:
 
 def _rows_round(dtype: str, cols: int, size: int, overhead_s: float, min_calls: int,
                 budget_s: float) -> Callable[[], float]:
-    """One round of a row probe: the best batch-1 GEMV over ``size`` bytes of ``dtype`` weights in
+    """One round of a row probe: the median batch-1 GEMV over ``size`` bytes of ``dtype`` weights in
     rows of ``cols`` columns, less the per-call overhead."""
     call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
 
     def run() -> float:
-        return max(_best_time(call, min_calls=min_calls, budget_s=budget_s) - overhead_s, 0.0)
+        return max(_typical_time(call, min_calls=min_calls, budget_s=budget_s) - overhead_s, 0.0)
     return run
 
 
@@ -1240,7 +1240,7 @@ def _measure_dispatch(s: Session) -> None:
     for weights in GEMV_LOOP_TYPES:
         def dispatch_round(blocks: int, weights: str = weights) -> Callable[[], float]:
             def run() -> float:
-                return _best_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
+                return _typical_time(_dispatch_call(weights, blocks), min_calls=3, budget_s=0.1) / DISPATCH_TOKENS
             return run
         got = s.record(settle({blocks: dispatch_round(blocks) for blocks in DISPATCH_BLOCKS}),
                        name=functools.partial(_dispatch_label, weights))
@@ -1273,7 +1273,7 @@ def _measure_elementwise(s: Session) -> None:
     for op in ELEMENTWISE_OPS:
         def round_of(elements: int, op: str = op) -> Callable[[], float]:
             def run() -> float:
-                return _best_time(_elementwise_call(op, elements), min_calls=20, budget_s=0.05)
+                return _typical_time(_elementwise_call(op, elements), min_calls=20, budget_s=0.05)
             return run
         def label(elements: int, op: str = op) -> str:
             return f"element-wise {op} over {elements} elements"
@@ -1320,7 +1320,7 @@ def _measure_bsr(s: Session) -> None:
         density, batch = key
         matrix = matrices[density][0]
         call = (lambda: torch.mv(matrix, vector)) if batch == 1 else (lambda: matrix @ columns)
-        return lambda: _best_time(call, min_calls=3, budget_s=0.05)
+        return lambda: _typical_time(call, min_calls=3, budget_s=0.05)
 
     def label(key: tuple[float, int]) -> str:
         return f"BSR {BSR_BLOCK[0]}x{BSR_BLOCK[1]} of {rows} x {cols} at block density {key[0]:g}, batch {key[1]}"
@@ -1393,7 +1393,7 @@ def _measure_sparse(s: Session) -> None:
                 ptr, idx, val = matrices[(rows, nonzeros)]
                 for batch in batches:
                     op = sparse_operator(backend, ptr, idx, val, (rows, depth), xs[batch])
-                    rounds[(rows, nonzeros, batch)] = functools.partial(_best_time, op, 10, 0.1)
+                    rounds[(rows, nonzeros, batch)] = functools.partial(_typical_time, op, 10, 0.1)
             got = s.record(settle(rounds), name=functools.partial(_sparse_label, kind, backend.value))
             for (rows, nonzeros, batch), seconds in got.items():
                 ptr = matrices[(rows, nonzeros)][0]
@@ -1449,7 +1449,7 @@ def _measure_spmm_gathers(s: Session) -> None:
             ptr, idx, val = csr_with_rows(rows, depth, SPARSE_NONZEROS, seed=rows)
             x = rng.random((depth, SPMM_BATCH), dtype=np.float32)
             op = sparse_operator(SparseBackend(backend), ptr, idx, val, (rows, depth), x)
-            rounds[(backend, depth)] = functools.partial(_best_time, op, 10, 0.1)
+            rounds[(backend, depth)] = functools.partial(_typical_time, op, 10, 0.1)
         got = s.record(settle(rounds), name=_gathers_label)
         s.m.spmm_gathers.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
                                             got[(backend, far)], threads))
@@ -1484,7 +1484,7 @@ def _measure_sparse_beyond(s: Session) -> None:
     for name in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
         backend, threads = SparseBackend(name), s.m.sparse_of("spmv", name)[0].threads
         op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
-        got = s.record(settle({"beyond": functools.partial(_best_time, op, 5, 0.2)}),
+        got = s.record(settle({"beyond": functools.partial(_typical_time, op, 5, 0.2)}),
                        name=functools.partial(_beyond_label, name))
         before = minor_faults()
         for _ in range(FAULT_COUNT_CALLS):
@@ -1689,7 +1689,7 @@ def _measure_lowered_product(s: Session) -> None:
                                           (SPCONV_FILTERS, SPCONV_DEPTH))
         for pixels in SPCONV_PIXELS:
             lowered = torch.from_numpy(rng.random((SPCONV_DEPTH, pixels), dtype=np.float32))
-            rounds[(density, pixels)] = functools.partial(_best_time, functools.partial(torch.matmul, weights, lowered),
+            rounds[(density, pixels)] = functools.partial(_typical_time, functools.partial(torch.matmul, weights, lowered),
                                                           10, 0.1)
             shapes[(density, pixels)] = ptr
     got = s.record(settle(rounds), name=lambda key: f"lowered product at density {key[0]}, {key[1]} columns")
@@ -1699,7 +1699,7 @@ def _measure_lowered_product(s: Session) -> None:
         side = int(round(pixels ** 0.5))
         image = torch.from_numpy(rng.random((1, SPCONV_DEPTH // 9, side, side), dtype=np.float32))
         unfold = functools.partial(torch.nn.functional.unfold, image, 3, padding=1)
-        unfolds[pixels] = functools.partial(_best_time, unfold, 10, 0.1)
+        unfolds[pixels] = functools.partial(_typical_time, unfold, 10, 0.1)
     lowered_got = s.record(settle(unfolds), name=lambda key: f"im2col (F.unfold) to {key} columns")
     s.m.lowering = [(SPCONV_DEPTH * pixels, seconds) for pixels, seconds in lowered_got.items()]
     for (density, pixels), seconds in got.items():
@@ -2375,7 +2375,7 @@ def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> 
         fixed += f" and the library's set-up per call, {_q(fit.call_overhead_s, Quantity.SECONDS)}"
         fixed += " (fitted as a third unknown)" if len({t.nonzeros for t in timings}) > 1 else " (its SpMV's)"
     return (f"{kind} of CSR {shapes} x {batches} column(s) with {timings[0].backend} on {timings[0].threads} "
-            f"thread(s), best call per shape less {fixed}, x clock x threads = cycles; non-negative least "
+            f"thread(s), median call per shape less {fixed}, x clock x threads = cycles; non-negative least "
             f"squares in relative error on ceil(columns / columns_per_step) x (non-zeros x per non-zero + rows "
             f"x per row); largest error {tried}")
 
@@ -2389,7 +2389,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
              if measured > 1 else "")
     gemm_names = [_gemm_label(shape) for shape in gemm_shapes()]
     notes.fit("gemm.library_efficiency", "median over F.linear of " + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES)
-              + f" of the slope between batch {GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} (each its best call): "
+              + f" of the slope between batch {GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} (each its median call): "
               f"FLOP/s over the FMA peak of {m.threads} thread(s){above}" + _settled(m, *gemm_names))
     dense = {"library_efficiency": efficiency, **pack_block(cpu, m, notes)}
     block: dict[str, Any] = {"gemm": dense, "conv": conv_block(cpu, m, dense, notes), "gemv": gemv_block(cpu, m, notes)}
@@ -2425,7 +2425,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
         per_element = lowering_cycles(m, cpu.clock_hz)
         block["spconv"]["lowering_cycles_per_element"] = float(f"{per_element:.4g}")
         notes.fit("spconv.lowering_cycles_per_element", "F.unfold of a 160-channel 3 x 3 convolution's input to "
-                  + " and ".join(f"{e // SPCONV_DEPTH}" for e, _ in m.lowering) + " columns, best call less the "
+                  + " and ".join(f"{e // SPCONV_DEPTH}" for e, _ in m.lowering) + " columns, median call less the "
                   f"per-call overhead x clock x {m.threads} thread(s) over the elements written (the mean)")
     notes.source("spconv.algorithm", "im2col: bench lowers the input with F.unfold and multiplies it by a torch CSR "
                  "product, as calibrate times it")
@@ -2531,7 +2531,7 @@ def conv_block(cpu: CpuInfo, m: Measurements, gemm: Mapping[str, Any], notes: No
     block["library_efficiency"] = float(f"{min(1.0, measured):.4g}")
     notes.fit("conv.library_efficiency", "median over F.conv2d of " + ", ".join(
         f"{i} -> {o} channels on {side} x {side}" for i, o, side in CONV_SHAPES) + f" (3 x 3, padding 1) of the "
-        f"slope between batch 1 and {CONV_WIDE_BATCH} (each its best call): FLOP/s over the FMA peak of "
+        f"slope between batch 1 and {CONV_WIDE_BATCH} (each its median call): FLOP/s over the FMA peak of "
         f"{m.threads} thread(s)" + _settled(m, *names))
     notes.source("conv.pack_cycles_per_vector", "[D] as gemm: the convolution's batch line has no per-weight "
                  "intercept to fit (CONV_SHAPES)")
@@ -2577,7 +2577,7 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
         kernel = "F.linear" if dtype == "fp32" else TYPE_KERNELS[dtype]
         notes.fit(f"gemv.cycles_per_vector.{dtype}", f"{kernel} at batch 1 on "
                   + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in gemv_loop_rows(dtype)) + " weights (in cache), "
-                  f"the slope between their best calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
+                  f"the slope between their median calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
                   f"{m.threads} thread(s)" + _settled(m, *names))
     block: dict[str, Any] = {"cycles_per_vector": cycles}
     calls = {dtype: seconds for dtype, seconds in m.gemv_call_s.items() if seconds > 0 and dtype in cycles}
@@ -2647,7 +2647,7 @@ def type_peaks(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, str]:
                   + ", ".join(f"{r} x {c}" for r, c, _ in GEMM_SHAPES) + " of the slope between batch "
                   f"{GEMM_SHAPES[0][2]} and {GEMM_WIDE_BATCH} of {TYPE_KERNELS[dtype]} "
                   f"({format_quantity(rate, Quantity.FLOP_PER_S, 3)}) over the same in fp32 "
-                  f"({format_quantity(m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)}), each its best call; with "
+                  f"({format_quantity(m.gemm_flops_per_s, Quantity.FLOP_PER_S, 3)}), each its median call; with "
                   "gemm.library_efficiency it reproduces the measured rate (int8's quantize / dequantize passes "
                   "are charged apart, a few hundred thousand elements here)" + _settled(m, *names))
     return peaks
@@ -2728,7 +2728,7 @@ def compute_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, li
         blocks = " and ".join(str(b) for b in DISPATCH_BLOCKS)
         names = [f"decode step of {b} tiny block(s) in {w}" for w in m.block_dispatch_s for b in DISPATCH_BLOCKS]
         notes.measured("block_dispatch", f"bench --llm's decoder at hidden size 64 with {blocks} blocks, "
-                       f"{DISPATCH_TOKENS} decode steps a call, best call per step: the difference per block, "
+                       f"{DISPATCH_TOKENS} decode steps a call, median call per step: the difference per block, "
                        f"less {DISPATCH_OPERATORS} operators' launch overhead and {DISPATCH_LINEARS} linear layers' "
                        "call overhead (what the cost model charges them apart)" + _settled(m, *names))
     # the variants bench times: bf16 / int8 GEMM rates, and a BSR kernel (docs/validation.md, Variants)
