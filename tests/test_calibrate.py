@@ -569,16 +569,22 @@ def test_gemv_loop_rates_become_cycles_per_vector_the_cost_model_reproduces(cach
     assert plain.compute.kernels.gemv.cycles_per_vector.of("bf16") is None
 
 
-def test_a_type_whose_gemv_beyond_the_caches_takes_loop_plus_memory_packs(caches, cpu, measurements):
-    """bf16 at 27 G weights/s in cache and fp32 streaming the same 32 MiB in 0.62 ms: bf16 measured at
-    1.2 ms is the sum (it packs, then multiplies); int8 at 0.64 ms is the larger of the two (it streams)."""
+def test_a_type_whose_gemv_beyond_the_caches_takes_more_than_the_larger_gets_the_share_its_loads_ran_under(
+        caches, cpu, measurements):
+    """bf16 at 27 G weights/s in cache (0.62 ms of loop over 32 MiB) and fp32 streaming the same bytes in
+    0.62 ms: bf16 measured at 1.24 ms is the sum (its loads waited for its loop: 0), at 0.93 ms half
+    its loop on top of the larger (0.5); int8 at the larger of its loop and the memory streams (1,
+    nothing written)."""
+    loop_s = 16 * MiB / 27e9
     typed = replace(measurements, gemv_weights_per_s={"fp32": 40e9, "bf16": 27e9, "int8": 188e9},
-                    gemv_beyond_s={"fp32": 0.62e-3, "bf16": 1.2e-3, "int8": 0.64e-3})
+                    gemv_beyond_s={"fp32": 0.62e-3, "bf16": loop_s + 0.62e-3, "int8": 0.62e-3})
     profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
-    assert profile.compute.kernels.gemv.packs == ["bf16"]
-    assert "1200 us" in profile.sources["compute.kernels.gemv.packs"]
-    streaming = replace(typed, gemv_beyond_s={"fp32": 0.62e-3, "bf16": 0.7e-3, "int8": 0.64e-3})
-    assert profile_from_mapping(build_profile(caches, cpu, streaming), "host").compute.kernels.gemv.packs == []
+    gemv = profile.compute.kernels.gemv
+    assert gemv.load_overlap.bf16 == pytest.approx(0.0, abs=1e-3) and gemv.load_overlap.of("int8") is None
+    assert "1241 us" in profile.sources["compute.kernels.gemv.load_overlap"]
+    half = replace(typed, gemv_beyond_s={"fp32": 0.62e-3, "bf16": 0.62e-3 + loop_s / 2, "int8": 0.62e-3})
+    assert profile_from_mapping(build_profile(caches, cpu, half), "host").compute.kernels.gemv.load_overlap.bf16 \
+        == pytest.approx(0.5, abs=1e-3)
 
 
 def _row_probe(bandwidth: float, row_start_s: float, size: int = 64 * MiB) -> dict[tuple[str, int], float]:
@@ -610,21 +616,21 @@ def test_the_row_probe_splits_a_gemv_beyond_the_caches_into_bytes_and_row_starts
 def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_turns(caches, cpu, measurements):
     """The fit's bandwidth is the DRAM's sustained one (the curve's plateau, in rows of 4000 B, paid their
     starts), the row cost on one core is the machine's times its threads, and a type's GEMV over the
-    probe's bytes is judged against its loop and those bytes at that bandwidth: bf16 at the sum packs,
-    int8 at the larger streams."""
+    probe's bytes is judged against its loop and those bytes at that bandwidth: bf16 at the sum waits
+    for its loop (load_overlap 0), int8 at the larger streams."""
     size = 64 * MiB
     probe = _row_probe(24e9, 72e-9, size)
     loop = {"fp32": 14e9, "bf16": 20e9, "int8": 160e9}
     memory_s = size / 24e9
     short = cal.ROW_PROBE_COLUMNS[0]
     probe[("bf16", short)] = memory_s + size / 2 / loop["bf16"]
-    probe[("int8", short)] = memory_s * 1.05
+    probe[("int8", short)] = memory_s
     typed = replace(measurements, gemv_weights_per_s=loop, gemv_rows_bytes=size, gemv_rows_s=probe)
     profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
     gemv = profile.compute.kernels.gemv
     assert gemv.row_start.fp32 == pytest.approx(2 * 72e-9, rel=1e-3) and gemv.row_start.of("bf16") is None
     assert profile.dram.sustained_bandwidth_bytes_per_s == pytest.approx(24e9, rel=1e-3)
-    assert gemv.packs == ["bf16"]
+    assert gemv.load_overlap.bf16 == 0.0 and gemv.load_overlap.of("int8") is None
     assert "row start" in profile.fitted["compute.kernels.gemv.row_start.fp32"]
     assert "row probe" in profile.fitted["memory.dram.sustained_bandwidth"]
     # no probe: the curve's plateau, no row cost

@@ -450,6 +450,29 @@ def test_a_sparse_kernel_takes_the_part_of_its_loop_its_loads_do_not_run_under_o
     assert waits.busy_s["compute"] == pytest.approx(issue_s)
 
 
+def test_a_gemv_whose_loads_run_under_half_its_loop_takes_the_other_half_on_top_beyond_the_caches(write_yaml):
+    """A dense GEMV's ``load_overlap`` for its type: bound by its loop (each weight converted as it is
+    loaded), with its weights in DRAM it takes half its loop on top of its streaming time at 0.5
+    (torch's bf16 GEMV on a Zen 3 guest), the larger of the two at 1. Another type's share changes
+    nothing."""
+    pi = with_values(_profile("raspberry-pi-5"), {"compute.kernels.gemv.cycles_per_vector.fp32": 1.0})
+    llc = max(c.size_bytes for c in pi.caches)
+    beyond = _fc(write_yaml, 4096, 4 * llc // (4 * 4096))
+    runs = _layer(pi, beyond)
+    memory_s = max(v for k, v in runs.busy_s.items() if k.startswith("dram"))
+    slow = with_values(pi, {"compute.kernels.gemv.cycles_per_vector.fp32":
+                            pi.compute.kernels.gemv.cycles_per_vector.fp32 * 1.5 * memory_s / runs.busy_s["compute"]})
+    runs = _layer(slow, beyond)
+    issue_s = runs.busy_s["compute"]
+    assert issue_s == pytest.approx(1.5 * memory_s, rel=0.01) and runs.time_s == pytest.approx(issue_s, rel=0.1)
+    half = with_values(slow, {"compute.kernels.gemv.load_overlap.fp32": 0.5})
+    waits = _layer(half, beyond)
+    assert waits.time_s == pytest.approx(memory_s + 0.5 * issue_s, rel=0.1)
+    assert waits.busy_s["compute"] == pytest.approx(issue_s)
+    other = with_values(slow, {"compute.kernels.gemv.load_overlap.bf16": 0.0})
+    assert _layer(other, beyond).time_s == pytest.approx(runs.time_s, rel=1e-6)
+
+
 def test_a_library_that_copies_its_indices_pays_the_copy_and_its_fresh_pages_at_every_call(write_yaml):
     """``kernel_index_bits``: a library storing 64-bit indices whose kernel reads 32-bit ones (torch's
     CPU CSR product over MKL's LP64 interface) copies the indices at every call: the copy's lines

@@ -202,10 +202,17 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     """The share of the kernel's issue time under which its next weight loads run: 1 where its
     loads run ahead of its loop, 0 where they wait for it (the engine then holds one tile, and
     memory and issue take turns). A sparse kernel's is its profile's ``load_overlap``; a dense
-    kernel that packs its weights (:func:`packs_weights`) has none; any other, all."""
-    if shape.kind in SPARSE_KINDS and profile.compute.kernels is not None:
+    kernel that packs its weights (:func:`packs_weights`) has none; any other, its kernel's
+    ``load_overlap`` for the type, else all."""
+    if profile.compute.kernels is None:
+        return 1.0
+    if shape.kind in SPARSE_KINDS:
         return getattr(profile.compute.kernels, shape.kind.value).load_overlap
-    return 0.0 if packs_weights(profile, shape) else 1.0
+    if packs_weights(profile, shape):
+        return 0.0
+    share = profile.compute.kernels.dense(shape.kind).load_overlap.of(shape.dtype.value) \
+        if shape.kind in DENSE_KINDS else None
+    return 1.0 if share is None else share
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

@@ -162,6 +162,15 @@ class VectorCycles(PerType):
     int8: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
 
 
+class TypeShares(PerType):
+    """A share (0 to 1) per data type."""
+
+    fp32: Optional[Share] = None
+    fp16: Optional[Share] = None
+    bf16: Optional[Share] = None
+    int8: Optional[Share] = None
+
+
 class DenseKernel(Strict):
     """How a dense kernel (GEMV, GEMM, convolution) issues its multiply-adds on one core.
 
@@ -193,6 +202,15 @@ class DenseKernel(Strict):
     # loads do not run ahead of the loop, so the loop and the memory take turns instead of
     # overlapping (calibrate: a GEMV far beyond the caches takes loop + memory, not the larger).
     packs: list[Literal["fp32", "fp16", "bf16", "int8"]] = []
+    # Per type, the share of the loop's issue time under which its next weight loads run, for a
+    # loop that neither packs (0) nor keeps its loads wholly ahead of it (1, the default): beyond
+    # the private caches it takes the larger of its issue and streaming times plus the rest of its
+    # issue time, as a sparse kernel's ``load_overlap``. torch's batch-1 bf16 GEMV on a Zen 3 guest
+    # (converting each weight to fp32 as it loads it, 8.4 G weights/s in cache) took 13% longer
+    # cycling 24 matrices of 4864 x 896 from DRAM than on one in the L3, where the larger of its
+    # loop and its bytes' time says no longer (calibrate: the row probe's GEMV in the type against
+    # its in-cache loop and its bytes at the sustained bandwidth). A type in ``packs`` has 0.
+    load_overlap: TypeShares = TypeShares()
     # Host time of one call beyond ``compute.launch_overhead``, per type: the library's own set-up
     # (oneDNN's primitive dispatch for bf16, fbgemm's quantization of the input for int8), paid
     # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line).

@@ -1018,7 +1018,7 @@ GEMV_LOOP_COLUMNS = 1024
 GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
 #: The same GEMVs on 32 MiB of weights in every type: beyond the private caches, so each type's
 #: loop meets a memory level's bandwidth; fp32's (a streaming loop, far faster in cache than its
-#: memory) is the probe of that bandwidth for the others (:func:`packed_types`).
+#: memory) is the probe of that bandwidth for the others (:func:`gemv_load_overlaps`).
 GEMV_BEYOND_BYTES = 32 * MiB
 
 
@@ -1338,14 +1338,30 @@ def _measure_bsr(s: Session) -> None:
 TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
-def packed_types(m: Measurements) -> dict[str, str]:
-    """The types whose GEMV takes its loop *plus* its memory time beyond the caches rather than the
-    larger of the two (the library packs each panel, then multiplies it): for each type other than
-    fp32, the loop's time (the weights at its in-cache rate) and the memory's; measured nearer the
-    sum than the larger, it packs. Where the row probe ran (:func:`row_streams`), the weights are
-    its bytes, far beyond the last level, and the memory's time is theirs at the bandwidth the
-    profile gets; else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes. The value says
-    why, for the profile's notes."""
+@dataclass(frozen=True)
+class GemvOverlap:
+    """A type's GEMV beyond the caches against its in-cache loop and its bytes' streaming time: the
+    share of the loop its loads ran under (:func:`gemv_load_overlaps`), and the figures for its note."""
+
+    overlap: float
+    measured_s: float
+    loop_s: float
+    memory_s: float
+    memory: str          # where the memory's time came from
+    size_bytes: int
+
+    def note(self, dtype: str) -> str:
+        return (f"{dtype}: {self.overlap:.3g}, {self.measured_s * 1e6:.0f} us over {self.size_bytes / MiB:.4g} MiB "
+                f"against loop {self.loop_s * 1e6:.0f} us + memory {self.memory_s * 1e6:.0f} us ({self.memory})")
+
+
+def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
+    """Per type other than fp32, the share of its GEMV loop under which its loads ran beyond the
+    caches, as a sparse kernel's (:func:`sparse_overlap`): ``(loop + memory - measured) / loop``
+    between 0 (the two took turns: a library that packs each panel, then multiplies it) and 1 (the
+    larger of the two). The loop is the weights at the type's in-cache rate, the memory their bytes'
+    time: where the row probe ran (:func:`row_streams`), its bytes far beyond the last level at the
+    bandwidth the profile gets; else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes."""
     rows = row_streams(m)
     if rows is not None:
         size = m.gemv_rows_bytes
@@ -1360,10 +1376,8 @@ def packed_types(m: Measurements) -> dict[str, str]:
         if dtype == "fp32" or not memory_s or not rate:
             continue
         loop_s = size / TYPE_BYTES[dtype] / rate
-        overlapped, serial = max(loop_s, memory_s), loop_s + memory_s
-        if measured > (overlapped + serial) / 2:
-            out[dtype] = (f"{measured * 1e6:.0f} us over {size / MiB:.4g} MiB against loop "
-                          f"{loop_s * 1e6:.0f} us + memory {memory_s * 1e6:.0f} us ({memory})")
+        overlap = min(1.0, max(0.0, (loop_s + memory_s - measured) / loop_s))
+        out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s, memory, size)
     return out
 
 
@@ -2586,10 +2600,11 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
         notes.fit("gemv.call_overhead", "the intercept of each type's GEMV line (its smaller GEMV less its weights "
                   "at the slope's rate) less the per-call overhead: " + ", ".join(
                       f"{dtype} {seconds * 1e6:.3g} us" for dtype, seconds in calls.items()))
-    packs = packed_types(m)
-    if packs:
-        block["packs"] = sorted(packs)
-        notes.measured("gemv.packs", "; ".join(f"{dtype}: {why}" for dtype, why in sorted(packs.items()))
+    overlaps = {dtype: o for dtype, o in gemv_load_overlaps(m).items() if o.overlap < 1}
+    if overlaps:
+        block["load_overlap"] = {dtype: o.overlap for dtype, o in sorted(overlaps.items())}
+        notes.measured("gemv.load_overlap", "the share of the loop its loads ran under beyond the caches, "
+                       "(loop + memory - measured) / loop: " + "; ".join(o.note(d) for d, o in sorted(overlaps.items()))
                        + _settled(m, *memory_probes(m, GEMV_LOOP_TYPES)))
     rows = row_streams(m)
     if rows is not None:
