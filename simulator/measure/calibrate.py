@@ -1703,8 +1703,8 @@ def _measure_lowered_product(s: Session) -> None:
                                           (SPCONV_FILTERS, SPCONV_DEPTH))
         for pixels in SPCONV_PIXELS:
             lowered = torch.from_numpy(rng.random((SPCONV_DEPTH, pixels), dtype=np.float32))
-            rounds[(density, pixels)] = functools.partial(_typical_time, functools.partial(torch.matmul, weights, lowered),
-                                                          10, 0.1)
+            product = functools.partial(torch.matmul, weights, lowered)
+            rounds[(density, pixels)] = functools.partial(_typical_time, product, 10, 0.1)
             shapes[(density, pixels)] = ptr
     got = s.record(settle(rounds), name=lambda key: f"lowered product at density {key[0]}, {key[1]} columns")
     # the lowering itself: F.unfold of a 3 x 3 convolution's input at both widths
