@@ -29,7 +29,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
   dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``,
-  and for a sparse kernel whose loads run under only part of its loop, ``load_overlap``: the next
+  and for a kernel whose loads run under only part of its loop, ``load_overlap`` (a sparse
+  kernel's, or a dense one's for the type): the next
   tile's load then starts once that share of the tile's compute is left, so memory and issue
   take turns for the rest);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead, and a dense
