@@ -653,6 +653,31 @@ def test_the_gemv_loop_spans_the_same_bytes_in_every_type():
     assert cal.loop_line({1024: 2e-5}) is None
 
 
+def test_the_loop_probe_tells_a_cost_a_row_from_the_weights_by_rows_of_two_lengths(caches, cpu, measurements):
+    """bf16's loop GEMVs in rows of 1024 and, the larger one's bytes again, of 16000 columns (fp32's
+    only in the short rows: its rows start in the level it streams from): the fit through them
+    gives the rate a weight, the cost a row and the call's own time; rows that cost nothing (or
+    less: noise) leave the line through the short rows. The profile gets cycles a row on a core."""
+    assert cal.gemv_loop_shapes("fp32") == [(128, 1024), (512, 1024)]
+    assert cal.gemv_loop_shapes("bf16") == [(256, 1024), (1024, 1024), (65, 16000)]
+    rate, row_s, call_s = 10.6e9, 18.6e-9, 4e-6
+    points = {(r, c): call_s + r * row_s + r * c / rate for r, c in cal.gemv_loop_shapes("bf16")}
+    fit = cal.loop_plane(points)
+    assert fit is not None
+    assert fit.weights_per_s == pytest.approx(rate) and fit.row_s == pytest.approx(row_s)
+    assert fit.call_s == pytest.approx(call_s)
+    assert fit.seconds(896, 4864) == pytest.approx(896 * row_s + 896 * 4864 / rate)
+    flat = cal.loop_plane({(r, c): call_s + r * c / rate + (3e-6 if c == 16000 else 0) for r, c in points})
+    assert flat is not None and flat.row_s == 0.0
+    assert flat.weights_per_s == pytest.approx(rate) and flat.call_s == pytest.approx(call_s)
+    typed = replace(measurements, gemv_weights_per_s={"fp32": 14e9, "bf16": rate}, gemv_row_s={"bf16": row_s})
+    profile = profile_from_mapping(build_profile(caches, cpu, typed), "host")
+    gemv = profile.compute.kernels.gemv
+    assert gemv.cycles_per_row.bf16 == pytest.approx(row_s * cpu.clock_hz * measurements.threads, rel=1e-3)
+    assert gemv.cycles_per_row.of("fp32") is None
+    assert "ns a row" in profile.fitted["compute.kernels.gemv.cycles_per_row"]
+
+
 def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(caches, cpu, monkeypatch):
     """The real steps, on one thread, over 4 and 1 MiB (the probes' shapes, not their sizes: quick)."""
     monkeypatch.setattr(cal, "row_probe_bytes", lambda claimed, memory: 4 * MiB)

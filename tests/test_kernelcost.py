@@ -387,6 +387,27 @@ def test_a_gemv_loop_slower_than_the_memory_is_issue_bound_and_bandwidth_does_no
     assert layer(pi, "dense@fp16").time_s == pytest.approx(fp32.time_s / 2, rel=0.1)
 
 
+def test_a_gemv_loop_with_a_cost_a_row_runs_the_same_weights_faster_in_longer_rows():
+    """``cycles_per_row``: a loop that ends each row's dot product at a cost of its own (torch's bf16
+    GEMV reduces and stores each row's accumulators) issues the same weights faster in fewer, longer
+    rows; without it the rows' shape does not matter. Other types keep theirs."""
+    pi = _profile("raspberry-pi-5")
+    clock, cores = pi.compute.clock_hz, pi.compute.cores
+    loop = with_values(pi, {"compute.kernels.gemv.cycles_per_vector.bf16": 2.0})
+    rowed = with_values(loop, {"compute.kernels.gemv.cycles_per_row.bf16": 40.0})
+
+    def issue(profile, rows, depth, dtype=DType.BF16):
+        shape = KernelShape(KernelKind.GEMV, dtype, rows=rows, columns=1, depth=depth)
+        return dense_seconds(profile, shape, cores)
+    short, long_ = (4096, 512), (128, 16384)                 # the same 2 M weights
+    assert issue(loop, *short).seconds == pytest.approx(issue(loop, *long_).seconds, rel=1e-3)
+    assert issue(rowed, *short).mechanism == "vector-loop"
+    extra = issue(rowed, *short).seconds - issue(loop, *short).seconds
+    assert extra == pytest.approx(4096 * 40.0 / (clock * cores), rel=0.05)
+    assert issue(rowed, *long_).seconds - issue(loop, *long_).seconds == pytest.approx(extra / 32, rel=0.05)
+    assert issue(rowed, *short, dtype=DType.FP32).seconds == issue(loop, *short, dtype=DType.FP32).seconds
+
+
 def test_a_gemm_that_packs_its_weights_is_affine_in_its_batch_and_only_gemms_pay_it():
     """``pack_cycles_per_vector``: a GEMM that copies its weights into the library's layout at every
     call pays that copy once per call, whatever the batch (the intercept of its time over the batch),

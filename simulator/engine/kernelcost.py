@@ -12,7 +12,8 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   cores the kernel uses. Partial tiles and a last wave that leaves cores idle cost real time, so
   the efficiency of a layer follows its shape (tile and wave geometry), not one number per kind.
   A library loop that is bound by its loads and conversions rather than its FMAs (a batch-1 GEMV
-  uses each weight once) gives its measured ``cycles_per_vector`` per type instead. A GEMM (or
+  uses each weight once) gives its measured ``cycles_per_vector`` per type instead, plus its
+  ``cycles_per_row`` for each row's end (the accumulators reduced and stored). A GEMM (or
   convolution) whose library copies its whole weight matrix into a packed layout at every call
   adds that copy once per call whatever the batch (``pack_cycles_per_vector``): its time is
   affine in the batch, as measured, not a rate. A direct convolution that keeps channels in
@@ -124,7 +125,10 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     per_vector = kernel.cycles_per_vector.of(shape.dtype.value)
     if per_vector is not None:
         vectors = math.ceil(tile_products / compute.vector_lanes)
-        return IssueTime(waves * vectors * per_vector / compute.clock_hz, "vector-loop")
+        # each of the tile's outputs ends a row's dot product (the loop's cost a row, where measured)
+        outputs = min(tile_rows, shape.rows) * min(tile_columns, shape.columns)
+        per_row = kernel.cycles_per_row.of(shape.dtype.value) or 0.0
+        return IssueTime(waves * (vectors * per_vector + outputs * per_row) / compute.clock_hz, "vector-loop")
     fma_s = waves * 2.0 * tile_products / (core_flops_per_s(profile, shape.dtype) * kernel.library_efficiency)
     pack_s = packing_seconds(profile, shape, cores)
     layout_s = pass_seconds(profile, sum(reordered), cores)

@@ -162,6 +162,15 @@ class VectorCycles(PerType):
     int8: Optional[Annotated[float, Field(gt=0, le=1e4)]] = None
 
 
+class RowCycles(PerType):
+    """Cycles one core's loop spends per output row (a dot product's end), per data type."""
+
+    fp32: Optional[Annotated[float, Field(ge=0, le=1e6)]] = None
+    fp16: Optional[Annotated[float, Field(ge=0, le=1e6)]] = None
+    bf16: Optional[Annotated[float, Field(ge=0, le=1e6)]] = None
+    int8: Optional[Annotated[float, Field(ge=0, le=1e6)]] = None
+
+
 class TypeShares(PerType):
     """A share (0 to 1) per data type."""
 
@@ -197,6 +206,12 @@ class DenseKernel(Strict):
     # Where given for the kernel's type, each tile's weights x columns cost this many cycles per
     # vector of ``compute.vector_lanes`` instead of their FMAs (calibrate: a cache-resident GEMV).
     cycles_per_vector: VectorCycles = VectorCycles()
+    # With ``cycles_per_vector`` for the type, a loop's own cost per output row on top of its
+    # weights' (a row's accumulators reduced across the lanes, converted and stored): torch's bf16
+    # GEMV on a Zen 3 guest spends about 37 ns a row on a core, so in cache rows of 896 columns run
+    # at 8.9 G weights/s on two cores and rows of 4864 at 10.5 (calibrate: the same weights in rows
+    # of 1024 and 16000 columns). Absent: the rows are in ``cycles_per_vector``'s rate.
+    cycles_per_row: RowCycles = RowCycles()
     # Types whose weights the library first packs (copies into a blocked panel in cache: oneDNN's
     # reorder of plain-layout bf16 weights for its brgemm kernels), then multiplies: a panel's
     # loads do not run ahead of the loop, so the loop and the memory take turns instead of

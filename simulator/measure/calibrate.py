@@ -418,6 +418,7 @@ class Measurements:
     conv_block_ratio: float = 0.0
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
+    gemv_row_s: dict[str, float] = field(default_factory=dict)         # its cost a row, all threads, per type
     gemv_beyond_s: dict[str, float] = field(default_factory=dict)      # the same over 32 MiB, per type
     # (type, columns) -> a GEMV over ``gemv_rows_bytes`` of weights beyond the last level
     # (:func:`_measure_gemv_rows`): rows of that many columns, the weights' bytes fixed
@@ -985,8 +986,8 @@ def _type_gemm_call(dtype: str, rows: int, cols: int, batch: int) -> Callable[[]
     return int8_linear_call(g, xb)
 
 
-def _gemv_label(dtype: str, rows: int) -> str:
-    return f"GEMV {rows} x {GEMV_LOOP_COLUMNS} in {dtype}"
+def _gemv_label(dtype: str, shape: tuple[int, int]) -> str:
+    return f"GEMV {shape[0]} x {shape[1]} in {dtype}"
 
 
 def _dispatch_label(weights: str, blocks: int) -> str:
@@ -1022,6 +1023,21 @@ GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
 GEMV_BEYOND_BYTES = 32 * MiB
 
 
+#: The long rows of the loop probe (:func:`gemv_long_rows`): the larger loop GEMV's bytes again, in
+#: rows this many columns long, for every type but fp32, whose loop streams from the level that
+#: holds it near that level's bandwidth and whose rows start there (``cached_row_start``). A loop
+#: that converts each weight has its own cost per row (the row's accumulators reduced across the
+#: lanes, converted and stored): torch's bf16 GEMV on the Zen 3 guest, 2 threads, in cache, took
+#: 18.6 ns a row on top of 0.094 ns a weight, 8.9 G weights/s in rows of 896 and 10.5 in rows of 4864.
+GEMV_LONG_COLUMNS = 16000
+
+
+def gemv_long_rows(dtype: str) -> int:
+    """Rows of the long-row loop GEMV in ``dtype``: the larger loop GEMV's bytes in rows of
+    :data:`GEMV_LONG_COLUMNS`."""
+    return max(1, GEMV_LOOP_BYTES[-1] // TYPE_BYTES[dtype] // GEMV_LONG_COLUMNS)
+
+
 def gemv_loop_rows(dtype: str) -> tuple[int, ...]:
     """The rows of the cache-resident GEMVs in ``dtype`` (:data:`GEMV_LOOP_BYTES` of its weights):
     fp32 128 and 512 rows, int8 512 and 2048."""
@@ -1030,10 +1046,16 @@ def gemv_loop_rows(dtype: str) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class LoopLine:
-    """A GEMV's time as a line in its weights: ``call_s + weights / weights_per_s``."""
+    """A GEMV's time in its weights and rows: ``call_s + rows x row_s + weights / weights_per_s``
+    (``row_s`` 0 where the rows' cost was not told apart)."""
 
     weights_per_s: float
     call_s: float
+    row_s: float = 0.0
+
+    def seconds(self, rows: int, columns: int) -> float:
+        """The loop's time for ``rows`` rows of ``columns`` weights, the call's own work left out."""
+        return rows * self.row_s + rows * columns / self.weights_per_s
 
 
 def loop_line(points: Mapping[int, float]) -> Optional[LoopLine]:
@@ -1045,21 +1067,48 @@ def loop_line(points: Mapping[int, float]) -> Optional[LoopLine]:
     return LoopLine(1.0 / float(slope), float(intercept)) if slope > 0 else None
 
 
+def loop_plane(points: Mapping[tuple[int, int], float]) -> Optional[LoopLine]:
+    """The least-squares fit of ``{(rows, columns): seconds}`` to ``call + rows x row + weights x
+    weight``: GEMVs in rows of two lengths tell the rows' cost from the weights'. Where the rows
+    cost nothing measurable (a negative row cost, which is noise) or the points have one row length,
+    the line through the weights (:func:`loop_line`) of the points in the most common length."""
+    lengths = {cols for _, cols in points}
+    if len(lengths) > 1 and len(points) >= 3:
+        keys = list(points)
+        a = np.array([[1.0, rows, rows * cols] for rows, cols in keys])
+        call, row, weight = np.linalg.lstsq(a, np.array([points[k] for k in keys]), rcond=None)[0]
+        if row > 0 and weight > 0:
+            return LoopLine(1.0 / float(weight), float(call), float(row))
+    common = max(lengths, key=lambda c: sum(cols == c for _, cols in points))
+    return loop_line({rows * cols: t for (rows, cols), t in points.items() if cols == common})
+
+
+def gemv_loop_shapes(dtype: str) -> list[tuple[int, int]]:
+    """(rows, columns) of the cache-resident loop GEMVs in ``dtype``: :func:`gemv_loop_rows` x
+    :data:`GEMV_LOOP_COLUMNS`, and but for fp32 the larger one's bytes in long rows
+    (:func:`gemv_long_rows`)."""
+    shapes = [(rows, GEMV_LOOP_COLUMNS) for rows in gemv_loop_rows(dtype)]
+    return shapes + ([(gemv_long_rows(dtype), GEMV_LONG_COLUMNS)] if dtype != "fp32" else [])
+
+
 def _measure_gemv_types(s: Session) -> None:
-    """Batch-1 F.linear of :func:`gemv_loop_rows` x :data:`GEMV_LOOP_COLUMNS` weights in each type
-    of :data:`GEMV_LOOP_TYPES`, as the variants run it: the line through the sizes (:func:`loop_line`:
-    weights per second, the per-call work cancelling) is the inner loop's issue rate."""
+    """Batch-1 F.linear of :func:`gemv_loop_shapes` in each type of :data:`GEMV_LOOP_TYPES`, as the
+    variants run it: the fit through the shapes (:func:`loop_plane`: weights per second and, where
+    the rows of two lengths tell it, seconds a row, the per-call work cancelling) is the inner
+    loop's issue rate."""
     for dtype in GEMV_LOOP_TYPES:
-        def gemv_round(rows: int, dtype: str = dtype) -> Callable[[], float]:
+        def gemv_round(shape: tuple[int, int], dtype: str = dtype) -> Callable[[], float]:
             def run() -> float:
-                return _typical_time(_type_gemm_call(dtype, rows, GEMV_LOOP_COLUMNS, 1), min_calls=20, budget_s=0.1)
+                return _typical_time(_type_gemm_call(dtype, *shape, 1), min_calls=20, budget_s=0.1)
             return run
-        got = s.record(settle({rows: gemv_round(rows) for rows in gemv_loop_rows(dtype)}),
+        got = s.record(settle({shape: gemv_round(shape) for shape in gemv_loop_shapes(dtype)}),
                        name=functools.partial(_gemv_label, dtype))
-        line = loop_line({rows * GEMV_LOOP_COLUMNS: seconds for rows, seconds in got.items()})
+        line = loop_plane(dict(got))
         if line is not None:
             s.m.gemv_weights_per_s[dtype] = line.weights_per_s
-            # the line's intercept: what a call costs whatever its size, beyond the launch overhead
+            if line.row_s > 0:
+                s.m.gemv_row_s[dtype] = line.row_s
+            # the fit's intercept: what a call costs whatever its size, beyond the launch overhead
             s.m.gemv_call_s[dtype] = max(0.0, line.call_s - s.m.launch_overhead_s)
     beyond = {dtype: GEMV_BEYOND_BYTES // TYPE_BYTES[dtype] // GEMV_LOOP_COLUMNS for dtype in GEMV_LOOP_TYPES}
 
@@ -1375,7 +1424,8 @@ def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
         rate = m.gemv_weights_per_s.get(dtype)
         if dtype == "fp32" or not memory_s or not rate:
             continue
-        loop_s = size / TYPE_BYTES[dtype] / rate
+        weights = size // TYPE_BYTES[dtype]
+        loop_s = weights / rate + weights // ROW_PROBE_COLUMNS[0] * m.gemv_row_s.get(dtype, 0.0)
         overlap = min(1.0, max(0.0, (loop_s + memory_s - measured) / loop_s))
         out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s, memory, size)
     return out
@@ -2587,13 +2637,23 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
         notes.source("gemv", "[D] no loop measured: a GEMV is timed by its FMAs and its traffic")
         return {}
     for dtype in cycles:
-        names = [_gemv_label(dtype, rows) for rows in gemv_loop_rows(dtype)]
+        names = [_gemv_label(dtype, shape) for shape in gemv_loop_shapes(dtype)]
         kernel = "F.linear" if dtype == "fp32" else TYPE_KERNELS[dtype]
+        rows = m.gemv_row_s.get(dtype)
+        fit = (f"the fit call + rows x row + weights / rate through their median calls: "
+               f"{m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s and {rows * 1e9:.3g} ns a row" if rows else
+               f"the slope between their median calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s")
         notes.fit(f"gemv.cycles_per_vector.{dtype}", f"{kernel} at batch 1 on "
-                  + " and ".join(f"{r} x {GEMV_LOOP_COLUMNS}" for r in gemv_loop_rows(dtype)) + " weights (in cache), "
-                  f"the slope between their median calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s on "
-                  f"{m.threads} thread(s)" + _settled(m, *names))
+                  + " and ".join(f"{r} x {c}" for r, c in gemv_loop_shapes(dtype)) + " weights (in cache), "
+                  + fit + f" on {m.threads} thread(s)" + _settled(m, *names))
     block: dict[str, Any] = {"cycles_per_vector": cycles}
+    row_cycles = {dtype: float(f"{cpu.clock_hz * m.threads * seconds:.4g}")
+                  for dtype, seconds in m.gemv_row_s.items() if seconds > 0 and dtype in cycles}
+    if row_cycles:
+        block["cycles_per_row"] = row_cycles
+        notes.fit("gemv.cycles_per_row", "each type's loop fit's seconds a row (above) x clock x threads: "
+                  + ", ".join(f"{dtype} {m.gemv_row_s[dtype] * 1e9:.3g} ns a row on {m.threads} thread(s)"
+                              for dtype in row_cycles))
     calls = {dtype: seconds for dtype, seconds in m.gemv_call_s.items() if seconds > 0 and dtype in cycles}
     if calls:
         block["call_overhead"] = {dtype: _q(seconds, Quantity.SECONDS) for dtype, seconds in calls.items()}
