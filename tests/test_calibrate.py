@@ -654,12 +654,12 @@ def test_the_gemv_loop_spans_the_same_bytes_in_every_type():
 
 
 def test_the_loop_probe_tells_a_cost_a_row_from_the_weights_by_rows_of_two_lengths(caches, cpu, measurements):
-    """bf16's loop GEMVs in rows of 1024 and, the larger one's bytes again, of 16000 columns (fp32's
-    only in the short rows: its rows start in the level it streams from): the fit through them
+    """bf16's loop GEMVs in rows of 1024 and, the larger one's bytes again, of 256 and 16000 columns
+    (fp32's only in rows of 1024: its rows start in the level it streams from): the fit through them
     gives the rate a weight, the cost a row and the call's own time; rows that cost nothing (or
     less: noise) leave the line through the short rows. The profile gets cycles a row on a core."""
     assert cal.gemv_loop_shapes("fp32") == [(128, 1024), (512, 1024)]
-    assert cal.gemv_loop_shapes("bf16") == [(256, 1024), (1024, 1024), (65, 16000)]
+    assert cal.gemv_loop_shapes("bf16") == [(256, 1024), (1024, 1024), (4096, 256), (65, 16000)]
     rate, row_s, call_s = 10.6e9, 18.6e-9, 4e-6
     points = {(r, c): call_s + r * row_s + r * c / rate for r, c in cal.gemv_loop_shapes("bf16")}
     fit = cal.loop_plane(points)
@@ -667,7 +667,8 @@ def test_the_loop_probe_tells_a_cost_a_row_from_the_weights_by_rows_of_two_lengt
     assert fit.weights_per_s == pytest.approx(rate) and fit.row_s == pytest.approx(row_s)
     assert fit.call_s == pytest.approx(call_s)
     assert fit.seconds(896, 4864) == pytest.approx(896 * row_s + 896 * 4864 / rate)
-    flat = cal.loop_plane({(r, c): call_s + r * c / rate + (3e-6 if c == 16000 else 0) for r, c in points})
+    flat = cal.loop_plane({(r, c): call_s + r * c / rate + (3e-6 if c == 16000 else -3e-6 if c == 256 else 0)
+                            for r, c in points})
     assert flat is not None and flat.row_s == 0.0
     assert flat.weights_per_s == pytest.approx(rate) and flat.call_s == pytest.approx(call_s)
     typed = replace(measurements, gemv_weights_per_s={"fp32": 14e9, "bf16": rate}, gemv_row_s={"bf16": row_s})

@@ -210,7 +210,7 @@ class DenseKernel(Strict):
     # weights' (a row's accumulators reduced across the lanes, converted and stored): torch's bf16
     # GEMV on a Zen 3 guest spends about 37 ns a row on a core, so in cache rows of 896 columns run
     # at 8.9 G weights/s on two cores and rows of 4864 at 10.5 (calibrate: the same weights in rows
-    # of 1024 and 16000 columns). Absent: the rows are in ``cycles_per_vector``'s rate.
+    # of 256, 1024 and 16000 columns). Absent: the rows are in ``cycles_per_vector``'s rate.
     cycles_per_row: RowCycles = RowCycles()
     # Types whose weights the library first packs (copies into a blocked panel in cache: oneDNN's
     # reorder of plain-layout bf16 weights for its brgemm kernels), then multiplies: a panel's

@@ -1023,19 +1023,16 @@ GEMV_LOOP_TYPES = ("fp32", "bf16", "int8")
 GEMV_BEYOND_BYTES = 32 * MiB
 
 
-#: The long rows of the loop probe (:func:`gemv_long_rows`): the larger loop GEMV's bytes again, in
-#: rows this many columns long, for every type but fp32, whose loop streams from the level that
-#: holds it near that level's bandwidth and whose rows start there (``cached_row_start``). A loop
-#: that converts each weight has its own cost per row (the row's accumulators reduced across the
-#: lanes, converted and stored): torch's bf16 GEMV on the Zen 3 guest, 2 threads, in cache, took
-#: 18.6 ns a row on top of 0.094 ns a weight, 8.9 G weights/s in rows of 896 and 10.5 in rows of 4864.
-GEMV_LONG_COLUMNS = 16000
-
-
-def gemv_long_rows(dtype: str) -> int:
-    """Rows of the long-row loop GEMV in ``dtype``: the larger loop GEMV's bytes in rows of
-    :data:`GEMV_LONG_COLUMNS`."""
-    return max(1, GEMV_LOOP_BYTES[-1] // TYPE_BYTES[dtype] // GEMV_LONG_COLUMNS)
+#: The row lengths of the loop probe's other GEMVs (:func:`gemv_loop_shapes`): the larger loop
+#: GEMV's bytes again in short and in long rows, for every type but fp32, whose loop streams from
+#: the level that holds it near that level's bandwidth and whose rows start there
+#: (``cached_row_start``). A loop that converts each weight has its own cost per row (the row's
+#: accumulators reduced across the lanes, converted and stored): torch's bf16 GEMV on the Zen 3
+#: guest, 2 threads, in cache, took 18.6 ns a row on top of 0.094 ns a weight (8.9 G weights/s in
+#: rows of 896, 10.5 in rows of 4864), affine from rows of 256 columns to 16000. Rows of 1024 and
+#: 16000 alone told it within a factor of three (40 and 120 cycles a core in two calibrations an
+#: hour apart): their 16:1 rows are a sixth of the time; rows of 256 make the rows half of it.
+GEMV_ROW_COLUMNS = (256, 16000)
 
 
 def gemv_loop_rows(dtype: str) -> tuple[int, ...]:
@@ -1085,10 +1082,13 @@ def loop_plane(points: Mapping[tuple[int, int], float]) -> Optional[LoopLine]:
 
 def gemv_loop_shapes(dtype: str) -> list[tuple[int, int]]:
     """(rows, columns) of the cache-resident loop GEMVs in ``dtype``: :func:`gemv_loop_rows` x
-    :data:`GEMV_LOOP_COLUMNS`, and but for fp32 the larger one's bytes in long rows
-    (:func:`gemv_long_rows`)."""
+    :data:`GEMV_LOOP_COLUMNS`, and but for fp32 the larger one's bytes in rows of each of
+    :data:`GEMV_ROW_COLUMNS`."""
     shapes = [(rows, GEMV_LOOP_COLUMNS) for rows in gemv_loop_rows(dtype)]
-    return shapes + ([(gemv_long_rows(dtype), GEMV_LONG_COLUMNS)] if dtype != "fp32" else [])
+    if dtype == "fp32":
+        return shapes
+    weights = GEMV_LOOP_BYTES[-1] // TYPE_BYTES[dtype]
+    return shapes + [(max(1, weights // cols), cols) for cols in GEMV_ROW_COLUMNS]
 
 
 def _measure_gemv_types(s: Session) -> None:
