@@ -1050,10 +1050,6 @@ class LoopLine:
     call_s: float
     row_s: float = 0.0
 
-    def seconds(self, rows: int, columns: int) -> float:
-        """The loop's time for ``rows`` rows of ``columns`` weights, the call's own work left out."""
-        return rows * self.row_s + rows * columns / self.weights_per_s
-
 
 def loop_line(points: Mapping[int, float]) -> Optional[LoopLine]:
     """The least-squares line through ``{weights: seconds}``: its slope the loop's seconds a weight,
