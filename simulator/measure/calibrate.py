@@ -2635,9 +2635,9 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     for dtype in cycles:
         names = [_gemv_label(dtype, shape) for shape in gemv_loop_shapes(dtype)]
         kernel = "F.linear" if dtype == "fp32" else TYPE_KERNELS[dtype]
-        rows = m.gemv_row_s.get(dtype)
+        row_s = m.gemv_row_s.get(dtype)
         fit = (f"the fit call + rows x row + weights / rate through their median calls: "
-               f"{m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s and {rows * 1e9:.3g} ns a row" if rows else
+               f"{m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s and {row_s * 1e9:.3g} ns a row" if row_s else
                f"the slope between their median calls: {m.gemv_weights_per_s[dtype] / 1e9:.3g} G weights/s")
         notes.fit(f"gemv.cycles_per_vector.{dtype}", f"{kernel} at batch 1 on "
                   + " and ".join(f"{r} x {c}" for r, c in gemv_loop_shapes(dtype)) + " weights (in cache), "
@@ -2653,8 +2653,8 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     calls = {dtype: seconds for dtype, seconds in m.gemv_call_s.items() if seconds > 0 and dtype in cycles}
     if calls:
         block["call_overhead"] = {dtype: _q(seconds, Quantity.SECONDS) for dtype, seconds in calls.items()}
-        notes.fit("gemv.call_overhead", "the intercept of each type's GEMV line (its smaller GEMV less its weights "
-                  "at the slope's rate) less the per-call overhead: " + ", ".join(
+        notes.fit("gemv.call_overhead", "the intercept of each type's GEMV fit (its smaller GEMV less its weights "
+                  "and rows at the fit's rates) less the per-call overhead: " + ", ".join(
                       f"{dtype} {seconds * 1e6:.3g} us" for dtype, seconds in calls.items()))
     overlaps = {dtype: o for dtype, o in gemv_load_overlaps(m).items() if o.overlap < 1}
     if overlaps:
