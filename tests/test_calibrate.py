@@ -585,6 +585,10 @@ def test_a_type_whose_gemv_beyond_the_caches_takes_more_than_the_larger_gets_the
     half = replace(typed, gemv_beyond_s={"fp32": 0.62e-3, "bf16": 0.62e-3 + loop_s / 2, "int8": 0.62e-3})
     assert profile_from_mapping(build_profile(caches, cpu, half), "host").compute.kernels.gemv.load_overlap.bf16 \
         == pytest.approx(0.5, abs=1e-3)
+    # a loop with a cost a row: its rows of 1024 over the 32 MiB add half its weights' time to the loop
+    rowed = replace(half, gemv_row_s={"bf16": loop_s / 2 / (16 * MiB // 1024)})
+    assert cal.gemv_load_overlaps(rowed)["bf16"].loop_s == pytest.approx(1.5 * loop_s)
+    assert cal.gemv_load_overlaps(rowed)["bf16"].overlap == pytest.approx(1 / 1.5, abs=1e-3)
 
 
 def _row_probe(bandwidth: float, row_start_s: float, size: int = 64 * MiB) -> dict[tuple[str, int], float]:

@@ -1396,6 +1396,7 @@ class GemvOverlap:
     size_bytes: int
 
     def note(self, dtype: str) -> str:
+        """One line for the profile's notes."""
         return (f"{dtype}: {self.overlap:.3g}, {self.measured_s * 1e6:.0f} us over {self.size_bytes / MiB:.4g} MiB "
                 f"against loop {self.loop_s * 1e6:.0f} us + memory {self.memory_s * 1e6:.0f} us ({self.memory})")
 
@@ -1409,11 +1410,11 @@ def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
     bandwidth the profile gets; else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes."""
     rows = row_streams(m)
     if rows is not None:
-        size = m.gemv_rows_bytes
-        measured_s = {dtype: t for (dtype, cols), t in m.gemv_rows_s.items() if cols == ROW_PROBE_COLUMNS[0]}
+        size, columns = m.gemv_rows_bytes, ROW_PROBE_COLUMNS[0]
+        measured_s = {dtype: t for (dtype, cols), t in m.gemv_rows_s.items() if cols == columns}
         memory_s, memory = size / rows.bandwidth_bytes_per_s, f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
     else:
-        size, measured_s = GEMV_BEYOND_BYTES, m.gemv_beyond_s
+        size, columns, measured_s = GEMV_BEYOND_BYTES, GEMV_LOOP_COLUMNS, m.gemv_beyond_s
         memory_s, memory = m.gemv_beyond_s.get("fp32", 0.0), "fp32's GEMV of the same bytes"
     out = {}
     for dtype, measured in measured_s.items():
@@ -1421,7 +1422,7 @@ def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
         if dtype == "fp32" or not memory_s or not rate:
             continue
         weights = size // TYPE_BYTES[dtype]
-        loop_s = weights / rate + weights // ROW_PROBE_COLUMNS[0] * m.gemv_row_s.get(dtype, 0.0)
+        loop_s = weights / rate + weights // columns * m.gemv_row_s.get(dtype, 0.0)
         overlap = min(1.0, max(0.0, (loop_s + memory_s - measured) / loop_s))
         out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s, memory, size)
     return out
