@@ -1383,6 +1383,14 @@ def _measure_bsr(s: Session) -> None:
 TYPE_BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
+def overlap_share(issue_s: float, memory_s: float, measured_s: float) -> float:
+    """The share of a kernel's issue time its loads ran under, from its issue and streaming times
+    and what it measured: a kernel whose next loads start once ``1 - share`` of its issue is done
+    takes ``memory + (1 - share) x issue`` where memory is the larger, so ``share = (issue + memory
+    - measured) / issue``, from 0 (the sum: loads wait for the loop) to 1 (the larger)."""
+    return min(1.0, max(0.0, (issue_s + memory_s - measured_s) / issue_s)) if issue_s > 0 else 1.0
+
+
 @dataclass(frozen=True)
 class GemvOverlap:
     """A type's GEMV beyond the caches against its in-cache loop and its bytes' streaming time: the
@@ -1423,7 +1431,7 @@ def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
             continue
         weights = size // TYPE_BYTES[dtype]
         loop_s = weights / rate + weights // columns * m.gemv_row_s.get(dtype, 0.0)
-        overlap = min(1.0, max(0.0, (loop_s + memory_s - measured) / loop_s))
+        overlap = overlap_share(loop_s, memory_s, measured)
         out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s, memory, size)
     return out
 
@@ -1613,10 +1621,7 @@ class LoadOverlap:
 
 def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: str) -> Optional[LoadOverlap]:
     """How much of the SpMV's issue time its loads run under, beyond the caches (``load_overlap``),
-    or None where that was not measured. A kernel whose next loads start once ``1 - share`` of a
-    tile's issue is done takes ``memory + (1 - share) x issue`` where memory is the larger, and as
-    much (at least its issue) where issue is: so ``share = (issue + memory - measured) / issue``,
-    from 0 (the sum: loads wait for the loop) to 1 (the larger: they run ahead). Issue time is the
+    or None where that was not measured (:func:`overlap_share`). Issue time is the
     in-cache fit; the streaming is at the sustained bandwidth the profile gets from the GEMV row
     probe (:func:`row_streams`; where it did not run, at fp32's GEMV rate over
     :data:`GEMV_BEYOND_BYTES`), on the backend's threads: for a backend on fewer threads than the
@@ -1642,7 +1647,7 @@ def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: st
     if share < 1:
         how += f" on {timing.threads} thread(s): {share:.2g} of its rate"
     measured = max(timing.seconds - m.launch_overhead_s - faults_s, 0.0)
-    overlap = min(1.0, max(0.0, (issue_s + memory_s - measured) / issue_s)) if issue_s > 0 else 1.0
+    overlap = overlap_share(issue_s, memory_s, measured)
     return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how, stored)
 
 
