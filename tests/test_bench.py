@@ -181,3 +181,41 @@ def test_a_profile_puts_a_named_library_in_place_of_its_own():
     assert kernels.gemm == profile.compute.kernels.gemm and kernels.libraries == profile.compute.kernels.libraries
     assert profile.with_sparse_library("torch") is profile and profile.with_sparse_library("") is profile
     assert profile.compute.kernels.spmv.cycles_per_nonzero != 7.0       # the profile itself is unchanged
+
+
+class _Clock:
+    """A stand-in for the ``time`` module whose clock only moves when a fake call runs."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def _calls_taking(clock: _Clock, seconds: list[float]):
+    """A call whose n-th run takes ``seconds[n]`` (the last figure from then on); the runs made."""
+    made: list[int] = []
+
+    def call() -> None:
+        clock.now += seconds[min(len(made), len(seconds) - 1)]
+        made.append(1)
+    return call, made
+
+
+def test_warm_up_runs_until_the_caches_stop_filling(monkeypatch):
+    # NT_LSTM's calls after its other variants, as measured on the Zen 3 guest: faster for four
+    # passes while its lines come back into the L3, then steady
+    from simulator.measure import bench as bench_module
+
+    clock = _Clock()
+    monkeypatch.setattr(bench_module, "time", clock)
+    call, made = _calls_taking(clock, [650e-6, 500e-6, 340e-6, 270e-6, 250e-6, 249e-6, 249e-6])
+    assert bench_module.warm_up(call, 1) == 6 == len(made)
+    # a layer from DRAM is no faster the second time: two calls, and never fewer than asked
+    call, made = _calls_taking(clock, [1e-3])
+    assert bench_module.warm_up(call, 1) == 2
+    assert bench_module.warm_up(call, 3) == 3
+    # a call that keeps speeding up stops at the cap
+    call, made = _calls_taking(clock, [0.5 ** n for n in range(30)])
+    assert bench_module.warm_up(call, 1) == bench_module.WARMUP_MAX_CALLS

@@ -298,8 +298,9 @@ def thinned_operator(workload: Workload, thinned: Workload, record: Any, layer: 
 def time_rounds(calls: Sequence[Callable[[], Any]], rounds: int,
                 per_round: int) -> tuple[list[list[float]], list[float]]:
     """Seconds of every timed call of each of ``calls``, and each call's bytes of pages faulted in
-    a timed call (the mean): ``rounds`` rounds, each running every call once untimed (its warm-up:
-    the caches hold its data again) and then ``per_round`` times timed, back to back."""
+    a timed call (the mean): ``rounds`` rounds, each running every call untimed until it no longer
+    speeds up (its warm-up, :func:`simulator.measure.bench.warm_up`: the caches hold its data again
+    after the other calls') and then ``per_round`` times timed, back to back."""
     times: list[list[float]] = [[] for _ in calls]
     faulted = [0.0 for _ in calls]
     for _ in range(rounds):
