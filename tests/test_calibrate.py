@@ -541,18 +541,6 @@ def test_the_last_levels_stream_latency_follows_its_streaming_rate():
     assert cal._llc_stream_latency(m, 64, 66.5e9, 40e-9, at) is None
 
 
-def test_drams_stream_latency_is_the_queue_the_streams_sustained_rate_implies():
-    """2 threads x 48 lines x 64 B at 26.86 GB/s (session 53's DRAM) is 229 ns, above the 148.6 ns
-    chase: the streams' requests queue; where the idle latency explains the rate, none."""
-    m = Measurements(threads=2, versions={}, stream_read_one_thread_bytes_per_s=20.7e9, dram_latency_s=148.6e-9)
-    notes = cal.Notes("test")
-    at = notes.under("memory.dram")
-    assert round(20.7e9 * 148.6e-9 / 64) == 48
-    assert cal._dram_stream_latency(m, 64, 26.86e9, at) == pytest.approx(2 * 48 * 64 / 26.86e9)
-    assert "memory.dram.stream_latency" in notes.fitted
-    assert cal._dram_stream_latency(m, 64, 60e9, at) is None
-
-
 def test_the_lowering_copy_rate_is_cycles_per_element_written():
     """``F.unfold`` timed at two widths: (seconds - per-call overhead) x clock x threads / elements."""
     timed = [(elements, 1e-6 + elements * 4 / (4e9 * 2)) for elements in (1440 * 100, 1440 * 324)]

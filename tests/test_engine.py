@@ -138,25 +138,3 @@ def test_dataframe_has_a_row_per_variant_and_layer(tegra, small):
         assert totals[variant.name] == pytest.approx(sum(l.time_s for l in variant.layers))
     fc1 = frame[(frame.variant == "pruned") & (frame.layer == "fc1")].iloc[0]
     assert fc1.L1_hit_rate == result.variant("pruned").layer("fc1").hit_rate["L1"]
-
-
-def test_a_stream_served_by_the_llc_and_dram_holds_the_request_slots_for_both(i7):
-    """Little's law with each level's stream latency set from its own streaming rate (what
-    calibrate writes: slots x line / rate) makes the slots' hold of a stream whose lines come from
-    two levels the sum of each level's bytes over its rate; the idle DRAM latency holds less."""
-    import numpy as np
-
-    from simulator.engine.core import _latencies, _latency_seconds
-
-    slots, line = 2 * 40, 64
-    l3_rate, dram_rate = 50e9, 20e9
-    caches = [level.model_copy(update={"stream_latency_s": slots * line / l3_rate}) if level is i7.caches[-1]
-              else level for level in i7.caches]
-    loaded = i7.model_copy(update={"memory": i7.memory.model_copy(update={
-        "caches": caches, "dram": i7.dram.model_copy(update={"stream_latency_s": slots * line / dram_rate})})})
-    served = np.zeros(len(caches) + 1)
-    served[-2:] = 1000                       # lines from the last level and from DRAM
-    held = _latency_seconds(served, _latencies(loaded, streams=True), slots)
-    assert held == pytest.approx(1000 * line / l3_rate + 1000 * line / dram_rate)
-    # gathers still wait the idle (chase) latency
-    assert _latencies(loaded, streams=False)[-1] == i7.dram.latency_s

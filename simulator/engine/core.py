@@ -352,8 +352,7 @@ def _latencies(profile: HardwareProfile, streams: bool, footprint_bytes: int = 0
     first level's latency. Beyond the reach, a gathered operand row of ``lines_per_walk`` lines
     walks once for all of them (they share a page), so each line waits its share of the walk."""
     latencies = np.array([level.streamed_latency_s if streams else level.latency_s for level in profile.caches[1:]]
-                         + [(profile.dram.streamed_latency_s if streams else profile.dram.latency_s)
-                            if profile.dram is not None else 0.0], dtype=float)
+                         + [profile.dram.latency_s if profile.dram is not None else 0.0], dtype=float)
     tlb = profile.memory.tlb
     if not streams and tlb is not None:
         floor = profile.caches[0].latency_s if profile.caches else 0.0

@@ -554,28 +554,13 @@ class CacheLevel(Strict):
 
 
 class Dram(Strict):
-    """Main (device) memory.
-
-    ``latency`` is a random load's (a dependent pointer chase, idle). ``stream_latency``, where
-    given, is what a prefetched stream's line waits under the load of the streams themselves: by
-    Little's law, the lines the cores keep in flight over the rate the streams get
-    (``outstanding_requests_per_core`` x cores x line / ``sustained_bandwidth``), where that is
-    longer than the idle latency (the requests queue). The engine's Little's law charges it, so a
-    stream whose lines come partly from a cache and partly from DRAM shares the cores' request
-    slots between them, each line holding one for its level's latency (default: ``latency``).
-    """
+    """Main (device) memory."""
 
     peak_bandwidth_bytes_per_s: BytesPerS = Field(alias="peak_bandwidth")
     sustained_bandwidth_bytes_per_s: BytesPerS = Field(alias="sustained_bandwidth")
     latency_s: Seconds = Field(alias="latency")
     outstanding_requests_per_core: PositiveInt = Field(alias="outstanding_requests_per_core")
     capacity_bytes: Bytes = Field(alias="capacity")
-    stream_latency_s: Optional[Seconds] = Field(None, alias="stream_latency")
-
-    @property
-    def streamed_latency_s(self) -> float:
-        """The latency a prefetched stream's line waits in DRAM."""
-        return self.latency_s if self.stream_latency_s is None else self.stream_latency_s
 
 
 class Scratchpad(Strict):

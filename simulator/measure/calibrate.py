@@ -2056,12 +2056,7 @@ class LlcFit:
 def _curve_loss(points: Sequence[WorkingSetPoint], size: float, shares: np.ndarray, level: float,
                 dram: float) -> float:
     """Mean |log error| of the bandwidths a cache of ``size`` with these loop hit shares predicts:
-    a share ``h`` of the bytes at the in-cache rate, the rest at the DRAM rate, the times added.
-    Added, because the engine times a stream's lines from two levels through the cores' request
-    slots (Little's law), each line holding one for its level's stream latency, and calibrate
-    writes both latencies as the slots over the level's measured rate (the last level's
-    ``stream_latency``, DRAM's ``stream_latency``): the slots' hold is then the sum of each level's
-    bytes over its rate."""
+    a share ``h`` of the bytes at the in-cache rate, the rest at the DRAM rate."""
     ratios = np.array([p.size_bytes for p in points], dtype=float) / size
     h = np.interp(np.log(ratios), np.log(_LOOP_RATIOS), shares, left=shares[0], right=shares[-1])
     predicted = 1.0 / (h / level + (1.0 - h) / dram)
@@ -2942,36 +2937,13 @@ def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes
                    f"prefetchers keep in flight on a stream): {_gbs(m.stream_read_one_thread_bytes_per_s)} x DRAM "
                    f"latency / {line_bytes} B = {streams:.1f} lines" + _settled(m, "STREAM read, one thread"))
     notes.source("capacity", "/proc/meminfo MemTotal")
-    block = {
+    return {
         "peak_bandwidth": _q(peak, Quantity.BYTES_PER_S),
         "sustained_bandwidth": _q(min(sustained, peak), Quantity.BYTES_PER_S),
         "latency": _q(m.dram_latency_s, Quantity.SECONDS),
         "outstanding_requests_per_core": max(1, round(streams)),
         "capacity": _q(max(cpu.memory_bytes, 1 << 20), Quantity.BYTES),
     }
-    loaded = _dram_stream_latency(m, line_bytes, min(sustained, peak), notes)
-    if loaded is not None:
-        block["stream_latency"] = _q(loaded, Quantity.SECONDS)
-    return block
-
-
-def _dram_stream_latency(m: Measurements, line_bytes: int, sustained: float, notes: Notes) -> Optional[float]:
-    """What a stream's line waits in DRAM while the threads stream at the sustained rate, by
-    Little's law with the lines each keeps in flight (one thread's sequential read x the chase's
-    latency), where that is above the idle chase latency: the requests queue. As the last level's
-    ``stream_latency`` is the same law on its plateau, a stream served by both holds the request
-    slots for each level's bytes over its rate, added (the working-set fit adds them too:
-    :func:`fit_llc`). None when the idle latency already explains the rate."""
-    if not (m.stream_read_one_thread_bytes_per_s and m.dram_latency_s and sustained):
-        return None
-    lines = max(1.0, round(m.stream_read_one_thread_bytes_per_s * m.dram_latency_s / line_bytes))
-    loaded = m.threads * lines * line_bytes / sustained
-    if loaded <= m.dram_latency_s:
-        return None
-    notes.fit("stream_latency", f"Little's law on the sustained bandwidth ({_gbs(sustained)}) with {m.threads} "
-              f"thread(s) x {lines:.0f} stream lines in flight: {_us(loaded)}, above the idle chase's "
-              f"{_us(m.dram_latency_s)} (the streams' requests queue)")
-    return loaded
 
 
 def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
