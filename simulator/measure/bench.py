@@ -345,10 +345,10 @@ def warm_up(call: Callable[[], Any], at_least: int = WARMUP_CALLS) -> int:
 
     A fixed count is not enough where the last level does not keep a repeated working set the way
     LRU does. On the 2-vCPU Zen 3 guest, an 11 MiB fp32 GEMV (NT_LSTM) called again after its bf16,
-    int8 and CSR variants took 650, 500, 340, 270, 250, 250 us: a sixth of its lines was back in the
-    L3 after one pass, nearly all after four. Its variants' timed calls after a single warm-up call
-    each were 15-35% slower than calls of the layer alone, which is what the benchmark mode times
-    (and the simulator's second back-to-back run models)."""
+    int8 and CSR variants took 650, 500, 340, 270, 250, 250 us: about a fifth of its lines was back
+    in the L3 after one pass, nearly all after four. Its timed calls after a single warm-up call were
+    15-35% slower than calls of the layer alone, which is what the benchmark mode times (and the
+    simulator's second back-to-back run models: there LRU keeps the whole loop after one pass)."""
     previous = float("inf")
     for calls in range(1, WARMUP_MAX_CALLS + 1):
         t0 = time.perf_counter()
