@@ -3,8 +3,9 @@
 The benchmark mode is the simulator's layer mode (and the EIE paper's): each layer alone, the
 same layer called back to back with the same weights, time per frame = time per call / batch.
 Warm-up calls first, until a call is no faster than the one before (:func:`warm_up`: they warm
-the caches, as the simulator's first repetition does), then ``repeat`` timed calls; the median is the figure, the 10th and 90th percentiles
-the spread (other processes share the cores, so single calls are noisy).
+the caches, as the simulator's first repetition does), then ``repeat`` timed calls; the median
+is the figure, the 10th and 90th percentiles the spread (other processes share the cores, so
+single calls are noisy).
 
 The weights are the simulator's: dense layers use the unpruned seeded weights
 (:func:`simulator.model.weights.synthetic_weights`); CSR layers keep exactly the non-zeros of
