@@ -1173,6 +1173,38 @@ def test_the_direct_convolution_gets_its_own_rate_reorder_and_channel_blocks(cac
     assert gemm_only.conv.channel_block == 1
 
 
+ONEDNN_LOG = """onednn_verbose,v1,info,oneDNN v3.12.0 (commit 80afa71049cd69a3df32adcccb623b12cd7baa22)
+WINDOW 3
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32::blocked:abcd::f0,,,1x16x32x32,5.1
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,src:f32:a:blocked:aBcd8b::f0,,,mb1_ic16oc16,0.1
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32::blocked:aBcd8b::f0,,,1x16x32x32,0.1
+WINDOW 5
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,src:f32:a:blocked:aBcd8b::f0,,,mb1_ic16oc16,0.1
+WINDOW 7
+onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,forward_training,src:f32:a:blocked:abcd::f0,,,mb1_ic16oc16,0.2
+WINDOW 9
+onednn_verbose,v1,primitive,exec,cpu,convolution,x64:gemm:jit,forward_training,src:f32:a:blocked:abcd::f0,,,mb1_ic16oc16,0.2
+WINDOW 11
+"""
+
+
+def test_the_convolutions_onednn_lowers_come_from_its_verbose_log(caches, cpu, measurements):
+    """Each window's implementation is the last convolution the log names before its marker (torch
+    ran the 3 x 3 without oneDNN: none); the direct kernel's widest window is the one before the
+    first im2col + GEMM one, and lands in ``kernels.conv.direct_max_kernel`` with its source."""
+    found = cal.conv_implementations(ONEDNN_LOG)
+    assert found == {5: "jit:avx2", 7: "jit:avx2", 9: "x64:gemm:jit", 11: "x64:gemm:jit"}
+    assert cal.direct_max_kernel(found) == 7
+    assert cal.direct_max_kernel({3: "jit:avx2", 11: "jit:avx512_core"}) is None
+    assert cal.direct_max_kernel({}) is None and cal.direct_max_kernel({3: "x64:gemm:jit"}) is None
+    conv = replace(measurements, conv_flops_per_s=40e9, conv_block_ratio=0.99, conv_implementations=found)
+    profile = profile_from_mapping(build_profile(caches, cpu, conv), "host")
+    assert profile.compute.kernels.conv.direct_max_kernel == 7
+    assert "9 x 9: x64:gemm:jit" in profile.sources["compute.kernels.conv.direct_max_kernel"]
+    plain = profile_from_mapping(build_profile(caches, cpu, replace(conv, conv_implementations={})), "host")
+    assert plain.compute.kernels.conv.direct_max_kernel is None
+
+
 def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches, cpu):
     """The real convolution step, on one thread: a positive rate from the batch lines and a probe
     ratio between the plain channels' square ratio and a little above 1 (whatever the library does)."""

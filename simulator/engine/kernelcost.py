@@ -19,7 +19,9 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   affine in the batch, as measured, not a rate. A direct convolution that keeps channels in
   blocks (``channel_block``: oneDNN's nChw16c) computes whole blocks of output channels and of
   input channels, and reorders its activations between the plain and the blocked layout at every
-  call (a pass over them at the bandwidth of the level that holds them).
+  call (a pass over them at the bandwidth of the level that holds them). A window wider than the
+  direct kernel takes (``direct_max_kernel``) is lowered instead: im2col's copy, then the GEMM
+  kernel's product of the same shape.
 * **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
   non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
@@ -115,6 +117,8 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     channel-blocked convolution on whole blocks, plus its layout reorders."""
     compute = profile.compute
     kernel = _kernels(profile).dense(shape.kind)
+    if lowered_convolution(profile, shape):
+        return _lowered_seconds(profile, shape, cores)
     shape, reordered = channel_blocks(shape, kernel.channel_block)
     tile_rows = compute.rows_per_task.of(shape.kind)
     tile_columns = kernel.tile_columns
@@ -134,6 +138,33 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
     layout_s = pass_seconds(profile, sum(reordered), cores)
     mechanism = max((fma_s, "fma"), (pack_s, "packing"), (layout_s, "layout"))[1]
     return IssueTime(fma_s + pack_s + layout_s, mechanism)
+
+
+def lowered_convolution(profile: HardwareProfile, shape: KernelShape) -> bool:
+    """Whether the library runs this dense convolution lowered (im2col, then a GEMM): its window is
+    wider than the direct kernel takes (``conv.direct_max_kernel``)."""
+    if not shape.convolution or shape.kind is not KernelKind.CONV:
+        return False
+    widest = _kernels(profile).dense(KernelKind.CONV).direct_max_kernel
+    return widest is not None and shape.kernel_width > widest
+
+
+def _lowered_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
+    """A convolution the library lowers: the copy of its input into ``depth x columns`` elements
+    (:func:`lowering_seconds`), then the GEMM kernel's product of the same shape."""
+    product = dense_seconds(profile, replace(shape, kind=KernelKind.GEMM, convolution=False, window=1), cores)
+    elements = shape.depth * shape.columns
+    lowering = lowering_seconds(profile, elements, elements * shape.dtype.size_bytes, cores)
+    return IssueTime(product.seconds + lowering, "lowering" if lowering > product.seconds else product.mechanism)
+
+
+def lowering_seconds(profile: HardwareProfile, elements: int, nbytes: int, cores: int) -> float:
+    """im2col's copy of ``elements`` (``nbytes``) into a lowered matrix: a pass over them at the
+    bandwidth of the level that holds them, or the library's ``lowering_cycles_per_element``
+    (``compute.kernels.spconv``, calibrate's ``F.unfold``), whichever is slower."""
+    per_element = _kernels(profile).sparse(KernelKind.SPCONV).lowering_cycles_per_element
+    issue = elements * per_element / (profile.compute.clock_hz * max(1, cores))
+    return max(pass_seconds(profile, nbytes, cores), issue)
 
 
 def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
@@ -160,7 +191,7 @@ def fresh_bytes(profile: HardwareProfile, shape: KernelShape) -> int:
         return 0
     buffers = [shape.output_bytes] * shape.output_copies + list(shape.index_copies)
     kernels = profile.compute.kernels
-    if kernels is not None and shape.kind in DENSE_KINDS:
+    if kernels is not None and shape.kind in DENSE_KINDS and not lowered_convolution(profile, shape):
         buffers += channel_blocks(shape, kernels.dense(shape.kind).channel_block)[1]
     elif kernels is not None and shape.kind is KernelKind.SPCONV \
             and kernels.sparse(shape.kind).algorithm is SparseConvAlgorithm.IM2COL:
@@ -236,9 +267,8 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
             seconds, mechanism = chain, "row-latency"
     lowering = 0.0
     if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
-        lowering = pass_seconds(profile, shape.lowered_bytes, cores)
-        elements = shape.lowered_bytes // max(1, shape.dtype.size_bytes)
-        lowering = max(lowering, elements * kernel.lowering_cycles_per_element / (compute.clock_hz * max(1, cores)))
+        lowering = lowering_seconds(profile, shape.lowered_bytes // max(1, shape.dtype.size_bytes),
+                                    shape.lowered_bytes, cores)
     if lowering > seconds:
         mechanism = "lowering"
     return IssueTime(seconds + lowering, mechanism)

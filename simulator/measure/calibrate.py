@@ -416,6 +416,8 @@ class Measurements:
     # the convolution one channel past a whole number of vector-wide blocks over the one at the
     # next whole number (:data:`CONV_BLOCK_PROBE`): about 1 where the library computes whole blocks
     conv_block_ratio: float = 0.0
+    # the implementation oneDNN ran F.conv2d with, per k x k window (:func:`_measure_conv_implementations`)
+    conv_implementations: dict[int, str] = field(default_factory=dict)
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_row_s: dict[str, float] = field(default_factory=dict)         # its cost a row, all threads, per type
@@ -960,6 +962,59 @@ def _measure_conv(s: Session) -> None:
     s.m.conv_flops_per_s = batch_line([pair(*shape) for shape in CONV_SHAPES]).flops_per_s
     full = got[(CONV_BLOCK_PROBE, CONV_BLOCK_PROBE, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)]
     s.m.conv_block_ratio = got[(short, short, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)] / full
+
+
+#: The k x k windows whose convolution :func:`_measure_conv_implementations` has oneDNN name.
+CONV_WINDOWS = (3, 5, 7, 9, 11)
+#: A child interpreter that runs one small F.conv2d per window, each followed by a marker line.
+_CONV_IMPLEMENTATION_SCRIPT = """
+import torch, torch.nn.functional as F
+for k in {windows}:
+    F.conv2d(torch.rand(1, 16, 32, 32), torch.rand(16, 16, k, k), padding=k // 2)
+    print("WINDOW", k, flush=True)
+"""
+
+
+def conv_implementations(log: str) -> dict[int, str]:
+    """Per window, the implementation oneDNN's verbose ``log`` names for the convolution run before
+    the window's marker line (none where the log names none: another backend, or no oneDNN)."""
+    found: dict[int, str] = {}
+    last = None
+    for line in log.splitlines():
+        match = re.search(r"exec,cpu,convolution,([^,]+),", line)
+        if match:
+            last = match.group(1)
+        elif line.startswith("WINDOW "):
+            if last is not None:
+                found[int(line.split()[1])] = last
+            last = None
+    return found
+
+
+def direct_max_kernel(implementations: Mapping[int, str]) -> Optional[int]:
+    """The widest window before the first that oneDNN runs as im2col + GEMM (an implementation
+    named ``gemm``): None where every window ran direct, or none was named."""
+    widest = None
+    for window in sorted(implementations):
+        if "gemm" in implementations[window]:
+            return widest
+        widest = window
+    return None
+
+
+def _measure_conv_implementations(s: Session) -> None:
+    """Which convolutions oneDNN runs lowered: one F.conv2d per window of :data:`CONV_WINDOWS` in a
+    child interpreter with oneDNN's verbose log on (the log goes to the process's own stdout)."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
+    script = _CONV_IMPLEMENTATION_SCRIPT.format(windows=CONV_WINDOWS)
+    try:
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return
+    s.m.conv_implementations = conv_implementations(done.stdout)
 
 
 #: The types whose GEMM rate :func:`_measure_types` measures, and what runs each: the variants
@@ -1909,6 +1964,7 @@ STEPS = (
     Step("GEMV bandwidth vs working set", _measure_working_set, ("working-set curve",)),
     Step("GEMM", _measure_gemm),
     Step("direct convolution (F.conv2d)", _measure_conv),
+    Step("convolutions oneDNN lowers (its verbose log)", _measure_conv_implementations),
     Step("GEMM in bf16 and int8 (dynamic quantization)", _measure_types),
     Step("GEMV in cache in fp32, bf16 and int8 (the loop's issue rate)", _measure_gemv_types),
     Step("GEMV rows beyond the last level (a row is a stream)", _measure_gemv_rows),
@@ -2611,6 +2667,13 @@ def conv_block(cpu: CpuInfo, m: Measurements, gemm: Mapping[str, Any], notes: No
                    f"{CONV_WIDE_BATCH}): " + (f"whole blocks of {cpu.vector_lanes} channels" if blocked else
                    f"no blocks (whole blocks would take 1, plain channels {(short / CONV_BLOCK_PROBE) ** 2:.3g})")
                    + _settled(m, *probe))
+    widest = direct_max_kernel(m.conv_implementations)
+    if widest is not None:
+        block["direct_max_kernel"] = widest
+        named = ", ".join(f"{k} x {k}: {impl}" for k, impl in sorted(m.conv_implementations.items()))
+        notes.measured("conv.direct_max_kernel", f"the implementation oneDNN's verbose log names for F.conv2d "
+                       f"of 16 channels on 32 x 32 per window ({named}): the widest before the first im2col + "
+                       "GEMM one")
     return block
 
 

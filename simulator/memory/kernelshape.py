@@ -8,6 +8,7 @@ how many steps a warp-per-row SpMV needs). The engine's cost model
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Optional
 
@@ -50,6 +51,11 @@ class KernelShape:
     pointer_reads: int = 0      # EIE's format: per-PE column pointer pairs (PEs x columns)
     convolution: bool = False   # the layer is a convolution (columns are output pixels)
     index_copies: tuple[int, ...] = ()   # bytes of each narrower index array the library copies a call
+
+    @property
+    def kernel_width(self) -> int:
+        """A convolution's square window's side (1 for other kernels)."""
+        return math.isqrt(self.window)
 
     @property
     def dense_macs(self) -> int:
