@@ -1205,6 +1205,16 @@ def test_the_convolutions_onednn_lowers_come_from_its_verbose_log(caches, cpu, m
     assert plain.compute.kernels.conv.direct_max_kernel is None
 
 
+def test_the_lowering_step_reads_a_real_onednn_log(caches, cpu):
+    """The real step in a child interpreter: every window it names is one it ran, and the rule gives
+    a window of the list or none (which windows oneDNN lowers depends on its build and the ISA)."""
+    steps = tuple(s for s in STEPS if s.label.startswith("convolutions oneDNN lowers"))
+    m = cal.measure(1, caches, cpu, steps=steps)
+    assert set(m.conv_implementations) <= set(cal.CONV_WINDOWS)
+    assert all(isinstance(name, str) and name for name in m.conv_implementations.values())
+    assert cal.direct_max_kernel(m.conv_implementations) in (None, *cal.CONV_WINDOWS)
+
+
 def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches, cpu):
     """The real convolution step, on one thread: a positive rate from the batch lines and a probe
     ratio between the plain channels' square ratio and a little above 1 (whatever the library does)."""

@@ -724,18 +724,16 @@ def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_th
 
 def test_a_convolution_wider_than_the_direct_kernel_runs_lowered():
     """``conv.direct_max_kernel``: a window wider than the library's direct convolution takes is
-    lowered (im2col, a copy of depth x columns elements at spconv's lowering rate, or a pass at the
-    holding level's bandwidth, whichever is slower) and multiplied by the GEMM kernel, without the
-    direct kernel's channel blocks; a window within it, and every window on a profile without the
-    field, stays direct."""
+    lowered (im2col, its depth x columns elements written and read back at the bandwidth of the
+    level that holds them) and multiplied by the GEMM kernel, without the direct kernel's channel
+    blocks; a window within it, and every window on a profile without the field, stays direct."""
     from dataclasses import replace
 
-    from simulator.engine.kernelcost import lowered_convolution, lowering_seconds, pass_seconds
+    from simulator.engine.kernelcost import lowered_convolution, pass_seconds
 
     pi = with_values(_profile("raspberry-pi-5"), {"compute.kernels.conv.channel_block": 16,
                                                   "compute.kernels.conv.library_efficiency": 0.9,
-                                                  "compute.kernels.gemm.library_efficiency": 0.5,
-                                                  "compute.kernels.spconv.lowering_cycles_per_element": 5.0})
+                                                  "compute.kernels.gemm.library_efficiency": 0.5})
     lowers = with_values(pi, {"compute.kernels.conv.direct_max_kernel": 7})
     cores = pi.compute.cores
     conv1 = _conv_shape(3, 64, side=55, window=121)             # AlexNet's 11 x 11 first layer
@@ -745,10 +743,8 @@ def test_a_convolution_wider_than_the_direct_kernel_runs_lowered():
     assert not lowered_convolution(pi, conv1)
     assert dense_seconds(lowers, conv3, cores) == dense_seconds(pi, conv3, cores)
     gemm = dense_seconds(lowers, replace(conv1, kind=KernelKind.GEMM, convolution=False, window=1), cores).seconds
-    elements = conv1.depth * conv1.columns
-    lowering = lowering_seconds(lowers, elements, 4 * elements, cores)
-    assert lowering == pytest.approx(max(elements * 5.0 / (pi.compute.clock_hz * cores),
-                                         pass_seconds(pi, 4 * elements, cores)))
+    lowering = pass_seconds(pi, 4 * conv1.depth * conv1.columns, cores)
+    assert lowering > 0
     assert dense_seconds(lowers, conv1, cores).seconds == pytest.approx(gemm + lowering)
     # the GEMM's efficiency now times it, not the direct convolution's
     assert dense_seconds(lowers, conv1, cores).seconds > dense_seconds(pi, conv1, cores).seconds

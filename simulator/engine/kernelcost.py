@@ -150,21 +150,14 @@ def lowered_convolution(profile: HardwareProfile, shape: KernelShape) -> bool:
 
 
 def _lowered_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
-    """A convolution the library lowers: the copy of its input into ``depth x columns`` elements
-    (:func:`lowering_seconds`), then the GEMM kernel's product of the same shape."""
+    """A convolution the library lowers: the copy of its input into ``depth x columns`` elements,
+    written and read back at the bandwidth of the level that holds them (:func:`pass_seconds`: the
+    library's own im2col, not ``F.unfold``, whose rate ``spconv.lowering_cycles_per_element`` is:
+    oneDNN's AlexNet conv1 at batch 1 took 1.32 ms where the GEMM of its lowered input alone took
+    1.13 and ``F.unfold`` of it 1.26), then the GEMM kernel's product of the same shape."""
     product = dense_seconds(profile, replace(shape, kind=KernelKind.GEMM, convolution=False, window=1), cores)
-    elements = shape.depth * shape.columns
-    lowering = lowering_seconds(profile, elements, elements * shape.dtype.size_bytes, cores)
+    lowering = pass_seconds(profile, shape.depth * shape.columns * shape.dtype.size_bytes, cores)
     return IssueTime(product.seconds + lowering, "lowering" if lowering > product.seconds else product.mechanism)
-
-
-def lowering_seconds(profile: HardwareProfile, elements: int, nbytes: int, cores: int) -> float:
-    """im2col's copy of ``elements`` (``nbytes``) into a lowered matrix: a pass over them at the
-    bandwidth of the level that holds them, or the library's ``lowering_cycles_per_element``
-    (``compute.kernels.spconv``, calibrate's ``F.unfold``), whichever is slower."""
-    per_element = _kernels(profile).sparse(KernelKind.SPCONV).lowering_cycles_per_element
-    issue = elements * per_element / (profile.compute.clock_hz * max(1, cores))
-    return max(pass_seconds(profile, nbytes, cores), issue)
 
 
 def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> float:
@@ -267,8 +260,9 @@ def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> 
             seconds, mechanism = chain, "row-latency"
     lowering = 0.0
     if shape.kind is KernelKind.SPCONV and kernel.algorithm is SparseConvAlgorithm.IM2COL:
-        lowering = lowering_seconds(profile, shape.lowered_bytes // max(1, shape.dtype.size_bytes),
-                                    shape.lowered_bytes, cores)
+        lowering = pass_seconds(profile, shape.lowered_bytes, cores)
+        elements = shape.lowered_bytes // max(1, shape.dtype.size_bytes)
+        lowering = max(lowering, elements * kernel.lowering_cycles_per_element / (compute.clock_hz * max(1, cores)))
     if lowering > seconds:
         mechanism = "lowering"
     return IssueTime(seconds + lowering, mechanism)

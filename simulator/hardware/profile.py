@@ -259,12 +259,11 @@ class DenseKernel(Strict):
     # blocks against one of the next whole number). 1: no blocking, no reorders (an implicit GEMM).
     channel_block: PositiveInt = 1
     # The widest k x k window the library's direct convolution takes: a wider one runs lowered,
-    # im2col (a copy of the input into depth x output-pixel columns, at ``spconv``'s
-    # ``lowering_cycles_per_element`` or the bandwidth of the level that holds it, whichever is
-    # slower) then the GEMM kernel's product, neither channel blocks nor reorders (oneDNN 3 in
-    # torch 2.13 on AVX2: jit:avx2 up to 7 x 7, x64:gemm:jit from 9 x 9, AlexNet's 11 x 11 conv1
-    # included; calibrate: the implementation oneDNN's verbose log names). Absent: every window
-    # direct.
+    # im2col (a copy of the input into depth x output-pixel columns, written and read back at the
+    # bandwidth of the level that holds it) then the GEMM kernel's product, neither channel blocks
+    # nor reorders (oneDNN 3 in torch 2.13 on AVX2: jit:avx2 up to 7 x 7, x64:gemm:jit from 9 x 9,
+    # AlexNet's 11 x 11 conv1 included; calibrate: the implementation oneDNN's verbose log names).
+    # Absent: every window direct.
     direct_max_kernel: Optional[PositiveInt] = None
 
 
