@@ -725,8 +725,9 @@ def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_th
 def test_a_convolution_wider_than_the_direct_kernel_runs_lowered():
     """``conv.direct_max_kernel``: a window wider than the library's direct convolution takes is
     lowered (im2col, its depth x columns elements written and read back at the bandwidth of the
-    level that holds them) and multiplied by the GEMM kernel, without the direct kernel's channel
-    blocks; a window within it, and every window on a profile without the field, stays direct."""
+    level that holds them, and packed by the GEMM as it packs weights) and multiplied by the GEMM
+    kernel, without the direct kernel's channel blocks; a window within it, and every window on a
+    profile without the field, stays direct."""
     from dataclasses import replace
 
     from simulator.engine.kernelcost import lowered_convolution, pass_seconds
@@ -746,5 +747,11 @@ def test_a_convolution_wider_than_the_direct_kernel_runs_lowered():
     lowering = pass_seconds(pi, 4 * conv1.depth * conv1.columns, cores)
     assert lowering > 0
     assert dense_seconds(lowers, conv1, cores).seconds == pytest.approx(gemm + lowering)
+    # a GEMM that packs its operands packs the lowered matrix too: the large one here
+    packs = with_values(lowers, {"compute.kernels.gemm.pack_cycles_per_vector.fp32": 16.0})
+    gemm_packed = dense_seconds(packs, replace(conv1, kind=KernelKind.GEMM, convolution=False, window=1),
+                                cores).seconds
+    packed = math.ceil(conv1.depth * conv1.columns / pi.compute.vector_lanes) * 16.0 / (pi.compute.clock_hz * cores)
+    assert dense_seconds(packs, conv1, cores).seconds == pytest.approx(gemm_packed + lowering + packed)
     # the GEMM's efficiency now times it, not the direct convolution's
     assert dense_seconds(lowers, conv1, cores).seconds > dense_seconds(pi, conv1, cores).seconds

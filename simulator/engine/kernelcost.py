@@ -154,9 +154,16 @@ def _lowered_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -
     written and read back at the bandwidth of the level that holds them (:func:`pass_seconds`: the
     library's own im2col, not ``F.unfold``, whose rate ``spconv.lowering_cycles_per_element`` is:
     oneDNN's AlexNet conv1 at batch 1 took 1.32 ms where the GEMM of its lowered input alone took
-    1.13 and ``F.unfold`` of it 1.26), then the GEMM kernel's product of the same shape."""
+    1.13 and ``F.unfold`` of it 1.26), then the GEMM kernel's product of the same shape. That GEMM
+    packs the lowered matrix into its panels as it packs weights (``pack_cycles_per_vector``): here
+    the lowered operand, not the weights, is the large one (AlexNet's conv1: 1.1 M elements an
+    image against 23 k weights)."""
     product = dense_seconds(profile, replace(shape, kind=KernelKind.GEMM, convolution=False, window=1), cores)
-    lowering = pass_seconds(profile, shape.depth * shape.columns * shape.dtype.size_bytes, cores)
+    elements = shape.depth * shape.columns
+    lowering = pass_seconds(profile, elements * shape.dtype.size_bytes, cores)
+    per_vector = _kernels(profile).dense(KernelKind.GEMM).pack_cycles_per_vector.of(shape.dtype.value)
+    if per_vector is not None:
+        lowering += _packed_seconds(profile, elements, per_vector, cores)
     return IssueTime(product.seconds + lowering, "lowering" if lowering > product.seconds else product.mechanism)
 
 
@@ -169,7 +176,13 @@ def packing_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) ->
     per_vector = _kernels(profile).dense(shape.kind).pack_cycles_per_vector.of(shape.dtype.value)
     if per_vector is None:
         return 0.0
-    vectors = math.ceil(shape.rows * shape.depth / profile.compute.vector_lanes)
+    return _packed_seconds(profile, shape.rows * shape.depth, per_vector, cores)
+
+
+def _packed_seconds(profile: HardwareProfile, elements: int, per_vector: float, cores: int) -> float:
+    """Copying ``elements`` into a packed panel layout at ``per_vector`` cycles per vector of
+    ``compute.vector_lanes``, shared by ``cores``."""
+    vectors = math.ceil(elements / profile.compute.vector_lanes)
     return vectors * per_vector / (profile.compute.clock_hz * max(1, cores))
 
 

@@ -260,7 +260,8 @@ class DenseKernel(Strict):
     channel_block: PositiveInt = 1
     # The widest k x k window the library's direct convolution takes: a wider one runs lowered,
     # im2col (a copy of the input into depth x output-pixel columns, written and read back at the
-    # bandwidth of the level that holds it) then the GEMM kernel's product, neither channel blocks
+    # bandwidth of the level that holds it, then packed by the GEMM at its
+    # ``pack_cycles_per_vector``) then the GEMM kernel's product, neither channel blocks
     # nor reorders (oneDNN 3 in torch 2.13 on AVX2: jit:avx2 up to 7 x 7, x64:gemm:jit from 9 x 9,
     # AlexNet's 11 x 11 conv1 included; calibrate: the implementation oneDNN's verbose log names).
     # Absent: every window direct.
