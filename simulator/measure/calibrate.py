@@ -55,6 +55,8 @@ import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field, replace
@@ -300,8 +302,6 @@ def parse_cpu_info(lscpu: str, cpuinfo: str, meminfo: str) -> CpuInfo:
 
 def read_cpu_info() -> CpuInfo:
     """:func:`parse_cpu_info` on this machine."""
-    import subprocess
-
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False, timeout=10,
                                env={**os.environ, "LC_ALL": "C"}).stdout
@@ -1005,9 +1005,6 @@ def direct_max_kernel(implementations: Mapping[int, str]) -> Optional[int]:
 def _measure_conv_implementations(s: Session) -> None:
     """Which convolutions oneDNN runs lowered: one F.conv2d per window of :data:`CONV_WINDOWS` in a
     child interpreter with oneDNN's verbose log on (the log goes to the process's own stdout)."""
-    import subprocess
-    import sys
-
     env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
     script = _CONV_IMPLEMENTATION_SCRIPT.format(windows=CONV_WINDOWS)
     try:
