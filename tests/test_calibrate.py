@@ -617,6 +617,40 @@ def test_the_row_probe_splits_a_gemv_beyond_the_caches_into_bytes_and_row_starts
     assert all(4 * c % 4096 for c in cal.ROW_PROBE_COLUMNS)               # no row a whole number of pages
 
 
+def test_the_dram_streams_at_the_lightest_loops_rate_and_fp32_waits_for_part_of_its_own(caches, cpu, measurements):
+    """Beyond the caches fp32's GEMV may stream slower than the DRAM can (on the Zen 3 guest its
+    loop holds its loads back: 18-21 GB/s where int8's GEMV of the same bytes streams 26-33): the
+    DRAM's sustained bandwidth is the faster of fp32's fit and int8's long rows, and fp32's own
+    ``load_overlap`` is the share of its loop its loads ran under at that rate, its row starts
+    paid; an int8 stream no faster than fp32's fit leaves both as they were."""
+    size, start_s = 64 * MiB, 72e-9
+    probe = _row_probe(20e9, start_s, size)
+    short, long_ = cal.ROW_PROBE_COLUMNS
+    loop = {"fp32": 10e9, "bf16": 20e9, "int8": 160e9}
+    loop_s = size / 4 / loop["fp32"]
+    starts_s = size // (4 * long_) * start_s
+    probe[("int8", long_)] = size / 30e9                                   # the DRAM's own rate
+    probe[("fp32", long_)] = size / 30e9 + starts_s + 0.75 * loop_s       # a quarter of its loop under its loads
+    probe[("fp32", short)] = probe[("fp32", long_)] + (size // (4 * short) - size // (4 * long_)) * start_s
+    m = replace(measurements, gemv_weights_per_s=loop, gemv_rows_bytes=size, gemv_rows_s=probe)
+    rows = cal.row_streams(m)
+    assert rows is not None and rows.streamed_by == "int8"
+    assert rows.bandwidth_bytes_per_s == pytest.approx(30e9) and rows.row_start_s == pytest.approx(start_s, rel=1e-3)
+    assert rows.fitted_bytes_per_s < 30e9
+    fp32 = cal.gemv_load_overlaps(m)["fp32"]
+    assert fp32.overlap == pytest.approx(0.25, abs=2e-3)
+    assert fp32.memory_s == pytest.approx(size / 30e9 + starts_s)
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    assert profile.dram.sustained_bandwidth_bytes_per_s == pytest.approx(30e9, rel=1e-3)
+    assert profile.compute.kernels.gemv.load_overlap.fp32 == pytest.approx(0.25, abs=2e-3)
+    assert "int8's GEMV" in profile.fitted["memory.dram.sustained_bandwidth"]
+    # int8 no faster than fp32's fit: the fit's bandwidth, and fp32 at the larger of its loop and memory
+    slow = replace(m, gemv_rows_s={**_row_probe(20e9, start_s, size), ("int8", long_): size / 18e9})
+    rows = cal.row_streams(slow)
+    assert rows is not None and rows.streamed_by == "fp32" and rows.bandwidth_bytes_per_s == pytest.approx(20e9)
+    assert cal.gemv_load_overlaps(slow)["fp32"].overlap == 1.0
+
+
 def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_turns(caches, cpu, measurements):
     """The fit's bandwidth is the DRAM's sustained one (the curve's plateau, in rows of 4000 B, paid their
     starts), the row cost on one core is the machine's times its threads, and a type's GEMV over the
@@ -691,7 +725,7 @@ def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(c
     m = cal.measure(1, caches, cpu, steps=steps)
     assert m.gemv_rows_bytes == 4 * MiB
     short, long_ = cal.ROW_PROBE_COLUMNS
-    assert set(m.gemv_rows_s) == {("fp32", short), ("fp32", long_), ("bf16", short), ("int8", short)}
+    assert set(m.gemv_rows_s) == {("fp32", short), ("fp32", long_), ("bf16", short), ("int8", short), ("int8", long_)}
     assert all(t > 0 for t in m.gemv_rows_s.values())
     assert m.gemv_cached_rows_bytes == 1 * MiB and m.gemv_cached_rows_level == f"L{caches[-1].level}"
     assert set(m.gemv_cached_rows_s) == set(cal.ROW_PROBE_COLUMNS) and all(t > 0 for t in m.gemv_cached_rows_s.values())

@@ -30,7 +30,8 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
   dense kernel that packs each weight panel before multiplying it, ``compute.kernels.*.packs``,
   and for a kernel whose loads run under only part of its loop, ``load_overlap`` (a sparse
-  kernel's, or a dense one's for the type): the next
+  kernel's; a dense one's for the type, measured beyond the caches, weighed by the share of its
+  bytes DRAM serves, since its loop keeps up with a cache): the next
   tile's load then starts once that share of the tile's compute is left, so memory and issue
   take turns for the rest);
 * a GPU kernel (any kernel, where the profile sets it) first pays its launch overhead, and a dense
@@ -60,7 +61,8 @@ from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
-from .kernelcost import SPARSE_KINDS, IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap
+from .kernelcost import (SPARSE_KINDS, IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap,
+                         streams_beyond_caches)
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
@@ -125,12 +127,15 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     level_bytes = by_kind[:, 0, :levels] * line_above[:levels] + by_kind[:, 1, :levels] * gather_above[:levels]
     memory_line = profile.caches[-1].line_bytes if levels else traffic.line_bytes
     per_request = traffic.shape.gathers_per_request if traffic.shape is not None else 1
+    dram_read_bytes = counts[:, levels] * float(memory_line)
     overlap = load_overlap(profile, traffic.shape) if traffic.shape is not None else 1.0
+    if overlap < 1 and traffic.shape is not None and streams_beyond_caches(profile, traffic.shape):
+        overlap = 1.0 - (1.0 - overlap) * _dram_share(dram_read_bytes, level_bytes)
     return LayerWork(
         traffic=traffic,
         flops=traffic.flops * share,
         level_bytes=level_bytes,
-        dram_read_bytes=counts[:, levels] * float(memory_line),
+        dram_read_bytes=dram_read_bytes,
         dram_write_bytes=writebacks * float(memory_line),
         dram_lines=counts[:, levels] + writebacks,
         hits=counts.sum(axis=0),
@@ -142,6 +147,14 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
         prefetch_tiles=PREFETCH_TILES if overlap >= 1 else 1,
         load_overlap=overlap,
     )
+
+
+def _dram_share(dram_read_bytes: np.ndarray, level_bytes: np.ndarray) -> float:
+    """DRAM's share of the bytes the last cache level and DRAM served (0 where neither served any:
+    a layer the levels above hold)."""
+    dram = float(dram_read_bytes.sum())
+    beyond = dram + (float(level_bytes[:, -1].sum()) if level_bytes.size else 0.0)
+    return dram / beyond if beyond > 0 else 0.0
 
 
 class Machine:

@@ -244,7 +244,8 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     loads run ahead of its loop, 0 where they wait for it (the engine then holds one tile, and
     memory and issue take turns). A sparse kernel's is its profile's ``load_overlap``; a dense
     kernel that packs its weights (:func:`packs_weights`) has none; any other, its kernel's
-    ``load_overlap`` for the type, else all."""
+    ``load_overlap`` for the type, else all; that one holds for its loads from DRAM
+    (:func:`streams_beyond_caches`: the engine weighs it by the share DRAM serves)."""
     if profile.compute.kernels is None:
         return 1.0
     if shape.kind in SPARSE_KINDS:
@@ -254,6 +255,17 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     share = profile.compute.kernels.dense(shape.kind).load_overlap.of(shape.dtype.value) \
         if shape.kind in DENSE_KINDS else None
     return 1.0 if share is None else share
+
+
+def streams_beyond_caches(profile: HardwareProfile, shape: KernelShape) -> bool:
+    """Whether the kernel's ``load_overlap`` holds for its loads from DRAM only: a dense kernel's
+    (for its type, measured on a GEMV far beyond the caches), whose loop keeps up with its loads
+    where a cache serves them (torch's fp32 GEMV on the Zen 3 guest: 12 G weights/s over 8 MiB in
+    the L3, the loop's own rate, but 5-6 over 128 MiB, where the int8 GEMV streams the same DRAM at
+    30 GB/s), so its share applies to the part of its bytes that DRAM serves. A sparse kernel's,
+    and a packing one's (it packs each panel before it multiplies it), hold wherever its loads come
+    from."""
+    return shape.kind in DENSE_KINDS and not packs_weights(profile, shape)
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

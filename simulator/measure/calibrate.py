@@ -1171,7 +1171,8 @@ def _measure_gemv_types(s: Session) -> None:
 
 #: The GEMVs :func:`_measure_gemv_rows` times far beyond the last level: fp32 in rows of the short
 #: and of the long length (the same bytes in 16 times fewer rows: a row is a stream the library
-#: starts, so the rows' count shows as the difference), and every type in the short rows. Neither
+#: starts, so the rows' count shows as the difference), every type in the short rows, and
+#: :data:`STREAM_TYPE` in the long ones too (the DRAM's own rate, :func:`row_streams`). Neither
 #: is a multiple of a 4 KiB page: rows of exactly a page start cheaper than the rows around them
 #: (fp32 from DRAM on the Zen 3 guest, 2 threads: 1024 columns 211 ns a row, 1000 and 1048 columns
 #: 227 and 231 ns), and a layer's rows are mostly not (Qwen2.5's 896 and 4864 columns), so a probe
@@ -1179,6 +1180,11 @@ def _measure_gemv_types(s: Session) -> None:
 ROW_PROBE_COLUMNS = (1000, 16000)
 #: The row probe's largest weights (int8's are quantized from fp32 ones four times as large).
 ROW_PROBE_MAX_BYTES = 128 * MiB
+#: The type whose GEMV has the lightest loop a byte: beyond the caches it streams at the DRAM's own
+#: rate where fp32's waits for part of its loop (Zen 3 guest, 2 threads, 128 MiB: int8 26-33 GB/s
+#: and no slower in rows of 1000 B than of 64000 B; fp32 in rows of 16000 columns 18-21, with its
+#: loop at 36-46 GB/s in cache; a STREAM-like sum 27-32).
+STREAM_TYPE = "int8"
 
 
 def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
@@ -1198,7 +1204,8 @@ def _measure_gemv_rows(s: Session) -> None:
     rows of each of :data:`ROW_PROBE_COLUMNS` columns, bf16 and int8 in the short rows."""
     size = row_probe_bytes(s.caches[-1].size_bytes if s.caches else 0, s.cpu.memory_bytes)
     short, long_ = ROW_PROBE_COLUMNS
-    keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32")]
+    keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32"),
+            (STREAM_TYPE, long_)]
 
     got = s.record(settle({key: _rows_round(*key, size, s.m.launch_overhead_s, 5, 0.1) for key in keys}),
                    name=_rows_label)
@@ -1261,17 +1268,31 @@ def memory_probes(m: Measurements, dtypes: Sequence[str]) -> list[str]:
 @dataclass(frozen=True)
 class RowStreams:
     """A batch-1 GEMV beyond the caches as the row probe shows it: each weight row a stream that
-    costs ``row_start_s`` (all threads together) on top of its bytes at ``bandwidth_bytes_per_s``."""
+    costs ``row_start_s`` (all threads together) on top of its bytes at ``bandwidth_bytes_per_s``.
+    Beyond the last level, that bandwidth is the faster of fp32's fit (``fitted_bytes_per_s``) and
+    :data:`STREAM_TYPE`'s long rows (``streamed_by`` says which): fp32's loop may hold its loads
+    back, which is fp32's ``load_overlap``, not the DRAM's rate."""
 
     bandwidth_bytes_per_s: float
     row_start_s: float
+    fitted_bytes_per_s: float = 0.0
+    streamed_by: str = "fp32"
 
 
 def row_streams(m: Measurements) -> Optional[RowStreams]:
-    """The row probe beyond the last level (:func:`solve_row_streams`): DRAM's rows."""
+    """The row probe beyond the last level (:func:`solve_row_streams`): DRAM's rows, at the faster of
+    fp32's fit and :data:`STREAM_TYPE`'s GEMV in long rows (its bytes over its time)."""
     short, long_ = ROW_PROBE_COLUMNS
-    return solve_row_streams(m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_)),
-                             m.gemv_rows_bytes)
+    fit = solve_row_streams(m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_)),
+                            m.gemv_rows_bytes)
+    if fit is None:
+        return None
+    streamed_s = m.gemv_rows_s.get((STREAM_TYPE, long_))
+    streamed = m.gemv_rows_bytes / streamed_s if streamed_s else 0.0
+    fitted = fit.bandwidth_bytes_per_s
+    if streamed > fitted:
+        return replace(fit, bandwidth_bytes_per_s=streamed, fitted_bytes_per_s=fitted, streamed_by=STREAM_TYPE)
+    return replace(fit, fitted_bytes_per_s=fitted)
 
 
 def cached_row_streams(m: Measurements) -> Optional[RowStreams]:
@@ -1462,29 +1483,40 @@ class GemvOverlap:
 
 
 def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
-    """Per type other than fp32, the share of its GEMV loop under which its loads ran beyond the
-    caches, as a sparse kernel's (:func:`sparse_overlap`): ``(loop + memory - measured) / loop``
-    between 0 (the two took turns: a library that packs each panel, then multiplies it) and 1 (the
-    larger of the two). The loop is the weights at the type's in-cache rate, the memory their bytes'
-    time: where the row probe ran (:func:`row_streams`), its bytes far beyond the last level at the
-    bandwidth the profile gets; else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes."""
+    """Per type, the share of its GEMV loop under which its loads ran beyond the caches, as a sparse
+    kernel's (:func:`sparse_overlap`): ``(loop + memory - measured) / loop`` between 0 (the two
+    took turns: a library that packs each panel, then multiplies it) and 1 (the larger of the two).
+    The loop is the weights at the type's in-cache rate, the memory their bytes' time: where the
+    row probe ran (:func:`row_streams`), its bytes far beyond the last level at the bandwidth the
+    profile gets, each type in the short rows but fp32 in the long ones, paying their starts (its
+    short rows gave the starts); else :data:`GEMV_BEYOND_BYTES` and fp32's GEMV of the same bytes
+    (no share for fp32 then: its GEMV is the memory's probe)."""
     rows = row_streams(m)
+    short, long_ = ROW_PROBE_COLUMNS
     if rows is not None:
-        size, columns = m.gemv_rows_bytes, ROW_PROBE_COLUMNS[0]
-        measured_s = {dtype: t for (dtype, cols), t in m.gemv_rows_s.items() if cols == columns}
-        memory_s, memory = size / rows.bandwidth_bytes_per_s, f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
+        size = m.gemv_rows_bytes
+        columns = {dtype: long_ if dtype == "fp32" else short for dtype in GEMV_LOOP_TYPES}
+        measured_s = {dtype: m.gemv_rows_s[(dtype, cols)] for dtype, cols in columns.items()
+                      if (dtype, cols) in m.gemv_rows_s}
+        bytes_s = size / rows.bandwidth_bytes_per_s
+        memory_s = {dtype: bytes_s for dtype in measured_s}
+        memory_s["fp32"] = bytes_s + size // (TYPE_BYTES["fp32"] * long_) * rows.row_start_s
+        memory = f"the bytes at {_gbs(rows.bandwidth_bytes_per_s)}"
     else:
-        size, columns, measured_s = GEMV_BEYOND_BYTES, GEMV_LOOP_COLUMNS, m.gemv_beyond_s
-        memory_s, memory = m.gemv_beyond_s.get("fp32", 0.0), "fp32's GEMV of the same bytes"
+        size, measured_s = GEMV_BEYOND_BYTES, {d: t for d, t in m.gemv_beyond_s.items() if d != "fp32"}
+        columns = {dtype: GEMV_LOOP_COLUMNS for dtype in GEMV_LOOP_TYPES}
+        memory_s = {dtype: m.gemv_beyond_s.get("fp32", 0.0) for dtype in measured_s}
+        memory = "fp32's GEMV of the same bytes"
     out = {}
     for dtype, measured in measured_s.items():
         rate = m.gemv_weights_per_s.get(dtype)
-        if dtype == "fp32" or not memory_s or not rate:
+        if not memory_s.get(dtype) or not rate:
             continue
         weights = size // TYPE_BYTES[dtype]
-        loop_s = weights / rate + weights // columns * m.gemv_row_s.get(dtype, 0.0)
-        overlap = overlap_share(loop_s, memory_s, measured)
-        out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s, memory, size)
+        loop_s = weights / rate + weights // columns[dtype] * m.gemv_row_s.get(dtype, 0.0)
+        overlap = overlap_share(loop_s, memory_s[dtype], measured)
+        how = memory + (f" and {weights // columns[dtype]} row starts" if dtype == "fp32" and rows is not None else "")
+        out[dtype] = GemvOverlap(float(f"{overlap:.3g}"), measured, loop_s, memory_s[dtype], how, size)
     return out
 
 
@@ -2735,9 +2767,8 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
         notes.fit("gemv.row_start.fp32", f"F.linear at batch 1 over {m.gemv_rows_bytes / MiB:.4g} MiB of fp32 weights "
                   f"(beyond the last level) in rows of {short} and of {long_} columns: "
                   f"{m.gemv_rows_s[('fp32', short)] * 1e3:.3g} and {m.gemv_rows_s[('fp32', long_)] * 1e3:.3g} ms; "
-                  f"t / bytes = 1 / bandwidth + row start / row bytes gives {_gbs(rows.bandwidth_bytes_per_s)} "
-                  f"(memory.dram.sustained_bandwidth) and {rows.row_start_s * 1e9:.3g} ns a row on {m.threads} "
-                  "thread(s), a row's start on one core"
+                  f"t / bytes = 1 / bandwidth + row start / row bytes gives {_gbs(rows.fitted_bytes_per_s)} "
+                  f"and {rows.row_start_s * 1e9:.3g} ns a row on {m.threads} thread(s), a row's start on one core"
                   + _settled(m, _rows_label(("fp32", short)), _rows_label(("fp32", long_))))
     cached = cached_row_streams(m)
     if cached is not None:
@@ -2985,9 +3016,15 @@ def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes
     notes.measured("peak_bandwidth", f"best of STREAM-like read {_gbs(m.stream_read_bytes_per_s)} and triad "
                    f"{_gbs(m.stream_triad_bytes_per_s)} (256 MiB arrays)" + _settled(m, "STREAM read", "STREAM triad"))
     if rows is not None:
-        notes.fit("sustained_bandwidth", f"the bandwidth of the GEMV row probe's fit (compute.kernels.gemv.row_start's "
-                  f"note); the working-set curve's DRAM plateau, {_gbs(fits.llc.dram_bytes_per_s)} in rows of "
-                  f"{ROW_PROBE_COLUMNS[0]} columns, includes their starts")
+        long_ = ROW_PROBE_COLUMNS[-1]
+        streamed = (f"{STREAM_TYPE}'s GEMV over the same bytes in rows of {long_} columns, "
+                    f"{_gbs(rows.bandwidth_bytes_per_s)}" if rows.streamed_by == STREAM_TYPE
+                    else f"{STREAM_TYPE}'s GEMV in rows of {long_} columns no faster")
+        notes.fit("sustained_bandwidth", f"the faster of the GEMV row probe's streams beyond the last level: fp32's "
+                  f"fit, {_gbs(rows.fitted_bytes_per_s)} (compute.kernels.gemv.row_start's note), and {streamed} "
+                  "(what fp32's GEMV streams slower waits for its loop: gemv.load_overlap.fp32); the working-set "
+                  f"curve's DRAM plateau, {_gbs(fits.llc.dram_bytes_per_s)} in rows of {ROW_PROBE_COLUMNS[0]} "
+                  "columns, includes their starts" + _settled(m, _rows_label((STREAM_TYPE, long_))))
     else:
         notes.fit("sustained_bandwidth", "the DRAM plateau of the torch GEMV working-set curve (median of the lower "
                   "part of its best two-level split)")
