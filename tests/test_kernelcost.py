@@ -13,7 +13,7 @@ from simulator.engine.kernelcost import dense_seconds, issue_time, sparse_second
 from simulator.hardware.profile import KernelKind, load_profile
 from simulator.memory.kernelshape import KernelShape
 from simulator.model.workload import DType, load_workload
-from simulator.pipeline import RepeatMode, RunOptions, run
+from simulator.pipeline import RunOptions, run
 from simulator.studies.validation import with_values
 
 CPU_GPU = ("i7-5930k", "raspberry-pi-5", "titan-x", "tegra", "jetson-orin-nano", "jetson-orin-nano-super",

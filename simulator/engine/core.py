@@ -61,8 +61,15 @@ from ..hardware.profile import HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
-from .kernelcost import (SPARSE_KINDS, IssueTime, call_overhead_s, fresh_page_seconds, issue_time, load_overlap,
-                         streams_beyond_caches)
+from .kernelcost import (
+    SPARSE_KINDS,
+    IssueTime,
+    call_overhead_s,
+    fresh_page_seconds,
+    issue_time,
+    load_overlap,
+    streams_beyond_caches,
+)
 from .results import LayerResult
 
 PREFETCH_TILES = 4   # tile loads a kernel may have in flight ahead of its compute
