@@ -33,7 +33,9 @@ machine's: nothing here is asserted, and a VM's phase moves every figure (see do
 With several bench runs, ``crosscheck`` takes each cell's fastest run (other processes only ever
 slow a run down: :func:`simulator.measure.variantcheck.merge_runs`, as ``calibrate`` keeps its best
 calls), and the summary prints issue #13's and #14's figures of the first run alone beside them:
-the two differ by what the host's phase did to single runs, not by anything in the model.
+the two differ by what the host's phase did to single runs, not by anything in the model. Last, it
+prints how far the same cells moved between the first and the second run (:func:`repeatability_lines`):
+the floor under any error this session can show.
 """
 
 from __future__ import annotations
@@ -252,6 +254,42 @@ def figures(out: Path, profile: str, tag: str = "") -> list[str]:
     return lines
 
 
+def run_times(out: Path, name: str, run: int) -> dict[tuple[str, int, str], float]:
+    """Each cell's median call in bench run ``run`` of ``name``: (layer, batch, variant) -> seconds."""
+    times = {}
+    for batch in BATCHES:
+        path = out / f"{bench_stem(name, batch, run)}.json"
+        if path.exists():
+            for cell in json.loads(path.read_text()).get("variants", []):
+                times[(cell["layer"], cell["batch"], cell["format"])] = cell["median_s"]
+    return times
+
+
+def spread(differences: list[float]) -> str:
+    """``median X%, p90 Y%, worst Z%`` of ``|run / run - 1|`` figures."""
+    ranked = sorted(differences)
+    return (f"median {100 * statistics.median(ranked):.1f}%, p90 {100 * ranked[int(0.9 * len(ranked))]:.0f}%, "
+            f"worst {100 * ranked[-1]:.0f}%")
+
+
+def repeatability_lines(out: Path) -> list[str]:
+    """How far the host moved the same cells between the first and the second run of the EIE bench,
+    minutes apart (nothing in the model changes between them): the floor under any error a
+    cross-check of this session can show. Empty with one run."""
+    first, second = run_times(out, "eie", 1), run_times(out, "eie", 2)
+    common = [key for key in first if key in second and first[key] > 0 and second[key] > 0]
+    if not common:
+        return []
+    differences = {key: abs(first[key] / second[key] - 1) for key in common}
+    mine = [d for key, d in differences.items() if key[2] in ISSUE13_VARIANTS]
+    lines = ["the host's repeatability: each cell's first EIE bench run against its second, |run 1 / run 2 - 1|:"]
+    if mine:
+        lines.append(f"  #13's {len(mine)} cells: {spread(mine)} (the target: a median error of 10%, 1.6x at worst)")
+    for variant in dict.fromkeys(key[2] for key in common):
+        lines.append(f"  {variant:<12} {spread([d for key, d in differences.items() if key[2] == variant])}")
+    return lines
+
+
 def headline(log: Path) -> list[str]:
     """A ``calibrate`` log's summary lines (and its warning of measurements that did not settle)."""
     return [f"  {line.strip()}" for line in log.read_text().splitlines()
@@ -267,7 +305,7 @@ def summary(out: Path) -> list[str]:
                   *headline(out / "calibrate-end.txt"), *figures(out, END_PROFILE, "-end")]
     if (out / "probe-start.json").exists() and (out / "probe-end.json").exists():
         lines += drift_lines(*(json.loads((out / f"probe-{end}.json").read_text()) for end in ("start", "end")))
-    return lines
+    return lines + repeatability_lines(out)
 
 
 def main() -> None:

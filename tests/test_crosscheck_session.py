@@ -59,3 +59,23 @@ def test_bench_files_list_every_run_of_a_bench_or_the_first_alone(tmp_path):
                                               "v-eie-b64-run2.json"]
     assert s.bench_files(tmp_path, "eie", first_only=True) == ["v-eie-b1.json", "v-eie-b64.json"]
     assert s.bench_files(tmp_path, "alexnet") == ["v-alexnet-b1.json", "v-alexnet-b64.json"]
+
+
+def test_repeatability_compares_each_cell_of_the_first_bench_run_with_the_second(tmp_path):
+    """The same cells minutes apart: #13's (dense, CSR) and each variant's spread of |run 1 / run 2 - 1|;
+    nothing with one run."""
+    import json
+
+    s = _session_module()
+
+    def bench(stem, times):
+        cells = [{"layer": layer, "batch": 1, "format": fmt, "median_s": t} for (layer, fmt), t in times.items()]
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"variants": cells}))
+    bench("v-eie-b1", {("FC6", "dense"): 1.0, ("FC7", "dense"): 1.0, ("FC6", "csr"): 1.0, ("FC6", "bsr4x4"): 1.0})
+    assert s.repeatability_lines(tmp_path) == []
+    bench("v-eie-b1-run2", {("FC6", "dense"): 0.8, ("FC7", "dense"): 1.0, ("FC6", "csr"): 2.0, ("FC6", "bsr4x4"): 1.1})
+    lines = s.repeatability_lines(tmp_path)
+    # |1/0.8 - 1| = 25%, 0%, |1/2 - 1| = 50%: median 25%, worst 50%
+    assert lines[1] == ("  #13's 3 cells: median 25.0%, p90 50%, worst 50% "
+                        "(the target: a median error of 10%, 1.6x at worst)")
+    assert lines[2].startswith("  dense        median 12.5%") and lines[4].startswith("  bsr4x4       median 9.1%")
