@@ -68,7 +68,7 @@ from .kernelcost import (
     fresh_page_seconds,
     issue_time,
     load_overlap,
-    streams_beyond_caches,
+    overlap_is_dram_only,
 )
 from .results import LayerResult
 
@@ -136,7 +136,7 @@ def layer_work(traffic: LayerTraffic, outcome: AccessOutcome, profile: HardwareP
     per_request = traffic.shape.gathers_per_request if traffic.shape is not None else 1
     dram_read_bytes = counts[:, levels] * float(memory_line)
     overlap = load_overlap(profile, traffic.shape) if traffic.shape is not None else 1.0
-    if overlap < 1 and traffic.shape is not None and streams_beyond_caches(profile, traffic.shape):
+    if overlap < 1 and traffic.shape is not None and overlap_is_dram_only(profile, traffic.shape):
         overlap = 1.0 - (1.0 - overlap) * _dram_share(dram_read_bytes, level_bytes)
     return LayerWork(
         traffic=traffic,

@@ -245,7 +245,7 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     memory and issue take turns). A sparse kernel's is its profile's ``load_overlap``; a dense
     kernel that packs its weights (:func:`packs_weights`) has none; any other, its kernel's
     ``load_overlap`` for the type, else all; that one holds for its loads from DRAM
-    (:func:`streams_beyond_caches`: the engine weighs it by the share DRAM serves)."""
+    (:func:`overlap_is_dram_only`: the engine weighs it by the share DRAM serves)."""
     if profile.compute.kernels is None:
         return 1.0
     if shape.kind in SPARSE_KINDS:
@@ -257,7 +257,7 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     return 1.0 if share is None else share
 
 
-def streams_beyond_caches(profile: HardwareProfile, shape: KernelShape) -> bool:
+def overlap_is_dram_only(profile: HardwareProfile, shape: KernelShape) -> bool:
     """Whether the kernel's ``load_overlap`` holds for its loads from DRAM only: a dense kernel's
     (for its type, measured on a GEMV far beyond the caches), whose loop keeps up with its loads
     where a cache serves them (torch's fp32 GEMV on the Zen 3 guest: 12 G weights/s over 8 MiB in

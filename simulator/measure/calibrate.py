@@ -1201,7 +1201,8 @@ def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
 
 def _measure_gemv_rows(s: Session) -> None:
     """Batch-1 F.linear over :func:`row_probe_bytes` of weights (beyond the last level): fp32 in
-    rows of each of :data:`ROW_PROBE_COLUMNS` columns, bf16 and int8 in the short rows."""
+    rows of each of :data:`ROW_PROBE_COLUMNS` columns, bf16 and int8 in the short rows, and
+    :data:`STREAM_TYPE` in the long rows too."""
     size = row_probe_bytes(s.caches[-1].size_bytes if s.caches else 0, s.cpu.memory_bytes)
     short, long_ = ROW_PROBE_COLUMNS
     keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32"),
