@@ -260,7 +260,7 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
 def overlap_is_dram_only(profile: HardwareProfile, shape: KernelShape) -> bool:
     """Whether the kernel's ``load_overlap`` holds for its loads from DRAM only: a dense kernel's
     (for its type, measured on a GEMV far beyond the caches), whose loop keeps up with its loads
-    where a cache serves them (torch's fp32 GEMV on the Zen 3 guest: 12 G weights/s over 8 MiB in
+    where a cache serves them (torch's fp32 GEMV on the Zen 3 guest: 8-12 G weights/s over 8 MiB in
     the L3, the loop's own rate, but 5-6 over 128 MiB, where the int8 GEMV streams the same DRAM at
     30 GB/s), so its share applies to the part of its bytes that DRAM serves. A sparse kernel's,
     and a packing one's (it packs each panel before it multiplies it), hold wherever its loads come
