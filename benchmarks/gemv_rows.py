@@ -2,6 +2,7 @@
 ``compute.kernels.gemv.row_start`` (docs/profiles.md), measured.
 
     .venv/bin/python benchmarks/gemv_rows.py [--mib 128] [--threads 2] [--rounds 2]
+        [--columns 512,1024,4096,16384] [--types fp32,bf16,int8]
 
 Times ``F.linear`` at batch 1 (as ``bench`` and ``calibrate`` run it: fp32, bf16, and torch's int8
 dynamic quantization) over the same bytes of weights in rows of 512 ... 16384 columns, each the
@@ -9,12 +10,19 @@ best of 7 calls, and prints GB/s of weights per type and row length, for each ro
 that walks its weights row by row starts a stream at every row: where short rows stream slower
 than long ones for the same bytes, each row costs a start on top of its bytes. Nothing here is
 asserted; the figures are the machine's.
+
+``--mib 16 --cold --columns 768,896,1000,1024,2048 --types int8`` shows a quirk of torch's int8
+GEMV (fbgemm) that no row count explains: called cold, as an LLM's decode calls each layer, rows
+of 896 columns (Qwen2.5-0.5B's hidden size; also 448, 640, 768, 1152) streamed 15-30% slower than
+rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near midnight").
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,27 +32,59 @@ from simulator.measure.bench import time_calls  # noqa: E402
 from simulator.measure.calibrate import TYPE_BYTES, _type_gemm_call  # noqa: E402
 
 COLUMNS = (512, 1024, 4096, 16384)
+MiB = 1 << 20
+#: ``--cold``: the weights cycled through, well beyond any last level here.
+COLD_MIB = 256
+
+
+def cold_time(calls: list) -> float:
+    """The median call over one pass through ``calls``, each on its own weights: none is in the
+    caches when it runs, as in an LLM's decode step."""
+    times = []
+    for call in calls:
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=128, help="weights per GEMV, MiB (beyond the last level)")
+    parser.add_argument("--mib", type=float, default=128, help="weights per GEMV, MiB")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--columns", default=",".join(map(str, COLUMNS)), help="row lengths, comma-separated")
+    parser.add_argument("--types", default="fp32,bf16,int8", help="weight types, comma-separated")
+    parser.add_argument("--cold", action="store_true",
+                        help=f"cycle through copies of the weights (at least {COLD_MIB} MiB) and take the median "
+                             "call, each cold, instead of the fastest of 7 calls on one matrix")
     args = parser.parse_args()
+    try:
+        columns = [int(c) for c in args.columns.split(",")]
+    except ValueError:
+        columns = []
+    dtypes = [t for t in args.types.split(",") if t]
+    if not columns or min(columns) < 1 or not dtypes or any(t not in TYPE_BYTES for t in dtypes) or args.mib <= 0:
+        parser.error(f"--columns takes positive integers, --types some of {', '.join(TYPE_BYTES)}, --mib a size")
     import torch
 
     torch.set_num_threads(args.threads)
-    size = args.mib << 20
-    print(f"batch-1 F.linear over {args.mib} MiB of weights, {args.threads} thread(s): GB/s by row length (columns)")
-    print("round  type  " + "  ".join(f"{c:>6}" for c in COLUMNS))
+    size = int(args.mib * MiB)
+    copies = max(1, -(-COLD_MIB * MiB // size)) if args.cold else 1
+    calls = {(dtype, cols): [_type_gemm_call(dtype, max(1, size // TYPE_BYTES[dtype] // cols), cols, 1)
+                             for _ in range(copies)] for dtype in dtypes for cols in columns}
+    how = f"median of {copies} cold calls" if args.cold else "fastest of 7 calls"
+    print(f"batch-1 F.linear over {args.mib:g} MiB of weights, {args.threads} thread(s), {how}: "
+          "GB/s by row length (columns)")
+    print("round  type  " + "  ".join(f"{c:>6}" for c in columns))
     with torch.inference_mode():
         for r in range(args.rounds):
-            for dtype in ("fp32", "bf16", "int8"):
+            for dtype in dtypes:
                 rates = []
-                for cols in COLUMNS:
-                    call = _type_gemm_call(dtype, size // TYPE_BYTES[dtype] // cols, cols, 1)
-                    rates.append(size / min(time_calls(call, 7, warmup=1)) / 1e9)
+                for cols in columns:
+                    timed = calls[(dtype, cols)]
+                    seconds = cold_time(timed) if args.cold else min(time_calls(timed[0], 7, warmup=1))
+                    rates.append(size / seconds / 1e9)
                 print(f"{r + 1:>5}  {dtype:<4}  " + "  ".join(f"{rate:6.1f}" for rate in rates))
 
 
