@@ -14,7 +14,8 @@ asserted; the figures are the machine's.
 ``--mib 16 --cold --columns 768,896,1000,1024,2048 --types int8`` shows a quirk of torch's int8
 GEMV (fbgemm) that no row count explains: called cold, as an LLM's decode calls each layer, rows
 of 896 columns (Qwen2.5-0.5B's hidden size; also 448, 640, 768, 1152) streamed 15-30% slower than
-rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near midnight").
+rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near midnight"); ``--packed`` prints
+how much memory the packed int8 weights take per weight (glibc's heap before and after packing).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -48,6 +50,38 @@ def cold_time(calls: list) -> float:
     return statistics.median(times)
 
 
+def packed_bytes(rows: int, cols: int, copies: int = 10) -> Optional[float]:
+    """Bytes glibc's heap grew by per int8 weight matrix torch packs (``dynamic_int8``: fbgemm's
+    layout), over ``copies`` copies; None off glibc."""
+    import ctypes
+    import gc
+
+    import torch
+
+    from simulator.measure.variantbench import dynamic_int8
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def used() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+    source = torch.rand(rows, cols)
+    gc.collect()
+    before = used()
+    kept = [dynamic_int8(source) for _ in range(copies)]
+    gc.collect()
+    grown = used() - before
+    del kept
+    return grown / copies
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=float, default=128, help="weights per GEMV, MiB")
@@ -55,6 +89,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--columns", default=",".join(map(str, COLUMNS)), help="row lengths, comma-separated")
     parser.add_argument("--types", default="fp32,bf16,int8", help="weight types, comma-separated")
+    parser.add_argument("--packed", action="store_true",
+                        help="also print the bytes torch's packed int8 weights take per column count")
     parser.add_argument("--cold", action="store_true",
                         help=f"cycle through copies of the weights (at least {COLD_MIB} MiB) and take the median "
                              "call, each cold, instead of the fastest of 7 calls on one matrix")
@@ -74,6 +110,11 @@ def main() -> None:
     calls = {(dtype, cols): [_type_gemm_call(dtype, max(1, size // TYPE_BYTES[dtype] // cols), cols, 1)
                              for _ in range(copies)] for dtype in dtypes for cols in columns}
     how = f"median of {copies} cold calls" if args.cold else "fastest of 7 calls"
+    if args.packed:
+        sizes = {cols: packed_bytes(4096, cols) for cols in columns}
+        if all(size is not None for size in sizes.values()):
+            print("int8 packed bytes over rows x columns: " + "  ".join(
+                f"{cols}: {size / (4096 * cols):.3f}" for cols, size in sizes.items()))
     print(f"batch-1 F.linear over {args.mib:g} MiB of weights, {args.threads} thread(s), {how}: "
           "GB/s by row length (columns)")
     print("round  type  " + "  ".join(f"{c:>6}" for c in columns))
