@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from simulator.measure.bench import time_calls  # noqa: E402
 from simulator.measure.calibrate import GEMM_SHAPES, GEMM_WIDE_BATCH, _type_gemm_call, gemm_line  # noqa: E402
-from simulator.model.llm import load_llm_config  # noqa: E402
+from simulator.base.errors import ConfigError  # noqa: E402
+from simulator.model.llm import Family, load_llm_config  # noqa: E402
 
 ROWS = (512, 1024, 2048, 4096, 8192, 16384)
 DEPTHS = (256, 2048)
@@ -42,9 +43,12 @@ def decoder_linears(path: str) -> Counter[tuple[int, int]]:
     head, which prefill runs on one token, left out)."""
     c = load_llm_config(path)
     q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    block = [(q, c.hidden_size), (kv, c.hidden_size), (kv, c.hidden_size), (c.hidden_size, q),
-             (c.intermediate_size, c.hidden_size), (c.intermediate_size, c.hidden_size),
-             (c.hidden_size, c.intermediate_size)]
+    if c.family is Family.PHI3:            # Phi-3 fuses q, k, v and gate, up into one linear each
+        block = [(q + 2 * kv, c.hidden_size), (2 * c.intermediate_size, c.hidden_size)]
+    else:
+        block = [(q, c.hidden_size), (kv, c.hidden_size), (kv, c.hidden_size),
+                 (c.intermediate_size, c.hidden_size), (c.intermediate_size, c.hidden_size)]
+    block += [(c.hidden_size, q), (c.hidden_size, c.intermediate_size)]
     return Counter({shape: n * c.num_hidden_layers for shape, n in Counter(block).items()})
 
 
@@ -133,6 +137,13 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=128, help="activation rows (a prefill's tokens)")
     parser.add_argument("--llm", help="a decoder's config.json: its linears against calibrate's line")
     args = parser.parse_args()
+    if min(args.threads, args.rounds, args.batch) < 1:
+        parser.error("--threads, --rounds and --batch take positive integers")
+    if args.llm:
+        try:
+            load_llm_config(args.llm)
+        except ConfigError as err:
+            parser.error(str(err))
     import torch
 
     torch.set_num_threads(args.threads)

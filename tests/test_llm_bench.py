@@ -249,7 +249,9 @@ def test_every_shipped_config_gives_a_decoder_shape():
         assert dims.heads * dims.head_dim == config.q_size and dims.layers == config.num_hidden_layers
 
 
-def test_gemm_rows_benchmark_times_the_linears_the_decoder_has(tmp_path):
+@pytest.mark.parametrize("architecture, gate_up, count", [("LlamaForCausalLM", (160, 64), 4),
+                                                          ("Phi3ForCausalLM", (320, 64), 2)])
+def test_gemm_rows_benchmark_times_the_linears_the_decoder_has(tmp_path, architecture, gate_up, count):
     """benchmarks/gemm_rows.py --llm: the shapes it times against calibrate's line are the decoder's own."""
     import importlib.util
     from collections import Counter
@@ -257,9 +259,9 @@ def test_gemm_rows_benchmark_times_the_linears_the_decoder_has(tmp_path):
     spec = importlib.util.spec_from_file_location("gemm_rows", ROOT / "benchmarks" / "gemm_rows.py")
     gemm_rows = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gemm_rows)
-    path = _config(tmp_path, "LlamaForCausalLM", intermediate_size=160)
+    path = _config(tmp_path, architecture, intermediate_size=160)
     model = build_decoder(dims_of(load_llm_config(path)), WeightType.FP32, 8)
     built = Counter(tuple(m.weight.shape) for name, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear) and name != "lm_head")
     assert gemm_rows.decoder_linears(str(path)) == built
-    assert built[(160, 64)] == 4 and built[(64, 160)] == 2          # gate and up, down: two blocks
+    assert built[gate_up] == count and built[(64, 160)] == 2      # gate and up (fused or not), down: two blocks
