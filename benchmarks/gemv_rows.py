@@ -2,7 +2,7 @@
 ``compute.kernels.gemv.row_start`` (docs/profiles.md), measured.
 
     .venv/bin/python benchmarks/gemv_rows.py [--mib 128] [--threads 2] [--rounds 2]
-        [--columns 512,1024,4096,16384] [--types fp32,bf16,int8]
+        [--columns 512,1024,4096,16384] [--types fp32,bf16,int8] [--cold] [--packed]
 
 Times ``F.linear`` at batch 1 (as ``bench`` and ``calibrate`` run it: fp32, bf16, and torch's int8
 dynamic quantization) over the same bytes of weights in rows of 512 ... 16384 columns, each the
@@ -13,8 +13,8 @@ asserted; the figures are the machine's.
 
 ``--mib 16 --cold --columns 768,896,1000,1024,2048 --types int8`` shows a quirk of torch's int8
 GEMV (fbgemm) that no row count explains: called cold, as an LLM's decode calls each layer, rows
-of 896 columns (Qwen2.5-0.5B's hidden size; also 448, 640, 768, 1152) streamed 15-30% slower than
-rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near midnight"); ``--packed`` prints
+of 896 columns (Qwen2.5-0.5B's hidden size; any depth whose last block of 512 is at most seven
+eighths full) streamed 15-30% slower than rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near midnight"); ``--packed`` prints
 how much memory the packed int8 weights take per weight (glibc's heap before and after packing).
 """
 
