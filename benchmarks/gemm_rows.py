@@ -29,9 +29,9 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from simulator.base.errors import ConfigError  # noqa: E402
 from simulator.measure.bench import time_calls  # noqa: E402
 from simulator.measure.calibrate import GEMM_SHAPES, GEMM_WIDE_BATCH, _type_gemm_call, gemm_line  # noqa: E402
-from simulator.base.errors import ConfigError  # noqa: E402
 from simulator.model.llm import Family, load_llm_config  # noqa: E402
 
 ROWS = (512, 1024, 2048, 4096, 8192, 16384)
