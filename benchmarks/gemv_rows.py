@@ -108,14 +108,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     size = int(args.mib * MiB)
     copies = max(1, -(-COLD_MIB * MiB // size)) if args.cold else 1
-    calls = {(dtype, cols): [_type_gemm_call(dtype, max(1, size // TYPE_BYTES[dtype] // cols), cols, 1)
-                             for _ in range(copies)] for dtype in dtypes for cols in columns}
+    rows = {(dtype, cols): max(1, size // TYPE_BYTES[dtype] // cols) for dtype in dtypes for cols in columns}
+    calls = {key: [_type_gemm_call(key[0], n, key[1], 1) for _ in range(copies)] for key, n in rows.items()}
     how = f"median of {copies} cold calls" if args.cold else "fastest of 7 calls"
     if args.packed:
-        sizes = {cols: packed_bytes(4096, cols) for cols in columns}
-        if all(size is not None for size in sizes.values()):
+        packed = {cols: packed_bytes(4096, cols) for cols in columns}
+        if all(grown is not None for grown in packed.values()):
             print("int8 packed bytes over rows x columns: " + "  ".join(
-                f"{cols}: {size / (4096 * cols):.3f}" for cols, size in sizes.items()))
+                f"{cols}: {grown / (4096 * cols):.3f}" for cols, grown in packed.items()))
     print(f"batch-1 F.linear over {args.mib:g} MiB of weights, {args.threads} thread(s), {how}: "
           "GB/s by row length (columns)")
     print("round  type  " + "  ".join(f"{c:>6}" for c in columns))
@@ -126,7 +126,7 @@ def main() -> None:
                 for cols in columns:
                     timed = calls[(dtype, cols)]
                     seconds = cold_time(timed) if args.cold else min(time_calls(timed[0], 7, warmup=1))
-                    rates.append(size / seconds / 1e9)
+                    rates.append(rows[(dtype, cols)] * cols * TYPE_BYTES[dtype] / seconds / 1e9)
                 print(f"{r + 1:>5}  {dtype:<4}  " + "  ".join(f"{rate:6.1f}" for rate in rates))
 
 
