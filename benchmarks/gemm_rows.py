@@ -32,24 +32,20 @@ sys.path.insert(0, str(ROOT))
 from simulator.base.errors import ConfigError  # noqa: E402
 from simulator.measure.bench import time_calls  # noqa: E402
 from simulator.measure.calibrate import GEMM_SHAPES, GEMM_WIDE_BATCH, _type_gemm_call, gemm_line  # noqa: E402
-from simulator.model.llm import Family, load_llm_config  # noqa: E402
+from simulator.model.llm import Phase, llm_workload, load_llm_config  # noqa: E402
+from simulator.model.workload import LayerKind  # noqa: E402
 
 ROWS = (512, 1024, 2048, 4096, 8192, 16384)
 DEPTHS = (256, 2048)
 
 
 def decoder_linears(path: str) -> Counter[tuple[int, int]]:
-    """(rows, columns) of every weight matrix a decoder block multiplies, times the blocks (the LM
-    head, which prefill runs on one token, left out)."""
-    c = load_llm_config(path)
-    q, kv = c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim
-    if c.family is Family.PHI3:            # Phi-3 fuses q, k, v and gate, up into one linear each
-        block = [(q + 2 * kv, c.hidden_size), (2 * c.intermediate_size, c.hidden_size)]
-    else:
-        block = [(q, c.hidden_size), (kv, c.hidden_size), (kv, c.hidden_size),
-                 (c.intermediate_size, c.hidden_size), (c.intermediate_size, c.hidden_size)]
-    block += [(c.hidden_size, q), (c.hidden_size, c.intermediate_size)]
-    return Counter({shape: n * c.num_hidden_layers for shape, n in Counter(block).items()})
+    """(rows, columns) of every weight matrix the decoder's blocks multiply, as the simulator's
+    workload of the model lays them out (:func:`simulator.model.llm.llm_workload`; the LM head,
+    which prefill runs on one token, left out)."""
+    workload = llm_workload(load_llm_config(path), Phase.DECODE, 1, 1)
+    return Counter((layer.out_shape[0], layer.in_shape[0]) for layer in workload.layers
+                   if layer.kind is LayerKind.FC and layer.name != "lm_head")
 
 
 def fastest(calls: dict, rounds: int, also: Callable[[], dict] = dict) -> dict:

@@ -252,7 +252,8 @@ def test_every_shipped_config_gives_a_decoder_shape():
 @pytest.mark.parametrize("architecture, gate_up, count", [("LlamaForCausalLM", (160, 64), 4),
                                                           ("Phi3ForCausalLM", (320, 64), 2)])
 def test_gemm_rows_benchmark_times_the_linears_the_decoder_has(tmp_path, architecture, gate_up, count):
-    """benchmarks/gemm_rows.py --llm: the shapes it times against calibrate's line are the decoder's own."""
+    """benchmarks/gemm_rows.py --llm: the shapes it times (the simulator's workload of the model) are the
+    torch decoder's own."""
     import importlib.util
     from collections import Counter
 
