@@ -677,6 +677,47 @@ def test_the_row_probe_writes_the_row_start_the_bandwidth_and_which_types_take_t
     assert plain.dram.sustained_bandwidth_bytes_per_s != pytest.approx(24e9, rel=0.01)
 
 
+def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_starts_a_stream(caches, cpu,
+                                                                                           measurements):
+    """fbgemm's int8 tile follows the instruction set it picks (PackingTraits: AVX2 512 x 8, AVX-512
+    256 x 32, VNNI 512 x 48), and only where torch's engine is fbgemm's. Over the row probe's bytes,
+    int8 at a depth whose last block is half full (768) has rows / 8 tiles that each start a stream,
+    the long rows (16000 columns, last block 128 deep) far fewer: the two times give a start a tile,
+    which the profile writes as int8's ``row_start`` on one core beside the tile, and the long rows'
+    bandwidth (the DRAM's own) is their bytes' time without those starts. No slower: no start."""
+    avx2 = frozenset({"avx", "avx2", "fma"})
+    avx512 = avx2 | {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+    assert cal.fbgemm_int8_tile(avx2, "x86") == (512, 8) and cal.fbgemm_int8_tile(avx2, "fbgemm") == (512, 8)
+    assert cal.fbgemm_int8_tile(avx512, "x86") == (256, 32)
+    assert cal.fbgemm_int8_tile(avx512 | {"avx512_vnni"}, "x86") == (512, 48)
+    assert cal.fbgemm_int8_tile(avx2, "qnnpack") is None and cal.fbgemm_int8_tile(frozenset({"neon"}), "x86") is None
+    tile, size, start_s, bandwidth = (512, 8), 64 * MiB, 70e-9, 30e9
+    depth, long_ = cal.partial_tile_depth(tile), cal.ROW_PROBE_COLUMNS[-1]
+    assert depth == 768
+    assert cal.packed_streams(tile, size, depth) == -(-(size // 768) // 8)
+    assert cal.packed_streams(tile, size, 1024) == 0 and cal.packed_streams(None, size, depth) == 0
+    probe = _row_probe(20e9, 72e-9, size)
+    for cols in (depth, long_):
+        probe[("int8", cols)] = size / bandwidth + cal.packed_streams(tile, size, cols) * start_s
+    m = replace(measurements, gemv_rows_bytes=size, gemv_rows_s=probe, int8_tile=tile,
+                gemv_weights_per_s={"fp32": 14e9, "bf16": 20e9, "int8": 160e9})
+    packed = cal.packed_starts(m)
+    assert packed is not None and packed.start_s == pytest.approx(start_s) and packed.depth == depth
+    rows = cal.row_streams(m)
+    assert rows is not None and rows.streamed_by == "int8" and rows.bandwidth_bytes_per_s == pytest.approx(bandwidth)
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    gemv = profile.compute.kernels.gemv
+    assert gemv.row_start.int8 == pytest.approx(m.threads * start_s, rel=1e-3)
+    assert gemv.packed_tile("int8") is not None and (gemv.packed_tile("int8").depth, gemv.packed_tile("int8").rows) == tile
+    assert "tiles" in profile.fitted["compute.kernels.gemv.row_start.int8"]
+    assert "PackingTraits" in profile.sources["compute.kernels.gemv.packed_tiles.int8"]
+    # the partial probe no slower than the long rows: no start; no tile: neither
+    flat = replace(m, gemv_rows_s={**probe, ("int8", depth): probe[("int8", long_)]})
+    assert cal.packed_starts(flat) is None
+    assert profile_from_mapping(build_profile(caches, cpu, flat), "host").compute.kernels.gemv.row_start.of("int8") is None
+    assert cal.packed_starts(replace(m, int8_tile=None)) is None
+
+
 def test_the_gemv_loop_spans_the_same_bytes_in_every_type():
     """Every type's two loop GEMVs hold the same bytes (int8 four times fp32's rows), so a type with a
     large per-call set-up (int8 quantizes its input) still spans four times its smaller call's

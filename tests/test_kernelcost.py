@@ -627,6 +627,38 @@ def test_a_gemv_that_walks_its_rows_pays_each_row_start_from_dram_and_short_rows
             == pytest.approx(run(pi, small, warm).variants[0].layers[-1].time_s, rel=1e-6))
 
 
+def test_a_packed_int8_gemv_is_one_stream_but_each_tile_of_a_partial_depth_block_starts_one(write_yaml):
+    """``gemv.packed_tiles``: fbgemm keeps int8 weights in 512-deep x 8-row tiles, tile after tile, so
+    a GEMV from DRAM is one stream, and a depth of whole blocks (1024) pays no start; at a depth of
+    768 the last block's tiles are runs with gaps, each a stream: rows / 8 starts at ``row_start``
+    for int8, shared by the cores. Without the tile the same start is paid a row, as fp32's is."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.compress.variants import parse_variant
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+
+    def pi_with(values: dict):
+        data = read_yaml_mapping("hwprofiles/raspberry-pi-5.yaml")
+        for path, value in values.items():
+            assign(data, path, value)
+        return profile_from_mapping(data, "pi")
+
+    pi = _profile("raspberry-pi-5")
+    start_s, cores, rows = 150e-9, pi.compute.cores, 32768
+    by_row = pi_with({"compute.kernels.gemv.row_start.int8": "150 ns"})
+    tiled = pi_with({"compute.kernels.gemv.row_start.int8": "150 ns", "compute.kernels.gemv.packed_tiles.int8.depth": 512,
+                     "compute.kernels.gemv.packed_tiles.int8.rows": 8})
+    int8 = RunOptions(formats=(parse_variant("dense@int8"),), host_copies=False)
+
+    def seconds(profile, depth: int) -> float:
+        return run(profile, _fc(write_yaml, depth, rows), int8).variants[0].layers[0].time_s
+    for depth in (768, 1024):
+        plain = seconds(pi, depth)
+        tiles = rows // 8 if depth % 512 else 0
+        assert seconds(tiled, depth) - plain == pytest.approx(tiles * start_s / cores, rel=0.1, abs=1e-7)
+        assert seconds(by_row, depth) - plain == pytest.approx(rows * start_s / cores, rel=0.1)
+
+
 def test_rows_a_cache_level_serves_pay_that_levels_row_start_and_only_those(write_yaml):
     """``gemv.cached_row_start``: 8 MiB of fp32 weights repeated on the i7 (15 MiB L3) come from the
     L3 on the second inference. Its hold grows by each row's start there on one core, shared by the

@@ -98,7 +98,12 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         starts = [f"{start['fp32']} from DRAM" for start in (gemv.get("row_start", {}),) if "fp32" in start]
         starts += [f"{start['fp32']} from {level}" for level, start in gemv.get("cached_row_start", {}).items()
                    if "fp32" in start]
-        return f"a GEMV row starts in {', '.join(starts)} a core; " if starts else ""
+        text = f"a GEMV row starts in {', '.join(starts)} a core; " if starts else ""
+        tile = gemv.get("packed_tiles", {}).get("int8")
+        if tile and "int8" in gemv.get("row_start", {}):
+            text += (f"an int8 tile of a partial {tile['depth']}-deep block in {gemv['row_start']['int8']} "
+                     "from DRAM; ")
+        return text
 
     def conv_efficiency(conv: dict[str, Any]) -> str:
         blocks = conv.get("channel_block", 1)

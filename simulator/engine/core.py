@@ -57,8 +57,9 @@ import numpy as np
 import simpy
 from simpy.resources.resource import Request
 
-from ..hardware.profile import HardwareProfile, KernelKind
+from ..hardware.profile import DenseKernel, HardwareProfile, KernelKind
 from ..memory.cache import AccessOutcome, tile_tallies
+from ..memory.kernelshape import KernelShape
 from ..memory.traffic import LayerTraffic, StreamKind
 from ..model.workload import LayerKind
 from .kernelcost import (
@@ -327,9 +328,9 @@ def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, le
     DRAM) cost to start, per tile, on top of their bytes (``compute.kernels.gemv.row_start`` for
     the layer's type from DRAM, ``cached_row_start`` from a cache level: each row a stream the
     prefetchers meet cold, its first lines waiting on that level), shared by the kernel's cores;
-    None for any other layer or profile. A tile's rows from a level are the bytes it serves over
-    a row's. Only a linear layer's own weights (stored in the arithmetic type) are walked row by
-    row; attention reads its cache in one run."""
+    None for any other layer or profile. A tile's streams from a level are its share of the
+    weights' streams (:func:`_weight_streams`) by the bytes it serves. Only a linear layer's own
+    weights (stored in the arithmetic type) are walked so; attention reads its cache in one run."""
     shape = work.traffic.shape
     kernels = profile.compute.kernels
     if (shape is None or shape.kind is not KernelKind.GEMV or work.traffic.layer.kind is not LayerKind.FC
@@ -337,12 +338,22 @@ def _row_start_seconds(profile: HardwareProfile, work: LayerWork, cores: int, le
         return None
     starts = kernels.gemv.row_start if level is None else kernels.gemv.cached_row_start.get(profile.caches[level].name)
     start_s = starts.of(shape.dtype.value) if starts is not None else None
-    row_bytes = shape.depth * shape.dtype.size_bytes
-    if not start_s or row_bytes <= 0:
+    weight_bytes = shape.rows * shape.depth * shape.dtype.size_bytes
+    if not start_s or weight_bytes <= 0:
+        return None
+    streams = _weight_streams(kernels.gemv, shape)
+    if not streams:
         return None
     served = work.dram_read_bytes if level is None else work.level_bytes[:, level]
-    rows = np.minimum(served / row_bytes, shape.rows)
-    return rows * float(start_s) / max(1, cores)
+    return np.minimum(served / weight_bytes, 1.0) * streams * float(start_s) / max(1, cores)
+
+
+def _weight_streams(gemv: DenseKernel, shape: KernelShape) -> int:
+    """The streams a batch-1 GEMV's weights form: one a row where the library walks them row by
+    row; where it keeps the type packed in tiles (``gemv.packed_tiles``), one a tile of a partly
+    full last depth block (the rest is a single stream)."""
+    tile = gemv.packed_tile(shape.dtype.value)
+    return shape.rows if tile is None else tile.partial_tiles(shape.rows, shape.depth)
 
 
 def _latency_column(machine: Machine, work: LayerWork,

@@ -180,6 +180,19 @@ class TypeShares(PerType):
     int8: Optional[Share] = None
 
 
+class PackedTile(Strict):
+    """One tile of a library's packed weight layout: ``depth`` weights of the reduction by ``rows``
+    output rows, stored contiguously (fbgemm's KCB x NCB)."""
+
+    depth: PositiveInt
+    rows: PositiveInt
+
+    def partial_tiles(self, rows: int, depth: int) -> int:
+        """Tiles of a ``rows`` x ``depth`` matrix's last depth block when that block is only partly
+        full (each a run with a gap after it), else 0: a whole number of blocks is one stream."""
+        return -(-rows // self.rows) if depth % self.depth else 0
+
+
 class DenseKernel(Strict):
     """How a dense kernel (GEMV, GEMM, convolution) issues its multiply-adds on one core.
 
@@ -237,6 +250,15 @@ class DenseKernel(Strict):
     # at 17 GB/s, of 16384 at 24 GB/s on a Zen 4 guest (calibrate: the same bytes beyond the last
     # level in rows of two lengths). Absent: rows cost only their bytes.
     row_start: TypeSeconds = TypeSeconds()
+    # Types whose weights the library keeps packed in tiles (fbgemm's int8 layout on x86: tiles of
+    # ``depth`` x ``rows`` weights, tile after tile along the rows, one depth block after another,
+    # every tile a whole block's bytes apart even in a last depth block that is only partly full).
+    # Such a GEMV reads its weights as one stream, not row by row, except where its depth is not a
+    # whole number of blocks: each tile of the last block is then a run of its own with an unused
+    # gap after it, and starts a stream as a row does, at ``row_start`` for the type (calibrate: the
+    # instruction set's tile from fbgemm's ``PackingTraits``; the start from the row probe's int8
+    # GEMV in depths with and without a partial block). Absent: the type's rows are its streams.
+    packed_tiles: dict[Literal["fp32", "fp16", "bf16", "int8"], PackedTile] = {}
     # The same start for a row that a cache level serves, per level (by name) and type: its first
     # lines wait that level's latency instead of DRAM's, so a start costs less, but a 20 MiB GEMV
     # from a shared L3 in rows of 600 columns still took 1.4x as long as in rows of 8791 on a Zen 3
@@ -266,6 +288,10 @@ class DenseKernel(Strict):
     # AlexNet's 11 x 11 conv1 included; calibrate: the implementation oneDNN's verbose log names).
     # Absent: every window direct.
     direct_max_kernel: Optional[PositiveInt] = None
+
+    def packed_tile(self, dtype: str) -> Optional[PackedTile]:
+        """The tile the library packs ``dtype``'s weights in (``packed_tiles``), or None."""
+        return {str(name): tile for name, tile in self.packed_tiles.items()}.get(dtype)
 
 
 class SparseKernel(Strict):

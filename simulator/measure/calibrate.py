@@ -426,6 +426,9 @@ class Measurements:
     # (:func:`_measure_gemv_rows`): rows of that many columns, the weights' bytes fixed
     gemv_rows_s: dict[tuple[str, int], float] = field(default_factory=dict)
     gemv_rows_bytes: int = 0
+    # the tile fbgemm packs int8 weights in here, depth x rows (:func:`fbgemm_int8_tile`; None: the
+    # int8 GEMV is not fbgemm's)
+    int8_tile: Optional[tuple[int, int]] = None
     # columns -> an fp32 GEMV over ``gemv_cached_rows_bytes`` inside the last level's measured
     # share (:func:`_measure_gemv_cached_rows`), in rows of :data:`ROW_PROBE_COLUMNS`
     gemv_cached_rows_s: dict[int, float] = field(default_factory=dict)
@@ -1185,6 +1188,38 @@ ROW_PROBE_MAX_BYTES = 128 * MiB
 #: and no slower in rows of 1000 B than of 64000 B; fp32 in rows of 16000 columns 18-21, with its
 #: loop at 36-46 GB/s in cache; a STREAM-like sum 27-32).
 STREAM_TYPE = "int8"
+#: The tile fbgemm packs int8 weights in for 32-bit accumulation (KCB x NCB of
+#: ``PackingTraits<int8_t, int32_t, ISA>``, fbgemm/PackingTraits-inl.h as torch 2.13 ships it), by
+#: the instruction set it picks at run time, first match: AVX-512 VNNI, AVX-512 (F, BW, DQ, VL),
+#: AVX2. Every tile of a depth block takes the whole block's bytes, a last partial block's too.
+FBGEMM_INT8_TILES: tuple[tuple[frozenset[str], tuple[int, int]], ...] = (
+    (frozenset({"avx512_vnni", "avx512f", "avx512bw", "avx512dq", "avx512vl"}), (512, 48)),
+    (frozenset({"avx512f", "avx512bw", "avx512dq", "avx512vl"}), (256, 32)),
+    (frozenset({"avx2"}), (512, 8)),
+)
+
+
+def fbgemm_int8_tile(flags: frozenset[str], engine: str) -> Optional[tuple[int, int]]:
+    """The depth x rows tile fbgemm packs int8 weights in on a CPU with ``flags``, where torch's
+    quantized ``engine`` runs its dynamic linear on fbgemm (``x86``, ``fbgemm``); else None."""
+    if engine not in ("x86", "fbgemm"):
+        return None
+    return next((tile for needs, tile in FBGEMM_INT8_TILES if needs <= flags), None)
+
+
+def partial_tile_depth(tile: tuple[int, int]) -> int:
+    """The depth of the row probe's int8 GEMV whose last depth block is half full (768 for a
+    512-deep tile): each of that block's tiles a run and a gap of half a tile, the middle of the
+    gaps a layer has (Qwen2.5's 896 and 4864 columns leave 1 and 2 KiB)."""
+    return tile[0] * 3 // 2
+
+
+def packed_streams(tile: Optional[tuple[int, int]], size: int, cols: int) -> int:
+    """The streams an int8 GEMV over ``size`` bytes in rows of ``cols`` starts beyond one: a tile
+    a row block of a partly full last depth block (:class:`simulator.hardware.profile.PackedTile`)."""
+    if tile is None or not cols % tile[0]:
+        return 0
+    return -(-(size // cols) // tile[1])
 
 
 def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
@@ -1207,6 +1242,8 @@ def _measure_gemv_rows(s: Session) -> None:
     short, long_ = ROW_PROBE_COLUMNS
     keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32"),
             (STREAM_TYPE, long_)]
+    if s.m.int8_tile is not None:       # fbgemm's partial tiles, each a stream (:func:`packed_starts`)
+        keys.append(("int8", partial_tile_depth(s.m.int8_tile)))
 
     got = s.record(settle({key: _rows_round(*key, size, s.m.launch_overhead_s, 5, 0.1) for key in keys}),
                    name=_rows_label)
@@ -1282,18 +1319,50 @@ class RowStreams:
 
 def row_streams(m: Measurements) -> Optional[RowStreams]:
     """The row probe beyond the last level (:func:`solve_row_streams`): DRAM's rows, at the faster of
-    fp32's fit and :data:`STREAM_TYPE`'s GEMV in long rows (its bytes over its time)."""
+    fp32's fit and :data:`STREAM_TYPE`'s GEMV in long rows (its bytes over its time, less the starts
+    of its packed tiles where :func:`packed_starts` gives them)."""
     short, long_ = ROW_PROBE_COLUMNS
     fit = solve_row_streams(m.gemv_rows_s.get(("fp32", short)), m.gemv_rows_s.get(("fp32", long_)),
                             m.gemv_rows_bytes)
     if fit is None:
         return None
     streamed_s = m.gemv_rows_s.get((STREAM_TYPE, long_))
+    starts = packed_starts(m)
+    if streamed_s and starts is not None:
+        streamed_s -= packed_streams(m.int8_tile, m.gemv_rows_bytes, long_) * starts.start_s
     streamed = m.gemv_rows_bytes / streamed_s if streamed_s else 0.0
     fitted = fit.bandwidth_bytes_per_s
     if streamed > fitted:
         return replace(fit, bandwidth_bytes_per_s=streamed, fitted_bytes_per_s=fitted, streamed_by=STREAM_TYPE)
     return replace(fit, fitted_bytes_per_s=fitted)
+
+
+@dataclass(frozen=True)
+class PackedStarts:
+    """int8's GEMV beyond the last level as the row probe shows it, where fbgemm packs the weights in
+    tiles (:func:`fbgemm_int8_tile`): one stream, but each tile of a partly full last depth block a
+    stream of its own that costs ``start_s`` (all threads together) on top of its bytes."""
+
+    start_s: float
+    depth: int              # the partial probe's depth (its last block half full)
+    streams: int            # its streams beyond one
+    long_streams: int       # the long rows' (:data:`ROW_PROBE_COLUMNS`), at the same bytes
+
+
+def packed_starts(m: Measurements) -> Optional[PackedStarts]:
+    """Solve ``t = bytes / bandwidth + streams x start`` from int8's GEMV over the row probe's bytes
+    at :func:`partial_tile_depth` and in the long rows (both have partial tiles, in numbers far
+    apart); None where fbgemm's tile is not known, the probe did not run, or the partial one was not
+    slower (no start to see)."""
+    if m.int8_tile is None:
+        return None
+    depth, long_ = partial_tile_depth(m.int8_tile), ROW_PROBE_COLUMNS[-1]
+    t_partial, t_long = m.gemv_rows_s.get(("int8", depth)), m.gemv_rows_s.get(("int8", long_))
+    streams = packed_streams(m.int8_tile, m.gemv_rows_bytes, depth)
+    long_streams = packed_streams(m.int8_tile, m.gemv_rows_bytes, long_)
+    if not (t_partial and t_long) or streams <= long_streams or t_partial <= t_long * (1 + SETTLE_TOLERANCE):
+        return None
+    return PackedStarts((t_partial - t_long) / (streams - long_streams), depth, streams, long_streams)
 
 
 def cached_row_streams(m: Measurements) -> Optional[RowStreams]:
@@ -2026,6 +2095,7 @@ def measure(threads: int, caches: Sequence[SysfsCache], cpu: CpuInfo,
     torch.set_num_threads(threads)
     m = Measurements(threads, {"torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
                                "numba": numba.__version__, "python": platform.python_version()})
+    m.int8_tile = fbgemm_int8_tile(cpu.flags, torch.backends.quantized.engine)
     before = _load_average()
     session = Session(threads, caches, cpu, m, progress)
     for step in steps:
@@ -2762,8 +2832,9 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
                        "(loop + memory - measured) / loop: " + "; ".join(o.note(d) for d, o in sorted(overlaps.items()))
                        + _settled(m, *memory_probes(m, GEMV_LOOP_TYPES)))
     rows = row_streams(m)
+    starts: dict[str, Any] = {}
     if rows is not None:
-        block["row_start"] = {"fp32": _q(rows.row_start_s * m.threads, Quantity.SECONDS)}
+        starts["fp32"] = _q(rows.row_start_s * m.threads, Quantity.SECONDS)
         short, long_ = ROW_PROBE_COLUMNS
         notes.fit("gemv.row_start.fp32", f"F.linear at batch 1 over {m.gemv_rows_bytes / MiB:.4g} MiB of fp32 weights "
                   f"(beyond the last level) in rows of {short} and of {long_} columns: "
@@ -2771,12 +2842,34 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
                   f"t / bytes = 1 / bandwidth + row start / row bytes gives {_gbs(rows.fitted_bytes_per_s)} "
                   f"and {rows.row_start_s * 1e9:.3g} ns a row on {m.threads} thread(s), a row's start on one core"
                   + _settled(m, _rows_label(("fp32", short)), _rows_label(("fp32", long_))))
+    if m.int8_tile is not None:
+        depth, tile_rows = m.int8_tile
+        block["packed_tiles"] = {"int8": {"depth": depth, "rows": tile_rows}}
+        notes.source("gemv.packed_tiles.int8", f"[D] fbgemm's PackingTraits<int8_t, int32_t, ISA> (KCB x NCB) for the "
+                     f"instruction set it picks on these CPU flags: {depth} x {tile_rows}")
+    packed = packed_starts(m)
+    if packed is not None:
+        starts["int8"] = _q(packed.start_s * m.threads, Quantity.SECONDS)
+        notes.fit("gemv.row_start.int8", _packed_starts_note(m, packed))
+    if starts:
+        block["row_start"] = starts
     cached = cached_row_streams(m)
     if cached is not None:
         level = m.gemv_cached_rows_level
         block["cached_row_start"] = {level: {"fp32": _q(cached.row_start_s * m.threads, Quantity.SECONDS)}}
         notes.fit(f"gemv.cached_row_start.{level}.fp32", _cached_rows_note(m, cached))
     return block
+
+
+def _packed_starts_note(m: Measurements, packed: PackedStarts) -> str:
+    """The note of ``gemv.row_start.int8``: the probe, its solution, its rounds."""
+    long_ = ROW_PROBE_COLUMNS[-1]
+    return (f"int8 F.linear at batch 1 over {m.gemv_rows_bytes / MiB:.4g} MiB of weights (beyond the last level) "
+            f"in rows of {packed.depth} and of {long_} columns: {m.gemv_rows_s[('int8', packed.depth)] * 1e3:.3g} "
+            f"and {m.gemv_rows_s[('int8', long_)] * 1e3:.3g} ms, {packed.streams} and {packed.long_streams} tiles "
+            f"in a partly full last depth block; t = bytes / bandwidth + tiles x start gives "
+            f"{packed.start_s * 1e9:.3g} ns a tile on {m.threads} thread(s), a stream's start on one core"
+            + _settled(m, _rows_label(("int8", packed.depth)), _rows_label(("int8", long_))))
 
 
 def _cached_rows_note(m: Measurements, rows: RowStreams) -> str:
