@@ -11,12 +11,13 @@ that walks its weights row by row starts a stream at every row: where short rows
 than long ones for the same bytes, each row costs a start on top of its bytes. Nothing here is
 asserted; the figures are the machine's.
 
-``--mib 16 --cold --columns 768,896,1000,1024,2048 --types int8`` shows a quirk of torch's int8
-GEMV (fbgemm) that no row count explains: called cold, as an LLM's decode calls each layer, rows
-of 896 columns (Qwen2.5-0.5B's hidden size; any depth whose last block of 512 is at most seven
-eighths full) streamed 15-30% slower than rows of 1000, 1024 or 2048 (docs/validation.md,
-"2026-12-06, near midnight"); ``--packed`` prints how much memory the packed int8 weights take per
-weight (glibc's heap before and after packing).
+``--mib 16 --cold --columns 768,896,1000,1024,2048 --types int8`` shows what no row count explains
+in torch's int8 GEMV (fbgemm): called cold, as an LLM's decode calls each layer, rows of 896 columns
+(Qwen2.5-0.5B's hidden size; any depth whose last block of 512 is at most seven eighths full)
+streamed 15-30% slower than rows of 1000, 1024 or 2048 (docs/validation.md, "2026-12-06, near
+midnight"): fbgemm's packed tiles, each of a partly full last block a stream of its own
+(``benchmarks/int8_tiles.py``, "2026-12-07"); ``--packed`` prints how much memory the packed int8
+weights take per weight (glibc's heap before and after packing).
 """
 
 from __future__ import annotations
