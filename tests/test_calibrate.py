@@ -708,13 +708,15 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
     gemv = profile.compute.kernels.gemv
     assert gemv.row_start.int8 == pytest.approx(m.threads * start_s, rel=1e-3)
-    assert gemv.packed_tile("int8") is not None and (gemv.packed_tile("int8").depth, gemv.packed_tile("int8").rows) == tile
+    packed_tile = gemv.packed_tile("int8")
+    assert packed_tile is not None and (packed_tile.depth, packed_tile.rows) == tile
     assert "tiles" in profile.fitted["compute.kernels.gemv.row_start.int8"]
     assert "PackingTraits" in profile.sources["compute.kernels.gemv.packed_tiles.int8"]
     # the partial probe no slower than the long rows: no start; no tile: neither
     flat = replace(m, gemv_rows_s={**probe, ("int8", depth): probe[("int8", long_)]})
     assert cal.packed_starts(flat) is None
-    assert profile_from_mapping(build_profile(caches, cpu, flat), "host").compute.kernels.gemv.row_start.of("int8") is None
+    flat_profile = profile_from_mapping(build_profile(caches, cpu, flat), "host")
+    assert flat_profile.compute.kernels.gemv.row_start.of("int8") is None
     assert cal.packed_starts(replace(m, int8_tile=None)) is None
 
 

@@ -646,7 +646,8 @@ def test_a_packed_int8_gemv_is_one_stream_but_each_tile_of_a_partial_depth_block
     pi = _profile("raspberry-pi-5")
     start_s, cores, rows = 150e-9, pi.compute.cores, 32768
     by_row = pi_with({"compute.kernels.gemv.row_start.int8": "150 ns"})
-    tiled = pi_with({"compute.kernels.gemv.row_start.int8": "150 ns", "compute.kernels.gemv.packed_tiles.int8.depth": 512,
+    tiled = pi_with({"compute.kernels.gemv.row_start.int8": "150 ns",
+                     "compute.kernels.gemv.packed_tiles.int8.depth": 512,
                      "compute.kernels.gemv.packed_tiles.int8.rows": 8})
     int8 = RunOptions(formats=(parse_variant("dense@int8"),), host_copies=False)
 
