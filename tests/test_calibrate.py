@@ -684,7 +684,8 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     int8 at a depth whose last block is half full (768) has rows / 8 tiles that each start a stream,
     the long rows (16000 columns, last block 128 deep) far fewer: the two times give a start a tile,
     which the profile writes as int8's ``row_start`` on one core beside the tile, and the long rows'
-    bandwidth (the DRAM's own) is their bytes' time without those starts. No slower: no start."""
+    bandwidth (the DRAM's own) is their bytes' time without those starts; the same probe inside the
+    last level gives that level's start a tile (``cached_row_start``). No slower: no start."""
     avx2 = frozenset({"avx", "avx2", "fma"})
     avx512 = avx2 | {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
     assert cal.fbgemm_int8_tile(avx2, "x86") == (512, 8) and cal.fbgemm_int8_tile(avx2, "fbgemm") == (512, 8)
@@ -712,6 +713,16 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     assert packed_tile is not None and (packed_tile.depth, packed_tile.rows) == tile
     assert "tiles" in profile.fitted["compute.kernels.gemv.row_start.int8"]
     assert "PackingTraits" in profile.sources["compute.kernels.gemv.packed_tiles.int8"]
+    # the same probe inside the last level: the tiles' start from there, beside fp32's rows'
+    inside_size, inside_s = 4608 * 1024, 20e-9
+    inside_times = {cols: inside_size / 60e9 + cal.packed_streams(tile, inside_size, cols) * inside_s
+                    for cols in (depth, long_)}
+    inside = replace(m, gemv_cached_rows_bytes=inside_size, gemv_cached_rows_level=f"L{caches[-1].level}",
+                     gemv_cached_int8_s=inside_times)
+    inside_profile = profile_from_mapping(build_profile(caches, cpu, inside), "host")
+    level_starts = inside_profile.compute.kernels.gemv.cached_row_start
+    assert level_starts[f"L{caches[-1].level}"].int8 == pytest.approx(m.threads * inside_s, rel=1e-3)
+    assert level_starts[f"L{caches[-1].level}"].of("fp32") is None
     # the partial probe no slower than the long rows: no start; no tile: neither
     flat = replace(m, gemv_rows_s={**probe, ("int8", depth): probe[("int8", long_)]})
     assert cal.packed_starts(flat) is None
@@ -774,6 +785,7 @@ def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(c
                                   *partial}
     assert all(t > 0 for t in m.gemv_rows_s.values())
     assert m.gemv_cached_rows_bytes == 1 * MiB and m.gemv_cached_rows_level == f"L{caches[-1].level}"
+    assert set(m.gemv_cached_int8_s) == {cols for _, cols in partial} | ({long_} if partial else set())
     assert set(m.gemv_cached_rows_s) == set(cal.ROW_PROBE_COLUMNS) and all(t > 0 for t in m.gemv_cached_rows_s.values())
 
 

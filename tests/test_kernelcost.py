@@ -660,6 +660,33 @@ def test_a_packed_int8_gemv_is_one_stream_but_each_tile_of_a_partial_depth_block
         assert seconds(by_row, depth) - plain == pytest.approx(rows * start_s / cores, rel=0.1)
 
 
+def test_packed_int8_tiles_a_cache_level_serves_start_at_that_levels_cost(write_yaml):
+    """``gemv.cached_row_start`` for a packed type: 6 MiB of int8 weights at a depth of 768, repeated
+    on the i7 (15 MiB L3), come from the L3 on the second inference; its hold grows by a start for
+    each tile of the partial last block (rows / 8), shared by the cores, and by none at 1024."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.compress.variants import parse_variant
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+
+    data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
+    assign(data, "compute.peak_flops.int8", "1344 GFLOP/s")    # AVX2's int8 pairs: twice fp32's
+    i7 = profile_from_mapping(data, "i7")
+    for path, value in (("compute.kernels.gemv.cached_row_start.L3.int8", "300 ns"),
+                        ("compute.kernels.gemv.packed_tiles.int8.depth", 512),
+                        ("compute.kernels.gemv.packed_tiles.int8.rows", 8)):
+        assign(data, path, value)
+    tiled = profile_from_mapping(data, "i7")
+    warm = RunOptions(formats=(parse_variant("dense@int8"),), host_copies=False, repeat=2)
+    rows = 8192
+    for depth in (768, 1024):
+        layer = _fc(write_yaml, depth, rows)
+        plain, started = (run(p, layer, warm).variants[0].layers[-1] for p in (i7, tiled))
+        tiles = rows // 8 if depth % 512 else 0
+        assert started.busy_s["L3"] - plain.busy_s["L3"] == pytest.approx(tiles * 300e-9 / started.cores_used,
+                                                                          rel=0.15, abs=1e-9)
+
+
 def test_rows_a_cache_level_serves_pay_that_levels_row_start_and_only_those(write_yaml):
     """``gemv.cached_row_start``: 8 MiB of fp32 weights repeated on the i7 (15 MiB L3) come from the
     L3 on the second inference. Its hold grows by each row's start there on one core, shared by the

@@ -433,6 +433,9 @@ class Measurements:
     # share (:func:`_measure_gemv_cached_rows`), in rows of :data:`ROW_PROBE_COLUMNS`
     gemv_cached_rows_s: dict[int, float] = field(default_factory=dict)
     gemv_cached_rows_bytes: int = 0
+    # columns -> an int8 GEMV over the same bytes in the same level, at :func:`partial_tile_depth`
+    # and in the long rows (where ``int8_tile`` is known): the starts of fbgemm's tiles from there
+    gemv_cached_int8_s: dict[int, float] = field(default_factory=dict)
     gemv_cached_rows_level: str = ""          # that level's name in the profile (``L3``)
     block_dispatch_s: dict[str, float] = field(default_factory=dict)   # a tiny decoder block's step, per type
     gemv_call_s: dict[str, float] = field(default_factory=dict)        # the GEMV line's intercept, per type
@@ -1280,19 +1283,25 @@ def cached_row_probe_bytes(private_total_bytes: int, llc_bytes: int) -> int:
 
 def _measure_gemv_cached_rows(s: Session) -> None:
     """Batch-1 fp32 F.linear over :func:`cached_row_probe_bytes` of weights (inside the last level)
-    in rows of each of :data:`ROW_PROBE_COLUMNS` columns: the row starts from that level."""
+    in rows of each of :data:`ROW_PROBE_COLUMNS` columns: the row starts from that level; with
+    fbgemm's int8 tile, int8 over the same bytes at the partial depth and in the long rows: the
+    tiles' starts from there (as :func:`_measure_gemv_rows` beyond it)."""
     size = cached_row_probe_bytes(private_bytes(s.caches, s.cpu.cores), s.measured_llc_bytes())
     if not size:
         return
-    got = s.record(settle({cols: _rows_round("fp32", cols, size, s.m.launch_overhead_s, 10, 0.05)
-                           for cols in ROW_PROBE_COLUMNS}), name=_cached_rows_label)
-    s.m.gemv_cached_rows_s = dict(got)
+    keys = [("fp32", cols) for cols in ROW_PROBE_COLUMNS]
+    if s.m.int8_tile is not None:
+        keys += [("int8", partial_tile_depth(s.m.int8_tile)), ("int8", ROW_PROBE_COLUMNS[-1])]
+    got = s.record(settle({key: _rows_round(*key, size, s.m.launch_overhead_s, 10, 0.05) for key in keys}),
+                   name=lambda key: _cached_rows_label(key[1], key[0]))
+    s.m.gemv_cached_rows_s = {cols: t for (dtype, cols), t in got.items() if dtype == "fp32"}
+    s.m.gemv_cached_int8_s = {cols: t for (dtype, cols), t in got.items() if dtype == "int8"}
     s.m.gemv_cached_rows_bytes = size
     s.m.gemv_cached_rows_level = f"L{s.caches[-1].level}"
 
 
-def _cached_rows_label(cols: int) -> str:
-    return f"GEMV inside the last level in fp32, rows of {cols} columns"
+def _cached_rows_label(cols: int, dtype: str = "fp32") -> str:
+    return f"GEMV inside the last level in {dtype}, rows of {cols} columns"
 
 
 def memory_probes(m: Measurements, dtypes: Sequence[str]) -> list[str]:
@@ -1350,16 +1359,32 @@ class PackedStarts:
 
 
 def packed_starts(m: Measurements) -> Optional[PackedStarts]:
-    """Solve ``t = bytes / bandwidth + streams x start`` from int8's GEMV over the row probe's bytes
-    at :func:`partial_tile_depth` and in the long rows (both have partial tiles, in numbers far
-    apart); None where fbgemm's tile is not known, the probe did not run, or the partial one was not
-    slower (no start to see)."""
+    """The tiles' starts beyond the last level (:func:`solve_packed_starts` on the row probe)."""
     if m.int8_tile is None:
         return None
-    depth, long_ = partial_tile_depth(m.int8_tile), ROW_PROBE_COLUMNS[-1]
-    t_partial, t_long = m.gemv_rows_s.get(("int8", depth)), m.gemv_rows_s.get(("int8", long_))
-    streams = packed_streams(m.int8_tile, m.gemv_rows_bytes, depth)
-    long_streams = packed_streams(m.int8_tile, m.gemv_rows_bytes, long_)
+    long_ = ROW_PROBE_COLUMNS[-1]
+    depth = partial_tile_depth(m.int8_tile)
+    return solve_packed_starts(m.gemv_rows_s.get(("int8", depth)), m.gemv_rows_s.get(("int8", long_)),
+                               m.int8_tile, m.gemv_rows_bytes)
+
+
+def cached_packed_starts(m: Measurements) -> Optional[PackedStarts]:
+    """The tiles' starts from the last level (:func:`solve_packed_starts` on the row probe inside it)."""
+    if m.int8_tile is None:
+        return None
+    long_ = ROW_PROBE_COLUMNS[-1]
+    depth = partial_tile_depth(m.int8_tile)
+    return solve_packed_starts(m.gemv_cached_int8_s.get(depth), m.gemv_cached_int8_s.get(long_),
+                               m.int8_tile, m.gemv_cached_rows_bytes)
+
+
+def solve_packed_starts(t_partial: Optional[float], t_long: Optional[float], tile: tuple[int, int],
+                        size: int) -> Optional[PackedStarts]:
+    """Solve ``t = bytes / bandwidth + tiles x start`` from int8's GEMV over ``size`` bytes at
+    :func:`partial_tile_depth` and in the long rows (both have partial tiles, in numbers far apart);
+    None where the probe did not run or the partial one was not slower (no start to see)."""
+    depth, long_ = partial_tile_depth(tile), ROW_PROBE_COLUMNS[-1]
+    streams, long_streams = packed_streams(tile, size, depth), packed_streams(tile, size, long_)
     if not (t_partial and t_long) or streams <= long_streams or t_partial <= t_long * (1 + SETTLE_TOLERANCE):
         return None
     return PackedStarts((t_partial - t_long) / (streams - long_streams), depth, streams, long_streams)
@@ -2850,26 +2875,39 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     packed = packed_starts(m)
     if packed is not None:
         starts["int8"] = _q(packed.start_s * m.threads, Quantity.SECONDS)
-        notes.fit("gemv.row_start.int8", _packed_starts_note(m, packed))
+        notes.fit("gemv.row_start.int8", _packed_starts_note(
+            m, packed, "beyond the last level", m.gemv_rows_bytes,
+            {cols: t for (dtype, cols), t in m.gemv_rows_s.items() if dtype == "int8"},
+            lambda cols: _rows_label(("int8", cols))))
     if starts:
         block["row_start"] = starts
-    cached = cached_row_streams(m)
-    if cached is not None:
-        level = m.gemv_cached_rows_level
-        block["cached_row_start"] = {level: {"fp32": _q(cached.row_start_s * m.threads, Quantity.SECONDS)}}
-        notes.fit(f"gemv.cached_row_start.{level}.fp32", _cached_rows_note(m, cached))
+    level = m.gemv_cached_rows_level
+    cached: dict[str, Any] = {}
+    rows_inside = cached_row_streams(m)
+    if rows_inside is not None:
+        cached["fp32"] = _q(rows_inside.row_start_s * m.threads, Quantity.SECONDS)
+        notes.fit(f"gemv.cached_row_start.{level}.fp32", _cached_rows_note(m, rows_inside))
+    packed_inside = cached_packed_starts(m)
+    if packed_inside is not None:
+        cached["int8"] = _q(packed_inside.start_s * m.threads, Quantity.SECONDS)
+        notes.fit(f"gemv.cached_row_start.{level}.int8", _packed_starts_note(
+            m, packed_inside, f"inside {level}", m.gemv_cached_rows_bytes, m.gemv_cached_int8_s,
+            lambda cols: _cached_rows_label(cols, "int8")))
+    if cached:
+        block["cached_row_start"] = {level: cached}
     return block
 
 
-def _packed_starts_note(m: Measurements, packed: PackedStarts) -> str:
-    """The note of ``gemv.row_start.int8``: the probe, its solution, its rounds."""
+def _packed_starts_note(m: Measurements, packed: PackedStarts, where: str, size: int, times: Mapping[int, float],
+                        label: Callable[[int], str]) -> str:
+    """The note of int8's ``row_start`` or ``cached_row_start``: the probe (``where`` it ran, over
+    ``size`` bytes, its ``times`` by columns, each measurement's ``label``), its solution, its rounds."""
     long_ = ROW_PROBE_COLUMNS[-1]
-    return (f"int8 F.linear at batch 1 over {m.gemv_rows_bytes / MiB:.4g} MiB of weights (beyond the last level) "
-            f"in rows of {packed.depth} and of {long_} columns: {m.gemv_rows_s[('int8', packed.depth)] * 1e3:.3g} "
-            f"and {m.gemv_rows_s[('int8', long_)] * 1e3:.3g} ms, {packed.streams} and {packed.long_streams} tiles "
-            f"in a partly full last depth block; t = bytes / bandwidth + tiles x start gives "
-            f"{packed.start_s * 1e9:.3g} ns a tile on {m.threads} thread(s), a stream's start on one core"
-            + _settled(m, _rows_label(("int8", packed.depth)), _rows_label(("int8", long_))))
+    return (f"int8 F.linear at batch 1 over {size / MiB:.4g} MiB of weights ({where}) in rows of {packed.depth} "
+            f"and of {long_} columns: {_us(times[packed.depth])} and {_us(times[long_])}, {packed.streams} and "
+            f"{packed.long_streams} tiles in a partly full last depth block; t = bytes / bandwidth + tiles x start "
+            f"gives {packed.start_s * 1e9:.3g} ns a tile on {m.threads} thread(s), a stream's start on one core"
+            + _settled(m, label(packed.depth), label(long_)))
 
 
 def _cached_rows_note(m: Measurements, rows: RowStreams) -> str:
