@@ -697,6 +697,9 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     assert depth == 768
     assert cal.packed_streams(tile, size, depth) == -(-(size // 768) // 8)
     assert cal.packed_streams(tile, size, 1024) == 0 and cal.packed_streams(None, size, depth) == 0
+    # int8's short rows (its load overlap's probe) are whole tiles: no start in them
+    assert cal.short_columns("int8", tile) == 1024 and cal.short_columns("int8", (256, 32)) == 1024
+    assert cal.short_columns("int8", None) == cal.short_columns("bf16", tile) == cal.ROW_PROBE_COLUMNS[0]
     probe = _row_probe(20e9, 72e-9, size)
     for cols in (depth, long_):
         probe[("int8", cols)] = size / bandwidth + cal.packed_streams(tile, size, cols) * start_s
@@ -781,7 +784,8 @@ def test_the_real_row_probes_time_each_type_and_the_rows_inside_the_last_level(c
     assert m.gemv_rows_bytes == 4 * MiB
     short, long_ = cal.ROW_PROBE_COLUMNS
     partial = {("int8", cal.partial_tile_depth(m.int8_tile))} if m.int8_tile is not None else set()
-    assert set(m.gemv_rows_s) == {("fp32", short), ("fp32", long_), ("bf16", short), ("int8", short), ("int8", long_),
+    int8_short = ("int8", cal.short_columns("int8", m.int8_tile))
+    assert set(m.gemv_rows_s) == {("fp32", short), ("fp32", long_), ("bf16", short), int8_short, ("int8", long_),
                                   *partial}
     assert all(t > 0 for t in m.gemv_rows_s.values())
     assert m.gemv_cached_rows_bytes == 1 * MiB and m.gemv_cached_rows_level == f"L{caches[-1].level}"

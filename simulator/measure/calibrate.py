@@ -1217,6 +1217,16 @@ def partial_tile_depth(tile: tuple[int, int]) -> int:
     return tile[0] * 3 // 2
 
 
+def short_columns(dtype: str, tile: Optional[tuple[int, int]]) -> int:
+    """The row probe's short rows in ``dtype``: :data:`ROW_PROBE_COLUMNS`' shorter length, but int8
+    packed in tiles takes the nearest whole number of tile depths (1024 for 512-deep tiles), so that
+    its time holds no tile starts and its ``load_overlap`` is judged against its bytes alone."""
+    short = ROW_PROBE_COLUMNS[0]
+    if dtype != "int8" or tile is None:
+        return short
+    return max(tile[0], round(short / tile[0]) * tile[0])
+
+
 def packed_streams(tile: Optional[tuple[int, int]], size: int, cols: int) -> int:
     """The streams an int8 GEMV over ``size`` bytes in rows of ``cols`` starts beyond one: a tile
     a row block of a partly full last depth block (:class:`simulator.hardware.profile.PackedTile`)."""
@@ -1243,7 +1253,8 @@ def _measure_gemv_rows(s: Session) -> None:
     :data:`STREAM_TYPE` in the long rows too."""
     size = row_probe_bytes(s.caches[-1].size_bytes if s.caches else 0, s.cpu.memory_bytes)
     short, long_ = ROW_PROBE_COLUMNS
-    keys = [("fp32", short), ("fp32", long_), *((dtype, short) for dtype in GEMV_LOOP_TYPES if dtype != "fp32"),
+    keys = [("fp32", short), ("fp32", long_),
+            *((dtype, short_columns(dtype, s.m.int8_tile)) for dtype in GEMV_LOOP_TYPES if dtype != "fp32"),
             (STREAM_TYPE, long_)]
     if s.m.int8_tile is not None:       # fbgemm's partial tiles, each a stream (:func:`packed_starts`)
         keys.append(("int8", partial_tile_depth(s.m.int8_tile)))
@@ -1590,7 +1601,7 @@ def gemv_load_overlaps(m: Measurements) -> dict[str, GemvOverlap]:
     short, long_ = ROW_PROBE_COLUMNS
     if rows is not None:
         size = m.gemv_rows_bytes
-        columns = {dtype: long_ if dtype == "fp32" else short for dtype in GEMV_LOOP_TYPES}
+        columns = {dtype: long_ if dtype == "fp32" else short_columns(dtype, m.int8_tile) for dtype in GEMV_LOOP_TYPES}
         measured_s = {dtype: m.gemv_rows_s[(dtype, cols)] for dtype, cols in columns.items()
                       if (dtype, cols) in m.gemv_rows_s}
         bytes_s = size / rows.bandwidth_bytes_per_s
