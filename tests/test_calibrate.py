@@ -726,6 +726,10 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     level_starts = inside_profile.compute.kernels.gemv.cached_row_start
     assert level_starts[f"L{caches[-1].level}"].int8 == pytest.approx(m.threads * inside_s, rel=1e-3)
     assert level_starts[f"L{caches[-1].level}"].of("fp32") is None
+    from simulator.commands.calibrate import summary
+
+    said = summary(build_profile(caches, cpu, inside), Path("host.yaml"))
+    assert f"an int8 tile of a partial 512-deep block in 140 ns from DRAM, 40 ns from L{caches[-1].level}; " in said
     # the partial probe no slower than the long rows: no start; no tile: neither
     flat = replace(m, gemv_rows_s={**probe, ("int8", depth): probe[("int8", long_)]})
     assert cal.packed_starts(flat) is None

@@ -100,9 +100,11 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                    if "fp32" in start]
         text = f"a GEMV row starts in {', '.join(starts)} a core; " if starts else ""
         tile = gemv.get("packed_tiles", {}).get("int8")
-        if tile and "int8" in gemv.get("row_start", {}):
-            text += (f"an int8 tile of a partial {tile['depth']}-deep block in {gemv['row_start']['int8']} "
-                     "from DRAM; ")
+        tiles = [f"{start['int8']} from DRAM" for start in (gemv.get("row_start", {}),) if "int8" in start]
+        tiles += [f"{start['int8']} from {level}" for level, start in gemv.get("cached_row_start", {}).items()
+                  if "int8" in start]
+        if tile and tiles:
+            text += f"an int8 tile of a partial {tile['depth']}-deep block in {', '.join(tiles)}; "
         return text
 
     def conv_efficiency(conv: dict[str, Any]) -> str:

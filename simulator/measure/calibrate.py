@@ -68,7 +68,7 @@ import numpy as np
 from ..base.errors import ConfigError, SimulatorError
 from ..base.units import Quantity, format_quantity, parse_bytes
 from ..engine.core import walk_saved_s
-from ..hardware.profile import HardwareProfile, Replacement
+from ..hardware.profile import HardwareProfile, PackedTile, Replacement
 from ..memory.cache import CacheGeometry, CacheHierarchy
 
 SYSFS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -1228,11 +1228,11 @@ def short_columns(dtype: str, tile: Optional[tuple[int, int]]) -> int:
 
 
 def packed_streams(tile: Optional[tuple[int, int]], size: int, cols: int) -> int:
-    """The streams an int8 GEMV over ``size`` bytes in rows of ``cols`` starts beyond one: a tile
-    a row block of a partly full last depth block (:class:`simulator.hardware.profile.PackedTile`)."""
-    if tile is None or not cols % tile[0]:
+    """The streams an int8 GEMV over ``size`` bytes in rows of ``cols`` starts beyond its one: the
+    tiles of a partly full last depth block (:meth:`PackedTile.partial_tiles`); 0 without a tile."""
+    if tile is None:
         return 0
-    return -(-(size // cols) // tile[1])
+    return PackedTile(depth=tile[0], rows=tile[1]).partial_tiles(size // cols, cols)
 
 
 def row_probe_bytes(claimed_llc_bytes: int, memory_bytes: int) -> int:
