@@ -52,6 +52,12 @@ def cold_time(calls: list) -> float:
     return statistics.median(times)
 
 
+def cold_calls(dtype: str, rows: int, cols: int, size: int) -> list:
+    """Batch-1 GEMVs of ``rows`` x ``cols`` in ``dtype``, on as many copies of weights of ``size``
+    bytes as :data:`COLD_MIB` takes, for :func:`cold_time`."""
+    return [_type_gemm_call(dtype, rows, cols, 1) for _ in range(max(1, -(-COLD_MIB * MiB // size)))]
+
+
 def packed_bytes(rows: int, cols: int, copies: int = 10) -> Optional[float]:
     """Bytes glibc's heap grew by per int8 weight matrix torch packs (``dynamic_int8``: fbgemm's
     layout), over ``copies`` copies; None off glibc."""
@@ -108,10 +114,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     size = int(args.mib * MiB)
-    copies = max(1, -(-COLD_MIB * MiB // size)) if args.cold else 1
     rows = {(dtype, cols): max(1, size // TYPE_BYTES[dtype] // cols) for dtype in dtypes for cols in columns}
-    calls = {key: [_type_gemm_call(key[0], n, key[1], 1) for _ in range(copies)] for key, n in rows.items()}
-    how = f"median of {copies} cold calls" if args.cold else "fastest of 7 calls"
+    calls = {key: cold_calls(key[0], n, key[1], size) if args.cold else [_type_gemm_call(key[0], n, key[1], 1)]
+             for key, n in rows.items()}
+    how = f"median of {len(next(iter(calls.values())))} cold calls" if args.cold else "fastest of 7 calls"
     if args.packed:
         packed = {cols: packed_bytes(4096, cols) for cols in columns}
         if all(grown is not None for grown in packed.values()):

@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gemv_rows import COLD_MIB, MiB, cold_time  # noqa: E402
+from gemv_rows import cold_calls, cold_time  # noqa: E402
 
-from simulator.measure.calibrate import _type_gemm_call, fbgemm_int8_tile, read_cpu_info  # noqa: E402
+from simulator.measure.calibrate import fbgemm_int8_tile, read_cpu_info  # noqa: E402
 
 DEPTHS = (512, 520, 544, 576, 640, 768, 896, 960, 992, 1008, 1024, 1536, 1600)
 
@@ -56,8 +56,7 @@ def main() -> None:
     whole = [d for d in depths if d % tile[0] == 0]
     if len(whole) < 2:
         parser.error(f"--depths needs two whole numbers of {tile[0]}-deep blocks for the line")
-    calls = {d: [_type_gemm_call("int8", args.rows, d, 1) for _ in range(max(1, -(-COLD_MIB * MiB // (args.rows * d))))]
-             for d in depths}
+    calls = {d: cold_calls("int8", args.rows, d, args.rows * d) for d in depths}
     times: dict[int, list[float]] = {d: [] for d in depths}
     with torch.inference_mode():
         for _ in range(args.rounds):

@@ -1369,32 +1369,31 @@ class PackedStarts:
     long_streams: int       # the long rows' (:data:`ROW_PROBE_COLUMNS`), at the same bytes
 
 
+def int8_row_times(m: Measurements) -> dict[int, float]:
+    """The row probe's int8 GEMVs beyond the last level, by columns."""
+    return {cols: t for (dtype, cols), t in m.gemv_rows_s.items() if dtype == "int8"}
+
+
 def packed_starts(m: Measurements) -> Optional[PackedStarts]:
     """The tiles' starts beyond the last level (:func:`solve_packed_starts` on the row probe)."""
-    if m.int8_tile is None:
-        return None
-    long_ = ROW_PROBE_COLUMNS[-1]
-    depth = partial_tile_depth(m.int8_tile)
-    return solve_packed_starts(m.gemv_rows_s.get(("int8", depth)), m.gemv_rows_s.get(("int8", long_)),
-                               m.int8_tile, m.gemv_rows_bytes)
+    return solve_packed_starts(int8_row_times(m), m.int8_tile, m.gemv_rows_bytes)
 
 
 def cached_packed_starts(m: Measurements) -> Optional[PackedStarts]:
     """The tiles' starts from the last level (:func:`solve_packed_starts` on the row probe inside it)."""
-    if m.int8_tile is None:
-        return None
-    long_ = ROW_PROBE_COLUMNS[-1]
-    depth = partial_tile_depth(m.int8_tile)
-    return solve_packed_starts(m.gemv_cached_int8_s.get(depth), m.gemv_cached_int8_s.get(long_),
-                               m.int8_tile, m.gemv_cached_rows_bytes)
+    return solve_packed_starts(m.gemv_cached_int8_s, m.int8_tile, m.gemv_cached_rows_bytes)
 
 
-def solve_packed_starts(t_partial: Optional[float], t_long: Optional[float], tile: tuple[int, int],
+def solve_packed_starts(times: Mapping[int, float], tile: Optional[tuple[int, int]],
                         size: int) -> Optional[PackedStarts]:
-    """Solve ``t = bytes / bandwidth + tiles x start`` from int8's GEMV over ``size`` bytes at
-    :func:`partial_tile_depth` and in the long rows (both have partial tiles, in numbers far apart);
-    None where the probe did not run or the partial one was not slower (no start to see)."""
+    """Solve ``t = bytes / bandwidth + tiles x start`` from int8's GEMVs over ``size`` bytes (``times``
+    by columns) at :func:`partial_tile_depth` and in the long rows (both have partial tiles, in
+    numbers far apart); None without fbgemm's tile, where the probe did not run, or where the partial
+    one was not slower (no start to see)."""
+    if tile is None:
+        return None
     depth, long_ = partial_tile_depth(tile), ROW_PROBE_COLUMNS[-1]
+    t_partial, t_long = times.get(depth), times.get(long_)
     streams, long_streams = packed_streams(tile, size, depth), packed_streams(tile, size, long_)
     if not (t_partial and t_long) or streams <= long_streams or t_partial <= t_long * (1 + SETTLE_TOLERANCE):
         return None
@@ -2887,8 +2886,7 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     if packed is not None:
         starts["int8"] = _q(packed.start_s * m.threads, Quantity.SECONDS)
         notes.fit("gemv.row_start.int8", _packed_starts_note(
-            m, packed, "beyond the last level", m.gemv_rows_bytes,
-            {cols: t for (dtype, cols), t in m.gemv_rows_s.items() if dtype == "int8"},
+            m, packed, "beyond the last level", m.gemv_rows_bytes, int8_row_times(m),
             lambda cols: _rows_label(("int8", cols))))
     if starts:
         block["row_start"] = starts
