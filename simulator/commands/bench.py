@@ -31,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cmd.add_argument("--batch", type=positive_int("--batch"), default=1, help="samples per call (default 1)")
     cmd.add_argument("--threads", type=positive_int("--threads"), help="torch threads (default: every CPU)")
     cmd.add_argument("--repeat", type=positive_int("--repeat"),
-                     help="timed calls per layer after 3 warm-up calls (default 20); with --sparse-conv, "
+                     help="timed calls per layer after the warm-up calls (3 or more; default 20); with --sparse-conv, "
                           "round-robin rounds, each kernel's best call counts (default 7); with --llm, rounds of "
                           "prefill and decode after one warm-up round, each figure's best counts (default 3)")
     cmd.add_argument("--seed", type=int, default=0, help="seed of the weights, as in `run --seed` (default 0)")
