@@ -499,7 +499,8 @@ def render(result: BenchResult) -> str:
 
         return render_variants(result)
     lines = [f"{result.workload}: measured on this CPU, {result.format}, batch {result.batch}, "
-             f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} warm-up; "
+             f"{result.threads} thread(s); each layer alone, {result.repeat} calls after {WARMUP_CALLS} or more "
+             "warm-up calls; "
              f"time per frame (load average at start {result.load_before})", "",
              f"{'layer':14s} {'kernel':7s} {'backend':11s} {'thr':>3s} {'median':>9s} {'p10':>9s} {'p90':>9s} "
              f"{'weights':>10s}"]

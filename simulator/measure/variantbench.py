@@ -31,12 +31,13 @@ a sparse structure this module has no torch kernel for (``csc``, ``N:M``, ``bitm
 ``auto``) are refused with one line naming ``format`` (:func:`parse_bench_variants`). A layer a
 variant cannot run (a convolution in ``@int8`` or ``bsr``) is skipped with a note in the result.
 
-Timing keeps the benchmark mode of plain ``bench`` (each layer alone, the same call back to back,
-so a layer whose weights fit a cache runs from it, as the simulator's layer mode assumes) but
-interleaves the variants of a layer in rounds: every round runs each variant's warm-up call and a
-block of timed calls, so a burst of load from other processes falls on all variants of the layer
-alike and the pair comparisons ``crosscheck`` makes stay fair. The figure is the median of all the
-timed calls of a variant, its spread the 10th and 90th percentiles, as ``bench``.
+Timing keeps the benchmark mode of plain ``bench`` (each layer alone, the same call back to back, so
+a layer whose weights fit a cache runs from it, as the simulator's layer mode assumes) but
+interleaves the variants of a layer in rounds: every round runs each variant's warm-up calls (until
+the caches stop filling: :func:`simulator.measure.bench.warm_up`) and a block of timed calls, so a
+burst of load from other processes falls on all variants of the layer alike and the pair comparisons
+``crosscheck`` makes stay fair. The figure is the median of all the timed calls of a variant, its
+spread the 10th and 90th percentiles, as ``bench``.
 """
 
 from __future__ import annotations
