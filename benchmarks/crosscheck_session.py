@@ -18,7 +18,9 @@ then ``simulator crosscheck`` of each set against ``DIR/host.yaml`` (``--json`` 
 the figures the issues' targets name: the profile's headline, the LLM cells within their bounds
 (issue #15), each variant's median error and the pairs right (#14), AlexNet's pages faulted a call
 against those the profile maps afresh, and issue #13's 36 cells (dense and CSR on the EIE layers at
-batch 1 and 64): their median error and the worst cell as a ratio; then the same against
+batch 1 and 64): their median error and the worst cell as a ratio, and the same with the profile's
+last level switched to random replacement at the size ``calibrate`` fitted for that policy
+(:func:`random_llc_profile`, written beside the profile); then the same against
 ``DIR/host-end.yaml``. The two profiles bracket the benches in time: where a figure differs as much
 between them as it misses its target by, the session cannot tell the model from the host's phase.
 
@@ -42,11 +44,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
+
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 LLMS = ("qwen2.5-0.5b", "llama-3.2-1b")
@@ -210,6 +215,35 @@ def issue13(cells: list[dict[str, Any]]) -> str:
             " (target 10%, 1.6x)")
 
 
+def random_llc_profile(out: Path, profile: str) -> Optional[str]:
+    """``DIR/PROFILE`` with its last level switched to random replacement at the size ``calibrate``
+    fitted for that policy (its ``fitted`` note of the level's size names every policy's best size),
+    written beside it as ``STEM-random.yaml``; its name, or None where the note names no such size.
+    The LRU step stays ``calibrate``'s default; this lets every session re-score its benches with the
+    other policy (docs/validation.md, "The LLC policy again")."""
+    doc = yaml.safe_load((out / profile).read_text())
+    level = doc["memory"]["caches"][-1]
+    found = re.search(r"random (\d+) KiB", " ".join(str(doc.get("fitted", {}).get(
+        f"memory.caches.{level['name']}.size", "")).split()))
+    if found is None:
+        return None
+    level["size"], level["replacement"] = f"{found.group(1)} KiB", "random"
+    name = f"{Path(profile).stem}-random.yaml"
+    (out / name).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    return name
+
+
+def random_llc_line(out: Path, profile: str, tag: str) -> list[str]:
+    """Issue #13's figures against :func:`random_llc_profile` of ``DIR/PROFILE``, where it has one."""
+    random_profile = random_llc_profile(out, profile)
+    if random_profile is None:
+        return []
+    doc = yaml.safe_load((out / random_profile).read_text())
+    size = doc["memory"]["caches"][-1]["size"]
+    eie = crosscheck(out, f"eie-random{tag}", bench_files(out, "eie"), random_profile)
+    return [f"  with the last level random at {size} ({random_profile}): " + issue13(eie["variants"]["cells"])]
+
+
 def variants_lines(check: dict[str, Any]) -> list[str]:
     """Each variant's median |error| and worst cell, and the pairs right."""
     v = check["variants"]
@@ -245,6 +279,7 @@ def figures(out: Path, profile: str, tag: str = "") -> list[str]:
     lines += ["AlexNet, dense and thinned (#14):", *variants_lines(alexnet),
               *fault_lines(alexnet["variants"]["cells"])]
     lines.append("EIE layers dense + CSR (#13): " + issue13(eie["variants"]["cells"]))
+    lines += random_llc_line(out, profile, tag)
     runs = len(bench_files(out, "eie")) // len(BATCHES)
     if runs > 1:
         first = crosscheck(out, f"eie-run1{tag}", bench_files(out, "eie", first_only=True), profile)

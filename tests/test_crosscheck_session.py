@@ -79,3 +79,25 @@ def test_repeatability_compares_each_cell_of_the_first_bench_run_with_the_second
     assert lines[1] == ("  #13's 3 cells: median 25.0%, p90 50%, worst 50% "
                         "(the target: a median error of 10%, 1.6x at worst)")
     assert lines[2].startswith("  dense        median 12.5%") and lines[4].startswith("  bsr4x4       median 9.1%")
+
+
+def test_random_llc_profile_takes_the_size_calibrate_fitted_for_random_replacement(tmp_path):
+    """The profile beside the session's with its last level random at the size the level's ``fitted``
+    note gives that policy; it loads as a profile. A note without that size gives none."""
+    import yaml
+
+    from simulator.hardware.profile import Replacement, load_profile
+
+    s = _session_module()
+    doc = yaml.safe_load((ROOT / "hwprofiles" / "i7-5930k.yaml").read_text())
+    level = doc["memory"]["caches"][-1]["name"]
+    doc.setdefault("fitted", {})[f"memory.caches.{level}.size"] = (
+        "measured by calibrate: mean |log error| of the curve per policy at its best size: lru 19422 KiB: 0.082;\n"
+        "  random 12800 KiB: 0.039; dip 10240 KiB: 0.090")
+    (tmp_path / "host.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert s.random_llc_profile(tmp_path, "host.yaml") == "host-random.yaml"
+    last = load_profile(tmp_path / "host-random.yaml").caches[-1]
+    assert last.replacement is Replacement.RANDOM and last.size_bytes == 12800 * 1024
+    del doc["fitted"][f"memory.caches.{level}.size"]
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert s.random_llc_profile(tmp_path, "plain.yaml") is None
