@@ -215,10 +215,11 @@ def issue13(cells: list[dict[str, Any]]) -> str:
             " (target 10%, 1.6x)")
 
 
-def random_llc_profile(out: Path, profile: str) -> Optional[str]:
+def random_llc_profile(out: Path, profile: str) -> Optional[tuple[str, str]]:
     """``DIR/PROFILE`` with its last level switched to random replacement at the size ``calibrate``
     fitted for that policy (its ``fitted`` note of the level's size names every policy's best size),
-    written beside it as ``STEM-random.yaml``; its name, or None where the note names no such size.
+    written beside it as ``STEM-random.yaml``; its name and that size, or None where the note names
+    no such size.
     The LRU step stays ``calibrate``'s default; this lets every session re-score its benches with the
     other policy (docs/validation.md, "The LLC policy again")."""
     doc = yaml.safe_load((out / profile).read_text())
@@ -230,16 +231,15 @@ def random_llc_profile(out: Path, profile: str) -> Optional[str]:
     level["size"], level["replacement"] = f"{found.group(1)} KiB", "random"
     name = f"{Path(profile).stem}-random.yaml"
     (out / name).write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
-    return name
+    return name, level["size"]
 
 
 def random_llc_line(out: Path, profile: str, tag: str) -> list[str]:
     """Issue #13's figures against :func:`random_llc_profile` of ``DIR/PROFILE``, where it has one."""
-    random_profile = random_llc_profile(out, profile)
-    if random_profile is None:
+    made = random_llc_profile(out, profile)
+    if made is None:
         return []
-    doc = yaml.safe_load((out / random_profile).read_text())
-    size = doc["memory"]["caches"][-1]["size"]
+    random_profile, size = made
     eie = crosscheck(out, f"eie-random{tag}", bench_files(out, "eie"), random_profile)
     return [f"  with the last level random at {size} ({random_profile}): " + issue13(eie["variants"]["cells"])]
 

@@ -95,7 +95,7 @@ def test_random_llc_profile_takes_the_size_calibrate_fitted_for_random_replaceme
         "measured by calibrate: mean |log error| of the curve per policy at its best size: lru 19422 KiB: 0.082;\n"
         "  random 12800 KiB: 0.039; dip 10240 KiB: 0.090")
     (tmp_path / "host.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
-    assert s.random_llc_profile(tmp_path, "host.yaml") == "host-random.yaml"
+    assert s.random_llc_profile(tmp_path, "host.yaml") == ("host-random.yaml", "12800 KiB")
     last = load_profile(tmp_path / "host-random.yaml").caches[-1]
     assert last.replacement is Replacement.RANDOM and last.size_bytes == 12800 * 1024
     del doc["fitted"][f"memory.caches.{level}.size"]
