@@ -1016,6 +1016,34 @@ def test_a_library_that_copies_its_indices_is_told_by_the_pages_one_call_faults_
     assert cal.copied_index_bits(replace(m, sparse_beyond=[scipy]), "scipy") is None
 
 
+def test_a_copying_librarys_overlap_is_read_off_its_call_over_the_copys_width(caches, cpu, measurements):
+    """Where the library copies its indices (``kernel_index_bits``) and its SpMV beyond the caches
+    was also timed over indices of the copy's width, ``load_overlap`` comes from that call: its
+    kernel alone, its bytes at 32 bits, nothing taken off for faults. The stored-width call's
+    faults (16 ms here, more than its product) would otherwise decide the share: taken off at a
+    fault rate read 25% fast, the same kernel reads as waiting for its loop."""
+    spmv = sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+    rows, nnz = cal.SPARSE_BEYOND_ROWS, 11 * (1 << 20)
+    rate, probe_s = 3e9, 4e-3      # its kernel's bytes stream longer than its issue
+    fills = {16 * MiB: (0.2e-3, 0.25e-3), 64 * MiB: (2e-3, 2e-3 + 64 * MiB / (1.25 * rate))}   # a rate read 25% fast
+    issue_s = (3.0 * nnz + 10.0 * rows) / (CLOCK_HZ * 2)
+    narrow_s = OVERHEAD_S + max(issue_s, probe_s * (nnz * 8 + (rows + 1) * 4) / cal.GEMV_BEYOND_BYTES)
+    wide_memory_s = probe_s * (nnz * 12 + (rows + 1) * 8 + 2 * (nnz + rows + 1) * 4) / cal.GEMV_BEYOND_BYTES
+    faulted = 4.0 * nnz
+    wide = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz,
+                        OVERHEAD_S + faulted / rate + max(issue_s, wide_memory_s), "torch", 2, faulted)
+    narrow = SparseTiming("spmv", rows, cal.SPARSE_COLUMNS, 1, nnz, nnz, narrow_s, "torch", 2, 0.0, 32)
+    m = replace(measurements, sparse=spmv + measurements.sparse_of("spmm"), sparse_beyond=[wide, narrow],
+                gemv_beyond_s={"fp32": probe_s}, fresh_fill_s=fills)
+    assert m.beyond_of("torch") is wide and m.beyond_of("torch", 32) is narrow
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    assert profile.compute.kernels.kernel_index_bits == 32
+    assert profile.compute.kernels.spmv.load_overlap == 1.0         # the larger of issue and memory: all of it
+    alone = profile_from_mapping(build_profile(caches, cpu, replace(m, sparse_beyond=[wide])), "host")
+    assert alone.compute.kernels.kernel_index_bits == 32 and alone.compute.kernels.spmv.load_overlap < 0.75
+    assert "page faults" in alone.sources["compute.kernels.spmv.load_overlap"]
+
+
 def test_every_sparse_backend_timed_becomes_a_library_of_the_profile(caches, cpu, measurements):
     """calibrate times each CSR backend bench may pick; ``spmv`` / ``spmm`` are the ones bench
     picks on the middle matrix (here scipy for SpMV, torch for SpMM), and each backend is a

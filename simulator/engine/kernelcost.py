@@ -244,8 +244,9 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
     loads run ahead of its loop, 0 where they wait for it (the engine then holds one tile, and
     memory and issue take turns). A sparse kernel's is its profile's ``load_overlap``; a dense
     kernel that packs its weights (:func:`packs_weights`) has none; any other, its kernel's
-    ``load_overlap`` for the type, else all; that one holds for its loads from DRAM
-    (:func:`overlap_is_dram_only`: the engine weighs it by the share DRAM serves)."""
+    ``load_overlap`` for the type, else all. A sparse kernel's and an unpacked dense kernel's hold
+    for their loads from DRAM (:func:`overlap_is_dram_only`: the engine weighs them by the share
+    DRAM serves)."""
     if profile.compute.kernels is None:
         return 1.0
     if shape.kind in SPARSE_KINDS:
@@ -258,14 +259,16 @@ def load_overlap(profile: HardwareProfile, shape: KernelShape) -> float:
 
 
 def overlap_is_dram_only(profile: HardwareProfile, shape: KernelShape) -> bool:
-    """Whether the kernel's ``load_overlap`` holds for its loads from DRAM only: a dense kernel's
-    (for its type, measured on a GEMV far beyond the caches), whose loop keeps up with its loads
-    where a cache serves them (torch's fp32 GEMV on the Zen 3 guest: 8-12 G weights/s over 8 MiB in
-    the L3, the loop's own rate, but 5-6 over 128 MiB, where the int8 GEMV streams the same DRAM at
-    30 GB/s), so its share applies to the part of its bytes that DRAM serves. A sparse kernel's,
-    and a packing one's (it packs each panel before it multiplies it), hold wherever its loads come
-    from."""
-    return shape.kind in DENSE_KINDS and not packs_weights(profile, shape)
+    """Whether the kernel's ``load_overlap`` holds for its loads from DRAM only. Both kinds of
+    share are measured far beyond the caches, and both kinds of loop keep up with their loads where
+    a cache serves them: a dense kernel's (for its type; torch's fp32 GEMV on the Zen 3 guest: 8-12 G
+    weights/s over 8 MiB in the L3, the loop's own rate, but 5-6 over 128 MiB, where the int8 GEMV
+    streams the same DRAM at 30 GB/s) and a sparse kernel's (torch's SpMV over int32 indices there:
+    1.7-2.0 cycles a non-zero a core over 8 MiB in the L3, its issue rate, against 1.9-2.2 over 64
+    MiB; scipy's loop 3.0-3.1 against 3.1-3.2). So the share applies to the part of the bytes DRAM
+    serves. A packing kernel's (it packs each panel before it multiplies it) holds wherever its
+    loads come from."""
+    return shape.kind in SPARSE_KINDS or (shape.kind in DENSE_KINDS and not packs_weights(profile, shape))
 
 
 def sparse_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:

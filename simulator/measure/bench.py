@@ -210,10 +210,10 @@ INDEX_BITS = {SparseBackend.TORCH: 64, SparseBackend.SCIPY: 32}
 
 
 def sparse_operator(backend: SparseBackend, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray,
-                    shape: tuple[int, int], x: np.ndarray) -> Callable[[], Any]:
+                    shape: tuple[int, int], x: np.ndarray, index_bits: Optional[int] = None) -> Callable[[], Any]:
     """A call computing CSR(indptr, indices, values) @ x with ``backend``, its indices and pointers
-    :data:`INDEX_BITS` wide."""
-    index = np.dtype(f"int{INDEX_BITS[backend]}")
+    ``index_bits`` wide (default :data:`INDEX_BITS`, the width the backend stores as bench builds it)."""
+    index = np.dtype(f"int{index_bits or INDEX_BITS[backend]}")
     if backend is SparseBackend.SCIPY:
         import scipy.sparse as sp
 

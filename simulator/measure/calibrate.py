@@ -348,6 +348,7 @@ class SparseTiming:
     backend: str
     threads: int
     faulted_bytes: float = 0.0   # pages one call faulted in (counted on the SpMV beyond the caches only)
+    index_bits: Optional[int] = None   # the width of the indices the call was given (None: the backend's own)
 
 
 @dataclass(frozen=True)
@@ -467,9 +468,10 @@ class Measurements:
         timed = {kind: {t.backend for t in self.sparse if t.kind == kind} for kind in ("spmv", "spmm")}
         return [b for b in dict.fromkeys(t.backend for t in self.sparse) if b in timed["spmv"] & timed["spmm"]]
 
-    def beyond_of(self, backend: str) -> Optional[SparseTiming]:
-        """The SpMV beyond the private caches with ``backend``, where it was timed."""
-        return next((t for t in self.sparse_beyond if t.backend == backend), None)
+    def beyond_of(self, backend: str, index_bits: Optional[int] = None) -> Optional[SparseTiming]:
+        """The SpMV beyond the private caches with ``backend``, where it was timed: over the indices
+        the backend stores (``index_bits`` None), or over ``index_bits``-wide ones."""
+        return next((t for t in self.sparse_beyond if t.backend == backend and t.index_bits == index_bits), None)
 
     @property
     def unsettled(self) -> list[str]:
@@ -1732,28 +1734,40 @@ def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
     how much of its loop its loads run under there (:func:`sparse_overlap`); and the pages a call
     faults in, which show a library copying its indices into new arrays at every call
-    (:func:`copied_index_bits`: the copy of this matrix's is above glibc's largest mmap threshold)."""
-    from .bench import PAGE_BYTES, SparseBackend, minor_faults, sparse_operator
+    (:func:`copied_index_bits`: the copy of this matrix's is above glibc's largest mmap threshold).
+    A backend storing indices wider than :data:`KERNEL_PROBE_BITS` is also timed on the same matrix
+    with indices that wide, in the same rounds: what a library that copies its indices into
+    arrays of that width runs after its copy, without the copy and its page faults."""
+    from .bench import INDEX_BITS, PAGE_BYTES, SparseBackend, minor_faults, sparse_operator
 
     nonzeros = (s.m.gemv_rows_bytes or GEMV_BEYOND_BYTES) // 12
     ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, nonzeros, seed=7)
     x = np.random.default_rng(7).random(SPARSE_COLUMNS, dtype=np.float32)
     steps = int(np.maximum(np.diff(ptr), 1).sum())
+    shape = (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS)
     for name in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
         backend, threads = SparseBackend(name), s.m.sparse_of("spmv", name)[0].threads
-        op = sparse_operator(backend, ptr, idx, val, (SPARSE_BEYOND_ROWS, SPARSE_COLUMNS), x)
-        got = s.record(settle({"beyond": functools.partial(_typical_time, op, 5, 0.2)}),
+        widths: list[Optional[int]] = [None] + ([KERNEL_PROBE_BITS] if INDEX_BITS[backend] > KERNEL_PROBE_BITS else [])
+        ops = {bits: sparse_operator(backend, ptr, idx, val, shape, x, bits) for bits in widths}
+        got = s.record(settle({bits: functools.partial(_typical_time, op, 5, 0.2) for bits, op in ops.items()}),
                        name=functools.partial(_beyond_label, name))
         before = minor_faults()
         for _ in range(FAULT_COUNT_CALLS):
-            op()
+            ops[None]()
         faulted = (minor_faults() - before) * PAGE_BYTES / FAULT_COUNT_CALLS
-        s.m.sparse_beyond.append(SparseTiming("spmv", SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, 1, int(ptr[-1]), steps,
-                                              got["beyond"], name, threads, faulted))
+        for bits in widths:
+            s.m.sparse_beyond.append(SparseTiming("spmv", *shape, 1, int(ptr[-1]), steps, got[bits], name, threads,
+                                                  faulted if bits is None else 0.0, bits))
 
 
-def _beyond_label(backend: str, _key: object = None) -> str:
-    return f"SpMV beyond the caches ({backend})"
+#: The index width :func:`_measure_sparse_beyond` also times a backend at where it stores wider
+#: ones: the width MKL's LP64 interface takes, which torch's CSR product copies its int64 indices
+#: into at every call (:func:`copied_index_bits`).
+KERNEL_PROBE_BITS = 32
+
+
+def _beyond_label(backend: str, bits: Optional[int] = None) -> str:
+    return f"SpMV beyond the caches ({backend}" + (f", {bits}-bit indices)" if bits else ")")
 
 
 #: How near (a share of the width) the bits a non-zero the SpMV beyond the caches faulted in must
@@ -1799,11 +1813,13 @@ class LoadOverlap:
     memory_s: float
     how: str          # the streaming rate the memory time is at
     moved_bytes: float   # what the memory time moves (:func:`beyond_bytes`)
+    index_bits: Optional[int] = None   # the width of the indices of the call it was read off (None: stored)
 
     def describe(self, backend: str) -> str:
         """One line for the profile's sources."""
         faults = f" less page faults {self.faults_s * 1e6:.0f} us" if self.faults_s else ""
-        return (f"{backend} over {self.moved_bytes / MiB:.3g} MiB: {self.measured_s * 1e6:.0f} us{faults}, "
+        width = f" with {self.index_bits}-bit indices (its kernel's, no copy)" if self.index_bits else ""
+        return (f"{backend}{width} over {self.moved_bytes / MiB:.3g} MiB: {self.measured_s * 1e6:.0f} us{faults}, "
                 f"against issue {self.issue_s * 1e6:.0f} us and memory {self.memory_s * 1e6:.0f} us ({self.how}): "
                 f"(issue + memory - measured) / issue = {self.share:.3g}")
 
@@ -1816,17 +1832,22 @@ def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: st
     :data:`GEMV_BEYOND_BYTES`), on the backend's threads: for a backend on fewer threads than the
     GEMV ran on, that rate scaled by the STREAM read's one-thread share, :func:`stream_share` (the
     all-thread rate would understate its memory time, which reads overlapped loads as waiting
-    ones). A library that copies its indices at every call (:func:`copied_index_bits`) streams the
-    copy's bytes too, and faults its pages in first, at :func:`fault_rate`, which comes off the
-    measured time (torch's copy over 11.5 M non-zeros: 13 ms of faults, more than its product)."""
-    timing, probe, rows = m.beyond_of(backend), m.gemv_beyond_s.get("fp32"), row_streams(m)
+    ones). A library that copies its indices at every call (:func:`copied_index_bits`) is read off
+    the call over indices of the copy's width, where it was timed (:func:`_measure_sparse_beyond`):
+    its kernel alone, as the engine times it after the copy's pass. Otherwise the call over the
+    stored indices streams the copy's bytes too, and faults its pages in first, at
+    :func:`fault_rate`, which comes off the measured time (torch's copy over 11.5 M non-zeros: 13 ms
+    of faults, more than its product; on the Zen 3 guest the difference of two such figures put the
+    share anywhere from 0 to 0.78 between calibrations an hour apart)."""
+    copied, rate = copied_index_bits(m, backend), fault_rate(m)
+    narrow = m.beyond_of(backend, copied) if copied is not None else None
+    timing, probe, rows = narrow or m.beyond_of(backend), m.gemv_beyond_s.get("fp32"), row_streams(m)
     if timing is None or not (probe or rows):
         return None
     issue_s = fit.call_overhead_s + (fit.cycles_per_nonzero * timing.row_steps + fit.cycles_per_row * timing.rows) / (
         clock_hz * timing.threads)
     stored = beyond_bytes(m, timing)
-    copied, rate = copied_index_bits(m, backend), fault_rate(m)
-    faults_s = timing.faulted_bytes / rate if copied is not None and rate else 0.0
+    faults_s = timing.faulted_bytes / rate if copied is not None and narrow is None and rate else 0.0
     share = stream_share(m, timing.threads)
     if rows is not None:
         memory_s = stored / (rows.bandwidth_bytes_per_s * share)
@@ -1837,18 +1858,18 @@ def sparse_overlap(m: Measurements, fit: SparseFit, clock_hz: float, backend: st
         how += f" on {timing.threads} thread(s): {share:.2g} of its rate"
     measured = max(timing.seconds - m.launch_overhead_s - faults_s, 0.0)
     overlap = overlap_share(issue_s, memory_s, measured)
-    return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how, stored)
+    return LoadOverlap(float(f"{overlap:.3g}"), measured, faults_s, issue_s, memory_s, how, stored, timing.index_bits)
 
 
 def beyond_bytes(m: Measurements, timing: SparseTiming) -> float:
     """The bytes the SpMV beyond the caches moves: its values, indices and pointers at the width
-    its backend stores, and, where the library copies them (:func:`copied_index_bits`), the copy
-    written and read again."""
+    the call was given (its backend's, unless :attr:`SparseTiming.index_bits`), and, where the
+    library copies wider ones (:func:`copied_index_bits`), the copy written and read again."""
     from .bench import INDEX_BITS, SparseBackend
 
-    index_bytes = INDEX_BITS[SparseBackend(timing.backend)] // 8
+    index_bytes = (timing.index_bits or INDEX_BITS[SparseBackend(timing.backend)]) // 8
     stored = timing.nonzeros * (4 + index_bytes) + (timing.rows + 1) * index_bytes
-    copied = copied_index_bits(m, timing.backend)
+    copied = copied_index_bits(m, timing.backend) if timing.index_bits is None else None
     return stored + (2 * (timing.nonzeros + timing.rows + 1) * copied // 8 if copied is not None else 0)
 
 
@@ -2722,7 +2743,7 @@ def _sparse_memory(cpu: CpuInfo, m: Measurements, spmv_fit: SparseFit, notes: No
         spmv["load_overlap"] = overlap.share
         probes = memory_probes(m, ("fp32",))
         notes.measured(f"{at}spmv.load_overlap", overlap.describe(name)
-                       + _settled(m, _beyond_label(name), *probes))
+                       + _settled(m, _beyond_label(name, overlap.index_bits), *probes))
     notes.measured(f"{at}index_bits", f"the width of the indices and row pointers of {name}'s CSR matrices as "
                    "bench builds them" + (" (the SpMV backend it picks here)" if backend is None else ""))
     out: dict[str, Any] = {"index_bits": INDEX_BITS[SparseBackend(name)]}
