@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import json
+import platform
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -225,3 +230,36 @@ def test_warm_up_runs_until_the_caches_stop_filling(monkeypatch):
     # a call that keeps speeding up stops at the cap
     call, made = _calls_taking(clock, [0.5 ** n for n in range(30)])
     assert bench_module.warm_up(call, 1) == bench_module.WARMUP_MAX_CALLS
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's malloc_trim and its mmap threshold")
+def test_free_heap_pages_go_back_so_an_allocation_faults_wherever_it_comes_from():
+    """With glibc's mmap threshold raised, a 40 MB array comes from the heap, and once freed the
+    next one reuses its pages without a fault (what hid torch's index copy from ``calibrate`` when
+    an earlier step had left such a chunk); after ``release_free_pages`` it faults them in again."""
+    script = textwrap.dedent("""
+        import ctypes
+        from simulator.measure.bench import PAGE_BYTES, minor_faults, release_free_pages
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc.restype = ctypes.c_void_p
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.mallopt(-3, 1 << 30)                             # M_MMAP_THRESHOLD: the heap serves it
+        libc.mallopt(-1, 1 << 30)                             # M_TRIM_THRESHOLD: free keeps it there
+        size = 40 << 20
+        def faulted(release):
+            if release:
+                release_free_pages()
+            before = minor_faults()
+            block = libc.malloc(size)
+            ctypes.memset(block, 1, size)                     # written, as a copy writes it
+            libc.free(block)
+            return (minor_faults() - before) * PAGE_BYTES / size
+        faulted(False)
+        print(faulted(False), faulted(True), faulted(False), faulted(True))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    reused, released, reused_again, released_again = (float(v) for v in done.stdout.split())
+    assert reused < 0.1 and reused_again < 0.1
+    assert released > 0.9 and released_again > 0.9

@@ -1734,11 +1734,12 @@ def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
     how much of its loop its loads run under there (:func:`sparse_overlap`); and the pages a call
     faults in, which show a library copying its indices into new arrays at every call
-    (:func:`copied_index_bits`: the copy of this matrix's is above glibc's largest mmap threshold).
+    (:func:`copied_index_bits`; before each counted call the heap's free pages go back to the OS,
+    :func:`~simulator.measure.bench.release_free_pages`, so the copy faults wherever it comes from).
     A backend storing indices wider than :data:`KERNEL_PROBE_BITS` is also timed on the same matrix
     with indices that wide, in the same rounds: what a library that copies its indices into
     arrays of that width runs after its copy, without the copy and its page faults."""
-    from .bench import INDEX_BITS, PAGE_BYTES, SparseBackend, minor_faults, sparse_operator
+    from .bench import INDEX_BITS, PAGE_BYTES, SparseBackend, minor_faults, release_free_pages, sparse_operator
 
     nonzeros = (s.m.gemv_rows_bytes or GEMV_BEYOND_BYTES) // 12
     ptr, idx, val = csr_with_rows(SPARSE_BEYOND_ROWS, SPARSE_COLUMNS, nonzeros, seed=7)
@@ -1751,10 +1752,13 @@ def _measure_sparse_beyond(s: Session) -> None:
         ops = {bits: sparse_operator(backend, ptr, idx, val, shape, x, bits) for bits in widths}
         got = s.record(settle({bits: functools.partial(_typical_time, op, 5, 0.2) for bits, op in ops.items()}),
                        name=functools.partial(_beyond_label, name))
-        before = minor_faults()
+        faulted_pages = 0
         for _ in range(FAULT_COUNT_CALLS):
+            release_free_pages()        # else a free chunk of the heap may serve the copy without a fault
+            before = minor_faults()
             ops[None]()
-        faulted = (minor_faults() - before) * PAGE_BYTES / FAULT_COUNT_CALLS
+            faulted_pages += minor_faults() - before
+        faulted = faulted_pages * PAGE_BYTES / FAULT_COUNT_CALLS
         for bits in widths:
             s.m.sparse_beyond.append(SparseTiming("spmv", *shape, 1, int(ptr[-1]), steps, got[bits], name, threads,
                                                   faulted if bits is None else 0.0, bits))
