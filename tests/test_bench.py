@@ -263,3 +263,17 @@ def test_free_heap_pages_go_back_so_an_allocation_faults_wherever_it_comes_from(
     reused, released, reused_again, released_again = (float(v) for v in done.stdout.split())
     assert reused < 0.1 and reused_again < 0.1
     assert released > 0.9 and released_again > 0.9
+
+
+def test_spmv_levels_benchmark_times_every_loop_at_every_size():
+    """``benchmarks/spmv_levels.py`` (the figures behind a sparse kernel's ``load_overlap`` from the
+    L3) prints each loop at each size; bad sizes are one line, exit 2."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "spmv_levels.py"
+    done = subprocess.run([sys.executable, str(script), "--sizes", "0.05,0.1", "--rounds", "1", "--threads", "1"],
+                          capture_output=True, text=True, check=True)
+    rows = [line.split() for line in done.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["0.05"] * 4 + ["0.1"] * 4
+    assert [r[2] for r in rows[:4]] == ["scipy", "torch", "torch", "copy"] and rows[1][3] == "int32"
+    assert all(float(r[-1]) > 0 for r in rows)            # every loop moved its bytes in a positive time
+    bad = subprocess.run([sys.executable, str(script), "--sizes", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--sizes" in bad.stderr.splitlines()[-1]
