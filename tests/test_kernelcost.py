@@ -520,10 +520,10 @@ def test_a_dense_gemvs_load_overlap_holds_for_its_loads_from_dram_only(write_yam
 
 def test_a_sparse_kernels_load_overlap_holds_for_its_loads_from_dram_only(write_yaml):
     """So does a sparse kernel's: measured on an SpMV beyond the caches, it does not hold where the
-    L3 serves the matrix (torch's SpMV over int32 indices on the Zen 3 guest: 1.7-2.0 cycles a
-    non-zero a core over 8 MiB in the L3, its issue rate, where issue plus the L3's time is twice
-    that; scipy's loop 3.0-3.1 cycles in the L3 and 3.1-3.2 from DRAM): repeated, a CSR layer the
-    last level holds times the same at share 0 as at 1; its first, cold call waits for its loop."""
+    L3 serves the matrix (torch's SpMV over int32 indices on the Zen 3 guest: 1.65 cycles a non-zero
+    a core over 8 MiB in the L3, its in-cache issue cost, where issue plus the L3's time would be
+    about twice that): repeated, a CSR layer the last level holds times the same at share 0 as at
+    1; its first, cold call waits for its loop."""
     i7 = _profile("i7-5930k")
     resident = _fc(write_yaml, 4096, 1024, density=0.25)    # 1 M non-zeros, 8 MiB: the 15 MiB L3 when repeated
     cold = _layer(i7, resident, StorageFormat.CSR)

@@ -264,10 +264,9 @@ def overlap_is_dram_only(profile: HardwareProfile, shape: KernelShape) -> bool:
     a cache serves them: a dense kernel's (for its type; torch's fp32 GEMV on the Zen 3 guest: 8-12 G
     weights/s over 8 MiB in the L3, the loop's own rate, but 5-6 over 128 MiB, where the int8 GEMV
     streams the same DRAM at 30 GB/s) and a sparse kernel's (torch's SpMV over int32 indices there:
-    1.7-2.0 cycles a non-zero a core over 8 MiB in the L3, its issue rate, against 1.9-2.2 over 64
-    MiB; scipy's loop 3.0-3.1 against 3.1-3.2). So the share applies to the part of the bytes DRAM
-    serves. A packing kernel's (it packs each panel before it multiplies it) holds wherever its
-    loads come from."""
+    1.65 cycles a non-zero a core over 8 MiB in the L3, calibrate's in-cache issue cost of 1.6-2.0,
+    against 2.3 over 64 MiB). So the share applies to the part of the bytes DRAM serves. A packing
+    kernel's (it packs each panel before it multiplies it) holds wherever its loads come from."""
     return shape.kind in SPARSE_KINDS or (shape.kind in DENSE_KINDS and not packs_weights(profile, shape))
 
 
