@@ -325,10 +325,16 @@ def repeatability_lines(out: Path) -> list[str]:
     return lines
 
 
+#: What :func:`headline` keeps of a ``calibrate`` log: its summary lines (the CSR libraries' says
+#: whether torch's index copy was found, and what share of its loop its loads ran under) and its
+#: warning of measurements that did not settle.
+HEADLINE_MARKS = ("peak", "DRAM sustained", "CSR libraries", "did not settle")
+
+
 def headline(log: Path) -> list[str]:
-    """A ``calibrate`` log's summary lines (and its warning of measurements that did not settle)."""
+    """A ``calibrate`` log's lines that :data:`HEADLINE_MARKS` names."""
     return [f"  {line.strip()}" for line in log.read_text().splitlines()
-            if "peak" in line or "DRAM sustained" in line or "did not settle" in line]
+            if any(mark in line for mark in HEADLINE_MARKS)]
 
 
 def summary(out: Path) -> list[str]:

@@ -101,3 +101,19 @@ def test_random_llc_profile_takes_the_size_calibrate_fitted_for_random_replaceme
     del doc["fitted"][f"memory.caches.{level}.size"]
     (tmp_path / "plain.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     assert s.random_llc_profile(tmp_path, "plain.yaml") is None
+
+
+def test_headline_keeps_calibrates_summary_with_its_csr_libraries(tmp_path):
+    """The CSR libraries' line says whether torch's index copy was found (a profile without it
+    models torch's CSR without the copy), so the session keeps it with the other summary lines."""
+    s = _session_module()
+    log = tmp_path / "calibrate.txt"
+    log.write_text("calibrate: warning: 2 measurement(s) did not settle within 5% in 6 rounds\n"
+                   "wrote host.yaml: AMD EPYC\n"
+                   "  peak 207 GFLOP/s\n"
+                   "  L3 effective 22015 KiB (lru) at 58 GB/s; DRAM sustained 31 GB/s\n"
+                   "  CSR libraries (bench picks per layer): torch: spmv 1.65 / spmm 3.54 cycles per non-zero, "
+                   "64-bit indices copied to 32 bits a call\n")
+    kept = s.headline(log)
+    assert len(kept) == 4 and not any("wrote" in line for line in kept)
+    assert kept[-1].startswith("  CSR libraries") and "copied to 32 bits" in kept[-1]
