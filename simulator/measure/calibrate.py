@@ -1729,6 +1729,11 @@ SPARSE_BEYOND_ROWS = 16384
 #: Calls whose page faults :func:`_measure_sparse_beyond` counts (after its timed calls).
 FAULT_COUNT_CALLS = 3
 
+#: The index width :func:`_measure_sparse_beyond` also times a backend at where it stores wider
+#: ones: the width MKL's LP64 interface takes, which torch's CSR product copies its int64 indices
+#: into at every call (:func:`copied_index_bits`).
+KERNEL_PROBE_BITS = 32
+
 
 def _measure_sparse_beyond(s: Session) -> None:
     """Each SpMV backend :func:`_measure_sparse` timed, on a matrix beyond the private caches:
@@ -1762,12 +1767,6 @@ def _measure_sparse_beyond(s: Session) -> None:
         for bits in widths:
             s.m.sparse_beyond.append(SparseTiming("spmv", *shape, 1, int(ptr[-1]), steps, got[bits], name, threads,
                                                   faulted if bits is None else 0.0, bits))
-
-
-#: The index width :func:`_measure_sparse_beyond` also times a backend at where it stores wider
-#: ones: the width MKL's LP64 interface takes, which torch's CSR product copies its int64 indices
-#: into at every call (:func:`copied_index_bits`).
-KERNEL_PROBE_BITS = 32
 
 
 def _beyond_label(backend: str, bits: Optional[int] = None) -> str:
