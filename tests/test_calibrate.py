@@ -730,6 +730,13 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
 
     said = summary(build_profile(caches, cpu, inside), Path("host.yaml"))
     assert f"an int8 tile of a partial 512-deep block in 140 ns from DRAM, 40 ns from L{caches[-1].level}; " in said
+    # a start from the last level dearer than from DRAM is not physical (a probe beside another
+    # process's threads read 11.3 us a tile there): not written
+    disturbed = replace(inside, gemv_cached_int8_s={cols: t * (200 if cols == depth else 1)
+                                                    for cols, t in inside_times.items()})
+    assert cal.cached_packed_starts(disturbed).start_s > start_s
+    disturbed_profile = profile_from_mapping(build_profile(caches, cpu, disturbed), "host")
+    assert disturbed_profile.compute.kernels.gemv.cached_row_start == {}
     # the partial probe no slower than the long rows: no start; no tile: neither
     flat = replace(m, gemv_rows_s={**probe, ("int8", depth): probe[("int8", long_)]})
     assert cal.packed_starts(flat) is None
