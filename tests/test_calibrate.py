@@ -734,7 +734,8 @@ def test_fbgemm_packs_int8_in_tiles_and_each_tile_of_a_partial_depth_block_start
     # process's threads read 11.3 us a tile there): not written
     disturbed = replace(inside, gemv_cached_int8_s={cols: t * (200 if cols == depth else 1)
                                                     for cols, t in inside_times.items()})
-    assert cal.cached_packed_starts(disturbed).start_s > start_s
+    assert cal.solve_packed_starts(disturbed.gemv_cached_int8_s, tile, inside_size).start_s > start_s
+    assert cal.cached_packed_starts(disturbed) is None
     disturbed_profile = profile_from_mapping(build_profile(caches, cpu, disturbed), "host")
     assert disturbed_profile.compute.kernels.gemv.cached_row_start == {}
     # the partial probe no slower than the long rows: no start; no tile: neither
@@ -825,6 +826,17 @@ def test_the_row_probe_inside_the_last_level_gives_its_row_start_and_its_bandwid
     assert "row start" in profile.fitted[f"compute.kernels.gemv.cached_row_start.{level.name}.fp32"]
     assert plain.compute.kernels.gemv.cached_row_start == {}
     assert "less their starts" not in plain.fitted[f"memory.caches.{level.name}.bandwidth"]
+    # a row that starts dearer inside the level than from DRAM (a disturbed probe): neither the
+    # start nor the bandwidth it would take off the plateau
+    dram_start = 30e-9
+    beyond = replace(inside, gemv_rows_bytes=64 * MiB, gemv_rows_s=_row_probe(20e9, dram_start, 64 * MiB))
+    assert cal.cached_row_streams(beyond) is not None
+    dear = replace(beyond, gemv_cached_rows_s={cols: size / 60e9 + size / (4 * cols) * 10 * dram_start
+                                               for cols in cal.ROW_PROBE_COLUMNS})
+    assert cal.cached_row_streams(dear) is None
+    dear_profile = profile_from_mapping(build_profile(caches, cpu, dear), "host")
+    assert dear_profile.compute.kernels.gemv.cached_row_start == {}
+    assert "less their starts" not in dear_profile.fitted[f"memory.caches.{level.name}.bandwidth"]
     # calibrate's summary says where a row starts, per core
     from simulator.commands.calibrate import summary
 

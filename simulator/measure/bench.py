@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import enum
+import functools
 import json
 import os
 import platform
@@ -346,16 +347,23 @@ def release_free_pages() -> None:
     3 of the 16 profiles of sessions 62-69 on the Zen 3 guest; with glibc's mmap threshold raised
     so that the copy always comes from the heap, it faults 32 bits a non-zero in every call after
     this and in one call of three without)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Optional[Callable[[int], int]]:
+    """The C library's ``malloc_trim``, looked up once (``find_library`` runs ``ldconfig``); None
+    where the C library has none (not glibc) or cannot be found."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
+        return ctypes.CDLL(name).malloc_trim if name else None
     except (OSError, AttributeError):
-        trim = None
-    if trim is not None:
-        trim(0)
+        return None
 
 
 def time_calls(call: Callable[[], Any], repeat: int, warmup: int = WARMUP_CALLS) -> list[float]:

@@ -1381,9 +1381,22 @@ def packed_starts(m: Measurements) -> Optional[PackedStarts]:
     return solve_packed_starts(int8_row_times(m), m.int8_tile, m.gemv_rows_bytes)
 
 
+def _nearer_start(cached_s: float, beyond_s: Optional[float]) -> bool:
+    """Whether a stream's start from the last level (``cached_s``) is physical beside its start
+    from DRAM (``beyond_s``, where solved): no dearer. A probe that met another process's threads
+    reads far more (int8's tiles inside the L3 on the Zen 3 guest, 2026-12-07 07:57 UTC, beside a
+    test run: 11.3 us a tile against 54 ns from DRAM, which put NT_Wd's int8 GEMV at 90 times its
+    time)."""
+    return beyond_s is None or cached_s <= beyond_s
+
+
 def cached_packed_starts(m: Measurements) -> Optional[PackedStarts]:
-    """The tiles' starts from the last level (:func:`solve_packed_starts` on the row probe inside it)."""
-    return solve_packed_starts(m.gemv_cached_int8_s, m.int8_tile, m.gemv_cached_rows_bytes)
+    """The tiles' starts from the last level (:func:`solve_packed_starts` on the row probe inside it);
+    None where they come out dearer than from DRAM (:func:`_nearer_start`)."""
+    inside, beyond = solve_packed_starts(m.gemv_cached_int8_s, m.int8_tile, m.gemv_cached_rows_bytes), packed_starts(m)
+    if inside is None or not _nearer_start(inside.start_s, beyond.start_s if beyond else None):
+        return None
+    return inside
 
 
 def solve_packed_starts(times: Mapping[int, float], tile: Optional[tuple[int, int]],
@@ -1403,10 +1416,15 @@ def solve_packed_starts(times: Mapping[int, float], tile: Optional[tuple[int, in
 
 
 def cached_row_streams(m: Measurements) -> Optional[RowStreams]:
-    """The row probe inside the last level (:func:`solve_row_streams`): that level's rows."""
+    """The row probe inside the last level (:func:`solve_row_streams`): that level's rows; None where
+    a row starts dearer there than from DRAM (:func:`_nearer_start`)."""
     short, long_ = ROW_PROBE_COLUMNS
-    return solve_row_streams(m.gemv_cached_rows_s.get(short), m.gemv_cached_rows_s.get(long_),
-                             m.gemv_cached_rows_bytes)
+    inside = solve_row_streams(m.gemv_cached_rows_s.get(short), m.gemv_cached_rows_s.get(long_),
+                               m.gemv_cached_rows_bytes)
+    beyond = row_streams(m)
+    if inside is None or not _nearer_start(inside.row_start_s, beyond.row_start_s if beyond else None):
+        return None
+    return inside
 
 
 def solve_row_streams(t_short: Optional[float], t_long: Optional[float], size: int) -> Optional[RowStreams]:
@@ -2917,11 +2935,11 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     level = m.gemv_cached_rows_level
     cached: dict[str, Any] = {}
     rows_inside = cached_row_streams(m)
-    if rows_inside is not None and _nearer_start(rows_inside.row_start_s, rows.row_start_s if rows else None):
+    if rows_inside is not None:
         cached["fp32"] = _q(rows_inside.row_start_s * m.threads, Quantity.SECONDS)
         notes.fit(f"gemv.cached_row_start.{level}.fp32", _cached_rows_note(m, rows_inside))
     packed_inside = cached_packed_starts(m)
-    if packed_inside is not None and _nearer_start(packed_inside.start_s, packed.start_s if packed else None):
+    if packed_inside is not None:
         cached["int8"] = _q(packed_inside.start_s * m.threads, Quantity.SECONDS)
         notes.fit(f"gemv.cached_row_start.{level}.int8", _packed_starts_note(
             m, packed_inside, f"inside {level}", m.gemv_cached_rows_bytes, m.gemv_cached_int8_s,
@@ -2929,15 +2947,6 @@ def gemv_block(cpu: CpuInfo, m: Measurements, notes: Notes) -> dict[str, Any]:
     if cached:
         block["cached_row_start"] = {level: cached}
     return block
-
-
-def _nearer_start(cached_s: float, beyond_s: Optional[float]) -> bool:
-    """Whether a stream's start from the last level (``cached_s``) is physical beside its start
-    from DRAM (``beyond_s``, where solved): no dearer. A probe that met another process's threads
-    reads far more (int8's tiles inside the L3 on the Zen 3 guest, 2026-12-07 07:57 UTC, beside a
-    test run: 11.3 us a tile against 54 ns from DRAM, which put NT_Wd's int8 GEMV at 90 times its
-    time)."""
-    return beyond_s is None or cached_s <= beyond_s
 
 
 def _packed_starts_note(m: Measurements, packed: PackedStarts, where: str, size: int, times: Mapping[int, float],
