@@ -277,3 +277,20 @@ def test_spmv_levels_benchmark_times_every_loop_at_every_size():
     assert all(float(r[-1]) > 0 for r in rows)            # every loop moved its bytes in a positive time
     bad = subprocess.run([sys.executable, str(script), "--sizes", "x"], capture_output=True, text=True)
     assert bad.returncode == 2 and "--sizes" in bad.stderr.splitlines()[-1]
+
+
+def test_gather_fills_benchmark_times_both_loops_at_every_operand_and_the_write_backs():
+    """``benchmarks/gather_fills.py`` (the figures behind ``cycles_per_gather_fill`` and
+    ``writeback_cost``) prints both loops at each operand size and the three DRAM calls; bad
+    operand sizes are one line, exit 2."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gather_fills.py"
+    done = subprocess.run([sys.executable, str(script), "--operands", "8,64", "--rounds", "1", "--threads", "1"],
+                          capture_output=True, text=True, check=True)
+    lines = done.stdout.splitlines()
+    rows = [line.split() for line in lines[2:6]]
+    assert [(r[0], r[1]) for r in rows] == [("8", "torch"), ("8", "scipy"), ("64", "torch"), ("64", "scipy")]
+    assert all(float(r[-1]) > 0 for r in rows)
+    assert sum(line.startswith(("read ", "fill ")) for line in lines) == 3
+    assert "a write-back against a read" in lines[-1]
+    bad = subprocess.run([sys.executable, str(script), "--operands", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "--operands" in bad.stderr.splitlines()[-1]

@@ -1130,6 +1130,68 @@ def test_each_spmm_library_gets_the_gathers_its_own_loop_keeps_in_flight(caches,
     assert "its spmm waits on 5 gathers a core" in said and "its spmm waits on 3 gathers a core" in said
 
 
+def test_each_spmv_library_pays_the_gathered_line_fill_its_own_probe_measured(caches, cpu, measurements):
+    """Two libraries' SpMVs, each timed gathering over the fit's 8 KiB operand and over eight times
+    the first level (one line a non-zero from the L2): torch (2 threads) spends 1.3 cycles on each
+    such line, scipy (1 thread) 0.2. Each library's ``spmv`` says its own, the profile's ``spmv`` is
+    torch's (the one bench picks), its sources say how, and the summary names it. A far call no
+    slower than the near one gives no cost."""
+    far = cal.spmv_far_columns(caches)
+    assert far * 4 == min(8 * caches[0].size_bytes, cal.last_private(caches).size_bytes // 2)
+    sparse = (sparse_timings("spmv", 5.0, 20.0, 1, 1, (1,), backend="scipy")
+              + sparse_timings("spmv", 3.0, 10.0, 1, 2, (1,), backend="torch")
+              + sparse_timings("spmm", 4.0, 30.0, 1, 1, (4, 64), backend="scipy")
+              + sparse_timings("spmm", 1.5, 20.0, 8, 2, (4, 64), backend="torch"))
+
+    def probe(backend: str, threads: int, cycles: float) -> cal.GatherProbe:
+        return cal.GatherProbe(backend, cal.SPARSE_ROWS[0], cal.SPARSE_NONZEROS, cal.SPARSE_COLUMNS, far, 1e-4,
+                               1e-4 + cal.SPARSE_NONZEROS * cycles / (cpu.clock_hz * threads), threads)
+    m = replace(measurements, sparse=sparse, sparse_backends={"spmv": "torch", "spmm": "torch"},
+                spmv_gathers=[probe("torch", 2, 1.3), probe("scipy", 1, 0.2)])
+    mapping = build_profile(caches, cpu, m)
+    profile = profile_from_mapping(mapping, "host")
+    kernels = profile.compute.kernels
+    assert kernels.libraries["torch"].spmv.cycles_per_gather_fill == pytest.approx(1.3)
+    assert kernels.libraries["scipy"].spmv.cycles_per_gather_fill == pytest.approx(0.2)
+    assert kernels.spmv.cycles_per_gather_fill == pytest.approx(1.3)
+    assert kernels.spmm.cycles_per_gather_fill is None
+    source = profile.sources["compute.kernels.libraries.torch.spmv.cycles_per_gather_fill"]
+    assert "gathering over 65536 columns" in source
+    from simulator.commands.calibrate import summary
+
+    assert "1.3 cycles a gathered line from below the first level" in summary(mapping, Path("host.yaml"))
+    slow = probe("torch", 2, 1.3)
+    assert cal.gather_fill(caches, replace(slow, far_s=slow.near_s), cpu.clock_hz) is None
+
+
+def test_a_write_back_costs_dram_the_fill_over_the_read_less_one(caches, cpu, measurements):
+    """``memory.dram.writeback_cost`` from the STREAM-like fill (a read for ownership and a write-back
+    a line) against the read of the same bytes: a fill 1.48 times the read gives 0.48, in the
+    profile with its source; unmeasured, the profile keeps the default (a write-back costs a read);
+    the figure stays within [0, 2] whatever the two rates."""
+    m = replace(measurements, stream_fill_bytes_per_s=measurements.stream_read_bytes_per_s / 1.48)
+    profile = profile_from_mapping(build_profile(caches, cpu, m), "host")
+    assert profile.dram.writeback_cost == pytest.approx(0.48)
+    assert "STREAM-like fill" in profile.sources["memory.dram.writeback_cost"]
+    assert profile_from_mapping(build_profile(caches, cpu, measurements), "host").dram.writeback_cost == 1.0
+    assert cal.writeback_cost(replace(m, stream_fill_bytes_per_s=30e9)) == 0.0
+    assert cal.writeback_cost(replace(m, stream_fill_bytes_per_s=5e9)) == 2.0
+
+
+def test_the_real_spmv_gather_probe_times_each_library_near_and_far(caches, cpu, monkeypatch):
+    """The real SpMV steps, on one thread, the far operand at 16384 columns (64 KiB, twice the first
+    level, not the probe's size: quick): each library timed gathering over the fit's columns and
+    over the far ones, on the fit's widest rows and its non-zeros."""
+    monkeypatch.setattr(cal, "spmv_far_columns", lambda caches: 16384)
+    steps = tuple(s for s in STEPS if s.label in ("CSR SpMV / SpMM", "CSR SpMV gathering from below the first level"))
+    assert len(steps) == 2
+    m = cal.measure(1, caches, cpu, steps=steps)
+    rows = cal.SPARSE_ROWS[0]
+    assert {(p.backend, p.near_columns, p.far_columns, p.rows) for p in m.spmv_gathers} == {
+        ("torch", cal.SPARSE_COLUMNS, 16384, rows), ("scipy", cal.SPARSE_COLUMNS, 16384, rows)}
+    assert all(p.near_s > 0 and p.far_s > 0 and p.nonzeros == cal.SPARSE_NONZEROS for p in m.spmv_gathers)
+
+
 def test_the_sparse_steps_time_every_csr_backend(caches, cpu):
     """The real CSR steps, on one thread: each backend bench picks from, timed in and beyond the
     caches, and the one it picks noted per kind."""

@@ -4,6 +4,7 @@ moves which answer, and only that one (sensitivity as tests)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -789,6 +790,76 @@ def test_a_sparse_loop_that_waits_on_its_gathers_waits_for_those_beyond_the_priv
     # a batch-1 product (spmv) is another kernel: its gathers run beside its loop
     spmv = _layer(waiting(2), far, StorageFormat.CSR, batch=1)
     assert "gather-wait" not in spmv.busy_s
+
+
+def test_a_sparse_loop_pays_the_fill_of_each_gathered_line_its_first_level_does_not_hold(write_yaml):
+    """``cycles_per_gather_fill``: a CSR SpMV on the i7 whose input (128 KiB) the L1 cannot hold and
+    the L2 can spends that many cycles of its loop on each gathered line a level below the L1
+    served, shared by its cores, on top of its issue (its ``compute`` grows by exactly that);
+    twice the cycles, twice the growth. The same non-zeros gathering over an input the L1 holds
+    (8 KiB) pay next to nothing, and a profile without the field times both as before."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.engine.core import simulate
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+    from simulator.pipeline import RepeatMode, benchmark_works
+
+    def filling(cycles: float):
+        data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
+        assign(data, "compute.kernels.spmv.cycles_per_gather_fill", cycles)
+        return profile_from_mapping(data, "i7")
+
+    i7 = _profile("i7-5930k")
+    options = RunOptions(batch=1, formats=(StorageFormat.CSR,), host_copies=False, repeat=2,
+                         repeat_mode=RepeatMode.LAYER)
+    far, near = _fc(write_yaml, 32768, 512, density=0.05), _fc(write_yaml, 2048, 8192, density=0.05)
+    (work,) = benchmark_works(i7, far, StorageFormat.CSR, options)
+    assert work.traffic.shape.kind is KernelKind.SPMV
+    filled = float(work.gather_requests[:, 1:].sum())
+    assert filled > 0.5 * work.traffic.shape.row_steps          # most gathers miss the L1
+    per_cycle_s = filled / (i7.compute.clock_hz * work.traffic.cores_used)
+    (plain,) = simulate(i7, [work])
+    (two,) = simulate(filling(2.0), [work])
+    (four,) = simulate(filling(4.0), [work])
+    assert two.busy_s["compute"] - plain.busy_s["compute"] == pytest.approx(2 * per_cycle_s, rel=1e-9)
+    assert four.busy_s["compute"] - plain.busy_s["compute"] == pytest.approx(4 * per_cycle_s, rel=1e-9)
+    assert four.time_s > two.time_s > plain.time_s
+    (home,) = benchmark_works(i7, near, StorageFormat.CSR, options)
+    assert float(home.gather_requests[:, 1:].sum()) < 0.01 * home.traffic.shape.row_steps
+    (home_plain,) = simulate(i7, [home])
+    (home_four,) = simulate(filling(4.0), [home])
+    assert home_four.busy_s["compute"] < 1.01 * home_plain.busy_s["compute"]
+
+
+def test_a_line_written_back_holds_dram_for_its_writeback_cost_of_a_line_read(write_yaml):
+    """``memory.dram.writeback_cost``: an FC at batch 64 whose 16 MiB output the i7's 15 MiB L3
+    cannot keep writes most of it back; DRAM's bandwidth hold is the bytes read plus the cost x
+    the bytes written back, over the sustained bandwidth (1: as a read, the default; 0.5: half),
+    and the layer, bound by DRAM, gets faster by what the cheaper write-backs take off. A layer
+    that writes nothing back is timed the same whatever the cost."""
+    from simulator.engine.core import simulate
+    from simulator.pipeline import RepeatMode, benchmark_works
+
+    i7 = _profile("i7-5930k")
+    assert i7.dram.writeback_cost == 1.0
+    half = with_values(i7, {"memory.dram.writeback_cost": 0.5})
+    options = RunOptions(batch=64, formats=(StorageFormat.DENSE,), host_copies=False, repeat=2,
+                         repeat_mode=RepeatMode.LAYER)
+    (work,) = benchmark_works(i7, _fc(write_yaml, 64, 65536), StorageFormat.DENSE, options)
+    read, written = float(work.dram_read_bytes.sum()), float(work.dram_write_bytes.sum())
+    assert written > 0.5 * 64 * 65536 * 4
+    bandwidth = i7.dram.sustained_bandwidth_bytes_per_s
+    (full,) = simulate(i7, [work])
+    (cheap,) = simulate(half, [work])
+    dram_s = {name: sum(v for k, v in r.busy_s.items() if k.startswith("dram")) for name, r in
+              (("full", full), ("cheap", cheap))}
+    assert dram_s["full"] == pytest.approx((read + written) / bandwidth, rel=1e-6)
+    assert dram_s["cheap"] == pytest.approx((read + 0.5 * written) / bandwidth, rel=1e-6)
+    assert cheap.time_s < full.time_s
+    (reads_only,) = benchmark_works(i7, _fc(write_yaml, 65536, 64), StorageFormat.DENSE,
+                                    replace(options, batch=1))
+    assert float(reads_only.dram_write_bytes.sum()) < 1e-4 * float(reads_only.dram_read_bytes.sum())
+    assert simulate(half, [reads_only])[0].time_s == pytest.approx(simulate(i7, [reads_only])[0].time_s, rel=1e-3)
 
 
 def test_a_call_faults_in_the_fresh_pages_of_its_buffers_above_the_allocators_threshold(write_yaml):

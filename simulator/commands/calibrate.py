@@ -78,7 +78,11 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
 
     def gathers(kernel: dict[str, Any]) -> str:
         return (f", waits on its gathers beyond the private caches, {kernel['gathers_in_flight_per_core']:.3g} in "
-                "flight a core" if "gathers_in_flight_per_core" in kernel else "")
+                "flight a core" if "gathers_in_flight_per_core" in kernel else "") + fills(kernel)
+
+    def fills(kernel: dict[str, Any]) -> str:
+        return (f", {kernel['cycles_per_gather_fill']:.3g} cycles a gathered line from below the first level"
+                if "cycles_per_gather_fill" in kernel else "")
 
     def set_up(kernel: dict[str, Any]) -> str:
         return f", {kernel['call_overhead']} a call" if "call_overhead" in kernel else ""
@@ -88,7 +92,7 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
                 f" cycles per non-zero" + set_up(lib['spmv']) + f", {lib.get('index_bits', '?')}-bit indices"
                 + (f" copied to {lib['kernel_index_bits']} bits a call" if "kernel_index_bits" in lib else "")
                 + (f", loads under {lib['spmv']['load_overlap']:.2g} of its loop" if "load_overlap" in lib['spmv']
-                   else "")
+                   else "") + fills(lib['spmv'])
                 + (f", its spmm waits on {lib['spmm']['gathers_in_flight_per_core']:.3g} gathers a core"
                    if "gathers_in_flight_per_core" in lib['spmm'] else "")
                 + f" ({lib.get('threads', compute['cores'])} thread(s))")
@@ -119,7 +123,8 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
         f"efficiency {kernels['gemm']['library_efficiency']:.3g}, convolution {conv_efficiency(kernels['conv'])}; "
         f"{sparse('spmv')}; {sparse('spmm')}",
         f"  {llc['name']} effective {llc['size']} ({llc['replacement']}) at {llc['bandwidth']}; DRAM sustained "
-        f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}; "
+        f"{dram['sustained_bandwidth']}, peak {dram['peak_bandwidth']}, latency {dram['latency']}"
+        + (f", a write-back {dram['writeback_cost']:.3g} of a read" if "writeback_cost" in dram else "") + "; "
         + row_starts(kernels['gemv']) + "in flight per "
         f"core: {dram['outstanding_requests_per_core']} stream lines, {compute['outstanding_gathers_per_core']} "
         f"gathers; per-call overhead {compute['launch_overhead']}"

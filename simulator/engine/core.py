@@ -300,12 +300,14 @@ def _memory_holds(machine: Machine, work: LayerWork) -> list[list[tuple[simpy.Re
 
 def _dram_column(machine: Machine, work: LayerWork,
                  cores: int) -> tuple[simpy.Resource, list[float], list[bool], list[str]]:
-    """DRAM's hold of every tile: bytes moved over the sustained bandwidth, or Little's law over
-    the DRAM bursts of an engine without caches, or its busiest DMA channel, whichever is longest."""
+    """DRAM's hold of every tile: bytes moved over the sustained bandwidth (a written-back byte at
+    ``writeback_cost`` of a read one), or Little's law over the DRAM bursts of an engine without
+    caches, or its busiest DMA channel, whichever is longest."""
     dram = machine.profile.dram
     assert dram is not None
     moved = work.dram_read_bytes + work.dram_write_bytes
-    bandwidth_s = moved / dram.sustained_bandwidth_bytes_per_s
+    bandwidth_s = (work.dram_read_bytes + dram.writeback_cost * work.dram_write_bytes) \
+        / dram.sustained_bandwidth_bytes_per_s
     latency_s = np.zeros(work.tiles)
     if work.stream_lines is None:   # engines without caches: Little's law over their DRAM bursts
         latency_s = work.dram_lines * dram.latency_s / (dram.outstanding_requests_per_core * cores)
@@ -467,7 +469,23 @@ def _tile_compute(profile: HardwareProfile, work: LayerWork) -> tuple[np.ndarray
     flops = np.asarray(work.flops, dtype=float)
     weights = flops if flops.sum() > 0 else np.full(work.tiles, 1.0)
     name = "row-latency" if issue.mechanism == "row-latency" else "compute"
-    return issue.seconds * weights / weights.sum(), name
+    return issue.seconds * weights / weights.sum() + _gather_fill_seconds(profile, work), name
+
+
+def _gather_fill_seconds(profile: HardwareProfile, work: LayerWork) -> np.ndarray | float:
+    """[tiles] issue time a sparse kernel's loop spends on the fills of its gathered lines that the
+    first level did not hold, whichever level below served them (``cycles_per_gather_fill``; its
+    in-cache costs were measured gathering from the first level), shared by its cores; 0 where
+    the kernel gives no such cost."""
+    shape = work.traffic.shape
+    kernels = profile.compute.kernels
+    if shape is None or shape.kind not in SPARSE_KINDS or kernels is None or work.gather_requests is None:
+        return 0.0
+    cycles = kernels.sparse(shape.kind).cycles_per_gather_fill
+    if not cycles:
+        return 0.0
+    filled = np.asarray(work.gather_requests, dtype=float)[:, 1:].sum(axis=1)
+    return filled * cycles / (profile.compute.clock_hz * max(1, work.traffic.cores_used))
 
 
 def kernel(env: simpy.Environment, machine: Machine, work: LayerWork, busy: _Busy) -> Generator[simpy.Event, Any, None]:

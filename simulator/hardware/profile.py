@@ -344,6 +344,14 @@ class SparseKernel(Strict):
     # the private ones; torch's SpMM at batch 64 on a Zen 3 guest waited on its gathers from the L3
     # with 8 to 17 in flight a core, where the core has 16 to 20 slots.)
     gathers_in_flight_per_core: Optional[Annotated[float, Field(ge=1, le=1024)]] = None
+    # Cycles of one core's loop a gather costs where its line is not in the first level (served by
+    # any level below: the line's fill into the first level, which the loop's next loads wait
+    # behind), on top of ``cycles_per_nonzero``, whose in-cache fit gathers from the first level
+    # (calibrate: an SpMV gathering over a quarter of the last private level against the same
+    # non-zeros gathering over 8 KiB; torch's on a Zen 3 guest, 0.4 ns a gathered line beyond the
+    # L1 whether the L2 or the L3 served it: the gathers of a sorted row run forward, and the
+    # prefetchers keep up). Unset: 0.
+    cycles_per_gather_fill: Optional[Annotated[float, Field(ge=0, le=1e4)]] = None
 
 
 class SparseLibrary(Strict):
@@ -595,6 +603,13 @@ class Dram(Strict):
     latency_s: Seconds = Field(alias="latency")
     outstanding_requests_per_core: PositiveInt = Field(alias="outstanding_requests_per_core")
     capacity_bytes: Bytes = Field(alias="capacity")
+    # The DRAM time a line written back takes, as a share of a line read at the sustained
+    # bandwidth: 1, the bus moves it like a read. Where the cores' reads are bound by the misses
+    # they keep in flight rather than by the bus, the write-backs drain beside them for less
+    # (calibrate: a fill of 256 MiB, its read for ownership plus its write-back, against a read
+    # of the same bytes; 0.46-0.5 on a 2-vCPU Zen 3 guest, whose two cores read 30-38 GB/s from a
+    # many-channel host).
+    writeback_cost: Annotated[float, Field(ge=0, le=2)] = 1.0
 
 
 class Scratchpad(Strict):

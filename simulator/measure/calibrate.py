@@ -353,9 +353,11 @@ class SparseTiming:
 
 @dataclass(frozen=True)
 class GatherProbe:
-    """One SpMM library timed at :data:`SPMM_BATCH` on the middle fit matrix's rows and non-zeros,
-    its dense operand within the private caches (``near_columns``) and beyond them, inside the
-    last level (``far_columns``): seconds per call of each, on ``threads`` threads."""
+    """One CSR library's product timed on the same rows and non-zeros over two widths of its dense
+    operand, ``near_columns`` and ``far_columns``: seconds per call of each, on ``threads`` threads.
+    The SpMM's (:data:`SPMM_BATCH`, the middle fit matrix's rows) gathers from the private caches
+    and from the last level (:func:`gather_wait`); the SpMV's (the widest-row fit matrix's rows)
+    from the first level and from below it (:func:`gather_fill`)."""
 
     backend: str
     rows: int
@@ -400,6 +402,7 @@ class Measurements:
     stream_read_bytes_per_s: float = 0.0
     stream_triad_bytes_per_s: float = 0.0
     stream_read_one_thread_bytes_per_s: float = 0.0
+    stream_fill_bytes_per_s: float = 0.0      # filling the STREAM arrays: a read for ownership and a write-back a line
     working_set: list[WorkingSetPoint] = field(default_factory=list)
     cache_latency_s: dict[int, float] = field(default_factory=dict)    # level -> chase over half of it
     beyond_latency_s: dict[int, float] = field(default_factory=dict)   # private level -> chase over twice it
@@ -447,6 +450,7 @@ class Measurements:
     sparse_backends: dict[str, str] = field(default_factory=dict)
     sparse_beyond: list[SparseTiming] = field(default_factory=list)  # the SpMV beyond the private caches, per backend
     spmm_gathers: list[GatherProbe] = field(default_factory=list)   # each SpMM library gathering near and far
+    spmv_gathers: list[GatherProbe] = field(default_factory=list)   # each SpMV library gathering near and far
     lowering: list[tuple[int, float]] = field(default_factory=list)   # F.unfold: (elements out, seconds)
     # bytes -> (filling a buffer that exists, allocating and filling one), seconds (:func:`_measure_fresh_pages`)
     fresh_fill_s: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -726,21 +730,24 @@ def cpu_share(threads: int, window_s: float = CPU_SHARE_WINDOW_S) -> float:
 
 
 def _measure_stream(s: Session) -> None:
-    """STREAM-like read (``torch.sum``) and triad over 256 MiB arrays, and one thread's read:
+    """STREAM-like read (``torch.sum``), fill and triad over 256 MiB arrays, and one thread's read:
     with the hardware prefetchers, the lines a core keeps in flight on a sequential stream
-    (Little's law with the DRAM latency)."""
+    (Little's law with the DRAM latency). The fill against the read gives what a line written back
+    costs DRAM (:func:`writeback_cost`)."""
     import torch
 
     n = (256 << 20) // 4
     a, b, c = torch.rand(n), torch.rand(n), torch.rand(n)
     got = s.record(settle({
         "STREAM read": lambda: _typical_time(lambda: torch.sum(a), min_calls=5, budget_s=0.3),
+        "STREAM fill": lambda: _typical_time(lambda: a.fill_(1.5), min_calls=5, budget_s=0.3),
         "STREAM triad": lambda: _typical_time(lambda: torch.add(b, c, alpha=3.0, out=a), min_calls=5, budget_s=0.3)}))
     with _torch_threads(1):
         one = s.record(settle({"STREAM read, one thread":
                                lambda: _typical_time(lambda: torch.sum(a), min_calls=3, budget_s=0.2)}))
     s.m.stream_read_bytes_per_s = 4 * n / got["STREAM read"]
     s.m.stream_triad_bytes_per_s = 3 * 4 * n / got["STREAM triad"]
+    s.m.stream_fill_bytes_per_s = 4 * n / got["STREAM fill"]
     s.m.stream_read_one_thread_bytes_per_s = 4 * n / one["STREAM read, one thread"]
 
 
@@ -1737,6 +1744,51 @@ def _gathers_label(key: tuple[str, int]) -> str:
     return f"SpMM ({key[0]}) gathering over {key[1]} columns"
 
 
+#: How many times the first level the SpMV's far operand is (:func:`spmv_far_columns`): a row sweeps
+#: it front to back, so an LRU first level keeps none of it from one row to the next.
+SPMV_FAR_FIRST_LEVELS = 8
+
+
+def spmv_far_columns(caches: Sequence[SysfsCache]) -> int:
+    """Columns of the SpMV whose operand the first level cannot hold but a lower private level can:
+    :data:`SPMV_FAR_FIRST_LEVELS` times the first level, at most half the last private level (its
+    gathers are then fills from there, not waits on the last level); 0 without both levels."""
+    private = last_private(caches)
+    if private is None or not caches or private is caches[0]:
+        return 0
+    size = min(SPMV_FAR_FIRST_LEVELS * caches[0].size_bytes, private.size_bytes // 2)
+    return size // TYPE_BYTES["fp32"]
+
+
+def _measure_spmv_gathers(s: Session) -> None:
+    """Each SpMV library :func:`_measure_sparse` timed, on the fit's widest rows and non-zeros,
+    gathering over the fit's columns (within the first level) and over :func:`spmv_far_columns`
+    (each non-zero a line of its own, from the level below), the two calls side by side: what a
+    gathered line's fill costs its loop (:func:`gather_fill`)."""
+    from .bench import SparseBackend, sparse_operator
+
+    far, near = spmv_far_columns(s.caches), SPARSE_COLUMNS
+    if far <= near:
+        return
+    rows = SPARSE_ROWS[0]
+    rng = np.random.default_rng(12)
+    for backend in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
+        threads = s.m.sparse_of("spmv", backend)[0].threads
+        rounds: dict[tuple[str, int], Callable[[], float]] = {}
+        for depth in (near, far):
+            ptr, idx, val = csr_with_rows(rows, depth, SPARSE_NONZEROS, seed=rows)
+            op = sparse_operator(SparseBackend(backend), ptr, idx, val, (rows, depth),
+                                 rng.random(depth, dtype=np.float32))
+            rounds[(backend, depth)] = functools.partial(_typical_time, op, 10, 0.1)
+        got = s.record(settle(rounds), name=_spmv_gathers_label)
+        s.m.spmv_gathers.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
+                                            got[(backend, far)], threads))
+
+
+def _spmv_gathers_label(key: tuple[str, int]) -> str:
+    return f"SpMV ({key[0]}) gathering over {key[1]} columns"
+
+
 #: The SpMV of :func:`_measure_sparse_beyond`: the GEMV row probe's bytes (:func:`row_probe_bytes`,
 #: beyond the last level; :data:`GEMV_BEYOND_BYTES` where it did not run) of values and int64
 #: indices (the widest bench's backends store) on 16,384 rows of :data:`SPARSE_COLUMNS` columns,
@@ -1955,6 +2007,58 @@ def gather_wait(caches: Sequence[SysfsCache], m: Measurements, probe: GatherProb
     return GatherWait(float(f"{max(1.0, in_flight):.3g}"), probe, lines, extra_s, slots)
 
 
+@dataclass(frozen=True)
+class GatherFill:
+    """What :func:`gather_fill` read off an SpMV library's :class:`GatherProbe`: the cycles of one
+    core's loop a gathered line costs where the first level does not hold it
+    (``cycles_per_gather_fill``), and what that was read from."""
+
+    cycles: float
+    probe: GatherProbe
+    lines: float              # gathered lines the far call takes from below the first level, over the near one's
+    clock_hz: float
+
+    def describe(self) -> str:
+        """One line for the profile's sources."""
+        p = self.probe
+        return (f"{p.backend}'s SpMV on {p.threads} thread(s), {p.rows} rows and {p.nonzeros} non-zeros, gathering "
+                f"over {p.far_columns} columns ({_us(p.far_s)}) against {p.near_columns} ({_us(p.near_s)}): "
+                f"{self.lines:.4g} more gathered lines the first level does not hold (a row's non-zeros a line "
+                f"apart or more, over {SPMV_FAR_FIRST_LEVELS} times the first level) x clock "
+                f"{self.clock_hz / 1e9:.3g} GHz x threads x the difference / lines = {self.cycles:.3g} cycles a line")
+
+
+def gather_fill(caches: Sequence[SysfsCache], probe: GatherProbe, clock_hz: float) -> Optional[GatherFill]:
+    """The cycles an SpMV library's loop spends on a gathered line the first level does not hold,
+    from its :class:`GatherProbe` (``cycles_per_gather_fill``): the far call takes longer than the
+    near one by the lines it gathers from below the first level x that cost / threads. The near
+    operand is within the first level (none); in the far one each non-zero of a row gathers a line
+    of its own wherever its columns lie a line apart or more, and a row sweeps an operand many times
+    the first level front to back, so an LRU first level, as the cache model keeps it, holds none
+    of them by the next row. None where the far call was not slower."""
+    if not caches:
+        return None
+    line = caches[0].line_bytes
+    per_row = max(1, probe.nonzeros // max(1, probe.rows))
+    apart_bytes = probe.far_columns // per_row * TYPE_BYTES["fp32"]
+    lines = probe.nonzeros * min(1.0, apart_bytes / line)
+    waited_s = probe.far_s - probe.near_s
+    if lines <= 0 or waited_s <= 0 or clock_hz <= 0:
+        return None
+    cycles = waited_s * probe.threads * clock_hz / lines
+    return GatherFill(float(f"{cycles:.3g}"), probe, lines, clock_hz)
+
+
+def writeback_cost(m: Measurements) -> Optional[float]:
+    """What a line written back costs DRAM as a share of a line read (``memory.dram.writeback_cost``),
+    from the STREAM-like fill against the read of the same bytes: the fill reads each line for
+    ownership (a read) and writes it back, so its time over the read's, less one; within [0, 2].
+    None where either was not measured."""
+    if m.stream_fill_bytes_per_s <= 0 or m.stream_read_bytes_per_s <= 0:
+        return None
+    return float(f"{min(2.0, max(0.0, m.stream_read_bytes_per_s / m.stream_fill_bytes_per_s - 1.0)):.3g}")
+
+
 def demand_slots(m: Measurements, line_bytes: int) -> float:
     """Demand misses a core keeps in flight, by Little's law on the interleaved pointer chases over
     DRAM: their best bandwidth x DRAM latency / a line (``outstanding_gathers_per_core``)."""
@@ -2151,6 +2255,7 @@ STEPS = (
     Step("CSR SpMV / SpMM", _measure_sparse),
     Step("CSR SpMV beyond the private caches", _measure_sparse_beyond),
     Step("CSR SpMM gathering from the last level", _measure_spmm_gathers),
+    Step("CSR SpMV gathering from below the first level", _measure_spmv_gathers),
     Step("the lowered product of a sparse convolution (torch CSR x im2col)", _measure_lowered_product),
     Step("latency per level (pointer chase)", _measure_latencies, ("private cache sizes", "latency order")),
     Step("memory-level parallelism", _measure_parallelism),
@@ -2398,6 +2503,8 @@ class Fits:
     libraries: dict[str, tuple[SparseFit, SparseFit]] = field(default_factory=dict)
     # SpMM backend -> its loop's wait on gathers beyond the private caches, where it waits
     gathers: dict[str, GatherWait] = field(default_factory=dict)
+    # SpMV backend -> what a gathered line its first level does not hold costs its loop
+    fills: dict[str, GatherFill] = field(default_factory=dict)
 
     def sparse_fits(self) -> list[tuple[str, SparseFit]]:
         """Every sparse fit by a name that says which: ``spmv``, ``scipy spmm``, ..."""
@@ -2428,7 +2535,9 @@ def fit_measurements(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements
     libraries = {backend: pair(backend) for backend in backends} if len(backends) > 1 else {}
     gathers = {probe.backend: wait for probe in m.spmm_gathers
                if (wait := gather_wait(caches, m, probe)) is not None}
-    return Fits(llc, spmv, spmm, spconv, libraries, gathers)
+    fills = {probe.backend: fill for probe in m.spmv_gathers
+             if (fill := gather_fill(caches, probe, cpu.clock_hz)) is not None}
+    return Fits(llc, spmv, spmm, spconv, libraries, gathers, fills)
 
 
 # --- plausibility -------------------------------------------------------------------------------
@@ -2710,6 +2819,8 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
     block.update(_sparse_memory(cpu, m, fits.spmv, notes, block["spmv"]))
     spmm_backend = next((t.backend for t in m.sparse_of("spmm")), "")     # the library the SpMM fit is of
     _gather_wait_entry(m, fits.gathers.get(spmm_backend), block["spmm"], notes, "spmm")
+    spmv_backend = next((t.backend for t in m.sparse_of("spmv")), "")
+    _gather_fill_entry(m, fits.fills.get(spmv_backend), block["spmv"], notes, "spmv")
     if fits.libraries:
         block["libraries"] = libraries_block(cpu, m, fits, notes)
     if fits.spconv is None:
@@ -2792,6 +2903,18 @@ def _gather_wait_entry(m: Measurements, wait: Optional[GatherWait], spmm: dict[s
         m, _gathers_label((p.backend, p.near_columns)), _gathers_label((p.backend, p.far_columns))))
 
 
+def _gather_fill_entry(m: Measurements, fill: Optional[GatherFill], spmv: dict[str, Any], notes: Notes,
+                       at: str) -> None:
+    """``cycles_per_gather_fill`` in ``spmv`` (a profile's SpMV block, named ``at`` in its notes)
+    where its library was timed gathering from below the first level (:func:`gather_fill`)."""
+    if fill is None:
+        return
+    p = fill.probe
+    spmv["cycles_per_gather_fill"] = fill.cycles
+    notes.measured(f"{at}.cycles_per_gather_fill", fill.describe() + _settled(
+        m, _spmv_gathers_label((p.backend, p.near_columns)), _spmv_gathers_label((p.backend, p.far_columns))))
+
+
 def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
     """``compute.kernels.libraries``: every CSR backend timed, its SpMV and SpMM fitted on its own
     timings, its index width, its loads' overlap beyond the caches and its threads where fewer
@@ -2803,6 +2926,7 @@ def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> 
             notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend)))
         library.update(_sparse_memory(cpu, m, spmv_fit, notes, library["spmv"], backend))
         _gather_wait_entry(m, fits.gathers.get(backend), library["spmm"], notes, f"libraries.{backend}.spmm")
+        _gather_fill_entry(m, fits.fills.get(backend), library["spmv"], notes, f"libraries.{backend}.spmv")
         threads = m.sparse_of("spmv", backend)[0].threads
         if threads < cpu.cores:
             library["threads"] = threads
@@ -3217,13 +3341,21 @@ def dram_block(cpu: CpuInfo, m: Measurements, fits: Fits, line_bytes: int, notes
                    f"prefetchers keep in flight on a stream): {_gbs(m.stream_read_one_thread_bytes_per_s)} x DRAM "
                    f"latency / {line_bytes} B = {streams:.1f} lines" + _settled(m, "STREAM read, one thread"))
     notes.source("capacity", "/proc/meminfo MemTotal")
-    return {
+    block = {
         "peak_bandwidth": _q(peak, Quantity.BYTES_PER_S),
         "sustained_bandwidth": _q(min(sustained, peak), Quantity.BYTES_PER_S),
         "latency": _q(m.dram_latency_s, Quantity.SECONDS),
         "outstanding_requests_per_core": max(1, round(streams)),
         "capacity": _q(max(cpu.memory_bytes, 1 << 20), Quantity.BYTES),
     }
+    cost = writeback_cost(m)
+    if cost is not None:
+        block["writeback_cost"] = cost
+        notes.measured("writeback_cost", f"STREAM-like fill {_gbs(m.stream_fill_bytes_per_s)} against read "
+                       f"{_gbs(m.stream_read_bytes_per_s)} of the same 256 MiB: the fill reads each line for "
+                       "ownership and writes it back, so a write-back costs (read rate / fill rate - 1) = "
+                       f"{cost:.3g} of a line read" + _settled(m, "STREAM read", "STREAM fill"))
+    return block
 
 
 def build_profile(caches: Sequence[SysfsCache], cpu: CpuInfo, m: Measurements,
