@@ -40,6 +40,17 @@ def _layer(profile, workload, fmt=StorageFormat.DENSE, batch=1, density=None):
     return result.variants[0].layers[0]
 
 
+def _i7_with(path: str, value):
+    """The i7 profile as shipped with one field (a dotted YAML path) set to ``value``."""
+    from simulator.base.yamlio import read_yaml_mapping
+    from simulator.hardware.fieldpaths import assign
+    from simulator.hardware.profile import profile_from_mapping
+
+    data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
+    assign(data, path, value)
+    return profile_from_mapping(data, "i7")
+
+
 def _scaled_bandwidth(profile, factor: float):
     dram = profile.dram
     return with_values(profile, {
@@ -752,16 +763,11 @@ def test_a_sparse_loop_that_waits_on_its_gathers_waits_for_those_beyond_the_priv
     latency less the L2's, that many at a time per core (``gather-wait``); half as many in flight
     wait twice as long; an input the L2s hold waits almost nothing; a kernel without the field
     runs its gathers beside its loop, as before."""
-    from simulator.base.yamlio import read_yaml_mapping
     from simulator.engine.core import _latencies, simulate
-    from simulator.hardware.fieldpaths import assign
-    from simulator.hardware.profile import profile_from_mapping
     from simulator.pipeline import RepeatMode, benchmark_works
 
     def waiting(in_flight: float):
-        data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
-        assign(data, "compute.kernels.spmm.gathers_in_flight_per_core", in_flight)
-        return profile_from_mapping(data, "i7")
+        return _i7_with("compute.kernels.spmm.gathers_in_flight_per_core", in_flight)
 
     i7 = _profile("i7-5930k")
     options = RunOptions(batch=64, formats=(StorageFormat.CSR,), host_copies=False, repeat=2,
@@ -798,16 +804,11 @@ def test_a_sparse_loop_pays_the_fill_of_each_gathered_line_its_first_level_does_
     served, shared by its cores, on top of its issue (its ``compute`` grows by exactly that);
     twice the cycles, twice the growth. The same non-zeros gathering over an input the L1 holds
     (8 KiB) pay next to nothing, and a profile without the field times both as before."""
-    from simulator.base.yamlio import read_yaml_mapping
     from simulator.engine.core import simulate
-    from simulator.hardware.fieldpaths import assign
-    from simulator.hardware.profile import profile_from_mapping
     from simulator.pipeline import RepeatMode, benchmark_works
 
     def filling(cycles: float):
-        data = read_yaml_mapping("hwprofiles/i7-5930k.yaml")
-        assign(data, "compute.kernels.spmv.cycles_per_gather_fill", cycles)
-        return profile_from_mapping(data, "i7")
+        return _i7_with("compute.kernels.spmv.cycles_per_gather_fill", cycles)
 
     i7 = _profile("i7-5930k")
     options = RunOptions(batch=1, formats=(StorageFormat.CSR,), host_copies=False, repeat=2,

@@ -1719,25 +1719,36 @@ def _measure_spmm_gathers(s: Session) -> None:
     rows and non-zeros, gathering from the private caches (the fit's columns) and from the last level
     (:func:`spmm_far_columns`), the two calls side by side: what its loop waits on its gathers from
     the last level (:func:`gather_wait`)."""
-    from .bench import SparseBackend, sparse_operator
-
     far = spmm_far_columns(private_bytes(s.caches, s.cpu.cores), s.measured_llc_bytes())
     near = spmm_columns(s.caches)
     if far <= near:
         return
-    rows = SPARSE_ROWS[len(SPARSE_ROWS) // 2]
-    rng = np.random.default_rng(11)
-    for backend in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmm"):
-        threads = s.m.sparse_of("spmm", backend)[0].threads
+    s.m.spmm_gathers += _gather_probes(s, "spmm", SPARSE_ROWS[len(SPARSE_ROWS) // 2], (near, far), SPMM_BATCH,
+                                       seed=11, label=_gathers_label)
+
+
+def _gather_probes(s: Session, kind: str, rows: int, depths: tuple[int, int], batch: int, seed: int,
+                   label: Callable[[tuple[str, int]], str]) -> list[GatherProbe]:
+    """Each library :func:`_measure_sparse` timed for ``kind``, on ``rows`` rows of
+    :data:`SPARSE_NONZEROS` non-zeros times ``batch`` dense columns (1: a vector), over the near and
+    the far of ``depths`` columns, the two calls side by side in rounds (named by ``label``)."""
+    from .bench import SparseBackend, sparse_operator
+
+    near, far = depths
+    rng = np.random.default_rng(seed)
+    probes = []
+    for backend in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == kind):
+        threads = s.m.sparse_of(kind, backend)[0].threads
         rounds: dict[tuple[str, int], Callable[[], float]] = {}
-        for depth in (near, far):
+        for depth in depths:
             ptr, idx, val = csr_with_rows(rows, depth, SPARSE_NONZEROS, seed=rows)
-            x = rng.random((depth, SPMM_BATCH), dtype=np.float32)
+            x = rng.random((depth, batch) if batch > 1 else depth, dtype=np.float32)
             op = sparse_operator(SparseBackend(backend), ptr, idx, val, (rows, depth), x)
             rounds[(backend, depth)] = functools.partial(_typical_time, op, 10, 0.1)
-        got = s.record(settle(rounds), name=_gathers_label)
-        s.m.spmm_gathers.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
-                                            got[(backend, far)], threads))
+        got = s.record(settle(rounds), name=label)
+        probes.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
+                                  got[(backend, far)], threads))
+    return probes
 
 
 def _gathers_label(key: tuple[str, int]) -> str:
@@ -1765,24 +1776,11 @@ def _measure_spmv_gathers(s: Session) -> None:
     gathering over the fit's columns (within the first level) and over :func:`spmv_far_columns`
     (each non-zero a line of its own, from the level below), the two calls side by side: what a
     gathered line's fill costs its loop (:func:`gather_fill`)."""
-    from .bench import SparseBackend, sparse_operator
-
     far, near = spmv_far_columns(s.caches), SPARSE_COLUMNS
     if far <= near:
         return
-    rows = SPARSE_ROWS[0]
-    rng = np.random.default_rng(12)
-    for backend in dict.fromkeys(t.backend for t in s.m.sparse if t.kind == "spmv"):
-        threads = s.m.sparse_of("spmv", backend)[0].threads
-        rounds: dict[tuple[str, int], Callable[[], float]] = {}
-        for depth in (near, far):
-            ptr, idx, val = csr_with_rows(rows, depth, SPARSE_NONZEROS, seed=rows)
-            op = sparse_operator(SparseBackend(backend), ptr, idx, val, (rows, depth),
-                                 rng.random(depth, dtype=np.float32))
-            rounds[(backend, depth)] = functools.partial(_typical_time, op, 10, 0.1)
-        got = s.record(settle(rounds), name=_spmv_gathers_label)
-        s.m.spmv_gathers.append(GatherProbe(backend, rows, SPARSE_NONZEROS, near, far, got[(backend, near)],
-                                            got[(backend, far)], threads))
+    s.m.spmv_gathers += _gather_probes(s, "spmv", SPARSE_ROWS[0], (near, far), 1, seed=12,
+                                       label=_spmv_gathers_label)
 
 
 def _spmv_gathers_label(key: tuple[str, int]) -> str:
