@@ -347,10 +347,10 @@ class SparseKernel(Strict):
     # Cycles of one core's loop a gather costs where its line is not in the first level (served by
     # any level below: the line's fill into the first level, which the loop's next loads wait
     # behind), on top of ``cycles_per_nonzero``, whose in-cache fit gathers from the first level
-    # (calibrate: an SpMV gathering over a quarter of the last private level against the same
-    # non-zeros gathering over 8 KiB; torch's on a Zen 3 guest, 0.4 ns a gathered line beyond the
-    # L1 whether the L2 or the L3 served it: the gathers of a sorted row run forward, and the
-    # prefetchers keep up). Unset: 0.
+    # (calibrate: an SpMV gathering over eight times the first level, at most half the last
+    # private level, against the same non-zeros gathering over 8 KiB; torch's on a Zen 3 guest,
+    # 0.4 ns a gathered line beyond the L1 whether the L2 or the L3 served it: the gathers of a
+    # sorted row run forward, and the prefetchers keep up). Unset: 0.
     cycles_per_gather_fill: Optional[Annotated[float, Field(ge=0, le=1e4)]] = None
 
 
