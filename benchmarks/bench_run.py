@@ -124,7 +124,8 @@ def command_times(repeats: int) -> tuple[list[tuple[float, float]], list[tuple[f
     """(wall, CPU) seconds of the ``run`` command in a fresh process: cold (the encoding cache
     emptied before each call) and warm (the cache filled by the call before)."""
     command = [sys.executable, "-m", "simulator", "run", "hwprofiles/tegra.yaml", "--workload", "workloads/vgg16.yaml"]
-    cold, warm = [], []
+    cold: list[tuple[float, float]] = []
+    warm: list[tuple[float, float]] = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as cache_dir:
             env = command_env(cache_dir)

@@ -107,7 +107,8 @@ def rows_sweep(batch: int, rounds: int) -> None:
 def against_line(path: str, batch: int, rounds: int) -> None:
     linears = decoder_linears(path)
     line_shapes = [*GEMM_SHAPES, *((r, c, GEMM_WIDE_BATCH) for r, c, _ in GEMM_SHAPES)]
-    calls = {("line", s): _type_gemm_call("fp32", *s) for s in line_shapes}
+    calls: dict[tuple[str, tuple[int, ...]], Callable[[], object]] = {
+        ("line", s): _type_gemm_call("fp32", *s) for s in line_shapes}
     calls.update({("alone", s): _type_gemm_call("fp32", *s, batch) for s in linears})
     best = fastest(calls, rounds, prefill_timer(path, batch))
     line = gemm_line({s: best[("line", s)] for s in line_shapes})

@@ -119,8 +119,8 @@ def main() -> None:
              for key, n in rows.items()}
     how = f"median of {len(next(iter(calls.values())))} cold calls" if args.cold else "fastest of 7 calls"
     if args.packed:
-        packed = {cols: packed_bytes(4096, cols) for cols in columns}
-        if all(grown is not None for grown in packed.values()):
+        packed = {cols: grown for cols in columns if (grown := packed_bytes(4096, cols)) is not None}
+        if len(packed) == len(set(columns)):
             print("int8 packed bytes over rows x columns: " + "  ".join(
                 f"{cols}: {grown / (4096 * cols):.3f}" for cols, grown in packed.items()))
     print(f"batch-1 F.linear over {args.mib:g} MiB of weights, {args.threads} thread(s), {how}: "
