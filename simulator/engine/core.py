@@ -16,15 +16,18 @@ here the accesses are grouped into tiles (contiguous chunks of a layer's trace) 
   demand misses, at most ``compute.outstanding_gathers_per_core`` per core (a warp-per-row GPU
   kernel issues one request for its lanes' gathers). A tile's latency hold is
   ``sum(requests x latency of their level) / (slots x cores)``, named ``stream-latency`` or
-  ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``,
+  ``gather-latency`` by the larger part; DRAM itself holds for ``bytes / sustained bandwidth``
+  (a line written back at ``memory.dram.writeback_cost`` of a line read),
   plus, for a batch-1 dense GEMV that walks its weight rows as streams of their own
   (``compute.kernels.gemv.row_start``), each row from DRAM's start (``dram-row-starts``); a
   cache level likewise holds for the starts of the rows it serves (``cached_row_start``);
 * a tile's *compute* holds the compute unit for its share of the kernel's issue time, from the
   kernel cost model (:mod:`simulator.engine.kernelcost`: FMA tiles in waves for dense kernels,
-  steps over the non-zeros and rows for sparse ones), or from an accelerator's cycle model; a
-  sparse kernel whose loop waits for its gathers (``gathers_in_flight_per_core``) then holds it
-  for their latency beyond the private caches, that many at a time per core (``gather-wait``);
+  steps over the non-zeros and rows for sparse ones, plus, where the kernel gives
+  ``cycles_per_gather_fill``, the fill of each gathered line the first level did not hold), or
+  from an accelerator's cycle model; a sparse kernel whose loop waits for its gathers
+  (``gathers_in_flight_per_core``) then holds it for their latency beyond the private caches,
+  that many at a time per core (``gather-wait``);
 * a kernel keeps at most :data:`PREFETCH_TILES` tile loads in flight ahead of its compute
   (bounded prefetch), so transfer and compute overlap but memory cannot run away; a layer's
   work may hold fewer (``LayerWork.prefetch_tiles``: 2 for a double-buffered scratchpad, 1 for a
@@ -57,7 +60,7 @@ import numpy as np
 import simpy
 from simpy.resources.resource import Request
 
-from ..hardware.profile import DenseKernel, HardwareProfile, KernelKind
+from ..hardware.profile import DenseKernel, HardwareProfile, KernelKind, SparseKernel
 from ..memory.cache import AccessOutcome, tile_tallies
 from ..memory.kernelshape import KernelShape
 from ..memory.traffic import LayerTraffic, StreamKind
@@ -424,6 +427,16 @@ def _latency_seconds(served: np.ndarray, latencies: np.ndarray, in_flight: int) 
     return waited / max(1, in_flight)
 
 
+def _gathering_kernel(profile: HardwareProfile, work: LayerWork) -> Optional[SparseKernel]:
+    """The profile's sparse kernel of a layer whose gathers the cache model counted; None for any
+    other layer (dense, element-wise, an accelerator's)."""
+    shape = work.traffic.shape
+    kernels = profile.compute.kernels
+    if shape is None or shape.kind not in SPARSE_KINDS or kernels is None or work.gather_requests is None:
+        return None
+    return kernels.sparse(shape.kind)
+
+
 def _gather_wait_seconds(profile: HardwareProfile, work: LayerWork, cores: int) -> Optional[np.ndarray]:
     """[tiles] time a sparse kernel's loop waits on its gathers, or None where its kernel does not
     (``gathers_in_flight_per_core`` unset: its gathers run beside the loop). Each gather served
@@ -431,11 +444,8 @@ def _gather_wait_seconds(profile: HardwareProfile, work: LayerWork, cores: int) 
     less the last private level's, which the kernel's in-cache costs already hold (they were
     measured gathering from there); the core keeps ``gathers_in_flight_per_core`` of them waiting
     at once, and its cores wait in parallel."""
-    shape = work.traffic.shape
-    kernels = profile.compute.kernels
-    if shape is None or shape.kind not in SPARSE_KINDS or kernels is None or work.gather_requests is None:
-        return None
-    in_flight = kernels.sparse(shape.kind).gathers_in_flight_per_core
+    kernel = _gathering_kernel(profile, work)
+    in_flight = kernel.gathers_in_flight_per_core if kernel is not None else None
     if in_flight is None:
         return None
     private = [i for i, level in enumerate(profile.caches) if not level.shared]
@@ -477,11 +487,8 @@ def _gather_fill_seconds(profile: HardwareProfile, work: LayerWork) -> np.ndarra
     first level did not hold, whichever level below served them (``cycles_per_gather_fill``; its
     in-cache costs were measured gathering from the first level), shared by its cores; 0 where
     the kernel gives no such cost."""
-    shape = work.traffic.shape
-    kernels = profile.compute.kernels
-    if shape is None or shape.kind not in SPARSE_KINDS or kernels is None or work.gather_requests is None:
-        return 0.0
-    cycles = kernels.sparse(shape.kind).cycles_per_gather_fill
+    kernel = _gathering_kernel(profile, work)
+    cycles = kernel.cycles_per_gather_fill if kernel is not None else None
     if not cycles:
         return 0.0
     filled = np.asarray(work.gather_requests, dtype=float)[:, 1:].sum(axis=1)
