@@ -11,6 +11,11 @@ from ..base.console import progress
 from ..base.errors import ConfigError
 from .options import add_command, positive_int
 
+#: The most passes ``--looks`` takes (each about two minutes on a small VM).
+MAX_LOOKS = 5
+#: How many of the measurements that moved between looks the summary names.
+MOVED_NAMED = 6
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``calibrate`` subcommand."""
@@ -24,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="the last level: an LRU step at the measured size (default), or the replacement policy "
                           "(lru, random, dip) and size whose curve in the cache model best matches the working-set "
                           "sweep")
+    cmd.add_argument("--looks", type=positive_int("--looks"), choices=range(1, MAX_LOOKS + 1), default=None,
+                     metavar="N",
+                     help="passes over every measurement, each kept at its best pass: a burst on the host that "
+                          "outlasts one pass's rounds slows that pass only (1 to 5, default 2; about two minutes a "
+                          "pass on a small VM)")
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -31,13 +41,16 @@ def _calibrate(args: argparse.Namespace) -> int:
     lines in flight of a stream and of gathers, bandwidth vs working-set size (the LLC share a VM really gets), and
     the kernel cost model's parameters with torch (GEMM library efficiency, CSR SpMV / SpMM cycles per non-zero and
     per row); each measurement is repeated until it settles, and a machine too busy to give plausible figures gets
-    no profile (one line saying which check failed, exit status 2). About a minute."""
+    no profile (one line saying which check failed, exit status 2). Every measurement is taken in --looks
+    passes minutes apart and kept at its best. About two minutes a pass."""
     import os
 
     out = Path(args.out)
     if not out.resolve().parent.is_dir():
         raise ConfigError("command line", "--out", f"{args.out}: its directory does not exist")
     from ..measure.calibrate import (
+        LOOKS,
+        LOOKS_APART,
         MAX_ROUNDS,
         SETTLE_TOLERANCE,
         build_profile,
@@ -52,7 +65,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     threads = args.threads or os.cpu_count() or 1
     if threads > cpu.cores:
         raise ConfigError("command line", "--threads", f"{threads} is more than this machine's {cpu.cores} CPUs")
-    measured = measure(threads, caches, cpu, progress)
+    looks = args.looks or LOOKS
+    measured = measure(threads, caches, cpu, progress, looks=looks)
     mapping = build_profile(caches, cpu, measured, name=args.name or "", fit_llc_policy=args.llc_policy == "fit")
     write_profile(mapping, out)
     progress("")
@@ -61,6 +75,11 @@ def _calibrate(args: argparse.Namespace) -> int:
               f"{100 * SETTLE_TOLERANCE:g}% in {MAX_ROUNDS} rounds (the profile says which): "
               + ", ".join(measured.unsettled), file=sys.stderr)
     print(summary(mapping, out))
+    moved = measured.moved_between_looks()
+    if moved:
+        print(f"  {len(moved)} of {len(measured.settled)} measurements came out more than {100 * LOOKS_APART:g}% "
+              f"apart between the {looks} looks (the host was busier in one; each kept at its best): "
+              + ", ".join(moved[:MOVED_NAMED]) + (", ..." if len(moved) > MOVED_NAMED else ""))
     return 0
 
 
