@@ -313,9 +313,15 @@ def test_a_librarys_set_up_per_call_is_told_from_its_cost_per_nonzero(caches, cp
     fits = cal.fit_measurements(caches, cpu, replace(measurements, sparse=timings + spmm))
     assert fits.spmm.call_overhead_s == fits.spmv.call_overhead_s == pytest.approx(10e-6, rel=1e-3)
     assert fits.spmm.cycles_per_nonzero == pytest.approx(1.5, rel=1e-2)
-    profile = profile_from_mapping(build_profile(caches, cpu, replace(measurements, sparse=timings + spmm)), "host")
+    t = timings[0]
+    two_looks = Settled(t.seconds, 5, 0.01, True, (t.seconds * 1.4, t.seconds))
+    looked = {cal._sparse_label("spmv", "torch", (t.rows, t.nonzeros, t.columns)): two_looks}
+    both = replace(measurements, sparse=timings + spmm, settled=looked)
+    profile = profile_from_mapping(build_profile(caches, cpu, both), "host")
     assert profile.compute.kernels.spmv.call_overhead_s == pytest.approx(10e-6, rel=1e-3)
-    assert "set-up per call" in profile.fitted["compute.kernels.spmv.cycles_per_nonzero"]
+    note = profile.fitted["compute.kernels.spmv.cycles_per_nonzero"]
+    assert "set-up per call" in note
+    assert f"{t.rows} rows, {t.nonzeros} non-zeros at batch 1 (torch) best of 2 looks (40% apart)" in note
 
 
 def test_the_engine_charges_a_sparse_kernels_set_up_once_per_call(caches, cpu, measurements, write_yaml):

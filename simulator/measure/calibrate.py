@@ -2824,7 +2824,7 @@ def block_dispatch(m: Measurements) -> dict[str, float]:
     return out
 
 
-def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> str:
+def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming], m: Optional[Measurements] = None) -> str:
     shapes = ", ".join(f"{t.rows} x {t.depth} ({t.nonzeros} non-zeros)" for t in timings
                        if t.columns == timings[0].columns)
     batches = sorted({t.columns for t in timings})
@@ -2836,7 +2836,9 @@ def _sparse_note(kind: str, fit: SparseFit, timings: Sequence[SparseTiming]) -> 
     return (f"{kind} of CSR {shapes} x {batches} column(s) with {timings[0].backend} on {timings[0].threads} "
             f"thread(s), median call per shape less {fixed}, x clock x threads = cycles; non-negative least "
             f"squares in relative error on ceil(columns / columns_per_step) x (non-zeros x per non-zero + rows "
-            f"x per row); largest error {tried}")
+            f"x per row); largest error {tried}"
+            + ("" if m is None else _settled(m, *(_sparse_label(kind, t.backend, (t.rows, t.nonzeros, t.columns))
+                                                 for t in timings))))
 
 
 def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> dict[str, Any]:
@@ -2861,7 +2863,7 @@ def kernels_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> di
             f"{per_vector:.3g} cycles per vector of {cpu.vector_lanes}")
     for kind, fit in (("spmv", fits.spmv), ("spmm", fits.spmm)):
         block[kind] = _sparse_costs(fit)
-        note = _sparse_note(kind, fit, m.sparse_of(kind))
+        note = _sparse_note(kind, fit, m.sparse_of(kind), m)
         notes.fit(f"{kind}.cycles_per_nonzero", note)
         notes.fit(f"{kind}.cycles_per_row", "the same fit")
         notes.fit(f"{kind}.columns_per_step", "the width (1 or the vector's lanes) whose fit has the smaller error")
@@ -2974,7 +2976,7 @@ def libraries_block(cpu: CpuInfo, m: Measurements, fits: Fits, notes: Notes) -> 
     for backend, (spmv_fit, spmm_fit) in fits.libraries.items():
         library: dict[str, Any] = {"spmv": _sparse_costs(spmv_fit), "spmm": _sparse_costs(spmm_fit)}
         for kind, fit in (("spmv", spmv_fit), ("spmm", spmm_fit)):
-            notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend)))
+            notes.fit(f"libraries.{backend}.{kind}", _sparse_note(kind, fit, m.sparse_of(kind, backend), m))
         library.update(_sparse_memory(cpu, m, spmv_fit, notes, library["spmv"], backend))
         _gather_wait_entry(m, fits.gathers.get(backend), library["spmm"], notes, f"libraries.{backend}.spmm")
         _gather_fill_entry(m, fits.fills.get(backend), library["spmv"], notes, f"libraries.{backend}.spmv")
