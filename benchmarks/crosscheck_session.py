@@ -34,7 +34,8 @@ machine's: nothing here is asserted, and a VM's phase moves every figure (see do
 
 With several bench runs, ``crosscheck`` takes each cell's fastest run (other processes only ever
 slow a run down: :func:`simulator.measure.variantcheck.merge_runs`, as ``calibrate`` keeps each
-measurement's best round of its best look), and the summary prints issue #13's and #14's figures of the first run alone beside them:
+measurement's best round of its best look), and the summary prints issue #13's and #14's figures
+of the first run alone beside them:
 the two differ by what the host's phase did to single runs, not by anything in the model. Last, it
 prints how far the same cells moved between the first and the second run (:func:`repeatability_lines`):
 the floor under any error this session can show.
