@@ -327,9 +327,9 @@ def repeatability_lines(out: Path) -> list[str]:
 
 
 #: What :func:`headline` keeps of a ``calibrate`` log: its summary lines (the CSR libraries' says
-#: whether torch's index copy was found, and what share of its loop its loads ran under) and its
-#: warning of measurements that did not settle.
-HEADLINE_MARKS = ("peak", "DRAM sustained", "CSR libraries", "did not settle")
+#: whether torch's index copy was found, and what share of its loop its loads ran under), its
+#: warning of measurements that did not settle, and the measurements its two looks disagreed on.
+HEADLINE_MARKS = ("peak", "DRAM sustained", "CSR libraries", "did not settle", "apart between the")
 
 
 def headline(log: Path) -> list[str]:
