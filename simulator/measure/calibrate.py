@@ -377,6 +377,13 @@ class GatherProbe:
     far_s: float
     threads: int
 
+    def describe(self, product: str) -> str:
+        """What the probe timed, for a source note: ``product`` (``SpMV``, ``SpMM at batch 64``)
+        over the far and the near operand."""
+        return (f"{self.backend}'s {product} on {self.threads} thread(s), {self.rows} rows and {self.nonzeros} "
+                f"non-zeros, gathering over {self.far_columns} columns ({_us(self.far_s)}) against "
+                f"{self.near_columns} ({_us(self.near_s)})")
+
 
 def keep_timing(timings: list[SparseTiming], timing: SparseTiming) -> None:
     """Add ``timing`` to ``timings``, in place of an earlier look's timing of the same call (its
@@ -2007,10 +2014,8 @@ class GatherWait:
 
     def describe(self) -> str:
         """One line for the profile's sources."""
-        p = self.probe
-        return (f"{p.backend}'s SpMM at batch {SPMM_BATCH} on {p.threads} thread(s), {p.rows} rows and {p.nonzeros} "
-                f"non-zeros, gathering over {p.far_columns} columns ({_us(p.far_s)}) against {p.near_columns} "
-                f"({_us(p.near_s)}): {self.lines:.4g} more gathered lines from beyond the private caches (each "
+        return (f"{self.probe.describe(f'SpMM at batch {SPMM_BATCH}')}: {self.lines:.4g} more gathered lines "
+                f"from beyond the private caches (each "
                 f"non-zero's operand row, the share of a random gather the last private level does not hold) x "
                 f"{_us(self.extra_latency_s)} more latency each / (threads x the difference) = {self.in_flight:.3g} "
                 f"in flight a core, of its {self.slots:.3g} demand-miss slots")
@@ -2067,10 +2072,8 @@ class GatherFill:
 
     def describe(self) -> str:
         """One line for the profile's sources."""
-        p = self.probe
-        return (f"{p.backend}'s SpMV on {p.threads} thread(s), {p.rows} rows and {p.nonzeros} non-zeros, gathering "
-                f"over {p.far_columns} columns ({_us(p.far_s)}) against {p.near_columns} ({_us(p.near_s)}): "
-                f"{self.lines:.4g} more gathered lines the first level does not hold (a row's non-zeros a line "
+        return (f"{self.probe.describe('SpMV')}: {self.lines:.4g} more gathered lines the first level does not "
+                f"hold (a row's non-zeros a line "
                 f"apart or more, over {SPMV_FAR_FIRST_LEVELS} times the first level) x clock "
                 f"{self.clock_hz / 1e9:.3g} GHz x threads x the difference / lines = {self.cycles:.3g} cycles a line")
 
