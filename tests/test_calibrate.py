@@ -1461,6 +1461,46 @@ def test_the_convolutions_onednn_lowers_come_from_its_verbose_log(caches, cpu, m
     assert plain.compute.kernels.conv.direct_max_kernel is None
 
 
+NATIVE_LOG = ONEDNN_LOG.replace("WINDOW 11", """onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,,,,,mb1,0.1
+WINDOW 11""") + """INPUT 10240
+INPUT 20480
+onednn_verbose,v1,primitive,exec,cpu,reorder,jit:blk,undef,src:f32::blocked:abcd::f0,,,1x5x64x65,5.1
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,,,,mb1_ic5oc5,0.1
+INPUT 20800
+onednn_verbose,v1,primitive,exec,cpu,convolution,jit:avx2,forward_training,,,,mb1_ic5oc5,0.1
+INPUT 40960
+"""
+
+
+def test_torchs_own_small_convolutions_and_onednns_set_up_land_in_the_conv_block(caches, cpu, measurements):
+    """The batch-1 input probes: oneDNN ran a probe where the log names a convolution since the
+    last marker (the 11 x 11 window's before its own marker, not the first probe's); the largest
+    probe kept from it below those it ran is ``native_max_input_elements``, and no step (all ran,
+    none ran, kept after ran) gives none. The set-up probe's call less the per-call overhead is the
+    convolution's ``call_overhead``; a probe no slower than the launch gives none."""
+    found = cal.onednn_inputs(NATIVE_LOG)
+    assert found == {10240: False, 20480: False, 20800: True, 40960: True}
+    assert cal.conv_implementations(NATIVE_LOG)[11] == "jit:avx2"
+    assert cal.native_max_input_elements(found) == 20480
+    assert cal.native_max_input_elements({10240: True, 20480: True}) is None
+    assert cal.native_max_input_elements({10240: False, 20480: False}) is None
+    assert cal.native_max_input_elements({10240: True, 20480: False, 40960: True}) is None
+    assert cal.native_max_input_elements({}) is None
+    conv = replace(measurements, conv_flops_per_s=40e9, conv_block_ratio=0.99, conv_onednn_inputs=found,
+                   conv_call_s=OVERHEAD_S + 70e-6)
+    profile = profile_from_mapping(build_profile(caches, cpu, conv), "host")
+    kernels = profile.compute.kernels
+    assert kernels.conv.native_max_input_elements == 20480
+    assert "20480: not oneDNN, 20800: oneDNN" in profile.sources["compute.kernels.conv.native_max_input_elements"]
+    assert kernels.conv.call_overhead.seconds("fp32") == pytest.approx(70e-6, rel=1e-3)
+    assert "8 -> 8 channels on 4 x 4 at batch 2" in profile.sources["compute.kernels.conv.call_overhead"]
+    assert kernels.gemm.call_overhead.seconds("fp32") == 0.0
+    none = profile_from_mapping(build_profile(caches, cpu, replace(conv, conv_call_s=OVERHEAD_S / 2,
+                                                                   conv_onednn_inputs={})), "host")
+    assert none.compute.kernels.conv.call_overhead.seconds("fp32") == 0.0
+    assert none.compute.kernels.conv.native_max_input_elements is None
+
+
 def test_the_lowering_step_reads_a_real_onednn_log(caches, cpu):
     """The real step in a child interpreter: every window it names is one it ran, and the rule gives
     a window of the list or none (which windows oneDNN lowers depends on its build and the ISA)."""
@@ -1469,6 +1509,9 @@ def test_the_lowering_step_reads_a_real_onednn_log(caches, cpu):
     assert set(m.conv_implementations) <= set(cal.CONV_WINDOWS)
     assert all(isinstance(name, str) and name for name in m.conv_implementations.values())
     assert cal.direct_max_kernel(m.conv_implementations) in (None, *cal.CONV_WINDOWS)
+    if m.conv_implementations:              # oneDNN is there: every batch-1 probe has its answer
+        assert set(m.conv_onednn_inputs) == set(cal.CONV_NATIVE_PROBES)
+        assert m.conv_onednn_inputs[max(cal.CONV_NATIVE_PROBES)]
 
 
 def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches, cpu):
@@ -1480,6 +1523,7 @@ def test_the_convolution_step_times_f_conv2d_and_the_channel_block_probe(caches,
     plain = (cal.conv_block_short(cpu.vector_lanes) / cal.CONV_BLOCK_PROBE) ** 2
     assert 0.5 * plain < m.conv_block_ratio < 1.5
     assert any(name.startswith("convolution 64 -> 128 channels") for name in m.settled)
+    assert m.conv_call_s > 0 and cal._conv_label(cal.CONV_CALL_PROBE) in m.settled
 
 
 def test_fresh_pages_are_written_where_the_large_buffer_faults_and_the_small_one_is_reused(

@@ -581,7 +581,43 @@ def _conv_shape(in_channels: int, out_channels: int, side: int = 13, window: int
     return KernelShape(KernelKind.CONV, DType.FP32, rows=out_channels, columns=batch * pixels,
                        depth=in_channels * window, nonzeros=out_channels * in_channels * window,
                        input_bytes=4 * batch * in_channels * pixels, output_bytes=4 * batch * out_channels * pixels,
-                       window=window, convolution=True)
+                       window=window, convolution=True, batch=batch)
+
+
+def test_a_small_batch_1_convolution_runs_the_frameworks_own_kernel_without_the_librarys_set_up():
+    """``conv.native_max_input_elements``: an fp32 batch-1 convolution of at most 3 x 3 whose input
+    has at most that many elements runs lowered (im2col + the GEMM, no channel blocks) and pays
+    none of the direct library's ``call_overhead``; a larger input, batch 2, a 5 x 5 window or bf16
+    goes to the direct library and pays its set-up once a call, whatever the batch."""
+    from simulator.engine.kernelcost import call_overhead_s, lowered_convolution, native_convolution
+
+    pi = with_values(_profile("raspberry-pi-5"), {"compute.kernels.conv.channel_block": 16,
+                                                  "compute.kernels.conv.call_overhead.fp32": 70e-6})
+    native = with_values(pi, {"compute.kernels.conv.native_max_input_elements": 20480})
+    cores = pi.compute.cores
+    thinned_conv3 = _conv_shape(73, 134)                      # 12,337 input elements at batch 1
+    thinned_conv4 = _conv_shape(134, 95)                      # 22,646: over the limit
+    assert native_convolution(native, thinned_conv3) and lowered_convolution(native, thinned_conv3)
+    assert not native_convolution(pi, thinned_conv3)
+    for direct in (thinned_conv4, _conv_shape(73, 134, batch=2), _conv_shape(73, 134, window=25),
+                   replace(thinned_conv3, dtype=DType.BF16)):
+        assert not native_convolution(native, direct)
+        assert call_overhead_s(native, direct) == pytest.approx(70e-6 if direct.dtype is DType.FP32 else 0.0)
+    assert call_overhead_s(native, thinned_conv3) == 0.0 and call_overhead_s(pi, thinned_conv3) == 70e-6
+    gemm = dense_seconds(native, replace(thinned_conv3, kind=KernelKind.GEMM, convolution=False, window=1),
+                         cores).seconds
+    assert dense_seconds(native, thinned_conv3, cores).seconds > gemm           # plus its im2col
+    assert dense_seconds(pi, thinned_conv3, cores).mechanism != "lowering"
+    # the set-up is a call's: AlexNet's conv3 (its input over the limit) pays it once at batch 1 and once
+    # for a batch of 64
+    workload = load_workload("workloads/alexnet.yaml")
+    per_call = {}
+    for profile in (pi, with_values(pi, {"compute.kernels.conv.call_overhead.fp32": 0.0})):
+        per_call[profile.compute.kernels.conv.call_overhead.seconds("fp32")] = [
+            run(profile, workload, RunOptions(batch=batch, formats=(StorageFormat.DENSE,), host_copies=False))
+            .variants[0].layers[4].time_s for batch in (1, 64)]
+    assert per_call[70e-6][0] - per_call[0.0][0] == pytest.approx(70e-6, rel=0.02)
+    assert per_call[70e-6][1] - per_call[0.0][1] == pytest.approx(70e-6, rel=0.02)
 
 
 def test_a_channel_blocked_convolution_computes_whole_blocks_and_reorders_its_activations():

@@ -132,7 +132,11 @@ def summary(mapping: dict[str, Any], out: Path) -> str:
 
     def conv_efficiency(conv: dict[str, Any]) -> str:
         blocks = conv.get("channel_block", 1)
-        return f"{conv['library_efficiency']:.3g}" + (f" in blocks of {blocks} channels" if blocks > 1 else "")
+        native = (f", torch's own up to {conv['native_max_input_elements']} input elements at batch 1"
+                  if "native_max_input_elements" in conv else "")
+        set_up = f", {conv['call_overhead']['fp32']} a call" if "fp32" in conv.get("call_overhead", {}) else ""
+        return (f"{conv['library_efficiency']:.3g}" + (f" in blocks of {blocks} channels" if blocks > 1 else "")
+                + set_up + native)
     return "\n".join([
         f"wrote {out}: {mapping['name']}",
         f"  peak {compute['peak_flops']['fp32']} ({compute['vector_lanes']} lanes a vector)"

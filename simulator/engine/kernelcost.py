@@ -21,7 +21,9 @@ mechanisms whose parameters are datasheet figures or calibrated once per platfor
   input channels, and reorders its activations between the plain and the blocked layout at every
   call (a pass over them at the bandwidth of the level that holds them). A window wider than the
   direct kernel takes (``direct_max_kernel``) is lowered instead: im2col's copy, then the GEMM
-  kernel's product of the same shape.
+  kernel's product of the same shape; so is a small batch-1 convolution the framework keeps from
+  the direct library (``native_max_input_elements``: torch's own im2col + GEMM), which also skips
+  that library's set-up per call (``call_overhead``).
 * **sparse** CSR / CSC products and sparse convolution: an issue cost per step over the
   non-zeros (index load, gather, FMA: ``cycles_per_nonzero``), where a step covers
   ``columns_per_step`` dense columns at once (the vector width the kernel uses on the batch or
@@ -141,12 +143,28 @@ def dense_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> I
 
 
 def lowered_convolution(profile: HardwareProfile, shape: KernelShape) -> bool:
-    """Whether the library runs this dense convolution lowered (im2col, then a GEMM): its window is
-    wider than the direct kernel takes (``conv.direct_max_kernel``)."""
+    """Whether this dense convolution runs lowered (im2col, then a GEMM): its window is wider than
+    the direct kernel takes (``conv.direct_max_kernel``), or the framework keeps it from the direct
+    library altogether (:func:`native_convolution`)."""
     if not shape.convolution or shape.kind is not KernelKind.CONV:
         return False
     widest = _kernels(profile).dense(KernelKind.CONV).direct_max_kernel
-    return widest is not None and shape.kernel_width > widest
+    return (widest is not None and shape.kernel_width > widest) or native_convolution(profile, shape)
+
+
+#: The widest window the framework's own batch-1 convolution takes (``conv.native_max_input_elements``).
+NATIVE_MAX_KERNEL = 3
+
+
+def native_convolution(profile: HardwareProfile, shape: KernelShape) -> bool:
+    """Whether the framework runs this dense convolution with its own im2col + GEMM instead of the
+    direct library (``conv.native_max_input_elements``): fp32, batch 1, a window of at most 3 x 3
+    and an input of at most that many elements (torch's ``use_mkldnn``)."""
+    if not shape.convolution or shape.kind is not KernelKind.CONV or shape.dtype is not DType.FP32:
+        return False
+    most = _kernels(profile).dense(KernelKind.CONV).native_max_input_elements
+    return (most is not None and shape.batch == 1 and shape.kernel_width <= NATIVE_MAX_KERNEL
+            and shape.input_bytes // shape.dtype.size_bytes <= most)
 
 
 def _lowered_seconds(profile: HardwareProfile, shape: KernelShape, cores: int) -> IssueTime:
@@ -214,10 +232,13 @@ def fresh_page_seconds(profile: HardwareProfile, shape: KernelShape) -> float:
 
 def call_overhead_s(profile: HardwareProfile, shape: KernelShape) -> float:
     """The kernel's library's own per-call set-up, beyond the launch (``call_overhead``): a dense
-    kernel's for its type, a sparse kernel's whatever its type."""
+    kernel's for its type (none for a convolution the framework runs itself), a sparse kernel's
+    whatever its type."""
     kernels = profile.compute.kernels
     if kernels is None:
         return 0.0
+    if native_convolution(profile, shape):
+        return 0.0          # the framework's own im2col + GEMM: none of the direct library's set-up
     if shape.kind in DENSE_KINDS:
         return kernels.dense(shape.kind).call_overhead.seconds(shape.dtype.value)
     if shape.kind in SPARSE_KINDS:

@@ -241,7 +241,11 @@ class DenseKernel(Strict):
     load_overlap: TypeShares = TypeShares()
     # Host time of one call beyond ``compute.launch_overhead``, per type: the library's own set-up
     # (oneDNN's primitive dispatch for bf16, fbgemm's quantization of the input for int8), paid
-    # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line).
+    # once per call whatever the shape (calibrate: the intercept of the GEMV loop's line). A
+    # convolution through torch's oneDNN sets up every call on one core while the others wait
+    # (memory descriptors, primitive-cache look-ups, its blocked buffers allocated and freed: ``perf``
+    # on a Zen 3 guest put 59% of a tiny one's call there; calibrate: 8 channels on a 4 x 4 map at
+    # batch 2, whose multiply-adds take under a microsecond).
     call_overhead: TypeSeconds = TypeSeconds()
     # A batch-1 GEMV whose library walks its weights row by row (a few rows at once, each row a
     # stream of its own): every row that comes from DRAM starts a stream the prefetchers have not
@@ -288,6 +292,13 @@ class DenseKernel(Strict):
     # AlexNet's 11 x 11 conv1 included; calibrate: the implementation oneDNN's verbose log names).
     # Absent: every window direct.
     direct_max_kernel: Optional[PositiveInt] = None
+    # The framework's own rule for which library a convolution goes to: a batch-1 fp32 convolution
+    # with a window of at most 3 x 3 whose input has at most this many elements skips the direct
+    # library and runs the framework's own im2col + GEMM (torch 2.13's ``use_mkldnn`` in ATen: 20480
+    # elements; ``slow_conv2d`` then MKL's SGEMM, which ``perf`` shows), priced as a lowered
+    # convolution and without the direct library's ``call_overhead`` (calibrate: which batch-1
+    # inputs oneDNN's verbose log names a convolution for). Absent: every convolution direct.
+    native_max_input_elements: Optional[PositiveInt] = None
 
     def packed_tile(self, dtype: str) -> Optional[PackedTile]:
         """The tile the library packs ``dtype``'s weights in (``packed_tiles``), or None."""

@@ -467,6 +467,9 @@ class Measurements:
     conv_block_ratio: float = 0.0
     # the implementation oneDNN ran F.conv2d with, per k x k window (:func:`_measure_conv_implementations`)
     conv_implementations: dict[int, str] = field(default_factory=dict)
+    # per batch-1 3 x 3 input size of :data:`CONV_NATIVE_PROBES` (elements): whether oneDNN ran it
+    conv_onednn_inputs: dict[int, bool] = field(default_factory=dict)
+    conv_call_s: float = 0.0     # the median call of :data:`CONV_CALL_PROBE`: a convolution's set-up alone
     # batch-1 GEMV in cache per type (:func:`_measure_gemv_types`): weights per second, all threads
     gemv_weights_per_s: dict[str, float] = field(default_factory=dict)
     gemv_row_s: dict[str, float] = field(default_factory=dict)         # its cost a row, all threads, per type
@@ -996,6 +999,10 @@ CONV_WIDE_BATCH = 8
 #: channels takes as long for both; one that does not takes the square of their ratio less.
 CONV_BLOCK_PROBE = 64
 CONV_BLOCK_SIDE = 28
+#: The set-up probe (input channels, output channels, map side, batch): a convolution whose
+#: multiply-adds (37 k FLOP) take under a microsecond, so its call is the library's set-up. Batch 2,
+#: because torch runs a small batch-1 convolution without oneDNN (:data:`CONV_NATIVE_PROBES`).
+CONV_CALL_PROBE = (8, 8, 4, 2)
 
 
 def _conv_call(in_channels: int, out_channels: int, side: int, batch: int) -> Callable[[], Any]:
@@ -1017,10 +1024,12 @@ def _conv_label(key: tuple[int, int, int, int]) -> str:
 
 def _measure_conv(s: Session) -> None:
     """:data:`CONV_SHAPES` at two batches, each its median call, settled: the median slope is the conv
-    kernel's rate; then the channel-block probe at :data:`CONV_WIDE_BATCH`."""
+    kernel's rate; then the channel-block probe at :data:`CONV_WIDE_BATCH` and the set-up probe
+    (:data:`CONV_CALL_PROBE`)."""
     short = conv_block_short(s.cpu.vector_lanes)
     keys = [(i, o, side, b) for i, o, side in CONV_SHAPES for b in (1, CONV_WIDE_BATCH)]
     keys += [(c, c, CONV_BLOCK_SIDE, CONV_WIDE_BATCH) for c in (CONV_BLOCK_PROBE, short)]
+    keys.append(CONV_CALL_PROBE)
 
     def conv_round(key: tuple[int, int, int, int]) -> Callable[[], float]:
         return functools.partial(_typical_time, _conv_call(*key), 6, 0.2)
@@ -1033,16 +1042,25 @@ def _measure_conv(s: Session) -> None:
     s.m.conv_flops_per_s = batch_line([pair(*shape) for shape in CONV_SHAPES]).flops_per_s
     full = got[(CONV_BLOCK_PROBE, CONV_BLOCK_PROBE, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)]
     s.m.conv_block_ratio = got[(short, short, CONV_BLOCK_SIDE, CONV_WIDE_BATCH)] / full
+    s.m.conv_call_s = got[CONV_CALL_PROBE]
 
 
 #: The k x k windows whose convolution :func:`_measure_conv_implementations` has oneDNN name.
 CONV_WINDOWS = (3, 5, 7, 9, 11)
-#: A child interpreter that runs one small F.conv2d per window, each followed by a marker line.
+#: Batch-1 3 x 3 convolutions of 5 channels on 64 x (width) maps whose oneDNN log says which input
+#: sizes torch hands to oneDNN (:func:`native_max_input_elements`): inputs of 5 x 64 x width elements.
+CONV_NATIVE_WIDTHS = (32, 64, 65, 128)
+CONV_NATIVE_PROBES = tuple(5 * 64 * width for width in CONV_NATIVE_WIDTHS)
+#: A child interpreter that runs one small F.conv2d per window, each followed by a marker line, then
+#: the batch-1 input probes, each followed by its own.
 _CONV_IMPLEMENTATION_SCRIPT = """
 import torch, torch.nn.functional as F
 for k in {windows}:
     F.conv2d(torch.rand(1, 16, 32, 32), torch.rand(16, 16, k, k), padding=k // 2)
     print("WINDOW", k, flush=True)
+for width in {widths}:
+    F.conv2d(torch.rand(1, 5, 64, width), torch.rand(5, 5, 3, 3), padding=1)
+    print("INPUT", 5 * 64 * width, flush=True)
 """
 
 
@@ -1062,6 +1080,32 @@ def conv_implementations(log: str) -> dict[int, str]:
     return found
 
 
+def onednn_inputs(log: str) -> dict[int, bool]:
+    """Per batch-1 input probe (elements), whether oneDNN's verbose ``log`` names a convolution run
+    between the previous marker line and the probe's."""
+    found: dict[int, bool] = {}
+    ran = False
+    for line in log.splitlines():
+        if re.search(r"exec,cpu,convolution,", line):
+            ran = True
+        elif line.startswith(("WINDOW ", "INPUT ")):
+            if line.startswith("INPUT "):
+                found[int(line.split()[1])] = ran
+            ran = False
+    return found
+
+
+def native_max_input_elements(onednn: Mapping[int, bool]) -> Optional[int]:
+    """The largest batch-1 input the framework kept from oneDNN, where every probe up to it was kept
+    and every larger one ran on oneDNN (torch's rule is a threshold); None where the probes show no
+    such step (oneDNN ran them all, or none: no oneDNN to hand them to)."""
+    sizes = sorted(onednn)
+    kept = [size for size in sizes if not onednn[size]]
+    if not kept or len(kept) == len(sizes) or sizes[:len(kept)] != kept:
+        return None
+    return kept[-1]
+
+
 def direct_max_kernel(implementations: Mapping[int, str]) -> Optional[int]:
     """The widest window before the first that oneDNN runs as im2col + GEMM (an implementation
     named ``gemm``): None where every window ran direct, or none was named."""
@@ -1074,15 +1118,17 @@ def direct_max_kernel(implementations: Mapping[int, str]) -> Optional[int]:
 
 
 def _measure_conv_implementations(s: Session) -> None:
-    """Which convolutions oneDNN runs lowered: one F.conv2d per window of :data:`CONV_WINDOWS` in a
-    child interpreter with oneDNN's verbose log on (the log goes to the process's own stdout)."""
+    """Which convolutions oneDNN runs lowered, and which torch keeps from it: one F.conv2d per window
+    of :data:`CONV_WINDOWS`, then one per batch-1 input of :data:`CONV_NATIVE_PROBES`, in a child
+    interpreter with oneDNN's verbose log on (the log goes to the process's own stdout)."""
     env = dict(os.environ, ONEDNN_VERBOSE="1", DNNL_VERBOSE="1")
-    script = _CONV_IMPLEMENTATION_SCRIPT.format(windows=CONV_WINDOWS)
+    script = _CONV_IMPLEMENTATION_SCRIPT.format(windows=CONV_WINDOWS, widths=CONV_NATIVE_WIDTHS)
     try:
         done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     except (OSError, subprocess.SubprocessError):
         return
     s.m.conv_implementations = conv_implementations(done.stdout)
+    s.m.conv_onednn_inputs = onednn_inputs(done.stdout)
 
 
 #: The types whose GEMM rate :func:`_measure_types` measures, and what runs each: the variants
@@ -3024,6 +3070,19 @@ def conv_block(cpu: CpuInfo, m: Measurements, gemm: Mapping[str, Any], notes: No
                    f"{CONV_WIDE_BATCH}): " + (f"whole blocks of {cpu.vector_lanes} channels" if blocked else
                    f"no blocks (whole blocks would take 1, plain channels {(short / CONV_BLOCK_PROBE) ** 2:.3g})")
                    + _settled(m, *probe))
+    if m.conv_call_s > m.launch_overhead_s:
+        i, o, side, batch = CONV_CALL_PROBE
+        block["call_overhead"] = {"fp32": _q(m.conv_call_s - m.launch_overhead_s, Quantity.SECONDS)}
+        notes.measured("conv.call_overhead", f"the median call of F.conv2d of {i} -> {o} channels on {side} x "
+                       f"{side} at batch {batch} ({2 * i * o * 9 * side * side * batch / 1e3:.0f} kFLOP), less "
+                       "the per-call overhead: the library's set-up alone" + _settled(m, _conv_label(CONV_CALL_PROBE)))
+    most = native_max_input_elements(m.conv_onednn_inputs)
+    if most is not None:
+        block["native_max_input_elements"] = most
+        ran = ", ".join(f"{size}: {'oneDNN' if onednn else 'not oneDNN'}"
+                        for size, onednn in sorted(m.conv_onednn_inputs.items()))
+        notes.measured("conv.native_max_input_elements", "whether oneDNN's verbose log names a convolution for "
+                       f"F.conv2d at batch 1, 3 x 3, per input size in elements ({ran}): the largest it did not")
     widest = direct_max_kernel(m.conv_implementations)
     if widest is not None:
         block["direct_max_kernel"] = widest

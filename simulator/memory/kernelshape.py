@@ -51,6 +51,7 @@ class KernelShape:
     pointer_reads: int = 0      # EIE's format: per-PE column pointer pairs (PEs x columns)
     convolution: bool = False   # the layer is a convolution (columns are output pixels)
     index_copies: tuple[int, ...] = ()   # bytes of each narrower index array the library copies a call
+    batch: int = 1              # samples a call computes (a framework picks a convolution's library by it)
 
     @property
     def kernel_width(self) -> int:
@@ -152,7 +153,7 @@ def kernel_shape(layer: Layer, enc: Optional[EncodedWeights], batch: int, kind: 
         if layer.kind is LayerKind.CONV:
             return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth,
                                input_bytes=layer.in_bytes(batch), output_bytes=layer.out_bytes(batch),
-                               window=layer.kernel_hw ** 2, convolution=True)
+                               window=layer.kernel_hw ** 2, convolution=True, batch=batch)
         return KernelShape(kind, dtype, rows=rows, columns=columns, depth=depth, nonzeros=rows * depth,
                            output_bytes=layer.out_bytes(batch))
     if enc.format in _FORMAT_SHAPES:
