@@ -1064,35 +1064,31 @@ for width in {widths}:
 """
 
 
-def conv_implementations(log: str) -> dict[int, str]:
-    """Per window, the implementation oneDNN's verbose ``log`` names for the convolution run before
-    the window's marker line (none where the log names none: another backend, or no oneDNN)."""
-    found: dict[int, str] = {}
+def _marked_runs(log: str) -> Iterator[tuple[str, int, Optional[str]]]:
+    """Each marker line of oneDNN's verbose ``log`` (``WINDOW k``, ``INPUT n``: its word and number)
+    with the implementation of the last convolution the log names since the previous marker (None:
+    it names none, another backend ran it or there is no oneDNN)."""
     last = None
     for line in log.splitlines():
         match = re.search(r"exec,cpu,convolution,([^,]+),", line)
         if match:
             last = match.group(1)
-        elif line.startswith("WINDOW "):
-            if last is not None:
-                found[int(line.split()[1])] = last
+        elif line.startswith(("WINDOW ", "INPUT ")):
+            word, number = line.split()[:2]
+            yield word, int(number), last
             last = None
-    return found
+
+
+def conv_implementations(log: str) -> dict[int, str]:
+    """Per window, the implementation oneDNN's verbose ``log`` names for the convolution run before
+    the window's marker line (none where the log names none: another backend, or no oneDNN)."""
+    return {window: impl for word, window, impl in _marked_runs(log) if word == "WINDOW" and impl is not None}
 
 
 def onednn_inputs(log: str) -> dict[int, bool]:
     """Per batch-1 input probe (elements), whether oneDNN's verbose ``log`` names a convolution run
     between the previous marker line and the probe's."""
-    found: dict[int, bool] = {}
-    ran = False
-    for line in log.splitlines():
-        if re.search(r"exec,cpu,convolution,", line):
-            ran = True
-        elif line.startswith(("WINDOW ", "INPUT ")):
-            if line.startswith("INPUT "):
-                found[int(line.split()[1])] = ran
-            ran = False
-    return found
+    return {size: impl is not None for word, size, impl in _marked_runs(log) if word == "INPUT"}
 
 
 def native_max_input_elements(onednn: Mapping[int, bool]) -> Optional[int]:
