@@ -62,8 +62,8 @@ class RepeatMode(str, enum.Enum):
     """What ``repeat`` repeats."""
 
     NETWORK = "network"   # whole inferences back to back; caches carry from layer to layer
-    LAYER = "layer"       # each layer alone, repeated back to back, cold at its start (the EIE
-                          # paper's benchmark mode: the same layer over many frames)
+    LAYER = "layer"       # each layer alone, repeated back to back, cold at its start (`bench`'s
+                          # mode: the same layer over many frames)
 
 
 #: A variant as :class:`RunOptions` takes it: a :class:`Variant`, or a plain storage format.
@@ -178,29 +178,52 @@ def variant_traffic(profile: HardwareProfile, workload: Workload, fmt: VariantLi
     return _traffic(profile, workload, fmt, options, lambda _: None)[0]
 
 
+def _groups(names: Sequence[str], options: RunOptions,
+            group_of: Optional[Callable[[str], str]]) -> dict[str, list[int]]:
+    """The layers (by index) that run together from cold caches, by group: ``group_of``'s, or
+    each layer alone (:attr:`RepeatMode.LAYER`) or all of them (:attr:`RepeatMode.NETWORK`)."""
+    if group_of is None:
+        group_of = (lambda _: "the network") if options.repeat_mode is RepeatMode.NETWORK else (lambda layer: layer)
+    groups: dict[str, list[int]] = {}
+    for index, layer in enumerate(names):
+        groups.setdefault(group_of(layer), []).append(index)
+    return groups
+
+
 def _layer_works(profile: HardwareProfile, traffic: Iterable[LayerTraffic], view: CoreView, options: RunOptions,
-                 name: str, progress: Callable[[str], None]) -> list[LayerWork]:
-    """Each layer's trace alone, run ``repeat`` times from cold caches; the last run's tile work."""
-    works = []
-    for t in traffic:
-        progress(f"{name}: cache model, {t.layer.name}")
-        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each layer
-        for _ in range(options.repeat):
-            outcome = hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
-        works.append(layer_work(t, outcome, profile))
-    return works
+                 name: str, progress: Callable[[str], None],
+                 group_of: Optional[Callable[[str], str]] = None) -> list[LayerWork]:
+    """Each group's layers (:func:`_groups`) in order from cold caches, the whole group ``repeat``
+    times; the last run's tile work, in the layers' order. A layer meets what its group's other
+    layers left in the caches between two of its calls, and nothing of another group's."""
+    traffic = list(traffic)
+    works: list[Optional[LayerWork]] = [None] * len(traffic)
+    for group, members in _groups([t.layer.name for t in traffic], options, group_of).items():
+        progress(f"{name}: cache model, {group}")
+        hierarchy = cache_hierarchy(profile, view.cores)    # cold at the start of each group
+        for _ in range(options.repeat - 1):
+            for t in (traffic[i] for i in members):
+                hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints)
+        for i in members:
+            t = traffic[i]
+            works[i] = layer_work(t, hierarchy.access(t.addresses, t.is_write, t.core, hints=t.hints), profile)
+    return [w for w in works if w is not None]
 
 
 def benchmark_works(profile: HardwareProfile, workload: Workload, fmt: VariantLike, options: RunOptions,
-                    progress: Callable[[str], None] = lambda _: None) -> list[LayerWork]:
-    """Each layer alone, its trace run ``repeat`` times from cold caches; the last run's tile work.
+                    progress: Callable[[str], None] = lambda _: None,
+                    group_of: Optional[Callable[[str], str]] = None) -> list[LayerWork]:
+    """The tile work of the last of ``repeat`` runs: each layer alone from cold caches, or the
+    whole workload in order, as ``options.repeat_mode`` says, or the layers of each group that
+    ``group_of`` (layer name -> group name) gives, in order (:func:`_layer_works`: a benchmark
+    of several independent networks, each run sample after sample).
 
     The result depends on the profile's cache geometry and cores only, not on its rates, so
     calibration can re-time it under other rates with :func:`simulator.engine.core.simulate` alone.
     """
-    expect(progress, 2 + len(workload.layers))
+    expect(progress, 2 + len(_groups([l.name for l in workload.layers], options, group_of)))
     traffic, view = _traffic(profile, workload, fmt, options, progress)
-    return _layer_works(profile, traffic, view, options, variant_name(fmt, options), progress)
+    return _layer_works(profile, traffic, view, options, variant_name(fmt, options), progress, group_of)
 
 
 def _timed(profile: HardwareProfile, workload: Workload, traffic: Iterable[LayerTraffic], view: CoreView,

@@ -13,6 +13,7 @@ from simulator.studies.validation import (
     cell_works,
     fit,
     load_cells,
+    network_of,
     predict,
     summarize,
 )
@@ -96,3 +97,24 @@ def test_comparison_as_a_dataframe():
     assert frame["layer"].tolist() == ["big", "small"]
     assert frame["error"].round(3).tolist() == [0.1, -0.1]
     assert {"platform", "batch", "format", "published_s", "predicted_s", "set", "bound"} <= set(frame.columns)
+
+
+def test_a_layer_meets_what_its_networks_other_layers_left(workload_from_text):
+    """The benchmark's protocol (each network's layers in order, sample after sample): a matrix
+    the i7's 15 MiB L3 holds comes from DRAM when its network's next layer is 32 MiB, and from the
+    L3 when it is a network of its own."""
+    fc = "kind: fc, inputs: [], density: 0.1"
+    nets = workload_from_text(
+        f"  - {{name: A_small, {fc}, input_shape: [2048], in_features: 2048, out_features: 1024}}\n"
+        f"  - {{name: A_big, {fc}, input_shape: [2048], in_features: 2048, out_features: 4096}}\n"
+        f"  - {{name: B_small, {fc}, input_shape: [2048], in_features: 2048, out_features: 1024}}\n", [2048])
+    assert [network_of(l.name) for l in nets.layers] == ["A", "A", "B"]
+    i7 = load_profile("hwprofiles/i7-5930k.yaml")
+    cells = [cell(name, "dense", 1.0, "CPU_Core_i7-5930K") for name in ("A_small", "A_big", "B_small")]
+    works = cell_works(i7, nets, cells, workers=1)
+    weights = 2048 * 1024 * 4
+    shared, alone = works[cells[0].key], works[cells[2].key]
+    assert shared.dram_read_bytes.sum() >= 0.95 * weights           # evicted by A_big between its calls
+    assert alone.dram_read_bytes.sum() <= 0.05 * weights            # its own last call left it in the L3
+    shared_s, _, alone_s = (r.predicted_s for r in predict(i7, cells, works))
+    assert shared_s > 1.5 * alone_s

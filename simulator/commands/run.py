@@ -58,8 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="back-to-back runs; the last (steady state, warm caches) is reported")
     run.add_argument("--repeat-mode", choices=["network", "layer"], default="network",
                      help="network: whole inferences back to back (default); layer: each layer alone, "
-                          "repeated --repeat times from cold caches, the EIE paper's benchmark mode "
-                          "(no host copies)")
+                          "repeated --repeat times from cold caches, `bench`'s mode (no host copies)")
     run.add_argument("--threads", type=positive_int("--threads"),
                      help="cores to use (default: all of the profile's)")
     run.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights (default 0)")

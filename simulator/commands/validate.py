@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _validate(args: argparse.Namespace) -> int:
     """Simulate every published cell of EIE Table IV (9 layers x dense/CSR x batch 1/64 on the i7-5930K and Titan X
-    profiles) in the paper's benchmark mode and report the error, separately for the cells the profiles were fitted
+    profiles) in the paper's benchmark protocol and report the error, separately for the cells the profiles were fitted
     on and the held-out cells."""
     from ..hardware.profile import load_profile
     from ..model.workload import load_workload

@@ -1,6 +1,6 @@
 """Real timings of a workload's layers on this CPU with torch (``python -m simulator bench``).
 
-The benchmark mode is the simulator's layer mode (and the EIE paper's): each layer alone, the
+The benchmark mode is the simulator's layer mode: each layer alone, the
 same layer called back to back with the same weights, time per frame = time per call / batch.
 Warm-up calls first, until two calls in a row are no faster than the fastest before them
 (:func:`warm_up`: they warm the caches, as the simulator's first repetition does), then
