@@ -1,16 +1,22 @@
-"""torch's BSR matrix-vector product against where its input and output vectors lie: why the same
-``bsr4x4`` layer times ~9.5 ns a block in one ``bench`` and ~15.5 in the next, measured.
+"""torch's BSR matrix-vector product against where its input and output vectors lie, and against
+when it runs: why the same ``bsr4x4`` layer times ~9.5 ns a block in one ``bench`` and ~15.5 in
+the next, measured.
 
     .venv/bin/python benchmarks/bsr_placement.py [--threads 2] [--rows 4096] [--cols 4096]
-        [--density 0.04] [--placements 64] [--calls 30] [--seed 0]
+        [--density 0.04] [--placements 64] [--passes 3] [--calls 30] [--seed 0]
 
 Builds one ``torch.sparse_bsr_tensor`` of 4 x 4 blocks (kept at random at ``--density``, as
 ``bench``'s BSR variant keeps the simulator's blocks) and times ``torch.mv(matrix, x, out=y)`` with
 the same blocks while ``x`` and then ``y`` move through ``--placements`` offsets inside one larger
 buffer, 64 B apart (the other vector stays put). Each offset is timed as ``bench`` times a call:
-warm-up, then the median of ``--calls`` back-to-back calls. It prints every offset's ns a block
-(with the address modulo a 4 KiB page of the three buffers), then a histogram and the mean over
-placements next to the fastest. Nothing here is asserted; the figures are the machine's.
+warm-up, then the median of ``--calls`` back-to-back calls; ``--passes`` passes visit the offsets
+each in its own random order, so an offset that is slow in every pass is slow for where it lies,
+and one slow in one pass only was slow for when it ran (a sweep in address order, as this script's
+first version made, cannot tell the two apart: a phase of the host shows up as a band of
+neighbouring offsets). It prints every offset's ns a block per pass (with the address modulo a
+4 KiB page of the three buffers), then, over the offsets' medians of their passes, a histogram and
+the fastest, median, mean and slowest, and how far apart an offset's passes came. Nothing here is
+asserted; the figures are the machine's.
 """
 
 from __future__ import annotations
@@ -59,8 +65,10 @@ def page_offset(tensor) -> int:
     return tensor.data_ptr() % PAGE_BYTES
 
 
-def sweep(matrix, placements: int, calls: int, moving: str) -> list[float]:
-    """ns a block with ``moving`` ("x" or "y") at ``placements`` offsets 64 B apart, the other fixed."""
+def sweep(matrix, placements: int, passes: int, calls: int, moving: str, seed: int) -> list[list[float]]:
+    """Per offset (``placements`` of them, 64 B apart) of ``moving`` ("x" or "y", the other fixed),
+    its ns a block in each of ``passes`` passes, each pass visiting the offsets in a random order."""
+    import numpy as np
     import torch
 
     rows, cols = matrix.shape
@@ -68,15 +76,20 @@ def sweep(matrix, placements: int, calls: int, moving: str) -> list[float]:
     spare = placements * step
     x_buffer, y_buffer = torch.randn(cols + spare), torch.empty(rows + spare)
     values = page_offset(matrix.values())
-    times = []
-    for index in range(placements):
+    rng = np.random.default_rng(seed)
+    times: list[list[float]] = [[] for _ in range(placements)]
+    for _ in range(passes):
+        for index in rng.permutation(placements):
+            shift = int(index) * step
+            x = x_buffer[shift:shift + cols] if moving == "x" else x_buffer[:cols]
+            y = y_buffer[shift:shift + rows] if moving == "y" else y_buffer[:rows]
+            times[index].append(ns_per_block(matrix, x, y, calls))
+    for index, ns in enumerate(times):
         shift = index * step
         x = x_buffer[shift:shift + cols] if moving == "x" else x_buffer[:cols]
         y = y_buffer[shift:shift + rows] if moving == "y" else y_buffer[:rows]
-        ns = ns_per_block(matrix, x, y, calls)
-        times.append(ns)
         print(f"{moving} moved {shift * FLOAT_BYTES:5d} B   x {page_offset(x):4d}  y {page_offset(y):4d}  "
-              f"values {values:4d}   {ns:5.1f} ns a block", flush=True)
+              f"values {values:4d}   " + " ".join(f"{t:5.1f}" for t in ns) + " ns a block", flush=True)
     return times
 
 
@@ -99,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cols", type=int, default=4096)
     parser.add_argument("--density", type=float, default=0.04, help="share of blocks kept (VGG16_FC7's 0.04)")
     parser.add_argument("--placements", type=int, default=64)
+    parser.add_argument("--passes", type=int, default=3, help="passes over the offsets, each in a random order")
     parser.add_argument("--calls", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -109,10 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rows} x {args.cols}, "
           f"{matrix.values().shape[0]} blocks of {BLOCK} x {BLOCK}")
     for moving in ("x", "y"):
-        times = sweep(matrix, args.placements, args.calls, moving)
-        print(f"\n{moving} at {len(times)} placements: fastest {min(times):.1f}, median "
-              f"{statistics.median(times):.1f}, mean {statistics.fmean(times):.1f}, slowest {max(times):.1f} "
-              f"ns a block", *histogram(times), "", sep="\n")
+        passes = sweep(matrix, args.placements, args.passes, args.calls, moving, args.seed)
+        times = [statistics.median(p) for p in passes]
+        apart = [max(p) / min(p) - 1.0 for p in passes]
+        print(f"\n{moving} at {len(times)} placements, each the median of its {args.passes} passes: fastest "
+              f"{min(times):.1f}, median {statistics.median(times):.1f}, mean {statistics.fmean(times):.1f}, "
+              f"slowest {max(times):.1f} ns a block", *histogram(times),
+              f"an offset's passes apart: median {100 * statistics.median(apart):.0f}%, "
+              f"largest {100 * max(apart):.0f}%", "", sep="\n")
     return 0
 
 

@@ -142,16 +142,19 @@ def test_thinning_that_removes_nothing_is_said(fc):
     assert any("thinned" in n and "removes nothing" in n for n in result.notes)
 
 
-def test_rounds_interleave_the_variants():
-    order = []
-    times, faulted = time_rounds([lambda: order.append("a"), lambda: order.append("b")], rounds=2, per_round=3)
-    assert [len(t) for t in times] == [6, 6]
-    # per round each call's warm-up (three calls at least: it ends on two that are no faster than
-    # the fastest before them) and its 3 timed calls, back to back
+def test_rounds_interleave_the_variants_and_go_over_every_layer():
+    order, visits = [], []
+    calls = [[lambda: order.append("a"), lambda: order.append("b")], [lambda: order.append("c")]]
+    times, faulted = time_rounds(calls, rounds=2, per_round=3, progress=lambda r, n: visits.append((r, n)))
+    assert [[len(t) for t in layer] for layer in times] == [[6, 6], [6]]
+    # per round each layer's calls in turn, each its warm-up (three calls at least: it ends on two
+    # that are no faster than the fastest before them) and its 3 timed calls, back to back; the
+    # second round only after every layer's first, so a layer's rounds lie as far apart as the run
     blocks = [(name, len(list(run))) for name, run in itertools.groupby(order)]
-    assert [name for name, _ in blocks] == ["a", "b", "a", "b"]
-    assert all(3 + 3 <= calls <= WARMUP_MAX_CALLS + 3 for _, calls in blocks)
-    assert len(faulted) == 2 and all(f >= 0 for f in faulted)
+    assert [name for name, _ in blocks] == ["a", "b", "c", "a", "b", "c"]
+    assert all(3 + 3 <= n <= WARMUP_MAX_CALLS + 3 for _, n in blocks)
+    assert visits == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert [len(f) for f in faulted] == [2, 1] and all(x >= 0 for f in faulted for x in f)
 
 
 def test_a_call_that_maps_a_fresh_buffer_counts_its_pages():
@@ -163,7 +166,8 @@ def test_a_call_that_maps_a_fresh_buffer_counts_its_pages():
         pytest.skip("glibc's mmap ceiling")
     n = (64 << 20) // 4
     kept = torch.empty(n)
-    _, faulted = time_rounds([lambda: torch.empty(n).fill_(1.0), lambda: kept.fill_(1.0)], rounds=1, per_round=2)
+    _, [faulted] = time_rounds([[lambda: torch.empty(n).fill_(1.0), lambda: kept.fill_(1.0)]], rounds=1,
+                               per_round=2)
     assert faulted[0] >= 0.9 * (64 << 20)
     assert faulted[1] < 1 << 20
 

@@ -36,8 +36,14 @@ a layer whose weights fit a cache runs from it, as the simulator's layer mode as
 interleaves the variants of a layer in rounds: every round runs each variant's warm-up calls (until
 the caches stop filling: :func:`simulator.measure.bench.warm_up`) and a block of timed calls, so a
 burst of load from other processes falls on all variants of the layer alike and the pair comparisons
-``crosscheck`` makes stay fair. The figure is the median of all the timed calls of a variant, its
-spread the 10th and 90th percentiles, as ``bench``.
+``crosscheck`` makes stay fair. The rounds go over the whole run (round 1 of every layer, then round
+2 of every layer, ...), so a layer's rounds are minutes apart rather than milliseconds: on the
+shared 2-vCPU guest of ``docs/validation.md`` the host slows a loop for 0.05 s to several seconds
+at a time (torch's BSR ``mv`` from 18-19 to 31-35 ns a block on one thread, the same buffers in the
+same process), and a layer whose rounds ran back to back fell into one such phase whole. The
+figure is the median of all the timed calls of a variant, its spread the 10th and 90th
+percentiles, as ``bench``. Every layer's operators are built first and kept for the run (the
+workload's weights in every variant at once).
 """
 
 from __future__ import annotations
@@ -296,19 +302,25 @@ def thinned_operator(workload: Workload, thinned: Workload, record: Any, layer: 
 
 # --- timing -------------------------------------------------------------------------------------
 
-def time_rounds(calls: Sequence[Callable[[], Any]], rounds: int,
-                per_round: int) -> tuple[list[list[float]], list[float]]:
-    """Seconds of every timed call of each of ``calls``, and each call's bytes of pages faulted in
-    a timed call (the mean): ``rounds`` rounds, each running every call untimed until it no longer
-    speeds up (its warm-up, :func:`simulator.measure.bench.warm_up`: the caches hold its data again
-    after the other calls') and then ``per_round`` times timed, back to back."""
-    times: list[list[float]] = [[] for _ in calls]
-    faulted = [0.0 for _ in calls]
-    for _ in range(rounds):
-        for i, call in enumerate(calls):
-            seconds, faulted_bytes = time_calls_faulted(call, per_round, warmup=1)
-            times[i] += seconds
-            faulted[i] += faulted_bytes / rounds
+def time_rounds(layers: Sequence[Sequence[Callable[[], Any]]], rounds: int, per_round: int,
+                progress: Callable[[int, int], None] = lambda _round, _layer: None
+                ) -> tuple[list[list[list[float]]], list[list[float]]]:
+    """Per layer, the seconds of every timed call of each of its calls, and each call's bytes of
+    pages faulted in a timed call (the mean). ``rounds`` rounds over the whole run, each visiting
+    every layer in turn (``progress(round, layer)`` first) and running each of the layer's calls
+    untimed until it no longer speeds up (its warm-up, :func:`simulator.measure.bench.warm_up`:
+    the caches hold its data again after the other calls') and then ``per_round`` times timed,
+    back to back. A layer's rounds are thus as far apart as the run allows: a phase in which other
+    processes slow the machine falls on one round of a layer, not on all of them."""
+    times: list[list[list[float]]] = [[[] for _ in calls] for calls in layers]
+    faulted = [[0.0 for _ in calls] for calls in layers]
+    for round_index in range(rounds):
+        for n, calls in enumerate(layers):
+            progress(round_index, n)
+            for i, call in enumerate(calls):
+                seconds, faulted_bytes = time_calls_faulted(call, per_round, warmup=1)
+                times[n][i] += seconds
+                faulted[n][i] += faulted_bytes / rounds
     return times, faulted
 
 
@@ -344,8 +356,8 @@ def bench_variants(workload: Workload, variants: Sequence[Variant], batch: int =
                    repeat: int = 20, seed: int = 0, progress: Callable[[str], None] = lambda _: None,
                    rounds: int = DEFAULT_ROUNDS) -> BenchResult:
     """Every weighted layer in every variant, the variants of a layer interleaved in ``rounds``
-    rounds of ``repeat / rounds`` timed calls each (at least one); a :class:`BenchResult` whose
-    ``variants`` hold the timings (``layers`` is empty)."""
+    rounds over the whole run (:func:`time_rounds`) of ``repeat / rounds`` timed calls each (at
+    least one); a :class:`BenchResult` whose ``variants`` hold the timings (``layers`` is empty)."""
     import torch
 
     threads = threads or os.cpu_count() or 1
@@ -364,15 +376,23 @@ def bench_variants(workload: Workload, variants: Sequence[Variant], batch: int =
                          "shape), so thinned runs the dense layers")
     rounds = max(1, min(rounds, repeat))
     per_round = max(1, round(repeat / rounds))
-    timings: list[LayerTiming] = []
     weighted = [l for l in workload.layers if l.kind.has_weights]
+    timings: list[LayerTiming] = []
     try:
+        ops = []
         for n, layer in enumerate(weighted):
-            progress(f"bench {len(variants)} variants batch {batch}: {layer.name} ({n + 1}/{len(weighted)})")
-            ops = _operators(workload, layer, variants, thinned, batch, seed, threads, notes)
-            times, faulted = time_rounds([op.call for _, op in ops], rounds, per_round)
-            timings += [_timing(layer, v, op, batch, t, f) for (v, op), t, f in zip(ops, times, faulted)]
-            del ops
+            progress(f"bench {len(variants)} variants batch {batch}: building {layer.name} ({n + 1}/{len(weighted)})")
+            ops.append(_operators(workload, layer, variants, thinned, batch, seed, threads, notes))
+
+        def said(round_index: int, n: int) -> None:
+            progress(f"bench {len(variants)} variants batch {batch}: round {round_index + 1}/{rounds}, "
+                     f"{weighted[n].name} ({n + 1}/{len(weighted)})")
+
+        times, faulted = time_rounds([[op.call for _, op in layer_ops] for layer_ops in ops], rounds, per_round, said)
+        for layer, layer_ops, layer_times, layer_faulted in zip(weighted, ops, times, faulted):
+            timings += [_timing(layer, v, op, batch, t, f) for (v, op), t, f in zip(layer_ops, layer_times,
+                                                                                     layer_faulted)]
+        del ops
     finally:
         torch.set_num_threads(before)
     progress("")
