@@ -37,7 +37,7 @@ interleaves the variants of a layer in rounds: every round runs each variant's w
 the caches stop filling: :func:`simulator.measure.bench.warm_up`) and a block of timed calls, so a
 burst of load from other processes falls on all variants of the layer alike and the pair comparisons
 ``crosscheck`` makes stay fair. The rounds go over the whole run (round 1 of every layer, then round
-2 of every layer, ...), so a layer's rounds are minutes apart rather than milliseconds: on the
+2 of every layer, ...), so a layer's rounds lie a run's length apart rather than within a second: on the
 shared 2-vCPU guest of ``docs/validation.md`` the host slows a loop for 0.05 s to several seconds
 at a time (torch's BSR ``mv`` from 18-19 to 31-35 ns a block on one thread, the same buffers in the
 same process), and a layer whose rounds ran back to back fell into one such phase whole. The
@@ -311,7 +311,7 @@ def time_rounds(layers: Sequence[Sequence[Callable[[], Any]]], rounds: int, per_
     untimed until it no longer speeds up (its warm-up, :func:`simulator.measure.bench.warm_up`:
     the caches hold its data again after the other calls') and then ``per_round`` times timed,
     back to back. A layer's rounds are thus as far apart as the run allows: a phase in which other
-    processes slow the machine falls on one round of a layer, not on all of them."""
+    processes slow the machine takes the rounds it overlaps, not all of a layer's."""
     times: list[list[list[float]]] = [[[] for _ in calls] for calls in layers]
     faulted = [[0.0 for _ in calls] for calls in layers]
     for round_index in range(rounds):
