@@ -77,18 +77,21 @@ def sweep(matrix, placements: int, passes: int, calls: int, moving: str, seed: i
     x_buffer, y_buffer = torch.randn(cols + spare), torch.empty(rows + spare)
     values = page_offset(matrix.values())
     rng = np.random.default_rng(seed)
-    times: list[list[float]] = [[] for _ in range(placements)]
-    for _ in range(passes):
-        for index in rng.permutation(placements):
-            shift = int(index) * step
-            x = x_buffer[shift:shift + cols] if moving == "x" else x_buffer[:cols]
-            y = y_buffer[shift:shift + rows] if moving == "y" else y_buffer[:rows]
-            times[index].append(ns_per_block(matrix, x, y, calls))
-    for index, ns in enumerate(times):
+
+    def placed(index: int):
+        """``x`` and ``y`` with ``moving`` at offset ``index``."""
         shift = index * step
         x = x_buffer[shift:shift + cols] if moving == "x" else x_buffer[:cols]
         y = y_buffer[shift:shift + rows] if moving == "y" else y_buffer[:rows]
-        print(f"{moving} moved {shift * FLOAT_BYTES:5d} B   x {page_offset(x):4d}  y {page_offset(y):4d}  "
+        return x, y
+
+    times: list[list[float]] = [[] for _ in range(placements)]
+    for _ in range(passes):
+        for index in rng.permutation(placements):
+            times[index].append(ns_per_block(matrix, *placed(int(index)), calls))
+    for index, ns in enumerate(times):
+        x, y = placed(index)
+        print(f"{moving} moved {index * LINE_BYTES:5d} B   x {page_offset(x):4d}  y {page_offset(y):4d}  "
               f"values {values:4d}   " + " ".join(f"{t:5.1f}" for t in ns) + " ns a block", flush=True)
     return times
 
