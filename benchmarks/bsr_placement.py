@@ -88,7 +88,8 @@ def sweep(matrix, placements: int, passes: int, calls: int, moving: str, seed: i
     times: list[list[float]] = [[] for _ in range(placements)]
     for _ in range(passes):
         for index in rng.permutation(placements):
-            times[index].append(ns_per_block(matrix, *placed(int(index)), calls))
+            x, y = placed(int(index))
+            times[index].append(ns_per_block(matrix, x, y, calls))
     for index, ns in enumerate(times):
         x, y = placed(index)
         print(f"{moving} moved {index * LINE_BYTES:5d} B   x {page_offset(x):4d}  y {page_offset(y):4d}  "
